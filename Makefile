@@ -1,0 +1,87 @@
+# hakmem — build, test and benchmark.
+#   make              build/libhakmem.so (drop-in) build/libhakmem.a, build/libhakmem_core.a (hak_* only)
+#   make DEBUG=1      the same under build/debug (assertions, phantom pointer types, -O0)
+#   make SAN=asan     hak_*-only core built with ASan+UBSan under build/asan (SAN=tsan: TSan)
+#   make test         build and run every test
+#   make bench        the side-by-side benchmark (see bench/bench.mk)
+#   make clean
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+CC      ?= cc
+CXX     ?= c++
+DEBUG   ?= 0
+SAN     ?=
+
+BASE_CFLAGS := -std=gnu11 -g -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
+               -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free \
+               -ftls-model=initial-exec -fno-plt -Iinclude -Isrc -D_GNU_SOURCE
+ifeq ($(DEBUG),1)
+  BUILD   ?= build/debug
+  OPT     := -O0 -DHAK_DEBUG=1
+else ifeq ($(SAN),asan)
+  BUILD   ?= build/asan
+  OPT     := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DHAK_DEBUG=1
+  CC      := clang
+else ifeq ($(SAN),tsan)
+  BUILD   ?= build/tsan
+  OPT     := -O1 -fno-omit-frame-pointer -fsanitize=thread -DHAK_DEBUG=0
+  CC      := clang
+else
+  BUILD   ?= build
+  OPT     := -O2 -DHAK_DEBUG=0
+endif
+CFLAGS  := $(BASE_CFLAGS) $(OPT) $(EXTRA_CFLAGS)
+LDLIBS  := -lpthread
+
+CORE_SRCS := $(sort $(wildcard src/os/*.c src/debug/*.c src/config/*.c src/stats/*.c \
+               src/superslab/*.c src/shared_pool/*.c src/tiny/*.c src/large/*.c src/core/*.c))
+API_SRCS  := $(sort $(wildcard src/api/*.c))
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/obj/%.o)
+API_OBJS  := $(API_SRCS:%.c=$(BUILD)/obj/%.o)
+
+LIB_SO    := $(BUILD)/libhakmem.so
+LIB_A     := $(BUILD)/libhakmem.a
+CORE_A    := $(BUILD)/libhakmem_core.a
+
+.PHONY: all clean test test-deps
+ifeq ($(SAN),)
+all: $(LIB_SO) $(LIB_A) $(CORE_A)
+else
+all: $(CORE_A)
+endif
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB_SO): $(CORE_OBJS) $(API_OBJS)
+	$(CC) -shared -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
+
+$(LIB_A): $(CORE_OBJS) $(API_OBJS)
+	@rm -f $@; ar rcs $@ $^
+
+$(CORE_A): $(CORE_OBJS)
+	@rm -f $@; ar rcs $@ $^
+
+-include $(CORE_OBJS:.o=.d) $(API_OBJS:.o=.d)
+
+# Tests: each fragment appends run targets to TEST_RUNS (in the order they run).
+TEST_RUNS :=
+-include tests/unit/unit.mk
+-include tests/contract/contract.mk
+-include tests/stress/stress.mk
+-include tests/fuzz/fuzz.mk
+-include tests/realprog/realprog.mk
+-include bench/bench.mk
+
+test-deps:
+	@scripts/install-test-deps.sh
+
+test: test-deps
+	@fail=0; for t in $(TEST_RUNS); do \
+	  echo "=== $$t"; $(MAKE) --no-print-directory $$t || { echo "FAILED: $$t"; fail=$$((fail+1)); }; \
+	done; echo "test groups: $(words $(TEST_RUNS)) run, $$fail failed"; [ $$fail -eq 0 ]
+
+clean:
+	rm -rf build results

@@ -1,0 +1,77 @@
+// hakmem.h — the public API of the hakmem allocator engine.
+//
+// Every function here is safe to call from any thread at any time, including
+// before main() and after a thread has started exiting. The drop-in library
+// (libhakmem.so) maps the glibc malloc family onto these functions; programs
+// that want hakmem without overriding malloc link libhakmem_core.a and call
+// hak_* directly.
+#ifndef HAKMEM_H
+#define HAKMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HAK_API __attribute__((visibility("default")))
+
+// The malloc family. Semantics are glibc's: NULL + errno=ENOMEM on failure,
+// hak_malloc(0) returns a unique freeable pointer, results for requests of
+// 16 bytes or more are 16-byte aligned.
+HAK_API void  *hak_malloc(size_t size);
+HAK_API void   hak_free(void *ptr);
+HAK_API void  *hak_calloc(size_t count, size_t size);
+HAK_API void  *hak_realloc(void *ptr, size_t size);
+HAK_API void  *hak_reallocarray(void *ptr, size_t count, size_t size);
+// alignment: any power of two (values below 16 are raised to 16).
+// Returns NULL with errno=EINVAL if alignment is not a power of two.
+HAK_API void  *hak_aligned_alloc(size_t alignment, size_t size);
+// 0, EINVAL or ENOMEM as posix_memalign; *out untouched on failure.
+HAK_API int    hak_posix_memalign(void **out, size_t alignment, size_t size);
+// Bytes usable at ptr (>= the request); 0 for NULL.
+HAK_API size_t hak_usable_size(const void *ptr);
+
+// Does this address lie in memory hakmem manages (a block of ours)?
+// Returns 1 for a pointer hakmem returned and has not freed, or any
+// interior address of one; 0 otherwise.
+HAK_API int    hak_owns(const void *ptr);
+
+// Return every unused cached page to the OS now (malloc_trim(0)).
+// Returns 1 if any memory was released, 0 otherwise.
+HAK_API int    hak_trim(void);
+
+// Give the calling thread's cached blocks and slabs back to the Shared Pool
+// now (done automatically when a thread exits).
+HAK_API void   hak_thread_flush(void);
+
+// Figures the allocator keeps about itself. All byte counts are exact at the
+// time of the call except `cached_bytes`, which counts other threads' TLS
+// caches as of their last slow path.
+typedef struct hak_stats {
+  size_t mapped_bytes;        // address space mapped from the OS right now
+  size_t superslab_count;     // live SuperSlabs
+  size_t superslab_bytes;     // bytes in live SuperSlabs
+  size_t slabs_in_use;        // slabs bound to a size class
+  size_t slabs_free;          // EMPTY slabs in the Shared Pool
+  size_t in_use_bytes;        // bytes in blocks handed out (slab blocks counted at their
+                              // class size; blocks in TLS caches count as in use)
+  size_t free_bytes;          // bytes in slabs bound to a class but not handed out
+  size_t huge_count;          // live huge (direct-mmap) blocks
+  size_t huge_bytes;          // bytes mapped for live huge blocks
+  size_t huge_cached_bytes;   // freed huge mappings kept for reuse
+  size_t superslabs_mapped_total;   // SuperSlabs ever mapped
+  size_t superslabs_unmapped_total; // SuperSlabs ever returned to the OS
+  size_t remote_frees_total;  // frees pushed onto another thread's slab
+  size_t threads_live;        // threads with hakmem state
+} hak_stats_t;
+
+HAK_API void   hak_get_stats(hak_stats_t *out);
+// Human-readable statistics written to fd with write(2) (malloc_stats).
+HAK_API void   hak_print_stats(int fd);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // HAKMEM_H
