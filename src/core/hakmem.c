@@ -1,0 +1,245 @@
+// hakmem.c — the top of the engine: the hak_* API and the flow of DESIGN.md §1.
+//
+//   hak_malloc: size class -> tls_sll_pop -> (miss) tiny_refill -> Shared Pool
+//   hak_free:   registry -> slab -> owner check -> tls_sll_push
+//               (full list: tiny_flush; other owner: remote free; huge; foreign)
+#include "hakmem.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/foreign.h"
+#include "debug/report.h"
+#include "large/huge.h"
+#include "shared_pool/shared_pool.h"
+#include "superslab/ss_registry.h"
+#include "tiny/tiny_refill.h"
+#include "tiny/tiny_thread.h"
+
+#define HAK_SLAB_ALIGN_MAX  4096u        // aligned requests up to this come from slabs
+#define HAK_ALIGNED_SLAB_MAX (32u << 10) // ... and up to this size
+
+// ---- malloc -------------------------------------------------------------
+
+static void *alloc_enomem(void) {
+  errno = ENOMEM;
+  return NULL;
+}
+
+// A block of class cls: TLS hit, else refill.
+static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
+  thread_ensure_setup();
+  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+  if (hak_base_is_null(b)) {
+    if (!tiny_refill(cls)) return alloc_enomem();
+    b = tls_sll_pop(&t_tls_cache, cls);
+  }
+  return hak_user_raw(hak_base_to_user(b));
+}
+
+static HAK_NOINLINE void *hak_malloc_slow(size_t size) {
+  if (size <= HAK_SLAB_MAX) return alloc_class_slow(size_class_of(size));
+  if (size > PTRDIFF_MAX) return alloc_enomem();
+  void *p = huge_alloc(size, 0, 0);
+  return p != NULL ? p : alloc_enomem();
+}
+
+void *hak_malloc(size_t size) {
+  if (HAK_LIKELY(size <= HAK_SLAB_MAX)) {
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_of(size));
+    if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
+  }
+  return hak_malloc_slow(size);
+}
+
+// ---- free ---------------------------------------------------------------
+
+// Where a slab pointer stands: its slab, and whether it is a block start.
+HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
+  uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
+  uint64_t idx = ((uint64_t)off * g_size_class[m->cls].magic) >> 32;
+  return idx * m->block_size == off && idx < m->capacity;
+}
+
+static HAK_COLD void report_slab_pointer(const char *op, const void *p, const slab_meta_t *m) {
+  uint32_t st = SLAB_STATE(atomic_load(&m->state));
+  if (st == SLAB_FREE) hak_report_pointer_error(op, p, " (in a free slab: double free or never allocated)");
+  else hak_report_pointer_error(op, p, " (not the start of a block: interior pointer)");
+}
+
+static HAK_NOINLINE void hak_free_slow(void *p) {
+  if (p == NULL) return;
+  if (!ss_registry_contains(p)) {
+    if (huge_free(p)) return;
+    hak_foreign_free(p);
+    return;
+  }
+  slab_meta_t *m = ss_slab_of(ss_of(p), p);
+  if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE ||
+      !slab_block_start(m, p)) {
+    report_slab_pointer("free of invalid pointer", p, m);
+    return;
+  }
+  hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
+  unsigned cls = m->cls;
+  tls_cache_t *tc = &t_tls_cache;
+  if (hak_base_raw(tc->head[cls]) == hak_base_raw(b)) {
+    hak_report_pointer_error("double free of", p, " (already the most recently freed block)");
+    return;
+  }
+  uintptr_t owner = atomic_load_explicit(&m->owner, memory_order_relaxed);
+  if (owner != 0 && owner != thread_self_id()) {
+    tiny_free_remote(m, b);
+    return;
+  }
+  thread_ensure_setup();
+  if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
+  tls_sll_push(tc, cls, b);
+}
+
+void hak_free(void *p) {
+  if (HAK_LIKELY(ss_registry_contains(p))) {
+    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    unsigned cls = m->cls;
+    uintptr_t owner = atomic_load_explicit(&m->owner, memory_order_relaxed);
+    hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
+    tls_cache_t *tc = &t_tls_cache;
+    if (HAK_LIKELY(slab_block_start(m, p) && (owner == thread_self_id() || owner == 0) &&
+                   hak_base_raw(tc->head[cls]) != hak_base_raw(b) && tls_sll_push(tc, cls, b)))
+      return;
+  }
+  hak_free_slow(p);
+}
+
+// ---- the rest of the family ----------------------------------------------
+
+void *hak_calloc(size_t count, size_t size) {
+  size_t n;
+  if (__builtin_mul_overflow(count, size, &n) || n > PTRDIFF_MAX) return alloc_enomem();
+  if (n > HAK_SLAB_MAX) {
+    void *p = huge_alloc(n, 0, 1);       // fresh mappings are already zero
+    return p != NULL ? p : alloc_enomem();
+  }
+  void *p = hak_malloc(n);
+  if (p != NULL) memset(p, 0, n);
+  return p;
+}
+
+size_t hak_usable_size(const void *p) {
+  if (p == NULL) return 0;
+  if (ss_registry_contains(p)) {
+    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE ||
+        !slab_block_start(m, p)) {
+      report_slab_pointer("malloc_usable_size of invalid pointer", p, m);
+      return 0;
+    }
+    return m->block_size - HAK_BLOCK_HEADER_BYTES;
+  }
+  int interior;
+  size_t n = huge_usable_size(p, &interior);
+  if (n != 0) return n;
+  if (interior) {
+    hak_report_pointer_error("malloc_usable_size of invalid pointer", p, " (inside a huge block)");
+    return 0;
+  }
+  return hak_foreign_usable_size(p);
+}
+
+void *hak_realloc(void *p, size_t size) {
+  if (p == NULL) return hak_malloc(size);
+  if (size == 0) {                       // glibc 2.36: free and return NULL
+    hak_free(p);
+    return NULL;
+  }
+  if (size > PTRDIFF_MAX) return alloc_enomem();
+  size_t old;
+  if (ss_registry_contains(p)) {
+    old = hak_usable_size(p);
+    if (old == 0) return alloc_enomem();  // reported already (when not aborting)
+    if (size <= old && (size > old / 2 || old <= 64)) return p;
+  } else {
+    int interior;
+    old = huge_usable_size(p, &interior);
+    if (old == 0) {
+      if (interior) {
+        hak_report_pointer_error("realloc of invalid pointer", p, " (inside a huge block)");
+        return alloc_enomem();
+      }
+      return hak_foreign_realloc(p, size);
+    }
+    if (size > HAK_SLAB_MAX) {
+      void *q = huge_try_realloc(p, size);
+      if (q != NULL) return q;
+    }
+  }
+  void *q = hak_malloc(size);
+  if (q == NULL) return NULL;            // errno is ENOMEM; p is untouched
+  memcpy(q, p, old < size ? old : size);
+  hak_free(p);
+  return q;
+}
+
+void *hak_reallocarray(void *p, size_t count, size_t size) {
+  size_t n;
+  if (__builtin_mul_overflow(count, size, &n)) return alloc_enomem();
+  return hak_realloc(p, n);
+}
+
+void *hak_aligned_alloc(size_t alignment, size_t size) {
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (alignment <= 16) return hak_malloc(size);
+  if (size > PTRDIFF_MAX) return alloc_enomem();
+  size_t need = size > alignment ? size : alignment;
+  if (alignment <= HAK_SLAB_ALIGN_MAX && need <= HAK_ALIGNED_SLAB_MAX) {
+    // Slab starts are page aligned, so a class whose size is a multiple of the
+    // alignment has every block aligned.
+    for (unsigned cls = size_class_of(need); cls < HAK_NUM_CLASSES; cls++) {
+      if (g_size_class[cls].size % alignment == 0) {
+        hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+        if (!hak_base_is_null(b)) return hak_user_raw(hak_base_to_user(b));
+        return alloc_class_slow(cls);
+      }
+    }
+  }
+  void *p = huge_alloc(size ? size : 1, alignment, 0);
+  return p != NULL ? p : alloc_enomem();
+}
+
+int hak_posix_memalign(void **out, size_t alignment, size_t size) {
+  if (alignment < sizeof(void *) || (alignment & (alignment - 1)) != 0) return EINVAL;
+  int saved = errno;
+  void *p = hak_aligned_alloc(alignment, size);
+  errno = saved;
+  if (p == NULL) return ENOMEM;
+  *out = p;
+  return 0;
+}
+
+int hak_owns(const void *p) {
+  if (p == NULL) return 0;
+  if (ss_registry_contains(p)) {
+    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) return 0;
+    return (const char *)p >= m->base && (const char *)p < m->base + (size_t)m->capacity * m->block_size;
+  }
+  int interior;
+  return huge_usable_size(p, &interior) != 0 || interior;
+}
+
+void hak_thread_flush(void) {
+  if (t_thread.status != THREAD_LIVE) return;
+  thread_release_all();
+}
+
+int hak_trim(void) {
+  if (t_thread.status == THREAD_LIVE)
+    for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
+  int released = shared_pool_trim();
+  released |= huge_trim(1);
+  return released;
+}

@@ -1,0 +1,28 @@
+// hak_base.h — compiler helpers shared by every box: branch hints, inlining
+// control and debug-only assertions. Nothing here costs anything in release.
+#ifndef HAK_BASE_H
+#define HAK_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef HAK_DEBUG
+#define HAK_DEBUG 0
+#endif
+
+#define HAK_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define HAK_NOINLINE    __attribute__((noinline))
+#define HAK_INLINE      static inline __attribute__((always_inline))
+#define HAK_COLD        __attribute__((cold, noinline))
+#define HAK_INTERNAL    __attribute__((visibility("hidden")))
+
+// Report an internal invariant violation and abort (debug builds only).
+void hak_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn, cold));
+#if HAK_DEBUG
+#define HAK_ASSERT(e) ((e) ? (void)0 : hak_assert_fail(#e, __FILE__, __LINE__))
+#else
+#define HAK_ASSERT(e) ((void)0)
+#endif
+
+#endif

@@ -1,0 +1,68 @@
+// report.c — error reports and assertion failures (see report.h).
+#include "debug/report.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "debug/hak_base.h"
+#include "os/os.h"
+
+size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v) {
+  char tmp[24];
+  size_t n = 0;
+  do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v != 0);
+  size_t w = 0;
+  while (n > 0 && w + 1 < cap) buf[w++] = tmp[--n];
+  buf[w] = '\0';
+  return w;
+}
+
+size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v) {
+  char tmp[20];
+  size_t n = 0;
+  do { tmp[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v != 0);
+  size_t w = 0;
+  if (cap > 3) { buf[w++] = '0'; buf[w++] = 'x'; }
+  while (n > 0 && w + 1 < cap) buf[w++] = tmp[--n];
+  buf[w] = '\0';
+  return w;
+}
+
+void hak_write_str(int fd, const char *s) { os_write_all(fd, s, strlen(s)); }
+
+void hak_report_pointer_error(const char *what, const void *ptr, const char *detail) {
+  char line[256];
+  size_t n = 0;
+  const char *parts[2] = {"hakmem: ", what};
+  for (int i = 0; i < 2; i++) {
+    size_t l = strlen(parts[i]);
+    if (n + l >= sizeof line - 40) l = sizeof line - 40 - n;
+    memcpy(line + n, parts[i], l);
+    n += l;
+  }
+  line[n++] = ' ';
+  n += hak_fmt_hex(line + n, sizeof line - n, (unsigned long long)(uintptr_t)ptr);
+  if (detail != NULL) {
+    size_t l = strlen(detail);
+    if (n + l + 2 > sizeof line) l = sizeof line - n - 2;
+    memcpy(line + n, detail, l);
+    n += l;
+  }
+  line[n++] = '\n';
+  os_write_all(2, line, n);
+  if (g_hak_config.abort_on_error) abort();
+}
+
+void hak_assert_fail(const char *expr, const char *file, int line) {
+  char num[24];
+  hak_fmt_u64(num, sizeof num, (unsigned long long)line);
+  hak_write_str(2, "hakmem: assertion failed: ");
+  hak_write_str(2, expr);
+  hak_write_str(2, " at ");
+  hak_write_str(2, file);
+  hak_write_str(2, ":");
+  hak_write_str(2, num);
+  hak_write_str(2, "\n");
+  abort();
+}

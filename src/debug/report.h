@@ -1,0 +1,16 @@
+// report.h — one-line error reports on stderr through write(2), then the
+// configured action (abort unless HAKMEM_ABORT_ON_ERROR=0).
+#ifndef HAK_REPORT_H
+#define HAK_REPORT_H
+
+#include <stddef.h>
+
+// "hakmem: <what> 0x<ptr><detail>\n", then abort (or return if configured).
+void hak_report_pointer_error(const char *what, const void *ptr, const char *detail);
+// Format helpers for details: append a decimal / hex number to a fixed buffer.
+size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v);
+size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v);
+// Write a NUL-terminated string to stderr.
+void hak_write_str(int fd, const char *s);
+
+#endif

@@ -1,0 +1,31 @@
+// huge.h — blocks above HAK_SLAB_MAX (and strongly aligned ones): one mmap
+// each, recorded in a hash table keyed by address, grown in place with mremap.
+// Freed mappings are kept in a small cache (bounded by HAKMEM_HUGE_CACHE_MB)
+// so a free/malloc loop does not pay mmap each time; they go back to the OS
+// after a delay (checked on slow paths) or at once on hak_trim().
+#ifndef HAK_HUGE_H
+#define HAK_HUGE_H
+
+#include <stddef.h>
+
+// size > 0; align a power of two (<= page means page alignment).
+void  *huge_alloc(size_t size, size_t align, int zero);
+// 1 if p is a huge block (then freed), 0 otherwise.
+int    huge_free(void *p);
+// Usable bytes of a huge block, or 0 if p is not one. *interior set to 1 when
+// p lies inside a huge block without being its start.
+size_t huge_usable_size(const void *p, int *interior);
+// Resize a huge block to a new huge size in place or by mremap; NULL if that
+// is not possible (the caller copies).
+void  *huge_try_realloc(void *p, size_t size);
+// Drop expired cache entries (or all of them); 1 if anything was unmapped.
+int    huge_trim(int everything);
+
+void   huge_fork_prepare(void);
+void   huge_fork_parent(void);
+void   huge_fork_child(void);
+
+typedef struct huge_stats { size_t live_count, live_bytes, cached_bytes; } huge_stats_t;
+void   huge_get_stats(huge_stats_t *out);
+
+#endif

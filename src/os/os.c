@@ -1,0 +1,77 @@
+// os.c — mappings, purging, messages, environment and clock (see os.h).
+#include "os/os.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+void *os_map_aligned(size_t size, size_t align) {
+  int saved = errno;
+  if (align < OS_PAGE_SIZE) align = OS_PAGE_SIZE;
+  if (size > SIZE_MAX - align) return NULL;
+  size_t span = size + (align > OS_PAGE_SIZE ? align : 0);
+  char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) { errno = saved; return NULL; }
+  uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+  size_t head = a - (uintptr_t)p;
+  size_t tail = span - head - size;
+  if (head) munmap(p, head);
+  if (tail) munmap((char *)a + size, tail);
+  errno = saved;
+  return (void *)a;
+}
+
+void os_unmap(void *addr, size_t size) {
+  int saved = errno;
+  munmap(addr, size);
+  errno = saved;
+}
+
+void os_purge(void *addr, size_t size) {
+  int saved = errno;
+  madvise(addr, size, MADV_DONTNEED);
+  errno = saved;
+}
+
+void *os_remap(void *addr, size_t old_size, size_t new_size) {
+  int saved = errno;
+  void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);
+  errno = saved;
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void os_write_all(int fd, const char *buf, size_t len) {
+  int saved = errno;
+  while (len > 0) {
+    ssize_t n = write(fd, buf, len);
+    if (n < 0) { if (errno == EINTR) continue; break; }
+    buf += n; len -= (size_t)n;
+  }
+  errno = saved;
+}
+
+const char *os_getenv(const char *name) {
+  if (environ == NULL) return NULL;
+  size_t n = strlen(name);
+  for (char **e = environ; *e != NULL; e++)
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+  return NULL;
+}
+
+uint64_t os_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t os_random_seed(void) {
+  uint64_t r = 0x9e3779b97f4a7c15ull;
+  const unsigned char *rnd = (const unsigned char *)getauxval(AT_RANDOM);
+  if (rnd != NULL) memcpy(&r, rnd + 8, sizeof r);  // glibc uses the first 8 bytes
+  return r ^ (uint64_t)(uintptr_t)&r;
+}

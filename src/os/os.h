@@ -1,0 +1,29 @@
+// os.h — the only box that talks to the kernel: mappings, purging, messages,
+// the environment and the clock. Nothing here allocates.
+#ifndef HAK_OS_H
+#define HAK_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define OS_PAGE_SIZE 4096u
+
+// Anonymous read/write mapping of `size` bytes aligned to `align` (a power of
+// two >= page size). NULL when the kernel refuses.
+void  *os_map_aligned(size_t size, size_t align);
+void   os_unmap(void *addr, size_t size);
+// Give the pages back; the range reads as zero afterwards.
+void   os_purge(void *addr, size_t size);
+// Resize a mapping in place or by moving it; NULL on failure.
+void  *os_remap(void *addr, size_t old_size, size_t new_size);
+
+// write(2) the whole buffer to fd, retrying on EINTR; errno is preserved.
+void   os_write_all(int fd, const char *buf, size_t len);
+// Value of an environment variable without allocating (walks environ).
+const char *os_getenv(const char *name);
+// Monotonic milliseconds (coarse clock, vDSO, cheap).
+uint64_t os_now_ms(void);
+// 64 random bits from the kernel's AT_RANDOM (no syscall, no allocation).
+uint64_t os_random_seed(void);
+
+#endif

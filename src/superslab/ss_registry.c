@@ -1,0 +1,38 @@
+// ss_registry.c — the live-SuperSlab bitmap and index table (see ss_registry.h).
+#include "superslab/ss_registry.h"
+
+_Atomic uint64_t g_ss_bitmap[SS_BITMAP_WORDS];
+superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
+_Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
+
+// Free registry indices (alloc_lock): a stack of released ones, then new ones.
+static uint32_t g_free_index[SS_REGISTRY_MAX];
+static uint32_t g_free_index_count;
+static uint32_t g_high_water;
+
+static void bitmap_set(const superslab_t *ss, int on) {
+  size_t bit = (uintptr_t)ss >> SS_SHIFT;
+  uint64_t mask = (uint64_t)1 << (bit & 63);
+  if (on) atomic_fetch_or_explicit(&g_ss_bitmap[bit >> 6], mask, memory_order_release);
+  else atomic_fetch_and_explicit(&g_ss_bitmap[bit >> 6], ~mask, memory_order_release);
+}
+
+int ss_registry_add(superslab_t *ss) {
+  if ((uintptr_t)ss >> SS_ADDR_BITS) return -1;
+  uint32_t idx;
+  if (g_free_index_count > 0) idx = g_free_index[--g_free_index_count];
+  else if (g_high_water < SS_REGISTRY_MAX) idx = g_high_water++;
+  else return -1;
+  ss->index = idx;
+  atomic_store_explicit(&g_ss_table[idx], ss, memory_order_release);
+  bitmap_set(ss, 1);
+  return 0;
+}
+
+void ss_registry_remove(superslab_t *ss) {
+  bitmap_set(ss, 0);
+  atomic_store_explicit(&g_ss_table[ss->index], NULL, memory_order_release);
+  g_free_index[g_free_index_count++] = ss->index;
+}
+
+uint32_t ss_registry_high_water(void) { return g_high_water; }

@@ -1,0 +1,46 @@
+// size_class.h — request size -> size class, and each class's geometry.
+//
+// Classes are 16-byte steps up to 128 B, then four per power of two up to
+// 256 KiB (HAK_SLAB_MAX): 16 32 48 ... 128 160 192 224 256 320 ... 1024 (the
+// tiny classes, 0..19) 1280 ... 32768 (medium, slab kind 1) 40960 ... 262144
+// (medium, slab kind 2). Worst-case rounding waste is under 25% of the request
+// (129 B -> 160 B) and 15 B for requests up to 128 B. Every class size is a
+// multiple of 16, so every block is 16-byte aligned.
+#ifndef HAK_SIZE_CLASS_H
+#define HAK_SIZE_CLASS_H
+
+#include "debug/hak_base.h"
+
+#define HAK_NUM_CLASSES     52
+#define HAK_TINY_CLASSES    20          // classes 0..19 are the tiny path (<= 1 KiB)
+#define HAK_TINY_MAX        1024u
+#define HAK_SLAB_MAX        (256u << 10) // largest slab class; above is huge (direct mmap)
+
+// Slab kinds: SuperSlabs hold slabs of one size; a class lives in one kind.
+#define HAK_SLAB_KINDS      3
+#define HAK_KIND_SMALL      0   // 64 KiB slabs, classes <= 1 KiB
+#define HAK_KIND_MEDIUM     1   // 512 KiB slabs, classes <= 32 KiB
+#define HAK_KIND_LARGE      2   // one 2 MiB slab, classes <= 256 KiB
+
+typedef struct size_class_info {
+  uint32_t size;       // block size in bytes
+  uint32_t magic;      // ceil(2^32 / size): offset*magic>>32 == offset/size for block starts
+  uint16_t tls_cap;    // bound of the tls_sll list for this class
+  uint16_t batch;      // blocks moved per refill / flush
+  uint8_t  kind;       // HAK_KIND_*
+} size_class_info_t;
+
+extern const size_class_info_t g_size_class[HAK_NUM_CLASSES];
+extern const uint8_t g_tiny_class_lut[HAK_TINY_MAX / 16 + 1];
+
+// Class of a request of n bytes, n <= HAK_SLAB_MAX.
+HAK_INLINE unsigned size_class_of(size_t n) {
+  if (HAK_LIKELY(n <= HAK_TINY_MAX)) return g_tiny_class_lut[(n + 15) >> 4];
+  unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1)); // 2^lg < n <= 2^(lg+1)
+  unsigned sub = (unsigned)((n - 1) >> (lg - 2)) & 3u;
+  return 8u + (lg - 7u) * 4u + sub;
+}
+
+HAK_INLINE size_t size_class_size(unsigned cls) { return g_size_class[cls].size; }
+
+#endif

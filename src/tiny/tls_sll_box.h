@@ -1,0 +1,53 @@
+// tls_sll_box.h — the per-thread freelist of each size class.
+//
+// head[c] is a singly-linked list of free blocks of class c, linked through
+// their first word. room[c] is how many more blocks it may take (its bound
+// minus its length). Every thread starts with all heads NULL and all rooms 0,
+// so the first malloc misses and the first free overflows: both take the slow
+// path, which sets the thread up (tiny_thread.h). Only the owning thread
+// touches its lists: no locks, no atomics.
+#ifndef HAK_TLS_SLL_BOX_H
+#define HAK_TLS_SLL_BOX_H
+
+#include "debug/ptr_types.h"
+#include "tiny/size_class.h"
+
+typedef struct tls_cache {
+  hak_base_ptr_t head[HAK_NUM_CLASSES];
+  uint32_t       room[HAK_NUM_CLASSES];
+} tls_cache_t;
+
+extern __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
+
+HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) { return *(hak_base_ptr_t *)hak_base_raw(b); }
+HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) { *(hak_base_ptr_t *)hak_base_raw(b) = next; }
+
+// NULL when the list is empty: the caller takes the refill path.
+HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
+  hak_base_ptr_t b = tc->head[cls];
+  if (HAK_LIKELY(!hak_base_is_null(b))) {
+    tc->head[cls] = block_next(b);
+    tc->room[cls]++;
+  }
+  return b;
+}
+
+// 0 when the list is full (or the thread is not set up): the caller takes the
+// slow path, which flushes a batch back to the slabs.
+HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
+  if (HAK_UNLIKELY(tc->room[cls] == 0)) return 0;
+  block_set_next(b, tc->head[cls]);
+  tc->head[cls] = b;
+  tc->room[cls]--;
+  return 1;
+}
+
+// Splice a chain first..last of n blocks onto the list (n <= room).
+HAK_INLINE void tls_sll_push_chain(tls_cache_t *tc, unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last,
+                                   uint32_t n) {
+  block_set_next(last, tc->head[cls]);
+  tc->head[cls] = first;
+  tc->room[cls] -= n;
+}
+
+#endif
