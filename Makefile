@@ -53,7 +53,7 @@ endif
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC  $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB_SO): $(CORE_OBJS) $(API_OBJS)
 	$(CC) -shared -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)

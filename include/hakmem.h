@@ -21,7 +21,7 @@ extern "C" {
 // hak_malloc(0) returns a unique freeable pointer, results for requests of
 // 16 bytes or more are 16-byte aligned.
 HAK_API void  *hak_malloc(size_t size);
-HAK_API void   hak_free(void *ptr);
+HAK_API void   hak_free(void *ptr);          // never changes errno
 HAK_API void  *hak_calloc(size_t count, size_t size);
 HAK_API void  *hak_realloc(void *ptr, size_t size);
 HAK_API void  *hak_reallocarray(void *ptr, size_t count, size_t size);

@@ -58,7 +58,7 @@ void *hak_malloc(size_t size) {
 // Where a slab pointer stands: its slab, and whether it is a block start.
 HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-  uint64_t idx = ((uint64_t)off * g_size_class[m->cls].magic) >> 32;
+  uint64_t idx = ((uint64_t)off * m->size_magic) >> 32;
   return idx * m->block_size == off && idx < m->capacity;
 }
 
@@ -68,8 +68,18 @@ static HAK_COLD void report_slab_pointer(const char *op, const void *p, const sl
   else hak_report_pointer_error(op, p, " (not the start of a block: interior pointer)");
 }
 
+static void hak_free_slow_body(void *p);
+
+// free never changes errno (POSIX 2024, glibc >= 2.33); only the slow path
+// can touch it, so only the slow path saves it.
 static HAK_NOINLINE void hak_free_slow(void *p) {
   if (p == NULL) return;
+  int saved = errno;
+  hak_free_slow_body(p);
+  errno = saved;
+}
+
+static void hak_free_slow_body(void *p) {
   if (!ss_registry_contains(p)) {
     if (huge_free(p)) return;
     hak_foreign_free(p);

@@ -15,6 +15,7 @@
 #define HAK_NOINLINE    __attribute__((noinline))
 #define HAK_INLINE      static inline __attribute__((always_inline))
 #define HAK_COLD        __attribute__((cold, noinline))
+// Internal data read on the fast path: bind locally (no GOT load).
 #define HAK_INTERNAL    __attribute__((visibility("hidden")))
 
 // Report an internal invariant violation and abort (debug builds only).

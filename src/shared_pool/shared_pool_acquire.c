@@ -75,6 +75,7 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   uint32_t size = g_size_class[cls].size;
   m->cls = (uint16_t)cls;
   m->block_size = size;
+  m->size_magic = g_size_class[cls].magic;
   m->capacity = (uint16_t)(ss_slab_bytes(ss, m->index) / size);
   m->freelist = NULL;
   m->carve = m->base;

@@ -16,11 +16,11 @@
 #define SS_ADDR_BITS      47
 #define SS_BITMAP_WORDS   ((size_t)1 << (SS_ADDR_BITS - SS_SHIFT - 6))
 
-extern _Atomic uint64_t g_ss_bitmap[SS_BITMAP_WORDS];
-extern superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
+extern HAK_INTERNAL _Atomic uint64_t g_ss_bitmap[SS_BITMAP_WORDS];
+extern HAK_INTERNAL superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
 // Links of the lock-free partial stacks, indexed by slab id (never unmapped,
 // so a racing reader of a stale id reads harmless data).
-extern _Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
+extern HAK_INTERNAL _Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
 
 HAK_INLINE int ss_registry_contains(const void *p) {
   uintptr_t a = (uintptr_t)p;

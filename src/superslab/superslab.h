@@ -57,7 +57,8 @@ typedef struct slab_meta {
   uint16_t           capacity;    // blocks in the slab for that class
   uint8_t            index;       // position in the SuperSlab
   _Atomic uint8_t    dirty;       // pages may be resident while the slab is EMPTY
-  uint8_t            reserved[6];
+  uint8_t            reserved[2];
+  uint32_t           size_magic;  // the class's magic (size_class.h), for the free check
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 64, "one slab's metadata fills one cache line");
 

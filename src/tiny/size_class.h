@@ -30,8 +30,8 @@ typedef struct size_class_info {
   uint8_t  kind;       // HAK_KIND_*
 } size_class_info_t;
 
-extern const size_class_info_t g_size_class[HAK_NUM_CLASSES];
-extern const uint8_t g_tiny_class_lut[HAK_TINY_MAX / 16 + 1];
+extern HAK_INTERNAL const size_class_info_t g_size_class[HAK_NUM_CLASSES];
+extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX / 16 + 1];
 
 // Class of a request of n bytes, n <= HAK_SLAB_MAX.
 HAK_INLINE unsigned size_class_of(size_t n) {

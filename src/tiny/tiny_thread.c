@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include "config/config.h"
+#include "hakmem.h"
 #include "large/huge.h"
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
@@ -87,4 +88,9 @@ void thread_release_all(void) {
       shared_pool_detach_slab(m);
     }
   }
+}
+
+// HAKMEM_VERBOSE=1: statistics on stderr when the program ends.
+__attribute__((destructor)) static void hak_destructor(void) {
+  if (g_hak_config.verbose) hak_print_stats(2);
 }

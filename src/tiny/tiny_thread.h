@@ -15,7 +15,7 @@ typedef struct thread_state {
   uint8_t      status;                 // enum thread_status
 } thread_state_t;
 
-extern __thread thread_state_t t_thread __attribute__((tls_model("initial-exec")));
+extern HAK_INTERNAL __thread thread_state_t t_thread __attribute__((tls_model("initial-exec")));
 
 // A per-thread id for slab ownership: never 0, unique among live threads.
 HAK_INLINE uintptr_t thread_self_id(void) { return (uintptr_t)&t_tls_cache; }

@@ -17,7 +17,7 @@ typedef struct tls_cache {
   uint32_t       room[HAK_NUM_CLASSES];
 } tls_cache_t;
 
-extern __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
+extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
 
 HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) { return *(hak_base_ptr_t *)hak_base_raw(b); }
 HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) { *(hak_base_ptr_t *)hak_base_raw(b) = next; }
