@@ -66,7 +66,7 @@ static void pool_unmap_superslab(superslab_t *ss) {
 
 void shared_pool_release_slab(slab_meta_t *m) {
   superslab_t *ss = ss_of_meta(m);
-  atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+  atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
   pthread_mutex_lock(&g_alloc_lock);
   ss->free_mask |= 1u << m->index;
   pool_list_add(ss);

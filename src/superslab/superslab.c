@@ -19,6 +19,7 @@ superslab_t *superslab_allocate(unsigned kind) {
   for (unsigned i = 0; i < ss->nslabs; i++) {
     ss->slabs[i].index = (uint8_t)i;
     ss->slabs[i].base = ss_slab_start(ss, i);
+    atomic_store_explicit(&ss->slabs[i].owner, SLAB_OWNER_POOL, memory_order_relaxed);
   }
   return ss;
 }

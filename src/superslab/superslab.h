@@ -40,6 +40,10 @@ enum slab_state {
   SLAB_LISTED = 3,
   SLAB_EMPTY_LISTED = 4,
 };
+// Owner of a FREE slab: never a thread id, so a free into a slab that went
+// back to the pool fails the fast path's owner check and is reported.
+#define SLAB_OWNER_POOL    ((uintptr_t)1)
+
 #define SLAB_STATE(w)      ((w) & 0xffu)
 #define SLAB_GEN(w)        ((w) & ~0xffu)
 #define SLAB_WITH(w, st)   (SLAB_GEN(w) | (uint32_t)(st))

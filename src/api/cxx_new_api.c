@@ -1,0 +1,109 @@
+// cxx_new_api.c — every C++ operator new/delete, written in C under its
+// Itanium-ABI mangled name so that libhakmem.so needs no libstdc++.
+//
+// operator new follows [new.delete.single]: on failure it calls the installed
+// new_handler and retries, and throws std::bad_alloc when there is none. Both
+// libstdc++ functions it needs are weak references, resolved when the program
+// itself links libstdc++ (every C++ program does):
+//   std::get_new_handler()     _ZSt15get_new_handlerv
+//   std::__throw_bad_alloc()   _ZSt17__throw_bad_allocv
+// The exception unwinds through this C frame using the .eh_frame GCC emits
+// for C on x86-64 (-fasynchronous-unwind-tables is the default there).
+// Without libstdc++ (a C program calling a mangled name by hand) a failure is
+// reported on stderr and aborts.
+//
+// The nothrow forms return NULL on failure without calling the new_handler: a
+// handler that throws could not be caught in C, and a throw out of a noexcept
+// operator would terminate the program.
+//
+// Sized delete ignores the size (the engine knows it); aligned delete needs no
+// alignment (hak_free finds any block from its address).
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hakmem.h"
+#include "api/api.h"
+
+typedef void (*hak_new_handler_t)(void);
+extern hak_new_handler_t _ZSt15get_new_handlerv(void) __attribute__((weak));
+extern void _ZSt17__throw_bad_allocv(void) __attribute__((weak, noreturn));
+
+__attribute__((noinline, noreturn, cold)) static void cxx_throw_bad_alloc(void) {
+  if (_ZSt17__throw_bad_allocv != NULL) _ZSt17__throw_bad_allocv();
+  static const char msg[] = "hakmem: operator new failed and std::bad_alloc cannot be thrown "
+                            "(libstdc++ not loaded)\n";
+  ssize_t r = write(2, msg, sizeof msg - 1);
+  (void)r;
+  abort();
+}
+
+// The failure path of the throwing forms: new_handler loop, then bad_alloc.
+__attribute__((noinline, cold)) static void *cxx_new_retry(size_t size, size_t alignment) {
+  for (;;) {
+    hak_new_handler_t handler = _ZSt15get_new_handlerv != NULL ? _ZSt15get_new_handlerv() : NULL;
+    if (handler == NULL) cxx_throw_bad_alloc();
+    handler();                               // may free memory, install another handler, or throw
+    void *p = alignment ? hak_api_memalign(alignment, size) : hak_malloc(size);
+    if (p != NULL) return p;
+  }
+}
+
+static inline void *cxx_new(size_t size) {
+  void *p = hak_malloc(size);                // hak_malloc(0) is already a unique pointer
+  if (__builtin_expect(p == NULL, 0)) return cxx_new_retry(size, 0);
+  return p;
+}
+
+static inline void *cxx_new_aligned(size_t size, size_t alignment) {
+  // std::align_val_t is always a power of two; memalign rules cover the rest.
+  void *p = hak_api_memalign(alignment, size);
+  if (__builtin_expect(p == NULL, 0)) return cxx_new_retry(size, alignment);
+  return p;
+}
+
+// operator new / new[]
+HAK_EXPORT void *_Znwm(size_t size) { return cxx_new(size); }
+HAK_EXPORT void *_Znam(size_t size) { return cxx_new(size); }
+HAK_EXPORT void *_ZnwmRKSt9nothrow_t(size_t size, const void *nt) { (void)nt; return hak_malloc(size); }
+HAK_EXPORT void *_ZnamRKSt9nothrow_t(size_t size, const void *nt) { (void)nt; return hak_malloc(size); }
+HAK_EXPORT void *_ZnwmSt11align_val_t(size_t size, size_t al) { return cxx_new_aligned(size, al); }
+HAK_EXPORT void *_ZnamSt11align_val_t(size_t size, size_t al) { return cxx_new_aligned(size, al); }
+HAK_EXPORT void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, size_t al, const void *nt) {
+  (void)nt;
+  return hak_api_memalign(al, size);
+}
+HAK_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t al, const void *nt) {
+  (void)nt;
+  return hak_api_memalign(al, size);
+}
+
+// operator delete / delete[]
+HAK_EXPORT void _ZdlPv(void *p) { hak_free(p); }
+HAK_EXPORT void _ZdaPv(void *p) { hak_free(p); }
+HAK_EXPORT void _ZdlPvm(void *p, size_t size) { (void)size; hak_free(p); }
+HAK_EXPORT void _ZdaPvm(void *p, size_t size) { (void)size; hak_free(p); }
+HAK_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t al) { (void)al; hak_free(p); }
+HAK_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t al) { (void)al; hak_free(p); }
+HAK_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t size, size_t al) {
+  (void)size;
+  (void)al;
+  hak_free(p);
+}
+HAK_EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t size, size_t al) {
+  (void)size;
+  (void)al;
+  hak_free(p);
+}
+HAK_EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const void *nt) { (void)nt; hak_free(p); }
+HAK_EXPORT void _ZdaPvRKSt9nothrow_t(void *p, const void *nt) { (void)nt; hak_free(p); }
+HAK_EXPORT void _ZdlPvSt11align_val_tRKSt9nothrow_t(void *p, size_t al, const void *nt) {
+  (void)al;
+  (void)nt;
+  hak_free(p);
+}
+HAK_EXPORT void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *p, size_t al, const void *nt) {
+  (void)al;
+  (void)nt;
+  hak_free(p);
+}

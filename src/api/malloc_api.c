@@ -1,0 +1,109 @@
+// malloc_api.c — the exported glibc malloc family and its __libc_* aliases.
+//
+// Each entry point is one call into the engine (include/hakmem.h), which
+// implements glibc's contract for malloc, calloc, realloc, reallocarray,
+// posix_memalign and malloc_usable_size (ENOMEM on overflow and on sizes
+// above PTRDIFF_MAX, realloc(p, 0) frees, realloc keeps the old block on
+// failure, *out untouched on posix_memalign failure). What this file adds:
+//   - free()/cfree() never change errno, whatever the engine does inside;
+//   - memalign/aligned_alloc/valloc/pvalloc with glibc 2.36's rounding rules;
+//   - the __libc_* names, which glibc-internal and old callers still use.
+// Nothing here calls dlsym, stdio or getenv: the first malloc may come from
+// the dynamic loader before libc is fully initialised.
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <sys/auxv.h>
+
+#include "hakmem.h"
+#include "api/api.h"
+
+#define HAK_API_MIN_ALIGN 16u   // glibc's MALLOC_ALIGNMENT on x86-64
+
+static size_t g_page_size;      // 0 until first asked; a benign race (same value)
+
+size_t hak_api_page_size(void) {
+  size_t ps = __atomic_load_n(&g_page_size, __ATOMIC_RELAXED);
+  if (__builtin_expect(ps == 0, 0)) {
+    ps = (size_t)getauxval(AT_PAGESZ);       // no allocation, no syscall
+    if (ps == 0 || (ps & (ps - 1)) != 0) ps = 4096;
+    __atomic_store_n(&g_page_size, ps, __ATOMIC_RELAXED);
+  }
+  return ps;
+}
+
+void *hak_api_memalign(size_t alignment, size_t size) {
+  if (alignment <= HAK_API_MIN_ALIGN) return hak_aligned_alloc(HAK_API_MIN_ALIGN, size);
+  if (alignment > SIZE_MAX / 2 + 1) {        // no power of two is that large
+    errno = EINVAL;
+    return NULL;
+  }
+  if ((alignment & (alignment - 1)) != 0)    // round up to the next power of two
+    alignment = (size_t)1 << (64 - __builtin_clzll((unsigned long long)alignment));
+  if (alignment > PTRDIFF_MAX || size > (size_t)PTRDIFF_MAX - alignment) {
+    errno = ENOMEM;                          // cannot be satisfied in any address space
+    return NULL;
+  }
+  return hak_aligned_alloc(alignment, size);
+}
+
+HAK_EXPORT void *malloc(size_t size) { return hak_malloc(size); }
+
+HAK_EXPORT void free(void *ptr) {
+  if (ptr == NULL) return;
+  int saved = errno;             // free() never changes errno (POSIX 2024, glibc >= 2.33)
+  hak_free(ptr);
+  errno = saved;
+}
+
+HAK_EXPORT void *calloc(size_t count, size_t size) { return hak_calloc(count, size); }
+
+HAK_EXPORT void *realloc(void *ptr, size_t size) { return hak_realloc(ptr, size); }
+
+HAK_EXPORT void *reallocarray(void *ptr, size_t count, size_t size) {
+  return hak_reallocarray(ptr, count, size);
+}
+
+HAK_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
+  return hak_posix_memalign(out, alignment, size);
+}
+
+// glibc 2.36: aligned_alloc is memalign (any alignment, rounded up); the
+// EINVAL for a non-power-of-two alignment only came with glibc 2.38.
+HAK_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
+  return hak_api_memalign(alignment, size);
+}
+
+HAK_EXPORT void *memalign(size_t alignment, size_t size) {
+  return hak_api_memalign(alignment, size);
+}
+
+HAK_EXPORT void *valloc(size_t size) { return hak_api_memalign(hak_api_page_size(), size); }
+
+// Size rounded up to whole pages; pvalloc(0) gives one page.
+HAK_EXPORT void *pvalloc(size_t size) {
+  size_t ps = hak_api_page_size();
+  if (size > SIZE_MAX - ps) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  size_t rounded = (size + ps - 1) & ~(ps - 1);
+  if (rounded == 0) rounded = ps;
+  return hak_api_memalign(ps, rounded);
+}
+
+HAK_EXPORT size_t malloc_usable_size(void *ptr) { return hak_usable_size(ptr); }
+
+// Removed from glibc's headers in 2.26 but still linked by old binaries.
+HAK_EXPORT void cfree(void *ptr);
+void cfree(void *ptr) { free(ptr); }
+
+// The __libc_* names: same code, same addresses (copy() takes over the
+// attributes glibc's headers put on the targets).
+HAK_EXPORT void *__libc_malloc(size_t size) __attribute__((alias("malloc"), copy(malloc)));
+HAK_EXPORT void  __libc_free(void *ptr) __attribute__((alias("free"), copy(free)));
+HAK_EXPORT void *__libc_calloc(size_t count, size_t size) __attribute__((alias("calloc"), copy(calloc)));
+HAK_EXPORT void *__libc_realloc(void *ptr, size_t size) __attribute__((alias("realloc"), copy(realloc)));
+HAK_EXPORT void *__libc_memalign(size_t alignment, size_t size) __attribute__((alias("memalign"), copy(memalign)));
+HAK_EXPORT int   __posix_memalign(void **out, size_t alignment, size_t size)
+    __attribute__((alias("posix_memalign"), copy(posix_memalign)));

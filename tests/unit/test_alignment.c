@@ -1,0 +1,133 @@
+// test_alignment.c — 16-byte alignment of every result of 16 bytes or more, and
+// the aligned family for every power of two up to 64 MiB.
+#include <errno.h>
+
+#include "unit_util.h"
+
+#define MAX_ALIGN ((size_t)64 << 20)
+
+static const size_t g_sizes[] = {1, 24, 100, 4096, 40000};
+
+static void test_results_of_16_bytes_or_more_are_16_aligned_up_to_64k(void **state) {
+  (void)state;
+  enum { WINDOW = 64 };
+  void *held[WINDOW] = {0};
+  for (size_t n = 0; n <= 65536; n++) {
+    void *p = hak_malloc(n);
+    assert_non_null(p);
+    if (n >= 16 && ((uintptr_t)p & 15) != 0) fail_msg("hak_malloc(%zu) = %p", n, p);
+    hak_free(held[n % WINDOW]);
+    held[n % WINDOW] = p;
+  }
+  for (size_t i = 0; i < WINDOW; i++) hak_free(held[i]);
+}
+
+static void check_aligned(void *p, size_t a, size_t size) {
+  if (p == NULL) fail_msg("no block for alignment %zu size %zu", a, size);
+  if (((uintptr_t)p & (a - 1)) != 0) fail_msg("alignment %zu size %zu: %p", a, size, p);
+}
+
+static void test_aligned_alloc_honours_every_power_of_two_up_to_64m(void **state) {
+  (void)state;
+  for (size_t a = 1; a <= MAX_ALIGN; a <<= 1)
+    for (size_t i = 0; i < sizeof g_sizes / sizeof g_sizes[0]; i++) {
+      void *p = hak_aligned_alloc(a, g_sizes[i]);
+      check_aligned(p, a, g_sizes[i]);
+      hak_free(p);
+    }
+}
+
+static void test_aligned_alloc_of_the_alignment_itself_is_aligned(void **state) {
+  (void)state;
+  for (size_t a = 1; a <= MAX_ALIGN; a <<= 1) {
+    void *p = hak_aligned_alloc(a, a);
+    check_aligned(p, a, a);
+    hak_free(p);
+  }
+}
+
+static void test_posix_memalign_honours_every_power_of_two_up_to_64m(void **state) {
+  (void)state;
+  for (size_t a = sizeof(void *); a <= MAX_ALIGN; a <<= 1)
+    for (size_t i = 0; i < sizeof g_sizes / sizeof g_sizes[0]; i++) {
+      void *p = NULL;
+      assert_int_equal(hak_posix_memalign(&p, a, g_sizes[i]), 0);
+      check_aligned(p, a, g_sizes[i]);
+      hak_free(p);
+    }
+}
+
+static void test_aligned_blocks_have_usable_size_of_at_least_the_request(void **state) {
+  (void)state;
+  for (size_t a = 1; a <= MAX_ALIGN; a <<= 1)
+    for (size_t i = 0; i < sizeof g_sizes / sizeof g_sizes[0]; i++) {
+      void *p = NULL;
+      assert_int_equal(hak_posix_memalign(&p, a < sizeof(void *) ? sizeof(void *) : a, g_sizes[i]), 0);
+      assert_true(hak_usable_size(p) >= g_sizes[i]);
+      void *q = hak_aligned_alloc(a, g_sizes[i]);
+      assert_true(hak_usable_size(q) >= g_sizes[i]);
+      hak_free(q);
+      hak_free(p);
+    }
+}
+
+static void test_aligned_blocks_are_writable_to_their_last_byte(void **state) {
+  (void)state;
+  for (size_t a = 1; a <= MAX_ALIGN; a <<= 1) {
+    size_t n = a + 16;
+    unsigned char *p = hak_aligned_alloc(a, n);
+    assert_non_null(p);
+    p[0] = 1;
+    p[n - 1] = 2;
+    assert_int_equal(p[0] + p[n - 1], 3);
+    hak_free(p);
+  }
+}
+
+static void test_aligned_blocks_free_back_to_the_allocator(void **state) {
+  (void)state;
+  hak_trim();
+  hak_stats_t before = stats_now();
+  for (size_t a = 1; a <= MAX_ALIGN; a <<= 1) hak_free(hak_aligned_alloc(a, 1000));
+  hak_trim();
+  hak_stats_t after = stats_now();
+  assert_int_equal(after.huge_count, before.huge_count);
+  assert_int_equal(after.huge_bytes, before.huge_bytes);
+}
+
+static void test_posix_memalign_rejects_a_non_power_of_two_without_touching_out(void **state) {
+  (void)state;
+  void *p = (void *)&p;
+  assert_int_equal(hak_posix_memalign(&p, 24, 100), EINVAL);
+  assert_ptr_equal(p, (void *)&p);
+}
+
+static void test_posix_memalign_rejects_alignment_below_pointer_size(void **state) {
+  (void)state;
+  void *p = (void *)&p;
+  assert_int_equal(hak_posix_memalign(&p, sizeof(void *) / 2, 100), EINVAL);
+  assert_ptr_equal(p, (void *)&p);
+}
+
+static void test_aligned_alloc_rejects_a_non_power_of_two_with_einval(void **state) {
+  (void)state;
+  errno = 0;
+  assert_null(hak_aligned_alloc(48, 100));
+  assert_int_equal(errno, EINVAL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_results_of_16_bytes_or_more_are_16_aligned_up_to_64k),
+    cmocka_unit_test(test_aligned_alloc_honours_every_power_of_two_up_to_64m),
+    cmocka_unit_test(test_aligned_alloc_of_the_alignment_itself_is_aligned),
+    cmocka_unit_test(test_posix_memalign_honours_every_power_of_two_up_to_64m),
+    cmocka_unit_test(test_aligned_blocks_have_usable_size_of_at_least_the_request),
+    cmocka_unit_test(test_aligned_blocks_are_writable_to_their_last_byte),
+    cmocka_unit_test(test_aligned_blocks_free_back_to_the_allocator),
+    cmocka_unit_test(test_posix_memalign_rejects_a_non_power_of_two_without_touching_out),
+    cmocka_unit_test(test_posix_memalign_rejects_alignment_below_pointer_size),
+    cmocka_unit_test(test_aligned_alloc_rejects_a_non_power_of_two_with_einval),
+  };
+  return cmocka_run_group_tests_name("alignment", tests, NULL, NULL);
+}

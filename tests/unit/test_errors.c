@@ -1,0 +1,138 @@
+// test_errors.c — bad frees are reported in one "hakmem:" line on stderr and abort
+// (HAKMEM_ABORT_ON_ERROR defaults to 1). Each case runs in a forked child whose
+// stderr goes to a pipe; the parent checks the signal and the line.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include "unit_util.h"
+
+typedef struct child_result {
+  int  signal;          // the signal that ended the child, 0 if it exited
+  char err[4096];       // what it wrote on stderr
+} child_result_t;
+
+static child_result_t run_in_child(void (*bad)(void)) {
+  child_result_t r;
+  memset(&r, 0, sizeof r);
+  int fd[2];
+  if (pipe(fd) != 0) abort();
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    close(fd[0]);
+    dup2(fd[1], 2);
+    bad();
+    _exit(0);
+  }
+  close(fd[1]);
+  size_t n = 0;
+  ssize_t k;
+  while ((k = read(fd[0], r.err + n, sizeof r.err - 1 - n)) > 0) n += (size_t)k;
+  close(fd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  return r;
+}
+
+static int reported(const child_result_t *r, const char *what) {
+  const char *line = strstr(r->err, "hakmem: ");
+  return line != NULL && (line == r->err || line[-1] == '\n') && strstr(line, what) != NULL;
+}
+
+static void double_free_most_recent(void) {
+  void *p = hak_malloc(48);
+  hak_free(p);
+  hak_free(p);
+}
+
+static void free_interior_pointer(void) {
+  char *p = hak_malloc(64);
+  hak_free(p + 8);
+}
+
+static void double_free_after_flush(void) {
+  void *keep = hak_malloc(32);         // keeps the slab from going back to the pool
+  void *p = hak_malloc(32);
+  hak_free(p);
+  hak_thread_flush();                  // p is on its slab's free list now
+  hak_free(p);
+  hak_thread_flush();
+  (void)keep;
+}
+
+static void *malloc_80(void *arg) {
+  (void)arg;
+  return hak_malloc(80);
+}
+
+static void free_of_block_in_a_trimmed_slab(void) {
+  void *pin = hak_malloc(640);         // keeps a slab of the SuperSlab bound
+  void *p = run_in_thread(malloc_80, NULL);
+  hak_free(p);
+  hak_trim();                          // p's slab: EMPTY, then FREE in the pool
+  hak_free(p);
+  (void)pin;
+}
+
+static void test_double_free_of_the_most_recent_block_aborts(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(double_free_most_recent);
+  assert_int_equal(r.signal, SIGABRT);
+}
+
+static void test_double_free_of_the_most_recent_block_is_reported(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(double_free_most_recent);
+  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+}
+
+static void test_free_of_an_interior_pointer_aborts(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(free_interior_pointer);
+  assert_int_equal(r.signal, SIGABRT);
+}
+
+static void test_free_of_an_interior_pointer_is_reported(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(free_interior_pointer);
+  if (!reported(&r, "interior pointer")) fail_msg("stderr: \"%s\"", r.err);
+}
+
+static void test_double_free_of_a_block_already_flushed_to_its_slab_is_reported(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(double_free_after_flush);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+}
+
+static void test_free_of_a_block_whose_slab_went_back_to_the_pool_is_reported(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(free_of_block_in_a_trimmed_slab);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "hakmem: ")) fail_msg("stderr: \"%s\"", r.err);
+}
+
+static void test_valid_frees_report_nothing(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(hak_thread_flush);
+  assert_int_equal(r.signal, 0);
+  assert_string_equal(r.err, "");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_double_free_of_the_most_recent_block_aborts),
+    cmocka_unit_test(test_double_free_of_the_most_recent_block_is_reported),
+    cmocka_unit_test(test_free_of_an_interior_pointer_aborts),
+    cmocka_unit_test(test_free_of_an_interior_pointer_is_reported),
+    cmocka_unit_test(test_double_free_of_a_block_already_flushed_to_its_slab_is_reported),
+    cmocka_unit_test(test_free_of_a_block_whose_slab_went_back_to_the_pool_is_reported),
+    cmocka_unit_test(test_valid_frees_report_nothing),
+  };
+  return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
+}

@@ -1,0 +1,125 @@
+// test_huge.c — blocks above HAK_SLAB_MAX (src/large/huge.*): direct mappings,
+// grown and shrunk with mremap, content kept.
+#include "unit_util.h"
+
+#define MIB (1u << 20)
+
+static void fill(unsigned char *p, size_t n, unsigned seed) {
+  for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 131u + seed + (i >> 12));
+}
+
+static size_t first_mismatch(const unsigned char *p, size_t n, unsigned seed) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != (unsigned char)(i * 131u + seed + (i >> 12))) return i;
+  return n;
+}
+
+static void test_huge_realloc_grow_keeps_content(void **state) {
+  (void)state;
+  unsigned char *p = hak_malloc(MIB);
+  fill(p, MIB, 1);
+  unsigned char *q = hak_realloc(p, 16 * MIB);
+  assert_non_null(q);
+  assert_int_equal(first_mismatch(q, MIB, 1), MIB);
+  hak_free(q);
+}
+
+static void test_huge_realloc_grow_gives_the_new_size(void **state) {
+  (void)state;
+  unsigned char *p = hak_malloc(MIB);
+  unsigned char *q = hak_realloc(p, 16 * MIB);
+  assert_true(hak_usable_size(q) >= 16 * MIB);
+  q[16 * MIB - 1] = 1;
+  hak_free(q);
+}
+
+static void test_huge_realloc_grow_moves_no_mapping_to_the_cache(void **state) {
+  (void)state;
+  hak_trim();                          // empty the huge cache
+  unsigned char *p = hak_malloc(2 * MIB);
+  unsigned char *q = hak_realloc(p, 12 * MIB);   // mremap, not malloc + copy + free
+  assert_int_equal(stats_now().huge_cached_bytes, 0);
+  assert_int_equal(stats_now().huge_count, 1);
+  hak_free(q);
+}
+
+static void test_huge_realloc_shrink_keeps_content(void **state) {
+  (void)state;
+  unsigned char *p = hak_malloc(8 * MIB);
+  fill(p, 8 * MIB, 2);
+  unsigned char *q = hak_realloc(p, MIB + 123);
+  assert_non_null(q);
+  assert_int_equal(first_mismatch(q, MIB + 123, 2), MIB + 123);
+  hak_free(q);
+}
+
+static void test_huge_realloc_shrink_releases_the_tail(void **state) {
+  (void)state;
+  unsigned char *p = hak_malloc(8 * MIB);
+  unsigned char *q = hak_realloc(p, MIB);
+  size_t usable = hak_usable_size(q);
+  assert_true(usable >= MIB);
+  assert_true(usable < 2 * MIB);
+  hak_free(q);
+}
+
+static void test_realloc_from_huge_to_slab_size_keeps_content(void **state) {
+  (void)state;
+  unsigned char *p = hak_malloc(2 * MIB);
+  fill(p, 2 * MIB, 3);
+  unsigned char *q = hak_realloc(p, 100000);
+  assert_non_null(q);
+  assert_true(ss_registry_contains(q));
+  assert_int_equal(first_mismatch(q, 100000, 3), 100000);
+  hak_free(q);
+}
+
+static void test_realloc_from_slab_to_huge_keeps_content(void **state) {
+  (void)state;
+  unsigned char *p = hak_malloc(200000);
+  fill(p, 200000, 4);
+  unsigned char *q = hak_realloc(p, 3 * MIB);
+  assert_non_null(q);
+  assert_int_equal(first_mismatch(q, 200000, 4), 200000);
+  hak_free(q);
+}
+
+static void test_huge_free_drops_the_live_count(void **state) {
+  (void)state;
+  size_t before = stats_now().huge_count;
+  void *p = hak_malloc(5 * MIB);
+  assert_int_equal(stats_now().huge_count, before + 1);
+  hak_free(p);
+  assert_int_equal(stats_now().huge_count, before);
+}
+
+static void test_trim_empties_the_huge_cache(void **state) {
+  (void)state;
+  hak_free(hak_malloc(3 * MIB));
+  assert_true(stats_now().huge_cached_bytes > 0);
+  hak_trim();
+  assert_int_equal(stats_now().huge_cached_bytes, 0);
+}
+
+static void test_interior_address_of_a_huge_block_is_owned(void **state) {
+  (void)state;
+  char *p = hak_malloc(3 * MIB);
+  assert_true(hak_owns(p + 4096));
+  hak_free(p);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_huge_realloc_grow_keeps_content),
+    cmocka_unit_test(test_huge_realloc_grow_gives_the_new_size),
+    cmocka_unit_test(test_huge_realloc_grow_moves_no_mapping_to_the_cache),
+    cmocka_unit_test(test_huge_realloc_shrink_keeps_content),
+    cmocka_unit_test(test_huge_realloc_shrink_releases_the_tail),
+    cmocka_unit_test(test_realloc_from_huge_to_slab_size_keeps_content),
+    cmocka_unit_test(test_realloc_from_slab_to_huge_keeps_content),
+    cmocka_unit_test(test_huge_free_drops_the_live_count),
+    cmocka_unit_test(test_trim_empties_the_huge_cache),
+    cmocka_unit_test(test_interior_address_of_a_huge_block_is_owned),
+  };
+  return cmocka_run_group_tests_name("huge", tests, NULL, NULL);
+}

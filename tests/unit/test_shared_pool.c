@@ -1,0 +1,138 @@
+// test_shared_pool.c — EMPTY slabs going back to the Shared Pool and being rebound
+// to another class; all-FREE SuperSlabs going back to the OS and the registry
+// forgetting them. Each test uses size classes no other test here touches (the
+// pool is process-wide), and the rebinding test runs first: it relies on the
+// small-kind SuperSlab it creates being the only one in the pool.
+#include "unit_util.h"
+
+typedef struct filled {
+  size_t       size;
+  slab_meta_t *m;
+  held_blocks_t h;
+} filled_t;
+
+static void *fill_slab_thread(void *arg) {
+  filled_t *f = arg;
+  f->m = fill_one_slab(f->size, &f->h);
+  return NULL;                         // the thread exits: its slab is detached
+}
+
+static void *malloc_thread(void *arg) { return hak_malloc(*(size_t *)arg); }
+
+// A slab of class `size` filled by a thread that has exited, every block then
+// freed by main, then hak_trim(). Returns the slab.
+static slab_meta_t *slab_emptied_after_its_thread_exited(size_t size, filled_t *f) {
+  f->size = size;
+  f->h = (held_blocks_t){NULL, 0};
+  run_in_thread(fill_slab_thread, f);
+  if (f->m == NULL) return NULL;
+  held_free_all(&f->h);
+  hak_trim();
+  return f->m;
+}
+
+static void test_empty_slab_is_rebound_to_another_class_of_the_same_kind(void **state) {
+  (void)state;
+  void *pin = hak_malloc(640);         // keeps the SuperSlab mapped through hak_trim()
+  filled_t f;
+  slab_meta_t *m = slab_emptied_after_its_thread_exited(512, &f);
+  assert_non_null(m);
+  assert_ptr_equal(ss_of(m), ss_of(pin));   // precondition: one SuperSlab holds both
+  char *b = hak_malloc(384);           // another class of the small kind
+  assert_ptr_equal(slab_of(b), m);
+  assert_int_equal(m->cls, size_class_of(384));
+  assert_true(b >= m->base && b < slab_end(m));
+  hak_free(b);
+  hak_free(pin);
+}
+
+static void test_trim_returns_an_empty_slab_to_the_pool(void **state) {
+  (void)state;
+  void *pin = hak_malloc(896);
+  filled_t f;
+  f.size = 768;
+  f.h = (held_blocks_t){NULL, 0};
+  run_in_thread(fill_slab_thread, &f);
+  assert_non_null(f.m);
+  assert_ptr_equal(ss_of(f.m), ss_of(pin));
+  size_t free_before = stats_now().slabs_free;
+  held_free_all(&f.h);
+  hak_trim();
+  assert_int_equal(slab_state(f.m), SLAB_FREE);
+  assert_true(stats_now().slabs_free >= free_before + 1);
+  hak_free(pin);
+}
+
+static void test_empty_slab_freed_by_main_is_no_longer_in_use_in_the_stats(void **state) {
+  (void)state;
+  void *pin = hak_malloc(448);
+  filled_t f;
+  f.size = 256;
+  f.h = (held_blocks_t){NULL, 0};
+  run_in_thread(fill_slab_thread, &f);
+  assert_non_null(f.m);
+  size_t in_use_before = stats_now().slabs_in_use;
+  held_free_all(&f.h);
+  hak_trim();
+  assert_true(stats_now().slabs_in_use <= in_use_before - 1);
+  hak_free(pin);
+}
+
+// A 224 KiB block: the large kind, one slab per SuperSlab.
+static void *large_block_from_exited_thread(void) {
+  size_t size = 224u << 10;
+  return run_in_thread(malloc_thread, &size);
+}
+
+static void test_superslab_is_in_the_registry_while_a_block_lives(void **state) {
+  (void)state;
+  void *p = large_block_from_exited_thread();
+  assert_non_null(p);
+  assert_true(ss_registry_contains(p));
+  assert_true(hak_owns(p));
+  hak_free(p);
+  hak_trim();
+}
+
+static void test_registry_forgets_a_superslab_after_its_blocks_are_freed_and_trimmed(void **state) {
+  (void)state;
+  void *p = large_block_from_exited_thread();
+  assert_non_null(p);
+  hak_free(p);
+  hak_trim();
+  assert_false(ss_registry_contains(p));
+}
+
+static void test_trim_unmaps_an_empty_superslab(void **state) {
+  (void)state;
+  void *p = large_block_from_exited_thread();
+  assert_non_null(p);
+  hak_stats_t before = stats_now();
+  hak_free(p);
+  hak_trim();
+  hak_stats_t after = stats_now();
+  assert_true(after.superslabs_unmapped_total > before.superslabs_unmapped_total);
+  assert_true(after.superslab_count < before.superslab_count);
+}
+
+static void test_freed_superslab_no_longer_owns_its_addresses(void **state) {
+  (void)state;
+  void *p = large_block_from_exited_thread();
+  assert_non_null(p);
+  hak_free(p);
+  hak_trim();
+  assert_false(hak_owns(p));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_empty_slab_is_rebound_to_another_class_of_the_same_kind),
+    cmocka_unit_test(test_trim_returns_an_empty_slab_to_the_pool),
+    cmocka_unit_test(test_empty_slab_freed_by_main_is_no_longer_in_use_in_the_stats),
+    cmocka_unit_test(test_superslab_is_in_the_registry_while_a_block_lives),
+    cmocka_unit_test(test_registry_forgets_a_superslab_after_its_blocks_are_freed_and_trimmed),
+    cmocka_unit_test(test_trim_unmaps_an_empty_superslab),
+    cmocka_unit_test(test_freed_superslab_no_longer_owns_its_addresses),
+  };
+  return cmocka_run_group_tests_name("shared_pool", tests, NULL, NULL);
+}

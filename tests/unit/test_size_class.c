@@ -1,0 +1,100 @@
+// test_size_class.c — request size -> size class (src/tiny/size_class.h).
+#include "unit_util.h"
+
+#define KIB 1024u
+
+static void test_class_sizes_increase_and_are_multiples_of_16(void **state) {
+  (void)state;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    assert_int_equal(g_size_class[c].size % 16, 0);
+    if (c > 0) assert_true(g_size_class[c].size > g_size_class[c - 1].size);
+  }
+  assert_int_equal(g_size_class[HAK_NUM_CLASSES - 1].size, HAK_SLAB_MAX);
+  assert_int_equal(g_size_class[HAK_TINY_CLASSES - 1].size, HAK_TINY_MAX);
+}
+
+static void test_every_size_up_to_256k_maps_to_the_smallest_class_that_fits(void **state) {
+  (void)state;
+  for (size_t n = 0; n <= HAK_SLAB_MAX; n++) {
+    unsigned c = size_class_of(n);
+    assert_true(c < HAK_NUM_CLASSES);
+    assert_true(size_class_size(c) >= n);
+    if (c > 0) assert_true(size_class_size(c - 1) < n);
+  }
+}
+
+static void test_rounding_wastes_under_16_bytes_up_to_128(void **state) {
+  (void)state;
+  for (size_t n = 1; n <= 128; n++) assert_true(size_class_size(size_class_of(n)) - n < 16);
+}
+
+static void test_rounding_wastes_under_a_quarter_above_128(void **state) {
+  (void)state;
+  for (size_t n = 129; n <= HAK_SLAB_MAX; n++) {
+    size_t waste = size_class_size(size_class_of(n)) - n;
+    assert_true(waste * 4 < n);
+  }
+}
+
+static void test_zero_bytes_maps_to_the_smallest_class(void **state) {
+  (void)state;
+  assert_int_equal(size_class_of(0), 0);
+}
+
+static void test_class_kind_matches_the_documented_ranges(void **state) {
+  (void)state;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    uint32_t s = g_size_class[c].size;
+    unsigned want = s <= HAK_TINY_MAX ? HAK_KIND_SMALL : s <= 32 * KIB ? HAK_KIND_MEDIUM : HAK_KIND_LARGE;
+    assert_int_equal(g_size_class[c].kind, want);
+    assert_int_equal(c < HAK_TINY_CLASSES, s <= HAK_TINY_MAX);
+  }
+}
+
+static void test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it(void **state) {
+  (void)state;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    assert_true(g_size_class[c].tls_cap >= 1);
+    assert_true(g_size_class[c].batch >= 1);
+    assert_true(g_size_class[c].batch <= g_size_class[c].tls_cap);
+  }
+}
+
+// slab_block_start() divides by multiplying with the magic: exact for every block
+// start a slab of the class can hold (a whole 2 MiB SuperSlab at most).
+static void test_class_magic_divides_every_block_offset_exactly(void **state) {
+  (void)state;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    uint64_t size = g_size_class[c].size, magic = g_size_class[c].magic;
+    for (uint64_t idx = 0; idx * size < SS_SIZE; idx++) {
+      assert_int_equal((idx * size * magic) >> 32, idx);
+      if (size > 16) assert_true((((idx * size + size - 1) * magic) >> 32) * size != idx * size + size - 1);
+    }
+  }
+}
+
+static void test_usable_size_of_a_slab_block_is_its_class_size(void **state) {
+  (void)state;
+  static const size_t sizes[] = {1, 16, 17, 100, 128, 129, 1000, 1025, 5000, 32768, 40000, HAK_SLAB_MAX};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    void *p = hak_malloc(sizes[i]);
+    assert_non_null(p);
+    assert_int_equal(hak_usable_size(p), size_class_size(size_class_of(sizes[i])));
+    hak_free(p);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_class_sizes_increase_and_are_multiples_of_16),
+    cmocka_unit_test(test_every_size_up_to_256k_maps_to_the_smallest_class_that_fits),
+    cmocka_unit_test(test_rounding_wastes_under_16_bytes_up_to_128),
+    cmocka_unit_test(test_rounding_wastes_under_a_quarter_above_128),
+    cmocka_unit_test(test_zero_bytes_maps_to_the_smallest_class),
+    cmocka_unit_test(test_class_kind_matches_the_documented_ranges),
+    cmocka_unit_test(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
+    cmocka_unit_test(test_class_magic_divides_every_block_offset_exactly),
+    cmocka_unit_test(test_usable_size_of_a_slab_block_is_its_class_size),
+  };
+  return cmocka_run_group_tests_name("size_class", tests, NULL, NULL);
+}

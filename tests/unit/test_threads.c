@@ -1,0 +1,185 @@
+// test_threads.c — thread life: cached blocks given back at exit, thread churn,
+// frees after the allocating thread has gone, and four threads exchanging blocks
+// with verified contents.
+#include "unit_util.h"
+
+static void *alloc_free_many(void *arg) {
+  (void)arg;
+  static const size_t sizes[] = {16, 64, 200, 1000, 3000, 20000};
+  void *v[600];
+  for (int i = 0; i < 600; i++) v[i] = hak_malloc(sizes[i % 6]);
+  for (int i = 0; i < 600; i++) hak_free(v[i]);   // all sit in this thread's TLS lists
+  return NULL;
+}
+
+static void *thread_live_count(void *arg) {
+  (void)arg;
+  hak_free(hak_malloc(32));
+  return (void *)stats_now().threads_live;
+}
+
+static void test_a_thread_counts_as_live_while_it_runs(void **state) {
+  (void)state;
+  size_t before = stats_now().threads_live;
+  assert_int_equal((size_t)run_in_thread(thread_live_count, NULL), before + 1);
+}
+
+static void test_threads_live_drops_when_a_thread_exits(void **state) {
+  (void)state;
+  size_t before = stats_now().threads_live;
+  run_in_thread(alloc_free_many, NULL);
+  assert_int_equal(stats_now().threads_live, before);
+}
+
+static void test_exiting_thread_gives_its_cached_blocks_back(void **state) {
+  (void)state;
+  size_t before = stats_now().in_use_bytes;
+  run_in_thread(alloc_free_many, NULL);
+  assert_int_equal(stats_now().in_use_bytes, before);
+}
+
+static void *short_life(void *arg) {
+  (void)arg;
+  void *a = hak_malloc(24), *b = hak_malloc(500), *c = hak_malloc(5000), *d = hak_malloc(100000);
+  hak_free(a);
+  hak_free(b);
+  hak_free(c);
+  hak_free(d);
+  return NULL;
+}
+
+static void test_2000_short_lived_threads_leave_superslab_count_flat(void **state) {
+  (void)state;
+  for (int i = 0; i < 20; i++) run_in_thread(short_life, NULL);    // warm up
+  size_t before = stats_now().superslab_count;
+  for (int i = 0; i < 2000; i++) run_in_thread(short_life, NULL);
+  assert_true(stats_now().superslab_count <= before);
+}
+
+static void test_2000_short_lived_threads_leave_threads_live_flat(void **state) {
+  (void)state;
+  size_t before = stats_now().threads_live;
+  for (int i = 0; i < 2000; i++) run_in_thread(short_life, NULL);
+  assert_int_equal(stats_now().threads_live, before);
+}
+
+#define ORPHANS 300
+
+static void *alloc_orphans(void *arg) {
+  void **v = arg;
+  for (size_t i = 0; i < ORPHANS; i++) {
+    size_t n = 16 + (i % 37) * 24;
+    v[i] = hak_malloc(n);
+    memset(v[i], (int)(i & 0xff), n);
+  }
+  return NULL;
+}
+
+static void test_blocks_keep_their_content_after_their_thread_exits(void **state) {
+  (void)state;
+  void *v[ORPHANS];
+  run_in_thread(alloc_orphans, v);
+  run_in_thread(alloc_free_many, NULL);           // another thread reuses what it can
+  for (size_t i = 0; i < ORPHANS; i++) {
+    unsigned char *p = v[i];
+    for (size_t k = 0; k < 16 + (i % 37) * 24; k++) assert_int_equal(p[k], i & 0xff);
+  }
+  for (size_t i = 0; i < ORPHANS; i++) hak_free(v[i]);
+}
+
+static void test_blocks_of_an_exited_thread_freed_by_main_go_back(void **state) {
+  (void)state;
+  hak_trim();
+  size_t before = stats_now().in_use_bytes;
+  void *v[ORPHANS];
+  run_in_thread(alloc_orphans, v);
+  for (size_t i = 0; i < ORPHANS; i++) hak_free(v[i]);
+  hak_trim();                                     // flushes main's TLS lists
+  assert_int_equal(stats_now().in_use_bytes, before);
+}
+
+// ---- four threads exchanging blocks through a shared table -------------------
+
+#define XCHG_THREADS 4
+#define XCHG_SLOTS   4096
+#define XCHG_OPS     40000
+
+static _Atomic(uint64_t *) g_table[XCHG_SLOTS];
+static _Atomic size_t g_bad_blocks;
+
+// A block carries its size and a pattern derived from its address and size.
+static uint64_t pattern(const uint64_t *p, size_t i) { return ((uintptr_t)p * 0x9e3779b97f4a7c15ull) ^ (i * 0x100000001b3ull); }
+
+static uint64_t *make_block(size_t words) {
+  uint64_t *p = hak_malloc(words * 8);
+  if (p == NULL) return NULL;
+  p[0] = words;
+  for (size_t i = 1; i < words; i++) p[i] = pattern(p, i);
+  return p;
+}
+
+static int block_intact(const uint64_t *p) {
+  size_t words = p[0];
+  if (words < 2 || words > 8192) return 0;
+  for (size_t i = 1; i < words; i++) if (p[i] != pattern(p, i)) return 0;
+  return 1;
+}
+
+static void *exchanger(void *arg) {
+  uint64_t x = (uintptr_t)arg * 0x2545f4914f6cdd1dull + 1;
+  for (int op = 0; op < XCHG_OPS; op++) {
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    size_t words = 2 + (x >> 40) % ((x & 7) == 0 ? 8000 : 60);
+    uint64_t *mine = make_block(words);
+    if (mine == NULL) { atomic_fetch_add(&g_bad_blocks, 1); continue; }
+    uint64_t *theirs = atomic_exchange(&g_table[(x >> 20) % XCHG_SLOTS], mine);
+    if (theirs != NULL) {
+      if (!block_intact(theirs)) atomic_fetch_add(&g_bad_blocks, 1);
+      hak_free(theirs);
+    }
+  }
+  return NULL;
+}
+
+static size_t run_exchange(void) {
+  pthread_t t[XCHG_THREADS];
+  atomic_store(&g_bad_blocks, 0);
+  for (uintptr_t i = 0; i < XCHG_THREADS; i++) pthread_create(&t[i], NULL, exchanger, (void *)(i + 1));
+  for (int i = 0; i < XCHG_THREADS; i++) pthread_join(t[i], NULL);
+  for (size_t s = 0; s < XCHG_SLOTS; s++) {
+    uint64_t *p = atomic_exchange(&g_table[s], NULL);
+    if (p == NULL) continue;
+    if (!block_intact(p)) atomic_fetch_add(&g_bad_blocks, 1);
+    hak_free(p);
+  }
+  return atomic_load(&g_bad_blocks);
+}
+
+static void test_four_threads_exchanging_blocks_see_intact_contents(void **state) {
+  (void)state;
+  assert_int_equal(run_exchange(), 0);
+}
+
+static void test_four_threads_exchanging_blocks_leave_nothing_in_use(void **state) {
+  (void)state;
+  hak_trim();
+  size_t before = stats_now().in_use_bytes;
+  run_exchange();
+  hak_trim();
+  assert_int_equal(stats_now().in_use_bytes, before);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_a_thread_counts_as_live_while_it_runs),
+    cmocka_unit_test(test_threads_live_drops_when_a_thread_exits),
+    cmocka_unit_test(test_exiting_thread_gives_its_cached_blocks_back),
+    cmocka_unit_test(test_2000_short_lived_threads_leave_superslab_count_flat),
+    cmocka_unit_test(test_2000_short_lived_threads_leave_threads_live_flat),
+    cmocka_unit_test(test_blocks_keep_their_content_after_their_thread_exits),
+    cmocka_unit_test(test_blocks_of_an_exited_thread_freed_by_main_go_back),
+    cmocka_unit_test(test_four_threads_exchanging_blocks_see_intact_contents),
+    cmocka_unit_test(test_four_threads_exchanging_blocks_leave_nothing_in_use),
+  };
+  return cmocka_run_group_tests_name("threads", tests, NULL, NULL);
+}

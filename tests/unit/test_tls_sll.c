@@ -1,0 +1,142 @@
+// test_tls_sll.c — the per-thread lists (tls_sll_box), their refill and flush.
+// Each test uses a size class no other test of this program touches.
+#include "unit_util.h"
+
+// Free `n` blocks of `size` one by one; return the longest the TLS list got.
+static uint32_t longest_list_while_freeing(size_t size, size_t n) {
+  unsigned cls = size_class_of(size);
+  void **v = calloc(n, sizeof *v);
+  for (size_t i = 0; i < n; i++) v[i] = hak_malloc(size);
+  uint32_t longest = 0;
+  for (size_t i = 0; i < n; i++) {
+    hak_free(v[i]);
+    uint32_t len = tls_list_len(cls);
+    if (len > longest) longest = len;
+  }
+  free(v);
+  return longest;
+}
+
+static void test_tls_list_never_exceeds_its_cap_when_freeing_many_blocks(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(64);
+  uint32_t cap = g_size_class[cls].tls_cap;
+  assert_true(longest_list_while_freeing(64, 3 * (size_t)cap + 7) <= cap);
+}
+
+static void test_tls_list_reaches_its_cap_before_it_flushes(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(320);
+  uint32_t cap = g_size_class[cls].tls_cap;
+  assert_int_equal(longest_list_while_freeing(320, 3 * (size_t)cap + 7), cap);
+}
+
+static void test_tls_list_length_plus_room_is_the_cap(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(96);
+  uint32_t cap = g_size_class[cls].tls_cap;
+  size_t n = 2 * (size_t)cap + 3;
+  void **v = calloc(n, sizeof *v);
+  for (size_t i = 0; i < n; i++) {
+    v[i] = hak_malloc(96);
+    assert_int_equal(tls_list_len(cls) + t_tls_cache.room[cls], cap);
+  }
+  for (size_t i = 0; i < n; i++) {
+    hak_free(v[i]);
+    assert_int_equal(tls_list_len(cls) + t_tls_cache.room[cls], cap);
+  }
+  free(v);
+}
+
+static void test_refill_after_one_miss_leaves_batch_minus_one_blocks(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(160);
+  hak_thread_flush();
+  assert_true(tls_list_empty(cls));
+  void *p = hak_malloc(160);
+  assert_non_null(p);
+  assert_int_equal(tls_list_len(cls), g_size_class[cls].batch - 1u);
+  hak_free(p);
+}
+
+static void test_refill_counts_the_whole_batch_in_the_slab_used_count(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(192);   // never used before here: the slab is fresh
+  void *p = hak_malloc(192);
+  assert_non_null(p);
+  assert_int_equal(atomic_load(&slab_of(p)->used), g_size_class[cls].batch);
+  hak_free(p);
+}
+
+static void test_refilled_blocks_all_come_from_the_current_slab(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(224);
+  hak_thread_flush();
+  void *p = hak_malloc(224);
+  assert_non_null(p);
+  slab_meta_t *m = slab_of(p);
+  assert_ptr_equal(t_thread.cur[cls], m);
+  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !hak_base_is_null(b); b = block_next(b))
+    assert_ptr_equal(slab_of(hak_base_raw(b)), m);
+  hak_free(p);
+}
+
+static void test_most_recently_freed_block_is_handed_out_next(void **state) {
+  (void)state;
+  void *p = hak_malloc(48);
+  hak_free(p);
+  assert_ptr_equal(hak_malloc(48), p);
+  hak_free(p);
+}
+
+static void test_calloc_zeroes_a_reused_block(void **state) {
+  (void)state;
+  static const size_t sizes[] = {16, 48, 100, 1000, 5000, 100000};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    size_t n = sizes[i];
+    unsigned char *p = hak_malloc(n);
+    memset(p, 0xab, n);
+    hak_free(p);
+    unsigned char *q = hak_calloc(1, n);
+    assert_ptr_equal(q, p);            // the same block came back ...
+    for (size_t k = 0; k < n; k++) assert_int_equal(q[k], 0);   // ... zeroed
+    hak_free(q);
+  }
+}
+
+static void test_calloc_zeroes_a_reused_huge_mapping(void **state) {
+  (void)state;
+  size_t n = 1u << 20;
+  unsigned char *p = hak_malloc(n);
+  memset(p, 0xcd, n);
+  hak_free(p);                         // kept in the huge cache
+  unsigned char *q = hak_calloc(1, n);
+  assert_non_null(q);
+  for (size_t k = 0; k < n; k += 1) if (q[k] != 0) fail_msg("byte %zu is %u", k, q[k]);
+  hak_free(q);
+}
+
+static void test_thread_flush_empties_every_tls_list(void **state) {
+  (void)state;
+  void *p = hak_malloc(64), *q = hak_malloc(700);
+  hak_free(p);
+  hak_free(q);
+  hak_thread_flush();
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) assert_true(tls_list_empty(c));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_tls_list_never_exceeds_its_cap_when_freeing_many_blocks),
+    cmocka_unit_test(test_tls_list_reaches_its_cap_before_it_flushes),
+    cmocka_unit_test(test_tls_list_length_plus_room_is_the_cap),
+    cmocka_unit_test(test_refill_after_one_miss_leaves_batch_minus_one_blocks),
+    cmocka_unit_test(test_refill_counts_the_whole_batch_in_the_slab_used_count),
+    cmocka_unit_test(test_refilled_blocks_all_come_from_the_current_slab),
+    cmocka_unit_test(test_most_recently_freed_block_is_handed_out_next),
+    cmocka_unit_test(test_calloc_zeroes_a_reused_block),
+    cmocka_unit_test(test_calloc_zeroes_a_reused_huge_mapping),
+    cmocka_unit_test(test_thread_flush_empties_every_tls_list),
+  };
+  return cmocka_run_group_tests_name("tls_sll", tests, NULL, NULL);
+}

@@ -1,0 +1,126 @@
+// unit_util.h — helpers shared by the cmocka unit tests of the engine's boxes.
+//
+// The tests link libhakmem_core.a (hak_* only, malloc is glibc's) and look at the
+// engine's internals: slab metadata, TLS lists, the registry and the Shared Pool.
+// cmocka's assertions must run on the main thread (they longjmp to the runner), so
+// worker threads only compute and the test asserts on what they return.
+#ifndef HAK_UNIT_UTIL_H
+#define HAK_UNIT_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hakmem.h"
+#include "shared_pool/shared_pool_internal.h"
+#include "superslab/ss_registry.h"
+#include "superslab/superslab.h"
+#include "tiny/remote_free_box.h"
+#include "tiny/size_class.h"
+#include "tiny/tiny_thread.h"
+#include "tiny/tls_sll_box.h"
+
+// Run fn(arg) on a new thread and wait for it (and for its exit hooks) to finish.
+static inline void *run_in_thread(void *(*fn)(void *), void *arg) {
+  pthread_t t;
+  void *ret = NULL;
+  if (pthread_create(&t, NULL, fn, arg) != 0) abort();
+  pthread_join(t, &ret);
+  return ret;
+}
+
+static inline hak_stats_t stats_now(void) {
+  hak_stats_t s;
+  hak_get_stats(&s);
+  return s;
+}
+
+static inline slab_meta_t *slab_of(const void *p) { return ss_slab_of(ss_of(p), p); }
+
+static inline char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->capacity * m->block_size; }
+
+static inline unsigned slab_state(const slab_meta_t *m) {
+  return SLAB_STATE(atomic_load((_Atomic uint32_t *)&m->state));
+}
+
+// Length of the calling thread's TLS list of cls (walks the chain, bounded).
+static inline uint32_t tls_list_len(unsigned cls) {
+  uint32_t n = 0;
+  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !hak_base_is_null(b) && n < 100000; b = block_next(b)) n++;
+  return n;
+}
+
+static inline int tls_list_empty(unsigned cls) { return hak_base_is_null(t_tls_cache.head[cls]); }
+
+// Length of a slab's remote-free list (only meaningful while nobody drains it).
+static inline uint32_t remote_list_len(slab_meta_t *m) {
+  uint32_t n = 0;
+  for (void *b = atomic_load(&m->remote_head); b != NULL && n <= m->capacity; b = *(void **)b) n++;
+  return n;
+}
+
+// Resident set size of this process in bytes (/proc/self/statm, second field).
+static inline size_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, resident = 0;
+  if (f == NULL) return 0;
+  if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+  fclose(f);
+  return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+// A block list built from blocks themselves (first word = next), so tests that
+// hold millions of blocks need no side table.
+typedef struct held_blocks {
+  void  *head;
+  size_t count;
+} held_blocks_t;
+
+static inline void held_push(held_blocks_t *h, void *p) {
+  *(void **)p = h->head;
+  h->head = p;
+  h->count++;
+}
+
+static inline void held_free_all(held_blocks_t *h) {
+  while (h->head != NULL) {
+    void *p = h->head;
+    h->head = *(void **)p;
+    hak_free(p);
+  }
+  h->count = 0;
+}
+
+// Allocate blocks of `size` on the calling thread until one whole slab (the one
+// the first block comes from) is handed out: every block of it is held by the
+// caller, none sits in the TLS list. The blocks go onto *h; returns the slab, or
+// NULL if the slab stopped being the thread's current one (some of its blocks
+// are held elsewhere).
+static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
+  unsigned cls = size_class_of(size);
+  hak_thread_flush();                     // start from an empty TLS list
+  void *p = hak_malloc(size);
+  if (p == NULL) return NULL;
+  slab_meta_t *m = slab_of(p);
+  held_push(h, p);
+  while (atomic_load(&m->used) < m->capacity || !tls_list_empty(cls)) {
+    void *q = hak_malloc(size);
+    if (q == NULL) return NULL;
+    if (slab_of(q) != m) {
+      hak_free(q);
+      return NULL;
+    }
+    held_push(h, q);
+  }
+  return m;
+}
+
+#endif
