@@ -1,0 +1,53 @@
+# bench/bench.mk — the benchmark suite (included by the top Makefile).
+#   make bench         every row against hakmem, glibc and each installed peer,
+#                      interleaved, REPS=3 repetitions, medians (~3 minutes)
+#   make bench-full    3x the sizes (BENCH_FULL_SCALE), 5 repetitions (~15 minutes)
+#   make bench-instr   instructions per malloc+free with callgrind (WS8192 row)
+#   make bench-smoke   every program once with tiny sizes under hakmem (a test)
+#   make bench-bins    only build the programs (build/bench/)
+# Variables: REPS, BENCH_ROWS=ws-small,larson (a subset), BENCH_ALLOCS=hakmem,glibc,
+# BENCH_SCALE (size multiplier), BENCH_OUT (results). See bench/README.md.
+# The programs are built with plain cc -O2 -pthread, not with the library's
+# CFLAGS: they are ordinary programs that call malloc.
+
+BENCH_CC     ?= cc
+BENCH_CFLAGS ?= -O2 -pthread -g -Wall -Wextra
+BENCH_DIR    := $(BUILD)/bench
+BENCH_PROGS  := ws8192 larson prodcons falseshare reallocgrow large churn
+BENCH_BINS   := $(addprefix $(BENCH_DIR)/,$(BENCH_PROGS))
+BENCH_OUT    ?= results
+BENCH_SCALE  ?= 1
+BENCH_FULL_SCALE ?= 3
+REPS         ?= 3
+# bench-full: 5 repetitions unless REPS was given on the command line or environment.
+BENCH_FULL_REPS := $(if $(filter command line environment,$(origin REPS)),$(REPS),5)
+BENCH_SEL    := $(if $(BENCH_ROWS),--rows $(BENCH_ROWS)) $(if $(BENCH_ALLOCS),--allocs $(BENCH_ALLOCS))
+BENCH_PY     := python3 scripts/bench.py --lib $(LIB_SO) --bindir $(BENCH_DIR) --out $(BENCH_OUT)
+
+.PHONY: bench bench-full bench-instr bench-smoke bench-bins bench-peers
+
+$(BENCH_BINS): $(BENCH_DIR)/%: bench/%.c bench/bench_common.h
+	@mkdir -p $(dir $@)
+	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $< -lm
+
+bench-bins: $(BENCH_BINS)
+
+bench-peers:
+	@scripts/install-peers.sh
+
+# $(LIB_SO) is a prerequisite: if hakmem does not build, make stops here with
+# the compiler's error, and bench.py refuses to run without a working library.
+bench: bench-peers $(LIB_SO) $(BENCH_BINS)
+	$(BENCH_PY) --reps $(REPS) --scale $(BENCH_SCALE) --tag bench $(BENCH_SEL)
+
+bench-full: bench-peers $(LIB_SO) $(BENCH_BINS)
+	$(BENCH_PY) --reps $(BENCH_FULL_REPS) --scale $(BENCH_FULL_SCALE) --tag bench-full $(BENCH_SEL)
+
+bench-instr: bench-peers $(LIB_SO) $(BENCH_DIR)/ws8192
+	python3 scripts/bench-instr.py --lib $(LIB_SO) --bin $(BENCH_DIR)/ws8192 --out $(BENCH_OUT) \
+	  $(if $(BENCH_ALLOCS),--allocs $(BENCH_ALLOCS))
+
+bench-smoke: $(LIB_SO) $(BENCH_BINS)
+	@python3 scripts/bench.py --smoke --lib $(LIB_SO) --bindir $(BENCH_DIR)
+
+TEST_RUNS += bench-smoke

@@ -1,0 +1,273 @@
+// ws8192 — random malloc/free over a fixed working set of slots.
+//
+// Each thread owns WS slots (default 8192), all empty at the start, and performs
+// exactly N operations (default 20M). One operation: draw a slot uniformly; if it
+// holds a block, free it; if it is empty, malloc(size) with size uniform in
+// [MIN, MAX], write the first and the last byte, and keep it in the slot. So
+// N operations are exactly N calls of malloc or free (the blocks still held at
+// the end are freed after the clock stops and are not counted). In steady state
+// half the slots are full, so WS/2 blocks are live per thread.
+//
+// Cross-thread mode (-x, needs T >= 2): the threads form a ring, and no thread
+// ever frees a block it allocated. A block thread t mallocs goes to thread t+1
+// through a single-producer/single-consumer queue; when t+1 next mallocs into an
+// empty slot it also moves one received block into that slot, to be freed by a
+// later operation. If the queue to t+1 is full (t+1 is behind), t frees blocks
+// it received itself (each one an operation) until there is room. Every free in
+// this mode is a free of a block allocated by a different thread.
+//
+// Options: -w WS, -n N (per thread), -s SEED, --min, --max (bytes, K/M suffixes),
+// -t THREADS, -x (cross-thread), --null (no allocator: each slot gets a fixed
+// piece of a preallocated pool; measures the benchmark's own cost, used by
+// bench-instr). Throughput = all threads' operations / wall time from the
+// common start to the last thread's last operation.
+#include "bench_common.h"
+
+#include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+typedef struct {
+  _Alignas(64) _Atomic uint64_t head;     // next index to pop (consumer writes)
+  uint64_t tail_seen;                     // consumer's last view of tail
+  _Alignas(64) _Atomic uint64_t tail;     // next index to push (producer writes)
+  uint64_t head_seen;                     // producer's last view of head
+  _Alignas(64) void **buf;
+  uint64_t mask;
+} spsc_t;
+
+static int spsc_push(spsc_t *q, void *p) {
+  uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
+  if (t - q->head_seen > q->mask) {
+    q->head_seen = atomic_load_explicit(&q->head, memory_order_acquire);
+    if (t - q->head_seen > q->mask) return 0;
+  }
+  q->buf[t & q->mask] = p;
+  atomic_store_explicit(&q->tail, t + 1, memory_order_release);
+  return 1;
+}
+
+static void *spsc_pop(spsc_t *q) {
+  uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
+  if (h == q->tail_seen) {
+    q->tail_seen = atomic_load_explicit(&q->tail, memory_order_acquire);
+    if (h == q->tail_seen) return NULL;
+  }
+  void *p = q->buf[h & q->mask];
+  atomic_store_explicit(&q->head, h + 1, memory_order_release);
+  return p;
+}
+
+typedef struct {
+  int id;
+  char **slots;
+  uint64_t mallocs;
+  double finish;
+  spsc_t *in, *out;               // cross mode: from thread id-1, to thread id+1
+  _Alignas(64) char pad[1];
+} worker_t;
+
+static uint64_t g_ops = 20000000, g_seed = 42;
+static uint32_t g_ws = 8192;
+static size_t g_min = 16, g_max = 1024;
+static int g_threads = 1, g_cross = 0, g_null = 0;
+static char *g_pool;                       // --null: slot s uses g_pool + s * g_max
+static pthread_barrier_t g_start;
+static _Atomic int g_finished;
+
+static void run_local(worker_t *w) {
+  bench_rng_t rng = bench_rng(g_seed, (uint64_t)w->id);
+  char **slots = w->slots;
+  const uint32_t ws = g_ws;
+  const uint32_t span = (uint32_t)(g_max - g_min + 1);
+  const size_t min = g_min;
+  const int null = g_null;
+  uint64_t mallocs = 0;
+  for (uint64_t i = 0; i < g_ops; i++) {
+    uint64_t r = bench_rand(&rng);
+    uint32_t s = bench_below((uint32_t)(r >> 32), ws);
+    char *p = slots[s];
+    if (p != NULL) {
+      if (!null) free(p);
+      slots[s] = NULL;
+    } else {
+      size_t size = min + bench_below((uint32_t)r, span);
+      p = null ? g_pool + (size_t)s * g_max : malloc(size);
+      if (__builtin_expect(p == NULL, 0)) {
+        fprintf(stderr, "malloc(%zu) failed\n", size);
+        exit(3);
+      }
+      p[0] = 1;
+      p[size - 1] = 2;
+      slots[s] = p;
+      mallocs++;
+    }
+  }
+  w->mallocs = mallocs;
+}
+
+static void run_cross(worker_t *w) {
+  bench_rng_t rng = bench_rng(g_seed, (uint64_t)w->id);
+  char **slots = w->slots;
+  const uint32_t ws = g_ws;
+  const uint32_t span = (uint32_t)(g_max - g_min + 1);
+  uint64_t mallocs = 0, done = 0;
+  while (done < g_ops) {
+    uint64_t r = bench_rand(&rng);
+    uint32_t s = bench_below((uint32_t)(r >> 32), ws);
+    char *p = slots[s];
+    if (p != NULL) {                       // a block another thread allocated
+      free(p);
+      slots[s] = NULL;
+      done++;
+      continue;
+    }
+    size_t size = g_min + bench_below((uint32_t)r, span);
+    p = malloc(size);
+    if (__builtin_expect(p == NULL, 0)) {
+      fprintf(stderr, "malloc(%zu) failed\n", size);
+      exit(3);
+    }
+    p[0] = 1;
+    p[size - 1] = 2;
+    mallocs++;
+    done++;
+    while (!spsc_push(w->out, p)) {        // the next thread is behind
+      char *q = spsc_pop(w->in);
+      if (q != NULL) {
+        free(q);
+        if (done < g_ops) done++;          // past N it is part of the clean-up
+      } else {
+        sched_yield();
+      }
+    }
+    slots[s] = spsc_pop(w->in);            // may stay empty
+  }
+  w->mallocs = mallocs;
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  pthread_barrier_wait(&g_start);
+  if (g_cross) run_cross(w); else run_local(w);
+  w->finish = bench_now();
+  atomic_fetch_add(&g_finished, 1);
+  if (g_cross) {                            // keep draining so no producer waits forever
+    while (atomic_load(&g_finished) < g_threads) {
+      void *q = spsc_pop(w->in);
+      if (q != NULL) free(q); else sched_yield();
+    }
+  }
+  return NULL;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: ws8192 [-w WS] [-n OPS_PER_THREAD] [-s SEED] [--min BYTES] [--max BYTES]\n"
+          "              [-t THREADS] [-x] [--null]\n"
+          "  defaults: -w 8192 -n 20M -s 42 --min 16 --max 1024 -t 1\n"
+          "  -x        cross-thread: every block is freed by another thread (T >= 2)\n"
+          "  --null    no malloc/free, same loop (the benchmark's own cost; -t 1 only)\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+    { "ws", required_argument, NULL, 'w' },   { "ops", required_argument, NULL, 'n' },
+    { "seed", required_argument, NULL, 's' }, { "min", required_argument, NULL, 'a' },
+    { "max", required_argument, NULL, 'b' },  { "threads", required_argument, NULL, 't' },
+    { "cross", no_argument, NULL, 'x' },      { "null", no_argument, NULL, 'z' },
+    { "help", no_argument, NULL, 'h' },       { NULL, 0, NULL, 0 },
+  };
+  int c;
+  while ((c = getopt_long(argc, argv, "w:n:s:t:xh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'w': g_ws = (uint32_t)bench_parse_count("-w", optarg); break;
+    case 'n': g_ops = bench_parse_count("-n", optarg); break;
+    case 's': g_seed = bench_parse_count("-s", optarg); break;
+    case 'a': g_min = bench_parse_size("--min", optarg); break;
+    case 'b': g_max = bench_parse_size("--max", optarg); break;
+    case 't': g_threads = (int)bench_parse_count("-t", optarg); break;
+    case 'x': g_cross = 1; break;
+    case 'z': g_null = 1; break;
+    default: usage();
+    }
+  }
+  if (optind != argc || g_ws < 1 || g_min < 1 || g_max < g_min || g_max - g_min >= UINT32_MAX ||
+      g_threads < 1 || g_threads > 1024 || (g_cross && g_threads < 2) ||
+      (g_null && g_threads != 1)) usage();
+
+  if (g_null) g_pool = bench_xmalloc((size_t)g_ws * g_max);
+  worker_t *w = calloc((size_t)g_threads, sizeof *w);
+  spsc_t *queues = NULL;
+  if (w == NULL) return 3;
+  uint64_t cap = 1024;
+  while (cap < g_ws) cap <<= 1;
+  if (g_cross) {
+    queues = aligned_alloc(64, sizeof(spsc_t) * (size_t)g_threads);
+    if (queues == NULL) return 3;
+    memset(queues, 0, sizeof(spsc_t) * (size_t)g_threads);
+    for (int i = 0; i < g_threads; i++) {
+      queues[i].buf = bench_xmalloc(cap * sizeof(void *));
+      queues[i].mask = cap - 1;
+    }
+  }
+  for (int i = 0; i < g_threads; i++) {
+    w[i].id = i;
+    w[i].slots = calloc(g_ws, sizeof(char *));
+    if (w[i].slots == NULL) return 3;
+    if (g_cross) {
+      w[i].out = &queues[i];
+      w[i].in = &queues[(i + g_threads - 1) % g_threads];
+    }
+  }
+
+  double t0, t1;
+  if (g_threads == 1) {                    // the main thread, as most programs do
+    t0 = bench_now();
+    run_local(&w[0]);
+    t1 = bench_now();
+  } else {
+    pthread_t *tid = calloc((size_t)g_threads, sizeof *tid);
+    pthread_barrier_init(&g_start, NULL, (unsigned)g_threads + 1);
+    for (int i = 0; i < g_threads; i++) {
+      if (pthread_create(&tid[i], NULL, worker_main, &w[i]) != 0) {
+        fprintf(stderr, "pthread_create failed\n");
+        return 3;
+      }
+    }
+    pthread_barrier_wait(&g_start);
+    t0 = bench_now();
+    for (int i = 0; i < g_threads; i++) pthread_join(tid[i], NULL);
+    t1 = t0;
+    for (int i = 0; i < g_threads; i++) if (w[i].finish > t1) t1 = w[i].finish;
+    free(tid);
+  }
+
+  uint64_t ops = g_ops * (uint64_t)g_threads, mallocs = 0;
+  for (int i = 0; i < g_threads; i++) mallocs += w[i].mallocs;
+  char extra[256];
+  snprintf(extra, sizeof extra,
+           "mallocs=%" PRIu64 " frees=%" PRIu64 " ws=%u threads=%d cross=%d min=%zu max=%zu null=%d",
+           mallocs, ops - mallocs, g_ws, g_threads, g_cross, g_min, g_max, g_null);
+  bench_result("ws8192", "ops", ops, t1 - t0, extra);
+
+  // Clean-up, not timed: what the slots and queues still hold.
+  for (int i = 0; i < g_threads; i++) {
+    if (!g_null)
+      for (uint32_t s = 0; s < g_ws; s++) free(w[i].slots[s]);
+    free(w[i].slots);
+  }
+  if (g_cross) {
+    for (int i = 0; i < g_threads; i++) {
+      void *q;
+      while ((q = spsc_pop(&queues[i])) != NULL) free(q);
+      free(queues[i].buf);
+    }
+    free(queues);
+  }
+  free(w);
+  free(g_pool);
+  return 0;
+}

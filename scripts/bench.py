@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of hakmem, glibc and the peer allocators.
+
+Runs every row of ROWS against each allocator (swapped in with LD_PRELOAD),
+interleaved (A B C D E A B C D E ...) and repeated, and reports medians:
+a markdown table on stdout and in results/<tag>.md, CSV files
+(results/<tag>.csv: medians and ratios; results/<tag>-runs.csv: every run)
+and a chart (results/<tag>.png, gnuplot) when gnuplot is installed.
+
+    scripts/bench.py --lib build/libhakmem.so --bindir build/bench [--reps 3]
+                     [--scale 1] [--tag bench] [--rows ws-small,larson]
+                     [--allocs hakmem,glibc] [--smoke]
+
+hakmem is not optional: a missing library, or one that does not load
+(LD_PRELOAD ignored, crash), ends the run with exit status 1 before any row
+runs. A peer that is not installed is named and left out. A run that fails
+later is shown as FAIL and makes the exit status 1 (for hakmem) after the
+tables are written. Python 3 standard library only.
+"""
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+# One row = one program and its arguments. `n` is the size option scaled by
+# --scale (bench-full uses a larger scale); `smoke` replaces it in --smoke.
+ROWS = [
+    dict(id="ws-tiny", label="WS8192 tiny 16-128 B", prog="ws8192",
+         args=["-w", "8192", "--min", "16", "--max", "128"], nopt="-n", n=20_000_000, smoke=20_000),
+    dict(id="ws-small", label="WS8192 small 16-1024 B (headline)", prog="ws8192",
+         args=["-w", "8192", "--min", "16", "--max", "1024"], nopt="-n", n=20_000_000, smoke=20_000),
+    dict(id="ws-medium", label="WS8192 medium 1-32 KiB", prog="ws8192",
+         args=["-w", "8192", "--min", "1K", "--max", "32K"], nopt="-n", n=4_000_000, smoke=10_000),
+    dict(id="ws-large", label="WS256 large 32 KiB-1 MiB", prog="ws8192",
+         args=["-w", "256", "--min", "32K", "--max", "1M"], nopt="-n", n=200_000, smoke=1_000),
+    dict(id="mt-local-2", label="WS8192 small, 2 threads local", prog="ws8192",
+         args=["-w", "8192", "--min", "16", "--max", "1024", "-t", "2"], nopt="-n", n=10_000_000,
+         smoke=10_000),
+    dict(id="mt-local-4", label="WS8192 small, 4 threads local", prog="ws8192",
+         args=["-w", "8192", "--min", "16", "--max", "1024", "-t", "4"], nopt="-n", n=5_000_000,
+         smoke=10_000),
+    dict(id="cross-2", label="WS8192 small, 2 threads cross-thread free", prog="ws8192",
+         args=["-w", "8192", "--min", "16", "--max", "1024", "-t", "2", "-x"], nopt="-n",
+         n=10_000_000, smoke=10_000),
+    dict(id="larson", label="larson server, 2 threads 8-1000 B", prog="larson",
+         args=["-t", "2", "-c", "1000", "--min", "8", "--max", "1000"], nopt="-n", n=4_000_000,
+         smoke=10_000),
+    dict(id="prodcons", label="producer/consumer 16-512 B", prog="prodcons",
+         args=["--min", "16", "--max", "512"], nopt="-n", n=2_000_000, smoke=10_000),
+    dict(id="fs-scratch", label="false sharing, cache-scratch, 2 threads", prog="falseshare",
+         args=["-m", "scratch", "-t", "2", "-i", "1000", "-o", "8"], nopt="-r", n=30_000, smoke=10),
+    dict(id="fs-thrash", label="false sharing, cache-thrash, 2 threads", prog="falseshare",
+         args=["-m", "thrash", "-t", "2", "-i", "1000", "-o", "8"], nopt="-r", n=30_000, smoke=10),
+    dict(id="reallocgrow", label="realloc growth, 1000 buffers to 64 KiB", prog="reallocgrow",
+         args=["-b", "1000", "--max", "64K"], nopt="-n", n=1_000_000, smoke=5_000),
+    dict(id="large", label="large blocks 64 KiB-8 MiB, pages touched", prog="large",
+         args=["-w", "32", "--min", "64K", "--max", "8M"], nopt="-n", n=2_000, smoke=50),
+    dict(id="churn", label="thread churn, 4 at a time, 200 blocks each", prog="churn",
+         args=["-c", "4", "-k", "200"], nopt="-n", n=2_000, smoke=20),
+]
+
+LIBDIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+           "/usr/local/lib"]
+PEERS = [("jemalloc", "libjemalloc.so.2"), ("tcmalloc", "libtcmalloc_minimal.so.4"),
+         ("mimalloc", "libmimalloc.so.2")]
+# What the program's `alloc=` field must start with for each allocator.
+EXPECT = {"hakmem": "libhakmem", "glibc": "glibc", "jemalloc": "libjemalloc",
+          "tcmalloc": "libtcmalloc", "mimalloc": "libmimalloc"}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def find_peer(soname):
+    for d in LIBDIRS:
+        p = os.path.join(d, soname)
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def parse_result(stdout):
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("RESULT "):
+            out = {}
+            for kv in line.split()[1:]:
+                k, _, v = kv.partition("=")
+                out[k] = v
+            return out
+    return None
+
+
+def run_once(binpath, args, alloc, lib, timeout):
+    """Runs one program; returns (result dict or None, error string)."""
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if lib:
+        env["LD_PRELOAD"] = os.path.abspath(lib)
+    cmd = [binpath] + args
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "timeout after %ds" % timeout
+    if p.returncode != 0:
+        sig = " (signal %d)" % -p.returncode if p.returncode < 0 else ""
+        tail = (p.stderr.strip().splitlines() or [""])[-1][:160]
+        return None, "exit %d%s %s" % (p.returncode, sig, tail)
+    res = parse_result(p.stdout)
+    if res is None:
+        return None, "no RESULT line"
+    if "cannot be preloaded" in p.stderr:
+        return None, "LD_PRELOAD ignored: " + p.stderr.strip().splitlines()[0][:160]
+    if not res.get("alloc", "").startswith(EXPECT[alloc]):
+        return None, "ran with %s, not %s" % (res.get("alloc"), alloc)
+    return res, ""
+
+
+def row_args(row, scale, smoke):
+    n = row["smoke"] if smoke else max(1, int(row["n"] * scale))
+    return row["args"] + [row["nopt"], str(n)]
+
+
+def fmt_rate(v, unit):
+    """Scales a rate to k/M/G; returns (number string, 'M ops/s')."""
+    for div, pre in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")):
+        if v >= div:
+            return div, "%s%s/s" % (pre, unit)
+    return 1, unit + "/s"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def git_rev(root):
+    try:
+        return subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def summarize(rows, allocs, runs):
+    """Medians per (row, alloc) and the ratio of hakmem to the best peer."""
+    summary = []
+    for row in rows:
+        med = {}
+        for a, _ in allocs:
+            ok = [r for r in runs if r["row"] == row["id"] and r["alloc"] == a and r["status"] == "ok"]
+            rates = [r["ops_per_sec"] for r in ok]
+            rss = [r["peak_rss_kb"] for r in ok]
+            nruns = len([r for r in runs if r["row"] == row["id"] and r["alloc"] == a])
+            med[a] = dict(rate=median(rates), rss=median(rss), lo=min(rates) if rates else None,
+                          hi=max(rates) if rates else None, ok=len(ok), runs=nruns,
+                          unit=ok[0]["unit"] if ok else "")
+        peers = [a for a, _ in allocs if a != "hakmem" and med[a]["rate"] is not None]
+        best = max(peers, key=lambda a: med[a]["rate"]) if peers else None
+        leanest = min(peers, key=lambda a: med[a]["rss"]) if peers else None
+        h = med.get("hakmem", {})
+        ratio = (h["rate"] / med[best]["rate"]) if (h.get("rate") and best) else None
+        rss_ratio = (h["rss"] / med[leanest]["rss"]) if (h.get("rss") and leanest
+                                                         and med[leanest]["rss"]) else None
+        unit = next((m["unit"] for m in med.values() if m["unit"]), "ops")
+        summary.append(dict(row=row, med=med, best=best, ratio=ratio, leanest=leanest,
+                            rss_ratio=rss_ratio, unit=unit))
+    return summary
+
+
+def tables(summary, allocs):
+    names = [a for a, _ in allocs]
+    has_h = "hakmem" in names
+    out = []
+    out.append("Throughput (median; higher is better)\n")
+    hdr = ["row", "unit"] + names + ["best peer"] + (["hakmem / best"] if has_h else [])
+    out.append("| " + " | ".join(hdr) + " |")
+    out.append("|" + "|".join(["---"] * 2 + ["---:"] * len(names) + ["---"] +
+                              (["---:"] if has_h else [])) + "|")
+    for s in summary:
+        rates = [m["rate"] for m in s["med"].values() if m["rate"]]
+        div, unit = fmt_rate(max(rates) if rates else 0, s["unit"])
+        cells = [s["row"]["id"], unit]
+        for a in names:
+            m = s["med"][a]
+            cells.append("%.3g" % (m["rate"] / div) if m["rate"] is not None else "FAIL")
+        cells.append(s["best"] or "-")
+        if has_h:
+            cells.append("%.2f" % s["ratio"] if s["ratio"] is not None else "-")
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    out.append("Peak RSS in MiB (median; lower is better)\n")
+    hdr = ["row"] + names + ["leanest peer"] + (["hakmem / leanest"] if has_h else [])
+    out.append("| " + " | ".join(hdr) + " |")
+    out.append("|" + "|".join(["---"] + ["---:"] * len(names) + ["---"] +
+                              (["---:"] if has_h else [])) + "|")
+    for s in summary:
+        cells = [s["row"]["id"]]
+        for a in names:
+            m = s["med"][a]
+            cells.append("%.1f" % (m["rss"] / 1024) if m["rss"] is not None else "FAIL")
+        cells.append(s["leanest"] or "-")
+        if has_h:
+            cells.append("%.2f" % s["rss_ratio"] if s["rss_ratio"] is not None else "-")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def write_chart(summary, allocs, outdir, tag):
+    gp = shutil.which("gnuplot")
+    if gp is None:
+        log("gnuplot not found (apt-get install gnuplot-nox): no chart written")
+        return None
+    names = [a for a, _ in allocs]
+    base = "glibc" if "glibc" in names else names[0]
+    dat = os.path.join(outdir, tag + "-chart.dat")
+    with open(dat, "w") as f:
+        f.write("# row " + " ".join("%s_rate %s_rss" % (a, a) for a in names) + "\n")
+        for s in summary:
+            b = s["med"][base]
+            cells = [s["row"]["id"]]
+            for a in names:
+                m = s["med"][a]
+                r = (m["rate"] / b["rate"]) if (m["rate"] and b["rate"]) else float("nan")
+                q = (m["rss"] / b["rss"]) if (m["rss"] and b["rss"]) else float("nan")
+                cells += ["%.4f" % r, "%.4f" % q]
+            f.write(" ".join(cells) + "\n")
+    png = os.path.join(outdir, tag + ".png")
+    plots_rate = ", ".join("'%s' using %d:xtic(1) title '%s'" % (dat, 2 + 2 * i, a)
+                           for i, a in enumerate(names))
+    plots_rss = ", ".join("'%s' using %d:xtic(1) title '%s'" % (dat, 3 + 2 * i, a)
+                          for i, a in enumerate(names))
+    script = f"""
+set terminal pngcairo size 1400,1000 font ',10' noenhanced
+set output '{png}'
+set datafile missing 'nan'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set logscale y 2
+set grid ytics
+set xtics rotate by -30
+set key outside right top
+set tmargin 3
+set multiplot layout 2,1 title 'hakmem benchmark ({tag}): medians relative to {base} = 1'
+set title 'throughput relative to {base} (higher is better)'
+plot {plots_rate}
+set title 'peak RSS relative to {base} (lower is better)'
+plot {plots_rss}
+unset multiplot
+"""
+    p = subprocess.run([gp], input=script, capture_output=True, text=True)
+    if p.returncode != 0:
+        log("gnuplot failed: " + p.stderr.strip()[:300])
+        return None
+    return png
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lib", default="build/libhakmem.so", help="hakmem's drop-in library")
+    ap.add_argument("--bindir", default="build/bench", help="where the bench programs are")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply each row's size")
+    ap.add_argument("--tag", default="bench", help="name of the result files")
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--rows", default="", help="comma-separated row ids (default: all)")
+    ap.add_argument("--allocs", default="", help="comma-separated allocators (default: all found)")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every program once, tiny sizes, hakmem only; exit 1 on any failure")
+    opt = ap.parse_args()
+
+    rows = ROWS
+    if opt.rows:
+        want = opt.rows.split(",")
+        bad = [w for w in want if w not in {r["id"] for r in ROWS}]
+        if bad:
+            sys.exit("unknown rows: %s (known: %s)" % (",".join(bad), ",".join(r["id"] for r in ROWS)))
+        rows = [r for r in ROWS if r["id"] in want]
+    for r in rows:
+        b = os.path.join(opt.bindir, r["prog"])
+        if not os.access(b, os.X_OK):
+            sys.exit("bench: program %s is missing (make bench-bins)" % b)
+
+    # hakmem first; it must exist and load (unless --allocs leaves it out).
+    want_allocs = opt.allocs.split(",") if opt.allocs else None
+    if (want_allocs is None or "hakmem" in want_allocs) and not os.path.exists(opt.lib):
+        log("bench: ERROR: hakmem library %s does not exist (did `make` fail?)" % opt.lib)
+        return 1
+    allocs = [("hakmem", opt.lib)]
+    if not opt.smoke:
+        allocs.append(("glibc", None))
+        for name, soname in PEERS:
+            path = find_peer(soname)
+            if path:
+                allocs.append((name, path))
+            else:
+                log("bench: peer %s (%s) not installed: left out (scripts/install-peers.sh)"
+                    % (name, soname))
+    if want_allocs:
+        allocs = [a for a in allocs if a[0] in want_allocs]
+        if "hakmem" not in want_allocs:
+            log("bench: hakmem left out on request (--allocs)")
+    has_h = any(a == "hakmem" for a, _ in allocs)
+
+    if has_h:
+        res, err = run_once(os.path.join(opt.bindir, "ws8192"), ["-n", "10000"], "hakmem", opt.lib, 60)
+        if res is None:
+            log("bench: ERROR: hakmem (%s) does not run the benchmark: %s" % (opt.lib, err))
+            return 1
+
+    if opt.smoke:
+        fails = 0
+        t0 = time.time()
+        for r in rows:
+            args = row_args(r, 1, True)
+            res, err = run_once(os.path.join(opt.bindir, r["prog"]), args, "hakmem", opt.lib, 60)
+            if res is None:
+                fails += 1
+                log("bench-smoke: FAIL %-12s %s %s: %s" % (r["id"], r["prog"], " ".join(args), err))
+            else:
+                log("bench-smoke: ok   %-12s %s %s" % (r["id"], r["prog"], " ".join(args)))
+        log("bench-smoke: %d rows, %d failed, %.1f s" % (len(rows), fails, time.time() - t0))
+        return 1 if fails else 0
+
+    os.makedirs(opt.out, exist_ok=True)
+    log("bench: %d rows x %d allocators (%s) x %d reps, scale %g"
+        % (len(rows), len(allocs), " ".join(a for a, _ in allocs), opt.reps, opt.scale))
+    runs = []
+    t_start = time.time()
+    for row in rows:
+        args = row_args(row, opt.scale, False)
+        binpath = os.path.join(opt.bindir, row["prog"])
+        for rep in range(1, opt.reps + 1):
+            for a, lib in allocs:
+                res, err = run_once(binpath, args, a, lib, opt.timeout)
+                rec = dict(row=row["id"], alloc=a, rep=rep, status="ok" if res else "FAIL",
+                           error=err, ops_per_sec=0.0, peak_rss_kb=0, secs=0.0, unit="",
+                           command=" ".join([row["prog"]] + args))
+                if res:
+                    rec.update(ops_per_sec=float(res["ops_per_sec"]),
+                               peak_rss_kb=int(res["peak_rss_kb"]), secs=float(res["secs"]),
+                               unit=res["unit"])
+                else:
+                    log("bench: FAIL %s %s rep %d: %s" % (row["id"], a, rep, err))
+                runs.append(rec)
+            this = runs[-len(allocs):]
+            ok = [r for r in this if r["status"] == "ok"]
+            div, u = fmt_rate(max(r["ops_per_sec"] for r in ok), ok[0]["unit"]) if ok else (1, "")
+            line = ["%s %.3g" % (r["alloc"], r["ops_per_sec"] / div) if r["status"] == "ok"
+                    else "%s FAIL" % r["alloc"] for r in this]
+            log("%-12s rep %d/%d [%s]: %s" % (row["id"], rep, opt.reps, u, ", ".join(line)))
+    elapsed = time.time() - t_start
+
+    summary = summarize(rows, allocs, runs)
+    table = tables(summary, allocs)
+    meta = ("hakmem %s, %s, %d CPUs, Linux %s, %s; %d reps, scale %g, %.0f s"
+            % (git_rev(os.path.dirname(os.path.abspath(opt.lib)) or "."), cpu_name(),
+               os.cpu_count() or 0, platform.release(),
+               datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), opt.reps, opt.scale, elapsed))
+
+    runs_csv = os.path.join(opt.out, opt.tag + "-runs.csv")
+    with open(runs_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "alloc", "rep", "status", "ops_per_sec", "unit", "peak_rss_kb", "secs",
+                    "command", "error"])
+        for r in runs:
+            w.writerow([r["row"], r["alloc"], r["rep"], r["status"], "%.0f" % r["ops_per_sec"],
+                        r["unit"], r["peak_rss_kb"], "%.6f" % r["secs"], r["command"], r["error"]])
+    sum_csv = os.path.join(opt.out, opt.tag + ".csv")
+    with open(sum_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "label", "unit", "alloc", "runs_ok", "runs", "median_ops_per_sec",
+                    "min_ops_per_sec", "max_ops_per_sec", "median_peak_rss_kb",
+                    "hakmem_over_best_peer", "best_peer", "hakmem_rss_over_leanest_peer",
+                    "leanest_peer"])
+        for s in summary:
+            for a, _ in allocs:
+                m = s["med"][a]
+                w.writerow([s["row"]["id"], s["row"]["label"], s["unit"], a, m["ok"], m["runs"],
+                            "%.0f" % m["rate"] if m["rate"] is not None else "",
+                            "%.0f" % m["lo"] if m["lo"] is not None else "",
+                            "%.0f" % m["hi"] if m["hi"] is not None else "",
+                            "%.0f" % m["rss"] if m["rss"] is not None else "",
+                            "%.4f" % s["ratio"] if s["ratio"] is not None else "",
+                            s["best"] or "",
+                            "%.4f" % s["rss_ratio"] if s["rss_ratio"] is not None else "",
+                            s["leanest"] or ""])
+    md = os.path.join(opt.out, opt.tag + ".md")
+    rows_doc = "\n".join("- `%s`: %s — `%s`" % (r["id"], r["label"], " ".join([r["prog"]] + row_args(r, opt.scale, False)))
+                         for r in rows)
+    with open(md, "w") as f:
+        f.write("# %s\n\n%s\n\n%s\n\nRows:\n%s\n" % (opt.tag, meta, table, rows_doc))
+    png = write_chart(summary, allocs, opt.out, opt.tag)
+
+    log("")
+    log(meta)
+    log("")
+    log(table)
+    log("")
+    log("wrote %s, %s, %s%s" % (sum_csv, runs_csv, md, (", " + png) if png else ""))
+    hfail = [r for r in runs if r["alloc"] == "hakmem" and r["status"] != "ok"]
+    if hfail:
+        log("bench: ERROR: %d hakmem runs failed (see %s)" % (len(hfail), runs_csv))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
