@@ -8,7 +8,7 @@
 #include "config/config.h"
 #include "os/os.h"
 
-#define HUGE_CACHE_SLOTS   16
+#define HUGE_CACHE_SLOTS   32
 #define HUGE_CACHE_TTL_MS  1000u
 
 typedef struct huge_entry {
@@ -78,20 +78,36 @@ static void table_remove(huge_entry_t *e) {
   g_table_tombs++;
 }
 
-// The smallest cached mapping of at least *size bytes and at most a quarter
-// more (its size is stored back in *size), or 0.
-static uintptr_t cache_take(size_t *size) {
+// A cached mapping of at least *size bytes (its size stored back), or 0. The
+// closest size wins; one over twice the size is split and its tail stays
+// cached; a smaller one grows with mremap; so pages already resident are
+// reused instead of faulted in again.
+static void cache_put(uintptr_t base, size_t size);
+
+static uintptr_t cache_take(size_t *size_io) {
+  size_t size = *size_io;
   int best = -1;
+  size_t best_gap = SIZE_MAX;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
+    if (g_cache[i].base == 0) continue;
     size_t s = g_cache[i].size;
-    if (g_cache[i].base != 0 && s >= *size && s - *size <= *size / 4 && (best < 0 || s < g_cache[best].size))
-      best = i;
+    size_t gap = s > size ? s - size : size - s;
+    if (gap < best_gap) { best = i; best_gap = gap; }
   }
   if (best < 0) return 0;
   uintptr_t b = g_cache[best].base;
-  *size = g_cache[best].size;
-  g_cache_bytes -= *size;
+  size_t have = g_cache[best].size;
+  g_cache_bytes -= have;
   g_cache[best].base = 0;
+  if (have > 2 * size) {
+    cache_put(b + size, have - size);     // the tail stays resident for the next request
+  } else if (have > size) {
+    *size_io = have;                      // close enough: keep the whole mapping
+  } else if (have < size) {
+    void *q = os_remap((void *)b, have, size);
+    if (q == NULL) { os_unmap((void *)b, have); return 0; }
+    b = (uintptr_t)q;
+  }
   return b;
 }
 
