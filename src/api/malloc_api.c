@@ -49,12 +49,9 @@ void *hak_api_memalign(size_t alignment, size_t size) {
 
 HAK_EXPORT void *malloc(size_t size) { return hak_malloc(size); }
 
-HAK_EXPORT void free(void *ptr) {
-  if (ptr == NULL) return;
-  int saved = errno;             // free() never changes errno (POSIX 2024, glibc >= 2.33)
-  hak_free(ptr);
-  errno = saved;
-}
+// free() never changes errno (POSIX 2024, glibc >= 2.33): hak_free keeps it
+// (only its slow path can touch errno, and that path saves it).
+HAK_EXPORT void free(void *ptr) { hak_free(ptr); }
 
 HAK_EXPORT void *calloc(size_t count, size_t size) { return hak_calloc(count, size); }
 

@@ -99,7 +99,7 @@ static uintptr_t cache_take(size_t *size_io) {
   size_t have = g_cache[best].size;
   g_cache_bytes -= have;
   g_cache[best].base = 0;
-  if (have > 2 * size) {
+  if (have / 2 > size) {
     cache_put(b + size, have - size);     // the tail stays resident for the next request
   } else if (have > size) {
     *size_io = have;                      // close enough: keep the whole mapping
@@ -150,7 +150,7 @@ static void cache_put(uintptr_t base, size_t size) {
 }
 
 void *huge_alloc(size_t size, size_t align, int zero) {
-  if (size > SIZE_MAX / 2) return NULL;
+  if (size > PTRDIFF_MAX - OS_PAGE_SIZE) return NULL;   // no address space is that large
   size_t map_size = page_round(size);
   uintptr_t base = 0;
   int fresh = 1;

@@ -2,6 +2,7 @@
 #include "os/os.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
@@ -15,7 +16,7 @@ void *os_map_aligned(size_t size, size_t align) {
   if (align < OS_PAGE_SIZE) align = OS_PAGE_SIZE;
   if (size > SIZE_MAX - align) return NULL;
   size_t span = size + (align > OS_PAGE_SIZE ? align : 0);
-  char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) { errno = saved; return NULL; }
   uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
   size_t head = a - (uintptr_t)p;

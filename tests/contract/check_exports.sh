@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# check_exports.sh LIB — libhakmem.so exports every symbol of the drop-in
+# surface, nothing else but hak_*, and does not depend on libstdc++.
+set -u
+lib=${1:?usage: check_exports.sh path/to/libhakmem.so}
+required="malloc free calloc realloc reallocarray posix_memalign aligned_alloc memalign valloc
+pvalloc malloc_usable_size cfree __libc_malloc __libc_free __libc_calloc __libc_realloc
+__libc_memalign __posix_memalign mallinfo mallinfo2 mallopt malloc_trim malloc_stats malloc_info
+_Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t
+_ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t
+_ZdlPv _ZdaPv _ZdlPvm _ZdaPvm _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t
+_ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t
+_ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t
+hak_malloc hak_free hak_calloc hak_realloc hak_reallocarray hak_aligned_alloc hak_posix_memalign
+hak_usable_size hak_owns hak_trim hak_thread_flush hak_get_stats hak_print_stats"
+exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//' | sort -u)
+fail=0
+for s in $required; do
+  grep -qx -- "$s" <<<"$exported" || { echo "FAIL missing export: $s"; fail=1; }
+done
+for s in $exported; do
+  case " $(echo $required) " in *" $s "*) continue ;; esac
+  case $s in hak_*) continue ;; esac
+  echo "FAIL unexpected export: $s"; fail=1
+done
+if ldd "$lib" | grep -q 'libstdc++'; then echo "FAIL $lib depends on libstdc++"; fail=1; fi
+if readelf -d "$lib" | grep NEEDED | grep -q 'libstdc++'; then echo "FAIL $lib NEEDs libstdc++"; fail=1; fi
+[ $fail -eq 0 ] && echo "PASS exports of $lib: $(wc -w <<<"$exported") symbols, no libstdc++"
+exit $fail

@@ -1,0 +1,256 @@
+// test_process.c — hakmem across a process's life: threads that exit with
+// blocks still live, frees from other threads, fork() while other threads
+// allocate, frees after main returns (atexit, destructors, pthread keys), and
+// running out of address space under RLIMIT_AS. Run with LD_PRELOAD.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include <malloc.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "contract_util.h"
+
+extern char **environ;
+
+static size_t size_of(unsigned i) {
+  static const size_t sizes[] = {8, 16, 24, 48, 64, 100, 128, 256, 500, 1024, 3000, 8192, 20000, 70000};
+  return sizes[i % (sizeof sizes / sizeof *sizes)];
+}
+
+// ---- threads -------------------------------------------------------------------
+
+enum { PER_THREAD = 5000 };
+
+static void *alloc_and_exit(void *arg) {
+  void **out = arg;
+  for (unsigned i = 0; i < PER_THREAD; i++) {
+    size_t n = size_of(i);
+    out[i] = malloc(n);
+    memset(out[i], (int)(i & 0xff), n);
+  }
+  return NULL;
+}
+
+static void test_blocks_of_an_exited_thread_stay_valid_and_can_be_freed(void **state) {
+  (void)state;
+  void **blocks = calloc(PER_THREAD, sizeof *blocks);
+  pthread_t t;
+  pthread_create(&t, NULL, alloc_and_exit, blocks);
+  pthread_join(t, NULL);
+  for (unsigned i = 0; i < PER_THREAD; i++) {
+    const unsigned char *c = blocks[i];
+    for (size_t j = 0; j < size_of(i); j += 7) assert_int_equal(c[j], i & 0xff);
+    assert_true(malloc_usable_size(blocks[i]) >= size_of(i));
+    free(blocks[i]);
+  }
+  free(blocks);
+}
+
+static void *free_all(void *arg) {
+  void **blocks = arg;
+  for (unsigned i = 0; i < PER_THREAD; i++) free(blocks[i]);
+  return NULL;
+}
+
+static void test_blocks_freed_by_another_thread_are_reusable(void **state) {
+  (void)state;
+  for (int round = 0; round < 4; round++) {
+    void **blocks = malloc(PER_THREAD * sizeof *blocks);
+    for (unsigned i = 0; i < PER_THREAD; i++) blocks[i] = malloc(size_of(i));
+    pthread_t t;
+    pthread_create(&t, NULL, free_all, blocks);
+    pthread_join(t, NULL);
+    for (unsigned i = 0; i < PER_THREAD; i++) {
+      blocks[i] = calloc(1, size_of(i));
+      assert_non_null(blocks[i]);
+      assert_int_equal(((unsigned char *)blocks[i])[size_of(i) - 1], 0);
+    }
+    for (unsigned i = 0; i < PER_THREAD; i++) free(blocks[i]);
+    free(blocks);
+  }
+}
+
+static void *short_life(void *arg) {
+  (void)arg;
+  void *b[32];
+  for (unsigned i = 0; i < 32; i++) b[i] = malloc(size_of(i));
+  for (unsigned i = 0; i < 32; i++) free(b[i]);
+  return malloc(40);                          // outlives the thread
+}
+
+static void test_short_lived_threads_leave_their_blocks_usable(void **state) {
+  (void)state;
+  for (int i = 0; i < 500; i++) {
+    pthread_t t;
+    void *ret;
+    assert_int_equal(pthread_create(&t, NULL, short_life, NULL), 0);
+    pthread_join(t, &ret);
+    memset(ret, 1, 40);
+    free(ret);
+  }
+}
+
+// ---- fork ------------------------------------------------------------------------
+
+static volatile int g_stop;
+
+static void *churn(void *arg) {
+  unsigned seed = (unsigned)(uintptr_t)arg;
+  void *slots[256] = {0};
+  while (!__atomic_load_n(&g_stop, __ATOMIC_RELAXED)) {
+    seed = seed * 1103515245 + 12345;
+    unsigned k = (seed >> 8) & 255;
+    free(slots[k]);
+    slots[k] = malloc(size_of(seed >> 16) + (seed & 3) * ((seed >> 20) & 1 ? 100000 : 1));
+  }
+  for (int k = 0; k < 256; k++) free(slots[k]);
+  return NULL;
+}
+
+static void *child_thread(void *arg) {
+  (void)arg;
+  for (unsigned i = 0; i < 2000; i++) free(malloc(size_of(i)));
+  return malloc(64);
+}
+
+static void child_allocates_normally(void) {
+  alarm(20);                                  // a deadlocked child dies of SIGALRM
+  void **b = malloc(4000 * sizeof *b);
+  for (unsigned i = 0; i < 4000; i++) b[i] = malloc(size_of(i));
+  for (unsigned i = 0; i < 4000; i += 2) free(b[i]);
+  void *big = malloc(3u << 20);
+  memset(big, 1, 3u << 20);
+  free(big);
+  pthread_t t;
+  void *r;
+  if (pthread_create(&t, NULL, child_thread, NULL) != 0) _exit(3);
+  pthread_join(t, &r);
+  free(r);
+  for (unsigned i = 1; i < 4000; i += 2) free(b[i]);
+  free(b);
+  _exit(0);
+}
+
+static void test_fork_while_other_threads_allocate_gives_a_working_child(void **state) {
+  (void)state;
+  enum { THREADS = 3, FORKS = 30 };
+  pthread_t t[THREADS];
+  g_stop = 0;
+  for (uintptr_t i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, churn, (void *)(i + 1));
+  for (int f = 0; f < FORKS; f++) {
+    void *mine = malloc(size_of((unsigned)f));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      free(mine);                             // a block the parent allocated
+      child_allocates_normally();
+    }
+    free(mine);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+      fail_msg("fork %d: child %s %d", f, WIFSIGNALED(st) ? "killed by signal" : "exited with",
+               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  }
+  g_stop = 1;
+  for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+}
+
+// ---- after main: atexit, destructors, pthread keys (test_afterlife) -----------------
+
+static void test_frees_after_main_returns_work(void **state) {
+  (void)state;
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/test_afterlife", test_dir());
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  char *argv[] = {path, NULL};
+  pid_t pid;
+  assert_int_equal(posix_spawn(&pid, path, &fa, NULL, argv, environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  char out[256] = {0};
+  size_t len = 0;
+  ssize_t n;
+  while ((n = read(fds[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)n;
+  close(fds[0]);
+  int st;
+  waitpid(pid, &st, 0);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fail_msg("test_afterlife %s %d, output: %s", WIFSIGNALED(st) ? "killed by signal" : "exited with",
+             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), out);
+  assert_non_null(strstr(out, "afterlife ok"));
+}
+
+// ---- RLIMIT_AS -----------------------------------------------------------------------
+
+static void rlimit_child(void *arg) {
+  (void)arg;
+  struct rlimit rl = {512u << 20, 512u << 20};
+  if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(10);
+  // 1. a request larger than the limit fails cleanly
+  errno = 0;
+  void *big = malloc(1u << 30);
+  if (big != NULL) _exit(11);
+  if (errno != ENOMEM) _exit(12);
+  // 2. small requests still work after that failure
+  void *small[1000];
+  for (int i = 0; i < 1000; i++)
+    if ((small[i] = malloc(size_of((unsigned)i))) == NULL) _exit(13);
+  // 3. fill the address space with 4 MiB blocks until malloc says ENOMEM
+  enum { MAXB = 256 };
+  void *b[MAXB];
+  int n = 0;
+  for (; n < MAXB; n++) {
+    errno = 0;
+    b[n] = malloc(4u << 20);
+    if (b[n] == NULL) break;
+  }
+  if (n == MAXB) _exit(14);                   // 1 GiB under a 512 MiB limit?
+  if (errno != ENOMEM) _exit(15);
+  if (n < 8) _exit(16);                       // not even 32 MiB of the 512 MiB
+  // 4. after frees, large blocks can be had again
+  for (int i = 0; i < n; i++) free(b[i]);
+  for (int i = 0; i < 1000; i++) free(small[i]);
+  malloc_trim(0);
+  void *again = malloc(128u << 20);
+  if (again == NULL) _exit(17);
+  free(again);
+  void *more = malloc((size_t)(n / 2) * (4u << 20));
+  if (more == NULL) _exit(18);
+  free(more);
+  _exit(0);
+}
+
+static void test_malloc_under_rlimit_as_fails_with_enomem_and_recovers(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(rlimit_child, NULL, 30);
+  if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
+    fail_msg("child %s %d (see the step numbers in rlimit_child); stderr: %s",
+             WIFSIGNALED(r.status) ? "killed by signal" : "exited with",
+             WIFSIGNALED(r.status) ? WTERMSIG(r.status) : WEXITSTATUS(r.status), r.err);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_blocks_of_an_exited_thread_stay_valid_and_can_be_freed),
+      cmocka_unit_test(test_blocks_freed_by_another_thread_are_reusable),
+      cmocka_unit_test(test_short_lived_threads_leave_their_blocks_usable),
+      cmocka_unit_test(test_fork_while_other_threads_allocate_gives_a_working_child),
+      cmocka_unit_test(test_frees_after_main_returns_work),
+      cmocka_unit_test(test_malloc_under_rlimit_as_fails_with_enomem_and_recovers),
+  };
+  if (getenv("CONTRACT_FILTER") != NULL) cmocka_set_test_filter(getenv("CONTRACT_FILTER"));
+  return cmocka_run_group_tests_name("process", tests, require_hakmem, NULL);
+}
