@@ -83,21 +83,23 @@ static void flush_deliver(slab_meta_t *m, block_chain_t *c) {
   c->n = 0;
 }
 
+static HAK_COLD void report_double_free(hak_base_ptr_t b, const slab_meta_t *m) {
+  char detail[64] = " (class ";
+  size_t n = 8;
+  n += hak_fmt_u64(detail + n, sizeof detail - n, m->cls);
+  detail[n++] = ',';
+  detail[n++] = ' ';
+  n += hak_fmt_u64(detail + n, sizeof detail - n, m->block_size);
+  const char *tail = " bytes)";
+  for (size_t i = 0; tail[i] && n + 1 < sizeof detail; i++) detail[n++] = tail[i];
+  detail[n] = '\0';
+  hak_report_pointer_error("double free of", hak_base_raw(b), detail);
+}
+
 // Mark a block as being on a slab's list; a block already marked is a double free.
-static void block_mark_free(hak_base_ptr_t b, const slab_meta_t *m) {
+HAK_INLINE void block_mark_free(hak_base_ptr_t b, const slab_meta_t *m) {
   uintptr_t *w = block_words(b);
-  if (HAK_UNLIKELY(w[1] == block_cookie(b))) {
-    char detail[64] = " (class ";
-    size_t n = 8;
-    n += hak_fmt_u64(detail + n, sizeof detail - n, m->cls);
-    detail[n++] = ',';
-    detail[n++] = ' ';
-    n += hak_fmt_u64(detail + n, sizeof detail - n, m->block_size);
-    const char *tail = " bytes)";
-    for (size_t i = 0; tail[i] && n + 1 < sizeof detail; i++) detail[n++] = tail[i];
-    detail[n] = '\0';
-    hak_report_pointer_error("double free of", hak_base_raw(b), detail);
-  }
+  if (HAK_UNLIKELY(w[1] == block_cookie(b))) report_double_free(b, m);
   w[1] = block_cookie(b);
 }
 
