@@ -94,8 +94,8 @@ static void hak_free_slow_body(void *p) {
   hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
   unsigned cls = m->cls;
   tls_cache_t *tc = &t_tls_cache;
-  if (hak_base_raw(tc->head[cls]) == hak_base_raw(b)) {
-    hak_report_pointer_error("double free of", p, " (already the most recently freed block)");
+  if (block_is_free(b)) {
+    tiny_report_double_free(b, m);
     return;
   }
   uintptr_t owner = atomic_load_explicit(&m->owner, memory_order_relaxed);
@@ -116,7 +116,7 @@ void hak_free(void *p) {
     hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
     tls_cache_t *tc = &t_tls_cache;
     if (HAK_LIKELY(slab_block_start(m, p) && (owner == thread_self_id() || owner == 0) &&
-                   hak_base_raw(tc->head[cls]) != hak_base_raw(b) && tls_sll_push(tc, cls, b)))
+                   !block_is_free(b) && tls_sll_push(tc, cls, b)))
       return;
   }
   hak_free_slow(p);
@@ -136,17 +136,21 @@ void *hak_calloc(size_t count, size_t size) {
   return p;
 }
 
+// Usable size of a block in a slab, or 0 after reporting an invalid pointer
+// on behalf of `op`.
+static size_t slab_usable_size(const char *op, const void *p) {
+  slab_meta_t *m = ss_slab_of(ss_of(p), p);
+  if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE ||
+      !slab_block_start(m, p)) {
+    report_slab_pointer(op, p, m);
+    return 0;
+  }
+  return m->block_size - HAK_BLOCK_HEADER_BYTES;
+}
+
 size_t hak_usable_size(const void *p) {
   if (p == NULL) return 0;
-  if (ss_registry_contains(p)) {
-    slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE ||
-        !slab_block_start(m, p)) {
-      report_slab_pointer("malloc_usable_size of invalid pointer", p, m);
-      return 0;
-    }
-    return m->block_size - HAK_BLOCK_HEADER_BYTES;
-  }
+  if (ss_registry_contains(p)) return slab_usable_size("malloc_usable_size of invalid pointer", p);
   int interior;
   size_t n = huge_usable_size(p, &interior);
   if (n != 0) return n;
@@ -166,7 +170,7 @@ void *hak_realloc(void *p, size_t size) {
   if (size > PTRDIFF_MAX) return alloc_enomem();
   size_t old;
   if (ss_registry_contains(p)) {
-    old = hak_usable_size(p);
+    old = slab_usable_size("realloc of invalid pointer", p);
     if (old == 0) return alloc_enomem();  // reported already (when not aborting)
     if (size <= old && (size > old / 2 || old <= 64)) return p;
   } else {

@@ -135,6 +135,7 @@ static void cache_put(uintptr_t base, size_t size) {
   if (g_cache[slot].base != 0) {          // evict the oldest
     os_unmap((void *)g_cache[slot].base, g_cache[slot].size);
     g_cache_bytes -= g_cache[slot].size;
+    g_cache[slot].base = 0;
   }
   while (g_cache_bytes + size > g_hak_config.huge_cache_max) {
     int old = -1;

@@ -7,9 +7,8 @@
 #include "tiny/tiny_free_local_box.h"
 #include "tiny/tiny_thread.h"
 
-uintptr_t g_block_cookie;
-
-HAK_INLINE uintptr_t *block_words(hak_base_ptr_t b) { return (uintptr_t *)hak_base_raw(b); }
+// Non-zero before start-up randomises it, so no block can be marked by accident.
+uintptr_t g_block_cookie = 0x9e3779b97f4a7c15u;
 
 // A chain of blocks being built in order.
 typedef struct block_chain {
@@ -31,14 +30,13 @@ static void slab_take_batch(slab_meta_t *m, uint32_t want, block_chain_t *c) {
     while (c->n < want && m->freelist != NULL) {
       hak_base_ptr_t b = hak_base_from_raw(m->freelist);
       m->freelist = *(void **)m->freelist;
-      block_words(b)[1] = 0;            // clear the free-list cookie
-      chain_append(c, b);
+      chain_append(c, b);              // still marked free: it moves to a TLS list
     }
     char *end = m->base + (size_t)m->capacity * m->block_size;
     while (c->n < want && m->carve < end) {
       hak_base_ptr_t b = hak_base_from_raw(m->carve);
       m->carve += m->block_size;
-      block_words(b)[1] = 0;
+      block_set_free(b);
       chain_append(c, b);
     }
     if (c->n == want || ss_remote_drain_to_freelist(m) == 0) return;
@@ -83,7 +81,7 @@ static void flush_deliver(slab_meta_t *m, block_chain_t *c) {
   c->n = 0;
 }
 
-static HAK_COLD void report_double_free(hak_base_ptr_t b, const slab_meta_t *m) {
+void tiny_report_double_free(hak_base_ptr_t b, const slab_meta_t *m) {
   char detail[64] = " (class ";
   size_t n = 8;
   n += hak_fmt_u64(detail + n, sizeof detail - n, m->cls);
@@ -96,13 +94,6 @@ static HAK_COLD void report_double_free(hak_base_ptr_t b, const slab_meta_t *m) 
   hak_report_pointer_error("double free of", hak_base_raw(b), detail);
 }
 
-// Mark a block as being on a slab's list; a block already marked is a double free.
-HAK_INLINE void block_mark_free(hak_base_ptr_t b, const slab_meta_t *m) {
-  uintptr_t *w = block_words(b);
-  if (HAK_UNLIKELY(w[1] == block_cookie(b))) report_double_free(b, m);
-  w[1] = block_cookie(b);
-}
-
 void tiny_flush(unsigned cls, uint32_t n) {
   tls_cache_t *tc = &t_tls_cache;
   slab_meta_t *cm = NULL;
@@ -112,7 +103,6 @@ void tiny_flush(unsigned cls, uint32_t n) {
     tc->head[cls] = block_next(b);
     tc->room[cls]++;
     slab_meta_t *m = ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b));
-    block_mark_free(b, m);
     if (m != cm) {
       if (cm != NULL) flush_deliver(cm, &c);
       cm = m;
@@ -124,6 +114,6 @@ void tiny_flush(unsigned cls, uint32_t n) {
 }
 
 void tiny_free_remote(slab_meta_t *m, hak_base_ptr_t b) {
-  block_mark_free(b, m);
+  block_set_free(b);
   remote_free_push_chain(m, b, b, 1);
 }

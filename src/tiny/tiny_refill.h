@@ -15,9 +15,7 @@ void tiny_flush(unsigned cls, uint32_t n);
 // Free one block of a slab owned by another thread (remote free).
 void tiny_free_remote(slab_meta_t *m, hak_base_ptr_t b);
 
-// Double-free detection: a block on a slab's free or remote list carries this
-// value in its second word.
-extern uintptr_t g_block_cookie;
-HAK_INLINE uintptr_t block_cookie(hak_base_ptr_t b) { return (uintptr_t)hak_base_raw(b) ^ g_block_cookie; }
+// Report a double free of b (a block of slab m) and abort.
+void tiny_report_double_free(hak_base_ptr_t b, const slab_meta_t *m) __attribute__((cold));
 
 #endif

@@ -19,6 +19,16 @@ typedef struct tls_cache {
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
 
+// Every free block (on a TLS list, a slab's free list or its remote list)
+// carries a mark in its second word: its address xor a per-process random
+// key. malloc clears it; free finds it already there on a double free. A live
+// block holds that exact value only by a 2^-64 chance.
+extern HAK_INTERNAL uintptr_t g_block_cookie;
+HAK_INLINE uintptr_t block_free_mark(hak_base_ptr_t b) { return (uintptr_t)hak_base_raw(b) ^ g_block_cookie; }
+HAK_INLINE int block_is_free(hak_base_ptr_t b) { return ((uintptr_t *)hak_base_raw(b))[1] == block_free_mark(b); }
+HAK_INLINE void block_set_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = block_free_mark(b); }
+HAK_INLINE void block_clear_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = 0; }
+
 HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) { return *(hak_base_ptr_t *)hak_base_raw(b); }
 HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) { *(hak_base_ptr_t *)hak_base_raw(b) = next; }
 
@@ -28,6 +38,7 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
   if (HAK_LIKELY(!hak_base_is_null(b))) {
     tc->head[cls] = block_next(b);
     tc->room[cls]++;
+    block_clear_free(b);
   }
   return b;
 }
@@ -37,12 +48,14 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
 HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
   if (HAK_UNLIKELY(tc->room[cls] == 0)) return 0;
   block_set_next(b, tc->head[cls]);
+  block_set_free(b);
   tc->head[cls] = b;
   tc->room[cls]--;
   return 1;
 }
 
-// Splice a chain first..last of n blocks onto the list (n <= room).
+// Splice a chain first..last of n blocks, already marked free, onto the list
+// (n <= room).
 HAK_INLINE void tls_sll_push_chain(tls_cache_t *tc, unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last,
                                    uint32_t n) {
   block_set_next(last, tc->head[cls]);

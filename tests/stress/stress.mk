@@ -1,0 +1,101 @@
+# tests/stress/stress.mk — the reliability suite: stress, fault tests, sanitizer runs.
+# -include'd by the top Makefile (uses its CC, BUILD, SAN, CORE_A, LIB_SO).
+#
+#   make test-stress        hak_* stress (libhakmem_core.a) + malloc stress under LD_PRELOAD
+#   make test-faults        fault tests (thread churn, producer/consumer, fork, signal-fork,
+#                           RLIMIT_AS, bad frees)
+#                           under LD_PRELOAD=build/libhakmem.so
+#   make test-sanitizers    the hak_* stress with ASan+UBSan and with TSan (clang; core from
+#                           make SAN=asan / SAN=tsan)
+#   make test-long          stress for a long time (~15 min) and the fuzzer (~15 min)
+#
+# Knobs: STRESS_ARGS (default run), STRESS_ASAN_ARGS, STRESS_TSAN_ARGS, STRESS_LONG_ARGS;
+# see `build/tests/stress/stress_hak -h`.
+.PHONY: test-stress test-faults test-sanitizers test-stress-asan test-stress-tsan \
+        stress-san-run test-long stress-bins
+
+STRESS_DIR       := $(BUILD)/tests/stress
+STRESS_CFLAGS    := -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -pthread
+STRESS_ARGS      ?= -t 8 -r 8 -n 40000
+STRESS_ASAN_ARGS ?= -t 8 -r 8 -n 40000
+# TSan: runs with fork on (it has passed so far); add -F to STRESS_TSAN_ARGS if fork under
+# TSan ever proves flaky. Large blocks are capped at 1 MiB there (TSan shadow makes page
+# faults on big blocks slow).
+STRESS_TSAN_ARGS ?= -t 8 -r 8 -n 30000 -m 1048576
+STRESS_LONG_ARGS ?= -t 8 -r 80 -n 30000 -w 3600
+SAN_OPTS := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:halt_on_error=1 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+STRESS_HAK    := $(STRESS_DIR)/stress_hak
+STRESS_MALLOC := $(STRESS_DIR)/stress_malloc
+FAULTS_BIN    := $(STRESS_DIR)/faults
+
+stress-bins: $(STRESS_HAK) $(STRESS_MALLOC) $(FAULTS_BIN)
+
+$(STRESS_HAK): tests/stress/stress.c include/hakmem.h $(CORE_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(STRESS_CFLAGS) -DSTRESS_HAK $< $(CORE_A) -o $@ -lpthread
+
+$(STRESS_MALLOC): tests/stress/stress.c
+	@mkdir -p $(dir $@)
+	$(CC) $(STRESS_CFLAGS) $< -o $@ -lpthread -ldl
+
+$(FAULTS_BIN): tests/stress/faults.c
+	@mkdir -p $(dir $@)
+	$(CC) $(STRESS_CFLAGS) $< -o $@ -lpthread -ldl
+
+# Both variants run even when the first fails; the target fails if either did.
+test-stress: $(STRESS_HAK) $(STRESS_MALLOC) $(LIB_SO)
+	@fail=0; \
+	echo "$(STRESS_HAK) $(STRESS_ARGS)"; \
+	$(STRESS_HAK) $(STRESS_ARGS) || fail=1; \
+	echo "LD_PRELOAD=$(abspath $(LIB_SO)) $(STRESS_MALLOC) $(STRESS_ARGS)"; \
+	STRESS_EXPECT_HAKMEM=1 LD_PRELOAD=$(abspath $(LIB_SO)) $(STRESS_MALLOC) $(STRESS_ARGS) || fail=1; \
+	exit $$fail
+
+test-faults: $(FAULTS_BIN) $(LIB_SO)
+	FAULTS_EXPECT_HAKMEM=1 LD_PRELOAD=$(abspath $(LIB_SO)) $(FAULTS_BIN)
+
+# The sanitizer builds: a sub-make with SAN=asan / SAN=tsan builds the core into
+# build/asan or build/tsan and then the stress against it (stress-san-run).
+test-sanitizers:
+	@fail=0; \
+	$(MAKE) --no-print-directory test-stress-asan || fail=1; \
+	$(MAKE) --no-print-directory test-stress-tsan || fail=1; \
+	exit $$fail
+
+test-stress-asan:
+	$(MAKE) --no-print-directory SAN=asan all stress-san-run
+
+test-stress-tsan:
+	$(MAKE) --no-print-directory SAN=tsan all stress-san-run
+
+ifeq ($(SAN),asan)
+STRESS_SAN_FLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+STRESS_SAN_ARGS  := $(STRESS_ASAN_ARGS)
+else ifeq ($(SAN),tsan)
+STRESS_SAN_FLAGS := -O1 -fno-omit-frame-pointer -fsanitize=thread
+STRESS_SAN_ARGS  := $(STRESS_TSAN_ARGS)
+endif
+STRESS_SAN_BIN := $(STRESS_DIR)/stress_hak_$(SAN)
+
+ifneq ($(SAN),)
+$(STRESS_SAN_BIN): tests/stress/stress.c include/hakmem.h $(CORE_A)
+	@mkdir -p $(dir $@)
+	clang -std=gnu11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -pthread \
+	  $(STRESS_SAN_FLAGS) -DSTRESS_HAK $< $(CORE_A) -o $@ -lpthread
+
+stress-san-run: $(STRESS_SAN_BIN)
+	$(SAN_OPTS) $(STRESS_SAN_BIN) $(STRESS_SAN_ARGS)
+else
+stress-san-run:
+	@echo "stress-san-run needs SAN=asan or SAN=tsan (use make test-sanitizers)"; exit 2
+endif
+
+test-long: $(STRESS_HAK) $(STRESS_MALLOC) $(LIB_SO)
+	$(STRESS_HAK) $(STRESS_LONG_ARGS) -s $$RANDOM
+	STRESS_EXPECT_HAKMEM=1 LD_PRELOAD=$(abspath $(LIB_SO)) $(STRESS_MALLOC) $(STRESS_LONG_ARGS) -s $$RANDOM
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=900
+
+TEST_RUNS += test-stress test-faults test-sanitizers
