@@ -101,6 +101,24 @@ static void test_trim_empties_the_huge_cache(void **state) {
   assert_int_equal(stats_now().huge_cached_bytes, 0);
 }
 
+// Regression: a full cache evicted its oldest slot without emptying it, so the
+// byte-limit loop unmapped that mapping a second time and the cached-bytes
+// counter wrapped below zero.
+static void test_cache_eviction_under_pressure_unmaps_each_mapping_once(void **state) {
+  (void)state;
+  void *p[40];
+  for (int i = 0; i < 40; i++) p[i] = hak_malloc((1900u << 10) + (size_t)i * 4096u);
+  void *big = hak_malloc(16u << 20);
+  for (int i = 0; i < 40; i++) hak_free(p[i]);
+  hak_free(big);
+  hak_stats_t st;
+  hak_get_stats(&st);
+  assert_true(st.huge_cached_bytes <= (64u << 20));
+  hak_trim();
+  hak_get_stats(&st);
+  assert_int_equal(st.huge_cached_bytes, 0);
+}
+
 static void test_interior_address_of_a_huge_block_is_owned(void **state) {
   (void)state;
   char *p = hak_malloc(3 * MIB);
@@ -119,6 +137,7 @@ int main(void) {
     cmocka_unit_test(test_realloc_from_slab_to_huge_keeps_content),
     cmocka_unit_test(test_huge_free_drops_the_live_count),
     cmocka_unit_test(test_trim_empties_the_huge_cache),
+    cmocka_unit_test(test_cache_eviction_under_pressure_unmaps_each_mapping_once),
     cmocka_unit_test(test_interior_address_of_a_huge_block_is_owned),
   };
   return cmocka_run_group_tests_name("huge", tests, NULL, NULL);
