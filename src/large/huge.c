@@ -243,7 +243,7 @@ int huge_trim(int everything) {
 
 void huge_fork_prepare(void) { pthread_mutex_lock(&g_huge_lock); }
 void huge_fork_parent(void) { pthread_mutex_unlock(&g_huge_lock); }
-void huge_fork_child(void) { pthread_mutex_init(&g_huge_lock, NULL); }
+void huge_fork_child(void) { pthread_mutex_unlock(&g_huge_lock); }
 
 void huge_get_stats(huge_stats_t *out) {
   pthread_mutex_lock(&g_huge_lock);

@@ -174,10 +174,10 @@ void shared_pool_fork_parent(void) {
   pthread_mutex_unlock(&g_purge_lock);
 }
 
-void shared_pool_fork_child(void) {
-  pthread_mutex_init(&g_alloc_lock, NULL);
-  pthread_mutex_init(&g_purge_lock, NULL);
-}
+// The child's only thread is the one that took the locks in prepare, so it
+// releases them as the parent does (re-initialising a held mutex is what
+// ThreadSanitizer rightly calls a double lock).
+void shared_pool_fork_child(void) { shared_pool_fork_parent(); }
 
 void shared_pool_get_stats(shared_pool_stats_t *out) {
   shared_pool_stats_t s = {0};

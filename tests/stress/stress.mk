@@ -65,11 +65,15 @@ test-sanitizers:
 	$(MAKE) --no-print-directory test-stress-tsan || fail=1; \
 	exit $$fail
 
+# The unit tests (tests/unit) run under each sanitizer too, against the same core.
 test-stress-asan:
 	$(MAKE) --no-print-directory SAN=asan all stress-san-run
+	ASAN_OPTIONS=abort_on_error=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(MAKE) --no-print-directory SAN=asan test-unit-run
 
 test-stress-tsan:
 	$(MAKE) --no-print-directory SAN=tsan all stress-san-run
+	TSAN_OPTIONS=halt_on_error=1 $(MAKE) --no-print-directory SAN=tsan test-unit-run
 
 ifeq ($(SAN),asan)
 STRESS_SAN_FLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
