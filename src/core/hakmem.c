@@ -99,11 +99,11 @@ static void hak_free_slow_body(void *p) {
     return;
   }
   uintptr_t owner = atomic_load_explicit(&m->owner, memory_order_relaxed);
+  thread_ensure_setup();   // a thread that only frees still flushes its state at exit
   if (owner != 0 && owner != thread_self_id()) {
     tiny_free_remote(m, b);
     return;
   }
-  thread_ensure_setup();
   if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
   tls_sll_push(tc, cls, b);
 }

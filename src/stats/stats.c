@@ -10,9 +10,11 @@
 #include "shared_pool/shared_pool.h"
 
 _Atomic size_t g_stat_remote_frees;
+__thread size_t t_stat_remote_frees __attribute__((tls_model("initial-exec")));
 _Atomic size_t g_stat_threads_live;
 
 void hak_get_stats(hak_stats_t *out) {
+  hak_stat_flush_thread();
   shared_pool_stats_t sp;
   huge_stats_t hs;
   shared_pool_get_stats(&sp);

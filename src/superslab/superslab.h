@@ -1,9 +1,9 @@
 // superslab.h — the layout of a SuperSlab and of one slab's metadata.
 //
-// A SuperSlab is a 2 MiB mapping aligned to 2 MiB. Its first page holds this
+// A SuperSlab is a 2 MiB mapping aligned to 2 MiB. Its first two pages hold this
 // header (including the metadata of every slab); the rest is cut into slabs of
 // one size, chosen by the SuperSlab's kind: 32 slabs of 64 KiB, 4 of 512 KiB or
-// 1 of 2 MiB. Slab 0 starts after the header page and is one page shorter.
+// 1 of 2 MiB. Slab 0 starts after the header pages and is two pages shorter.
 // free(p) finds its slab by address arithmetic: p & ~(2 MiB - 1) is the
 // SuperSlab, (p - ss) >> slab_shift is the slab index. The registry
 // (ss_registry.h) says whether that address is a live SuperSlab before any of
@@ -22,6 +22,7 @@
 #define HAK_SUPERSLAB_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "debug/hak_base.h"
 #include "tiny/size_class.h"
@@ -29,7 +30,7 @@
 #define SS_SHIFT        21
 #define SS_SIZE         ((size_t)1 << SS_SHIFT)
 #define SS_MASK         (SS_SIZE - 1)
-#define SS_HEADER_SIZE  4096u
+#define SS_HEADER_SIZE  8192u     // header + 32 slab metas of 128 B, in whole pages
 #define SS_MAX_SLABS    32u
 #define SS_MAGIC        0x48414b53u   // "HAKS"
 
@@ -48,23 +49,32 @@ enum slab_state {
 #define SLAB_GEN(w)        ((w) & ~0xffu)
 #define SLAB_WITH(w, st)   (SLAB_GEN(w) | (uint32_t)(st))
 
+// Two cache lines: the first is what free() reads on every call and what the
+// owner writes; the second is what other threads write (remote frees, the
+// live count, state changes), so their writes do not evict the first line
+// from the owner's cache.
 typedef struct slab_meta {
-  void              *freelist;    // owner only: blocks freed back by the owner, or drained
-  char              *carve;       // owner only: next never-handed-out block
+  // -- read on every free; written when the slab changes hands, or by its owner
   char              *base;        // first block of the slab (fixed)
-  _Atomic uintptr_t  owner;       // owning thread's id (thread_self_id) or 0
-  _Atomic(void *)    remote_head; // remote_free_box: blocks freed by non-owners (LIFO)
-  _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
-  _Atomic uint32_t   state;       // generation | enum slab_state
+  _Atomic uintptr_t  owner;       // owning thread's id (thread_self_id), 0, or SLAB_OWNER_POOL
   uint32_t           block_size;  // size of the class bound now
+  uint32_t           size_magic;  // the class's magic (size_class.h), for the free check
   uint16_t           cls;         // size class bound now
   uint16_t           capacity;    // blocks in the slab for that class
   uint8_t            index;       // position in the SuperSlab
   _Atomic uint8_t    dirty;       // pages may be resident while the slab is EMPTY
-  uint8_t            reserved[2];
-  uint32_t           size_magic;  // the class's magic (size_class.h), for the free check
+  uint8_t            reserved0[2];
+  void              *freelist;    // owner only: blocks freed back by the owner, or drained
+  char              *carve;       // owner only: next never-handed-out block
+  uint8_t            pad0[16];
+  // -- written by other threads
+  _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
+  _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
+  _Atomic uint32_t   state;       // generation | enum slab_state
+  uint8_t            pad1[48];
 } slab_meta_t;
-_Static_assert(sizeof(slab_meta_t) == 64, "one slab's metadata fills one cache line");
+_Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
+_Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");
 
 typedef struct superslab {
   uint32_t           magic;       // SS_MAGIC while mapped
@@ -78,9 +88,9 @@ typedef struct superslab {
   struct superslab  *pool_prev;
   uint64_t           empty_since_ms; // when every slab became FREE (alloc_lock)
   uint8_t            pad[64 - 40];
-  slab_meta_t        slabs[SS_MAX_SLABS];
+  slab_meta_t        slabs[SS_MAX_SLABS] __attribute__((aligned(64)));
 } superslab_t;
-_Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE, "the header fits in the first page");
+_Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE, "the header fits in SS_HEADER_SIZE");
 _Static_assert(SS_SIZE == (1u << SS_SHIFT), "SuperSlab size is a power of two");
 
 extern const uint8_t g_kind_slab_shift[HAK_SLAB_KINDS];

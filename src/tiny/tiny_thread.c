@@ -80,6 +80,7 @@ void thread_setup(void) {
 }
 
 void thread_release_all(void) {
+  hak_stat_flush_thread();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     tiny_flush(c, UINT32_MAX);
     slab_meta_t *m = t_thread.cur[c];
