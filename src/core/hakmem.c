@@ -12,6 +12,7 @@
 #include "core/foreign.h"
 #include "debug/report.h"
 #include "large/huge.h"
+#include "large/page_heap.h"
 #include "shared_pool/shared_pool.h"
 #include "superslab/ss_registry.h"
 #include "tiny/tiny_refill.h"
@@ -41,7 +42,8 @@ static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
 static HAK_NOINLINE void *hak_malloc_slow(size_t size) {
   if (size <= HAK_SLAB_MAX) return alloc_class_slow(size_class_of(size));
   if (size > PTRDIFF_MAX) return alloc_enomem();
-  void *p = huge_alloc(size, 0, 0);
+  void *p = size <= PAGE_HEAP_MAX ? page_heap_alloc(size, 0) : NULL;
+  if (p == NULL) p = huge_alloc(size, 0, 0);   // also when no new 64 MiB region can be had
   return p != NULL ? p : alloc_enomem();
 }
 
@@ -81,6 +83,10 @@ static HAK_NOINLINE void hak_free_slow(void *p) {
 
 static void hak_free_slow_body(void *p) {
   if (!ss_registry_contains(p)) {
+    if (page_heap_contains(p)) {
+      if (!page_heap_free(p)) hak_report_pointer_error("free of invalid pointer", p, " (not the start of a large block)");
+      return;
+    }
     if (huge_free(p)) return;
     hak_foreign_free(p);
     return;
@@ -131,8 +137,9 @@ void hak_free(void *p) {
 void *hak_calloc(size_t count, size_t size) {
   size_t n;
   if (__builtin_mul_overflow(count, size, &n) || n > PTRDIFF_MAX) return alloc_enomem();
-  if (n > HAK_SLAB_MAX) {
-    void *p = huge_alloc(n, 0, 1);       // fresh mappings are already zero
+  if (n > HAK_SLAB_MAX) {                // both skip the memset on never-used pages
+    void *p = n <= PAGE_HEAP_MAX ? page_heap_alloc(n, 1) : NULL;
+    if (p == NULL) p = huge_alloc(n, 0, 1);
     return p != NULL ? p : alloc_enomem();
   }
   void *p = hak_malloc(n);
@@ -155,6 +162,11 @@ static size_t slab_usable_size(const char *op, const void *p) {
 size_t hak_usable_size(const void *p) {
   if (p == NULL) return 0;
   if (ss_registry_contains(p)) return slab_usable_size("malloc_usable_size of invalid pointer", p);
+  if (page_heap_contains(p)) {
+    size_t n = page_heap_usable_size(p);
+    if (n == 0) hak_report_pointer_error("malloc_usable_size of invalid pointer", p, " (not the start of a large block)");
+    return n;
+  }
   int interior;
   size_t n = huge_usable_size(p, &interior);
   if (n != 0) return n;
@@ -177,6 +189,13 @@ void *hak_realloc(void *p, size_t size) {
     old = slab_usable_size("realloc of invalid pointer", p);
     if (old == 0) return alloc_enomem();  // reported already (when not aborting)
     if (size <= old && (size > old / 2 || old <= 64)) return p;
+  } else if (page_heap_contains(p)) {
+    old = page_heap_usable_size(p);
+    if (old == 0) {
+      hak_report_pointer_error("realloc of invalid pointer", p, " (not the start of a large block)");
+      return alloc_enomem();
+    }
+    if (size > HAK_SLAB_MAX && page_heap_resize_in_place(p, size)) return p;
   } else {
     int interior;
     old = huge_usable_size(p, &interior);
@@ -245,6 +264,7 @@ int hak_owns(const void *p) {
     if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) return 0;
     return (const char *)p >= m->base && (const char *)p < m->base + (size_t)m->capacity * m->block_size;
   }
+  if (page_heap_contains(p)) return page_heap_owns(p);
   int interior;
   return huge_usable_size(p, &interior) != 0 || interior;
 }
@@ -258,6 +278,7 @@ int hak_trim(void) {
   if (t_thread.status == THREAD_LIVE)
     for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
   int released = shared_pool_trim();
+  released |= page_heap_trim(1);
   released |= huge_trim(1);
   return released;
 }

@@ -6,6 +6,7 @@
 #include "debug/report.h"
 #include "hakmem.h"
 #include "large/huge.h"
+#include "large/page_heap.h"
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
 
@@ -19,18 +20,23 @@ void hak_get_stats(hak_stats_t *out) {
   huge_stats_t hs;
   shared_pool_get_stats(&sp);
   huge_get_stats(&hs);
+  page_heap_stats_t ph;
+  page_heap_get_stats(&ph);
   hak_stats_t s;
   memset(&s, 0, sizeof s);
   s.superslab_count = sp.superslabs;
   s.superslab_bytes = sp.superslab_bytes;
   s.slabs_in_use = sp.slabs_in_use;
   s.slabs_free = sp.slabs_free;
-  s.in_use_bytes = sp.in_use_bytes + hs.live_bytes;
+  s.in_use_bytes = sp.in_use_bytes + ph.live_bytes + hs.live_bytes;
+  s.large_count = ph.live_count;
+  s.large_bytes = ph.live_bytes;
+  s.large_regions = ph.regions;
   s.free_bytes = sp.free_bytes;
   s.huge_count = hs.live_count;
   s.huge_bytes = hs.live_bytes;
   s.huge_cached_bytes = hs.cached_bytes;
-  s.mapped_bytes = sp.superslab_bytes + hs.live_bytes + hs.cached_bytes;
+  s.mapped_bytes = sp.superslab_bytes + ph.mapped_bytes + hs.live_bytes + hs.cached_bytes;
   s.superslabs_mapped_total = sp.mapped_total;
   s.superslabs_unmapped_total = sp.unmapped_total;
   s.remote_frees_total = atomic_load(&g_stat_remote_frees);
@@ -56,6 +62,9 @@ void hak_print_stats(int fd) {
   print_row(fd, "  SuperSlabs live:         ", s.superslab_count);
   print_row(fd, "  slabs in use:            ", s.slabs_in_use);
   print_row(fd, "  slabs free:              ", s.slabs_free);
+  print_row(fd, "  large blocks:            ", s.large_count);
+  print_row(fd, "  large bytes:             ", s.large_bytes);
+  print_row(fd, "  large regions:           ", s.large_regions);
   print_row(fd, "  huge blocks:             ", s.huge_count);
   print_row(fd, "  huge bytes:              ", s.huge_bytes);
   print_row(fd, "  huge cached bytes:       ", s.huge_cached_bytes);

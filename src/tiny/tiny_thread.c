@@ -7,6 +7,7 @@
 #include "config/config.h"
 #include "hakmem.h"
 #include "large/huge.h"
+#include "large/page_heap.h"
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
@@ -28,18 +29,22 @@ static void thread_key_destructor(void *value) {
   atomic_fetch_sub_explicit(&g_stat_threads_live, 1, memory_order_relaxed);
 }
 
-// fork(): every lock, in one order: purge_lock, alloc_lock (shared pool), then
-// huge_lock. The partial stacks and remote lists are lock-free.
+// fork(): every lock, in one order: purge_lock, alloc_lock (shared pool), the
+// page heap's lock, then huge_lock. The partial stacks and remote lists are
+// lock-free.
 static void fork_prepare(void) {
   shared_pool_fork_prepare();
+  page_heap_fork_prepare();
   huge_fork_prepare();
 }
 static void fork_parent(void) {
   huge_fork_parent();
+  page_heap_fork_parent();
   shared_pool_fork_parent();
 }
 static void fork_child(void) {
   huge_fork_child();
+  page_heap_fork_child();
   shared_pool_fork_child();
   atomic_store(&g_stat_threads_live, t_thread.status == THREAD_LIVE ? 1 : 0);
 }

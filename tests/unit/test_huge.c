@@ -1,8 +1,11 @@
-// test_huge.c — blocks above HAK_SLAB_MAX (src/large/huge.*): direct mappings,
-// grown and shrunk with mremap, content kept.
+// test_huge.c — blocks above PAGE_HEAP_MAX (src/large/huge.*): direct mappings,
+// grown and shrunk with mremap, content kept; and realloc across the tiers.
 #include "unit_util.h"
+#include "config/config.h"
+#include "large/page_heap.h"
 
 #define MIB (1u << 20)
+#define HUGE (PAGE_HEAP_MAX + MIB)    // the smallest size class that is a direct mapping
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 131u + seed + (i >> 12));
@@ -36,8 +39,8 @@ static void test_huge_realloc_grow_gives_the_new_size(void **state) {
 static void test_huge_realloc_grow_moves_no_mapping_to_the_cache(void **state) {
   (void)state;
   hak_trim();                          // empty the huge cache
-  unsigned char *p = hak_malloc(2 * MIB);
-  unsigned char *q = hak_realloc(p, 12 * MIB);   // mremap, not malloc + copy + free
+  unsigned char *p = hak_malloc(HUGE);
+  unsigned char *q = hak_realloc(p, 3 * HUGE);   // mremap, not malloc + copy + free
   assert_int_equal(stats_now().huge_cached_bytes, 0);
   assert_int_equal(stats_now().huge_count, 1);
   hak_free(q);
@@ -87,7 +90,7 @@ static void test_realloc_from_slab_to_huge_keeps_content(void **state) {
 static void test_huge_free_drops_the_live_count(void **state) {
   (void)state;
   size_t before = stats_now().huge_count;
-  void *p = hak_malloc(5 * MIB);
+  void *p = hak_malloc(HUGE);
   assert_int_equal(stats_now().huge_count, before + 1);
   hak_free(p);
   assert_int_equal(stats_now().huge_count, before);
@@ -95,8 +98,11 @@ static void test_huge_free_drops_the_live_count(void **state) {
 
 static void test_trim_empties_the_huge_cache(void **state) {
   (void)state;
-  hak_free(hak_malloc(3 * MIB));
+  size_t keep = g_hak_config.huge_cache_max;
+  g_hak_config.huge_cache_max = 8 * HUGE;     // default keeps no mapping this large
+  hak_free(hak_malloc(HUGE));
   assert_true(stats_now().huge_cached_bytes > 0);
+  g_hak_config.huge_cache_max = keep;
   hak_trim();
   assert_int_equal(stats_now().huge_cached_bytes, 0);
 }
@@ -106,14 +112,17 @@ static void test_trim_empties_the_huge_cache(void **state) {
 // counter wrapped below zero.
 static void test_cache_eviction_under_pressure_unmaps_each_mapping_once(void **state) {
   (void)state;
+  size_t keep = g_hak_config.huge_cache_max;
+  g_hak_config.huge_cache_max = 64 * HUGE;    // room for every slot, so the limit loop runs
   void *p[40];
-  for (int i = 0; i < 40; i++) p[i] = hak_malloc((1900u << 10) + (size_t)i * 4096u);
-  void *big = hak_malloc(16u << 20);
+  for (int i = 0; i < 40; i++) p[i] = hak_malloc(HUGE + (size_t)i * 4096u);
+  void *big = hak_malloc(16 * HUGE);
   for (int i = 0; i < 40; i++) hak_free(p[i]);
   hak_free(big);
   hak_stats_t st;
   hak_get_stats(&st);
-  assert_true(st.huge_cached_bytes <= (64u << 20));
+  assert_true(st.huge_cached_bytes <= 64 * HUGE);
+  g_hak_config.huge_cache_max = keep;
   hak_trim();
   hak_get_stats(&st);
   assert_int_equal(st.huge_cached_bytes, 0);

@@ -1,0 +1,40 @@
+// page_heap.h — large blocks (above HAK_SLAB_MAX, up to PAGE_HEAP_MAX) as runs
+// of pages carved from 64 MiB regions, with best-fit reuse and coalescing of
+// free neighbours, so memory freed by one large block serves the next without
+// a system call or a page fault. Free runs are purged (MADV_DONTNEED) after a
+// delay or past a dirty budget, decided on slow paths; a region whose pages
+// are all free is unmapped (one is kept). One lock guards the heap: large
+// blocks are few and each costs far more than the lock.
+#ifndef HAK_PAGE_HEAP_H
+#define HAK_PAGE_HEAP_H
+
+#include <stddef.h>
+
+#define PAGE_HEAP_MAX   ((size_t)32 << 20)   // largest block; above is huge.c
+
+// A block of at least size bytes, page aligned; NULL when out of memory.
+// zero: the block reads as zero.
+void  *page_heap_alloc(size_t size, int zero);
+// Is p inside a page-heap region? (one bitmap load, no lock)
+int    page_heap_contains(const void *p);
+// Free a block; 0 if p is not the start of a live block (then nothing happens).
+int    page_heap_free(void *p);
+// Usable bytes of the block starting at p; 0 if p is not a block start.
+size_t page_heap_usable_size(const void *p);
+// Is p anywhere inside a live block?
+int    page_heap_owns(const void *p);
+// Grow or shrink the block at p in place to hold size bytes; 1 on success.
+int    page_heap_resize_in_place(void *p, size_t size);
+// Purge dirty free runs now (everything = also unmap every free region).
+int    page_heap_trim(int everything);
+// Purge if the dirty budget or delay says so (cheap when nothing to do).
+void   page_heap_maybe_purge(void);
+
+void   page_heap_fork_prepare(void);
+void   page_heap_fork_parent(void);
+void   page_heap_fork_child(void);
+
+typedef struct page_heap_stats { size_t regions, mapped_bytes, live_count, live_bytes, dirty_bytes; } page_heap_stats_t;
+void   page_heap_get_stats(page_heap_stats_t *out);
+
+#endif
