@@ -58,6 +58,9 @@ typedef struct hak_stats {
   size_t in_use_bytes;        // bytes in blocks handed out (slab blocks counted at their
                               // class size; blocks in TLS caches count as in use)
   size_t free_bytes;          // bytes in slabs bound to a class but not handed out
+  size_t large_count;         // live large blocks (page heap, 256 KiB .. 32 MiB)
+  size_t large_bytes;         // bytes in live large blocks
+  size_t large_regions;       // page-heap regions mapped (64 MiB each)
   size_t huge_count;          // live huge (direct-mmap) blocks
   size_t huge_bytes;          // bytes mapped for live huge blocks
   size_t huge_cached_bytes;   // freed huge mappings kept for reuse
