@@ -1,8 +1,9 @@
 // hakmem.c — the top of the engine: the hak_* API and the flow of DESIGN.md §1.
 //
-//   hak_malloc: size class -> tls_sll_pop -> (miss) tiny_refill -> Shared Pool
+//   hak_malloc: <= 256 KiB: size class -> tls_sll_pop -> (miss) tiny_refill -> Shared Pool
+//               <= 32 MiB: page heap; above (or when no region can be had): huge mapping
 //   hak_free:   registry -> slab -> owner check -> tls_sll_push
-//               (full list: tiny_flush; other owner: remote free; huge; foreign)
+//               (full list: tiny_flush; other owner: remote free; page heap; huge; foreign)
 #include "hakmem.h"
 
 #include <errno.h>

@@ -1,5 +1,7 @@
-// huge.h — blocks above HAK_SLAB_MAX (and strongly aligned ones): one mmap
-// each, recorded in a hash table keyed by address, grown in place with mremap.
+// huge.h — blocks above PAGE_HEAP_MAX, aligned blocks that neither slabs nor
+// the page heap serve, and large blocks when no page-heap region can be
+// mapped: one mmap each, recorded in a hash table keyed by address, grown in
+// place with mremap.
 // Freed mappings are kept in a small cache (bounded by HAKMEM_HUGE_CACHE_MB)
 // so a free/malloc loop does not pay mmap each time; they go back to the OS
 // after a delay (checked on slow paths) or at once on hak_trim().
