@@ -58,7 +58,7 @@ static ph_region_t *g_regions;
 static size_t g_region_count, g_empty_regions;
 static size_t g_live_count, g_live_pages;
 static _Atomic size_t g_dirty_bytes;
-static uint64_t g_last_purge_ms;
+static _Atomic uint64_t g_last_purge_ms;
 
 // ---- bins ------------------------------------------------------------------
 
@@ -234,7 +234,7 @@ static uint32_t block_page(ph_region_t *r, const void *p) {
 // kept (all of them when everything). Returns 1 if anything was released.
 static int purge_locked(int everything) {
   int released = 0;
-  g_last_purge_ms = os_now_ms();
+  atomic_store_explicit(&g_last_purge_ms, os_now_ms(), memory_order_relaxed);
   for (ph_region_t *r = g_regions, *next; r != NULL; r = next) {
     next = r->next;
     if (r->free_pages == PH_USABLE_PAGES && (everything || g_empty_regions > 1)) {
@@ -247,16 +247,23 @@ static int purge_locked(int everything) {
   return released;
 }
 
+static int purge_delay_passed(void) {
+  return os_now_ms() - atomic_load_explicit(&g_last_purge_ms, memory_order_relaxed) >=
+         (uint64_t)g_hak_config.purge_delay_ms * PH_PURGE_DELAY_FACTOR;
+}
+
 static int purge_due(void) {
   size_t dirty = atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed);
   if (dirty == 0) return 0;
   size_t live = run_bytes((uint32_t)g_live_pages);
   return dirty > (2 * live > PH_DIRTY_MIN ? 2 * live : PH_DIRTY_MIN) ||
-         os_now_ms() - g_last_purge_ms >= (uint64_t)g_hak_config.purge_delay_ms * PH_PURGE_DELAY_FACTOR;
+         purge_delay_passed();
 }
 
+// Called from the small-block slow paths, so freed large memory goes back
+// after the delay even when no large block is allocated or freed again.
 void page_heap_maybe_purge(void) {
-  if (atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed) == 0) return;
+  if (atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed) == 0 || !purge_delay_passed()) return;
   pthread_mutex_lock(&g_ph_lock);
   if (purge_due()) purge_locked(0);
   pthread_mutex_unlock(&g_ph_lock);

@@ -2,6 +2,7 @@
 #include "tiny/tiny_refill.h"
 
 #include "debug/report.h"
+#include "large/page_heap.h"
 #include "shared_pool/shared_pool.h"
 #include "tiny/remote_free_box.h"
 #include "tiny/tiny_free_local_box.h"
@@ -49,6 +50,7 @@ int tiny_refill(unsigned cls) {
   if (want > tc->room[cls]) want = tc->room[cls];
   if (want == 0) want = 1;
   shared_pool_maybe_purge();
+  page_heap_maybe_purge();
   for (;;) {
     slab_meta_t *m = t_thread.cur[cls];
     if (m == NULL) {
