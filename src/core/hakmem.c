@@ -65,6 +65,12 @@ HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   return idx * m->block_size == off && idx < m->capacity;
 }
 
+// A pointer free/realloc/usable_size may act on: a block start in a bound slab.
+HAK_INLINE int slab_pointer_valid(const slab_meta_t *m, const void *p) {
+  return SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) != SLAB_FREE &&
+         slab_block_start(m, p);
+}
+
 static HAK_COLD void report_slab_pointer(const char *op, const void *p, const slab_meta_t *m) {
   uint32_t st = SLAB_STATE(atomic_load(&m->state));
   if (st == SLAB_FREE) hak_report_pointer_error(op, p, " (in a free slab: double free or never allocated)");
@@ -93,8 +99,7 @@ static void hak_free_slow_body(void *p) {
     return;
   }
   slab_meta_t *m = ss_slab_of(ss_of(p), p);
-  if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE ||
-      !slab_block_start(m, p)) {
+  if (!slab_pointer_valid(m, p)) {
     report_slab_pointer("free of invalid pointer", p, m);
     return;
   }
@@ -152,8 +157,7 @@ void *hak_calloc(size_t count, size_t size) {
 // on behalf of `op`.
 static size_t slab_usable_size(const char *op, const void *p) {
   slab_meta_t *m = ss_slab_of(ss_of(p), p);
-  if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE ||
-      !slab_block_start(m, p)) {
+  if (!slab_pointer_valid(m, p)) {
     report_slab_pointer(op, p, m);
     return 0;
   }

@@ -78,37 +78,23 @@ static void table_remove(huge_entry_t *e) {
   g_table_tombs++;
 }
 
-// A cached mapping of at least *size bytes (its size stored back), or 0. The
-// closest size wins; one over twice the size is split and its tail stays
-// cached; a smaller one grows with mremap; so pages already resident are
-// reused instead of faulted in again.
-static void cache_put(uintptr_t base, size_t size);
-
+// The smallest cached mapping of at least *size_io bytes and at most twice
+// that (its size is stored back), or 0. Large blocks come from the page heap,
+// so this cache serves only huge and strongly aligned blocks: reuse whole.
 static uintptr_t cache_take(size_t *size_io) {
   size_t size = *size_io;
   int best = -1;
-  size_t best_gap = SIZE_MAX;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
-    if (g_cache[i].base == 0) continue;
     size_t s = g_cache[i].size;
-    size_t gap = s > size ? s - size : size - s;
-    if (gap < best_gap) { best = i; best_gap = gap; }
+    if (g_cache[i].base != 0 && s >= size && s / 2 <= size && (best < 0 || s < g_cache[best].size))
+      best = i;
   }
   if (best < 0) return 0;
-  uintptr_t b = g_cache[best].base;
-  size_t have = g_cache[best].size;
-  g_cache_bytes -= have;
+  uintptr_t base = g_cache[best].base;
+  *size_io = g_cache[best].size;
+  g_cache_bytes -= *size_io;
   g_cache[best].base = 0;
-  if (have / 2 > size) {
-    cache_put(b + size, have - size);     // the tail stays resident for the next request
-  } else if (have > size) {
-    *size_io = have;                      // close enough: keep the whole mapping
-  } else if (have < size) {
-    void *q = os_remap((void *)b, have, size);
-    if (q == NULL) { os_unmap((void *)b, have); return 0; }
-    b = (uintptr_t)q;
-  }
-  return b;
+  return base;
 }
 
 static void cache_expire(int everything, int *released) {

@@ -72,11 +72,12 @@ __attribute__((constructor)) static void hak_constructor(void) { hak_init_once()
 void thread_setup(void) {
   hak_init_once();
   if (t_thread.status == THREAD_LIVE) return;
+  // Lists are empty here: a thread that is not LIVE has room 0, so nothing
+  // was pushed since it started or since its lists were flushed at teardown.
   tls_cache_t *tc = &t_tls_cache;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    uint32_t len = 0;
-    for (hak_base_ptr_t b = tc->head[c]; !hak_base_is_null(b); b = block_next(b)) len++;
-    tc->room[c] = g_size_class[c].tls_cap > len ? g_size_class[c].tls_cap - len : 0;
+    HAK_ASSERT(hak_base_is_null(tc->head[c]));
+    tc->room[c] = g_size_class[c].tls_cap;
   }
   t_thread.status = THREAD_LIVE;
   atomic_fetch_add_explicit(&g_stat_threads_live, 1, memory_order_relaxed);
