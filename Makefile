@@ -2,6 +2,8 @@
 #   make              build/libhakmem.so (drop-in) build/libhakmem.a, build/libhakmem_core.a (hak_* only)
 #   make DEBUG=1      the same under build/debug (assertions, phantom pointer types, -O0)
 #   make SAN=asan     hak_*-only core built with ASan+UBSan under build/asan (SAN=tsan: TSan)
+#   make STATS=1      the release library under build/stats, counting lock acquisitions and
+#                     atomic RMWs on shared lines per site (printed at exit; bench-scale uses it)
 #   make test         build and run every test
 #   make bench        the side-by-side benchmark (see bench/bench.mk)
 #   make clean
@@ -12,6 +14,7 @@ CC      ?= cc
 CXX     ?= c++
 DEBUG   ?= 0
 SAN     ?=
+STATS   ?= 0
 
 BASE_CFLAGS := -std=gnu11 -g -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
                -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free \
@@ -27,6 +30,9 @@ else ifeq ($(SAN),tsan)
   BUILD   ?= build/tsan
   OPT     := -O1 -fno-omit-frame-pointer -fsanitize=thread -DHAK_DEBUG=0
   CC      := clang
+else ifeq ($(STATS),1)
+  BUILD   ?= build/stats
+  OPT     := -O2 -DHAK_DEBUG=0 -DHAK_STATS=1
 else
   BUILD   ?= build
   OPT     := -O2 -DHAK_DEBUG=0
