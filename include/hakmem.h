@@ -33,9 +33,10 @@ HAK_API int    hak_posix_memalign(void **out, size_t alignment, size_t size);
 // Bytes usable at ptr (>= the request); 0 for NULL.
 HAK_API size_t hak_usable_size(const void *ptr);
 
-// Does this address lie in memory hakmem manages (a block of ours)?
-// Returns 1 for a pointer hakmem returned and has not freed, or any
-// interior address of one; 0 otherwise.
+// Is this address inside a block hakmem handed out and that has not been
+// freed? Returns 1 for such a pointer or any interior address of one; 0 for
+// freed blocks (on a free list or in a thread's cache), never-allocated slab
+// space, and addresses hakmem does not manage.
 HAK_API int    hak_owns(const void *ptr);
 
 // Return every unused cached page to the OS now (malloc_trim(0)).
@@ -46,9 +47,9 @@ HAK_API int    hak_trim(void);
 // now (done automatically when a thread exits).
 HAK_API void   hak_thread_flush(void);
 
-// Figures the allocator keeps about itself. All byte counts are exact at the
-// time of the call except `cached_bytes`, which counts other threads' TLS
-// caches as of their last slow path.
+// Figures the allocator keeps about itself, gathered at the time of the call
+// (other threads may change them while it runs). Blocks in threads' TLS
+// caches count as in use.
 typedef struct hak_stats {
   size_t mapped_bytes;        // address space mapped from the OS right now
   size_t superslab_count;     // live SuperSlabs

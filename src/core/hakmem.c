@@ -2,8 +2,9 @@
 //
 //   hak_malloc: <= 256 KiB: size class -> tls_sll_pop -> (miss) tiny_refill -> Shared Pool
 //               <= 32 MiB: page heap; above (or when no region can be had): huge mapping
-//   hak_free:   registry -> slab -> owner check -> tls_sll_push
-//               (full list: tiny_flush; other owner: remote free; page heap; huge; foreign)
+//   hak_free:   registry -> slab -> block check -> tls_sll_push, whoever owns the slab
+//               (full list: tiny_flush, which sends other threads' blocks back in
+//               batches; page heap; huge; foreign)
 #include "hakmem.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include "large/page_heap.h"
 #include "shared_pool/shared_pool.h"
 #include "superslab/ss_registry.h"
+#include "stats/stats.h"
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_thread.h"
 
@@ -49,6 +51,7 @@ static HAK_NOINLINE void *hak_malloc_slow(size_t size) {
 }
 
 void *hak_malloc(size_t size) {
+  HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_SLAB_MAX)) {
     hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_of(size));
     if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
@@ -65,11 +68,9 @@ HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   return idx * m->block_size == off && idx < m->capacity;
 }
 
-// A pointer free/realloc/usable_size may act on: a block start in a bound slab.
-HAK_INLINE int slab_pointer_valid(const slab_meta_t *m, const void *p) {
-  return SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) != SLAB_FREE &&
-         slab_block_start(m, p);
-}
+// A pointer free/realloc/usable_size may act on: a block start in a bound
+// slab (a FREE slab has capacity 0, so no pointer is a block start there).
+HAK_INLINE int slab_pointer_valid(const slab_meta_t *m, const void *p) { return slab_block_start(m, p); }
 
 static HAK_COLD void report_slab_pointer(const char *op, const void *p, const slab_meta_t *m) {
   uint32_t st = SLAB_STATE(atomic_load(&m->state));
@@ -105,34 +106,31 @@ static void hak_free_slow_body(void *p) {
   }
   hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
   unsigned cls = m->cls;
-  tls_cache_t *tc = &t_tls_cache;
   if (block_is_free(b)) {
-    tiny_report_double_free(b, m);
+    tls_sll_report_double_free(b, cls, m->block_size);
     return;
   }
-  uintptr_t owner = atomic_load_explicit(&m->owner, memory_order_relaxed);
+  // Any thread's block goes on our list; a flush sends it home in a batch.
   thread_ensure_setup();   // a thread that only frees still flushes its state at exit
-  if (owner != 0 && owner != thread_self_id()) {
-    tiny_free_remote(m, b);
-    return;
-  }
+  tls_cache_t *tc = &t_tls_cache;
   if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
   tls_sll_push(tc, cls, b);
 }
 
 void hak_free(void *p) {
+  HAK_COUNT_OP();
   if (HAK_LIKELY(ss_registry_contains(p))) {
     hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
     // The block's free mark is read first, so the (often cold) block line is
     // fetched while the metadata loads are in flight; the checks are combined
     // without short-circuits so no load waits on another's branch. Rounding
     // down to 16 keeps the read inside the SuperSlab even for a wild pointer.
-    uintptr_t mark = *(const uintptr_t *)(((uintptr_t)p & ~(uintptr_t)15) + 8);
+    // Whoever owns the slab, the block goes on this thread's list: blocks of
+    // other threads' slabs go home in batches when the list overflows.
+    uintptr_t mark = block_mark_word(p);
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     unsigned cls = m->cls;
-    uintptr_t owner = atomic_load_explicit(&m->owner, memory_order_relaxed);
-    int ok = slab_block_start(m, p) & ((owner == thread_self_id()) | (owner == 0)) &
-             (mark != block_free_mark(b));
+    int ok = slab_block_start(m, p) & (mark != block_free_mark(b));
     if (HAK_LIKELY(ok) && tls_sll_push(&t_tls_cache, cls, b)) return;
   }
   hak_free_slow(p);
@@ -265,9 +263,13 @@ int hak_posix_memalign(void **out, size_t alignment, size_t size) {
 int hak_owns(const void *p) {
   if (p == NULL) return 0;
   if (ss_registry_contains(p)) {
+    // A block handed out and not freed: inside the carved part of a bound
+    // slab (a FREE slab has capacity 0), without its free mark.
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) return 0;
-    return (const char *)p >= m->base && (const char *)p < m->base + (size_t)m->capacity * m->block_size;
+    const char *c = p;
+    if (c < m->base || c >= m->carve || c >= m->base + (size_t)m->capacity * m->block_size) return 0;
+    size_t idx = (size_t)(c - m->base) / m->block_size;
+    return !block_is_free(hak_base_from_raw(m->base + idx * m->block_size));
   }
   if (page_heap_contains(p)) return page_heap_owns(p);
   int interior;
@@ -275,13 +277,14 @@ int hak_owns(const void *p) {
 }
 
 void hak_thread_flush(void) {
-  if (t_thread.status != THREAD_LIVE) return;
+  if (t_heap.status != THREAD_LIVE) return;
   thread_release_all();
 }
 
 int hak_trim(void) {
-  if (t_thread.status == THREAD_LIVE)
+  if (t_heap.status == THREAD_LIVE)
     for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap.stash[k]);
   int released = shared_pool_trim();
   released |= page_heap_trim(1);
   released |= huge_trim(1);

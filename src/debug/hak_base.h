@@ -26,4 +26,11 @@ void hak_assert_fail(const char *expr, const char *file, int line) __attribute__
 #define HAK_ASSERT(e) ((void)0)
 #endif
 
+// Validators (debug builds): report the first broken invariant of a
+// structure, naming it and an address, and abort.
+void hak_invariant_fail(const char *what, const void *where, const char *file, int line)
+    __attribute__((noreturn, cold));
+#define HAK_CHECK(cond, what, where) \
+  ((cond) ? (void)0 : hak_invariant_fail((what), (const void *)(where), __FILE__, __LINE__))
+
 #endif

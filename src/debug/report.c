@@ -66,3 +66,26 @@ void hak_assert_fail(const char *expr, const char *file, int line) {
   hak_write_str(2, "\n");
   abort();
 }
+
+size_t hak_fmt_str(char *buf, size_t cap, size_t at, const char *s) {
+  while (*s != '\0' && at + 1 < cap) buf[at++] = *s++;
+  if (at < cap) buf[at] = '\0';
+  return at;
+}
+
+void hak_invariant_fail(const char *what, const void *where, const char *file, int line) {
+  char msg[256], num[24];
+  size_t n = hak_fmt_str(msg, sizeof msg, 0, "hakmem: invariant broken: ");
+  n = hak_fmt_str(msg, sizeof msg, n, what);
+  n = hak_fmt_str(msg, sizeof msg, n, " at ");
+  hak_fmt_hex(num, sizeof num, (unsigned long long)(uintptr_t)where);
+  n = hak_fmt_str(msg, sizeof msg, n, num);
+  n = hak_fmt_str(msg, sizeof msg, n, " (");
+  n = hak_fmt_str(msg, sizeof msg, n, file);
+  n = hak_fmt_str(msg, sizeof msg, n, ":");
+  hak_fmt_u64(num, sizeof num, (unsigned long long)line);
+  n = hak_fmt_str(msg, sizeof msg, n, num);
+  n = hak_fmt_str(msg, sizeof msg, n, ")\n");
+  os_write_all(2, msg, n);
+  abort();
+}

@@ -10,6 +10,8 @@ void hak_report_pointer_error(const char *what, const void *ptr, const char *det
 // Format helpers for details: append a decimal / hex number to a fixed buffer.
 size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v);
 size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v);
+// Append s to buf at offset `at` (NUL-terminated, truncated to cap); the new length.
+size_t hak_fmt_str(char *buf, size_t cap, size_t at, const char *s);
 // Write a NUL-terminated string to stderr.
 void hak_write_str(int fd, const char *s);
 

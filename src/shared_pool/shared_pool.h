@@ -1,40 +1,61 @@
 // shared_pool.h — the unified Shared Pool: where slabs come from and go back to.
 //
 // Acquire (hak_tiny_alloc_superslab_box's backend) runs three stages:
-//   1. lock-free: pop a LISTED or EMPTY_LISTED slab from the class's partial
-//      stack (a Treiber stack of slab ids with an ABA tag);
-//   2. under alloc_lock: a FREE (EMPTY) slab of any SuperSlab of the class's
-//      kind, rebound to the class;
-//   3. a new SuperSlab mapped with alloc_lock RELEASED (the seed's deadlock
-//      fix), then registered under it.
-// Release: a slab whose live count reached zero while nobody owned it is
-// returned to the pool for any class (shared_pool_release_slab); EMPTY slabs
-// still on a partial stack are moved there by the purge pass. SuperSlabs whose
-// slabs are all FREE are unmapped, keeping a few (hysteresis); dirty EMPTY
-// memory is purged after a delay, decided on slow paths (no thread).
+//   1. lock-free: adopt a slab of the class that an exited thread abandoned
+//      (LISTED or EMPTY_LISTED on the class's abandoned stack, a Treiber
+//      stack of slab ids with an ABA tag);
+//   2. a FREE (EMPTY) slab of any SuperSlab of the class's kind, rebound to
+//      the class: from the thread's stash, which is refilled in batches under
+//      the kind's pool lock;
+//   3. a new SuperSlab mapped with no lock held (the seed's deadlock fix),
+//      then registered and given to the kind's pool.
+// Release: a slab whose live count reached zero goes back for any class — an
+// owned one into its thread's stash (the pool when the stash is full), an
+// abandoned one straight to the pool. EMPTY slabs on an abandoned stack move
+// to the pool in the purge pass. SuperSlabs whose slabs are all FREE are
+// unmapped, keeping a few (hysteresis); dirty FREE memory is purged once it
+// has waited HAKMEM_PURGE_DELAY_MS, or at once past HAKMEM_PURGE_DIRTY_MB,
+// decided on slow paths (no thread).
+//
+// Locks, in the order they nest: purge lock, a kind's pool lock (kinds in
+// ascending order), the registry lock. Nothing else is global: no lock is
+// taken for a slab that stays with its thread.
 #ifndef HAK_SHARED_POOL_H
 #define HAK_SHARED_POOL_H
 
 #include "superslab/superslab.h"
 
+// FREE slabs a thread keeps for its next acquires, per kind (taken from the
+// pool in batches; a 2 MiB slab is not worth keeping idle: kind LARGE has none).
+#define SLAB_STASH_MAX 4u
+typedef struct slab_stash {
+  slab_meta_t *slab[SLAB_STASH_MAX];
+  uint32_t     n;
+} slab_stash_t;
+extern const uint8_t g_stash_cap[HAK_SLAB_KINDS];
+
 // A slab bound to cls, ACTIVE and owned by `owner`; NULL when out of memory.
-slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner);
-// Give an owned slab up (its owner moves on or exits).
+slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner, slab_stash_t *stash);
+// An owner abandons a slab (thread exit): LISTED on its class's abandoned
+// stack when it has free blocks, else DETACHED until its first remote free.
 void shared_pool_detach_slab(slab_meta_t *m);
-// Put a slab that just became LISTED on its class's partial stack.
-void shared_pool_list_partial(slab_meta_t *m);
+// Put a slab that just became LISTED on its class's abandoned stack.
+void shared_pool_list_abandoned(slab_meta_t *m);
 // SLAB_TRY_RECYCLE: called by whoever saw m->used reach zero.
 void shared_pool_slab_empty(slab_meta_t *m);
-// Return a slab (state already FREE, exclusively held) to the pool.
-void shared_pool_release_slab(slab_meta_t *m);
+// The owner's slab m (ACTIVE, used == 0, on none of its lists) becomes FREE
+// and goes to the stash, or to the pool with half the stash when it is full.
+void shared_pool_release_owned(slab_meta_t *m, slab_stash_t *stash);
+// Every slab of a stash back to the pool (thread exit, trim).
+void shared_pool_stash_release(slab_stash_t *stash);
 
-// Purge dirty EMPTY memory if enough has piled up or it has waited long enough
-// (cheap when there is nothing to do; call from slow paths).
+// Purge dirty FREE memory that has waited long enough, or all of it past the
+// dirty budget (cheap when there is nothing to do; call from slow paths).
 void shared_pool_maybe_purge(void);
 // Return every unused page now; 1 if anything was released.
 int  shared_pool_trim(void);
 
-// fork(): take every pool lock (prepare), release (parent), reset (child).
+// fork(): take every pool lock (prepare), release (parent and child).
 void shared_pool_fork_prepare(void);
 void shared_pool_fork_parent(void);
 void shared_pool_fork_child(void);
@@ -44,5 +65,11 @@ typedef struct shared_pool_stats {
   size_t in_use_bytes, free_bytes, mapped_total, unmapped_total;
 } shared_pool_stats_t;
 void shared_pool_get_stats(shared_pool_stats_t *out);
+
+#if HAK_DEBUG
+// A SuperSlab's invariants (superslab.h), under its kind's pool lock.
+void ss_validate(const superslab_t *ss);
+void shared_pool_stash_validate(const slab_stash_t *stash);
+#endif
 
 #endif

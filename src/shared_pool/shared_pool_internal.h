@@ -1,5 +1,5 @@
-// shared_pool_internal.h — state shared by the acquire and release halves of
-// the Shared Pool. Lock order: g_purge_lock, then g_alloc_lock.
+// shared_pool_internal.h — the Shared Pool's state and the helpers both its
+// halves (acquire, release) use; defined in shared_pool_state.c.
 #ifndef HAK_SHARED_POOL_INTERNAL_H
 #define HAK_SHARED_POOL_INTERNAL_H
 
@@ -9,32 +9,49 @@
 #include "shared_pool/shared_pool.h"
 #include "superslab/ss_registry.h"
 
-extern pthread_mutex_t g_alloc_lock;   // pool lists, free masks, registry changes
-extern pthread_mutex_t g_purge_lock;   // one purge pass at a time
+// One kind's pool: its SuperSlabs that have FREE slabs, on one cache line
+// per kind so the kinds do not share a lock's line.
+//   Invariants (pool lock): every SuperSlab on the list has free_mask != 0
+//   and in_pool set; empty_ss == number of them with every slab FREE;
+//   dirty_bytes == bytes of the FREE slabs in free masks with dirty set;
+//   next_due_ms <= the earliest free_since_ms + delay among those.
+typedef struct pool_kind {
+  pthread_mutex_t   lock;
+  superslab_t      *head;          // SuperSlabs with FREE slabs
+  uint32_t          empty_ss;      // of which every slab is FREE
+  _Atomic size_t    dirty_bytes;   // written under the lock, read without by maybe_purge
+  _Atomic uint64_t  next_due_ms;   // the earliest dirty slab is purged then (UINT64_MAX: none)
+} __attribute__((aligned(64))) pool_kind_t;
 
-// Per-class partial stacks: low 32 bits the top slab id, high 32 an ABA tag.
-extern _Atomic uint64_t g_partial[HAK_NUM_CLASSES];
-// Per-kind list of SuperSlabs with FREE slabs, and how many are all FREE.
-extern superslab_t *g_pool_head[HAK_SLAB_KINDS];
-extern uint32_t g_empty_ss_count[HAK_SLAB_KINDS];
-extern _Atomic size_t g_dirty_bytes;     // EMPTY slab bytes not yet purged
+extern pool_kind_t g_pool[HAK_SLAB_KINDS];
+extern pthread_mutex_t g_registry_lock;  // registry changes, walks of every SuperSlab
+extern pthread_mutex_t g_purge_lock;     // one purge pass at a time
+
+// Per-class abandoned stacks: low 32 bits the top slab id, high 32 an ABA tag.
+extern _Atomic uint64_t g_abandoned[HAK_NUM_CLASSES];
 extern _Atomic size_t g_ss_live, g_ss_mapped_total, g_ss_unmapped_total;
 
-HAK_INLINE uint32_t ss_all_slabs_mask(const superslab_t *ss) {
-  return ss->nslabs == 32 ? 0xffffffffu : ((1u << ss->nslabs) - 1u);
-}
+void pool_lock(unsigned kind);
+void pool_unlock(unsigned kind);
 
-// Pop the top of a class's partial stack (exclusive ownership of the slab).
-slab_meta_t *partial_pop(unsigned cls);
+// Pop the top of a class's abandoned stack (exclusive ownership of the slab).
+slab_meta_t *abandoned_pop(unsigned cls);
 // Push a chain of slab ids first..last (already linked through g_slab_next).
-void partial_push_chain(unsigned cls, uint32_t first, uint32_t last);
+void abandoned_push_chain(unsigned cls, uint32_t first, uint32_t last);
 
-// Mark an EMPTY slab's pages as possibly resident / no longer so.
-void slab_mark_dirty(slab_meta_t *m);
-void slab_clear_dirty(slab_meta_t *m);
+// A FREE slab, exclusively held, into its SuperSlab's free mask (pool lock
+// of its kind held); unmaps the SuperSlab when it is all FREE past the
+// hysteresis. now: the time, for the purge delay.
+void pool_put_locked(slab_meta_t *m, uint64_t now);
+// A new SuperSlab, every slab FREE, into its kind's pool (pool lock held).
+void pool_add_new_locked(superslab_t *ss);
+// Up to `want` FREE slabs of a kind out of the pool (pool lock held).
+uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
+// Forget and unmap an all-FREE SuperSlab (its kind's pool lock held).
+void pool_unmap_superslab(superslab_t *ss);
 
-// pool list maintenance (alloc_lock held)
-void pool_list_add(superslab_t *ss);
-void pool_list_remove(superslab_t *ss);
+// A slab leaves its class: FREE, capacity 0, owner SLAB_OWNER_POOL, the
+// generation bumped (the caller holds it exclusively).
+void slab_unbind(slab_meta_t *m);
 
 #endif

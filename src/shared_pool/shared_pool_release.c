@@ -1,92 +1,122 @@
-// shared_pool_release.c — detach, EMPTY recycling, purge and trim (see
+// shared_pool_release.c — abandoning, EMPTY recycling, purge and trim (see
 // shared_pool.h).
 #include "config/config.h"
 #include "os/os.h"
 #include "shared_pool/shared_pool_internal.h"
+#include "stats/stats.h"
 
 static _Atomic uint64_t g_last_purge_ms;
+// EMPTY_LISTED slabs waiting on the abandoned stacks for the purge pass.
+static _Atomic uint32_t g_abandoned_empty;
 
 HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
   return m->freelist != NULL || m->carve < m->base + (size_t)m->capacity * m->block_size ||
          atomic_load_explicit(&m->remote_head, memory_order_acquire) != NULL;
 }
 
+// A FREE slab, exclusively held, back into its kind's pool.
+static void pool_put(slab_meta_t *m) {
+  unsigned kind = ss_of_meta(m)->kind;
+  uint64_t now = os_now_ms();
+  pool_lock(kind);
+  pool_put_locked(m, now);
+  pool_unlock(kind);
+}
+
 void shared_pool_detach_slab(slab_meta_t *m) {
+  HAK_ASSERT(m->where == SLAB_IN_NONE && atomic_load(&m->notify) == SLAB_NOTIFY_IDLE);
   atomic_store_explicit(&m->owner, 0, memory_order_release);
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
+  HAK_SITE(SITE_SLAB_STATE);
   if (slab_has_free_blocks(m)) {
+    // seq_cst: ordered before the loads below and after our list writes
+    // (an adopter acquires the state).
     atomic_store_explicit(&m->state, SLAB_WITH(w, SLAB_LISTED), memory_order_seq_cst);
-    shared_pool_list_partial(m);
+    shared_pool_list_abandoned(m);
   } else {
     atomic_store_explicit(&m->state, SLAB_WITH(w, SLAB_DETACHED), memory_order_seq_cst);
     // A remote free that read ACTIVE before our store did not list the slab;
     // one of us sees the other (both sides are seq_cst).
     if (atomic_load_explicit(&m->remote_head, memory_order_seq_cst) != NULL) {
       uint32_t d = SLAB_WITH(w, SLAB_DETACHED);
-      if (atomic_compare_exchange_strong(&m->state, &d, SLAB_WITH(w, SLAB_LISTED)))
-        shared_pool_list_partial(m);
+      if (atomic_compare_exchange_strong(&m->state, &d, SLAB_WITH(w, SLAB_LISTED))) shared_pool_list_abandoned(m);
     }
   }
   if (atomic_load_explicit(&m->used, memory_order_acquire) == 0) shared_pool_slab_empty(m);
 }
 
+// The fields of a slab that has just become FREE (its state CAS won).
+static void slab_clear_bound_fields(slab_meta_t *m) {
+  m->capacity = 0;
+  m->where = SLAB_IN_NONE;
+  atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
+  atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);
+}
+
 void shared_pool_slab_empty(slab_meta_t *m) {
+  // acquire: pairs with the release of the state's last writer.
   uint32_t w = atomic_load_explicit(&m->state, memory_order_acquire);
   // Re-check after reading the state: a stale caller meets a later life of the
   // slab only if that life is empty too, where acting is still right.
   if (atomic_load_explicit(&m->used, memory_order_acquire) != 0) return;
   switch (SLAB_STATE(w)) {
   case SLAB_DETACHED: {
-    uint32_t freed = SLAB_GEN(w) + 0x100u + SLAB_FREE;
-    if (atomic_compare_exchange_strong(&m->state, &w, freed)) {
-      slab_mark_dirty(m);
-      shared_pool_release_slab(m);
+    HAK_SITE(SITE_SLAB_STATE);
+    if (atomic_compare_exchange_strong(&m->state, &w, SLAB_GEN(w) + 0x100u + SLAB_FREE)) {
+      slab_clear_bound_fields(m);
+      pool_put(m);
     }
     break;
   }
   case SLAB_LISTED:
-    if (atomic_compare_exchange_strong(&m->state, &w, SLAB_WITH(w, SLAB_EMPTY_LISTED))) slab_mark_dirty(m);
+    HAK_SITE(SITE_SLAB_STATE);
+    if (atomic_compare_exchange_strong(&m->state, &w, SLAB_WITH(w, SLAB_EMPTY_LISTED))) {
+      HAK_SITE(SITE_ABANDONED);
+      atomic_fetch_add_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
+    }
     break;
   default:
     break;  // ACTIVE: its owner keeps it; EMPTY_LISTED/FREE: already done
   }
-  shared_pool_maybe_purge();
 }
 
-// Forget and unmap an all-FREE SuperSlab (alloc_lock held).
-static void pool_unmap_superslab(superslab_t *ss) {
-  pool_list_remove(ss);
-  g_empty_ss_count[ss->kind]--;
-  for (unsigned i = 0; i < ss->nslabs; i++) slab_clear_dirty(&ss->slabs[i]);
-  ss_registry_remove(ss);
-  atomic_fetch_sub_explicit(&g_ss_live, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&g_ss_unmapped_total, 1, memory_order_relaxed);
-  superslab_unmap(ss);
-}
-
-void shared_pool_release_slab(slab_meta_t *m) {
-  superslab_t *ss = ss_of_meta(m);
-  atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
-  pthread_mutex_lock(&g_alloc_lock);
-  ss->free_mask |= 1u << m->index;
-  pool_list_add(ss);
-  if (ss->free_mask == ss_all_slabs_mask(ss)) {
-    ss->empty_since_ms = os_now_ms();
-    if (++g_empty_ss_count[ss->kind] > g_hak_config.keep_empty_superslabs) pool_unmap_superslab(ss);
+void shared_pool_release_owned(slab_meta_t *m, slab_stash_t *st) {
+  HAK_ASSERT(SLAB_STATE(atomic_load(&m->state)) == SLAB_ACTIVE && atomic_load(&m->used) == 0);
+  slab_unbind(m);
+  unsigned kind = ss_of_meta(m)->kind;
+  if (st->n < g_stash_cap[kind]) {
+    st->slab[st->n++] = m;
+    return;
   }
-  pthread_mutex_unlock(&g_alloc_lock);
+  // Stash full: m and half the stash go back under one lock.
+  uint64_t now = os_now_ms();
+  pool_lock(kind);
+  pool_put_locked(m, now);
+  for (uint32_t keep = st->n / 2; st->n > keep;) pool_put_locked(st->slab[--st->n], now);
+  pool_unlock(kind);
 }
 
-// Take every EMPTY slab off the partial stacks and give it to the pool.
-static void purge_partial_stacks(void) {
+void shared_pool_stash_release(slab_stash_t *st) {
+  if (st->n == 0) return;
+  unsigned kind = ss_of_meta(st->slab[0])->kind;
+  uint64_t now = os_now_ms();
+  pool_lock(kind);
+  while (st->n > 0) pool_put_locked(st->slab[--st->n], now);
+  pool_unlock(kind);
+}
+
+// Take every EMPTY slab off the abandoned stacks and give it to the pool.
+static void purge_abandoned_stacks(void) {
+  if (atomic_load_explicit(&g_abandoned_empty, memory_order_relaxed) == 0) return;
   for (unsigned cls = 0; cls < HAK_NUM_CLASSES; cls++) {
-    uint64_t old = atomic_load_explicit(&g_partial[cls], memory_order_acquire);
+    uint64_t old = atomic_load_explicit(&g_abandoned[cls], memory_order_acquire);
     if ((uint32_t)old == 0) continue;
-    // Take the whole stack at once; concurrent acquirers see it empty for a
-    // moment and fall through to stage 2.
-    while (!atomic_compare_exchange_weak_explicit(&g_partial[cls], &old, ((old >> 32) + 1) << 32,
+    // Take the whole stack at once; concurrent adopters see it empty for a
+    // moment and fall through to stage 2. acq_rel: we read the links.
+    while (!atomic_compare_exchange_weak_explicit(&g_abandoned[cls], &old, ((old >> 32) + 1) << 32,
                                                   memory_order_acq_rel, memory_order_acquire)) {
     }
+    HAK_SITE(SITE_ABANDONED);
     uint32_t keep_first = 0, keep_last = 0;
     for (uint32_t id = (uint32_t)old; id != 0;) {
       uint32_t next = atomic_load_explicit(&g_slab_next[id], memory_order_relaxed);
@@ -95,7 +125,9 @@ static void purge_partial_stacks(void) {
       int released = 0;
       while (SLAB_STATE(w) == SLAB_EMPTY_LISTED) {
         if (atomic_compare_exchange_weak(&m->state, &w, SLAB_GEN(w) + 0x100u + SLAB_FREE)) {
-          shared_pool_release_slab(m);
+          atomic_fetch_sub_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
+          slab_clear_bound_fields(m);
+          pool_put(m);
           released = 1;
           break;
         }
@@ -107,58 +139,85 @@ static void purge_partial_stacks(void) {
       }
       id = next;
     }
-    if (keep_first != 0) partial_push_chain(cls, keep_first, keep_last);
+    if (keep_first != 0) abandoned_push_chain(cls, keep_first, keep_last);
   }
 }
 
-// madvise dirty FREE slabs; unmap all-FREE SuperSlabs past the hysteresis
-// (all of them when `everything`). Returns 1 if anything was released.
-static int purge_pool(int everything) {
+// madvise the dirty FREE slabs in the pools that have waited long enough
+// (all of them when over budget or `everything`); unmap all-FREE SuperSlabs
+// past the hysteresis (all of them when `everything`). 1 if anything went back.
+static int purge_pools(int everything) {
   int released = 0;
-  pthread_mutex_lock(&g_alloc_lock);
-  uint32_t hw = ss_registry_high_water();
-  uint32_t keep[HAK_SLAB_KINDS] = {0};
-  for (uint32_t i = 0; i < hw; i++) {
-    superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
-    if (ss == NULL || ss->free_mask == 0) continue;
-    if (ss->free_mask == ss_all_slabs_mask(ss) &&
-        (everything || ++keep[ss->kind] > g_hak_config.keep_empty_superslabs)) {
-      pool_unmap_superslab(ss);
-      released = 1;
-      continue;
-    }
-    for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
-      slab_meta_t *m = &ss->slabs[__builtin_ctz(mask)];
-      if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
-        os_purge(m->base, ss_slab_bytes(ss, m->index));
-        slab_clear_dirty(m);
+  uint64_t now = os_now_ms();
+  for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
+    pool_kind_t *pk = &g_pool[kind];
+    pool_lock(kind);
+    int all = everything ||
+              atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed) >= g_hak_config.purge_dirty_max;
+    uint64_t next_due = UINT64_MAX;
+    uint32_t kept_empty = 0;
+    for (superslab_t *ss = pk->head, *next; ss != NULL; ss = next) {
+      next = ss->pool_next;
+      if (ss->free_mask == ss_all_slabs_mask(ss) &&
+          (everything || ++kept_empty > g_hak_config.keep_empty_superslabs)) {
+        pool_unmap_superslab(ss);
+        released = 1;
+        continue;
+      }
+      for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
+        slab_meta_t *m = &ss->slabs[__builtin_ctz(mask)];
+        if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
+        uint64_t due = m->free_since_ms + g_hak_config.purge_delay_ms;
+        if (!all && now < due) {
+          if (due < next_due) next_due = due;
+          continue;
+        }
+        size_t bytes = ss_slab_bytes(ss, m->index);
+        os_purge(m->base, bytes);
+        atomic_store_explicit(&m->dirty, 0, memory_order_relaxed);
+        atomic_store_explicit(&pk->dirty_bytes, atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed) - bytes,
+                              memory_order_relaxed);
         released = 1;
       }
     }
+    atomic_store_explicit(&pk->next_due_ms, next_due, memory_order_relaxed);
+    pool_unlock(kind);
   }
-  pthread_mutex_unlock(&g_alloc_lock);
   return released;
 }
 
 static int purge_pass(int everything) {
   atomic_store_explicit(&g_last_purge_ms, os_now_ms(), memory_order_relaxed);
-  purge_partial_stacks();
-  return purge_pool(everything);
+  purge_abandoned_stacks();
+  return purge_pools(everything);
 }
 
 void shared_pool_maybe_purge(void) {
-  size_t dirty = atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed);
-  if (HAK_LIKELY(dirty == 0)) return;
-  if (dirty < g_hak_config.purge_dirty_max &&
-      os_now_ms() - atomic_load_explicit(&g_last_purge_ms, memory_order_relaxed) < g_hak_config.purge_delay_ms)
-    return;
+  size_t dirty = 0;
+  uint64_t due = UINT64_MAX;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {
+    dirty += atomic_load_explicit(&g_pool[k].dirty_bytes, memory_order_relaxed);
+    uint64_t d = atomic_load_explicit(&g_pool[k].next_due_ms, memory_order_relaxed);
+    if (d < due) due = d;
+  }
+  int abandoned = atomic_load_explicit(&g_abandoned_empty, memory_order_relaxed) != 0;
+  if (HAK_LIKELY(dirty == 0 && !abandoned)) return;
+  if (dirty < g_hak_config.purge_dirty_max) {
+    uint64_t now = os_now_ms();
+    int pool_due = now >= due;
+    int abandoned_due =
+        abandoned && now - atomic_load_explicit(&g_last_purge_ms, memory_order_relaxed) >= g_hak_config.purge_delay_ms;
+    if (!pool_due && !abandoned_due) return;
+  }
   if (pthread_mutex_trylock(&g_purge_lock) != 0) return;
+  HAK_SITE(SITE_PURGE_LOCK);
   purge_pass(0);
   pthread_mutex_unlock(&g_purge_lock);
 }
 
 int shared_pool_trim(void) {
   pthread_mutex_lock(&g_purge_lock);
+  HAK_SITE(SITE_PURGE_LOCK);
   int released = purge_pass(1);
   pthread_mutex_unlock(&g_purge_lock);
   return released;
@@ -166,11 +225,13 @@ int shared_pool_trim(void) {
 
 void shared_pool_fork_prepare(void) {
   pthread_mutex_lock(&g_purge_lock);
-  pthread_mutex_lock(&g_alloc_lock);
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) pthread_mutex_lock(&g_pool[k].lock);
+  pthread_mutex_lock(&g_registry_lock);
 }
 
 void shared_pool_fork_parent(void) {
-  pthread_mutex_unlock(&g_alloc_lock);
+  pthread_mutex_unlock(&g_registry_lock);
+  for (unsigned k = HAK_SLAB_KINDS; k-- > 0;) pthread_mutex_unlock(&g_pool[k].lock);
   pthread_mutex_unlock(&g_purge_lock);
 }
 
@@ -181,7 +242,7 @@ void shared_pool_fork_child(void) { shared_pool_fork_parent(); }
 
 void shared_pool_get_stats(shared_pool_stats_t *out) {
   shared_pool_stats_t s = {0};
-  pthread_mutex_lock(&g_alloc_lock);
+  pthread_mutex_lock(&g_registry_lock);
   uint32_t hw = ss_registry_high_water();
   for (uint32_t i = 0; i < hw; i++) {
     superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
@@ -190,14 +251,18 @@ void shared_pool_get_stats(shared_pool_stats_t *out) {
     s.superslab_bytes += SS_SIZE;
     for (unsigned k = 0; k < ss->nslabs; k++) {
       slab_meta_t *m = &ss->slabs[k];
-      if (ss->free_mask & (1u << k)) { s.slabs_free++; continue; }
+      if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) {
+        s.slabs_free++;
+        continue;
+      }
       s.slabs_in_use++;
       size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
-      s.in_use_bytes += used * m->block_size;
-      s.free_bytes += ((size_t)m->capacity - (used < m->capacity ? used : m->capacity)) * m->block_size;
+      size_t cap = m->capacity;
+      s.in_use_bytes += (used < cap ? used : cap) * m->block_size;
+      s.free_bytes += (cap - (used < cap ? used : cap)) * m->block_size;
     }
   }
-  pthread_mutex_unlock(&g_alloc_lock);
+  pthread_mutex_unlock(&g_registry_lock);
   s.mapped_total = atomic_load(&g_ss_mapped_total);
   s.unmapped_total = atomic_load(&g_ss_unmapped_total);
   *out = s;

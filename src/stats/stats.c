@@ -1,75 +1,88 @@
-// stats.c — hak_get_stats / hak_print_stats: figures gathered from every box.
+// stats.c — the per-thread counters and their sum (see stats.h).
 #include "stats/stats.h"
 
+#include <pthread.h>
 #include <string.h>
 
-#include "debug/report.h"
-#include "hakmem.h"
-#include "large/huge.h"
-#include "large/page_heap.h"
-#include "os/os.h"
-#include "shared_pool/shared_pool.h"
+__thread hak_thread_counters_t t_counters __attribute__((tls_model("initial-exec")));
 
-_Atomic size_t g_stat_remote_frees;
-__thread size_t t_stat_remote_frees __attribute__((tls_model("initial-exec")));
-_Atomic size_t g_stat_threads_live;
+static pthread_mutex_t g_counters_lock = PTHREAD_MUTEX_INITIALIZER;
+static hak_thread_counters_t *g_live_head;    // live records (g_counters_lock)
+static hak_thread_counters_t g_totals;        // exited threads (g_counters_lock)
 
-void hak_get_stats(hak_stats_t *out) {
-  hak_stat_flush_thread();
-  shared_pool_stats_t sp;
-  huge_stats_t hs;
-  shared_pool_get_stats(&sp);
-  huge_get_stats(&hs);
-  page_heap_stats_t ph;
-  page_heap_get_stats(&ph);
-  hak_stats_t s;
-  memset(&s, 0, sizeof s);
-  s.superslab_count = sp.superslabs;
-  s.superslab_bytes = sp.superslab_bytes;
-  s.slabs_in_use = sp.slabs_in_use;
-  s.slabs_free = sp.slabs_free;
-  s.in_use_bytes = sp.in_use_bytes + ph.live_bytes + hs.live_bytes;
-  s.large_count = ph.live_count;
-  s.large_bytes = ph.live_bytes;
-  s.large_regions = ph.regions;
-  s.free_bytes = sp.free_bytes;
-  s.huge_count = hs.live_count;
-  s.huge_bytes = hs.live_bytes;
-  s.huge_cached_bytes = hs.cached_bytes;
-  s.mapped_bytes = sp.superslab_bytes + ph.mapped_bytes + hs.live_bytes + hs.cached_bytes;
-  s.superslabs_mapped_total = sp.mapped_total;
-  s.superslabs_unmapped_total = sp.unmapped_total;
-  s.remote_frees_total = atomic_load(&g_stat_remote_frees);
-  s.threads_live = atomic_load(&g_stat_threads_live);
-  *out = s;
+#define HAK_SITE_NAME(id, name, kind) name,
+#define HAK_SITE_KIND(id, name, kind) kind,
+const char *const g_site_name[HAK_SITE_COUNT] = {HAK_SITE_LIST(HAK_SITE_NAME)};
+const char *const g_site_kind[HAK_SITE_COUNT] = {HAK_SITE_LIST(HAK_SITE_KIND)};
+
+static void counters_add(hak_thread_counters_t *to, const hak_thread_counters_t *from) {
+  for (unsigned c = 0; c < HAK_STAT_CLASSES; c++) {
+    to->cls[c].refills += from->cls[c].refills;
+    to->cls[c].refill_blocks += from->cls[c].refill_blocks;
+    to->cls[c].flushes += from->cls[c].flushes;
+    to->cls[c].flush_blocks += from->cls[c].flush_blocks;
+    to->cls[c].remote_free_blocks += from->cls[c].remote_free_blocks;
+    to->cls[c].cached += from->cls[c].cached;
+  }
+  to->ops += from->ops;
+  for (unsigned s = 0; s < HAK_SITE_COUNT; s++) to->site[s] += from->site[s];
 }
 
-static void print_row(int fd, const char *name, size_t v) {
-  char num[32];
-  hak_write_str(fd, name);
-  hak_fmt_u64(num, sizeof num, v);
-  hak_write_str(fd, num);
-  hak_write_str(fd, "\n");
+void hak_counters_attach(void) {
+  hak_thread_counters_t *r = &t_counters;
+  if (r->linked) return;
+  pthread_mutex_lock(&g_counters_lock);
+  HAK_SITE(SITE_THREAD_LOCK);
+  r->prev = NULL;
+  r->next = g_live_head;
+  if (g_live_head != NULL) g_live_head->prev = r;
+  g_live_head = r;
+  r->linked = 1;
+  pthread_mutex_unlock(&g_counters_lock);
 }
 
-void hak_print_stats(int fd) {
-  hak_stats_t s;
-  hak_get_stats(&s);
-  hak_write_str(fd, "hakmem statistics\n");
-  print_row(fd, "  mapped bytes:            ", s.mapped_bytes);
-  print_row(fd, "  in-use bytes:            ", s.in_use_bytes);
-  print_row(fd, "  free bytes in slabs:     ", s.free_bytes);
-  print_row(fd, "  SuperSlabs live:         ", s.superslab_count);
-  print_row(fd, "  slabs in use:            ", s.slabs_in_use);
-  print_row(fd, "  slabs free:              ", s.slabs_free);
-  print_row(fd, "  large blocks:            ", s.large_count);
-  print_row(fd, "  large bytes:             ", s.large_bytes);
-  print_row(fd, "  large regions:           ", s.large_regions);
-  print_row(fd, "  huge blocks:             ", s.huge_count);
-  print_row(fd, "  huge bytes:              ", s.huge_bytes);
-  print_row(fd, "  huge cached bytes:       ", s.huge_cached_bytes);
-  print_row(fd, "  SuperSlabs mapped total: ", s.superslabs_mapped_total);
-  print_row(fd, "  SuperSlabs unmapped:     ", s.superslabs_unmapped_total);
-  print_row(fd, "  remote frees:            ", s.remote_frees_total);
-  print_row(fd, "  threads live:            ", s.threads_live);
+void hak_counters_detach(void) {
+  hak_thread_counters_t *r = &t_counters;
+  if (!r->linked) return;
+  pthread_mutex_lock(&g_counters_lock);
+  HAK_SITE(SITE_THREAD_LOCK);
+  for (unsigned c = 0; c < HAK_STAT_CLASSES; c++) r->cls[c].cached = 0;  // its lists are flushed
+  counters_add(&g_totals, r);
+  if (r->prev != NULL) r->prev->next = r->next;
+  else g_live_head = r->next;
+  if (r->next != NULL) r->next->prev = r->prev;
+  r->linked = 0;
+  pthread_mutex_unlock(&g_counters_lock);
+  // A thread may still allocate after its exit hook (later TLS destructors):
+  // start its record afresh so nothing is counted twice.
+  memset(r->cls, 0, sizeof r->cls);
+  r->ops = 0;
+  memset(r->site, 0, sizeof r->site);
+}
+
+size_t hak_counters_sum(hak_thread_counters_t *out) {
+  size_t live = 0;
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&g_counters_lock);
+  counters_add(out, &g_totals);
+  for (hak_thread_counters_t *r = g_live_head; r != NULL; r = r->next, live++) counters_add(out, r);
+  // The calling thread may not be set up (it only ever freed, or is the
+  // process's exit path): its own counts still belong in the sum.
+  if (!t_counters.linked) counters_add(out, &t_counters);
+  pthread_mutex_unlock(&g_counters_lock);
+  out->next = out->prev = NULL;
+  out->linked = 0;
+  return live;
+}
+
+void hak_counters_fork_prepare(void) { pthread_mutex_lock(&g_counters_lock); }
+void hak_counters_fork_parent(void) { pthread_mutex_unlock(&g_counters_lock); }
+// The child's only thread is the caller: the other live records belong to
+// threads that do not exist there. Their counts stay in the totals.
+void hak_counters_fork_child(void) {
+  for (hak_thread_counters_t *r = g_live_head; r != NULL; r = r->next)
+    if (r != &t_counters) counters_add(&g_totals, r);
+  g_live_head = t_counters.linked ? &t_counters : NULL;
+  t_counters.next = t_counters.prev = NULL;
+  pthread_mutex_unlock(&g_counters_lock);
 }

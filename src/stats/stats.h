@@ -1,28 +1,93 @@
-// stats.h — counters of rare events, kept off the fast path.
+// stats.h — the allocator's counters: per thread, summed when read.
+//
+// Every thread has one hak_thread_counters_t in initial-exec TLS. Only its
+// thread writes it (plain stores, no atomics, never on the malloc/free fast
+// path of the release build). A thread links its record into the live list on
+// set-up and, at exit, adds it into the totals and unlinks it, both under
+// g_counters_lock: a reader (hak_counters_sum) sees totals + every live record.
+// Reads of another thread's record race with its plain stores; the figures are
+// exact for the calling thread and "as of the last slow path" for the others.
+//
+// The STATS build (make STATS=1, HAK_STATS=1) also counts operations and, per
+// site, every lock acquisition and every atomic read-modify-write on a line
+// that other threads write (DESIGN.md §6, issue 9's proxy for many cores):
+// HAK_SITE(site) compiles to nothing in the other builds.
 #ifndef HAK_STATS_H
 #define HAK_STATS_H
 
-#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
-extern _Atomic size_t g_stat_remote_frees;
-extern _Atomic size_t g_stat_threads_live;
+#include "debug/hak_base.h"
 
-// Remote frees are counted per thread and added to the global counter in
-// steps of 1024 (and when the thread flushes), so threads freeing into each
-// other's slabs do not also fight over one counter's cache line.
-extern __thread size_t t_stat_remote_frees __attribute__((tls_model("initial-exec"), visibility("hidden")));
-static inline void hak_stat_add_remote_frees(size_t n) {
-  if ((t_stat_remote_frees += n) >= 1024) {
-    atomic_fetch_add_explicit(&g_stat_remote_frees, t_stat_remote_frees, memory_order_relaxed);
-    t_stat_remote_frees = 0;
-  }
-}
-static inline void hak_stat_flush_thread(void) {
-  if (t_stat_remote_frees != 0) {
-    atomic_fetch_add_explicit(&g_stat_remote_frees, t_stat_remote_frees, memory_order_relaxed);
-    t_stat_remote_frees = 0;
-  }
-}
+#ifndef HAK_STATS
+#define HAK_STATS 0
+#endif
+
+#define HAK_STAT_CLASSES 64     // >= HAK_NUM_CLASSES (checked in tiny/)
+
+typedef struct hak_class_counters {
+  uint64_t refills;             // refills of the class's TLS list
+  uint64_t refill_blocks;       // blocks moved into TLS lists by them
+  uint64_t flushes;             // flushes of a full TLS list
+  uint64_t flush_blocks;        // blocks given back to slabs by them
+  uint64_t remote_free_blocks;  // blocks handed to a slab another thread owns
+  uint64_t cached;              // blocks in this thread's TLS list (at its last slow path)
+} hak_class_counters_t;
+
+// Contention sites (STATS build). kind: what a count costs on many cores.
+#define HAK_SITE_LIST(X)                                                              \
+  X(SITE_POOL_LOCK,      "pool_lock",        "lock")        /* per-kind Shared Pool lock */ \
+  X(SITE_PURGE_LOCK,     "purge_lock",       "lock")        /* one purge pass at a time */  \
+  X(SITE_PAGE_HEAP_LOCK, "page_heap_lock",   "lock")                                        \
+  X(SITE_HUGE_LOCK,      "huge_lock",        "lock")                                        \
+  X(SITE_THREAD_LOCK,    "thread_list_lock", "lock")        /* thread set-up and exit */    \
+  X(SITE_ABANDONED,      "abandoned_stack",  "rmw-global")  /* push/pop of abandoned slabs */ \
+  X(SITE_SS_COUNTERS,    "superslab_counts", "rmw-global")  /* SuperSlabs mapped/unmapped */ \
+  X(SITE_SLAB_USED,      "slab_used",        "rmw-slab")    /* a slab's live count */       \
+  X(SITE_SLAB_STATE,     "slab_state",       "rmw-slab")    /* a slab's state word */       \
+  X(SITE_REMOTE_PUSH,    "remote_push",      "rmw-slab")    /* a chain onto a remote list */ \
+  X(SITE_REMOTE_DRAIN,   "remote_drain",     "rmw-slab")    /* the owner takes its list */  \
+  X(SITE_NOTIFY,         "full_slab_notify", "rmw-slab")    /* wake the owner of a full slab */
+
+#define HAK_SITE_ENUM(id, name, kind) id,
+enum hak_site { HAK_SITE_LIST(HAK_SITE_ENUM) HAK_SITE_COUNT };
+#undef HAK_SITE_ENUM
+
+typedef struct hak_thread_counters {
+  hak_class_counters_t cls[HAK_STAT_CLASSES];
+  uint64_t ops;                       // STATS build: malloc and free calls
+  uint64_t site[HAK_SITE_COUNT];      // STATS build: per contention site
+  struct hak_thread_counters *next;   // live list (g_counters_lock)
+  struct hak_thread_counters *prev;
+  int linked;
+} hak_thread_counters_t;
+
+extern HAK_INTERNAL __thread hak_thread_counters_t t_counters __attribute__((tls_model("initial-exec")));
+
+#if HAK_STATS
+#define HAK_SITE(s)      (t_counters.site[(s)]++)
+#define HAK_COUNT_OP()   (t_counters.ops++)
+#else
+#define HAK_SITE(s)      ((void)0)
+#define HAK_COUNT_OP()   ((void)0)
+#endif
+
+// Link the calling thread's record into the live list (thread set-up).
+void hak_counters_attach(void);
+// Add the calling thread's record into the totals and unlink it (thread exit).
+void hak_counters_detach(void);
+// Totals of exited threads plus every live thread's record; returns the
+// number of live records.
+size_t hak_counters_sum(hak_thread_counters_t *out);
+// fork(): the live-list lock, taken and released around fork; the child keeps
+// only its own record.
+void hak_counters_fork_prepare(void);
+void hak_counters_fork_parent(void);
+void hak_counters_fork_child(void);
+
+// Names of the contention sites, for reports.
+extern const char *const g_site_name[HAK_SITE_COUNT];
+extern const char *const g_site_kind[HAK_SITE_COUNT];
 
 #endif

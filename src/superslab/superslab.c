@@ -11,11 +11,10 @@ superslab_t *superslab_allocate(unsigned kind) {
   superslab_t *ss = os_map_aligned(SS_SIZE, SS_SIZE);
   if (ss == NULL) return NULL;
   // Fresh mappings read as zero: only the non-zero fields need writing.
-  ss->magic = SS_MAGIC;
   ss->kind = (uint8_t)kind;
   ss->slab_shift = g_kind_slab_shift[kind];
   ss->nslabs = (uint8_t)(SS_SIZE >> ss->slab_shift);
-  ss->free_mask = ss->nslabs == 32 ? 0xffffffffu : ((1u << ss->nslabs) - 1u);
+  ss->free_mask = ss_all_slabs_mask(ss);
   for (unsigned i = 0; i < ss->nslabs; i++) {
     ss->slabs[i].index = (uint8_t)i;
     ss->slabs[i].base = ss_slab_start(ss, i);
@@ -25,6 +24,5 @@ superslab_t *superslab_allocate(unsigned kind) {
 }
 
 void superslab_unmap(superslab_t *ss) {
-  ss->magic = 0;
   os_unmap(ss, SS_SIZE);
 }

@@ -12,12 +12,17 @@
 // Slab life cycle (slab_meta_t.state, low byte; the upper 24 bits are a
 // generation bumped each time the slab goes back to the pool, so a stale CAS
 // can never act on a later life of the slab):
-//   FREE          in the Shared Pool, bound to no class (shared_pool_release_slab)
-//   ACTIVE        bound to a class and owned by one thread (its current slab)
-//   DETACHED      bound, no owner, no free block known: not in any list
-//   LISTED        bound, no owner, has free blocks: on its class's partial stack
-//   EMPTY_LISTED  LISTED with every block free (used == 0): reusable for the
-//                 class at once, returned to the pool by the purge pass
+//   FREE          bound to no class: in the Shared Pool (free_mask bit set) or
+//                 in one thread's stash of FREE slabs (shared_pool.h)
+//   ACTIVE        bound to a class and owned by one thread, which keeps it until
+//                 it is EMPTY or the thread exits (tiny/tiny_heap.h: the thread's
+//                 current slab, its partial list or its full list)
+//   DETACHED      abandoned by an exiting thread with no free block known: in
+//                 no list; the first remote free lists it
+//   LISTED        abandoned with free blocks: on its class's abandoned stack,
+//                 where another thread adopts it (Shared Pool stage 1)
+//   EMPTY_LISTED  LISTED with every block free (used == 0): adopted as a fresh
+//                 slab of the class, or given to the pool by the purge pass
 #ifndef HAK_SUPERSLAB_H
 #define HAK_SUPERSLAB_H
 
@@ -25,14 +30,13 @@
 #include <stddef.h>
 
 #include "debug/hak_base.h"
-#include "tiny/size_class.h"
+#include "superslab/size_class.h"
 
 #define SS_SHIFT        21
 #define SS_SIZE         ((size_t)1 << SS_SHIFT)
 #define SS_MASK         (SS_SIZE - 1)
 #define SS_HEADER_SIZE  8192u     // header + 32 slab metas of 128 B, in whole pages
 #define SS_MAX_SLABS    32u
-#define SS_MAGIC        0x48414b53u   // "HAKS"
 
 enum slab_state {
   SLAB_FREE = 0,
@@ -41,9 +45,22 @@ enum slab_state {
   SLAB_LISTED = 3,
   SLAB_EMPTY_LISTED = 4,
 };
-// Owner of a FREE slab: never a thread id, so a free into a slab that went
-// back to the pool fails the fast path's owner check and is reported.
+// Owner of a FREE slab: never a thread's id. A FREE slab also has capacity 0,
+// so a free into it fails the fast path's block check and is reported.
 #define SLAB_OWNER_POOL    ((uintptr_t)1)
+
+// Where an ACTIVE slab stands in its owner's heap (slab_meta_t.where; owner only).
+enum slab_where { SLAB_IN_NONE = 0, SLAB_IN_CURRENT = 1, SLAB_IN_PARTIAL = 2, SLAB_IN_FULL = 3 };
+
+// slab_meta_t.notify: how a remote free tells the owner that a slab on its
+// full list has blocks again (mimalloc's delayed free):
+//   IDLE      nothing to do
+//   ARMED     the slab is full; the next remote free pushes it on the owner's
+//             wake list (tiny_heap.h), turning it NOTIFYING then NOTIFIED
+//   NOTIFYING a remote freer is pushing it (the owner waits before it
+//             abandons the slab, so the owner's heap outlives the push)
+//   NOTIFIED  on the owner's wake list until the owner takes the list
+enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTIFYING = 2, SLAB_NOTIFY_NOTIFIED = 3 };
 
 #define SLAB_STATE(w)      ((w) & 0xffu)
 #define SLAB_GEN(w)        ((w) & ~0xffu)
@@ -51,8 +68,18 @@ enum slab_state {
 
 // Two cache lines: the first is what free() reads on every call and what the
 // owner writes; the second is what other threads write (remote frees, the
-// live count, state changes), so their writes do not evict the first line
-// from the owner's cache.
+// live count, state changes, notifications), so their writes do not evict the
+// first line from the owner's cache.
+//
+// Invariants (checked by slab_validate, debug builds):
+//   bound (state != FREE):  |freelist| + |remote list| + (capacity - carved) + used
+//                           == capacity, where carved = (carve - base) / block_size;
+//                           every block on freelist or remote list is a block start
+//                           of this slab and carries its free mark.
+//   FREE:                   capacity == 0, owner == SLAB_OWNER_POOL, notify == IDLE
+//   ACTIVE:                 owner == the owning thread's id, where != NONE
+//   DETACHED, LISTED, EMPTY_LISTED: owner == 0, where == NONE, notify == IDLE
+//   EMPTY_LISTED:           used == 0
 typedef struct slab_meta {
   // -- read on every free; written when the slab changes hands, or by its owner
   char              *base;        // first block of the slab (fixed)
@@ -60,34 +87,42 @@ typedef struct slab_meta {
   uint32_t           block_size;  // size of the class bound now
   uint32_t           size_magic;  // the class's magic (size_class.h), for the free check
   uint16_t           cls;         // size class bound now
-  uint16_t           capacity;    // blocks in the slab for that class
+  uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
   uint8_t            index;       // position in the SuperSlab
-  _Atomic uint8_t    dirty;       // pages may be resident while the slab is EMPTY
+  uint8_t            where;       // owner only: enum slab_where
   uint8_t            reserved0[2];
   void              *freelist;    // owner only: blocks freed back by the owner, or drained
   char              *carve;       // owner only: next never-handed-out block
-  uint8_t            pad0[16];
+  struct slab_meta  *list_next;   // owner only: its heap's partial or full list
+  struct slab_meta  *list_prev;
   // -- written by other threads
   _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
   _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
   _Atomic uint32_t   state;       // generation | enum slab_state
-  uint8_t            pad1[48];
+  _Atomic uint32_t   notify;      // enum slab_notify
+  _Atomic uint8_t    dirty;       // FREE with pages possibly resident (pool lock)
+  uint8_t            reserved1[3];
+  struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
+  uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
+  uint8_t            pad1[24];
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
 _Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");
 
+// Invariants: free_mask has bit i set iff slabs[i] is FREE and in the pool
+// (not in a thread's stash); in_pool iff free_mask != 0; the registry bit of
+// the SuperSlab's address is set while it is mapped.
 typedef struct superslab {
-  uint32_t           magic;       // SS_MAGIC while mapped
   uint32_t           index;       // slot in the registry's table
   uint8_t            kind;        // HAK_KIND_*
   uint8_t            slab_shift;  // log2 of the slab size
   uint8_t            nslabs;      // slabs in this SuperSlab
-  uint8_t            in_pool;     // on the pool's list of SuperSlabs with FREE slabs
-  uint32_t           free_mask;   // FREE slabs (alloc_lock)
-  struct superslab  *pool_next;   // pool list links (alloc_lock)
+  uint8_t            in_pool;     // on its kind's pool list (pool lock of the kind)
+  uint32_t           free_mask;   // FREE slabs in the pool (pool lock of the kind)
+  uint32_t           reserved;
+  struct superslab  *pool_next;   // pool list links (pool lock of the kind)
   struct superslab  *pool_prev;
-  uint64_t           empty_since_ms; // when every slab became FREE (alloc_lock)
-  uint8_t            pad[64 - 40];
+  uint8_t            pad[64 - 32];
   slab_meta_t        slabs[SS_MAX_SLABS] __attribute__((aligned(64)));
 } superslab_t;
 _Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE, "the header fits in SS_HEADER_SIZE");
@@ -112,8 +147,12 @@ HAK_INLINE uint32_t slab_id(const slab_meta_t *m) {
   return 1u + ss_of_meta(m)->index * SS_MAX_SLABS + m->index;
 }
 
+HAK_INLINE uint32_t ss_all_slabs_mask(const superslab_t *ss) {
+  return ss->nslabs == 32 ? 0xffffffffu : ((1u << ss->nslabs) - 1u);
+}
+
 // Map and lay out a new SuperSlab of a kind, every slab FREE; not yet
-// registered. NULL if the OS refuses. Called without alloc_lock held.
+// registered. NULL if the OS refuses. Called with no lock held.
 superslab_t *superslab_allocate(unsigned kind);
 // Unmap a SuperSlab that the registry no longer knows.
 void superslab_unmap(superslab_t *ss);

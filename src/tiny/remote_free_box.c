@@ -4,36 +4,50 @@
 #include "debug/report.h"
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
+#include "tiny/tiny_heap.h"
+#include "tiny/tls_sll_box.h"
 
 void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   void *old = atomic_load_explicit(&m->remote_head, memory_order_relaxed);
   do {
-    *(void **)hak_base_raw(last) = old;
+    block_set_next(last, hak_base_from_raw(old));
+    // seq_cst: release so the drainer sees the links; ordered before our
+    // seq_cst loads of the state and notify words below (Dekker with the
+    // owner's detach and arming, which store then load remote_head).
   } while (!atomic_compare_exchange_weak_explicit(&m->remote_head, &old, hak_base_raw(first),
                                                   memory_order_seq_cst, memory_order_relaxed));
+  HAK_SITE(SITE_REMOTE_PUSH);
   // A slab nobody owns and nobody lists gets listed by its first remote free,
   // while our blocks still keep it from being recycled.
   uint32_t w = atomic_load_explicit(&m->state, memory_order_seq_cst);
-  if (SLAB_STATE(w) == SLAB_DETACHED &&
-      atomic_compare_exchange_strong(&m->state, &w, SLAB_WITH(w, SLAB_LISTED)))
-    shared_pool_list_partial(m);
-  hak_stat_add_remote_frees(n);
+  if (SLAB_STATE(w) == SLAB_DETACHED) {
+    HAK_SITE(SITE_SLAB_STATE);
+    if (atomic_compare_exchange_strong(&m->state, &w, SLAB_WITH(w, SLAB_LISTED))) shared_pool_list_abandoned(m);
+  } else if (SLAB_STATE(w) == SLAB_ACTIVE) {
+    tiny_heap_notify_owner(m);       // one load unless the slab is on its owner's full list
+  }
+  t_counters.cls[m->cls].remote_free_blocks += n;
+  HAK_SITE(SITE_SLAB_USED);
+  // acq_rel: release, so whoever reaches zero sees our pushes; acquire, so
+  // the one that reaches zero sees everyone's.
   if (atomic_fetch_sub_explicit(&m->used, n, memory_order_acq_rel) == n) shared_pool_slab_empty(m);
 }
 
 uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
+  if (atomic_load_explicit(&m->remote_head, memory_order_relaxed) == NULL) return 0;
+  // acquire: the pushers' links (written before their release CAS) are visible.
   void *chain = atomic_exchange_explicit(&m->remote_head, NULL, memory_order_acquire);
+  HAK_SITE(SITE_REMOTE_DRAIN);
   if (chain == NULL) return 0;
   uint32_t n = 1;
-  void *tail = chain;
-  for (void *next; (next = *(void **)tail) != NULL; tail = next) {
+  hak_base_ptr_t tail = hak_base_from_raw(chain);
+  for (hak_base_ptr_t next; !hak_base_is_null(next = block_next(tail)); tail = next) {
     if (HAK_UNLIKELY(++n > m->capacity)) {
-      hak_report_pointer_error("remote free list longer than its slab's capacity (corrupted) in slab", m,
-                               NULL);
+      hak_report_pointer_error("remote free list longer than its slab's capacity (corrupted) in slab", m, NULL);
       return 0;
     }
   }
-  *(void **)tail = m->freelist;
+  block_set_next(tail, hak_base_from_raw(m->freelist));
   m->freelist = chain;
   return n;
 }

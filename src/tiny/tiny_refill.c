@@ -1,15 +1,21 @@
 // tiny_refill.c — refill and flush of the TLS lists (see tiny_refill.h).
 #include "tiny/tiny_refill.h"
 
-#include "debug/report.h"
 #include "large/page_heap.h"
 #include "shared_pool/shared_pool.h"
+#include "stats/stats.h"
 #include "tiny/remote_free_box.h"
+#include "tiny/slab_validate.h"
 #include "tiny/tiny_free_local_box.h"
-#include "tiny/tiny_thread.h"
+#include "tiny/tiny_heap.h"
+#include "tiny/tls_sll_box.h"
 
-// Non-zero before start-up randomises it, so no block can be marked by accident.
-uintptr_t g_block_cookie = 0x9e3779b97f4a7c15u;
+_Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "the counters have a slot per class");
+
+// A flush gathers the blocks it gives back into one chain per destination
+// slab, up to this many slabs at once (snmalloc's remote cache): a chain goes
+// back with one atomic (the live count) and, for another thread's slab, one CAS.
+#define FLUSH_WAYS 8u
 
 // A chain of blocks being built in order.
 typedef struct block_chain {
@@ -30,7 +36,7 @@ static void slab_take_batch(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   for (;;) {
     while (c->n < want && m->freelist != NULL) {
       hak_base_ptr_t b = hak_base_from_raw(m->freelist);
-      m->freelist = *(void **)m->freelist;
+      m->freelist = hak_base_raw(block_next(b));
       chain_append(c, b);              // still marked free: it moves to a TLS list
     }
     char *end = m->base + (size_t)m->capacity * m->block_size;
@@ -46,76 +52,79 @@ static void slab_take_batch(slab_meta_t *m, uint32_t want, block_chain_t *c) {
 
 int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
+  tiny_heap_t *h = &t_heap;
   uint32_t want = g_size_class[cls].batch;
-  if (want > tc->room[cls]) want = tc->room[cls];
-  if (want == 0) want = 1;
+  if (want > tc->room[cls]) want = tc->room[cls];   // room > 0: the thread is set up
   shared_pool_maybe_purge();
   page_heap_maybe_purge();
   for (;;) {
-    slab_meta_t *m = t_thread.cur[cls];
-    if (m == NULL) {
-      m = shared_pool_acquire_slab(cls, thread_self_id());
-      if (m == NULL) return 0;
-      t_thread.cur[cls] = m;
-    }
+    slab_meta_t *m = h->cur[cls];
+    if (m == NULL && (m = tiny_heap_next_slab(h, cls)) == NULL) return 0;
     block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
     slab_take_batch(m, want, &c);
     if (c.n > 0) {
+      HAK_SITE(SITE_SLAB_USED);
       atomic_fetch_add_explicit(&m->used, c.n, memory_order_relaxed);
       tls_sll_push_chain(tc, cls, c.first, c.last, c.n);
+      hak_class_counters_t *k = &t_counters.cls[cls];
+      k->refills++;
+      k->refill_blocks += c.n;
+      k->cached = g_size_class[cls].tls_cap - tc->room[cls];
+#if HAK_DEBUG
+      slab_validate(m);
+#endif
       return 1;
     }
-    t_thread.cur[cls] = NULL;        // exhausted: give it up, take another
-    shared_pool_detach_slab(m);
+    tiny_heap_retire_current(h, cls);      // exhausted: it waits on the full list
   }
 }
 
-// Hand a chain of blocks of one slab back to it.
+// Hand a chain of blocks of one slab back to it: the owner's own slab takes
+// it without a CAS; any other goes through its remote list.
 static void flush_deliver(slab_meta_t *m, block_chain_t *c) {
-  if (c->n == 0) return;
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id()) {
-    if (tiny_free_local_box(m, c->first, c->last, c->n) && t_thread.cur[m->cls] != m) {
-      shared_pool_detach_slab(m);    // owned but not current: let the pool have it
-    }
+    int empty = tiny_free_local_box(m, c->first, c->last, c->n);
+    tiny_heap_slab_freed(&t_heap, m, empty);
   } else {
     remote_free_push_chain(m, c->first, c->last, c->n);
   }
   c->n = 0;
 }
 
-void tiny_report_double_free(hak_base_ptr_t b, const slab_meta_t *m) {
-  char detail[64] = " (class ";
-  size_t n = 8;
-  n += hak_fmt_u64(detail + n, sizeof detail - n, m->cls);
-  detail[n++] = ',';
-  detail[n++] = ' ';
-  n += hak_fmt_u64(detail + n, sizeof detail - n, m->block_size);
-  const char *tail = " bytes)";
-  for (size_t i = 0; tail[i] && n + 1 < sizeof detail; i++) detail[n++] = tail[i];
-  detail[n] = '\0';
-  hak_report_pointer_error("double free of", hak_base_raw(b), detail);
-}
-
 void tiny_flush(unsigned cls, uint32_t n) {
   tls_cache_t *tc = &t_tls_cache;
-  slab_meta_t *cm = NULL;
-  block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-  while (n-- > 0 && !hak_base_is_null(tc->head[cls])) {
+  slab_meta_t *slab[FLUSH_WAYS];
+  block_chain_t chain[FLUSH_WAYS];
+  unsigned ways = 0, next_victim = 0, hit = 0;
+  uint32_t moved = 0;
+  for (; n > 0 && !hak_base_is_null(tc->head[cls]); n--, moved++) {
     hak_base_ptr_t b = tc->head[cls];
     tc->head[cls] = block_next(b);
     tc->room[cls]++;
     slab_meta_t *m = ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b));
-    if (m != cm) {
-      if (cm != NULL) flush_deliver(cm, &c);
-      cm = m;
+    if (ways == 0 || slab[hit] != m) {
+      unsigned i = 0;
+      while (i < ways && slab[i] != m) i++;
+      if (i == ways) {
+        if (ways < FLUSH_WAYS) {
+          ways++;
+        } else {                            // every way taken: send one off
+          i = next_victim;
+          next_victim = (next_victim + 1) % FLUSH_WAYS;
+          flush_deliver(slab[i], &chain[i]);
+        }
+        slab[i] = m;
+        chain[i].n = 0;
+      }
+      hit = i;
     }
-    chain_append(&c, b);
+    chain_append(&chain[hit], b);
   }
-  if (cm != NULL) flush_deliver(cm, &c);
+  for (unsigned i = 0; i < ways; i++)
+    if (chain[i].n > 0) flush_deliver(slab[i], &chain[i]);
+  hak_class_counters_t *k = &t_counters.cls[cls];
+  k->flushes++;
+  k->flush_blocks += moved;
+  k->cached = tc->room[cls] <= g_size_class[cls].tls_cap ? g_size_class[cls].tls_cap - tc->room[cls] : 0;
   shared_pool_maybe_purge();
-}
-
-void tiny_free_remote(slab_meta_t *m, hak_base_ptr_t b) {
-  block_set_free(b);
-  remote_free_push_chain(m, b, b, 1);
 }

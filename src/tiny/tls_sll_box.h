@@ -1,16 +1,25 @@
-// tls_sll_box.h — the per-thread freelist of each size class.
+// tls_sll_box.h — the per-thread freelist of each size class, and the one
+// place that reads or writes a free block's words.
 //
 // head[c] is a singly-linked list of free blocks of class c, linked through
-// their first word. room[c] is how many more blocks it may take (its bound
-// minus its length). Every thread starts with all heads NULL and all rooms 0,
-// so the first malloc misses and the first free overflows: both take the slow
-// path, which sets the thread up (tiny_thread.h). Only the owning thread
-// touches its lists: no locks, no atomics.
+// their first word (block_next / block_set_next: every free list of the
+// engine — TLS lists, slab free lists, remote lists — goes through them).
+// room[c] is how many more blocks it may take. Every thread starts with all
+// heads NULL and all rooms 0, so the first malloc misses and the first free
+// overflows: both take the slow path, which sets the thread up
+// (tiny_thread.h). Only the owning thread touches its lists: no locks, no
+// atomics.
+//
+// Invariants (tls_sll_validate, debug builds), for a LIVE thread:
+//   length(head[c]) + room[c] == g_size_class[c].tls_cap
+//   every block on head[c] is a block start of a bound slab of class c and
+//   carries its free mark.
+// For a thread that is not LIVE: head[c] == NULL and room[c] == 0.
 #ifndef HAK_TLS_SLL_BOX_H
 #define HAK_TLS_SLL_BOX_H
 
 #include "debug/ptr_types.h"
-#include "tiny/size_class.h"
+#include "superslab/size_class.h"
 
 typedef struct tls_cache {
   hak_base_ptr_t head[HAK_NUM_CLASSES];
@@ -24,8 +33,15 @@ extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("i
 // key. malloc clears it; free finds it already there on a double free. A live
 // block holds that exact value only by a 2^-64 chance.
 extern HAK_INTERNAL uintptr_t g_block_cookie;
+// Seed the key (process start-up, before any block is marked).
+void tls_sll_seed_cookie(uint64_t seed);
+
 HAK_INLINE uintptr_t block_free_mark(hak_base_ptr_t b) { return (uintptr_t)hak_base_raw(b) ^ g_block_cookie; }
-HAK_INLINE int block_is_free(hak_base_ptr_t b) { return ((uintptr_t *)hak_base_raw(b))[1] == block_free_mark(b); }
+// The mark word of the block holding p (any address inside its first 16 bytes).
+HAK_INLINE uintptr_t block_mark_word(const void *p) {
+  return *(const uintptr_t *)(((uintptr_t)p & ~(uintptr_t)15) + sizeof(void *));
+}
+HAK_INLINE int block_is_free(hak_base_ptr_t b) { return block_mark_word(hak_base_raw(b)) == block_free_mark(b); }
 HAK_INLINE void block_set_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = block_free_mark(b); }
 HAK_INLINE void block_clear_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = 0; }
 
@@ -62,5 +78,13 @@ HAK_INLINE void tls_sll_push_chain(tls_cache_t *tc, unsigned cls, hak_base_ptr_t
   tc->head[cls] = first;
   tc->room[cls] -= n;
 }
+
+// Report a double free of b (a block of class cls, block_size bytes) and abort.
+void tls_sll_report_double_free(hak_base_ptr_t b, unsigned cls, uint32_t block_size) __attribute__((cold));
+
+#if HAK_DEBUG
+// Check the calling thread's list of cls against the invariants above.
+void tls_sll_validate(unsigned cls);
+#endif
 
 #endif

@@ -75,7 +75,7 @@ static void test_refilled_blocks_all_come_from_the_current_slab(void **state) {
   void *p = hak_malloc(224);
   assert_non_null(p);
   slab_meta_t *m = slab_of(p);
-  assert_ptr_equal(t_thread.cur[cls], m);
+  assert_ptr_equal(t_heap.cur[cls], m);
   for (hak_base_ptr_t b = t_tls_cache.head[cls]; !hak_base_is_null(b); b = block_next(b))
     assert_ptr_equal(slab_of(hak_base_raw(b)), m);
   hak_free(p);

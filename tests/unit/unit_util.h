@@ -24,7 +24,7 @@
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
 #include "tiny/remote_free_box.h"
-#include "tiny/size_class.h"
+#include "superslab/size_class.h"
 #include "tiny/tiny_thread.h"
 #include "tiny/tls_sll_box.h"
 

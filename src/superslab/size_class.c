@@ -1,8 +1,11 @@
 // size_class.c — the class table (see size_class.h). Built at compile time.
-#include "tiny/size_class.h"
+#include "superslab/size_class.h"
 
 #define KIB 1024u
-#define CAP(sz) ((128u * KIB / (sz)) > 256u ? 256u : ((128u * KIB / (sz)) < 2u ? 2u : (128u * KIB / (sz))))
+#define CAP(sz)                                                                          \
+  ((TLS_CACHE_BYTES / (sz)) > TLS_CACHE_MAX_BLOCKS   ? TLS_CACHE_MAX_BLOCKS               \
+   : (TLS_CACHE_BYTES / (sz)) < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS               \
+                                                     : (TLS_CACHE_BYTES / (sz)))
 #define MAGIC(sz) ((uint32_t)((((uint64_t)1 << 32) + (sz) - 1) / (sz)))
 #define KIND(sz) ((sz) <= 1024u ? HAK_KIND_SMALL : (sz) <= 32u * KIB ? HAK_KIND_MEDIUM : HAK_KIND_LARGE)
 #define C(sz) { (sz), MAGIC(sz), CAP(sz), (CAP(sz) / 2u), KIND(sz) }

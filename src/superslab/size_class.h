@@ -14,13 +14,21 @@
 #define HAK_NUM_CLASSES     52
 #define HAK_TINY_CLASSES    20          // classes 0..19 are the tiny path (<= 1 KiB)
 #define HAK_TINY_MAX        1024u
-#define HAK_SLAB_MAX        (256u << 10) // largest slab class; above is huge (direct mmap)
+#define HAK_SLAB_MAX        (256u << 10) // largest slab class; above: the page heap (large/)
 
 // Slab kinds: SuperSlabs hold slabs of one size; a class lives in one kind.
 #define HAK_SLAB_KINDS      3
 #define HAK_KIND_SMALL      0   // 64 KiB slabs, classes <= 1 KiB
 #define HAK_KIND_MEDIUM     1   // 512 KiB slabs, classes <= 32 KiB
 #define HAK_KIND_LARGE      2   // one 2 MiB slab, classes <= 256 KiB
+
+// Bound of a class's TLS list: TLS_CACHE_BYTES worth of blocks, at least
+// TLS_CACHE_MIN_BLOCKS (so a refill of the largest classes moves more than one)
+// and at most TLS_CACHE_MAX_BLOCKS (a flush walks at most half of that).
+// A refill or flush moves half the bound (size_class_info_t.batch).
+#define TLS_CACHE_BYTES       (128u << 10)
+#define TLS_CACHE_MIN_BLOCKS  2u
+#define TLS_CACHE_MAX_BLOCKS  256u
 
 typedef struct size_class_info {
   uint32_t size;       // block size in bytes

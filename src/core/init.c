@@ -1,0 +1,65 @@
+// init.c — process start-up and shutdown (see init.h).
+#include "core/init.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "config/config.h"
+#include "core/stats_report.h"
+#include "large/huge.h"
+#include "large/page_heap.h"
+#include "os/os.h"
+#include "shared_pool/shared_pool.h"
+#include "stats/stats.h"
+#include "tiny/tiny_thread.h"
+
+static _Atomic int g_init_state;          // 0 not started, 1 running, 2 done
+static _Atomic uintptr_t g_init_thread;
+
+// fork(): every lock, in one order — the Shared Pool's (purge, then each
+// kind's pool lock, then the registry's), the page heap's, the huge table's,
+// then the counters' live list — released in reverse in the parent; the
+// child, whose only thread took them, releases them the same way.
+static void fork_prepare(void) {
+  shared_pool_fork_prepare();
+  page_heap_fork_prepare();
+  huge_fork_prepare();
+  hak_counters_fork_prepare();
+}
+static void fork_parent(void) {
+  hak_counters_fork_parent();
+  huge_fork_parent();
+  page_heap_fork_parent();
+  shared_pool_fork_parent();
+}
+static void fork_child(void) {
+  thread_fork_child();            // releases the counters' lock
+  huge_fork_child();
+  page_heap_fork_child();
+  shared_pool_fork_child();
+}
+
+void hak_init_once(void) {
+  // acquire: a thread that sees 2 sees everything the initialiser wrote.
+  if (HAK_LIKELY(atomic_load_explicit(&g_init_state, memory_order_acquire) == 2)) return;
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&g_init_state, &expected, 1)) {
+    // Running: a recursive call from inside init (pthread_atfork may
+    // allocate) goes on; another thread waits for it to finish.
+    if (atomic_load(&g_init_thread) == thread_self_id()) return;
+    while (atomic_load_explicit(&g_init_state, memory_order_acquire) != 2) sched_yield();
+    return;
+  }
+  atomic_store(&g_init_thread, thread_self_id());
+  hak_config_load();
+  tls_sll_seed_cookie(os_random_seed());
+  thread_key_init();
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+  // release: pairs with the acquire loads above.
+  atomic_store_explicit(&g_init_state, 2, memory_order_release);
+}
+
+__attribute__((constructor)) static void hak_constructor(void) { hak_init_once(); }
+
+__attribute__((destructor)) static void hak_destructor(void) { hak_stats_at_exit(); }

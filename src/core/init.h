@@ -1,0 +1,11 @@
+// init.h — process start-up and shutdown: the HAKMEM_* options, the free-mark
+// key, the thread exit hook, the fork handlers (every allocator lock in one
+// order) and the report at exit.
+#ifndef HAK_INIT_H
+#define HAK_INIT_H
+
+// Global one-time initialisation; cheap after the first call. Safe from any
+// thread at any time, including re-entrantly from inside itself.
+void hak_init_once(void);
+
+#endif

@@ -1,0 +1,13 @@
+// stats_report.h — what hakmem says about itself: hak_get_stats and
+// hak_print_stats (include/hakmem.h), the contention sites of the STATS
+// build, and the report at process exit.
+#ifndef HAK_STATS_REPORT_H
+#define HAK_STATS_REPORT_H
+
+// One line per contention site (STATS build; zeros elsewhere).
+void hak_print_sites(int fd);
+// At process exit: the statistics (HAKMEM_VERBOSE=1) and, in the STATS
+// build, the contention sites.
+void hak_stats_at_exit(void);
+
+#endif

@@ -1,0 +1,181 @@
+// shared_pool_state.c — the Shared Pool's state and the helpers its acquire
+// and release halves share (see shared_pool_internal.h).
+#include <stdint.h>
+
+#include "config/config.h"
+#include "shared_pool/shared_pool_internal.h"
+#include "stats/stats.h"
+
+pool_kind_t g_pool[HAK_SLAB_KINDS] = {
+  {.lock = PTHREAD_MUTEX_INITIALIZER, .next_due_ms = UINT64_MAX},
+  {.lock = PTHREAD_MUTEX_INITIALIZER, .next_due_ms = UINT64_MAX},
+  {.lock = PTHREAD_MUTEX_INITIALIZER, .next_due_ms = UINT64_MAX},
+};
+_Static_assert(HAK_SLAB_KINDS == 3, "one initialiser per kind");
+pthread_mutex_t g_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t g_purge_lock = PTHREAD_MUTEX_INITIALIZER;
+_Atomic uint64_t g_abandoned[HAK_NUM_CLASSES];
+_Atomic size_t g_ss_live, g_ss_mapped_total, g_ss_unmapped_total;
+
+// Stash bound per kind: 4 x 64 KiB, 2 x 512 KiB, none of 2 MiB.
+const uint8_t g_stash_cap[HAK_SLAB_KINDS] = {4, 2, 0};
+
+void pool_lock(unsigned kind) {
+  pthread_mutex_lock(&g_pool[kind].lock);
+  HAK_SITE(SITE_POOL_LOCK);
+}
+void pool_unlock(unsigned kind) { pthread_mutex_unlock(&g_pool[kind].lock); }
+
+// ---- abandoned stacks (lock-free) -----------------------------------------
+
+slab_meta_t *abandoned_pop(unsigned cls) {
+  // acquire: the pusher's g_slab_next store (before its release CAS) is visible.
+  uint64_t old = atomic_load_explicit(&g_abandoned[cls], memory_order_acquire);
+  for (;;) {
+    uint32_t id = (uint32_t)old;
+    if (id == 0) return NULL;
+    uint32_t next = atomic_load_explicit(&g_slab_next[id], memory_order_relaxed);
+    uint64_t tagged = (((old >> 32) + 1) << 32) | next;
+    HAK_SITE(SITE_ABANDONED);
+    // acq_rel: acquire as above; release keeps the tag order for the next popper.
+    if (atomic_compare_exchange_weak_explicit(&g_abandoned[cls], &old, tagged, memory_order_acq_rel,
+                                              memory_order_acquire))
+      return slab_from_id(id);
+  }
+}
+
+void abandoned_push_chain(unsigned cls, uint32_t first, uint32_t last) {
+  uint64_t old = atomic_load_explicit(&g_abandoned[cls], memory_order_relaxed);
+  uint64_t tagged;
+  do {
+    atomic_store_explicit(&g_slab_next[last], (uint32_t)old, memory_order_relaxed);
+    tagged = (((old >> 32) + 1) << 32) | first;
+    HAK_SITE(SITE_ABANDONED);
+    // release: a popper (acquire) sees the link and the slab's state.
+  } while (!atomic_compare_exchange_weak_explicit(&g_abandoned[cls], &old, tagged, memory_order_acq_rel,
+                                                  memory_order_relaxed));
+}
+
+void shared_pool_list_abandoned(slab_meta_t *m) {
+  uint32_t id = slab_id(m);
+  abandoned_push_chain(m->cls, id, id);
+}
+
+// ---- the per-kind pools (pool lock held) -------------------------------------
+
+static void pool_list_add(pool_kind_t *pk, superslab_t *ss) {
+  if (ss->in_pool) return;
+  ss->in_pool = 1;
+  ss->pool_prev = NULL;
+  ss->pool_next = pk->head;
+  if (ss->pool_next) ss->pool_next->pool_prev = ss;
+  pk->head = ss;
+}
+
+static void pool_list_remove(pool_kind_t *pk, superslab_t *ss) {
+  if (!ss->in_pool) return;
+  ss->in_pool = 0;
+  if (ss->pool_prev) ss->pool_prev->pool_next = ss->pool_next;
+  else pk->head = ss->pool_next;
+  if (ss->pool_next) ss->pool_next->pool_prev = ss->pool_prev;
+  ss->pool_next = ss->pool_prev = NULL;
+}
+
+static void dirty_add(pool_kind_t *pk, slab_meta_t *m, int sign) {
+  size_t bytes = ss_slab_bytes(ss_of_meta(m), m->index);
+  size_t d = atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed);
+  atomic_store_explicit(&pk->dirty_bytes, sign > 0 ? d + bytes : d - bytes, memory_order_relaxed);
+}
+
+void pool_unmap_superslab(superslab_t *ss) {
+  pool_kind_t *pk = &g_pool[ss->kind];
+  pool_list_remove(pk, ss);
+  pk->empty_ss--;
+  for (unsigned i = 0; i < ss->nslabs; i++) {
+    slab_meta_t *m = &ss->slabs[i];
+    if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
+  }
+  pthread_mutex_lock(&g_registry_lock);
+  ss_registry_remove(ss);
+  pthread_mutex_unlock(&g_registry_lock);
+  HAK_SITE(SITE_SS_COUNTERS);
+  atomic_fetch_sub_explicit(&g_ss_live, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&g_ss_unmapped_total, 1, memory_order_relaxed);
+  superslab_unmap(ss);
+}
+
+void pool_put_locked(slab_meta_t *m, uint64_t now) {
+  superslab_t *ss = ss_of_meta(m);
+  pool_kind_t *pk = &g_pool[ss->kind];
+  HAK_ASSERT((ss->free_mask & (1u << m->index)) == 0);
+  ss->free_mask |= 1u << m->index;
+  pool_list_add(pk, ss);
+  if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
+    dirty_add(pk, m, +1);
+    m->free_since_ms = now;
+    uint64_t due = now + g_hak_config.purge_delay_ms;
+    if (due < atomic_load_explicit(&pk->next_due_ms, memory_order_relaxed))
+      atomic_store_explicit(&pk->next_due_ms, due, memory_order_relaxed);
+  }
+  if (ss->free_mask == ss_all_slabs_mask(ss) && ++pk->empty_ss > g_hak_config.keep_empty_superslabs)
+    pool_unmap_superslab(ss);
+}
+
+void pool_add_new_locked(superslab_t *ss) {
+  pool_kind_t *pk = &g_pool[ss->kind];
+  HAK_ASSERT(ss->free_mask == ss_all_slabs_mask(ss));
+  pk->empty_ss++;
+  pool_list_add(pk, ss);
+}
+
+uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
+  pool_kind_t *pk = &g_pool[kind];
+  uint32_t n = 0;
+  while (n < want && pk->head != NULL) {
+    superslab_t *ss = pk->head;
+    if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss--;
+    while (n < want && ss->free_mask != 0) {
+      unsigned idx = (unsigned)__builtin_ctz(ss->free_mask);
+      ss->free_mask &= ~(1u << idx);
+      slab_meta_t *m = &ss->slabs[idx];
+      if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
+      out[n++] = m;
+    }
+    if (ss->free_mask == 0) pool_list_remove(pk, ss);
+  }
+  return n;
+}
+
+void slab_unbind(slab_meta_t *m) {
+  m->capacity = 0;
+  m->where = SLAB_IN_NONE;
+  m->list_next = m->list_prev = NULL;
+  atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
+  atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);   // it held blocks: pages are resident
+  uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
+  // release: a stale reader that acquires the new generation sees the fields above.
+  atomic_store_explicit(&m->state, SLAB_GEN(w) + 0x100u + SLAB_FREE, memory_order_release);
+}
+
+#if HAK_DEBUG
+void ss_validate(const superslab_t *ss) {
+  HAK_CHECK(ss_registry_contains(ss), "SuperSlab not in the registry", ss);
+  HAK_CHECK(ss->nslabs == (SS_SIZE >> ss->slab_shift), "SuperSlab slab count wrong", ss);
+  HAK_CHECK((ss->free_mask & ~ss_all_slabs_mask(ss)) == 0, "free mask names slabs past the end", ss);
+  HAK_CHECK((ss->free_mask != 0) == (ss->in_pool != 0), "SuperSlab with FREE slabs not on its pool list", ss);
+  for (unsigned i = 0; i < ss->nslabs; i++) {
+    const slab_meta_t *m = &ss->slabs[i];
+    if (ss->free_mask & (1u << i))
+      HAK_CHECK(SLAB_STATE(atomic_load(&m->state)) == SLAB_FREE, "slab in the free mask is not FREE", m);
+  }
+}
+
+void shared_pool_stash_validate(const slab_stash_t *st) {
+  HAK_CHECK(st->n <= SLAB_STASH_MAX, "stash overfull", st);
+  for (uint32_t i = 0; i < st->n; i++) {
+    const slab_meta_t *m = st->slab[i];
+    HAK_CHECK(SLAB_STATE(atomic_load(&m->state)) == SLAB_FREE, "stash slab not FREE", m);
+    HAK_CHECK((ss_of_meta(m)->free_mask & (1u << m->index)) == 0, "stash slab also in the pool", m);
+  }
+}
+#endif

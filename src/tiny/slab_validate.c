@@ -1,0 +1,61 @@
+// slab_validate.c — see slab_validate.h.
+#include "tiny/slab_validate.h"
+
+#include "tiny/tls_sll_box.h"
+
+#if HAK_DEBUG
+// Length of a free list of m, checking each block; at most capacity steps.
+static uint32_t free_list_length(const slab_meta_t *m, void *head, const char *which) {
+  uint32_t n = 0;
+  char *end = m->base + (size_t)m->capacity * m->block_size;
+  for (hak_base_ptr_t b = hak_base_from_raw(head); !hak_base_is_null(b); b = block_next(b)) {
+    char *p = hak_base_raw(b);
+    HAK_CHECK(++n <= m->capacity, which, m);
+    HAK_CHECK(p >= m->base && p < m->carve && p < end, "free block outside the slab's carved part", p);
+    HAK_CHECK((size_t)(p - m->base) % m->block_size == 0, "free block not a block start", p);
+    HAK_CHECK(block_is_free(b), "free block without its free mark", p);
+  }
+  return n;
+}
+
+void slab_validate_at(const slab_meta_t *m, int quiet) {
+  uint32_t w = atomic_load(&m->state);
+  unsigned st = SLAB_STATE(w);
+  uintptr_t owner = atomic_load(&m->owner);
+  uint32_t notify = atomic_load(&m->notify);
+  HAK_CHECK(st <= SLAB_EMPTY_LISTED, "slab state out of range", m);
+  HAK_CHECK(m->base == ss_slab_start(ss_of_meta(m), m->index), "slab base moved", m);
+  if (st == SLAB_FREE) {
+    HAK_CHECK(m->capacity == 0, "FREE slab with a capacity", m);
+    HAK_CHECK(owner == SLAB_OWNER_POOL, "FREE slab with an owner", m);
+    HAK_CHECK(notify == SLAB_NOTIFY_IDLE, "FREE slab with a notification", m);
+    HAK_CHECK(m->where == SLAB_IN_NONE, "FREE slab on a thread's list", m);
+    HAK_CHECK(atomic_load(&m->used) == 0, "FREE slab with blocks in use", m);
+    return;
+  }
+  HAK_CHECK(m->cls < HAK_NUM_CLASSES && m->block_size == g_size_class[m->cls].size, "slab class and size disagree",
+            m);
+  HAK_CHECK(m->capacity == ss_slab_bytes(ss_of_meta(m), m->index) / m->block_size, "slab capacity wrong", m);
+  if (st == SLAB_ACTIVE) {
+    HAK_CHECK(owner != 0 && owner != SLAB_OWNER_POOL, "ACTIVE slab without an owner", m);
+    HAK_CHECK(m->where != SLAB_IN_NONE, "ACTIVE slab on none of its owner's lists", m);
+  } else {
+    HAK_CHECK(owner == 0, "abandoned slab with an owner", m);
+    HAK_CHECK(m->where == SLAB_IN_NONE, "abandoned slab on a thread's list", m);
+    HAK_CHECK(notify == SLAB_NOTIFY_IDLE, "abandoned slab with a notification", m);
+  }
+  char *end = m->base + (size_t)m->capacity * m->block_size;
+  HAK_CHECK(m->carve >= m->base && m->carve <= end, "carve point outside the slab", m);
+  HAK_CHECK((size_t)(m->carve - m->base) % m->block_size == 0, "carve point not on a block", m);
+  uint32_t carved = (uint32_t)((size_t)(m->carve - m->base) / m->block_size);
+  uint32_t local = free_list_length(m, m->freelist, "slab free list longer than its capacity");
+  uint32_t remote = free_list_length(m, atomic_load(&m->remote_head), "remote list longer than its capacity");
+  uint32_t used = atomic_load(&m->used);
+  // A remote freer pushes its chain before it lowers `used`: while one is in
+  // flight the sum exceeds the capacity, never falls short of it.
+  uint32_t sum = local + remote + (m->capacity - carved) + used;
+  if (quiet) HAK_CHECK(sum == m->capacity, "|freelist| + |remote| + uncarved + used != capacity", m);
+  else HAK_CHECK(sum >= m->capacity, "|freelist| + |remote| + uncarved + used < capacity", m);
+  if (st == SLAB_EMPTY_LISTED) HAK_CHECK(used == 0, "EMPTY_LISTED slab with blocks in use", m);
+}
+#endif

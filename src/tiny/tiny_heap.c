@@ -1,0 +1,234 @@
+// tiny_heap.c — a thread's slabs (see tiny_heap.h).
+#include "tiny/tiny_heap.h"
+
+#include <sched.h>
+
+#include "stats/stats.h"
+#include "tiny/slab_validate.h"
+
+__thread tiny_heap_t t_heap __attribute__((tls_model("initial-exec")));
+
+// ---- owner-only doubly-linked lists --------------------------------------
+
+static void list_push(slab_meta_t **head, slab_meta_t *m, uint8_t where) {
+  m->where = where;
+  m->list_prev = NULL;
+  m->list_next = *head;
+  if (*head != NULL) (*head)->list_prev = m;
+  *head = m;
+}
+
+static void list_remove(slab_meta_t **head, slab_meta_t *m) {
+  if (m->list_prev != NULL) m->list_prev->list_next = m->list_next;
+  else *head = m->list_next;
+  if (m->list_next != NULL) m->list_next->list_prev = m->list_prev;
+  m->list_next = m->list_prev = NULL;
+  m->where = SLAB_IN_NONE;
+}
+
+// ---- the wake list ---------------------------------------------------------
+
+void tiny_heap_notify_owner(slab_meta_t *m) {
+  uint32_t armed = SLAB_NOTIFY_ARMED;
+  // seq_cst load: pairs with the owner's seq_cst arming store and our
+  // caller's seq_cst push on the remote list (one of the two sides sees the other).
+  if (atomic_load_explicit(&m->notify, memory_order_seq_cst) != armed) return;
+  if (!atomic_compare_exchange_strong_explicit(&m->notify, &armed, SLAB_NOTIFY_NOTIFYING, memory_order_acquire,
+                                               memory_order_relaxed))
+    return;
+  HAK_SITE(SITE_NOTIFY);
+  // The owner waits for NOTIFYING to end before it abandons m, so its heap
+  // (in its TLS) is alive until our store below.
+  tiny_heap_t *h = (tiny_heap_t *)atomic_load_explicit(&m->owner, memory_order_relaxed);
+  slab_meta_t *old = atomic_load_explicit(&h->wake, memory_order_relaxed);
+  do {
+    atomic_store_explicit(&m->wake_next, old, memory_order_relaxed);
+    // release: the owner that takes the list (acquire) sees wake_next.
+  } while (!atomic_compare_exchange_weak_explicit(&h->wake, &old, m, memory_order_release, memory_order_relaxed));
+  HAK_SITE(SITE_NOTIFY);
+  atomic_store_explicit(&m->notify, SLAB_NOTIFY_NOTIFIED, memory_order_release);
+}
+
+static void heap_release_empty(tiny_heap_t *h, slab_meta_t *m);
+
+// Take the whole wake list: each slab is IDLE again, and one still on the
+// full list moves to the partial list (or back to the pool when EMPTY).
+static void heap_take_wake(tiny_heap_t *h) {
+  if (atomic_load_explicit(&h->wake, memory_order_relaxed) == NULL) return;
+  // acquire: the pushers' wake_next stores (release) are visible.
+  slab_meta_t *m = atomic_exchange_explicit(&h->wake, NULL, memory_order_acquire);
+  while (m != NULL) {
+    slab_meta_t *next = atomic_load_explicit(&m->wake_next, memory_order_relaxed);
+    atomic_store_explicit(&m->notify, SLAB_NOTIFY_IDLE, memory_order_relaxed);
+    if (m->where == SLAB_IN_FULL) {
+      list_remove(&h->full[m->cls], m);
+      if (atomic_load_explicit(&m->used, memory_order_acquire) == 0) heap_release_empty(h, m);
+      else list_push(&h->partial[m->cls], m, SLAB_IN_PARTIAL);
+    }
+    m = next;
+  }
+}
+
+// Make sure no remote freer will touch m's notify word or wake link again
+// (m leaves this heap): ARMED becomes IDLE, a push in flight is waited for,
+// and a slab on the wake list is taken off it.
+static void heap_disarm(tiny_heap_t *h, slab_meta_t *m) {
+  for (;;) {
+    uint32_t v = atomic_load_explicit(&m->notify, memory_order_acquire);
+    if (v == SLAB_NOTIFY_IDLE) return;
+    if (v == SLAB_NOTIFY_ARMED) {
+      if (atomic_compare_exchange_strong_explicit(&m->notify, &v, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+        return;
+    } else if (v == SLAB_NOTIFY_NOTIFYING) {
+      sched_yield();                 // a freer between its two stores: a few instructions
+    } else {
+      heap_take_wake(h);             // NOTIFIED: m is on our wake list
+    }
+  }
+}
+
+// Stop a slab leaving this heap from being pushed on the wake list again: ARMED
+// becomes IDLE and a push in flight is waited for. 1 when it is on the wake
+// list (NOTIFIED), to be taken off by heap_take_wake.
+static int heap_disarm_pending(slab_meta_t *m) {
+  for (;;) {
+    uint32_t v = atomic_load_explicit(&m->notify, memory_order_acquire);
+    if (v == SLAB_NOTIFY_IDLE) return 0;
+    if (v == SLAB_NOTIFY_NOTIFIED) return 1;
+    if (v == SLAB_NOTIFY_NOTIFYING) sched_yield();
+    else if (atomic_compare_exchange_strong_explicit(&m->notify, &v, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+      return 0;
+  }
+}
+
+// An owned slab whose every block is free (used == 0) goes back to the pool.
+static void heap_release_empty(tiny_heap_t *h, slab_meta_t *m) {
+  heap_disarm(h, m);
+  m->where = SLAB_IN_NONE;
+  shared_pool_release_owned(m, &h->stash[g_size_class[m->cls].kind]);
+}
+
+// ---- refill side ---------------------------------------------------------
+
+slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
+  slab_meta_t *m = h->partial[cls];
+  if (m == NULL) {
+    heap_take_wake(h);
+    m = h->partial[cls];
+  }
+  if (m != NULL) {
+    list_remove(&h->partial[cls], m);
+  } else {
+    unsigned kind = g_size_class[cls].kind;
+    m = shared_pool_acquire_slab(cls, thread_self_id(), &h->stash[kind]);
+    if (m == NULL) return NULL;
+  }
+  m->where = SLAB_IN_CURRENT;
+  h->cur[cls] = m;
+  return m;
+}
+
+void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls) {
+  slab_meta_t *m = h->cur[cls];
+  h->cur[cls] = NULL;
+  list_push(&h->full[cls], m, SLAB_IN_FULL);
+  uint32_t v;
+  while ((v = atomic_load_explicit(&m->notify, memory_order_acquire)) == SLAB_NOTIFY_NOTIFYING) sched_yield();
+  if (v == SLAB_NOTIFY_NOTIFIED) return;   // on the wake list already: it comes back from there
+  // seq_cst store then seq_cst load, against the remote freer's seq_cst push
+  // then seq_cst load of notify: either it sees ARMED, or we see its block.
+  atomic_store_explicit(&m->notify, SLAB_NOTIFY_ARMED, memory_order_seq_cst);
+  if (atomic_load_explicit(&m->remote_head, memory_order_seq_cst) == NULL) return;
+  uint32_t armed = SLAB_NOTIFY_ARMED;
+  if (atomic_compare_exchange_strong_explicit(&m->notify, &armed, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
+                                              memory_order_relaxed)) {
+    list_remove(&h->full[cls], m);         // a remote free came in between: usable again
+    list_push(&h->partial[cls], m, SLAB_IN_PARTIAL);
+  }                                         // else a freer is waking us: it comes back from the wake list
+}
+
+// ---- free side -----------------------------------------------------------
+
+void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty) {
+  switch (m->where) {
+  case SLAB_IN_CURRENT:
+    return;                                // the current slab stays, empty or not
+  case SLAB_IN_FULL:
+    list_remove(&h->full[m->cls], m);
+    if (!empty) {
+      // Disarmed when we can (else it is being or was pushed on the wake
+      // list, where a slab that is no longer full is just made IDLE).
+      uint32_t armed = SLAB_NOTIFY_ARMED;
+      atomic_compare_exchange_strong_explicit(&m->notify, &armed, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
+                                              memory_order_relaxed);
+      list_push(&h->partial[m->cls], m, SLAB_IN_PARTIAL);
+      return;
+    }
+    break;
+  case SLAB_IN_PARTIAL:
+    if (!empty) return;
+    list_remove(&h->partial[m->cls], m);
+    break;
+  default:
+    HAK_ASSERT(0 && "a slab of this heap is on no list");
+    return;
+  }
+  heap_release_empty(h, m);
+}
+
+// ---- thread exit ---------------------------------------------------------
+
+void tiny_heap_abandon_all(tiny_heap_t *h) {
+  // First no freer may reach this heap any more, then the slabs go.
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    if (h->cur[c] != NULL) heap_disarm_pending(h->cur[c]);
+    for (slab_meta_t *m = h->partial[c]; m != NULL; m = m->list_next) heap_disarm_pending(m);
+    for (slab_meta_t *m = h->full[c]; m != NULL; m = m->list_next) heap_disarm_pending(m);
+  }
+  heap_take_wake(h);   // may move slabs from full to partial, or release EMPTY ones
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    slab_meta_t *m = h->cur[c];
+    if (m != NULL) {
+      h->cur[c] = NULL;
+      m->where = SLAB_IN_NONE;
+      shared_pool_detach_slab(m);
+    }
+    slab_meta_t **lists[2] = {&h->partial[c], &h->full[c]};
+    for (unsigned l = 0; l < 2; l++) {
+      while ((m = *lists[l]) != NULL) {
+        list_remove(lists[l], m);
+        shared_pool_detach_slab(m);
+      }
+    }
+  }
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&h->stash[k]);
+}
+
+#if HAK_DEBUG
+static void validate_list(const tiny_heap_t *h, const slab_meta_t *head, unsigned cls, uint8_t where) {
+  const slab_meta_t *prev = NULL;
+  for (const slab_meta_t *m = head; m != NULL; prev = m, m = m->list_next) {
+    HAK_CHECK(m->where == where, "heap slab on a list its `where` does not name", m);
+    HAK_CHECK(m->list_prev == prev, "heap list links broken", m);
+    HAK_CHECK(m->cls == cls, "heap slab on another class's list", m);
+    HAK_CHECK(atomic_load(&m->owner) == (uintptr_t)h, "heap slab owned by another thread", m);
+    slab_validate(m);
+  }
+}
+
+void tiny_heap_validate(const tiny_heap_t *h) {
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    const slab_meta_t *m = h->cur[c];
+    if (m != NULL) {
+      HAK_CHECK(m->where == SLAB_IN_CURRENT && m->cls == c, "current slab not marked current", m);
+      HAK_CHECK(atomic_load(&m->owner) == (uintptr_t)h, "current slab owned by another thread", m);
+      slab_validate(m);
+    }
+    validate_list(h, h->partial[c], c, SLAB_IN_PARTIAL);
+    validate_list(h, h->full[c], c, SLAB_IN_FULL);
+  }
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_validate(&h->stash[k]);
+}
+#endif

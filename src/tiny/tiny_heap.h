@@ -1,0 +1,69 @@
+// tiny_heap.h — a thread's slabs: the ones it carved stay with it until they
+// are EMPTY or the thread exits (DESIGN.md §6, mimalloc's heap and its full
+// page queue).
+//
+// Per class the heap holds the current slab (refilled from), a partial list
+// (slabs with blocks known free) and a full list (slabs with none known
+// free). A slab goes to the full list when a refill finds it exhausted and
+// comes back to the partial list on the first free into it: by its owner
+// (tiny_heap_slab_freed, no atomic) or by another thread, which finds the
+// slab's notify word ARMED and pushes it on the heap's wake list (one CAS per
+// full slab, not per block). The owner takes the whole wake list at once
+// before it asks the Shared Pool for a new slab. A slab that its owner empties
+// goes back to the thread's stash of FREE slabs, then to the pool.
+//
+// At thread exit (or hak_thread_flush) every slab is abandoned to the Shared
+// Pool (shared_pool_detach_slab), where another thread adopts it.
+//
+// Invariants (tiny_heap_validate, debug builds), per class c:
+//   cur[c] == NULL or (cur[c]->where == CURRENT, owner == this heap)
+//   every slab on partial[c] has where == PARTIAL, on full[c] where == FULL,
+//   all of class c and ACTIVE, owned by this heap; the lists are disjoint and
+//   their links consistent (m->list_next->list_prev == m).
+//   A slab on full[c] has notify ARMED, NOTIFYING or NOTIFIED, or remote frees
+//   raced its arming and it is moving to partial.
+#ifndef HAK_TINY_HEAP_H
+#define HAK_TINY_HEAP_H
+
+#include "shared_pool/shared_pool.h"
+#include "superslab/superslab.h"
+
+enum thread_status { THREAD_NEW = 0, THREAD_LIVE = 1, THREAD_DONE = 2 };
+
+typedef struct tiny_heap {
+  slab_meta_t *cur[HAK_NUM_CLASSES];       // the slab this thread refills from
+  slab_meta_t *partial[HAK_NUM_CLASSES];   // owned slabs with free blocks
+  slab_meta_t *full[HAK_NUM_CLASSES];      // owned slabs with none known free
+  slab_stash_t stash[HAK_SLAB_KINDS];      // FREE slabs held for the next acquire
+  uint8_t      status;                     // enum thread_status
+  // Written by other threads: full slabs that got a remote free.
+  slab_meta_t *_Atomic wake __attribute__((aligned(64)));
+  uint8_t      pad[56];
+} tiny_heap_t;
+
+extern HAK_INTERNAL __thread tiny_heap_t t_heap __attribute__((tls_model("initial-exec")));
+
+// A per-thread id for slab ownership: never 0 or SLAB_OWNER_POOL, unique
+// among live threads; it is the address of the thread's heap, so a remote
+// freer can reach the wake list of a full slab's owner.
+HAK_INLINE uintptr_t thread_self_id(void) { return (uintptr_t)&t_heap; }
+
+// The next slab to refill cls from, made current: the partial list, then the
+// wake list, then the Shared Pool. NULL when out of memory.
+slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls);
+// The current slab of cls has no free block: move it to the full list.
+void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls);
+// The owner gave blocks back to m (a slab of this heap); empty: m's live
+// count reached zero. Moves m from the full list, recycles it when EMPTY.
+void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty);
+// Abandon every slab to the Shared Pool and give the stash back (the TLS
+// lists must be flushed first).
+void tiny_heap_abandon_all(tiny_heap_t *h);
+// A remote free found m's notify word ARMED: push m on its owner's wake list.
+void tiny_heap_notify_owner(slab_meta_t *m);
+
+#if HAK_DEBUG
+void tiny_heap_validate(const tiny_heap_t *h);
+#endif
+
+#endif
