@@ -5,7 +5,7 @@
 #   make bench-instr   instructions per malloc+free with callgrind (WS8192 row)
 #   make bench-scale   throughput vs threads (THREADS="1 2 4 8 16"), every allocator,
 #                      plus hakmem's per-site contention counters (build/stats, STATS=1);
-#                      not part of `make test` (~5 minutes on 2 cores)
+#                      not part of `make test` (~3 minutes on 2 cores)
 #   make bench-smoke   every program once with tiny sizes under hakmem (a test)
 #   make bench-bins    only build the programs (build/bench/)
 # Variables: REPS, THREADS (bench-scale), BENCH_ROWS=ws-small,larson (a subset), BENCH_ALLOCS=hakmem,glibc,

@@ -307,7 +307,7 @@ def write_chart(rows, threads, allocs, summ, outdir):
     cpu_mark = ""
     if max(threads) > ncpu:   # beyond this line the machine is oversubscribed
         cpu_mark = ("set arrow from %d, graph 0 to %d, graph 1 nohead dt 2 lc rgb 'gray40'\n"
-                    "set label '%d CPUs' at %d, graph 0.97 offset 0.5,0 font ',8' tc rgb 'gray40'\n"
+                    "set label '%d CPUs' at %d, graph 0.04 offset 0.5,0 font ',8' tc rgb 'gray40'\n"
                     % (ncpu, ncpu, ncpu, ncpu))
     script = [f"""
 set terminal pngcairo size {700 * cols},{420 * nrows + 60} font ',10' noenhanced
