@@ -3,9 +3,12 @@
 #                      interleaved, REPS=3 repetitions, medians (~3 minutes)
 #   make bench-full    3x the sizes (BENCH_FULL_SCALE), 5 repetitions (~15 minutes)
 #   make bench-instr   instructions per malloc+free with callgrind (WS8192 row)
+#   make bench-scale   throughput vs threads (THREADS="1 2 4 8 16"), every allocator,
+#                      plus hakmem's per-site contention counters (build/stats, STATS=1);
+#                      not part of `make test` (~3 minutes on 2 cores)
 #   make bench-smoke   every program once with tiny sizes under hakmem (a test)
 #   make bench-bins    only build the programs (build/bench/)
-# Variables: REPS, BENCH_ROWS=ws-small,larson (a subset), BENCH_ALLOCS=hakmem,glibc,
+# Variables: REPS, THREADS (bench-scale), BENCH_ROWS=ws-small,larson (a subset), BENCH_ALLOCS=hakmem,glibc,
 # BENCH_SCALE (size multiplier), BENCH_OUT (results). See bench/README.md.
 # The programs are built with plain cc -O2 -pthread, not with the library's
 # CFLAGS: they are ordinary programs that call malloc.
@@ -13,7 +16,7 @@
 BENCH_CC     ?= cc
 BENCH_CFLAGS ?= -O2 -pthread -g -Wall -Wextra
 BENCH_DIR    := $(BUILD)/bench
-BENCH_PROGS  := ws8192 larson prodcons falseshare reallocgrow large churn
+BENCH_PROGS  := ws8192 larson prodcons falseshare reallocgrow large churn ring
 BENCH_BINS   := $(addprefix $(BENCH_DIR)/,$(BENCH_PROGS))
 BENCH_OUT    ?= results
 BENCH_SCALE  ?= 1
@@ -24,7 +27,7 @@ BENCH_FULL_REPS := $(if $(filter command line environment,$(origin REPS)),$(REPS
 BENCH_SEL    := $(if $(BENCH_ROWS),--rows $(BENCH_ROWS)) $(if $(BENCH_ALLOCS),--allocs $(BENCH_ALLOCS))
 BENCH_PY     := python3 scripts/bench.py --lib $(LIB_SO) --bindir $(BENCH_DIR) --out $(BENCH_OUT)
 
-.PHONY: bench bench-full bench-instr bench-smoke bench-bins bench-peers
+.PHONY: bench bench-full bench-instr bench-scale bench-smoke bench-bins bench-peers
 
 $(BENCH_BINS): $(BENCH_DIR)/%: bench/%.c bench/bench_common.h
 	@mkdir -p $(dir $@)
@@ -47,7 +50,18 @@ bench-instr: bench-peers $(LIB_SO) $(BENCH_DIR)/ws8192
 	python3 scripts/bench-instr.py --lib $(LIB_SO) --bin $(BENCH_DIR)/ws8192 --out $(BENCH_OUT) \
 	  $(if $(BENCH_ALLOCS),--allocs $(BENCH_ALLOCS))
 
+# bench-scale: the statistics build comes from a sub-make (STATS=1 selects
+# build/stats); DEBUG and SAN are reset so a DEBUG=1 on the command line does
+# not send it elsewhere. If it does not build, make stops with the error.
+STATS_SO := build/stats/libhakmem.so
+bench-scale: bench-peers $(LIB_SO) $(BENCH_BINS)
+	$(MAKE) --no-print-directory STATS=1 DEBUG=0 SAN= $(STATS_SO)
+	python3 scripts/bench-scale.py --lib $(LIB_SO) --stats-lib $(STATS_SO) --bindir $(BENCH_DIR) \
+	  --out $(BENCH_OUT) --reps $(REPS) --scale $(BENCH_SCALE) $(if $(THREADS),--threads "$(THREADS)") \
+	  $(BENCH_SEL)
+
 bench-smoke: $(LIB_SO) $(BENCH_BINS)
 	@python3 scripts/bench.py --smoke --lib $(LIB_SO) --bindir $(BENCH_DIR)
+	@python3 scripts/bench-scale.py --self-test
 
 TEST_RUNS += bench-smoke

@@ -49,6 +49,8 @@ ROWS = [
     dict(id="cross-2", label="WS8192 small, 2 threads cross-thread free", prog="ws8192",
          args=["-w", "8192", "--min", "16", "--max", "1024", "-t", "2", "-x"], nopt="-n",
          n=10_000_000, smoke=10_000),
+    dict(id="ring-2", label="ring, 2 threads, every free cross-thread 16-1024 B", prog="ring",
+         args=["-t", "2", "--min", "16", "--max", "1024"], nopt="-n", n=5_000_000, smoke=10_000),
     dict(id="larson", label="larson server, 2 threads 8-1000 B", prog="larson",
          args=["-t", "2", "-c", "1000", "--min", "8", "--max", "1000"], nopt="-n", n=4_000_000,
          smoke=10_000),
@@ -100,27 +102,36 @@ def parse_result(stdout):
 
 def run_once(binpath, args, alloc, lib, timeout):
     """Runs one program; returns (result dict or None, error string)."""
+    res, err, _ = run_capture(binpath, args, alloc, lib, timeout)
+    return res, err
+
+
+def run_capture(binpath, args, alloc, lib, timeout, extra_env=None):
+    """run_once that also returns the program's stderr (bench-scale reads the
+    statistics build's report there): (result dict or None, error, stderr)."""
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
+    if extra_env:
+        env.update(extra_env)
     if lib:
         env["LD_PRELOAD"] = os.path.abspath(lib)
     cmd = [binpath] + args
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return None, "timeout after %ds" % timeout
+        return None, "timeout after %ds" % timeout, ""
     if p.returncode != 0:
         sig = " (signal %d)" % -p.returncode if p.returncode < 0 else ""
         tail = (p.stderr.strip().splitlines() or [""])[-1][:160]
-        return None, "exit %d%s %s" % (p.returncode, sig, tail)
+        return None, "exit %d%s %s" % (p.returncode, sig, tail), p.stderr
     res = parse_result(p.stdout)
     if res is None:
-        return None, "no RESULT line"
+        return None, "no RESULT line", p.stderr
     if "cannot be preloaded" in p.stderr:
-        return None, "LD_PRELOAD ignored: " + p.stderr.strip().splitlines()[0][:160]
+        return None, "LD_PRELOAD ignored: " + p.stderr.strip().splitlines()[0][:160], p.stderr
     if not res.get("alloc", "").startswith(EXPECT[alloc]):
-        return None, "ran with %s, not %s" % (res.get("alloc"), alloc)
-    return res, ""
+        return None, "ran with %s, not %s" % (res.get("alloc"), alloc), p.stderr
+    return res, "", p.stderr
 
 
 def row_args(row, scale, smoke):
@@ -274,6 +285,37 @@ unset multiplot
     return png
 
 
+def select_allocs(lib, bindir, allocs_csv, smoke=False):
+    """The allocators to run, [(name, library path or None)], hakmem first.
+    hakmem must exist and load (a short ws8192 run must report alloc=libhakmem)
+    unless allocs_csv leaves it out; returns None (after saying why) if not.
+    Peers that are not installed are named and left out."""
+    want_allocs = allocs_csv.split(",") if allocs_csv else None
+    if (want_allocs is None or "hakmem" in want_allocs) and not os.path.exists(lib):
+        log("bench: ERROR: hakmem library %s does not exist (did `make` fail?)" % lib)
+        return None
+    allocs = [("hakmem", lib)]
+    if not smoke:
+        allocs.append(("glibc", None))
+        for name, soname in PEERS:
+            path = find_peer(soname)
+            if path:
+                allocs.append((name, path))
+            else:
+                log("bench: peer %s (%s) not installed: left out (scripts/install-peers.sh)"
+                    % (name, soname))
+    if want_allocs:
+        allocs = [a for a in allocs if a[0] in want_allocs]
+        if "hakmem" not in want_allocs:
+            log("bench: hakmem left out on request (--allocs)")
+    if any(a == "hakmem" for a, _ in allocs):
+        res, err = run_once(os.path.join(bindir, "ws8192"), ["-n", "10000"], "hakmem", lib, 60)
+        if res is None:
+            log("bench: ERROR: hakmem (%s) does not run the benchmark: %s" % (lib, err))
+            return None
+    return allocs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lib", default="build/libhakmem.so", help="hakmem's drop-in library")
@@ -301,32 +343,9 @@ def main():
         if not os.access(b, os.X_OK):
             sys.exit("bench: program %s is missing (make bench-bins)" % b)
 
-    # hakmem first; it must exist and load (unless --allocs leaves it out).
-    want_allocs = opt.allocs.split(",") if opt.allocs else None
-    if (want_allocs is None or "hakmem" in want_allocs) and not os.path.exists(opt.lib):
-        log("bench: ERROR: hakmem library %s does not exist (did `make` fail?)" % opt.lib)
+    allocs = select_allocs(opt.lib, opt.bindir, opt.allocs, opt.smoke)
+    if allocs is None:
         return 1
-    allocs = [("hakmem", opt.lib)]
-    if not opt.smoke:
-        allocs.append(("glibc", None))
-        for name, soname in PEERS:
-            path = find_peer(soname)
-            if path:
-                allocs.append((name, path))
-            else:
-                log("bench: peer %s (%s) not installed: left out (scripts/install-peers.sh)"
-                    % (name, soname))
-    if want_allocs:
-        allocs = [a for a in allocs if a[0] in want_allocs]
-        if "hakmem" not in want_allocs:
-            log("bench: hakmem left out on request (--allocs)")
-    has_h = any(a == "hakmem" for a, _ in allocs)
-
-    if has_h:
-        res, err = run_once(os.path.join(opt.bindir, "ws8192"), ["-n", "10000"], "hakmem", opt.lib, 60)
-        if res is None:
-            log("bench: ERROR: hakmem (%s) does not run the benchmark: %s" % (opt.lib, err))
-            return 1
 
     if opt.smoke:
         fails = 0
