@@ -47,10 +47,12 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
   char *end = m->base + (size_t)m->capacity * m->block_size;
   HAK_CHECK(m->carve >= m->base && m->carve <= end, "carve point outside the slab", m);
   HAK_CHECK((size_t)(m->carve - m->base) % m->block_size == 0, "carve point not on a block", m);
+  // `used` first: a remote free in flight pushes before it lowers `used`, so
+  // a block counted out of `used` after this load is on the remote list below.
+  uint32_t used = atomic_load(&m->used);
   uint32_t carved = (uint32_t)((size_t)(m->carve - m->base) / m->block_size);
   uint32_t local = free_list_length(m, m->freelist, "slab free list longer than its capacity");
   uint32_t remote = free_list_length(m, atomic_load(&m->remote_head), "remote list longer than its capacity");
-  uint32_t used = atomic_load(&m->used);
   // A remote freer pushes its chain before it lowers `used`: while one is in
   // flight the sum exceeds the capacity, never falls short of it.
   uint32_t sum = local + remote + (m->capacity - carved) + used;

@@ -118,16 +118,16 @@ static void test_aligned_alloc_rejects_a_non_power_of_two_with_einval(void **sta
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_results_of_16_bytes_or_more_are_16_aligned_up_to_64k),
-    cmocka_unit_test(test_aligned_alloc_honours_every_power_of_two_up_to_64m),
-    cmocka_unit_test(test_aligned_alloc_of_the_alignment_itself_is_aligned),
-    cmocka_unit_test(test_posix_memalign_honours_every_power_of_two_up_to_64m),
-    cmocka_unit_test(test_aligned_blocks_have_usable_size_of_at_least_the_request),
-    cmocka_unit_test(test_aligned_blocks_are_writable_to_their_last_byte),
-    cmocka_unit_test(test_aligned_blocks_free_back_to_the_allocator),
-    cmocka_unit_test(test_posix_memalign_rejects_a_non_power_of_two_without_touching_out),
-    cmocka_unit_test(test_posix_memalign_rejects_alignment_below_pointer_size),
-    cmocka_unit_test(test_aligned_alloc_rejects_a_non_power_of_two_with_einval),
+    HAK_UNIT_TEST(test_results_of_16_bytes_or_more_are_16_aligned_up_to_64k),
+    HAK_UNIT_TEST(test_aligned_alloc_honours_every_power_of_two_up_to_64m),
+    HAK_UNIT_TEST(test_aligned_alloc_of_the_alignment_itself_is_aligned),
+    HAK_UNIT_TEST(test_posix_memalign_honours_every_power_of_two_up_to_64m),
+    HAK_UNIT_TEST(test_aligned_blocks_have_usable_size_of_at_least_the_request),
+    HAK_UNIT_TEST(test_aligned_blocks_are_writable_to_their_last_byte),
+    HAK_UNIT_TEST(test_aligned_blocks_free_back_to_the_allocator),
+    HAK_UNIT_TEST(test_posix_memalign_rejects_a_non_power_of_two_without_touching_out),
+    HAK_UNIT_TEST(test_posix_memalign_rejects_alignment_below_pointer_size),
+    HAK_UNIT_TEST(test_aligned_alloc_rejects_a_non_power_of_two_with_einval),
   };
   return cmocka_run_group_tests_name("alignment", tests, NULL, NULL);
 }

@@ -126,13 +126,13 @@ static void test_valid_frees_report_nothing(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_double_free_of_the_most_recent_block_aborts),
-    cmocka_unit_test(test_double_free_of_the_most_recent_block_is_reported),
-    cmocka_unit_test(test_free_of_an_interior_pointer_aborts),
-    cmocka_unit_test(test_free_of_an_interior_pointer_is_reported),
-    cmocka_unit_test(test_double_free_of_a_block_already_flushed_to_its_slab_is_reported),
-    cmocka_unit_test(test_free_of_a_block_whose_slab_went_back_to_the_pool_is_reported),
-    cmocka_unit_test(test_valid_frees_report_nothing),
+    HAK_UNIT_TEST(test_double_free_of_the_most_recent_block_aborts),
+    HAK_UNIT_TEST(test_double_free_of_the_most_recent_block_is_reported),
+    HAK_UNIT_TEST(test_free_of_an_interior_pointer_aborts),
+    HAK_UNIT_TEST(test_free_of_an_interior_pointer_is_reported),
+    HAK_UNIT_TEST(test_double_free_of_a_block_already_flushed_to_its_slab_is_reported),
+    HAK_UNIT_TEST(test_free_of_a_block_whose_slab_went_back_to_the_pool_is_reported),
+    HAK_UNIT_TEST(test_valid_frees_report_nothing),
   };
   return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
 }

@@ -51,8 +51,8 @@ static void test_rss_falls_back_near_its_start_after_trim(void **state) {
 int main(void) {
   g_rss_at_program_start = rss_bytes();
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_rss_falls_under_a_tenth_of_the_peak_after_freeing_without_any_call),
-    cmocka_unit_test(test_rss_falls_back_near_its_start_after_trim),
+    HAK_UNIT_TEST(test_rss_falls_under_a_tenth_of_the_peak_after_freeing_without_any_call),
+    HAK_UNIT_TEST(test_rss_falls_back_near_its_start_after_trim),
   };
   return cmocka_run_group_tests_name("memory_return", tests, NULL, NULL);
 }

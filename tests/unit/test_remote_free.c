@@ -56,7 +56,7 @@ static int teardown_slab(void **state) {
   free(g_slab.blocks);
   memset(&g_slab, 0, sizeof g_slab);
   hak_thread_flush();
-  return 0;
+  return validate_engine(state);
 }
 
 static void test_setup_hands_out_every_block_of_one_slab(void **state) {

@@ -136,13 +136,13 @@ static void test_freed_superslab_no_longer_owns_its_addresses(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_empty_slab_is_rebound_to_another_class_of_the_same_kind),
-    cmocka_unit_test(test_trim_returns_an_empty_slab_to_the_pool),
-    cmocka_unit_test(test_empty_slab_freed_by_main_is_no_longer_in_use_in_the_stats),
-    cmocka_unit_test(test_superslab_is_in_the_registry_while_a_block_lives),
-    cmocka_unit_test(test_registry_forgets_a_superslab_after_its_blocks_are_freed_and_trimmed),
-    cmocka_unit_test(test_trim_unmaps_an_empty_superslab),
-    cmocka_unit_test(test_freed_superslab_no_longer_owns_its_addresses),
+    HAK_UNIT_TEST(test_empty_slab_is_rebound_to_another_class_of_the_same_kind),
+    HAK_UNIT_TEST(test_trim_returns_an_empty_slab_to_the_pool),
+    HAK_UNIT_TEST(test_empty_slab_freed_by_main_is_no_longer_in_use_in_the_stats),
+    HAK_UNIT_TEST(test_superslab_is_in_the_registry_while_a_block_lives),
+    HAK_UNIT_TEST(test_registry_forgets_a_superslab_after_its_blocks_are_freed_and_trimmed),
+    HAK_UNIT_TEST(test_trim_unmaps_an_empty_superslab),
+    HAK_UNIT_TEST(test_freed_superslab_no_longer_owns_its_addresses),
   };
   return cmocka_run_group_tests_name("shared_pool", tests, NULL, NULL);
 }

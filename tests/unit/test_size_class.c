@@ -86,15 +86,15 @@ static void test_usable_size_of_a_slab_block_is_its_class_size(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_class_sizes_increase_and_are_multiples_of_16),
-    cmocka_unit_test(test_every_size_up_to_256k_maps_to_the_smallest_class_that_fits),
-    cmocka_unit_test(test_rounding_wastes_under_16_bytes_up_to_128),
-    cmocka_unit_test(test_rounding_wastes_under_a_quarter_above_128),
-    cmocka_unit_test(test_zero_bytes_maps_to_the_smallest_class),
-    cmocka_unit_test(test_class_kind_matches_the_documented_ranges),
-    cmocka_unit_test(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
-    cmocka_unit_test(test_class_magic_divides_every_block_offset_exactly),
-    cmocka_unit_test(test_usable_size_of_a_slab_block_is_its_class_size),
+    HAK_UNIT_TEST(test_class_sizes_increase_and_are_multiples_of_16),
+    HAK_UNIT_TEST(test_every_size_up_to_256k_maps_to_the_smallest_class_that_fits),
+    HAK_UNIT_TEST(test_rounding_wastes_under_16_bytes_up_to_128),
+    HAK_UNIT_TEST(test_rounding_wastes_under_a_quarter_above_128),
+    HAK_UNIT_TEST(test_zero_bytes_maps_to_the_smallest_class),
+    HAK_UNIT_TEST(test_class_kind_matches_the_documented_ranges),
+    HAK_UNIT_TEST(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
+    HAK_UNIT_TEST(test_class_magic_divides_every_block_offset_exactly),
+    HAK_UNIT_TEST(test_usable_size_of_a_slab_block_is_its_class_size),
   };
   return cmocka_run_group_tests_name("size_class", tests, NULL, NULL);
 }

@@ -171,15 +171,15 @@ static void test_four_threads_exchanging_blocks_leave_nothing_in_use(void **stat
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_a_thread_counts_as_live_while_it_runs),
-    cmocka_unit_test(test_threads_live_drops_when_a_thread_exits),
-    cmocka_unit_test(test_exiting_thread_gives_its_cached_blocks_back),
-    cmocka_unit_test(test_2000_short_lived_threads_leave_superslab_count_flat),
-    cmocka_unit_test(test_2000_short_lived_threads_leave_threads_live_flat),
-    cmocka_unit_test(test_blocks_keep_their_content_after_their_thread_exits),
-    cmocka_unit_test(test_blocks_of_an_exited_thread_freed_by_main_go_back),
-    cmocka_unit_test(test_four_threads_exchanging_blocks_see_intact_contents),
-    cmocka_unit_test(test_four_threads_exchanging_blocks_leave_nothing_in_use),
+    HAK_UNIT_TEST(test_a_thread_counts_as_live_while_it_runs),
+    HAK_UNIT_TEST(test_threads_live_drops_when_a_thread_exits),
+    HAK_UNIT_TEST(test_exiting_thread_gives_its_cached_blocks_back),
+    HAK_UNIT_TEST(test_2000_short_lived_threads_leave_superslab_count_flat),
+    HAK_UNIT_TEST(test_2000_short_lived_threads_leave_threads_live_flat),
+    HAK_UNIT_TEST(test_blocks_keep_their_content_after_their_thread_exits),
+    HAK_UNIT_TEST(test_blocks_of_an_exited_thread_freed_by_main_go_back),
+    HAK_UNIT_TEST(test_four_threads_exchanging_blocks_see_intact_contents),
+    HAK_UNIT_TEST(test_four_threads_exchanging_blocks_leave_nothing_in_use),
   };
   return cmocka_run_group_tests_name("threads", tests, NULL, NULL);
 }

@@ -127,16 +127,16 @@ static void test_thread_flush_empties_every_tls_list(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_tls_list_never_exceeds_its_cap_when_freeing_many_blocks),
-    cmocka_unit_test(test_tls_list_reaches_its_cap_before_it_flushes),
-    cmocka_unit_test(test_tls_list_length_plus_room_is_the_cap),
-    cmocka_unit_test(test_refill_after_one_miss_leaves_batch_minus_one_blocks),
-    cmocka_unit_test(test_refill_counts_the_whole_batch_in_the_slab_used_count),
-    cmocka_unit_test(test_refilled_blocks_all_come_from_the_current_slab),
-    cmocka_unit_test(test_most_recently_freed_block_is_handed_out_next),
-    cmocka_unit_test(test_calloc_zeroes_a_reused_block),
-    cmocka_unit_test(test_calloc_zeroes_a_reused_huge_mapping),
-    cmocka_unit_test(test_thread_flush_empties_every_tls_list),
+    HAK_UNIT_TEST(test_tls_list_never_exceeds_its_cap_when_freeing_many_blocks),
+    HAK_UNIT_TEST(test_tls_list_reaches_its_cap_before_it_flushes),
+    HAK_UNIT_TEST(test_tls_list_length_plus_room_is_the_cap),
+    HAK_UNIT_TEST(test_refill_after_one_miss_leaves_batch_minus_one_blocks),
+    HAK_UNIT_TEST(test_refill_counts_the_whole_batch_in_the_slab_used_count),
+    HAK_UNIT_TEST(test_refilled_blocks_all_come_from_the_current_slab),
+    HAK_UNIT_TEST(test_most_recently_freed_block_is_handed_out_next),
+    HAK_UNIT_TEST(test_calloc_zeroes_a_reused_block),
+    HAK_UNIT_TEST(test_calloc_zeroes_a_reused_huge_mapping),
+    HAK_UNIT_TEST(test_thread_flush_empties_every_tls_list),
   };
   return cmocka_run_group_tests_name("tls_sll", tests, NULL, NULL);
 }

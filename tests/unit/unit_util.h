@@ -25,6 +25,8 @@
 #include "superslab/superslab.h"
 #include "tiny/remote_free_box.h"
 #include "superslab/size_class.h"
+#include "tiny/slab_validate.h"
+#include "tiny/tiny_refill.h"
 #include "tiny/tiny_thread.h"
 #include "tiny/tls_sll_box.h"
 
@@ -122,5 +124,30 @@ static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
   }
   return m;
 }
+
+// Every structure of the small-block engine checked against its invariants
+// (debug builds; the validators do not exist in release builds): the calling
+// thread's heap and TLS lists, every SuperSlab and every slab, counted
+// exactly (no other thread may be running).
+static inline int validate_engine(void **state) {
+  (void)state;
+#if HAK_DEBUG
+  tiny_heap_validate(&t_heap);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tls_sll_validate(c);
+  uint32_t hw = ss_registry_high_water();
+  for (uint32_t i = 0; i < hw; i++) {
+    superslab_t *ss = atomic_load(&g_ss_table[i]);
+    if (ss == NULL) continue;
+    pool_lock(ss->kind);
+    ss_validate(ss);
+    pool_unlock(ss->kind);
+    for (unsigned k = 0; k < ss->nslabs; k++) slab_validate_at(&ss->slabs[k], 1);
+  }
+#endif
+  return 0;
+}
+
+// A unit test whose teardown validates the engine.
+#define HAK_UNIT_TEST(f) cmocka_unit_test_teardown(f, validate_engine)
 
 #endif

@@ -1,0 +1,196 @@
+// test_heap.c — a thread's slabs (tiny_heap): the full list and its wake-up,
+// abandonment at thread exit and adoption by another thread, remote frees in
+// batches, and thread exit with slabs on every list.
+#include "unit_util.h"
+#include "stats/stats.h"
+
+// Fill one slab of `size` on the calling thread and make it retire: every
+// block held in *h, the next malloc (kept in *extra) comes from a new slab.
+static slab_meta_t *full_slab(size_t size, held_blocks_t *h, void **extra) {
+  slab_meta_t *m = fill_one_slab(size, h);
+  if (m == NULL) return NULL;
+  *extra = hak_malloc(size);
+  return slab_of(*extra) != m ? m : NULL;
+}
+
+static void test_an_exhausted_slab_waits_on_its_owners_full_list(void **state) {
+  (void)state;
+  held_blocks_t h = {NULL, 0};
+  void *extra;
+  slab_meta_t *m = full_slab(64, &h, &extra);
+  assert_non_null(m);
+  assert_int_equal(m->where, SLAB_IN_FULL);
+  assert_int_equal(slab_state(m), SLAB_ACTIVE);
+  assert_int_equal(atomic_load(&m->owner), thread_self_id());
+  assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_ARMED);
+  held_free_all(&h);
+  hak_free(extra);
+  hak_thread_flush();
+}
+
+static void test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_push(void **state) {
+  (void)state;
+  held_blocks_t h = {NULL, 0};
+  void *extra;
+  unsigned cls = size_class_of(64);
+  slab_meta_t *m = full_slab(64, &h, &extra);
+  assert_non_null(m);
+  void *one = h.head;
+  h.head = *(void **)one;
+  h.count--;
+  hak_free(one);                        // onto our TLS list ...
+  tiny_flush(cls, UINT32_MAX);          // ... and home through the local box
+  assert_int_equal(m->where, SLAB_IN_PARTIAL);
+  assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_IDLE);
+  assert_null(atomic_load(&m->remote_head));
+  assert_ptr_equal(m->freelist, one);
+  assert_int_equal(atomic_load(&m->used), m->capacity - 1);
+  held_free_all(&h);
+  hak_free(extra);
+  hak_thread_flush();
+}
+
+typedef struct free_list_arg {
+  held_blocks_t *h;
+  uint64_t remote_blocks;              // the freeing thread's count of remote blocks
+} free_list_arg_t;
+
+static void *free_all_then_exit(void *arg) {
+  free_list_arg_t *a = arg;
+  held_free_all(a->h);                 // onto this thread's TLS lists; home at exit
+  hak_thread_flush();
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) a->remote_blocks += t_counters.cls[c].remote_free_blocks;
+  return NULL;
+}
+
+static void test_remote_frees_that_empty_a_full_slab_wake_its_owner_once(void **state) {
+  (void)state;
+  held_blocks_t h = {NULL, 0};
+  void *extra;
+  slab_meta_t *m = full_slab(64, &h, &extra);
+  assert_non_null(m);
+  uint32_t cap = m->capacity;
+  free_list_arg_t a = {&h, 0};
+  run_in_thread(free_all_then_exit, &a);
+  assert_int_equal(a.remote_blocks, cap);               // every block went home remotely ...
+  assert_int_equal(remote_list_len(m), cap);            // ... onto m's remote list
+  assert_int_equal(atomic_load(&m->used), 0);
+  assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_NOTIFIED);
+  assert_ptr_equal(atomic_load(&t_heap.wake), m);       // pushed on our wake list once
+  assert_null(atomic_load(&m->wake_next));
+  assert_int_equal(slab_state(m), SLAB_ACTIVE);         // still ours until we look
+  hak_free(extra);
+  hak_thread_flush();                                   // takes the wake list: m is EMPTY
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_null(atomic_load(&t_heap.wake));
+}
+
+typedef struct fill_arg {
+  size_t size;
+  held_blocks_t h;
+  slab_meta_t *m;
+} fill_arg_t;
+
+static void *fill_then_exit(void *arg) {
+  fill_arg_t *f = arg;
+  f->m = fill_one_slab(f->size, &f->h);
+  return NULL;
+}
+
+static void *malloc_one_of_size(void *arg) {
+  fill_arg_t *f = arg;
+  void *p = hak_malloc(f->size);
+  slab_meta_t *got = slab_of(p);
+  f->m = (atomic_load(&got->owner) == thread_self_id() && got->where == SLAB_IN_CURRENT) ? got : NULL;
+  held_push(&f->h, p);
+  hak_thread_flush();
+  return p;
+}
+
+static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
+  (void)state;
+  fill_arg_t f = {80, {NULL, 0}, NULL};
+  run_in_thread(fill_then_exit, &f);    // the thread exits holding none of its blocks
+  slab_meta_t *m = f.m;
+  assert_non_null(m);
+  assert_int_equal(slab_state(m), SLAB_DETACHED);       // abandoned with no free block
+  assert_int_equal(atomic_load(&m->owner), 0);
+  void *one = f.h.head;
+  f.h.head = *(void **)one;
+  hak_free(one);
+  tiny_flush(size_class_of(80), UINT32_MAX);            // a remote free lists it
+  assert_int_equal(slab_state(m), SLAB_LISTED);
+  fill_arg_t g = {80, {NULL, 0}, NULL};
+  void *p = run_in_thread(malloc_one_of_size, &g);
+  assert_ptr_equal(g.m, m);                             // the new thread adopted m ...
+  assert_ptr_equal(p, one);                             // ... and got the freed block back
+  held_free_all(&g.h);
+  held_free_all(&f.h);
+  hak_thread_flush();
+  hak_trim();                           // m back to the pool (its SuperSlab may be unmapped)
+  assert_true(!ss_registry_contains(m) || slab_state(m) == SLAB_FREE);
+}
+
+typedef struct every_list {
+  slab_meta_t *full, *partial, *cur;
+  uint32_t stash;
+  held_blocks_t keep;                  // blocks handed to the main thread
+} every_list_t;
+
+static void *exit_with_slabs_on_every_list(void *arg) {
+  every_list_t *e = arg;
+  unsigned cls = size_class_of(96);
+  held_blocks_t h1 = {NULL, 0}, h2 = {NULL, 0};
+  void *x1, *x2;
+  e->full = full_slab(96, &h1, &x1);     // m1: full
+  hak_free(x1);                          // (fill_one_slab flushes the list first)
+  e->partial = full_slab(96, &h2, &x2);  // m2: full, then one local free: partial
+  if (e->full == NULL || e->partial == NULL) return NULL;
+  void *one = h2.head;
+  h2.head = *(void **)one;
+  hak_free(one);
+  tiny_flush(cls, UINT32_MAX);
+  e->cur = slab_of(x2);                  // m3: current
+  e->stash = t_heap.stash[HAK_KIND_SMALL].n;
+  held_push(&h1, x2);
+  while (h2.head != NULL) {              // hand every held block to the caller
+    void *p = h2.head;
+    h2.head = *(void **)p;
+    held_push(&h1, p);
+  }
+  e->keep = h1;
+  return NULL;
+}
+
+static void test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash(void **state) {
+  (void)state;
+  every_list_t e;
+  memset(&e, 0, sizeof e);
+  size_t free_before = stats_now().slabs_free;
+  run_in_thread(exit_with_slabs_on_every_list, &e);
+  assert_non_null(e.full);
+  assert_non_null(e.partial);
+  assert_true(e.full->where == SLAB_IN_NONE && e.partial->where == SLAB_IN_NONE && e.cur->where == SLAB_IN_NONE);
+  assert_int_equal(slab_state(e.full), SLAB_DETACHED);   // no free block: waits for a remote free
+  assert_int_equal(slab_state(e.partial), SLAB_LISTED);  // free blocks: on the abandoned stack
+  assert_int_equal(slab_state(e.cur), SLAB_LISTED);      // uncarved space: likewise
+  assert_int_equal(atomic_load(&e.full->owner), 0);
+  assert_true(e.stash > 0);                              // it had FREE slabs in its stash ...
+  assert_true(stats_now().slabs_free >= free_before);    // ... and they are not lost
+  held_free_all(&e.keep);
+  hak_thread_flush();
+  hak_trim();                           // all back to the pool (SuperSlabs may be unmapped)
+  slab_meta_t *all[3] = {e.full, e.partial, e.cur};
+  for (int i = 0; i < 3; i++) assert_true(!ss_registry_contains(all[i]) || slab_state(all[i]) == SLAB_FREE);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    HAK_UNIT_TEST(test_an_exhausted_slab_waits_on_its_owners_full_list),
+    HAK_UNIT_TEST(test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_push),
+    HAK_UNIT_TEST(test_remote_frees_that_empty_a_full_slab_wake_its_owner_once),
+    HAK_UNIT_TEST(test_an_abandoned_slab_is_adopted_by_another_thread),
+    HAK_UNIT_TEST(test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash),
+  };
+  return cmocka_run_group_tests_name("heap", tests, NULL, NULL);
+}
