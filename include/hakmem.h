@@ -17,6 +17,16 @@ extern "C" {
 
 #define HAK_API __attribute__((visibility("default")))
 
+// The release: HAKMEM_VERSION is what this header was shipped with,
+// hak_version() what the library loaded at run time says (they differ when a
+// program built against one release runs with another). The shared library's
+// soname is libhakmem.so.<HAKMEM_VERSION_MAJOR>.
+#define HAKMEM_VERSION_MAJOR 0
+#define HAKMEM_VERSION_MINOR 1
+#define HAKMEM_VERSION_PATCH 0
+#define HAKMEM_VERSION       "0.1.0"
+HAK_API const char *hak_version(void);
+
 // The malloc family. Semantics are glibc's: NULL + errno=ENOMEM on failure,
 // hak_malloc(0) returns a unique freeable pointer, results for requests of
 // 16 bytes or more are 16-byte aligned.

@@ -13,6 +13,8 @@
 #include "shared_pool/shared_pool.h"
 #include "config/config.h"
 
+const char *hak_version(void) { return HAKMEM_VERSION; }
+
 void hak_get_stats(hak_stats_t *out) {
   hak_thread_counters_t tc;
   size_t threads = hak_counters_sum(&tc);
