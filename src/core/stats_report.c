@@ -18,6 +18,7 @@
 #include "superslab/size_class.h"
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
+#include "tiny/tls_sll_box.h"
 
 _Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "every class has its counters");
 
@@ -159,7 +160,11 @@ size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
     hak_class_stats_t r;
     memset(&r, 0, sizeof r);
     r.block_size = size_class_size((unsigned)c);
-    r.cached = tc.cls[c].cached < handed[c] ? tc.cls[c].cached : handed[c];
+    // The calling thread's own list is known exactly (length + room == cap
+    // while it has blocks), not as of its last slow path.
+    uint64_t own = !hak_base_is_null(t_tls_cache.head[c]) ? g_size_class[c].tls_cap - t_tls_cache.room[c] : 0;
+    uint64_t cached = tc.cls[c].cached - (t_counters.cls[c].cached <= tc.cls[c].cached ? t_counters.cls[c].cached : tc.cls[c].cached) + own;
+    r.cached = cached < handed[c] ? cached : handed[c];
     r.blocks_in_use = handed[c] - r.cached;
     r.bytes_in_use = r.blocks_in_use * r.block_size;
     r.blocks_free = capacity[c] - handed[c];
