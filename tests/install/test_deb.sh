@@ -39,8 +39,8 @@ else
       "/usr/bin/hakmem env | grep -q '^LD_PRELOAD=/usr/lib/libhakmem.so.0'"
     check "pkg-config finds the package's hakmem.pc" bash -c \
       "PKG_CONFIG_PATH=/usr/lib/pkgconfig pkg-config --modversion hakmem | grep -qx '$version'"
-    dpkg -r hakmem >>build/deb-install.log 2>&1 || bad "dpkg -r hakmem"
-    check "dpkg -r removes /usr/lib/libhakmem.so.0" test ! -e /usr/lib/libhakmem.so.0
+    dpkg --purge hakmem >>build/deb-install.log 2>&1 || bad "dpkg --purge hakmem"
+    check "dpkg --purge removes /usr/lib/libhakmem.so.0" test ! -e /usr/lib/libhakmem.so.0
   else
     cat build/deb-install.log; bad "dpkg -i $deb"
   fi
