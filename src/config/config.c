@@ -43,6 +43,10 @@ const hak_option_t g_hak_options[] = {
     "write the statistics to this file instead of stderr" },
 };
 const size_t g_hak_option_count = sizeof g_hak_options / sizeof g_hak_options[0];
+#define OPTION_ROWS (sizeof g_hak_options / sizeof g_hak_options[0])
+
+// Which rows took their value from the environment (for the start-up print).
+static unsigned char g_from_env[OPTION_ROWS];
 
 // HAKMEM_* names that are not allocator options (read by the test suites):
 // known, so not reported as misspellings.
@@ -197,7 +201,9 @@ int hak_config_parse(int fd) {
     if (o->kind == HAK_OPT_PATH) ((char *)o->field)[0] = '\0';
     else store_number(o, o->def);
     const char *s = os_getenv(o->name);
-    if (s != NULL) complaints += apply(fd, o, s);
+    int bad = s != NULL ? apply(fd, o, s) : 0;
+    g_from_env[i] = s != NULL && !bad;
+    complaints += bad;
   }
   if (environ == NULL) return complaints;
   for (char **e = environ; *e != NULL; e++) {
@@ -240,7 +246,7 @@ void hak_config_print(int fd) {
       default: line_u64(&l, (unsigned long long)*(const int *)o->field); break;
     }
     if (o->unit[0]) { line_str(&l, " "); line_str(&l, o->unit); }
-    line_str(&l, os_getenv(o->name) ? "" : " (default)");
+    line_str(&l, g_from_env[i] ? "" : " (default)");
     line_str(&l, "  # ");
     line_str(&l, o->meaning);
     line_put(&l, fd);
