@@ -6,6 +6,7 @@
 #                     atomic RMWs on shared lines per site (printed at exit; bench-scale uses it)
 #   make test         build and run every test
 #   make bench        the side-by-side benchmark (see bench/bench.mk)
+#   make install      PREFIX=/usr/local DESTDIR=; make uninstall; make deb (see install.mk)
 #   make clean
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
@@ -62,7 +63,7 @@ $(BUILD)/obj/%.o: %.c
 	@echo "  CC  $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB_SO): $(CORE_OBJS) $(API_OBJS)
-	$(CC) -shared -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libhakmem.so.0 -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
 
 $(LIB_A): $(CORE_OBJS) $(API_OBJS)
 	@rm -f $@; ar rcs $@ $^
@@ -80,6 +81,7 @@ TEST_RUNS :=
 -include tests/fuzz/fuzz.mk
 -include tests/realprog/realprog.mk
 -include bench/bench.mk
+-include install.mk
 
 test-deps:
 	@scripts/install-test-deps.sh

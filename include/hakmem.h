@@ -17,6 +17,16 @@ extern "C" {
 
 #define HAK_API __attribute__((visibility("default")))
 
+// The release: HAKMEM_VERSION is what this header was shipped with,
+// hak_version() what the library loaded at run time says (they differ when a
+// program built against one release runs with another). The shared library's
+// soname is libhakmem.so.<HAKMEM_VERSION_MAJOR>.
+#define HAKMEM_VERSION_MAJOR 0
+#define HAKMEM_VERSION_MINOR 1
+#define HAKMEM_VERSION_PATCH 0
+#define HAKMEM_VERSION       "0.1.0"
+HAK_API const char *hak_version(void);
+
 // The malloc family. Semantics are glibc's: NULL + errno=ENOMEM on failure,
 // hak_malloc(0) returns a unique freeable pointer, results for requests of
 // 16 bytes or more are 16-byte aligned.
@@ -72,8 +82,30 @@ typedef struct hak_stats {
 } hak_stats_t;
 
 HAK_API void   hak_get_stats(hak_stats_t *out);
-// Human-readable statistics written to fd with write(2) (malloc_stats).
+// Totals, human-readable, written to fd with write(2).
 HAK_API void   hak_print_stats(int fd);
+
+// One size class's figures (the slab classes, 16 B .. 256 KiB), gathered at
+// the time of the call. Thread-cache figures are as of each thread's last
+// refill or flush (counted there, never on the malloc/free fast path).
+typedef struct hak_class_stats {
+  size_t block_size;          // the class's block size in bytes
+  size_t blocks_in_use;       // blocks held by the program (handed out of slabs, less `cached`)
+  size_t bytes_in_use;        // blocks_in_use * block_size
+  size_t blocks_free;         // blocks in the class's slabs that were never handed out or came back
+  size_t slabs;               // slabs bound to the class
+  size_t cached;              // blocks waiting in threads' caches
+  size_t refills;             // refills of a thread's cache from slabs (all threads, ever)
+  size_t remote_frees;        // blocks freed by a thread other than the slab's owner (ever)
+} hak_class_stats_t;
+
+// Fills out[0 .. min(max, classes) - 1], class 0 first; returns the number of
+// classes (call with max 0 to size the array).
+HAK_API size_t hak_get_class_stats(hak_class_stats_t *out, size_t max);
+// The table per size class and the totals (format 0), or the same figures as
+// one JSON object (format 1), written to fd with write(2) (malloc_stats,
+// HAKMEM_STATS at exit).
+HAK_API void   hak_print_class_stats(int fd, int format);
 
 #ifdef __cplusplus
 }

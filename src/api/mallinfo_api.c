@@ -72,20 +72,34 @@ HAK_EXPORT int malloc_trim(size_t pad) {
   return hak_trim();
 }
 
-// glibc prints to stderr; so does the engine's report.
-HAK_EXPORT void malloc_stats(void) { hak_print_stats(2); }
+// glibc prints to stderr; so does the engine's report: the table per size
+// class and the totals (what HAKMEM_STATS=1 prints at exit).
+HAK_EXPORT void malloc_stats(void) { hak_print_class_stats(2, 0); }
 
 // User-called, so stdio is allowed here. Options other than 0 are EINVAL,
 // returned (not put in errno), as glibc 2.36 does.
+//
+// <sizes> has one line per size class in glibc's element format,
+// <size from="F" to="T" total="B" count="N"/>: like glibc's it describes free
+// blocks, here the blocks of classes (F..T bytes) that are ready to hand out,
+// in slabs or in threads' caches (count N, B bytes).
 HAK_EXPORT int malloc_info(int options, FILE *fp) {
   if (options != 0) return EINVAL;
   if (fp == NULL) return EINVAL;
   hak_stats_t st;
   hak_get_stats(&st);
+  hak_class_stats_t cls[64];
+  size_t ncls = hak_get_class_stats(cls, sizeof cls / sizeof cls[0]);
+  if (ncls > sizeof cls / sizeof cls[0]) ncls = sizeof cls / sizeof cls[0];
+  fprintf(fp, "<malloc version=\"hakmem-%s\">\n<heap nr=\"0\">\n<sizes>\n", hak_version());
+  size_t from = 1;
+  for (size_t c = 0; c < ncls; c++) {
+    size_t free_blocks = cls[c].blocks_free + cls[c].cached;
+    fprintf(fp, "<size from=\"%zu\" to=\"%zu\" total=\"%zu\" count=\"%zu\"/>\n",
+            from, cls[c].block_size, free_blocks * cls[c].block_size, free_blocks);
+    from = cls[c].block_size + 1;
+  }
   fprintf(fp,
-          "<malloc version=\"hakmem-1\">\n"
-          "<heap nr=\"0\">\n"
-          "<sizes>\n"
           "</sizes>\n"
           "<total type=\"superslab\" count=\"%zu\" size=\"%zu\"/>\n"
           "<total type=\"slabs_in_use\" count=\"%zu\" size=\"%zu\"/>\n"

@@ -1,23 +1,70 @@
 // config.h — the HAKMEM_* environment options, read once at start-up by
-// walking environ (no allocation). Defaults are what a production user wants.
+// walking environ (no allocation, no stdio: DESIGN.md §2). Defaults are what
+// a production user wants.
+//
+// Every option is one row of g_hak_options (config.c): name, default, range,
+// unit and the field it sets. At start-up each HAKMEM_* variable is checked
+// against the table: a bad value gets one line on stderr naming the variable,
+// the value and the default kept; an unknown HAKMEM_* name gets one line with
+// the closest known name.
 #ifndef HAK_CONFIG_H
 #define HAK_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#define HAK_STATS_OFF   0
+#define HAK_STATS_TEXT  1
+#define HAK_STATS_JSON  2
+#define HAK_CONFIG_PATH_MAX 256
+
 typedef struct hak_config {
   int      abort_on_error;     // HAKMEM_ABORT_ON_ERROR (1): abort after reporting a bad pointer
-  int      verbose;            // HAKMEM_VERBOSE (0): print statistics at exit when 1
+  int      verbose;            // HAKMEM_VERBOSE (0): configuration at start-up, statistics at exit
   uint32_t purge_delay_ms;     // HAKMEM_PURGE_DELAY_MS (100): EMPTY memory kept this long before purge
   size_t   purge_dirty_max;    // HAKMEM_PURGE_DIRTY_MB (16): purge at once past this many dirty bytes
   uint32_t keep_empty_superslabs; // HAKMEM_KEEP_EMPTY_SS (2): all-EMPTY SuperSlabs kept mapped per kind
   size_t   huge_cache_max;     // HAKMEM_HUGE_CACHE_MB (64): freed huge mappings kept for reuse
+  int      stats;              // HAKMEM_STATS (0): HAK_STATS_* report at exit
+  char     stats_file[HAK_CONFIG_PATH_MAX]; // HAKMEM_STATS_FILE (""): where it goes ("" = stderr)
 } hak_config_t;
 
 extern hak_config_t g_hak_config;
 
-// Read the environment; safe to call more than once.
+// How a row's value is written and stored.
+typedef enum hak_option_kind {
+  HAK_OPT_BOOL,     // 0 or 1, stored in an int
+  HAK_OPT_INT,      // a number, stored in an int
+  HAK_OPT_U32,      // a number, stored in a uint32_t
+  HAK_OPT_SIZE,     // a number << shift, stored in a size_t (MB -> bytes: shift 20)
+  HAK_OPT_STATS,    // 0, 1, text or json, stored in an int (HAK_STATS_*)
+  HAK_OPT_PATH,     // a path, copied into a char[HAK_CONFIG_PATH_MAX]
+} hak_option_kind_t;
+
+typedef struct hak_option {
+  const char        *name;     // HAKMEM_...
+  hak_option_kind_t  kind;
+  unsigned long long def;      // default, in the unit the user writes
+  unsigned long long min, max; // accepted range (numbers), inclusive
+  unsigned           shift;    // HAK_OPT_SIZE: stored value = value << shift
+  const char        *unit;     // "ms", "MiB", "" (shown in messages and the README)
+  void              *field;    // &g_hak_config.x
+  const char        *meaning;  // one line for the start-up print
+} hak_option_t;
+
+extern const hak_option_t g_hak_options[];
+extern const size_t g_hak_option_count;
+
+// Read the environment; safe to call more than once. The first call reports
+// bad values and unknown names on stderr and, with HAKMEM_VERBOSE=1, prints
+// the configuration (hak_config_print); later calls are silent.
 void hak_config_load(void);
+// Defaults, then the environment, reporting problems on fd (-1: silently).
+// Returns the number of lines reported.
+int hak_config_parse(int fd);
+// The version and every option's value in effect, one line each, on fd.
+void hak_config_print(int fd);
+// The known option closest to name (edit distance), for "did you mean".
+const char *hak_config_closest(const char *name, size_t len);
 
 #endif

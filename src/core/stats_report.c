@@ -3,7 +3,9 @@
 #include "core/stats_report.h"
 #include "stats/stats.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "debug/report.h"
 #include "hakmem.h"
@@ -12,6 +14,15 @@
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
 #include "config/config.h"
+#include "shared_pool/shared_pool_internal.h"
+#include "superslab/size_class.h"
+#include "superslab/ss_registry.h"
+#include "superslab/superslab.h"
+#include "tiny/tls_sll_box.h"
+
+_Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "every class has its counters");
+
+const char *hak_version(void) { return HAKMEM_VERSION; }
 
 void hak_get_stats(hak_stats_t *out) {
   hak_thread_counters_t tc;
@@ -118,7 +129,220 @@ void hak_print_sites(int fd) {
 #undef APPEND
 }
 
+// Per class: slabs and blocks from a walk of every SuperSlab (as
+// shared_pool_get_stats does, under g_registry_lock), cache and traffic
+// figures from the per-thread counters.
+size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
+  if (max == 0 || out == NULL) return HAK_NUM_CLASSES;
+  size_t n = max < HAK_NUM_CLASSES ? max : HAK_NUM_CLASSES;
+  size_t handed[HAK_NUM_CLASSES] = {0}, capacity[HAK_NUM_CLASSES] = {0}, slabs[HAK_NUM_CLASSES] = {0};
+  pthread_mutex_lock(&g_registry_lock);
+  uint32_t hw = ss_registry_high_water();
+  for (uint32_t i = 0; i < hw; i++) {
+    superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
+    if (ss == NULL) continue;
+    for (unsigned k = 0; k < ss->nslabs; k++) {
+      slab_meta_t *m = &ss->slabs[k];
+      if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) continue;
+      unsigned c = m->cls;
+      if (c >= HAK_NUM_CLASSES) continue;
+      size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+      size_t cap = m->capacity;
+      handed[c] += used < cap ? used : cap;
+      capacity[c] += cap;
+      slabs[c]++;
+    }
+  }
+  pthread_mutex_unlock(&g_registry_lock);
+  hak_thread_counters_t tc;
+  hak_counters_sum(&tc);
+  for (size_t c = 0; c < n; c++) {
+    hak_class_stats_t r;
+    memset(&r, 0, sizeof r);
+    r.block_size = size_class_size((unsigned)c);
+    // The calling thread's own list is known exactly (length + room == cap
+    // while it has blocks), not as of its last slow path.
+    uint64_t own = !hak_base_is_null(t_tls_cache.head[c]) ? g_size_class[c].tls_cap - t_tls_cache.room[c] : 0;
+    uint64_t cached = tc.cls[c].cached - (t_counters.cls[c].cached <= tc.cls[c].cached ? t_counters.cls[c].cached : tc.cls[c].cached) + own;
+    r.cached = cached < handed[c] ? cached : handed[c];
+    r.blocks_in_use = handed[c] - r.cached;
+    r.bytes_in_use = r.blocks_in_use * r.block_size;
+    r.blocks_free = capacity[c] - handed[c];
+    r.slabs = slabs[c];
+    r.refills = tc.cls[c].refills;
+    r.remote_frees = tc.cls[c].remote_free_blocks;
+    out[c] = r;
+  }
+  return HAK_NUM_CLASSES;
+}
+
+// Output through a fixed buffer, flushed with write(2) when full.
+typedef struct out { int fd; size_t n; char buf[2048]; } out_t;
+static void out_flush(out_t *o) { os_write_all(o->fd, o->buf, o->n); o->n = 0; }
+static void out_str(out_t *o, const char *s) {
+  for (; *s; s++) {
+    if (o->n == sizeof o->buf) out_flush(o);
+    o->buf[o->n++] = *s;
+  }
+}
+static void out_u64(out_t *o, unsigned long long v) {
+  char num[32];
+  hak_fmt_u64(num, sizeof num, v);
+  out_str(o, num);
+}
+// v right-aligned in width columns.
+static void out_col(out_t *o, unsigned long long v, size_t width) {
+  char num[32];
+  size_t len = hak_fmt_u64(num, sizeof num, v);
+  for (; len < width; len++) out_str(o, " ");
+  out_str(o, num);
+}
+static void out_field(out_t *o, const char *name, unsigned long long v, int last) {
+  out_str(o, "\"");
+  out_str(o, name);
+  out_str(o, "\":");
+  out_u64(o, v);
+  if (!last) out_str(o, ",");
+}
+
+static int class_active(const hak_class_stats_t *c) {
+  return c->slabs || c->cached || c->refills || c->remote_frees;
+}
+
+void hak_print_class_stats(int fd, int format) {
+  hak_class_stats_t cls[HAK_NUM_CLASSES];
+  hak_get_class_stats(cls, HAK_NUM_CLASSES);
+  hak_stats_t st;
+  hak_get_stats(&st);
+  hak_class_stats_t t;
+  memset(&t, 0, sizeof t);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    t.blocks_in_use += cls[c].blocks_in_use;
+    t.bytes_in_use += cls[c].bytes_in_use;
+    t.blocks_free += cls[c].blocks_free;
+    t.slabs += cls[c].slabs;
+    t.cached += cls[c].cached;
+    t.refills += cls[c].refills;
+    t.remote_frees += cls[c].remote_frees;
+  }
+  out_t o = { .fd = fd, .n = 0 };
+  if (format == 1) {
+    out_str(&o, "{\"hakmem\":\"" HAKMEM_VERSION "\",\"version\":\"" HAKMEM_VERSION "\",\"classes\":[");
+    int first = 1;
+    for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+      const hak_class_stats_t *r = &cls[c];
+      if (!first) out_str(&o, ",");
+      first = 0;
+      out_str(&o, "{");
+      out_field(&o, "class", c, 0);
+      out_field(&o, "block_size", r->block_size, 0);
+      out_field(&o, "blocks_in_use", r->blocks_in_use, 0);
+      out_field(&o, "bytes_in_use", r->bytes_in_use, 0);
+      out_field(&o, "blocks_free", r->blocks_free, 0);
+      out_field(&o, "slabs", r->slabs, 0);
+      out_field(&o, "cached", r->cached, 0);
+      out_field(&o, "refills", r->refills, 0);
+      out_field(&o, "remote_frees", r->remote_frees, 1);
+      out_str(&o, "}");
+    }
+    out_str(&o, "],\"totals\":{");
+    out_field(&o, "blocks_in_use", t.blocks_in_use, 0);
+    out_field(&o, "bytes_in_use", t.bytes_in_use, 0);
+    out_field(&o, "blocks_free", t.blocks_free, 0);
+    out_field(&o, "slabs", t.slabs, 0);
+    out_field(&o, "cached", t.cached, 0);
+    out_field(&o, "refills", t.refills, 0);
+    out_field(&o, "remote_frees", t.remote_frees, 1);
+    out_str(&o, "},\"large\":{");
+    out_field(&o, "blocks", st.large_count, 0);
+    out_field(&o, "bytes", st.large_bytes, 0);
+    out_field(&o, "regions", st.large_regions, 1);
+    out_str(&o, "},\"huge\":{");
+    out_field(&o, "blocks", st.huge_count, 0);
+    out_field(&o, "bytes", st.huge_bytes, 0);
+    out_field(&o, "cached_bytes", st.huge_cached_bytes, 1);
+    out_str(&o, "},");
+    out_field(&o, "in_use_bytes", t.bytes_in_use + st.large_bytes + st.huge_bytes, 0);
+    out_field(&o, "mapped_bytes", st.mapped_bytes, 0);
+    out_field(&o, "superslabs", st.superslab_count, 0);
+    out_field(&o, "slabs_free", st.slabs_free, 0);
+    out_field(&o, "threads_live", st.threads_live, 1);
+    out_str(&o, "}\n");
+    out_flush(&o);
+    return;
+  }
+  out_str(&o, "hakmem " HAKMEM_VERSION " statistics per size class\n");
+  out_str(&o, "class block size  blocks in use  bytes in use  slabs    cached   refills  remote frees\n");
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    const hak_class_stats_t *r = &cls[c];
+    if (!class_active(r)) continue;
+    out_col(&o, c, 5);
+    out_col(&o, r->block_size, 11);
+    out_col(&o, r->blocks_in_use, 15);
+    out_col(&o, r->bytes_in_use, 14);
+    out_col(&o, r->slabs, 7);
+    out_col(&o, r->cached, 10);
+    out_col(&o, r->refills, 10);
+    out_col(&o, r->remote_frees, 14);
+    out_str(&o, "\n");
+  }
+  out_str(&o, "total");
+  out_str(&o, "           ");
+  out_col(&o, t.blocks_in_use, 15);
+  out_col(&o, t.bytes_in_use, 14);
+  out_col(&o, t.slabs, 7);
+  out_col(&o, t.cached, 10);
+  out_col(&o, t.refills, 10);
+  out_col(&o, t.remote_frees, 14);
+  out_str(&o, "\nlarge (page heap): ");
+  out_u64(&o, st.large_count);
+  out_str(&o, " blocks, ");
+  out_u64(&o, st.large_bytes);
+  out_str(&o, " bytes in ");
+  out_u64(&o, st.large_regions);
+  out_str(&o, " regions\nhuge (mmap):       ");
+  out_u64(&o, st.huge_count);
+  out_str(&o, " blocks, ");
+  out_u64(&o, st.huge_bytes);
+  out_str(&o, " bytes, ");
+  out_u64(&o, st.huge_cached_bytes);
+  out_str(&o, " bytes cached\nin use: ");
+  out_u64(&o, t.bytes_in_use + st.large_bytes + st.huge_bytes);
+  out_str(&o, " bytes; mapped: ");
+  out_u64(&o, st.mapped_bytes);
+  out_str(&o, " bytes in ");
+  out_u64(&o, st.superslab_count);
+  out_str(&o, " SuperSlabs (");
+  out_u64(&o, st.slabs_free);
+  out_str(&o, " slabs free) and the large and huge blocks; threads live: ");
+  out_u64(&o, st.threads_live);
+  out_str(&o, "\n");
+  out_flush(&o);
+}
+
+// HAKMEM_STATS=1|json (to HAKMEM_STATS_FILE or stderr); HAKMEM_VERBOSE=1
+// alone prints the table on stderr.
+static void stats_report_at_exit(void) {
+  int format = g_hak_config.stats == HAK_STATS_JSON ? 1 : 0;
+  if (g_hak_config.stats == HAK_STATS_OFF) {
+    if (g_hak_config.verbose) hak_print_class_stats(2, 0);
+    return;
+  }
+  int fd = 2;
+  if (g_hak_config.stats_file[0] != '\0') {
+    fd = open(g_hak_config.stats_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      hak_write_str(2, "hakmem: cannot open HAKMEM_STATS_FILE=");
+      hak_write_str(2, g_hak_config.stats_file);
+      hak_write_str(2, "; statistics on stderr instead\n");
+      fd = 2;
+    }
+  }
+  hak_print_class_stats(fd, format);
+  if (fd != 2) close(fd);
+}
+
 void hak_stats_at_exit(void) {
-  if (g_hak_config.verbose) hak_print_stats(2);
+  stats_report_at_exit();
   if (HAK_STATS) hak_print_sites(2);
 }

@@ -6,8 +6,9 @@
 
 // One line per contention site (STATS build; zeros elsewhere).
 void hak_print_sites(int fd);
-// At process exit: the statistics (HAKMEM_VERBOSE=1) and, in the STATS
-// build, the contention sites.
+// At process exit: the statistics per size class (HAKMEM_STATS=1 or json, to
+// HAKMEM_STATS_FILE or stderr; HAKMEM_VERBOSE=1 alone: the table on stderr)
+// and, in the STATS build, the contention sites.
 void hak_stats_at_exit(void);
 
 #endif

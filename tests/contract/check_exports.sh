@@ -12,7 +12,8 @@ _ZdlPv _ZdaPv _ZdlPvm _ZdaPvm _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t
 _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t
 _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t
 hak_malloc hak_free hak_calloc hak_realloc hak_reallocarray hak_aligned_alloc hak_posix_memalign
-hak_usable_size hak_owns hak_trim hak_thread_flush hak_get_stats hak_print_stats"
+hak_usable_size hak_owns hak_trim hak_thread_flush hak_get_stats hak_print_stats hak_version
+hak_get_class_stats hak_print_class_stats"
 exported=$(nm -D --defined-only "$lib" | awk '{print $3}' | sed 's/@.*//' | sort -u)
 fail=0
 for s in $required; do

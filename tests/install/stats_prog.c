@@ -1,0 +1,41 @@
+// stats_prog.c — a workload whose statistics are known, for test_stats.sh:
+// main holds 1000 blocks of 48 bytes; a second thread allocates 2000 blocks
+// of 100 bytes that main frees (remote frees), then main calls malloc_info
+// (stdout) and, with argument "stats", malloc_stats (stderr).
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HELD 1000
+#define REMOTE 2000
+static void *g_held[HELD];
+static void *g_remote[REMOTE];
+
+static void *producer(void *arg) {
+  (void)arg;
+  for (int i = 0; i < REMOTE; i++) g_remote[i] = malloc(100);
+  return NULL;
+}
+
+static void *freer(void *arg) {
+  (void)arg;
+  for (int i = 0; i < REMOTE; i++) free(g_remote[i]);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  for (int i = 0; i < HELD; i++) memset(g_held[i] = malloc(48), 1, 48);
+  pthread_t t;
+  pthread_create(&t, NULL, producer, NULL);
+  pthread_join(t, NULL);
+  // freed by a thread that is not the slabs' owner, which then exits (its
+  // cache goes home: the remote frees are counted)
+  pthread_create(&t, NULL, freer, NULL);
+  pthread_join(t, NULL);
+  malloc_info(0, stdout);
+  fflush(stdout);
+  if (argc > 1 && strcmp(argv[1], "stats") == 0) malloc_stats();
+  return 0;   // g_held stays live: the exit report sees it
+}
