@@ -17,6 +17,7 @@
 
 #include "hakmem.h"
 #include "api/api.h"
+#include "core/hakmem_fast.h"
 
 #define HAK_API_MIN_ALIGN 16u   // glibc's MALLOC_ALIGNMENT on x86-64
 
@@ -47,11 +48,11 @@ void *hak_api_memalign(size_t alignment, size_t size) {
   return hak_aligned_alloc(alignment, size);
 }
 
-HAK_EXPORT void *malloc(size_t size) { return hak_malloc(size); }
+HAK_EXPORT void *malloc(size_t size) { return hak_malloc_fast(size); }
 
 // free() never changes errno (POSIX 2024, glibc >= 2.33): hak_free keeps it
 // (only its slow path can touch errno, and that path saves it).
-HAK_EXPORT void free(void *ptr) { hak_free(ptr); }
+HAK_EXPORT void free(void *ptr) { hak_free_fast(ptr); }
 
 HAK_EXPORT void *calloc(size_t count, size_t size) { return hak_calloc(count, size); }
 

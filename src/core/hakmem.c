@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/foreign.h"
+#include "core/hakmem_fast.h"
 #include "debug/report.h"
 #include "large/huge.h"
 #include "large/page_heap.h"
@@ -42,39 +43,34 @@ static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
   return hak_user_raw(hak_base_to_user(b));
 }
 
-static HAK_NOINLINE void *hak_malloc_slow(size_t size) {
-  if (size <= HAK_SLAB_MAX) return alloc_class_slow(size_class_of(size));
+// Everything but a TLS hit of a tiny class: medium classes try their TLS
+// list first, then every class refills.
+void *hak_malloc_slow(size_t size) {
+  if (size <= HAK_SLAB_MAX) {
+    unsigned cls = size_class_of(size);
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+    if (!hak_base_is_null(b)) return hak_user_raw(hak_base_to_user(b));
+    return alloc_class_slow(cls);
+  }
   if (size > PTRDIFF_MAX) return alloc_enomem();
   void *p = size <= PAGE_HEAP_MAX ? page_heap_alloc(size, 0) : NULL;
   if (p == NULL) p = huge_alloc(size, 0, 0);   // also when no new 64 MiB region can be had
   return p != NULL ? p : alloc_enomem();
 }
 
-void *hak_malloc(size_t size) {
-  HAK_COUNT_OP();
-  if (HAK_LIKELY(size <= HAK_SLAB_MAX)) {
-    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_of(size));
-    if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
-  }
-  return hak_malloc_slow(size);
-}
+void *hak_malloc(size_t size) { return hak_malloc_fast(size); }
 
 // ---- free ---------------------------------------------------------------
 
-// Where a slab pointer stands: its slab, and whether it is a block start.
-HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
-  uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-  uint64_t idx = ((uint64_t)off * m->size_magic) >> 32;
-  return idx * m->block_size == off && idx < m->capacity;
-}
-
-// A pointer free/realloc/usable_size may act on: a block start in a bound
-// slab (a FREE slab has capacity 0, so no pointer is a block start there).
+// A pointer free/realloc/usable_size may act on.
 HAK_INLINE int slab_pointer_valid(const slab_meta_t *m, const void *p) { return slab_block_start(m, p); }
 
 static HAK_COLD void report_slab_pointer(const char *op, const void *p, const slab_meta_t *m) {
   uint32_t st = SLAB_STATE(atomic_load(&m->state));
+  uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
   if (st == SLAB_FREE) hak_report_pointer_error(op, p, " (in a free slab: double free or never allocated)");
+  else if (off < (size_t)m->capacity * m->block_size && off % m->block_size == 0)
+    hak_report_pointer_error(op, p, " (a block never handed out: beyond the slab's carve point)");
   else hak_report_pointer_error(op, p, " (not the start of a block: interior pointer)");
 }
 
@@ -82,7 +78,7 @@ static void hak_free_slow_body(void *p);
 
 // free never changes errno (POSIX 2024, glibc >= 2.33); only the slow path
 // can touch it, so only the slow path saves it.
-static HAK_NOINLINE void hak_free_slow(void *p) {
+void hak_free_slow(void *p) {
   if (p == NULL) return;
   int saved = errno;
   hak_free_slow_body(p);
@@ -117,24 +113,7 @@ static void hak_free_slow_body(void *p) {
   tls_sll_push(tc, cls, b);
 }
 
-void hak_free(void *p) {
-  HAK_COUNT_OP();
-  if (HAK_LIKELY(ss_registry_contains(p))) {
-    hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
-    // The block's free mark is read first, so the (often cold) block line is
-    // fetched while the metadata loads are in flight; the checks are combined
-    // without short-circuits so no load waits on another's branch. Rounding
-    // down to 16 keeps the read inside the SuperSlab even for a wild pointer.
-    // Whoever owns the slab, the block goes on this thread's list: blocks of
-    // other threads' slabs go home in batches when the list overflows.
-    uintptr_t mark = block_mark_word(p);
-    slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    unsigned cls = m->cls;
-    int ok = slab_block_start(m, p) & (mark != block_free_mark(b));
-    if (HAK_LIKELY(ok) && tls_sll_push(&t_tls_cache, cls, b)) return;
-  }
-  hak_free_slow(p);
-}
+void hak_free(void *p) { hak_free_fast(p); }
 
 // ---- the rest of the family ----------------------------------------------
 
@@ -157,6 +136,10 @@ static size_t slab_usable_size(const char *op, const void *p) {
   slab_meta_t *m = ss_slab_of(ss_of(p), p);
   if (!slab_pointer_valid(m, p)) {
     report_slab_pointer(op, p, m);
+    return 0;
+  }
+  if (block_is_free(hak_user_to_base(hak_user_from_raw((void *)p)))) {
+    hak_report_pointer_error(op, p, " (a freed block: use after free or double free)");
     return 0;
   }
   return m->block_size - HAK_BLOCK_HEADER_BYTES;
@@ -267,7 +250,7 @@ int hak_owns(const void *p) {
     // slab (a FREE slab has capacity 0), without its free mark.
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     const char *c = p;
-    if (c < m->base || c >= m->carve || c >= m->base + (size_t)m->capacity * m->block_size) return 0;
+    if (c < m->base || c >= slab_carve(m) || c >= m->base + (size_t)m->capacity * m->block_size) return 0;
     size_t idx = (size_t)(c - m->base) / m->block_size;
     return !block_is_free(hak_base_from_raw(m->base + idx * m->block_size));
   }

@@ -89,3 +89,11 @@ void hak_invariant_fail(const char *what, const void *where, const char *file, i
   os_write_all(2, msg, n);
   abort();
 }
+
+void hak_report_error(const char *line) {
+  char buf[256];
+  size_t n = hak_fmt_str(buf, sizeof buf - 1, 0, line);
+  buf[n++] = '\n';
+  os_write_all(2, buf, n);
+  if (g_hak_config.abort_on_error) abort();
+}

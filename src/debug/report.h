@@ -7,6 +7,8 @@
 
 // "hakmem: <what> 0x<ptr><detail>\n", then abort (or return if configured).
 void hak_report_pointer_error(const char *what, const void *ptr, const char *detail);
+// "<line>\n" on stderr, then abort (or return if configured).
+void hak_report_error(const char *line);
 // Format helpers for details: append a decimal / hex number to a fixed buffer.
 size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v);
 size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v);

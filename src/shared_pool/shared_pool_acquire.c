@@ -12,7 +12,7 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   m->size_magic = g_size_class[cls].magic;
   m->capacity = (uint16_t)(ss_slab_bytes(ss, m->index) / size);
   m->freelist = NULL;
-  m->carve = m->base;
+  slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;
   m->list_next = m->list_prev = NULL;
   atomic_store_explicit(&m->remote_head, NULL, memory_order_relaxed);

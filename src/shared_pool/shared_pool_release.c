@@ -10,7 +10,7 @@ static _Atomic uint64_t g_last_purge_ms;
 static _Atomic uint32_t g_abandoned_empty;
 
 HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
-  return m->freelist != NULL || m->carve < m->base + (size_t)m->capacity * m->block_size ||
+  return m->freelist != NULL || slab_carve(m) < m->base + (size_t)m->capacity * m->block_size ||
          atomic_load_explicit(&m->remote_head, memory_order_acquire) != NULL;
 }
 
@@ -48,6 +48,7 @@ void shared_pool_detach_slab(slab_meta_t *m) {
 // The fields of a slab that has just become FREE (its state CAS won).
 static void slab_clear_bound_fields(slab_meta_t *m) {
   m->capacity = 0;
+  slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;
   atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);

@@ -148,6 +148,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
 
 void slab_unbind(slab_meta_t *m) {
   m->capacity = 0;
+  slab_set_carve(m, m->base);            // no pointer is below the carve point of a FREE slab
   m->where = SLAB_IN_NONE;
   m->list_next = m->list_prev = NULL;
   atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);

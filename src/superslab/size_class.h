@@ -41,9 +41,12 @@ typedef struct size_class_info {
 extern HAK_INTERNAL const size_class_info_t g_size_class[HAK_NUM_CLASSES];
 extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX / 16 + 1];
 
+// Class of a request of n bytes, n <= HAK_TINY_MAX: one table load.
+HAK_INLINE unsigned size_class_tiny(size_t n) { return g_tiny_class_lut[(n + 15) >> 4]; }
+
 // Class of a request of n bytes, n <= HAK_SLAB_MAX.
 HAK_INLINE unsigned size_class_of(size_t n) {
-  if (HAK_LIKELY(n <= HAK_TINY_MAX)) return g_tiny_class_lut[(n + 15) >> 4];
+  if (HAK_LIKELY(n <= HAK_TINY_MAX)) return size_class_tiny(n);
   unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1)); // 2^lg < n <= 2^(lg+1)
   unsigned sub = (unsigned)((n - 1) >> (lg - 2)) & 3u;
   return 8u + (lg - 7u) * 4u + sub;

@@ -92,7 +92,10 @@ typedef struct slab_meta {
   uint8_t            where;       // owner only: enum slab_where
   uint8_t            reserved0[2];
   void              *freelist;    // owner only: blocks freed back by the owner, or drained
-  char              *carve;       // owner only: next never-handed-out block
+  // next never-handed-out block: written by the owner; read by any thread's
+  // free (relaxed: the block being freed was carved before it was handed
+  // out, and whatever handed it to the freeing thread orders the two)
+  char *_Atomic      carve;
   struct slab_meta  *list_next;   // owner only: its heap's partial or full list
   struct slab_meta  *list_prev;
   // -- written by other threads
@@ -129,6 +132,11 @@ _Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE, "the header fits in SS_HEA
 _Static_assert(SS_SIZE == (1u << SS_SHIFT), "SuperSlab size is a power of two");
 
 extern const uint8_t g_kind_slab_shift[HAK_SLAB_KINDS];
+
+HAK_INLINE char *slab_carve(const slab_meta_t *m) {
+  return atomic_load_explicit(&((slab_meta_t *)m)->carve, memory_order_relaxed);
+}
+HAK_INLINE void slab_set_carve(slab_meta_t *m, char *c) { atomic_store_explicit(&m->carve, c, memory_order_relaxed); }
 
 HAK_INLINE superslab_t *ss_of(const void *p) { return (superslab_t *)((uintptr_t)p & ~(uintptr_t)SS_MASK); }
 HAK_INLINE superslab_t *ss_of_meta(const slab_meta_t *m) { return ss_of(m); }

@@ -41,7 +41,15 @@ uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
   if (chain == NULL) return 0;
   uint32_t n = 1;
   hak_base_ptr_t tail = hak_base_from_raw(chain);
+  if (HAK_UNLIKELY(!block_link_in_slab(m, tail))) {
+    tls_sll_report_corrupt(tail, m->cls);    // the slab's remote head itself
+    return 0;                                // the list is dropped (leaked), never followed
+  }
   for (hak_base_ptr_t next; !hak_base_is_null(next = block_next(tail)); tail = next) {
+    if (HAK_UNLIKELY(!block_link_in_slab(m, next))) {
+      tls_sll_report_corrupt(tail, m->cls);
+      return 0;
+    }
     if (HAK_UNLIKELY(++n > m->capacity)) {
       hak_report_pointer_error("remote free list longer than its slab's capacity (corrupted) in slab", m, NULL);
       return 0;

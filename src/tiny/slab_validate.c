@@ -11,7 +11,7 @@ static uint32_t free_list_length(const slab_meta_t *m, void *head, const char *w
   for (hak_base_ptr_t b = hak_base_from_raw(head); !hak_base_is_null(b); b = block_next(b)) {
     char *p = hak_base_raw(b);
     HAK_CHECK(++n <= m->capacity, which, m);
-    HAK_CHECK(p >= m->base && p < m->carve && p < end, "free block outside the slab's carved part", p);
+    HAK_CHECK(p >= m->base && p < slab_carve(m) && p < end, "free block outside the slab's carved part", p);
     HAK_CHECK((size_t)(p - m->base) % m->block_size == 0, "free block not a block start", p);
     HAK_CHECK(block_is_free(b), "free block without its free mark", p);
   }
@@ -45,12 +45,12 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
     HAK_CHECK(notify == SLAB_NOTIFY_IDLE, "abandoned slab with a notification", m);
   }
   char *end = m->base + (size_t)m->capacity * m->block_size;
-  HAK_CHECK(m->carve >= m->base && m->carve <= end, "carve point outside the slab", m);
-  HAK_CHECK((size_t)(m->carve - m->base) % m->block_size == 0, "carve point not on a block", m);
+  HAK_CHECK(slab_carve(m) >= m->base && slab_carve(m) <= end, "carve point outside the slab", m);
+  HAK_CHECK((size_t)(slab_carve(m) - m->base) % m->block_size == 0, "carve point not on a block", m);
   // `used` first: a remote free in flight pushes before it lowers `used`, so
   // a block counted out of `used` after this load is on the remote list below.
   uint32_t used = atomic_load(&m->used);
-  uint32_t carved = (uint32_t)((size_t)(m->carve - m->base) / m->block_size);
+  uint32_t carved = (uint32_t)((size_t)(slab_carve(m) - m->base) / m->block_size);
   uint32_t local = free_list_length(m, m->freelist, "slab free list longer than its capacity");
   uint32_t remote = free_list_length(m, atomic_load(&m->remote_head), "remote list longer than its capacity");
   // A remote freer pushes its chain before it lowers `used`: while one is in

@@ -36,16 +36,23 @@ static void slab_take_batch(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   for (;;) {
     while (c->n < want && m->freelist != NULL) {
       hak_base_ptr_t b = hak_base_from_raw(m->freelist);
-      m->freelist = hak_base_raw(block_next(b));
+      hak_base_ptr_t next = block_next(b);
+      if (HAK_UNLIKELY(!block_link_in_slab(m, next))) {
+        tls_sll_report_corrupt(b, m->cls);
+        next = HAK_BASE_NULL;          // going on: the rest of the list is dropped (leaked)
+      }
+      m->freelist = hak_base_raw(next);
       chain_append(c, b);              // still marked free: it moves to a TLS list
     }
     char *end = m->base + (size_t)m->capacity * m->block_size;
-    while (c->n < want && m->carve < end) {
-      hak_base_ptr_t b = hak_base_from_raw(m->carve);
-      m->carve += m->block_size;
+    char *carve = slab_carve(m);
+    while (c->n < want && carve < end) {
+      hak_base_ptr_t b = hak_base_from_raw(carve);
+      carve += m->block_size;
       block_set_free(b);
       chain_append(c, b);
     }
+    slab_set_carve(m, carve);
     if (c->n == want || ss_remote_drain_to_freelist(m) == 0) return;
   }
 }
@@ -99,7 +106,14 @@ void tiny_flush(unsigned cls, uint32_t n) {
   uint32_t moved = 0;
   for (; n > 0 && !hak_base_is_null(tc->head[cls]); n--, moved++) {
     hak_base_ptr_t b = tc->head[cls];
-    tc->head[cls] = block_next(b);
+    hak_base_ptr_t next = block_next(b);
+    if (HAK_UNLIKELY(!block_link_plausible(next))) {
+      tls_sll_pop_corrupt(tc, cls, b);  // reported; going on, the rest is dropped
+      block_set_free(b);
+      next = HAK_BASE_NULL;
+      tc->room[cls]--;                  // b itself goes home below
+    }
+    tc->head[cls] = next;
     tc->room[cls]++;
     slab_meta_t *m = ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b));
     if (ways == 0 || slab[hit] != m) {

@@ -10,7 +10,28 @@ __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
 // Non-zero before start-up randomises it, so no block can be marked by accident.
 uintptr_t g_block_cookie = 0x9e3779b97f4a7c15u;
 
-void tls_sll_seed_cookie(uint64_t seed) { g_block_cookie = (uintptr_t)seed | 1u; }
+// The top bit set: see block_link_plausible (tls_sll_box.h).
+void tls_sll_seed_cookie(uint64_t seed) { g_block_cookie = (uintptr_t)seed | ((uintptr_t)1 << 63); }
+
+void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) {
+  char line[128], num[24];
+  size_t n = hak_fmt_str(line, sizeof line, 0, "hakmem: corrupted free list in class ");
+  hak_fmt_u64(num, sizeof num, cls);
+  n = hak_fmt_str(line, sizeof line, n, num);
+  n = hak_fmt_str(line, sizeof line, n, " (block ");
+  hak_fmt_hex(num, sizeof num, (unsigned long long)(uintptr_t)hak_base_raw(b));
+  n = hak_fmt_str(line, sizeof line, n, num);
+  hak_fmt_str(line, sizeof line, n, "): use after free?");
+  hak_report_error(line);
+}
+
+hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
+  tls_sll_report_corrupt(b, cls);
+  tc->head[cls] = HAK_BASE_NULL;
+  tc->room[cls] = g_size_class[cls].tls_cap;
+  block_clear_free(b);
+  return b;
+}
 
 void tls_sll_report_double_free(hak_base_ptr_t b, unsigned cls, uint32_t block_size) {
   char detail[64];
@@ -32,6 +53,7 @@ void tls_sll_validate(unsigned cls) {
   }
   uint32_t len = 0, cap = g_size_class[cls].tls_cap;
   for (hak_base_ptr_t b = tc->head[cls]; !hak_base_is_null(b); b = block_next(b)) {
+    HAK_CHECK(block_link_plausible(block_next(b)), "TLS list link corrupted", hak_base_raw(b));
     void *p = hak_base_raw(b);
     HAK_CHECK(++len <= cap, "TLS list longer than its bound", p);
     HAK_CHECK(ss_registry_contains(p), "TLS list block in no SuperSlab", p);

@@ -32,6 +32,18 @@ extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("i
 // carries a mark in its second word: its address xor a per-process random
 // key. malloc clears it; free finds it already there on a double free. A live
 // block holds that exact value only by a 2^-64 chance.
+//
+// Its first word, the link to the next free block, is stored encoded with the
+// same key and the block's own address (safe-linking, as glibc since 2.32
+// with a secret as mimalloc's secure mode): word = next ^ block ^ key. The key
+// has its top bit set, so a plain address written into a freed block (a use
+// after free) decodes to a value with high bits set, which no user address
+// has: block_link_plausible fails and the list is reported before the value
+// is returned or followed. HAK_LINK_ENCODE=0 (make LINK_ENCODE=0) stores
+// links raw; it exists only to measure what the encoding costs.
+#ifndef HAK_LINK_ENCODE
+#define HAK_LINK_ENCODE 1
+#endif
 extern HAK_INTERNAL uintptr_t g_block_cookie;
 // Seed the key (process start-up, before any block is marked).
 void tls_sll_seed_cookie(uint64_t seed);
@@ -45,14 +57,46 @@ HAK_INLINE int block_is_free(hak_base_ptr_t b) { return block_mark_word(hak_base
 HAK_INLINE void block_set_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = block_free_mark(b); }
 HAK_INLINE void block_clear_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = 0; }
 
-HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) { return *(hak_base_ptr_t *)hak_base_raw(b); }
-HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) { *(hak_base_ptr_t *)hak_base_raw(b) = next; }
+// Bits no decoded link may have: above the 47-bit user address space, and
+// below the 16-byte alignment of every block.
+#define BLOCK_LINK_BAD_BITS (~(((uintptr_t)1 << 47) - 1) | (uintptr_t)15)
+
+HAK_INLINE uintptr_t block_link_key(hak_base_ptr_t b) {
+  return HAK_LINK_ENCODE ? (uintptr_t)hak_base_raw(b) ^ g_block_cookie : 0;
+}
+// The next block as stored (no check): for lists the caller just built.
+HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) {
+  return hak_base_from_raw((void *)(*(const uintptr_t *)hak_base_raw(b) ^ block_link_key(b)));
+}
+HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) {
+  *(uintptr_t *)hak_base_raw(b) = (uintptr_t)hak_base_raw(next) ^ block_link_key(b);
+}
+// Could `next` be a link the allocator wrote (NULL or a block address)?
+HAK_INLINE int block_link_plausible(hak_base_ptr_t next) {
+  return ((uintptr_t)hak_base_raw(next) & BLOCK_LINK_BAD_BITS) == 0;
+}
+
+// Could `next` be a link in a free list of slab m: NULL, or an address in the
+// part of m that has been handed out (a range check: nothing is read there)?
+#define block_link_in_slab(m, next)                                                          \
+  (hak_base_is_null(next) || ((char *)hak_base_raw(next) >= (m)->base &&                      \
+                              (char *)hak_base_raw(next) < slab_carve(m)))
+
+// Report a corrupted link in a free list of class cls at block b, and abort
+// (HAKMEM_ABORT_ON_ERROR=1, the default).
+void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) __attribute__((cold));
+// The TLS list of cls has a corrupted link at its head block b: reported;
+// when the program goes on, the rest of the list is dropped (leaked) and b,
+// itself a proper free block, is handed out.
+hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) __attribute__((noinline, cold));
 
 // NULL when the list is empty: the caller takes the refill path.
 HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
   hak_base_ptr_t b = tc->head[cls];
   if (HAK_LIKELY(!hak_base_is_null(b))) {
-    tc->head[cls] = block_next(b);
+    hak_base_ptr_t next = block_next(b);
+    if (HAK_UNLIKELY(!block_link_plausible(next))) return tls_sll_pop_corrupt(tc, cls, b);
+    tc->head[cls] = next;
     tc->room[cls]++;
     block_clear_free(b);
   }
@@ -63,8 +107,8 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
 // slow path, which flushes a batch back to the slabs.
 HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
   if (HAK_UNLIKELY(tc->room[cls] == 0)) return 0;
-  block_set_next(b, tc->head[cls]);
   block_set_free(b);
+  block_set_next(b, tc->head[cls]);
   tc->head[cls] = b;
   tc->room[cls]--;
   return 1;

@@ -65,7 +65,9 @@ static inline int tls_list_empty(unsigned cls) { return hak_base_is_null(t_tls_c
 // Length of a slab's remote-free list (only meaningful while nobody drains it).
 static inline uint32_t remote_list_len(slab_meta_t *m) {
   uint32_t n = 0;
-  for (void *b = atomic_load(&m->remote_head); b != NULL && n <= m->capacity; b = *(void **)b) n++;
+  for (hak_base_ptr_t b = hak_base_from_raw(atomic_load(&m->remote_head)); !hak_base_is_null(b) && n <= m->capacity;
+       b = block_next(b))
+    n++;
   return n;
 }
 

@@ -1,0 +1,69 @@
+// hakmem_fast.h — the malloc and free fast paths, inlined into hak_malloc /
+// hak_free and into the exported malloc / free (src/api), so a program's call
+// reaches them without a second jump. Everything else is in the noinline
+// slow paths of hakmem.c.
+//
+//   malloc (n <= 1 KiB): class table -> pop the TLS list, its link decoded
+//                        and checked -> return
+//   free:  registry bit -> slab metadata -> block start below the carve point
+//          -> free mark absent -> push on this thread's TLS list (whoever owns
+//          the slab: tiny_flush sends other threads' blocks home in batches)
+#ifndef HAK_HAKMEM_FAST_H
+#define HAK_HAKMEM_FAST_H
+
+#include <stddef.h>
+
+#include "stats/stats.h"
+#include "superslab/ss_registry.h"
+#include "tiny/tls_sll_box.h"
+
+// Everything but a TLS hit of a tiny class (and every failure).
+void *hak_malloc_slow(size_t size) HAK_NOINLINE;
+// Everything but a push of a checked block on a TLS list with room.
+void hak_free_slow(void *p) HAK_NOINLINE;
+
+// Is p the start of a block of slab m that has been handed out at some time:
+// a multiple of the block size from the base (one multiply by the class's
+// magic; an address before the base wraps to an offset no multiple reaches),
+// below the carve point. A FREE slab's carve point is its base.
+HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
+  uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
+  uint64_t idx = ((uint64_t)off * m->size_magic) >> 32;
+  return idx * m->block_size == off && (const char *)p < slab_carve(m);
+}
+
+HAK_INLINE void *hak_malloc_fast(size_t size) {
+  HAK_COUNT_OP();
+  if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
+    tls_cache_t *tc = &t_tls_cache;
+    unsigned cls = size_class_tiny(size);
+    hak_base_ptr_t b = tc->head[cls];
+    if (HAK_LIKELY(!hak_base_is_null(b))) {
+      hak_base_ptr_t next = block_next(b);
+      // A corrupted link goes to the slow path, whose pop reports it.
+      if (HAK_LIKELY(block_link_plausible(next))) {
+        tc->head[cls] = next;
+        tc->room[cls]++;
+        block_clear_free(b);
+        return hak_user_raw(hak_base_to_user(b));
+      }
+    }
+  }
+  return hak_malloc_slow(size);
+}
+
+HAK_INLINE void hak_free_fast(void *p) {
+  HAK_COUNT_OP();
+  if (HAK_LIKELY(ss_registry_contains(p))) {
+    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    if (HAK_LIKELY(slab_block_start(m, p))) {
+      hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
+      unsigned cls = m->cls;
+      // A block start: its mark word lies inside the block.
+      if (HAK_LIKELY(((const uintptr_t *)p)[1] != block_free_mark(b)) && tls_sll_push(&t_tls_cache, cls, b)) return;
+    }
+  }
+  hak_free_slow(p);
+}
+
+#endif
