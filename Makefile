@@ -2,6 +2,8 @@
 #   make              build/libhakmem.so (drop-in) build/libhakmem.a, build/libhakmem_core.a (hak_* only)
 #   make DEBUG=1      the same under build/debug (assertions, phantom pointer types, -O0)
 #   make SAN=asan     hak_*-only core built with ASan+UBSan under build/asan (SAN=tsan: TSan)
+#   make LINK_ENCODE=0  the release library under build/noencode with free-list links stored
+#                     raw: only to measure what the encoding costs (issue 10); never ship it
 #   make STATS=1      the release library under build/stats, counting lock acquisitions and
 #                     atomic RMWs on shared lines per site (printed at exit; bench-scale uses it)
 #   make test         build and run every test
@@ -16,6 +18,7 @@ CXX     ?= c++
 DEBUG   ?= 0
 SAN     ?=
 STATS   ?= 0
+LINK_ENCODE ?= 1
 
 BASE_CFLAGS := -std=gnu11 -g -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
                -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free \
@@ -31,6 +34,9 @@ else ifeq ($(SAN),tsan)
   BUILD   ?= build/tsan
   OPT     := -O1 -fno-omit-frame-pointer -fsanitize=thread -DHAK_DEBUG=0
   CC      := clang
+else ifeq ($(LINK_ENCODE),0)
+  BUILD   ?= build/noencode
+  OPT     := -O2 -DHAK_DEBUG=0 -DHAK_LINK_ENCODE=0
 else ifeq ($(STATS),1)
   BUILD   ?= build/stats
   OPT     := -O2 -DHAK_DEBUG=0 -DHAK_STATS=1

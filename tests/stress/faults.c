@@ -494,6 +494,57 @@ static int test_realloc_interior(void) {
   return 0;
 }
 
+// Free-list poisoning: an address written into a freed block (a use after
+// free) must never come back from malloc. Unprotected free lists hand it out
+// on the second malloc; hakmem reports the corrupted link and aborts.
+static char g_poison_target[64] __attribute__((aligned(16)));
+static void *(*volatile malloc_fn)(size_t) = malloc;
+static int poison_check(void *p) {
+  if (p == (void *)g_poison_target) {
+    fprintf(stderr, "malloc returned the address written after free\n");
+    return 1;
+  }
+  return 0;
+}
+static int test_uaf_poison_tls_list(void) {
+  void *p = malloc_fn(48), *q = malloc_fn(48);
+  free_fn(p);
+  free_fn(q);
+  *(void *volatile *)q = g_poison_target;
+  if (poison_check(malloc_fn(48)) | poison_check(malloc_fn(48))) return 1;
+  return 0;
+}
+static void *free_list_in_thread(void *arg) {
+  void **b = arg;
+  for (int i = 0; i < 64; i++) free_fn(b[i]);
+  return NULL;
+}
+static int test_uaf_poison_remote_list(void) {
+  static void *b[64];
+  for (int i = 0; i < 64; i++) b[i] = malloc_fn(48);
+  pthread_t t;
+  pthread_create(&t, NULL, free_list_in_thread, b);   // freed by another thread ...
+  pthread_join(t, NULL);
+  for (int i = 0; i < 64; i++) *(void *volatile *)b[i] = g_poison_target;   // ... then written
+  for (int i = 0; i < 8192; i++)
+    if (poison_check(malloc_fn(48))) return 1;
+  return 0;
+}
+
+// A block-aligned address of the same slab that was never handed out (beyond
+// the slab's carve point): accepted, it would later come out of malloc twice.
+static int test_free_never_allocated_slot(void) {
+  char *p = malloc_fn(16);
+  free_fn(p + 16384);
+  return 0;
+}
+static size_t (*volatile usable_fn)(void *) = malloc_usable_size;
+static int test_usable_size_of_freed_block(void) {
+  void *p = malloc_fn(48);
+  free_fn(p);
+  return usable_fn(p) == 0 ? 0 : 0;   // must not return: the report aborts
+}
+
 // ---------------------------------------------------------------- harness
 enum { EXPECT_EXIT0, EXPECT_ABORT_REPORT };
 typedef struct {
@@ -528,6 +579,10 @@ static const test_t g_tests[] = {
   {"realloc_of_interior_pointer_aborts", test_realloc_interior, EXPECT_ABORT_REPORT, 10, NULL},
   {"double_free_medium_aborts", test_double_free_medium, EXPECT_ABORT_REPORT, 10, NULL},
   {"double_free_large_aborts", test_double_free_large, EXPECT_ABORT_REPORT, 10, NULL},
+  {"free_of_never_allocated_slot_aborts", test_free_never_allocated_slot, EXPECT_ABORT_REPORT, 10, NULL},
+  {"usable_size_of_freed_block_aborts", test_usable_size_of_freed_block, EXPECT_ABORT_REPORT, 10, NULL},
+  {"uaf_poisoned_tls_list_aborts", test_uaf_poison_tls_list, EXPECT_ABORT_REPORT, 10, NULL},
+  {"uaf_poisoned_remote_list_aborts", test_uaf_poison_remote_list, EXPECT_ABORT_REPORT, 10, NULL},
 };
 #define NTESTS ((int)(sizeof g_tests / sizeof g_tests[0]))
 

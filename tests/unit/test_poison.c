@@ -1,0 +1,112 @@
+// test_poison.c — free-list poisoning (a use after free that writes an address
+// into a freed block's link word) is reported and aborts, in every kind of
+// list, before the written address is returned or followed. Each scenario
+// runs in a child process; the parent checks the child's end and its report.
+#include "unit_util.h"
+
+#include <sys/wait.h>
+
+static char g_target[64] __attribute__((aligned(16)));   // the address an attacker wants back
+
+// Run fn in a child with stderr captured; returns the wait status, fills err.
+static int run_child(void (*fn)(void), char *err, size_t cap) {
+  int pipefd[2];
+  if (pipe(pipefd) != 0) abort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipefd[1], 2);
+    close(pipefd[0]);
+    fn();
+    _exit(0);                                            // not reported: the test fails
+  }
+  close(pipefd[1]);
+  size_t n = 0;
+  ssize_t r;
+  while (n + 1 < cap && (r = read(pipefd[0], err + n, cap - 1 - n)) > 0) n += (size_t)r;
+  err[n] = '\0';
+  close(pipefd[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return st;
+}
+
+static void expect_poison_report(void (*fn)(void)) {
+  char err[512];
+  int st = run_child(fn, err, sizeof err);
+  assert_true(WIFSIGNALED(st));
+  assert_int_equal(WTERMSIG(st), SIGABRT);
+  assert_non_null(strstr(err, "hakmem: corrupted free list in class "));
+  assert_non_null(strstr(err, "use after free?"));
+  assert_null(strstr(err, "RETURNED"));
+}
+
+static void check_not_target(void *p) {
+  if (p == (void *)g_target) fprintf(stderr, "RETURNED the poisoned address\n");
+}
+
+// TLS list: the freed block on top of the list gets an address written over
+// its link; the next two mallocs would hand that address out.
+static void poison_tls_list(void) {
+  void *p = hak_malloc(48), *q = hak_malloc(48);
+  hak_free(p);
+  hak_free(q);
+  *(void **)q = g_target;                                // the use after free
+  check_not_target(hak_malloc(48));
+  check_not_target(hak_malloc(48));
+}
+
+// A slab's local free list: the owner's blocks flushed home from its TLS list.
+static void poison_slab_free_list(void) {
+  unsigned cls = size_class_of(48);
+  void *p = hak_malloc(48);
+  slab_meta_t *m = slab_of(p);
+  hak_free(p);
+  tiny_flush(cls, UINT32_MAX);                           // every cached block goes home
+  if (m->freelist == NULL) return;                       // (would fail the test: no report)
+  *(void **)m->freelist = g_target;
+  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(48));
+}
+
+typedef struct handoff { void **blocks; int n; } handoff_t;
+static void *free_all(void *arg) {
+  handoff_t *h = arg;
+  for (int i = 0; i < h->n; i++) hak_free(h->blocks[i]);   // home at this thread's exit
+  return NULL;
+}
+
+// A slab's remote list: blocks freed by another thread, pushed at its exit.
+static void poison_remote_list(void) {
+  static void *blocks[64];
+  handoff_t h = {blocks, 64};
+  for (int i = 0; i < 64; i++) blocks[i] = hak_malloc(48);
+  slab_meta_t *m = slab_of(blocks[0]);
+  run_in_thread(free_all, &h);
+  void *head = atomic_load(&m->remote_head);
+  if (head == NULL) return;
+  *(void **)head = g_target;
+  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(48));
+}
+
+static void test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported(void **state) {
+  (void)state;
+  expect_poison_report(poison_tls_list);
+}
+
+static void test_an_address_written_into_a_block_on_a_slab_free_list_is_reported(void **state) {
+  (void)state;
+  expect_poison_report(poison_slab_free_list);
+}
+
+static void test_an_address_written_into_a_block_on_a_remote_list_is_reported(void **state) {
+  (void)state;
+  expect_poison_report(poison_remote_list);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    HAK_UNIT_TEST(test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_slab_free_list_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_remote_list_is_reported),
+  };
+  return cmocka_run_group_tests_name("poison", tests, NULL, NULL);
+}
