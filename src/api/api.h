@@ -21,7 +21,4 @@
 // SIZE_MAX/2+1 fails with EINVAL.
 void *hak_api_memalign(size_t alignment, size_t size);
 
-// The system page size (cached; no allocation).
-size_t hak_api_page_size(void);
-
 #endif

@@ -13,24 +13,12 @@
 #include <errno.h>
 #include <malloc.h>
 #include <stdlib.h>
-#include <sys/auxv.h>
 
 #include "hakmem.h"
 #include "api/api.h"
+#include "os/os.h"
 
 #define HAK_API_MIN_ALIGN 16u   // glibc's MALLOC_ALIGNMENT on x86-64
-
-static size_t g_page_size;      // 0 until first asked; a benign race (same value)
-
-size_t hak_api_page_size(void) {
-  size_t ps = __atomic_load_n(&g_page_size, __ATOMIC_RELAXED);
-  if (__builtin_expect(ps == 0, 0)) {
-    ps = (size_t)getauxval(AT_PAGESZ);       // no allocation, no syscall
-    if (ps == 0 || (ps & (ps - 1)) != 0) ps = 4096;
-    __atomic_store_n(&g_page_size, ps, __ATOMIC_RELAXED);
-  }
-  return ps;
-}
 
 void *hak_api_memalign(size_t alignment, size_t size) {
   if (alignment <= HAK_API_MIN_ALIGN) return hak_aligned_alloc(HAK_API_MIN_ALIGN, size);
@@ -75,11 +63,11 @@ HAK_EXPORT void *memalign(size_t alignment, size_t size) {
   return hak_api_memalign(alignment, size);
 }
 
-HAK_EXPORT void *valloc(size_t size) { return hak_api_memalign(hak_api_page_size(), size); }
+HAK_EXPORT void *valloc(size_t size) { return hak_api_memalign(os_page_size(), size); }
 
 // Size rounded up to whole pages; pvalloc(0) gives one page.
 HAK_EXPORT void *pvalloc(size_t size) {
-  size_t ps = hak_api_page_size();
+  size_t ps = os_page_size();
   if (size > SIZE_MAX - ps) {
     errno = ENOMEM;
     return NULL;

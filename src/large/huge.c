@@ -32,7 +32,7 @@ static size_t g_cache_bytes;
 
 #define TOMB ((uintptr_t)1)
 
-static size_t page_round(size_t n) { return (n + OS_PAGE_SIZE - 1) & ~(size_t)(OS_PAGE_SIZE - 1); }
+static size_t page_round(size_t n) { size_t ps = os_page_size(); return (n + ps - 1) & ~(ps - 1); }
 static size_t hash_ptr(uintptr_t p) { return (size_t)((p >> 12) * 0x9e3779b97f4a7c15ull); }
 
 static huge_entry_t *table_find(uintptr_t p) {
@@ -46,7 +46,7 @@ static huge_entry_t *table_find(uintptr_t p) {
 
 static int table_grow(void) {
   size_t cap = g_table_cap ? g_table_cap * 2 : 1024;
-  huge_entry_t *t = os_map_aligned(cap * sizeof *t, OS_PAGE_SIZE);
+  huge_entry_t *t = os_map_aligned(cap * sizeof *t, 0);
   if (t == NULL) return -1;
   for (size_t i = 0; i < g_table_cap; i++) {
     if (g_table[i].ptr <= TOMB) continue;
@@ -137,14 +137,14 @@ static void cache_put(uintptr_t base, size_t size) {
 }
 
 void *huge_alloc(size_t size, size_t align, int zero) {
-  if (size > PTRDIFF_MAX - OS_PAGE_SIZE) return NULL;   // no address space is that large
+  if (size > PTRDIFF_MAX - os_page_size()) return NULL;   // no address space is that large
   size_t map_size = page_round(size);
   uintptr_t base = 0;
   int fresh = 1;
   pthread_mutex_lock(&g_huge_lock);
   int released = 0;
   cache_expire(0, &released);
-  if (align <= OS_PAGE_SIZE && (base = cache_take(&map_size)) != 0) fresh = 0;
+  if (align <= os_page_size() && (base = cache_take(&map_size)) != 0) fresh = 0;
   pthread_mutex_unlock(&g_huge_lock);
   if (base == 0) base = (uintptr_t)os_map_aligned(map_size, align);
   if (base == 0) return NULL;

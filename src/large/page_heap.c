@@ -23,7 +23,8 @@
 
 #define PH_REGION_SHIFT  26
 #define PH_REGION_SIZE   ((size_t)1 << PH_REGION_SHIFT)
-#define PH_PAGE_SHIFT    12
+#define PH_PAGE_SHIFT    12                   // the heap's page: x86-64's, a compile-time layout unit
+#define PH_PAGE_SIZE     ((size_t)1 << PH_PAGE_SHIFT)
 #define PH_PAGES         ((uint32_t)(PH_REGION_SIZE >> PH_PAGE_SHIFT))
 #define PH_BINS          64
 #define PH_NONE          UINT32_MAX
@@ -48,7 +49,7 @@ typedef struct ph_region {
   uint32_t          link_prev[PH_PAGES];
 } ph_region_t;
 
-#define PH_HEADER_PAGES  ((uint32_t)((sizeof(ph_region_t) + OS_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
+#define PH_HEADER_PAGES  ((uint32_t)((sizeof(ph_region_t) + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
 #define PH_USABLE_PAGES  (PH_PAGES - PH_HEADER_PAGES)
 _Static_assert(PAGE_HEAP_MAX <= ((size_t)(PH_PAGES - 80u) << PH_PAGE_SHIFT), "the largest block fits a region");
 
@@ -174,7 +175,11 @@ static void map_mark(ph_region_t *r, int on) {
 }
 
 // A new region, all of it one CLEAN free run (fresh pages read as zero).
+// None where the system page is larger than the heap's: madvise would round a
+// run's purge up to a whole system page and zero a live neighbour (the
+// callers then map the block directly, huge.c).
 static ph_region_t *region_create(void) {
+  if (os_page_size() > PH_PAGE_SIZE) return NULL;
   ph_region_t *r = os_map_aligned(PH_REGION_SIZE, PH_REGION_SIZE);
   if (r == NULL) return NULL;
   if ((uintptr_t)r >> PH_ADDR_BITS) { os_unmap(r, PH_REGION_SIZE); return NULL; }
@@ -222,7 +227,7 @@ int page_heap_contains(const void *p) {
 // Page index of a block start at p in r, or PH_NONE (lock held).
 static uint32_t block_page(ph_region_t *r, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)r;
-  if (off & (OS_PAGE_SIZE - 1)) return PH_NONE;
+  if (off & (PH_PAGE_SIZE - 1)) return PH_NONE;
   uint32_t s = (uint32_t)(off >> PH_PAGE_SHIFT);
   if (s < PH_HEADER_PAGES || !(r->head[s] & PH_USED)) return PH_NONE;
   return s;
@@ -278,7 +283,7 @@ int page_heap_trim(int everything) {
 
 // ---- blocks ----------------------------------------------------------------
 
-static uint32_t pages_for(size_t size) { return (uint32_t)((size + OS_PAGE_SIZE - 1) >> PH_PAGE_SHIFT); }
+static uint32_t pages_for(size_t size) { return (uint32_t)((size + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT); }
 
 void *page_heap_alloc(size_t size, int zero) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
