@@ -10,6 +10,9 @@ hak_config_t g_hak_config = {
   .purge_dirty_max = 16u << 20,
   .keep_empty_superslabs = 2,
   .huge_cache_max = 64u << 20,
+  .huge_cache_delay_ms = 1000,
+  .large_purge_delay_ms = 1000,
+  .large_dirty_min = 64u << 20,
 };
 
 static int config_number(const char *name, unsigned long long *out) {
@@ -29,4 +32,7 @@ void hak_config_load(void) {
   if (config_number("HAKMEM_PURGE_DIRTY_MB", &v)) g_hak_config.purge_dirty_max = (size_t)v << 20;
   if (config_number("HAKMEM_KEEP_EMPTY_SS", &v)) g_hak_config.keep_empty_superslabs = (uint32_t)v;
   if (config_number("HAKMEM_HUGE_CACHE_MB", &v)) g_hak_config.huge_cache_max = (size_t)v << 20;
+  if (config_number("HAKMEM_HUGE_CACHE_DELAY_MS", &v)) g_hak_config.huge_cache_delay_ms = (uint32_t)v;
+  if (config_number("HAKMEM_LARGE_PURGE_DELAY_MS", &v)) g_hak_config.large_purge_delay_ms = (uint32_t)v;
+  if (config_number("HAKMEM_LARGE_DIRTY_MB", &v)) g_hak_config.large_dirty_min = (size_t)v << 20;
 }
