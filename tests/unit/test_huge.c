@@ -2,6 +2,7 @@
 // grown and shrunk with mremap, content kept; and realloc across the tiers.
 #include "unit_util.h"
 #include "config/config.h"
+#include "large/huge.h"
 #include "large/page_heap.h"
 
 #define MIB (1u << 20)
@@ -135,19 +136,28 @@ static void test_interior_address_of_a_huge_block_is_owned(void **state) {
   hak_free(p);
 }
 
+// After every test: the page heap and the huge table/cache hold their
+// invariants in full (debug builds; the validators are no-ops in release).
+static int teardown_validate(void **state) {
+  (void)state;
+  page_heap_validate();
+  huge_validate();
+  return 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_huge_realloc_grow_keeps_content),
-    cmocka_unit_test(test_huge_realloc_grow_gives_the_new_size),
-    cmocka_unit_test(test_huge_realloc_grow_moves_no_mapping_to_the_cache),
-    cmocka_unit_test(test_huge_realloc_shrink_keeps_content),
-    cmocka_unit_test(test_huge_realloc_shrink_releases_the_tail),
-    cmocka_unit_test(test_realloc_from_huge_to_slab_size_keeps_content),
-    cmocka_unit_test(test_realloc_from_slab_to_huge_keeps_content),
-    cmocka_unit_test(test_huge_free_drops_the_live_count),
-    cmocka_unit_test(test_trim_empties_the_huge_cache),
-    cmocka_unit_test(test_cache_eviction_under_pressure_unmaps_each_mapping_once),
-    cmocka_unit_test(test_interior_address_of_a_huge_block_is_owned),
+    cmocka_unit_test_teardown(test_huge_realloc_grow_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_grow_gives_the_new_size, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_grow_moves_no_mapping_to_the_cache, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_shrink_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_shrink_releases_the_tail, teardown_validate),
+    cmocka_unit_test_teardown(test_realloc_from_huge_to_slab_size_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_realloc_from_slab_to_huge_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_free_drops_the_live_count, teardown_validate),
+    cmocka_unit_test_teardown(test_trim_empties_the_huge_cache, teardown_validate),
+    cmocka_unit_test_teardown(test_cache_eviction_under_pressure_unmaps_each_mapping_once, teardown_validate),
+    cmocka_unit_test_teardown(test_interior_address_of_a_huge_block_is_owned, teardown_validate),
   };
   return cmocka_run_group_tests_name("huge", tests, NULL, NULL);
 }
