@@ -4,8 +4,8 @@
 // implements glibc's contract for malloc, calloc, realloc, reallocarray,
 // posix_memalign and malloc_usable_size (ENOMEM on overflow and on sizes
 // above PTRDIFF_MAX, realloc(p, 0) frees, realloc keeps the old block on
-// failure, *out untouched on posix_memalign failure). What this file adds:
-//   - free()/cfree() never change errno, whatever the engine does inside;
+// failure, *out untouched on posix_memalign failure, free keeping errno).
+// What this file adds:
 //   - memalign/aligned_alloc/valloc/pvalloc with glibc 2.36's rounding rules;
 //   - the __libc_* names, which glibc-internal and old callers still use.
 // Nothing here calls dlsym, stdio or getenv: the first malloc may come from
@@ -37,8 +37,9 @@ void *hak_api_memalign(size_t alignment, size_t size) {
 
 HAK_EXPORT void *malloc(size_t size) { return hak_malloc(size); }
 
-// free() never changes errno (POSIX 2024, glibc >= 2.33): hak_free keeps it
-// (only its slow path can touch errno, and that path saves it).
+// free() never changes errno (POSIX 2024, glibc >= 2.33): the engine's
+// hak_free keeps it (only its slow path can touch errno, and that path saves
+// it), so this is a plain call.
 HAK_EXPORT void free(void *ptr) { hak_free(ptr); }
 
 HAK_EXPORT void *calloc(size_t count, size_t size) { return hak_calloc(count, size); }
