@@ -1,6 +1,7 @@
 // config.c — HAKMEM_* options (see config.h).
 #include "config/config.h"
 
+#include "debug/report.h"
 #include "os/os.h"
 
 hak_config_t g_hak_config = {
@@ -27,6 +28,7 @@ static int config_number(const char *name, unsigned long long *out) {
 void hak_config_load(void) {
   unsigned long long v;
   if (config_number("HAKMEM_ABORT_ON_ERROR", &v)) g_hak_config.abort_on_error = v != 0;
+  hak_report_set_abort(g_hak_config.abort_on_error);
   if (config_number("HAKMEM_VERBOSE", &v)) g_hak_config.verbose = (int)v;
   if (config_number("HAKMEM_PURGE_DELAY_MS", &v)) g_hak_config.purge_delay_ms = (uint32_t)v;
   if (config_number("HAKMEM_PURGE_DIRTY_MB", &v)) g_hak_config.purge_dirty_max = (size_t)v << 20;

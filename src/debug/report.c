@@ -4,9 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config/config.h"
 #include "debug/hak_base.h"
 #include "os/os.h"
+
+static int g_report_abort = 1;   // HAKMEM_ABORT_ON_ERROR, pushed down by hak_config_load
+
+void hak_report_set_abort(int on) { g_report_abort = on != 0; }
 
 size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v) {
   char tmp[24];
@@ -51,7 +54,7 @@ void hak_report_pointer_error(const char *what, const void *ptr, const char *det
   }
   line[n++] = '\n';
   os_write_all(2, line, n);
-  if (g_hak_config.abort_on_error) abort();
+  if (g_report_abort) abort();
 }
 
 void hak_assert_fail(const char *expr, const char *file, int line) {
