@@ -26,6 +26,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hakmem.h"
 #include "api/api.h"
@@ -315,7 +316,7 @@ static size_t put_str(char *buf, size_t at, size_t cap, const char *s) {
 __attribute__((noreturn, cold, noinline)) static void foreign_report(const char *op, const void *ptr,
                                                                      const foreign_verdict_t *v) {
   char buf[512];
-  size_t n = 0, cap = sizeof buf - 2;
+  size_t n = 0, cap = sizeof buf - 2;        // room left for the newline (and hak_fmt_hex's NUL)
   n = put_str(buf, n, cap, "hakmem: ");
   n = put_str(buf, n, cap, op);
   n = put_str(buf, n, cap, " of invalid pointer ");
@@ -328,7 +329,7 @@ __attribute__((noreturn, cold, noinline)) static void foreign_report(const char 
   }
   n = put_str(buf, n, cap, ")");
   buf[n++] = '\n';
-  os_write_all(2, buf, n);
+  os_write_all(STDERR_FILENO, buf, n);
   abort();
 }
 

@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "hakmem.h"
 #include "api/api.h"
@@ -73,7 +74,7 @@ HAK_EXPORT int malloc_trim(size_t pad) {
 }
 
 // glibc prints to stderr; so does the engine's report.
-HAK_EXPORT void malloc_stats(void) { hak_print_stats(2); }
+HAK_EXPORT void malloc_stats(void) { hak_print_stats(STDERR_FILENO); }
 
 // User-called, so stdio is allowed here. Options other than 0 are EINVAL,
 // returned (not put in errno), as glibc 2.36 does.

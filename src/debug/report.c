@@ -34,7 +34,8 @@ size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v) {
 
 void hak_write_str(int fd, const char *s) { os_write_all(fd, s, strlen(s)); }
 
-void hak_report_pointer_error(const char *what, const void *ptr, const char *detail) {
+// "hakmem: <what> 0x<ptr><detail>\n" on stderr.
+static void report_line(const char *what, const void *ptr, const char *detail) {
   char line[256];
   size_t n = 0;
   const char *parts[2] = {"hakmem: ", what};
@@ -54,7 +55,21 @@ void hak_report_pointer_error(const char *what, const void *ptr, const char *det
   }
   line[n++] = '\n';
   os_write_all(2, line, n);
+}
+
+void hak_report_pointer_error(const char *what, const void *ptr, const char *detail) {
+  report_line(what, ptr, detail);
   if (g_report_abort) abort();
+}
+
+void hak_report_invariant(const char *what, const void *ptr, unsigned long long n) {
+  char detail[32] = " (";
+  size_t len = 2;
+  len += hak_fmt_u64(detail + len, sizeof detail - len - 1, n);
+  detail[len++] = ')';
+  detail[len] = '\0';
+  report_line(what, ptr, detail);
+  abort();
 }
 
 void hak_assert_fail(const char *expr, const char *file, int line) {

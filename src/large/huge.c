@@ -6,7 +6,6 @@
 
 #include <pthread.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "config/config.h"
@@ -285,20 +284,10 @@ void huge_get_stats(huge_stats_t *out) {
 // ---- validation --------------------------------------------------------------
 
 #if HAK_DEBUG
-// Report the first broken invariant (see huge_entry_t, huge_cached_t) in one
-// line and abort.
-HAK_COLD static void huge_invalid(const char *what, uintptr_t where, uint64_t n) {
-  char detail[40] = " (";
-  size_t len = 2;
-  len += hak_fmt_u64(detail + len, sizeof detail - len - 1, n);
-  detail[len++] = ')';
-  detail[len] = '\0';
-  hak_report_pointer_error(what, (const void *)where, detail);
-  abort();                                 // even with HAKMEM_ABORT_ON_ERROR=0
-}
-
+// The first broken invariant (see huge_entry_t, huge_cached_t) is reported in
+// one line, then abort.
 #define HUGE_REQUIRE(cond, what, where, n) \
-  do { if (HAK_UNLIKELY(!(cond))) huge_invalid("huge invariant broken: " what " at", where, n); } while (0)
+  do { if (HAK_UNLIKELY(!(cond))) hak_report_invariant("huge invariant broken: " what " at", (const void *)(where), n); } while (0)
 
 static void huge_validate_locked(void) {
   size_t ps = os_page_size(), used = 0, tombs = 0, bytes = 0;

@@ -20,7 +20,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "config/config.h"
@@ -42,7 +41,8 @@
 #define PH_USED          (1u << 31)           // head word: the run is a live block
 #define PH_LEN_MASK      (PH_USED - 1u)
 #define PH_ADDR_BITS     47                   // user address space of x86-64: the bitmap's reach
-#define PH_MAP_WORDS     ((size_t)1 << (PH_ADDR_BITS - PH_REGION_SHIFT - 6))   // 64 regions per word
+#define PH_MAP_WORD_BITS 64u                  // regions per bitmap word
+#define PH_MAP_WORDS     (((size_t)1 << (PH_ADDR_BITS - PH_REGION_SHIFT)) / PH_MAP_WORD_BITS)
 #define PH_DIRTY_LIVE_FACTOR 2u               // dirty budget: twice the live bytes, if above the minimum
 #define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
 #define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
@@ -206,8 +206,8 @@ static int region_purge(ph_region_t *r) {
 // ---- regions ---------------------------------------------------------------
 
 // The bitmap word and bit of the region holding address a (a < 1 << PH_ADDR_BITS).
-static size_t map_word(uintptr_t a) { return (a >> PH_REGION_SHIFT) / 64; }
-static uint64_t map_mask(uintptr_t a) { return (uint64_t)1 << ((a >> PH_REGION_SHIFT) % 64); }
+static size_t map_word(uintptr_t a) { return (a >> PH_REGION_SHIFT) / PH_MAP_WORD_BITS; }
+static uint64_t map_mask(uintptr_t a) { return (uint64_t)1 << ((a >> PH_REGION_SHIFT) % PH_MAP_WORD_BITS); }
 
 static void map_mark(ph_region_t *r, int on) {
   size_t w = map_word((uintptr_t)r);    // region_create refused addresses beyond the map
@@ -467,19 +467,9 @@ void page_heap_get_stats(page_heap_stats_t *out) {
 // ---- validation --------------------------------------------------------------
 
 #if HAK_DEBUG
-// Report the first broken invariant (see ph_region_t) in one line and abort.
-HAK_COLD static void ph_invalid(const char *what, const void *where, uint64_t n) {
-  char detail[40] = " (";
-  size_t len = 2;
-  len += hak_fmt_u64(detail + len, sizeof detail - len - 1, n);
-  detail[len++] = ')';
-  detail[len] = '\0';
-  hak_report_pointer_error(what, where, detail);
-  abort();                                 // even with HAKMEM_ABORT_ON_ERROR=0
-}
-
+// The first broken invariant (see ph_region_t) is reported in one line, then abort.
 #define PH_REQUIRE(cond, what, where, n) \
-  do { if (HAK_UNLIKELY(!(cond))) ph_invalid("page heap invariant broken: " what " at", where, n); } while (0)
+  do { if (HAK_UNLIKELY(!(cond))) hak_report_invariant("page heap invariant broken: " what " at", where, n); } while (0)
 
 // Check one region in full; adds its live and dirty figures to the totals.
 static void ph_validate_region(const ph_region_t *r, size_t *live_count, size_t *live_pages,
