@@ -2,6 +2,7 @@
 // 64 MiB regions, reused and coalesced without system calls, grown in place,
 // and given back.
 #include "unit_util.h"
+#include "config/config.h"
 #include "large/huge.h"
 #include "large/page_heap.h"
 
@@ -118,6 +119,42 @@ static void test_freed_large_memory_goes_back_past_the_dirty_budget(void **state
   hak_trim();
 }
 
+static size_t page_heap_dirty_bytes(void) {
+  page_heap_stats_t st;
+  page_heap_get_stats(&st);
+  return st.dirty_bytes;
+}
+
+static void test_a_freed_large_block_stays_resident_below_the_dirty_budget_before_the_delay(void **state) {
+  (void)state;
+  hak_trim();                                    // starts the purge delay now
+  size_t keep_min = g_hak_config.large_dirty_min;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  g_hak_config.large_dirty_min = (size_t)1 << 30;
+  g_hak_config.large_purge_delay_ms = 3600u * 1000u;
+  hak_free(hak_malloc(2 * MIB));
+  size_t dirty = page_heap_dirty_bytes();
+  g_hak_config.large_dirty_min = keep_min;
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
+  assert_int_equal(dirty, 2 * MIB);
+}
+
+static void test_a_freed_large_block_past_the_dirty_minimum_is_purged_at_once(void **state) {
+  (void)state;
+  hak_trim();
+  size_t keep_min = g_hak_config.large_dirty_min;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  g_hak_config.large_dirty_min = 0;              // HAKMEM_LARGE_DIRTY_MB=0: nothing live, no budget
+  g_hak_config.large_purge_delay_ms = 3600u * 1000u;
+  hak_free(hak_malloc(2 * MIB));
+  size_t dirty = page_heap_dirty_bytes();
+  g_hak_config.large_dirty_min = keep_min;
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
+  assert_int_equal(dirty, 0);
+}
+
 // After every test: the page heap and the huge table/cache hold their
 // invariants in full (debug builds; the validators are no-ops in release).
 static int teardown_validate(void **state) {
@@ -138,6 +175,9 @@ int main(void) {
     cmocka_unit_test_teardown(test_trim_unmaps_regions_with_no_live_block, teardown_validate),
     cmocka_unit_test_teardown(test_an_interior_address_of_a_large_block_is_owned_and_not_a_block, teardown_validate),
     cmocka_unit_test_teardown(test_freed_large_memory_goes_back_past_the_dirty_budget, teardown_validate),
+    cmocka_unit_test_teardown(test_a_freed_large_block_stays_resident_below_the_dirty_budget_before_the_delay,
+                              teardown_validate),
+    cmocka_unit_test_teardown(test_a_freed_large_block_past_the_dirty_minimum_is_purged_at_once, teardown_validate),
   };
   return cmocka_run_group_tests_name("page_heap", tests, NULL, NULL);
 }
