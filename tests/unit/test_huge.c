@@ -136,6 +136,8 @@ static void test_interior_address_of_a_huge_block_is_owned(void **state) {
   hak_free(p);
 }
 
+#define AN_HOUR_MS (3600u * 1000u)
+
 // A freed huge mapping in the cache, with HAKMEM_HUGE_CACHE_DELAY_MS = delay_ms;
 // returns the cached bytes after a non-forced trim (an expiry pass).
 static size_t cached_after_expiry_pass(uint32_t delay_ms) {
@@ -155,7 +157,7 @@ static size_t cached_after_expiry_pass(uint32_t delay_ms) {
 
 static void test_a_cached_huge_mapping_is_kept_until_the_cache_delay_passes(void **state) {
   (void)state;
-  assert_true(cached_after_expiry_pass(3600u * 1000u) >= HUGE);
+  assert_true(cached_after_expiry_pass(AN_HOUR_MS) >= HUGE);
 }
 
 static void test_a_cached_huge_mapping_past_the_cache_delay_is_unmapped(void **state) {

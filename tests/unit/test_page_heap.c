@@ -119,40 +119,33 @@ static void test_freed_large_memory_goes_back_past_the_dirty_budget(void **state
   hak_trim();
 }
 
-static size_t page_heap_dirty_bytes(void) {
+#define AN_HOUR_MS (3600u * 1000u)
+
+// Free a fresh 2 MiB block with HAKMEM_LARGE_DIRTY_MB = dirty_min and a purge
+// delay of an hour that starts now; returns the page heap's dirty bytes then.
+static size_t dirty_after_free(size_t dirty_min) {
+  size_t keep_min = g_hak_config.large_dirty_min;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  hak_trim();                                    // starts the purge delay now
+  g_hak_config.large_dirty_min = dirty_min;
+  g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
+  hak_free(hak_malloc(2 * MIB));
   page_heap_stats_t st;
   page_heap_get_stats(&st);
+  g_hak_config.large_dirty_min = keep_min;
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
   return st.dirty_bytes;
 }
 
 static void test_a_freed_large_block_stays_resident_below_the_dirty_budget_before_the_delay(void **state) {
   (void)state;
-  hak_trim();                                    // starts the purge delay now
-  size_t keep_min = g_hak_config.large_dirty_min;
-  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
-  g_hak_config.large_dirty_min = (size_t)1 << 30;
-  g_hak_config.large_purge_delay_ms = 3600u * 1000u;
-  hak_free(hak_malloc(2 * MIB));
-  size_t dirty = page_heap_dirty_bytes();
-  g_hak_config.large_dirty_min = keep_min;
-  g_hak_config.large_purge_delay_ms = keep_delay;
-  hak_trim();
-  assert_int_equal(dirty, 2 * MIB);
+  assert_int_equal(dirty_after_free((size_t)1 << 30), 2 * MIB);
 }
 
 static void test_a_freed_large_block_past_the_dirty_minimum_is_purged_at_once(void **state) {
   (void)state;
-  hak_trim();
-  size_t keep_min = g_hak_config.large_dirty_min;
-  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
-  g_hak_config.large_dirty_min = 0;              // HAKMEM_LARGE_DIRTY_MB=0: nothing live, no budget
-  g_hak_config.large_purge_delay_ms = 3600u * 1000u;
-  hak_free(hak_malloc(2 * MIB));
-  size_t dirty = page_heap_dirty_bytes();
-  g_hak_config.large_dirty_min = keep_min;
-  g_hak_config.large_purge_delay_ms = keep_delay;
-  hak_trim();
-  assert_int_equal(dirty, 0);
+  assert_int_equal(dirty_after_free(0), 0);      // nothing live, no minimum: no budget
 }
 
 // After every test: the page heap and the huge table/cache hold their
