@@ -86,6 +86,7 @@ TEST_RUNS :=
 -include tests/stress/stress.mk
 -include tests/fuzz/fuzz.mk
 -include tests/realprog/realprog.mk
+-include tests/layers/layers.mk
 -include bench/bench.mk
 -include install.mk
 

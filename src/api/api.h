@@ -4,10 +4,10 @@
 // Everything in src/api/ is a thin mapping from the glibc/C++ surface onto
 // include/hakmem.h. The engine implements the glibc contract of hak_malloc,
 // hak_calloc, hak_realloc, hak_reallocarray, hak_posix_memalign and
-// hak_usable_size; this layer adds only what the hak_* API does not express:
-// memalign/valloc/pvalloc rounding, free() keeping errno, the C++ new_handler
-// loop, mallinfo/malloc_info formatting, and what to do with pointers that
-// are not ours (foreign_box.c).
+// hak_usable_size, and hak_free keeps errno (free never changes it); this
+// layer adds only what the hak_* API does not express: memalign/valloc/pvalloc
+// rounding, the C++ new_handler loop, mallinfo/malloc_info formatting, and
+// what to do with pointers that are not ours (foreign_box.c).
 #ifndef HAK_API_API_H
 #define HAK_API_API_H
 #include <stddef.h>
@@ -20,8 +20,5 @@
 // a non-power-of-two one is rounded up to the next power of two, one above
 // SIZE_MAX/2+1 fails with EINVAL.
 void *hak_api_memalign(size_t alignment, size_t size);
-
-// The system page size (cached; no allocation).
-size_t hak_api_page_size(void);
 
 #endif

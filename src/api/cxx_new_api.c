@@ -19,11 +19,11 @@
 // Sized delete ignores the size (the engine knows it); aligned delete needs no
 // alignment (hak_free finds any block from its address).
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "hakmem.h"
 #include "api/api.h"
+#include "os/os.h"
 
 typedef void (*hak_new_handler_t)(void);
 extern hak_new_handler_t _ZSt15get_new_handlerv(void) __attribute__((weak));
@@ -33,8 +33,7 @@ __attribute__((noinline, noreturn, cold)) static void cxx_throw_bad_alloc(void) 
   if (_ZSt17__throw_bad_allocv != NULL) _ZSt17__throw_bad_allocv();
   static const char msg[] = "hakmem: operator new failed and std::bad_alloc cannot be thrown "
                             "(libstdc++ not loaded)\n";
-  ssize_t r = write(2, msg, sizeof msg - 1);
-  (void)r;
+  os_write_all(STDERR_FILENO, msg, sizeof msg - 1);
   abort();
 }
 

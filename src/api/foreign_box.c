@@ -17,21 +17,22 @@
 // gives libc.so.6's PT_DYNAMIC, whose DT_GNU_HASH (or DT_HASH), DT_SYMTAB,
 // DT_STRTAB and DT_VERSYM we read ourselves, once, on first need. Nothing here
 // allocates or uses stdio. If libc.so.6 is not loaded (a static program), a
-// valid glibc chunk is leaked on free and copied out on realloc.
+// valid glibc chunk is leaked on free and copied out on realloc. The one
+// kernel call the tests need (reading memory that may not be mapped) and the
+// report's write(2) go through src/os/; dl_iterate_phdr is the loader's list,
+// read in-process.
 #include <elf.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <link.h>
 #include <malloc.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "hakmem.h"
 #include "api/api.h"
 #include "core/foreign.h"
+#include "debug/report.h"
+#include "os/os.h"
 
 // ---- glibc's allocator, found in libc.so.6's dynamic symbol table ----------
 
@@ -40,6 +41,8 @@ typedef void  *(*glibc_realloc_fn)(void *, size_t);
 typedef size_t (*glibc_usable_fn)(void *);
 
 enum { GLIBC_UNRESOLVED = 0, GLIBC_RESOLVED = 1 };
+
+#define VERSYM_HIDDEN_BIT 0x8000u   // versym bit 15: a hidden (non-default) version
 
 static struct {
   int state;                     // GLIBC_UNRESOLVED until the first lookup finished
@@ -107,19 +110,25 @@ static const void *sym_if_usable(const elf_dyn_t *d, uint32_t ix, const char *na
   const ElfW(Sym) *s = &d->symtab[ix];
   if (s->st_shndx == SHN_UNDEF || s->st_value == 0) return NULL;
   if (ELF64_ST_TYPE(s->st_info) != STT_FUNC) return NULL;    // (an IFUNC would need calling)
-  if (d->versym != NULL && (d->versym[ix] & 0x8000)) return NULL;
+  if (d->versym != NULL && (d->versym[ix] & VERSYM_HIDDEN_BIT)) return NULL;
   if (!str_eq(d->strtab + s->st_name, name)) return NULL;
   return (const void *)(d->base + s->st_value);
 }
 
+// The GNU hash function (Bernstein's h*33 + c, seeded 5381), as the ELF
+// DT_GNU_HASH section defines it.
+#define GNU_HASH_SEED 5381u
+#define GNU_HASH_MULT 33u
 static uint32_t gnu_hash_of(const char *name) {
-  uint32_t h = 5381;
-  for (const unsigned char *s = (const unsigned char *)name; *s; s++) h = h * 33 + *s;
+  uint32_t h = GNU_HASH_SEED;
+  for (const unsigned char *s = (const unsigned char *)name; *s; s++) h = h * GNU_HASH_MULT + *s;
   return h;
 }
 
 static const void *elf_lookup(const elf_dyn_t *d, const char *name) {
   if (d->gnu_hash != NULL) {
+    // DT_GNU_HASH: nbuckets, symoffset, bloom_size, bloom_shift, then the
+    // bloom words, the buckets and the chain (bit 0 of a chain entry ends it).
     const uint32_t *gh = d->gnu_hash;
     uint32_t nbuckets = gh[0], symoffset = gh[1], bloom_size = gh[2];
     const ElfW(Addr) *bloom = (const ElfW(Addr) *)&gh[4];
@@ -148,6 +157,8 @@ static const void *elf_lookup(const elf_dyn_t *d, const char *name) {
 }
 
 static void glibc_resolve(void) {
+  // Acquire, so a thread that sees RESOLVED also sees the three pointers
+  // stored before the release below.
   if (__atomic_load_n(&g_glibc.state, __ATOMIC_ACQUIRE) == GLIBC_RESOLVED) return;
   elf_dyn_t d;
   memset(&d, 0, sizeof d);
@@ -171,32 +182,20 @@ static void glibc_resolve(void) {
   __atomic_store_n(&g_glibc.free, f, __ATOMIC_RELAXED);
   __atomic_store_n(&g_glibc.realloc, r, __ATOMIC_RELAXED);
   __atomic_store_n(&g_glibc.usable_size, u, __ATOMIC_RELAXED);
+  // Release, so the pointers stored above are visible to whoever sees RESOLVED.
   __atomic_store_n(&g_glibc.state, GLIBC_RESOLVED, __ATOMIC_RELEASE);
-}
-
-// ---- reading memory that may not be mapped ---------------------------------
-
-// Copies len bytes from addr into out; 0 if any byte is not readable. Uses
-// process_vm_readv on ourselves (EFAULT instead of SIGSEGV); where that system
-// call is refused (seccomp), a short-lived pipe does the same check.
-static int read_safely(uintptr_t addr, void *out, size_t len) {
-  struct iovec local = {out, len};
-  struct iovec remote = {(void *)addr, len};
-  ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-  if (n == (ssize_t)len) return 1;
-  if (n >= 0 || errno == EFAULT) return 0;
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return 0;
-  int ok = write(fds[1], (const void *)addr, len) == (ssize_t)len &&
-           read(fds[0], out, len) == (ssize_t)len;
-  close(fds[0]);
-  close(fds[1]);
-  return ok;
 }
 
 // ---- wild pointer tests ----------------------------------------------------
 
 extern void *__libc_stack_end __attribute__((weak));   // top of the main thread's stack
+
+#define STACK_SLACK        ((uintptr_t)64 << 10)  // below sp (red zone, callee frames), and above it on an unknown stack
+#define STACK_MAX_SPAN     ((uintptr_t)1 << 32)   // farther from sp than this is not the same stack
+#define STACK_ENV_AREA     ((uintptr_t)1 << 20)   // argv/environment/auxv strings above __libc_stack_end
+#define TP_ROUND           ((uintptr_t)4095)      // struct pthread ends within the stack block's last page
+#define LOWEST_HEAP_ADDR   ((uintptr_t)65536)     // below: the kernel's mmap_min_addr, never a heap
+#define GLIBC_ALIGN_MASK   ((uintptr_t)15)        // glibc's chunks are 16-byte aligned
 
 static uintptr_t thread_pointer(void) {
 #if defined(__x86_64__)
@@ -208,23 +207,24 @@ static uintptr_t thread_pointer(void) {
 #endif
 }
 
-// Is a on the calling thread's stack? The range is [sp - 64 KiB, top): top is
-// __libc_stack_end (+ the argv/environment area above it) on the main thread,
-// and the thread pointer (glibc puts struct pthread at the top of a thread's
-// stack block) on other threads; on an unknown stack (coroutines) sp + 64 KiB.
+// Is a on the calling thread's stack? The range is [sp - STACK_SLACK, top):
+// top is __libc_stack_end (+ the argv/environment area above it) on the main
+// thread, and the thread pointer (glibc puts struct pthread at the top of a
+// thread's stack block) on other threads; on an unknown stack (coroutines)
+// sp + STACK_SLACK.
 __attribute__((noinline)) static int on_current_stack(uintptr_t a) {
   volatile char here = 0;
   uintptr_t sp = (uintptr_t)&here;
-  uintptr_t lo = sp > (64u << 10) ? sp - (64u << 10) : 0;
+  uintptr_t lo = sp > STACK_SLACK ? sp - STACK_SLACK : 0;
   uintptr_t top;
   uintptr_t se = &__libc_stack_end != NULL ? (uintptr_t)__libc_stack_end : 0;
   uintptr_t tp = thread_pointer();
-  if (se != 0 && sp < se && se - sp < ((uintptr_t)1 << 32))
-    top = se + (1u << 20);                   // argv, environment and auxv strings
-  else if (tp > sp && tp - sp < ((uintptr_t)1 << 32))
-    top = (tp | 4095) + 1;
+  if (se != 0 && sp < se && se - sp < STACK_MAX_SPAN)
+    top = se + STACK_ENV_AREA;
+  else if (tp > sp && tp - sp < STACK_MAX_SPAN)
+    top = (tp | TP_ROUND) + 1;
   else
-    top = sp + (64u << 10);
+    top = sp + STACK_SLACK;
   return a >= lo && a < top;
 }
 
@@ -254,8 +254,11 @@ static int in_segment_cb(struct dl_phdr_info *info, size_t size, void *arg) {
 #define GLIBC_PREV_INUSE     1u
 #define GLIBC_IS_MMAPPED     2u
 #define GLIBC_NON_MAIN_ARENA 4u
+#define GLIBC_FLAG_BITS      7u                  // the three flags above, in size's low bits
+#define GLIBC_HEADER         16u                 // prev_size + size, before the user pointer
+#define GLIBC_SIZE_FIELD     8u                  // an in-use heap chunk's usable bytes end at the next size field
 #define GLIBC_MINSIZE        32u
-#define GLIBC_MAX_CHUNK      ((size_t)1 << 46)
+#define GLIBC_MAX_CHUNK      ((size_t)1 << 46)   // beyond any real chunk: a garbage size word
 
 typedef struct {
   const char *why;               // NULL: a live glibc chunk
@@ -266,9 +269,9 @@ typedef struct {
 static foreign_verdict_t foreign_classify(const void *ptr) {
   foreign_verdict_t v = {NULL, NULL, 0};
   uintptr_t a = (uintptr_t)ptr;
-  size_t ps = hak_api_page_size();
-  if (a < 65536) { v.why = "not a heap address"; return v; }
-  if (a & 15) { v.why = "misaligned"; return v; }
+  size_t ps = os_page_size();
+  if (a < LOWEST_HEAP_ADDR) { v.why = "not a heap address"; return v; }
+  if (a & GLIBC_ALIGN_MASK) { v.why = "misaligned"; return v; }
   if (hak_owns(ptr)) { v.why = "interior pointer of a hakmem block"; return v; }
   if (on_current_stack(a)) { v.why = "on the stack"; return v; }
   seg_query_t q = {a, NULL, 0};
@@ -276,30 +279,30 @@ static foreign_verdict_t foreign_classify(const void *ptr) {
   if (q.found) { v.why = "static data"; v.object = q.object; return v; }
 
   size_t hdr[2];                             // prev_size, size
-  if (!read_safely(a - 16, hdr, sizeof hdr)) { v.why = "unmapped memory"; return v; }
-  size_t flags = hdr[1] & 7, csize = hdr[1] & ~(size_t)7;
-  if (csize < GLIBC_MINSIZE || (csize & 15) || csize > GLIBC_MAX_CHUNK) {
+  if (!os_read_safely(a - GLIBC_HEADER, hdr, sizeof hdr)) { v.why = "unmapped memory"; return v; }
+  size_t flags = hdr[1] & GLIBC_FLAG_BITS, csize = hdr[1] & ~(size_t)GLIBC_FLAG_BITS;
+  if (csize < GLIBC_MINSIZE || (csize & GLIBC_ALIGN_MASK) || csize > GLIBC_MAX_CHUNK) {
     v.why = "no heap block header";
     return v;
   }
   if (flags & GLIBC_IS_MMAPPED) {
     size_t off = hdr[0];
-    uintptr_t chunk = a - 16;
+    uintptr_t chunk = a - GLIBC_HEADER;
     if ((flags & GLIBC_NON_MAIN_ARENA) || off > chunk || csize < ps ||
         (((chunk - off) | (off + csize)) & (ps - 1)) != 0) {
       v.why = "no heap block header";
       return v;
     }
-    v.usable = csize - 16;
+    v.usable = csize - GLIBC_HEADER;
     return v;
   }
   size_t next[2];                            // the next chunk must say "previous in use"
-  if (!read_safely(a - 16 + csize, next, sizeof next) || !(next[1] & GLIBC_PREV_INUSE) ||
-      (next[1] & ~(size_t)7) < 16) {
+  if (!os_read_safely(a - GLIBC_HEADER + csize, next, sizeof next) || !(next[1] & GLIBC_PREV_INUSE) ||
+      (next[1] & ~(size_t)GLIBC_FLAG_BITS) < GLIBC_HEADER) {
     v.why = "no heap block header";
     return v;
   }
-  v.usable = csize - 8;
+  v.usable = csize - GLIBC_SIZE_FIELD;
   return v;
 }
 
@@ -313,19 +316,11 @@ static size_t put_str(char *buf, size_t at, size_t cap, const char *s) {
 __attribute__((noreturn, cold, noinline)) static void foreign_report(const char *op, const void *ptr,
                                                                      const foreign_verdict_t *v) {
   char buf[512];
-  size_t n = 0, cap = sizeof buf - 2;
+  size_t n = 0, cap = sizeof buf - 2;        // room left for the newline (and hak_fmt_hex's NUL)
   n = put_str(buf, n, cap, "hakmem: ");
   n = put_str(buf, n, cap, op);
-  n = put_str(buf, n, cap, " of invalid pointer 0x");
-  uintptr_t a = (uintptr_t)ptr;
-  int started = 0;
-  for (int shift = 60; shift >= 0; shift -= 4) {
-    unsigned d = (unsigned)((a >> shift) & 15);
-    if (d || started || shift == 0) {
-      started = 1;
-      if (n < cap) buf[n++] = "0123456789abcdef"[d];
-    }
-  }
+  n = put_str(buf, n, cap, " of invalid pointer ");
+  n += hak_fmt_hex(buf + n, cap - n, (unsigned long long)(uintptr_t)ptr);
   n = put_str(buf, n, cap, " (");
   n = put_str(buf, n, cap, v->why);
   if (v->object != NULL) {
@@ -334,8 +329,7 @@ __attribute__((noreturn, cold, noinline)) static void foreign_report(const char 
   }
   n = put_str(buf, n, cap, ")");
   buf[n++] = '\n';
-  ssize_t r = write(2, buf, n);
-  (void)r;
+  os_write_all(STDERR_FILENO, buf, n);
   abort();
 }
 

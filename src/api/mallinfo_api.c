@@ -7,7 +7,8 @@
 //   smblks    slabs bound to a size class
 //   hblks     live huge (direct-mmap) blocks      hblkhd  their mapped bytes
 //   usmblks   0 (glibc: always 0)                 fsmblks 0
-//   uordblks  bytes in blocks handed out (huge blocks excluded, as glibc does)
+//   uordblks  bytes in blocks handed out, huge blocks excluded as glibc excludes
+//             its mmapped chunks (hak_stats_t.in_use_bytes counts them: subtracted)
 //   fordblks  bytes free inside mapped slabs      keepcost freed huge mappings kept for reuse
 // mallinfo() is the same with int fields, saturated at INT_MAX instead of
 // wrapping as glibc does.
@@ -15,6 +16,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "hakmem.h"
 #include "api/api.h"
@@ -32,8 +34,7 @@ HAK_EXPORT struct mallinfo2 mallinfo2(void) {
   mi.hblkhd   = st.huge_bytes;
   mi.usmblks  = 0;
   mi.fsmblks  = 0;
-  // in_use_bytes may or may not count huge blocks; glibc's uordblks does not.
-  mi.uordblks = st.in_use_bytes;
+  mi.uordblks = sub_or_zero(st.in_use_bytes, st.huge_bytes);   // hblkhd has them
   mi.fordblks = st.free_bytes;
   mi.keepcost = st.huge_cached_bytes;
   return mi;
@@ -74,7 +75,7 @@ HAK_EXPORT int malloc_trim(size_t pad) {
 
 // glibc prints to stderr; so does the engine's report: the table per size
 // class and the totals (what HAKMEM_STATS=1 prints at exit).
-HAK_EXPORT void malloc_stats(void) { hak_print_class_stats(2, 0); }
+HAK_EXPORT void malloc_stats(void) { hak_print_class_stats(STDERR_FILENO, 0); }
 
 // User-called, so stdio is allowed here. Options other than 0 are EINVAL,
 // returned (not put in errno), as glibc 2.36 does.

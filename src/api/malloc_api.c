@@ -4,8 +4,8 @@
 // implements glibc's contract for malloc, calloc, realloc, reallocarray,
 // posix_memalign and malloc_usable_size (ENOMEM on overflow and on sizes
 // above PTRDIFF_MAX, realloc(p, 0) frees, realloc keeps the old block on
-// failure, *out untouched on posix_memalign failure). What this file adds:
-//   - free()/cfree() never change errno, whatever the engine does inside;
+// failure, *out untouched on posix_memalign failure, free keeping errno).
+// What this file adds:
 //   - memalign/aligned_alloc/valloc/pvalloc with glibc 2.36's rounding rules;
 //   - the __libc_* names, which glibc-internal and old callers still use.
 // Nothing here calls dlsym, stdio or getenv: the first malloc may come from
@@ -13,25 +13,13 @@
 #include <errno.h>
 #include <malloc.h>
 #include <stdlib.h>
-#include <sys/auxv.h>
 
 #include "hakmem.h"
 #include "api/api.h"
 #include "core/hakmem_fast.h"
+#include "os/os.h"
 
 #define HAK_API_MIN_ALIGN 16u   // glibc's MALLOC_ALIGNMENT on x86-64
-
-static size_t g_page_size;      // 0 until first asked; a benign race (same value)
-
-size_t hak_api_page_size(void) {
-  size_t ps = __atomic_load_n(&g_page_size, __ATOMIC_RELAXED);
-  if (__builtin_expect(ps == 0, 0)) {
-    ps = (size_t)getauxval(AT_PAGESZ);       // no allocation, no syscall
-    if (ps == 0 || (ps & (ps - 1)) != 0) ps = 4096;
-    __atomic_store_n(&g_page_size, ps, __ATOMIC_RELAXED);
-  }
-  return ps;
-}
 
 void *hak_api_memalign(size_t alignment, size_t size) {
   if (alignment <= HAK_API_MIN_ALIGN) return hak_aligned_alloc(HAK_API_MIN_ALIGN, size);
@@ -50,8 +38,9 @@ void *hak_api_memalign(size_t alignment, size_t size) {
 
 HAK_EXPORT void *malloc(size_t size) { return hak_malloc_fast(size); }
 
-// free() never changes errno (POSIX 2024, glibc >= 2.33): hak_free keeps it
-// (only its slow path can touch errno, and that path saves it).
+// free() never changes errno (POSIX 2024, glibc >= 2.33): the engine's free
+// keeps it (only its slow path can touch errno, and that path saves it), so
+// this is the fast path itself, inlined.
 HAK_EXPORT void free(void *ptr) { hak_free_fast(ptr); }
 
 HAK_EXPORT void *calloc(size_t count, size_t size) { return hak_calloc(count, size); }
@@ -76,11 +65,11 @@ HAK_EXPORT void *memalign(size_t alignment, size_t size) {
   return hak_api_memalign(alignment, size);
 }
 
-HAK_EXPORT void *valloc(size_t size) { return hak_api_memalign(hak_api_page_size(), size); }
+HAK_EXPORT void *valloc(size_t size) { return hak_api_memalign(os_page_size(), size); }
 
 // Size rounded up to whole pages; pvalloc(0) gives one page.
 HAK_EXPORT void *pvalloc(size_t size) {
-  size_t ps = hak_api_page_size();
+  size_t ps = os_page_size();
   if (size > SIZE_MAX - ps) {
     errno = ENOMEM;
     return NULL;

@@ -20,6 +20,9 @@ hak_config_t g_hak_config = {
   .huge_cache_max = 64u << 20,
   .stats = HAK_STATS_OFF,
   .stats_file = "",
+  .huge_cache_delay_ms = 1000,
+  .large_purge_delay_ms = 1000,
+  .large_dirty_min = 64u << 20,
 };
 
 #define MB_MAX (1ull << 20)   // 1 TiB expressed in MiB
@@ -37,6 +40,12 @@ const hak_option_t g_hak_options[] = {
     "all-EMPTY SuperSlabs kept mapped per slab kind" },
   { "HAKMEM_HUGE_CACHE_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.huge_cache_max,
     "freed huge mappings kept for reuse" },
+  { "HAKMEM_HUGE_CACHE_DELAY_MS", HAK_OPT_U32, 1000, 0, 3600000, 0, "ms", &g_hak_config.huge_cache_delay_ms,
+    "a cached huge mapping older than this is unmapped by the next huge call" },
+  { "HAKMEM_LARGE_PURGE_DELAY_MS", HAK_OPT_U32, 1000, 0, 3600000, 0, "ms", &g_hak_config.large_purge_delay_ms,
+    "page-heap purge passes are at least this far apart" },
+  { "HAKMEM_LARGE_DIRTY_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.large_dirty_min,
+    "the page heap purges at once past this many freed resident bytes (or 2x live)" },
   { "HAKMEM_STATS", HAK_OPT_STATS, HAK_STATS_OFF, 0, 0, 0, "", &g_hak_config.stats,
     "statistics per size class at exit: 0, 1 (a table) or json" },
   { "HAKMEM_STATS_FILE", HAK_OPT_PATH, 0, 0, 0, 0, "", g_hak_config.stats_file,
@@ -255,8 +264,13 @@ void hak_config_print(int fd) {
 
 void hak_config_load(void) {
   static int reported;
-  if (reported) { hak_config_parse(-1); return; }
+  if (reported) {
+    hak_config_parse(-1);
+    hak_report_set_abort(g_hak_config.abort_on_error);
+    return;
+  }
   reported = 1;
   hak_config_parse(2);
+  hak_report_set_abort(g_hak_config.abort_on_error);
   if (g_hak_config.verbose) hak_config_print(2);
 }

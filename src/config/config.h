@@ -25,6 +25,13 @@ typedef struct hak_config {
   size_t   purge_dirty_max;    // HAKMEM_PURGE_DIRTY_MB (16): purge at once past this many dirty bytes
   uint32_t keep_empty_superslabs; // HAKMEM_KEEP_EMPTY_SS (2): all-EMPTY SuperSlabs kept mapped per kind
   size_t   huge_cache_max;     // HAKMEM_HUGE_CACHE_MB (64): freed huge mappings kept for reuse
+  uint32_t huge_cache_delay_ms; // HAKMEM_HUGE_CACHE_DELAY_MS (1000): a cached huge mapping older than
+                               //   this is unmapped by the next huge alloc/free (hak_trim: at once)
+  uint32_t large_purge_delay_ms; // HAKMEM_LARGE_PURGE_DELAY_MS (1000): page-heap purge passes are at
+                               //   least this far apart; a pass purges every freed run, so a freed
+                               //   run stays resident until the first pass after it (on a slow path)
+  size_t   large_dirty_min;    // HAKMEM_LARGE_DIRTY_MB (64): the page heap purges at once when its
+                               //   freed resident bytes pass this or twice its live bytes, if more
   int      stats;              // HAKMEM_STATS (0): HAK_STATS_* report at exit
   char     stats_file[HAK_CONFIG_PATH_MAX]; // HAKMEM_STATS_FILE (""): where it goes ("" = stderr)
 } hak_config_t;

@@ -13,6 +13,7 @@
 
 #include "core/foreign.h"
 #include "core/hakmem_fast.h"
+#include "core/init.h"
 #include "debug/report.h"
 #include "large/huge.h"
 #include "large/page_heap.h"
@@ -34,7 +35,7 @@ static void *alloc_enomem(void) {
 
 // A block of class cls: TLS hit, else refill.
 static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
-  thread_ensure_setup();
+  thread_ready();
   hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
   if (hak_base_is_null(b)) {
     if (!tiny_refill(cls)) return alloc_enomem();
@@ -107,7 +108,7 @@ static void hak_free_slow_body(void *p) {
     return;
   }
   // Any thread's block goes on our list; a flush sends it home in a batch.
-  thread_ensure_setup();   // a thread that only frees still flushes its state at exit
+  thread_ready();   // a thread that only frees still flushes its state at exit
   tls_cache_t *tc = &t_tls_cache;
   if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
   tls_sll_push(tc, cls, b);

@@ -8,4 +8,14 @@
 // thread at any time, including re-entrantly from inside itself.
 void hak_init_once(void);
 
+#include "tiny/tiny_thread.h"
+
+// The calling thread set up (and the process before it) on its first slow path.
+HAK_INLINE void thread_ready(void) {
+  if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) {
+    hak_init_once();
+    thread_setup();
+  }
+}
+
 #endif

@@ -27,10 +27,10 @@ void hak_assert_fail(const char *expr, const char *file, int line) __attribute__
 #endif
 
 // Validators (debug builds): report the first broken invariant of a
-// structure, naming it and an address, and abort.
-void hak_invariant_fail(const char *what, const void *where, const char *file, int line)
-    __attribute__((noreturn, cold));
+// structure, naming it, an address and the source line, and abort
+// (hak_report_invariant, debug/report.h). `what` is a string literal.
+void hak_report_invariant(const char *what, const void *ptr, unsigned long long n) __attribute__((noreturn, cold));
 #define HAK_CHECK(cond, what, where) \
-  ((cond) ? (void)0 : hak_invariant_fail((what), (const void *)(where), __FILE__, __LINE__))
+  ((cond) ? (void)0 : hak_report_invariant("invariant broken: " what " at", (const void *)(where), __LINE__))
 
 #endif

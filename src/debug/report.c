@@ -4,9 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config/config.h"
 #include "debug/hak_base.h"
 #include "os/os.h"
+
+static int g_report_abort = 1;   // HAKMEM_ABORT_ON_ERROR, pushed down by hak_config_load
+
+void hak_report_set_abort(int on) { g_report_abort = on != 0; }
 
 size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v) {
   char tmp[24];
@@ -31,7 +34,8 @@ size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v) {
 
 void hak_write_str(int fd, const char *s) { os_write_all(fd, s, strlen(s)); }
 
-void hak_report_pointer_error(const char *what, const void *ptr, const char *detail) {
+// "hakmem: <what> 0x<ptr><detail>\n" on stderr.
+static void report_line(const char *what, const void *ptr, const char *detail) {
   char line[256];
   size_t n = 0;
   const char *parts[2] = {"hakmem: ", what};
@@ -51,7 +55,21 @@ void hak_report_pointer_error(const char *what, const void *ptr, const char *det
   }
   line[n++] = '\n';
   os_write_all(2, line, n);
-  if (g_hak_config.abort_on_error) abort();
+}
+
+void hak_report_pointer_error(const char *what, const void *ptr, const char *detail) {
+  report_line(what, ptr, detail);
+  if (g_report_abort) abort();
+}
+
+void hak_report_invariant(const char *what, const void *ptr, unsigned long long n) {
+  char detail[32] = " (";
+  size_t len = 2;
+  len += hak_fmt_u64(detail + len, sizeof detail - len - 1, n);
+  detail[len++] = ')';
+  detail[len] = '\0';
+  report_line(what, ptr, detail);
+  abort();
 }
 
 void hak_assert_fail(const char *expr, const char *file, int line) {
@@ -73,27 +91,10 @@ size_t hak_fmt_str(char *buf, size_t cap, size_t at, const char *s) {
   return at;
 }
 
-void hak_invariant_fail(const char *what, const void *where, const char *file, int line) {
-  char msg[256], num[24];
-  size_t n = hak_fmt_str(msg, sizeof msg, 0, "hakmem: invariant broken: ");
-  n = hak_fmt_str(msg, sizeof msg, n, what);
-  n = hak_fmt_str(msg, sizeof msg, n, " at ");
-  hak_fmt_hex(num, sizeof num, (unsigned long long)(uintptr_t)where);
-  n = hak_fmt_str(msg, sizeof msg, n, num);
-  n = hak_fmt_str(msg, sizeof msg, n, " (");
-  n = hak_fmt_str(msg, sizeof msg, n, file);
-  n = hak_fmt_str(msg, sizeof msg, n, ":");
-  hak_fmt_u64(num, sizeof num, (unsigned long long)line);
-  n = hak_fmt_str(msg, sizeof msg, n, num);
-  n = hak_fmt_str(msg, sizeof msg, n, ")\n");
-  os_write_all(2, msg, n);
-  abort();
-}
-
 void hak_report_error(const char *line) {
   char buf[256];
   size_t n = hak_fmt_str(buf, sizeof buf - 1, 0, line);
   buf[n++] = '\n';
   os_write_all(2, buf, n);
-  if (g_hak_config.abort_on_error) abort();
+  if (g_report_abort) abort();
 }

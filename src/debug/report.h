@@ -9,6 +9,13 @@
 void hak_report_pointer_error(const char *what, const void *ptr, const char *detail);
 // "<line>\n" on stderr, then abort (or return if configured).
 void hak_report_error(const char *line);
+// "hakmem: <what> 0x<ptr> (<n>)\n", then abort whatever HAKMEM_ABORT_ON_ERROR
+// says: the validators' report of a broken internal invariant.
+void hak_report_invariant(const char *what, const void *ptr, unsigned long long n)
+    __attribute__((noreturn, cold));
+// Whether hak_report_pointer_error aborts (1, the default). Set by the config
+// box from HAKMEM_ABORT_ON_ERROR: debug sits below config and does not read it.
+void hak_report_set_abort(int on);
 // Format helpers for details: append a decimal / hex number to a fixed buffer.
 size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v);
 size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v);

@@ -1,4 +1,7 @@
 // huge.c — direct-mmap blocks, their table and cache (see huge.h).
+//
+// Lock: g_huge_lock guards the table, the cache and every counter below;
+// mappings are made and unmapped without it where the code says so.
 #include "large/huge.h"
 
 #include <pthread.h>
@@ -6,52 +9,82 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "debug/hak_base.h"
+#include "debug/report.h"
 #include "os/os.h"
 
-#define HUGE_CACHE_SLOTS   32
-#define HUGE_CACHE_TTL_MS  1000u
+#define HUGE_CACHE_SLOTS      32                     // freed mappings kept at most
+#define HUGE_CACHE_ENTRY_SHARE 4u                    // a mapping above 1/4 of HAKMEM_HUGE_CACHE_MB is not cached
+#define HUGE_CACHE_REUSE_SLACK 2u                    // a cached mapping serves requests down to 1/2 of its size
+#define HUGE_SHRINK_RATIO     2u                     // realloc shrinks a mapping only below 1/2 of it
+#define HUGE_TABLE_MIN_SLOTS  1024u                  // first table size (a power of two)
+#define HUGE_TABLE_LOAD_NUM   6u                     // live + tombstone slots stay at most 6/10
+#define HUGE_TABLE_LOAD_DEN   10u                    //   of the table, so a probe meets an empty slot
+#define HUGE_HASH_SHIFT       12                     // low bits of a mapping's address are zero
+#define HUGE_HASH_MULT        0x9e3779b97f4a7c15ull  // 2^64 / golden ratio (Fibonacci hashing)
 
+#define TABLE_EMPTY ((uintptr_t)0)
+#define TABLE_TOMB  ((uintptr_t)1)                   // a removed entry: probes go on past it
+
+// The table: open addressing with linear probing, g_table_cap a power of two
+// (or 0 with g_table NULL before the first block). At rest (lock held):
+//   |slots with base > TABLE_TOMB| == g_table_used == g_live_count
+//   |slots with base == TABLE_TOMB| == g_table_tombs
+//   (g_table_used + g_table_tombs) * LOAD_DEN <= g_table_cap * LOAD_NUM
+//   sum of map_size over live slots == g_live_bytes
+//   every live entry is found from its hash (table_find(base) == entry), its base
+//   and map_size are page multiples, map_size > 0
 typedef struct huge_entry {
-  uintptr_t ptr;       // what the program holds; 0 = empty, 1 = tombstone
-  uintptr_t base;      // start of the mapping
+  uintptr_t base;      // start of the mapping, which is the program's pointer;
+                       // TABLE_EMPTY or TABLE_TOMB when the slot holds none
   size_t    map_size;  // bytes mapped
 } huge_entry_t;
 
+// The cache: slot i holds a mapping when base != 0. At rest:
+//   sum of size over held slots == g_cache_bytes
+//   no held base is a live table entry; sizes are page multiples > 0
+//   since_ms <= now; an entry older than HAKMEM_HUGE_CACHE_DELAY_MS is unmapped
+//   by the next huge alloc, free or trim
 typedef struct huge_cached {
   uintptr_t base;
   size_t    size;
-  uint64_t  since_ms;
+  uint64_t  since_ms;  // when it was freed
 } huge_cached_t;
 
 static pthread_mutex_t g_huge_lock = PTHREAD_MUTEX_INITIALIZER;
-static huge_entry_t *g_table;          // open addressing, capacity a power of two
+static huge_entry_t *g_table;
 static size_t g_table_cap, g_table_used, g_table_tombs;
 static size_t g_live_count, g_live_bytes;
 static huge_cached_t g_cache[HUGE_CACHE_SLOTS];
 static size_t g_cache_bytes;
 
-#define TOMB ((uintptr_t)1)
+#if HAK_DEBUG
+static void huge_validate_locked(void);
+#define HUGE_VALIDATE() huge_validate_locked()
+#else
+#define HUGE_VALIDATE() ((void)0)
+#endif
 
-static size_t page_round(size_t n) { return (n + OS_PAGE_SIZE - 1) & ~(size_t)(OS_PAGE_SIZE - 1); }
-static size_t hash_ptr(uintptr_t p) { return (size_t)((p >> 12) * 0x9e3779b97f4a7c15ull); }
+static size_t page_round(size_t n) { size_t ps = os_page_size(); return (n + ps - 1) & ~(ps - 1); }
+static size_t hash_ptr(uintptr_t p) { return (size_t)((p >> HUGE_HASH_SHIFT) * HUGE_HASH_MULT); }
 
 static huge_entry_t *table_find(uintptr_t p) {
   if (g_table == NULL) return NULL;
   size_t mask = g_table_cap - 1;
   for (size_t i = hash_ptr(p) & mask;; i = (i + 1) & mask) {
-    if (g_table[i].ptr == p) return &g_table[i];
-    if (g_table[i].ptr == 0) return NULL;
+    if (g_table[i].base == p) return &g_table[i];
+    if (g_table[i].base == TABLE_EMPTY) return NULL;
   }
 }
 
 static int table_grow(void) {
-  size_t cap = g_table_cap ? g_table_cap * 2 : 1024;
-  huge_entry_t *t = os_map_aligned(cap * sizeof *t, OS_PAGE_SIZE);
+  size_t cap = g_table_cap ? g_table_cap * 2 : HUGE_TABLE_MIN_SLOTS;
+  huge_entry_t *t = os_map_aligned(cap * sizeof *t, 0);   // fresh pages: every slot TABLE_EMPTY
   if (t == NULL) return -1;
   for (size_t i = 0; i < g_table_cap; i++) {
-    if (g_table[i].ptr <= TOMB) continue;
-    size_t j = hash_ptr(g_table[i].ptr) & (cap - 1);
-    while (t[j].ptr != 0) j = (j + 1) & (cap - 1);
+    if (g_table[i].base <= TABLE_TOMB) continue;
+    size_t j = hash_ptr(g_table[i].base) & (cap - 1);
+    while (t[j].base != TABLE_EMPTY) j = (j + 1) & (cap - 1);
     t[j] = g_table[i];
   }
   if (g_table) os_unmap(g_table, g_table_cap * sizeof *g_table);
@@ -61,32 +94,43 @@ static int table_grow(void) {
   return 0;
 }
 
-static int table_insert(uintptr_t p, uintptr_t base, size_t map_size) {
-  if ((g_table_used + g_table_tombs + 1) * 10 > g_table_cap * 6 && table_grow() != 0) return -1;
+static int table_insert(uintptr_t base, size_t map_size) {
+  if ((g_table_used + g_table_tombs + 1) * HUGE_TABLE_LOAD_DEN > g_table_cap * HUGE_TABLE_LOAD_NUM &&
+      table_grow() != 0)
+    return -1;
   size_t mask = g_table_cap - 1;
-  size_t i = hash_ptr(p) & mask;
-  while (g_table[i].ptr > TOMB) i = (i + 1) & mask;
-  if (g_table[i].ptr == TOMB) g_table_tombs--;
-  g_table[i] = (huge_entry_t){p, base, map_size};
+  size_t i = hash_ptr(base) & mask;
+  while (g_table[i].base > TABLE_TOMB) i = (i + 1) & mask;
+  if (g_table[i].base == TABLE_TOMB) g_table_tombs--;
+  g_table[i] = (huge_entry_t){base, map_size};
   g_table_used++;
   return 0;
 }
 
 static void table_remove(huge_entry_t *e) {
-  e->ptr = TOMB;
+  e->base = TABLE_TOMB;
   g_table_used--;
   g_table_tombs++;
 }
 
-// The smallest cached mapping of at least *size_io bytes and at most twice
-// that (its size is stored back), or 0. Large blocks come from the page heap,
-// so this cache serves only huge and strongly aligned blocks: reuse whole.
+// Unmap the mapping cached in slot i and empty the slot.
+static void cache_drop(int i) {
+  os_unmap((void *)g_cache[i].base, g_cache[i].size);
+  g_cache_bytes -= g_cache[i].size;
+  g_cache[i].base = 0;
+}
+
+// The smallest cached mapping of at least *size_io bytes and at most
+// HUGE_CACHE_REUSE_SLACK times that (its size is stored back), or 0. Large
+// blocks come from the page heap, so this cache serves only huge and strongly
+// aligned blocks: reuse whole.
 static uintptr_t cache_take(size_t *size_io) {
   size_t size = *size_io;
   int best = -1;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     size_t s = g_cache[i].size;
-    if (g_cache[i].base != 0 && s >= size && s / 2 <= size && (best < 0 || s < g_cache[best].size))
+    if (g_cache[i].base != 0 && s >= size && s / HUGE_CACHE_REUSE_SLACK <= size &&
+        (best < 0 || s < g_cache[best].size))
       best = i;
   }
   if (best < 0) return 0;
@@ -97,61 +141,58 @@ static uintptr_t cache_take(size_t *size_io) {
   return base;
 }
 
-static void cache_expire(int everything, int *released) {
+// Unmap cached mappings older than HAKMEM_HUGE_CACHE_DELAY_MS (every one when
+// everything); 1 if any was unmapped.
+static int cache_expire(int everything) {
   uint64_t now = os_now_ms();
+  int released = 0;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     if (g_cache[i].base == 0) continue;
-    if (everything || now - g_cache[i].since_ms >= HUGE_CACHE_TTL_MS) {
-      os_unmap((void *)g_cache[i].base, g_cache[i].size);
-      g_cache_bytes -= g_cache[i].size;
-      g_cache[i].base = 0;
-      *released = 1;
+    if (everything || now - g_cache[i].since_ms >= g_hak_config.huge_cache_delay_ms) {
+      cache_drop(i);
+      released = 1;
     }
   }
+  return released;
 }
 
 // Keep a freed mapping for reuse, or unmap it.
 static void cache_put(uintptr_t base, size_t size) {
-  if (size > g_hak_config.huge_cache_max / 4) { os_unmap((void *)base, size); return; }
+  if (size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) { os_unmap((void *)base, size); return; }
   int slot = -1;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     if (g_cache[i].base == 0) { slot = i; break; }
     if (slot < 0 || g_cache[i].since_ms < g_cache[slot].since_ms) slot = i;
   }
-  if (g_cache[slot].base != 0) {          // evict the oldest
-    os_unmap((void *)g_cache[slot].base, g_cache[slot].size);
-    g_cache_bytes -= g_cache[slot].size;
-    g_cache[slot].base = 0;
-  }
+  if (g_cache[slot].base != 0) cache_drop(slot);   // all full: evict the oldest
   while (g_cache_bytes + size > g_hak_config.huge_cache_max) {
     int old = -1;
     for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
       if (g_cache[i].base != 0 && (old < 0 || g_cache[i].since_ms < g_cache[old].since_ms)) old = i;
     if (old < 0) break;
-    os_unmap((void *)g_cache[old].base, g_cache[old].size);
-    g_cache_bytes -= g_cache[old].size;
-    g_cache[old].base = 0;
+    cache_drop(old);
   }
   g_cache[slot] = (huge_cached_t){base, size, os_now_ms()};
   g_cache_bytes += size;
 }
 
 void *huge_alloc(size_t size, size_t align, int zero) {
-  if (size > PTRDIFF_MAX - OS_PAGE_SIZE) return NULL;   // no address space is that large
+  if (size > PTRDIFF_MAX - os_page_size()) return NULL;   // no address space is that large
   size_t map_size = page_round(size);
   uintptr_t base = 0;
   int fresh = 1;
   pthread_mutex_lock(&g_huge_lock);
-  int released = 0;
-  cache_expire(0, &released);
-  if (align <= OS_PAGE_SIZE && (base = cache_take(&map_size)) != 0) fresh = 0;
+  cache_expire(0);
+  if (align <= os_page_size() && (base = cache_take(&map_size)) != 0) fresh = 0;
+  HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
-  if (base == 0) base = (uintptr_t)os_map_aligned(map_size, align);
+  if (base == 0) base = (uintptr_t)os_map_aligned(map_size, align);   // without the lock
   if (base == 0) return NULL;
   if (zero && !fresh) memset((void *)base, 0, map_size);
   pthread_mutex_lock(&g_huge_lock);
-  int ok = table_insert(base, base, map_size) == 0;
+  int ok = table_insert(base, map_size) == 0;
   if (ok) { g_live_count++; g_live_bytes += map_size; }
+  HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
   if (!ok) { os_unmap((void *)base, map_size); return NULL; }
   return (void *)base;
@@ -166,9 +207,9 @@ int huge_free(void *p) {
   table_remove(e);
   g_live_count--;
   g_live_bytes -= size;
-  int released = 0;
-  cache_expire(0, &released);
+  cache_expire(0);
   cache_put(base, size);
+  HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
   return 1;
 }
@@ -180,10 +221,10 @@ size_t huge_usable_size(const void *p, int *interior) {
   pthread_mutex_lock(&g_huge_lock);
   huge_entry_t *e = table_find(a);
   if (e != NULL) {
-    usable = e->map_size - (e->ptr - e->base);
+    usable = e->map_size;
   } else if (g_table != NULL) {
     for (size_t i = 0; i < g_table_cap; i++)
-      if (g_table[i].ptr > TOMB && a > g_table[i].ptr && a < g_table[i].base + g_table[i].map_size) {
+      if (g_table[i].base > TABLE_TOMB && a > g_table[i].base && a < g_table[i].base + g_table[i].map_size) {
         *interior = 1;
         break;
       }
@@ -197,32 +238,33 @@ void *huge_try_realloc(void *p, size_t size) {
   void *result = NULL;
   pthread_mutex_lock(&g_huge_lock);
   huge_entry_t *e = table_find((uintptr_t)p);
-  if (e != NULL && e->ptr == e->base) {
+  if (e != NULL) {
     size_t old_size = e->map_size;
-    if (new_size <= old_size && new_size >= old_size / 2) {
+    if (new_size <= old_size && new_size >= old_size / HUGE_SHRINK_RATIO) {
       result = p;                                   // fits, and not worth shrinking
     } else {
-      void *q = os_remap((void *)e->base, old_size, new_size);
+      void *q = os_remap(p, old_size, new_size);
       if (q != NULL) {
         table_remove(e);
-        if (table_insert((uintptr_t)q, (uintptr_t)q, new_size) == 0) {
+        if (table_insert((uintptr_t)q, new_size) == 0) {
           g_live_bytes += new_size - old_size;
           result = q;
         } else {  // cannot record it: undo, the caller copies instead
           void *back = os_remap(q, new_size, old_size);
-          if (back != NULL) table_insert((uintptr_t)back, (uintptr_t)back, old_size);
+          if (back != NULL) table_insert((uintptr_t)back, old_size);
         }
       }
     }
   }
+  HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
   return result;
 }
 
 int huge_trim(int everything) {
-  int released = 0;
   pthread_mutex_lock(&g_huge_lock);
-  cache_expire(everything, &released);
+  int released = cache_expire(everything);
+  HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
   return released;
 }
@@ -238,3 +280,56 @@ void huge_get_stats(huge_stats_t *out) {
   out->cached_bytes = g_cache_bytes;
   pthread_mutex_unlock(&g_huge_lock);
 }
+
+// ---- validation --------------------------------------------------------------
+
+#if HAK_DEBUG
+// The first broken invariant (see huge_entry_t, huge_cached_t) is reported in
+// one line, then abort.
+#define HUGE_REQUIRE(cond, what, where, n) \
+  do { if (HAK_UNLIKELY(!(cond))) hak_report_invariant("huge invariant broken: " what " at", (const void *)(where), n); } while (0)
+
+static void huge_validate_locked(void) {
+  size_t ps = os_page_size(), used = 0, tombs = 0, bytes = 0;
+  HUGE_REQUIRE((g_table == NULL) == (g_table_cap == 0), "no table == no capacity", (uintptr_t)g_table, g_table_cap);
+  HUGE_REQUIRE((g_table_cap & (g_table_cap - 1)) == 0, "table capacity a power of two", (uintptr_t)g_table, g_table_cap);
+  for (size_t i = 0; i < g_table_cap; i++) {
+    const huge_entry_t *e = &g_table[i];
+    if (e->base == TABLE_TOMB) { tombs++; continue; }
+    if (e->base == TABLE_EMPTY) continue;
+    HUGE_REQUIRE(e->map_size > 0 && (e->map_size & (ps - 1)) == 0 && (e->base & (ps - 1)) == 0,
+                 "a block is whole pages", e->base, e->map_size);
+    used++;
+    bytes += e->map_size;
+  }
+  HUGE_REQUIRE(used == g_table_used && used == g_live_count, "live slots == g_table_used == g_live_count",
+               (uintptr_t)g_table, used);
+  HUGE_REQUIRE(tombs == g_table_tombs, "tombstones == g_table_tombs", (uintptr_t)g_table, tombs);
+  HUGE_REQUIRE((used + tombs) * HUGE_TABLE_LOAD_DEN <= g_table_cap * HUGE_TABLE_LOAD_NUM,
+               "table load within bound", (uintptr_t)g_table, used + tombs);
+  HUGE_REQUIRE(bytes == g_live_bytes, "g_live_bytes == sum of live map sizes", (uintptr_t)g_table, bytes);
+  for (size_t i = 0; i < g_table_cap; i++)      // the load bound above ends every probe
+    HUGE_REQUIRE(g_table[i].base <= TABLE_TOMB || table_find(g_table[i].base) == &g_table[i],
+                 "a block is found from its hash", g_table[i].base, i);
+  size_t cached = 0;
+  uint64_t now = os_now_ms();
+  for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
+    const huge_cached_t *c = &g_cache[i];
+    if (c->base == 0) continue;
+    HUGE_REQUIRE(c->size > 0 && (c->size & (ps - 1)) == 0 && (c->base & (ps - 1)) == 0,
+                 "a cached mapping is whole pages", c->base, c->size);
+    HUGE_REQUIRE(c->since_ms <= now, "a cached mapping was freed in the past", c->base, c->since_ms);
+    HUGE_REQUIRE(table_find(c->base) == NULL, "a cached mapping is not live", c->base, (uint64_t)i);
+    cached += c->size;
+  }
+  HUGE_REQUIRE(cached == g_cache_bytes, "g_cache_bytes == sum of cached sizes", (uintptr_t)g_cache, cached);
+}
+
+void huge_validate(void) {
+  pthread_mutex_lock(&g_huge_lock);
+  huge_validate_locked();
+  pthread_mutex_unlock(&g_huge_lock);
+}
+#else
+void huge_validate(void) {}
+#endif

@@ -3,8 +3,10 @@
 // mapped: one mmap each, recorded in a hash table keyed by address, grown in
 // place with mremap.
 // Freed mappings are kept in a small cache (bounded by HAKMEM_HUGE_CACHE_MB)
-// so a free/malloc loop does not pay mmap each time; they go back to the OS
-// after a delay (checked on slow paths) or at once on hak_trim().
+// so a free/malloc loop does not pay mmap each time; one older than
+// HAKMEM_HUGE_CACHE_DELAY_MS is unmapped by the next huge allocation or free,
+// and every one at once by hak_trim(). The invariants are written above
+// huge_entry_t and huge_cached_t in huge.c.
 #ifndef HAK_HUGE_H
 #define HAK_HUGE_H
 
@@ -22,6 +24,11 @@ size_t huge_usable_size(const void *p, int *interior);
 void  *huge_try_realloc(void *p, size_t size);
 // Drop expired cache entries (or all of them); 1 if anything was unmapped.
 int    huge_trim(int everything);
+
+// Debug builds: check the table, the cache and the counters in full, report
+// the first broken invariant in one line and abort. Called at every state
+// change in debug builds; a no-op in release builds.
+void   huge_validate(void);
 
 void   huge_fork_prepare(void);
 void   huge_fork_parent(void);

@@ -11,6 +11,10 @@
 // byte count is exact. Dirty runs have bins of their own, searched first:
 // reusing resident pages spares the page faults (tcmalloc's page heap prefers
 // them the same way). A purge turns dirty runs clean and merges them.
+//
+// Lock: g_ph_lock guards every region and every global below; g_ph_map is
+// also read without it (page_heap_contains), g_dirty_bytes and
+// g_last_purge_ms too (page_heap_maybe_purge's quick test, then it locks).
 #include "large/page_heap.h"
 
 #include <pthread.h>
@@ -19,38 +23,63 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "debug/hak_base.h"
+#include "debug/report.h"
 #include "os/os.h"
 
-#define PH_REGION_SHIFT  26
+#define PH_REGION_SHIFT  26                   // 64 MiB regions, aligned to their size
 #define PH_REGION_SIZE   ((size_t)1 << PH_REGION_SHIFT)
-#define PH_PAGE_SHIFT    12
+#define PH_PAGE_SHIFT    12                   // the heap's page: x86-64's, a compile-time layout unit
+#define PH_PAGE_SIZE     ((size_t)1 << PH_PAGE_SHIFT)
 #define PH_PAGES         ((uint32_t)(PH_REGION_SIZE >> PH_PAGE_SHIFT))
-#define PH_BINS          64
-#define PH_NONE          UINT32_MAX
-#define PH_USED          (1u << 31)
+#define PH_EXACT_BINS    16u                  // runs of 1..16 pages: one bin per length
+#define PH_SUB_BITS      2u                   // above: 4 bins per power of two
+#define PH_BINS          64                   // one bit each in bin_mask (bin_of(PH_PAGES - 1) == 55)
+#define PH_CLEAN         0                    // bin set of clean free runs (read as zero)
+#define PH_DIRTY         1                    // bin set of dirty free runs (may be resident)
+#define PH_NONE          UINT32_MAX           // no page: end of a bin list
+#define PH_USED          (1u << 31)           // head word: the run is a live block
 #define PH_LEN_MASK      (PH_USED - 1u)
-#define PH_MAGIC         0x48414b50u   // "HAKP"
-#define PH_ADDR_BITS     47
-#define PH_MAP_WORDS     ((size_t)1 << (PH_ADDR_BITS - PH_REGION_SHIFT - 6))
-#define PH_DIRTY_MIN     ((size_t)64 << 20)   // dirty budget: this, or twice the live bytes if more
-#define PH_PURGE_DELAY_FACTOR 10u             // times HAKMEM_PURGE_DELAY_MS
+#define PH_ADDR_BITS     47                   // user address space of x86-64: the bitmap's reach
+#define PH_MAP_WORD_BITS 64u                  // regions per bitmap word
+#define PH_MAP_WORDS     (((size_t)1 << (PH_ADDR_BITS - PH_REGION_SHIFT)) / PH_MAP_WORD_BITS)
+#define PH_DIRTY_LIVE_FACTOR 2u               // dirty budget: twice the live bytes, if above the minimum
+#define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
+#define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
 
+// One 64 MiB region. Its first PH_HEADER_PAGES pages hold this header; the
+// rest, pages [PH_HEADER_PAGES, PH_PAGES), are tiled by runs. For a region at
+// rest (lock held, between operations):
+//   runs tile:   from s = PH_HEADER_PAGES, s += len(s) reaches exactly PH_PAGES,
+//                len(s) = head[s] & PH_LEN_MASK > 0 and tail[s + len(s) - 1] == len(s);
+//                head[] is 0 off run starts, tail[] 0 off run ends
+//   merged:      no two neighbouring free runs have the same dirty[] (a purge or
+//                a free merges them)
+//   bins:        bin_head[d][b] lists exactly the free runs with dirty[s] == d and
+//                bin_of(len) == b (link_prev/link_next agree, link_prev[head] == PH_NONE);
+//                bit b of bin_mask[d] == (bin_head[d][b] != PH_NONE); dirty[] is 0
+//                except at the start of a dirty free run
+//   counts:      free_pages == sum of len over free runs
+// And over all regions: g_region_count == |g_regions| == bits set in g_ph_map;
+// g_empty_regions == |regions with free_pages == PH_USABLE_PAGES|;
+// g_live_count == |used runs|, g_live_pages == sum of their len;
+// g_dirty_bytes == sum of dirty free runs' bytes.
 typedef struct ph_region {
-  uint32_t          magic;
   uint32_t          free_pages;       // pages in free runs
-  uint64_t          bin_mask[2];      // bins holding at least one run: [0] clean, [1] dirty
+  uint64_t          bin_mask[2];      // bins holding at least one run: [PH_CLEAN], [PH_DIRTY]
   struct ph_region *next, *prev;      // all regions
   uint32_t          bin_head[2][PH_BINS];
   uint32_t          head[PH_PAGES];   // first page of a run: len | USED; else 0
   uint32_t          tail[PH_PAGES];   // last page of a run: len; else 0
   uint8_t           dirty[PH_PAGES];  // first page of a free run: 1 if dirty
-  uint32_t          link_next[PH_PAGES];
+  uint32_t          link_next[PH_PAGES];  // bin list links, at a free run's first page
   uint32_t          link_prev[PH_PAGES];
 } ph_region_t;
 
-#define PH_HEADER_PAGES  ((uint32_t)((sizeof(ph_region_t) + OS_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
+#define PH_HEADER_PAGES  ((uint32_t)((sizeof(ph_region_t) + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
 #define PH_USABLE_PAGES  (PH_PAGES - PH_HEADER_PAGES)
-_Static_assert(PAGE_HEAP_MAX <= ((size_t)(PH_PAGES - 80u) << PH_PAGE_SHIFT), "the largest block fits a region");
+_Static_assert(PAGE_HEAP_MAX <= ((size_t)PH_USABLE_PAGES << PH_PAGE_SHIFT), "the largest block fits a region");
+_Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");
 
 static pthread_mutex_t g_ph_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
@@ -60,13 +89,23 @@ static size_t g_live_count, g_live_pages;
 static _Atomic size_t g_dirty_bytes;
 static _Atomic uint64_t g_last_purge_ms;
 
+#if HAK_DEBUG
+static void ph_validate_locked(void);
+#define PH_VALIDATE() ph_validate_locked()
+#else
+#define PH_VALIDATE() ((void)0)
+#endif
+
 // ---- bins ------------------------------------------------------------------
 
+// Bin of a run of `pages` pages: exact below PH_EXACT_BINS, then
+// 1 << PH_SUB_BITS bins per power of two.
 static unsigned bin_of(uint32_t pages) {
-  if (pages <= 16) return pages - 1;
+  if (pages <= PH_EXACT_BINS) return pages - 1;
   unsigned lg = 31u - (unsigned)__builtin_clz(pages);
-  unsigned sub = (pages >> (lg - 2)) & 3u;
-  return 16u + (lg - 4u) * 4u + sub;
+  unsigned sub = (pages >> (lg - PH_SUB_BITS)) & ((1u << PH_SUB_BITS) - 1u);
+  unsigned exact_lg = 31u - (unsigned)__builtin_clz(PH_EXACT_BINS);
+  return PH_EXACT_BINS + (lg - exact_lg) * (1u << PH_SUB_BITS) + sub;
 }
 
 static size_t run_bytes(uint32_t pages) { return (size_t)pages << PH_PAGE_SHIFT; }
@@ -118,8 +157,8 @@ static uint32_t bins_find(ph_region_t *r, unsigned set, uint32_t n) {
 
 // A free run of at least n pages, resident pages first, or PH_NONE.
 static uint32_t region_find(ph_region_t *r, uint32_t n) {
-  uint32_t s = bins_find(r, 1, n);
-  return s != PH_NONE ? s : bins_find(r, 0, n);
+  uint32_t s = bins_find(r, PH_DIRTY, n);
+  return s != PH_NONE ? s : bins_find(r, PH_CLEAN, n);
 }
 
 // Mark [s, s+n) used out of the free run at s; the rest stays free. Returns 1
@@ -153,8 +192,8 @@ static void region_release(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
 // Purge every dirty run of r: madvise, then clean and merged (lock held).
 static int region_purge(ph_region_t *r) {
   int released = 0;
-  for (uint64_t mask = r->bin_mask[1]; mask != 0; mask = r->bin_mask[1]) {
-    uint32_t s = r->bin_head[1][__builtin_ctzll(mask)];
+  for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0; mask = r->bin_mask[PH_DIRTY]) {
+    uint32_t s = r->bin_head[PH_DIRTY][__builtin_ctzll(mask)];
     int dirty;
     uint32_t len = run_remove(r, s, &dirty);
     os_purge((char *)r + run_bytes(s), run_bytes(len));
@@ -166,20 +205,29 @@ static int region_purge(ph_region_t *r) {
 
 // ---- regions ---------------------------------------------------------------
 
+// The bitmap word and bit of the region holding address a (a < 1 << PH_ADDR_BITS).
+static size_t map_word(uintptr_t a) { return (a >> PH_REGION_SHIFT) / PH_MAP_WORD_BITS; }
+static uint64_t map_mask(uintptr_t a) { return (uint64_t)1 << ((a >> PH_REGION_SHIFT) % PH_MAP_WORD_BITS); }
+
 static void map_mark(ph_region_t *r, int on) {
-  size_t bit = (uintptr_t)r >> PH_REGION_SHIFT;
-  uint64_t mask = (uint64_t)1 << (bit & 63);
-  if (on) atomic_fetch_or_explicit(&g_ph_map[bit >> 6], mask, memory_order_release);
-  else atomic_fetch_and_explicit(&g_ph_map[bit >> 6], ~mask, memory_order_release);
+  size_t w = map_word((uintptr_t)r);    // region_create refused addresses beyond the map
+  uint64_t mask = map_mask((uintptr_t)r);
+  // Release, so a thread that sees the bit set (acquire in page_heap_contains)
+  // also sees the region header written before it was announced.
+  if (on) atomic_fetch_or_explicit(&g_ph_map[w], mask, memory_order_release);
+  else atomic_fetch_and_explicit(&g_ph_map[w], ~mask, memory_order_release);
 }
 
 // A new region, all of it one CLEAN free run (fresh pages read as zero).
+// None where the system page is larger than the heap's: madvise would round a
+// run's purge up to a whole system page and zero a live neighbour (the
+// callers then map the block directly, huge.c).
 static ph_region_t *region_create(void) {
+  if (os_page_size() > PH_PAGE_SIZE) return NULL;
   ph_region_t *r = os_map_aligned(PH_REGION_SIZE, PH_REGION_SIZE);
   if (r == NULL) return NULL;
   if ((uintptr_t)r >> PH_ADDR_BITS) { os_unmap(r, PH_REGION_SIZE); return NULL; }
-  r->magic = PH_MAGIC;
-  for (unsigned b = 0; b < PH_BINS; b++) r->bin_head[0][b] = r->bin_head[1][b] = PH_NONE;
+  for (unsigned b = 0; b < PH_BINS; b++) r->bin_head[PH_CLEAN][b] = r->bin_head[PH_DIRTY][b] = PH_NONE;
   return r;
 }
 
@@ -204,7 +252,6 @@ static void region_destroy(ph_region_t *r) {
   g_region_count--;
   g_empty_regions--;
   map_mark(r, 0);
-  r->magic = 0;
   os_unmap(r, PH_REGION_SIZE);
 }
 
@@ -215,14 +262,14 @@ static ph_region_t *region_of(const void *p) {
 int page_heap_contains(const void *p) {
   uintptr_t a = (uintptr_t)p;
   if ((a >> PH_ADDR_BITS) != 0) return 0;
-  size_t bit = a >> PH_REGION_SHIFT;
-  return (int)((atomic_load_explicit(&g_ph_map[bit >> 6], memory_order_acquire) >> (bit & 63)) & 1u);
+  // Acquire, pairing with map_mark's release: a set bit means an initialised region.
+  return (atomic_load_explicit(&g_ph_map[map_word(a)], memory_order_acquire) & map_mask(a)) != 0;
 }
 
 // Page index of a block start at p in r, or PH_NONE (lock held).
 static uint32_t block_page(ph_region_t *r, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)r;
-  if (off & (OS_PAGE_SIZE - 1)) return PH_NONE;
+  if (off & (PH_PAGE_SIZE - 1)) return PH_NONE;
   uint32_t s = (uint32_t)(off >> PH_PAGE_SHIFT);
   if (s < PH_HEADER_PAGES || !(r->head[s] & PH_USED)) return PH_NONE;
   return s;
@@ -237,7 +284,7 @@ static int purge_locked(int everything) {
   atomic_store_explicit(&g_last_purge_ms, os_now_ms(), memory_order_relaxed);
   for (ph_region_t *r = g_regions, *next; r != NULL; r = next) {
     next = r->next;
-    if (r->free_pages == PH_USABLE_PAGES && (everything || g_empty_regions > 1)) {
+    if (r->free_pages == PH_USABLE_PAGES && (everything || g_empty_regions > PH_KEEP_EMPTY_REGIONS)) {
       region_destroy(r);
       released = 1;
       continue;
@@ -247,17 +294,22 @@ static int purge_locked(int everything) {
   return released;
 }
 
+// Purge passes are at least HAKMEM_LARGE_PURGE_DELAY_MS apart; a pass purges
+// every dirty run, so a run freed just before one is purged at once and one
+// freed just after waits the whole delay (until the next slow path after it).
 static int purge_delay_passed(void) {
   return os_now_ms() - atomic_load_explicit(&g_last_purge_ms, memory_order_relaxed) >=
-         (uint64_t)g_hak_config.purge_delay_ms * PH_PURGE_DELAY_FACTOR;
+         g_hak_config.large_purge_delay_ms;
 }
 
+// Past the dirty budget (HAKMEM_LARGE_DIRTY_MB, or twice the live bytes if
+// more) a purge runs at once, whatever the delay.
 static int purge_due(void) {
   size_t dirty = atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed);
   if (dirty == 0) return 0;
-  size_t live = run_bytes((uint32_t)g_live_pages);
-  return dirty > (2 * live > PH_DIRTY_MIN ? 2 * live : PH_DIRTY_MIN) ||
-         purge_delay_passed();
+  size_t budget = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)g_live_pages);
+  if (budget < g_hak_config.large_dirty_min) budget = g_hak_config.large_dirty_min;
+  return dirty > budget || purge_delay_passed();
 }
 
 // Called from the small-block slow paths, so freed large memory goes back
@@ -266,19 +318,21 @@ void page_heap_maybe_purge(void) {
   if (atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed) == 0 || !purge_delay_passed()) return;
   pthread_mutex_lock(&g_ph_lock);
   if (purge_due()) purge_locked(0);
+  PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);
 }
 
 int page_heap_trim(int everything) {
   pthread_mutex_lock(&g_ph_lock);
   int released = purge_locked(everything);
+  PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);
   return released;
 }
 
 // ---- blocks ----------------------------------------------------------------
 
-static uint32_t pages_for(size_t size) { return (uint32_t)((size + OS_PAGE_SIZE - 1) >> PH_PAGE_SHIFT); }
+static uint32_t pages_for(size_t size) { return (uint32_t)((size + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT); }
 
 void *page_heap_alloc(size_t size, int zero) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
@@ -286,7 +340,7 @@ void *page_heap_alloc(size_t size, int zero) {
   ph_region_t *fresh = NULL;
   for (;;) {
     pthread_mutex_lock(&g_ph_lock);
-    if (fresh != NULL) { region_publish(fresh); fresh = NULL; }
+    if (fresh != NULL) { region_publish(fresh); fresh = NULL; PH_VALIDATE(); }
     for (ph_region_t *r = g_regions; r != NULL; r = r->next) {
       if (r->free_pages < n) continue;
       uint32_t s = region_find(r, n);
@@ -296,6 +350,7 @@ void *page_heap_alloc(size_t size, int zero) {
       g_live_count++;
       g_live_pages += n;
       if (purge_due()) purge_locked(0);
+      PH_VALIDATE();
       pthread_mutex_unlock(&g_ph_lock);
       void *p = (char *)r + run_bytes(s);
       if (zero && dirty) memset(p, 0, run_bytes(n));
@@ -304,7 +359,8 @@ void *page_heap_alloc(size_t size, int zero) {
     // Nothing fits: dirty and clean neighbours may together; purging merges them.
     int merged = 0;
     for (ph_region_t *r = g_regions; r != NULL; r = r->next)
-      if (r->free_pages >= n && r->bin_mask[1] != 0) merged |= region_purge(r);
+      if (r->free_pages >= n && r->bin_mask[PH_DIRTY] != 0) merged |= region_purge(r);
+    PH_VALIDATE();
     pthread_mutex_unlock(&g_ph_lock);
     if (merged) continue;
     fresh = region_create();            // mapped without the lock held
@@ -323,8 +379,9 @@ int page_heap_free(void *p) {
   region_release(r, s, n, 1);
   g_live_count--;
   g_live_pages -= n;
-  if (r->free_pages == PH_USABLE_PAGES && ++g_empty_regions > 1) region_destroy(r);  // keep one
+  if (r->free_pages == PH_USABLE_PAGES && ++g_empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
   if (purge_due()) purge_locked(0);
+  PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);
   return 1;
 }
@@ -364,7 +421,7 @@ int page_heap_resize_in_place(void *p, size_t size) {
   if (s != PH_NONE) {
     uint32_t len = r->head[s] & PH_LEN_MASK;
     if (want <= len) {
-      if (want < len / 2) {               // give the tail back
+      if (want < len / PH_SHRINK_RATIO) {  // give the tail back
         r->head[s] = want | PH_USED;
         r->tail[s + len - 1] = 0;
         r->tail[s + want - 1] = want;
@@ -388,6 +445,7 @@ int page_heap_resize_in_place(void *p, size_t size) {
       }
     }
   }
+  if (ok) PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);
   return ok;
 }
@@ -402,6 +460,93 @@ void page_heap_get_stats(page_heap_stats_t *out) {
   out->mapped_bytes = g_region_count * PH_REGION_SIZE;
   out->live_count = g_live_count;
   out->live_bytes = run_bytes((uint32_t)g_live_pages);
-  out->dirty_bytes = atomic_load(&g_dirty_bytes);
+  out->dirty_bytes = atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed);
   pthread_mutex_unlock(&g_ph_lock);
 }
+
+// ---- validation --------------------------------------------------------------
+
+#if HAK_DEBUG
+// The first broken invariant (see ph_region_t) is reported in one line, then abort.
+#define PH_REQUIRE(cond, what, where, n) \
+  do { if (HAK_UNLIKELY(!(cond))) hak_report_invariant("page heap invariant broken: " what " at", where, n); } while (0)
+
+// Check one region in full; adds its live and dirty figures to the totals.
+static void ph_validate_region(const ph_region_t *r, size_t *live_count, size_t *live_pages,
+                               size_t *dirty_bytes) {
+  uint32_t free_pages = 0, free_runs = 0, prev_start = PH_NONE;
+  for (uint32_t i = 0; i < PH_HEADER_PAGES; i++)
+    PH_REQUIRE(r->head[i] == 0 && r->tail[i] == 0 && r->dirty[i] == 0, "header page marked as a run", r, i);
+  for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
+    uint32_t len = r->head[s] & PH_LEN_MASK;
+    PH_REQUIRE(len != 0 && len <= PH_PAGES - s, "runs tile the region (run length)", r, s);
+    PH_REQUIRE(r->tail[s + len - 1] == len, "tail word == run length", r, s);
+    for (uint32_t i = s + 1; i < s + len; i++)
+      PH_REQUIRE(r->head[i] == 0 && r->dirty[i] == 0, "no head or dirty mark inside a run", r, i);
+    for (uint32_t i = s; i + 1 < s + len; i++)
+      PH_REQUIRE(r->tail[i] == 0, "no tail word inside a run", r, i);
+    if (r->head[s] & PH_USED) {
+      PH_REQUIRE(r->dirty[s] == 0, "a used run has no dirty mark", r, s);
+      (*live_count)++;
+      *live_pages += len;
+    } else {
+      PH_REQUIRE(r->dirty[s] <= PH_DIRTY, "dirty mark is 0 or 1", r, s);
+      PH_REQUIRE(prev_start == PH_NONE || (r->head[prev_start] & PH_USED) ||
+                 r->dirty[prev_start] != r->dirty[s], "free neighbours of one kind are merged", r, s);
+      free_pages += len;
+      free_runs++;
+      if (r->dirty[s]) *dirty_bytes += run_bytes(len);
+    }
+    prev_start = s;
+    s += len;
+  }
+  PH_REQUIRE(r->free_pages == free_pages, "free_pages == sum of free run lengths", r, r->free_pages);
+  uint32_t listed = 0;
+  for (unsigned set = PH_CLEAN; set <= PH_DIRTY; set++) {
+    for (unsigned b = 0; b < PH_BINS; b++) {
+      uint32_t head = r->bin_head[set][b];
+      PH_REQUIRE(((r->bin_mask[set] >> b) & 1u) == (head != PH_NONE), "bin_mask bit == bin not empty", r, b);
+      uint32_t prev = PH_NONE;
+      for (uint32_t s = head; s != PH_NONE; prev = s, s = r->link_next[s]) {
+        PH_REQUIRE(s >= PH_HEADER_PAGES && s < PH_PAGES && listed < free_runs, "bin list inside the region, no cycle", r, b);
+        PH_REQUIRE(r->head[s] != 0 && !(r->head[s] & PH_USED), "a bin holds only free runs", r, s);
+        PH_REQUIRE(r->dirty[s] == set, "a bin set holds runs of its kind", r, s);
+        PH_REQUIRE(bin_of(r->head[s] & PH_LEN_MASK) == b, "a run sits in the bin of its length", r, s);
+        PH_REQUIRE(r->link_prev[s] == prev, "bin links agree (link_prev)", r, s);
+        listed++;
+      }
+    }
+  }
+  PH_REQUIRE(listed == free_runs, "every free run is in a bin", r, free_runs);
+}
+
+static void ph_validate_locked(void) {
+  size_t regions = 0, empty = 0, live_count = 0, live_pages = 0, dirty_bytes = 0;
+  const ph_region_t *prev = NULL;
+  for (const ph_region_t *r = g_regions; r != NULL; prev = r, r = r->next) {
+    PH_REQUIRE(regions < g_region_count, "g_region_count == regions listed", r, g_region_count);
+    PH_REQUIRE(r->prev == prev, "region links agree", r, regions);
+    PH_REQUIRE(page_heap_contains(r), "a listed region has its map bit", r, regions);
+    ph_validate_region(r, &live_count, &live_pages, &dirty_bytes);
+    if (r->free_pages == PH_USABLE_PAGES) empty++;
+    regions++;
+  }
+  size_t bits = 0;
+  for (size_t w = 0; w < PH_MAP_WORDS; w++)
+    bits += (size_t)__builtin_popcountll(atomic_load_explicit(&g_ph_map[w], memory_order_relaxed));
+  PH_REQUIRE(regions == g_region_count && bits == regions, "map bits == regions == g_region_count", g_regions, bits);
+  PH_REQUIRE(empty == g_empty_regions, "g_empty_regions == regions with no live block", g_regions, empty);
+  PH_REQUIRE(live_count == g_live_count, "g_live_count == used runs", g_regions, live_count);
+  PH_REQUIRE(live_pages == g_live_pages, "g_live_pages == pages of used runs", g_regions, live_pages);
+  PH_REQUIRE(dirty_bytes == atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed),
+             "g_dirty_bytes == bytes of dirty free runs", g_regions, dirty_bytes);
+}
+
+void page_heap_validate(void) {
+  pthread_mutex_lock(&g_ph_lock);
+  ph_validate_locked();
+  pthread_mutex_unlock(&g_ph_lock);
+}
+#else
+void page_heap_validate(void) {}
+#endif

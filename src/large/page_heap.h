@@ -4,7 +4,8 @@
 // a system call or a page fault. Free runs are purged (MADV_DONTNEED) after a
 // delay or past a dirty budget, decided on slow paths; a region whose pages
 // are all free is unmapped (one is kept). One lock guards the heap: large
-// blocks are few and each costs far more than the lock.
+// blocks are few and each costs far more than the lock. The invariants are
+// written above ph_region_t in page_heap.c.
 #ifndef HAK_PAGE_HEAP_H
 #define HAK_PAGE_HEAP_H
 
@@ -29,6 +30,11 @@ int    page_heap_resize_in_place(void *p, size_t size);
 int    page_heap_trim(int everything);
 // Purge if the dirty budget or delay says so (cheap when nothing to do).
 void   page_heap_maybe_purge(void);
+
+// Debug builds: check every region and counter in full (the equations above
+// ph_region_t), report the first broken invariant in one line and abort.
+// Called at every state change in debug builds; a no-op in release builds.
+void   page_heap_validate(void);
 
 void   page_heap_fork_prepare(void);
 void   page_heap_fork_parent(void);

@@ -2,20 +2,39 @@
 #include "os/os.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 extern char **environ;
 
+#define OS_PAGE_SIZE_FALLBACK 4096u   // x86-64's page, if the auxiliary vector has none
+
+static size_t g_os_page_size;         // 0 until first asked
+
+size_t os_page_size(void) {
+  // Relaxed: every thread computes the same value, so a racing first use
+  // stores the same number twice and needs no ordering.
+  size_t ps = __atomic_load_n(&g_os_page_size, __ATOMIC_RELAXED);
+  if (__builtin_expect(ps == 0, 0)) {
+    ps = (size_t)getauxval(AT_PAGESZ);
+    if (ps == 0 || (ps & (ps - 1)) != 0) ps = OS_PAGE_SIZE_FALLBACK;
+    __atomic_store_n(&g_os_page_size, ps, __ATOMIC_RELAXED);
+  }
+  return ps;
+}
+
 void *os_map_aligned(size_t size, size_t align) {
   int saved = errno;
-  if (align < OS_PAGE_SIZE) align = OS_PAGE_SIZE;
+  size_t page = os_page_size();
+  if (align < page) align = page;
   if (size > SIZE_MAX - align) return NULL;
-  size_t span = size + (align > OS_PAGE_SIZE ? align : 0);
+  size_t span = size + (align > page ? align : 0);
   char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) { errno = saved; return NULL; }
   uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
@@ -68,6 +87,30 @@ uint64_t os_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+// process_vm_readv on ourselves answers EFAULT instead of raising SIGSEGV;
+// where that system call is refused (seccomp), writing the range into a
+// short-lived pipe makes the same check (write(2) fails with EFAULT).
+int os_read_safely(uintptr_t addr, void *out, size_t len) {
+  int saved = errno, ok;
+  struct iovec local = {out, len};
+  struct iovec remote = {(void *)addr, len};
+  ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  if (n == (ssize_t)len) ok = 1;
+  else if (n >= 0 || errno == EFAULT) ok = 0;
+  else {
+    int fds[2];
+    ok = 0;
+    if (pipe2(fds, O_CLOEXEC) == 0) {
+      ok = write(fds[1], (const void *)addr, len) == (ssize_t)len &&
+           read(fds[0], out, len) == (ssize_t)len;
+      close(fds[0]);
+      close(fds[1]);
+    }
+  }
+  errno = saved;
+  return ok;
 }
 
 uint64_t os_random_seed(void) {

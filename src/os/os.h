@@ -1,12 +1,16 @@
 // os.h — the only box that talks to the kernel: mappings, purging, messages,
-// the environment and the clock. Nothing here allocates.
+// the environment, the clock, the auxiliary vector and guarded reads of
+// memory that may not be mapped. Nothing here allocates.
 #ifndef HAK_OS_H
 #define HAK_OS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define OS_PAGE_SIZE 4096u
+// The system page size, asked once (getauxval(AT_PAGESZ), cached; no system
+// call, no allocation). Every mapping length and alignment the kernel checks
+// is a multiple of it.
+size_t os_page_size(void);
 
 // Anonymous read/write mapping of `size` bytes aligned to `align` (a power of
 // two >= page size). NULL when the kernel refuses.
@@ -23,6 +27,10 @@ void   os_write_all(int fd, const char *buf, size_t len);
 const char *os_getenv(const char *name);
 // Monotonic milliseconds (coarse clock, vDSO, cheap).
 uint64_t os_now_ms(void);
+// Copy len bytes at addr into out without faulting: 1 if every byte was
+// readable, 0 otherwise (unmapped or unreadable). Costs a system call or two;
+// errno is preserved.
+int    os_read_safely(uintptr_t addr, void *out, size_t len);
 // 64 random bits from the kernel's AT_RANDOM (no syscall, no allocation).
 uint64_t os_random_seed(void);
 

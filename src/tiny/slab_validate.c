@@ -5,12 +5,12 @@
 
 #if HAK_DEBUG
 // Length of a free list of m, checking each block; at most capacity steps.
-static uint32_t free_list_length(const slab_meta_t *m, void *head, const char *which) {
+static uint32_t free_list_length(const slab_meta_t *m, void *head) {
   uint32_t n = 0;
   char *end = m->base + (size_t)m->capacity * m->block_size;
   for (hak_base_ptr_t b = hak_base_from_raw(head); !hak_base_is_null(b); b = block_next(b)) {
     char *p = hak_base_raw(b);
-    HAK_CHECK(++n <= m->capacity, which, m);
+    HAK_CHECK(++n <= m->capacity, "free list longer than the slab's capacity", m);
     HAK_CHECK(p >= m->base && p < slab_carve(m) && p < end, "free block outside the slab's carved part", p);
     HAK_CHECK((size_t)(p - m->base) % m->block_size == 0, "free block not a block start", p);
     HAK_CHECK(block_is_free(b), "free block without its free mark", p);
@@ -57,8 +57,8 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
   // a block counted out of `used` after this load is on the remote list below.
   uint32_t used = atomic_load(&m->used);
   uint32_t carved = (uint32_t)((size_t)(slab_carve(m) - m->base) / m->block_size);
-  uint32_t local = free_list_length(m, m->freelist, "slab free list longer than its capacity");
-  uint32_t remote = free_list_length(m, atomic_load(&m->remote_head), "remote list longer than its capacity");
+  uint32_t local = free_list_length(m, m->freelist);
+  uint32_t remote = free_list_length(m, atomic_load(&m->remote_head));
   // A remote freer pushes its chain before it lowers `used`: while one is in
   // flight the sum exceeds the capacity, never falls short of it.
   uint32_t sum = local + remote + (m->capacity - carved) + used;

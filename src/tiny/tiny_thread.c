@@ -3,7 +3,6 @@
 
 #include <pthread.h>
 
-#include "core/init.h"
 #include "stats/stats.h"
 #include "tiny/tiny_refill.h"
 
@@ -21,7 +20,6 @@ static void thread_key_destructor(void *value) {
 void thread_key_init(void) { pthread_key_create(&g_thread_key, thread_key_destructor); }
 
 void thread_setup(void) {
-  hak_init_once();
   if (t_heap.status == THREAD_LIVE) return;
   // Lists are empty here: a thread that is not LIVE has room 0, so nothing
   // was pushed since it started or since its lists were flushed at teardown.

@@ -14,11 +14,9 @@
 // thread_teardown.
 void thread_key_init(void);
 
-// Make the calling thread LIVE (process init on first use, TLS bounds, exit hook).
+// Make the calling thread LIVE (TLS bounds, counters, exit hook). The
+// process is initialised first by the caller (core/init.h: thread_ready).
 void thread_setup(void);
-HAK_INLINE void thread_ensure_setup(void) {
-  if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) thread_setup();
-}
 // Give every cached block and owned slab back (thread exit, hak_thread_flush).
 void thread_release_all(void);
 

@@ -2,6 +2,7 @@
 // grown and shrunk with mremap, content kept; and realloc across the tiers.
 #include "unit_util.h"
 #include "config/config.h"
+#include "large/huge.h"
 #include "large/page_heap.h"
 
 #define MIB (1u << 20)
@@ -135,19 +136,59 @@ static void test_interior_address_of_a_huge_block_is_owned(void **state) {
   hak_free(p);
 }
 
+#define AN_HOUR_MS (3600u * 1000u)
+
+// A freed huge mapping in the cache, with HAKMEM_HUGE_CACHE_DELAY_MS = delay_ms;
+// returns the cached bytes after a non-forced trim (an expiry pass).
+static size_t cached_after_expiry_pass(uint32_t delay_ms) {
+  size_t keep_max = g_hak_config.huge_cache_max;
+  uint32_t keep_delay = g_hak_config.huge_cache_delay_ms;
+  hak_trim();
+  g_hak_config.huge_cache_max = 8 * HUGE;     // default keeps no mapping this large
+  g_hak_config.huge_cache_delay_ms = delay_ms;
+  hak_free(hak_malloc(HUGE));
+  huge_trim(0);
+  size_t cached = stats_now().huge_cached_bytes;
+  g_hak_config.huge_cache_max = keep_max;
+  g_hak_config.huge_cache_delay_ms = keep_delay;
+  hak_trim();
+  return cached;
+}
+
+static void test_a_cached_huge_mapping_is_kept_until_the_cache_delay_passes(void **state) {
+  (void)state;
+  assert_true(cached_after_expiry_pass(AN_HOUR_MS) >= HUGE);
+}
+
+static void test_a_cached_huge_mapping_past_the_cache_delay_is_unmapped(void **state) {
+  (void)state;
+  assert_int_equal(cached_after_expiry_pass(0), 0);
+}
+
+// After every test: the page heap and the huge table/cache hold their
+// invariants in full (debug builds; the validators are no-ops in release).
+static int teardown_validate(void **state) {
+  (void)state;
+  page_heap_validate();
+  huge_validate();
+  return 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_huge_realloc_grow_keeps_content),
-    cmocka_unit_test(test_huge_realloc_grow_gives_the_new_size),
-    cmocka_unit_test(test_huge_realloc_grow_moves_no_mapping_to_the_cache),
-    cmocka_unit_test(test_huge_realloc_shrink_keeps_content),
-    cmocka_unit_test(test_huge_realloc_shrink_releases_the_tail),
-    cmocka_unit_test(test_realloc_from_huge_to_slab_size_keeps_content),
-    cmocka_unit_test(test_realloc_from_slab_to_huge_keeps_content),
-    cmocka_unit_test(test_huge_free_drops_the_live_count),
-    cmocka_unit_test(test_trim_empties_the_huge_cache),
-    cmocka_unit_test(test_cache_eviction_under_pressure_unmaps_each_mapping_once),
-    cmocka_unit_test(test_interior_address_of_a_huge_block_is_owned),
+    cmocka_unit_test_teardown(test_huge_realloc_grow_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_grow_gives_the_new_size, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_grow_moves_no_mapping_to_the_cache, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_shrink_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_shrink_releases_the_tail, teardown_validate),
+    cmocka_unit_test_teardown(test_realloc_from_huge_to_slab_size_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_realloc_from_slab_to_huge_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_free_drops_the_live_count, teardown_validate),
+    cmocka_unit_test_teardown(test_trim_empties_the_huge_cache, teardown_validate),
+    cmocka_unit_test_teardown(test_cache_eviction_under_pressure_unmaps_each_mapping_once, teardown_validate),
+    cmocka_unit_test_teardown(test_interior_address_of_a_huge_block_is_owned, teardown_validate),
+    cmocka_unit_test_teardown(test_a_cached_huge_mapping_is_kept_until_the_cache_delay_passes, teardown_validate),
+    cmocka_unit_test_teardown(test_a_cached_huge_mapping_past_the_cache_delay_is_unmapped, teardown_validate),
   };
   return cmocka_run_group_tests_name("huge", tests, NULL, NULL);
 }

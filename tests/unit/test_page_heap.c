@@ -2,6 +2,8 @@
 // 64 MiB regions, reused and coalesced without system calls, grown in place,
 // and given back.
 #include "unit_util.h"
+#include "config/config.h"
+#include "large/huge.h"
 #include "large/page_heap.h"
 
 #define KIB (1u << 10)
@@ -117,17 +119,58 @@ static void test_freed_large_memory_goes_back_past_the_dirty_budget(void **state
   hak_trim();
 }
 
+#define AN_HOUR_MS (3600u * 1000u)
+
+// Free a fresh 2 MiB block with HAKMEM_LARGE_DIRTY_MB = dirty_min and a purge
+// delay of an hour that starts now; returns the page heap's dirty bytes then.
+static size_t dirty_after_free(size_t dirty_min) {
+  size_t keep_min = g_hak_config.large_dirty_min;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  hak_trim();                                    // starts the purge delay now
+  g_hak_config.large_dirty_min = dirty_min;
+  g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
+  hak_free(hak_malloc(2 * MIB));
+  page_heap_stats_t st;
+  page_heap_get_stats(&st);
+  g_hak_config.large_dirty_min = keep_min;
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
+  return st.dirty_bytes;
+}
+
+static void test_a_freed_large_block_stays_resident_below_the_dirty_budget_before_the_delay(void **state) {
+  (void)state;
+  assert_int_equal(dirty_after_free((size_t)1 << 30), 2 * MIB);
+}
+
+static void test_a_freed_large_block_past_the_dirty_minimum_is_purged_at_once(void **state) {
+  (void)state;
+  assert_int_equal(dirty_after_free(0), 0);      // nothing live, no minimum: no budget
+}
+
+// After every test: the page heap and the huge table/cache hold their
+// invariants in full (debug builds; the validators are no-ops in release).
+static int teardown_validate(void **state) {
+  (void)state;
+  page_heap_validate();
+  huge_validate();
+  return 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_a_freed_large_block_is_reused_by_the_next_of_its_size),
-    cmocka_unit_test(test_large_blocks_are_page_aligned_and_usable_to_their_size),
-    cmocka_unit_test(test_two_freed_neighbours_merge_into_one_run),
-    cmocka_unit_test(test_realloc_grows_a_large_block_in_place_into_a_free_neighbour),
-    cmocka_unit_test(test_calloc_of_a_reused_large_block_reads_zero),
-    cmocka_unit_test(test_large_blocks_count_in_the_stats),
-    cmocka_unit_test(test_trim_unmaps_regions_with_no_live_block),
-    cmocka_unit_test(test_an_interior_address_of_a_large_block_is_owned_and_not_a_block),
-    cmocka_unit_test(test_freed_large_memory_goes_back_past_the_dirty_budget),
+    cmocka_unit_test_teardown(test_a_freed_large_block_is_reused_by_the_next_of_its_size, teardown_validate),
+    cmocka_unit_test_teardown(test_large_blocks_are_page_aligned_and_usable_to_their_size, teardown_validate),
+    cmocka_unit_test_teardown(test_two_freed_neighbours_merge_into_one_run, teardown_validate),
+    cmocka_unit_test_teardown(test_realloc_grows_a_large_block_in_place_into_a_free_neighbour, teardown_validate),
+    cmocka_unit_test_teardown(test_calloc_of_a_reused_large_block_reads_zero, teardown_validate),
+    cmocka_unit_test_teardown(test_large_blocks_count_in_the_stats, teardown_validate),
+    cmocka_unit_test_teardown(test_trim_unmaps_regions_with_no_live_block, teardown_validate),
+    cmocka_unit_test_teardown(test_an_interior_address_of_a_large_block_is_owned_and_not_a_block, teardown_validate),
+    cmocka_unit_test_teardown(test_freed_large_memory_goes_back_past_the_dirty_budget, teardown_validate),
+    cmocka_unit_test_teardown(test_a_freed_large_block_stays_resident_below_the_dirty_budget_before_the_delay,
+                              teardown_validate),
+    cmocka_unit_test_teardown(test_a_freed_large_block_past_the_dirty_minimum_is_purged_at_once, teardown_validate),
   };
   return cmocka_run_group_tests_name("page_heap", tests, NULL, NULL);
 }
