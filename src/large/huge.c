@@ -12,6 +12,7 @@
 #include "debug/hak_base.h"
 #include "debug/report.h"
 #include "os/os.h"
+#include "stats/stats.h"
 
 #define HUGE_CACHE_SLOTS      32                     // freed mappings kept at most
 #define HUGE_CACHE_ENTRY_SHARE 4u                    // a mapping above 1/4 of HAKMEM_HUGE_CACHE_MB is not cached
@@ -182,6 +183,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   uintptr_t base = 0;
   int fresh = 1;
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   cache_expire(0);
   if (align <= os_page_size() && (base = cache_take(&map_size)) != 0) fresh = 0;
   HUGE_VALIDATE();
@@ -190,6 +192,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   if (base == 0) return NULL;
   if (zero && !fresh) memset((void *)base, 0, map_size);
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   int ok = table_insert(base, map_size) == 0;
   if (ok) { g_live_count++; g_live_bytes += map_size; }
   HUGE_VALIDATE();
@@ -200,6 +203,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
 
 int huge_free(void *p) {
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   huge_entry_t *e = table_find((uintptr_t)p);
   if (e == NULL) { pthread_mutex_unlock(&g_huge_lock); return 0; }
   uintptr_t base = e->base;
@@ -219,6 +223,7 @@ size_t huge_usable_size(const void *p, int *interior) {
   size_t usable = 0;
   *interior = 0;
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   huge_entry_t *e = table_find(a);
   if (e != NULL) {
     usable = e->map_size;
@@ -237,6 +242,7 @@ void *huge_try_realloc(void *p, size_t size) {
   size_t new_size = page_round(size);
   void *result = NULL;
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   huge_entry_t *e = table_find((uintptr_t)p);
   if (e != NULL) {
     size_t old_size = e->map_size;
@@ -263,6 +269,7 @@ void *huge_try_realloc(void *p, size_t size) {
 
 int huge_trim(int everything) {
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   int released = cache_expire(everything);
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
@@ -275,6 +282,7 @@ void huge_fork_child(void) { pthread_mutex_unlock(&g_huge_lock); }
 
 void huge_get_stats(huge_stats_t *out) {
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   out->live_count = g_live_count;
   out->live_bytes = g_live_bytes;
   out->cached_bytes = g_cache_bytes;
@@ -327,6 +335,7 @@ static void huge_validate_locked(void) {
 
 void huge_validate(void) {
   pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
   huge_validate_locked();
   pthread_mutex_unlock(&g_huge_lock);
 }

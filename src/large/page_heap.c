@@ -26,6 +26,7 @@
 #include "debug/hak_base.h"
 #include "debug/report.h"
 #include "os/os.h"
+#include "stats/stats.h"
 
 #define PH_REGION_SHIFT  26                   // 64 MiB regions, aligned to their size
 #define PH_REGION_SIZE   ((size_t)1 << PH_REGION_SHIFT)
@@ -317,6 +318,7 @@ static int purge_due(void) {
 void page_heap_maybe_purge(void) {
   if (atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed) == 0 || !purge_delay_passed()) return;
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   if (purge_due()) purge_locked(0);
   PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);
@@ -324,6 +326,7 @@ void page_heap_maybe_purge(void) {
 
 int page_heap_trim(int everything) {
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   int released = purge_locked(everything);
   PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);
@@ -340,6 +343,7 @@ void *page_heap_alloc(size_t size, int zero) {
   ph_region_t *fresh = NULL;
   for (;;) {
     pthread_mutex_lock(&g_ph_lock);
+    HAK_SITE(SITE_PAGE_HEAP_LOCK);
     if (fresh != NULL) { region_publish(fresh); fresh = NULL; PH_VALIDATE(); }
     for (ph_region_t *r = g_regions; r != NULL; r = r->next) {
       if (r->free_pages < n) continue;
@@ -371,6 +375,7 @@ void *page_heap_alloc(size_t size, int zero) {
 int page_heap_free(void *p) {
   ph_region_t *r = region_of(p);
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   uint32_t s = block_page(r, p);
   if (s == PH_NONE) { pthread_mutex_unlock(&g_ph_lock); return 0; }
   uint32_t n = r->head[s] & PH_LEN_MASK;
@@ -389,6 +394,7 @@ int page_heap_free(void *p) {
 size_t page_heap_usable_size(const void *p) {
   ph_region_t *r = region_of(p);
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   uint32_t s = block_page(r, p);
   size_t n = s == PH_NONE ? 0 : run_bytes(r->head[s] & PH_LEN_MASK);
   pthread_mutex_unlock(&g_ph_lock);
@@ -400,6 +406,7 @@ int page_heap_owns(const void *p) {
   uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
   int owned = 0;
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   // Walk runs from the first usable page: regions hold few large runs.
   for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
     uint32_t len = r->head[s] & PH_LEN_MASK;
@@ -417,6 +424,7 @@ int page_heap_resize_in_place(void *p, size_t size) {
   uint32_t want = pages_for(size);
   int ok = 0;
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   uint32_t s = block_page(r, p);
   if (s != PH_NONE) {
     uint32_t len = r->head[s] & PH_LEN_MASK;
@@ -456,6 +464,7 @@ void page_heap_fork_child(void) { pthread_mutex_unlock(&g_ph_lock); }
 
 void page_heap_get_stats(page_heap_stats_t *out) {
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   out->regions = g_region_count;
   out->mapped_bytes = g_region_count * PH_REGION_SIZE;
   out->live_count = g_live_count;
@@ -544,6 +553,7 @@ static void ph_validate_locked(void) {
 
 void page_heap_validate(void) {
   pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
   ph_validate_locked();
   pthread_mutex_unlock(&g_ph_lock);
 }
