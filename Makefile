@@ -6,6 +6,8 @@
 #                     raw: only to measure what the encoding costs (issue 10); never ship it
 #   make STATS=1      the release library under build/stats, counting lock acquisitions and
 #                     atomic RMWs on shared lines per site (printed at exit; bench-scale uses it)
+#   (every build but SAN also makes $(BUILD)/libhakmem-hardened.so: the same sources with
+#                     -DHAK_HARDENED=1, objects under $(BUILD)/hardened/obj; issue 12)
 #   make test         build and run every test
 #   make bench        the side-by-side benchmark (see bench/bench.mk)
 #   make install      PREFIX=/usr/local DESTDIR=; make uninstall; make deb (see install.mk)
@@ -57,9 +59,14 @@ LIB_SO    := $(BUILD)/libhakmem.so
 LIB_A     := $(BUILD)/libhakmem.a
 CORE_A    := $(BUILD)/libhakmem_core.a
 
+# The hardened library: the same sources, one flag, its own objects.
+HARD_BUILD := $(BUILD)/hardened
+HARD_OBJS  := $(CORE_SRCS:%.c=$(HARD_BUILD)/obj/%.o) $(API_SRCS:%.c=$(HARD_BUILD)/obj/%.o)
+HARD_SO    := $(BUILD)/libhakmem-hardened.so
+
 .PHONY: all clean test test-deps
 ifeq ($(SAN),)
-all: $(LIB_SO) $(LIB_A) $(CORE_A)
+all: $(LIB_SO) $(LIB_A) $(CORE_A) $(HARD_SO)
 else
 all: $(CORE_A)
 endif
@@ -67,6 +74,13 @@ endif
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC  $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(HARD_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC  $< (hardened)"; $(CC) $(CFLAGS) -DHAK_HARDENED=1 -MMD -MP -c $< -o $@
+
+$(HARD_SO): $(HARD_OBJS)
+	$(CC) -shared -Wl,-soname,libhakmem-hardened.so -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
 
 $(LIB_SO): $(CORE_OBJS) $(API_OBJS)
 	$(CC) -shared -Wl,-soname,libhakmem.so.0 -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
@@ -77,7 +91,7 @@ $(LIB_A): $(CORE_OBJS) $(API_OBJS)
 $(CORE_A): $(CORE_OBJS)
 	@rm -f $@; ar rcs $@ $^
 
--include $(CORE_OBJS:.o=.d) $(API_OBJS:.o=.d)
+-include $(CORE_OBJS:.o=.d) $(API_OBJS:.o=.d) $(HARD_OBJS:.o=.d)
 
 # Tests: each fragment appends run targets to TEST_RUNS (in the order they run).
 TEST_RUNS :=
@@ -87,6 +101,7 @@ TEST_RUNS :=
 -include tests/fuzz/fuzz.mk
 -include tests/realprog/realprog.mk
 -include tests/layers/layers.mk
+-include tests/hardened/hardened.mk
 -include bench/bench.mk
 -include install.mk
 

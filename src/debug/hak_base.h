@@ -9,6 +9,12 @@
 #ifndef HAK_DEBUG
 #define HAK_DEBUG 0
 #endif
+// The hardened build (build/libhakmem-hardened.so, -DHAK_HARDENED=1): canaries,
+// fill-on-free, quarantine, guard pages, randomised reuse. Every such check is
+// under `#if HAK_HARDENED`, so the default build's code does not change.
+#ifndef HAK_HARDENED
+#define HAK_HARDENED 0
+#endif
 
 #define HAK_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
