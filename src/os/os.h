@@ -34,4 +34,20 @@ int    os_read_safely(uintptr_t addr, void *out, size_t len);
 // 64 random bits from the kernel's AT_RANDOM (no syscall, no allocation).
 uint64_t os_random_seed(void);
 
+// os sits below debug/hak_base.h, which defines HAK_HARDENED: test it defined.
+#if defined(HAK_HARDENED) && HAK_HARDENED
+// The hardened build's kernel calls (os_guard.c).
+// Make [addr, addr + size) readable and writable (rw = 1) or inaccessible
+// (rw = 0); page aligned. errno is preserved.
+void   os_protect(void *addr, size_t size, int rw);
+// Reserve size bytes of address space no access can touch (PROT_NONE, no
+// memory behind it); NULL when the kernel refuses.
+void  *os_reserve_none(size_t size);
+// Call fn with the faulting address on SIGSEGV (and SIGBUS) when the program
+// has no handler of its own at this point; fn returns when the address is not
+// the allocator's: the default action is then restored and the access faults
+// again as it would have without the handler.
+void   os_on_fault(void (*fn)(void *addr));
+#endif
+
 #endif
