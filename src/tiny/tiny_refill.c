@@ -4,6 +4,7 @@
 #include "large/page_heap.h"
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
+#include "tiny/hardened_box.h"
 #include "tiny/remote_free_box.h"
 #include "tiny/slab_validate.h"
 #include "tiny/tiny_free_local_box.h"
@@ -49,6 +50,9 @@ static void slab_take_batch(slab_meta_t *m, uint32_t want, block_chain_t *c) {
     while (c->n < want && carve < end) {
       hak_base_ptr_t b = hak_base_from_raw(carve);
       carve += m->block_size;
+#if HAK_HARDENED
+      hardened_fill(b, m->block_size);   // fresh blocks carry the free pattern malloc checks
+#endif
       block_set_free(b);
       chain_append(c, b);
     }
@@ -70,6 +74,9 @@ int tiny_refill(unsigned cls) {
     block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
     slab_take_batch(m, want, &c);
     if (c.n > 0) {
+#if HAK_HARDENED
+      hardened_shuffle_chain(&c.first, &c.last, c.n);   // randomised reuse
+#endif
       HAK_SITE(SITE_SLAB_USED);
       atomic_fetch_add_explicit(&m->used, c.n, memory_order_relaxed);
       tls_sll_push_chain(tc, cls, c.first, c.last, c.n);

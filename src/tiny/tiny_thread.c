@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include "stats/stats.h"
+#include "tiny/hardened_box.h"
 #include "tiny/tiny_refill.h"
 
 static pthread_key_t g_thread_key;
@@ -35,6 +36,9 @@ void thread_setup(void) {
 }
 
 void thread_release_all(void) {
+#if HAK_HARDENED
+  hardened_quarantine_drain();   // quarantined blocks go home with the rest
+#endif
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
   tiny_heap_abandon_all(&t_heap);
 #if HAK_DEBUG
