@@ -339,7 +339,7 @@ static uint32_t pages_for(size_t size) { return (uint32_t)((size + PH_PAGE_SIZE 
 
 void *page_heap_alloc(size_t size, int zero) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
-  uint32_t n = pages_for(size);
+  uint32_t n = pages_for(size) + (HAK_HARDENED ? 1u : 0u);   // hardened: a guard page at the end
   ph_region_t *fresh = NULL;
   for (;;) {
     pthread_mutex_lock(&g_ph_lock);
@@ -357,7 +357,14 @@ void *page_heap_alloc(size_t size, int zero) {
       PH_VALIDATE();
       pthread_mutex_unlock(&g_ph_lock);
       void *p = (char *)r + run_bytes(s);
+#if HAK_HARDENED
+      // Ours alone now: open all but the last page (a freed run is PROT_NONE).
+      os_protect(p, run_bytes(n - 1), 1);
+      os_protect((char *)p + run_bytes(n - 1), PH_PAGE_SIZE, 0);
+      if (zero && dirty) memset(p, 0, run_bytes(n - 1));
+#else
       if (zero && dirty) memset(p, 0, run_bytes(n));
+#endif
       return p;
     }
     // Nothing fits: dirty and clean neighbours may together; purging merges them.
@@ -379,6 +386,10 @@ int page_heap_free(void *p) {
   uint32_t s = block_page(r, p);
   if (s == PH_NONE) { pthread_mutex_unlock(&g_ph_lock); return 0; }
   uint32_t n = r->head[s] & PH_LEN_MASK;
+#if HAK_HARDENED
+  // Under the lock: once released the run may be handed out (and opened) again.
+  os_protect(p, run_bytes(n), 0);   // a use after free faults until then
+#endif
   r->head[s] = 0;
   r->tail[s + n - 1] = 0;
   region_release(r, s, n, 1);
@@ -398,6 +409,9 @@ size_t page_heap_usable_size(const void *p) {
   uint32_t s = block_page(r, p);
   size_t n = s == PH_NONE ? 0 : run_bytes(r->head[s] & PH_LEN_MASK);
   pthread_mutex_unlock(&g_ph_lock);
+#if HAK_HARDENED
+  if (n != 0) n -= PH_PAGE_SIZE;     // the guard page
+#endif
   return n;
 }
 
@@ -418,7 +432,27 @@ int page_heap_owns(const void *p) {
   return owned;
 }
 
+#if HAK_HARDENED
+int page_heap_fault_kind(const void *p, void **start) {
+  ph_region_t *r = region_of(p);
+  uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
+  for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
+    uint32_t len = r->head[s] & PH_LEN_MASK;
+    if (len == 0) return 0;
+    if (page < s + len) {
+      if (page < s) return 0;
+      *start = (char *)r + run_bytes(s);
+      if ((r->head[s] & PH_USED) == 0) return 2;
+      return page == s + len - 1 ? 1 : 0;
+    }
+    s += len;
+  }
+  return 0;
+}
+#endif
+
 int page_heap_resize_in_place(void *p, size_t size) {
+  if (HAK_HARDENED) return 0;          // the guard page stays where it is: realloc moves
   if (size == 0 || size > PAGE_HEAP_MAX) return 0;
   ph_region_t *r = region_of(p);
   uint32_t want = pages_for(size);

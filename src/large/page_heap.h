@@ -31,6 +31,15 @@ int    page_heap_trim(int everything);
 // Purge if the dirty budget or delay says so (cheap when nothing to do).
 void   page_heap_maybe_purge(void);
 
+#if HAK_HARDENED
+// The hardened build ends every block's run with a PROT_NONE guard page (not
+// counted in its usable size) and makes a freed run PROT_NONE until it is
+// handed out again. For the fault hook (no lock: a best-effort read): 1 if p
+// is in the guard page of a live block, 2 if in a free run, else 0; *start
+// the run's first byte.
+int    page_heap_fault_kind(const void *p, void **start);
+#endif
+
 // Debug builds: check every region and counter in full (the equations above
 // ph_region_t), report the first broken invariant in one line and abort.
 // Called at every state change in debug builds; a no-op in release builds.
