@@ -17,12 +17,14 @@
 // operator would terminate the program.
 //
 // Sized delete ignores the size (the engine knows it); aligned delete needs no
-// alignment (hak_free finds any block from its address).
+// alignment (hak_free finds any block from its address). The hardened build
+// checks both against the block and reports a mismatch.
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "hakmem.h"
 #include "api/api.h"
+#include "core/hardened.h"
 #include "os/os.h"
 
 typedef void (*hak_new_handler_t)(void);
@@ -80,18 +82,23 @@ HAK_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t al, cons
 // operator delete / delete[]
 HAK_EXPORT void _ZdlPv(void *p) { hak_free(p); }
 HAK_EXPORT void _ZdaPv(void *p) { hak_free(p); }
-HAK_EXPORT void _ZdlPvm(void *p, size_t size) { (void)size; hak_free(p); }
-HAK_EXPORT void _ZdaPvm(void *p, size_t size) { (void)size; hak_free(p); }
-HAK_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t al) { (void)al; hak_free(p); }
-HAK_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t al) { (void)al; hak_free(p); }
+#if HAK_HARDENED
+// The hardened build checks the size and alignment a delete is given against
+// the block (core/hardened.c); (size_t)-1: no size given.
+#define CXX_CHECK(p, size, al) hak_hardened_check_delete((p), (size), (al))
+#else
+#define CXX_CHECK(p, size, al) ((void)(p), (void)(size), (void)(al))
+#endif
+HAK_EXPORT void _ZdlPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free(p); }
+HAK_EXPORT void _ZdaPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free(p); }
+HAK_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t al) { CXX_CHECK(p, (size_t)-1, al); hak_free(p); }
+HAK_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t al) { CXX_CHECK(p, (size_t)-1, al); hak_free(p); }
 HAK_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t size, size_t al) {
-  (void)size;
-  (void)al;
+  CXX_CHECK(p, size, al);
   hak_free(p);
 }
 HAK_EXPORT void _ZdaPvmSt11align_val_t(void *p, size_t size, size_t al) {
-  (void)size;
-  (void)al;
+  CXX_CHECK(p, size, al);
   hak_free(p);
 }
 HAK_EXPORT void _ZdlPvRKSt9nothrow_t(void *p, const void *nt) { (void)nt; hak_free(p); }

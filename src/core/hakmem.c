@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/foreign.h"
+#include "core/hardened.h"
 #include "core/hakmem_fast.h"
 #include "core/init.h"
 #include "debug/report.h"
@@ -20,6 +21,7 @@
 #include "shared_pool/shared_pool.h"
 #include "superslab/ss_registry.h"
 #include "stats/stats.h"
+#include "tiny/hardened_box.h"
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_thread.h"
 
@@ -143,11 +145,17 @@ static size_t slab_usable_size(const char *op, const void *p) {
     hak_report_pointer_error(op, p, " (a freed block: use after free or double free)");
     return 0;
   }
+#if HAK_HARDENED
+  return hak_hardened_slab_size(p, op);   // the request: the canary follows it
+#endif
   return m->block_size - HAK_BLOCK_HEADER_BYTES;
 }
 
 size_t hak_usable_size(const void *p) {
   if (p == NULL) return 0;
+#if HAK_HARDENED
+  if (hak_hardened_is_zero_block(p)) return 0;
+#endif
   if (ss_registry_contains(p)) return slab_usable_size("malloc_usable_size of invalid pointer", p);
   if (page_heap_contains(p)) {
     size_t n = page_heap_usable_size(p);
@@ -166,6 +174,9 @@ size_t hak_usable_size(const void *p) {
 
 void *hak_realloc(void *p, size_t size) {
   if (p == NULL) return hak_malloc(size);
+#if HAK_HARDENED
+  if (hak_hardened_is_zero_block(p)) return size == 0 ? NULL : hak_malloc(size);
+#endif
   if (size == 0) {                       // glibc 2.36: free and return NULL
     hak_free(p);
     return NULL;
@@ -175,7 +186,9 @@ void *hak_realloc(void *p, size_t size) {
   if (ss_registry_contains(p)) {
     old = slab_usable_size("realloc of invalid pointer", p);
     if (old == 0) return alloc_enomem();  // reported already (when not aborting)
+#if !HAK_HARDENED   // the hardened build moves every block: its canary follows the request
     if (size <= old && (size > old / 2 || old <= 64)) return p;
+#endif
   } else if (page_heap_contains(p)) {
     old = page_heap_usable_size(p);
     if (old == 0) {
@@ -218,7 +231,24 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
   }
   if (alignment <= 16) return hak_malloc(size);
   if (size > PTRDIFF_MAX) return alloc_enomem();
+#if HAK_HARDENED
+  size_t need = size + HARD_TAIL_BYTES > alignment ? size + HARD_TAIL_BYTES : alignment;
+  if (need <= HAK_ALIGNED_SLAB_MAX && alignment <= HAK_SLAB_ALIGN_MAX) {
+    void *p = NULL;
+    for (unsigned cls = size_class_of(need); cls < HAK_NUM_CLASSES && p == NULL; cls++)
+      if (g_size_class[cls].size % alignment == 0) {
+        hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+        p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : alloc_class_slow(cls);
+        if (p == NULL) return NULL;
+      }
+    if (p != NULL) {
+      hak_hardened_arm(p, size);
+      return p;
+    }
+  }
+#else
   size_t need = size > alignment ? size : alignment;
+#endif
   if (alignment <= HAK_SLAB_ALIGN_MAX && need <= HAK_ALIGNED_SLAB_MAX) {
     // Slab starts are page aligned, so a class whose size is a multiple of the
     // alignment has every block aligned.

@@ -32,6 +32,12 @@ HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   return idx * m->block_size == off && (const char *)p < slab_carve(m);
 }
 
+#if HAK_HARDENED
+#include "core/hardened.h"
+// The hardened build checks every block on its way in and out (core/hardened.c).
+HAK_INLINE void *hak_malloc_fast(size_t size) { return hak_hardened_malloc(size); }
+HAK_INLINE void hak_free_fast(void *p) { hak_hardened_free(p); }
+#else
 HAK_INLINE void *hak_malloc_fast(size_t size) {
   HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
@@ -65,5 +71,6 @@ HAK_INLINE void hak_free_fast(void *p) {
   }
   hak_free_slow(p);
 }
+#endif
 
 #endif

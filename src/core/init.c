@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 
 #include "config/config.h"
+#include "core/hardened.h"
 #include "core/stats_report.h"
 #include "large/huge.h"
 #include "large/page_heap.h"
@@ -55,6 +56,9 @@ void hak_init_once(void) {
   hak_config_load();
   tls_sll_seed_cookie(os_random_seed());
   thread_key_init();
+#if HAK_HARDENED
+  hak_hardened_init();
+#endif
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   // release: pairs with the acquire loads above.
   atomic_store_explicit(&g_init_state, 2, memory_order_release);
@@ -62,4 +66,9 @@ void hak_init_once(void) {
 
 __attribute__((constructor)) static void hak_constructor(void) { hak_init_once(); }
 
-__attribute__((destructor)) static void hak_destructor(void) { hak_stats_at_exit(); }
+__attribute__((destructor)) static void hak_destructor(void) {
+#if HAK_HARDENED
+  hak_hardened_at_exit();
+#endif
+  hak_stats_at_exit();
+}

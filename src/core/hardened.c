@@ -1,0 +1,138 @@
+// hardened.c — the hardened build's malloc, free and checks at the top of the
+// engine (see hardened.h). Empty in the default build.
+#include "core/hardened.h"
+
+#if HAK_HARDENED
+#include <errno.h>
+#include <stdatomic.h>
+
+#include "core/hakmem_fast.h"
+#include "core/init.h"
+#include "debug/report.h"
+#include "large/huge.h"
+#include "large/page_heap.h"
+#include "os/os.h"
+#include "tiny/hardened_box.h"
+
+// malloc(0): one of HARD_ZERO_SLOTS distinct addresses, 16 bytes apart, in a
+// reservation no access can touch: a read or write faults and is reported
+// (hardened_fault); free accepts them.
+#define HARD_ZERO_BYTES ((size_t)64 << 10)
+#define HARD_ZERO_STEP  16u
+
+static char *g_zero_base;
+static _Atomic uint32_t g_zero_next;
+
+int hak_hardened_is_zero_block(const void *p) {
+  return g_zero_base != NULL && (const char *)p >= g_zero_base && (const char *)p < g_zero_base + HARD_ZERO_BYTES;
+}
+
+static void *zero_block(void) {
+  if (g_zero_base == NULL) hak_init_once();
+  if (g_zero_base == NULL) return hak_malloc_slow(HARD_TAIL_BYTES);   // no reservation: a real block
+  uint32_t i = atomic_fetch_add_explicit(&g_zero_next, 1, memory_order_relaxed);
+  return g_zero_base + (size_t)i % (HARD_ZERO_BYTES / HARD_ZERO_STEP) * HARD_ZERO_STEP;
+}
+
+// A touch of a page the allocator made inaccessible: one line, then abort.
+// Anything else returns to the fault hook (the default action).
+static void hardened_fault(void *addr) {
+  if (hak_hardened_is_zero_block(addr)) {
+    hak_report_pointer_error("read or write of a malloc(0) block at", addr, " (it has no bytes)");
+    return;
+  }
+  if (page_heap_contains(addr)) {
+    void *start = NULL;
+    int kind = page_heap_fault_kind(addr, &start);
+    if (kind == 1) hak_report_pointer_error("heap buffer overflow past a large block at", addr, " (its guard page)");
+    else if (kind == 2) hak_report_pointer_error("use after free of a large block at", addr, " (a freed run)");
+  }
+}
+
+void hak_hardened_init(void) {
+  g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
+  os_on_fault(hardened_fault);
+}
+
+void hak_hardened_at_exit(void) { hardened_quarantine_check(); }
+
+void hak_hardened_arm(void *p, size_t n) {
+  hardened_arm(ss_slab_of(ss_of(p), p), p, n);
+}
+
+void *hak_hardened_malloc(size_t size) {
+  if (size == 0) return zero_block();
+  if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {
+    void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
+    if (HAK_LIKELY(p != NULL)) hak_hardened_arm(p, size);
+    return p;
+  }
+  // Past the slabs (no room for the tail): the page heap (guard page) or huge.
+  if (size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (size > HAK_SLAB_MAX) return hak_malloc_slow(size);
+  void *p = page_heap_alloc(size, 0);
+  if (p == NULL) p = huge_alloc(size, 0, 0);
+  if (p == NULL) errno = ENOMEM;
+  return p;
+}
+
+void hak_hardened_free(void *p) {
+  if (p == NULL || hak_hardened_is_zero_block(p)) return;
+  if (ss_registry_contains(p)) {
+    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p))) {
+      int saved = errno;
+      thread_ready();              // the quarantine is the thread's
+      hardened_free_block(m, p);
+      errno = saved;
+      return;
+    }
+  }
+  hak_free_slow(p);                // reports a bad pointer; large and huge blocks
+}
+
+size_t hak_hardened_slab_size(const void *p, const char *op) {
+  return hardened_requested(ss_slab_of(ss_of(p), p), p, op);
+}
+
+static HAK_COLD void report_delete(const char *what, const void *p, size_t given, size_t actual) {
+  char detail[96];
+  size_t at = hak_fmt_str(detail, sizeof detail, 0, " (given ");
+  at += hak_fmt_u64(detail + at, sizeof detail - at, given);
+  at = hak_fmt_str(detail, sizeof detail, at, ", the block's is ");
+  at += hak_fmt_u64(detail + at, sizeof detail - at, actual);
+  hak_fmt_str(detail, sizeof detail, at, ")");
+  hak_report_pointer_error(what, p, detail);
+}
+
+void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
+  if (p == NULL) return;
+  if (align != 0 && ((uintptr_t)p & (align - 1)) != 0) {
+    size_t actual = (size_t)1 << __builtin_ctzll((unsigned long long)(uintptr_t)p);
+    report_delete("aligned delete with the wrong alignment of", p, align, actual);
+    return;
+  }
+  if (size == (size_t)-1) return;  // not a sized delete
+  size_t actual;
+  if (hak_hardened_is_zero_block(p)) actual = 0;
+  else if (ss_registry_contains(p)) {
+    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
+    actual = hardened_requested(m, p, "sized delete of a corrupted block");
+  } else if (page_heap_contains(p)) {
+    // Large blocks keep whole pages, not the request: the size must fall in them.
+    actual = page_heap_usable_size(p);
+    if (actual == 0 || (size <= actual && actual - size < os_page_size())) return;
+  } else {
+    int interior;                  // huge: a cached mapping may be larger still
+    actual = huge_usable_size(p, &interior);
+    if (actual == 0 || size <= actual) return;
+  }
+  if (size != actual) report_delete("sized delete with the wrong size of", p, size, actual);
+}
+#else
+typedef int hardened_core_unused_t;   // ISO C: a translation unit is not empty
+#endif
