@@ -1,7 +1,8 @@
 # install.mk — make install / uninstall / deb (included by the top Makefile).
 #
 #   make install [PREFIX=/usr/local] [DESTDIR=]   the shared library (soname libhakmem.so.0),
-#                the static library, hakmem.h, lib/pkgconfig/hakmem.pc and bin/hakmem
+#                the static library, hakmem.h, lib/pkgconfig/hakmem.pc and bin/hakmem, and
+#                libhakmem-hardened.so (preload only: `hakmem --hardened program`)
 #   make uninstall [PREFIX=...] [DESTDIR=]        removes exactly what install put there
 #   make deb     build/hakmem_<version>_<arch>.deb with dpkg-deb: what `make install
 #                PREFIX=/usr` installs (no network, no debhelper)
@@ -29,12 +30,13 @@ endif
 $(BUILD)/$(SO_NAME): $(LIB_SO)
 	@ln -sf libhakmem.so $@
 
-install: $(LIB_SO) $(LIB_A)
+install: $(LIB_SO) $(LIB_A) $(HARD_SO)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
 	$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/$(SO_REAL)
 	ln -sf $(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SO_NAME)
 	ln -sf $(SO_NAME) $(DESTDIR)$(LIBDIR)/libhakmem.so
 	$(INSTALL) -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libhakmem.a
+	$(INSTALL) -m 755 $(HARD_SO) $(DESTDIR)$(LIBDIR)/libhakmem-hardened.so
 	$(INSTALL) -m 644 include/hakmem.h $(DESTDIR)$(INCLUDEDIR)/hakmem.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(HAKMEM_VERSION)|' hakmem.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/hakmem.pc
@@ -46,7 +48,7 @@ install: $(LIB_SO) $(LIB_A)
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SO_REAL) $(DESTDIR)$(LIBDIR)/$(SO_NAME) $(DESTDIR)$(LIBDIR)/libhakmem.so \
-	      $(DESTDIR)$(LIBDIR)/libhakmem.a $(DESTDIR)$(INCLUDEDIR)/hakmem.h \
+	      $(DESTDIR)$(LIBDIR)/libhakmem.a $(DESTDIR)$(LIBDIR)/libhakmem-hardened.so $(DESTDIR)$(INCLUDEDIR)/hakmem.h \
 	      $(DESTDIR)$(PKGCONFIGDIR)/hakmem.pc $(DESTDIR)$(BINDIR)/hakmem
 	-rmdir $(DESTDIR)$(PKGCONFIGDIR) 2>/dev/null || true
 
