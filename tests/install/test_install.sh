@@ -16,7 +16,7 @@ version=$(sed -n 's/^#define HAKMEM_VERSION  *"\(.*\)"/\1/p' include/hakmem.h)
 prefix=$tmp/prefix
 make --no-print-directory -s install PREFIX="$prefix" >"$tmp/install.log" 2>&1 || { cat "$tmp/install.log"; bad "make install PREFIX=$prefix"; exit 1; }
 for f in bin/hakmem lib/libhakmem.so.$version lib/libhakmem.so.0 lib/libhakmem.so lib/libhakmem.a \
-         include/hakmem.h lib/pkgconfig/hakmem.pc; do
+         lib/libhakmem-hardened.so include/hakmem.h lib/pkgconfig/hakmem.pc; do
   check "installed $f" test -e "$prefix/$f"
 done
 check "libhakmem.so.0 is a link to libhakmem.so.$version" test "$(readlink "$prefix/lib/libhakmem.so.0")" = "libhakmem.so.$version"
@@ -50,6 +50,9 @@ other=$(ldconfig -p 2>/dev/null | awk '/libm\.so\.6 .*x86-64/ {print $NF; exit}'
 out=$(LD_PRELOAD=$other "$hk" "$tmp/probe" 2>&1)
 check "hakmem goes first in an existing LD_PRELOAD ($out)" \
   test "$out" = "hakmem $version owns=1 preload=$prefix/lib/libhakmem.so.0:$other"
+out=$("$hk" --hardened "$tmp/probe" 2>&1)
+check "hakmem --hardened program preloads the installed hardened library ($out)" \
+  test "$out" = "hakmem $version owns=1 preload=$prefix/lib/libhakmem-hardened.so"
 check "hakmem -- program" bash -c "'$hk' -- '$tmp/probe' >/dev/null"
 "$hk" --bogus true 2>"$tmp/err"; rc=$?
 check "an unknown option is refused (rc 2, got $rc)" test $rc -eq 2
@@ -64,6 +67,9 @@ check "hakmem --verbose prints the configuration" bash -c "'$hk' --verbose true 
 out=$(scripts/hakmem "$tmp/probe" 2>&1)
 check "scripts/hakmem from the checkout preloads build/libhakmem.so ($out)" \
   test "$out" = "hakmem $version owns=1 preload=$PWD/build/libhakmem.so"
+out=$(scripts/hakmem --hardened "$tmp/probe" 2>&1)
+check "scripts/hakmem --hardened preloads build/libhakmem-hardened.so ($out)" \
+  test "$out" = "hakmem $version owns=1 preload=$PWD/build/libhakmem-hardened.so"
 check "scripts/hakmem --version" test "$(scripts/hakmem --version)" = "hakmem $version"
 
 # uninstall leaves nothing behind
