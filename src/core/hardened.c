@@ -46,6 +46,10 @@ static void hardened_fault(void *addr) {
     int kind = page_heap_fault_kind(addr, &start);
     if (kind == 1) hak_report_pointer_error("heap buffer overflow past a large block at", addr, " (its guard page)");
     else if (kind == 2) hak_report_pointer_error("use after free of a large block at", addr, " (a freed run)");
+  } else {
+    int kind = huge_fault_kind(addr);
+    if (kind == 1) hak_report_pointer_error("heap buffer overflow past a huge block at", addr, " (its guard page)");
+    else if (kind == 2) hak_report_pointer_error("use after free of a huge block at", addr, " (a freed mapping)");
   }
 }
 

@@ -182,6 +182,9 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   size_t map_size = page_round(size);
   uintptr_t base = 0;
   int fresh = 1;
+#if HAK_HARDENED
+  map_size += os_page_size();          // a guard page at the end
+#endif
   pthread_mutex_lock(&g_huge_lock);
   HAK_SITE(SITE_HUGE_LOCK);
   cache_expire(0);
@@ -190,6 +193,10 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   pthread_mutex_unlock(&g_huge_lock);
   if (base == 0) base = (uintptr_t)os_map_aligned(map_size, align);   // without the lock
   if (base == 0) return NULL;
+#if HAK_HARDENED
+  if (!fresh) os_protect((void *)base, map_size - os_page_size(), 1);   // cached: PROT_NONE
+  os_protect((char *)base + map_size - os_page_size(), os_page_size(), 0);
+#endif
   if (zero && !fresh) memset((void *)base, 0, map_size);
   pthread_mutex_lock(&g_huge_lock);
   HAK_SITE(SITE_HUGE_LOCK);
@@ -212,6 +219,9 @@ int huge_free(void *p) {
   g_live_count--;
   g_live_bytes -= size;
   cache_expire(0);
+#if HAK_HARDENED
+  os_protect((void *)base, size, 0);     // cached or unmapped: a use after free faults either way
+#endif
   cache_put(base, size);
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
@@ -226,7 +236,7 @@ size_t huge_usable_size(const void *p, int *interior) {
   HAK_SITE(SITE_HUGE_LOCK);
   huge_entry_t *e = table_find(a);
   if (e != NULL) {
-    usable = e->map_size;
+    usable = e->map_size - (HAK_HARDENED ? os_page_size() : 0);   // hardened: less the guard page
   } else if (g_table != NULL) {
     for (size_t i = 0; i < g_table_cap; i++)
       if (g_table[i].base > TABLE_TOMB && a > g_table[i].base && a < g_table[i].base + g_table[i].map_size) {
@@ -239,6 +249,7 @@ size_t huge_usable_size(const void *p, int *interior) {
 }
 
 void *huge_try_realloc(void *p, size_t size) {
+  if (HAK_HARDENED) return NULL;       // the guard page would have to move: the caller copies
   size_t new_size = page_round(size);
   void *result = NULL;
   pthread_mutex_lock(&g_huge_lock);
@@ -266,6 +277,19 @@ void *huge_try_realloc(void *p, size_t size) {
   pthread_mutex_unlock(&g_huge_lock);
   return result;
 }
+
+#if HAK_HARDENED
+int huge_fault_kind(const void *p) {
+  uintptr_t a = (uintptr_t)p, ps = os_page_size();
+  for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
+    if (g_cache[i].base != 0 && a >= g_cache[i].base && a < g_cache[i].base + g_cache[i].size) return 2;
+  for (size_t i = 0; g_table != NULL && i < g_table_cap; i++) {
+    uintptr_t end = g_table[i].base + g_table[i].map_size;
+    if (g_table[i].base > TABLE_TOMB && a >= end - ps && a < end) return 1;
+  }
+  return 0;
+}
+#endif
 
 int huge_trim(int everything) {
   pthread_mutex_lock(&g_huge_lock);

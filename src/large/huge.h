@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#include "debug/hak_base.h"
+
 // size > 0; align a power of two (<= page means page alignment).
 void  *huge_alloc(size_t size, size_t align, int zero);
 // 1 if p is a huge block (then freed), 0 otherwise.
@@ -24,6 +26,14 @@ size_t huge_usable_size(const void *p, int *interior);
 void  *huge_try_realloc(void *p, size_t size);
 // Drop expired cache entries (or all of them); 1 if anything was unmapped.
 int    huge_trim(int everything);
+
+#if HAK_HARDENED
+// The hardened build maps a PROT_NONE guard page after each huge block (not
+// counted in its usable size) and makes a freed mapping PROT_NONE while it is
+// cached. For the fault hook (no lock: a best-effort read): 1 if p is in a
+// guard page, 2 if in a cached (freed) mapping, else 0.
+int    huge_fault_kind(const void *p);
+#endif
 
 // Debug builds: check the table, the cache and the counters in full, report
 // the first broken invariant in one line and abort. Called at every state
