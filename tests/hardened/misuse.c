@@ -1,0 +1,294 @@
+// misuse.c — one program per row of issue 12's table: each case does one bad
+// thing and expects the hardened library (LD_PRELOAD=libhakmem-hardened.so) to
+// stop the program with one line on stderr, "hakmem: <misuse> 0x<address>...",
+// naming the misuse, and SIGABRT. Cases marked EXIT0 check a property with no
+// report (read after free sees the fill; malloc(0) may be freed; randomised
+// reuse). The runner is faults.c's: each case in a forked child, stderr
+// captured; the child ends with exit() so the library's exit checks run.
+//
+//   misuse            run every case      misuse -l   list them
+//   misuse NAME...    run those only
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef int (*test_fn)(void);
+enum { EXPECT_EXIT0, EXPECT_ABORT_REPORT };
+typedef struct { const char *name; test_fn fn; int expect; const char *report; } test_t;
+
+static volatile unsigned char g_sink;
+static void *volatile g_keep;
+
+// The C++ operators, called by their names (resolved in the preloaded library).
+static void *cxx(const char *name) {
+  void *f = dlsym(RTLD_DEFAULT, name);
+  if (f == NULL) { fprintf(stderr, "no %s\n", name); exit(9); }
+  return f;
+}
+
+// ---- write after free (small), write after free then reuse, read after free
+static int t_write_after_free(void) {
+  unsigned char *p = malloc(64);
+  free(p);
+  p[40] = 1;                         // found at exit (still quarantined)
+  return 0;
+}
+static int t_write_after_free_then_reuse(void) {
+  unsigned char *p = malloc(64);
+  free(p);
+  p[40] = 1;
+  for (int i = 0; i < 1000; i++) free(malloc(64));   // p leaves the quarantine and comes back
+  return 0;
+}
+static int t_read_after_free_sees_fill(void) {
+  unsigned char *p = malloc(64);
+  memset(p, 'S', 64);
+  free(p);
+  for (int i = 16; i < 64; i++)
+    if (p[i] == 'S') return 1;       // old data readable after free
+  return 0;
+}
+
+// ---- overflow past a small block (1 and 8 bytes)
+static int t_overflow_1_byte(void) {
+  unsigned char *p = malloc(24);
+  p[malloc_usable_size(p)] = 0;      // the usable size is the request: one past it
+  free(p);
+  return 0;
+}
+static int t_overflow_8_bytes(void) {
+  unsigned char *p = malloc(32);
+  memset(p + 32, 'A', 8);
+  free(p);
+  return 0;
+}
+static int t_overflow_medium(void) {
+  unsigned char *p = malloc(5000);
+  p[5000] = 1;
+  free(p);
+  return 0;
+}
+
+// ---- overflow past a large block, use after free of a large block
+static int t_overflow_large(void) {
+  unsigned char *p = malloc(300000);
+  p[malloc_usable_size(p)] = 1;      // the guard page
+  return 0;
+}
+static int t_use_after_free_large(void) {
+  unsigned char *p = malloc(300000);
+  free(p);
+  p[100] = 1;
+  return 0;
+}
+static int t_overflow_huge(void) {
+  unsigned char *p = malloc(40u << 20);
+  g_sink = p[malloc_usable_size(p)];
+  return 0;
+}
+
+// ---- use of a freed block soon after free (quarantine)
+static int t_quarantine_delays_reuse(void) {
+  unsigned char *p = malloc(48);
+  free(p);
+  for (int i = 0; i < 100; i++) {
+    void *q = malloc(48);
+    if (q == p) return 1;            // reused at once: a dangling p aliases it
+    g_keep = q;
+  }
+  p[20] = 1;                         // the use: found (the block is still quarantined)
+  return 0;
+}
+static int t_double_free_in_quarantine(void) {
+  void *p = malloc(48);
+  free(p);
+  free(p);
+  return 0;
+}
+
+// ---- read or write of a malloc(0) block
+static int t_malloc0_write(void) {
+  volatile unsigned char *p = malloc(0);
+  p[0] = 1;
+  return 0;
+}
+static int t_malloc0_read(void) {
+  unsigned char *p = malloc(0);
+  g_sink = p[0];
+  return 0;
+}
+static int t_malloc0_free_is_fine(void) {
+  void *a = malloc(0), *b = malloc(0);
+  if (a == NULL || b == NULL || a == b || malloc_usable_size(a) != 0) return 1;
+  free(a);
+  free(b);
+  void *c = realloc(malloc(0), 10);
+  if (c == NULL) return 2;
+  free(c);
+  return 0;
+}
+
+// ---- sized delete with the wrong size, aligned sized delete with the wrong size or alignment
+static int t_sized_delete_wrong_size(void) {
+  void *(*nw)(size_t) = cxx("_Znwm");
+  void (*del)(void *, size_t) = cxx("_ZdlPvm");
+  void *p = nw(40);
+  del(p, 48);
+  return 0;
+}
+static int t_sized_delete_right_size(void) {
+  void *(*nw)(size_t) = cxx("_Znam");
+  void (*del)(void *, size_t) = cxx("_ZdaPvm");
+  size_t sizes[] = {1, 16, 40, 1000, 5000, 300000, 40u << 20};
+  for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) del(nw(sizes[i]), sizes[i]);
+  return 0;
+}
+static int t_aligned_sized_delete_wrong_size(void) {
+  void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
+  void (*del)(void *, size_t, size_t) = cxx("_ZdlPvmSt11align_val_t");
+  void *p = nw(100, 64);
+  del(p, 50, 64);
+  return 0;
+}
+static int t_aligned_delete_wrong_alignment(void) {
+  void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
+  void (*del)(void *, size_t, size_t) = cxx("_ZdlPvmSt11align_val_t");
+  void *p = nw(100, 64);
+  size_t wrong = (size_t)1 << (__builtin_ctzll((uintptr_t)p) + 1);   // more than p has
+  del(p, 100, wrong);
+  return 0;
+}
+
+// ---- malloc_usable_size of a freed or never-allocated block
+static int t_usable_size_freed(void) {
+  void *p = malloc(40);
+  free(p);
+  return (int)malloc_usable_size(p);
+}
+static int t_usable_size_never_allocated(void) {
+  char *p = malloc(48);              // a 64-byte class in a 64 KiB slab
+  // The slab's last 64-byte block: a block start far beyond what was carved.
+  char *last = (char *)(((uintptr_t)p | 0xffff) - 63);
+  return (int)malloc_usable_size(last);
+}
+
+// ---- randomised reuse: a refill hands its batch out in a random order
+static int t_randomised_reuse(void) {
+  enum { N = 64 };
+  char *p[N];
+  int sequential = 0;
+  for (int i = 0; i < N; i++) p[i] = malloc(200);
+  for (int i = 1; i < N; i++) sequential += p[i] - p[i - 1] == 208 || p[i] - p[i - 1] == -208;
+  for (int i = 0; i < N; i++) free(p[i]);
+  return sequential > N / 4;         // in carve order every step would be one block
+}
+
+static const test_t g_tests[] = {
+  {"write_after_free_small", t_write_after_free, EXPECT_ABORT_REPORT, "write after free of"},
+  {"write_after_free_then_reuse", t_write_after_free_then_reuse, EXPECT_ABORT_REPORT, "write after free of"},
+  {"read_after_free_sees_fill", t_read_after_free_sees_fill, EXPECT_EXIT0, NULL},
+  {"overflow_1_byte_small", t_overflow_1_byte, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
+  {"overflow_8_bytes_small", t_overflow_8_bytes, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
+  {"overflow_medium", t_overflow_medium, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
+  {"overflow_large_guard_page", t_overflow_large, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
+  {"use_after_free_large", t_use_after_free_large, EXPECT_ABORT_REPORT, "use after free of a large block"},
+  {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
+  {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
+  {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
+  {"malloc0_write", t_malloc0_write, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
+  {"malloc0_read", t_malloc0_read, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
+  {"malloc0_free_is_fine", t_malloc0_free_is_fine, EXPECT_EXIT0, NULL},
+  {"sized_delete_wrong_size", t_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
+  {"sized_delete_right_size", t_sized_delete_right_size, EXPECT_EXIT0, NULL},
+  {"aligned_sized_delete_wrong_size", t_aligned_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
+  {"aligned_delete_wrong_alignment", t_aligned_delete_wrong_alignment, EXPECT_ABORT_REPORT, "aligned delete with the wrong alignment"},
+  {"usable_size_of_freed_block", t_usable_size_freed, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
+  {"usable_size_never_allocated", t_usable_size_never_allocated, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
+  {"randomised_reuse", t_randomised_reuse, EXPECT_EXIT0, NULL},
+};
+#define NTESTS ((int)(sizeof g_tests / sizeof g_tests[0]))
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// 0 pass, 1 fail
+static int run_test(const test_t *t) {
+  char path[] = "/tmp/hakmem-misuse-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) { perror("mkstemp"); exit(2); }
+  unlink(path);
+  fflush(stdout);
+  double t0 = now_s();
+  pid_t pid = fork();
+  if (pid < 0) { perror("fork"); exit(2); }
+  if (pid == 0) {
+    dup2(fd, 2);
+    close(fd);
+    struct rlimit rl = {0, 0};         // no core files
+    setrlimit(RLIMIT_CORE, &rl);
+    alarm(20);
+    exit(t->fn());                     // exit, not _exit: the library's exit checks run
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  double secs = now_s() - t0;
+  static char err[8192];
+  lseek(fd, 0, SEEK_SET);
+  ssize_t n = read(fd, err, sizeof err - 1);
+  close(fd);
+  err[n > 0 ? n : 0] = 0;
+  int lines = 0;
+  for (ssize_t i = 0; i < n; i++) lines += err[i] == '\n';
+  char why[256] = "";
+  if (t->expect == EXPECT_EXIT0) {
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+      snprintf(why, sizeof why, "child ended with %s %d", WIFSIGNALED(st) ? "signal" : "status",
+               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  } else if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT) {
+    snprintf(why, sizeof why, "expected abort (SIGABRT), child ended with %s %d",
+             WIFSIGNALED(st) ? "signal" : "status", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  } else if (strncmp(err, "hakmem: ", 8) != 0 || strstr(err, t->report) != err + 8) {
+    snprintf(why, sizeof why, "aborted, but the report is not \"hakmem: %s ...\"", t->report);
+  } else if (strstr(err, " 0x") == NULL) {
+    snprintf(why, sizeof why, "aborted, but the report names no address");
+  } else if (lines != 1) {
+    snprintf(why, sizeof why, "aborted, but the report is %d lines, not one", lines);
+  }
+  if (why[0] == 0) {
+    printf("PASS  %-36s (%.1f s)  %s", t->name, secs, t->expect == EXPECT_ABORT_REPORT ? err : "\n");
+    return 0;
+  }
+  printf("FAIL  %-36s (%.1f s): %s\n", t->name, secs, why);
+  if (err[0]) printf("    | %s", err);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc > 1 && strcmp(argv[1], "-l") == 0) {
+    for (int i = 0; i < NTESTS; i++) printf("%s\n", g_tests[i].name);
+    return 0;
+  }
+  int run = 0, failed = 0;
+  for (int i = 0; i < NTESTS; i++) {
+    int sel = argc == 1;
+    for (int a = 1; a < argc; a++) sel |= strcmp(argv[a], g_tests[i].name) == 0;
+    if (!sel) continue;
+    run++;
+    failed += run_test(&g_tests[i]);
+  }
+  printf("misuse: %d passed, %d failed\n", run - failed, failed);
+  return failed != 0;
+}
