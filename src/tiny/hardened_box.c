@@ -31,17 +31,20 @@ static HAK_COLD void report_at(const char *what, const void *p, const char *t1, 
   hak_report_pointer_error(what, p, detail);
 }
 
+// A quarantined block's first 16 bytes: a NULL link and its free mark.
+static inline int quarantine_words_ok(const void *p) {
+  hak_base_ptr_t b = hak_base_from_raw((void *)p);
+  return hak_base_is_null(block_next(b)) && block_is_free(b);
+}
+
 // Report a write after free when the fill of free block p (bs bytes) is not
 // intact; `when` says when it was found. A quarantined block's first 16 bytes
 // are known too: a NULL link and its free mark.
 static void fill_check(const void *p, uint32_t bs, const char *when, int quarantined) {
   const unsigned char *c = p;
-  if (quarantined) {
-    hak_base_ptr_t b = hak_base_from_raw((void *)p);
-    if (!hak_base_is_null(block_next(b)) || !block_is_free(b)) {
-      hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
-      return;
-    }
+  if (quarantined && !quarantine_words_ok(p)) {
+    hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
+    return;
   }
   size_t end = hard_fill_end(bs);
   for (size_t i = HARD_LINK_BYTES; i < end; i += sizeof(uint64_t)) {
@@ -91,7 +94,10 @@ static __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec"
 // The block goes to the TLS list of its class (it keeps its fill and mark).
 static void quarantine_release(void *p) {
   slab_meta_t *m = ss_slab_of(ss_of(p), p);
-  fill_check(p, m->block_size, " of the freed block changed in quarantine)", 1);
+  // Its first 16 bytes now (the list words overwrite them next); the fill is
+  // checked when malloc hands the block out again.
+  if (HAK_UNLIKELY(!quarantine_words_ok(p)))
+    hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
   unsigned cls = m->cls;
   tls_cache_t *tc = &t_tls_cache;
   if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
@@ -113,11 +119,17 @@ void hardened_free_block(slab_meta_t *m, void *p) {
   size_t size_at = bs - HARD_SIZE_BYTES;
   size_t canary_end = n + HARD_CANARY_BYTES < size_at ? n + HARD_CANARY_BYTES : size_at;
   unsigned char k = hard_canary_byte();
-  for (size_t i = n; i < canary_end; i++)
-    if (HAK_UNLIKELY(c[i] != k)) {
-      report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
-      break;
-    }
+  int bad = 0;
+  size_t i = n;
+  if (canary_end - n >= 8) {            // whole words, the last one overlapping
+    uint64_t kw = 0x0101010101010101ull * k, w;
+    for (; i + 8 <= canary_end; i += 8) { memcpy(&w, c + i, 8); bad |= w != kw; }
+    memcpy(&w, c + canary_end - 8, 8);
+    bad |= w != kw;
+  } else {
+    for (; i < canary_end; i++) bad |= c[i] != k;
+  }
+  if (HAK_UNLIKELY(bad)) report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
   hak_base_ptr_t b = hak_base_from_raw(p);
   hardened_fill(b, bs);
   block_set_free(b);                      // a second free is a double free from now on

@@ -4,7 +4,7 @@
 // A live block of a slab (block_size bs, request n, n <= bs - HARD_TAIL_BYTES)
 // is laid out as:
 //   [0, n)                       the program's bytes
-//   [n, min(n + 64, bs - 4))     canary: HARD_CANARY_BYTES or fewer bytes, each
+//   [n, min(n + 16, bs - 4))     canary: HARD_CANARY_BYTES or fewer bytes, each
 //                                hard_canary_byte() (never 0: a stray NUL
 //                                terminator is the classic one-byte overflow)
 //   [bs - 4, bs)                 the request n, xor a per-process key
@@ -18,7 +18,11 @@
 // pattern HARD_FILL_BYTE in [16, min(bs, HARD_FILL_MAX)): free writes it (so a
 // read after free sees the pattern, not old data), carving writes it into
 // fresh blocks, and malloc checks it is intact before handing the block out
-// (a write after free is reported then).
+// (a write after free is reported then). Only the first HARD_FILL_MAX bytes
+// are filled and checked (all of a block up to 128 bytes; the first two cache
+// lines of a larger one, where object headers, vtable and list pointers live):
+// filling whole blocks made ws-small 2x and ws-medium 5x slower again
+// (measured; build with -DHARD_FILL_MAX=262144u for the whole block).
 //
 // Quarantine (per thread, FIFO): a freed block waits, marked free and filled,
 // until HARD_QUAR_SLOTS later frees or HARD_QUAR_BYTES of newer blocks push it
@@ -41,11 +45,17 @@
 
 #define HARD_SIZE_BYTES   4u                    // the size word at the block's end
 #define HARD_TAIL_BYTES   (HARD_SIZE_BYTES + 1u) // room a request needs past its end
-#define HARD_CANARY_BYTES 64u                   // canary bytes written and checked, at most
+#define HARD_CANARY_BYTES 16u                   // canary bytes written and checked, at most
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
-#define HARD_FILL_MAX     4096u                 // bytes of a block filled and checked, at most
+#ifndef HARD_FILL_MAX
+#define HARD_FILL_MAX     128u                  // bytes of a block filled and checked, at most
+#endif
+#ifndef HARD_QUAR_SLOTS
 #define HARD_QUAR_SLOTS   128u                  // blocks a thread's quarantine holds, at most
+#endif
+#ifndef HARD_QUAR_BYTES
 #define HARD_QUAR_BYTES   (256u << 10)          // ... and their bytes, at most
+#endif
 #define HARD_LINK_BYTES   16u                   // link word + free mark: not filled
 
 _Static_assert(HAK_SLAB_MAX < (1u << 31), "a slab block's request fits the size word");
