@@ -73,7 +73,7 @@ LIBDIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib6
 PEERS = [("jemalloc", "libjemalloc.so.2"), ("tcmalloc", "libtcmalloc_minimal.so.4"),
          ("mimalloc", "libmimalloc.so.2")]
 # What the program's `alloc=` field must start with for each allocator.
-EXPECT = {"hakmem": "libhakmem", "glibc": "glibc", "jemalloc": "libjemalloc",
+EXPECT = {"hakmem": "libhakmem", "hakmem-hardened": "libhakmem", "glibc": "glibc", "jemalloc": "libjemalloc",
           "tcmalloc": "libtcmalloc", "mimalloc": "libmimalloc"}
 
 
@@ -171,7 +171,8 @@ def cpu_name():
 
 
 def summarize(rows, allocs, runs):
-    """Medians per (row, alloc) and the ratio of hakmem to the best peer."""
+    """Medians per (row, alloc), the ratio of hakmem to the best peer, and the
+    hardened build's cost: its time and peak RSS over the default build's."""
     summary = []
     for row in rows:
         med = {}
@@ -183,28 +184,33 @@ def summarize(rows, allocs, runs):
             med[a] = dict(rate=median(rates), rss=median(rss), lo=min(rates) if rates else None,
                           hi=max(rates) if rates else None, ok=len(ok), runs=nruns,
                           unit=ok[0]["unit"] if ok else "")
-        peers = [a for a, _ in allocs if a != "hakmem" and med[a]["rate"] is not None]
+        peers = [a for a, _ in allocs if a not in ("hakmem", "hakmem-hardened") and med[a]["rate"] is not None]
         best = max(peers, key=lambda a: med[a]["rate"]) if peers else None
         leanest = min(peers, key=lambda a: med[a]["rss"]) if peers else None
         h = med.get("hakmem", {})
         ratio = (h["rate"] / med[best]["rate"]) if (h.get("rate") and best) else None
         rss_ratio = (h["rss"] / med[leanest]["rss"]) if (h.get("rss") and leanest
                                                          and med[leanest]["rss"]) else None
+        hd = med.get("hakmem-hardened", {})
+        hard_time = (h["rate"] / hd["rate"]) if (h.get("rate") and hd.get("rate")) else None
+        hard_rss = (hd["rss"] / h["rss"]) if (h.get("rss") and hd.get("rss")) else None
         unit = next((m["unit"] for m in med.values() if m["unit"]), "ops")
         summary.append(dict(row=row, med=med, best=best, ratio=ratio, leanest=leanest,
-                            rss_ratio=rss_ratio, unit=unit))
+                            rss_ratio=rss_ratio, unit=unit, hard_time=hard_time, hard_rss=hard_rss))
     return summary
 
 
 def tables(summary, allocs):
     names = [a for a, _ in allocs]
     has_h = "hakmem" in names
+    has_hd = has_h and "hakmem-hardened" in names
     out = []
     out.append("Throughput (median; higher is better)\n")
-    hdr = ["row", "unit"] + names + ["best peer"] + (["hakmem / best"] if has_h else [])
+    hdr = ["row", "unit"] + names + ["best peer"] + (["hakmem / best"] if has_h else []) + \
+        (["hardened time / hakmem"] if has_hd else [])
     out.append("| " + " | ".join(hdr) + " |")
     out.append("|" + "|".join(["---"] * 2 + ["---:"] * len(names) + ["---"] +
-                              (["---:"] if has_h else [])) + "|")
+                              (["---:"] if has_h else []) + (["---:"] if has_hd else [])) + "|")
     for s in summary:
         rates = [m["rate"] for m in s["med"].values() if m["rate"]]
         div, unit = fmt_rate(max(rates) if rates else 0, s["unit"])
@@ -215,13 +221,16 @@ def tables(summary, allocs):
         cells.append(s["best"] or "-")
         if has_h:
             cells.append("%.2f" % s["ratio"] if s["ratio"] is not None else "-")
+        if has_hd:
+            cells.append("%.2f" % s["hard_time"] if s["hard_time"] is not None else "-")
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     out.append("Peak RSS in MiB (median; lower is better)\n")
-    hdr = ["row"] + names + ["leanest peer"] + (["hakmem / leanest"] if has_h else [])
+    hdr = ["row"] + names + ["leanest peer"] + (["hakmem / leanest"] if has_h else []) + \
+        (["hardened RSS / hakmem"] if has_hd else [])
     out.append("| " + " | ".join(hdr) + " |")
     out.append("|" + "|".join(["---"] + ["---:"] * len(names) + ["---"] +
-                              (["---:"] if has_h else [])) + "|")
+                              (["---:"] if has_h else []) + (["---:"] if has_hd else [])) + "|")
     for s in summary:
         cells = [s["row"]["id"]]
         for a in names:
@@ -230,6 +239,8 @@ def tables(summary, allocs):
         cells.append(s["leanest"] or "-")
         if has_h:
             cells.append("%.2f" % s["rss_ratio"] if s["rss_ratio"] is not None else "-")
+        if has_hd:
+            cells.append("%.2f" % s["hard_rss"] if s["hard_rss"] is not None else "-")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -296,6 +307,10 @@ def select_allocs(lib, bindir, allocs_csv, smoke=False):
         return None
     allocs = [("hakmem", lib)]
     if not smoke:
+        # The hardened build beside it (make builds both): its cost is a column.
+        hardened = os.path.join(os.path.dirname(lib), "libhakmem-hardened.so")
+        if os.path.exists(hardened):
+            allocs.append(("hakmem-hardened", hardened))
         allocs.append(("glibc", None))
         for name, soname in PEERS:
             path = find_peer(soname)
