@@ -19,12 +19,14 @@
 // read after free sees the pattern, not old data), carving writes it into
 // fresh blocks, and malloc checks it is intact before handing the block out
 // (a write after free is reported then). Only the first HARD_FILL_MAX bytes
-// are filled and checked (all of a block up to 128 bytes; the first two cache
-// lines of a larger one, where object headers, vtable and list pointers live):
-// filling whole blocks made ws-small 2x and ws-medium 5x slower again
-// (measured; build with -DHARD_FILL_MAX=262144u for the whole block).
+// are filled and checked (all of a block up to 64 bytes; the first cache line
+// or two of a larger one, where object headers, vtables and list pointers
+// live): filling whole blocks made ws-small 2x and ws-medium 5x slower again,
+// 128 bytes instead of 64 cost larson about 15% (measured; build with
+// -DHARD_FILL_MAX=262144u for whole blocks).
 //
-// Quarantine (per thread, FIFO): a freed block waits, marked free and filled,
+// Quarantine (per thread, FIFO; 64 blocks / 128 KiB: a larger one that no
+// longer fits in L1/L2 cost larson a third of its speed): a freed block waits, marked free and filled,
 // until HARD_QUAR_SLOTS later frees or HARD_QUAR_BYTES of newer blocks push it
 // out; its fill is checked then, and it goes on the TLS list where malloc can
 // reuse it. The blocks still there at process exit are checked too. A double
@@ -48,13 +50,13 @@
 #define HARD_CANARY_BYTES 16u                   // canary bytes written and checked, at most
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
 #ifndef HARD_FILL_MAX
-#define HARD_FILL_MAX     128u                  // bytes of a block filled and checked, at most
+#define HARD_FILL_MAX     64u                   // bytes of a block filled and checked, at most
 #endif
 #ifndef HARD_QUAR_SLOTS
-#define HARD_QUAR_SLOTS   128u                  // blocks a thread's quarantine holds, at most
+#define HARD_QUAR_SLOTS   64u                   // blocks a thread's quarantine holds, at most
 #endif
 #ifndef HARD_QUAR_BYTES
-#define HARD_QUAR_BYTES   (256u << 10)          // ... and their bytes, at most
+#define HARD_QUAR_BYTES   (128u << 10)          // ... and their bytes, at most
 #endif
 #define HARD_LINK_BYTES   16u                   // link word + free mark: not filled
 
