@@ -61,10 +61,17 @@ void hak_hardened_init(void) {
 void hak_hardened_at_exit(void) { hardened_quarantine_check(); }
 
 void hak_hardened_arm(void *p, size_t n) {
-  hardened_arm(ss_slab_of(ss_of(p), p), p, n);
+  hardened_arm(ss_slab_of(ss_of(p), p)->block_size, p, n);
 }
 
 void *hak_hardened_malloc(size_t size) {
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1019: a tiny class
+    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+    void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(size + HARD_TAIL_BYTES);
+    if (HAK_LIKELY(p != NULL)) hardened_arm(g_size_class[cls].size, p, size);
+    return p;
+  }
   if (size == 0) return zero_block();
   if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {
     void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
@@ -88,10 +95,12 @@ void hak_hardened_free(void *p) {
   if (ss_registry_contains(p)) {
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p))) {
-      int saved = errno;
-      thread_ready();              // the quarantine is the thread's
-      hardened_free_block(m, p);
-      errno = saved;
+      if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) {   // the quarantine is the thread's
+        int saved = errno;
+        thread_ready();
+        errno = saved;
+      }
+      hardened_free_block(m, p);   // keeps errno
       return;
     }
   }

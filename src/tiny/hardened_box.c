@@ -3,6 +3,7 @@
 #include "tiny/hardened_box.h"
 
 #if HAK_HARDENED
+#include <errno.h>
 #include <string.h>
 
 #include "debug/report.h"
@@ -58,8 +59,7 @@ static void fill_check(const void *p, uint32_t bs, const char *when, int quarant
   }
 }
 
-void hardened_arm(const slab_meta_t *m, void *p, size_t n) {
-  uint32_t bs = m->block_size;
+void hardened_arm(uint32_t bs, void *p, size_t n) {
   fill_check(p, bs, " of the freed block changed before its reuse)", 0);
   unsigned char *t = (unsigned char *)p;
   size_t size_at = bs - HARD_SIZE_BYTES;
@@ -85,31 +85,33 @@ size_t hardened_requested(const slab_meta_t *m, const void *p, const char *op) {
 
 typedef struct hard_quarantine {
   void    *slot[HARD_QUAR_SLOTS];   // a ring: oldest at head
+  uint32_t size[HARD_QUAR_SLOTS];   // each block's size and class: the eviction
+  uint8_t  cls[HARD_QUAR_SLOTS];    //   reads no slab metadata
   uint32_t head, count;
   size_t   bytes;                   // block bytes of the slots in use
 } hard_quarantine_t;
 
 static __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 
-// The block goes to the TLS list of its class (it keeps its fill and mark).
-static void quarantine_release(void *p) {
-  slab_meta_t *m = ss_slab_of(ss_of(p), p);
+// The oldest block goes to the TLS list of its class (it keeps its fill and
+// mark).
+static void quarantine_release_oldest(hard_quarantine_t *q) {
+  void *p = q->slot[q->head];
+  unsigned cls = q->cls[q->head];
+  q->bytes -= q->size[q->head];
+  q->head = (q->head + 1) % HARD_QUAR_SLOTS;
+  q->count--;
   // Its first 16 bytes now (the list words overwrite them next); the fill is
   // checked when malloc hands the block out again.
   if (HAK_UNLIKELY(!quarantine_words_ok(p)))
     hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
-  unsigned cls = m->cls;
   tls_cache_t *tc = &t_tls_cache;
-  if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
+  if (tc->room[cls] == 0) {
+    int saved = errno;                  // free keeps errno; the flush may reach the kernel
+    tiny_flush(cls, g_size_class[cls].batch);
+    errno = saved;
+  }
   tls_sll_push(tc, cls, hak_base_from_raw(p));
-}
-
-static void *quarantine_pop_oldest(hard_quarantine_t *q) {
-  void *p = q->slot[q->head];
-  q->head = (q->head + 1) % HARD_QUAR_SLOTS;
-  q->count--;
-  q->bytes -= ss_slab_of(ss_of(p), p)->block_size;
-  return p;
 }
 
 void hardened_free_block(slab_meta_t *m, void *p) {
@@ -136,22 +138,25 @@ void hardened_free_block(slab_meta_t *m, void *p) {
   block_set_next(b, HAK_BASE_NULL);       // checked, with the mark, when it leaves
   hard_quarantine_t *q = &t_quar;
   while (q->count == HARD_QUAR_SLOTS || (q->count > 0 && q->bytes + bs > HARD_QUAR_BYTES))
-    quarantine_release(quarantine_pop_oldest(q));
-  q->slot[(q->head + q->count) % HARD_QUAR_SLOTS] = p;
+    quarantine_release_oldest(q);
+  uint32_t at = (q->head + q->count) % HARD_QUAR_SLOTS;
+  q->slot[at] = p;
+  q->size[at] = bs;
+  q->cls[at] = (uint8_t)m->cls;
   q->count++;
   q->bytes += bs;
 }
 
 void hardened_quarantine_drain(void) {
   hard_quarantine_t *q = &t_quar;
-  while (q->count > 0) quarantine_release(quarantine_pop_oldest(q));
+  while (q->count > 0) quarantine_release_oldest(q);
 }
 
 void hardened_quarantine_check(void) {
   hard_quarantine_t *q = &t_quar;
   for (uint32_t i = 0; i < q->count; i++) {
     void *p = q->slot[(q->head + i) % HARD_QUAR_SLOTS];
-    fill_check(p, ss_slab_of(ss_of(p), p)->block_size, " of the freed block changed after its free)", 1);
+    fill_check(p, q->size[(q->head + i) % HARD_QUAR_SLOTS], " of the freed block changed after its free)", 1);
   }
 }
 

@@ -61,13 +61,14 @@
 #define HARD_LINK_BYTES   16u                   // link word + free mark: not filled
 
 _Static_assert(HAK_SLAB_MAX < (1u << 31), "a slab block's request fits the size word");
+_Static_assert(HAK_NUM_CLASSES <= 256, "a quarantine slot keeps its class in a byte");
 _Static_assert(HARD_LINK_BYTES == 2 * sizeof(void *), "the free list uses the first two words");
 
 // Fill a free block from byte 16 on (carve, free).
 void hardened_fill(hak_base_ptr_t b, uint32_t block_size);
 // A block leaves the allocator for a request of n bytes: check its fill
 // (report a write after free), then write its canary and size word.
-void hardened_arm(const slab_meta_t *m, void *p, size_t n);
+void hardened_arm(uint32_t block_size, void *p, size_t n);
 // The request recorded in a live block p of slab m (reported and taken as the
 // whole block when the size word is corrupted).
 size_t hardened_requested(const slab_meta_t *m, const void *p, const char *op);
