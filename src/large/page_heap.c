@@ -229,6 +229,11 @@ static ph_region_t *region_create(void) {
   if (r == NULL) return NULL;
   if ((uintptr_t)r >> PH_ADDR_BITS) { os_unmap(r, PH_REGION_SIZE); return NULL; }
   for (unsigned b = 0; b < PH_BINS; b++) r->bin_head[PH_CLEAN][b] = r->bin_head[PH_DIRTY][b] = PH_NONE;
+#if HAK_HARDENED
+  // Every page of a free run is PROT_NONE; a live run is open but for its
+  // last page (the guard): an allocation then opens its pages with one call.
+  os_protect((char *)r + run_bytes(PH_HEADER_PAGES), PH_REGION_SIZE - run_bytes(PH_HEADER_PAGES), 0);
+#endif
   return r;
 }
 
@@ -358,9 +363,9 @@ void *page_heap_alloc(size_t size, int zero) {
       pthread_mutex_unlock(&g_ph_lock);
       void *p = (char *)r + run_bytes(s);
 #if HAK_HARDENED
-      // Ours alone now: open all but the last page (a freed run is PROT_NONE).
+      // Ours alone now: open all but the last page, the guard (free runs are
+      // PROT_NONE, see region_create).
       os_protect(p, run_bytes(n - 1), 1);
-      os_protect((char *)p + run_bytes(n - 1), PH_PAGE_SIZE, 0);
       if (zero && dirty) memset(p, 0, run_bytes(n - 1));
 #else
       if (zero && dirty) memset(p, 0, run_bytes(n));
