@@ -25,6 +25,7 @@
 #ifndef HAK_TINY_HEAP_H
 #define HAK_TINY_HEAP_H
 
+#include "debug/ptr_types.h"
 #include "shared_pool/shared_pool.h"
 #include "superslab/superslab.h"
 
@@ -35,6 +36,8 @@ typedef struct tiny_heap {
   slab_meta_t *partial[HAK_NUM_CLASSES];   // owned slabs with free blocks
   slab_meta_t *full[HAK_NUM_CLASSES];      // owned slabs with none known free
   slab_stash_t stash[HAK_SLAB_KINDS];      // FREE slabs held for the next acquire
+  hak_base_ptr_t remote_head[HAK_NUM_CLASSES];  // blocks of other threads' slabs, to send home
+  uint32_t     remote_count[HAK_NUM_CLASSES];   // (tiny_free_remote; < the class's TLS bound)
   uint8_t      status;                     // enum thread_status
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));

@@ -13,6 +13,7 @@ static void thread_key_destructor(void *value) {
   if (t_heap.status != THREAD_LIVE) return;
   thread_release_all();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.room[c] = 0;
+  t_tls_cache.self = 0;
   t_heap.status = THREAD_DONE;
   hak_counters_detach();
 }
@@ -28,6 +29,7 @@ void thread_setup(void) {
     HAK_ASSERT(hak_base_is_null(tc->head[c]));
     tc->room[c] = g_size_class[c].tls_cap;
   }
+  tc->self = thread_self_id();
   t_heap.status = THREAD_LIVE;
   hak_counters_attach();
   // May allocate for keys past the first 32: we are LIVE already.
@@ -35,7 +37,10 @@ void thread_setup(void) {
 }
 
 void thread_release_all(void) {
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    tiny_flush(c, UINT32_MAX);
+    tiny_flush_remote(c);
+  }
   tiny_heap_abandon_all(&t_heap);
 #if HAK_DEBUG
   tiny_heap_validate(&t_heap);

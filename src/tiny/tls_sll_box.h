@@ -24,6 +24,8 @@
 typedef struct tls_cache {
   hak_base_ptr_t head[HAK_NUM_CLASSES];
   uint32_t       room[HAK_NUM_CLASSES];
+  uintptr_t      self;     // the thread's id (thread_self_id) while LIVE, else 0:
+                           // free's owner check reads it beside the lists
 } tls_cache_t;
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));

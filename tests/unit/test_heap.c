@@ -117,8 +117,8 @@ static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
   assert_int_equal(atomic_load(&m->owner), 0);
   void *one = f.h.head;
   f.h.head = *(void **)one;
-  hak_free(one);
-  tiny_flush(size_class_of(80), UINT32_MAX);            // a remote free lists it
+  hak_free(one);                                        // into our remote buffer ...
+  tiny_flush_remote(size_class_of(80));                 // ... home: a remote free lists it
   assert_int_equal(slab_state(m), SLAB_LISTED);
   fill_arg_t g = {80, {NULL, 0}, NULL};
   void *p = run_in_thread(malloc_one_of_size, &g);
@@ -134,6 +134,7 @@ static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
 typedef struct every_list {
   slab_meta_t *full, *partial, *cur;
   uint32_t stash;
+  slab_meta_t *stashed[SLAB_STASH_MAX];
   held_blocks_t keep;                  // blocks handed to the main thread
 } every_list_t;
 
@@ -152,6 +153,7 @@ static void *exit_with_slabs_on_every_list(void *arg) {
   tiny_flush(cls, UINT32_MAX);
   e->cur = slab_of(x2);                  // m3: current
   e->stash = t_heap.stash[HAK_KIND_SMALL].n;
+  for (uint32_t i = 0; i < e->stash; i++) e->stashed[i] = t_heap.stash[HAK_KIND_SMALL].slab[i];
   held_push(&h1, x2);
   while (h2.head != NULL) {              // hand every held block to the caller
     void *p = h2.head;
@@ -166,7 +168,6 @@ static void test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash(
   (void)state;
   every_list_t e;
   memset(&e, 0, sizeof e);
-  size_t free_before = stats_now().slabs_free;
   run_in_thread(exit_with_slabs_on_every_list, &e);
   assert_non_null(e.full);
   assert_non_null(e.partial);
@@ -176,7 +177,11 @@ static void test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash(
   assert_int_equal(slab_state(e.cur), SLAB_LISTED);      // uncarved space: likewise
   assert_int_equal(atomic_load(&e.full->owner), 0);
   assert_true(e.stash > 0);                              // it had FREE slabs in its stash ...
-  assert_true(stats_now().slabs_free >= free_before);    // ... and they are not lost
+  for (uint32_t i = 0; i < e.stash; i++) {               // ... and they are back in the pool
+    slab_meta_t *m = e.stashed[i];
+    assert_int_equal(slab_state(m), SLAB_FREE);
+    assert_true(ss_of(m)->free_mask & (1u << m->index));
+  }
   held_free_all(&e.keep);
   hak_thread_flush();
   hak_trim();                           // all back to the pool (SuperSlabs may be unmapped)
@@ -184,9 +189,26 @@ static void test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash(
   for (int i = 0; i < 3; i++) assert_true(!ss_registry_contains(all[i]) || slab_state(all[i]) == SLAB_FREE);
 }
 
+static void *free_then_malloc_same_size(void *p) {
+  hak_free(p);                         // another thread's block, sharing lines with its neighbours ...
+  void *q = hak_malloc(48);            // ... must not come back here
+  hak_free(q);
+  hak_thread_flush();
+  return q;
+}
+
+static void test_a_small_block_freed_by_another_thread_is_not_handed_out_by_it(void **state) {
+  (void)state;
+  void *p = hak_malloc(48);
+  void *q = run_in_thread(free_then_malloc_same_size, p);
+  assert_ptr_not_equal(q, p);          // its neighbours are ours: no false sharing
+  hak_thread_flush();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_an_exhausted_slab_waits_on_its_owners_full_list),
+    HAK_UNIT_TEST(test_a_small_block_freed_by_another_thread_is_not_handed_out_by_it),
     HAK_UNIT_TEST(test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_push),
     HAK_UNIT_TEST(test_remote_frees_that_empty_a_full_slab_wake_its_owner_once),
     HAK_UNIT_TEST(test_an_abandoned_slab_is_adopted_by_another_thread),
