@@ -65,8 +65,7 @@ HAK_INLINE void hak_free_fast(void *p) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_cache_t *tc = &t_tls_cache;
       unsigned cls = m->cls;
-      // A block start: its mark word lies inside the block.
-      if (HAK_LIKELY(((const uintptr_t *)p)[1] != block_free_mark(b))) {
+      if (HAK_LIKELY(!block_is_free(b))) {
         if (HAK_LIKELY(atomic_load_explicit(&m->owner, memory_order_relaxed) == tc->self) &&
             tls_sll_push(tc, cls, b))
           return;

@@ -2,6 +2,7 @@
 // abandonment at thread exit and adoption by another thread, remote frees in
 // batches, and thread exit with slabs on every list.
 #include "unit_util.h"
+#include "config/config.h"
 #include "stats/stats.h"
 
 // Fill one slab of `size` on the calling thread and make it retire: every
@@ -205,6 +206,52 @@ static void test_a_small_block_freed_by_another_thread_is_not_handed_out_by_it(v
   hak_thread_flush();
 }
 
+static void test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed(void **state) {
+  (void)state;
+  char *p = hak_malloc(48);
+  assert_true(hak_owns(p));
+  assert_true(hak_owns(p + 47));                        // interior of a live block
+  hak_free(p);
+  assert_false(hak_owns(p));                            // on our TLS list now
+  assert_false(hak_owns(p + 47));
+  hak_thread_flush();
+}
+
+static void test_hak_owns_is_false_for_slab_space_never_handed_out(void **state) {
+  (void)state;
+  char *p = hak_malloc(48);
+  slab_meta_t *m = slab_of(p);
+  char *beyond = slab_carve(m);                         // never carved yet
+  assert_true(beyond < slab_end(m));
+  assert_false(hak_owns(beyond));
+  assert_false(hak_owns(slab_end(m) - 1));
+  hak_free(p);
+  hak_thread_flush();
+}
+
+static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation(void **state) {
+  (void)state;
+  fill_arg_t f = {112, {NULL, 0}, NULL};
+  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
+  slab_meta_t *m = f.m;
+  assert_non_null(m);
+  void *pin = hak_malloc(112 * 2);                      // (another class: may keep the SuperSlab mapped)
+  uint32_t gen = SLAB_GEN(atomic_load(&m->state));
+  held_free_all(&f.h);                                  // all of them, from a thread that does not own m
+  tiny_flush_remote(size_class_of(112));
+  assert_int_equal(atomic_load(&m->used), 0);
+  assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);   // listed by the first push, empty by the last
+  uint32_t delay = g_hak_config.purge_delay_ms;
+  g_hak_config.purge_delay_ms = 0;                      // the next purge pass is due at once ...
+  shared_pool_maybe_purge();                            // ... and gives m to the pool (kept mapped:
+  g_hak_config.purge_delay_ms = delay;                  // all-FREE SuperSlabs up to the hysteresis)
+  assert_true(ss_registry_contains(m));
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_int_equal(SLAB_GEN(atomic_load(&m->state)), gen + 0x100u);
+  hak_free(pin);
+  hak_thread_flush();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_an_exhausted_slab_waits_on_its_owners_full_list),
@@ -213,6 +260,9 @@ int main(void) {
     HAK_UNIT_TEST(test_remote_frees_that_empty_a_full_slab_wake_its_owner_once),
     HAK_UNIT_TEST(test_an_abandoned_slab_is_adopted_by_another_thread),
     HAK_UNIT_TEST(test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash),
+    HAK_UNIT_TEST(test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed),
+    HAK_UNIT_TEST(test_hak_owns_is_false_for_slab_space_never_handed_out),
+    HAK_UNIT_TEST(test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation),
   };
   return cmocka_run_group_tests_name("heap", tests, NULL, NULL);
 }
