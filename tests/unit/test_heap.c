@@ -110,7 +110,7 @@ static void *malloc_one_of_size(void *arg) {
 
 static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
   (void)state;
-  fill_arg_t f = {80, {NULL, 0}, NULL};
+  fill_arg_t f = {32, {NULL, 0}, NULL};   // under a cache line: frees by others are buffered
   run_in_thread(fill_then_exit, &f);    // the thread exits holding none of its blocks
   slab_meta_t *m = f.m;
   assert_non_null(m);
@@ -119,9 +119,9 @@ static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
   void *one = f.h.head;
   f.h.head = *(void **)one;
   hak_free(one);                                        // into our remote buffer ...
-  tiny_flush_remote(size_class_of(80));                 // ... home: a remote free lists it
+  tiny_flush_remote(size_class_of(32));                 // ... home: a remote free lists it
   assert_int_equal(slab_state(m), SLAB_LISTED);
-  fill_arg_t g = {80, {NULL, 0}, NULL};
+  fill_arg_t g = {32, {NULL, 0}, NULL};
   void *p = run_in_thread(malloc_one_of_size, &g);
   assert_ptr_equal(g.m, m);                             // the new thread adopted m ...
   assert_ptr_equal(p, one);                             // ... and got the freed block back
@@ -231,14 +231,14 @@ static void test_hak_owns_is_false_for_slab_space_never_handed_out(void **state)
 
 static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation(void **state) {
   (void)state;
-  fill_arg_t f = {112, {NULL, 0}, NULL};
+  fill_arg_t f = {16, {NULL, 0}, NULL};
   run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
   slab_meta_t *m = f.m;
   assert_non_null(m);
-  void *pin = hak_malloc(112 * 2);                      // (another class: may keep the SuperSlab mapped)
+  void *pin = hak_malloc(224);                      // (another class: may keep the SuperSlab mapped)
   uint32_t gen = SLAB_GEN(atomic_load(&m->state));
   held_free_all(&f.h);                                  // all of them, from a thread that does not own m
-  tiny_flush_remote(size_class_of(112));
+  tiny_flush_remote(size_class_of(16));
   assert_int_equal(atomic_load(&m->used), 0);
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);   // listed by the first push, empty by the last
   uint32_t delay = g_hak_config.purge_delay_ms;
