@@ -62,6 +62,8 @@ void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty);
 // Abandon every slab to the Shared Pool and give the stash back (the TLS
 // lists must be flushed first).
 void tiny_heap_abandon_all(tiny_heap_t *h);
+// fork() child: settle notifications the parent's other threads left half done.
+void tiny_heap_fork_child(tiny_heap_t *h);
 // A remote free found m's notify word ARMED: push m on its owner's wake list.
 void tiny_heap_notify_owner(slab_meta_t *m);
 

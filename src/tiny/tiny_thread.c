@@ -50,5 +50,6 @@ void thread_release_all(void) {
 void thread_fork_child(void) {
   // The other threads' heaps are gone with them; their slabs stay owned by
   // ids nobody has (as after any fork, their memory is not the child's to use).
+  tiny_heap_fork_child(&t_heap);
   hak_counters_fork_child();
 }
