@@ -21,6 +21,7 @@
 #endif
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,42 @@ static inline void *bench_xmalloc(size_t n) {
     fprintf(stderr, "malloc(%zu) failed\n", n);
     exit(3);
   }
+  return p;
+}
+
+// A single-producer/single-consumer ring of pointers (ws8192 -x, ring): the
+// producer writes tail, the consumer head, each on its own line; each side
+// caches its last view of the other's index. mask + 1 slots, a power of two.
+typedef struct {
+  _Alignas(64) _Atomic uint64_t head;     // next index to pop (consumer writes)
+  uint64_t tail_seen;                     // consumer's last view of tail
+  _Alignas(64) _Atomic uint64_t tail;     // next index to push (producer writes)
+  uint64_t head_seen;                     // producer's last view of head
+  _Alignas(64) void **buf;
+  uint64_t mask;
+} spsc_t;
+
+// 0 when the ring is full. release: the consumer that acquires tail sees the slot.
+static inline int spsc_push(spsc_t *q, void *p) {
+  uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
+  if (t - q->head_seen > q->mask) {
+    q->head_seen = atomic_load_explicit(&q->head, memory_order_acquire);
+    if (t - q->head_seen > q->mask) return 0;
+  }
+  q->buf[t & q->mask] = p;
+  atomic_store_explicit(&q->tail, t + 1, memory_order_release);
+  return 1;
+}
+
+// NULL when the ring is empty.
+static inline void *spsc_pop(spsc_t *q) {
+  uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
+  if (h == q->tail_seen) {
+    q->tail_seen = atomic_load_explicit(&q->tail, memory_order_acquire);
+    if (h == q->tail_seen) return NULL;
+  }
+  void *p = q->buf[h & q->mask];
+  atomic_store_explicit(&q->head, h + 1, memory_order_release);
   return p;
 }
 

@@ -29,37 +29,6 @@
 #include <stdatomic.h>
 
 typedef struct {
-  _Alignas(64) _Atomic uint64_t head;     // next index to pop (consumer writes)
-  uint64_t tail_seen;                     // consumer's last view of tail
-  _Alignas(64) _Atomic uint64_t tail;     // next index to push (producer writes)
-  uint64_t head_seen;                     // producer's last view of head
-  _Alignas(64) void **buf;
-  uint64_t mask;
-} spsc_t;
-
-static int spsc_push(spsc_t *q, void *p) {
-  uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
-  if (t - q->head_seen > q->mask) {
-    q->head_seen = atomic_load_explicit(&q->head, memory_order_acquire);
-    if (t - q->head_seen > q->mask) return 0;
-  }
-  q->buf[t & q->mask] = p;
-  atomic_store_explicit(&q->tail, t + 1, memory_order_release);
-  return 1;
-}
-
-static void *spsc_pop(spsc_t *q) {
-  uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
-  if (h == q->tail_seen) {
-    q->tail_seen = atomic_load_explicit(&q->tail, memory_order_acquire);
-    if (h == q->tail_seen) return NULL;
-  }
-  void *p = q->buf[h & q->mask];
-  atomic_store_explicit(&q->head, h + 1, memory_order_release);
-  return p;
-}
-
-typedef struct {
   int id;
   char **slots;
   uint64_t mallocs;

@@ -25,6 +25,9 @@
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_thread.h"
 
+#ifndef HAK_CACHE_LINE
+#define HAK_CACHE_LINE      64u          // bytes that false sharing is made of
+#endif
 #define HAK_SLAB_ALIGN_MAX  4096u        // aligned requests up to this come from slabs
 #define HAK_ALIGNED_SLAB_MAX (32u << 10) // ... and up to this size
 
@@ -109,8 +112,22 @@ static void hak_free_slow_body(void *p) {
     tls_sll_report_double_free(b, cls, m->block_size);
     return;
   }
-  // Any thread's block goes on our list; a flush sends it home in a batch.
+  hak_free_checked(m, b);
+}
+
+void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   thread_ready();   // a thread that only frees still flushes its state at exit
+  unsigned cls = m->cls;
+  // Another thread's block is reused here (tcmalloc: it stays in this core's
+  // cache, no line travels back) unless it is smaller than a cache line: such
+  // a block shares its line with blocks the other thread is using (passive
+  // false sharing, bench fs-scratch), so it waits in the remote buffer and
+  // goes home in a batch. (A block of 64 bytes or more shares at most its two
+  // edge lines: measured as the better trade on cross-2, see CURRENT_TASK.)
+  if (m->block_size < HAK_CACHE_LINE && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
+    tiny_free_remote(cls, b);
+    return;
+  }
   tls_cache_t *tc = &t_tls_cache;
   if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
   tls_sll_push(tc, cls, b);
@@ -297,7 +314,10 @@ void hak_thread_flush(void) {
 
 int hak_trim(void) {
   if (t_heap.status == THREAD_LIVE)
-    for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
+    for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+      tiny_flush(c, UINT32_MAX);
+      tiny_flush_remote(c);
+    }
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap.stash[k]);
   int released = shared_pool_trim();
   released |= page_heap_trim(1);

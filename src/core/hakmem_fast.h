@@ -6,8 +6,9 @@
 //   malloc (n <= 1 KiB): class table -> pop the TLS list, its link decoded
 //                        and checked -> return
 //   free:  registry bit -> slab metadata -> block start below the carve point
-//          -> free mark absent -> push on this thread's TLS list (whoever owns
-//          the slab: tiny_flush sends other threads' blocks home in batches)
+//          -> free mark absent -> the slab is this thread's -> push on its TLS
+//          list (another thread's block goes to the slow path: the remote
+//          buffer, home in batches, never reused here)
 #ifndef HAK_HAKMEM_FAST_H
 #define HAK_HAKMEM_FAST_H
 
@@ -21,6 +22,10 @@
 void *hak_malloc_slow(size_t size) HAK_NOINLINE;
 // Everything but a push of a checked block on a TLS list with room.
 void hak_free_slow(void *p) HAK_NOINLINE;
+// A block that passed every check (a block start of slab m, not marked free)
+// but is not for this thread's list as it stands: another thread's slab, a
+// full list, or a thread not set up yet.
+void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 
 // Is p the start of a block of slab m that has been handed out at some time:
 // a multiple of the block size from the base (one multiply by the class's
@@ -64,9 +69,15 @@ HAK_INLINE void hak_free_fast(void *p) {
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
+      tls_cache_t *tc = &t_tls_cache;
       unsigned cls = m->cls;
-      // A block start: its mark word lies inside the block.
-      if (HAK_LIKELY(((const uintptr_t *)p)[1] != block_free_mark(b)) && tls_sll_push(&t_tls_cache, cls, b)) return;
+      if (HAK_LIKELY(!block_is_free(b))) {
+        if (HAK_LIKELY(atomic_load_explicit(&m->owner, memory_order_relaxed) == tc->self) &&
+            tls_sll_push(tc, cls, b))
+          return;
+        hak_free_checked(m, b);
+        return;
+      }
     }
   }
   hak_free_slow(p);

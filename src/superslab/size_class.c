@@ -2,10 +2,11 @@
 #include "superslab/size_class.h"
 
 #define KIB 1024u
+#define BUDGET(sz) ((sz) <= 1024u ? TLS_CACHE_BYTES : TLS_CACHE_BYTES_MEDIUM)
 #define CAP(sz)                                                                          \
-  ((TLS_CACHE_BYTES / (sz)) > TLS_CACHE_MAX_BLOCKS   ? TLS_CACHE_MAX_BLOCKS               \
-   : (TLS_CACHE_BYTES / (sz)) < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS               \
-                                                     : (TLS_CACHE_BYTES / (sz)))
+  ((BUDGET(sz) / (sz)) > TLS_CACHE_MAX_BLOCKS   ? TLS_CACHE_MAX_BLOCKS                    \
+   : (BUDGET(sz) / (sz)) < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS                    \
+                                                : (BUDGET(sz) / (sz)))
 #define MAGIC(sz) ((uint32_t)((((uint64_t)1 << 32) + (sz) - 1) / (sz)))
 #define KIND(sz) ((sz) <= 1024u ? HAK_KIND_SMALL : (sz) <= 32u * KIB ? HAK_KIND_MEDIUM : HAK_KIND_LARGE)
 #define C(sz) { (sz), MAGIC(sz), CAP(sz), (CAP(sz) / 2u), KIND(sz) }

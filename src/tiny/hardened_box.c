@@ -93,25 +93,33 @@ typedef struct hard_quarantine {
 
 static __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 
-// The oldest block goes to the TLS list of its class (it keeps its fill and
-// mark).
+// The oldest block goes where the default build's free sends a checked block
+// (core/hakmem.c, hak_free_checked): a block under a cache line of a slab
+// another thread owns to this thread's remote buffer, any other to the TLS
+// list of its class (it keeps its fill and mark either way).
+#define HARD_CACHE_LINE 64u
 static void quarantine_release_oldest(hard_quarantine_t *q) {
   void *p = q->slot[q->head];
   unsigned cls = q->cls[q->head];
-  q->bytes -= q->size[q->head];
+  uint32_t bs = q->size[q->head];
+  q->bytes -= bs;
   q->head = (q->head + 1) % HARD_QUAR_SLOTS;
   q->count--;
   // Its first 16 bytes now (the list words overwrite them next); the fill is
   // checked when malloc hands the block out again.
   if (HAK_UNLIKELY(!quarantine_words_ok(p)))
     hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
-  tls_cache_t *tc = &t_tls_cache;
-  if (tc->room[cls] == 0) {
-    int saved = errno;                  // free keeps errno; the flush may reach the kernel
-    tiny_flush(cls, g_size_class[cls].batch);
-    errno = saved;
+  hak_base_ptr_t b = hak_base_from_raw(p);
+  int saved = errno;                    // free keeps errno; a flush may reach the kernel
+  if (bs < HARD_CACHE_LINE &&
+      atomic_load_explicit(&ss_slab_of(ss_of(p), p)->owner, memory_order_relaxed) != thread_self_id()) {
+    tiny_free_remote(cls, b);
+  } else {
+    tls_cache_t *tc = &t_tls_cache;
+    if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
+    tls_sll_push(tc, cls, b);
   }
-  tls_sll_push(tc, cls, hak_base_from_raw(p));
+  errno = saved;
 }
 
 void hardened_free_block(slab_meta_t *m, void *p) {

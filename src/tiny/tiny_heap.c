@@ -5,6 +5,7 @@
 
 #include "stats/stats.h"
 #include "tiny/slab_validate.h"
+#include "tiny/tls_sll_box.h"
 
 __thread tiny_heap_t t_heap __attribute__((tls_model("initial-exec")));
 
@@ -206,6 +207,27 @@ void tiny_heap_abandon_all(tiny_heap_t *h) {
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&h->stash[k]);
 }
 
+// fork() child: a remote freer of the parent that was between its two
+// notify stores does not exist here, so no slab may stay NOTIFYING (the owner
+// would wait for it forever): one that made it onto the wake list is
+// NOTIFIED, any other IDLE.
+static void fork_settle(tiny_heap_t *h, slab_meta_t *m) {
+  if (atomic_load_explicit(&m->notify, memory_order_relaxed) != SLAB_NOTIFY_NOTIFYING) return;
+  uint32_t v = SLAB_NOTIFY_IDLE;
+  for (slab_meta_t *w = atomic_load_explicit(&h->wake, memory_order_relaxed); w != NULL;
+       w = atomic_load_explicit(&w->wake_next, memory_order_relaxed))
+    if (w == m) v = SLAB_NOTIFY_NOTIFIED;
+  atomic_store_explicit(&m->notify, v, memory_order_relaxed);
+}
+
+void tiny_heap_fork_child(tiny_heap_t *h) {
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    if (h->cur[c] != NULL) fork_settle(h, h->cur[c]);
+    for (slab_meta_t *m = h->partial[c]; m != NULL; m = m->list_next) fork_settle(h, m);
+    for (slab_meta_t *m = h->full[c]; m != NULL; m = m->list_next) fork_settle(h, m);
+  }
+}
+
 #if HAK_DEBUG
 static void validate_list(const tiny_heap_t *h, const slab_meta_t *head, unsigned cls, uint8_t where) {
   const slab_meta_t *prev = NULL;
@@ -230,5 +252,15 @@ void tiny_heap_validate(const tiny_heap_t *h) {
     validate_list(h, h->full[c], c, SLAB_IN_FULL);
   }
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_validate(&h->stash[k]);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    uint32_t n = 0;
+    for (hak_base_ptr_t b = h->remote_head[c]; !hak_base_is_null(b); b = block_next(b)) {
+      HAK_CHECK(++n <= h->remote_count[c], "remote buffer longer than its count", hak_base_raw(b));
+      HAK_CHECK(block_is_free(b), "remote buffer block without its free mark", hak_base_raw(b));
+      HAK_CHECK(ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b))->cls == c, "remote buffer block of another class",
+                hak_base_raw(b));
+    }
+    HAK_CHECK(n == h->remote_count[c], "remote buffer shorter than its count", h);
+  }
 }
 #endif

@@ -25,6 +25,7 @@
 #ifndef HAK_TINY_HEAP_H
 #define HAK_TINY_HEAP_H
 
+#include "debug/ptr_types.h"
 #include "shared_pool/shared_pool.h"
 #include "superslab/superslab.h"
 
@@ -35,6 +36,8 @@ typedef struct tiny_heap {
   slab_meta_t *partial[HAK_NUM_CLASSES];   // owned slabs with free blocks
   slab_meta_t *full[HAK_NUM_CLASSES];      // owned slabs with none known free
   slab_stash_t stash[HAK_SLAB_KINDS];      // FREE slabs held for the next acquire
+  hak_base_ptr_t remote_head[HAK_NUM_CLASSES];  // blocks of other threads' slabs, to send home
+  uint32_t     remote_count[HAK_NUM_CLASSES];   // (tiny_free_remote; < the class's TLS bound)
   uint8_t      status;                     // enum thread_status
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
@@ -59,6 +62,8 @@ void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty);
 // Abandon every slab to the Shared Pool and give the stash back (the TLS
 // lists must be flushed first).
 void tiny_heap_abandon_all(tiny_heap_t *h);
+// fork() child: settle notifications the parent's other threads left half done.
+void tiny_heap_fork_child(tiny_heap_t *h);
 // A remote free found m's notify word ARMED: push m on its owner's wake list.
 void tiny_heap_notify_owner(slab_meta_t *m);
 

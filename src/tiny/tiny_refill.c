@@ -16,7 +16,7 @@ _Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "the counters have a slot pe
 // A flush gathers the blocks it gives back into one chain per destination
 // slab, up to this many slabs at once (snmalloc's remote cache): a chain goes
 // back with one atomic (the live count) and, for another thread's slab, one CAS.
-#define FLUSH_WAYS 8u
+#define FLUSH_WAYS 16u
 
 // A chain of blocks being built in order.
 typedef struct block_chain {
@@ -105,23 +105,22 @@ static void flush_deliver(slab_meta_t *m, block_chain_t *c) {
   c->n = 0;
 }
 
-void tiny_flush(unsigned cls, uint32_t n) {
-  tls_cache_t *tc = &t_tls_cache;
+// Take up to n blocks off the list at *head and send each home, gathered
+// per slab. Returns the blocks taken. A corrupted link is reported; going on,
+// the rest of the list is dropped (leaked), never followed.
+static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls) {
   slab_meta_t *slab[FLUSH_WAYS];
   block_chain_t chain[FLUSH_WAYS];
   unsigned ways = 0, next_victim = 0, hit = 0;
   uint32_t moved = 0;
-  for (; n > 0 && !hak_base_is_null(tc->head[cls]); n--, moved++) {
-    hak_base_ptr_t b = tc->head[cls];
+  for (; n > 0 && !hak_base_is_null(*head); n--, moved++) {
+    hak_base_ptr_t b = *head;
     hak_base_ptr_t next = block_next(b);
     if (HAK_UNLIKELY(!block_link_plausible(next))) {
-      tls_sll_pop_corrupt(tc, cls, b);  // reported; going on, the rest is dropped
-      block_set_free(b);
+      tls_sll_report_corrupt(b, cls);
       next = HAK_BASE_NULL;
-      tc->room[cls]--;                  // b itself goes home below
     }
-    tc->head[cls] = next;
-    tc->room[cls]++;
+    *head = next;
     slab_meta_t *m = ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b));
     if (ways == 0 || slab[hit] != m) {
       unsigned i = 0;
@@ -143,6 +142,30 @@ void tiny_flush(unsigned cls, uint32_t n) {
   }
   for (unsigned i = 0; i < ways; i++)
     if (chain[i].n > 0) flush_deliver(slab[i], &chain[i]);
+  return moved;
+}
+
+void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
+  tiny_heap_t *h = &t_heap;
+  block_set_free(b);
+  block_set_next(b, h->remote_head[cls]);
+  h->remote_head[cls] = b;
+  if (++h->remote_count[cls] >= g_size_class[cls].tls_cap) tiny_flush_remote(cls);
+}
+
+void tiny_flush_remote(unsigned cls) {
+  tiny_heap_t *h = &t_heap;
+  if (h->remote_count[cls] == 0) return;
+  flush_gather(&h->remote_head[cls], UINT32_MAX, cls);
+  h->remote_head[cls] = HAK_BASE_NULL;
+  h->remote_count[cls] = 0;
+}
+
+void tiny_flush(unsigned cls, uint32_t n) {
+  tls_cache_t *tc = &t_tls_cache;
+  uint32_t moved = flush_gather(&tc->head[cls], n, cls);
+  tc->room[cls] += moved;
+  if (hak_base_is_null(tc->head[cls])) tc->room[cls] = g_size_class[cls].tls_cap;   // (after a dropped list)
   hak_class_counters_t *k = &t_counters.cls[cls];
   k->flushes++;
   k->flush_blocks += moved;

@@ -1,8 +1,9 @@
 // tiny_refill.h — the slow halves of the tls_sll_box: refill a class's list
 // from the thread's current slab (local free list, then carving, then its
 // drained remote list; the next slab of the thread's heap, or one from the
-// Shared Pool, when it is exhausted), and flush part of a full list back to
-// the slabs the blocks came from, gathered per slab.
+// Shared Pool, when it is exhausted), flush part of a full list back to the
+// slabs the blocks came from, gathered per slab, and the remote buffers of
+// blocks freed into other threads' slabs.
 #ifndef HAK_TINY_REFILL_H
 #define HAK_TINY_REFILL_H
 
@@ -13,5 +14,12 @@
 int  tiny_refill(unsigned cls);
 // Give up to n blocks of the TLS list of cls back to their slabs.
 void tiny_flush(unsigned cls, uint32_t n);
+// Free a block of a slab another thread owns (or nobody does): it waits in
+// this thread's remote buffer of its class, never handed out here (no
+// false sharing between threads), and goes home with the buffer's next
+// flush, gathered per slab: one CAS per slab and batch.
+void tiny_free_remote(unsigned cls, hak_base_ptr_t b);
+// Send the remote buffer of cls home now.
+void tiny_flush_remote(unsigned cls);
 
 #endif

@@ -14,6 +14,7 @@ static void thread_key_destructor(void *value) {
   if (t_heap.status != THREAD_LIVE) return;
   thread_release_all();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.room[c] = 0;
+  t_tls_cache.self = 0;
   t_heap.status = THREAD_DONE;
   hak_counters_detach();
 }
@@ -29,6 +30,7 @@ void thread_setup(void) {
     HAK_ASSERT(hak_base_is_null(tc->head[c]));
     tc->room[c] = g_size_class[c].tls_cap;
   }
+  tc->self = thread_self_id();
   t_heap.status = THREAD_LIVE;
   hak_counters_attach();
   // May allocate for keys past the first 32: we are LIVE already.
@@ -39,7 +41,10 @@ void thread_release_all(void) {
 #if HAK_HARDENED
   hardened_quarantine_drain();   // quarantined blocks go home with the rest
 #endif
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    tiny_flush(c, UINT32_MAX);
+    tiny_flush_remote(c);
+  }
   tiny_heap_abandon_all(&t_heap);
 #if HAK_DEBUG
   tiny_heap_validate(&t_heap);
@@ -49,5 +54,6 @@ void thread_release_all(void) {
 void thread_fork_child(void) {
   // The other threads' heaps are gone with them; their slabs stay owned by
   // ids nobody has (as after any fork, their memory is not the child's to use).
+  tiny_heap_fork_child(&t_heap);
   hak_counters_fork_child();
 }

@@ -24,6 +24,8 @@
 typedef struct tls_cache {
   hak_base_ptr_t head[HAK_NUM_CLASSES];
   uint32_t       room[HAK_NUM_CLASSES];
+  uintptr_t      self;     // the thread's id (thread_self_id) while LIVE, else 0:
+                           // free's owner check reads it beside the lists
 } tls_cache_t;
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
@@ -49,11 +51,9 @@ extern HAK_INTERNAL uintptr_t g_block_cookie;
 void tls_sll_seed_cookie(uint64_t seed);
 
 HAK_INLINE uintptr_t block_free_mark(hak_base_ptr_t b) { return (uintptr_t)hak_base_raw(b) ^ g_block_cookie; }
-// The mark word of the block holding p (any address inside its first 16 bytes).
-HAK_INLINE uintptr_t block_mark_word(const void *p) {
-  return *(const uintptr_t *)(((uintptr_t)p & ~(uintptr_t)15) + sizeof(void *));
-}
-HAK_INLINE int block_is_free(hak_base_ptr_t b) { return block_mark_word(hak_base_raw(b)) == block_free_mark(b); }
+// The mark word of block b (a block start, so the word lies inside it).
+HAK_INLINE uintptr_t block_mark(hak_base_ptr_t b) { return ((const uintptr_t *)hak_base_raw(b))[1]; }
+HAK_INLINE int block_is_free(hak_base_ptr_t b) { return block_mark(b) == block_free_mark(b); }
 HAK_INLINE void block_set_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = block_free_mark(b); }
 HAK_INLINE void block_clear_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = 0; }
 

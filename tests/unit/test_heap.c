@@ -2,6 +2,7 @@
 // abandonment at thread exit and adoption by another thread, remote frees in
 // batches, and thread exit with slabs on every list.
 #include "unit_util.h"
+#include "config/config.h"
 #include "stats/stats.h"
 
 // Fill one slab of `size` on the calling thread and make it retire: every
@@ -109,7 +110,7 @@ static void *malloc_one_of_size(void *arg) {
 
 static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
   (void)state;
-  fill_arg_t f = {80, {NULL, 0}, NULL};
+  fill_arg_t f = {32, {NULL, 0}, NULL};   // under a cache line: frees by others are buffered
   run_in_thread(fill_then_exit, &f);    // the thread exits holding none of its blocks
   slab_meta_t *m = f.m;
   assert_non_null(m);
@@ -117,10 +118,10 @@ static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
   assert_int_equal(atomic_load(&m->owner), 0);
   void *one = f.h.head;
   f.h.head = *(void **)one;
-  hak_free(one);
-  tiny_flush(size_class_of(80), UINT32_MAX);            // a remote free lists it
+  hak_free(one);                                        // into our remote buffer ...
+  tiny_flush_remote(size_class_of(32));                 // ... home: a remote free lists it
   assert_int_equal(slab_state(m), SLAB_LISTED);
-  fill_arg_t g = {80, {NULL, 0}, NULL};
+  fill_arg_t g = {32, {NULL, 0}, NULL};
   void *p = run_in_thread(malloc_one_of_size, &g);
   assert_ptr_equal(g.m, m);                             // the new thread adopted m ...
   assert_ptr_equal(p, one);                             // ... and got the freed block back
@@ -134,6 +135,7 @@ static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
 typedef struct every_list {
   slab_meta_t *full, *partial, *cur;
   uint32_t stash;
+  slab_meta_t *stashed[SLAB_STASH_MAX];
   held_blocks_t keep;                  // blocks handed to the main thread
 } every_list_t;
 
@@ -152,6 +154,7 @@ static void *exit_with_slabs_on_every_list(void *arg) {
   tiny_flush(cls, UINT32_MAX);
   e->cur = slab_of(x2);                  // m3: current
   e->stash = t_heap.stash[HAK_KIND_SMALL].n;
+  for (uint32_t i = 0; i < e->stash; i++) e->stashed[i] = t_heap.stash[HAK_KIND_SMALL].slab[i];
   held_push(&h1, x2);
   while (h2.head != NULL) {              // hand every held block to the caller
     void *p = h2.head;
@@ -166,7 +169,6 @@ static void test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash(
   (void)state;
   every_list_t e;
   memset(&e, 0, sizeof e);
-  size_t free_before = stats_now().slabs_free;
   run_in_thread(exit_with_slabs_on_every_list, &e);
   assert_non_null(e.full);
   assert_non_null(e.partial);
@@ -176,7 +178,11 @@ static void test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash(
   assert_int_equal(slab_state(e.cur), SLAB_LISTED);      // uncarved space: likewise
   assert_int_equal(atomic_load(&e.full->owner), 0);
   assert_true(e.stash > 0);                              // it had FREE slabs in its stash ...
-  assert_true(stats_now().slabs_free >= free_before);    // ... and they are not lost
+  for (uint32_t i = 0; i < e.stash; i++) {               // ... and they are back in the pool
+    slab_meta_t *m = e.stashed[i];
+    assert_int_equal(slab_state(m), SLAB_FREE);
+    assert_true(ss_of(m)->free_mask & (1u << m->index));
+  }
   held_free_all(&e.keep);
   hak_thread_flush();
   hak_trim();                           // all back to the pool (SuperSlabs may be unmapped)
@@ -184,13 +190,79 @@ static void test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash(
   for (int i = 0; i < 3; i++) assert_true(!ss_registry_contains(all[i]) || slab_state(all[i]) == SLAB_FREE);
 }
 
+static void *free_then_malloc_same_size(void *p) {
+  hak_free(p);                         // another thread's block, sharing lines with its neighbours ...
+  void *q = hak_malloc(48);            // ... must not come back here
+  hak_free(q);
+  hak_thread_flush();
+  return q;
+}
+
+static void test_a_small_block_freed_by_another_thread_is_not_handed_out_by_it(void **state) {
+  (void)state;
+  void *p = hak_malloc(48);
+  void *q = run_in_thread(free_then_malloc_same_size, p);
+  assert_ptr_not_equal(q, p);          // its neighbours are ours: no false sharing
+  hak_thread_flush();
+}
+
+static void test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed(void **state) {
+  (void)state;
+  char *p = hak_malloc(48);
+  assert_true(hak_owns(p));
+  assert_true(hak_owns(p + 47));                        // interior of a live block
+  hak_free(p);
+  assert_false(hak_owns(p));                            // on our TLS list now
+  assert_false(hak_owns(p + 47));
+  hak_thread_flush();
+}
+
+static void test_hak_owns_is_false_for_slab_space_never_handed_out(void **state) {
+  (void)state;
+  char *p = hak_malloc(48);
+  slab_meta_t *m = slab_of(p);
+  char *beyond = slab_carve(m);                         // never carved yet
+  assert_true(beyond < slab_end(m));
+  assert_false(hak_owns(beyond));
+  assert_false(hak_owns(slab_end(m) - 1));
+  hak_free(p);
+  hak_thread_flush();
+}
+
+static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation(void **state) {
+  (void)state;
+  fill_arg_t f = {16, {NULL, 0}, NULL};
+  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
+  slab_meta_t *m = f.m;
+  assert_non_null(m);
+  void *pin = hak_malloc(224);                      // (another class: may keep the SuperSlab mapped)
+  uint32_t gen = SLAB_GEN(atomic_load(&m->state));
+  held_free_all(&f.h);                                  // all of them, from a thread that does not own m
+  tiny_flush_remote(size_class_of(16));
+  assert_int_equal(atomic_load(&m->used), 0);
+  assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);   // listed by the first push, empty by the last
+  uint32_t delay = g_hak_config.purge_delay_ms;
+  g_hak_config.purge_delay_ms = 0;                      // the next purge pass is due at once ...
+  shared_pool_maybe_purge();                            // ... and gives m to the pool (kept mapped:
+  g_hak_config.purge_delay_ms = delay;                  // all-FREE SuperSlabs up to the hysteresis)
+  assert_true(ss_registry_contains(m));
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_int_equal(SLAB_GEN(atomic_load(&m->state)), gen + 0x100u);
+  hak_free(pin);
+  hak_thread_flush();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_an_exhausted_slab_waits_on_its_owners_full_list),
+    HAK_UNIT_TEST(test_a_small_block_freed_by_another_thread_is_not_handed_out_by_it),
     HAK_UNIT_TEST(test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_push),
     HAK_UNIT_TEST(test_remote_frees_that_empty_a_full_slab_wake_its_owner_once),
     HAK_UNIT_TEST(test_an_abandoned_slab_is_adopted_by_another_thread),
     HAK_UNIT_TEST(test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash),
+    HAK_UNIT_TEST(test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed),
+    HAK_UNIT_TEST(test_hak_owns_is_false_for_slab_space_never_handed_out),
+    HAK_UNIT_TEST(test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation),
   };
   return cmocka_run_group_tests_name("heap", tests, NULL, NULL);
 }
