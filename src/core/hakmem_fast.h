@@ -7,8 +7,8 @@
 //                        and checked -> return
 //   free:  registry bit -> slab metadata -> block start below the carve point
 //          -> free mark absent -> the slab is this thread's -> push on its TLS
-//          list (another thread's block goes to the slow path: the remote
-//          buffer, home in batches, never reused here)
+//          list (another thread's block goes to hak_free_checked: reused here
+//          when it is 64 bytes or more, else the remote buffer, home in batches)
 #ifndef HAK_HAKMEM_FAST_H
 #define HAK_HAKMEM_FAST_H
 
@@ -46,19 +46,8 @@ HAK_INLINE void hak_free_fast(void *p) { hak_hardened_free(p); }
 HAK_INLINE void *hak_malloc_fast(size_t size) {
   HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
-    tls_cache_t *tc = &t_tls_cache;
-    unsigned cls = size_class_tiny(size);
-    hak_base_ptr_t b = tc->head[cls];
-    if (HAK_LIKELY(!hak_base_is_null(b))) {
-      hak_base_ptr_t next = block_next(b);
-      // A corrupted link goes to the slow path, whose pop reports it.
-      if (HAK_LIKELY(block_link_plausible(next))) {
-        tc->head[cls] = next;
-        tc->room[cls]++;
-        block_clear_free(b);
-        return hak_user_raw(hak_base_to_user(b));
-      }
-    }
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tiny(size));
+    if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
   }
   return hak_malloc_slow(size);
 }

@@ -90,16 +90,25 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) __attribute__((cold)
 // itself a proper free block, is handed out.
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) __attribute__((noinline, cold));
 
-// NULL when the list is empty: the caller takes the refill path.
-HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
+// The malloc fast path's pop: NULL when the list is empty or its head's link
+// is corrupted (the slow path's tls_sll_pop then reports it).
+HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned cls) {
   hak_base_ptr_t b = tc->head[cls];
   if (HAK_LIKELY(!hak_base_is_null(b))) {
     hak_base_ptr_t next = block_next(b);
-    if (HAK_UNLIKELY(!block_link_plausible(next))) return tls_sll_pop_corrupt(tc, cls, b);
+    if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
     tc->head[cls] = next;
     tc->room[cls]++;
     block_clear_free(b);
   }
+  return b;
+}
+
+// NULL when the list is empty: the caller takes the refill path.
+HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
+  hak_base_ptr_t b = tls_sll_pop_fast(tc, cls);
+  if (HAK_UNLIKELY(hak_base_is_null(b)) && !hak_base_is_null(tc->head[cls]))
+    return tls_sll_pop_corrupt(tc, cls, tc->head[cls]);
   return b;
 }
 
