@@ -117,8 +117,13 @@ void pool_put_locked(slab_meta_t *m, uint64_t now) {
     if (due < atomic_load_explicit(&pk->next_due_ms, memory_order_relaxed))
       atomic_store_explicit(&pk->next_due_ms, due, memory_order_relaxed);
   }
-  if (ss->free_mask == ss_all_slabs_mask(ss) && ++pk->empty_ss > g_hak_config.keep_empty_superslabs)
+  if (ss->free_mask == ss_all_slabs_mask(ss) && ++pk->empty_ss > g_hak_config.keep_empty_superslabs) {
     pool_unmap_superslab(ss);
+    return;
+  }
+#if HAK_DEBUG
+  ss_validate(ss);
+#endif
 }
 
 void pool_add_new_locked(superslab_t *ss) {
@@ -142,6 +147,9 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
       out[n++] = m;
     }
     if (ss->free_mask == 0) pool_list_remove(pk, ss);
+#if HAK_DEBUG
+    ss_validate(ss);
+#endif
   }
   return n;
 }

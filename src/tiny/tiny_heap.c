@@ -134,6 +134,9 @@ slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
 void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls) {
   slab_meta_t *m = h->cur[cls];
   h->cur[cls] = NULL;
+#if HAK_DEBUG
+  slab_validate(m);
+#endif
   list_push(&h->full[cls], m, SLAB_IN_FULL);
   uint32_t v;
   while ((v = atomic_load_explicit(&m->notify, memory_order_acquire)) == SLAB_NOTIFY_NOTIFYING) sched_yield();
@@ -153,6 +156,9 @@ void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls) {
 // ---- free side -----------------------------------------------------------
 
 void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty) {
+#if HAK_DEBUG
+  slab_validate(m);
+#endif
   switch (m->where) {
   case SLAB_IN_CURRENT:
     return;                                // the current slab stays, empty or not
@@ -193,12 +199,18 @@ void tiny_heap_abandon_all(tiny_heap_t *h) {
     slab_meta_t *m = h->cur[c];
     if (m != NULL) {
       h->cur[c] = NULL;
+#if HAK_DEBUG
+      slab_validate(m);
+#endif
       m->where = SLAB_IN_NONE;
       shared_pool_detach_slab(m);
     }
     slab_meta_t **lists[2] = {&h->partial[c], &h->full[c]};
     for (unsigned l = 0; l < 2; l++) {
       while ((m = *lists[l]) != NULL) {
+#if HAK_DEBUG
+        slab_validate(m);
+#endif
         list_remove(lists[l], m);
         shared_pool_detach_slab(m);
       }
