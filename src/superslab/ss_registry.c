@@ -5,7 +5,7 @@ _Atomic uint64_t g_ss_bitmap[SS_BITMAP_WORDS];
 superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
 _Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
 
-// Free registry indices (alloc_lock): a stack of released ones, then new ones.
+// Free registry indices (g_registry_lock): a stack of released ones, then new ones.
 static uint32_t g_free_index[SS_REGISTRY_MAX];
 static uint32_t g_free_index_count;
 static uint32_t g_high_water;

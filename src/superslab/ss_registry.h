@@ -4,7 +4,7 @@
 // zero-initialised .bss; only the pages covering our mappings are ever
 // touched), plus a table from registry index to SuperSlab for slab ids.
 // Bits are set before a SuperSlab is published and cleared before it is
-// unmapped, both under alloc_lock; readers take no lock.
+// unmapped, both under the Shared Pool's registry lock; readers take no lock.
 #ifndef HAK_SS_REGISTRY_H
 #define HAK_SS_REGISTRY_H
 
@@ -18,7 +18,7 @@
 
 extern HAK_INTERNAL _Atomic uint64_t g_ss_bitmap[SS_BITMAP_WORDS];
 extern HAK_INTERNAL superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
-// Links of the lock-free partial stacks, indexed by slab id (never unmapped,
+// Links of the lock-free abandoned-slab stacks, indexed by slab id (never unmapped,
 // so a racing reader of a stale id reads harmless data).
 extern HAK_INTERNAL _Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
 
@@ -34,9 +34,9 @@ HAK_INLINE slab_meta_t *slab_from_id(uint32_t id) {
   return &ss->slabs[(id - 1) % SS_MAX_SLABS];
 }
 
-// Reserve a registry index and mark ss live (alloc_lock held). -1 when full.
+// Reserve a registry index and mark ss live (registry lock held). -1 when full.
 int  ss_registry_add(superslab_t *ss);
-// Forget ss (alloc_lock held); its index becomes free for reuse.
+// Forget ss (registry lock held); its index becomes free for reuse.
 void ss_registry_remove(superslab_t *ss);
 // Number of registry slots ever used (upper bound for iteration).
 uint32_t ss_registry_high_water(void);
