@@ -54,8 +54,9 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 
 HAK_INLINE void hak_free_fast(void *p) {
   HAK_COUNT_OP();
-  if (HAK_LIKELY(ss_registry_contains(p))) {
-    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+  if (HAK_LIKELY(ss_registry_contains_masked(p))) {
+    superslab_t *ss = ss_of_masked(p);
+    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> ss->slab_shift];
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_cache_t *tc = &t_tls_cache;

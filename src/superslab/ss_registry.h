@@ -29,6 +29,20 @@ HAK_INLINE int ss_registry_contains(const void *p) {
   return (int)((atomic_load_explicit(&g_ss_bitmap[bit >> 6], memory_order_relaxed) >> (bit & 63)) & 1u);
 }
 
+// The free fast path's form: the address is cut to its low 47 bits instead of
+// tested, so a non-canonical pointer reads the bit of some user address. That
+// is safe only with ss_of_masked below and a slab index taken from the low 21
+// bits: the metadata read is then inside a live SuperSlab, and the block-start
+// test on the uncut pointer fails (its offset from the slab's base is huge),
+// which sends it to the slow path (where ss_registry_contains rejects it).
+HAK_INLINE int ss_registry_contains_masked(const void *p) {
+  size_t bit = ((uintptr_t)p & (((uintptr_t)1 << SS_ADDR_BITS) - 1)) >> SS_SHIFT;
+  return (int)((atomic_load_explicit(&g_ss_bitmap[bit >> 6], memory_order_relaxed) >> (bit & 63)) & 1u);
+}
+HAK_INLINE superslab_t *ss_of_masked(const void *p) {
+  return (superslab_t *)((uintptr_t)p & (((uintptr_t)1 << SS_ADDR_BITS) - 1) & ~(uintptr_t)SS_MASK);
+}
+
 HAK_INLINE slab_meta_t *slab_from_id(uint32_t id) {
   superslab_t *ss = atomic_load_explicit(&g_ss_table[(id - 1) / SS_MAX_SLABS], memory_order_acquire);
   return &ss->slabs[(id - 1) % SS_MAX_SLABS];
