@@ -4,6 +4,7 @@
 // pool is process-wide), and the rebinding test runs first: it relies on the
 // small-kind SuperSlab it creates being the only one in the pool.
 #include "unit_util.h"
+#include "config/config.h"
 
 typedef struct filled {
   size_t       size;
@@ -134,6 +135,42 @@ static void test_freed_superslab_no_longer_owns_its_addresses(void **state) {
   assert_false(hak_owns(p));
 }
 
+// HAKMEM_PURGE_DELAY_MS is how long a FREE slab waits, not how far apart purge
+// passes are: a slab that goes back after a quiet spell is not purged at once.
+static void *own_and_empty_a_slab(void *arg) {
+  held_blocks_t h = {NULL, 0};
+  slab_meta_t *m = fill_one_slab(*(size_t *)arg, &h);
+  void *keep = hak_malloc(*(size_t *)arg);   // m retires: no longer current
+  held_free_all(&h);
+  hak_thread_flush();                        // m empties here and goes to the pool
+  hak_free(keep);
+  hak_thread_flush();
+  return m;
+}
+
+static void test_a_slab_freed_after_a_quiet_spell_waits_the_purge_delay(void **state) {
+  (void)state;
+  uint32_t delay = g_hak_config.purge_delay_ms;
+  size_t dirty_max = g_hak_config.purge_dirty_max;
+  g_hak_config.purge_delay_ms = 60000;       // a minute: longer than the test
+  g_hak_config.purge_dirty_max = (size_t)1 << 40;
+  void *pin = hak_malloc(416);               // keeps a small-kind SuperSlab mapped
+  size_t size = 400;
+  slab_meta_t *m = run_in_thread(own_and_empty_a_slab, &size);
+  assert_non_null(m);
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_true(atomic_load(&m->dirty));
+  shared_pool_maybe_purge();                 // not due: nothing purged
+  assert_true(atomic_load(&m->dirty));
+  g_hak_config.purge_delay_ms = 0;           // now it has waited long enough
+  atomic_store(&g_pool[HAK_KIND_SMALL].next_due_ms, 0);
+  shared_pool_maybe_purge();
+  assert_false(atomic_load(&m->dirty));
+  g_hak_config.purge_delay_ms = delay;
+  g_hak_config.purge_dirty_max = dirty_max;
+  hak_free(pin);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_empty_slab_is_rebound_to_another_class_of_the_same_kind),
@@ -143,6 +180,7 @@ int main(void) {
     HAK_UNIT_TEST(test_registry_forgets_a_superslab_after_its_blocks_are_freed_and_trimmed),
     HAK_UNIT_TEST(test_trim_unmaps_an_empty_superslab),
     HAK_UNIT_TEST(test_freed_superslab_no_longer_owns_its_addresses),
+    HAK_UNIT_TEST(test_a_slab_freed_after_a_quiet_spell_waits_the_purge_delay),
   };
   return cmocka_run_group_tests_name("shared_pool", tests, NULL, NULL);
 }
