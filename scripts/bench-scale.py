@@ -366,17 +366,7 @@ def main():
 
     ncpu = os.cpu_count() or 1
     threads = parse_threads(opt.threads) if opt.threads.strip() else default_threads(ncpu)
-    rows = ROWS
-    if opt.rows:
-        want = opt.rows.split(",")
-        bad = [w for w in want if w not in {r["id"] for r in ROWS}]
-        if bad:
-            sys.exit("unknown rows: %s (known: %s)" % (",".join(bad), ",".join(r["id"] for r in ROWS)))
-        rows = [r for r in ROWS if r["id"] in want]
-    for r in rows:
-        b = os.path.join(opt.bindir, r["prog"])
-        if not os.access(b, os.X_OK):
-            sys.exit("bench-scale: program %s is missing (make bench-bins)" % b)
+    rows = B.select_rows(ROWS, opt.rows, opt.bindir, "bench-scale")
     allocs = B.select_allocs(opt.lib, opt.bindir, opt.allocs)
     if allocs is None:
         return 1

@@ -296,6 +296,24 @@ unset multiplot
     return png
 
 
+def select_rows(all_rows, rows_csv, bindir, who):
+    """The rows named in rows_csv (all of them when empty); exits when a name is
+    unknown or a row's program is not built."""
+    rows = all_rows
+    if rows_csv:
+        want = rows_csv.split(",")
+        known = [r["id"] for r in all_rows]
+        bad = [w for w in want if w not in known]
+        if bad:
+            sys.exit("unknown rows: %s (known: %s)" % (",".join(bad), ",".join(known)))
+        rows = [r for r in all_rows if r["id"] in want]
+    for r in rows:
+        b = os.path.join(bindir, r["prog"])
+        if not os.access(b, os.X_OK):
+            sys.exit("%s: program %s is missing (make bench-bins)" % (who, b))
+    return rows
+
+
 def select_allocs(lib, bindir, allocs_csv, smoke=False):
     """The allocators to run, [(name, library path or None)], hakmem first.
     hakmem must exist and load (a short ws8192 run must report alloc=libhakmem)
@@ -346,17 +364,7 @@ def main():
                     help="every program once, tiny sizes, hakmem only; exit 1 on any failure")
     opt = ap.parse_args()
 
-    rows = ROWS
-    if opt.rows:
-        want = opt.rows.split(",")
-        bad = [w for w in want if w not in {r["id"] for r in ROWS}]
-        if bad:
-            sys.exit("unknown rows: %s (known: %s)" % (",".join(bad), ",".join(r["id"] for r in ROWS)))
-        rows = [r for r in ROWS if r["id"] in want]
-    for r in rows:
-        b = os.path.join(opt.bindir, r["prog"])
-        if not os.access(b, os.X_OK):
-            sys.exit("bench: program %s is missing (make bench-bins)" % b)
+    rows = select_rows(ROWS, opt.rows, opt.bindir, "bench")
 
     allocs = select_allocs(opt.lib, opt.bindir, opt.allocs, opt.smoke)
     if allocs is None:

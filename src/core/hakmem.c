@@ -25,9 +25,7 @@
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_thread.h"
 
-#ifndef HAK_CACHE_LINE
 #define HAK_CACHE_LINE      64u          // bytes that false sharing is made of
-#endif
 #define HAK_SLAB_ALIGN_MAX  4096u        // aligned requests up to this come from slabs
 #define HAK_ALIGNED_SLAB_MAX (32u << 10) // ... and up to this size
 
