@@ -36,8 +36,13 @@ extern const uint8_t g_stash_cap[HAK_SLAB_KINDS];
 
 // A slab bound to cls, ACTIVE and owned by `owner`; NULL when out of memory.
 slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner, slab_stash_t *stash);
-// An owner abandons a slab (thread exit): LISTED on its class's abandoned
-// stack when it has free blocks, else DETACHED until its first remote free.
+// Stage 1 alone: a slab of cls from the abandoned stack, ACTIVE and owned by
+// `owner` (it may have free blocks, remote blocks and an uncarved end); NULL
+// when the stack is empty. A refill takes one before it carves new memory.
+slab_meta_t *shared_pool_adopt_slab(unsigned cls, uintptr_t owner);
+// An owner abandons a slab (thread exit, or a slab it has more of than it
+// needs: tiny_heap.c): LISTED on its class's abandoned stack when it has free
+// blocks, else DETACHED until its first remote free.
 void shared_pool_detach_slab(slab_meta_t *m);
 // Put a slab that just became LISTED on its class's abandoned stack.
 void shared_pool_list_abandoned(slab_meta_t *m);

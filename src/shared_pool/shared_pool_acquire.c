@@ -87,6 +87,10 @@ static slab_meta_t *acquire_stage2_free_slab(unsigned kind, slab_stash_t *st) {
   return got[0];
 }
 
+slab_meta_t *shared_pool_adopt_slab(unsigned cls, uintptr_t owner) {
+  return acquire_stage1_abandoned(cls, owner);
+}
+
 slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner, slab_stash_t *st) {
   slab_meta_t *m = acquire_stage1_abandoned(cls, owner);
   if (m != NULL) return m;

@@ -27,6 +27,12 @@ static void list_remove(slab_meta_t **head, slab_meta_t *m) {
   m->where = SLAB_IN_NONE;
 }
 
+static int list_has_at_least(const slab_meta_t *m, unsigned n) {
+  for (; n > 0; n--, m = m->list_next)
+    if (m == NULL) return 0;
+  return 1;
+}
+
 // ---- the wake list ---------------------------------------------------------
 
 void tiny_heap_notify_owner(slab_meta_t *m) {
@@ -59,11 +65,16 @@ static void heap_take_wake(tiny_heap_t *h) {
   // acquire: the pushers' wake_next stores (release) are visible.
   slab_meta_t *m = atomic_exchange_explicit(&h->wake, NULL, memory_order_acquire);
   while (m != NULL) {
+    // The freer that pushed m stores NOTIFIED after its push: wait for that
+    // store, or it would land after our IDLE and leave m NOTIFIED on no wake
+    // list (never woken again, and heap_disarm waiting for it forever).
+    while (atomic_load_explicit(&m->notify, memory_order_acquire) == SLAB_NOTIFY_NOTIFYING) sched_yield();
     slab_meta_t *next = atomic_load_explicit(&m->wake_next, memory_order_relaxed);
     atomic_store_explicit(&m->notify, SLAB_NOTIFY_IDLE, memory_order_relaxed);
     if (m->where == SLAB_IN_FULL) {
       list_remove(&h->full[m->cls], m);
       if (atomic_load_explicit(&m->used, memory_order_acquire) == 0) heap_release_empty(h, m);
+      else if (list_has_at_least(h->partial[m->cls], HEAP_PARTIAL_KEEP)) shared_pool_detach_slab(m);
       else list_push(&h->partial[m->cls], m, SLAB_IN_PARTIAL);
     }
     m = next;
@@ -131,12 +142,10 @@ slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
   return m;
 }
 
-void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls) {
-  slab_meta_t *m = h->cur[cls];
-  h->cur[cls] = NULL;
-#if HAK_DEBUG
-  slab_validate(m);
-#endif
+// m (on no list) has no block known free: park it on the full list, armed so
+// that the first remote free wakes us.
+static void heap_park_full(tiny_heap_t *h, slab_meta_t *m) {
+  unsigned cls = m->cls;
   list_push(&h->full[cls], m, SLAB_IN_FULL);
   uint32_t v;
   while ((v = atomic_load_explicit(&m->notify, memory_order_acquire)) == SLAB_NOTIFY_NOTIFYING) sched_yield();
@@ -151,6 +160,34 @@ void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls) {
     list_remove(&h->full[cls], m);         // a remote free came in between: usable again
     list_push(&h->partial[cls], m, SLAB_IN_PARTIAL);
   }                                         // else a freer is waking us: it comes back from the wake list
+}
+
+void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls) {
+  slab_meta_t *m = h->cur[cls];
+  h->cur[cls] = NULL;
+#if HAK_DEBUG
+  slab_validate(m);
+#endif
+  heap_park_full(h, m);
+}
+
+slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls) {
+  for (;;) {
+    slab_meta_t *m = h->partial[cls];
+    if (m == NULL) {
+      heap_take_wake(h);
+      if ((m = h->partial[cls]) == NULL) break;
+    }
+    if (m->freelist != NULL || atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL ||
+        slab_carve(m) < m->base + (size_t)m->capacity * m->block_size)
+      return m;
+    list_remove(&h->partial[cls], m);      // taken dry by earlier refills
+    heap_park_full(h, m);
+  }
+  // None of ours: a slab another thread gave up, before new memory is carved.
+  slab_meta_t *m = shared_pool_adopt_slab(cls, thread_self_id());
+  if (m != NULL) list_push(&h->partial[cls], m, SLAB_IN_PARTIAL);
+  return m;
 }
 
 // ---- free side -----------------------------------------------------------

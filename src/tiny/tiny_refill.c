@@ -31,10 +31,10 @@ HAK_INLINE void chain_append(block_chain_t *c, hak_base_ptr_t b) {
   c->n++;
 }
 
-// Take up to `want` blocks from the owner's slab: local free list, carving,
-// then the drained remote list.
-static void slab_take_batch(slab_meta_t *m, uint32_t want, block_chain_t *c) {
-  for (;;) {
+// Take up to `want` blocks that were freed into the owner's slab m: its
+// local free list, then its drained remote list.
+static void slab_take_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
+  do {
     while (c->n < want && m->freelist != NULL) {
       hak_base_ptr_t b = hak_base_from_raw(m->freelist);
       hak_base_ptr_t next = block_next(b);
@@ -45,22 +45,31 @@ static void slab_take_batch(slab_meta_t *m, uint32_t want, block_chain_t *c) {
       m->freelist = hak_base_raw(next);
       chain_append(c, b);              // still marked free: it moves to a TLS list
     }
-    char *end = m->base + (size_t)m->capacity * m->block_size;
-    char *carve = slab_carve(m);
-    while (c->n < want && carve < end) {
-      hak_base_ptr_t b = hak_base_from_raw(carve);
-      carve += m->block_size;
-#if HAK_HARDENED
-      hardened_fill(b, m->block_size);   // fresh blocks carry the free pattern malloc checks
-#endif
-      block_set_free(b);
-      chain_append(c, b);
-    }
-    slab_set_carve(m, carve);
-    if (c->n == want || ss_remote_drain_to_freelist(m) == 0) return;
-  }
+  } while (c->n < want && ss_remote_drain_to_freelist(m) > 0);
 }
 
+// Carve up to `want` never-used blocks from the end of m's carved part.
+static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
+  char *end = m->base + (size_t)m->capacity * m->block_size;
+  char *carve = slab_carve(m);
+  while (c->n < want && carve < end) {
+    hak_base_ptr_t b = hak_base_from_raw(carve);
+    carve += m->block_size;
+#if HAK_HARDENED
+    hardened_fill(b, m->block_size);   // fresh blocks carry the free pattern malloc checks
+#endif
+    block_set_free(b);
+    chain_append(c, b);
+  }
+  slab_set_carve(m, carve);
+}
+
+// Reuse before new memory: the blocks freed into the current slab, then those
+// freed into a slab of the partial list, and only then the current slab's
+// never-used end (only the current slab has one: a slab leaves `cur` when it
+// is exhausted). Carving first let the current slab grow to its end while
+// the partial slabs held the blocks that came back: at 16 threads ws-small
+// carved 49 MB for 39 MB handed out, and ring grew without bound.
 int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = &t_heap;
@@ -72,7 +81,17 @@ int tiny_refill(unsigned cls) {
     slab_meta_t *m = h->cur[cls];
     if (m == NULL && (m = tiny_heap_next_slab(h, cls)) == NULL) return 0;
     block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-    slab_take_batch(m, want, &c);
+    slab_take_free(m, want, &c);
+    if (c.n == 0) {
+      slab_meta_t *p = tiny_heap_partial_with_free(h, cls);
+      if (p != NULL) {
+        m = p;
+        slab_take_free(m, want, &c);
+        if (c.n == 0) slab_take_carved(m, want, &c);   // an adopted slab's uncarved end
+      } else {
+        slab_take_carved(m, want, &c);
+      }
+    }
     if (c.n > 0) {
 #if HAK_HARDENED
       hardened_shuffle_chain(&c.first, &c.last, c.n);   // randomised reuse

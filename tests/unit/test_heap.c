@@ -14,6 +14,13 @@ static slab_meta_t *full_slab(size_t size, held_blocks_t *h, void **extra) {
   return slab_of(*extra) != m ? m : NULL;
 }
 
+static void *held_pop(held_blocks_t *h) {
+  void *p = h->head;
+  h->head = *(void **)p;
+  h->count--;
+  return p;
+}
+
 static void test_an_exhausted_slab_waits_on_its_owners_full_list(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0};
@@ -84,6 +91,145 @@ static void test_remote_frees_that_empty_a_full_slab_wake_its_owner_once(void **
   hak_thread_flush();                                   // takes the wake list: m is EMPTY
   assert_int_equal(slab_state(m), SLAB_FREE);
   assert_null(atomic_load(&t_heap.wake));
+}
+
+static void *store_notified_later(void *arg) {
+  slab_meta_t *m = arg;
+  struct timespec ts = {0, 100 * 1000 * 1000};
+  nanosleep(&ts, NULL);                                 // the owner takes its wake list meanwhile
+  atomic_store(&m->notify, SLAB_NOTIFY_NOTIFIED);       // the freer's second store
+  return NULL;
+}
+
+// A remote freer pushes a full slab on its owner's wake list, then stores
+// NOTIFIED. An owner that took the list between the two stores used to make
+// the slab IDLE first, and the late NOTIFIED then stuck to a slab on no wake
+// list: never woken again, and heap_disarm spun on it forever (seen as a hang
+// of ring at 16 threads).
+static void test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_slab(void **state) {
+  (void)state;
+  held_blocks_t h = {NULL, 0};
+  void *extra;
+  unsigned cls = size_class_of(64);
+  slab_meta_t *m = full_slab(64, &h, &extra);
+  assert_non_null(m);
+  assert_null(t_heap.partial[cls]);
+  // A freer between its two stores: one block on m's remote list, m pushed
+  // on our wake list, notify still NOTIFYING.
+  void *one = held_pop(&h);
+  hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(one));
+  block_set_free(b);
+  block_set_next(b, HAK_BASE_NULL);
+  atomic_store(&m->remote_head, one);
+  atomic_fetch_sub(&m->used, 1);
+  atomic_store(&m->notify, SLAB_NOTIFY_NOTIFYING);
+  atomic_store(&m->wake_next, NULL);
+  atomic_store(&t_heap.wake, m);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, store_notified_later, m), 0);
+  slab_meta_t *got = tiny_heap_partial_with_free(&t_heap, cls);   // takes the wake list
+  pthread_join(t, NULL);
+  assert_ptr_equal(got, m);
+  assert_int_equal(m->where, SLAB_IN_PARTIAL);
+  assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_IDLE);
+  held_free_all(&h);
+  hak_free(extra);
+  hak_thread_flush();
+}
+
+// Reuse before new memory: a refill takes the blocks freed into a partial
+// slab before it carves the current slab's never-used end (carving first let
+// every thread's slabs grow while the blocks that came back sat unused).
+static void test_a_refill_reuses_a_partial_slab_before_it_carves_the_current_one(void **state) {
+  (void)state;
+  held_blocks_t h = {NULL, 0}, h2 = {NULL, 0};
+  void *extra;
+  unsigned cls = size_class_of(64);
+  slab_meta_t *s1 = full_slab(64, &h, &extra);
+  assert_non_null(s1);
+  slab_meta_t *s2 = slab_of(extra);                     // the current slab now
+  assert_int_equal(s2->where, SLAB_IN_CURRENT);
+  while (!tls_list_empty(cls)) held_push(&h2, hak_malloc(64));   // its refill batch handed out
+  assert_null(s2->freelist);
+  char *carve2 = slab_carve(s2);
+  assert_true(carve2 < slab_end(s2));                   // it could still carve
+  void *one = held_pop(&h);
+  hak_free(one);
+  tiny_flush(cls, UINT32_MAX);                          // s1: partial, one block free
+  assert_int_equal(s1->where, SLAB_IN_PARTIAL);
+  void *p = hak_malloc(64);
+  assert_ptr_equal(p, one);
+  assert_ptr_equal(slab_carve(s2), carve2);
+  held_push(&h, p);
+  held_free_all(&h);
+  held_free_all(&h2);
+  hak_free(extra);
+  hak_thread_flush();
+}
+
+typedef struct three_blocks {
+  void *p[3];
+} three_blocks_t;
+
+static void *free_three_then_exit(void *arg) {
+  three_blocks_t *t = arg;
+  for (int i = 0; i < 3; i++) hak_free(t->p[i]);        // other threads' blocks: home at exit
+  return NULL;
+}
+
+static void *malloc_64_on_a_new_thread(void *arg) {
+  (void)arg;
+  return hak_malloc(64);
+}
+
+// A thread keeps at most HEAP_PARTIAL_KEEP partial slabs per class: a full
+// slab woken by a remote free beyond that is given up to the class's
+// abandoned stack, and the next thread that needs a slab of the class adopts
+// it (its freed block is reused) instead of taking new memory.
+static void test_a_woken_slab_beyond_the_partial_keep_is_given_up_and_adopted(void **state) {
+  (void)state;
+  _Static_assert(HEAP_PARTIAL_KEEP == 2, "the test wakes one slab more than the heap keeps");
+  held_blocks_t h[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
+  slab_meta_t *s[3];
+  three_blocks_t t;
+  unsigned cls = size_class_of(64);
+  s[0] = fill_one_slab(64, &h[0]);
+  assert_non_null(s[0]);
+  for (int i = 1; i < 3; i++) {        // the next two without a flush (which would abandon s[0])
+    void *p = hak_malloc(64);
+    s[i] = slab_of(p);
+    held_push(&h[i], p);
+    while (atomic_load(&s[i]->used) < s[i]->capacity || !tls_list_empty(cls)) held_push(&h[i], hak_malloc(64));
+    assert_true(s[i] != s[i - 1]);
+  }
+  void *extra = hak_malloc(64);        // s[2] retires too
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(s[i]->where, SLAB_IN_FULL);
+    t.p[i] = held_pop(&h[i]);
+  }
+  run_in_thread(free_three_then_exit, &t);              // three wake pushes
+  assert_null(t_heap.partial[cls]);
+  slab_meta_t *got = tiny_heap_partial_with_free(&t_heap, cls);   // takes the wake list
+  assert_non_null(got);
+  int kept = 0, given = -1;
+  for (int i = 0; i < 3; i++) {
+    if (atomic_load(&s[i]->owner) == thread_self_id()) {
+      assert_int_equal(s[i]->where, SLAB_IN_PARTIAL);
+      kept++;
+    } else {
+      assert_int_equal(atomic_load(&s[i]->owner), 0);
+      assert_int_equal(slab_state(s[i]), SLAB_LISTED);
+      given = i;
+    }
+  }
+  assert_int_equal(kept, 2);
+  assert_true(given >= 0);
+  void *q = run_in_thread(malloc_64_on_a_new_thread, NULL);
+  assert_ptr_equal(q, t.p[given]);                      // adopted: its freed block reused
+  hak_free(q);
+  for (int i = 0; i < 3; i++) held_free_all(&h[i]);
+  hak_free(extra);
+  hak_thread_flush();
 }
 
 typedef struct fill_arg {
@@ -258,6 +404,9 @@ int main(void) {
     HAK_UNIT_TEST(test_a_small_block_freed_by_another_thread_is_not_handed_out_by_it),
     HAK_UNIT_TEST(test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_push),
     HAK_UNIT_TEST(test_remote_frees_that_empty_a_full_slab_wake_its_owner_once),
+    HAK_UNIT_TEST(test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_slab),
+    HAK_UNIT_TEST(test_a_refill_reuses_a_partial_slab_before_it_carves_the_current_one),
+    HAK_UNIT_TEST(test_a_woken_slab_beyond_the_partial_keep_is_given_up_and_adopted),
     HAK_UNIT_TEST(test_an_abandoned_slab_is_adopted_by_another_thread),
     HAK_UNIT_TEST(test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash),
     HAK_UNIT_TEST(test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed),
