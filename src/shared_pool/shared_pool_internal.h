@@ -47,6 +47,9 @@ void pool_put_locked(slab_meta_t *m, uint64_t now);
 void pool_add_new_locked(superslab_t *ss);
 // Up to `want` FREE slabs of a kind out of the pool (pool lock held).
 uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
+// Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
+// the lock released; pool_put_locked gives it back.
+void pool_take_slab_locked(slab_meta_t *m);
 // Forget and unmap an all-FREE SuperSlab (its kind's pool lock held).
 void pool_unmap_superslab(superslab_t *ss);
 

@@ -144,6 +144,42 @@ static void purge_abandoned_stacks(void) {
   }
 }
 
+// Dirty slabs purged per round: taken out of the pool under the kind's lock,
+// madvised with it released (another thread's acquire never waits for a
+// system call), then given back clean.
+#define PURGE_BATCH 16u
+
+// One round over a kind's pool: unmap all-FREE SuperSlabs past the
+// hysteresis (all of them when `everything`), take out up to PURGE_BATCH dirty
+// FREE slabs that have waited long enough (any, when `all`). Kind's lock held.
+static uint32_t purge_collect_locked(unsigned kind, int everything, int all, uint64_t now, slab_meta_t **out,
+                                     int *released) {
+  pool_kind_t *pk = &g_pool[kind];
+  uint64_t next_due = UINT64_MAX;
+  uint32_t kept_empty = 0, n = 0;
+  for (superslab_t *ss = pk->head, *next; ss != NULL; ss = next) {
+    next = ss->pool_next;
+    if (ss->free_mask == ss_all_slabs_mask(ss) && (everything || ++kept_empty > g_hak_config.keep_empty_superslabs)) {
+      pool_unmap_superslab(ss);
+      *released = 1;
+      continue;
+    }
+    for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
+      slab_meta_t *m = &ss->slabs[__builtin_ctz(mask)];
+      if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
+      uint64_t due = m->free_since_ms + g_hak_config.purge_delay_ms;
+      if ((!all && now < due) || n == PURGE_BATCH) {
+        if (due < next_due) next_due = n == PURGE_BATCH ? now : due;   // a full batch: another round is due
+        continue;
+      }
+      pool_take_slab_locked(m);    // (next may be unlinked by this only if ss leaves the list: it is read first)
+      out[n++] = m;
+    }
+  }
+  atomic_store_explicit(&pk->next_due_ms, next_due, memory_order_relaxed);
+  return n;
+}
+
 // madvise the dirty FREE slabs in the pools that have waited long enough
 // (all of them when over budget or `everything`); unmap all-FREE SuperSlabs
 // past the hysteresis (all of them when `everything`). 1 if anything went back.
@@ -152,37 +188,24 @@ static int purge_pools(int everything) {
   uint64_t now = os_now_ms();
   for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
     pool_kind_t *pk = &g_pool[kind];
-    pool_lock(kind);
-    int all = everything ||
-              atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed) >= g_hak_config.purge_dirty_max;
-    uint64_t next_due = UINT64_MAX;
-    uint32_t kept_empty = 0;
-    for (superslab_t *ss = pk->head, *next; ss != NULL; ss = next) {
-      next = ss->pool_next;
-      if (ss->free_mask == ss_all_slabs_mask(ss) &&
-          (everything || ++kept_empty > g_hak_config.keep_empty_superslabs)) {
-        pool_unmap_superslab(ss);
-        released = 1;
-        continue;
+    for (;;) {
+      slab_meta_t *batch[PURGE_BATCH];
+      pool_lock(kind);
+      int all = everything ||
+                atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed) >= g_hak_config.purge_dirty_max;
+      uint32_t n = purge_collect_locked(kind, everything, all, now, batch, &released);
+      pool_unlock(kind);
+      if (n == 0) break;
+      for (uint32_t i = 0; i < n; i++) {   // out of the pool: no other thread can take them
+        os_purge(batch[i]->base, ss_slab_bytes(ss_of_meta(batch[i]), batch[i]->index));
+        atomic_store_explicit(&batch[i]->dirty, 0, memory_order_relaxed);
       }
-      for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
-        slab_meta_t *m = &ss->slabs[__builtin_ctz(mask)];
-        if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
-        uint64_t due = m->free_since_ms + g_hak_config.purge_delay_ms;
-        if (!all && now < due) {
-          if (due < next_due) next_due = due;
-          continue;
-        }
-        size_t bytes = ss_slab_bytes(ss, m->index);
-        os_purge(m->base, bytes);
-        atomic_store_explicit(&m->dirty, 0, memory_order_relaxed);
-        atomic_store_explicit(&pk->dirty_bytes, atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed) - bytes,
-                              memory_order_relaxed);
-        released = 1;
-      }
+      pool_lock(kind);
+      for (uint32_t i = 0; i < n; i++) pool_put_locked(batch[i], now);
+      pool_unlock(kind);
+      released = 1;
+      if (n < PURGE_BATCH) break;
     }
-    atomic_store_explicit(&pk->next_due_ms, next_due, memory_order_relaxed);
-    pool_unlock(kind);
   }
   return released;
 }

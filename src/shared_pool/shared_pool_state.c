@@ -154,6 +154,16 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
   return n;
 }
 
+void pool_take_slab_locked(slab_meta_t *m) {
+  superslab_t *ss = ss_of_meta(m);
+  pool_kind_t *pk = &g_pool[ss->kind];
+  HAK_ASSERT((ss->free_mask & (1u << m->index)) != 0);
+  if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss--;
+  ss->free_mask &= ~(1u << m->index);
+  if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
+  if (ss->free_mask == 0) pool_list_remove(pk, ss);
+}
+
 void slab_unbind(slab_meta_t *m) {
   m->capacity = 0;
   slab_set_carve(m, m->base);            // no pointer is below the carve point of a FREE slab
