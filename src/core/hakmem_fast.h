@@ -28,13 +28,16 @@ void hak_free_slow(void *p) HAK_NOINLINE;
 void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 
 // Is p the start of a block of slab m that has been handed out at some time:
-// a multiple of the block size from the base (one multiply by the class's
-// magic; an address before the base wraps to an offset no multiple reaches),
-// below the carve point. A FREE slab's carve point is its base.
+// between the base and the carve point (one unsigned compare of the offset: an
+// address before the base wraps to an offset above any carve offset), and a
+// multiple of the block size from the base (Lemire's divisibility test: one
+// multiply by the class's magic and one compare, exact for offsets below
+// 2^32, which a slab of at most 2 MiB guarantees). A FREE slab's carve offset
+// is 0.
 HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-  uint64_t idx = ((uint64_t)off * m->size_magic) >> 32;
-  return idx * m->block_size == off && (const char *)p < slab_carve(m);
+  return off < atomic_load_explicit(&((slab_meta_t *)m)->carve_off, memory_order_relaxed) &&
+         off * m->size_magic < m->size_magic;
 }
 
 #if HAK_HARDENED

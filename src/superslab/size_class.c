@@ -7,7 +7,7 @@
   ((BUDGET(sz) / (sz)) > TLS_CACHE_MAX_BLOCKS   ? TLS_CACHE_MAX_BLOCKS                    \
    : (BUDGET(sz) / (sz)) < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS                    \
                                                 : (BUDGET(sz) / (sz)))
-#define MAGIC(sz) ((uint32_t)((((uint64_t)1 << 32) + (sz) - 1) / (sz)))
+#define MAGIC(sz) (UINT64_MAX / (sz) + 1u)
 #define KIND(sz) ((sz) <= 1024u ? HAK_KIND_SMALL : (sz) <= 32u * KIB ? HAK_KIND_MEDIUM : HAK_KIND_LARGE)
 #define C(sz) { (sz), MAGIC(sz), CAP(sz), (CAP(sz) / 2u), KIND(sz) }
 #define QUAD(b) C((b) * 5 / 4), C((b) * 6 / 4), C((b) * 7 / 4), C((b) * 2)

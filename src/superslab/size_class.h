@@ -37,7 +37,8 @@
 
 typedef struct size_class_info {
   uint32_t size;       // block size in bytes
-  uint32_t magic;      // ceil(2^32 / size): offset*magic>>32 == offset/size for block starts
+  uint64_t magic;      // ceil(2^64 / size): for an offset below 2^32, offset*magic mod 2^64
+                       // < magic iff size divides the offset (Lemire, Kaser and Kurz 2019)
   uint16_t tls_cap;    // bound of the tls_sll list for this class
   uint16_t batch;      // blocks moved per refill / flush
   uint8_t  kind;       // HAK_KIND_*
