@@ -5,7 +5,7 @@
 //
 //   malloc (n <= 1 KiB): class table -> pop the TLS list, its link decoded
 //                        and checked -> return
-//   free:  registry bit -> slab metadata -> block start below the carve point
+//   free:  registry byte (the slab shift) -> slab metadata -> block start below the carve point
 //          -> free mark absent -> the slab is this thread's -> push on its TLS
 //          list (another thread's block goes to hak_free_checked: reused here
 //          when it is 64 bytes or more, else the remote buffer, home in batches)
@@ -57,9 +57,10 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 
 HAK_INLINE void hak_free_fast(void *p) {
   HAK_COUNT_OP();
-  if (HAK_LIKELY(ss_registry_contains_masked(p))) {
-    superslab_t *ss = ss_of_masked(p);
-    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> ss->slab_shift];
+  superslab_t *ss = ss_of_masked(p);
+  unsigned shift = ss_registry_shift(ss);
+  if (HAK_LIKELY(shift != 0)) {
+    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> shift];
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_cache_t *tc = &t_tls_cache;
