@@ -113,13 +113,20 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
 }
 
 // 0 when the list is full (or the thread is not set up): the caller takes the
-// slow path, which flushes a batch back to the slabs.
+// slow path, which flushes a batch back to the slabs. The room is decremented
+// first and put back when it went negative (one subtract in memory and a sign
+// test on the fast path).
+_Static_assert(TLS_CACHE_MAX_BLOCKS <= INT32_MAX, "a room is a non-negative int32_t");
 HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
-  if (HAK_UNLIKELY(tc->room[cls] == 0)) return 0;
+  int32_t room = (int32_t)tc->room[cls] - 1;  // room <= 256: a negative room was 0
+  tc->room[cls] = (uint32_t)room;
+  if (HAK_UNLIKELY(room < 0)) {
+    tc->room[cls] = 0;
+    return 0;
+  }
   block_set_free(b);
   block_set_next(b, tc->head[cls]);
   tc->head[cls] = b;
-  tc->room[cls]--;
   return 1;
 }
 
