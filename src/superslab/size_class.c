@@ -19,12 +19,13 @@ const size_class_info_t g_size_class[HAK_NUM_CLASSES] = {
   QUAD(32 * KIB), QUAD(64 * KIB), QUAD(128 * KIB),           // kind 2: up to 256 KiB
 };
 
-#define L4(c) c, c, c, c
-const uint8_t g_tiny_class_lut[HAK_TINY_MAX / 16 + 1] = {
-  0, 0, 1, 2, 3, 4, 5, 6, 7,           // 0..128 in 16-byte steps
-  8, 8, 9, 9, 10, 10, 11, 11,          // 129..256, 32-byte steps
-  L4(12), L4(13), L4(14), L4(15),      // 257..512, 64-byte steps
-  L4(16), L4(16), L4(17), L4(17),      // 513..1024, 128-byte steps
-  L4(18), L4(18), L4(19), L4(19),
+// One entry per byte count (GNU range designators): the class is one load of
+// the request size itself, with no rounding on the malloc fast path.
+const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1] = {
+  [0 ... 16] = 0, [17 ... 32] = 1, [33 ... 48] = 2, [49 ... 64] = 3,
+  [65 ... 80] = 4, [81 ... 96] = 5, [97 ... 112] = 6, [113 ... 128] = 7,
+  [129 ... 160] = 8, [161 ... 192] = 9, [193 ... 224] = 10, [225 ... 256] = 11,
+  [257 ... 320] = 12, [321 ... 384] = 13, [385 ... 448] = 14, [449 ... 512] = 15,
+  [513 ... 640] = 16, [641 ... 768] = 17, [769 ... 896] = 18, [897 ... 1024] = 19,
 };
-_Static_assert(sizeof g_tiny_class_lut == 65, "one LUT entry per 16 bytes up to 1 KiB");
+_Static_assert(sizeof g_tiny_class_lut == HAK_TINY_MAX + 1, "one LUT entry per byte count up to 1 KiB");

@@ -45,10 +45,10 @@ typedef struct size_class_info {
 } size_class_info_t;
 
 extern HAK_INTERNAL const size_class_info_t g_size_class[HAK_NUM_CLASSES];
-extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX / 16 + 1];
+extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1];
 
-// Class of a request of n bytes, n <= HAK_TINY_MAX: one table load.
-HAK_INLINE unsigned size_class_tiny(size_t n) { return g_tiny_class_lut[(n + 15) >> 4]; }
+// Class of a request of n bytes, n <= HAK_TINY_MAX: one table load (1 KiB).
+HAK_INLINE unsigned size_class_tiny(size_t n) { return g_tiny_class_lut[n]; }
 
 // Class of a request of n bytes, n <= HAK_SLAB_MAX.
 HAK_INLINE unsigned size_class_of(size_t n) {
