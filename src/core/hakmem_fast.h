@@ -30,15 +30,19 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 // Is p the start of a block of slab m that has been handed out at some time:
 // between the base and the carve point (one unsigned compare of the offset: an
 // address before the base wraps to an offset above any carve offset), and a
-// multiple of the block size from the base (Lemire's divisibility test: one
-// multiply by the class's magic and one compare, exact for offsets below
-// 2^32, which a slab of at most 2 MiB guarantees). A FREE slab's carve offset
-// is 0.
+// multiple of the block size d from the base: one multiply by the class's
+// magic M = ceil(2^64 / d), after Lemire's divisibility test. With off = q*d + r
+// below 2^21 (a slab is at most 2 MiB) and d <= 2^18, off*M mod 2^64 is
+// q*(M*d - 2^64) < q*d < 2^21 when r == 0, and at least r*2^64/d >= 2^46
+// otherwise: so its upper half is zero exactly for a block start, a test
+// against a constant (tests/unit/test_size_class.c checks every offset of
+// every class). A FREE slab's carve offset is 0.
 HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
   return off < atomic_load_explicit(&((slab_meta_t *)m)->carve_off, memory_order_relaxed) &&
-         off * m->size_magic < m->size_magic;
+         ((off * m->size_magic) >> 32) == 0;
 }
+_Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18), "slab_block_start's bounds");
 
 #if HAK_HARDENED
 #include "core/hardened.h"
