@@ -53,7 +53,7 @@ HAK_INLINE void hak_free_fast(void *p) { hak_hardened_free(p); }
 HAK_INLINE void *hak_malloc_fast(size_t size) {
   HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tiny(size));
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, tls_class_of(&t_tls_cache, size));
     if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
   }
   return hak_malloc_slow(size);

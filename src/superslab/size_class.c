@@ -19,13 +19,8 @@ const size_class_info_t g_size_class[HAK_NUM_CLASSES] = {
   QUAD(32 * KIB), QUAD(64 * KIB), QUAD(128 * KIB),           // kind 2: up to 256 KiB
 };
 
-// One entry per byte count (GNU range designators): the class is one load of
-// the request size itself, with no rounding on the malloc fast path.
-const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1] = {
-  [0 ... 16] = 0, [17 ... 32] = 1, [33 ... 48] = 2, [49 ... 64] = 3,
-  [65 ... 80] = 4, [81 ... 96] = 5, [97 ... 112] = 6, [113 ... 128] = 7,
-  [129 ... 160] = 8, [161 ... 192] = 9, [193 ... 224] = 10, [225 ... 256] = 11,
-  [257 ... 320] = 12, [321 ... 384] = 13, [385 ... 448] = 14, [449 ... 512] = 15,
-  [513 ... 640] = 16, [641 ... 768] = 17, [769 ... 896] = 18, [897 ... 1024] = 19,
-};
+// One entry per byte count: the class is one load of the request size itself,
+// with no rounding on the malloc fast path (each thread has a copy in its TLS
+// cache, tls_sll_box.h; this one is for everything else).
+const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1] = { HAK_TINY_CLASS_LUT_INIT };
 _Static_assert(sizeof g_tiny_class_lut == HAK_TINY_MAX + 1, "one LUT entry per byte count up to 1 KiB");

@@ -26,6 +26,10 @@ typedef struct tls_cache {
   uint32_t       room[HAK_NUM_CLASSES];
   uintptr_t      self;     // the thread's id (thread_self_id) while LIVE, else 0:
                            // free's owner check reads it beside the lists
+  // A copy of g_tiny_class_lut (from the TLS initialisation image, so every
+  // thread has it from its first instruction): addressed from the same TLS
+  // offset as the lists, malloc finds the class with one load and no lea.
+  uint8_t        class_lut[HAK_TINY_MAX + 1];
 } tls_cache_t;
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
@@ -89,6 +93,9 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) __attribute__((cold)
 // when the program goes on, the rest of the list is dropped (leaked) and b,
 // itself a proper free block, is handed out.
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) __attribute__((noinline, cold));
+
+// Class of a request of n <= HAK_TINY_MAX bytes, from the thread's copy.
+HAK_INLINE unsigned tls_class_of(const tls_cache_t *tc, size_t n) { return tc->class_lut[n]; }
 
 // The malloc fast path's pop: NULL when the list is empty or its head's link
 // is corrupted (the slow path's tls_sll_pop then reports it).
