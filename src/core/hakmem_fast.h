@@ -5,7 +5,7 @@
 //
 //   malloc (n <= 1 KiB): class table -> pop the TLS list, its link decoded
 //                        and checked -> return
-//   free:  registry bit -> slab metadata -> block start below the carve point
+//   free:  registry byte (the slab shift) -> slab metadata -> block start below the carve point
 //          -> free mark absent -> the slab is this thread's -> push on its TLS
 //          list (another thread's block goes to hak_free_checked: reused here
 //          when it is 64 bytes or more, else the remote buffer, home in batches)
@@ -28,14 +28,21 @@ void hak_free_slow(void *p) HAK_NOINLINE;
 void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 
 // Is p the start of a block of slab m that has been handed out at some time:
-// a multiple of the block size from the base (one multiply by the class's
-// magic; an address before the base wraps to an offset no multiple reaches),
-// below the carve point. A FREE slab's carve point is its base.
+// between the base and the carve point (one unsigned compare of the offset: an
+// address before the base wraps to an offset above any carve offset), and a
+// multiple of the block size d from the base: one multiply by the class's
+// magic M = ceil(2^64 / d), after Lemire's divisibility test. With off = q*d + r
+// below 2^21 (a slab is at most 2 MiB) and d <= 2^18, off*M mod 2^64 is
+// q*(M*d - 2^64) < q*d < 2^21 when r == 0, and at least r*2^64/d >= 2^46
+// otherwise: so its upper half is zero exactly for a block start, a test
+// against a constant (tests/unit/test_size_class.c checks every offset of
+// every class). A FREE slab's carve offset is 0.
 HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-  uint64_t idx = ((uint64_t)off * m->size_magic) >> 32;
-  return idx * m->block_size == off && (const char *)p < slab_carve(m);
+  return off < atomic_load_explicit(&((slab_meta_t *)m)->carve_off, memory_order_relaxed) &&
+         ((off * m->size_magic) >> 32) == 0;
 }
+_Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18), "slab_block_start's bounds");
 
 #if HAK_HARDENED
 #include "core/hardened.h"
@@ -46,7 +53,7 @@ HAK_INLINE void hak_free_fast(void *p) { hak_hardened_free(p); }
 HAK_INLINE void *hak_malloc_fast(size_t size) {
   HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tiny(size));
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, tls_class_of(&t_tls_cache, size));
     if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
   }
   return hak_malloc_slow(size);
@@ -54,9 +61,10 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 
 HAK_INLINE void hak_free_fast(void *p) {
   HAK_COUNT_OP();
-  if (HAK_LIKELY(ss_registry_contains_masked(p))) {
-    superslab_t *ss = ss_of_masked(p);
-    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> ss->slab_shift];
+  superslab_t *ss = ss_of_masked(p);
+  unsigned shift = ss_registry_shift(ss);
+  if (HAK_LIKELY(shift != 0)) {
+    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> shift];
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_cache_t *tc = &t_tls_cache;

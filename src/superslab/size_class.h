@@ -37,17 +37,25 @@
 
 typedef struct size_class_info {
   uint32_t size;       // block size in bytes
-  uint32_t magic;      // ceil(2^32 / size): offset*magic>>32 == offset/size for block starts
+  uint64_t magic;      // ceil(2^64 / size): for an offset below 2^32, offset*magic mod 2^64
+                       // < magic iff size divides the offset (Lemire, Kaser and Kurz 2019)
   uint16_t tls_cap;    // bound of the tls_sll list for this class
   uint16_t batch;      // blocks moved per refill / flush
   uint8_t  kind;       // HAK_KIND_*
 } size_class_info_t;
 
 extern HAK_INTERNAL const size_class_info_t g_size_class[HAK_NUM_CLASSES];
-extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX / 16 + 1];
+extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1];
+// Its contents (GNU range designators), for the copies that need them.
+#define HAK_TINY_CLASS_LUT_INIT                                                              \
+  [0 ... 16] = 0, [17 ... 32] = 1, [33 ... 48] = 2, [49 ... 64] = 3,                         \
+  [65 ... 80] = 4, [81 ... 96] = 5, [97 ... 112] = 6, [113 ... 128] = 7,                     \
+  [129 ... 160] = 8, [161 ... 192] = 9, [193 ... 224] = 10, [225 ... 256] = 11,              \
+  [257 ... 320] = 12, [321 ... 384] = 13, [385 ... 448] = 14, [449 ... 512] = 15,            \
+  [513 ... 640] = 16, [641 ... 768] = 17, [769 ... 896] = 18, [897 ... 1024] = 19
 
-// Class of a request of n bytes, n <= HAK_TINY_MAX: one table load.
-HAK_INLINE unsigned size_class_tiny(size_t n) { return g_tiny_class_lut[(n + 15) >> 4]; }
+// Class of a request of n bytes, n <= HAK_TINY_MAX: one table load (1 KiB).
+HAK_INLINE unsigned size_class_tiny(size_t n) { return g_tiny_class_lut[n]; }
 
 // Class of a request of n bytes, n <= HAK_SLAB_MAX.
 HAK_INLINE unsigned size_class_of(size_t n) {

@@ -1,7 +1,7 @@
-// ss_registry.c — the live-SuperSlab bitmap and index table (see ss_registry.h).
+// ss_registry.c — the live-SuperSlab byte map and index table (see ss_registry.h).
 #include "superslab/ss_registry.h"
 
-_Atomic uint64_t g_ss_bitmap[SS_BITMAP_WORDS];
+_Atomic uint8_t g_ss_map[SS_MAP_ENTRIES];
 superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
 _Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
 
@@ -10,11 +10,9 @@ static uint32_t g_free_index[SS_REGISTRY_MAX];
 static uint32_t g_free_index_count;
 static uint32_t g_high_water;
 
-static void bitmap_set(const superslab_t *ss, int on) {
-  size_t bit = (uintptr_t)ss >> SS_SHIFT;
-  uint64_t mask = (uint64_t)1 << (bit & 63);
-  if (on) atomic_fetch_or_explicit(&g_ss_bitmap[bit >> 6], mask, memory_order_release);
-  else atomic_fetch_and_explicit(&g_ss_bitmap[bit >> 6], ~mask, memory_order_release);
+// release: a reader that sees the entry sees the SuperSlab's header.
+static void map_set(const superslab_t *ss, int on) {
+  atomic_store_explicit(&g_ss_map[(uintptr_t)ss >> SS_SHIFT], on ? ss->slab_shift : 0, memory_order_release);
 }
 
 int ss_registry_add(superslab_t *ss) {
@@ -25,12 +23,12 @@ int ss_registry_add(superslab_t *ss) {
   else return -1;
   ss->index = idx;
   atomic_store_explicit(&g_ss_table[idx], ss, memory_order_release);
-  bitmap_set(ss, 1);
+  map_set(ss, 1);
   return 0;
 }
 
 void ss_registry_remove(superslab_t *ss) {
-  bitmap_set(ss, 0);
+  map_set(ss, 0);
   atomic_store_explicit(&g_ss_table[ss->index], NULL, memory_order_release);
   g_free_index[g_free_index_count++] = ss->index;
 }

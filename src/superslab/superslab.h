@@ -84,20 +84,21 @@ typedef struct slab_meta {
   // -- read on every free; written when the slab changes hands, or by its owner
   char              *base;        // first block of the slab (fixed)
   _Atomic uintptr_t  owner;       // owning thread's id (thread_self_id), 0, or SLAB_OWNER_POOL
+  uint64_t           size_magic;  // the class's magic (size_class.h), for the free check
   uint32_t           block_size;  // size of the class bound now
-  uint32_t           size_magic;  // the class's magic (size_class.h), for the free check
   uint16_t           cls;         // size class bound now
   uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
+  // bytes from base to the next never-handed-out block (slab_carve): written
+  // by the owner; read by any thread's free (relaxed: the block being freed
+  // was carved before it was handed out, and whatever handed it to the
+  // freeing thread orders the two). An offset, so that free tests
+  // base <= p < carve point with one compare.
+  _Atomic uintptr_t  carve_off;
+  void              *freelist;    // owner only: blocks freed back by the owner, or drained
+  struct slab_meta  *list_next;   // owner only: its heap's partial or full list
   uint8_t            index;       // position in the SuperSlab
   uint8_t            where;       // owner only: enum slab_where
-  uint8_t            reserved0[2];
-  void              *freelist;    // owner only: blocks freed back by the owner, or drained
-  // next never-handed-out block: written by the owner; read by any thread's
-  // free (relaxed: the block being freed was carved before it was handed
-  // out, and whatever handed it to the freeing thread orders the two)
-  char *_Atomic      carve;
-  struct slab_meta  *list_next;   // owner only: its heap's partial or full list
-  struct slab_meta  *list_prev;
+  uint8_t            reserved0[6];
   // -- written by other threads
   _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
   _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
@@ -107,10 +108,13 @@ typedef struct slab_meta {
   uint8_t            reserved1[3];
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
   uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
-  uint8_t            pad1[24];
+  struct slab_meta  *list_prev;   // owner only: its heap's partial or full list (here
+                                  // so that what free reads fits the first line)
+  uint8_t            pad1[16];
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
 _Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");
+_Static_assert(offsetof(slab_meta_t, carve_off) < 64, "what free reads is on the first line");
 
 // Invariants: free_mask has bit i set iff slabs[i] is FREE and in the pool
 // (not in a thread's stash); in_pool iff free_mask != 0; the registry bit of
@@ -134,9 +138,11 @@ _Static_assert(SS_SIZE == (1u << SS_SHIFT), "SuperSlab size is a power of two");
 extern const uint8_t g_kind_slab_shift[HAK_SLAB_KINDS];
 
 HAK_INLINE char *slab_carve(const slab_meta_t *m) {
-  return atomic_load_explicit(&((slab_meta_t *)m)->carve, memory_order_relaxed);
+  return m->base + atomic_load_explicit(&((slab_meta_t *)m)->carve_off, memory_order_relaxed);
 }
-HAK_INLINE void slab_set_carve(slab_meta_t *m, char *c) { atomic_store_explicit(&m->carve, c, memory_order_relaxed); }
+HAK_INLINE void slab_set_carve(slab_meta_t *m, char *c) {
+  atomic_store_explicit(&m->carve_off, (uintptr_t)(c - m->base), memory_order_relaxed);
+}
 
 HAK_INLINE superslab_t *ss_of(const void *p) { return (superslab_t *)((uintptr_t)p & ~(uintptr_t)SS_MASK); }
 HAK_INLINE superslab_t *ss_of_meta(const slab_meta_t *m) { return ss_of(m); }

@@ -5,7 +5,9 @@
 #include "superslab/ss_registry.h"
 #include "tiny/tiny_thread.h"
 
-__thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
+__thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"))) = {
+  .class_lut = { HAK_TINY_CLASS_LUT_INIT },
+};
 
 // Non-zero before start-up randomises it, so no block can be marked by accident.
 uintptr_t g_block_cookie = 0x9e3779b97f4a7c15u;

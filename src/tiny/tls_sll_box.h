@@ -26,6 +26,10 @@ typedef struct tls_cache {
   uint32_t       room[HAK_NUM_CLASSES];
   uintptr_t      self;     // the thread's id (thread_self_id) while LIVE, else 0:
                            // free's owner check reads it beside the lists
+  // A copy of g_tiny_class_lut (from the TLS initialisation image, so every
+  // thread has it from its first instruction): addressed from the same TLS
+  // offset as the lists, malloc finds the class with one load and no lea.
+  uint8_t        class_lut[HAK_TINY_MAX + 1];
 } tls_cache_t;
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
@@ -90,6 +94,9 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) __attribute__((cold)
 // itself a proper free block, is handed out.
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) __attribute__((noinline, cold));
 
+// Class of a request of n <= HAK_TINY_MAX bytes, from the thread's copy.
+HAK_INLINE unsigned tls_class_of(const tls_cache_t *tc, size_t n) { return tc->class_lut[n]; }
+
 // The malloc fast path's pop: NULL when the list is empty or its head's link
 // is corrupted (the slow path's tls_sll_pop then reports it).
 HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned cls) {
@@ -113,13 +120,20 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
 }
 
 // 0 when the list is full (or the thread is not set up): the caller takes the
-// slow path, which flushes a batch back to the slabs.
+// slow path, which flushes a batch back to the slabs. The room is decremented
+// first and put back when it went negative (one subtract in memory and a sign
+// test on the fast path).
+_Static_assert(TLS_CACHE_MAX_BLOCKS <= INT32_MAX, "a room is a non-negative int32_t");
 HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
-  if (HAK_UNLIKELY(tc->room[cls] == 0)) return 0;
+  int32_t room = (int32_t)tc->room[cls] - 1;  // room <= 256: a negative room was 0
+  tc->room[cls] = (uint32_t)room;
+  if (HAK_UNLIKELY(room < 0)) {
+    tc->room[cls] = 0;
+    return 0;
+  }
   block_set_free(b);
   block_set_next(b, tc->head[cls]);
   tc->head[cls] = b;
-  tc->room[cls]--;
   return 1;
 }
 
