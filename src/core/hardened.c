@@ -54,6 +54,7 @@ static void hardened_fault(void *addr) {
 }
 
 void hak_hardened_init(void) {
+  hardened_box_init();
   g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
   os_on_fault(hardened_fault);
 }
@@ -91,18 +92,19 @@ void *hak_hardened_malloc(size_t size) {
 }
 
 void hak_hardened_free(void *p) {
-  if (p == NULL || hak_hardened_is_zero_block(p)) return;
-  if (ss_registry_contains(p)) {
+  if (HAK_LIKELY(ss_registry_contains(p))) {   // NULL and malloc(0) pointers are not
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p))) {
-      if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) {   // the quarantine is the thread's
+    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
+      if (HAK_UNLIKELY(t_tls_cache.self == 0)) {   // not LIVE: the quarantine is the thread's
         int saved = errno;
         thread_ready();
         errno = saved;
       }
-      hardened_free_block(m, p);   // keeps errno
+      hardened_free_block(m->cls, m->block_size, p);   // keeps errno
       return;
     }
+  } else if (p == NULL || hak_hardened_is_zero_block(p)) {
+    return;
   }
   hak_free_slow(p);                // reports a bad pointer; large and huge blocks
 }

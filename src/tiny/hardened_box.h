@@ -43,6 +43,8 @@
 
 #if HAK_HARDENED
 #include "superslab/superslab.h"
+#include <string.h>
+
 #include "tiny/tls_sll_box.h"
 
 #define HARD_SIZE_BYTES   4u                    // the size word at the block's end
@@ -64,18 +66,190 @@ _Static_assert(HAK_SLAB_MAX < (1u << 31), "a slab block's request fits the size 
 _Static_assert(HAK_NUM_CLASSES <= 256, "a quarantine slot keeps its class in a byte");
 _Static_assert(HARD_LINK_BYTES == 2 * sizeof(void *), "the free list uses the first two words");
 
+#define HARD_FILL_WORD    0xdfdfdfdfdfdfdfdfull // eight fill bytes: stored and compared a word at a time
+
+HAK_INLINE uint64_t hard_load64(const void *p) { uint64_t w; memcpy(&w, p, sizeof w); return w; }
+HAK_INLINE void hard_store64(void *p, uint64_t w) { memcpy(p, &w, sizeof w); }
+HAK_INLINE uint32_t hard_load32(const void *p) { uint32_t w; memcpy(&w, p, sizeof w); return w; }
+HAK_INLINE void hard_store32(void *p, uint32_t w) { memcpy(p, &w, sizeof w); }
+
+// The canary byte (never 0: a stray NUL terminator is the classic one-byte
+// overflow) repeated eight times, and the size word's key: from the process key.
+extern HAK_INTERNAL uint64_t g_hard_canary_word;   // set by hardened_box_init
+HAK_INLINE uint64_t hard_canary_word(void) { return g_hard_canary_word; }
+HAK_INLINE uint32_t hard_size_key(void) { return (uint32_t)(g_block_cookie >> 24); }
+// Where a block of bs bytes keeps its size word, and the end of the canary of a
+// request of n bytes in it: at most HARD_CANARY_BYTES, at least one.
+HAK_INLINE size_t hard_size_at(uint32_t bs) { return bs - HARD_SIZE_BYTES; }
+HAK_INLINE size_t hard_canary_end(uint32_t bs, size_t n) {
+  return n + HARD_CANARY_BYTES < hard_size_at(bs) ? n + HARD_CANARY_BYTES : hard_size_at(bs);
+}
+_Static_assert(HARD_CANARY_BYTES == 16, "two overlapping words cover a canary");
+
+// Fill bytes [16, min(bs, HARD_FILL_MAX)) of a free block: whole words (block
+// sizes are multiples of 16), unrolled for the common bs >= 64.
+HAK_INLINE void hard_fill_words(void *p, uint32_t bs) {
+  char *c = p;
+  if (HARD_FILL_MAX == 64 && HAK_LIKELY(bs >= 64)) {
+    hard_store64(c + 16, HARD_FILL_WORD);
+    hard_store64(c + 24, HARD_FILL_WORD);
+    hard_store64(c + 32, HARD_FILL_WORD);
+    hard_store64(c + 40, HARD_FILL_WORD);
+    hard_store64(c + 48, HARD_FILL_WORD);
+    hard_store64(c + 56, HARD_FILL_WORD);
+    return;
+  }
+  size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
+  for (size_t i = HARD_LINK_BYTES; i < end; i += 8) hard_store64(c + i, HARD_FILL_WORD);
+}
+
+// Nonzero when the fill of free block p (bs bytes) is not intact.
+HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
+  const char *c = p;
+  uint64_t d = 0;
+  if (HARD_FILL_MAX == 64 && HAK_LIKELY(bs >= 64)) {
+    return ((hard_load64(c + 16) ^ HARD_FILL_WORD) | (hard_load64(c + 24) ^ HARD_FILL_WORD)) |
+           ((hard_load64(c + 32) ^ HARD_FILL_WORD) | (hard_load64(c + 40) ^ HARD_FILL_WORD)) |
+           ((hard_load64(c + 48) ^ HARD_FILL_WORD) | (hard_load64(c + 56) ^ HARD_FILL_WORD));
+  }
+  size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
+  for (size_t i = HARD_LINK_BYTES; i < end; i += 8) d |= hard_load64(c + i) ^ HARD_FILL_WORD;
+  return d;
+}
+
+// Write the canary bytes [n, end) (1 to 16 of them): two overlapping stores.
+HAK_INLINE void hard_canary_write(unsigned char *c, size_t n, size_t end) {
+  uint64_t kw = hard_canary_word();
+  size_t len = end - n;
+  if (HAK_LIKELY(len >= 8)) {
+    hard_store64(c + n, kw);
+    hard_store64(c + end - 8, kw);
+  } else if (len >= 4) {
+    hard_store32(c + n, (uint32_t)kw);
+    hard_store32(c + end - 4, (uint32_t)kw);
+  } else {
+    c[n] = (unsigned char)kw;
+    c[n + len / 2] = (unsigned char)kw;
+    c[end - 1] = (unsigned char)kw;
+  }
+}
+
+// Nonzero when a canary byte in [n, end) changed.
+HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n, size_t end) {
+  uint64_t kw = hard_canary_word();
+  size_t len = end - n;
+  if (HAK_LIKELY(len >= 8)) return (hard_load64(c + n) ^ kw) | (hard_load64(c + end - 8) ^ kw);
+  if (len >= 4) return (hard_load32(c + n) ^ (uint32_t)kw) | (hard_load32(c + end - 4) ^ (uint32_t)kw);
+  return (uint8_t)(c[n] ^ kw) | (uint8_t)(c[n + len / 2] ^ kw) | (uint8_t)(c[end - 1] ^ kw);
+}
+
+// Start-up, after the process key is seeded: the canary word.
+void hardened_box_init(void);
+// Report the write after free that hard_fill_diff found in p (cold).
+void hardened_report_fill(const void *p, uint32_t bs, const char *when) HAK_COLD;
+
 // Fill a free block from byte 16 on (carve, free).
 void hardened_fill(hak_base_ptr_t b, uint32_t block_size);
+
 // A block leaves the allocator for a request of n bytes: check its fill
 // (report a write after free), then write its canary and size word.
-void hardened_arm(uint32_t block_size, void *p, size_t n);
+HAK_INLINE void hardened_arm(uint32_t bs, void *p, size_t n) {
+  if (HAK_UNLIKELY(hard_fill_diff(p, bs) != 0))
+    hardened_report_fill(p, bs, " of the freed block changed before its reuse)");
+  unsigned char *t = p;
+  hard_canary_write(t, n, hard_canary_end(bs, n));
+  hard_store32(t + hard_size_at(bs), (uint32_t)n ^ hard_size_key());
+}
+
 // The request recorded in a live block p of slab m (reported and taken as the
 // whole block when the size word is corrupted).
+size_t hardened_size_bad(const void *p, uint32_t bs) HAK_COLD;
+HAK_INLINE size_t hardened_requested_bs(uint32_t bs, const void *p) {
+  uint32_t n = hard_load32((const char *)p + hard_size_at(bs)) ^ hard_size_key();
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES)) return hardened_size_bad(p, bs);
+  return n;
+}
 size_t hardened_requested(const slab_meta_t *m, const void *p, const char *op);
-// A live block p of slab m is freed by the program: check its canary, fill it
-// and put it on the calling thread's quarantine (a LIVE thread), from which the
-// oldest block goes to the TLS list.
-void hardened_free_block(slab_meta_t *m, void *p);
+
+// The quarantine: a ring of HARD_QUAR_SLOTS slots, always full (an empty slot
+// has p == NULL); a free puts its block in the slot at `next`, whose old block
+// (the oldest) leaves. `bytes` counts the blocks in it; past HARD_QUAR_BYTES
+// the oldest ones leave early (blocks of 2 KiB and more only).
+typedef struct hard_quar_slot {
+  void    *p;
+  uint32_t size;                    // its block size and class: the eviction
+  uint32_t cls;                     //   reads no slab metadata
+} hard_quar_slot_t;
+
+typedef struct hard_quarantine {
+  hard_quar_slot_t slot[HARD_QUAR_SLOTS];
+  uint32_t next;                    // the slot the next free fills: the oldest
+  size_t   bytes;                   // block bytes of the slots in use
+} hard_quarantine_t;
+
+_Static_assert((HARD_QUAR_SLOTS & (HARD_QUAR_SLOTS - 1)) == 0, "the ring index wraps with a mask");
+
+extern HAK_INTERNAL __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
+
+// The ways out of the common path (hardened_box.c): a canary overwritten; a
+// block leaving the quarantine that does not go on its TLS list at once (or
+// whose first 16 bytes changed); the byte bound passed.
+void hardened_report_canary(const void *p, size_t n) HAK_COLD;
+void hardened_release_slow(unsigned cls, uint32_t bs, void *p) HAK_NOINLINE;
+void hardened_quarantine_trim(hard_quarantine_t *q) HAK_NOINLINE;
+
+// A block leaves the quarantine: where the default build's free sends a
+// checked block (core/hakmem.c, hak_free_checked): a block under a cache line
+// of a slab another thread owns to this thread's remote buffer, any other to
+// the TLS list of its class. Its first 16 bytes are checked now (the list
+// words overwrite them next): a NULL link and its free mark, each the block's
+// key; the fill is checked when malloc hands the block out again.
+#define HARD_CACHE_LINE 64u
+HAK_INLINE void hardened_release(tls_cache_t *tc, unsigned cls, uint32_t bs, void *p) {
+  uintptr_t key = (uintptr_t)p ^ g_block_cookie;
+  uintptr_t *w = p;
+  if (HAK_LIKELY(w[0] == key && w[1] == key && tc->room[cls] != 0 &&
+                 (bs >= HARD_CACHE_LINE ||
+                  atomic_load_explicit(&ss_slab_of(ss_of(p), p)->owner, memory_order_relaxed) == tc->self))) {
+    block_set_next(hak_base_from_raw(p), tc->head[cls]);   // the mark stays
+    tc->head[cls] = hak_base_from_raw(p);
+    tc->room[cls]--;
+    return;
+  }
+  hardened_release_slow(cls, bs, p);
+}
+
+// A live block p of slab m (block size bs, class cls) is freed by the program:
+// check its canary, fill and mark it, and put it in the calling thread's
+// quarantine (a LIVE thread), from which the oldest block leaves.
+HAK_INLINE void hardened_free_block(unsigned cls, uint32_t bs, void *p) {
+  size_t n = hardened_requested_bs(bs, p);
+  if (HAK_UNLIKELY(hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)) hardened_report_canary(p, n);
+  hard_fill_words(p, bs);
+  uintptr_t key = (uintptr_t)p ^ g_block_cookie;
+  ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
+  ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
+  hard_quarantine_t *q = &t_quar;
+  hard_quar_slot_t *s = &q->slot[q->next];
+  q->next = (q->next + 1) & (HARD_QUAR_SLOTS - 1);
+  void *old = s->p;
+  unsigned old_cls = s->cls;
+  uint32_t old_bs = s->size;
+  s->p = p;
+  s->size = bs;
+  s->cls = cls;
+  size_t bytes = q->bytes + bs;
+  if (old != NULL) {
+    bytes -= old_bs;
+    q->bytes = bytes;
+    hardened_release(&t_tls_cache, old_cls, old_bs, old);
+  } else {
+    q->bytes = bytes;
+  }
+  if (HAK_UNLIKELY(bytes > HARD_QUAR_BYTES)) hardened_quarantine_trim(q);
+}
+_Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
+
 // Check that no quarantined block of the calling thread was written since its
 // free (process exit; each block is checked again when it leaves).
 void hardened_quarantine_check(void);
