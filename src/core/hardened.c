@@ -14,24 +14,36 @@
 #include "os/os.h"
 #include "tiny/hardened_box.h"
 
-// malloc(0): one of HARD_ZERO_SLOTS distinct addresses, 16 bytes apart, in a
-// reservation no access can touch: a read or write faults and is reported
-// (hardened_fault); free accepts them.
-#define HARD_ZERO_BYTES ((size_t)64 << 10)
+// malloc(0): a distinct address, 16 bytes after the last one, in a
+// reservation no access can touch (PROT_NONE, no memory behind it): a read or
+// write faults and is reported (hardened_fault); free accepts them. Addresses
+// are never handed out twice, so a stale malloc(0) pointer is never a live
+// one: after the reservation's 4 Mi addresses (64 MiB), and where it could not
+// be made, malloc(0) is a real block of 0 requested bytes (its canary reports
+// a write at free; a read is not caught).
+#define HARD_ZERO_BYTES ((size_t)64 << 20)
 #define HARD_ZERO_STEP  16u
 
 static char *g_zero_base;
-static _Atomic uint32_t g_zero_next;
+static _Atomic uint64_t g_zero_next;
 
 int hak_hardened_is_zero_block(const void *p) {
   return g_zero_base != NULL && (const char *)p >= g_zero_base && (const char *)p < g_zero_base + HARD_ZERO_BYTES;
 }
 
+static HAK_NOINLINE void *zero_block_real(void) {
+  void *p = hak_malloc_slow(HARD_TAIL_BYTES);
+  if (p != NULL) hak_hardened_arm(p, 0);
+  return p;
+}
+
 static void *zero_block(void) {
   if (g_zero_base == NULL) hak_init_once();
-  if (g_zero_base == NULL) return hak_malloc_slow(HARD_TAIL_BYTES);   // no reservation: a real block
-  uint32_t i = atomic_fetch_add_explicit(&g_zero_next, 1, memory_order_relaxed);
-  return g_zero_base + (size_t)i % (HARD_ZERO_BYTES / HARD_ZERO_STEP) * HARD_ZERO_STEP;
+  if (g_zero_base == NULL || atomic_load_explicit(&g_zero_next, memory_order_relaxed) >= HARD_ZERO_BYTES / HARD_ZERO_STEP)
+    return zero_block_real();
+  uint64_t i = atomic_fetch_add_explicit(&g_zero_next, 1, memory_order_relaxed);
+  if (i >= HARD_ZERO_BYTES / HARD_ZERO_STEP) return zero_block_real();   // another thread took the last
+  return g_zero_base + i * HARD_ZERO_STEP;
 }
 
 // A touch of a page the allocator made inaccessible: one line, then abort.
@@ -57,6 +69,7 @@ void hak_hardened_init(void) {
   hardened_box_init();
   g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
   os_on_fault(hardened_fault);
+  os_on_address_pressure(huge_release_graves);
 }
 
 void hak_hardened_at_exit(void) { hardened_quarantine_check(); }
