@@ -32,7 +32,7 @@ int hak_hardened_is_zero_block(const void *p) {
 }
 
 static HAK_NOINLINE void *zero_block_real(void) {
-  void *p = hak_malloc_slow(HARD_TAIL_BYTES);
+  void *p = hak_malloc_slow(HARD_TAIL_BYTES + 1);   // a 32-byte block, the least (hardened_box.h)
   if (p != NULL) hak_hardened_arm(p, 0);
   return p;
 }
@@ -78,21 +78,22 @@ void hak_hardened_arm(void *p, size_t n) {
   hardened_arm(ss_slab_of(ss_of(p), p)->block_size, p, n);
 }
 
-void *hak_hardened_malloc(size_t size) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1019: a tiny class
-    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
-    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
-    void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(size + HARD_TAIL_BYTES);
-    if (HAK_LIKELY(p != NULL)) hardened_arm(g_size_class[cls].size, p, size);
-    return p;
-  }
+// The tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
+static HAK_NOINLINE void *hardened_malloc_refill(size_t size, unsigned cls) {
+  void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
+  if (HAK_LIKELY(p != NULL)) hardened_arm(g_size_class[cls].size, p, size);
+  return p;
+}
+
+// malloc(0), the medium slab classes, and past the slabs (no room for the
+// tail there): the page heap (guard page) or huge.
+static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
   if (size == 0) return zero_block();
   if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {
     void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
     if (HAK_LIKELY(p != NULL)) hak_hardened_arm(p, size);
     return p;
   }
-  // Past the slabs (no room for the tail): the page heap (guard page) or huge.
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return NULL;
@@ -104,22 +105,52 @@ void *hak_hardened_malloc(size_t size) {
   return p;
 }
 
-void hak_hardened_free(void *p) {
-  if (HAK_LIKELY(ss_registry_contains(p))) {   // NULL and malloc(0) pointers are not
+// Every slow case is a call in last place, so the common path keeps to
+// registers (no callee-saved ones pushed).
+void *hak_hardened_malloc(size_t size) {
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1008: a tiny class
+    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, cls);
+    if (HAK_LIKELY(!hak_base_is_null(b))) {
+      void *p = hak_user_raw(hak_base_to_user(b));
+      hardened_arm(g_size_class[cls].size, p, size);
+      return p;
+    }
+    return hardened_malloc_refill(size, cls);   // tls_sll_pop there reports a corrupt list
+  }
+  return hardened_malloc_other(size);
+}
+
+// Not the common case: NULL, malloc(0), a thread not set up yet, and what the
+// slow path reports or frees (bad pointers, large and huge blocks).
+static HAK_NOINLINE void hardened_free_other(void *p) {
+  if (p == NULL || hak_hardened_is_zero_block(p)) return;
+  if (ss_registry_contains(p)) {
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
-      if (HAK_UNLIKELY(t_tls_cache.self == 0)) {   // not LIVE: the quarantine is the thread's
-        int saved = errno;
-        thread_ready();
-        errno = saved;
-      }
-      hardened_free_block(m->cls, m->block_size, p);   // keeps errno
+    if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p))) {
+      int saved = errno;
+      thread_ready();                // the quarantine is the thread's
+      errno = saved;
+      hardened_free_block(m, p);
       return;
     }
-  } else if (p == NULL || hak_hardened_is_zero_block(p)) {
-    return;
   }
-  hak_free_slow(p);                // reports a bad pointer; large and huge blocks
+  hak_free_slow(p);
+}
+
+void hak_hardened_free(void *p) {
+  // The default build's fast-path lookup (core/hakmem_fast.h): the address cut
+  // to 47 bits for the registry bit; the block-start test on the uncut pointer
+  // sends a non-canonical one to the slow path.
+  if (HAK_LIKELY(ss_registry_contains_masked(p))) {   // NULL and malloc(0) pointers are not
+    superslab_t *ss = ss_of_masked(p);
+    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> ss->slab_shift];
+    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)) && t_tls_cache.self != 0)) {
+      hardened_free_block(m, p);   // keeps errno (its slow paths save it)
+      return;
+    }
+  }
+  hardened_free_other(p);
 }
 
 size_t hak_hardened_slab_size(const void *p, const char *op) {

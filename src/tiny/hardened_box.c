@@ -12,7 +12,11 @@ uint64_t g_hard_canary_word = 0x0101010101010101ull * 0xa5u;
 
 void hardened_box_init(void) { g_hard_canary_word = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u); }
 
-void hardened_fill(hak_base_ptr_t b, uint32_t block_size) { hard_fill_words(hak_base_raw(b), block_size); }
+void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
+  // A 16-byte block has no fill (none is handed out: every request takes 16
+  // bytes more; hard_fill_words assumes 32 and more).
+  if (block_size >= 2 * HARD_LINK_BYTES) hard_fill_words(hak_base_raw(b), block_size);
+}
 
 // "hakmem: <what> 0x<p> (<text1><n><text2>)"
 static HAK_COLD void report_at(const char *what, const void *p, const char *t1, size_t n, const char *t2) {
@@ -46,19 +50,23 @@ size_t hardened_requested(const slab_meta_t *m, const void *p, const char *op) {
   return hardened_requested_bs(m->block_size, p);
 }
 
-void hardened_report_canary(const void *p, size_t n) {
-  report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
-}
-
 // ---- quarantine --------------------------------------------------------------
 
 __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 
-// A block leaving the quarantine that hardened_release could not push: its
-// first words changed (reported), its list is full (flushed first), or it is
-// another thread's block under a cache line (the remote buffer). Keeps errno
-// (a flush may reach the kernel).
+void hardened_free_bad(unsigned cls, uint32_t bs, void *p) {
+  size_t n = hardened_requested_bs(bs, p);   // reports a size word out of range
+  if (hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)
+    report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
+  hardened_quarantine_put(cls, bs, p);       // going on (HAKMEM_ABORT_ON_ERROR=0)
+}
+
+// A block leaving the quarantine that hardened_release_fast could not push:
+// its first words changed (reported), its list is full (flushed first), or it
+// is another thread's block under a cache line (the remote buffer). Keeps
+// errno (a flush may reach the kernel).
 void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
+  (void)bs;
   int saved = errno;
   tls_cache_t *tc = &t_tls_cache;
   hak_base_ptr_t b = hak_base_from_raw(p);
@@ -66,7 +74,9 @@ void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
     hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
     block_set_free(b);                     // going on: it leaves as a free block
   }
-  if (bs < HARD_CACHE_LINE && atomic_load_explicit(&ss_slab_of(ss_of(p), p)->owner, memory_order_relaxed) != tc->self) {
+  int remote = (cls & HARD_QUAR_REMOTE) != 0;
+  cls &= HARD_QUAR_REMOTE - 1;
+  if (remote) {
     tiny_free_remote(cls, b);
   } else {
     if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
@@ -75,25 +85,31 @@ void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
   errno = saved;
 }
 
-// Take the block out of slot s and send it on its way.
-static void quarantine_release_slot(hard_quarantine_t *q, hard_quar_slot_t *s) {
-  void *p = s->p;
-  if (p == NULL) return;
-  s->p = NULL;
-  q->bytes -= s->size;
-  hardened_release(&t_tls_cache, s->cls, s->size, p);
+static void quarantine_release(void *p, unsigned cls, uint32_t bs) {
+  if (!hardened_release_fast(&t_tls_cache, cls, p)) hardened_release_slow(cls, bs, p);
 }
 
-// Past the byte bound: the oldest blocks leave until the rest fit (the newest,
-// just put at next - 1, always stays).
-void hardened_quarantine_trim(hard_quarantine_t *q) {
-  for (uint32_t i = 0; i + 1 < HARD_QUAR_SLOTS && q->bytes > HARD_QUAR_BYTES; i++)
-    quarantine_release_slot(q, &q->slot[(q->next + i) & (HARD_QUAR_SLOTS - 1)]);
+// The oldest block leaves (the ring is not empty).
+static void quarantine_release_oldest(hard_quarantine_t *q) {
+  hard_quar_slot_t *s = &q->slot[(q->next - q->used) & (HARD_QUAR_SLOTS - 1)];
+  void *p = s->p;
+  s->p = NULL;
+  q->used--;
+  q->bytes -= s->size;
+  quarantine_release(p, s->cls, s->size);
+}
+
+// Past the byte bound after a free: the block the ring pushed out (if any)
+// leaves, then the oldest ones until the rest fit (the newest always stays).
+void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) {
+  hard_quarantine_t *q = &t_quar;
+  if (old != NULL) quarantine_release(old, old_cls, old_bs);
+  while (q->bytes > HARD_QUAR_BYTES && q->used > 1) quarantine_release_oldest(q);
 }
 
 void hardened_quarantine_drain(void) {
   hard_quarantine_t *q = &t_quar;
-  for (uint32_t i = 0; i < HARD_QUAR_SLOTS; i++) quarantine_release_slot(q, &q->slot[(q->next + i) & (HARD_QUAR_SLOTS - 1)]);
+  while (q->used > 0) quarantine_release_oldest(q);
 }
 
 void hardened_quarantine_check(void) {
