@@ -89,9 +89,11 @@ static HAK_NOINLINE void *hardened_malloc_refill(size_t size, unsigned cls) {
 // tail there): the page heap (guard page) or huge.
 static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
   if (size == 0) return zero_block();
-  if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {
-    void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
-    if (HAK_LIKELY(p != NULL)) hak_hardened_arm(p, size);
+  if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {   // the tiny path, for the medium classes
+    unsigned cls = size_class_of(size + HARD_TAIL_BYTES);
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+    void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(size + HARD_TAIL_BYTES);
+    if (HAK_LIKELY(p != NULL)) hardened_arm(g_size_class[cls].size, p, size);
     return p;
   }
   if (size > PTRDIFF_MAX) {
