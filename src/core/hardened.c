@@ -75,13 +75,13 @@ void hak_hardened_init(void) {
 void hak_hardened_at_exit(void) { hardened_quarantine_check(); }
 
 void hak_hardened_arm(void *p, size_t n) {
-  hardened_arm(ss_slab_of(ss_of(p), p)->block_size, p, n);
+  hardened_arm(ss_slab_of(ss_of(p), p), p, n);
 }
 
 // The tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
-static HAK_NOINLINE void *hardened_malloc_refill(size_t size, unsigned cls) {
+static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
   void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
-  if (HAK_LIKELY(p != NULL)) hardened_arm(g_size_class[cls].size, p, size);
+  if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
   return p;
 }
 
@@ -93,7 +93,7 @@ static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
     unsigned cls = size_class_of(size + HARD_TAIL_BYTES);
     hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
     void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(size + HARD_TAIL_BYTES);
-    if (HAK_LIKELY(p != NULL)) hardened_arm(g_size_class[cls].size, p, size);
+    if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
     return p;
   }
   if (size > PTRDIFF_MAX) {
@@ -115,10 +115,10 @@ void *hak_hardened_malloc(size_t size) {
     hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, cls);
     if (HAK_LIKELY(!hak_base_is_null(b))) {
       void *p = hak_user_raw(hak_base_to_user(b));
-      hardened_arm(g_size_class[cls].size, p, size);
-      return p;
+      uint32_t bs = g_size_class[cls].size;
+      return hardened_arm_at(bs, p, size, hard_size_tail(p, bs));
     }
-    return hardened_malloc_refill(size, cls);   // tls_sll_pop there reports a corrupt list
+    return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
   }
   return hardened_malloc_other(size);
 }
@@ -156,7 +156,8 @@ void hak_hardened_free(void *p) {
 }
 
 size_t hak_hardened_slab_size(const void *p, const char *op) {
-  return hardened_requested(ss_slab_of(ss_of(p), p), p, op);
+  (void)op;
+  return hardened_requested(ss_slab_of(ss_of(p), p), p);
 }
 
 static HAK_COLD void report_delete(const char *what, const void *p, size_t given, size_t actual) {
@@ -182,7 +183,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
   else if (ss_registry_contains(p)) {
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
-    actual = hardened_requested(m, p, "sized delete of a corrupted block");
+    actual = hardened_requested(m, p);
   } else if (page_heap_contains(p)) {
     // Large blocks keep whole pages, not the request: the size must fall in them.
     actual = page_heap_usable_size(p);

@@ -34,6 +34,12 @@ void hardened_report_fill(const void *p, uint32_t bs, const char *when) {
   report_at("write after free of", p, " (byte ", i, when);   // going on: the block is used as it is
 }
 
+void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) {
+  hardened_report_fill(p, bs, " of the freed block changed before its reuse)");
+  hardened_arm_words(bs, p, n, size);   // going on: the block is used as it is
+  return p;
+}
+
 // A quarantined block's first 16 bytes: a NULL link and its free mark.
 static inline int quarantine_words_ok(const void *p) {
   hak_base_ptr_t b = hak_base_from_raw((void *)p);
@@ -41,21 +47,17 @@ static inline int quarantine_words_ok(const void *p) {
 }
 
 size_t hardened_size_bad(const void *p, uint32_t bs) {
-  report_at("heap buffer overflow past", p, " (the size word at the end of its ", bs, "-byte block is overwritten)");
+  report_at("heap buffer overflow past", p, " (the size word of its ", bs, "-byte block is overwritten)");
   return bs - HARD_TAIL_BYTES;
-}
-
-size_t hardened_requested(const slab_meta_t *m, const void *p, const char *op) {
-  (void)op;
-  return hardened_requested_bs(m->block_size, p);
 }
 
 // ---- quarantine --------------------------------------------------------------
 
 __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 
-void hardened_free_bad(unsigned cls, uint32_t bs, void *p) {
-  size_t n = hardened_requested_bs(bs, p);   // reports a size word out of range
+void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
+  uint32_t bs = m->block_size;
+  size_t n = hardened_requested(m, p);       // reports a size word out of range
   if (hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)
     report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
   hardened_quarantine_put(cls, bs, p);       // going on (HAKMEM_ABORT_ON_ERROR=0)

@@ -7,19 +7,27 @@
 //   [n, min(n + 16, bs - 4))     canary: 12 to 16 bytes, each the canary byte
 //                                (never 0: a stray NUL terminator is the
 //                                classic one-byte overflow)
-//   [bs - 4, bs)                 the request n, xor a per-process key
-// so every request is served by the class of n + HARD_TAIL_BYTES (12 canary
-// bytes or more and the size word; so every block is 32 bytes or more):
-// malloc_usable_size returns n, realloc copies n, sized delete compares with
-// n, and free checks the canary and the size word (an overflow of one byte or
-// more past n is caught there).
+//   [bs - 4, bs)                 tiny classes (bs <= 1 KiB): the size word,
+//                                the request n xor a per-process key
+// A block of a larger class keeps its size word in its slab's size table
+// instead: one 32-bit word per block after the slab's last block (such a slab
+// holds bytes / (bs + 4) blocks in this build; hard_size_slot). At a medium
+// block's end it was a cache line, often a page, that nothing else touched:
+// ws-medium took 1.94x the default's time with it there, 1.76x with the
+// table; a tiny block's end is near its start and its canary, and the table's
+// address (the slab's metadata) cost ws-small and ws-tiny more than it saved
+// (1.81x -> 1.89x, 1.84x -> 1.96x; task-clock, 7 interleaved runs).
+// So every request is served by the class of n + HARD_TAIL_BYTES (every block
+// is 32 bytes or more): malloc_usable_size returns n, realloc copies n, sized
+// delete compares with n, and free checks the canary and the size word (an
+// overflow of one byte or more past n is caught there).
 //
 // No check branches on the request or the block size: the canary is two
-// overlapping words (at n and at its end - 8), the fill six words at offsets
-// clamped to the block. With a 5-byte tail the canary took 1 to 16 bytes and
-// the fill 2 to 6 words, and the branches on those, taken at random with
-// random sizes, cost ws-tiny 1.25 mispredictions per operation
-// (cachegrind --branch-sim) on top of 2x the default's instructions.
+// words, the fill six words at offsets clamped to the block. With a 5-byte
+// tail the canary took 1 to 16 bytes and the fill 2 to 6 words, and the
+// branches on those, taken at random with random sizes, cost ws-tiny 1.25
+// mispredictions per operation (cachegrind --branch-sim) on top of 2x the
+// default's instructions.
 //
 // A free block (on a quarantine, a TLS list, a slab's free or remote list) has
 // its link and free mark in its first 16 bytes (tls_sll_box.h) and the fill
@@ -55,7 +63,7 @@
 
 #include "tiny/tls_sll_box.h"
 
-#define HARD_SIZE_BYTES   4u                    // the size word at the block's end
+#define HARD_SIZE_BYTES   4u                    // a block's word in its slab's size table
 #define HARD_TAIL_BYTES   16u                   // room a request needs past its end
 #define HARD_CANARY_BYTES 16u                   // canary bytes written and checked, at most
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
@@ -86,11 +94,21 @@ HAK_INLINE void hard_store32(void *p, uint32_t w) { memcpy(p, &w, sizeof w); }
 extern HAK_INTERNAL uint64_t g_hard_canary_word;   // set by hardened_box_init
 HAK_INLINE uint64_t hard_canary_word(void) { return g_hard_canary_word; }
 HAK_INLINE uint32_t hard_size_key(void) { return (uint32_t)(g_block_cookie >> 24); }
-// Where a block of bs bytes keeps its size word, and the end of the canary of a
-// request of n bytes in it: at most HARD_CANARY_BYTES, at least 12.
-HAK_INLINE size_t hard_size_at(uint32_t bs) { return bs - HARD_SIZE_BYTES; }
+// The size word of block p of slab m: at the end of a tiny block; else its
+// index (slab_block_start's multiply) into the table after the slab's last
+// block (superslab.h, slab_capacity).
+HAK_INLINE uint32_t *hard_size_tail(void *p, uint32_t bs) { return (uint32_t *)((char *)p + bs - HARD_SIZE_BYTES); }
+HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
+  if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
+  uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
+  uint64_t idx = ((uint64_t)off * m->size_magic) >> 32;
+  return (uint32_t *)(m->base + (size_t)m->capacity * m->block_size) + idx;
+}
+// The end of the canary of a request of n bytes in a block of bs (12 to 16
+// bytes: n + 16 <= bs, less the size word at the end of a tiny block; the
+// same for every block, so a check does not branch on where the size word is).
 HAK_INLINE size_t hard_canary_end(uint32_t bs, size_t n) {
-  return n + HARD_CANARY_BYTES < hard_size_at(bs) ? n + HARD_CANARY_BYTES : hard_size_at(bs);
+  return n + HARD_CANARY_BYTES < bs - HARD_SIZE_BYTES ? n + HARD_CANARY_BYTES : bs - HARD_SIZE_BYTES;
 }
 _Static_assert(HARD_CANARY_BYTES == 16 && HARD_TAIL_BYTES - HARD_SIZE_BYTES >= 8,
                "two overlapping words cover a canary, which has 8 bytes or more");
@@ -152,25 +170,33 @@ void hardened_report_fill(const void *p, uint32_t bs, const char *when) HAK_COLD
 // Fill a free block from byte 16 on (carve, free).
 void hardened_fill(hak_base_ptr_t b, uint32_t block_size);
 
-// A block leaves the allocator for a request of n bytes: check its fill
-// (report a write after free), then write its canary and size word.
-HAK_INLINE void hardened_arm(uint32_t bs, void *p, size_t n) {
-  if (HAK_UNLIKELY(hard_fill_diff(p, bs) != 0))
-    hardened_report_fill(p, bs, " of the freed block changed before its reuse)");
-  unsigned char *t = p;
-  hard_canary_write(t, n, hard_canary_end(bs, n));
-  hard_store32(t + hard_size_at(bs), (uint32_t)n ^ hard_size_key());
+// A block of bs bytes leaves the allocator for a request of n bytes: check its
+// fill (report a write after free), then write its canary and size word at
+// *size (hard_size_slot; a tiny block's end with no slab lookup).
+// Returns p; a changed fill is reported by a call in last place, so the
+// common path keeps to registers.
+void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) HAK_NOINLINE;
+HAK_INLINE void hardened_arm_words(uint32_t bs, void *p, size_t n, uint32_t *size) {
+  hard_canary_write(p, n, hard_canary_end(bs, n));
+  *size = (uint32_t)n ^ hard_size_key();
+}
+HAK_INLINE void *hardened_arm_at(uint32_t bs, void *p, size_t n, uint32_t *size) {
+  if (HAK_UNLIKELY(hard_fill_diff(p, bs) != 0)) return hardened_arm_bad(bs, p, n, size);
+  hardened_arm_words(bs, p, n, size);
+  return p;
+}
+HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
+  return hardened_arm_at(m->block_size, p, n, hard_size_slot(m, p));
 }
 
 // The request recorded in a live block p of slab m (reported and taken as the
 // whole block when the size word is corrupted).
 size_t hardened_size_bad(const void *p, uint32_t bs) HAK_COLD;
-HAK_INLINE size_t hardened_requested_bs(uint32_t bs, const void *p) {
-  uint32_t n = hard_load32((const char *)p + hard_size_at(bs)) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES)) return hardened_size_bad(p, bs);
+HAK_INLINE size_t hardened_requested(const slab_meta_t *m, const void *p) {
+  uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
+  if (HAK_UNLIKELY(n > m->block_size - HARD_TAIL_BYTES)) return hardened_size_bad(p, m->block_size);
   return n;
 }
-size_t hardened_requested(const slab_meta_t *m, const void *p, const char *op);
 
 // The quarantine: a ring of HARD_QUAR_SLOTS slots; the blocks in it fill the
 // `used` slots before `next` (oldest first), the others have p == NULL. A free
@@ -204,7 +230,7 @@ extern HAK_INTERNAL __thread hard_quarantine_t t_quar __attribute__((tls_model("
 // (reported, then freed as hardened_free_block would); a block leaving the
 // quarantine that does not go on its TLS list at once (its first 16 bytes
 // changed, its list full, another thread's small block); the byte bound passed.
-void hardened_free_bad(unsigned cls, uint32_t bs, void *p) HAK_NOINLINE;
+void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) HAK_NOINLINE;
 void hardened_release_slow(unsigned cls, uint32_t bs, void *p) HAK_NOINLINE;
 void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) HAK_NOINLINE;
 
@@ -263,9 +289,9 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p) {
   // Its way out, now that the slab's metadata is at hand (see HARD_QUAR_REMOTE).
   unsigned cls = m->cls | (uint32_t)((bs < HARD_CACHE_LINE) &
                                      (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self)) << 16;
-  uint32_t n = hard_load32((const char *)p + hard_size_at(bs)) ^ hard_size_key();
+  uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
   if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)) {
-    hardened_free_bad(cls, bs, p);
+    hardened_free_bad(m, cls, p);
     return;
   }
   hardened_quarantine_put(cls, bs, p);
