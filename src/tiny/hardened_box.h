@@ -23,11 +23,11 @@
 // overflow of one byte or more past n is caught there).
 //
 // No check branches on the request or the block size: the canary is two
-// words, the fill six words at offsets clamped to the block. With a 5-byte
-// tail the canary took 1 to 16 bytes and the fill 2 to 6 words, and the
-// branches on those, taken at random with random sizes, cost ws-tiny 1.25
-// mispredictions per operation (cachegrind --branch-sim) on top of 2x the
-// default's instructions.
+// overlapping words, the fill three 16-byte pieces at offsets clamped to the
+// block. With a 5-byte tail the canary took 1 to 16 bytes and the fill 2 to 6
+// words, and the branches on those, taken at random with random sizes, cost
+// ws-tiny 1.25 mispredictions per operation (cachegrind --branch-sim) on top
+// of 2x the default's instructions.
 //
 // A free block (on a quarantine, a TLS list, a slab's free or remote list) has
 // its link and free mark in its first 16 bytes (tls_sll_box.h) and the fill
@@ -115,18 +115,19 @@ _Static_assert(HARD_CANARY_BYTES == 16 && HARD_TAIL_BYTES - HARD_SIZE_BYTES >= 8
 
 // The fill covers bytes [16, min(bs, HARD_FILL_MAX)) of a free block: whole
 // words (block sizes are multiples of 16, 32 and more). With HARD_FILL_MAX 64,
-// six words at 16, 24 and min(32 .. 56, bs - 8): a 32- or 48-byte block
-// repeats its last word instead of a branch on its size.
-#define HARD_FILL_AT(bs, off) ((off) < (bs) - 8u ? (off) : (bs) - 8u)
+// three 16-byte pieces at 16, min(32, bs - 16) and min(48, bs - 16): a 32- or
+// 48-byte block repeats its last piece instead of a branch on its size.
+#define HARD_FILL_AT(bs, off) ((off) < (bs) - 16u ? (off) : (bs) - 16u)
 HAK_INLINE void hard_fill_words(void *p, uint32_t bs) {
   char *c = p;
   if (HARD_FILL_MAX == 64) {
+    char *a = c + HARD_FILL_AT(bs, 32), *b = c + HARD_FILL_AT(bs, 48);
     hard_store64(c + 16, HARD_FILL_WORD);
     hard_store64(c + 24, HARD_FILL_WORD);
-    hard_store64(c + HARD_FILL_AT(bs, 32), HARD_FILL_WORD);
-    hard_store64(c + HARD_FILL_AT(bs, 40), HARD_FILL_WORD);
-    hard_store64(c + HARD_FILL_AT(bs, 48), HARD_FILL_WORD);
-    hard_store64(c + HARD_FILL_AT(bs, 56), HARD_FILL_WORD);
+    hard_store64(a, HARD_FILL_WORD);
+    hard_store64(a + 8, HARD_FILL_WORD);
+    hard_store64(b, HARD_FILL_WORD);
+    hard_store64(b + 8, HARD_FILL_WORD);
     return;
   }
   size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
@@ -137,11 +138,10 @@ HAK_INLINE void hard_fill_words(void *p, uint32_t bs) {
 HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
   const char *c = p;
   if (HARD_FILL_MAX == 64) {
+    const char *a = c + HARD_FILL_AT(bs, 32), *b = c + HARD_FILL_AT(bs, 48);
     return ((hard_load64(c + 16) ^ HARD_FILL_WORD) | (hard_load64(c + 24) ^ HARD_FILL_WORD)) |
-           ((hard_load64(c + HARD_FILL_AT(bs, 32)) ^ HARD_FILL_WORD) |
-            (hard_load64(c + HARD_FILL_AT(bs, 40)) ^ HARD_FILL_WORD)) |
-           ((hard_load64(c + HARD_FILL_AT(bs, 48)) ^ HARD_FILL_WORD) |
-            (hard_load64(c + HARD_FILL_AT(bs, 56)) ^ HARD_FILL_WORD));
+           ((hard_load64(a) ^ HARD_FILL_WORD) | (hard_load64(a + 8) ^ HARD_FILL_WORD)) |
+           ((hard_load64(b) ^ HARD_FILL_WORD) | (hard_load64(b + 8) ^ HARD_FILL_WORD));
   }
   uint64_t d = 0;
   size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
