@@ -13,10 +13,11 @@
 // instead: one 32-bit word per block after the slab's last block (such a slab
 // holds bytes / (bs + 4) blocks in this build; hard_size_slot). At a medium
 // block's end it was a cache line, often a page, that nothing else touched:
-// ws-medium took 1.94x the default's time with it there, 1.76x with the
-// table; a tiny block's end is near its start and its canary, and the table's
-// address (the slab's metadata) cost ws-small and ws-tiny more than it saved
-// (1.81x -> 1.89x, 1.84x -> 1.96x; task-clock, 7 interleaved runs).
+// ws-medium took 1.96x the default's time with it there, 1.84x with the
+// table; a tiny block's end is near its start and its canary, and a table for
+// every class (the slab lookup it needs in malloc) cost ws-small and ws-tiny
+// more than it saved (1.81x -> 1.89x, 1.84x -> 1.96x; task-clock, 7 or 9
+// interleaved runs).
 // So every request is served by the class of n + HARD_TAIL_BYTES (every block
 // is 32 bytes or more): malloc_usable_size returns n, realloc copies n, sized
 // delete compares with n, and free checks the canary and the size word (an
@@ -63,7 +64,7 @@
 
 #include "tiny/tls_sll_box.h"
 
-#define HARD_SIZE_BYTES   4u                    // a block's word in its slab's size table
+#define HARD_SIZE_BYTES   4u                    // the size word: a tiny block's end, else its slab's size table
 #define HARD_TAIL_BYTES   16u                   // room a request needs past its end
 #define HARD_CANARY_BYTES 16u                   // canary bytes written and checked, at most
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
