@@ -14,24 +14,36 @@
 #include "os/os.h"
 #include "tiny/hardened_box.h"
 
-// malloc(0): one of HARD_ZERO_SLOTS distinct addresses, 16 bytes apart, in a
-// reservation no access can touch: a read or write faults and is reported
-// (hardened_fault); free accepts them.
-#define HARD_ZERO_BYTES ((size_t)64 << 10)
+// malloc(0): a distinct address, 16 bytes after the last one, in a
+// reservation no access can touch (PROT_NONE, no memory behind it): a read or
+// write faults and is reported (hardened_fault); free accepts them. Addresses
+// are never handed out twice, so a stale malloc(0) pointer is never a live
+// one: after the reservation's 4 Mi addresses (64 MiB), and where it could not
+// be made, malloc(0) is a real block of 0 requested bytes (its canary reports
+// a write at free; a read is not caught).
+#define HARD_ZERO_BYTES ((size_t)64 << 20)
 #define HARD_ZERO_STEP  16u
 
 static char *g_zero_base;
-static _Atomic uint32_t g_zero_next;
+static _Atomic uint64_t g_zero_next;
 
 int hak_hardened_is_zero_block(const void *p) {
   return g_zero_base != NULL && (const char *)p >= g_zero_base && (const char *)p < g_zero_base + HARD_ZERO_BYTES;
 }
 
+static HAK_NOINLINE void *zero_block_real(void) {
+  void *p = hak_malloc_slow(HARD_TAIL_BYTES + 1);   // a 32-byte block, the least (hardened_box.h)
+  if (p != NULL) hak_hardened_arm(p, 0);
+  return p;
+}
+
 static void *zero_block(void) {
   if (g_zero_base == NULL) hak_init_once();
-  if (g_zero_base == NULL) return hak_malloc_slow(HARD_TAIL_BYTES);   // no reservation: a real block
-  uint32_t i = atomic_fetch_add_explicit(&g_zero_next, 1, memory_order_relaxed);
-  return g_zero_base + (size_t)i % (HARD_ZERO_BYTES / HARD_ZERO_STEP) * HARD_ZERO_STEP;
+  if (g_zero_base == NULL || atomic_load_explicit(&g_zero_next, memory_order_relaxed) >= HARD_ZERO_BYTES / HARD_ZERO_STEP)
+    return zero_block_real();
+  uint64_t i = atomic_fetch_add_explicit(&g_zero_next, 1, memory_order_relaxed);
+  if (i >= HARD_ZERO_BYTES / HARD_ZERO_STEP) return zero_block_real();   // another thread took the last
+  return g_zero_base + i * HARD_ZERO_STEP;
 }
 
 // A touch of a page the allocator made inaccessible: one line, then abort.
@@ -54,31 +66,36 @@ static void hardened_fault(void *addr) {
 }
 
 void hak_hardened_init(void) {
+  hardened_box_init();
   g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
   os_on_fault(hardened_fault);
+  os_on_address_pressure(huge_release_graves);
 }
 
 void hak_hardened_at_exit(void) { hardened_quarantine_check(); }
 
 void hak_hardened_arm(void *p, size_t n) {
-  hardened_arm(ss_slab_of(ss_of(p), p)->block_size, p, n);
+  hardened_arm(ss_slab_of(ss_of(p), p), p, n);
 }
 
-void *hak_hardened_malloc(size_t size) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1019: a tiny class
-    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
+// The tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
+static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
+  void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
+  if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
+  return p;
+}
+
+// malloc(0), the medium slab classes, and past the slabs (no room for the
+// tail there): the page heap (guard page) or huge.
+static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
+  if (size == 0) return zero_block();
+  if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {   // the tiny path, for the medium classes
+    unsigned cls = size_class_of(size + HARD_TAIL_BYTES);
     hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
     void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(size + HARD_TAIL_BYTES);
-    if (HAK_LIKELY(p != NULL)) hardened_arm(g_size_class[cls].size, p, size);
+    if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
     return p;
   }
-  if (size == 0) return zero_block();
-  if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {
-    void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
-    if (HAK_LIKELY(p != NULL)) hak_hardened_arm(p, size);
-    return p;
-  }
-  // Past the slabs (no room for the tail): the page heap (guard page) or huge.
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return NULL;
@@ -90,25 +107,59 @@ void *hak_hardened_malloc(size_t size) {
   return p;
 }
 
-void hak_hardened_free(void *p) {
+// Every slow case is a call in last place, so the common path keeps to
+// registers (no callee-saved ones pushed).
+void *hak_hardened_malloc(size_t size) {
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1008: a tiny class
+    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, cls);
+    if (HAK_LIKELY(!hak_base_is_null(b))) {
+      void *p = hak_user_raw(hak_base_to_user(b));
+      uint32_t bs = g_size_class[cls].size;
+      return hardened_arm_at(bs, p, size, hard_size_tail(p, bs));
+    }
+    return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
+  }
+  return hardened_malloc_other(size);
+}
+
+// Not the common case: NULL, malloc(0), a thread not set up yet, and what the
+// slow path reports or frees (bad pointers, large and huge blocks).
+static HAK_NOINLINE void hardened_free_other(void *p) {
   if (p == NULL || hak_hardened_is_zero_block(p)) return;
   if (ss_registry_contains(p)) {
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p))) {
-      if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) {   // the quarantine is the thread's
-        int saved = errno;
-        thread_ready();
-        errno = saved;
-      }
-      hardened_free_block(m, p);   // keeps errno
+      int saved = errno;
+      thread_ready();                // the quarantine is the thread's
+      errno = saved;
+      hardened_free_block(m, p);
       return;
     }
   }
-  hak_free_slow(p);                // reports a bad pointer; large and huge blocks
+  hak_free_slow(p);
+}
+
+void hak_hardened_free(void *p) {
+  // The default build's fast-path lookup (core/hakmem_fast.h): the address cut
+  // to 47 bits for the SuperSlab map's entry (0: not ours, else the slab
+  // shift); the block-start test on the uncut pointer sends a non-canonical
+  // one to the slow path.
+  superslab_t *ss = ss_of_masked(p);
+  unsigned shift = ss_registry_shift(ss);
+  if (HAK_LIKELY(shift != 0)) {   // NULL and malloc(0) pointers are not
+    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> shift];
+    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)) && t_tls_cache.self != 0)) {
+      hardened_free_block(m, p);   // keeps errno (its slow paths save it)
+      return;
+    }
+  }
+  hardened_free_other(p);
 }
 
 size_t hak_hardened_slab_size(const void *p, const char *op) {
-  return hardened_requested(ss_slab_of(ss_of(p), p), p, op);
+  (void)op;
+  return hardened_requested(ss_slab_of(ss_of(p), p), p);
 }
 
 static HAK_COLD void report_delete(const char *what, const void *p, size_t given, size_t actual) {
@@ -134,7 +185,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
   else if (ss_registry_contains(p)) {
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
-    actual = hardened_requested(m, p, "sized delete of a corrupted block");
+    actual = hardened_requested(m, p);
   } else if (page_heap_contains(p)) {
     // Large blocks keep whole pages, not the request: the size must fall in them.
     actual = page_heap_usable_size(p);

@@ -114,9 +114,66 @@ static void table_remove(huge_entry_t *e) {
   g_table_tombs++;
 }
 
+#if HAK_HARDENED
+// The hardened build's graves: freed mappings that leave the cache (too large
+// for it, evicted, expired) stay as address space no access can touch, their
+// memory given back (os_discard_none), until HUGE_GRAVE_SLOTS newer ones push
+// them out or they pass HUGE_GRAVE_BYTES of address space together; a use
+// after free of one is a fault the hook reports (huge_fault_kind) instead of a
+// plain SIGSEGV, or worse, a write into whatever the kernel maps there next.
+// When a mapping fails for want of address space, the graves go first
+// (huge_release_graves). Lock held; the fault hook reads them without it.
+#define HUGE_GRAVE_SLOTS 64u
+#define HUGE_GRAVE_BYTES ((size_t)4 << 30)
+typedef struct huge_grave { uintptr_t base; size_t size; } huge_grave_t;
+static huge_grave_t g_grave[HUGE_GRAVE_SLOTS];   // a ring: the oldest at g_grave_next
+static unsigned g_grave_next;
+static size_t g_grave_bytes;
+
+static void grave_drop(huge_grave_t *g) {
+  if (g->base == 0) return;
+  os_unmap((void *)g->base, g->size);
+  g_grave_bytes -= g->size;
+  g->base = 0;
+}
+
+static void huge_release(void *base, size_t size) {
+  if (size > HUGE_GRAVE_BYTES || !os_discard_none(base, size)) {
+    os_unmap(base, size);
+    return;
+  }
+  huge_grave_t *g = &g_grave[g_grave_next];
+  grave_drop(g);
+  *g = (huge_grave_t){(uintptr_t)base, size};
+  g_grave_bytes += size;
+  g_grave_next = (g_grave_next + 1) % HUGE_GRAVE_SLOTS;
+  for (unsigned i = 0; g_grave_bytes > HUGE_GRAVE_BYTES && i + 1 < HUGE_GRAVE_SLOTS; i++)
+    grave_drop(&g_grave[(g_grave_next + i) % HUGE_GRAVE_SLOTS]);
+}
+
+// Unmap every grave; 1 if there was one.
+static int graves_release(void) {
+  int any = 0;
+  for (unsigned i = 0; i < HUGE_GRAVE_SLOTS; i++) {
+    any |= g_grave[i].base != 0;
+    grave_drop(&g_grave[i]);
+  }
+  return any;
+}
+
+int huge_release_graves(void) {
+  if (pthread_mutex_trylock(&g_huge_lock) != 0) return 0;   // held: maybe by our caller (table_grow)
+  int any = graves_release();
+  pthread_mutex_unlock(&g_huge_lock);
+  return any;
+}
+#else
+static void huge_release(void *base, size_t size) { os_unmap(base, size); }
+#endif
+
 // Unmap the mapping cached in slot i and empty the slot.
 static void cache_drop(int i) {
-  os_unmap((void *)g_cache[i].base, g_cache[i].size);
+  huge_release((void *)g_cache[i].base, g_cache[i].size);
   g_cache_bytes -= g_cache[i].size;
   g_cache[i].base = 0;
 }
@@ -159,7 +216,10 @@ static int cache_expire(int everything) {
 
 // Keep a freed mapping for reuse, or unmap it.
 static void cache_put(uintptr_t base, size_t size) {
-  if (size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) { os_unmap((void *)base, size); return; }
+  if (size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) { huge_release((void *)base, size); return; }
+#if HAK_HARDENED
+  os_protect((void *)base, size, 0);     // cached: a use after free faults (graves too, huge_release)
+#endif
   int slot = -1;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     if (g_cache[i].base == 0) { slot = i; break; }
@@ -219,9 +279,6 @@ int huge_free(void *p) {
   g_live_count--;
   g_live_bytes -= size;
   cache_expire(0);
-#if HAK_HARDENED
-  os_protect((void *)base, size, 0);     // cached or unmapped: a use after free faults either way
-#endif
   cache_put(base, size);
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
@@ -283,6 +340,8 @@ int huge_fault_kind(const void *p) {
   uintptr_t a = (uintptr_t)p, ps = os_page_size();
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
     if (g_cache[i].base != 0 && a >= g_cache[i].base && a < g_cache[i].base + g_cache[i].size) return 2;
+  for (unsigned i = 0; i < HUGE_GRAVE_SLOTS; i++)
+    if (g_grave[i].base != 0 && a >= g_grave[i].base && a < g_grave[i].base + g_grave[i].size) return 2;
   for (size_t i = 0; g_table != NULL && i < g_table_cap; i++) {
     uintptr_t end = g_table[i].base + g_table[i].map_size;
     if (g_table[i].base > TABLE_TOMB && a >= end - ps && a < end) return 1;

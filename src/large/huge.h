@@ -30,9 +30,13 @@ int    huge_trim(int everything);
 #if HAK_HARDENED
 // The hardened build maps a PROT_NONE guard page after each huge block (not
 // counted in its usable size) and makes a freed mapping PROT_NONE while it is
-// cached. For the fault hook (no lock: a best-effort read): 1 if p is in a
-// guard page, 2 if in a cached (freed) mapping, else 0.
+// cached, then keeps its address space PROT_NONE for a while (the graves,
+// huge.c). For the fault hook (no lock: a best-effort read): 1 if p is in a
+// guard page, 2 if in a freed mapping (cached or a grave), else 0.
 int    huge_fault_kind(const void *p);
+// Unmap the freed mappings kept PROT_NONE (address space pressure; see
+// os_on_address_pressure); 1 if there were any. Never waits for the lock.
+int    huge_release_graves(void);
 #endif
 
 // Debug builds: check the table, the cache and the counters in full, report

@@ -36,6 +36,10 @@ void *os_map_aligned(size_t size, size_t align) {
   if (size > SIZE_MAX - align) return NULL;
   size_t span = size + (align > page ? align : 0);
   char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+#if defined(HAK_HARDENED) && HAK_HARDENED
+  // Out of address space: what the hardened build keeps inaccessible goes first.
+  if (p == MAP_FAILED && os_address_pressure()) p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+#endif
   if (p == MAP_FAILED) { errno = saved; return NULL; }
   uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
   size_t head = a - (uintptr_t)p;

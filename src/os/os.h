@@ -43,10 +43,21 @@ void   os_protect(void *addr, size_t size, int rw);
 // Reserve size bytes of address space no access can touch (PROT_NONE, no
 // memory behind it); NULL when the kernel refuses.
 void  *os_reserve_none(size_t size);
-// Call fn with the faulting address on SIGSEGV (and SIGBUS) when the program
-// has no handler of its own at this point; fn returns when the address is not
-// the allocator's: the default action is then restored and the access faults
-// again as it would have without the handler.
+// Drop the pages of [addr, addr + size) and keep it as address space no access
+// can touch, in one call (a fresh PROT_NONE mapping in its place); page
+// aligned. 0 when the kernel refuses. errno is preserved.
+int    os_discard_none(void *addr, size_t size);
+// os_map_aligned, refused a mapping, calls fn (set once at start-up), which
+// gives back address space kept only to catch misuse; 1 if it gave any (the
+// mapping is then tried again). fn must not wait for a lock a mapping's
+// caller may hold.
+void   os_on_address_pressure(int (*fn)(void));
+int    os_address_pressure(void);
+// Call fn with the faulting address on SIGSEGV (and SIGBUS); fn returns when
+// the address is not the allocator's: the handler that was in place before
+// (the program's, or another library's) is then called, or with none the
+// default action is restored and the access faults again as it would have
+// without the hook.
 void   os_on_fault(void (*fn)(void *addr));
 #endif
 

@@ -22,14 +22,38 @@ void *os_reserve_none(size_t size) {
   return p == MAP_FAILED ? NULL : p;
 }
 
+int os_discard_none(void *addr, size_t size) {
+  int saved = errno;
+  void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  errno = saved;
+  return p != MAP_FAILED;
+}
+
+static int (*g_pressure_fn)(void);
+void os_on_address_pressure(int (*fn)(void)) { g_pressure_fn = fn; }
+int os_address_pressure(void) { return g_pressure_fn != NULL && g_pressure_fn(); }
+
+// The fault hook. A handler the program (or a library before us) had in place
+// when the hook was installed is kept and called for every fault that is not
+// the allocator's, as if we were not there; a handler installed after the hook
+// replaces it (the program's choice: its faults are its own then).
 static void (*g_fault_fn)(void *addr);
+static struct sigaction g_fault_prev[2];   // SIGSEGV, SIGBUS: what was there before
 
 static void fault_handler(int sig, siginfo_t *si, void *ctx) {
-  (void)ctx;
   g_fault_fn(si->si_addr);             // reports and aborts when the address is ours
-  struct sigaction dfl;                // not ours: fault again, as without us
-  memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
+  const struct sigaction *prev = &g_fault_prev[sig == SIGBUS];
+  if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction != NULL) {
+    prev->sa_sigaction(sig, si, ctx);
+    return;
+  }
+  if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+    prev->sa_handler(sig);
+    return;
+  }
+  struct sigaction dfl;                // not ours, none of the program's: fault
+  memset(&dfl, 0, sizeof dfl);         // again, as without us (an ignored fault
+  dfl.sa_handler = SIG_DFL;            // kills the program all the same)
   sigaction(sig, &dfl, NULL);
 }
 
@@ -39,11 +63,14 @@ void os_on_fault(void (*fn)(void *addr)) {
   for (int i = 0; i < 2; i++) {
     struct sigaction old, sa;
     if (sigaction(sigs[i], NULL, &old) != 0) continue;
-    if (old.sa_handler != SIG_DFL || (old.sa_flags & SA_SIGINFO)) continue;   // the program's own
+    g_fault_prev[i] = old;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = fault_handler;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
+    // The previous handler's mask, and its alternate stack if it asked for one
+    // (a stack-overflow handler needs it); SA_NODEFER: a fault inside the
+    // report still ends the program.
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | (old.sa_flags & SA_ONSTACK);
+    sa.sa_mask = old.sa_mask;
     sigaction(sigs[i], &sa, NULL);
   }
 }

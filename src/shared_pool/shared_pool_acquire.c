@@ -10,7 +10,7 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   m->cls = (uint16_t)cls;
   m->block_size = size;
   m->size_magic = g_size_class[cls].magic;
-  m->capacity = (uint16_t)(ss_slab_bytes(ss, m->index) / size);
+  m->capacity = (uint16_t)slab_capacity(ss_slab_bytes(ss, m->index), size);
   m->freelist = NULL;
   slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;

@@ -153,6 +153,12 @@ HAK_INLINE size_t ss_slab_bytes(const superslab_t *ss, unsigned idx) {
   size_t sz = (size_t)1 << ss->slab_shift;
   return idx == 0 ? sz - SS_HEADER_SIZE : sz;
 }
+// Blocks of block_size bytes a slab of `bytes` holds. The hardened build keeps
+// a 4-byte size word per block of a class above 1 KiB after the last one
+// (tiny/hardened_box.h).
+HAK_INLINE uint32_t slab_capacity(size_t bytes, uint32_t block_size) {
+  return (uint32_t)(bytes / (block_size + (HAK_HARDENED && block_size > HAK_TINY_MAX ? 4u : 0u)));
+}
 HAK_INLINE char *ss_slab_start(superslab_t *ss, unsigned idx) {
   return (char *)ss + (idx == 0 ? SS_HEADER_SIZE : ((size_t)idx << ss->slab_shift));
 }

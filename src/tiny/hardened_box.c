@@ -4,23 +4,18 @@
 
 #if HAK_HARDENED
 #include <errno.h>
-#include <string.h>
-
 #include "debug/report.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_refill.h"
 
-// One byte of the process key (never 0) for canaries; the size word's key.
-static inline unsigned char hard_canary_byte(void) { return (unsigned char)((g_block_cookie >> 16) | 1u); }
-static inline uint32_t hard_size_key(void) { return (uint32_t)(g_block_cookie >> 24); }
+uint64_t g_hard_canary_word = 0x0101010101010101ull * 0xa5u;
 
-static inline size_t hard_fill_end(uint32_t block_size) {
-  return block_size < HARD_FILL_MAX ? block_size : HARD_FILL_MAX;
-}
+void hardened_box_init(void) { g_hard_canary_word = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u); }
 
 void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
-  size_t end = hard_fill_end(block_size);
-  if (end > HARD_LINK_BYTES) memset((char *)hak_base_raw(b) + HARD_LINK_BYTES, HARD_FILL_BYTE, end - HARD_LINK_BYTES);
+  // A 16-byte block has no fill (none is handed out: every request takes 16
+  // bytes more; hard_fill_words assumes 32 and more).
+  if (block_size >= 2 * HARD_LINK_BYTES) hard_fill_words(hak_base_raw(b), block_size);
 }
 
 // "hakmem: <what> 0x<p> (<text1><n><text2>)"
@@ -32,139 +27,102 @@ static HAK_COLD void report_at(const char *what, const void *p, const char *t1, 
   hak_report_pointer_error(what, p, detail);
 }
 
+void hardened_report_fill(const void *p, uint32_t bs, const char *when) {
+  const unsigned char *c = p;
+  size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX, i = HARD_LINK_BYTES;
+  while (i < end && c[i] == HARD_FILL_BYTE) i++;
+  report_at("write after free of", p, " (byte ", i, when);   // going on: the block is used as it is
+}
+
+void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) {
+  hardened_report_fill(p, bs, " of the freed block changed before its reuse)");
+  hardened_arm_words(bs, p, n, size);   // going on: the block is used as it is
+  return p;
+}
+
 // A quarantined block's first 16 bytes: a NULL link and its free mark.
 static inline int quarantine_words_ok(const void *p) {
   hak_base_ptr_t b = hak_base_from_raw((void *)p);
   return hak_base_is_null(block_next(b)) && block_is_free(b);
 }
 
-// Report a write after free when the fill of free block p (bs bytes) is not
-// intact; `when` says when it was found. A quarantined block's first 16 bytes
-// are known too: a NULL link and its free mark.
-static void fill_check(const void *p, uint32_t bs, const char *when, int quarantined) {
-  const unsigned char *c = p;
-  if (quarantined && !quarantine_words_ok(p)) {
-    hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
-    return;
-  }
-  size_t end = hard_fill_end(bs);
-  for (size_t i = HARD_LINK_BYTES; i < end; i += sizeof(uint64_t)) {
-    uint64_t w;
-    memcpy(&w, c + i, sizeof w);
-    if (HAK_UNLIKELY(w != 0xdfdfdfdfdfdfdfdfull)) {
-      while (c[i] == HARD_FILL_BYTE) i++;
-      report_at("write after free of", p, " (byte ", i, when);
-      return;                             // going on: the block is used as it is
-    }
-  }
-}
-
-void hardened_arm(uint32_t bs, void *p, size_t n) {
-  fill_check(p, bs, " of the freed block changed before its reuse)", 0);
-  unsigned char *t = (unsigned char *)p;
-  size_t size_at = bs - HARD_SIZE_BYTES;
-  size_t canary_end = n + HARD_CANARY_BYTES < size_at ? n + HARD_CANARY_BYTES : size_at;
-  memset(t + n, hard_canary_byte(), canary_end - n);
-  uint32_t word = (uint32_t)n ^ hard_size_key();
-  memcpy(t + size_at, &word, sizeof word);
-}
-
-size_t hardened_requested(const slab_meta_t *m, const void *p, const char *op) {
-  uint32_t bs = m->block_size, word;
-  memcpy(&word, (const char *)p + bs - HARD_SIZE_BYTES, sizeof word);
-  uint32_t n = word ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES)) {
-    (void)op;
-    report_at("heap buffer overflow past", p, " (the size word at the end of its ", bs, "-byte block is overwritten)");
-    return bs - HARD_TAIL_BYTES;
-  }
-  return n;
+size_t hardened_size_bad(const void *p, uint32_t bs) {
+  report_at("heap buffer overflow past", p, " (the size word of its ", bs, "-byte block is overwritten)");
+  return bs - HARD_TAIL_BYTES;
 }
 
 // ---- quarantine --------------------------------------------------------------
 
-typedef struct hard_quarantine {
-  void    *slot[HARD_QUAR_SLOTS];   // a ring: oldest at head
-  uint32_t size[HARD_QUAR_SLOTS];   // each block's size and class: the eviction
-  uint8_t  cls[HARD_QUAR_SLOTS];    //   reads no slab metadata
-  uint32_t head, count;
-  size_t   bytes;                   // block bytes of the slots in use
-} hard_quarantine_t;
+__thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 
-static __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
+void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
+  uint32_t bs = m->block_size;
+  size_t n = hardened_requested(m, p);       // reports a size word out of range
+  if (hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)
+    report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
+  hardened_quarantine_put(cls, bs, p);       // going on (HAKMEM_ABORT_ON_ERROR=0)
+}
 
-// The oldest block goes where the default build's free sends a checked block
-// (core/hakmem.c, hak_free_checked): a block under a cache line of a slab
-// another thread owns to this thread's remote buffer, any other to the TLS
-// list of its class (it keeps its fill and mark either way).
-#define HARD_CACHE_LINE 64u
-static void quarantine_release_oldest(hard_quarantine_t *q) {
-  void *p = q->slot[q->head];
-  unsigned cls = q->cls[q->head];
-  uint32_t bs = q->size[q->head];
-  q->bytes -= bs;
-  q->head = (q->head + 1) % HARD_QUAR_SLOTS;
-  q->count--;
-  // Its first 16 bytes now (the list words overwrite them next); the fill is
-  // checked when malloc hands the block out again.
-  if (HAK_UNLIKELY(!quarantine_words_ok(p)))
-    hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
+// A block leaving the quarantine that hardened_release_fast could not push:
+// its first words changed (reported), its list is full (flushed first), or it
+// is another thread's block under a cache line (the remote buffer). Keeps
+// errno (a flush may reach the kernel).
+void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
+  (void)bs;
+  int saved = errno;
+  tls_cache_t *tc = &t_tls_cache;
   hak_base_ptr_t b = hak_base_from_raw(p);
-  int saved = errno;                    // free keeps errno; a flush may reach the kernel
-  if (bs < HARD_CACHE_LINE &&
-      atomic_load_explicit(&ss_slab_of(ss_of(p), p)->owner, memory_order_relaxed) != thread_self_id()) {
+  if (!quarantine_words_ok(p)) {
+    hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
+    block_set_free(b);                     // going on: it leaves as a free block
+  }
+  int remote = (cls & HARD_QUAR_REMOTE) != 0;
+  cls &= HARD_QUAR_REMOTE - 1;
+  if (remote) {
     tiny_free_remote(cls, b);
   } else {
-    tls_cache_t *tc = &t_tls_cache;
     if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
     tls_sll_push(tc, cls, b);
   }
   errno = saved;
 }
 
-void hardened_free_block(slab_meta_t *m, void *p) {
-  uint32_t bs = m->block_size;
-  size_t n = hardened_requested(m, p, "heap buffer overflow past");
-  const unsigned char *c = p;
-  size_t size_at = bs - HARD_SIZE_BYTES;
-  size_t canary_end = n + HARD_CANARY_BYTES < size_at ? n + HARD_CANARY_BYTES : size_at;
-  unsigned char k = hard_canary_byte();
-  int bad = 0;
-  size_t i = n;
-  if (canary_end - n >= 8) {            // whole words, the last one overlapping
-    uint64_t kw = 0x0101010101010101ull * k, w;
-    for (; i + 8 <= canary_end; i += 8) { memcpy(&w, c + i, 8); bad |= w != kw; }
-    memcpy(&w, c + canary_end - 8, 8);
-    bad |= w != kw;
-  } else {
-    for (; i < canary_end; i++) bad |= c[i] != k;
-  }
-  if (HAK_UNLIKELY(bad)) report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
-  hak_base_ptr_t b = hak_base_from_raw(p);
-  hardened_fill(b, bs);
-  block_set_free(b);                      // a second free is a double free from now on
-  block_set_next(b, HAK_BASE_NULL);       // checked, with the mark, when it leaves
+static void quarantine_release(void *p, unsigned cls, uint32_t bs) {
+  if (!hardened_release_fast(&t_tls_cache, cls, p)) hardened_release_slow(cls, bs, p);
+}
+
+// The oldest block leaves (the ring is not empty).
+static void quarantine_release_oldest(hard_quarantine_t *q) {
+  hard_quar_slot_t *s = &q->slot[(q->next - q->used) & (HARD_QUAR_SLOTS - 1)];
+  void *p = s->p;
+  s->p = NULL;
+  q->used--;
+  q->bytes -= s->size;
+  quarantine_release(p, s->cls, s->size);
+}
+
+// Past the byte bound after a free: the block the ring pushed out (if any)
+// leaves, then the oldest ones until the rest fit (the newest always stays).
+void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) {
   hard_quarantine_t *q = &t_quar;
-  while (q->count == HARD_QUAR_SLOTS || (q->count > 0 && q->bytes + bs > HARD_QUAR_BYTES))
-    quarantine_release_oldest(q);
-  uint32_t at = (q->head + q->count) % HARD_QUAR_SLOTS;
-  q->slot[at] = p;
-  q->size[at] = bs;
-  q->cls[at] = (uint8_t)m->cls;
-  q->count++;
-  q->bytes += bs;
+  if (old != NULL) quarantine_release(old, old_cls, old_bs);
+  while (q->bytes > HARD_QUAR_BYTES && q->used > 1) quarantine_release_oldest(q);
 }
 
 void hardened_quarantine_drain(void) {
   hard_quarantine_t *q = &t_quar;
-  while (q->count > 0) quarantine_release_oldest(q);
+  while (q->used > 0) quarantine_release_oldest(q);
 }
 
 void hardened_quarantine_check(void) {
   hard_quarantine_t *q = &t_quar;
-  for (uint32_t i = 0; i < q->count; i++) {
-    void *p = q->slot[(q->head + i) % HARD_QUAR_SLOTS];
-    fill_check(p, q->size[(q->head + i) % HARD_QUAR_SLOTS], " of the freed block changed after its free)", 1);
+  for (uint32_t i = 0; i < HARD_QUAR_SLOTS; i++) {
+    hard_quar_slot_t *s = &q->slot[(q->next + i) & (HARD_QUAR_SLOTS - 1)];
+    if (s->p == NULL) continue;
+    if (!quarantine_words_ok(s->p))
+      hak_report_pointer_error("write after free of", s->p, " (its first 16 bytes changed in quarantine)");
+    else if (hard_fill_diff(s->p, s->size) != 0)
+      hardened_report_fill(s->p, s->size, " of the freed block changed after its free)");
   }
 }
 

@@ -41,7 +41,7 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
   }
   HAK_CHECK(m->cls < HAK_NUM_CLASSES && m->block_size == g_size_class[m->cls].size, "slab class and size disagree",
             m);
-  HAK_CHECK(m->capacity == ss_slab_bytes(ss_of_meta(m), m->index) / m->block_size, "slab capacity wrong", m);
+  HAK_CHECK(m->capacity == slab_capacity(ss_slab_bytes(ss_of_meta(m), m->index), m->block_size), "slab capacity wrong", m);
   if (st == SLAB_ACTIVE) {
     HAK_CHECK(owner != 0 && owner != SLAB_OWNER_POOL, "ACTIVE slab without an owner", m);
     HAK_CHECK(m->where != SLAB_IN_NONE, "ACTIVE slab on none of its owner's lists", m);

@@ -3,7 +3,8 @@
 // stop the program with one line on stderr, "hakmem: <misuse> 0x<address>...",
 // naming the misuse, and SIGABRT. Cases marked EXIT0 check a property with no
 // report (read after free sees the fill; malloc(0) may be freed; randomised
-// reuse). The runner is faults.c's: each case in a forked child, stderr
+// reuse; malloc(0) addresses distinct; a program's own SIGSEGV handler still
+// gets its faults). The runner is faults.c's: each case in a forked child, stderr
 // captured; the child ends with exit() so the library's exit checks run.
 //
 //   misuse            run every case      misuse -l   list them
@@ -16,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <setjmp.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -65,15 +68,17 @@ static int t_overflow_1_byte(void) {
   free(p);
   return 0;
 }
+// The overflows below change the bytes they hit: a fixed value would be the
+// process's canary byte (random, never 0) in about one run of 255.
 static int t_overflow_8_bytes(void) {
   unsigned char *p = malloc(32);
-  memset(p + 32, 'A', 8);
+  for (int i = 32; i < 40; i++) p[i] ^= 0x5a;
   free(p);
   return 0;
 }
 static int t_overflow_medium(void) {
   unsigned char *p = malloc(5000);
-  p[5000] = 1;
+  p[5000] ^= 1;
   free(p);
   return 0;
 }
@@ -88,6 +93,13 @@ static int t_use_after_free_large(void) {
   unsigned char *p = malloc(300000);
   free(p);
   p[100] = 1;
+  return 0;
+}
+static int t_use_after_free_huge(void) {
+  unsigned char *p = malloc(40u << 20); // too large for the huge cache: its mapping goes
+  p[100] = 1;
+  free(p);
+  p[100] = 2;
   return 0;
 }
 static int t_overflow_huge(void) {
@@ -137,6 +149,28 @@ static int t_malloc0_free_is_fine(void) {
   return 0;
 }
 
+// Every malloc(0) pointer is distinct from every other one still live (a
+// stale one is then never a live one): more of them than the reservation
+// holds (64 MiB / 16 = 4 Mi), all kept, none repeated.
+static int cmp_ptr(const void *a, const void *b) {
+  uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+  return x < y ? -1 : x > y;
+}
+static int t_malloc0_addresses_do_not_repeat(void) {
+  enum { N = (64 << 20) / 16 + 100000 };
+  void **v = mmap(NULL, N * sizeof *v, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (v == MAP_FAILED) return 9;
+  for (int i = 0; i < N; i++) {
+    v[i] = malloc(0);
+    if (v[i] == NULL || malloc_usable_size(v[i]) != 0) return 1;
+  }
+  qsort(v, N, sizeof *v, cmp_ptr);
+  for (int i = 1; i < N; i++)
+    if (v[i] == v[i - 1]) return 2;
+  for (int i = 0; i < N; i++) free(v[i]);
+  return 0;
+}
+
 // ---- sized delete with the wrong size, aligned sized delete with the wrong size or alignment
 static int t_sized_delete_wrong_size(void) {
   void *(*nw)(size_t) = cxx("_Znwm");
@@ -181,6 +215,57 @@ static int t_usable_size_never_allocated(void) {
   return (int)malloc_usable_size(last);
 }
 
+// ---- the fault hook and a program's own SIGSEGV handler
+// A program whose handler is in place before the library starts (here: from
+// the executable's preinit_array, which runs before any library's constructor;
+// the case re-executes itself with MISUSE_OWN_SEGV set): a guard-page hit is
+// still reported in one line, and a fault anywhere else still reaches the
+// program's handler.
+static sigjmp_buf g_own_jmp;
+static volatile sig_atomic_t g_own_hits;
+static void own_segv(int sig) {
+  (void)sig;
+  g_own_hits++;
+  siglongjmp(g_own_jmp, 1);
+}
+static void preinit_own_segv(int argc, char **argv, char **envp) {
+  (void)argc;
+  (void)argv;
+  for (char **e = envp; *e != NULL; e++)
+    if (strcmp(*e, "MISUSE_OWN_SEGV=1") == 0) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = own_segv;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGSEGV, &sa, NULL);
+    }
+}
+__attribute__((section(".preinit_array"), used)) static void (*const g_preinit)(int, char **, char **) = preinit_own_segv;
+
+static int rerun_with_own_handler(const char *inner) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return 9;
+  self[n] = 0;
+  setenv("MISUSE_OWN_SEGV", "1", 1);
+  execl(self, self, "--inner", inner, (char *)NULL);
+  return 9;
+}
+static int t_inner_own_handler_guard_hit(void) {
+  struct sigaction sa;
+  if (sigaction(SIGSEGV, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL) return 8;   // no preinit handler
+  return t_use_after_free_large();
+}
+static int t_inner_own_handler_own_fault(void) {
+  volatile unsigned char *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) return 9;
+  for (int i = 0; i < 3; i++)
+    if (sigsetjmp(g_own_jmp, 1) == 0) page[i] = 1;   // the program's own fault, its own handler
+  return g_own_hits == 3 ? 0 : 1;
+}
+static int t_guard_hit_with_program_handler(void) { return rerun_with_own_handler("inner_own_handler_guard_hit"); }
+static int t_program_handler_gets_its_faults(void) { return rerun_with_own_handler("inner_own_handler_own_fault"); }
+
 // ---- randomised reuse: a refill hands its batch out in a random order
 static int t_randomised_reuse(void) {
   enum { N = 64 };
@@ -201,12 +286,14 @@ static const test_t g_tests[] = {
   {"overflow_medium", t_overflow_medium, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_large_guard_page", t_overflow_large, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_large", t_use_after_free_large, EXPECT_ABORT_REPORT, "use after free of a large block"},
+  {"use_after_free_huge", t_use_after_free_huge, EXPECT_ABORT_REPORT, "use after free of a huge block"},
   {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
   {"malloc0_write", t_malloc0_write, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_read", t_malloc0_read, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_free_is_fine", t_malloc0_free_is_fine, EXPECT_EXIT0, NULL},
+  {"malloc0_addresses_do_not_repeat", t_malloc0_addresses_do_not_repeat, EXPECT_EXIT0, NULL},
   {"sized_delete_wrong_size", t_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"sized_delete_right_size", t_sized_delete_right_size, EXPECT_EXIT0, NULL},
   {"aligned_sized_delete_wrong_size", t_aligned_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
@@ -214,6 +301,13 @@ static const test_t g_tests[] = {
   {"usable_size_of_freed_block", t_usable_size_freed, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"usable_size_never_allocated", t_usable_size_never_allocated, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"randomised_reuse", t_randomised_reuse, EXPECT_EXIT0, NULL},
+  {"guard_hit_with_program_handler", t_guard_hit_with_program_handler, EXPECT_ABORT_REPORT, "use after free of a large block"},
+  {"program_handler_gets_its_faults", t_program_handler_gets_its_faults, EXPECT_EXIT0, NULL},
+};
+// Run only by the cases above, in a re-executed child (misuse --inner NAME).
+static const test_t g_inner[] = {
+  {"inner_own_handler_guard_hit", t_inner_own_handler_guard_hit, EXPECT_ABORT_REPORT, NULL},
+  {"inner_own_handler_own_fault", t_inner_own_handler_own_fault, EXPECT_EXIT0, NULL},
 };
 #define NTESTS ((int)(sizeof g_tests / sizeof g_tests[0]))
 
@@ -277,6 +371,11 @@ static int run_test(const test_t *t) {
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc == 3 && strcmp(argv[1], "--inner") == 0) {
+    for (unsigned i = 0; i < sizeof g_inner / sizeof g_inner[0]; i++)
+      if (strcmp(argv[2], g_inner[i].name) == 0) exit(g_inner[i].fn());
+    return 9;
+  }
   if (argc > 1 && strcmp(argv[1], "-l") == 0) {
     for (int i = 0; i < NTESTS; i++) printf("%s\n", g_tests[i].name);
     return 0;
