@@ -102,7 +102,9 @@ HAK_INLINE uint32_t *hard_size_tail(void *p, uint32_t bs) { return (uint32_t *)(
 HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
   if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-  uint64_t idx = ((uint64_t)off * m->size_magic) >> 32;
+  // off / block_size: the high half of off * ceil(2^64 / size), exact for an
+  // offset below 2^32 (Lemire, Kaser and Kurz 2019; the magic of size_class.h).
+  uint64_t idx = (uint64_t)(((unsigned __int128)off * m->size_magic) >> 64);
   return (uint32_t *)(m->base + (size_t)m->capacity * m->block_size) + idx;
 }
 // The end of the canary of a request of n bytes in a block of bs (12 to 16

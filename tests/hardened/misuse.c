@@ -157,7 +157,7 @@ static int cmp_ptr(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 static int t_malloc0_addresses_do_not_repeat(void) {
-  enum { N = (64 << 20) / 16 + 100000 };
+  enum { N = (16 << 20) / 16 + 100000 };   // the reservation's addresses (core/hardened.c), then real blocks
   void **v = mmap(NULL, N * sizeof *v, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (v == MAP_FAILED) return 9;
   for (int i = 0; i < N; i++) {
