@@ -1,9 +1,10 @@
 // tiny_refill.h — the slow halves of the tls_sll_box: refill a class's list
-// from the thread's current slab (local free list, then carving, then its
-// drained remote list; the next slab of the thread's heap, or one from the
-// Shared Pool, when it is exhausted), flush part of a full list back to the
-// slabs the blocks came from, gathered per slab, and the remote buffers of
-// blocks freed into other threads' slabs.
+// with blocks freed before, then new ones (the current slab's local free list
+// and drained remote list, a partial slab's, an adopted abandoned slab's, and
+// only then the current slab's uncarved end; the next slab of the thread's
+// heap, or one from the Shared Pool, when it is exhausted), flush part of a
+// full list back to the slabs the blocks came from, gathered per slab, and the
+// remote buffers of blocks freed into other threads' slabs.
 #ifndef HAK_TINY_REFILL_H
 #define HAK_TINY_REFILL_H
 
