@@ -296,7 +296,7 @@ int hak_owns(const void *p) {
     // slab (a FREE slab has capacity 0), without its free mark.
     slab_meta_t *m = ss_slab_of(ss_of(p), p);
     const char *c = p;
-    if (c < m->base || c >= slab_carve(m) || c >= m->base + (size_t)m->capacity * m->block_size) return 0;
+    if (c < m->base || c >= slab_carve(m) || c >= slab_end(m)) return 0;
     size_t idx = (size_t)(c - m->base) / m->block_size;
     return !block_is_free(hak_base_from_raw(m->base + idx * m->block_size));
   }

@@ -9,11 +9,6 @@ static _Atomic uint64_t g_last_purge_ms;
 // EMPTY_LISTED slabs waiting on the abandoned stacks for the purge pass.
 static _Atomic uint32_t g_abandoned_empty;
 
-HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
-  return m->freelist != NULL || slab_carve(m) < m->base + (size_t)m->capacity * m->block_size ||
-         atomic_load_explicit(&m->remote_head, memory_order_acquire) != NULL;
-}
-
 // A FREE slab, exclusively held, back into its kind's pool.
 static void pool_put(slab_meta_t *m) {
   unsigned kind = ss_of_meta(m)->kind;

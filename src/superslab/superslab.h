@@ -143,6 +143,14 @@ HAK_INLINE char *slab_carve(const slab_meta_t *m) {
 HAK_INLINE void slab_set_carve(slab_meta_t *m, char *c) {
   atomic_store_explicit(&m->carve_off, (uintptr_t)(c - m->base), memory_order_relaxed);
 }
+// End of the blocks of a bound slab (its last block's end).
+HAK_INLINE char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->capacity * m->block_size; }
+// Has the slab a block to give: on its free list, uncarved, or on its remote
+// list? (acquire: a remote list seen non-empty is read after.)
+HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
+  return m->freelist != NULL || slab_carve(m) < slab_end(m) ||
+         atomic_load_explicit(&((slab_meta_t *)m)->remote_head, memory_order_acquire) != NULL;
+}
 
 HAK_INLINE superslab_t *ss_of(const void *p) { return (superslab_t *)((uintptr_t)p & ~(uintptr_t)SS_MASK); }
 HAK_INLINE superslab_t *ss_of_meta(const slab_meta_t *m) { return ss_of(m); }

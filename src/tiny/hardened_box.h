@@ -105,7 +105,7 @@ HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
   // off / block_size: the high half of off * ceil(2^64 / size), exact for an
   // offset below 2^32 (Lemire, Kaser and Kurz 2019; the magic of size_class.h).
   uint64_t idx = (uint64_t)(((unsigned __int128)off * m->size_magic) >> 64);
-  return (uint32_t *)(m->base + (size_t)m->capacity * m->block_size) + idx;
+  return (uint32_t *)slab_end(m) + idx;
 }
 // The end of the canary of a request of n bytes in a block of bs (12 to 16
 // bytes: n + 16 <= bs, less the size word at the end of a tiny block; the

@@ -7,7 +7,7 @@
 // Length of a free list of m, checking each block; at most capacity steps.
 static uint32_t free_list_length(const slab_meta_t *m, void *head) {
   uint32_t n = 0;
-  char *end = m->base + (size_t)m->capacity * m->block_size;
+  char *end = slab_end(m);
   for (hak_base_ptr_t b = hak_base_from_raw(head); !hak_base_is_null(b); b = block_next(b)) {
     char *p = hak_base_raw(b);
     HAK_CHECK(++n <= m->capacity, "free list longer than the slab's capacity", m);
@@ -50,7 +50,7 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
     HAK_CHECK(m->where == SLAB_IN_NONE, "abandoned slab on a thread's list", m);
     HAK_CHECK(notify == SLAB_NOTIFY_IDLE, "abandoned slab with a notification", m);
   }
-  char *end = m->base + (size_t)m->capacity * m->block_size;
+  char *end = slab_end(m);
   HAK_CHECK(slab_carve(m) >= m->base && slab_carve(m) <= end, "carve point outside the slab", m);
   HAK_CHECK((size_t)(slab_carve(m) - m->base) % m->block_size == 0, "carve point not on a block", m);
   // `used` first: a remote free in flight pushes before it lowers `used`, so

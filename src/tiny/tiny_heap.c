@@ -125,11 +125,7 @@ static void heap_release_empty(tiny_heap_t *h, slab_meta_t *m) {
 // ---- refill side ---------------------------------------------------------
 
 slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
-  slab_meta_t *m = h->partial[cls];
-  if (m == NULL) {
-    heap_take_wake(h);
-    m = h->partial[cls];
-  }
+  slab_meta_t *m = tiny_heap_partial_with_free(h, cls);
   if (m != NULL) {
     list_remove(&h->partial[cls], m);
   } else {
@@ -178,9 +174,7 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls) {
       heap_take_wake(h);
       if ((m = h->partial[cls]) == NULL) break;
     }
-    if (m->freelist != NULL || atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL ||
-        slab_carve(m) < m->base + (size_t)m->capacity * m->block_size)
-      return m;
+    if (slab_has_free_blocks(m)) return m;
     list_remove(&h->partial[cls], m);      // taken dry by earlier refills
     heap_park_full(h, m);
   }

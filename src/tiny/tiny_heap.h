@@ -51,8 +51,9 @@ extern HAK_INTERNAL __thread tiny_heap_t t_heap __attribute__((tls_model("initia
 // freer can reach the wake list of a full slab's owner.
 HAK_INLINE uintptr_t thread_self_id(void) { return (uintptr_t)&t_heap; }
 
-// The next slab to refill cls from, made current: the partial list, then the
-// wake list, then the Shared Pool. NULL when out of memory.
+// The next slab to refill cls from, made current: one with blocks to give
+// (tiny_heap_partial_with_free: the partial list, the wake list, an abandoned
+// slab), else a fresh one from the Shared Pool. NULL when out of memory.
 slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls);
 // The current slab of cls has no free block: move it to the full list.
 void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls);

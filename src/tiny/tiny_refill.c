@@ -50,7 +50,7 @@ static void slab_take_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
 
 // Carve up to `want` never-used blocks from the end of m's carved part.
 static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
-  char *end = m->base + (size_t)m->capacity * m->block_size;
+  char *end = slab_end(m);
   char *carve = slab_carve(m);
   while (c->n < want && carve < end) {
     hak_base_ptr_t b = hak_base_from_raw(carve);
@@ -64,10 +64,9 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   slab_set_carve(m, carve);
 }
 
-// Reuse before new memory: the blocks freed into the current slab, then those
-// freed into a slab of the partial list, and only then the current slab's
-// never-used end (only the current slab has one: a slab leaves `cur` when it
-// is exhausted). Carving first let the current slab grow to its end while
+// Reuse before new memory: the blocks freed into the current slab, then a
+// partial slab's (or an adopted one's, uncarved end included), and only then
+// the current slab's never-used end. Carving first let the current slab grow to its end while
 // the partial slabs held the blocks that came back: at 16 threads ws-small
 // carved 49 MB for 39 MB handed out, and ring grew without bound.
 int tiny_refill(unsigned cls) {

@@ -47,7 +47,6 @@ static inline hak_stats_t stats_now(void) {
 
 static inline slab_meta_t *slab_of(const void *p) { return ss_slab_of(ss_of(p), p); }
 
-static inline char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->capacity * m->block_size; }
 
 static inline unsigned slab_state(const slab_meta_t *m) {
   return SLAB_STATE(atomic_load((_Atomic uint32_t *)&m->state));
