@@ -114,8 +114,10 @@ static void hak_free_slow_body(void *p) {
 }
 
 void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
-  thread_ready();   // a thread that only frees still flushes its state at exit
   unsigned cls = m->cls;
+  tls_cache_t *tc = &t_tls_cache;
+  tls_sll_room_settle(tc, cls);   // after a full list's tls_sll_push_fast
+  thread_ready();   // a thread that only frees still flushes its state at exit
   // Another thread's block is reused here (tcmalloc: it stays in this core's
   // cache, no line travels back) unless it is smaller than a cache line: such
   // a block shares its line with blocks the other thread is using (passive
@@ -126,7 +128,6 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
     tiny_free_remote(cls, b);
     return;
   }
-  tls_cache_t *tc = &t_tls_cache;
   if (tc->room[cls] == 0) tiny_flush(cls, g_size_class[cls].batch);
   tls_sll_push(tc, cls, b);
 }

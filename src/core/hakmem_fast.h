@@ -5,7 +5,7 @@
 //
 //   malloc (n <= 1 KiB): class table -> pop the TLS list, its link decoded
 //                        and checked -> return
-//   free:  registry byte (the slab shift) -> slab metadata -> block start below the carve point
+//   free:  registry byte (the metadata shift) -> slab metadata -> block start below the carve point
 //          -> free mark absent -> the slab is this thread's -> push on its TLS
 //          list (another thread's block goes to hak_free_checked: reused here
 //          when it is 64 bytes or more, else the remote buffer, home in batches)
@@ -28,21 +28,28 @@ void hak_free_slow(void *p) HAK_NOINLINE;
 void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 
 // Is p the start of a block of slab m that has been handed out at some time:
-// between the base and the carve point (one unsigned compare of the offset: an
-// address before the base wraps to an offset above any carve offset), and a
-// multiple of the block size d from the base: one multiply by the class's
-// magic M = ceil(2^64 / d), after Lemire's divisibility test. With off = q*d + r
-// below 2^21 (a slab is at most 2 MiB) and d <= 2^18, off*M mod 2^64 is
-// q*(M*d - 2^64) < q*d < 2^21 when r == 0, and at least r*2^64/d >= 2^46
-// otherwise: so its upper half is zero exactly for a block start, a test
-// against a constant (tests/unit/test_size_class.c checks every offset of
-// every class). A FREE slab's carve offset is 0.
+// a multiple of the block size d from the base, below the carve point. One
+// multiply and one compare (Lemire, Kaser and Kurz's divisibility test, made
+// to bound the index too): with M = floor(2^64/d) + 1 or + 2 (odd) and
+// e = M*d - 2^64 (1 <= e <= 2d), an offset off = q*d + r gives
+//   off*M mod 2^64 = q*e + r*M mod 2^64
+// For r == 0 that is q*e: below 2^22 for any offset in a slab (< 2^21), and
+// growing with q, so "q < carved blocks n" is "off*M < n*d*M mod 2^64", the
+// carve_key kept beside carve_off. For 0 < r < d, r*M lies in
+// [2^64/d - d, 2^64 - 2^64/d + 2d], at least 2^45 away from 0 mod 2^64 for d <= 2^18
+// (q*e moves it by < 2^22): never below a key. An address before the base
+// (slab 0's header, at most SS_HEADER_SIZE back) is a small negative offset:
+// -(x*M) mod 2^64 is again at least 2^45 unless zero, and x > 0. A FREE slab's
+// key is 0. tests/unit/test_size_class.c checks every offset of every class.
+// (A non-canonical pointer, cut to 47 bits by ss_of_masked, adds k*2^47 with
+// k != 0 mod 2^17 since M is odd: a block start then fails; another offset
+// passes only by a chance below 2^-17, and then faults on the mark read.)
 HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-  return off < atomic_load_explicit(&((slab_meta_t *)m)->carve_off, memory_order_relaxed) &&
-         ((off * m->size_magic) >> 32) == 0;
+  return off * m->size_magic < atomic_load_explicit(&((slab_meta_t *)m)->carve_key, memory_order_relaxed);
 }
-_Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18), "slab_block_start's bounds");
+_Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_HEADER_SIZE < (1u << 21),
+               "slab_block_start's bounds");
 
 #if HAK_HARDENED
 #include "core/hardened.h"
@@ -62,16 +69,16 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 HAK_INLINE void hak_free_fast(void *p) {
   HAK_COUNT_OP();
   superslab_t *ss = ss_of_masked(p);
-  unsigned shift = ss_registry_shift(ss);
-  if (HAK_LIKELY(shift != 0)) {
-    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> shift];
+  unsigned meta_shift = ss_registry_meta_shift(ss);
+  if (HAK_LIKELY(meta_shift != 0)) {
+    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_cache_t *tc = &t_tls_cache;
       unsigned cls = m->cls;
       if (HAK_LIKELY(!block_is_free(b))) {
         if (HAK_LIKELY(atomic_load_explicit(&m->owner, memory_order_relaxed) == tc->self) &&
-            tls_sll_push(tc, cls, b))
+            tls_sll_push_fast(tc, cls, b))
           return;
         hak_free_checked(m, b);
         return;

@@ -144,13 +144,13 @@ static HAK_NOINLINE void hardened_free_other(void *p) {
 
 void hak_hardened_free(void *p) {
   // The default build's fast-path lookup (core/hakmem_fast.h): the address cut
-  // to 47 bits for the SuperSlab map's entry (0: not ours, else the slab
+  // to 47 bits for the SuperSlab map's entry (0: not ours, else the metadata
   // shift); the block-start test on the uncut pointer sends a non-canonical
   // one to the slow path.
   superslab_t *ss = ss_of_masked(p);
-  unsigned shift = ss_registry_shift(ss);
-  if (HAK_LIKELY(shift != 0)) {   // NULL and malloc(0) pointers are not
-    slab_meta_t *m = &ss->slabs[((uintptr_t)p & SS_MASK) >> shift];
+  unsigned meta_shift = ss_registry_meta_shift(ss);
+  if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
+    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
     if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)) && t_tls_cache.self != 0)) {
       hardened_free_block(m, p);   // keeps errno (its slow paths save it)
       return;

@@ -142,7 +142,7 @@ size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
     superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
     if (ss == NULL) continue;
     for (unsigned k = 0; k < ss->nslabs; k++) {
-      slab_meta_t *m = &ss->slabs[k];
+      slab_meta_t *m = ss_slab(ss, k);
       if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) continue;
       unsigned c = m->cls;
       if (c >= HAK_NUM_CLASSES) continue;
@@ -162,7 +162,7 @@ size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
     r.block_size = size_class_size((unsigned)c);
     // The calling thread's own list is known exactly (length + room == cap
     // while it has blocks), not as of its last slow path.
-    uint64_t own = !hak_base_is_null(t_tls_cache.head[c]) ? g_size_class[c].tls_cap - t_tls_cache.room[c] : 0;
+    uint64_t own = !tls_sll_empty(&t_tls_cache, c) ? g_size_class[c].tls_cap - t_tls_cache.room[c] : 0;
     uint64_t cached = tc.cls[c].cached - (t_counters.cls[c].cached <= tc.cls[c].cached ? t_counters.cls[c].cached : tc.cls[c].cached) + own;
     r.cached = cached < handed[c] ? cached : handed[c];
     r.blocks_in_use = handed[c] - r.cached;

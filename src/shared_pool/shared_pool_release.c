@@ -160,7 +160,7 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, int all, uin
       continue;
     }
     for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
-      slab_meta_t *m = &ss->slabs[__builtin_ctz(mask)];
+      slab_meta_t *m = ss_slab(ss, __builtin_ctz(mask));
       if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
       uint64_t due = m->free_since_ms + g_hak_config.purge_delay_ms;
       if ((!all && now < due) || n == PURGE_BATCH) {
@@ -269,7 +269,7 @@ void shared_pool_get_stats(shared_pool_stats_t *out) {
     s.superslabs++;
     s.superslab_bytes += SS_SIZE;
     for (unsigned k = 0; k < ss->nslabs; k++) {
-      slab_meta_t *m = &ss->slabs[k];
+      slab_meta_t *m = ss_slab(ss, k);
       if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) {
         s.slabs_free++;
         continue;

@@ -92,7 +92,7 @@ void pool_unmap_superslab(superslab_t *ss) {
   pool_list_remove(pk, ss);
   pk->empty_ss--;
   for (unsigned i = 0; i < ss->nslabs; i++) {
-    slab_meta_t *m = &ss->slabs[i];
+    slab_meta_t *m = ss_slab(ss, i);
     if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
   }
   pthread_mutex_lock(&g_registry_lock);
@@ -142,7 +142,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
     while (n < want && ss->free_mask != 0) {
       unsigned idx = (unsigned)__builtin_ctz(ss->free_mask);
       ss->free_mask &= ~(1u << idx);
-      slab_meta_t *m = &ss->slabs[idx];
+      slab_meta_t *m = ss_slab(ss, idx);
       if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
       out[n++] = m;
     }
@@ -183,7 +183,7 @@ void ss_validate(const superslab_t *ss) {
   HAK_CHECK((ss->free_mask & ~ss_all_slabs_mask(ss)) == 0, "free mask names slabs past the end", ss);
   HAK_CHECK((ss->free_mask != 0) == (ss->in_pool != 0), "SuperSlab with FREE slabs not on its pool list", ss);
   for (unsigned i = 0; i < ss->nslabs; i++) {
-    const slab_meta_t *m = &ss->slabs[i];
+    const slab_meta_t *m = ss_slab(ss, i);
     if (ss->free_mask & (1u << i))
       HAK_CHECK(SLAB_STATE(atomic_load(&m->state)) == SLAB_FREE, "slab in the free mask is not FREE", m);
   }

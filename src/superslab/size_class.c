@@ -7,7 +7,9 @@
   ((BUDGET(sz) / (sz)) > TLS_CACHE_MAX_BLOCKS   ? TLS_CACHE_MAX_BLOCKS                    \
    : (BUDGET(sz) / (sz)) < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS                    \
                                                 : (BUDGET(sz) / (sz)))
-#define MAGIC(sz) (UINT64_MAX / (sz) + 1u)
+// floor(2^64 / sz), then the odd one of +1 and +2 (size_class.h says why).
+#define FLOOR64(sz) (UINT64_MAX / (sz) + (((sz) & ((sz) - 1u)) == 0u))
+#define MAGIC(sz) ((FLOOR64(sz) + 1u) | 1u)
 #define KIND(sz) ((sz) <= 1024u ? HAK_KIND_SMALL : (sz) <= 32u * KIB ? HAK_KIND_MEDIUM : HAK_KIND_LARGE)
 #define C(sz) { (sz), MAGIC(sz), CAP(sz), (CAP(sz) / 2u), KIND(sz) }
 #define QUAD(b) C((b) * 5 / 4), C((b) * 6 / 4), C((b) * 7 / 4), C((b) * 2)

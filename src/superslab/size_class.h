@@ -37,8 +37,9 @@
 
 typedef struct size_class_info {
   uint32_t size;       // block size in bytes
-  uint64_t magic;      // ceil(2^64 / size): for an offset below 2^32, offset*magic mod 2^64
-                       // < magic iff size divides the offset (Lemire, Kaser and Kurz 2019)
+  uint64_t magic;      // M = floor(2^64 / size) + 1 or + 2, whichever is odd: the block
+                       // start test of slab_block_start (core/hakmem_fast.h) and the
+                       // block index (off * M) >> 64 of the hardened build
   uint16_t tls_cap;    // bound of the tls_sll list for this class
   uint16_t batch;      // blocks moved per refill / flush
   uint8_t  kind;       // HAK_KIND_*

@@ -12,7 +12,7 @@ static uint32_t g_high_water;
 
 // release: a reader that sees the entry sees the SuperSlab's header.
 static void map_set(const superslab_t *ss, int on) {
-  atomic_store_explicit(&g_ss_map[(uintptr_t)ss >> SS_SHIFT], on ? ss->slab_shift : 0, memory_order_release);
+  atomic_store_explicit(&g_ss_map[(uintptr_t)ss >> SS_SHIFT], on ? ss_meta_shift_of(ss->slab_shift) : 0, memory_order_release);
 }
 
 int ss_registry_add(superslab_t *ss) {

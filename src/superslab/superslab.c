@@ -16,9 +16,10 @@ superslab_t *superslab_allocate(unsigned kind) {
   ss->nslabs = (uint8_t)(SS_SIZE >> ss->slab_shift);
   ss->free_mask = ss_all_slabs_mask(ss);
   for (unsigned i = 0; i < ss->nslabs; i++) {
-    ss->slabs[i].index = (uint8_t)i;
-    ss->slabs[i].base = ss_slab_start(ss, i);
-    atomic_store_explicit(&ss->slabs[i].owner, SLAB_OWNER_POOL, memory_order_relaxed);
+    slab_meta_t *m = ss_slab(ss, i);
+    m->index = (uint8_t)i;
+    m->base = ss_slab_start(ss, i);
+    atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
   }
   return ss;
 }

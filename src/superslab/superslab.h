@@ -5,7 +5,9 @@
 // one size, chosen by the SuperSlab's kind: 32 slabs of 64 KiB, 4 of 512 KiB or
 // 1 of 2 MiB. Slab 0 starts after the header pages and is two pages shorter.
 // free(p) finds its slab by address arithmetic: p & ~(2 MiB - 1) is the
-// SuperSlab, (p - ss) >> slab_shift is the slab index. The registry
+// SuperSlab, and bits slab_shift..slab_shift+4 of p are the slot of the slab's
+// metadata in slabs[] (ss_slab: slab i of a SuperSlab with fewer than 32 slabs
+// sits in slot (ss >> slab_shift) + i mod 32). The registry
 // (ss_registry.h) says whether that address is a live SuperSlab before any of
 // this is trusted.
 //
@@ -94,18 +96,20 @@ typedef struct slab_meta {
   // freeing thread orders the two). An offset, so that free tests
   // base <= p < carve point with one compare.
   _Atomic uintptr_t  carve_off;
+  // carve_off * size_magic mod 2^64, kept with it (slab_set_carve): free's one
+  // compare of the block-start test (slab_block_start).
+  _Atomic uint64_t   carve_key;
   void              *freelist;    // owner only: blocks freed back by the owner, or drained
   struct slab_meta  *list_next;   // owner only: its heap's partial or full list
-  uint8_t            index;       // position in the SuperSlab
-  uint8_t            where;       // owner only: enum slab_where
-  uint8_t            reserved0[6];
   // -- written by other threads
   _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
   _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
   _Atomic uint32_t   state;       // generation | enum slab_state
   _Atomic uint32_t   notify;      // enum slab_notify
   _Atomic uint8_t    dirty;       // FREE with pages possibly resident (pool lock)
-  uint8_t            reserved1[3];
+  uint8_t            index;       // position in the SuperSlab (fixed)
+  uint8_t            where;       // owner only: enum slab_where
+  uint8_t            reserved1[1];
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
   uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
   struct slab_meta  *list_prev;   // owner only: its heap's partial or full list (here
@@ -114,9 +118,10 @@ typedef struct slab_meta {
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
 _Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");
-_Static_assert(offsetof(slab_meta_t, carve_off) < 64, "what free reads is on the first line");
+_Static_assert(offsetof(slab_meta_t, carve_key) < 64 && offsetof(slab_meta_t, cls) < 64,
+               "what free reads is on the first line");
 
-// Invariants: free_mask has bit i set iff slabs[i] is FREE and in the pool
+// Invariants: free_mask has bit i set iff slab i (ss_slab) is FREE and in the pool
 // (not in a thread's stash); in_pool iff free_mask != 0; the registry bit of
 // the SuperSlab's address is set while it is mapped.
 typedef struct superslab {
@@ -140,8 +145,11 @@ extern const uint8_t g_kind_slab_shift[HAK_SLAB_KINDS];
 HAK_INLINE char *slab_carve(const slab_meta_t *m) {
   return m->base + atomic_load_explicit(&((slab_meta_t *)m)->carve_off, memory_order_relaxed);
 }
+// (size_magic first: a FREE slab's carve point is its base, key 0 whatever the magic.)
 HAK_INLINE void slab_set_carve(slab_meta_t *m, char *c) {
-  atomic_store_explicit(&m->carve_off, (uintptr_t)(c - m->base), memory_order_relaxed);
+  uintptr_t off = (uintptr_t)(c - m->base);
+  atomic_store_explicit(&m->carve_off, off, memory_order_relaxed);
+  atomic_store_explicit(&m->carve_key, off * m->size_magic, memory_order_relaxed);
 }
 // End of the blocks of a bound slab (its last block's end).
 HAK_INLINE char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->capacity * m->block_size; }
@@ -154,8 +162,16 @@ HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
 
 HAK_INLINE superslab_t *ss_of(const void *p) { return (superslab_t *)((uintptr_t)p & ~(uintptr_t)SS_MASK); }
 HAK_INLINE superslab_t *ss_of_meta(const slab_meta_t *m) { return ss_of(m); }
+// The slot in slabs[] of the slab holding address a (of a SuperSlab whose slabs
+// are 2^shift bytes): five bits of the address, with no cut to the offset in
+// the SuperSlab first, so free computes it with one shift and one mask.
+HAK_INLINE unsigned ss_slot_of(uintptr_t a, unsigned shift) { return (unsigned)(a >> shift) & (SS_MAX_SLABS - 1); }
+// Slab i of ss (0 <= i < nslabs).
+HAK_INLINE slab_meta_t *ss_slab(const superslab_t *ss, unsigned i) {
+  return (slab_meta_t *)&ss->slabs[ss_slot_of((uintptr_t)ss + ((uintptr_t)i << ss->slab_shift), ss->slab_shift)];
+}
 HAK_INLINE slab_meta_t *ss_slab_of(superslab_t *ss, const void *p) {
-  return &ss->slabs[((uintptr_t)p - (uintptr_t)ss) >> ss->slab_shift];
+  return &ss->slabs[ss_slot_of((uintptr_t)p, ss->slab_shift)];
 }
 HAK_INLINE size_t ss_slab_bytes(const superslab_t *ss, unsigned idx) {
   size_t sz = (size_t)1 << ss->slab_shift;

@@ -124,14 +124,15 @@ static void flush_deliver(slab_meta_t *m, block_chain_t *c) {
 }
 
 // Take up to n blocks off the list at *head and send each home, gathered
-// per slab. Returns the blocks taken. A corrupted link is reported; going on,
+// per slab (a TLS list ends at TLS_SLL_END, a remote buffer at NULL). Returns
+// the blocks taken. A corrupted link is reported; going on,
 // the rest of the list is dropped (leaked), never followed.
 static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls) {
   slab_meta_t *slab[FLUSH_WAYS];
   block_chain_t chain[FLUSH_WAYS];
   unsigned ways = 0, next_victim = 0, hit = 0;
   uint32_t moved = 0;
-  for (; n > 0 && !hak_base_is_null(*head); n--, moved++) {
+  for (; n > 0 && !hak_base_is_null(*head) && !tls_sll_is_end(*head); n--, moved++) {
     hak_base_ptr_t b = *head;
     hak_base_ptr_t next = block_next(b);
     if (HAK_UNLIKELY(!block_link_plausible(next))) {
@@ -183,7 +184,10 @@ void tiny_flush(unsigned cls, uint32_t n) {
   tls_cache_t *tc = &t_tls_cache;
   uint32_t moved = flush_gather(&tc->head[cls], n, cls);
   tc->room[cls] += moved;
-  if (hak_base_is_null(tc->head[cls])) tc->room[cls] = g_size_class[cls].tls_cap;   // (after a dropped list)
+  if (hak_base_is_null(tc->head[cls])) {   // a corrupted list was dropped
+    tc->head[cls] = TLS_SLL_END;
+    tc->room[cls] = g_size_class[cls].tls_cap;
+  }
   hak_class_counters_t *k = &t_counters.cls[cls];
   k->flushes++;
   k->flush_blocks += moved;

@@ -27,7 +27,7 @@ void thread_setup(void) {
   // was pushed since it started or since its lists were flushed at teardown.
   tls_cache_t *tc = &t_tls_cache;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    HAK_ASSERT(hak_base_is_null(tc->head[c]));
+    HAK_ASSERT(tls_sll_empty(tc, c));
     tc->room[c] = g_size_class[c].tls_cap;
   }
   tc->self = thread_self_id();

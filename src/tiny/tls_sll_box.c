@@ -5,7 +5,15 @@
 #include "superslab/ss_registry.h"
 #include "tiny/tiny_thread.h"
 
+const uintptr_t g_tls_sll_end[2] __attribute__((aligned(16))) = {HAK_LINK_ENCODE ? 0u : 1u, 0u};
+#if HAK_DEBUG
+#define TLS_SLL_END_INIT {(void *)g_tls_sll_end}
+#else
+#define TLS_SLL_END_INIT ((void *)g_tls_sll_end)
+#endif
+
 __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"))) = {
+  .head = { [0 ... HAK_NUM_CLASSES - 1] = TLS_SLL_END_INIT },
   .class_lut = { HAK_TINY_CLASS_LUT_INIT },
 };
 
@@ -29,7 +37,7 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) {
 
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
   tls_sll_report_corrupt(b, cls);
-  tc->head[cls] = HAK_BASE_NULL;
+  tc->head[cls] = TLS_SLL_END;   // the rest of the list is dropped
   tc->room[cls] = g_size_class[cls].tls_cap;
   block_clear_free(b);
   return b;
@@ -49,12 +57,12 @@ void tls_sll_report_double_free(hak_base_ptr_t b, unsigned cls, uint32_t block_s
 void tls_sll_validate(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   if (t_heap.status != THREAD_LIVE) {
-    HAK_CHECK(hak_base_is_null(tc->head[cls]) && tc->room[cls] == 0, "a thread that is not set up has an empty list",
+    HAK_CHECK(tls_sll_empty(tc, cls) && tc->room[cls] == 0, "a thread that is not set up has an empty list",
               tc);
     return;
   }
   uint32_t len = 0, cap = g_size_class[cls].tls_cap;
-  for (hak_base_ptr_t b = tc->head[cls]; !hak_base_is_null(b); b = block_next(b)) {
+  for (hak_base_ptr_t b = tc->head[cls]; !tls_sll_is_end(b); b = block_next(b)) {
     HAK_CHECK(block_link_plausible(block_next(b)), "TLS list link corrupted", hak_base_raw(b));
     void *p = hak_base_raw(b);
     HAK_CHECK(++len <= cap, "TLS list longer than its bound", p);

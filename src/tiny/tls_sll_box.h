@@ -4,17 +4,19 @@
 // head[c] is a singly-linked list of free blocks of class c, linked through
 // their first word (block_next / block_set_next: every free list of the
 // engine — TLS lists, slab free lists, remote lists — goes through them).
-// room[c] is how many more blocks it may take. Every thread starts with all
-// heads NULL and all rooms 0, so the first malloc misses and the first free
-// overflows: both take the slow path, which sets the thread up
-// (tiny_thread.h). Only the owning thread touches its lists: no locks, no
-// atomics.
+// A TLS list ends at TLS_SLL_END (not NULL): a block no list hands out, whose
+// link decodes to an implausible value, so the malloc fast path's link check
+// also finds the empty list (no NULL test). room[c] is how many more blocks
+// it may take. Every thread starts with all heads at TLS_SLL_END and all
+// rooms 0, so the first malloc misses and the first free overflows: both take
+// the slow path, which sets the thread up (tiny_thread.h). Only the owning
+// thread touches its lists: no locks, no atomics.
 //
 // Invariants (tls_sll_validate, debug builds), for a LIVE thread:
 //   length(head[c]) + room[c] == g_size_class[c].tls_cap
 //   every block on head[c] is a block start of a bound slab of class c and
 //   carries its free mark.
-// For a thread that is not LIVE: head[c] == NULL and room[c] == 0.
+// For a thread that is not LIVE: head[c] == TLS_SLL_END and room[c] == 0.
 #ifndef HAK_TLS_SLL_BOX_H
 #define HAK_TLS_SLL_BOX_H
 
@@ -22,8 +24,9 @@
 #include "superslab/size_class.h"
 
 typedef struct tls_cache {
+  uint32_t       room[HAK_NUM_CLASSES];   // first: free's flag-setting decrement
+                                          // takes no displacement (one lea less)
   hak_base_ptr_t head[HAK_NUM_CLASSES];
-  uint32_t       room[HAK_NUM_CLASSES];
   uintptr_t      self;     // the thread's id (thread_self_id) while LIVE, else 0:
                            // free's owner check reads it beside the lists
   // A copy of g_tiny_class_lut (from the TLS initialisation image, so every
@@ -80,6 +83,14 @@ HAK_INLINE int block_link_plausible(hak_base_ptr_t next) {
   return ((uintptr_t)hak_base_raw(next) & BLOCK_LINK_BAD_BITS) == 0;
 }
 
+// The end of every TLS list (tls_sll_box.c): two words, the link 0 (1 when
+// links are stored raw). 0 decodes to its own address xor the key, whose top
+// bit is set: never plausible. Read, never written.
+extern HAK_INTERNAL const uintptr_t g_tls_sll_end[2];
+#define TLS_SLL_END hak_base_from_raw((void *)g_tls_sll_end)
+HAK_INLINE int tls_sll_is_end(hak_base_ptr_t b) { return hak_base_raw(b) == (const void *)g_tls_sll_end; }
+HAK_INLINE int tls_sll_empty(const tls_cache_t *tc, unsigned cls) { return tls_sll_is_end(tc->head[cls]); }
+
 // Could `next` be a link in a free list of slab m: NULL, or an address in the
 // part of m that has been handed out (a range check: nothing is read there)?
 #define block_link_in_slab(m, next)                                                          \
@@ -97,24 +108,23 @@ hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t
 // Class of a request of n <= HAK_TINY_MAX bytes, from the thread's copy.
 HAK_INLINE unsigned tls_class_of(const tls_cache_t *tc, size_t n) { return tc->class_lut[n]; }
 
-// The malloc fast path's pop: NULL when the list is empty or its head's link
-// is corrupted (the slow path's tls_sll_pop then reports it).
+// The malloc fast path's pop: NULL when the list is empty (the end's link is
+// implausible) or its head's link is corrupted (the slow path's tls_sll_pop
+// then reports it).
 HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned cls) {
   hak_base_ptr_t b = tc->head[cls];
-  if (HAK_LIKELY(!hak_base_is_null(b))) {
-    hak_base_ptr_t next = block_next(b);
-    if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
-    tc->head[cls] = next;
-    tc->room[cls]++;
-    block_clear_free(b);
-  }
+  hak_base_ptr_t next = block_next(b);
+  if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
+  tc->head[cls] = next;
+  tc->room[cls]++;
+  block_clear_free(b);
   return b;
 }
 
 // NULL when the list is empty: the caller takes the refill path.
 HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
   hak_base_ptr_t b = tls_sll_pop_fast(tc, cls);
-  if (HAK_UNLIKELY(hak_base_is_null(b)) && !hak_base_is_null(tc->head[cls]))
+  if (HAK_UNLIKELY(hak_base_is_null(b)) && !tls_sll_empty(tc, cls))
     return tls_sll_pop_corrupt(tc, cls, tc->head[cls]);
   return b;
 }
@@ -135,6 +145,22 @@ HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
   block_set_next(b, tc->head[cls]);
   tc->head[cls] = b;
   return 1;
+}
+
+// The free fast path's push: the same, except that a full list is left with
+// its room at -1 (putting it back costs the fast path an instruction: the
+// address of the room, kept for the store). The caller's slow path, taken
+// right after, calls tls_sll_room_settle before anything else reads the room.
+HAK_INLINE int tls_sll_push_fast(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
+  tc->room[cls]--;
+  if (HAK_UNLIKELY((int32_t)tc->room[cls] < 0)) return 0;
+  block_set_free(b);
+  block_set_next(b, tc->head[cls]);
+  tc->head[cls] = b;
+  return 1;
+}
+HAK_INLINE void tls_sll_room_settle(tls_cache_t *tc, unsigned cls) {
+  if (HAK_UNLIKELY((int32_t)tc->room[cls] < 0)) tc->room[cls] = 0;
 }
 
 // Splice a chain first..last of n blocks, already marked free, onto the list

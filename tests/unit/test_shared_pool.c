@@ -32,6 +32,54 @@ static slab_meta_t *slab_emptied_after_its_thread_exited(size_t size, filled_t *
   return f->m;
 }
 
+// Slab metadata slots (superslab.h): for every slab size and every SuperSlab
+// address modulo 64 MiB (the bits a slot reads above 2 MiB), the slabs of a
+// SuperSlab get distinct slots, and every byte of slab i finds slab i's slot.
+static void test_every_address_of_a_slab_finds_its_own_metadata_slot(void **state) {
+  (void)state;
+  for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
+    unsigned shift = g_kind_slab_shift[kind], nslabs = (unsigned)(SS_SIZE >> shift);
+    for (uintptr_t k = 0; k < SS_MAX_SLABS; k++) {
+      uintptr_t ss = ((uintptr_t)0x5a5 << 26) + (k << SS_SHIFT);
+      uint32_t seen = 0;
+      for (unsigned i = 0; i < nslabs; i++) {
+        uintptr_t first = ss + ((uintptr_t)i << shift), last = first + ((uintptr_t)1 << shift) - 1;
+        unsigned slot = ss_slot_of(first, shift);
+        assert_false(seen & (1u << slot));
+        seen |= 1u << slot;
+        assert_int_equal(ss_slot_of(last, shift), slot);
+        assert_int_equal(ss_slot_of(first + 4096, shift), slot);
+      }
+    }
+  }
+}
+
+// A live SuperSlab of each kind: slab i's metadata (ss_slab) knows its index,
+// and the free path's lookup (ss_meta_of, from the map entry) of an address in
+// it finds the same metadata, also for the address made non-canonical (the
+// read stays inside the SuperSlab's header).
+static void test_the_free_lookup_finds_the_metadata_of_every_slab_of_every_kind(void **state) {
+  (void)state;
+  for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
+    superslab_t *ss = superslab_allocate(kind);
+    assert_non_null(ss);
+    unsigned entry = ss_meta_shift_of(ss->slab_shift);
+    assert_true(entry != 0);
+    for (unsigned i = 0; i < ss->nslabs; i++) {
+      slab_meta_t *m = ss_slab(ss, i);
+      assert_int_equal(m->index, i);
+      assert_ptr_equal(m->base, ss_slab_start(ss, i));
+      char *last = ss_slab_start(ss, i) + ss_slab_bytes(ss, i) - 16;
+      assert_ptr_equal(ss_slab_of(ss, m->base), m);
+      assert_ptr_equal(ss_slab_of(ss, last), m);
+      assert_ptr_equal(ss_meta_of(ss, m->base, entry), m);
+      assert_ptr_equal(ss_meta_of(ss, last, entry), m);
+      assert_ptr_equal(ss_meta_of(ss, (void *)((uintptr_t)last | ((uintptr_t)1 << 63)), entry), m);
+    }
+    superslab_unmap(ss);
+  }
+}
+
 static void test_empty_slab_is_rebound_to_another_class_of_the_same_kind(void **state) {
   (void)state;
   void *pin = hak_malloc(640);         // keeps the SuperSlab mapped through hak_trim()
@@ -173,6 +221,8 @@ static void test_a_slab_freed_after_a_quiet_spell_waits_the_purge_delay(void **s
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+    HAK_UNIT_TEST(test_every_address_of_a_slab_finds_its_own_metadata_slot),
+    HAK_UNIT_TEST(test_the_free_lookup_finds_the_metadata_of_every_slab_of_every_kind),
     HAK_UNIT_TEST(test_empty_slab_is_rebound_to_another_class_of_the_same_kind),
     HAK_UNIT_TEST(test_trim_returns_an_empty_slab_to_the_pool),
     HAK_UNIT_TEST(test_empty_slab_freed_by_main_is_no_longer_in_use_in_the_stats),

@@ -1,5 +1,6 @@
 // test_size_class.c — request size -> size class (src/tiny/size_class.h).
 #include "unit_util.h"
+#include "core/hakmem_fast.h"
 
 #define KIB 1024u
 
@@ -60,14 +61,51 @@ static void test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it(void **
   }
 }
 
-// slab_block_start() tests divisibility by one multiply with the magic: exact for
-// every offset inside a SuperSlab (a slab is at most 2 MiB).
-static void test_class_magic_divides_every_block_offset_exactly(void **state) {
+// slab_block_start() tests "a block start below the carve point" with one
+// multiply and one compare against carve_key = carve_off * magic. For every
+// offset a slab can hold (and the header bytes before slab 0's base): a block
+// start q*d gives q*e (e = magic*d - 2^64 >= 1, so the order of q is kept) and
+// every other offset gives a value above any key (at most 2^22); the hardened
+// build's index (off * magic) >> 64 is q.
+static void test_class_magic_orders_block_starts_and_rejects_every_other_offset(void **state) {
   (void)state;
+  const uint64_t max_key = (uint64_t)1 << 22;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    uint64_t size = g_size_class[c].size, magic = g_size_class[c].magic;
-    for (uint64_t off = 0; off < SS_SIZE; off++)
-      assert_int_equal(((off * magic) >> 32) == 0, off % size == 0);
+    uint64_t d = g_size_class[c].size, magic = g_size_class[c].magic, e = magic * d;
+    assert_true(magic & 1);
+    assert_true(e >= 1 && e <= 2 * d);
+    for (int64_t soff = -(int64_t)SS_HEADER_SIZE; soff < (int64_t)SS_SIZE; soff++) {
+      uint64_t off = (uint64_t)soff, v = off * magic;
+      if (soff >= 0 && off % d == 0) {
+        assert_int_equal(v, (off / d) * e);
+        assert_true(v < max_key);
+      } else {
+        assert_true(v >= max_key);
+      }
+      if (soff >= 0) assert_int_equal((uint64_t)(((unsigned __int128)off * magic) >> 64), off / d);
+    }
+  }
+}
+
+// A slab's carve key accepts exactly its carved block starts.
+static void test_carve_key_accepts_exactly_the_carved_blocks(void **state) {
+  (void)state;
+  static char slab[4096 + 64] __attribute__((aligned(64)));
+  char *area = slab + 64;   // room for an address before the base
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    slab_meta_t m = {0};
+    uint64_t d = g_size_class[c].size;
+    m.base = area;
+    m.size_magic = g_size_class[c].magic;
+    for (uint64_t n = 0; n <= 3; n++) {
+      slab_set_carve(&m, area + n * d);
+      for (uint64_t q = 0; q <= 4; q++) {
+        assert_int_equal(slab_block_start(&m, area + q * d), q < n);
+        assert_false(slab_block_start(&m, area + q * d + 8));
+        if (d > 16) assert_false(slab_block_start(&m, area + q * d + 16));
+      }
+      assert_false(slab_block_start(&m, area - 16));
+    }
   }
 }
 
@@ -91,7 +129,8 @@ int main(void) {
     HAK_UNIT_TEST(test_zero_bytes_maps_to_the_smallest_class),
     HAK_UNIT_TEST(test_class_kind_matches_the_documented_ranges),
     HAK_UNIT_TEST(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
-    HAK_UNIT_TEST(test_class_magic_divides_every_block_offset_exactly),
+    HAK_UNIT_TEST(test_class_magic_orders_block_starts_and_rejects_every_other_offset),
+    HAK_UNIT_TEST(test_carve_key_accepts_exactly_the_carved_blocks),
     HAK_UNIT_TEST(test_usable_size_of_a_slab_block_is_its_class_size),
   };
   return cmocka_run_group_tests_name("size_class", tests, NULL, NULL);

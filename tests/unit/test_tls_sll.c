@@ -48,6 +48,49 @@ static void test_tls_list_length_plus_room_is_the_cap(void **state) {
   free(v);
 }
 
+// A thread that has not allocated yet: every list is the end block, every
+// room 0 (the TLS image), and the fast pop of an empty list misses without
+// touching it.
+static void *fresh_thread_lists(void *arg) {
+  (void)arg;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    if (!tls_sll_is_end(t_tls_cache.head[c]) || t_tls_cache.room[c] != 0) return (void *)1;
+    if (!hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, c))) return (void *)2;
+    if (!tls_sll_is_end(t_tls_cache.head[c]) || t_tls_cache.room[c] != 0) return (void *)3;
+  }
+  return NULL;
+}
+
+static void test_a_new_thread_starts_with_every_list_at_the_end_block(void **state) {
+  (void)state;
+  assert_null(run_in_thread(fresh_thread_lists, NULL));
+}
+
+// The end block's link is never plausible, so a list emptied by pops ends
+// the fast path without a corruption report and the refill takes over.
+static void test_popping_a_list_to_its_end_misses_then_refills(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(272);
+  void *p = hak_malloc(272);   // a refill: batch - 1 blocks stay on the list
+  assert_non_null(p);
+  uint32_t n = tls_list_len(cls);
+  assert_true(n > 0);
+  void *popped[TLS_CACHE_MAX_BLOCKS];
+  assert_true(n <= TLS_CACHE_MAX_BLOCKS);
+  for (uint32_t i = 0; i < n; i++) {
+    popped[i] = hak_base_raw(tls_sll_pop_fast(&t_tls_cache, cls));
+    assert_non_null(popped[i]);
+  }
+  assert_true(tls_list_empty(cls));
+  assert_true(hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, cls)));
+  assert_int_equal(t_tls_cache.room[cls], g_size_class[cls].tls_cap);
+  void *q = hak_malloc(272);   // a refill, not a report (a report aborts here)
+  assert_non_null(q);
+  hak_free(q);
+  hak_free(p);
+  for (uint32_t i = 0; i < n; i++) hak_free(popped[i]);
+}
+
 static void test_refill_after_one_miss_leaves_batch_minus_one_blocks(void **state) {
   (void)state;
   unsigned cls = size_class_of(160);
@@ -76,7 +119,7 @@ static void test_refilled_blocks_all_come_from_the_current_slab(void **state) {
   assert_non_null(p);
   slab_meta_t *m = slab_of(p);
   assert_ptr_equal(t_heap.cur[cls], m);
-  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !hak_base_is_null(b); b = block_next(b))
+  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !tls_sll_is_end(b); b = block_next(b))
     assert_ptr_equal(slab_of(hak_base_raw(b)), m);
   hak_free(p);
 }
@@ -130,6 +173,8 @@ int main(void) {
     HAK_UNIT_TEST(test_tls_list_never_exceeds_its_cap_when_freeing_many_blocks),
     HAK_UNIT_TEST(test_tls_list_reaches_its_cap_before_it_flushes),
     HAK_UNIT_TEST(test_tls_list_length_plus_room_is_the_cap),
+    HAK_UNIT_TEST(test_a_new_thread_starts_with_every_list_at_the_end_block),
+    HAK_UNIT_TEST(test_popping_a_list_to_its_end_misses_then_refills),
     HAK_UNIT_TEST(test_refill_after_one_miss_leaves_batch_minus_one_blocks),
     HAK_UNIT_TEST(test_refill_counts_the_whole_batch_in_the_slab_used_count),
     HAK_UNIT_TEST(test_refilled_blocks_all_come_from_the_current_slab),

@@ -55,11 +55,11 @@ static inline unsigned slab_state(const slab_meta_t *m) {
 // Length of the calling thread's TLS list of cls (walks the chain, bounded).
 static inline uint32_t tls_list_len(unsigned cls) {
   uint32_t n = 0;
-  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !hak_base_is_null(b) && n < 100000; b = block_next(b)) n++;
+  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !tls_sll_is_end(b) && n < 100000; b = block_next(b)) n++;
   return n;
 }
 
-static inline int tls_list_empty(unsigned cls) { return hak_base_is_null(t_tls_cache.head[cls]); }
+static inline int tls_list_empty(unsigned cls) { return tls_sll_empty(&t_tls_cache, cls); }
 
 // Length of a slab's remote-free list (only meaningful while nobody drains it).
 static inline uint32_t remote_list_len(slab_meta_t *m) {
@@ -142,7 +142,7 @@ static inline int validate_engine(void **state) {
     pool_lock(ss->kind);
     ss_validate(ss);
     pool_unlock(ss->kind);
-    for (unsigned k = 0; k < ss->nslabs; k++) slab_validate_at(&ss->slabs[k], 1);
+    for (unsigned k = 0; k < ss->nslabs; k++) slab_validate_at(ss_slab(ss, k), 1);
   }
 #endif
   return 0;
