@@ -60,7 +60,7 @@ HAK_INLINE void hak_free_fast(void *p) { hak_hardened_free(p); }
 HAK_INLINE void *hak_malloc_fast(size_t size) {
   HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, tls_class_of(&t_tls_cache, size));
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, tls_slot_of_size(&t_tls_cache, size));
     if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
   }
   return hak_malloc_slow(size);
@@ -75,10 +75,10 @@ HAK_INLINE void hak_free_fast(void *p) {
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_cache_t *tc = &t_tls_cache;
-      unsigned cls = m->cls;
+      unsigned slot = m->tls_slot;
       if (HAK_LIKELY(!block_is_free(b))) {
         if (HAK_LIKELY(atomic_load_explicit(&m->owner, memory_order_relaxed) == tc->self) &&
-            tls_sll_push_fast(tc, cls, b))
+            tls_sll_push_fast(tc, slot, b))
           return;
         hak_free_checked(m, b);
         return;

@@ -88,7 +88,8 @@ typedef struct slab_meta {
   _Atomic uintptr_t  owner;       // owning thread's id (thread_self_id), 0, or SLAB_OWNER_POOL
   uint64_t           size_magic;  // the class's magic (size_class.h), for the free check
   uint32_t           block_size;  // size of the class bound now
-  uint16_t           cls;         // size class bound now
+  uint8_t            cls;         // size class bound now
+  uint8_t            tls_slot;    // size_class_tls_slot(cls): free's index in the TLS lists
   uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
   // bytes from base to the next never-handed-out block (slab_carve): written
   // by the owner; read by any thread's free (relaxed: the block being freed

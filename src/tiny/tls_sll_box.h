@@ -23,17 +23,34 @@
 #include "debug/ptr_types.h"
 #include "superslab/size_class.h"
 
+// The fast paths index the lists by TLS slot, class + TLS_SLOT_BIAS: room[c]
+// is room_at[slot] and head[c] is head_at[slot], so both are addressed from
+// the TLS block's start with no displacement (GCC otherwise spends a lea on
+// one of them: on the head for malloc's load and store, on the room for
+// free's flag-setting decrement).
+#define TLS_SLOT_BIAS HAK_TLS_SLOT_BIAS
 typedef struct tls_cache {
-  uint32_t       room[HAK_NUM_CLASSES];   // first: free's flag-setting decrement
-                                          // takes no displacement (one lea less)
-  hak_base_ptr_t head[HAK_NUM_CLASSES];
-  uintptr_t      self;     // the thread's id (thread_self_id) while LIVE, else 0:
-                           // free's owner check reads it beside the lists
-  // A copy of g_tiny_class_lut (from the TLS initialisation image, so every
-  // thread has it from its first instruction): addressed from the same TLS
-  // offset as the lists, malloc finds the class with one load and no lea.
-  uint8_t        class_lut[HAK_TINY_MAX + 1];
+  union {
+    struct {
+      uintptr_t      self;   // the thread's id (thread_self_id) while LIVE, else 0:
+                             // free's owner check reads it beside the lists
+      uint8_t        unused[TLS_SLOT_BIAS * sizeof(uint32_t) - sizeof(uintptr_t)];
+      uint32_t       room[HAK_NUM_CLASSES];
+      hak_base_ptr_t head[HAK_NUM_CLASSES];
+    };
+    uint32_t       room_at[TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
+    hak_base_ptr_t head_at[TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
+  };
+  // The TLS slot of each request size up to 1 KiB (g_tiny_class_lut + the
+  // bias, from the TLS initialisation image, so every thread has it from its
+  // first instruction): addressed from the same TLS offset as the lists,
+  // malloc finds the slot with one load and no lea.
+  uint8_t        slot_lut[HAK_TINY_MAX + 1];
 } tls_cache_t;
+_Static_assert(offsetof(tls_cache_t, room) == TLS_SLOT_BIAS * sizeof(uint32_t) &&
+               offsetof(tls_cache_t, head) == TLS_SLOT_BIAS * sizeof(hak_base_ptr_t),
+               "room_at[slot] is room[class], head_at[slot] head[class]");
+HAK_INLINE unsigned tls_slot_of_class(unsigned cls) { return size_class_tls_slot(cls); }
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
 
@@ -105,25 +122,26 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) __attribute__((cold)
 // itself a proper free block, is handed out.
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) __attribute__((noinline, cold));
 
-// Class of a request of n <= HAK_TINY_MAX bytes, from the thread's copy.
-HAK_INLINE unsigned tls_class_of(const tls_cache_t *tc, size_t n) { return tc->class_lut[n]; }
+// TLS slot of a request of n <= HAK_TINY_MAX bytes.
+HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) { return tc->slot_lut[n]; }
 
 // The malloc fast path's pop: NULL when the list is empty (the end's link is
 // implausible) or its head's link is corrupted (the slow path's tls_sll_pop
 // then reports it).
-HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned cls) {
-  hak_base_ptr_t b = tc->head[cls];
+// It takes a TLS slot (tls_slot_of_class).
+HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned slot) {
+  hak_base_ptr_t b = tc->head_at[slot];
   hak_base_ptr_t next = block_next(b);
   if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
-  tc->head[cls] = next;
-  tc->room[cls]++;
+  tc->head_at[slot] = next;
+  tc->room_at[slot]++;
   block_clear_free(b);
   return b;
 }
 
 // NULL when the list is empty: the caller takes the refill path.
 HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
-  hak_base_ptr_t b = tls_sll_pop_fast(tc, cls);
+  hak_base_ptr_t b = tls_sll_pop_fast(tc, tls_slot_of_class(cls));
   if (HAK_UNLIKELY(hak_base_is_null(b)) && !tls_sll_empty(tc, cls))
     return tls_sll_pop_corrupt(tc, cls, tc->head[cls]);
   return b;
@@ -147,16 +165,17 @@ HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
   return 1;
 }
 
-// The free fast path's push: the same, except that a full list is left with
-// its room at -1 (putting it back costs the fast path an instruction: the
-// address of the room, kept for the store). The caller's slow path, taken
-// right after, calls tls_sll_room_settle before anything else reads the room.
-HAK_INLINE int tls_sll_push_fast(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
-  tc->room[cls]--;
-  if (HAK_UNLIKELY((int32_t)tc->room[cls] < 0)) return 0;
+// The free fast path's push, by TLS slot: the same, except that a full list
+// is left with its room at -1 (putting it back costs the fast path an
+// instruction: the address of the room, kept for the store). The caller's slow
+// path, taken right after, calls tls_sll_room_settle before anything else
+// reads the room.
+HAK_INLINE int tls_sll_push_fast(tls_cache_t *tc, unsigned slot, hak_base_ptr_t b) {
+  tc->room_at[slot]--;
+  if (HAK_UNLIKELY((int32_t)tc->room_at[slot] < 0)) return 0;
   block_set_free(b);
-  block_set_next(b, tc->head[cls]);
-  tc->head[cls] = b;
+  block_set_next(b, tc->head_at[slot]);
+  tc->head_at[slot] = b;
   return 1;
 }
 HAK_INLINE void tls_sll_room_settle(tls_cache_t *tc, unsigned cls) {

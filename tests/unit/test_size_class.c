@@ -109,6 +109,21 @@ static void test_carve_key_accepts_exactly_the_carved_blocks(void **state) {
   }
 }
 
+// The fast paths index a thread's lists by TLS slot: malloc's per-thread size
+// table and free's slab field must give the slot of the same class.
+static void test_tls_slots_of_sizes_and_slabs_are_their_class_plus_the_bias(void **state) {
+  (void)state;
+  for (size_t n = 0; n <= HAK_TINY_MAX; n++) {
+    unsigned slot = tls_slot_of_size(&t_tls_cache, n);
+    assert_int_equal(slot, size_class_tiny(n) + HAK_NUM_CLASSES);
+    assert_ptr_equal(&t_tls_cache.room_at[slot], &t_tls_cache.room[size_class_tiny(n)]);
+    assert_ptr_equal(&t_tls_cache.head_at[slot], &t_tls_cache.head[size_class_tiny(n)]);
+    void *p = hak_malloc(n);
+    assert_int_equal(slab_of(p)->tls_slot, slot);
+    hak_free(p);
+  }
+}
+
 static void test_usable_size_of_a_slab_block_is_its_class_size(void **state) {
   (void)state;
   static const size_t sizes[] = {1, 16, 17, 100, 128, 129, 1000, 1025, 5000, 32768, 40000, HAK_SLAB_MAX};
@@ -131,6 +146,7 @@ int main(void) {
     HAK_UNIT_TEST(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
     HAK_UNIT_TEST(test_class_magic_orders_block_starts_and_rejects_every_other_offset),
     HAK_UNIT_TEST(test_carve_key_accepts_exactly_the_carved_blocks),
+    HAK_UNIT_TEST(test_tls_slots_of_sizes_and_slabs_are_their_class_plus_the_bias),
     HAK_UNIT_TEST(test_usable_size_of_a_slab_block_is_its_class_size),
   };
   return cmocka_run_group_tests_name("size_class", tests, NULL, NULL);
