@@ -25,7 +25,6 @@
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_thread.h"
 
-#define HAK_CACHE_LINE      64u          // bytes that false sharing is made of
 #define HAK_SLAB_ALIGN_MAX  4096u        // aligned requests up to this come from slabs
 #define HAK_ALIGNED_SLAB_MAX (32u << 10) // ... and up to this size
 
@@ -124,6 +123,7 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   // false sharing, bench fs-scratch), so it waits in the remote buffer and
   // goes home in a batch. (A block of 64 bytes or more shares at most its two
   // edge lines: measured as the better trade on cross-2, see CURRENT_TASK.)
+  // The free fast path does the same for such a block when the list has room.
   if (m->block_size < HAK_CACHE_LINE && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
     tiny_free_remote(cls, b);
     return;
