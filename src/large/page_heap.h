@@ -34,7 +34,9 @@ void   page_heap_maybe_purge(void);
 #if HAK_HARDENED
 // The hardened build ends every block's run with a PROT_NONE guard page (not
 // counted in its usable size) and makes a freed run PROT_NONE until it is
-// handed out again. For the fault hook (no lock: a best-effort read): 1 if p
+// handed out again: kept resident (mprotect) when the program touched the
+// block's pages, discarded (a fresh PROT_NONE mapping) when it touched few
+// (page_heap.c, hardened_close_block). For the fault hook (no lock: a best-effort read): 1 if p
 // is in the guard page of a live block, 2 if in a free run, else 0; *start
 // the run's first byte.
 int    page_heap_fault_kind(const void *p, void **start);

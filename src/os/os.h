@@ -47,6 +47,14 @@ void  *os_reserve_none(size_t size);
 // can touch, in one call (a fresh PROT_NONE mapping in its place); page
 // aligned. 0 when the kernel refuses. errno is preserved.
 int    os_discard_none(void *addr, size_t size);
+// The same for a range inside a larger mapping that will be opened again
+// (os_protect): the fresh mapping is charged like the one around it (no
+// MAP_NORESERVE), so the kernel can merge them. 0 when refused.
+int    os_purge_none(void *addr, size_t size);
+// How many of the first `pages` pages at addr (page aligned, pages <= 4096)
+// are resident: one mincore call, no page touched. SIZE_MAX when the kernel
+// refuses. errno is preserved.
+size_t os_resident_pages(const void *addr, size_t pages);
 // os_map_aligned, refused a mapping, calls fn (set once at start-up), which
 // gives back address space kept only to catch misuse; 1 if it gave any (the
 // mapping is then tried again). fn must not wait for a lock a mapping's

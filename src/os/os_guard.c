@@ -6,6 +6,7 @@
 #if defined(HAK_HARDENED) && HAK_HARDENED
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -27,6 +28,27 @@ int os_discard_none(void *addr, size_t size) {
   void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
   errno = saved;
   return p != MAP_FAILED;
+}
+
+int os_purge_none(void *addr, size_t size) {
+  int saved = errno;
+  void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  errno = saved;
+  return p != MAP_FAILED;
+}
+
+#define OS_RESIDENT_MAX_PAGES 4096u
+
+size_t os_resident_pages(const void *addr, size_t pages) {
+  unsigned char vec[OS_RESIDENT_MAX_PAGES];
+  if (pages > OS_RESIDENT_MAX_PAGES) pages = OS_RESIDENT_MAX_PAGES;
+  int saved = errno;
+  int rc = mincore((void *)addr, pages * os_page_size(), vec);
+  errno = saved;
+  if (rc != 0) return SIZE_MAX;
+  size_t resident = 0;
+  for (size_t i = 0; i < pages; i++) resident += vec[i] & 1u;
+  return resident;
 }
 
 static int (*g_pressure_fn)(void);

@@ -95,6 +95,25 @@ static int t_use_after_free_large(void) {
   p[100] = 1;
   return 0;
 }
+// A freed large block is closed one of two ways (page_heap.c,
+// hardened_close_block): kept resident when the program touched its pages,
+// discarded when it touched few. The case above frees an untouched block;
+// these free a touched one, and reuse a discarded run for a smaller block.
+static int t_use_after_free_large_touched(void) {
+  unsigned char *p = malloc(300000);
+  memset(p, 1, 300000);
+  free(p);
+  p[100] = 1;
+  return 0;
+}
+static int t_overflow_large_reused_run(void) {
+  unsigned char *p = malloc(300000);
+  free(p);
+  unsigned char *q = malloc(280000);  // from the run p's block left (a smaller large block)
+  q[0] = 1;
+  q[malloc_usable_size(q)] = 1;      // its own guard page
+  return 0;
+}
 static int t_use_after_free_huge(void) {
   unsigned char *p = malloc(40u << 20); // too large for the huge cache: its mapping goes
   p[100] = 1;
@@ -286,6 +305,8 @@ static const test_t g_tests[] = {
   {"overflow_medium", t_overflow_medium, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_large_guard_page", t_overflow_large, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_large", t_use_after_free_large, EXPECT_ABORT_REPORT, "use after free of a large block"},
+  {"use_after_free_large_touched", t_use_after_free_large_touched, EXPECT_ABORT_REPORT, "use after free of a large block"},
+  {"overflow_large_reused_run", t_overflow_large_reused_run, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_huge", t_use_after_free_huge, EXPECT_ABORT_REPORT, "use after free of a huge block"},
   {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
