@@ -117,6 +117,7 @@ int tiny_refill(unsigned cls) {
       k->refills++;
       k->refill_blocks += c.n;
       k->cached = g_size_class[cls].tls_cap - tc->room[cls];
+      tiny_heap_trim_partial(h, cls, m);
 #if HAK_DEBUG
       slab_validate(m);
 #endif
