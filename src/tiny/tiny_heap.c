@@ -184,6 +184,41 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls) {
   return m;
 }
 
+// Blocks that other threads sent home pile up in the partial slabs an owner
+// is not refilling from: in a ring (every free remote, each block reused by
+// the thread that freed it until its list overflows) each thread's share of
+// the class's free blocks is a random walk, and the thread whose slabs run
+// dry carves while the others' fill (ring at 16 threads: half the carved
+// bytes free in partial slabs, peak RSS growing with the run's length). At
+// each refill the owner looks along the partial list: a slab that remote
+// frees emptied goes back (stash, then pool), and one with a quarter of it
+// free and remote frees still arriving is given up to the abandoned stack,
+// where the next thread that would carve adopts it. A partial slab fed only
+// by its owner's own frees stays (local rows keep their slabs).
+#define HEAP_TRIM_WALK 8u
+
+void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *skip) {
+  slab_meta_t *m = h->partial[cls];
+  for (unsigned i = 0; m != NULL && i < HEAP_TRIM_WALK; i++) {
+    slab_meta_t *next = m->list_next;
+    // IDLE: no remote freer touches its notify word or wake link (only the
+    // owner arms a slab, and only on the full list), so it may leave.
+    if (m != skip && atomic_load_explicit(&m->notify, memory_order_acquire) == SLAB_NOTIFY_IDLE) {
+      uint32_t used = atomic_load_explicit(&m->used, memory_order_acquire);
+      uint32_t carved = (uint32_t)((size_t)(slab_carve(m) - m->base) / m->block_size);
+      if (used == 0) {
+        list_remove(&h->partial[cls], m);
+        heap_release_empty(h, m);
+      } else if ((carved - used) * 4u >= m->capacity &&
+                 atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) {
+        list_remove(&h->partial[cls], m);
+        shared_pool_detach_slab(m);
+      }
+    }
+    m = next;
+  }
+}
+
 // ---- free side -----------------------------------------------------------
 
 void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty) {

@@ -73,6 +73,11 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls);
 // run's length, 24 -> 48 MiB; mimalloc 18).
 #define HEAP_PARTIAL_KEEP 2u
 
+// The owner's refill of cls (from skip) looks along the partial list: a slab
+// emptied by remote frees is released, one with a quarter of its blocks free
+// and remote frees still arriving is given up to the abandoned stack.
+void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *skip);
+
 // The owner gave blocks back to m (a slab of this heap); empty: m's live
 // count reached zero. Moves m from the full list, recycles it when EMPTY.
 void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty);

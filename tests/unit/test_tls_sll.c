@@ -71,7 +71,7 @@ static void test_a_new_thread_starts_with_every_list_at_the_end_block(void **sta
 static void test_popping_a_list_to_its_end_misses_then_refills(void **state) {
   (void)state;
   unsigned cls = size_class_of(272);
-  void *p = hak_malloc(272);   // a refill: batch - 1 blocks stay on the list
+  void *p = hak_malloc(272);   // a refill: the rest of what it carved stays on the list
   assert_non_null(p);
   uint32_t n = tls_list_len(cls);
   assert_true(n > 0);
@@ -91,23 +91,32 @@ static void test_popping_a_list_to_its_end_misses_then_refills(void **state) {
   for (uint32_t i = 0; i < n; i++) hak_free(popped[i]);
 }
 
-static void test_refill_after_one_miss_leaves_batch_minus_one_blocks(void **state) {
+// A refill from new memory carves a page's worth of blocks (at most a batch,
+// at least one): tiny_refill.c, CARVE_BYTES.
+static uint32_t carved_per_refill(unsigned cls) {
+  uint32_t n = 4096u / g_size_class[cls].size;
+  if (n == 0) n = 1;
+  return n < g_size_class[cls].batch ? n : g_size_class[cls].batch;
+}
+
+static void test_refill_from_new_memory_after_one_miss_leaves_a_page_of_blocks_minus_one(void **state) {
   (void)state;
-  unsigned cls = size_class_of(160);
+  unsigned cls = size_class_of(160);   // never used before here: the slab is fresh
   hak_thread_flush();
   assert_true(tls_list_empty(cls));
   void *p = hak_malloc(160);
   assert_non_null(p);
-  assert_int_equal(tls_list_len(cls), g_size_class[cls].batch - 1u);
+  assert_int_equal(tls_list_len(cls), carved_per_refill(cls) - 1u);
   hak_free(p);
 }
 
-static void test_refill_counts_the_whole_batch_in_the_slab_used_count(void **state) {
+static void test_refill_counts_every_block_it_moves_in_the_slab_used_count(void **state) {
   (void)state;
   unsigned cls = size_class_of(192);   // never used before here: the slab is fresh
   void *p = hak_malloc(192);
   assert_non_null(p);
-  assert_int_equal(atomic_load(&slab_of(p)->used), g_size_class[cls].batch);
+  assert_int_equal(atomic_load(&slab_of(p)->used), tls_list_len(cls) + 1u);
+  assert_int_equal(atomic_load(&slab_of(p)->used), carved_per_refill(cls));
   hak_free(p);
 }
 
@@ -175,8 +184,8 @@ int main(void) {
     HAK_UNIT_TEST(test_tls_list_length_plus_room_is_the_cap),
     HAK_UNIT_TEST(test_a_new_thread_starts_with_every_list_at_the_end_block),
     HAK_UNIT_TEST(test_popping_a_list_to_its_end_misses_then_refills),
-    HAK_UNIT_TEST(test_refill_after_one_miss_leaves_batch_minus_one_blocks),
-    HAK_UNIT_TEST(test_refill_counts_the_whole_batch_in_the_slab_used_count),
+    HAK_UNIT_TEST(test_refill_from_new_memory_after_one_miss_leaves_a_page_of_blocks_minus_one),
+    HAK_UNIT_TEST(test_refill_counts_every_block_it_moves_in_the_slab_used_count),
     HAK_UNIT_TEST(test_refilled_blocks_all_come_from_the_current_slab),
     HAK_UNIT_TEST(test_most_recently_freed_block_is_handed_out_next),
     HAK_UNIT_TEST(test_calloc_zeroes_a_reused_block),
