@@ -38,8 +38,10 @@ uint64_t os_random_seed(void);
 #if defined(HAK_HARDENED) && HAK_HARDENED
 // The hardened build's kernel calls (os_guard.c).
 // Make [addr, addr + size) readable and writable (rw = 1) or inaccessible
-// (rw = 0); page aligned. errno is preserved.
-void   os_protect(void *addr, size_t size, int rw);
+// (rw = 0); page aligned. 1 if the kernel did it, 0 when it refused (ENOMEM
+// at vm.max_map_count: protecting part of a mapping splits it); a refused
+// call may have changed part of the range. errno is preserved.
+int    os_protect(void *addr, size_t size, int rw);
 // Reserve size bytes of address space no access can touch (PROT_NONE, no
 // memory behind it); NULL when the kernel refuses.
 void  *os_reserve_none(size_t size);

@@ -10,10 +10,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
-void os_protect(void *addr, size_t size, int rw) {
+int os_protect(void *addr, size_t size, int rw) {
   int saved = errno;
-  mprotect(addr, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE);
+  int rc = mprotect(addr, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE);
   errno = saved;
+  return rc == 0;
 }
 
 void *os_reserve_none(size_t size) {
