@@ -65,6 +65,9 @@
 // g_empty_regions == |regions with free_pages == PH_USABLE_PAGES|;
 // g_live_count == |used runs|, g_live_pages == sum of their len;
 // g_dirty_bytes == sum of dirty free runs' bytes.
+// Hardened: a run whose closing the kernel refused (hardened_keep_out) stays a
+// used run, counted live, with its bit set in kept_out; it is no block to
+// free, size or own, and a touch of it is a use after free.
 typedef struct ph_region {
   uint32_t          free_pages;       // pages in free runs
   uint64_t          bin_mask[2];      // bins holding at least one run: [PH_CLEAN], [PH_DIRTY]
@@ -75,6 +78,9 @@ typedef struct ph_region {
   uint8_t           dirty[PH_PAGES];  // first page of a free run: 1 if dirty
   uint32_t          link_next[PH_PAGES];  // bin list links, at a free run's first page
   uint32_t          link_prev[PH_PAGES];
+#if HAK_HARDENED
+  uint64_t          kept_out[PH_PAGES / 64];  // bit s: the used run at s was freed, kept out of reuse
+#endif
 } ph_region_t;
 
 #define PH_HEADER_PAGES  ((uint32_t)((sizeof(ph_region_t) + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
@@ -232,7 +238,12 @@ static ph_region_t *region_create(void) {
 #if HAK_HARDENED
   // Every page of a free run is PROT_NONE; a live run is open but for its
   // last page (the guard): an allocation then opens its pages with one call.
-  os_protect((char *)r + run_bytes(PH_HEADER_PAGES), PH_REGION_SIZE - run_bytes(PH_HEADER_PAGES), 0);
+  // Refused: no region (a free run must not be open; the caller maps the
+  // block directly, huge.c).
+  if (!os_protect((char *)r + run_bytes(PH_HEADER_PAGES), PH_REGION_SIZE - run_bytes(PH_HEADER_PAGES), 0)) {
+    os_unmap(r, PH_REGION_SIZE);
+    return NULL;
+  }
 #endif
   return r;
 }
@@ -272,12 +283,20 @@ int page_heap_contains(const void *p) {
   return (atomic_load_explicit(&g_ph_map[map_word(a)], memory_order_acquire) & map_mask(a)) != 0;
 }
 
+#if HAK_HARDENED
+// Is the used run at s one kept out of reuse (see ph_region_t)?
+static int ph_kept_out(const ph_region_t *r, uint32_t s) { return (r->kept_out[s / 64] >> (s % 64)) & 1u; }
+#endif
+
 // Page index of a block start at p in r, or PH_NONE (lock held).
 static uint32_t block_page(ph_region_t *r, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)r;
   if (off & (PH_PAGE_SIZE - 1)) return PH_NONE;
   uint32_t s = (uint32_t)(off >> PH_PAGE_SHIFT);
   if (s < PH_HEADER_PAGES || !(r->head[s] & PH_USED)) return PH_NONE;
+#if HAK_HARDENED
+  if (ph_kept_out(r, s)) return PH_NONE;   // freed already
+#endif
   return s;
 }
 
@@ -340,6 +359,88 @@ int page_heap_trim(int everything) {
 
 // ---- blocks ----------------------------------------------------------------
 
+#if HAK_HARDENED
+// How a freed block's pages are made inaccessible. Either way costs one call,
+// and on a kernel it is the page-table entries it rewrites that cost (each
+// resident page's entry, now and again when the run is opened for its next
+// block), or the page faults a block pays for pages it finds missing.
+//   kept:      mprotect(PROT_NONE); the run stays dirty, its pages resident,
+//              so the next block that touches them pays no fault. Right when
+//              the program touches its blocks' pages (large.c's rows).
+//   discarded: a fresh PROT_NONE mapping in its place; the run is clean.
+//              Right when the program touches few of a block's pages: a kept
+//              run's resident pages add up over blocks of other sizes and
+//              offsets until nearly every entry is rewritten twice per block
+//              (ws8192's large rows touch two pages of each block; measured:
+//              ~45 us per free+malloc kept against ~20 us discarded).
+// Which one: the block's resident share, read with mincore (a read of the page
+// table, no entry written) over its first PH_RESIDENT_SAMPLE pages; sparse
+// below 1 in PH_SPARSE_SHARE. (A fault costs about 40 entry rewrites here,
+// so a run whose blocks each touch more than 1/20 of it is cheaper kept even
+// when all its pages end up resident.)
+#define PH_RESIDENT_SAMPLE 64u
+#define PH_SPARSE_SHARE    16u
+
+// Close the run [p, p + n pages) (its last page, the guard, is PROT_NONE
+// already), discarding first or keeping first; returns its pages' kind for
+// region_release: kept_kind when kept (mprotect), PH_CLEAN when discarded, or
+// -1 when the kernel refused both (ENOMEM at vm.max_map_count: either one
+// splits the region's mapping; a refused call may have closed part of it).
+static int hardened_close_pages(void *p, uint32_t n, int discard_first, int kept_kind) {
+  size_t bytes = run_bytes(n - 1u);
+  if (discard_first && os_purge_none(p, bytes)) return PH_CLEAN;
+  if (os_protect(p, bytes, 0)) return kept_kind;   // a use after free faults until the run is reused
+  if (!discard_first && os_purge_none(p, bytes)) return PH_CLEAN;
+  return -1;
+}
+
+// Close the freed block [p, p + n pages): discarded when sparse (see above),
+// else kept; -1 when the kernel refused (hardened_keep_out). Lock held: once
+// released the run may be handed out (and opened) again.
+static int hardened_close_block(void *p, uint32_t n) {
+  size_t pages = n - 1u, sample = pages < PH_RESIDENT_SAMPLE ? pages : PH_RESIDENT_SAMPLE;
+  size_t resident = os_resident_pages(p, sample);
+  int sparse = resident != SIZE_MAX && resident * PH_SPARSE_SHARE < sample;
+  return hardened_close_pages(p, n, sparse, PH_DIRTY);
+}
+
+// The run at s could be neither closed nor discarded: its pages may be open.
+// Released, the next block would take it open and a stale pointer into it
+// would go unseen; unmapped, the hole could be taken by a mapping of someone
+// else's that the run's next allocation would open and hand out (and the
+// munmap, splitting the mapping too, would be refused as well). So it is kept
+// out of reuse for good: a used run nobody owns (counted live), marked in
+// kept_out, its memory given back (madvise changes no protection, so no map
+// entry is needed). Costs its address space; its region is never unmapped.
+// Lock held.
+static void hardened_keep_out(ph_region_t *r, uint32_t s, uint32_t n) {
+  os_purge((char *)r + run_bytes(s), run_bytes(n - 1u));
+  r->kept_out[s / 64] |= (uint64_t)1 << (s % 64);
+}
+
+// The kernel refused to open the run [s, s+n) just taken for a block: close
+// it again (the refused call may have opened part of it) and give it back;
+// the allocation fails (the caller maps the block directly, or ENOMEM).
+static HAK_NOINLINE void *hardened_open_refused(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
+  pthread_mutex_lock(&g_ph_lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
+  int kind = hardened_close_pages((char *)r + run_bytes(s), n, 0, dirty);   // untouched: kept as it was
+  if (kind < 0) {
+    hardened_keep_out(r, s, n);
+  } else {
+    r->head[s] = 0;
+    r->tail[s + n - 1] = 0;
+    region_release(r, s, n, kind);
+    g_live_count--;
+    g_live_pages -= n;
+    if (r->free_pages == PH_USABLE_PAGES && ++g_empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
+  }
+  PH_VALIDATE();
+  pthread_mutex_unlock(&g_ph_lock);
+  return NULL;
+}
+#endif
+
 static uint32_t pages_for(size_t size) { return (uint32_t)((size + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT); }
 
 void *page_heap_alloc(size_t size, int zero) {
@@ -365,7 +466,7 @@ void *page_heap_alloc(size_t size, int zero) {
 #if HAK_HARDENED
       // Ours alone now: open all but the last page, the guard (free runs are
       // PROT_NONE, see region_create).
-      os_protect(p, run_bytes(n - 1), 1);
+      if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty);
       if (zero && dirty) memset(p, 0, run_bytes(n - 1));
 #else
       if (zero && dirty) memset(p, 0, run_bytes(n));
@@ -384,42 +485,6 @@ void *page_heap_alloc(size_t size, int zero) {
   }
 }
 
-#if HAK_HARDENED
-// How a freed block's pages are made inaccessible. Either way costs one call,
-// and on a kernel it is the page-table entries it rewrites that cost (each
-// resident page's entry, now and again when the run is opened for its next
-// block), or the page faults a block pays for pages it finds missing.
-//   kept:      mprotect(PROT_NONE); the run stays dirty, its pages resident,
-//              so the next block that touches them pays no fault. Right when
-//              the program touches its blocks' pages (large.c's rows).
-//   discarded: a fresh PROT_NONE mapping in its place; the run is clean.
-//              Right when the program touches few of a block's pages: a kept
-//              run's resident pages add up over blocks of other sizes and
-//              offsets until nearly every entry is rewritten twice per block
-//              (ws8192's large rows touch two pages of each block; measured:
-//              ~45 us per free+malloc kept against ~20 us discarded).
-// Which one: the block's resident share, read with mincore (a read of the page
-// table, no entry written) over its first PH_RESIDENT_SAMPLE pages; sparse
-// below 1 in PH_SPARSE_SHARE. (A fault costs about 40 entry rewrites here,
-// so a run whose blocks each touch more than 1/20 of it is cheaper kept even
-// when all its pages end up resident.)
-#define PH_RESIDENT_SAMPLE 64u
-#define PH_SPARSE_SHARE    16u
-
-// Close the freed block [p, p + n pages) (its last page, the guard, is
-// PROT_NONE already); returns its pages' kind for region_release: 1 dirty
-// (kept), 0 clean (discarded). Lock held: once released the run may be handed
-// out (and opened) again.
-static int hardened_close_block(void *p, uint32_t n) {
-  size_t pages = n - 1u, sample = pages < PH_RESIDENT_SAMPLE ? pages : PH_RESIDENT_SAMPLE;
-  size_t resident = os_resident_pages(p, sample);
-  if (resident != SIZE_MAX && resident * PH_SPARSE_SHARE < sample && os_purge_none(p, run_bytes(n - 1u)))
-    return 0;
-  os_protect(p, run_bytes(n - 1u), 0);   // a use after free faults until the run is reused
-  return 1;
-}
-#endif
-
 int page_heap_free(void *p) {
   ph_region_t *r = region_of(p);
   pthread_mutex_lock(&g_ph_lock);
@@ -429,6 +494,12 @@ int page_heap_free(void *p) {
   uint32_t n = r->head[s] & PH_LEN_MASK;
 #if HAK_HARDENED
   int dirty = hardened_close_block(p, n);
+  if (HAK_UNLIKELY(dirty < 0)) {       // refused: out of reuse, still counted live
+    hardened_keep_out(r, s, n);
+    PH_VALIDATE();
+    pthread_mutex_unlock(&g_ph_lock);
+    return 1;
+  }
   r->head[s] = 0;
   r->tail[s + n - 1] = 0;
   region_release(r, s, n, dirty);
@@ -469,7 +540,13 @@ int page_heap_owns(const void *p) {
   for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
     uint32_t len = r->head[s] & PH_LEN_MASK;
     if (len == 0) break;                 // not a run start: the map is corrupt
-    if (page < s + len) { owned = page >= s && (r->head[s] & PH_USED) != 0; break; }
+    if (page < s + len) {
+      owned = page >= s && (r->head[s] & PH_USED) != 0;
+#if HAK_HARDENED
+      owned = owned && !ph_kept_out(r, s);   // freed already
+#endif
+      break;
+    }
     s += len;
   }
   pthread_mutex_unlock(&g_ph_lock);
@@ -486,7 +563,7 @@ int page_heap_fault_kind(const void *p, void **start) {
     if (page < s + len) {
       if (page < s) return 0;
       *start = (char *)r + run_bytes(s);
-      if ((r->head[s] & PH_USED) == 0) return 2;
+      if ((r->head[s] & PH_USED) == 0 || ph_kept_out(r, s)) return 2;
       return page == s + len - 1 ? 1 : 0;
     }
     s += len;

@@ -36,9 +36,12 @@ void   page_heap_maybe_purge(void);
 // counted in its usable size) and makes a freed run PROT_NONE until it is
 // handed out again: kept resident (mprotect) when the program touched the
 // block's pages, discarded (a fresh PROT_NONE mapping) when it touched few
-// (page_heap.c, hardened_close_block). For the fault hook (no lock: a best-effort read): 1 if p
-// is in the guard page of a live block, 2 if in a free run, else 0; *start
-// the run's first byte.
+// (page_heap.c, hardened_close_block). When the kernel refuses to open a run
+// the allocation fails (NULL); when it refuses to close a freed one and to
+// discard it, the run is kept out of reuse (hardened_keep_out). For the fault
+// hook (no lock: a best-effort read): 1 if p is in the guard page of a live
+// block, 2 if in a free run or one kept out of reuse, else 0; *start the
+// run's first byte.
 int    page_heap_fault_kind(const void *p, void **start);
 #endif
 
