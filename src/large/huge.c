@@ -218,7 +218,9 @@ static int cache_expire(int everything) {
 static void cache_put(uintptr_t base, size_t size) {
   if (size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) { huge_release((void *)base, size); return; }
 #if HAK_HARDENED
-  os_protect((void *)base, size, 0);     // cached: a use after free faults (graves too, huge_release)
+  // Cached: a use after free faults (graves too, huge_release). Refused (ENOMEM
+  // at vm.max_map_count, or part of it done): not cached open, a grave or unmapped.
+  if (HAK_UNLIKELY(!os_protect((void *)base, size, 0))) { huge_release((void *)base, size); return; }
 #endif
   int slot = -1;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
@@ -237,6 +239,26 @@ static void cache_put(uintptr_t base, size_t size) {
   g_cache_bytes += size;
 }
 
+#if HAK_HARDENED
+// The kernel refused to open a cached mapping or to close a fresh one's guard
+// page (ENOMEM at vm.max_map_count: either splits the mapping): the allocation
+// fails. A fresh mapping was never anyone's: unmapped. A cached one may still
+// be reached by a stale pointer: a grave (huge_release), the refused call may
+// have opened part of it.
+static HAK_NOINLINE void *hardened_give_back(uintptr_t base, size_t map_size, int fresh) {
+  if (fresh) {
+    os_unmap((void *)base, map_size);
+    return NULL;
+  }
+  pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
+  huge_release((void *)base, map_size);
+  HUGE_VALIDATE();
+  pthread_mutex_unlock(&g_huge_lock);
+  return NULL;
+}
+#endif
+
 void *huge_alloc(size_t size, size_t align, int zero) {
   if (size > PTRDIFF_MAX - os_page_size()) return NULL;   // no address space is that large
   size_t map_size = page_round(size);
@@ -254,8 +276,11 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   if (base == 0) base = (uintptr_t)os_map_aligned(map_size, align);   // without the lock
   if (base == 0) return NULL;
 #if HAK_HARDENED
-  if (!fresh) os_protect((void *)base, map_size - os_page_size(), 1);   // cached: PROT_NONE
-  os_protect((char *)base + map_size - os_page_size(), os_page_size(), 0);
+  // A cached mapping is PROT_NONE, its guard included (cache_put): open all but
+  // the guard; a fresh one is open: close its guard. Refused, no block.
+  int opened = fresh ? os_protect((char *)base + map_size - os_page_size(), os_page_size(), 0)
+                     : os_protect((void *)base, map_size - os_page_size(), 1);
+  if (HAK_UNLIKELY(!opened)) return hardened_give_back(base, map_size, fresh);
 #endif
   if (zero && !fresh) memset((void *)base, 0, map_size);
   pthread_mutex_lock(&g_huge_lock);
