@@ -23,11 +23,11 @@ HARDENED_MPROTECT_SHIM := $(HARDENED_OUT)/mprotect_shim.so
 HARDENED_MPROTECT_PRELOAD = LD_PRELOAD="$(abspath $(HARDENED_MPROTECT_SHIM)) $(abspath $(HARD_SO))"
 HARDENED_FAULTS_SKIP := uaf_poisoned_tls_list_aborts fork_in_signal_handler_during_malloc
 
-$(HARDENED_MISUSE): tests/hardened/misuse.c
+$(HARDENED_MISUSE): tests/hardened/misuse.c tests/hardened/child_run.h
 	@mkdir -p $(dir $@)
 	gcc $(CONTRACT_CFLAGS) $< -o $@ -ldl
 
-$(HARDENED_MPROTECT): tests/hardened/mprotect_refused.c
+$(HARDENED_MPROTECT): tests/hardened/mprotect_refused.c tests/hardened/child_run.h
 	@mkdir -p $(dir $@)
 	gcc $(CONTRACT_CFLAGS) $< -o $@ -ldl
 

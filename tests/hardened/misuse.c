@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child_run.h"
+
 typedef int (*test_fn)(void);
 enum { EXPECT_EXIT0, EXPECT_ABORT_REPORT };
 typedef struct { const char *name; test_fn fn; int expect; const char *report; } test_t;
@@ -332,40 +334,13 @@ static const test_t g_inner[] = {
 };
 #define NTESTS ((int)(sizeof g_tests / sizeof g_tests[0]))
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 // 0 pass, 1 fail
 static int run_test(const test_t *t) {
-  char path[] = "/tmp/hakmem-misuse-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) { perror("mkstemp"); exit(2); }
-  unlink(path);
-  fflush(stdout);
-  double t0 = now_s();
-  pid_t pid = fork();
-  if (pid < 0) { perror("fork"); exit(2); }
-  if (pid == 0) {
-    dup2(fd, 2);
-    close(fd);
-    struct rlimit rl = {0, 0};         // no core files
-    setrlimit(RLIMIT_CORE, &rl);
-    alarm(20);
-    exit(t->fn());                     // exit, not _exit: the library's exit checks run
-  }
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-  double secs = now_s() - t0;
-  static char err[8192];
-  lseek(fd, 0, SEEK_SET);
-  ssize_t n = read(fd, err, sizeof err - 1);
-  close(fd);
-  err[n > 0 ? n : 0] = 0;
-  int lines = 0;
-  for (ssize_t i = 0; i < n; i++) lines += err[i] == '\n';
+  static child_result_t r;
+  child_run(t->fn, &r);
+  int st = r.status, lines = r.err_lines;
+  double secs = r.secs;
+  const char *err = r.err;
   char why[256] = "";
   if (t->expect == EXPECT_EXIT0) {
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)

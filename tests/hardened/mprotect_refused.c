@@ -26,6 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child_run.h"
+
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)
 // Blocks past the slabs (HAK_SLAB_MAX, 256 KiB: a 64 KiB block is a slab's and
@@ -190,28 +192,10 @@ static const test_t g_tests[] = {
 
 // 0 pass, 1 fail
 static int run_test(const test_t *t) {
-  char path[] = "/tmp/hakmem-mprotect-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) { perror("mkstemp"); exit(2); }
-  unlink(path);
-  fflush(stdout);
-  pid_t pid = fork();
-  if (pid < 0) { perror("fork"); exit(2); }
-  if (pid == 0) {
-    dup2(fd, 2);
-    close(fd);
-    struct rlimit rl = {0, 0};         // no core files
-    setrlimit(RLIMIT_CORE, &rl);
-    alarm(20);
-    exit(t->fn());                     // exit, not _exit: the library's exit checks run
-  }
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-  static char err[8192];
-  lseek(fd, 0, SEEK_SET);
-  ssize_t n = read(fd, err, sizeof err - 1);
-  close(fd);
-  err[n > 0 ? n : 0] = 0;
+  static child_result_t r;
+  child_run(t->fn, &r);
+  int st = r.status;
+  const char *err = r.err;
   char why[256] = "";
   if (t->report == NULL) {
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
