@@ -47,9 +47,29 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 // (A non-canonical pointer, cut to 47 bits by ss_of_masked, adds k*2^47 with
 // k != 0 mod 2^17 since M is odd: a block start then fails; another offset
 // passes only by a chance below 2^-17, and then faults on the mark read.)
+//
+// The compare reads carve_key, which the owner's carving stores (relaxed) while
+// another thread may free into the slab. GCC keeps a relaxed atomic load a
+// separate `mov`; on x86-64 the compare reads the aligned word from memory in
+// one instruction, in a one-line asm (an aligned 8-byte load is single-copy
+// atomic there, as the relaxed load is). Elsewhere, and under ThreadSanitizer
+// (which must see the access), the C form.
+#if defined(__SANITIZE_THREAD__)
+#define HAK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HAK_TSAN 1
+#endif
+#endif
 HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
+#if defined(__x86_64__) && !defined(HAK_TSAN)
+  int below;
+  __asm__("cmpq %2, %1" : "=@ccb"(below) : "r"(off * m->size_magic), "m"(*(const uint64_t *)&m->carve_key));
+  return below;
+#else
   return off * m->size_magic < atomic_load_explicit(&((slab_meta_t *)m)->carve_key, memory_order_relaxed);
+#endif
 }
 _Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_HEADER_SIZE < (1u << 21),
                "slab_block_start's bounds");
