@@ -102,8 +102,10 @@ HAK_INLINE uint32_t *hard_size_tail(void *p, uint32_t bs) { return (uint32_t *)(
 HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
   if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-  // off / block_size: the high half of off * ceil(2^64 / size), exact for an
-  // offset below 2^32 (Lemire, Kaser and Kurz 2019; the magic of size_class.h).
+  // off / block_size: the high half of off * magic, with magic = floor(2^64 /
+  // size) + 1 or + 2 (size_class.h): exact for an offset in a slab (< 2^21),
+  // since the excess off * (magic - 2^64 / size) < 2^22 never carries into the
+  // high half (tests/unit/test_size_class.c checks every offset).
   uint64_t idx = (uint64_t)(((unsigned __int128)off * m->size_magic) >> 64);
   return (uint32_t *)slab_end(m) + idx;
 }
