@@ -65,13 +65,21 @@ static struct sigaction g_fault_prev[2];   // SIGSEGV, SIGBUS: what was there be
 
 static void fault_handler(int sig, siginfo_t *si, void *ctx) {
   g_fault_fn(si->si_addr);             // reports and aborts when the address is ours
-  const struct sigaction *prev = &g_fault_prev[sig == SIGBUS];
-  if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction != NULL) {
-    prev->sa_sigaction(sig, si, ctx);
+  struct sigaction *kept = &g_fault_prev[sig == SIGBUS];
+  struct sigaction prev = *kept;
+  // A handler installed with SA_RESETHAND runs once: the kernel would have
+  // put the default action back as it called it, so the next fault that is
+  // not ours ends the program (our hook stays for the allocator's own).
+  if (prev.sa_flags & SA_RESETHAND) {
+    memset(kept, 0, sizeof *kept);
+    kept->sa_handler = SIG_DFL;
+  }
+  if ((prev.sa_flags & SA_SIGINFO) && prev.sa_sigaction != NULL) {
+    prev.sa_sigaction(sig, si, ctx);
     return;
   }
-  if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
-    prev->sa_handler(sig);
+  if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+    prev.sa_handler(sig);
     return;
   }
   struct sigaction dfl;                // not ours, none of the program's: fault

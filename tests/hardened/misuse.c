@@ -253,22 +253,23 @@ static void preinit_own_segv(int argc, char **argv, char **envp) {
   (void)argc;
   (void)argv;
   for (char **e = envp; *e != NULL; e++)
-    if (strcmp(*e, "MISUSE_OWN_SEGV=1") == 0) {
+    if (strcmp(*e, "MISUSE_OWN_SEGV=1") == 0 || strcmp(*e, "MISUSE_OWN_SEGV=resethand") == 0) {
       struct sigaction sa;
       memset(&sa, 0, sizeof sa);
       sa.sa_handler = own_segv;
+      sa.sa_flags = strcmp(*e, "MISUSE_OWN_SEGV=resethand") == 0 ? SA_RESETHAND : 0;
       sigemptyset(&sa.sa_mask);
       sigaction(SIGSEGV, &sa, NULL);
     }
 }
 __attribute__((section(".preinit_array"), used)) static void (*const g_preinit)(int, char **, char **) = preinit_own_segv;
 
-static int rerun_with_own_handler(const char *inner) {
+static int rerun_with_handler(const char *inner, const char *how) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return 9;
   self[n] = 0;
-  setenv("MISUSE_OWN_SEGV", "1", 1);
+  setenv("MISUSE_OWN_SEGV", how, 1);
   execl(self, self, "--inner", inner, (char *)NULL);
   return 9;
 }
@@ -284,8 +285,30 @@ static int t_inner_own_handler_own_fault(void) {
     if (sigsetjmp(g_own_jmp, 1) == 0) page[i] = 1;   // the program's own fault, its own handler
   return g_own_hits == 3 ? 0 : 1;
 }
-static int t_guard_hit_with_program_handler(void) { return rerun_with_own_handler("inner_own_handler_guard_hit"); }
-static int t_program_handler_gets_its_faults(void) { return rerun_with_own_handler("inner_own_handler_own_fault"); }
+// A handler installed with SA_RESETHAND runs for the first fault only; the
+// second ends the program (checked in a child) as it would without us.
+static int t_inner_resethand_handler_runs_once(void) {
+  volatile unsigned char *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) return 9;
+  if (sigsetjmp(g_own_jmp, 1) == 0) page[0] = 1;
+  if (g_own_hits != 1) return 1;
+  pid_t pid = fork();
+  if (pid < 0) return 9;
+  if (pid == 0) {
+    struct rlimit rl = {0, 0};
+    setrlimit(RLIMIT_CORE, &rl);
+    if (sigsetjmp(g_own_jmp, 1) == 0) page[1] = 1;
+    _exit(g_own_hits == 2 ? 3 : 4);    // the handler ran a second time
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  return WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV ? 0 : 2;
+}
+static int t_guard_hit_with_program_handler(void) { return rerun_with_handler("inner_own_handler_guard_hit", "1"); }
+static int t_program_handler_gets_its_faults(void) { return rerun_with_handler("inner_own_handler_own_fault", "1"); }
+static int t_program_resethand_handler_runs_once(void) {
+  return rerun_with_handler("inner_resethand_handler_runs_once", "resethand");
+}
 
 // ---- randomised reuse: a refill hands its batch out in a random order
 static int t_randomised_reuse(void) {
@@ -326,11 +349,13 @@ static const test_t g_tests[] = {
   {"randomised_reuse", t_randomised_reuse, EXPECT_EXIT0, NULL},
   {"guard_hit_with_program_handler", t_guard_hit_with_program_handler, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"program_handler_gets_its_faults", t_program_handler_gets_its_faults, EXPECT_EXIT0, NULL},
+  {"program_resethand_handler_runs_once", t_program_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
 };
 // Run only by the cases above, in a re-executed child (misuse --inner NAME).
 static const test_t g_inner[] = {
   {"inner_own_handler_guard_hit", t_inner_own_handler_guard_hit, EXPECT_ABORT_REPORT, NULL},
   {"inner_own_handler_own_fault", t_inner_own_handler_own_fault, EXPECT_EXIT0, NULL},
+  {"inner_resethand_handler_runs_once", t_inner_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
 };
 #define NTESTS ((int)(sizeof g_tests / sizeof g_tests[0]))
 
