@@ -74,6 +74,17 @@ static void fault_handler(int sig, siginfo_t *si, void *ctx) {
     memset(kept, 0, sizeof *kept);
     kept->sa_handler = SIG_DFL;
   }
+  // Without SA_NODEFER the kernel blocks the signal while the handler runs (the
+  // hook itself has SA_NODEFER, so that a fault inside a report ends the
+  // program): a fault inside the program's handler then ends the program
+  // instead of entering the handler again. The mask comes back when the
+  // handler returns (sigreturn) or siglongjmps, as it would without the hook.
+  if (!(prev.sa_flags & SA_NODEFER) && prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+  }
   if ((prev.sa_flags & SA_SIGINFO) && prev.sa_sigaction != NULL) {
     prev.sa_sigaction(sig, si, ctx);
     return;

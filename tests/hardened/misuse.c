@@ -249,11 +249,27 @@ static void own_segv(int sig) {
   g_own_hits++;
   siglongjmp(g_own_jmp, 1);
 }
+// A handler that faults itself (no SA_NODEFER: the kernel blocks SIGSEGV while
+// it runs, so its own fault ends the program); it counts its entries in
+// shared memory for the parent.
+static volatile unsigned char *g_nested_page;
+static volatile int *g_nested_entries;
+static void nested_segv(int sig) {
+  (void)sig;
+  if (g_nested_entries != NULL) (*g_nested_entries)++;
+  g_nested_page[0] = 1;
+}
 static void preinit_own_segv(int argc, char **argv, char **envp) {
   (void)argc;
   (void)argv;
   for (char **e = envp; *e != NULL; e++)
-    if (strcmp(*e, "MISUSE_OWN_SEGV=1") == 0 || strcmp(*e, "MISUSE_OWN_SEGV=resethand") == 0) {
+    if (strcmp(*e, "MISUSE_OWN_SEGV=nested") == 0) {
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = nested_segv;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGSEGV, &sa, NULL);
+    } else if (strcmp(*e, "MISUSE_OWN_SEGV=1") == 0 || strcmp(*e, "MISUSE_OWN_SEGV=resethand") == 0) {
       struct sigaction sa;
       memset(&sa, 0, sizeof sa);
       sa.sa_handler = own_segv;
@@ -304,7 +320,30 @@ static int t_inner_resethand_handler_runs_once(void) {
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
   return WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV ? 0 : 2;
 }
+// A fault inside the program's handler (installed without SA_NODEFER) ends the
+// program at once: the handler is entered once, not again for its own fault.
+static int t_inner_nested_fault_in_handler_ends_program(void) {
+  g_nested_page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  int *entries = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (g_nested_page == MAP_FAILED || entries == MAP_FAILED) return 9;
+  g_nested_entries = entries;
+  pid_t pid = fork();
+  if (pid < 0) return 9;
+  if (pid == 0) {
+    struct rlimit rl = {0, 0};
+    setrlimit(RLIMIT_CORE, &rl);
+    g_nested_page[1] = 1;
+    _exit(5);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV) return 2;
+  return *entries == 1 ? 0 : 3;
+}
 static int t_guard_hit_with_program_handler(void) { return rerun_with_handler("inner_own_handler_guard_hit", "1"); }
+static int t_program_handler_fault_inside_it_ends_program(void) {
+  return rerun_with_handler("inner_nested_fault_in_handler_ends_program", "nested");
+}
 static int t_program_handler_gets_its_faults(void) { return rerun_with_handler("inner_own_handler_own_fault", "1"); }
 static int t_program_resethand_handler_runs_once(void) {
   return rerun_with_handler("inner_resethand_handler_runs_once", "resethand");
@@ -350,12 +389,14 @@ static const test_t g_tests[] = {
   {"guard_hit_with_program_handler", t_guard_hit_with_program_handler, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"program_handler_gets_its_faults", t_program_handler_gets_its_faults, EXPECT_EXIT0, NULL},
   {"program_resethand_handler_runs_once", t_program_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
+  {"program_handler_fault_inside_it_ends_program", t_program_handler_fault_inside_it_ends_program, EXPECT_EXIT0, NULL},
 };
 // Run only by the cases above, in a re-executed child (misuse --inner NAME).
 static const test_t g_inner[] = {
   {"inner_own_handler_guard_hit", t_inner_own_handler_guard_hit, EXPECT_ABORT_REPORT, NULL},
   {"inner_own_handler_own_fault", t_inner_own_handler_own_fault, EXPECT_EXIT0, NULL},
   {"inner_resethand_handler_runs_once", t_inner_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
+  {"inner_nested_fault_in_handler_ends_program", t_inner_nested_fault_in_handler_ends_program, EXPECT_EXIT0, NULL},
 };
 #define NTESTS ((int)(sizeof g_tests / sizeof g_tests[0]))
 
