@@ -129,8 +129,19 @@ HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) { return t
 // implausible) or its head's link is corrupted (the slow path's tls_sll_pop
 // then reports it).
 // It takes a TLS slot (tls_slot_of_class).
+//
+// On x86-64 the head is pinned to the return register (an empty asm with an
+// "a" constraint: no instruction): GCC otherwise puts the TLS offset there
+// first and ends malloc with a register move (16 -> 15 instructions).
+#if defined(__x86_64__)
+#define TLS_SLL_IN_RETURN_REGISTER(raw) __asm__("" : "+a"(raw))
+#else
+#define TLS_SLL_IN_RETURN_REGISTER(raw) ((void)0)
+#endif
 HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned slot) {
-  hak_base_ptr_t b = tc->head_at[slot];
+  void *raw = hak_base_raw(tc->head_at[slot]);
+  TLS_SLL_IN_RETURN_REGISTER(raw);
+  hak_base_ptr_t b = hak_base_from_raw(raw);
   hak_base_ptr_t next = block_next(b);
   if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
   tc->head_at[slot] = next;
