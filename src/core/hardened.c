@@ -114,7 +114,7 @@ static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
 void *hak_hardened_malloc(size_t size) {
   if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1008: a tiny class
     unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, tls_slot_of_class(cls));
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls));
     if (HAK_LIKELY(!hak_base_is_null(b))) {
       void *p = hak_user_raw(hak_base_to_user(b));
       uint32_t bs = g_size_class[cls].size;

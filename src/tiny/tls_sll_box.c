@@ -14,7 +14,7 @@ const uintptr_t g_tls_sll_end[2] __attribute__((aligned(16))) = {HAK_LINK_ENCODE
 
 __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"))) = {
   .head = { [0 ... HAK_NUM_CLASSES - 1] = TLS_SLL_END_INIT },
-  .slot_lut = { HAK_TINY_CLASS_LUT_INIT_PLUS(TLS_SLOT_BIAS) },
+  .slot_lut = { HAK_TINY_CLASS_LUT_INIT_PLUS(HAK_TLS_SLOT_BIAS) },
 };
 
 // Non-zero before start-up randomises it, so no block can be marked by accident.

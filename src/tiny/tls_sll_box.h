@@ -23,23 +23,22 @@
 #include "debug/ptr_types.h"
 #include "superslab/size_class.h"
 
-// The fast paths index the lists by TLS slot, class + TLS_SLOT_BIAS: room[c]
+// The fast paths index the lists by TLS slot, class + HAK_TLS_SLOT_BIAS: room[c]
 // is room_at[slot] and head[c] is head_at[slot], so both are addressed from
 // the TLS block's start with no displacement (GCC otherwise spends a lea on
 // one of them: on the head for malloc's load and store, on the room for
 // free's flag-setting decrement).
-#define TLS_SLOT_BIAS HAK_TLS_SLOT_BIAS
 typedef struct tls_cache {
   union {
     struct {
       uintptr_t      self;   // the thread's id (thread_self_id) while LIVE, else 0:
                              // free's owner check reads it beside the lists
-      uint8_t        unused[TLS_SLOT_BIAS * sizeof(uint32_t) - sizeof(uintptr_t)];
+      uint8_t        unused[HAK_TLS_SLOT_BIAS * sizeof(uint32_t) - sizeof(uintptr_t)];
       uint32_t       room[HAK_NUM_CLASSES];
       hak_base_ptr_t head[HAK_NUM_CLASSES];
     };
-    uint32_t       room_at[TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
-    hak_base_ptr_t head_at[TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
+    uint32_t       room_at[HAK_TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
+    hak_base_ptr_t head_at[HAK_TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
   };
   // The TLS slot of each request size up to 1 KiB (g_tiny_class_lut + the
   // bias, from the TLS initialisation image, so every thread has it from its
@@ -47,10 +46,9 @@ typedef struct tls_cache {
   // malloc finds the slot with one load and no lea.
   uint8_t        slot_lut[HAK_TINY_MAX + 1];
 } tls_cache_t;
-_Static_assert(offsetof(tls_cache_t, room) == TLS_SLOT_BIAS * sizeof(uint32_t) &&
-               offsetof(tls_cache_t, head) == TLS_SLOT_BIAS * sizeof(hak_base_ptr_t),
+_Static_assert(offsetof(tls_cache_t, room) == HAK_TLS_SLOT_BIAS * sizeof(uint32_t) &&
+               offsetof(tls_cache_t, head) == HAK_TLS_SLOT_BIAS * sizeof(hak_base_ptr_t),
                "room_at[slot] is room[class], head_at[slot] head[class]");
-HAK_INLINE unsigned tls_slot_of_class(unsigned cls) { return size_class_tls_slot(cls); }
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
 
@@ -128,7 +126,7 @@ HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) { return t
 // The malloc fast path's pop: NULL when the list is empty (the end's link is
 // implausible) or its head's link is corrupted (the slow path's tls_sll_pop
 // then reports it).
-// It takes a TLS slot (tls_slot_of_class).
+// It takes a TLS slot (size_class_tls_slot).
 //
 // On x86-64 the head is pinned to the return register (an empty asm with an
 // "a" constraint: no instruction): GCC otherwise puts the TLS offset there
@@ -152,35 +150,19 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned slot) {
 
 // NULL when the list is empty: the caller takes the refill path.
 HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
-  hak_base_ptr_t b = tls_sll_pop_fast(tc, tls_slot_of_class(cls));
+  hak_base_ptr_t b = tls_sll_pop_fast(tc, size_class_tls_slot(cls));
   if (HAK_UNLIKELY(hak_base_is_null(b)) && !tls_sll_empty(tc, cls))
     return tls_sll_pop_corrupt(tc, cls, tc->head[cls]);
   return b;
 }
 
-// 0 when the list is full (or the thread is not set up): the caller takes the
-// slow path, which flushes a batch back to the slabs. The room is decremented
-// first and put back when it went negative (one subtract in memory and a sign
-// test on the fast path).
+// The free fast path's push, by TLS slot. 0 when the list is full (or the
+// thread is not set up): the room is decremented in memory and sign-tested, and
+// a full list is left with its room at -1 (putting it back would cost the fast
+// path an instruction: the address of the room, kept for the store). The
+// caller's slow path, taken right after, calls tls_sll_room_settle before
+// anything else reads the room.
 _Static_assert(TLS_CACHE_MAX_BLOCKS <= INT32_MAX, "a room is a non-negative int32_t");
-HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
-  int32_t room = (int32_t)tc->room[cls] - 1;  // room <= 256: a negative room was 0
-  tc->room[cls] = (uint32_t)room;
-  if (HAK_UNLIKELY(room < 0)) {
-    tc->room[cls] = 0;
-    return 0;
-  }
-  block_set_free(b);
-  block_set_next(b, tc->head[cls]);
-  tc->head[cls] = b;
-  return 1;
-}
-
-// The free fast path's push, by TLS slot: the same, except that a full list
-// is left with its room at -1 (putting it back costs the fast path an
-// instruction: the address of the room, kept for the store). The caller's slow
-// path, taken right after, calls tls_sll_room_settle before anything else
-// reads the room.
 HAK_INLINE int tls_sll_push_fast(tls_cache_t *tc, unsigned slot, hak_base_ptr_t b) {
   tc->room_at[slot]--;
   if (HAK_UNLIKELY((int32_t)tc->room_at[slot] < 0)) return 0;
@@ -191,6 +173,13 @@ HAK_INLINE int tls_sll_push_fast(tls_cache_t *tc, unsigned slot, hak_base_ptr_t 
 }
 HAK_INLINE void tls_sll_room_settle(tls_cache_t *tc, unsigned cls) {
   if (HAK_UNLIKELY((int32_t)tc->room[cls] < 0)) tc->room[cls] = 0;
+}
+// The same by class, the room put back at once: 0 when the list is full (the
+// caller flushes a batch back to the slabs).
+HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
+  if (HAK_LIKELY(tls_sll_push_fast(tc, size_class_tls_slot(cls), b))) return 1;
+  tls_sll_room_settle(tc, cls);
+  return 0;
 }
 
 // Splice a chain first..last of n blocks, already marked free, onto the list

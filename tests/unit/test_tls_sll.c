@@ -55,7 +55,7 @@ static void *fresh_thread_lists(void *arg) {
   (void)arg;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     if (!tls_sll_is_end(t_tls_cache.head[c]) || t_tls_cache.room[c] != 0) return (void *)1;
-    if (!hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, tls_slot_of_class(c)))) return (void *)2;
+    if (!hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(c)))) return (void *)2;
     if (!tls_sll_is_end(t_tls_cache.head[c]) || t_tls_cache.room[c] != 0) return (void *)3;
   }
   return NULL;
@@ -78,11 +78,11 @@ static void test_popping_a_list_to_its_end_misses_then_refills(void **state) {
   void *popped[TLS_CACHE_MAX_BLOCKS];
   assert_true(n <= TLS_CACHE_MAX_BLOCKS);
   for (uint32_t i = 0; i < n; i++) {
-    popped[i] = hak_base_raw(tls_sll_pop_fast(&t_tls_cache, tls_slot_of_class(cls)));
+    popped[i] = hak_base_raw(tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls)));
     assert_non_null(popped[i]);
   }
   assert_true(tls_list_empty(cls));
-  assert_true(hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, tls_slot_of_class(cls))));
+  assert_true(hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls))));
   assert_int_equal(t_tls_cache.room[cls], g_size_class[cls].tls_cap);
   void *q = hak_malloc(272);   // a refill, not a report (a report aborts here)
   assert_non_null(q);
