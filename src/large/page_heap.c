@@ -421,20 +421,14 @@ static void hardened_keep_out(ph_region_t *r, uint32_t s, uint32_t n) {
 // The kernel refused to open the run [s, s+n) just taken for a block: close
 // it again (the refused call may have opened part of it) and give it back;
 // the allocation fails (the caller maps the block directly, or ENOMEM).
+static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty);
+
 static HAK_NOINLINE void *hardened_open_refused(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   pthread_mutex_lock(&g_ph_lock);
   HAK_SITE(SITE_PAGE_HEAP_LOCK);
   int kind = hardened_close_pages((char *)r + run_bytes(s), n, 0, dirty);   // untouched: kept as it was
-  if (kind < 0) {
-    hardened_keep_out(r, s, n);
-  } else {
-    r->head[s] = 0;
-    r->tail[s + n - 1] = 0;
-    region_release(r, s, n, kind);
-    g_live_count--;
-    g_live_pages -= n;
-    if (r->free_pages == PH_USABLE_PAGES && ++g_empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
-  }
+  if (kind < 0) hardened_keep_out(r, s, n);
+  else run_free_locked(r, s, n, kind);
   PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);
   return NULL;
@@ -485,6 +479,18 @@ void *page_heap_alloc(size_t size, int zero) {
   }
 }
 
+// The used run of n pages at s goes back to its region's free runs (dirty:
+// its pages may be resident), and an empty region beyond the kept ones is
+// unmapped. Lock held.
+static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
+  r->head[s] = 0;
+  r->tail[s + n - 1] = 0;
+  region_release(r, s, n, dirty);
+  g_live_count--;
+  g_live_pages -= n;
+  if (r->free_pages == PH_USABLE_PAGES && ++g_empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
+}
+
 int page_heap_free(void *p) {
   ph_region_t *r = region_of(p);
   pthread_mutex_lock(&g_ph_lock);
@@ -500,17 +506,10 @@ int page_heap_free(void *p) {
     pthread_mutex_unlock(&g_ph_lock);
     return 1;
   }
-  r->head[s] = 0;
-  r->tail[s + n - 1] = 0;
-  region_release(r, s, n, dirty);
 #else
-  r->head[s] = 0;
-  r->tail[s + n - 1] = 0;
-  region_release(r, s, n, 1);
+  int dirty = 1;
 #endif
-  g_live_count--;
-  g_live_pages -= n;
-  if (r->free_pages == PH_USABLE_PAGES && ++g_empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
+  run_free_locked(r, s, n, dirty);
   if (purge_due()) purge_locked(0);
   PH_VALIDATE();
   pthread_mutex_unlock(&g_ph_lock);

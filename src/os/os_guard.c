@@ -17,26 +17,23 @@ int os_protect(void *addr, size_t size, int rw) {
   return rc == 0;
 }
 
-void *os_reserve_none(size_t size) {
+// A fresh anonymous PROT_NONE mapping (flags: MAP_FIXED, MAP_NORESERVE);
+// MAP_FAILED when refused. errno is preserved.
+static void *map_none(void *addr, size_t size, int flags) {
   int saved = errno;
-  void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
   errno = saved;
+  return p;
+}
+
+void *os_reserve_none(size_t size) {
+  void *p = map_none(NULL, size, MAP_NORESERVE);
   return p == MAP_FAILED ? NULL : p;
 }
 
-int os_discard_none(void *addr, size_t size) {
-  int saved = errno;
-  void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-  errno = saved;
-  return p != MAP_FAILED;
-}
+int os_discard_none(void *addr, size_t size) { return map_none(addr, size, MAP_FIXED | MAP_NORESERVE) != MAP_FAILED; }
 
-int os_purge_none(void *addr, size_t size) {
-  int saved = errno;
-  void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-  errno = saved;
-  return p != MAP_FAILED;
-}
+int os_purge_none(void *addr, size_t size) { return map_none(addr, size, MAP_FIXED) != MAP_FAILED; }
 
 #define OS_RESIDENT_MAX_PAGES 4096u
 
