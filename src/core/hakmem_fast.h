@@ -54,13 +54,6 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 // one instruction, in a one-line asm (an aligned 8-byte load is single-copy
 // atomic there, as the relaxed load is). Elsewhere, and under ThreadSanitizer
 // (which must see the access), the C form.
-#if defined(__SANITIZE_THREAD__)
-#define HAK_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define HAK_TSAN 1
-#endif
-#endif
 HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
 #if defined(__x86_64__) && !defined(HAK_TSAN)
@@ -97,17 +90,16 @@ HAK_INLINE void hak_free_fast(void *p) {
     slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
-      tls_cache_t *tc = &t_tls_cache;
-      unsigned slot = m->tls_slot;
+      tls_list_tp_t *l = tls_list_at_tp(m->tls_off);
       if (HAK_LIKELY(!block_is_free(b))) {
-        if (HAK_LIKELY(atomic_load_explicit(&m->owner, memory_order_relaxed) == tc->self)) {
-          if (HAK_LIKELY(tls_sll_push_fast(tc, slot, b))) return;
+        if (HAK_LIKELY(atomic_load_explicit(&m->owner, memory_order_relaxed) == hak_thread_pointer())) {
+          if (HAK_LIKELY(tls_sll_push_fast(l, b))) return;
         } else if (m->block_size >= HAK_CACHE_LINE) {
           // Another thread's block, kept here as hak_free_checked would: without
           // the call, a block that moved once is not a slow free for ever after
           // (larson: 93% of frees took the call, 139 -> 122 instructions per
           // iteration; the local push above is unchanged).
-          if (tls_sll_push_fast(tc, slot, b)) return;
+          if (tls_sll_push_fast(l, b)) return;
         }
         hak_free_checked(m, b);
         return;

@@ -16,6 +16,44 @@
 #define HAK_HARDENED 0
 #endif
 
+// Sanitizer builds (the hak_* API only): HAK_TSAN under ThreadSanitizer,
+// HAK_SANITIZED under any sanitizer. Code that hides memory accesses from the
+// compiler (inline asm, %fs-relative operands) keeps a plain C form there.
+#if defined(__SANITIZE_THREAD__)
+#define HAK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HAK_TSAN 1
+#endif
+#endif
+#if defined(HAK_TSAN) || defined(__SANITIZE_ADDRESS__)
+#define HAK_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAK_SANITIZED 1
+#endif
+#endif
+#ifndef HAK_SANITIZED
+#define HAK_SANITIZED 0
+#endif
+
+// The thread pointer: per thread, fixed for its life. On x86-64 it is %fs:0
+// (the TCB points to itself), read through GCC's and clang's __seg_fs, which
+// also let other code address initial-exec TLS as %fs-relative operands
+// (HAK_TLS_SEG_FS). Sanitizer builds keep plain pointers (their
+// instrumentation must see the accesses).
+#if defined(__x86_64__) && defined(__SEG_FS) && !HAK_SANITIZED
+#define HAK_TLS_SEG_FS 1
+static inline __attribute__((always_inline)) uintptr_t hak_thread_pointer(void) {
+  return *(const __seg_fs uintptr_t *)0;
+}
+#else
+#define HAK_TLS_SEG_FS 0
+static inline __attribute__((always_inline)) uintptr_t hak_thread_pointer(void) {
+  return (uintptr_t)__builtin_thread_pointer();
+}
+#endif
+
 #define HAK_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define HAK_NOINLINE    __attribute__((noinline))

@@ -23,7 +23,7 @@ const size_class_info_t g_size_class[HAK_NUM_CLASSES] = {
 
 // One entry per byte count: the class is one load of the request size itself,
 // with no rounding on the malloc fast path (each thread has a copy in its TLS
-// cache holding TLS slots, class + HAK_TLS_SLOT_BIAS, tls_sll_box.h; this one
+// cache holding TLS slots, size_class_tls_slot, tls_sll_box.h; this one
 // is for everything else).
 const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1] = { HAK_TINY_CLASS_LUT_INIT };
 _Static_assert(sizeof g_tiny_class_lut == HAK_TINY_MAX + 1, "one LUT entry per byte count up to 1 KiB");

@@ -47,24 +47,25 @@ typedef struct size_class_info {
 
 extern HAK_INTERNAL const size_class_info_t g_size_class[HAK_NUM_CLASSES];
 extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1];
-// Its contents (GNU range designators), for the copies that need them.
-// A class's TLS slot: its index in a thread's lists as the fast paths address
-// them, class + HAK_TLS_SLOT_BIAS (tiny/tls_sll_box.h says why). Kept in the
-// slab metadata (tls_slot) and in each thread's size table.
-#define HAK_TLS_SLOT_BIAS HAK_NUM_CLASSES
-HAK_INLINE unsigned size_class_tls_slot(unsigned cls) { return cls + HAK_TLS_SLOT_BIAS; }
-_Static_assert(HAK_TLS_SLOT_BIAS + HAK_NUM_CLASSES <= 255, "a TLS slot is a byte");
+// A class's TLS slot: the offset in words of its list in a thread's TLS lists
+// (tls_list_of_slot, tiny/tls_sll_box.h), 2 * class, as malloc addresses it.
+// Kept in each thread's size table.
+#define HAK_TLS_SLOT_OF(cls) (2u * (cls))
+HAK_INLINE unsigned size_class_tls_slot(unsigned cls) { return HAK_TLS_SLOT_OF(cls); }
+_Static_assert(HAK_TLS_SLOT_OF(HAK_NUM_CLASSES - 1) <= 255, "a TLS slot is a byte");
 
-// HAK_TINY_CLASS_LUT_INIT_PLUS(b) holds class + b (the TLS copy holds TLS slots).
-#define HAK_TINY_CLASS_LUT_INIT_PLUS(b)                                                      \
-  [0 ... 16] = (b) + 0, [17 ... 32] = (b) + 1, [33 ... 48] = (b) + 2, [49 ... 64] = (b) + 3, \
-  [65 ... 80] = (b) + 4, [81 ... 96] = (b) + 5, [97 ... 112] = (b) + 6,                      \
-  [113 ... 128] = (b) + 7, [129 ... 160] = (b) + 8, [161 ... 192] = (b) + 9,                 \
-  [193 ... 224] = (b) + 10, [225 ... 256] = (b) + 11, [257 ... 320] = (b) + 12,              \
-  [321 ... 384] = (b) + 13, [385 ... 448] = (b) + 14, [449 ... 512] = (b) + 15,              \
-  [513 ... 640] = (b) + 16, [641 ... 768] = (b) + 17, [769 ... 896] = (b) + 18,              \
-  [897 ... 1024] = (b) + 19
-#define HAK_TINY_CLASS_LUT_INIT HAK_TINY_CLASS_LUT_INIT_PLUS(0)
+// g_tiny_class_lut's contents (GNU range designators), for the copies that need
+// them: HAK_TINY_CLASS_LUT_INIT_AS(f) holds f(class) (the TLS copy holds TLS slots).
+#define HAK_TINY_CLASS_LUT_INIT_AS(f)                                                      \
+  [0 ... 16] = f(0), [17 ... 32] = f(1), [33 ... 48] = f(2), [49 ... 64] = f(3), \
+  [65 ... 80] = f(4), [81 ... 96] = f(5), [97 ... 112] = f(6),                      \
+  [113 ... 128] = f(7), [129 ... 160] = f(8), [161 ... 192] = f(9),                 \
+  [193 ... 224] = f(10), [225 ... 256] = f(11), [257 ... 320] = f(12),              \
+  [321 ... 384] = f(13), [385 ... 448] = f(14), [449 ... 512] = f(15),              \
+  [513 ... 640] = f(16), [641 ... 768] = f(17), [769 ... 896] = f(18),              \
+  [897 ... 1024] = f(19)
+#define HAK_TINY_CLASS_OF(cls) (cls)
+#define HAK_TINY_CLASS_LUT_INIT HAK_TINY_CLASS_LUT_INIT_AS(HAK_TINY_CLASS_OF)
 
 // Class of a request of n bytes, n <= HAK_TINY_MAX: one table load (1 KiB).
 HAK_INLINE unsigned size_class_tiny(size_t n) { return g_tiny_class_lut[n]; }

@@ -88,9 +88,8 @@ typedef struct slab_meta {
   _Atomic uintptr_t  owner;       // owning thread's id (thread_self_id), 0, or SLAB_OWNER_POOL
   uint64_t           size_magic;  // the class's magic (size_class.h), for the free check
   uint32_t           block_size;  // size of the class bound now
-  uint8_t            cls;         // size class bound now
-  uint8_t            tls_slot;    // size_class_tls_slot(cls): free's index in the TLS lists
-  uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
+  int32_t            tls_off;     // tls_list_tp_offset(cls): free's TLS list, from the
+                                  // thread pointer
   // bytes from base to the next never-handed-out block (slab_carve): written
   // by the owner; read by any thread's free (relaxed: the block being freed
   // was carved before it was handed out, and whatever handed it to the
@@ -101,7 +100,10 @@ typedef struct slab_meta {
   // compare of the block-start test (slab_block_start).
   _Atomic uint64_t   carve_key;
   void              *freelist;    // owner only: blocks freed back by the owner, or drained
-  struct slab_meta  *list_next;   // owner only: its heap's partial or full list
+  uint8_t            cls;         // size class bound now
+  uint8_t            reserved0[1];
+  uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
+  uint8_t            reserved2[4];
   // -- written by other threads
   _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
   _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
@@ -113,9 +115,9 @@ typedef struct slab_meta {
   uint8_t            reserved1[1];
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
   uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
-  struct slab_meta  *list_prev;   // owner only: its heap's partial or full list (here
-                                  // so that what free reads fits the first line)
-  uint8_t            pad1[16];
+  struct slab_meta  *list_next;   // owner only: its heap's partial or full list (here
+  struct slab_meta  *list_prev;   // so that what free reads fits the first line)
+  uint8_t            pad1[8];
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
 _Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");

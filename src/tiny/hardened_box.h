@@ -248,10 +248,10 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   const uintptr_t *w = p;
   unsigned c = cls & (HARD_QUAR_REMOTE - 1);
-  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | (cls & HARD_QUAR_REMOTE)) == 0 && tc->room[c] != 0)) {
-    block_set_next(hak_base_from_raw(p), tc->head[c]);   // the mark stays
-    tc->head[c] = hak_base_from_raw(p);
-    tc->room[c]--;
+  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | (cls & HARD_QUAR_REMOTE)) == 0 && tc->lists[c].room != 0)) {
+    block_set_next(hak_base_from_raw(p), tc->lists[c].head);   // the mark stays
+    tc->lists[c].head = hak_base_from_raw(p);
+    tc->lists[c].room--;
     return 1;
   }
   return 0;

@@ -46,7 +46,7 @@ void tiny_heap_notify_owner(slab_meta_t *m) {
   HAK_SITE(SITE_NOTIFY);
   // The owner waits for NOTIFYING to end before it abandons m, so its heap
   // (in its TLS) is alive until our store below.
-  tiny_heap_t *h = (tiny_heap_t *)atomic_load_explicit(&m->owner, memory_order_relaxed);
+  tiny_heap_t *h = tiny_heap_of_owner(atomic_load_explicit(&m->owner, memory_order_relaxed));
   slab_meta_t *old = atomic_load_explicit(&h->wake, memory_order_relaxed);
   do {
     atomic_store_explicit(&m->wake_next, old, memory_order_relaxed);
@@ -313,7 +313,7 @@ static void validate_list(const tiny_heap_t *h, const slab_meta_t *head, unsigne
     HAK_CHECK(m->where == where, "heap slab on a list its `where` does not name", m);
     HAK_CHECK(m->list_prev == prev, "heap list links broken", m);
     HAK_CHECK(m->cls == cls, "heap slab on another class's list", m);
-    HAK_CHECK(atomic_load(&m->owner) == (uintptr_t)h, "heap slab owned by another thread", m);
+    HAK_CHECK(tiny_heap_of_owner(atomic_load(&m->owner)) == h, "heap slab owned by another thread", m);
     slab_validate(m);
   }
 }
@@ -323,7 +323,7 @@ void tiny_heap_validate(const tiny_heap_t *h) {
     const slab_meta_t *m = h->cur[c];
     if (m != NULL) {
       HAK_CHECK(m->where == SLAB_IN_CURRENT && m->cls == c, "current slab not marked current", m);
-      HAK_CHECK(atomic_load(&m->owner) == (uintptr_t)h, "current slab owned by another thread", m);
+      HAK_CHECK(tiny_heap_of_owner(atomic_load(&m->owner)) == h, "current slab owned by another thread", m);
       slab_validate(m);
     }
     validate_list(h, h->partial[c], c, SLAB_IN_PARTIAL);

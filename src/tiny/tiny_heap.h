@@ -47,9 +47,14 @@ typedef struct tiny_heap {
 extern HAK_INTERNAL __thread tiny_heap_t t_heap __attribute__((tls_model("initial-exec")));
 
 // A per-thread id for slab ownership: never 0 or SLAB_OWNER_POOL, unique
-// among live threads; it is the address of the thread's heap, so a remote
-// freer can reach the wake list of a full slab's owner.
-HAK_INLINE uintptr_t thread_self_id(void) { return (uintptr_t)&t_heap; }
+// among live threads. It is the thread pointer, so free's owner check
+// compares with %fs:0 on x86-64 (tls_sll_box.h); the owner's heap is at the
+// same offset from it in every thread (tiny_heap_of_owner), so a remote freer
+// can reach the wake list of a full slab's owner.
+HAK_INLINE uintptr_t thread_self_id(void) { return hak_thread_pointer(); }
+HAK_INLINE tiny_heap_t *tiny_heap_of_owner(uintptr_t owner) {
+  return (tiny_heap_t *)(owner + ((uintptr_t)&t_heap - thread_self_id()));
+}
 
 // The next slab to refill cls from, made current: one with blocks to give
 // (tiny_heap_partial_with_free: the partial list, the wake list, an abandoned

@@ -88,7 +88,7 @@ int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = &t_heap;
   uint32_t want = g_size_class[cls].batch;
-  if (want > tc->room[cls]) want = tc->room[cls];   // room > 0: the thread is set up
+  if (want > tc->lists[cls].room) want = tc->lists[cls].room;   // room > 0: the thread is set up
   shared_pool_maybe_purge();
   page_heap_maybe_purge();
   for (;;) {
@@ -116,7 +116,7 @@ int tiny_refill(unsigned cls) {
       hak_class_counters_t *k = &t_counters.cls[cls];
       k->refills++;
       k->refill_blocks += c.n;
-      k->cached = g_size_class[cls].tls_cap - tc->room[cls];
+      k->cached = g_size_class[cls].tls_cap - tc->lists[cls].room;
       tiny_heap_trim_partial(h, cls, m);
 #if HAK_DEBUG
       slab_validate(m);
@@ -198,15 +198,15 @@ void tiny_flush_remote(unsigned cls) {
 
 void tiny_flush(unsigned cls, uint32_t n) {
   tls_cache_t *tc = &t_tls_cache;
-  uint32_t moved = flush_gather(&tc->head[cls], n, cls);
-  tc->room[cls] += moved;
-  if (hak_base_is_null(tc->head[cls])) {   // a corrupted list was dropped
-    tc->head[cls] = TLS_SLL_END;
-    tc->room[cls] = g_size_class[cls].tls_cap;
+  uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls);
+  tc->lists[cls].room += moved;
+  if (hak_base_is_null(tc->lists[cls].head)) {   // a corrupted list was dropped
+    tc->lists[cls].head = TLS_SLL_END;
+    tc->lists[cls].room = g_size_class[cls].tls_cap;
   }
   hak_class_counters_t *k = &t_counters.cls[cls];
   k->flushes++;
   k->flush_blocks += moved;
-  k->cached = tc->room[cls] <= g_size_class[cls].tls_cap ? g_size_class[cls].tls_cap - tc->room[cls] : 0;
+  k->cached = tc->lists[cls].room <= g_size_class[cls].tls_cap ? g_size_class[cls].tls_cap - tc->lists[cls].room : 0;
   shared_pool_maybe_purge();
 }

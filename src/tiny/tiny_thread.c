@@ -13,7 +13,7 @@ static void thread_key_destructor(void *value) {
   (void)value;
   if (t_heap.status != THREAD_LIVE) return;
   thread_release_all();
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.room[c] = 0;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.lists[c].room = 0;
   t_tls_cache.self = 0;
   t_heap.status = THREAD_DONE;
   hak_counters_detach();
@@ -28,7 +28,7 @@ void thread_setup(void) {
   tls_cache_t *tc = &t_tls_cache;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     HAK_ASSERT(tls_sll_empty(tc, c));
-    tc->room[c] = g_size_class[c].tls_cap;
+    tc->lists[c].room = g_size_class[c].tls_cap;
   }
   tc->self = thread_self_id();
   t_heap.status = THREAD_LIVE;

@@ -13,8 +13,8 @@ const uintptr_t g_tls_sll_end[2] __attribute__((aligned(16))) = {HAK_LINK_ENCODE
 #endif
 
 __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"))) = {
-  .head = { [0 ... HAK_NUM_CLASSES - 1] = TLS_SLL_END_INIT },
-  .slot_lut = { HAK_TINY_CLASS_LUT_INIT_PLUS(HAK_TLS_SLOT_BIAS) },
+  .lists = { [0 ... HAK_NUM_CLASSES - 1] = { .head = TLS_SLL_END_INIT } },
+  .slot_lut = { HAK_TINY_CLASS_LUT_INIT_AS(HAK_TLS_SLOT_OF) },
 };
 
 // Non-zero before start-up randomises it, so no block can be marked by accident.
@@ -37,8 +37,8 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) {
 
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
   tls_sll_report_corrupt(b, cls);
-  tc->head[cls] = TLS_SLL_END;   // the rest of the list is dropped
-  tc->room[cls] = g_size_class[cls].tls_cap;
+  tc->lists[cls].head = TLS_SLL_END;   // the rest of the list is dropped
+  tc->lists[cls].room = g_size_class[cls].tls_cap;
   block_clear_free(b);
   return b;
 }
@@ -57,12 +57,12 @@ void tls_sll_report_double_free(hak_base_ptr_t b, unsigned cls, uint32_t block_s
 void tls_sll_validate(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   if (t_heap.status != THREAD_LIVE) {
-    HAK_CHECK(tls_sll_empty(tc, cls) && tc->room[cls] == 0, "a thread that is not set up has an empty list",
+    HAK_CHECK(tls_sll_empty(tc, cls) && tc->lists[cls].room == 0, "a thread that is not set up has an empty list",
               tc);
     return;
   }
   uint32_t len = 0, cap = g_size_class[cls].tls_cap;
-  for (hak_base_ptr_t b = tc->head[cls]; !tls_sll_is_end(b); b = block_next(b)) {
+  for (hak_base_ptr_t b = tc->lists[cls].head; !tls_sll_is_end(b); b = block_next(b)) {
     HAK_CHECK(block_link_plausible(block_next(b)), "TLS list link corrupted", hak_base_raw(b));
     void *p = hak_base_raw(b);
     HAK_CHECK(++len <= cap, "TLS list longer than its bound", p);
@@ -72,6 +72,6 @@ void tls_sll_validate(unsigned cls) {
     HAK_CHECK(((uintptr_t)p - (uintptr_t)m->base) % m->block_size == 0, "TLS list block not a block start", p);
     HAK_CHECK(block_is_free(b), "TLS list block without its free mark", p);
   }
-  HAK_CHECK(len + tc->room[cls] == cap, "TLS list length + room != bound", hak_base_raw(tc->head[cls]));
+  HAK_CHECK(len + tc->lists[cls].room == cap, "TLS list length + room != bound", hak_base_raw(tc->lists[cls].head));
 }
 #endif

@@ -1,13 +1,13 @@
 // tls_sll_box.h — the per-thread freelist of each size class, and the one
 // place that reads or writes a free block's words.
 //
-// head[c] is a singly-linked list of free blocks of class c, linked through
-// their first word (block_next / block_set_next: every free list of the
+// head[c] (tc->lists[c].head) is a singly-linked list of free blocks of class
+// c, linked through their first word (block_next / block_set_next: every free list of the
 // engine — TLS lists, slab free lists, remote lists — goes through them).
 // A TLS list ends at TLS_SLL_END (not NULL): a block no list hands out, whose
 // link decodes to an implausible value, so the malloc fast path's link check
-// also finds the empty list (no NULL test). room[c] is how many more blocks
-// it may take. Every thread starts with all heads at TLS_SLL_END and all
+// also finds the empty list (no NULL test). room[c] (tc->lists[c].room) is
+// how many more blocks it may take. Every thread starts with all heads at TLS_SLL_END and all
 // rooms 0, so the first malloc misses and the first free overflows: both take
 // the slow path, which sets the thread up (tiny_thread.h). Only the owning
 // thread touches its lists: no locks, no atomics.
@@ -23,32 +23,33 @@
 #include "debug/ptr_types.h"
 #include "superslab/size_class.h"
 
-// The fast paths index the lists by TLS slot, class + HAK_TLS_SLOT_BIAS: room[c]
-// is room_at[slot] and head[c] is head_at[slot], so both are addressed from
-// the TLS block's start with no displacement (GCC otherwise spends a lea on
-// one of them: on the head for malloc's load and store, on the room for
-// free's flag-setting decrement).
+// One list: its head and its room on one 16-byte unit, so both are on one
+// cache line (and the lists of neighbouring classes share lines).
+typedef struct tls_list {
+  hak_base_ptr_t head;
+  uintptr_t      room;   // a word, so malloc's view (tls_cache_t.words) adds to it whole
+} tls_list_t;
+_Static_assert(sizeof(tls_list_t) == 2 * sizeof(uintptr_t) && offsetof(tls_list_t, room) == sizeof(uintptr_t),
+               "a list is two words: the head, then the room");
+
+// The lists start the TLS block. malloc addresses a class's list by its TLS
+// slot (size_class_tls_slot: 2 * class, the list's offset in words), from the
+// block's TLS offset, with no displacement for the head and the word offset
+// 8 for the room. free addresses it from the thread pointer by the offset the
+// slab metadata keeps (tls_off, tls_list_tp_offset): no load of the TLS offset.
 typedef struct tls_cache {
   union {
-    struct {
-      uintptr_t      self;   // the thread's id (thread_self_id) while LIVE, else 0:
-                             // free's owner check reads it beside the lists
-      uint8_t        unused[HAK_TLS_SLOT_BIAS * sizeof(uint32_t) - sizeof(uintptr_t)];
-      uint32_t       room[HAK_NUM_CLASSES];
-      hak_base_ptr_t head[HAK_NUM_CLASSES];
-    };
-    uint32_t       room_at[HAK_TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
-    hak_base_ptr_t head_at[HAK_TLS_SLOT_BIAS + HAK_NUM_CLASSES];       // by TLS slot
+    tls_list_t   lists[HAK_NUM_CLASSES];
+    uintptr_t    words[2 * HAK_NUM_CLASSES];   // malloc's view: head words[slot], room words[slot + 1]
   };
-  // The TLS slot of each request size up to 1 KiB (g_tiny_class_lut + the
-  // bias, from the TLS initialisation image, so every thread has it from its
-  // first instruction): addressed from the same TLS offset as the lists,
-  // malloc finds the slot with one load and no lea.
+  uintptr_t      self;   // the thread's id (thread_self_id) while LIVE, else 0
+  // The TLS slot of each request size up to 1 KiB (g_tiny_class_lut times 2,
+  // from the TLS initialisation image, so every thread has it from its first
+  // instruction): addressed from the same TLS offset as the lists, malloc
+  // finds the slot with one load and no lea.
   uint8_t        slot_lut[HAK_TINY_MAX + 1];
 } tls_cache_t;
-_Static_assert(offsetof(tls_cache_t, room) == HAK_TLS_SLOT_BIAS * sizeof(uint32_t) &&
-               offsetof(tls_cache_t, head) == HAK_TLS_SLOT_BIAS * sizeof(hak_base_ptr_t),
-               "room_at[slot] is room[class], head_at[slot] head[class]");
+_Static_assert(offsetof(tls_cache_t, lists) == 0, "the slot of a class is its list's offset in words");
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
 
@@ -104,7 +105,7 @@ HAK_INLINE int block_link_plausible(hak_base_ptr_t next) {
 extern HAK_INTERNAL const uintptr_t g_tls_sll_end[2];
 #define TLS_SLL_END hak_base_from_raw((void *)g_tls_sll_end)
 HAK_INLINE int tls_sll_is_end(hak_base_ptr_t b) { return hak_base_raw(b) == (const void *)g_tls_sll_end; }
-HAK_INLINE int tls_sll_empty(const tls_cache_t *tc, unsigned cls) { return tls_sll_is_end(tc->head[cls]); }
+HAK_INLINE int tls_sll_empty(const tls_cache_t *tc, unsigned cls) { return tls_sll_is_end(tc->lists[cls].head); }
 
 // Could `next` be a link in a free list of slab m: NULL, or an address in the
 // part of m that has been handed out (a range check: nothing is read there)?
@@ -123,6 +124,24 @@ hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t
 // TLS slot of a request of n <= HAK_TINY_MAX bytes.
 HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) { return tc->slot_lut[n]; }
 
+// free's addressing: the list at a constant offset from the thread pointer
+// (the TLS block of an initial-exec variable is at the same offset in every
+// thread). On x86-64 (HAK_TLS_SEG_FS, debug/hak_base.h) the list is a
+// %fs-relative operand, so free reads neither the thread pointer nor the TLS
+// offset from the GOT.
+#if HAK_TLS_SEG_FS
+typedef __seg_fs tls_list_t tls_list_tp_t;
+HAK_INLINE tls_list_tp_t *tls_list_at_tp(int32_t off) { return (tls_list_tp_t *)(intptr_t)off; }
+#else
+typedef tls_list_t tls_list_tp_t;
+HAK_INLINE tls_list_tp_t *tls_list_at_tp(int32_t off) { return (tls_list_tp_t *)(hak_thread_pointer() + off); }
+#endif
+// The offset of cls's list from the thread pointer (the same in every thread):
+// kept in the slab metadata of a slab bound to cls (tls_off).
+HAK_INLINE int32_t tls_list_tp_offset(unsigned cls) {
+  return (int32_t)((intptr_t)&t_tls_cache.lists[cls] - (intptr_t)hak_thread_pointer());
+}
+
 // The malloc fast path's pop: NULL when the list is empty (the end's link is
 // implausible) or its head's link is corrupted (the slow path's tls_sll_pop
 // then reports it).
@@ -136,14 +155,14 @@ HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) { return t
 #else
 #define TLS_SLL_IN_RETURN_REGISTER(raw) ((void)0)
 #endif
-HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned slot) {
-  void *raw = hak_base_raw(tc->head_at[slot]);
+HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, uintptr_t slot) {
+  void *raw = (void *)tc->words[slot];
   TLS_SLL_IN_RETURN_REGISTER(raw);
   hak_base_ptr_t b = hak_base_from_raw(raw);
   hak_base_ptr_t next = block_next(b);
   if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
-  tc->head_at[slot] = next;
-  tc->room_at[slot]++;
+  tc->words[slot] = (uintptr_t)hak_base_raw(next);
+  tc->words[slot + 1]++;
   block_clear_free(b);
   return b;
 }
@@ -152,32 +171,35 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, unsigned slot) {
 HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
   hak_base_ptr_t b = tls_sll_pop_fast(tc, size_class_tls_slot(cls));
   if (HAK_UNLIKELY(hak_base_is_null(b)) && !tls_sll_empty(tc, cls))
-    return tls_sll_pop_corrupt(tc, cls, tc->head[cls]);
+    return tls_sll_pop_corrupt(tc, cls, tc->lists[cls].head);
   return b;
 }
 
-// The free fast path's push, by TLS slot. 0 when the list is full (or the
-// thread is not set up): the room is decremented in memory and sign-tested, and
-// a full list is left with its room at -1 (putting it back would cost the fast
-// path an instruction: the address of the room, kept for the store). The
-// caller's slow path, taken right after, calls tls_sll_room_settle before
-// anything else reads the room.
+// The free fast path's push, on the list at a thread-pointer offset (the
+// slab's tls_off). 0 when the list is full (or the thread is not set up): the
+// room is decremented in memory and sign-tested, and a full list is left with
+// its room at -1 (putting it back would cost the fast path an instruction:
+// the address of the room, kept for the store). The caller's slow path, taken
+// right after, calls tls_sll_room_settle before anything else reads the room.
 _Static_assert(TLS_CACHE_MAX_BLOCKS <= INT32_MAX, "a room is a non-negative int32_t");
-HAK_INLINE int tls_sll_push_fast(tls_cache_t *tc, unsigned slot, hak_base_ptr_t b) {
-  tc->room_at[slot]--;
-  if (HAK_UNLIKELY((int32_t)tc->room_at[slot] < 0)) return 0;
-  block_set_free(b);
-  block_set_next(b, tc->head_at[slot]);
-  tc->head_at[slot] = b;
+HAK_INLINE int tls_sll_push_fast(tls_list_tp_t *l, hak_base_ptr_t b) {
+  uintptr_t mark = block_free_mark(b);   // before the store to l, which GCC cannot tell from g_block_cookie
+  l->room--;
+  if (HAK_UNLIKELY((intptr_t)l->room < 0)) return 0;
+  ((uintptr_t *)hak_base_raw(b))[1] = mark;
+  block_set_next(b, l->head);
+  l->head = b;
   return 1;
 }
 HAK_INLINE void tls_sll_room_settle(tls_cache_t *tc, unsigned cls) {
-  if (HAK_UNLIKELY((int32_t)tc->room[cls] < 0)) tc->room[cls] = 0;
+  if (HAK_UNLIKELY((intptr_t)tc->lists[cls].room < 0)) tc->lists[cls].room = 0;
 }
-// The same by class, the room put back at once: 0 when the list is full (the
-// caller flushes a batch back to the slabs).
+// The same by class (tc is the calling thread's t_tls_cache), the room put
+// back at once: 0 when the list is full (the caller flushes a batch back to
+// the slabs).
 HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
-  if (HAK_LIKELY(tls_sll_push_fast(tc, size_class_tls_slot(cls), b))) return 1;
+  HAK_ASSERT(tc == &t_tls_cache);
+  if (HAK_LIKELY(tls_sll_push_fast(tls_list_at_tp(tls_list_tp_offset(cls)), b))) return 1;
   tls_sll_room_settle(tc, cls);
   return 0;
 }
@@ -186,9 +208,9 @@ HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
 // (n <= room).
 HAK_INLINE void tls_sll_push_chain(tls_cache_t *tc, unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last,
                                    uint32_t n) {
-  block_set_next(last, tc->head[cls]);
-  tc->head[cls] = first;
-  tc->room[cls] -= n;
+  block_set_next(last, tc->lists[cls].head);
+  tc->lists[cls].head = first;
+  tc->lists[cls].room -= n;
 }
 
 // Report a double free of b (a block of class cls, block_size bytes) and abort.

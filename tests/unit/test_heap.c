@@ -410,7 +410,7 @@ static void test_a_refill_from_new_memory_carves_one_page_not_a_whole_batch(void
   void *p = hak_malloc(1000);
   slab_meta_t *m = slab_of(p);
   assert_int_equal(slab_carve(m) - m->base, 4096);      // 4 blocks of 1 KiB: one in p ...
-  assert_int_equal(g_size_class[cls].tls_cap - t_tls_cache.room[cls], 3);   // ... 3 on the list
+  assert_int_equal(g_size_class[cls].tls_cap - t_tls_cache.lists[cls].room, 3);   // ... 3 on the list
   hak_free(p);
   hak_thread_flush();
 }

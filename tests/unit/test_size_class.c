@@ -109,19 +109,39 @@ static void test_carve_key_accepts_exactly_the_carved_blocks(void **state) {
   }
 }
 
-// The fast paths index a thread's lists by TLS slot: malloc's per-thread size
-// table and free's slab field must give the slot of the same class.
-static void test_tls_slots_of_sizes_and_slabs_are_their_class_plus_the_bias(void **state) {
-  (void)state;
+// The fast paths address a thread's lists two ways: malloc by TLS slot from
+// its per-thread size table (the list's offset in words), free by the offset
+// from the thread pointer kept in the slab (tls_off). Both must reach the list
+// of the block's class, and the slab's owner id must be the thread pointer
+// free compares with (%fs:0 on x86-64).
+static intptr_t list_offset_from_thread_pointer(unsigned cls) {
+  return (intptr_t)&t_tls_cache.lists[cls] - (intptr_t)__builtin_thread_pointer();
+}
+static void *tls_offsets_of_sizes_in_this_thread(void *arg) {
+  (void)arg;
   for (size_t n = 0; n <= HAK_TINY_MAX; n++) {
+    unsigned cls = size_class_tiny(n);
     unsigned slot = tls_slot_of_size(&t_tls_cache, n);
-    assert_int_equal(slot, size_class_tiny(n) + HAK_NUM_CLASSES);
-    assert_ptr_equal(&t_tls_cache.room_at[slot], &t_tls_cache.room[size_class_tiny(n)]);
-    assert_ptr_equal(&t_tls_cache.head_at[slot], &t_tls_cache.head[size_class_tiny(n)]);
+    if (slot != 2 * cls || &t_tls_cache.words[slot] != (uintptr_t *)&t_tls_cache.lists[cls].head ||
+        &t_tls_cache.words[slot + 1] != &t_tls_cache.lists[cls].room)
+      return (void *)1;
     void *p = hak_malloc(n);
-    assert_int_equal(slab_of(p)->tls_slot, slot);
+    slab_meta_t *m = slab_of(p);
+    int ok = m->tls_off == list_offset_from_thread_pointer(cls) &&
+             atomic_load(&m->owner) == (uintptr_t)__builtin_thread_pointer();
     hak_free(p);
+    if (!ok) return (void *)2;
   }
+  return NULL;
+}
+static void test_tls_slots_and_offsets_of_sizes_and_slabs_reach_their_class_list(void **state) {
+  (void)state;
+  assert_null(tls_offsets_of_sizes_in_this_thread(NULL));
+  pthread_t t;   // another thread: its slabs, the same offsets
+  void *res = (void *)3;
+  assert_int_equal(pthread_create(&t, NULL, tls_offsets_of_sizes_in_this_thread, NULL), 0);
+  assert_int_equal(pthread_join(t, &res), 0);
+  assert_null(res);
 }
 
 static void test_usable_size_of_a_slab_block_is_its_class_size(void **state) {
@@ -146,7 +166,7 @@ int main(void) {
     HAK_UNIT_TEST(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
     HAK_UNIT_TEST(test_class_magic_orders_block_starts_and_rejects_every_other_offset),
     HAK_UNIT_TEST(test_carve_key_accepts_exactly_the_carved_blocks),
-    HAK_UNIT_TEST(test_tls_slots_of_sizes_and_slabs_are_their_class_plus_the_bias),
+    HAK_UNIT_TEST(test_tls_slots_and_offsets_of_sizes_and_slabs_reach_their_class_list),
     HAK_UNIT_TEST(test_usable_size_of_a_slab_block_is_its_class_size),
   };
   return cmocka_run_group_tests_name("size_class", tests, NULL, NULL);

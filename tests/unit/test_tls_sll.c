@@ -39,11 +39,11 @@ static void test_tls_list_length_plus_room_is_the_cap(void **state) {
   void **v = calloc(n, sizeof *v);
   for (size_t i = 0; i < n; i++) {
     v[i] = hak_malloc(96);
-    assert_int_equal(tls_list_len(cls) + t_tls_cache.room[cls], cap);
+    assert_int_equal(tls_list_len(cls) + t_tls_cache.lists[cls].room, cap);
   }
   for (size_t i = 0; i < n; i++) {
     hak_free(v[i]);
-    assert_int_equal(tls_list_len(cls) + t_tls_cache.room[cls], cap);
+    assert_int_equal(tls_list_len(cls) + t_tls_cache.lists[cls].room, cap);
   }
   free(v);
 }
@@ -54,9 +54,9 @@ static void test_tls_list_length_plus_room_is_the_cap(void **state) {
 static void *fresh_thread_lists(void *arg) {
   (void)arg;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    if (!tls_sll_is_end(t_tls_cache.head[c]) || t_tls_cache.room[c] != 0) return (void *)1;
+    if (!tls_sll_is_end(t_tls_cache.lists[c].head) || t_tls_cache.lists[c].room != 0) return (void *)1;
     if (!hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(c)))) return (void *)2;
-    if (!tls_sll_is_end(t_tls_cache.head[c]) || t_tls_cache.room[c] != 0) return (void *)3;
+    if (!tls_sll_is_end(t_tls_cache.lists[c].head) || t_tls_cache.lists[c].room != 0) return (void *)3;
   }
   return NULL;
 }
@@ -83,7 +83,7 @@ static void test_popping_a_list_to_its_end_misses_then_refills(void **state) {
   }
   assert_true(tls_list_empty(cls));
   assert_true(hak_base_is_null(tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls))));
-  assert_int_equal(t_tls_cache.room[cls], g_size_class[cls].tls_cap);
+  assert_int_equal(t_tls_cache.lists[cls].room, g_size_class[cls].tls_cap);
   void *q = hak_malloc(272);   // a refill, not a report (a report aborts here)
   assert_non_null(q);
   hak_free(q);
@@ -128,7 +128,7 @@ static void test_refilled_blocks_all_come_from_the_current_slab(void **state) {
   assert_non_null(p);
   slab_meta_t *m = slab_of(p);
   assert_ptr_equal(t_heap.cur[cls], m);
-  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !tls_sll_is_end(b); b = block_next(b))
+  for (hak_base_ptr_t b = t_tls_cache.lists[cls].head; !tls_sll_is_end(b); b = block_next(b))
     assert_ptr_equal(slab_of(hak_base_raw(b)), m);
   hak_free(p);
 }

@@ -55,7 +55,7 @@ static inline unsigned slab_state(const slab_meta_t *m) {
 // Length of the calling thread's TLS list of cls (walks the chain, bounded).
 static inline uint32_t tls_list_len(unsigned cls) {
   uint32_t n = 0;
-  for (hak_base_ptr_t b = t_tls_cache.head[cls]; !tls_sll_is_end(b) && n < 100000; b = block_next(b)) n++;
+  for (hak_base_ptr_t b = t_tls_cache.lists[cls].head; !tls_sll_is_end(b) && n < 100000; b = block_next(b)) n++;
   return n;
 }
 
