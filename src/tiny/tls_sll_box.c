@@ -18,7 +18,10 @@ __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"))) = {
 };
 
 // Non-zero before start-up randomises it, so no block can be marked by accident.
-uintptr_t g_block_cookie = 0x9e3779b97f4a7c15u;
+block_keys_t g_block_keys __attribute__((aligned(16))) = {
+  .cookie = 0x9e3779b97f4a7c15u,
+  .link_bad_bits = BLOCK_LINK_BAD_BITS,
+};
 
 // The top bit set: see block_link_plausible (tls_sll_box.h).
 void tls_sll_seed_cookie(uint64_t seed) { g_block_cookie = (uintptr_t)seed | ((uintptr_t)1 << 63); }

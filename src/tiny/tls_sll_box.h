@@ -69,7 +69,16 @@ extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("i
 #ifndef HAK_LINK_ENCODE
 #define HAK_LINK_ENCODE 1
 #endif
-extern HAK_INTERNAL uintptr_t g_block_cookie;
+// The key, and the bits no decoded link may have (BLOCK_LINK_BAD_BITS), kept
+// in memory beside it: malloc's link check tests against the word in one
+// instruction (a 64-bit constant would take a 10-byte movabs first), on the
+// line it reads the key from.
+typedef struct block_keys {
+  uintptr_t cookie;
+  uintptr_t link_bad_bits;
+} block_keys_t;
+extern HAK_INTERNAL block_keys_t g_block_keys;
+#define g_block_cookie (g_block_keys.cookie)
 // Seed the key (process start-up, before any block is marked).
 void tls_sll_seed_cookie(uint64_t seed);
 
@@ -95,8 +104,16 @@ HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) {
   *(uintptr_t *)hak_base_raw(b) = (uintptr_t)hak_base_raw(next) ^ block_link_key(b);
 }
 // Could `next` be a link the allocator wrote (NULL or a block address)?
+// On x86-64 one `test` of the register against the word in memory (a
+// one-line asm: GCC loads the word into a register and ands it first).
 HAK_INLINE int block_link_plausible(hak_base_ptr_t next) {
-  return ((uintptr_t)hak_base_raw(next) & BLOCK_LINK_BAD_BITS) == 0;
+#if defined(__x86_64__) && !HAK_SANITIZED
+  int plausible;
+  __asm__("testq %2, %1" : "=@ccz"(plausible) : "r"((uintptr_t)hak_base_raw(next)), "m"(g_block_keys.link_bad_bits));
+  return plausible;
+#else
+  return ((uintptr_t)hak_base_raw(next) & g_block_keys.link_bad_bits) == 0;
+#endif
 }
 
 // The end of every TLS list (tls_sll_box.c): two words, the link 0 (1 when
