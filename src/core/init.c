@@ -55,6 +55,7 @@ void hak_init_once(void) {
   atomic_store(&g_init_thread, thread_self_id());
   hak_config_load();
   tls_sll_seed_cookie(os_random_seed());
+  tls_sll_init_offsets();
   thread_key_init();
 #if HAK_HARDENED
   hak_hardened_init();

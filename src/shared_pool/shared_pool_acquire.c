@@ -2,14 +2,13 @@
 #include "os/os.h"
 #include "shared_pool/shared_pool_internal.h"
 #include "stats/stats.h"
-#include "tiny/tls_sll_box.h"
 
 // Bind a slab to a class, empty, owned by `owner` (the caller holds it alone).
 static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   superslab_t *ss = ss_of_meta(m);
   uint32_t size = g_size_class[cls].size;
   m->cls = (uint8_t)cls;
-  m->tls_off = tls_list_tp_offset(cls);
+  m->tls_off = g_class_tls_off[cls];
   m->block_size = size;
   m->size_magic = g_size_class[cls].magic;
   m->capacity = (uint16_t)slab_capacity(ss_slab_bytes(ss, m->index), size);

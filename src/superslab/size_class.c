@@ -26,4 +26,5 @@ const size_class_info_t g_size_class[HAK_NUM_CLASSES] = {
 // cache holding TLS slots, size_class_tls_slot, tls_sll_box.h; this one
 // is for everything else).
 const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1] = { HAK_TINY_CLASS_LUT_INIT };
+int32_t g_class_tls_off[HAK_NUM_CLASSES];
 _Static_assert(sizeof g_tiny_class_lut == HAK_TINY_MAX + 1, "one LUT entry per byte count up to 1 KiB");

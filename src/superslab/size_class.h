@@ -52,6 +52,10 @@ extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1];
 // Kept in each thread's size table.
 #define HAK_TLS_SLOT_OF(cls) (2u * (cls))
 HAK_INLINE unsigned size_class_tls_slot(unsigned cls) { return HAK_TLS_SLOT_OF(cls); }
+// The offset of each class's TLS list from the thread pointer, the same in
+// every thread (tls_list_tp_offset, tiny/tls_sll_box.h): set once at start-up
+// (tls_sll_init_offsets), copied into a slab's metadata when it is bound.
+extern HAK_INTERNAL int32_t g_class_tls_off[HAK_NUM_CLASSES];
 _Static_assert(HAK_TLS_SLOT_OF(HAK_NUM_CLASSES - 1) <= 255, "a TLS slot is a byte");
 
 // g_tiny_class_lut's contents (GNU range designators), for the copies that need

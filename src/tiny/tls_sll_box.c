@@ -26,6 +26,10 @@ block_keys_t g_block_keys __attribute__((aligned(16))) = {
 // The top bit set: see block_link_plausible (tls_sll_box.h).
 void tls_sll_seed_cookie(uint64_t seed) { g_block_cookie = (uintptr_t)seed | ((uintptr_t)1 << 63); }
 
+void tls_sll_init_offsets(void) {
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) g_class_tls_off[c] = tls_list_tp_offset(c);
+}
+
 void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) {
   char line[128], num[24];
   size_t n = hak_fmt_str(line, sizeof line, 0, "hakmem: corrupted free list in class ");

@@ -81,6 +81,8 @@ extern HAK_INTERNAL block_keys_t g_block_keys;
 #define g_block_cookie (g_block_keys.cookie)
 // Seed the key (process start-up, before any block is marked).
 void tls_sll_seed_cookie(uint64_t seed);
+// Fill g_class_tls_off (process start-up, before any slab is bound).
+void tls_sll_init_offsets(void);
 
 HAK_INLINE uintptr_t block_free_mark(hak_base_ptr_t b) { return (uintptr_t)hak_base_raw(b) ^ g_block_cookie; }
 // The mark word of block b (a block start, so the word lies inside it).
