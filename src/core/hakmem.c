@@ -128,7 +128,7 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
     tiny_free_remote(cls, b);
     return;
   }
-  if (tc->lists[cls].room == 0) tiny_flush(cls, g_size_class[cls].batch);
+  if (tc->lists[cls].room == 0) tiny_flush(cls, tls_batch(tc, cls));
   tls_sll_push(tc, cls, b);
 }
 

@@ -162,7 +162,7 @@ size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
     r.block_size = size_class_size((unsigned)c);
     // The calling thread's own list is known exactly (length + room == cap
     // while it has blocks), not as of its last slow path.
-    uint64_t own = !tls_sll_empty(&t_tls_cache, c) ? g_size_class[c].tls_cap - t_tls_cache.lists[c].room : 0;
+    uint64_t own = !tls_sll_empty(&t_tls_cache, c) ? tls_cached(&t_tls_cache, c) : 0;
     uint64_t cached = tc.cls[c].cached - (t_counters.cls[c].cached <= tc.cls[c].cached ? t_counters.cls[c].cached : tc.cls[c].cached) + own;
     r.cached = cached < handed[c] ? cached : handed[c];
     r.blocks_in_use = handed[c] - r.cached;

@@ -9,6 +9,7 @@
 #include "tiny/slab_validate.h"
 #include "tiny/tiny_free_local_box.h"
 #include "tiny/tiny_heap.h"
+#include "tiny/tiny_thread.h"
 #include "tiny/tls_sll_box.h"
 #include "tiny/transfer_box.h"
 
@@ -82,15 +83,15 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
 
 // Another thread's surplus from the class exchange (transfer_box.h): a chain
 // of at most a batch, its blocks still counted in their slabs and marked free.
-static int refill_from_exchange(tls_cache_t *tc, unsigned cls) {
+static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
   hak_base_ptr_t first, last;
-  uint32_t n = transfer_take(cls, &first, &last);
+  uint32_t n = transfer_take(cls, want, &first, &last);
   if (n == 0) return 0;
   tls_sll_push_chain(tc, cls, first, last, n);
   hak_class_counters_t *k = &t_counters.cls[cls];
   k->refills++;
   k->refill_blocks += n;
-  k->cached = g_size_class[cls].tls_cap - tc->lists[cls].room;
+  k->cached = tls_cached(tc, cls);
   return 1;
 }
 
@@ -103,15 +104,16 @@ static int refill_from_exchange(tls_cache_t *tc, unsigned cls) {
 int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = &t_heap;
-  uint32_t want = g_size_class[cls].batch;
-  if (want > tc->lists[cls].room) want = tc->lists[cls].room;   // room > 0: the thread is set up
+  tiny_cache_rescale();
+  uint32_t want = tls_batch(tc, cls);
+  if (want > tc->lists[cls].room) want = (uint32_t)tc->lists[cls].room;   // room > 0: the thread is set up
   shared_pool_maybe_purge();
   page_heap_maybe_purge();
   for (;;) {
     slab_meta_t *m = h->cur[cls];
     block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
     if (m != NULL) slab_take_free(m, want, &c);
-    if (c.n == 0 && want == g_size_class[cls].batch && refill_from_exchange(tc, cls)) return 1;
+    if (c.n == 0 && refill_from_exchange(tc, cls, want)) return 1;
     if (m == NULL) {
       if ((m = tiny_heap_next_slab(h, cls)) == NULL) return 0;
       slab_take_free(m, want, &c);
@@ -136,7 +138,7 @@ int tiny_refill(unsigned cls) {
       hak_class_counters_t *k = &t_counters.cls[cls];
       k->refills++;
       k->refill_blocks += c.n;
-      k->cached = g_size_class[cls].tls_cap - tc->lists[cls].room;
+      k->cached = tls_cached(tc, cls);
       tiny_heap_trim_partial(h, cls, m);
 #if HAK_DEBUG
       slab_validate(m);
@@ -229,27 +231,28 @@ void tiny_flush_remote(unsigned cls) {
 // Blocks of 1 KiB or less that another thread owns go to the class exchange
 // on an overflow's flush (a batch or less), home if it is full.
 void tiny_flush(unsigned cls, uint32_t n) {
+  tiny_cache_rescale();
   tls_cache_t *tc = &t_tls_cache;
   block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-  int exchange = n <= g_size_class[cls].batch && g_size_class[cls].size <= HAK_TINY_MAX;
+  int exchange = n <= g_size_class[cls].batch && g_size_class[cls].size <= HAK_TINY_MAX;   // not the exit's flush
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL);
   if (foreign.n > 0 && !transfer_put(cls, foreign.first, foreign.last, foreign.n))
     send_chain_home(cls, foreign.first, foreign.last);
   tc->lists[cls].room += moved;
   if (hak_base_is_null(tc->lists[cls].head)) {   // a corrupted list was dropped
     tc->lists[cls].head = TLS_SLL_END;
-    tc->lists[cls].room = g_size_class[cls].tls_cap;
+    tc->lists[cls].room = tc->cap[cls];
   }
   hak_class_counters_t *k = &t_counters.cls[cls];
   k->flushes++;
   k->flush_blocks += moved;
-  k->cached = tc->lists[cls].room <= g_size_class[cls].tls_cap ? g_size_class[cls].tls_cap - tc->lists[cls].room : 0;
+  k->cached = tls_cached(tc, cls);
   shared_pool_maybe_purge();
 }
 
 void tiny_flush_exchange(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     hak_base_ptr_t first, last;
-    while (transfer_take(c, &first, &last) > 0) send_chain_home(c, first, last);
+    while (transfer_take(c, UINT32_MAX, &first, &last) > 0) send_chain_home(c, first, last);
   }
 }

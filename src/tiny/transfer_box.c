@@ -6,6 +6,7 @@
 
 #include "stats/stats.h"
 #include "superslab/size_class.h"
+#include "tiny/tls_sll_box.h"
 
 typedef struct transfer_chain {
   hak_base_ptr_t first, last;
@@ -40,18 +41,27 @@ int transfer_put(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last, uint32
   return kept;
 }
 
-uint32_t transfer_take(unsigned cls, hak_base_ptr_t *first, hak_base_ptr_t *last) {
+uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last) {
   transfer_class_t *t = &g_transfer[cls];
-  if (atomic_load_explicit(&t->chains, memory_order_relaxed) == 0) return 0;
+  if (max == 0 || atomic_load_explicit(&t->chains, memory_order_relaxed) == 0) return 0;
   HAK_SITE(SITE_TRANSFER_LOCK);
   pthread_mutex_lock(&t->lock);
   uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed), n = 0;
   if (c > 0) {
     transfer_chain_t *x = &t->chain[c - 1];
     *first = x->first;
-    *last = x->last;
-    n = x->n;
-    atomic_store_explicit(&t->chains, c - 1, memory_order_relaxed);
+    if (x->n <= max) {
+      *last = x->last;
+      n = x->n;
+      atomic_store_explicit(&t->chains, c - 1, memory_order_relaxed);
+    } else {   // a thread with a smaller bound: the first max blocks (links it wrote itself)
+      hak_base_ptr_t b = x->first;
+      for (uint32_t i = 1; i < max; i++) b = block_next(b);
+      *last = b;
+      n = max;
+      x->first = block_next(b);
+      x->n -= max;
+    }
     atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) - n,
                           memory_order_relaxed);
   }

@@ -26,8 +26,9 @@
 // Keep first..last (n blocks of class cls, linked, marked free). 0 when the
 // class's exchange is full (the caller sends them home).
 int transfer_put(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n);
-// Take one chain of cls into *first..*last; returns its length, 0 when empty.
-uint32_t transfer_take(unsigned cls, hak_base_ptr_t *first, hak_base_ptr_t *last);
+// Take one chain of cls, at most max blocks of it (the rest stays), into
+// *first..*last; returns its length, 0 when empty.
+uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last);
 // Blocks of cls held now (statistics, tests).
 uint32_t transfer_blocks(unsigned cls);
 
