@@ -10,8 +10,10 @@
 static pthread_key_t g_thread_key;
 static _Atomic uint32_t g_threads_live;   // LIVE threads (set up, not torn down)
 
+uint32_t tiny_threads_live(void) { return atomic_load_explicit(&g_threads_live, memory_order_relaxed); }
+
 unsigned tiny_cache_share(void) {
-  uint32_t n = atomic_load_explicit(&g_threads_live, memory_order_relaxed);
+  uint32_t n = tiny_threads_live();
   return n <= TINY_CACHE_FULL_THREADS ? 0u : n <= 2u * TINY_CACHE_FULL_THREADS ? 1u : 2u;
 }
 

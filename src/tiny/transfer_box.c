@@ -17,20 +17,23 @@ typedef struct transfer_class {
   pthread_mutex_t  lock;
   _Atomic uint32_t chains;   // read without the lock: an empty exchange costs no lock
   _Atomic uint32_t blocks;
-  transfer_chain_t chain[TRANSFER_CHAINS];
+  transfer_chain_t chain[TRANSFER_MAX_CHAINS];
 } __attribute__((aligned(64))) transfer_class_t;
 
 static transfer_class_t g_transfer[HAK_NUM_CLASSES] = {
-  [0 ... HAK_NUM_CLASSES - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER},
+  // adaptive: the critical section is a few stores, so a waiter spins a
+  // while before it sleeps in the kernel
+  [0 ... HAK_NUM_CLASSES - 1] = {.lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP},
 };
 
-int transfer_put(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   transfer_class_t *t = &g_transfer[cls];
-  if (atomic_load_explicit(&t->chains, memory_order_relaxed) >= TRANSFER_CHAINS) return 0;
+  if (limit > TRANSFER_MAX_CHAINS) limit = TRANSFER_MAX_CHAINS;
+  if (atomic_load_explicit(&t->chains, memory_order_relaxed) >= limit) return 0;
   HAK_SITE(SITE_TRANSFER_LOCK);
   pthread_mutex_lock(&t->lock);
   uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed);
-  int kept = c < TRANSFER_CHAINS;
+  int kept = c < limit;
   if (kept) {
     t->chain[c] = (transfer_chain_t){first, last, n};
     atomic_store_explicit(&t->chains, c + 1, memory_order_relaxed);

@@ -6,6 +6,7 @@
 
 #define SIZE   256u    // 64 bytes or more: another thread's block stays on the freer's list
 #define BLOCKS 1000u   // more than the list holds: six overflows of a 256-block list
+#define CHAINS 2u      // the exchange's limit while two threads live: this one and the freer
 
 typedef struct block_set {
   void  *p[BLOCKS];
@@ -68,10 +69,10 @@ static void test_overflow_of_another_threads_blocks_fills_the_exchange_then_goes
   uint32_t batch = g_size_class[cls].batch;
   uint64_t used_before = used_of_set_slabs();   // BLOCKS, and what the main thread's list holds
   run_in_thread(free_all, &g_set);   // its list overflows six times, then it exits
-  assert_int_equal(transfer_blocks(cls), TRANSFER_CHAINS * batch);
+  assert_int_equal(transfer_blocks(cls), CHAINS * batch);
   // Everything else went home: of the BLOCKS, the slabs count only what the
   // exchange holds.
-  assert_int_equal(used_of_set_slabs(), used_before - BLOCKS + TRANSFER_CHAINS * batch);
+  assert_int_equal(used_of_set_slabs(), used_before - BLOCKS + CHAINS * batch);
 }
 
 typedef struct taken {
@@ -96,7 +97,7 @@ static void test_a_third_threads_refill_takes_a_chain_from_the_exchange(void **s
   taken_t t = {.n = 8};
   run_in_thread(malloc_a_few, &t);
   for (unsigned i = 0; i < t.n; i++) assert_true(in_set(t.p[i]));   // no new memory
-  assert_int_equal(t.exchange_after, (TRANSFER_CHAINS - 1) * batch);
+  assert_int_equal(t.exchange_after, (CHAINS - 1) * batch);
 }
 
 static void test_the_exchange_goes_home_on_hak_trim(void **state) {
