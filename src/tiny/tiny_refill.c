@@ -234,9 +234,11 @@ void tiny_flush(unsigned cls, uint32_t n) {
   tiny_cache_rescale();
   tls_cache_t *tc = &t_tls_cache;
   block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-  int exchange = n <= g_size_class[cls].batch && g_size_class[cls].size <= HAK_TINY_MAX;   // not the exit's flush
+  uint32_t limit = tiny_threads_live();
+  int exchange = n <= g_size_class[cls].batch && g_size_class[cls].size <= HAK_TINY_MAX &&   // not the exit's flush
+                 !transfer_full(cls, limit);
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL);
-  if (foreign.n > 0 && !transfer_put(cls, tiny_threads_live(), foreign.first, foreign.last, foreign.n))
+  if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
     send_chain_home(cls, foreign.first, foreign.last);
   tc->lists[cls].room += moved;
   if (hak_base_is_null(tc->lists[cls].head)) {   // a corrupted list was dropped

@@ -44,6 +44,11 @@ int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_pt
   return kept;
 }
 
+int transfer_full(unsigned cls, uint32_t limit) {
+  if (limit > TRANSFER_MAX_CHAINS) limit = TRANSFER_MAX_CHAINS;
+  return atomic_load_explicit(&g_transfer[cls].chains, memory_order_relaxed) >= limit;
+}
+
 uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last) {
   transfer_class_t *t = &g_transfer[cls];
   if (max == 0 || atomic_load_explicit(&t->chains, memory_order_relaxed) == 0) return 0;

@@ -29,6 +29,9 @@
 // Keep first..last (n blocks of class cls, linked, marked free). 0 when the
 // class's exchange holds `limit` chains or more (the caller sends them home).
 int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n);
+// Does cls's exchange hold `limit` chains or more (a relaxed look: the flush
+// then sends every block home in one walk)?
+int transfer_full(unsigned cls, uint32_t limit);
 // Take one chain of cls, at most max blocks of it (the rest stays), into
 // *first..*last; returns its length, 0 when empty.
 uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last);
