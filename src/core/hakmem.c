@@ -128,7 +128,7 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
     tiny_free_remote(cls, b);
     return;
   }
-  if (tc->lists[cls].room == 0) tiny_flush(cls, g_size_class[cls].batch);
+  if (tc->lists[cls].room == 0) tiny_flush(cls, tls_batch(tc, cls));
   tls_sll_push(tc, cls, b);
 }
 
@@ -309,6 +309,7 @@ int hak_owns(const void *p) {
 void hak_thread_flush(void) {
   if (t_heap.status != THREAD_LIVE) return;
   thread_release_all();
+  tiny_flush_exchange();   // what other threads left there goes home too
 }
 
 int hak_trim(void) {
@@ -317,6 +318,7 @@ int hak_trim(void) {
       tiny_flush(c, UINT32_MAX);
       tiny_flush_remote(c);
     }
+  tiny_flush_exchange();
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap.stash[k]);
   int released = shared_pool_trim();
   released |= page_heap_trim(1);

@@ -19,6 +19,7 @@
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
 #include "tiny/tls_sll_box.h"
+#include "tiny/transfer_box.h"
 
 _Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "every class has its counters");
 
@@ -162,8 +163,10 @@ size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
     r.block_size = size_class_size((unsigned)c);
     // The calling thread's own list is known exactly (length + room == cap
     // while it has blocks), not as of its last slow path.
-    uint64_t own = !tls_sll_empty(&t_tls_cache, c) ? g_size_class[c].tls_cap - t_tls_cache.lists[c].room : 0;
-    uint64_t cached = tc.cls[c].cached - (t_counters.cls[c].cached <= tc.cls[c].cached ? t_counters.cls[c].cached : tc.cls[c].cached) + own;
+    uint64_t own = !tls_sll_empty(&t_tls_cache, c) ? tls_cached(&t_tls_cache, c) : 0;
+    // Blocks in the class exchange are cached too (transfer_box.h).
+    uint64_t cached = tc.cls[c].cached - (t_counters.cls[c].cached <= tc.cls[c].cached ? t_counters.cls[c].cached : tc.cls[c].cached) + own +
+                      transfer_blocks((unsigned)c);
     r.cached = cached < handed[c] ? cached : handed[c];
     r.blocks_in_use = handed[c] - r.cached;
     r.bytes_in_use = r.blocks_in_use * r.block_size;

@@ -9,7 +9,9 @@
 #include "tiny/slab_validate.h"
 #include "tiny/tiny_free_local_box.h"
 #include "tiny/tiny_heap.h"
+#include "tiny/tiny_thread.h"
 #include "tiny/tls_sll_box.h"
+#include "tiny/transfer_box.h"
 
 _Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "the counters have a slot per class");
 
@@ -79,7 +81,22 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   slab_set_carve(m, carve);
 }
 
+// Another thread's surplus from the class exchange (transfer_box.h): a chain
+// of at most a batch, its blocks still counted in their slabs and marked free.
+static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
+  hak_base_ptr_t first, last;
+  uint32_t n = transfer_take(cls, want, &first, &last);
+  if (n == 0) return 0;
+  tls_sll_push_chain(tc, cls, first, last, n);
+  hak_class_counters_t *k = &t_counters.cls[cls];
+  k->refills++;
+  k->refill_blocks += n;
+  k->cached = tls_cached(tc, cls);
+  return 1;
+}
+
 // Reuse before new memory: the blocks freed into the current slab, then a
+// chain from the class exchange (another thread's surplus), then a
 // partial slab's (or an adopted one's, uncarved end included), and only then
 // the current slab's never-used end. Carving first let the current slab grow to its end while
 // the partial slabs held the blocks that came back: at 16 threads ws-small
@@ -87,15 +104,20 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
 int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = &t_heap;
-  uint32_t want = g_size_class[cls].batch;
-  if (want > tc->lists[cls].room) want = tc->lists[cls].room;   // room > 0: the thread is set up
+  tiny_cache_rescale();
+  uint32_t want = tls_batch(tc, cls);
+  if (want > tc->lists[cls].room) want = (uint32_t)tc->lists[cls].room;   // room > 0: the thread is set up
   shared_pool_maybe_purge();
   page_heap_maybe_purge();
   for (;;) {
     slab_meta_t *m = h->cur[cls];
-    if (m == NULL && (m = tiny_heap_next_slab(h, cls)) == NULL) return 0;
     block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-    slab_take_free(m, want, &c);
+    if (m != NULL) slab_take_free(m, want, &c);
+    if (c.n == 0 && refill_from_exchange(tc, cls, want)) return 1;
+    if (m == NULL) {
+      if ((m = tiny_heap_next_slab(h, cls)) == NULL) return 0;
+      slab_take_free(m, want, &c);
+    }
     if (c.n == 0) {
       slab_meta_t *p = tiny_heap_partial_with_free(h, cls);
       if (p != NULL) {
@@ -116,7 +138,7 @@ int tiny_refill(unsigned cls) {
       hak_class_counters_t *k = &t_counters.cls[cls];
       k->refills++;
       k->refill_blocks += c.n;
-      k->cached = g_size_class[cls].tls_cap - tc->lists[cls].room;
+      k->cached = tls_cached(tc, cls);
       tiny_heap_trim_partial(h, cls, m);
 #if HAK_DEBUG
       slab_validate(m);
@@ -143,7 +165,7 @@ static void flush_deliver(slab_meta_t *m, block_chain_t *c) {
 // per slab (a TLS list ends at TLS_SLL_END, a remote buffer at NULL). Returns
 // the blocks taken. A corrupted link is reported; going on,
 // the rest of the list is dropped (leaked), never followed.
-static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls) {
+static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, block_chain_t *foreign) {
   slab_meta_t *slab[FLUSH_WAYS];
   block_chain_t chain[FLUSH_WAYS];
   unsigned ways = 0, next_victim = 0, hit = 0;
@@ -157,6 +179,10 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls) {
     }
     *head = next;
     slab_meta_t *m = ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b));
+    if (foreign != NULL && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
+      chain_append(foreign, b);
+      continue;
+    }
     if (ways == 0 || slab[hit] != m) {
       unsigned i = 0;
       while (i < ways && slab[i] != m) i++;
@@ -180,6 +206,12 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls) {
   return moved;
 }
 
+// Send a chain first..last of cls (linked, marked free) home, gathered per slab.
+static void send_chain_home(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last) {
+  block_set_next(last, HAK_BASE_NULL);
+  flush_gather(&first, UINT32_MAX, cls, NULL);
+}
+
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
   tiny_heap_t *h = &t_heap;
   block_set_free(b);
@@ -191,22 +223,38 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
 void tiny_flush_remote(unsigned cls) {
   tiny_heap_t *h = &t_heap;
   if (h->remote_count[cls] == 0) return;
-  flush_gather(&h->remote_head[cls], UINT32_MAX, cls);
+  flush_gather(&h->remote_head[cls], UINT32_MAX, cls, NULL);
   h->remote_head[cls] = HAK_BASE_NULL;
   h->remote_count[cls] = 0;
 }
 
+// Blocks of 1 KiB or less that another thread owns go to the class exchange
+// on an overflow's flush (a batch or less), home if it is full.
 void tiny_flush(unsigned cls, uint32_t n) {
+  tiny_cache_rescale();
   tls_cache_t *tc = &t_tls_cache;
-  uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls);
+  block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
+  uint32_t limit = tiny_threads_live();
+  int exchange = n <= g_size_class[cls].batch && g_size_class[cls].size <= HAK_TINY_MAX &&   // not the exit's flush
+                 !transfer_full(cls, limit);
+  uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL);
+  if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
+    send_chain_home(cls, foreign.first, foreign.last);
   tc->lists[cls].room += moved;
   if (hak_base_is_null(tc->lists[cls].head)) {   // a corrupted list was dropped
     tc->lists[cls].head = TLS_SLL_END;
-    tc->lists[cls].room = g_size_class[cls].tls_cap;
+    tc->lists[cls].room = tc->cap[cls];
   }
   hak_class_counters_t *k = &t_counters.cls[cls];
   k->flushes++;
   k->flush_blocks += moved;
-  k->cached = tc->lists[cls].room <= g_size_class[cls].tls_cap ? g_size_class[cls].tls_cap - tc->lists[cls].room : 0;
+  k->cached = tls_cached(tc, cls);
   shared_pool_maybe_purge();
+}
+
+void tiny_flush_exchange(void) {
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    hak_base_ptr_t first, last;
+    while (transfer_take(c, UINT32_MAX, &first, &last) > 0) send_chain_home(c, first, last);
+  }
 }

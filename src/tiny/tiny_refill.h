@@ -13,8 +13,14 @@
 
 // Move a batch into the TLS list of cls; 0 when out of memory.
 int  tiny_refill(unsigned cls);
-// Give up to n blocks of the TLS list of cls back to their slabs.
+// Give up to n blocks of the TLS list of cls back to their slabs. A flush of
+// an overflowing list (n <= the class's batch) hands the other threads' blocks
+// of 1 KiB or less to the class exchange instead, while it has room
+// (transfer_box.h), and tiny_refill takes a chain from there before it turns
+// to partial slabs or carves.
 void tiny_flush(unsigned cls, uint32_t n);
+// Send every chain in the class exchanges home (hak_trim, hak_thread_flush).
+void tiny_flush_exchange(void);
 // Free a block of a slab another thread owns (or nobody does): it waits in
 // this thread's remote buffer of its class, never handed out here (no
 // false sharing between threads), and goes home with the buffer's next

@@ -8,6 +8,27 @@
 #include "tiny/tiny_refill.h"
 
 static pthread_key_t g_thread_key;
+static _Atomic uint32_t g_threads_live;   // LIVE threads (set up, not torn down)
+
+uint32_t tiny_threads_live(void) { return atomic_load_explicit(&g_threads_live, memory_order_relaxed); }
+
+unsigned tiny_cache_share(void) {
+  uint32_t n = tiny_threads_live();
+  return n <= TINY_CACHE_FULL_THREADS ? 0u : n <= 2u * TINY_CACHE_FULL_THREADS ? 1u : 2u;
+}
+
+void tiny_cache_rescale(void) {
+  tls_cache_t *tc = &t_tls_cache;
+  unsigned share = tiny_cache_share();
+  if (HAK_LIKELY(share == tc->cap_share) || t_heap.status != THREAD_LIVE) return;
+  tc->cap_share = (uint8_t)share;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    uint16_t cap = tls_cap_for(c, share);
+    tc->lists[c].room += (uintptr_t)((intptr_t)cap - (intptr_t)tc->cap[c]);
+    tc->cap[c] = cap;
+    if ((intptr_t)tc->lists[c].room < 0) tiny_flush(c, (uint32_t)-(intptr_t)tc->lists[c].room);
+  }
+}
 
 static void thread_key_destructor(void *value) {
   (void)value;
@@ -16,6 +37,7 @@ static void thread_key_destructor(void *value) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.lists[c].room = 0;
   t_tls_cache.self = 0;
   t_heap.status = THREAD_DONE;
+  atomic_fetch_sub_explicit(&g_threads_live, 1, memory_order_relaxed);
   hak_counters_detach();
 }
 
@@ -26,9 +48,13 @@ void thread_setup(void) {
   // Lists are empty here: a thread that is not LIVE has room 0, so nothing
   // was pushed since it started or since its lists were flushed at teardown.
   tls_cache_t *tc = &t_tls_cache;
+  atomic_fetch_add_explicit(&g_threads_live, 1, memory_order_relaxed);
+  unsigned share = tiny_cache_share();
+  tc->cap_share = (uint8_t)share;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     HAK_ASSERT(tls_sll_empty(tc, c));
-    tc->lists[c].room = g_size_class[c].tls_cap;
+    tc->cap[c] = tls_cap_for(c, share);
+    tc->lists[c].room = tc->cap[c];
   }
   tc->self = thread_self_id();
   t_heap.status = THREAD_LIVE;
@@ -55,5 +81,6 @@ void thread_fork_child(void) {
   // The other threads' heaps are gone with them; their slabs stay owned by
   // ids nobody has (as after any fork, their memory is not the child's to use).
   tiny_heap_fork_child(&t_heap);
+  atomic_store_explicit(&g_threads_live, t_heap.status == THREAD_LIVE, memory_order_relaxed);
   hak_counters_fork_child();
 }

@@ -45,7 +45,7 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) {
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
   tls_sll_report_corrupt(b, cls);
   tc->lists[cls].head = TLS_SLL_END;   // the rest of the list is dropped
-  tc->lists[cls].room = g_size_class[cls].tls_cap;
+  tc->lists[cls].room = tc->cap[cls];
   block_clear_free(b);
   return b;
 }
@@ -68,7 +68,7 @@ void tls_sll_validate(unsigned cls) {
               tc);
     return;
   }
-  uint32_t len = 0, cap = g_size_class[cls].tls_cap;
+  uint32_t len = 0, cap = tc->cap[cls];
   for (hak_base_ptr_t b = tc->lists[cls].head; !tls_sll_is_end(b); b = block_next(b)) {
     HAK_CHECK(block_link_plausible(block_next(b)), "TLS list link corrupted", hak_base_raw(b));
     void *p = hak_base_raw(b);

@@ -13,7 +13,8 @@
 // thread touches its lists: no locks, no atomics.
 //
 // Invariants (tls_sll_validate, debug builds), for a LIVE thread:
-//   length(head[c]) + room[c] == g_size_class[c].tls_cap
+//   length(head[c]) + room[c] == cap[c] (tls_cap_for: the class's bound,
+//   smaller for small classes when many threads are live)
 //   every block on head[c] is a block start of a bound slab of class c and
 //   carries its free mark.
 // For a thread that is not LIVE: head[c] == TLS_SLL_END and room[c] == 0.
@@ -48,6 +49,10 @@ typedef struct tls_cache {
   // instruction): addressed from the same TLS offset as the lists, malloc
   // finds the slot with one load and no lea.
   uint8_t        slot_lut[HAK_TINY_MAX + 1];
+  // Slow paths only: this thread's bound of each list (tls_cap_for) and the
+  // share it was computed for (tiny_thread.h: tiny_cache_share).
+  uint16_t       cap[HAK_NUM_CLASSES];
+  uint8_t        cap_share;
 } tls_cache_t;
 _Static_assert(offsetof(tls_cache_t, lists) == 0, "the slot of a class is its list's offset in words");
 
@@ -230,6 +235,21 @@ HAK_INLINE void tls_sll_push_chain(tls_cache_t *tc, unsigned cls, hak_base_ptr_t
   block_set_next(last, tc->lists[cls].head);
   tc->lists[cls].head = first;
   tc->lists[cls].room -= n;
+}
+
+// The bound of a list of cls for a thread holding 1/2^share of the small
+// classes' budget (tiny_thread.h says when): classes above 1 KiB keep theirs.
+HAK_INLINE uint16_t tls_cap_for(unsigned cls, unsigned share) {
+  uint32_t cap = g_size_class[cls].tls_cap;
+  if (g_size_class[cls].size > HAK_TINY_MAX) return (uint16_t)cap;
+  cap >>= share;
+  return (uint16_t)(cap < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS : cap);
+}
+// Blocks a refill or an overflow's flush moves: half the bound.
+HAK_INLINE uint32_t tls_batch(const tls_cache_t *tc, unsigned cls) { return tc->cap[cls] / 2u; }
+// Blocks on the list of cls (a LIVE thread).
+HAK_INLINE uint32_t tls_cached(const tls_cache_t *tc, unsigned cls) {
+  return (intptr_t)tc->lists[cls].room < (intptr_t)tc->cap[cls] ? tc->cap[cls] - (uint32_t)tc->lists[cls].room : 0;
 }
 
 // Report a double free of b (a block of class cls, block_size bytes) and abort.

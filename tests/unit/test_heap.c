@@ -423,6 +423,7 @@ typedef struct some_blocks {
 static void *free_some_then_exit(void *arg) {
   some_blocks_t *a = arg;
   for (uint32_t i = 0; i < a->n; i++) hak_free(held_pop(a->h));   // other threads' blocks: home remotely
+  tiny_flush_exchange();   // with the batches its list overflowed with (transfer_box)
   return NULL;
 }
 

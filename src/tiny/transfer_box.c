@@ -1,0 +1,88 @@
+// transfer_box.c — the per-class exchange (see transfer_box.h).
+#include "tiny/transfer_box.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "stats/stats.h"
+#include "superslab/size_class.h"
+#include "tiny/tls_sll_box.h"
+
+typedef struct transfer_chain {
+  hak_base_ptr_t first, last;
+  uint32_t       n;
+} transfer_chain_t;
+
+typedef struct transfer_class {
+  pthread_mutex_t  lock;
+  _Atomic uint32_t chains;   // read without the lock: an empty exchange costs no lock
+  _Atomic uint32_t blocks;
+  transfer_chain_t chain[TRANSFER_MAX_CHAINS];
+} __attribute__((aligned(64))) transfer_class_t;
+
+static transfer_class_t g_transfer[HAK_NUM_CLASSES] = {
+  // adaptive: the critical section is a few stores, so a waiter spins a
+  // while before it sleeps in the kernel
+  [0 ... HAK_NUM_CLASSES - 1] = {.lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP},
+};
+
+int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  transfer_class_t *t = &g_transfer[cls];
+  if (limit > TRANSFER_MAX_CHAINS) limit = TRANSFER_MAX_CHAINS;
+  if (atomic_load_explicit(&t->chains, memory_order_relaxed) >= limit) return 0;
+  HAK_SITE(SITE_TRANSFER_LOCK);
+  pthread_mutex_lock(&t->lock);
+  uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed);
+  int kept = c < limit;
+  if (kept) {
+    t->chain[c] = (transfer_chain_t){first, last, n};
+    atomic_store_explicit(&t->chains, c + 1, memory_order_relaxed);
+    atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&t->lock);
+  return kept;
+}
+
+int transfer_full(unsigned cls, uint32_t limit) {
+  if (limit > TRANSFER_MAX_CHAINS) limit = TRANSFER_MAX_CHAINS;
+  return atomic_load_explicit(&g_transfer[cls].chains, memory_order_relaxed) >= limit;
+}
+
+uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last) {
+  transfer_class_t *t = &g_transfer[cls];
+  if (max == 0 || atomic_load_explicit(&t->chains, memory_order_relaxed) == 0) return 0;
+  HAK_SITE(SITE_TRANSFER_LOCK);
+  pthread_mutex_lock(&t->lock);
+  uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed), n = 0;
+  if (c > 0) {
+    transfer_chain_t *x = &t->chain[c - 1];
+    *first = x->first;
+    if (x->n <= max) {
+      *last = x->last;
+      n = x->n;
+      atomic_store_explicit(&t->chains, c - 1, memory_order_relaxed);
+    } else {   // a thread with a smaller bound: the first max blocks (links it wrote itself)
+      hak_base_ptr_t b = x->first;
+      for (uint32_t i = 1; i < max; i++) b = block_next(b);
+      *last = b;
+      n = max;
+      x->first = block_next(b);
+      x->n -= max;
+    }
+    atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&t->lock);
+  return n;
+}
+
+uint32_t transfer_blocks(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].blocks, memory_order_relaxed); }
+
+void transfer_fork_prepare(void) {
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) pthread_mutex_lock(&g_transfer[c].lock);
+}
+void transfer_fork_parent(void) {
+  for (unsigned c = HAK_NUM_CLASSES; c-- > 0;) pthread_mutex_unlock(&g_transfer[c].lock);
+}
+void transfer_fork_child(void) { transfer_fork_parent(); }

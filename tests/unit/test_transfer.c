@@ -1,0 +1,128 @@
+// test_transfer.c — the class exchange (transfer_box): a thread whose list
+// overflows with other threads' blocks hands them to the exchange, and another
+// thread's refill takes them before it turns to new memory.
+#include "unit_util.h"
+#include "tiny/transfer_box.h"
+
+#define SIZE   256u    // 64 bytes or more: another thread's block stays on the freer's list
+#define BLOCKS 1000u   // more than the list holds: six overflows of a 256-block list
+#define CHAINS 2u      // the exchange's limit while two threads live: this one and the freer
+
+typedef struct block_set {
+  void  *p[BLOCKS];
+  size_t n;
+} block_set_t;
+
+static block_set_t g_set;
+
+static unsigned cls_of_size(void) { return size_class_of(SIZE); }
+
+static void *free_all(void *arg) {
+  block_set_t *s = arg;
+  for (size_t i = 0; i < s->n; i++) hak_free(s->p[i]);
+  return NULL;
+}
+
+static int in_set(const void *q) {
+  for (size_t i = 0; i < g_set.n; i++)
+    if (g_set.p[i] == q) return 1;
+  return 0;
+}
+
+static uint64_t used_of_set_slabs(void) {
+  uint64_t used = 0;
+  slab_meta_t *seen[64];
+  unsigned nseen = 0;
+  for (size_t i = 0; i < g_set.n; i++) {
+    slab_meta_t *m = slab_of(g_set.p[i]);
+    unsigned j = 0;
+    while (j < nseen && seen[j] != m) j++;
+    if (j < nseen) continue;
+    if (nseen == 64) return UINT64_MAX;
+    seen[nseen++] = m;
+    used += atomic_load(&m->used);
+  }
+  return used;
+}
+
+// The main thread holds BLOCKS blocks of SIZE; the exchange starts empty.
+static int setup_main_holds_blocks(void **state) {
+  (void)state;
+  tiny_flush_exchange();
+  if (transfer_blocks(cls_of_size()) != 0) return -1;
+  g_set.n = BLOCKS;
+  for (size_t i = 0; i < BLOCKS; i++)
+    if ((g_set.p[i] = hak_malloc(SIZE)) == NULL) return -1;
+  return 0;
+}
+
+static int teardown_exchange(void **state) {
+  tiny_flush_exchange();
+  hak_thread_flush();
+  memset(&g_set, 0, sizeof g_set);
+  return validate_engine(state);
+}
+
+static void test_overflow_of_another_threads_blocks_fills_the_exchange_then_goes_home(void **state) {
+  (void)state;
+  unsigned cls = cls_of_size();
+  uint32_t batch = g_size_class[cls].batch;
+  uint64_t used_before = used_of_set_slabs();   // BLOCKS, and what the main thread's list holds
+  run_in_thread(free_all, &g_set);   // its list overflows six times, then it exits
+  assert_int_equal(transfer_blocks(cls), CHAINS * batch);
+  // Everything else went home: of the BLOCKS, the slabs count only what the
+  // exchange holds.
+  assert_int_equal(used_of_set_slabs(), used_before - BLOCKS + CHAINS * batch);
+}
+
+typedef struct taken {
+  void    *p[128];
+  unsigned n;
+  uint32_t exchange_after;
+} taken_t;
+
+static void *malloc_a_few(void *arg) {
+  taken_t *t = arg;
+  for (unsigned i = 0; i < t->n; i++) t->p[i] = hak_malloc(SIZE);
+  t->exchange_after = transfer_blocks(cls_of_size());
+  for (unsigned i = 0; i < t->n; i++) hak_free(t->p[i]);
+  return NULL;
+}
+
+static void test_a_third_threads_refill_takes_a_chain_from_the_exchange(void **state) {
+  (void)state;
+  unsigned cls = cls_of_size();
+  uint32_t batch = g_size_class[cls].batch;
+  run_in_thread(free_all, &g_set);
+  taken_t t = {.n = 8};
+  run_in_thread(malloc_a_few, &t);
+  for (unsigned i = 0; i < t.n; i++) assert_true(in_set(t.p[i]));   // no new memory
+  assert_int_equal(t.exchange_after, (CHAINS - 1) * batch);
+}
+
+static void test_the_exchange_goes_home_on_hak_trim(void **state) {
+  (void)state;
+  run_in_thread(free_all, &g_set);
+  assert_true(transfer_blocks(cls_of_size()) > 0);
+  hak_trim();   // the main thread's list and the exchange go home: nothing of the slabs is out
+  assert_int_equal(transfer_blocks(cls_of_size()), 0);
+  assert_int_equal(used_of_set_slabs(), 0);
+}
+
+static void test_a_thread_overflowing_with_its_own_blocks_leaves_the_exchange_empty(void **state) {
+  (void)state;
+  free_all(&g_set);   // the owner itself: its list overflows with its own blocks
+  assert_int_equal(transfer_blocks(cls_of_size()), 0);
+}
+
+#define EXCHANGE_TEST(f) cmocka_unit_test_setup_teardown(f, setup_main_holds_blocks, teardown_exchange)
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    EXCHANGE_TEST(test_overflow_of_another_threads_blocks_fills_the_exchange_then_goes_home),
+    EXCHANGE_TEST(test_a_third_threads_refill_takes_a_chain_from_the_exchange),
+    EXCHANGE_TEST(test_the_exchange_goes_home_on_hak_trim),
+    EXCHANGE_TEST(test_a_thread_overflowing_with_its_own_blocks_leaves_the_exchange_empty),
+  };
+  return cmocka_run_group_tests_name("transfer", tests, NULL, NULL);
+}
