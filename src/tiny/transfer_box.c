@@ -54,26 +54,39 @@ uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_ba
   if (max == 0 || atomic_load_explicit(&t->chains, memory_order_relaxed) == 0) return 0;
   HAK_SITE(SITE_TRANSFER_LOCK);
   pthread_mutex_lock(&t->lock);
-  uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed), n = 0;
+  uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed), n = 0, gone = 0;
+  hak_base_ptr_t corrupt = HAK_BASE_NULL;
   if (c > 0) {
     transfer_chain_t *x = &t->chain[c - 1];
     *first = x->first;
     if (x->n <= max) {
       *last = x->last;
-      n = x->n;
+      n = gone = x->n;
       atomic_store_explicit(&t->chains, c - 1, memory_order_relaxed);
-    } else {   // a thread with a smaller bound: the first max blocks (links it wrote itself)
+    } else {   // a thread with a smaller bound: the first max blocks, links checked
       hak_base_ptr_t b = x->first;
-      for (uint32_t i = 1; i < max; i++) b = block_next(b);
+      for (n = 1; n < max; n++) {
+        hak_base_ptr_t next = block_next(b);
+        if (HAK_UNLIKELY(!block_link_plausible(next))) break;
+        b = next;
+      }
       *last = b;
-      n = max;
-      x->first = block_next(b);
-      x->n -= max;
+      hak_base_ptr_t rest = block_next(b);
+      if (HAK_UNLIKELY(n < max || !block_link_plausible(rest))) {
+        corrupt = b;   // a use after free wrote here: the rest of the chain is dropped (leaked)
+        gone = x->n;
+        atomic_store_explicit(&t->chains, c - 1, memory_order_relaxed);
+      } else {
+        x->first = rest;
+        x->n -= n;
+        gone = n;
+      }
     }
-    atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) - n,
+    atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) - gone,
                           memory_order_relaxed);
   }
   pthread_mutex_unlock(&t->lock);
+  if (HAK_UNLIKELY(!hak_base_is_null(corrupt))) tls_sll_report_corrupt(corrupt, cls);
   return n;
 }
 

@@ -6,6 +6,8 @@
 
 #include <sys/wait.h>
 
+#include "tiny/transfer_box.h"
+
 static char g_target[64] __attribute__((aligned(16)));   // the address an attacker wants back
 
 // Run fn in a child with stderr captured; returns the wait status, fills err.
@@ -102,11 +104,54 @@ static void test_an_address_written_into_a_block_on_a_remote_list_is_reported(vo
   expect_poison_report(poison_remote_list);
 }
 
+// The class exchange (transfer_box): another thread's list overflowed with our
+// 256-byte blocks, so chains of them wait there. One chain's third block gets
+// the address written over its link; `split` takes part of the chain (the
+// exchange walks the links), else a new thread's refill takes it whole onto
+// its list, whose pops decode the links.
+static void *malloc_many_of_256(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(256));
+  return NULL;
+}
+static void poison_exchange(int split) {
+  static void *blocks[1000];
+  unsigned cls = size_class_of(256);
+  handoff_t h = {blocks, 1000};
+  for (int i = 0; i < 1000; i++) blocks[i] = hak_malloc(256);
+  run_in_thread(free_all, &h);                           // overflows: chains into the exchange
+  hak_base_ptr_t first, last;
+  uint32_t n = transfer_take(cls, UINT32_MAX, &first, &last);
+  if (n < 8) return;                                     // (would fail the test: no report)
+  hak_base_ptr_t third = block_next(block_next(first));
+  *(void **)hak_base_raw(third) = g_target;              // the use after free
+  if (!transfer_put(cls, TRANSFER_MAX_CHAINS, first, last, n)) return;
+  if (split) {
+    hak_base_ptr_t a, b;
+    transfer_take(cls, 5, &a, &b);
+    for (hak_base_ptr_t x = a;; x = block_next(x)) {
+      check_not_target(hak_base_raw(x));
+      if (hak_base_raw(x) == hak_base_raw(b)) break;
+    }
+    return;
+  }
+  run_in_thread(malloc_many_of_256, NULL);
+}
+static void poison_exchange_taken_whole(void) { poison_exchange(0); }
+static void poison_exchange_taken_in_part(void) { poison_exchange(1); }
+
+static void test_an_address_written_into_a_block_in_the_class_exchange_is_reported(void **state) {
+  (void)state;
+  expect_poison_report(poison_exchange_taken_whole);
+  expect_poison_report(poison_exchange_taken_in_part);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_slab_free_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_remote_list_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_into_a_block_in_the_class_exchange_is_reported),
   };
   return cmocka_run_group_tests_name("poison", tests, NULL, NULL);
 }
