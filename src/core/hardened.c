@@ -112,13 +112,14 @@ static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
 // Every slow case is a call in last place, so the common path keeps to
 // registers (no callee-saved ones pushed).
 void *hak_hardened_malloc(size_t size) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1008: a tiny class
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
     unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
     hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls));
     if (HAK_LIKELY(!hak_base_is_null(b))) {
       void *p = hak_user_raw(hak_base_to_user(b));
-      uint32_t bs = g_size_class[cls].size;
-      return hardened_arm_at(bs, p, size, hard_size_tail(p, bs));
+      const hard_class_t *hc = &g_hard_class[cls];
+      uint32_t bs = hc->size;
+      return hardened_arm_at(hc, bs, p, size, hard_size_tail(p, bs));
     }
     return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
   }

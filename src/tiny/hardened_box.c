@@ -10,7 +10,22 @@
 
 uint64_t g_hard_canary_word = 0x0101010101010101ull * 0xa5u;
 
-void hardened_box_init(void) { g_hard_canary_word = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u); }
+void hardened_box_init(void) {
+  g_hard_canary_word = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)   // g_hard_class copies size_class.c's list
+    if (g_hard_class[c].size != g_size_class[c].size) hak_report_invariant("g_hard_class differs from g_size_class at class", NULL, c);
+}
+
+// The class list of size_class.c, each with its fill offsets (hardened_box.h);
+// hardened_box_init checks it against g_size_class.
+#define HC(sz) { (sz), HARD_FILL_AT((sz), 32u), HARD_FILL_AT((sz), 48u), 0 }
+#define HQUAD(b) HC((b) * 5 / 4), HC((b) * 6 / 4), HC((b) * 7 / 4), HC((b) * 2)
+const hard_class_t g_hard_class[HAK_NUM_CLASSES] = {
+  HC(16u), HC(32u), HC(48u), HC(64u), HC(80u), HC(96u), HC(112u), HC(128u),
+  HQUAD(128u), HQUAD(256u), HQUAD(512u),
+  HQUAD(1024u), HQUAD(2048u), HQUAD(4096u), HQUAD(8192u), HQUAD(16384u),
+  HQUAD(32768u), HQUAD(65536u), HQUAD(131072u),
+};
 
 void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
   // A 16-byte block has no fill (none is handed out: every request takes 16
@@ -36,7 +51,7 @@ void hardened_report_fill(const void *p, uint32_t bs, const char *when) {
 
 void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) {
   hardened_report_fill(p, bs, " of the freed block changed before its reuse)");
-  hardened_arm_words(bs, p, n, size);   // going on: the block is used as it is
+  hardened_arm_words(p, n, size);   // going on: the block is used as it is
   return p;
 }
 
@@ -58,9 +73,9 @@ __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
   uint32_t bs = m->block_size;
   size_t n = hardened_requested(m, p);       // reports a size word out of range
-  if (hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)
+  if (hard_canary_diff(p, n) != 0)
     report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
-  hardened_quarantine_put(cls, bs, p);       // going on (HAKMEM_ABORT_ON_ERROR=0)
+  hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
 }
 
 // A block leaving the quarantine that hardened_release_fast could not push:

@@ -4,7 +4,7 @@
 // A live block of a slab (block_size bs, request n, n <= bs - HARD_TAIL_BYTES)
 // is laid out as:
 //   [0, n)                       the program's bytes
-//   [n, min(n + 16, bs - 4))     canary: 12 to 16 bytes, each the canary byte
+//   [n, n + 16)                  canary: 16 bytes, each the canary byte
 //                                (never 0: a stray NUL terminator is the
 //                                classic one-byte overflow)
 //   [bs - 4, bs)                 tiny classes (bs <= 1 KiB): the size word,
@@ -18,17 +18,21 @@
 // every class (the slab lookup it needs in malloc) cost ws-small and ws-tiny
 // more than it saved (1.81x -> 1.89x, 1.84x -> 1.96x; task-clock, 7 or 9
 // interleaved runs).
-// So every request is served by the class of n + HARD_TAIL_BYTES (every block
-// is 32 bytes or more): malloc_usable_size returns n, realloc copies n, sized
-// delete compares with n, and free checks the canary and the size word (an
-// overflow of one byte or more past n is caught there).
+// So every request is served by the class of n + HARD_TAIL_BYTES (20: the
+// canary and the size word always fit, so the canary is always 16 bytes at n,
+// written and read with no bound to compute; every block is 32 bytes or more):
+// malloc_usable_size returns n, realloc copies n, sized delete compares with n,
+// and free checks the canary and the size word (an overflow of one byte or
+// more past n is caught there).
 //
 // No check branches on the request or the block size: the canary is two
-// overlapping words, the fill three 16-byte pieces at offsets clamped to the
-// block. With a 5-byte tail the canary took 1 to 16 bytes and the fill 2 to 6
-// words, and the branches on those, taken at random with random sizes, cost
-// ws-tiny 1.25 mispredictions per operation (cachegrind --branch-sim) on top
-// of 2x the default's instructions.
+// words at n, the fill three 16-byte pieces at offsets clamped to the block
+// (read from the class's g_hard_class entry on the hot paths). With a 5-byte
+// tail the canary took 1 to 16 bytes and the fill 2 to 6 words, and the
+// branches on those, taken at random with random sizes, cost ws-tiny 1.25
+// mispredictions per operation (cachegrind --branch-sim) on top of 2x the
+// default's instructions. With a 16-byte tail the canary was 12 to 16 bytes
+// (its end min(n + 16, bs - 4)): 8 instructions per pair more than now.
 //
 // A free block (on a quarantine, a TLS list, a slab's free or remote list) has
 // its link and free mark in its first 16 bytes (tls_sll_box.h) and the fill
@@ -68,8 +72,8 @@
 #include "tiny/tls_sll_box.h"
 
 #define HARD_SIZE_BYTES   4u                    // the size word: a tiny block's end, else its slab's size table
-#define HARD_TAIL_BYTES   16u                   // room a request needs past its end
-#define HARD_CANARY_BYTES 16u                   // canary bytes written and checked, at most
+#define HARD_CANARY_BYTES 16u                   // canary bytes written and checked
+#define HARD_TAIL_BYTES   (HARD_CANARY_BYTES + HARD_SIZE_BYTES)   // room a request needs past its end
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
 #ifndef HARD_FILL_MAX
 #define HARD_FILL_MAX     64u                   // bytes of a block filled and checked, at most
@@ -112,24 +116,28 @@ HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
   uint64_t idx = (uint64_t)(((unsigned __int128)off * m->size_magic) >> 64);
   return (uint32_t *)slab_end(m) + idx;
 }
-// The end of the canary of a request of n bytes in a block of bs (12 to 16
-// bytes: n + 16 <= bs, less the size word at the end of a tiny block; the
-// same for every block, so a check does not branch on where the size word is).
-HAK_INLINE size_t hard_canary_end(uint32_t bs, size_t n) {
-  return n + HARD_CANARY_BYTES < bs - HARD_SIZE_BYTES ? n + HARD_CANARY_BYTES : bs - HARD_SIZE_BYTES;
-}
-_Static_assert(HARD_CANARY_BYTES == 16 && HARD_TAIL_BYTES - HARD_SIZE_BYTES >= 8,
-               "two overlapping words cover a canary, which has 8 bytes or more");
+_Static_assert(HARD_CANARY_BYTES == 16, "two words are the canary");
 
 // The fill covers bytes [16, min(bs, HARD_FILL_MAX)) of a free block: whole
 // words (block sizes are multiples of 16, 32 and more). With HARD_FILL_MAX 64,
 // three 16-byte pieces at 16, min(32, bs - 16) and min(48, bs - 16): a 32- or
 // 48-byte block repeats its last piece instead of a branch on its size.
 #define HARD_FILL_AT(bs, off) ((off) < (bs) - 16u ? (off) : (bs) - 16u)
-HAK_INLINE void hard_fill_words(void *p, uint32_t bs) {
+// Each class's block size and its second and third pieces' offsets: one table
+// load instead of two compares and moves each (hardened_box.c).
+typedef struct hard_class {
+  uint32_t size;                    // the block size (g_size_class)
+  uint8_t  fill_a, fill_b;          // HARD_FILL_AT(size, 32), HARD_FILL_AT(size, 48)
+  uint16_t unused;
+} hard_class_t;
+_Static_assert(sizeof(hard_class_t) == 8, "an entry is indexed by cls * 8");
+extern HAK_INTERNAL const hard_class_t g_hard_class[HAK_NUM_CLASSES];
+
+// Fill free block p of bs bytes; a and b: its g_hard_class offsets.
+HAK_INLINE void hard_fill_pieces(void *p, uint32_t bs, unsigned fa, unsigned fb) {
   char *c = p;
   if (HARD_FILL_MAX == 64) {
-    char *a = c + HARD_FILL_AT(bs, 32), *b = c + HARD_FILL_AT(bs, 48);
+    char *a = c + fa, *b = c + fb;
     hard_store64(c + 16, HARD_FILL_WORD);
     hard_store64(c + 24, HARD_FILL_WORD);
     hard_store64(a, HARD_FILL_WORD);
@@ -141,23 +149,24 @@ HAK_INLINE void hard_fill_words(void *p, uint32_t bs) {
   size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) hard_store64(c + i, HARD_FILL_WORD);
 }
+HAK_INLINE void hard_fill_words(void *p, uint32_t bs) { hard_fill_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48)); }
 
 // Nonzero when the fill of free block p (bs bytes) is not intact. On x86-64
 // three aligned 16-byte compares (blocks and the pieces' offsets are multiples
 // of 16), one mask: 11 instructions where the word-at-a-time form took 18.
-HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
+HAK_INLINE uint64_t hard_fill_diff_pieces(const void *p, uint32_t bs, unsigned fa, unsigned fb) {
   const char *c = p;
 #if defined(__SSE2__)
   if (HARD_FILL_MAX == 64) {
     const __m128i f = _mm_set1_epi8((char)HARD_FILL_BYTE);
-    const __m128i *a = (const __m128i *)(c + HARD_FILL_AT(bs, 32)), *b = (const __m128i *)(c + HARD_FILL_AT(bs, 48));
+    const __m128i *a = (const __m128i *)(c + fa), *b = (const __m128i *)(c + fb);
     __m128i eq = _mm_and_si128(_mm_cmpeq_epi8(_mm_load_si128((const __m128i *)(c + 16)), f),
                                _mm_and_si128(_mm_cmpeq_epi8(_mm_load_si128(a), f), _mm_cmpeq_epi8(_mm_load_si128(b), f)));
     return (uint32_t)_mm_movemask_epi8(eq) ^ 0xffffu;
   }
 #endif
   if (HARD_FILL_MAX == 64) {
-    const char *a = c + HARD_FILL_AT(bs, 32), *b = c + HARD_FILL_AT(bs, 48);
+    const char *a = c + fa, *b = c + fb;
     return ((hard_load64(c + 16) ^ HARD_FILL_WORD) | (hard_load64(c + 24) ^ HARD_FILL_WORD)) |
            ((hard_load64(a) ^ HARD_FILL_WORD) | (hard_load64(a + 8) ^ HARD_FILL_WORD)) |
            ((hard_load64(b) ^ HARD_FILL_WORD) | (hard_load64(b + 8) ^ HARD_FILL_WORD));
@@ -167,18 +176,21 @@ HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) d |= hard_load64(c + i) ^ HARD_FILL_WORD;
   return d;
 }
-
-// Write the canary bytes [n, end) (8 to 16 of them): two overlapping stores.
-HAK_INLINE void hard_canary_write(unsigned char *c, size_t n, size_t end) {
-  uint64_t kw = hard_canary_word();
-  hard_store64(c + n, kw);
-  hard_store64(c + end - 8, kw);
+HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
+  return hard_fill_diff_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48));
 }
 
-// Nonzero when a canary byte in [n, end) changed.
-HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n, size_t end) {
+// Write the canary bytes [n, n + 16).
+HAK_INLINE void hard_canary_write(unsigned char *c, size_t n) {
   uint64_t kw = hard_canary_word();
-  return (hard_load64(c + n) ^ kw) | (hard_load64(c + end - 8) ^ kw);
+  hard_store64(c + n, kw);
+  hard_store64(c + n + 8, kw);
+}
+
+// Nonzero when a canary byte in [n, n + 16) changed.
+HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n) {
+  uint64_t kw = hard_canary_word();
+  return (hard_load64(c + n) ^ kw) | (hard_load64(c + n + 8) ^ kw);
 }
 
 // Start-up, after the process key is seeded: the canary word.
@@ -195,17 +207,18 @@ void hardened_fill(hak_base_ptr_t b, uint32_t block_size);
 // Returns p; a changed fill is reported by a call in last place, so the
 // common path keeps to registers.
 void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) HAK_NOINLINE;
-HAK_INLINE void hardened_arm_words(uint32_t bs, void *p, size_t n, uint32_t *size) {
-  hard_canary_write(p, n, hard_canary_end(bs, n));
+HAK_INLINE void hardened_arm_words(void *p, size_t n, uint32_t *size) {
+  hard_canary_write(p, n);
   *size = (uint32_t)n ^ hard_size_key();
 }
-HAK_INLINE void *hardened_arm_at(uint32_t bs, void *p, size_t n, uint32_t *size) {
-  if (HAK_UNLIKELY(hard_fill_diff(p, bs) != 0)) return hardened_arm_bad(bs, p, n, size);
-  hardened_arm_words(bs, p, n, size);
+// hc: the block's class entry (its size bs and fill offsets).
+HAK_INLINE void *hardened_arm_at(const hard_class_t *hc, uint32_t bs, void *p, size_t n, uint32_t *size) {
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return hardened_arm_bad(bs, p, n, size);
+  hardened_arm_words(p, n, size);
   return p;
 }
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
-  return hardened_arm_at(m->block_size, p, n, hard_size_slot(m, p));
+  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_slot(m, p));
 }
 
 // The request recorded in a live block p of slab m (reported and taken as the
@@ -272,9 +285,10 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
 }
 
 // Fill and mark checked block p, put it in the quarantine and let the oldest go.
-// cls carries HARD_QUAR_REMOTE (hardened_free_block decides it).
-HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p) {
-  hard_fill_words(p, bs);
+// cls carries HARD_QUAR_REMOTE (hardened_free_block decides it); hc is its
+// class's entry.
+HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, const hard_class_t *hc) {
+  hard_fill_pieces(p, bs, hc->fill_a, hc->fill_b);
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
   ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
@@ -305,15 +319,16 @@ _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
 // LIVE thread), from which the oldest block leaves.
 HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p) {
   uint32_t bs = m->block_size;
+  const hard_class_t *hc = &g_hard_class[m->cls];
   // Its way out, now that the slab's metadata is at hand (see HARD_QUAR_REMOTE).
   unsigned cls = m->cls | (uint32_t)((bs < HARD_CACHE_LINE) &
                                      (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self)) << 16;
   uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)) {
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || hard_canary_diff(p, n) != 0)) {
     hardened_free_bad(m, cls, p);
     return;
   }
-  hardened_quarantine_put(cls, bs, p);
+  hardened_quarantine_put(cls, bs, p, hc);
 }
 
 // Check that no quarantined block of the calling thread was written since its
