@@ -13,18 +13,20 @@ uint64_t g_hard_canary_word = 0x0101010101010101ull * 0xa5u;
 void hardened_box_init(void) {
   g_hard_canary_word = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)   // g_hard_class copies size_class.c's list
-    if (g_hard_class[c].size != g_size_class[c].size) hak_report_invariant("g_hard_class differs from g_size_class at class", NULL, c);
+    if (g_hard_class[c].size != g_size_class[c].size || (g_hard_class[c].cls_remote & (HARD_QUAR_REMOTE - 1)) != c)
+      hak_report_invariant("g_hard_class differs from g_size_class at class", NULL, c);
 }
 
 // The class list of size_class.c, each with its fill offsets (hardened_box.h);
 // hardened_box_init checks it against g_size_class.
-#define HC(sz) { (sz), HARD_FILL_AT((sz), 32u), HARD_FILL_AT((sz), 48u), 0 }
-#define HQUAD(b) HC((b) * 5 / 4), HC((b) * 6 / 4), HC((b) * 7 / 4), HC((b) * 2)
+#define HC(c, sz) { (sz), HARD_FILL_AT((sz), 32u), HARD_FILL_AT((sz), 48u), \
+                   (uint16_t)((c) | ((sz) < HARD_CACHE_LINE ? HARD_QUAR_REMOTE : 0u)) }
+#define HQUAD(c, b) HC((c), (b) * 5 / 4), HC((c) + 1, (b) * 6 / 4), HC((c) + 2, (b) * 7 / 4), HC((c) + 3, (b) * 2)
 const hard_class_t g_hard_class[HAK_NUM_CLASSES] = {
-  HC(16u), HC(32u), HC(48u), HC(64u), HC(80u), HC(96u), HC(112u), HC(128u),
-  HQUAD(128u), HQUAD(256u), HQUAD(512u),
-  HQUAD(1024u), HQUAD(2048u), HQUAD(4096u), HQUAD(8192u), HQUAD(16384u),
-  HQUAD(32768u), HQUAD(65536u), HQUAD(131072u),
+  HC(0, 16u), HC(1, 32u), HC(2, 48u), HC(3, 64u), HC(4, 80u), HC(5, 96u), HC(6, 112u), HC(7, 128u),
+  HQUAD(8, 128u), HQUAD(12, 256u), HQUAD(16, 512u),
+  HQUAD(20, 1024u), HQUAD(24, 2048u), HQUAD(28, 4096u), HQUAD(32, 8192u), HQUAD(36, 16384u),
+  HQUAD(40, 32768u), HQUAD(44, 65536u), HQUAD(48, 131072u),
 };
 
 void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
@@ -112,8 +114,8 @@ static void quarantine_release_oldest(hard_quarantine_t *q) {
   void *p = s->p;
   s->p = NULL;
   q->used--;
-  q->bytes -= s->size;
-  quarantine_release(p, s->cls, s->size);
+  q->bytes -= hard_quar_size(s->info);
+  quarantine_release(p, hard_quar_cls(s->info), hard_quar_size(s->info));
 }
 
 // Past the byte bound after a free: the block the ring pushed out (if any)
@@ -136,8 +138,8 @@ void hardened_quarantine_check(void) {
     if (s->p == NULL) continue;
     if (!quarantine_words_ok(s->p))
       hak_report_pointer_error("write after free of", s->p, " (its first 16 bytes changed in quarantine)");
-    else if (hard_fill_diff(s->p, s->size) != 0)
-      hardened_report_fill(s->p, s->size, " of the freed block changed after its free)");
+    else if (hard_fill_diff(s->p, hard_quar_size(s->info)) != 0)
+      hardened_report_fill(s->p, hard_quar_size(s->info), " of the freed block changed after its free)");
   }
 }
 

@@ -85,6 +85,7 @@
 #define HARD_QUAR_BYTES   (128u << 10)          // ... and their bytes, at most
 #endif
 #define HARD_LINK_BYTES   16u                   // link word + free mark: not filled
+#define HARD_CACHE_LINE   64u                   // another thread's smaller blocks go home (HARD_QUAR_REMOTE)
 
 _Static_assert(HAK_SLAB_MAX < (1u << 31), "a slab block's request fits the size word");
 _Static_assert(HAK_NUM_CLASSES <= 256, "a quarantine slot keeps its class in a byte");
@@ -128,8 +129,12 @@ _Static_assert(HARD_CANARY_BYTES == 16, "two words are the canary");
 typedef struct hard_class {
   uint32_t size;                    // the block size (g_size_class)
   uint8_t  fill_a, fill_b;          // HARD_FILL_AT(size, 32), HARD_FILL_AT(size, 48)
-  uint16_t unused;
+  uint16_t cls_remote;              // the class, with HARD_QUAR_REMOTE if a block of it
+                                    //   freed by another thread than its slab's owner goes
+                                    //   home through the remote buffer (under a cache line)
 } hard_class_t;
+#define HARD_QUAR_REMOTE 0x100u     // in a quarantine slot's class (see hard_class_t)
+_Static_assert(HAK_NUM_CLASSES <= HARD_QUAR_REMOTE, "a class fits below the remote flag");
 _Static_assert(sizeof(hard_class_t) == 8, "an entry is indexed by cls * 8");
 extern HAK_INTERNAL const hard_class_t g_hard_class[HAK_NUM_CLASSES];
 
@@ -235,16 +240,20 @@ HAK_INLINE size_t hardened_requested(const slab_meta_t *m, const void *p) {
 // puts its block in the slot at `next`: when the ring is full, the oldest block
 // was there and leaves. `bytes` counts the blocks in it; past HARD_QUAR_BYTES
 // the oldest ones leave early (blocks of 2 KiB and more only).
+// A slot's info is one word, so a free stores it in one instruction: the block
+// size in the low half, the class and way out in the high half (the eviction
+// reads no slab metadata). The way out: HARD_QUAR_REMOTE is set for a block
+// under a cache line of a slab another thread owned when it was freed, which
+// goes home through the remote buffer (the default build's rule, core/hakmem.c
+// hak_free_checked; decided at free, where the slab's metadata is at hand, as
+// the default build does).
 typedef struct hard_quar_slot {
   void    *p;
-  uint32_t size;                    // its block size, class and way out: the
-  uint32_t cls;                     //   eviction reads no slab metadata
+  uint64_t info;                    // size | (class | HARD_QUAR_REMOTE?) << 32
 } hard_quar_slot_t;
-// Set in a slot's cls: a block under a cache line of a slab another thread
-// owned when it was freed, which goes home through the remote buffer (the
-// default build's rule, core/hakmem.c hak_free_checked; decided at free,
-// where the slab's metadata is at hand, as the default build does).
-#define HARD_QUAR_REMOTE 0x10000u
+#define HARD_QUAR_INFO(bs, cls) ((uint64_t)(cls) << 32 | (bs))
+HAK_INLINE uint32_t hard_quar_size(uint64_t info) { return (uint32_t)info; }
+HAK_INLINE unsigned hard_quar_cls(uint64_t info) { return (unsigned)(info >> 32); }
 
 typedef struct hard_quarantine {
   hard_quar_slot_t slot[HARD_QUAR_SLOTS];
@@ -270,7 +279,6 @@ void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) HAK_
 // 16 bytes are as free left them (a NULL link and its free mark, each the
 // block's key; the fill is checked when malloc hands it out again), its list
 // has room, and it is not for the remote buffer. One branch.
-#define HARD_CACHE_LINE 64u
 HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   const uintptr_t *w = p;
@@ -296,11 +304,11 @@ HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, cons
   hard_quar_slot_t *s = &q->slot[q->next];
   q->next = (q->next + 1) & (HARD_QUAR_SLOTS - 1);
   void *old = s->p;
-  unsigned old_cls = s->cls;
-  uint32_t old_bs = s->size;
+  uint64_t old_info = s->info;
+  unsigned old_cls = hard_quar_cls(old_info);
+  uint32_t old_bs = hard_quar_size(old_info);
   s->p = p;
-  s->size = bs;
-  s->cls = cls;
+  s->info = HARD_QUAR_INFO(bs, cls);
   size_t bytes = q->bytes + bs;
   if (HAK_LIKELY(old != NULL)) bytes -= old_bs;
   else q->used++;
@@ -320,9 +328,11 @@ _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
 HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p) {
   uint32_t bs = m->block_size;
   const hard_class_t *hc = &g_hard_class[m->cls];
-  // Its way out, now that the slab's metadata is at hand (see HARD_QUAR_REMOTE).
-  unsigned cls = m->cls | (uint32_t)((bs < HARD_CACHE_LINE) &
-                                     (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self)) << 16;
+  // Its way out, now that the slab's metadata is at hand (see HARD_QUAR_REMOTE):
+  // a select, no branch (larson frees other threads' blocks at random).
+  unsigned cls = m->cls;
+  unsigned away = hc->cls_remote;
+  if (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self) cls = away;
   uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
   if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || hard_canary_diff(p, n) != 0)) {
     hardened_free_bad(m, cls, p);
