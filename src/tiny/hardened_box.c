@@ -29,12 +29,6 @@ const hard_class_t g_hard_class[HAK_NUM_CLASSES] = {
   HQUAD(40, 32768u), HQUAD(44, 65536u), HQUAD(48, 131072u),
 };
 
-void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
-  // A 16-byte block has no fill (none is handed out: every request takes 16
-  // bytes more; hard_fill_words assumes 32 and more).
-  if (block_size >= 2 * HARD_LINK_BYTES) hard_fill_words(hak_base_raw(b), block_size);
-}
-
 // "hakmem: <what> 0x<p> (<text1><n><text2>)"
 static HAK_COLD void report_at(const char *what, const void *p, const char *t1, size_t n, const char *t2) {
   char detail[96];
