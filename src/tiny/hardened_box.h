@@ -248,20 +248,21 @@ HAK_INLINE size_t hardened_requested(const slab_meta_t *m, const void *p) {
 // puts its block in the slot at `next`: when the ring is full, the oldest block
 // was there and leaves. `bytes` counts the blocks in it; past HARD_QUAR_BYTES
 // the oldest ones leave early (blocks of 2 KiB and more only).
-// A slot's info is one word, so a free stores it in one instruction: the block
-// size in the low half, the class and way out in the high half (the eviction
-// reads no slab metadata). The way out: HARD_QUAR_REMOTE is set for a block
-// under a cache line of a slab another thread owned when it was freed, which
-// goes home through the remote buffer (the default build's rule, core/hakmem.c
+// A slot's info is the block's class and way out, stored as the free has it
+// (its size is the class's, g_hard_class: the eviction reads no slab
+// metadata; a size kept beside it cost 2 instructions per pair to pack and
+// unpack). The way out: HARD_QUAR_REMOTE is set for a block under a cache
+// line of a slab another thread owned when it was freed, which goes home
+// through the remote buffer (the default build's rule, core/hakmem.c
 // hak_free_checked; decided at free, where the slab's metadata is at hand, as
 // the default build does).
 typedef struct hard_quar_slot {
   void    *p;
-  uint64_t info;                    // size | (class | HARD_QUAR_REMOTE?) << 32
+  uint64_t info;                    // class | HARD_QUAR_REMOTE?
 } hard_quar_slot_t;
-#define HARD_QUAR_INFO(bs, cls) ((uint64_t)(cls) << 32 | (bs))
-HAK_INLINE uint32_t hard_quar_size(uint64_t info) { return (uint32_t)info; }
-HAK_INLINE unsigned hard_quar_cls(uint64_t info) { return (unsigned)(info >> 32); }
+#define HARD_QUAR_INFO(bs, cls) ((void)(bs), (uint64_t)(cls))
+HAK_INLINE unsigned hard_quar_cls(uint64_t info) { return (unsigned)info; }
+HAK_INLINE uint32_t hard_quar_size(uint64_t info) { return g_hard_class[info & (HARD_QUAR_REMOTE - 1)].size; }
 
 typedef struct hard_quarantine {
   hard_quar_slot_t slot[HARD_QUAR_SLOTS];
