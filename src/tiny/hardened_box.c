@@ -8,10 +8,13 @@
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_refill.h"
 
-uint64_t g_hard_canary_word = 0x0101010101010101ull * 0xa5u;
+hard_keys_t g_hard_keys = {{0xa5a5a5a5a5a5a5a5ull, 0xa5a5a5a5a5a5a5a5ull}, 0};
 
 void hardened_box_init(void) {
-  g_hard_canary_word = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u);
+  uint64_t canary = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u);
+  g_hard_keys.canary[0] = canary;
+  g_hard_keys.canary[1] = canary;
+  g_hard_keys.size_key = (uint32_t)(g_block_cookie >> 24);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)   // g_hard_class copies size_class.c's list
     if (g_hard_class[c].size != g_size_class[c].size || (g_hard_class[c].cls_remote & (HARD_QUAR_REMOTE - 1)) != c)
       hak_report_invariant("g_hard_class differs from g_size_class at class", NULL, c);
