@@ -126,20 +126,11 @@ void *hak_hardened_malloc(size_t size) {
   return hardened_malloc_other(size);
 }
 
-// Not the common case: NULL, malloc(0), a thread not set up yet, and what the
-// slow path reports or frees (bad pointers, large and huge blocks).
+// Not the common case: NULL, malloc(0), and what the slow path reports or
+// frees (bad pointers, double frees, large and huge blocks). Every live slab
+// block takes the common path, a thread not set up yet included.
 static HAK_NOINLINE void hardened_free_other(void *p) {
   if (p == NULL || hak_hardened_is_zero_block(p)) return;
-  if (ss_registry_contains(p)) {
-    slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p))) {
-      int saved = errno;
-      thread_ready();                // the quarantine is the thread's
-      errno = saved;
-      hardened_free_block(m, p);
-      return;
-    }
-  }
   hak_free_slow(p);
 }
 
@@ -152,7 +143,9 @@ void hak_hardened_free(void *p) {
   unsigned meta_shift = ss_registry_meta_shift(ss);
   if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
     slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)) && t_tls_cache.self != 0)) {
+    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
+      // A thread not set up yet is set up by the quarantine when its ring is
+      // empty (hardened_thread_first), not tested here on every free.
       hardened_free_block(m, p);   // keeps errno (its slow paths save it)
       return;
     }

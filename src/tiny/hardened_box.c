@@ -67,6 +67,12 @@ size_t hardened_size_bad(const void *p, uint32_t bs) {
 
 // ---- quarantine --------------------------------------------------------------
 
+void hardened_thread_first(void) {
+  int saved = errno;
+  thread_setup();                  // the process is set up: a slab block was freed
+  errno = saved;
+}
+
 __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {

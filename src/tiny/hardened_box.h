@@ -73,6 +73,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "tiny/tiny_thread.h"
 #include "tiny/tls_sll_box.h"
 
 #define HARD_SIZE_BYTES   4u                    // the size word: a tiny block's end, else its slab's size table
@@ -293,6 +294,9 @@ extern HAK_INTERNAL __thread hard_quarantine_t t_quar __attribute__((tls_model("
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) HAK_NOINLINE;
 void hardened_release_slow(unsigned cls, uint32_t bs, void *p) HAK_NOINLINE;
 void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) HAK_NOINLINE;
+// The calling thread's first block in the quarantine, and it is not set up
+// yet (or torn down): set it up, so the quarantine drains at its exit.
+void hardened_thread_first(void) HAK_NOINLINE;
 
 // Can the block p leaving the quarantine go on its TLS list at once: its first
 // 16 bytes are as free left them (a NULL link and its free mark, each the
@@ -336,7 +340,12 @@ HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, cons
     hardened_quarantine_trim(old, old_cls, old_bs);
     return;
   }
-  if (old == NULL || HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old))) return;
+  if (old == NULL) {                // one of the ring's first blocks (a new or drained ring)
+    // Here, not on every free: a thread's first frees find its ring empty.
+    if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) hardened_thread_first();
+    return;
+  }
+  if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old))) return;
   hardened_release_slow(old_cls, old_bs, old);
 }
 _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");

@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -139,6 +140,27 @@ static int t_quarantine_delays_reuse(void) {
     g_keep = q;
   }
   p[20] = 1;                         // the use: found (the block is still quarantined)
+  return 0;
+}
+// A thread whose only call is a free still gets its quarantine drained at its
+// exit (it is set up on its first free), so the block comes back to the
+// program and the write after free is found at its reuse. Left in a thread
+// that was never set up, the block would never come back.
+static void *free_then_write(void *arg) {
+  unsigned char *p = arg;
+  free(p);
+  p[40] = 1;                         // the use: after the free, before the thread ends
+  return NULL;
+}
+static int t_quarantine_of_free_only_thread_drains(void) {
+  unsigned char *p = malloc(64);
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_then_write, p) != 0 || pthread_join(t, NULL) != 0) return 1;
+  for (int i = 0; i < 200000; i++) {
+    void *q = malloc(64);            // p comes back among these: reported there
+    if (q == p) return 0;
+    g_keep = q;
+  }
   return 0;
 }
 static int t_double_free_in_quarantine(void) {
@@ -375,6 +397,7 @@ static const test_t g_tests[] = {
   {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
+  {"quarantine_of_free_only_thread_drains", t_quarantine_of_free_only_thread_drains, EXPECT_ABORT_REPORT, "write after free of"},
   {"malloc0_write", t_malloc0_write, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_read", t_malloc0_read, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_free_is_fine", t_malloc0_free_is_fine, EXPECT_EXIT0, NULL},
