@@ -91,10 +91,14 @@ static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
 // tail there): the page heap (guard page) or huge.
 static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
   if (size == 0) return zero_block();
-  if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {   // the tiny path, for the medium classes
-    unsigned cls = size_class_of(size + HARD_TAIL_BYTES);
+  if (size <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM) {   // the tiny path, for the medium classes
+    // A medium block needs only the canary's room (its size word is in its
+    // slab's table). 1005 to 1008 bytes still take a medium class: a tiny
+    // block has no room for both.
+    size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
+    unsigned cls = size_class_of(need);
     hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
-    void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(size + HARD_TAIL_BYTES);
+    void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(need);
     if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
     return p;
   }

@@ -62,7 +62,7 @@ static inline int quarantine_words_ok(const void *p) {
 
 size_t hardened_size_bad(const void *p, uint32_t bs) {
   report_at("heap buffer overflow past", p, " (the size word of its ", bs, "-byte block is overwritten)");
-  return bs - HARD_TAIL_BYTES;
+  return hard_request_max(bs);
 }
 
 // ---- quarantine --------------------------------------------------------------

@@ -85,6 +85,23 @@ static int t_overflow_medium(void) {
   free(p);
   return 0;
 }
+// A medium block needs only the canary's 16 bytes past the request (its size
+// word is in its slab's table; a tiny one needs 20): the largest request of
+// the 1280-byte class is 1264 bytes, used to its end with no report, and one
+// byte past it is reported.
+static int t_medium_request_at_class_end(void) {
+  unsigned char *p = malloc(1264);
+  memset(p, 'x', 1264);
+  if (malloc_usable_size(p) != 1264) return 1;
+  free(p);
+  return 0;
+}
+static int t_overflow_medium_at_class_end(void) {
+  unsigned char *p = malloc(1264);
+  p[1264] ^= 1;
+  free(p);
+  return 0;
+}
 
 // ---- overflow past a large block, use after free of a large block
 static int t_overflow_large(void) {
@@ -389,6 +406,8 @@ static const test_t g_tests[] = {
   {"overflow_1_byte_small", t_overflow_1_byte, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_8_bytes_small", t_overflow_8_bytes, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_medium", t_overflow_medium, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
+  {"medium_request_at_class_end", t_medium_request_at_class_end, EXPECT_EXIT0, NULL},
+  {"overflow_medium_at_class_end", t_overflow_medium_at_class_end, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_large_guard_page", t_overflow_large, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_large", t_use_after_free_large, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"use_after_free_large_touched", t_use_after_free_large_touched, EXPECT_ABORT_REPORT, "use after free of a large block"},
