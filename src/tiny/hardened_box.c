@@ -74,6 +74,17 @@ void hardened_thread_first(void) {
 }
 
 __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
+__thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec")));
+
+void hardened_free_medium(const slab_meta_t *m, void *p) {
+  uint32_t bs = m->block_size;                // 64 or more: never for the remote buffer
+  uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_MEDIUM || hard_canary_diff(p, n) != 0)) {
+    hardened_free_bad(m, m->cls, p);
+    return;
+  }
+  hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, &g_hard_class[m->cls]);
+}
 
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
   uint32_t bs = m->block_size;
@@ -111,31 +122,31 @@ static void quarantine_release(void *p, unsigned cls, uint32_t bs) {
   if (!hardened_release_fast(&t_tls_cache, cls, p)) hardened_release_slow(cls, bs, p);
 }
 
-// The oldest block leaves (the ring is not empty).
+// The oldest block of ring q leaves (the ring is not empty).
 static void quarantine_release_oldest(hard_quarantine_t *q) {
   hard_quar_slot_t *s = &q->slot[(q->next - q->used) & (HARD_QUAR_SLOTS - 1)];
   void *p = s->p;
   s->p = NULL;
   q->used--;
-  q->bytes -= hard_quar_size(s->info);
+  if (q == &t_quar_medium) q->bytes -= hard_quar_size(s->info);
   quarantine_release(p, hard_quar_cls(s->info), hard_quar_size(s->info));
 }
 
-// Past the byte bound after a free: the block the ring pushed out (if any)
-// leaves, then the oldest ones until the rest fit (the newest always stays).
+// Past the byte bound after a free into the medium ring: the block the ring
+// pushed out (if any) leaves, then the oldest ones until the rest fit (the
+// newest always stays).
 void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) {
-  hard_quarantine_t *q = &t_quar;
+  hard_quarantine_t *q = &t_quar_medium;
   if (old != NULL) quarantine_release(old, old_cls, old_bs);
   while (q->bytes > HARD_QUAR_BYTES && q->used > 1) quarantine_release_oldest(q);
 }
 
 void hardened_quarantine_drain(void) {
-  hard_quarantine_t *q = &t_quar;
-  while (q->used > 0) quarantine_release_oldest(q);
+  while (t_quar.used > 0) quarantine_release_oldest(&t_quar);
+  while (t_quar_medium.used > 0) quarantine_release_oldest(&t_quar_medium);
 }
 
-void hardened_quarantine_check(void) {
-  hard_quarantine_t *q = &t_quar;
+static void quarantine_check_ring(hard_quarantine_t *q) {
   for (uint32_t i = 0; i < HARD_QUAR_SLOTS; i++) {
     hard_quar_slot_t *s = &q->slot[(q->next + i) & (HARD_QUAR_SLOTS - 1)];
     if (s->p == NULL) continue;
@@ -144,6 +155,11 @@ void hardened_quarantine_check(void) {
     else if (hard_fill_diff(s->p, hard_quar_size(s->info)) != 0)
       hardened_report_fill(s->p, hard_quar_size(s->info), " of the freed block changed after its free)");
   }
+}
+
+void hardened_quarantine_check(void) {
+  quarantine_check_ring(&t_quar);
+  quarantine_check_ring(&t_quar_medium);
 }
 
 // ---- randomised reuse ----------------------------------------------------------

@@ -49,16 +49,17 @@
 // 128 bytes instead of 64 cost larson about 15% (measured; build with
 // -DHARD_FILL_MAX=262144u for whole blocks).
 //
-// Quarantine (per thread, FIFO; 64 blocks / 2 MiB: more blocks, no longer in
-// L1/L2, cost larson a third of its speed; the byte bound only matters for
-// medium blocks, and at 128 KiB, ~8 of ws-medium's 1-32 KiB blocks, nearly
-// every free there evicted past it: 13% of its hardened instructions, 169.8
-// -> 151.9 per operation with 2 MiB, peak RSS 44.8 -> 45.3 MB, the default's
-// 36.8): a freed block waits, marked free and filled,
-// until HARD_QUAR_SLOTS later frees or HARD_QUAR_BYTES of newer blocks push it
-// out; its fill is checked then, and it goes on the TLS list where malloc can
-// reuse it. The blocks still there at process exit are checked too. A double
-// free of a quarantined block finds its free mark. The quarantine is drained
+// Quarantine (per thread, FIFO, two rings: 64 blocks of the tiny classes, and
+// 64 larger blocks / 2 MiB; more blocks, no longer in L1/L2, cost larson a
+// third of its speed; the byte bound only matters for medium blocks, and at
+// 128 KiB, ~8 of ws-medium's 1-32 KiB blocks, nearly every free there evicted
+// past it: 13% of its hardened instructions, 169.8 -> 151.9 per operation with
+// 2 MiB, peak RSS 44.8 -> 45.3 MB at -n 2M, the default's 36.8): a freed block
+// waits, marked free and filled, until HARD_QUAR_SLOTS later frees into its
+// ring or HARD_QUAR_BYTES of newer medium blocks push it out; its fill is
+// checked then, and it goes on the TLS list where malloc can reuse it. The
+// blocks still there at process exit are checked too. A double free of a
+// quarantined block finds its free mark. The quarantine is drained
 // at thread exit and by hak_thread_flush.
 //
 // Randomised reuse: a refill shuffles the batch it moves onto the TLS list
@@ -262,11 +263,16 @@ HAK_INLINE size_t hardened_requested(const slab_meta_t *m, const void *p) {
   return n;
 }
 
-// The quarantine: a ring of HARD_QUAR_SLOTS slots; the blocks in it fill the
-// `used` slots before `next` (oldest first), the others have p == NULL. A free
-// puts its block in the slot at `next`: when the ring is full, the oldest block
-// was there and leaves. `bytes` counts the blocks in it; past HARD_QUAR_BYTES
-// the oldest ones leave early (blocks of 2 KiB and more only).
+// The quarantine: two rings of HARD_QUAR_SLOTS slots, one for the tiny
+// classes (t_quar) and one for the larger ones (t_quar_medium); the blocks in
+// a ring fill the `used` slots before `next` (oldest first), the others have
+// p == NULL. A free puts its block in the slot at `next`: when the ring is
+// full, the oldest block was there and leaves. The medium ring's `bytes` counts
+// its blocks; past HARD_QUAR_BYTES the oldest ones leave early. The tiny ring
+// needs no byte count (64 blocks of 1 KiB at most): with one ring for both,
+// every free kept it, 8 instructions per pair. A block waits for
+// HARD_QUAR_SLOTS later frees of its own kind, so a tiny block is not pushed
+// out sooner by medium frees (nor the other way round).
 // A slot's info is the block's class and way out, stored as the free has it
 // (its size is the class's, g_hard_class: the eviction reads no slab
 // metadata; a size kept beside it cost 2 instructions per pair to pack and
@@ -287,18 +293,22 @@ typedef struct hard_quarantine {
   hard_quar_slot_t slot[HARD_QUAR_SLOTS];
   uint32_t next;                    // the slot the next free fills
   uint32_t used;                    // blocks in the ring
-  size_t   bytes;                   // and their bytes
+  size_t   bytes;                   // and their bytes (the medium ring only)
 } hard_quarantine_t;
 
 _Static_assert((HARD_QUAR_SLOTS & (HARD_QUAR_SLOTS - 1)) == 0, "the ring index wraps with a mask");
 
 extern HAK_INTERNAL __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
+extern HAK_INTERNAL __thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec")));
 
 // The ways out of the common path (hardened_box.c), each called last, so the
-// common path keeps to registers: a block whose size word or canary changed
-// (reported, then freed as hardened_free_block would); a block leaving the
-// quarantine that does not go on its TLS list at once (its first 16 bytes
-// changed, its list full, another thread's small block); the byte bound passed.
+// common path keeps to registers: a block above the tiny classes (its size
+// word in its slab's table, the medium ring); a block whose size word or
+// canary changed (reported, then freed as hardened_free_block would); a block
+// leaving the quarantine that does not go on its TLS list at once (its first
+// 16 bytes changed, its list full, another thread's small block); the byte
+// bound passed.
+void hardened_free_medium(const slab_meta_t *m, void *p) HAK_NOINLINE;
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) HAK_NOINLINE;
 void hardened_release_slow(unsigned cls, uint32_t bs, void *p) HAK_NOINLINE;
 void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) HAK_NOINLINE;
@@ -323,32 +333,36 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
   return 0;
 }
 
-// Fill and mark checked block p, put it in the quarantine and let the oldest go.
-// cls carries HARD_QUAR_REMOTE (hardened_free_block decides it); hc is its
-// class's entry.
-HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, const hard_class_t *hc) {
+// Fill and mark checked block p, put it in quarantine ring q and let the
+// oldest go; counted: q is the medium ring (its byte count and bound). cls
+// carries HARD_QUAR_REMOTE (hardened_free_block decides it); hc is its class's
+// entry.
+HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, unsigned cls, uint32_t bs, void *p,
+                                           const hard_class_t *hc) {
   hard_fill_pieces(p, bs, hc->fill_a, hc->fill_b);
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
   ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
-  hard_quarantine_t *q = &t_quar;
   hard_quar_slot_t *s = &q->slot[q->next];
   q->next = (q->next + 1) & (HARD_QUAR_SLOTS - 1);
   void *old = s->p;
   uint64_t old_info = s->info;
   unsigned old_cls = hard_quar_cls(old_info);
-  uint32_t old_bs = hard_quar_size(old_info);
+  uint32_t old_bs = counted ? hard_quar_size(old_info) : 0;
   s->p = p;
   s->info = HARD_QUAR_INFO(bs, cls);
-  size_t bytes = q->bytes + bs;
-  if (HAK_LIKELY(old != NULL)) bytes -= old_bs;
-  else q->used++;
-  q->bytes = bytes;
-  if (HAK_UNLIKELY(bytes > HARD_QUAR_BYTES)) {
-    hardened_quarantine_trim(old, old_cls, old_bs);
-    return;
+  if (counted) {
+    size_t bytes = q->bytes + bs;
+    if (HAK_LIKELY(old != NULL)) bytes -= old_bs;
+    q->bytes = bytes;
+    if (HAK_UNLIKELY(bytes > HARD_QUAR_BYTES)) {
+      if (old == NULL) q->used++;
+      hardened_quarantine_trim(old, old_cls, old_bs);
+      return;
+    }
   }
   if (old == NULL) {                // one of the ring's first blocks (a new or drained ring)
+    q->used++;
     // Here, not on every free: a thread's first frees find its ring empty.
     if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) hardened_thread_first();
     return;
@@ -357,28 +371,32 @@ HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, cons
   hardened_release_slow(old_cls, old_bs, old);
 }
 _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
+HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, const hard_class_t *hc) {
+  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
+  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, hc);
+}
 
 // A live block p of slab m is freed by the program: check its size word and
 // canary, fill and mark it, and put it in the calling thread's quarantine (a
 // LIVE thread), from which the oldest block leaves.
 HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p) {
   uint32_t bs = m->block_size;
+  if (HAK_UNLIKELY(bs > HAK_TINY_MAX)) {
+    hardened_free_medium(m, p);
+    return;
+  }
   const hard_class_t *hc = &g_hard_class[m->cls];
   // Its way out, now that the slab's metadata is at hand (see HARD_QUAR_REMOTE):
   // a select, no branch (larson frees other threads' blocks at random).
   unsigned cls = m->cls;
   unsigned away = hc->cls_remote;
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self) cls = away;
-  uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
-  // The tiny blocks' bound for every block: a medium request in its last 4
-  // bytes (hard_request_max) is checked again by hardened_free_bad, which
-  // reports nothing when all is well. Testing each kind's own bound here
-  // cost the tiny path 2 instructions per pair.
+  uint32_t n = *hard_size_tail(p, bs) ^ hard_size_key();
   if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || hard_canary_diff(p, n) != 0)) {
     hardened_free_bad(m, cls, p);
     return;
   }
-  hardened_quarantine_put(cls, bs, p, hc);
+  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
 }
 
 // Check that no quarantined block of the calling thread was written since its

@@ -180,6 +180,16 @@ static int t_quarantine_of_free_only_thread_drains(void) {
   }
   return 0;
 }
+// The tiny and the larger classes have a quarantine ring each: a small block
+// waits for 64 later frees of small blocks, however many larger blocks are
+// freed meanwhile; the use is found at exit, the block still quarantined.
+static int t_quarantine_small_not_pushed_by_medium(void) {
+  unsigned char *p = malloc(48);
+  free(p);
+  for (int i = 0; i < 200; i++) free(malloc(5000));
+  p[20] = 1;
+  return 0;
+}
 static int t_double_free_in_quarantine(void) {
   void *p = malloc(48);
   free(p);
@@ -415,6 +425,7 @@ static const test_t g_tests[] = {
   {"use_after_free_huge", t_use_after_free_huge, EXPECT_ABORT_REPORT, "use after free of a huge block"},
   {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
+  {"quarantine_small_not_pushed_by_medium", t_quarantine_small_not_pushed_by_medium, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
   {"quarantine_of_free_only_thread_drains", t_quarantine_of_free_only_thread_drains, EXPECT_ABORT_REPORT, "write after free of"},
   {"malloc0_write", t_malloc0_write, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
