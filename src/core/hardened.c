@@ -99,8 +99,9 @@ static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
     unsigned cls = size_class_of(need);
     hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
     void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(need);
-    if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
-    return p;
+    if (HAK_UNLIKELY(p == NULL)) return NULL;
+    const slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, size, hard_size_table_slot(m, p));
   }
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;

@@ -78,7 +78,7 @@ __thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec"
 
 void hardened_free_medium(const slab_meta_t *m, void *p) {
   uint32_t bs = m->block_size;                // 64 or more: never for the remote buffer
-  uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
+  uint32_t n = *hard_size_table_slot(m, p) ^ hard_size_key();
   if (HAK_UNLIKELY(n > bs - HARD_TAIL_MEDIUM || hard_canary_diff(p, n) != 0)) {
     hardened_free_bad(m, m->cls, p);
     return;

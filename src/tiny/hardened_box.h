@@ -123,8 +123,7 @@ HAK_INLINE uint32_t hard_size_key(void) { return g_hard_keys.size_key; }
 // index (slab_block_start's multiply) into the table after the slab's last
 // block (superslab.h, slab_capacity).
 HAK_INLINE uint32_t *hard_size_tail(void *p, uint32_t bs) { return (uint32_t *)((char *)p + bs - HARD_SIZE_BYTES); }
-HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
-  if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
+HAK_INLINE uint32_t *hard_size_table_slot(const slab_meta_t *m, const void *p) {   // bs > HAK_TINY_MAX
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
   // off / block_size: the high half of off * magic, with magic = floor(2^64 /
   // size) + 1 or + 2 (size_class.h): exact for an offset in a slab (< 2^21),
@@ -132,6 +131,10 @@ HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
   // high half (tests/unit/test_size_class.c checks every offset).
   uint64_t idx = (uint64_t)(((unsigned __int128)off * m->size_magic) >> 64);
   return (uint32_t *)slab_end(m) + idx;
+}
+HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
+  if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
+  return hard_size_table_slot(m, p);
 }
 _Static_assert(HARD_CANARY_BYTES == 16, "two words are the canary");
 
