@@ -87,22 +87,35 @@ static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
   return p;
 }
 
-// malloc(0), the medium slab classes, and past the slabs (no room for the
-// tail there): the page heap (guard page) or huge.
+// A medium block p just handed out for a request of n bytes: check and arm it
+// (its size word in its slab's table).
+static inline void *hardened_arm_medium(void *p, size_t n) {
+  const slab_meta_t *m = ss_slab_of(ss_of(p), p);
+  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_table_slot(m, p));
+}
+
+// The medium path's miss (an empty or corrupt TLS list): the refill, then arm.
+static HAK_NOINLINE void *hardened_malloc_medium_refill(size_t size, size_t need) {
+  void *p = hak_malloc_slow(need);
+  return p != NULL ? hardened_arm_medium(p, size) : NULL;
+}
+
+// The medium classes (1005 bytes to HAK_SLAB_MAX - 16): the tiny path's pop,
+// every slow case a call in last place. A medium block needs only the
+// canary's room (its size word is in its slab's table); 1005 to 1008 bytes
+// still take a medium class: a tiny block has no room for both.
+#define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
+static HAK_NOINLINE void *hardened_malloc_medium(size_t size) {
+  size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
+  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_of(need));
+  if (HAK_UNLIKELY(hak_base_is_null(b))) return hardened_malloc_medium_refill(size, need);
+  return hardened_arm_medium(hak_user_raw(hak_base_to_user(b)), size);
+}
+
+// malloc(0), and past the slabs (no room for the tail there): the page heap
+// (guard page) or huge.
 static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
   if (size == 0) return zero_block();
-  if (size <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM) {   // the tiny path, for the medium classes
-    // A medium block needs only the canary's room (its size word is in its
-    // slab's table). 1005 to 1008 bytes still take a medium class: a tiny
-    // block has no room for both.
-    size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
-    unsigned cls = size_class_of(need);
-    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
-    void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(need);
-    if (HAK_UNLIKELY(p == NULL)) return NULL;
-    const slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, size, hard_size_table_slot(m, p));
-  }
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return NULL;
@@ -128,6 +141,8 @@ void *hak_hardened_malloc(size_t size) {
     }
     return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
   }
+  if (HAK_LIKELY(size - HARD_MEDIUM_MIN <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM - HARD_MEDIUM_MIN))
+    return hardened_malloc_medium(size);
   return hardened_malloc_other(size);
 }
 
