@@ -87,17 +87,35 @@ static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
   return p;
 }
 
-// malloc(0), the medium slab classes, and past the slabs (no room for the
-// tail there): the page heap (guard page) or huge.
+// A medium block p just handed out for a request of n bytes: check and arm it
+// (its size word in its slab's table).
+static inline void *hardened_arm_medium(void *p, size_t n) {
+  const slab_meta_t *m = ss_slab_of(ss_of(p), p);
+  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_table_slot(m, p));
+}
+
+// The medium path's miss (an empty or corrupt TLS list): the refill, then arm.
+static HAK_NOINLINE void *hardened_malloc_medium_refill(size_t size, size_t need) {
+  void *p = hak_malloc_slow(need);
+  return p != NULL ? hardened_arm_medium(p, size) : NULL;
+}
+
+// The medium classes (1005 bytes to HAK_SLAB_MAX - 16): the tiny path's pop,
+// every slow case a call in last place. A medium block needs only the
+// canary's room (its size word is in its slab's table); 1005 to 1008 bytes
+// still take a medium class: a tiny block has no room for both.
+#define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
+static HAK_NOINLINE void *hardened_malloc_medium(size_t size) {
+  size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
+  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_of(need));
+  if (HAK_UNLIKELY(hak_base_is_null(b))) return hardened_malloc_medium_refill(size, need);
+  return hardened_arm_medium(hak_user_raw(hak_base_to_user(b)), size);
+}
+
+// malloc(0), and past the slabs (no room for the tail there): the page heap
+// (guard page) or huge.
 static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
   if (size == 0) return zero_block();
-  if (size <= HAK_SLAB_MAX - HARD_TAIL_BYTES) {   // the tiny path, for the medium classes
-    unsigned cls = size_class_of(size + HARD_TAIL_BYTES);
-    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
-    void *p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : hak_malloc_slow(size + HARD_TAIL_BYTES);
-    if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
-    return p;
-  }
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return NULL;
@@ -112,33 +130,27 @@ static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
 // Every slow case is a call in last place, so the common path keeps to
 // registers (no callee-saved ones pushed).
 void *hak_hardened_malloc(size_t size) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1008: a tiny class
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
     unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
     hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls));
     if (HAK_LIKELY(!hak_base_is_null(b))) {
       void *p = hak_user_raw(hak_base_to_user(b));
-      uint32_t bs = g_size_class[cls].size;
-      return hardened_arm_at(bs, p, size, hard_size_tail(p, bs));
+      const hard_class_t *hc = &g_hard_class[cls];
+      uint32_t bs = hc->size;
+      return hardened_arm_at(hc, bs, p, size, hard_size_tail(p, bs));
     }
     return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
   }
+  if (HAK_LIKELY(size - HARD_MEDIUM_MIN <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM - HARD_MEDIUM_MIN))
+    return hardened_malloc_medium(size);
   return hardened_malloc_other(size);
 }
 
-// Not the common case: NULL, malloc(0), a thread not set up yet, and what the
-// slow path reports or frees (bad pointers, large and huge blocks).
+// Not the common case: NULL, malloc(0), and what the slow path reports or
+// frees (bad pointers, double frees, large and huge blocks). Every live slab
+// block takes the common path, a thread not set up yet included.
 static HAK_NOINLINE void hardened_free_other(void *p) {
   if (p == NULL || hak_hardened_is_zero_block(p)) return;
-  if (ss_registry_contains(p)) {
-    slab_meta_t *m = ss_slab_of(ss_of(p), p);
-    if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p))) {
-      int saved = errno;
-      thread_ready();                // the quarantine is the thread's
-      errno = saved;
-      hardened_free_block(m, p);
-      return;
-    }
-  }
   hak_free_slow(p);
 }
 
@@ -151,7 +163,9 @@ void hak_hardened_free(void *p) {
   unsigned meta_shift = ss_registry_meta_shift(ss);
   if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
     slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)) && t_tls_cache.self != 0)) {
+    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
+      // A thread not set up yet is set up by the quarantine when its ring is
+      // empty (hardened_thread_first), not tested here on every free.
       hardened_free_block(m, p);   // keeps errno (its slow paths save it)
       return;
     }

@@ -8,15 +8,29 @@
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_refill.h"
 
-uint64_t g_hard_canary_word = 0x0101010101010101ull * 0xa5u;
+hard_keys_t g_hard_keys = {{0xa5a5a5a5a5a5a5a5ull, 0xa5a5a5a5a5a5a5a5ull}, 0};
 
-void hardened_box_init(void) { g_hard_canary_word = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u); }
-
-void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
-  // A 16-byte block has no fill (none is handed out: every request takes 16
-  // bytes more; hard_fill_words assumes 32 and more).
-  if (block_size >= 2 * HARD_LINK_BYTES) hard_fill_words(hak_base_raw(b), block_size);
+void hardened_box_init(void) {
+  uint64_t canary = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u);
+  g_hard_keys.canary[0] = canary;
+  g_hard_keys.canary[1] = canary;
+  g_hard_keys.size_key = (uint32_t)(g_block_cookie >> 24);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)   // g_hard_class copies size_class.c's list
+    if (g_hard_class[c].size != g_size_class[c].size || (g_hard_class[c].cls_remote & (HARD_QUAR_REMOTE - 1)) != c)
+      hak_report_invariant("g_hard_class differs from g_size_class at class", NULL, c);
 }
+
+// The class list of size_class.c, each with its fill offsets (hardened_box.h);
+// hardened_box_init checks it against g_size_class.
+#define HC(c, sz) { (sz), HARD_FILL_AT((sz), 32u), HARD_FILL_AT((sz), 48u), \
+                   (uint16_t)((c) | ((sz) < HARD_CACHE_LINE ? HARD_QUAR_REMOTE : 0u)) }
+#define HQUAD(c, b) HC((c), (b) * 5 / 4), HC((c) + 1, (b) * 6 / 4), HC((c) + 2, (b) * 7 / 4), HC((c) + 3, (b) * 2)
+const hard_class_t g_hard_class[HAK_NUM_CLASSES] = {
+  HC(0, 16u), HC(1, 32u), HC(2, 48u), HC(3, 64u), HC(4, 80u), HC(5, 96u), HC(6, 112u), HC(7, 128u),
+  HQUAD(8, 128u), HQUAD(12, 256u), HQUAD(16, 512u),
+  HQUAD(20, 1024u), HQUAD(24, 2048u), HQUAD(28, 4096u), HQUAD(32, 8192u), HQUAD(36, 16384u),
+  HQUAD(40, 32768u), HQUAD(44, 65536u), HQUAD(48, 131072u),
+};
 
 // "hakmem: <what> 0x<p> (<text1><n><text2>)"
 static HAK_COLD void report_at(const char *what, const void *p, const char *t1, size_t n, const char *t2) {
@@ -36,7 +50,7 @@ void hardened_report_fill(const void *p, uint32_t bs, const char *when) {
 
 void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) {
   hardened_report_fill(p, bs, " of the freed block changed before its reuse)");
-  hardened_arm_words(bs, p, n, size);   // going on: the block is used as it is
+  hardened_arm_words(p, n, size);   // going on: the block is used as it is
   return p;
 }
 
@@ -48,19 +62,36 @@ static inline int quarantine_words_ok(const void *p) {
 
 size_t hardened_size_bad(const void *p, uint32_t bs) {
   report_at("heap buffer overflow past", p, " (the size word of its ", bs, "-byte block is overwritten)");
-  return bs - HARD_TAIL_BYTES;
+  return hard_request_max(bs);
 }
 
 // ---- quarantine --------------------------------------------------------------
 
+void hardened_thread_first(void) {
+  int saved = errno;
+  thread_setup();                  // the process is set up: a slab block was freed
+  errno = saved;
+}
+
 __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
+__thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec")));
+
+void hardened_free_medium(const slab_meta_t *m, void *p) {
+  uint32_t bs = m->block_size;                // 64 or more: never for the remote buffer
+  uint32_t n = *hard_size_table_slot(m, p) ^ hard_size_key();
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_MEDIUM || hard_canary_diff(p, n) != 0)) {
+    hardened_free_bad(m, m->cls, p);
+    return;
+  }
+  hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, &g_hard_class[m->cls]);
+}
 
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
   uint32_t bs = m->block_size;
   size_t n = hardened_requested(m, p);       // reports a size word out of range
-  if (hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)
+  if (hard_canary_diff(p, n) != 0)
     report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
-  hardened_quarantine_put(cls, bs, p);       // going on (HAKMEM_ABORT_ON_ERROR=0)
+  hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
 }
 
 // A block leaving the quarantine that hardened_release_fast could not push:
@@ -91,70 +122,85 @@ static void quarantine_release(void *p, unsigned cls, uint32_t bs) {
   if (!hardened_release_fast(&t_tls_cache, cls, p)) hardened_release_slow(cls, bs, p);
 }
 
-// The oldest block leaves (the ring is not empty).
+// The oldest block of ring q leaves (the ring is not empty).
 static void quarantine_release_oldest(hard_quarantine_t *q) {
   hard_quar_slot_t *s = &q->slot[(q->next - q->used) & (HARD_QUAR_SLOTS - 1)];
   void *p = s->p;
   s->p = NULL;
   q->used--;
-  q->bytes -= s->size;
-  quarantine_release(p, s->cls, s->size);
+  if (q == &t_quar_medium) q->bytes -= hard_quar_size(s->info);
+  quarantine_release(p, hard_quar_cls(s->info), hard_quar_size(s->info));
 }
 
-// Past the byte bound after a free: the block the ring pushed out (if any)
-// leaves, then the oldest ones until the rest fit (the newest always stays).
+// Past the byte bound after a free into the medium ring: the block the ring
+// pushed out (if any) leaves, then the oldest ones until the rest fit (the
+// newest always stays).
 void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) {
-  hard_quarantine_t *q = &t_quar;
+  hard_quarantine_t *q = &t_quar_medium;
   if (old != NULL) quarantine_release(old, old_cls, old_bs);
   while (q->bytes > HARD_QUAR_BYTES && q->used > 1) quarantine_release_oldest(q);
 }
 
 void hardened_quarantine_drain(void) {
-  hard_quarantine_t *q = &t_quar;
-  while (q->used > 0) quarantine_release_oldest(q);
+  while (t_quar.used > 0) quarantine_release_oldest(&t_quar);
+  while (t_quar_medium.used > 0) quarantine_release_oldest(&t_quar_medium);
 }
 
-void hardened_quarantine_check(void) {
-  hard_quarantine_t *q = &t_quar;
+static void quarantine_check_ring(hard_quarantine_t *q) {
   for (uint32_t i = 0; i < HARD_QUAR_SLOTS; i++) {
     hard_quar_slot_t *s = &q->slot[(q->next + i) & (HARD_QUAR_SLOTS - 1)];
     if (s->p == NULL) continue;
     if (!quarantine_words_ok(s->p))
       hak_report_pointer_error("write after free of", s->p, " (its first 16 bytes changed in quarantine)");
-    else if (hard_fill_diff(s->p, s->size) != 0)
-      hardened_report_fill(s->p, s->size, " of the freed block changed after its free)");
+    else if (hard_fill_diff(s->p, hard_quar_size(s->info)) != 0)
+      hardened_report_fill(s->p, hard_quar_size(s->info), " of the freed block changed after its free)");
   }
+}
+
+void hardened_quarantine_check(void) {
+  quarantine_check_ring(&t_quar);
+  quarantine_check_ring(&t_quar_medium);
 }
 
 // ---- randomised reuse ----------------------------------------------------------
 
 static __thread uint64_t t_rng __attribute__((tls_model("initial-exec")));
 
-static inline uint64_t rng_next(void) {
-  uint64_t x = t_rng;
-  if (HAK_UNLIKELY(x == 0)) x = (g_block_cookie ^ (uint64_t)thread_self_id()) | 1u;
-  x ^= x << 13;                          // xorshift64 (Marsaglia): cheap, never 0
+// xorshift64 (Marsaglia): cheap, never 0 from a nonzero state.
+static inline uint64_t rng_step(uint64_t x) {
+  x ^= x << 13;
   x ^= x >> 7;
   x ^= x << 17;
-  t_rng = x;
-  return x * 0x2545f4914f6cdd1dull;
+  return x;
 }
 
+// One pass of the inside-out Fisher-Yates shuffle (Durstenfeld's, as the
+// chain is read: block i goes to a uniform j <= i, the one there to i), then
+// one pass linking the blocks in their new order. The generator's state, the
+// cookie and the array stay in registers and on the stack: the block stores
+// could alias TLS and globals, and the form with rng_next() per swap, a `%`
+// (a divide) and a separate collecting pass cost 44 instructions per block
+// (prodcons refills on nearly every malloc: 12% of its hardened
+// instructions). The index is the high half of a 32-bit random number times
+// i + 1 (Lemire's multiply-shift; its bias is below 2^-24 for i < 256).
 void hardened_shuffle_chain(hak_base_ptr_t *first, hak_base_ptr_t *last, uint32_t n) {
   hak_base_ptr_t v[TLS_CACHE_MAX_BLOCKS];
   if (n < 2 || n > TLS_CACHE_MAX_BLOCKS) return;
+  uint64_t x = t_rng;
+  if (HAK_UNLIKELY(x == 0)) x = (g_block_cookie ^ (uint64_t)thread_self_id()) | 1u;
+  const uintptr_t cookie = g_block_cookie;
   hak_base_ptr_t b = *first;
-  for (uint32_t i = 0; i < n; i++) {
-    v[i] = b;
-    if (i + 1 < n) b = block_next(b);
-  }
-  for (uint32_t i = n - 1; i > 0; i--) {  // Fisher-Yates
-    uint32_t j = (uint32_t)((rng_next() >> 32) % (i + 1));
-    hak_base_ptr_t t = v[i];
+  v[0] = b;
+  for (uint32_t i = 1; i < n; i++) {
+    b = hak_base_from_raw((void *)(*(const uintptr_t *)hak_base_raw(b) ^ (uintptr_t)hak_base_raw(b) ^ cookie));   // block_next
+    x = rng_step(x);
+    uint32_t j = (uint32_t)(((x >> 32) * (uint64_t)(i + 1)) >> 32);
     v[i] = v[j];
-    v[j] = t;
+    v[j] = b;
   }
-  for (uint32_t i = 0; i + 1 < n; i++) block_set_next(v[i], v[i + 1]);
+  t_rng = x;
+  for (uint32_t i = 0; i + 1 < n; i++)   // block_set_next
+    *(uintptr_t *)hak_base_raw(v[i]) = (uintptr_t)hak_base_raw(v[i + 1]) ^ (uintptr_t)hak_base_raw(v[i]) ^ cookie;
   *first = v[0];
   *last = v[n - 1];
 }

@@ -1,10 +1,10 @@
 // hardened_box.h — the hardened build's checks on slab blocks (HAK_HARDENED=1;
 // nothing here exists in the default build).
 //
-// A live block of a slab (block_size bs, request n, n <= bs - HARD_TAIL_BYTES)
+// A live block of a slab (block_size bs, request n, n <= hard_request_max(bs))
 // is laid out as:
 //   [0, n)                       the program's bytes
-//   [n, min(n + 16, bs - 4))     canary: 12 to 16 bytes, each the canary byte
+//   [n, n + 16)                  canary: 16 bytes, each the canary byte
 //                                (never 0: a stray NUL terminator is the
 //                                classic one-byte overflow)
 //   [bs - 4, bs)                 tiny classes (bs <= 1 KiB): the size word,
@@ -18,17 +18,24 @@
 // every class (the slab lookup it needs in malloc) cost ws-small and ws-tiny
 // more than it saved (1.81x -> 1.89x, 1.84x -> 1.96x; task-clock, 7 or 9
 // interleaved runs).
-// So every request is served by the class of n + HARD_TAIL_BYTES (every block
-// is 32 bytes or more): malloc_usable_size returns n, realloc copies n, sized
-// delete compares with n, and free checks the canary and the size word (an
-// overflow of one byte or more past n is caught there).
+// So every request is served by the class of n + HARD_TAIL_BYTES (20: the
+// canary and the size word always fit, so the canary is always 16 bytes at n,
+// written and read with no bound to compute; every block is 32 bytes or more),
+// or above the tiny classes of n + HARD_TAIL_MEDIUM (16, no size word at the
+// end: with 20, ws-medium's peak RSS was 48.5 MB, 1.30x the default's, 48.1
+// with 16):
+// malloc_usable_size returns n, realloc copies n, sized delete compares with n,
+// and free checks the canary and the size word (an overflow of one byte or
+// more past n is caught there).
 //
 // No check branches on the request or the block size: the canary is two
-// overlapping words, the fill three 16-byte pieces at offsets clamped to the
-// block. With a 5-byte tail the canary took 1 to 16 bytes and the fill 2 to 6
-// words, and the branches on those, taken at random with random sizes, cost
-// ws-tiny 1.25 mispredictions per operation (cachegrind --branch-sim) on top
-// of 2x the default's instructions.
+// words at n, the fill three 16-byte pieces at offsets clamped to the block
+// (read from the class's g_hard_class entry on the hot paths). With a 5-byte
+// tail the canary took 1 to 16 bytes and the fill 2 to 6 words, and the
+// branches on those, taken at random with random sizes, cost ws-tiny 1.25
+// mispredictions per operation (cachegrind --branch-sim) on top of 2x the
+// default's instructions. With a 16-byte tail the canary was 12 to 16 bytes
+// (its end min(n + 16, bs - 4)): 8 instructions per pair more than now.
 //
 // A free block (on a quarantine, a TLS list, a slab's free or remote list) has
 // its link and free mark in its first 16 bytes (tls_sll_box.h) and the fill
@@ -42,12 +49,17 @@
 // 128 bytes instead of 64 cost larson about 15% (measured; build with
 // -DHARD_FILL_MAX=262144u for whole blocks).
 //
-// Quarantine (per thread, FIFO; 64 blocks / 128 KiB: a larger one that no
-// longer fits in L1/L2 cost larson a third of its speed): a freed block waits, marked free and filled,
-// until HARD_QUAR_SLOTS later frees or HARD_QUAR_BYTES of newer blocks push it
-// out; its fill is checked then, and it goes on the TLS list where malloc can
-// reuse it. The blocks still there at process exit are checked too. A double
-// free of a quarantined block finds its free mark. The quarantine is drained
+// Quarantine (per thread, FIFO, two rings: 64 blocks of the tiny classes, and
+// 64 larger blocks / 2 MiB; more blocks, no longer in L1/L2, cost larson a
+// third of its speed; the byte bound only matters for medium blocks, and at
+// 128 KiB, ~8 of ws-medium's 1-32 KiB blocks, nearly every free there evicted
+// past it: 13% of its hardened instructions, 169.8 -> 151.9 per operation with
+// 2 MiB, peak RSS 44.8 -> 45.3 MB at -n 2M, the default's 36.8): a freed block
+// waits, marked free and filled, until HARD_QUAR_SLOTS later frees into its
+// ring or HARD_QUAR_BYTES of newer medium blocks push it out; its fill is
+// checked then, and it goes on the TLS list where malloc can reuse it. The
+// blocks still there at process exit are checked too. A double free of a
+// quarantined block finds its free mark. The quarantine is drained
 // at thread exit and by hak_thread_flush.
 //
 // Randomised reuse: a refill shuffles the batch it moves onto the TLS list
@@ -61,12 +73,17 @@
 #if HAK_HARDENED
 #include "superslab/superslab.h"
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
+#include "tiny/tiny_thread.h"
 #include "tiny/tls_sll_box.h"
 
 #define HARD_SIZE_BYTES   4u                    // the size word: a tiny block's end, else its slab's size table
-#define HARD_TAIL_BYTES   16u                   // room a request needs past its end
-#define HARD_CANARY_BYTES 16u                   // canary bytes written and checked, at most
+#define HARD_CANARY_BYTES 16u                   // canary bytes written and checked
+#define HARD_TAIL_BYTES   (HARD_CANARY_BYTES + HARD_SIZE_BYTES)   // room a request needs past its end, tiny
+#define HARD_TAIL_MEDIUM  HARD_CANARY_BYTES     // ... in a larger block (its size word is in its slab's table)
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
 #ifndef HARD_FILL_MAX
 #define HARD_FILL_MAX     64u                   // bytes of a block filled and checked, at most
@@ -75,9 +92,10 @@
 #define HARD_QUAR_SLOTS   64u                   // blocks a thread's quarantine holds, at most
 #endif
 #ifndef HARD_QUAR_BYTES
-#define HARD_QUAR_BYTES   (128u << 10)          // ... and their bytes, at most
+#define HARD_QUAR_BYTES   (2u << 20)            // ... and their bytes, at most (64 blocks of 32 KiB)
 #endif
 #define HARD_LINK_BYTES   16u                   // link word + free mark: not filled
+#define HARD_CACHE_LINE   64u                   // another thread's smaller blocks go home (HARD_QUAR_REMOTE)
 
 _Static_assert(HAK_SLAB_MAX < (1u << 31), "a slab block's request fits the size word");
 _Static_assert(HAK_NUM_CLASSES <= 256, "a quarantine slot keeps its class in a byte");
@@ -92,15 +110,20 @@ HAK_INLINE void hard_store32(void *p, uint32_t w) { memcpy(p, &w, sizeof w); }
 
 // The canary byte (never 0: a stray NUL terminator is the classic one-byte
 // overflow) repeated eight times, and the size word's key: from the process key.
-extern HAK_INTERNAL uint64_t g_hard_canary_word;   // set by hardened_box_init
-HAK_INLINE uint64_t hard_canary_word(void) { return g_hard_canary_word; }
-HAK_INLINE uint32_t hard_size_key(void) { return (uint32_t)(g_block_cookie >> 24); }
+// Kept apart from the cookie, so a use is one load (no shift; the canary's 16
+// bytes one aligned vector for malloc's store).
+typedef struct __attribute__((aligned(16))) hard_keys {
+  uint64_t canary[2];               // the canary word, twice
+  uint32_t size_key;                // (uint32_t)(g_block_cookie >> 24)
+} hard_keys_t;
+extern HAK_INTERNAL hard_keys_t g_hard_keys;   // set by hardened_box_init
+HAK_INLINE uint64_t hard_canary_word(void) { return g_hard_keys.canary[0]; }
+HAK_INLINE uint32_t hard_size_key(void) { return g_hard_keys.size_key; }
 // The size word of block p of slab m: at the end of a tiny block; else its
 // index (slab_block_start's multiply) into the table after the slab's last
 // block (superslab.h, slab_capacity).
 HAK_INLINE uint32_t *hard_size_tail(void *p, uint32_t bs) { return (uint32_t *)((char *)p + bs - HARD_SIZE_BYTES); }
-HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
-  if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
+HAK_INLINE uint32_t *hard_size_table_slot(const slab_meta_t *m, const void *p) {   // bs > HAK_TINY_MAX
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
   // off / block_size: the high half of off * magic, with magic = floor(2^64 /
   // size) + 1 or + 2 (size_class.h): exact for an offset in a slab (< 2^21),
@@ -109,24 +132,36 @@ HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
   uint64_t idx = (uint64_t)(((unsigned __int128)off * m->size_magic) >> 64);
   return (uint32_t *)slab_end(m) + idx;
 }
-// The end of the canary of a request of n bytes in a block of bs (12 to 16
-// bytes: n + 16 <= bs, less the size word at the end of a tiny block; the
-// same for every block, so a check does not branch on where the size word is).
-HAK_INLINE size_t hard_canary_end(uint32_t bs, size_t n) {
-  return n + HARD_CANARY_BYTES < bs - HARD_SIZE_BYTES ? n + HARD_CANARY_BYTES : bs - HARD_SIZE_BYTES;
+HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
+  if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
+  return hard_size_table_slot(m, p);
 }
-_Static_assert(HARD_CANARY_BYTES == 16 && HARD_TAIL_BYTES - HARD_SIZE_BYTES >= 8,
-               "two overlapping words cover a canary, which has 8 bytes or more");
+_Static_assert(HARD_CANARY_BYTES == 16, "two words are the canary");
 
 // The fill covers bytes [16, min(bs, HARD_FILL_MAX)) of a free block: whole
 // words (block sizes are multiples of 16, 32 and more). With HARD_FILL_MAX 64,
 // three 16-byte pieces at 16, min(32, bs - 16) and min(48, bs - 16): a 32- or
 // 48-byte block repeats its last piece instead of a branch on its size.
 #define HARD_FILL_AT(bs, off) ((off) < (bs) - 16u ? (off) : (bs) - 16u)
-HAK_INLINE void hard_fill_words(void *p, uint32_t bs) {
+// Each class's block size and its second and third pieces' offsets: one table
+// load instead of two compares and moves each (hardened_box.c).
+typedef struct hard_class {
+  uint32_t size;                    // the block size (g_size_class)
+  uint8_t  fill_a, fill_b;          // HARD_FILL_AT(size, 32), HARD_FILL_AT(size, 48)
+  uint16_t cls_remote;              // the class, with HARD_QUAR_REMOTE if a block of it
+                                    //   freed by another thread than its slab's owner goes
+                                    //   home through the remote buffer (under a cache line)
+} hard_class_t;
+#define HARD_QUAR_REMOTE 0x100u     // in a quarantine slot's class (see hard_class_t)
+_Static_assert(HAK_NUM_CLASSES <= HARD_QUAR_REMOTE, "a class fits below the remote flag");
+_Static_assert(sizeof(hard_class_t) == 8, "an entry is indexed by cls * 8");
+extern HAK_INTERNAL const hard_class_t g_hard_class[HAK_NUM_CLASSES];
+
+// Fill free block p of bs bytes; a and b: its g_hard_class offsets.
+HAK_INLINE void hard_fill_pieces(void *p, uint32_t bs, unsigned fa, unsigned fb) {
   char *c = p;
   if (HARD_FILL_MAX == 64) {
-    char *a = c + HARD_FILL_AT(bs, 32), *b = c + HARD_FILL_AT(bs, 48);
+    char *a = c + fa, *b = c + fb;
     hard_store64(c + 16, HARD_FILL_WORD);
     hard_store64(c + 24, HARD_FILL_WORD);
     hard_store64(a, HARD_FILL_WORD);
@@ -138,12 +173,24 @@ HAK_INLINE void hard_fill_words(void *p, uint32_t bs) {
   size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) hard_store64(c + i, HARD_FILL_WORD);
 }
+HAK_INLINE void hard_fill_words(void *p, uint32_t bs) { hard_fill_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48)); }
 
-// Nonzero when the fill of free block p (bs bytes) is not intact.
-HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
+// Nonzero when the fill of free block p (bs bytes) is not intact. On x86-64
+// three aligned 16-byte compares (blocks and the pieces' offsets are multiples
+// of 16), one mask: 11 instructions where the word-at-a-time form took 18.
+HAK_INLINE uint64_t hard_fill_diff_pieces(const void *p, uint32_t bs, unsigned fa, unsigned fb) {
   const char *c = p;
+#if defined(__SSE2__)
   if (HARD_FILL_MAX == 64) {
-    const char *a = c + HARD_FILL_AT(bs, 32), *b = c + HARD_FILL_AT(bs, 48);
+    const __m128i f = _mm_set1_epi8((char)HARD_FILL_BYTE);
+    const __m128i *a = (const __m128i *)(c + fa), *b = (const __m128i *)(c + fb);
+    __m128i eq = _mm_and_si128(_mm_cmpeq_epi8(_mm_load_si128((const __m128i *)(c + 16)), f),
+                               _mm_and_si128(_mm_cmpeq_epi8(_mm_load_si128(a), f), _mm_cmpeq_epi8(_mm_load_si128(b), f)));
+    return (uint32_t)_mm_movemask_epi8(eq) ^ 0xffffu;
+  }
+#endif
+  if (HARD_FILL_MAX == 64) {
+    const char *a = c + fa, *b = c + fb;
     return ((hard_load64(c + 16) ^ HARD_FILL_WORD) | (hard_load64(c + 24) ^ HARD_FILL_WORD)) |
            ((hard_load64(a) ^ HARD_FILL_WORD) | (hard_load64(a + 8) ^ HARD_FILL_WORD)) |
            ((hard_load64(b) ^ HARD_FILL_WORD) | (hard_load64(b + 8) ^ HARD_FILL_WORD));
@@ -153,18 +200,25 @@ HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) d |= hard_load64(c + i) ^ HARD_FILL_WORD;
   return d;
 }
-
-// Write the canary bytes [n, end) (8 to 16 of them): two overlapping stores.
-HAK_INLINE void hard_canary_write(unsigned char *c, size_t n, size_t end) {
-  uint64_t kw = hard_canary_word();
-  hard_store64(c + n, kw);
-  hard_store64(c + end - 8, kw);
+HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
+  return hard_fill_diff_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48));
 }
 
-// Nonzero when a canary byte in [n, end) changed.
-HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n, size_t end) {
+// Write the canary bytes [n, n + 16).
+HAK_INLINE void hard_canary_write(unsigned char *c, size_t n) {
+#if defined(__SSE2__)
+  _mm_storeu_si128((__m128i *)(c + n), _mm_load_si128((const __m128i *)g_hard_keys.canary));
+#else
   uint64_t kw = hard_canary_word();
-  return (hard_load64(c + n) ^ kw) | (hard_load64(c + end - 8) ^ kw);
+  hard_store64(c + n, kw);
+  hard_store64(c + n + 8, kw);
+#endif
+}
+
+// Nonzero when a canary byte in [n, n + 16) changed.
+HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n) {
+  uint64_t kw = hard_canary_word();
+  return (hard_load64(c + n) ^ kw) | (hard_load64(c + n + 8) ^ kw);
 }
 
 // Start-up, after the process key is seeded: the canary word.
@@ -172,8 +226,12 @@ void hardened_box_init(void);
 // Report the write after free that hard_fill_diff found in p (cold).
 void hardened_report_fill(const void *p, uint32_t bs, const char *when) HAK_COLD;
 
-// Fill a free block from byte 16 on (carve, free).
-void hardened_fill(hak_base_ptr_t b, uint32_t block_size);
+// Fill a free block from byte 16 on (a carve: inline, as the carve loop runs
+// once per block). A 16-byte block has no fill (none is handed out: every
+// request takes 20 bytes more; hard_fill_words assumes 32 and more).
+HAK_INLINE void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
+  if (block_size >= 2 * HARD_LINK_BYTES) hard_fill_words(hak_base_raw(b), block_size);
+}
 
 // A block of bs bytes leaves the allocator for a request of n bytes: check its
 // fill (report a write after free), then write its canary and size word at
@@ -181,69 +239,90 @@ void hardened_fill(hak_base_ptr_t b, uint32_t block_size);
 // Returns p; a changed fill is reported by a call in last place, so the
 // common path keeps to registers.
 void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) HAK_NOINLINE;
-HAK_INLINE void hardened_arm_words(uint32_t bs, void *p, size_t n, uint32_t *size) {
-  hard_canary_write(p, n, hard_canary_end(bs, n));
+HAK_INLINE void hardened_arm_words(void *p, size_t n, uint32_t *size) {
+  hard_canary_write(p, n);
   *size = (uint32_t)n ^ hard_size_key();
 }
-HAK_INLINE void *hardened_arm_at(uint32_t bs, void *p, size_t n, uint32_t *size) {
-  if (HAK_UNLIKELY(hard_fill_diff(p, bs) != 0)) return hardened_arm_bad(bs, p, n, size);
-  hardened_arm_words(bs, p, n, size);
+// hc: the block's class entry (its size bs and fill offsets).
+HAK_INLINE void *hardened_arm_at(const hard_class_t *hc, uint32_t bs, void *p, size_t n, uint32_t *size) {
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return hardened_arm_bad(bs, p, n, size);
+  hardened_arm_words(p, n, size);
   return p;
 }
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
-  return hardened_arm_at(m->block_size, p, n, hard_size_slot(m, p));
+  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_slot(m, p));
 }
 
 // The request recorded in a live block p of slab m (reported and taken as the
 // whole block when the size word is corrupted).
 size_t hardened_size_bad(const void *p, uint32_t bs) HAK_COLD;
+// The largest request a block of bs bytes serves.
+HAK_INLINE uint32_t hard_request_max(uint32_t bs) {
+  return bs - (bs <= HAK_TINY_MAX ? HARD_TAIL_BYTES : HARD_TAIL_MEDIUM);
+}
 HAK_INLINE size_t hardened_requested(const slab_meta_t *m, const void *p) {
   uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > m->block_size - HARD_TAIL_BYTES)) return hardened_size_bad(p, m->block_size);
+  if (HAK_UNLIKELY(n > hard_request_max(m->block_size))) return hardened_size_bad(p, m->block_size);
   return n;
 }
 
-// The quarantine: a ring of HARD_QUAR_SLOTS slots; the blocks in it fill the
-// `used` slots before `next` (oldest first), the others have p == NULL. A free
-// puts its block in the slot at `next`: when the ring is full, the oldest block
-// was there and leaves. `bytes` counts the blocks in it; past HARD_QUAR_BYTES
-// the oldest ones leave early (blocks of 2 KiB and more only).
+// The quarantine: two rings of HARD_QUAR_SLOTS slots, one for the tiny
+// classes (t_quar) and one for the larger ones (t_quar_medium); the blocks in
+// a ring fill the `used` slots before `next` (oldest first), the others have
+// p == NULL. A free puts its block in the slot at `next`: when the ring is
+// full, the oldest block was there and leaves. The medium ring's `bytes` counts
+// its blocks; past HARD_QUAR_BYTES the oldest ones leave early. The tiny ring
+// needs no byte count (64 blocks of 1 KiB at most): with one ring for both,
+// every free kept it, 8 instructions per pair. A block waits for
+// HARD_QUAR_SLOTS later frees of its own kind, so a tiny block is not pushed
+// out sooner by medium frees (nor the other way round).
+// A slot's info is the block's class and way out, stored as the free has it
+// (its size is the class's, g_hard_class: the eviction reads no slab
+// metadata; a size kept beside it cost 2 instructions per pair to pack and
+// unpack). The way out: HARD_QUAR_REMOTE is set for a block under a cache
+// line of a slab another thread owned when it was freed, which goes home
+// through the remote buffer (the default build's rule, core/hakmem.c
+// hak_free_checked; decided at free, where the slab's metadata is at hand, as
+// the default build does).
 typedef struct hard_quar_slot {
   void    *p;
-  uint32_t size;                    // its block size, class and way out: the
-  uint32_t cls;                     //   eviction reads no slab metadata
+  uint64_t info;                    // class | HARD_QUAR_REMOTE?
 } hard_quar_slot_t;
-// Set in a slot's cls: a block under a cache line of a slab another thread
-// owned when it was freed, which goes home through the remote buffer (the
-// default build's rule, core/hakmem.c hak_free_checked; decided at free,
-// where the slab's metadata is at hand, as the default build does).
-#define HARD_QUAR_REMOTE 0x10000u
+#define HARD_QUAR_INFO(bs, cls) ((void)(bs), (uint64_t)(cls))
+HAK_INLINE unsigned hard_quar_cls(uint64_t info) { return (unsigned)info; }
+HAK_INLINE uint32_t hard_quar_size(uint64_t info) { return g_hard_class[info & (HARD_QUAR_REMOTE - 1)].size; }
 
 typedef struct hard_quarantine {
   hard_quar_slot_t slot[HARD_QUAR_SLOTS];
   uint32_t next;                    // the slot the next free fills
   uint32_t used;                    // blocks in the ring
-  size_t   bytes;                   // and their bytes
+  size_t   bytes;                   // and their bytes (the medium ring only)
 } hard_quarantine_t;
 
 _Static_assert((HARD_QUAR_SLOTS & (HARD_QUAR_SLOTS - 1)) == 0, "the ring index wraps with a mask");
 
 extern HAK_INTERNAL __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
+extern HAK_INTERNAL __thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec")));
 
 // The ways out of the common path (hardened_box.c), each called last, so the
-// common path keeps to registers: a block whose size word or canary changed
-// (reported, then freed as hardened_free_block would); a block leaving the
-// quarantine that does not go on its TLS list at once (its first 16 bytes
-// changed, its list full, another thread's small block); the byte bound passed.
+// common path keeps to registers: a block above the tiny classes (its size
+// word in its slab's table, the medium ring); a block whose size word or
+// canary changed (reported, then freed as hardened_free_block would); a block
+// leaving the quarantine that does not go on its TLS list at once (its first
+// 16 bytes changed, its list full, another thread's small block); the byte
+// bound passed.
+void hardened_free_medium(const slab_meta_t *m, void *p) HAK_NOINLINE;
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) HAK_NOINLINE;
 void hardened_release_slow(unsigned cls, uint32_t bs, void *p) HAK_NOINLINE;
 void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) HAK_NOINLINE;
+// The calling thread's first block in the quarantine, and it is not set up
+// yet (or torn down): set it up, so the quarantine drains at its exit.
+void hardened_thread_first(void) HAK_NOINLINE;
 
 // Can the block p leaving the quarantine go on its TLS list at once: its first
 // 16 bytes are as free left them (a NULL link and its free mark, each the
 // block's key; the fill is checked when malloc hands it out again), its list
 // has room, and it is not for the remote buffer. One branch.
-#define HARD_CACHE_LINE 64u
 HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   const uintptr_t *w = p;
@@ -257,49 +336,70 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
   return 0;
 }
 
-// Fill and mark checked block p, put it in the quarantine and let the oldest go.
-// cls carries HARD_QUAR_REMOTE (hardened_free_block decides it).
-HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p) {
-  hard_fill_words(p, bs);
+// Fill and mark checked block p, put it in quarantine ring q and let the
+// oldest go; counted: q is the medium ring (its byte count and bound). cls
+// carries HARD_QUAR_REMOTE (hardened_free_block decides it); hc is its class's
+// entry.
+HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, unsigned cls, uint32_t bs, void *p,
+                                           const hard_class_t *hc) {
+  hard_fill_pieces(p, bs, hc->fill_a, hc->fill_b);
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
   ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
-  hard_quarantine_t *q = &t_quar;
   hard_quar_slot_t *s = &q->slot[q->next];
   q->next = (q->next + 1) & (HARD_QUAR_SLOTS - 1);
   void *old = s->p;
-  unsigned old_cls = s->cls;
-  uint32_t old_bs = s->size;
+  uint64_t old_info = s->info;
+  unsigned old_cls = hard_quar_cls(old_info);
+  uint32_t old_bs = counted ? hard_quar_size(old_info) : 0;
   s->p = p;
-  s->size = bs;
-  s->cls = cls;
-  size_t bytes = q->bytes + bs;
-  if (HAK_LIKELY(old != NULL)) bytes -= old_bs;
-  else q->used++;
-  q->bytes = bytes;
-  if (HAK_UNLIKELY(bytes > HARD_QUAR_BYTES)) {
-    hardened_quarantine_trim(old, old_cls, old_bs);
+  s->info = HARD_QUAR_INFO(bs, cls);
+  if (counted) {
+    size_t bytes = q->bytes + bs;
+    if (HAK_LIKELY(old != NULL)) bytes -= old_bs;
+    q->bytes = bytes;
+    if (HAK_UNLIKELY(bytes > HARD_QUAR_BYTES)) {
+      if (old == NULL) q->used++;
+      hardened_quarantine_trim(old, old_cls, old_bs);
+      return;
+    }
+  }
+  if (old == NULL) {                // one of the ring's first blocks (a new or drained ring)
+    q->used++;
+    // Here, not on every free: a thread's first frees find its ring empty.
+    if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) hardened_thread_first();
     return;
   }
-  if (old == NULL || HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old))) return;
+  if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old))) return;
   hardened_release_slow(old_cls, old_bs, old);
 }
 _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
+HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, const hard_class_t *hc) {
+  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
+  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, hc);
+}
 
 // A live block p of slab m is freed by the program: check its size word and
 // canary, fill and mark it, and put it in the calling thread's quarantine (a
 // LIVE thread), from which the oldest block leaves.
 HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p) {
   uint32_t bs = m->block_size;
-  // Its way out, now that the slab's metadata is at hand (see HARD_QUAR_REMOTE).
-  unsigned cls = m->cls | (uint32_t)((bs < HARD_CACHE_LINE) &
-                                     (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self)) << 16;
-  uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || hard_canary_diff(p, n, hard_canary_end(bs, n)) != 0)) {
+  if (HAK_UNLIKELY(bs > HAK_TINY_MAX)) {
+    hardened_free_medium(m, p);
+    return;
+  }
+  const hard_class_t *hc = &g_hard_class[m->cls];
+  // Its way out, now that the slab's metadata is at hand (see HARD_QUAR_REMOTE):
+  // a select, no branch (larson frees other threads' blocks at random).
+  unsigned cls = m->cls;
+  unsigned away = hc->cls_remote;
+  if (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self) cls = away;
+  uint32_t n = *hard_size_tail(p, bs) ^ hard_size_key();
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || hard_canary_diff(p, n) != 0)) {
     hardened_free_bad(m, cls, p);
     return;
   }
-  hardened_quarantine_put(cls, bs, p);
+  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
 }
 
 // Check that no quarantined block of the calling thread was written since its

@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -84,6 +85,23 @@ static int t_overflow_medium(void) {
   free(p);
   return 0;
 }
+// A medium block needs only the canary's 16 bytes past the request (its size
+// word is in its slab's table; a tiny one needs 20): the largest request of
+// the 1280-byte class is 1264 bytes, used to its end with no report, and one
+// byte past it is reported.
+static int t_medium_request_at_class_end(void) {
+  unsigned char *p = malloc(1264);
+  memset(p, 'x', 1264);
+  if (malloc_usable_size(p) != 1264) return 1;
+  free(p);
+  return 0;
+}
+static int t_overflow_medium_at_class_end(void) {
+  unsigned char *p = malloc(1264);
+  p[1264] ^= 1;
+  free(p);
+  return 0;
+}
 
 // ---- overflow past a large block, use after free of a large block
 static int t_overflow_large(void) {
@@ -139,6 +157,37 @@ static int t_quarantine_delays_reuse(void) {
     g_keep = q;
   }
   p[20] = 1;                         // the use: found (the block is still quarantined)
+  return 0;
+}
+// A thread whose only call is a free still gets its quarantine drained at its
+// exit (it is set up on its first free), so the block comes back to the
+// program and the write after free is found at its reuse. Left in a thread
+// that was never set up, the block would never come back.
+static void *free_then_write(void *arg) {
+  unsigned char *p = arg;
+  free(p);
+  p[40] = 1;                         // the use: after the free, before the thread ends
+  return NULL;
+}
+static int t_quarantine_of_free_only_thread_drains(void) {
+  unsigned char *p = malloc(64);
+  pthread_t t;
+  if (pthread_create(&t, NULL, free_then_write, p) != 0 || pthread_join(t, NULL) != 0) return 1;
+  for (int i = 0; i < 200000; i++) {
+    void *q = malloc(64);            // p comes back among these: reported there
+    if (q == p) return 0;
+    g_keep = q;
+  }
+  return 0;
+}
+// The tiny and the larger classes have a quarantine ring each: a small block
+// waits for 64 later frees of small blocks, however many larger blocks are
+// freed meanwhile; the use is found at exit, the block still quarantined.
+static int t_quarantine_small_not_pushed_by_medium(void) {
+  unsigned char *p = malloc(48);
+  free(p);
+  for (int i = 0; i < 200; i++) free(malloc(5000));
+  p[20] = 1;
   return 0;
 }
 static int t_double_free_in_quarantine(void) {
@@ -367,6 +416,8 @@ static const test_t g_tests[] = {
   {"overflow_1_byte_small", t_overflow_1_byte, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_8_bytes_small", t_overflow_8_bytes, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_medium", t_overflow_medium, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
+  {"medium_request_at_class_end", t_medium_request_at_class_end, EXPECT_EXIT0, NULL},
+  {"overflow_medium_at_class_end", t_overflow_medium_at_class_end, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_large_guard_page", t_overflow_large, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_large", t_use_after_free_large, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"use_after_free_large_touched", t_use_after_free_large_touched, EXPECT_ABORT_REPORT, "use after free of a large block"},
@@ -374,7 +425,9 @@ static const test_t g_tests[] = {
   {"use_after_free_huge", t_use_after_free_huge, EXPECT_ABORT_REPORT, "use after free of a huge block"},
   {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
+  {"quarantine_small_not_pushed_by_medium", t_quarantine_small_not_pushed_by_medium, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
+  {"quarantine_of_free_only_thread_drains", t_quarantine_of_free_only_thread_drains, EXPECT_ABORT_REPORT, "write after free of"},
   {"malloc0_write", t_malloc0_write, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_read", t_malloc0_read, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_free_is_fine", t_malloc0_free_is_fine, EXPECT_EXIT0, NULL},
