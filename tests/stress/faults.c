@@ -531,6 +531,35 @@ static int test_uaf_poison_remote_list(void) {
   return 0;
 }
 
+// The class exchange: thread A allocates 1000 blocks of 256 bytes and exits,
+// thread B frees them all (its list overflows with another thread's blocks:
+// chains of them go to the exchange) and exits; then an address is written
+// into every one of them, and this thread, which has no block of the class,
+// mallocs: its refill takes a chain from the exchange first.
+#define EXCHANGE_BLOCKS 1000
+static void *alloc_list_in_thread(void *arg) {
+  void **b = arg;
+  for (int i = 0; i < EXCHANGE_BLOCKS; i++) b[i] = malloc_fn(256);
+  return NULL;
+}
+static void *free_exchange_list_in_thread(void *arg) {
+  void **b = arg;
+  for (int i = 0; i < EXCHANGE_BLOCKS; i++) free_fn(b[i]);
+  return NULL;
+}
+static int test_uaf_poison_exchange(void) {
+  static void *b[EXCHANGE_BLOCKS];
+  pthread_t t;
+  pthread_create(&t, NULL, alloc_list_in_thread, b);
+  pthread_join(t, NULL);
+  pthread_create(&t, NULL, free_exchange_list_in_thread, b);
+  pthread_join(t, NULL);
+  for (int i = 0; i < EXCHANGE_BLOCKS; i++) *(void *volatile *)b[i] = g_poison_target;
+  for (int i = 0; i < 8192; i++)
+    if (poison_check(malloc_fn(256))) return 1;
+  return 0;
+}
+
 // A block-aligned address of the same slab that was never handed out (beyond
 // the slab's carve point): accepted, it would later come out of malloc twice.
 static int test_free_never_allocated_slot(void) {
@@ -593,6 +622,7 @@ static const test_t g_tests[] = {
   {"free_of_noncanonical_pointer_aborts", test_free_of_noncanonical_pointer, EXPECT_ABORT_REPORT, 10, NULL},
   {"uaf_poisoned_tls_list_aborts", test_uaf_poison_tls_list, EXPECT_ABORT_REPORT, 10, NULL},
   {"uaf_poisoned_remote_list_aborts", test_uaf_poison_remote_list, EXPECT_ABORT_REPORT, 10, NULL},
+  {"uaf_poisoned_class_exchange_aborts", test_uaf_poison_exchange, EXPECT_ABORT_REPORT, 10, NULL},
 };
 #define NTESTS ((int)(sizeof g_tests / sizeof g_tests[0]))
 
