@@ -3,15 +3,18 @@
 
 For each row of ROWS and each thread count T, runs the program with -t T under
 every allocator (LD_PRELOAD), interleaved (A B C D E, A B C D E, ...) REPS
-times, and reports medians. Then, for hakmem only, runs each (row, T) once
-under the statistics build (build/stats/libhakmem.so, `make STATS=1`), which
-prints at exit, on stderr:
+times, and reports medians. Then, for hakmem only, runs each (row, T) twice
+under the statistics build (build/stats/libhakmem.so, `make STATS=1`), at the
+row's -n and at 3 times it, each printing at exit, on stderr:
 
     hakmem-sites: ops=<N> threads=<T>
     hakmem-site: <site-name> kind=<lock|rmw-global|rmw-slab> count=<N> per1k=<float>
 
-and reports those per-site counts next to the throughput. If the statistics
-library prints no such lines, that is said and the run goes on.
+and reports the steady state next to the throughput: the difference of the two
+runs' counts per 1000 extra operations (steady_sites), so thread start-up and
+exit, the same in both runs, cancel (the issue's "no more than one per 1000
+operations in steady state"). If the statistics library prints no such lines,
+that is said and the run goes on.
 
     scripts/bench-scale.py --lib build/libhakmem.so --stats-lib build/stats/libhakmem.so
                            --bindir build/bench [--threads "1 2 4 8 16"] [--reps 3]
@@ -100,6 +103,32 @@ def per_thread_n(row, t, ncpu, scale=1.0):
     [8000000, 8000000, 4000000, 1000000]
     """
     return max(1000, int(row["n"] * scale * min(t, ncpu) / t))
+
+
+def steady_sites(short, long):
+    """The steady state of two runs' per-site reports: (header, sites) of the
+    difference, per 1000 extra operations (a negative difference, run-to-run
+    noise, counts as 0). None unless both runs reported and long did more.
+
+    >>> a = ({"ops": 1000, "threads": 2}, [dict(site="x", kind="lock", count=50, per1k=50.0)])
+    >>> b = ({"ops": 3000, "threads": 2}, [dict(site="x", kind="lock", count=52, per1k=17.3),
+    ...                                     dict(site="y", kind="rmw-slab", count=40, per1k=13.3)])
+    >>> h, s = steady_sites(a, b)
+    >>> h["ops"], [(x["site"], x["count"], x["per1k"]) for x in s]
+    (2000, [('x', 2, 1.0), ('y', 40, 20.0)])
+    >>> steady_sites((None, []), b) is None
+    True
+    """
+    (h1, s1), (h3, s3) = short, long
+    if h1 is None or h3 is None or h3["ops"] <= h1["ops"]:
+        return None
+    extra = h3["ops"] - h1["ops"]
+    before = {s["site"]: s["count"] for s in s1}
+    out = []
+    for s in s3:
+        d = max(0, s["count"] - before.get(s["site"], 0))
+        out.append(dict(site=s["site"], kind=s["kind"], count=d, per1k=1000.0 * d / extra))
+    return dict(ops=extra, threads=h3["threads"]), out
 
 
 def parse_sites(text):
@@ -234,8 +263,8 @@ def sites_table(row, ts, sites):
             if s["site"] not in kinds:
                 names.append(s["site"])
                 kinds[s["site"]] = s["kind"]
-    out = ["hakmem per-site counters (statistics build, one run each): "
-           "operations on shared lines per 1000 operations\n"]
+    out = ["hakmem per-site counters (statistics build, steady state: the runs at -n and 3 x -n "
+           "subtracted): operations on shared lines per 1000 operations\n"]
     out.append("| site | kind | " + " | ".join("T=%d" % t for t in ts) + " |")
     out.append("|---|---|" + "|".join(["---:"] * len(ts)) + "|")
     for name in names:
@@ -250,7 +279,7 @@ def sites_table(row, ts, sites):
         g = got[t]
         totals.append("%.3g" % sum(s["per1k"] for s in g["sites"]) if g and g["header"] else "n/a")
     out.append("| " + " | ".join(totals) + " |")
-    ops = ["ops counted", ""]
+    ops = ["extra ops counted", ""]
     for t in ts:
         g = got[t]
         ops.append(str(g["header"]["ops"]) if g and g["header"] else
@@ -411,10 +440,17 @@ def main():
         stats_note = "per-site counters skipped: %s does not exist (make STATS=1)" % opt.stats_lib
     else:
         for row, t in points:
-            args = row["args"] + ["-t", str(t), "-n", str(per_thread_n(row, t, ncpu, opt.scale))]
-            res, err, stderr = B.run_capture(os.path.join(opt.bindir, row["prog"]), args, "hakmem",
-                                             opt.stats_lib, opt.timeout)
-            header, ss = parse_sites(stderr or "")
+            n = per_thread_n(row, t, ncpu, opt.scale)
+            reports, res, err = [], None, None
+            for k in (1, 3):   # two lengths: their difference is the steady state
+                args = row["args"] + ["-t", str(t), "-n", str(k * n)]
+                res, err, stderr = B.run_capture(os.path.join(opt.bindir, row["prog"]), args, "hakmem",
+                                                 opt.stats_lib, opt.timeout)
+                reports.append(parse_sites(stderr or ""))
+                if res is None:
+                    break
+            steady = steady_sites(reports[0], reports[1]) if len(reports) == 2 else None
+            header, ss = steady if steady else (None, [])
             sites[(row["id"], t)] = dict(header=header, sites=ss, error=err or None)
             if res is None:
                 B.log("bench-scale: stats run FAILED %s T=%d: %s" % (row["id"], t, err))
