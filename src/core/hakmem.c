@@ -116,6 +116,13 @@ void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   unsigned cls = m->cls;
   tls_cache_t *tc = &t_tls_cache;
   tls_sll_room_settle(tc, cls);   // after a full list's tls_sll_push_fast
+  if (HAK_UNLIKELY(t_heap.status == THREAD_DONE)) {
+    // After this thread's exit hook: glibc frees its per-thread state after
+    // the last round of key destructors, so setting the thread up again
+    // would leave it set up when it is gone. The block goes home at once.
+    tiny_free_after_exit(m, b);
+    return;
+  }
   thread_ready();   // a thread that only frees still flushes its state at exit
   // Another thread's block is reused here (tcmalloc: it stays in this core's
   // cache, no line travels back) unless it is smaller than a cache line: such

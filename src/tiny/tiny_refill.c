@@ -212,6 +212,11 @@ static void send_chain_home(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t l
   flush_gather(&first, UINT32_MAX, cls, NULL);
 }
 
+void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
+  block_set_free(b);
+  remote_free_push_chain(m, b, b, 1);   // whoever owns the slab, or adopts it, takes it
+}
+
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
   tiny_heap_t *h = &t_heap;
   block_set_free(b);

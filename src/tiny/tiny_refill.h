@@ -28,5 +28,8 @@ void tiny_flush_exchange(void);
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b);
 // Send the remote buffer of cls home now.
 void tiny_flush_remote(unsigned cls);
+// Free b, a checked block of slab m, for a thread past its exit hook (THREAD_DONE):
+// straight onto the slab's remote list, nothing cached in the thread.
+void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b);
 
 #endif

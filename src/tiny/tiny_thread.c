@@ -9,6 +9,8 @@
 
 static pthread_key_t g_thread_key;
 static _Atomic uint32_t g_threads_live;   // LIVE threads (set up, not torn down)
+// Whether this thread is in g_threads_live (not after a set-up past its exit hook).
+static __thread uint8_t t_counted_live __attribute__((tls_model("initial-exec")));
 
 uint32_t tiny_threads_live(void) { return atomic_load_explicit(&g_threads_live, memory_order_relaxed); }
 
@@ -37,7 +39,8 @@ static void thread_key_destructor(void *value) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.lists[c].room = 0;
   t_tls_cache.self = 0;
   t_heap.status = THREAD_DONE;
-  atomic_fetch_sub_explicit(&g_threads_live, 1, memory_order_relaxed);
+  if (t_counted_live) atomic_fetch_sub_explicit(&g_threads_live, 1, memory_order_relaxed);
+  t_counted_live = 0;
   hak_counters_detach();
 }
 
@@ -45,10 +48,14 @@ void thread_key_init(void) { pthread_key_create(&g_thread_key, thread_key_destru
 
 void thread_setup(void) {
   if (t_heap.status == THREAD_LIVE) return;
+  int again = t_heap.status == THREAD_DONE;
   // Lists are empty here: a thread that is not LIVE has room 0, so nothing
   // was pushed since it started or since its lists were flushed at teardown.
   tls_cache_t *tc = &t_tls_cache;
-  atomic_fetch_add_explicit(&g_threads_live, 1, memory_order_relaxed);
+  if (!again) {
+    atomic_fetch_add_explicit(&g_threads_live, 1, memory_order_relaxed);
+    t_counted_live = 1;
+  }
   unsigned share = tiny_cache_share();
   tc->cap_share = (uint8_t)share;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
@@ -58,7 +65,11 @@ void thread_setup(void) {
   }
   tc->self = thread_self_id();
   t_heap.status = THREAD_LIVE;
-  hak_counters_attach();
+  // A thread set up again after its exit hook (a malloc from a later key
+  // destructor) may outlive the last round of destructors: its counters,
+  // in its TLS, stay off the live list, which must never point into a gone
+  // thread's TLS (their counts after the hook are not summed).
+  if (!again) hak_counters_attach();
   // May allocate for keys past the first 32: we are LIVE already.
   pthread_setspecific(g_thread_key, (void *)1);
 }
@@ -81,6 +92,6 @@ void thread_fork_child(void) {
   // The other threads' heaps are gone with them; their slabs stay owned by
   // ids nobody has (as after any fork, their memory is not the child's to use).
   tiny_heap_fork_child(&t_heap);
-  atomic_store_explicit(&g_threads_live, t_heap.status == THREAD_LIVE, memory_order_relaxed);
+  atomic_store_explicit(&g_threads_live, t_counted_live, memory_order_relaxed);   // this thread alone
   hak_counters_fork_child();
 }

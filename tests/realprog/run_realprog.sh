@@ -2,7 +2,7 @@
 # run_realprog.sh LIB — runs real programs with and without LD_PRELOAD=LIB and
 # compares what they print (issue §6). Each case prints PASS or FAIL; the last
 # line is "N passed, M failed"; the exit status is non-zero on any failure.
-# Cases: python3 (default and PYTHONMALLOC=malloc), perl, gcc, g++, git,
+# Cases: python3 (default and PYTHONMALLOC=malloc; 40 threads passing objects), perl, gcc, g++, git,
 # sqlite3, sort --parallel, xz -T2, pigz, redis-server + redis-benchmark.
 set -u
 LIB=$(readlink -f "${1:?usage: run_realprog.sh path/to/libhakmem.so}")
@@ -47,6 +47,7 @@ else fail "hakmem-is-loaded" "$LIB not in /proc/self/maps of a preloaded cat"; f
 
 compare python3 "'$PY' '$HERE/workload.py'"
 compare python3-pythonmalloc "PYTHONMALLOC=malloc '$PY' '$HERE/workload.py'"
+compare python3-threads "'$PY' '$HERE/workload_threads.py'"
 compare perl "perl '$HERE/workload.pl'"
 
 # gcc/g++: the same objects (disassembly) and a working program

@@ -31,6 +31,40 @@ static void test_threads_live_drops_when_a_thread_exits(void **state) {
   assert_int_equal(stats_now().threads_live, before);
 }
 
+// A free after the allocator's exit hook has run for good: pthread runs key
+// destructors in at most 4 rounds, and glibc frees its own per-thread state
+// (resolver, dlerror buffers) after the last one. A key of the program whose
+// destructor re-arms itself frees a block in each of the 4 rounds, the last
+// one after ours. That free must not set the thread up again: nothing would
+// tear it down, and its counters record (in the thread's TLS, freed with it)
+// stayed on the live list: python3 with 16 threads passing bytes through
+// queues crashed in hak_counters_detach when a new thread reused that TLS.
+static pthread_key_t g_late_key;
+static void *g_late_blocks[8];
+static int g_late_round;
+static void late_free_destructor(void *value) {
+  (void)value;
+  if (g_late_round < 8) hak_free(g_late_blocks[g_late_round++]);
+  pthread_setspecific(g_late_key, (void *)1);   // again in the next round, while there is one
+}
+static void *free_in_every_destructor_round(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 8; i++) g_late_blocks[i] = hak_malloc(100);
+  pthread_setspecific(g_late_key, (void *)1);
+  return NULL;
+}
+static void test_a_free_after_the_last_key_destructor_leaves_no_live_thread(void **state) {
+  (void)state;
+  size_t before = stats_now().threads_live;
+  assert_int_equal(pthread_key_create(&g_late_key, late_free_destructor), 0);   // after hakmem's key
+  g_late_round = 0;
+  run_in_thread(free_in_every_destructor_round, NULL);
+  pthread_key_delete(g_late_key);
+  assert_true(g_late_round >= 4);                  // it freed in the last round too
+  assert_int_equal(stats_now().threads_live, before);
+  for (int i = g_late_round; i < 8; i++) hak_free(g_late_blocks[i]);
+}
+
 static void test_exiting_thread_gives_its_cached_blocks_back(void **state) {
   (void)state;
   size_t before = stats_now().in_use_bytes;
@@ -173,6 +207,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_thread_counts_as_live_while_it_runs),
     HAK_UNIT_TEST(test_threads_live_drops_when_a_thread_exits),
+    HAK_UNIT_TEST(test_a_free_after_the_last_key_destructor_leaves_no_live_thread),
     HAK_UNIT_TEST(test_exiting_thread_gives_its_cached_blocks_back),
     HAK_UNIT_TEST(test_2000_short_lived_threads_leave_superslab_count_flat),
     HAK_UNIT_TEST(test_2000_short_lived_threads_leave_threads_live_flat),
