@@ -55,6 +55,11 @@ static void *free_in_every_destructor_round(void *arg) {
 }
 static void test_a_free_after_the_last_key_destructor_leaves_no_live_thread(void **state) {
   (void)state;
+#if defined(HAK_TSAN)
+  // ThreadSanitizer finishes a thread in its own key destructor, kept for the
+  // last round: instrumented code after it (this test's last free) faults.
+  skip();
+#endif
   size_t before = stats_now().threads_live;
   assert_int_equal(pthread_key_create(&g_late_key, late_free_destructor), 0);   // after hakmem's key
   g_late_round = 0;
