@@ -81,6 +81,14 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   slab_set_carve(m, carve);
 }
 
+// A refill of n blocks in this thread's counters.
+static void count_refill(const tls_cache_t *tc, unsigned cls, uint32_t n) {
+  hak_class_counters_t *k = &t_counters.cls[cls];
+  k->refills++;
+  k->refill_blocks += n;
+  k->cached = tls_cached(tc, cls);
+}
+
 // Another thread's surplus from the class exchange (transfer_box.h): a chain
 // of at most a batch, its blocks still counted in their slabs and marked free.
 static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
@@ -88,10 +96,7 @@ static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
   uint32_t n = transfer_take(cls, want, &first, &last);
   if (n == 0) return 0;
   tls_sll_push_chain(tc, cls, first, last, n);
-  hak_class_counters_t *k = &t_counters.cls[cls];
-  k->refills++;
-  k->refill_blocks += n;
-  k->cached = tls_cached(tc, cls);
+  count_refill(tc, cls, n);
   return 1;
 }
 
@@ -135,10 +140,7 @@ int tiny_refill(unsigned cls) {
       HAK_SITE(SITE_SLAB_USED);
       atomic_fetch_add_explicit(&m->used, c.n, memory_order_relaxed);
       tls_sll_push_chain(tc, cls, c.first, c.last, c.n);
-      hak_class_counters_t *k = &t_counters.cls[cls];
-      k->refills++;
-      k->refill_blocks += c.n;
-      k->cached = tls_cached(tc, cls);
+      count_refill(tc, cls, c.n);
       tiny_heap_trim_partial(h, cls, m);
 #if HAK_DEBUG
       slab_validate(m);
