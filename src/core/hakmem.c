@@ -35,8 +35,23 @@ static void *alloc_enomem(void) {
   return NULL;
 }
 
+// A malloc after this thread's exit hook (a key destructor of a later round):
+// no hook is left to give back what the thread would cache or own, so it is
+// set up for this one block and torn down again (the refill's other blocks
+// go home, its slabs are abandoned for other threads to adopt).
+static HAK_NOINLINE void *alloc_after_exit(unsigned cls) {
+  int saved = errno;
+  thread_setup();
+  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+  if (hak_base_is_null(b) && tiny_refill(cls)) b = tls_sll_pop(&t_tls_cache, cls);
+  thread_teardown();
+  errno = saved;
+  return hak_base_is_null(b) ? alloc_enomem() : hak_user_raw(hak_base_to_user(b));
+}
+
 // A block of class cls: TLS hit, else refill.
 static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
+  if (HAK_UNLIKELY(t_heap.status == THREAD_DONE)) return alloc_after_exit(cls);
   thread_ready();
   hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
   if (hak_base_is_null(b)) {

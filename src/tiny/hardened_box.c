@@ -7,6 +7,7 @@
 #include "debug/report.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_refill.h"
+#include "tiny/tiny_thread.h"
 
 hard_keys_t g_hard_keys = {{0xa5a5a5a5a5a5a5a5ull, 0xa5a5a5a5a5a5a5a5ull}, 0};
 
@@ -69,7 +70,12 @@ size_t hardened_size_bad(const void *p, uint32_t bs) {
 
 void hardened_thread_first(void) {
   int saved = errno;
+  int after_exit = t_heap.status == THREAD_DONE;
   thread_setup();                  // the process is set up: a slab block was freed
+  // Past the thread's exit hook (a later key destructor's free) no hook would
+  // drain the ring again: the block goes home now (as core/hakmem.c's
+  // alloc_after_exit does for a malloc there).
+  if (after_exit) thread_teardown();
   errno = saved;
 }
 

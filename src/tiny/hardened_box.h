@@ -316,7 +316,8 @@ void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) HAK_NOINLINE
 void hardened_release_slow(unsigned cls, uint32_t bs, void *p) HAK_NOINLINE;
 void hardened_quarantine_trim(void *old, unsigned old_cls, uint32_t old_bs) HAK_NOINLINE;
 // The calling thread's first block in the quarantine, and it is not set up
-// yet (or torn down): set it up, so the quarantine drains at its exit.
+// yet: set it up, so the quarantine drains at its exit. Torn down already
+// (past its exit hook): set up, drained home and torn down again.
 void hardened_thread_first(void) HAK_NOINLINE;
 
 // Can the block p leaving the quarantine go on its TLS list at once: its first

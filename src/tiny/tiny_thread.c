@@ -34,7 +34,10 @@ void tiny_cache_rescale(void) {
 
 static void thread_key_destructor(void *value) {
   (void)value;
-  if (t_heap.status != THREAD_LIVE) return;
+  if (t_heap.status == THREAD_LIVE) thread_teardown();
+}
+
+void thread_teardown(void) {
   thread_release_all();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.lists[c].room = 0;
   t_tls_cache.self = 0;
@@ -70,8 +73,9 @@ void thread_setup(void) {
   // in its TLS, stay off the live list, which must never point into a gone
   // thread's TLS (their counts after the hook are not summed).
   if (!again) hak_counters_attach();
-  // May allocate for keys past the first 32: we are LIVE already.
-  pthread_setspecific(g_thread_key, (void *)1);
+  // May allocate for keys past the first 32: we are LIVE already. (Set up
+  // again past the exit hook, the caller tears the thread down itself.)
+  if (!again) pthread_setspecific(g_thread_key, (void *)1);
 }
 
 void thread_release_all(void) {

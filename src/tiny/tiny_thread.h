@@ -1,9 +1,11 @@
 // tiny_thread.h — a thread's life in the allocator: set up on its first slow
 // path (TLS list bounds, counters, exit hook), torn down by a pthread key
 // destructor when it exits (every cached block flushed, every slab abandoned
-// to the Shared Pool, the stash given back). Free keeps working during and
-// after the teardown: a later slow path sets the thread up again, and the
-// key's destructor runs again for it.
+// to the Shared Pool, the stash given back). Free and malloc keep working
+// after the teardown (glibc and later key destructors call them): a free goes
+// straight home, a malloc sets the thread up for that one block and tears it
+// down again (core/hakmem.c: alloc_after_exit), so nothing stays cached or
+// owned by a thread that no hook will visit again.
 #ifndef HAK_TINY_THREAD_H
 #define HAK_TINY_THREAD_H
 
@@ -19,6 +21,9 @@ void thread_key_init(void);
 void thread_setup(void);
 // Give every cached block and owned slab back (thread exit, hak_thread_flush).
 void thread_release_all(void);
+// thread_release_all, then DONE: off the live count and the counters' list
+// (the exit hook, and after a malloc past it).
+void thread_teardown(void);
 
 // fork() child: the calling thread is the only one left.
 void thread_fork_child(void);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <spawn.h>
@@ -16,6 +17,7 @@
 #include <sys/resource.h>
 
 #include "contract_util.h"
+#include "hakmem.h"   // hak_stats_t (the functions are looked up: the program runs under any malloc)
 
 extern char **environ;
 
@@ -163,6 +165,67 @@ static void test_fork_while_other_threads_allocate_gives_a_working_child(void **
   for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
 }
 
+// ---- after the allocator's exit hook: later key destructors ------------------------
+
+// A key created after the allocator's own re-arms itself, so its destructor
+// runs in every round of the thread's exit, the last one after the
+// allocator's hook: it mallocs, frees, and keeps one block for main. Nothing
+// may stay cached by, or owned by, the gone thread: hakmem's in-use bytes
+// (blocks in threads' caches count as in use) come back to where they were.
+static pthread_key_t g_late_key;
+static void *g_late_kept[8];
+static int g_late_rounds;
+static void late_destructor(void *v) {
+  (void)v;
+  void *a = malloc(100), *b = malloc(5000), *c = memalign(256, 300);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  memset(a, 1, 100);
+  memset(b, 2, 5000);
+  free(a);
+  free(c);
+  free(malloc(48));
+  if (g_late_rounds < 8) g_late_kept[g_late_rounds++] = b;
+  pthread_setspecific(g_late_key, (void *)1);   // again in the next round, while there is one
+}
+static void *arm_late_key(void *arg) {
+  (void)arg;
+  free(malloc(64));
+  pthread_setspecific(g_late_key, (void *)1);
+  return NULL;
+}
+static void test_mallocs_and_frees_after_the_exit_hook_leave_nothing_behind(void **state) {
+  (void)state;
+  void (*get_stats)(hak_stats_t *) = (void (*)(hak_stats_t *))dlsym(RTLD_DEFAULT, "hak_get_stats");
+  void (*thread_flush)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "hak_thread_flush");
+  if (get_stats == NULL || thread_flush == NULL) skip();   // not hakmem (HAKMEM_CONTRACT_GLIBC)
+  assert_int_equal(pthread_key_create(&g_late_key, late_destructor), 0);
+  for (int t = 0; t < 3; t++) {                 // the first threads set the classes up
+    g_late_rounds = 0;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, arm_late_key, NULL), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < g_late_rounds; i++) free(g_late_kept[i]);
+  }
+  thread_flush();
+  hak_stats_t before, after;
+  get_stats(&before);
+  for (int t = 0; t < 20; t++) {
+    g_late_rounds = 0;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, arm_late_key, NULL), 0);
+    pthread_join(th, NULL);
+    assert_true(g_late_rounds >= 4);            // it allocated in the last round too
+    for (int i = 0; i < g_late_rounds; i++) free(g_late_kept[i]);
+  }
+  pthread_key_delete(g_late_key);
+  thread_flush();
+  get_stats(&after);
+  assert_int_equal(after.in_use_bytes, before.in_use_bytes);
+  assert_int_equal(after.threads_live, before.threads_live);
+}
+
 // ---- after main: atexit, destructors, pthread keys (test_afterlife) -----------------
 
 static void test_frees_after_main_returns_work(void **state) {
@@ -249,6 +312,7 @@ int main(void) {
       cmocka_unit_test(test_short_lived_threads_leave_their_blocks_usable),
       cmocka_unit_test(test_fork_while_other_threads_allocate_gives_a_working_child),
       cmocka_unit_test(test_frees_after_main_returns_work),
+      cmocka_unit_test(test_mallocs_and_frees_after_the_exit_hook_leave_nothing_behind),
       cmocka_unit_test(test_malloc_under_rlimit_as_fails_with_enomem_and_recovers),
   };
   if (getenv("CONTRACT_FILTER") != NULL) cmocka_set_test_filter(getenv("CONTRACT_FILTER"));
