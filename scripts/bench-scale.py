@@ -60,6 +60,8 @@ ROWS = [
          args=["-w", "8192", "--min", "16", "--max", "1024", "-x"], n=4_000_000, min_t=2),
     dict(id="ring", label="ring 16-1024 B, every free cross-thread", prog="ring",
          args=["--min", "16", "--max", "1024"], n=4_000_000, min_t=2),
+    dict(id="mstress", label="mstress: T threads a round trading blocks (-n = allocations per thread and round)",
+         prog="mstress", args=["-r", "10"], n=20_000, min_t=1),
 ]
 
 KINDS = ("lock", "rmw-global", "rmw-slab")

@@ -66,6 +66,8 @@ ROWS = [
          args=["-w", "32", "--min", "64K", "--max", "8M"], nopt="-n", n=2_000, smoke=50),
     dict(id="churn", label="thread churn, 4 at a time, 200 blocks each", prog="churn",
          args=["-c", "4", "-k", "200"], nopt="-n", n=2_000, smoke=20),
+    dict(id="mstress", label="mstress: 8 threads a round trading blocks", prog="mstress",
+         args=["-t", "8", "-n", "10000"], nopt="-r", n=20, smoke=1),
 ]
 
 LIBDIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
