@@ -13,7 +13,7 @@
 // per kind so the kinds do not share a lock's line.
 //   Invariants (pool lock): every SuperSlab on the list has free_mask != 0
 //   and in_pool set; empty_ss == number of them with every slab FREE;
-//   dirty_bytes == bytes of the FREE slabs in free masks with dirty set;
+//   dirty_bytes == slab_dirty_bytes of the FREE slabs in free masks with dirty set;
 //   next_due_ms <= the earliest free_since_ms + delay among those.
 typedef struct pool_kind {
   pthread_mutex_t   lock;
@@ -56,5 +56,8 @@ void pool_unmap_superslab(superslab_t *ss);
 // A slab leaves its class: FREE, capacity 0, owner SLAB_OWNER_POOL, the
 // generation bumped (the caller holds it exclusively).
 void slab_unbind(slab_meta_t *m);
+// Take every EMPTY slab off the abandoned stacks and give it to the pool (the
+// purge pass; a thread's exit leaves its empty current slabs there).
+void pool_collect_abandoned_empty(void);
 
 #endif

@@ -43,6 +43,7 @@ void shared_pool_detach_slab(slab_meta_t *m) {
 // The fields of a slab that has just become FREE (its state CAS won).
 static void slab_clear_bound_fields(slab_meta_t *m) {
   m->capacity = 0;
+  slab_note_dirty_end(m);
   slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;
   atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
@@ -101,8 +102,7 @@ void shared_pool_stash_release(slab_stash_t *st) {
   pool_unlock(kind);
 }
 
-// Take every EMPTY slab off the abandoned stacks and give it to the pool.
-static void purge_abandoned_stacks(void) {
+void pool_collect_abandoned_empty(void) {
   if (atomic_load_explicit(&g_abandoned_empty, memory_order_relaxed) == 0) return;
   for (unsigned cls = 0; cls < HAK_NUM_CLASSES; cls++) {
     uint64_t old = atomic_load_explicit(&g_abandoned[cls], memory_order_acquire);
@@ -144,17 +144,30 @@ static void purge_abandoned_stacks(void) {
 // system call), then given back clean.
 #define PURGE_BATCH 16u
 
+// Have the dirty slabs of an all-FREE SuperSlab waited the purge delay?
+// (Clean ones were purged: they waited.)
+static int ss_waited(superslab_t *ss, uint64_t now) {
+  for (unsigned i = 0; i < ss->nslabs; i++) {
+    slab_meta_t *m = ss_slab(ss, i);
+    if (atomic_load_explicit(&m->dirty, memory_order_relaxed) && now < m->free_since_ms + g_hak_config.purge_delay_ms)
+      return 0;
+  }
+  return 1;
+}
+
 // One round over a kind's pool: unmap all-FREE SuperSlabs past the
 // hysteresis (all of them when `everything`), take out up to PURGE_BATCH dirty
-// FREE slabs that have waited long enough (any, when `all`). Kind's lock held.
-static uint32_t purge_collect_locked(unsigned kind, int everything, int all, uint64_t now, slab_meta_t **out,
+// FREE slabs that have waited long enough (any, when `everything`), and
+// others while *over (bytes past the purge target) lasts. Kind's lock held.
+static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over, uint64_t now, slab_meta_t **out,
                                      int *released) {
   pool_kind_t *pk = &g_pool[kind];
   uint64_t next_due = UINT64_MAX;
   uint32_t kept_empty = 0, n = 0;
   for (superslab_t *ss = pk->head, *next; ss != NULL; ss = next) {
     next = ss->pool_next;
-    if (ss->free_mask == ss_all_slabs_mask(ss) && (everything || ++kept_empty > g_hak_config.keep_empty_superslabs)) {
+    if (ss->free_mask == ss_all_slabs_mask(ss) &&
+        (everything || (++kept_empty > g_hak_config.keep_empty_superslabs && ss_waited(ss, now)))) {
       pool_unmap_superslab(ss);
       *released = 1;
       continue;
@@ -163,9 +176,14 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, int all, uin
       slab_meta_t *m = ss_slab(ss, __builtin_ctz(mask));
       if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
       uint64_t due = m->free_since_ms + g_hak_config.purge_delay_ms;
-      if ((!all && now < due) || n == PURGE_BATCH) {
+      int early = !everything && now < due;
+      if ((early && *over == 0) || n == PURGE_BATCH) {
         if (due < next_due) next_due = n == PURGE_BATCH ? now : due;   // a full batch: another round is due
         continue;
+      }
+      if (early) {
+        size_t bytes = slab_dirty_bytes(m);
+        *over -= bytes < *over ? bytes : *over;
       }
       pool_take_slab_locked(m);    // (next may be unlinked by this only if ss leaves the list: it is read first)
       out[n++] = m;
@@ -175,25 +193,36 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, int all, uin
   return n;
 }
 
+// Past HAKMEM_PURGE_DIRTY_MB of dirty FREE slabs, those purged early bring
+// the pools down to this fraction of it, not to 0: the slabs of threads that
+// just exited are what the next threads take (mstress: purging every one
+// made each round fault its memory in again, 2x mimalloc's page faults).
+#define PURGE_TARGET_NUM 3u
+#define PURGE_TARGET_DEN 4u
+
 // madvise the dirty FREE slabs in the pools that have waited long enough
-// (all of them when over budget or `everything`); unmap all-FREE SuperSlabs
-// past the hysteresis (all of them when `everything`). 1 if anything went back.
+// (all of them when `everything`), and past the budget others down to the
+// target; unmap all-FREE SuperSlabs past the hysteresis (all of them when
+// `everything`). 1 if anything went back.
 static int purge_pools(int everything) {
   int released = 0;
   uint64_t now = os_now_ms();
+  size_t dirty = 0;
+  for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++)
+    dirty += atomic_load_explicit(&g_pool[kind].dirty_bytes, memory_order_relaxed);
+  size_t target = g_hak_config.purge_dirty_max / PURGE_TARGET_DEN * PURGE_TARGET_NUM;
+  size_t over = dirty >= g_hak_config.purge_dirty_max ? dirty - target : 0;
   for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
-    pool_kind_t *pk = &g_pool[kind];
     for (;;) {
       slab_meta_t *batch[PURGE_BATCH];
       pool_lock(kind);
-      int all = everything ||
-                atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed) >= g_hak_config.purge_dirty_max;
-      uint32_t n = purge_collect_locked(kind, everything, all, now, batch, &released);
+      uint32_t n = purge_collect_locked(kind, everything, &over, now, batch, &released);
       pool_unlock(kind);
       if (n == 0) break;
       for (uint32_t i = 0; i < n; i++) {   // out of the pool: no other thread can take them
-        os_purge(batch[i]->base, ss_slab_bytes(ss_of_meta(batch[i]), batch[i]->index));
+        os_purge(batch[i]->base, slab_dirty_bytes(batch[i]));   // no block reached past it
         atomic_store_explicit(&batch[i]->dirty, 0, memory_order_relaxed);
+        batch[i]->dirty_end = 0;
       }
       pool_lock(kind);
       for (uint32_t i = 0; i < n; i++) pool_put_locked(batch[i], now);
@@ -207,7 +236,7 @@ static int purge_pools(int everything) {
 
 static int purge_pass(int everything) {
   atomic_store_explicit(&g_last_purge_ms, os_now_ms(), memory_order_relaxed);
-  purge_abandoned_stacks();
+  pool_collect_abandoned_empty();
   return purge_pools(everything);
 }
 

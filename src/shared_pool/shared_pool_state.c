@@ -82,7 +82,7 @@ static void pool_list_remove(pool_kind_t *pk, superslab_t *ss) {
 }
 
 static void dirty_add(pool_kind_t *pk, slab_meta_t *m, int sign) {
-  size_t bytes = ss_slab_bytes(ss_of_meta(m), m->index);
+  size_t bytes = slab_dirty_bytes(m);
   size_t d = atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed);
   atomic_store_explicit(&pk->dirty_bytes, sign > 0 ? d + bytes : d - bytes, memory_order_relaxed);
 }
@@ -117,10 +117,12 @@ void pool_put_locked(slab_meta_t *m, uint64_t now) {
     if (due < atomic_load_explicit(&pk->next_due_ms, memory_order_relaxed))
       atomic_store_explicit(&pk->next_due_ms, due, memory_order_relaxed);
   }
-  if (ss->free_mask == ss_all_slabs_mask(ss) && ++pk->empty_ss > g_hak_config.keep_empty_superslabs) {
-    pool_unmap_superslab(ss);
-    return;
-  }
+  // An all-FREE SuperSlab past the hysteresis is unmapped by the purge pass
+  // once its slabs have waited the purge delay (shared_pool_release.c), not
+  // here: threads that exit together free whole SuperSlabs that the next
+  // threads map again (mstress: an mmap, two munmaps and the page faults of
+  // every page, per SuperSlab and round).
+  if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss++;
 #if HAK_DEBUG
   ss_validate(ss);
 #endif
@@ -166,6 +168,7 @@ void pool_take_slab_locked(slab_meta_t *m) {
 
 void slab_unbind(slab_meta_t *m) {
   m->capacity = 0;
+  slab_note_dirty_end(m);
   slab_set_carve(m, m->base);            // no pointer is below the carve point of a FREE slab
   m->where = SLAB_IN_NONE;
   m->list_next = m->list_prev = NULL;

@@ -117,7 +117,11 @@ typedef struct slab_meta {
   uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
   struct slab_meta  *list_next;   // owner only: its heap's partial or full list (here
   struct slab_meta  *list_prev;   // so that what free reads fits the first line)
-  uint8_t            pad1[8];
+  // Bytes from base that blocks reached since the pages were last purged (the
+  // highest carve point; pool lock or owner): while the slab is FREE and
+  // dirty, what it counts in its kind's dirty bytes (slab_note_dirty_end).
+  uint32_t           dirty_end;
+  uint8_t            pad1[4];
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
 _Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");
@@ -185,6 +189,22 @@ HAK_INLINE size_t ss_slab_bytes(const superslab_t *ss, unsigned idx) {
 // (tiny/hardened_box.h).
 HAK_INLINE uint32_t slab_capacity(size_t bytes, uint32_t block_size) {
   return (uint32_t)(bytes / (block_size + (HAK_HARDENED && block_size > HAK_TINY_MAX ? 4u : 0u)));
+}
+// A bound slab going FREE: remember how far its blocks reached (before its
+// carve point is reset), so that the purge budget counts what may be resident,
+// not the whole slab (threads that exit leave many slabs carved a few pages
+// deep). The hardened build's size table sits at the slab's end: all of it.
+HAK_INLINE void slab_note_dirty_end(slab_meta_t *m) {
+  size_t end = HAK_HARDENED ? ss_slab_bytes(ss_of_meta(m), m->index)
+                            : atomic_load_explicit(&m->carve_off, memory_order_relaxed);
+  if (end > m->dirty_end) m->dirty_end = (uint32_t)end;
+}
+// The bytes a dirty FREE slab counts in its kind's budget: its pages up to
+// dirty_end.
+HAK_INLINE size_t slab_dirty_bytes(const slab_meta_t *m) {
+  size_t end = ((size_t)m->dirty_end + 4095u) & ~(size_t)4095u;
+  size_t bytes = ss_slab_bytes(ss_of_meta(m), m->index);
+  return end < bytes ? end : bytes;
 }
 HAK_INLINE char *ss_slab_start(superslab_t *ss, unsigned idx) {
   return (char *)ss + (idx == 0 ? SS_HEADER_SIZE : ((size_t)idx << ss->slab_shift));

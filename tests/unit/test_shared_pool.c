@@ -219,6 +219,113 @@ static void test_a_slab_freed_after_a_quiet_spell_waits_the_purge_delay(void **s
   hak_free(pin);
 }
 
+// ---- how much FREE memory is kept resident (mstress: threads that exit
+// together leave many slabs carved a few pages deep) ----------------------------
+
+typedef struct purge_knobs { uint32_t delay, keep; size_t dirty_max; } purge_knobs_t;
+
+static purge_knobs_t purge_knobs_set(uint32_t delay, uint32_t keep, size_t dirty_max) {
+  purge_knobs_t old = {g_hak_config.purge_delay_ms, g_hak_config.keep_empty_superslabs,
+                       g_hak_config.purge_dirty_max};
+  g_hak_config.purge_delay_ms = delay;
+  g_hak_config.keep_empty_superslabs = keep;
+  g_hak_config.purge_dirty_max = dirty_max;
+  return old;
+}
+
+static size_t pool_dirty_bytes(void) {
+  size_t d = 0;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) d += atomic_load(&g_pool[k].dirty_bytes);
+  return d;
+}
+
+// A thread that takes a few blocks of *arg bytes, frees them and exits: its
+// slab, carved only as deep as one refill, waits EMPTY on the abandoned stack
+// (pool_collect_abandoned_empty then gives it to the pool, FREE and dirty).
+static void *use_a_slab_lightly(void *arg) {
+  size_t size = *(size_t *)arg;
+  void *p[4];
+  for (int i = 0; i < 4; i++) p[i] = hak_malloc(size);
+  slab_meta_t *m = slab_of(p[0]);
+  for (int i = 0; i < 4; i++) hak_free(p[i]);
+  return m;
+}
+
+// A FREE slab counts the pages its blocks reached in the dirty budget, not the
+// whole slab (before: all 512 KiB of a medium slab for 40 KiB carved, so the
+// budget purged memory that was not resident and the next threads faulted in
+// what it had kept).
+static void test_a_free_slab_counts_only_the_pages_its_blocks_reached(void **state) {
+  (void)state;
+  hak_trim();
+  purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);
+  size_t size = 5000, before = pool_dirty_bytes();
+  slab_meta_t *m = run_in_thread(use_a_slab_lightly, &size);
+  pool_collect_abandoned_empty();
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_true(atomic_load(&m->dirty));
+  size_t added = pool_dirty_bytes() - before;
+  size_t slab_bytes = ss_slab_bytes(ss_of_meta(m), m->index);
+  assert_int_equal(added, slab_dirty_bytes(m));
+  assert_true(added >= 4 * size);                 // at least the blocks it handed out
+  assert_true(added <= slab_bytes / 2);           // a refill's worth, not the slab
+  purge_knobs_set(old.delay, old.keep, old.dirty_max);
+  hak_trim();
+  assert_int_equal(pool_dirty_bytes(), 0);
+}
+
+// Past the dirty budget the purge brings the pools down to 3/4 of it, not to
+// nothing: the slabs threads just left are what the next threads take.
+static void test_past_the_dirty_budget_the_purge_keeps_three_quarters_of_it(void **state) {
+  (void)state;
+  hak_trim();
+  purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);
+  size_t sizes[4] = {1500, 1700, 2000, 2500};     // four medium classes: four slabs
+  for (int i = 0; i < 4; i++) assert_non_null(run_in_thread(use_a_slab_lightly, &sizes[i]));
+  pool_collect_abandoned_empty();
+  size_t dirty = pool_dirty_bytes();
+  assert_true(dirty > 0);
+  g_hak_config.purge_dirty_max = dirty - 1;       // just over budget
+  shared_pool_maybe_purge();
+  size_t after = pool_dirty_bytes();
+  assert_true(after > 0);                         // before: everything was purged
+  assert_true(after <= (dirty - 1) / 4 * 3);
+  purge_knobs_set(old.delay, old.keep, old.dirty_max);
+  hak_trim();
+}
+
+static void *use_a_large_slab(void *arg) {
+  (void)arg;
+  void *p = hak_malloc(200u << 10);             // the large kind: one slab per SuperSlab
+  superslab_t *ss = ss_of(p);
+  hak_free(p);
+  return ss;                                    // its exit leaves the slab EMPTY on the abandoned stack
+}
+
+// An all-FREE SuperSlab past the hysteresis is unmapped once its slabs have
+// waited the purge delay, not at once (before: every round of threads that
+// exit together unmapped what the next round mapped again).
+static void test_an_empty_superslab_waits_the_purge_delay_before_it_is_unmapped(void **state) {
+  (void)state;
+  hak_trim();
+  purge_knobs_t old = purge_knobs_set(60000, 0, (size_t)1 << 40);
+  hak_stats_t before = stats_now();
+  superslab_t *ss = run_in_thread(use_a_large_slab, NULL);
+  assert_non_null(ss);
+  pool_collect_abandoned_empty();                 // its slab is FREE: the SuperSlab is all FREE
+  shared_pool_maybe_purge();
+  hak_stats_t kept = stats_now();
+  assert_int_equal(kept.superslabs_unmapped_total, before.superslabs_unmapped_total);
+  assert_true(ss_registry_contains(ss));
+  assert_int_equal(slab_state(ss_slab(ss, 0)), SLAB_FREE);
+  g_hak_config.purge_delay_ms = 0;                // now it has waited long enough
+  atomic_store(&g_pool[ss->kind].next_due_ms, 0);
+  shared_pool_maybe_purge();
+  assert_true(stats_now().superslabs_unmapped_total > before.superslabs_unmapped_total);
+  assert_false(ss_registry_contains(ss));
+  purge_knobs_set(old.delay, old.keep, old.dirty_max);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_every_address_of_a_slab_finds_its_own_metadata_slot),
@@ -231,6 +338,9 @@ int main(void) {
     HAK_UNIT_TEST(test_trim_unmaps_an_empty_superslab),
     HAK_UNIT_TEST(test_freed_superslab_no_longer_owns_its_addresses),
     HAK_UNIT_TEST(test_a_slab_freed_after_a_quiet_spell_waits_the_purge_delay),
+    HAK_UNIT_TEST(test_a_free_slab_counts_only_the_pages_its_blocks_reached),
+    HAK_UNIT_TEST(test_past_the_dirty_budget_the_purge_keeps_three_quarters_of_it),
+    HAK_UNIT_TEST(test_an_empty_superslab_waits_the_purge_delay_before_it_is_unmapped),
   };
   return cmocka_run_group_tests_name("shared_pool", tests, NULL, NULL);
 }
