@@ -84,7 +84,7 @@ static slab_meta_t *acquire_stage2_free_slab(unsigned kind, slab_stash_t *st) {
     pool_unlock(kind);
     if (n == 0) return NULL;
   }
-  for (uint32_t i = 1; i < n; i++) st->slab[st->n++] = got[i];
+  for (uint32_t i = n - 1; i >= 1; i--) st->slab[st->n++] = got[i];   // popped in the pool's order: dirty ones first
   return got[0];
 }
 

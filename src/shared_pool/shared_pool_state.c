@@ -138,6 +138,20 @@ void pool_add_new_locked(superslab_t *ss) {
 uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
   pool_kind_t *pk = &g_pool[kind];
   uint32_t n = 0;
+  // Dirty slabs first: their pages are resident already. (Taken in pool
+  // order, the slabs of threads that had just exited waited to be purged
+  // while the next threads faulted in clean ones: mstress's peak RSS.)
+  if (atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed) != 0) {
+    for (superslab_t *ss = pk->head, *next; ss != NULL && n < want; ss = next) {
+      next = ss->pool_next;      // read first: taking its last FREE slab unlinks ss
+      for (uint32_t mask = ss->free_mask; mask != 0 && n < want; mask &= mask - 1) {
+        slab_meta_t *m = ss_slab(ss, (unsigned)__builtin_ctz(mask));
+        if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
+        pool_take_slab_locked(m);
+        out[n++] = m;
+      }
+    }
+  }
   while (n < want && pk->head != NULL) {
     superslab_t *ss = pk->head;
     if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss--;

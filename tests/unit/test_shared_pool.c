@@ -5,6 +5,7 @@
 // small-kind SuperSlab it creates being the only one in the pool.
 #include "unit_util.h"
 #include "config/config.h"
+#include "os/os.h"
 
 typedef struct filled {
   size_t       size;
@@ -326,6 +327,30 @@ static void test_an_empty_superslab_waits_the_purge_delay_before_it_is_unmapped(
   purge_knobs_set(old.delay, old.keep, old.dirty_max);
 }
 
+// The pool hands out dirty FREE slabs before clean ones: their pages are
+// resident already (taken in pool order, the slabs that threads had just left
+// waited to be purged while the next threads faulted in clean ones).
+static void test_the_pool_hands_out_dirty_slabs_first(void **state) {
+  (void)state;
+  void *pin = hak_malloc(1100);                   // a medium-kind SuperSlab stays mapped
+  hak_trim();                                     // every FREE slab clean
+  unsigned kind = ss_of(pin)->kind;
+  slab_meta_t *got[2];
+  pool_lock(kind);
+  assert_int_equal(pool_take_locked(kind, got, 2), 2);
+  atomic_store(&got[1]->dirty, 1);                // as if its blocks had reached one page
+  got[1]->dirty_end = 4096;
+  pool_put_locked(got[1], os_now_ms());
+  pool_put_locked(got[0], os_now_ms());           // clean, and first in the pool's own order
+  slab_meta_t *first;
+  assert_int_equal(pool_take_locked(kind, &first, 1), 1);
+  assert_ptr_equal(first, got[1]);
+  pool_put_locked(first, os_now_ms());
+  pool_unlock(kind);
+  hak_free(pin);
+  hak_trim();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_every_address_of_a_slab_finds_its_own_metadata_slot),
@@ -341,6 +366,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_free_slab_counts_only_the_pages_its_blocks_reached),
     HAK_UNIT_TEST(test_past_the_dirty_budget_the_purge_keeps_three_quarters_of_it),
     HAK_UNIT_TEST(test_an_empty_superslab_waits_the_purge_delay_before_it_is_unmapped),
+    HAK_UNIT_TEST(test_the_pool_hands_out_dirty_slabs_first),
   };
   return cmocka_run_group_tests_name("shared_pool", tests, NULL, NULL);
 }
