@@ -187,6 +187,7 @@ void slab_unbind(slab_meta_t *m) {
   m->where = SLAB_IN_NONE;
   m->list_next = m->list_prev = NULL;
   atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
+  slab_owner_small_set(m, 0);
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);   // it held blocks: pages are resident
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
   // release: a stale reader that acquires the new generation sees the fields above.

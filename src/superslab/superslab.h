@@ -82,6 +82,8 @@ enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTI
 //   ACTIVE:                 owner == the owning thread's id, where != NONE
 //   DETACHED, LISTED, EMPTY_LISTED: owner == 0, where == NONE, notify == IDLE
 //   EMPTY_LISTED:           used == 0
+#define HAK_CACHE_LINE 64u   // bytes that false sharing is made of
+
 typedef struct slab_meta {
   // -- read on every free; written when the slab changes hands, or by its owner
   char              *base;        // first block of the slab (fixed)
@@ -103,7 +105,12 @@ typedef struct slab_meta {
   uint8_t            cls;         // size class bound now
   uint8_t            reserved0[1];
   uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
-  uint8_t            reserved2[4];
+  // free's copy of the owner (slab_owner_small_set, after every store to
+  // owner): its low 32 bits when the class's blocks are smaller than a cache
+  // line, else 0. Compared with the thread's key of the class
+  // (tls_owner_key_at), equal for the owner's small blocks and for every
+  // larger block (core/hakmem_fast.h).
+  _Atomic uint32_t   owner_small;
   // -- written by other threads
   _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
   _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
@@ -169,6 +176,11 @@ HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
 
 HAK_INLINE superslab_t *ss_of(const void *p) { return (superslab_t *)((uintptr_t)p & ~(uintptr_t)SS_MASK); }
 HAK_INLINE superslab_t *ss_of_meta(const slab_meta_t *m) { return ss_of(m); }
+// After each store to m->owner (the block size is the class's bound now).
+HAK_INLINE void slab_owner_small_set(slab_meta_t *m, uintptr_t owner) {
+  atomic_store_explicit(&m->owner_small, m->block_size < HAK_CACHE_LINE ? (uint32_t)owner : 0u,
+                        memory_order_relaxed);
+}
 // The slot in slabs[] of the slab holding address a (of a SuperSlab whose slabs
 // are 2^shift bytes): five bits of the address, with no cut to the offset in
 // the SuperSlab first, so free computes it with one shift and one mask.

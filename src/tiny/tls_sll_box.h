@@ -53,6 +53,12 @@ typedef struct tls_cache {
   // share it was computed for (tiny_thread.h: tiny_cache_share).
   uint16_t       cap[HAK_NUM_CLASSES];
   uint8_t        cap_share;
+  // free's owner test (core/hakmem_fast.h), per class: while the thread is
+  // LIVE, its id's low 32 bits for a class below a cache line and 0 for the
+  // others (0 for all when not LIVE); compared with the slab's owner_small.
+  // 16 bytes apart like the lists, so that a list's offset from the thread
+  // pointer also addresses its key (tls_owner_key_at).
+  struct { uint32_t key, pad[3]; } owner_key[HAK_NUM_CLASSES] __attribute__((aligned(16)));
 } tls_cache_t;
 _Static_assert(offsetof(tls_cache_t, lists) == 0, "the slot of a class is its list's offset in words");
 
@@ -155,11 +161,21 @@ HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) { return t
 // offset from the GOT.
 #if HAK_TLS_SEG_FS
 typedef __seg_fs tls_list_t tls_list_tp_t;
+typedef __seg_fs const char tls_bytes_tp_t;
+typedef __seg_fs const uint32_t tls_u32_tp_t;
 HAK_INLINE tls_list_tp_t *tls_list_at_tp(int32_t off) { return (tls_list_tp_t *)(intptr_t)off; }
 #else
 typedef tls_list_t tls_list_tp_t;
+typedef const char tls_bytes_tp_t;
+typedef const uint32_t tls_u32_tp_t;
 HAK_INLINE tls_list_tp_t *tls_list_at_tp(int32_t off) { return (tls_list_tp_t *)(hak_thread_pointer() + off); }
 #endif
+// The owner key of the class whose list l is (tls_cache_t.owner_key).
+#define TLS_OWNER_KEY_DELTA (offsetof(tls_cache_t, owner_key) - offsetof(tls_cache_t, lists))
+_Static_assert(sizeof(tls_list_t) == sizeof(((tls_cache_t *)0)->owner_key[0]), "a list and its key: the same stride");
+HAK_INLINE uint32_t tls_owner_key_at(tls_list_tp_t *l) {
+  return *(tls_u32_tp_t *)((tls_bytes_tp_t *)l + TLS_OWNER_KEY_DELTA);
+}
 // The offset of cls's list from the thread pointer (the same in every thread):
 // kept in the slab metadata of a slab bound to cls (tls_off).
 HAK_INLINE int32_t tls_list_tp_offset(unsigned cls) {

@@ -248,7 +248,9 @@ static void *malloc_one_of_size(void *arg) {
   fill_arg_t *f = arg;
   void *p = hak_malloc(f->size);
   slab_meta_t *got = slab_of(p);
-  f->m = (atomic_load(&got->owner) == thread_self_id() && got->where == SLAB_IN_CURRENT) ? got : NULL;
+  uint32_t small = got->block_size < HAK_CACHE_LINE ? (uint32_t)thread_self_id() : 0u;   // free's copy of the owner
+  f->m = (atomic_load(&got->owner) == thread_self_id() && atomic_load(&got->owner_small) == small &&
+          got->where == SLAB_IN_CURRENT) ? got : NULL;
   held_push(&f->h, p);
   hak_thread_flush();
   return p;
@@ -262,6 +264,7 @@ static void test_an_abandoned_slab_is_adopted_by_another_thread(void **state) {
   assert_non_null(m);
   assert_int_equal(slab_state(m), SLAB_DETACHED);       // abandoned with no free block
   assert_int_equal(atomic_load(&m->owner), 0);
+  assert_int_equal(atomic_load(&m->owner_small), 0);    // free's copy follows
   void *one = f.h.head;
   f.h.head = *(void **)one;
   hak_free(one);                                        // into our remote buffer ...

@@ -127,8 +127,13 @@ static void *tls_offsets_of_sizes_in_this_thread(void *arg) {
       return (void *)1;
     void *p = hak_malloc(n);
     slab_meta_t *m = slab_of(p);
+    // free's owner test: the slab's owner_small and this thread's key of the
+    // class (reached from the list's offset) are both the thread's id below a
+    // cache line and both 0 above (core/hakmem_fast.h).
+    uint32_t key = g_size_class[cls].size < HAK_CACHE_LINE ? (uint32_t)(uintptr_t)__builtin_thread_pointer() : 0u;
     int ok = m->tls_off == list_offset_from_thread_pointer(cls) &&
-             atomic_load(&m->owner) == (uintptr_t)__builtin_thread_pointer();
+             atomic_load(&m->owner) == (uintptr_t)__builtin_thread_pointer() &&
+             atomic_load(&m->owner_small) == key && tls_owner_key_at(tls_list_at_tp(m->tls_off)) == key;
     hak_free(p);
     if (!ok) return (void *)2;
   }
