@@ -12,13 +12,19 @@
 // Without libstdc++ (a C program calling a mangled name by hand) a failure is
 // reported on stderr and aborts.
 //
-// The nothrow forms return NULL on failure without calling the new_handler: a
-// handler that throws could not be caught in C, and a throw out of a noexcept
-// operator would terminate the program.
+// The nothrow forms call the new_handler too, and return NULL once it throws
+// bad_alloc or none is installed. A throw cannot be caught in C (and one out
+// of a noexcept operator would terminate the program), so when a handler is
+// installed the failure goes to libstdc++'s own nothrow form, the next
+// definition of the symbol (dlsym RTLD_NEXT): it calls operator new, ours,
+// inside a try block. Without libstdc++ no handler can be installed: NULL.
+// (dlsym may allocate: it runs only after a failed allocation with a handler
+// that the running C++ program installed, never at start-up, no lock held.)
 //
 // Sized delete ignores the size (the engine knows it); aligned delete needs no
 // alignment (hak_free finds any block from its address). The hardened build
 // checks both against the block and reports a mismatch.
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -63,20 +69,44 @@ static inline void *cxx_new_aligned(size_t size, size_t alignment) {
   return p;
 }
 
+// The failure path of the nothrow forms: libstdc++'s form of symbol `sym`
+// when a new_handler is installed (see the top), else NULL.
+typedef void *(*cxx_nothrow_fn_t)(size_t, const void *);
+typedef void *(*cxx_nothrow_aligned_fn_t)(size_t, size_t, const void *);
+__attribute__((noinline, cold)) static void *cxx_nothrow_retry(const char *sym, size_t size, size_t al,
+                                                                const void *nt) {
+  if (_ZSt15get_new_handlerv == NULL || _ZSt15get_new_handlerv() == NULL) return NULL;
+  void *next = dlsym(RTLD_NEXT, sym);
+  if (next == NULL) return NULL;
+  return al ? ((cxx_nothrow_aligned_fn_t)next)(size, al, nt) : ((cxx_nothrow_fn_t)next)(size, nt);
+}
+
+static inline void *cxx_new_nothrow(const char *sym, size_t size, const void *nt) {
+  void *p = hak_malloc(size);
+  return __builtin_expect(p != NULL, 1) ? p : cxx_nothrow_retry(sym, size, 0, nt);
+}
+
+static inline void *cxx_new_aligned_nothrow(const char *sym, size_t size, size_t al, const void *nt) {
+  void *p = hak_api_memalign(al, size);
+  return __builtin_expect(p != NULL, 1) ? p : cxx_nothrow_retry(sym, size, al, nt);
+}
+
 // operator new / new[]
 HAK_EXPORT void *_Znwm(size_t size) { return cxx_new(size); }
 HAK_EXPORT void *_Znam(size_t size) { return cxx_new(size); }
-HAK_EXPORT void *_ZnwmRKSt9nothrow_t(size_t size, const void *nt) { (void)nt; return hak_malloc(size); }
-HAK_EXPORT void *_ZnamRKSt9nothrow_t(size_t size, const void *nt) { (void)nt; return hak_malloc(size); }
+HAK_EXPORT void *_ZnwmRKSt9nothrow_t(size_t size, const void *nt) {
+  return cxx_new_nothrow("_ZnwmRKSt9nothrow_t", size, nt);
+}
+HAK_EXPORT void *_ZnamRKSt9nothrow_t(size_t size, const void *nt) {
+  return cxx_new_nothrow("_ZnamRKSt9nothrow_t", size, nt);
+}
 HAK_EXPORT void *_ZnwmSt11align_val_t(size_t size, size_t al) { return cxx_new_aligned(size, al); }
 HAK_EXPORT void *_ZnamSt11align_val_t(size_t size, size_t al) { return cxx_new_aligned(size, al); }
 HAK_EXPORT void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t size, size_t al, const void *nt) {
-  (void)nt;
-  return hak_api_memalign(al, size);
+  return cxx_new_aligned_nothrow("_ZnwmSt11align_val_tRKSt9nothrow_t", size, al, nt);
 }
 HAK_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t al, const void *nt) {
-  (void)nt;
-  return hak_api_memalign(al, size);
+  return cxx_new_aligned_nothrow("_ZnamSt11align_val_tRKSt9nothrow_t", size, al, nt);
 }
 
 // operator delete / delete[]

@@ -191,6 +191,31 @@ static bool a_new_handler_may_throw_bad_alloc_itself() {
   return true;
 }
 
+// [new.delete.single]: the nothrow forms call the new_handler too, and return
+// nullptr once it throws bad_alloc (or none is installed). Before, hakmem's
+// returned nullptr at once, never calling the handler (0 calls).
+static bool failed_nothrow_new_calls_the_new_handler_until_it_is_removed() {
+  void *(*forms[])(std::size_t) = {
+      [](std::size_t n) { return operator new(n, std::nothrow); },
+      [](std::size_t n) { return operator new[](n, std::nothrow); },
+      [](std::size_t n) { return operator new(n, std::align_val_t(64), std::nothrow); },
+      [](std::size_t n) { return operator new[](n, std::align_val_t(64), std::nothrow); },
+  };
+  for (auto form : forms) {
+    g_handler_calls = 0;
+    std::set_new_handler(handler_gives_up_on_second_call);
+    void *p = form(v_huge);
+    std::set_new_handler(nullptr);
+    CHECK(p == nullptr);
+    CHECK(g_handler_calls == 2);
+  }
+  std::set_new_handler(handler_throws);        // a handler that throws: nullptr, nothing escapes
+  void *q = operator new(v_huge, std::nothrow);
+  std::set_new_handler(nullptr);
+  CHECK(q == nullptr);
+  return true;
+}
+
 static bool containers_work_across_threads() {
   std::vector<std::thread> ts;
   std::vector<std::unique_ptr<std::map<int, std::string>>> results(4);
@@ -232,6 +257,8 @@ int main() {
   run("failed_new_calls_the_new_handler_until_it_is_removed",
       failed_new_calls_the_new_handler_until_it_is_removed);
   run("a_new_handler_may_throw_bad_alloc_itself", a_new_handler_may_throw_bad_alloc_itself);
+  run("failed_nothrow_new_calls_the_new_handler_until_it_is_removed",
+      failed_nothrow_new_calls_the_new_handler_until_it_is_removed);
   run("containers_work_across_threads", containers_work_across_threads);
   std::printf("cxx: %d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
