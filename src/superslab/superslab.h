@@ -82,6 +82,8 @@ enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTI
 //   ACTIVE:                 owner == the owning thread's id, where != NONE
 //   DETACHED, LISTED, EMPTY_LISTED: owner == 0, where == NONE, notify == IDLE
 //   EMPTY_LISTED:           used == 0
+//   bound:                  owner_small == (uint32_t)owner if block_size < HAK_CACHE_LINE,
+//                           else 0
 #define HAK_CACHE_LINE 64u   // bytes that false sharing is made of
 
 typedef struct slab_meta {
