@@ -173,6 +173,15 @@ void hak_hardened_free(void *p) {
   hardened_free_other(p);
 }
 
+int hak_hardened_realloc_in_place(void *p, size_t old, size_t size) {
+  const slab_meta_t *m = ss_slab_of(ss_of(p), p);
+  uint32_t bs = m->block_size;
+  if (size > hard_request_max(bs) || (size <= bs / 2 && bs > 64)) return 0;
+  if (hard_canary_diff(p, old) != 0) hardened_report_canary(p, old);   // going on: moved as it is
+  hardened_arm_words(p, size, hard_size_slot(m, p));
+  return 1;
+}
+
 size_t hak_hardened_slab_size(const void *p, const char *op) {
   (void)op;
   return hardened_requested(ss_slab_of(ss_of(p), p), p);

@@ -18,6 +18,12 @@ void  *hak_hardened_malloc(size_t size) HAK_NOINLINE;
 void   hak_hardened_free(void *p) HAK_NOINLINE;
 // A slab block p just handed out for a request of n bytes: check and arm it.
 void   hak_hardened_arm(void *p, size_t n);
+// realloc of live slab block p (request old) to size: when its block serves
+// size as the default build's realloc would keep it (size <= the block's
+// largest request, and more than half the block or a block of 64 bytes), its
+// canary is checked as a free checks it, then moved to size with the size
+// word; returns 1. Else 0: the caller moves it.
+int    hak_hardened_realloc_in_place(void *p, size_t old, size_t size);
 // Is p a malloc(0) pointer?
 int    hak_hardened_is_zero_block(const void *p);
 // The request recorded for a live slab block (its usable size in this build).

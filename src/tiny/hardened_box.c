@@ -60,6 +60,10 @@ static inline int quarantine_words_ok(const void *p) {
   return hak_base_is_null(block_next(b)) && block_is_free(b);
 }
 
+void hardened_report_canary(const void *p, size_t n) {
+  report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
+}
+
 size_t hardened_size_bad(const void *p, uint32_t bs) {
   report_at("heap buffer overflow past", p, " (the size word of its ", bs, "-byte block is overwritten)");
   return hard_request_max(bs);
@@ -89,8 +93,7 @@ void hardened_free_medium(const slab_meta_t *m, void *p) {
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
   uint32_t bs = m->block_size;
   size_t n = hardened_requested(m, p);       // reports a size word out of range
-  if (hard_canary_diff(p, n) != 0)
-    report_at("heap buffer overflow past", p, " (canary after the ", n, " requested bytes overwritten)");
+  if (hard_canary_diff(p, n) != 0) hardened_report_canary(p, n);
   hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
 }
 
