@@ -18,6 +18,20 @@ void hardened_box_init(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)   // g_hard_class copies size_class.c's list
     if (g_hard_class[c].size != g_size_class[c].size || (g_hard_class[c].cls_remote & (HARD_QUAR_REMOTE - 1)) != c)
       hak_report_invariant("g_hard_class differs from g_size_class at class", NULL, c);
+  // A coloured size table (hard_size_table_slot) stays inside its slab: the
+  // slack past a slab's blocks and table (the first slab is SS_HEADER_SIZE
+  // shorter) holds the largest colour.
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    uint32_t bs = g_size_class[c].size;
+    if (bs <= HAK_TINY_MAX) continue;
+    size_t colour = bs >= HARD_TABLE_COLOUR_MIN ? HARD_TABLE_COLOUR_MAX : HARD_TABLE_COLOUR_BASE;
+    size_t slab = (size_t)1 << g_kind_slab_shift[g_size_class[c].kind];
+    for (size_t bytes = slab - SS_HEADER_SIZE; bytes <= slab; bytes += SS_HEADER_SIZE) {
+      uint32_t cap = slab_capacity(bytes, bs);
+      if (bytes - (size_t)cap * (bs + HARD_SIZE_BYTES) < colour)
+        hak_report_invariant("no room for the size table's colour in class", NULL, c);
+    }
+  }
 }
 
 // The class list of size_class.c, each with its fill offsets (hardened_box.h);
