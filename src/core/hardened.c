@@ -67,8 +67,11 @@ static void hardened_fault(void *addr) {
   }
 }
 
+static void hard_medium_class_check(void);   // start-up: g_hard_medium_class against size_class_of
+
 void hak_hardened_init(void) {
   hardened_box_init();
+  hard_medium_class_check();
   g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
   os_on_fault(hardened_fault);
   os_on_address_pressure(huge_release_graves);
@@ -101,13 +104,44 @@ static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
 // (its size word in its slab's table).
 static inline void *hardened_arm_medium(void *p, size_t n) {
   const slab_meta_t *m = hard_slab_of(p);
-  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_table_slot(m, p));
+  return hardened_arm_at(HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B, m->block_size, p, n, hard_size_table_slot(m, p));
 }
 
 // The medium path's miss (an empty or corrupt TLS list): the refill, then arm.
 static HAK_NOINLINE void *hardened_malloc_medium_refill(size_t size, size_t need) {
   void *p = hak_malloc_slow(need);
   return p != NULL ? hardened_arm_medium(p, size) : NULL;
+}
+
+// The class of a medium block for need (1025 .. HAK_SLAB_MAX bytes): one load
+// of g_hard_medium_class[(need - 1) >> 8] in place of size_class_of's bit scan
+// and shifts (10 instructions): every class above 1 KiB is a multiple of 256
+// bytes, so all needs in one 256-byte step take one class (checked at
+// start-up). An entry is size_class_of((i + 1) * 256), folded by the compiler.
+#define HARD_MEDIUM_STEP_SHIFT 8u
+#define HARD_LG(n)  (63u - (unsigned)__builtin_clzll((unsigned long long)(n) - 1ull))
+#define HARD_MCLS(n) (8u + (HARD_LG(n) - 7u) * 4u + (unsigned)((((unsigned long long)(n) - 1ull) >> (HARD_LG(n) - 2u)) & 3u))
+#define HARD_MC(i)  (uint8_t)HARD_MCLS(((i) + 1ull) << HARD_MEDIUM_STEP_SHIFT)
+#define HARD_MC8(i) HARD_MC(i), HARD_MC((i) + 1), HARD_MC((i) + 2), HARD_MC((i) + 3), \
+                    HARD_MC((i) + 4), HARD_MC((i) + 5), HARD_MC((i) + 6), HARD_MC((i) + 7)
+#define HARD_MC64(i) HARD_MC8(i), HARD_MC8((i) + 8), HARD_MC8((i) + 16), HARD_MC8((i) + 24), \
+                     HARD_MC8((i) + 32), HARD_MC8((i) + 40), HARD_MC8((i) + 48), HARD_MC8((i) + 56)
+#define HARD_MEDIUM_STEPS (HAK_SLAB_MAX >> HARD_MEDIUM_STEP_SHIFT)
+static const uint8_t g_hard_medium_class[HARD_MEDIUM_STEPS] = {
+  HARD_MC64(0), HARD_MC64(64), HARD_MC64(128), HARD_MC64(192), HARD_MC64(256), HARD_MC64(320), HARD_MC64(384),
+  HARD_MC64(448), HARD_MC64(512), HARD_MC64(576), HARD_MC64(640), HARD_MC64(704), HARD_MC64(768), HARD_MC64(832),
+  HARD_MC64(896), HARD_MC64(960),
+};
+_Static_assert(HARD_MEDIUM_STEPS == 1024, "sixteen rows of 64 steps");
+HAK_INLINE unsigned hard_medium_class(size_t need) {
+  return g_hard_medium_class[(need - 1) >> HARD_MEDIUM_STEP_SHIFT];
+}
+static void hard_medium_class_check(void) {   // the first and last need of every step
+  for (size_t need = HAK_TINY_MAX + 1; need <= HAK_SLAB_MAX; need += (size_t)1 << HARD_MEDIUM_STEP_SHIFT) {
+    size_t last = need + ((size_t)1 << HARD_MEDIUM_STEP_SHIFT) - 1;
+    if (hard_medium_class(need) != size_class_of(need) || hard_medium_class(last) != size_class_of(last))
+      hak_report_invariant("g_hard_medium_class differs at", NULL, need);
+  }
 }
 
 // The medium classes (1005 bytes to HAK_SLAB_MAX - 16): the tiny path's pop,
@@ -117,7 +151,7 @@ static HAK_NOINLINE void *hardened_malloc_medium_refill(size_t size, size_t need
 #define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
 static HAK_NOINLINE void *hardened_malloc_medium(size_t size) {
   size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
-  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_of(need));
+  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, hard_medium_class(need));
   if (HAK_UNLIKELY(hak_base_is_null(b))) return hardened_malloc_medium_refill(size, need);
   return hardened_arm_medium(hak_user_raw(hak_base_to_user(b)), size);
 }
@@ -147,7 +181,7 @@ void *hak_hardened_malloc(size_t size) {
       void *p = hak_user_raw(hak_base_to_user(b));
       const hard_class_t *hc = &g_hard_class[cls];
       uint32_t bs = hc->size;
-      return hardened_arm_at(hc, bs, p, size, hard_size_tail(p, bs));
+      return hardened_arm_at(hc->fill_a, hc->fill_b, bs, p, size, hard_size_tail(p, bs));
     }
     return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
   }

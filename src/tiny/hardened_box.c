@@ -101,7 +101,7 @@ void hardened_free_medium(const slab_meta_t *m, void *p) {
     hardened_free_bad(m, m->cls, p);
     return;
   }
-  hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, &g_hard_class[m->cls]);
+  hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
 }
 
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
@@ -136,7 +136,7 @@ void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
 }
 
 static void quarantine_release(void *p, unsigned cls, uint32_t bs) {
-  if (!hardened_release_fast(&t_tls_cache, cls, p)) hardened_release_slow(cls, bs, p);
+  if (!hardened_release_fast(&t_tls_cache, cls, p, 1)) hardened_release_slow(cls, bs, p);
 }
 
 // The oldest block of ring q leaves (the ring is not empty).

@@ -197,6 +197,12 @@ HAK_INLINE void hard_fill_pieces(void *p, uint32_t bs, unsigned fa, unsigned fb)
   size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) hard_store64(c + i, HARD_FILL_WORD);
 }
+// Above the tiny classes (blocks of 1280 bytes and more) the pieces are at
+// 16, 32 and 48: constants, no class entry to read.
+#define HARD_MEDIUM_FILL_A 32u
+#define HARD_MEDIUM_FILL_B 48u
+_Static_assert(HARD_FILL_AT(HAK_TINY_MAX + 1u, 32u) == HARD_MEDIUM_FILL_A && HARD_FILL_AT(HAK_TINY_MAX + 1u, 48u) == HARD_MEDIUM_FILL_B,
+               "a medium block's fill offsets");
 HAK_INLINE void hard_fill_words(void *p, uint32_t bs) { hard_fill_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48)); }
 
 // Nonzero when the fill of free block p (bs bytes) is not intact. On x86-64
@@ -267,14 +273,15 @@ HAK_INLINE void hardened_arm_words(void *p, size_t n, uint32_t *size) {
   hard_canary_write(p, n);
   *size = (uint32_t)n ^ hard_size_key();
 }
-// hc: the block's class entry (its size bs and fill offsets).
-HAK_INLINE void *hardened_arm_at(const hard_class_t *hc, uint32_t bs, void *p, size_t n, uint32_t *size) {
-  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return hardened_arm_bad(bs, p, n, size);
+// fa, fb: the block's fill offsets (its class entry's, or HARD_MEDIUM_FILL_*).
+HAK_INLINE void *hardened_arm_at(unsigned fa, unsigned fb, uint32_t bs, void *p, size_t n, uint32_t *size) {
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, fa, fb) != 0)) return hardened_arm_bad(bs, p, n, size);
   hardened_arm_words(p, n, size);
   return p;
 }
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
-  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_slot(m, p));
+  const hard_class_t *hc = &g_hard_class[m->cls];
+  return hardened_arm_at(hc->fill_a, hc->fill_b, m->block_size, p, n, hard_size_slot(m, p));
 }
 
 // Report the canary after the n requested bytes of p overwritten (cold).
@@ -348,12 +355,14 @@ void hardened_thread_first(void) HAK_NOINLINE;
 // Can the block p leaving the quarantine go on its TLS list at once: its first
 // 16 bytes are as free left them (a NULL link and its free mark, each the
 // block's key; the fill is checked when malloc hands it out again), its list
-// has room, and it is not for the remote buffer. One branch.
-HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
+// has room, and it is not for the remote buffer (may_remote 0: the medium
+// ring's blocks never are). One branch.
+HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p, int may_remote) {
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   const uintptr_t *w = p;
-  unsigned c = cls & (HARD_QUAR_REMOTE - 1);
-  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | (cls & HARD_QUAR_REMOTE)) == 0 && tc->lists[c].room != 0)) {
+  unsigned c = may_remote ? cls & (HARD_QUAR_REMOTE - 1) : cls;
+  uintptr_t remote = may_remote ? (cls & HARD_QUAR_REMOTE) : 0;
+  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | remote) == 0 && tc->lists[c].room != 0)) {
     block_set_next(hak_base_from_raw(p), tc->lists[c].head);   // the mark stays
     tc->lists[c].head = hak_base_from_raw(p);
     tc->lists[c].room--;
@@ -363,12 +372,12 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
 }
 
 // Fill and mark checked block p, put it in quarantine ring q and let the
-// oldest go; counted: q is the medium ring (its byte count and bound). cls
-// carries HARD_QUAR_REMOTE (hardened_free_block decides it); hc is its class's
-// entry.
+// oldest go; counted: q is the medium ring (its byte count and bound; its
+// blocks never go to the remote buffer). cls carries HARD_QUAR_REMOTE
+// (hardened_free_block decides it); fa, fb: its fill offsets.
 HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, unsigned cls, uint32_t bs, void *p,
-                                           const hard_class_t *hc) {
-  hard_fill_pieces(p, bs, hc->fill_a, hc->fill_b);
+                                           unsigned fa, unsigned fb) {
+  hard_fill_pieces(p, bs, fa, fb);
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
   ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
@@ -396,13 +405,13 @@ HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, un
     if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) hardened_thread_first();
     return;
   }
-  if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old))) return;
+  if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old, !counted))) return;
   hardened_release_slow(old_cls, old_bs, old);
 }
 _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
 HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, const hard_class_t *hc) {
-  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
-  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, hc);
+  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc->fill_a, hc->fill_b);
+  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
 }
 
 // A live block p of slab m is freed by the program: check its size word and
@@ -425,7 +434,7 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p) {
     hardened_free_bad(m, cls, p);
     return;
   }
-  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
+  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc->fill_a, hc->fill_b);
 }
 
 // Check that no quarantined block of the calling thread was written since its
