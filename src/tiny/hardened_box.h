@@ -246,9 +246,16 @@ HAK_INLINE void hard_canary_write(unsigned char *c, size_t n) {
 }
 
 // Nonzero when a canary byte in [n, n + 16) changed.
+// On x86-64 one unaligned 16-byte load compared with the canary vector (4
+// instructions where two words took 6).
 HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n) {
+#if defined(__SSE2__)
+  __m128i eq = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(c + n)), _mm_load_si128((const __m128i *)g_hard_keys.canary));
+  return (uint32_t)_mm_movemask_epi8(eq) ^ 0xffffu;
+#else
   uint64_t kw = hard_canary_word();
   return (hard_load64(c + n) ^ kw) | (hard_load64(c + n + 8) ^ kw);
+#endif
 }
 
 // Start-up, after the process key is seeded: the canary word.
