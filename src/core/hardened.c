@@ -94,7 +94,7 @@ void hak_hardened_arm(void *p, size_t n) {
 }
 
 // The tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
-static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
+void *hak_hardened_malloc_refill(size_t size) {
   void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
   if (HAK_LIKELY(p != NULL)) hardened_arm(hard_slab_of(p), p, size);
   return p;
@@ -148,8 +148,7 @@ static void hard_medium_class_check(void) {   // the first and last need of ever
 // every slow case a call in last place. A medium block needs only the
 // canary's room (its size word is in its slab's table); 1005 to 1008 bytes
 // still take a medium class: a tiny block has no room for both.
-#define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
-static HAK_NOINLINE void *hardened_malloc_medium(size_t size) {
+void *hak_hardened_malloc_medium(size_t size) {
   size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
   hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, hard_medium_class(need));
   if (HAK_UNLIKELY(hak_base_is_null(b))) return hardened_malloc_medium_refill(size, need);
@@ -158,7 +157,7 @@ static HAK_NOINLINE void *hardened_malloc_medium(size_t size) {
 
 // malloc(0), and past the slabs (no room for the tail there): the page heap
 // (guard page) or huge.
-static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
+void *hak_hardened_malloc_other(size_t size) {
   if (size == 0) return zero_block();
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
@@ -171,50 +170,12 @@ static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
   return p;
 }
 
-// Every slow case is a call in last place, so the common path keeps to
-// registers (no callee-saved ones pushed).
-void *hak_hardened_malloc(size_t size) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
-    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls));
-    if (HAK_LIKELY(!hak_base_is_null(b))) {
-      void *p = hak_user_raw(hak_base_to_user(b));
-      const hard_class_t *hc = &g_hard_class[cls];
-      uint32_t bs = hc->size;
-      return hardened_arm_at(hc->fill_a, hc->fill_b, bs, p, size, hard_size_tail(p, bs));
-    }
-    return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
-  }
-  if (HAK_LIKELY(size - HARD_MEDIUM_MIN <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM - HARD_MEDIUM_MIN))
-    return hardened_malloc_medium(size);
-  return hardened_malloc_other(size);
-}
-
 // Not the common case: NULL, malloc(0), and what the slow path reports or
 // frees (bad pointers, double frees, large and huge blocks). Every live slab
 // block takes the common path, a thread not set up yet included.
-static HAK_NOINLINE void hardened_free_other(void *p) {
+void hak_hardened_free_other(void *p) {
   if (p == NULL || hak_hardened_is_zero_block(p)) return;
   hak_free_slow(p);
-}
-
-void hak_hardened_free(void *p) {
-  // The default build's fast-path lookup (core/hakmem_fast.h): the address cut
-  // to 47 bits for the SuperSlab map's entry (0: not ours, else the metadata
-  // shift); the block-start test on the uncut pointer sends a non-canonical
-  // one to the slow path.
-  superslab_t *ss = ss_of_masked(p);
-  unsigned meta_shift = ss_registry_meta_shift(ss);
-  if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
-    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
-      // A thread not set up yet is set up by the quarantine when its ring is
-      // empty (hardened_thread_first), not tested here on every free.
-      hardened_free_block(m, p);   // keeps errno (its slow paths save it)
-      return;
-    }
-  }
-  hardened_free_other(p);
 }
 
 int hak_hardened_realloc_in_place(void *p, size_t old, size_t size) {
