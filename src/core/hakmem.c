@@ -224,7 +224,9 @@ void *hak_realloc(void *p, size_t size) {
   if (ss_registry_contains(p)) {
     old = slab_usable_size("realloc of invalid pointer", p);
     if (old == 0) return alloc_enomem();  // reported already (when not aborting)
-#if !HAK_HARDENED   // the hardened build moves every block: its canary follows the request
+#if HAK_HARDENED   // in place when the block has room for the request and its tail
+    if (hak_hardened_realloc_in_place(p, old, size)) return p;
+#else
     if (size <= old && (size > old / 2 || old <= 64)) return p;
 #endif
   } else if (page_heap_contains(p)) {

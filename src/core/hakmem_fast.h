@@ -68,9 +68,53 @@ _Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_
 
 #if HAK_HARDENED
 #include "core/hardened.h"
-// The hardened build checks every block on its way in and out (core/hardened.c).
-HAK_INLINE void *hak_malloc_fast(size_t size) { return hak_hardened_malloc(size); }
-HAK_INLINE void hak_free_fast(void *p) { hak_hardened_free(p); }
+#include "tiny/hardened_box.h"
+// The hardened build checks every block on its way in and out (core/hardened.c,
+// tiny/hardened_box.h). Its common paths are inline here as the default's are,
+// so the exported malloc and free run them with no jump to a second function.
+
+// The medium classes take requests from HARD_MEDIUM_MIN (1005: 1005 to 1008
+// bytes have no room for a tiny block's canary and size word) to HAK_SLAB_MAX
+// less the canary.
+#define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
+
+// malloc: 1 .. 1004 bytes take a tiny class (the request plus the 20-byte
+// tail): the TLS pop, the fill checked, canary and size written.
+HAK_INLINE void *hak_malloc_fast(size_t size) {
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
+    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls));
+    if (HAK_LIKELY(!hak_base_is_null(b))) {
+      void *p = hak_user_raw(hak_base_to_user(b));
+      const hard_class_t *hc = &g_hard_class[cls];
+      uint32_t bs = hc->size;
+      return hardened_arm_at(hc->fill_a, hc->fill_b, bs, p, size, hard_size_tail(p, bs));
+    }
+    return hak_hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
+  }
+  if (HAK_LIKELY(size - HARD_MEDIUM_MIN <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM - HARD_MEDIUM_MIN))
+    return hak_hardened_malloc_medium(size);
+  return hak_hardened_malloc_other(size);
+}
+
+// free: the default build's lookup (the address cut to 47 bits for the
+// SuperSlab map's entry, 0: not ours, else the metadata shift; the block-start
+// test on the uncut pointer sends a non-canonical one to the slow path), then
+// a live slab block's checks and quarantine (hardened_free_block, which keeps
+// errno: its slow paths save it). A thread not set up yet is set up by the
+// quarantine when its ring is empty (hardened_thread_first), not tested here.
+HAK_INLINE void hak_free_fast(void *p) {
+  superslab_t *ss = ss_of_masked(p);
+  unsigned meta_shift = ss_registry_meta_shift(ss);
+  if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
+    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
+    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
+      hardened_free_block(m, p);
+      return;
+    }
+  }
+  hak_hardened_free_other(p);
+}
 #else
 HAK_INLINE void *hak_malloc_fast(size_t size) {
   HAK_COUNT_OP();

@@ -67,8 +67,11 @@ static void hardened_fault(void *addr) {
   }
 }
 
+static void hard_medium_class_check(void);   // start-up: g_hard_medium_class against size_class_of
+
 void hak_hardened_init(void) {
   hardened_box_init();
+  hard_medium_class_check();
   g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
   os_on_fault(hardened_fault);
   os_on_address_pressure(huge_release_graves);
@@ -76,22 +79,32 @@ void hak_hardened_init(void) {
 
 void hak_hardened_at_exit(void) { hardened_quarantine_check(); }
 
+// The slab of p, a block of a live SuperSlab, found as free finds it: through
+// the registry's byte map (one hot byte per 2 MiB), not the SuperSlab's
+// slab_shift. Every SuperSlab header is 2 MiB aligned, so their first lines
+// share one cache set: reading slab_shift on every medium malloc was 77% of
+// ws-medium's hardened LL read misses (cachegrind).
+static inline slab_meta_t *hard_slab_of(const void *p) {
+  superslab_t *ss = ss_of(p);
+  return ss_meta_of(ss, p, ss_registry_meta_shift(ss));
+}
+
 void hak_hardened_arm(void *p, size_t n) {
-  hardened_arm(ss_slab_of(ss_of(p), p), p, n);
+  hardened_arm(hard_slab_of(p), p, n);
 }
 
 // The tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
-static HAK_NOINLINE void *hardened_malloc_refill(size_t size) {
+void *hak_hardened_malloc_refill(size_t size) {
   void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
-  if (HAK_LIKELY(p != NULL)) hardened_arm(ss_slab_of(ss_of(p), p), p, size);
+  if (HAK_LIKELY(p != NULL)) hardened_arm(hard_slab_of(p), p, size);
   return p;
 }
 
 // A medium block p just handed out for a request of n bytes: check and arm it
 // (its size word in its slab's table).
 static inline void *hardened_arm_medium(void *p, size_t n) {
-  const slab_meta_t *m = ss_slab_of(ss_of(p), p);
-  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_table_slot(m, p));
+  const slab_meta_t *m = hard_slab_of(p);
+  return hardened_arm_at(HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B, m->block_size, p, n, hard_size_table_slot(m, p));
 }
 
 // The medium path's miss (an empty or corrupt TLS list): the refill, then arm.
@@ -100,21 +113,51 @@ static HAK_NOINLINE void *hardened_malloc_medium_refill(size_t size, size_t need
   return p != NULL ? hardened_arm_medium(p, size) : NULL;
 }
 
+// The class of a medium block for need (1025 .. HAK_SLAB_MAX bytes): one load
+// of g_hard_medium_class[(need - 1) >> 8] in place of size_class_of's bit scan
+// and shifts (10 instructions): every class above 1 KiB is a multiple of 256
+// bytes, so all needs in one 256-byte step take one class (checked at
+// start-up). An entry is size_class_of((i + 1) * 256), folded by the compiler.
+#define HARD_MEDIUM_STEP_SHIFT 8u
+#define HARD_LG(n)  (63u - (unsigned)__builtin_clzll((unsigned long long)(n) - 1ull))
+#define HARD_MCLS(n) (8u + (HARD_LG(n) - 7u) * 4u + (unsigned)((((unsigned long long)(n) - 1ull) >> (HARD_LG(n) - 2u)) & 3u))
+#define HARD_MC(i)  (uint8_t)HARD_MCLS(((i) + 1ull) << HARD_MEDIUM_STEP_SHIFT)
+#define HARD_MC8(i) HARD_MC(i), HARD_MC((i) + 1), HARD_MC((i) + 2), HARD_MC((i) + 3), \
+                    HARD_MC((i) + 4), HARD_MC((i) + 5), HARD_MC((i) + 6), HARD_MC((i) + 7)
+#define HARD_MC64(i) HARD_MC8(i), HARD_MC8((i) + 8), HARD_MC8((i) + 16), HARD_MC8((i) + 24), \
+                     HARD_MC8((i) + 32), HARD_MC8((i) + 40), HARD_MC8((i) + 48), HARD_MC8((i) + 56)
+#define HARD_MEDIUM_STEPS (HAK_SLAB_MAX >> HARD_MEDIUM_STEP_SHIFT)
+static const uint8_t g_hard_medium_class[HARD_MEDIUM_STEPS] = {
+  HARD_MC64(0), HARD_MC64(64), HARD_MC64(128), HARD_MC64(192), HARD_MC64(256), HARD_MC64(320), HARD_MC64(384),
+  HARD_MC64(448), HARD_MC64(512), HARD_MC64(576), HARD_MC64(640), HARD_MC64(704), HARD_MC64(768), HARD_MC64(832),
+  HARD_MC64(896), HARD_MC64(960),
+};
+_Static_assert(HARD_MEDIUM_STEPS == 1024, "sixteen rows of 64 steps");
+HAK_INLINE unsigned hard_medium_class(size_t need) {
+  return g_hard_medium_class[(need - 1) >> HARD_MEDIUM_STEP_SHIFT];
+}
+static void hard_medium_class_check(void) {   // the first and last need of every step
+  for (size_t need = HAK_TINY_MAX + 1; need <= HAK_SLAB_MAX; need += (size_t)1 << HARD_MEDIUM_STEP_SHIFT) {
+    size_t last = need + ((size_t)1 << HARD_MEDIUM_STEP_SHIFT) - 1;
+    if (hard_medium_class(need) != size_class_of(need) || hard_medium_class(last) != size_class_of(last))
+      hak_report_invariant("g_hard_medium_class differs at", NULL, need);
+  }
+}
+
 // The medium classes (1005 bytes to HAK_SLAB_MAX - 16): the tiny path's pop,
 // every slow case a call in last place. A medium block needs only the
 // canary's room (its size word is in its slab's table); 1005 to 1008 bytes
 // still take a medium class: a tiny block has no room for both.
-#define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
-static HAK_NOINLINE void *hardened_malloc_medium(size_t size) {
+void *hak_hardened_malloc_medium(size_t size) {
   size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
-  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_of(need));
+  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, hard_medium_class(need));
   if (HAK_UNLIKELY(hak_base_is_null(b))) return hardened_malloc_medium_refill(size, need);
   return hardened_arm_medium(hak_user_raw(hak_base_to_user(b)), size);
 }
 
 // malloc(0), and past the slabs (no room for the tail there): the page heap
 // (guard page) or huge.
-static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
+void *hak_hardened_malloc_other(size_t size) {
   if (size == 0) return zero_block();
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
@@ -127,55 +170,26 @@ static HAK_NOINLINE void *hardened_malloc_other(size_t size) {
   return p;
 }
 
-// Every slow case is a call in last place, so the common path keeps to
-// registers (no callee-saved ones pushed).
-void *hak_hardened_malloc(size_t size) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
-    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls));
-    if (HAK_LIKELY(!hak_base_is_null(b))) {
-      void *p = hak_user_raw(hak_base_to_user(b));
-      const hard_class_t *hc = &g_hard_class[cls];
-      uint32_t bs = hc->size;
-      return hardened_arm_at(hc, bs, p, size, hard_size_tail(p, bs));
-    }
-    return hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
-  }
-  if (HAK_LIKELY(size - HARD_MEDIUM_MIN <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM - HARD_MEDIUM_MIN))
-    return hardened_malloc_medium(size);
-  return hardened_malloc_other(size);
-}
-
 // Not the common case: NULL, malloc(0), and what the slow path reports or
 // frees (bad pointers, double frees, large and huge blocks). Every live slab
 // block takes the common path, a thread not set up yet included.
-static HAK_NOINLINE void hardened_free_other(void *p) {
+void hak_hardened_free_other(void *p) {
   if (p == NULL || hak_hardened_is_zero_block(p)) return;
   hak_free_slow(p);
 }
 
-void hak_hardened_free(void *p) {
-  // The default build's fast-path lookup (core/hakmem_fast.h): the address cut
-  // to 47 bits for the SuperSlab map's entry (0: not ours, else the metadata
-  // shift); the block-start test on the uncut pointer sends a non-canonical
-  // one to the slow path.
-  superslab_t *ss = ss_of_masked(p);
-  unsigned meta_shift = ss_registry_meta_shift(ss);
-  if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
-    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
-      // A thread not set up yet is set up by the quarantine when its ring is
-      // empty (hardened_thread_first), not tested here on every free.
-      hardened_free_block(m, p);   // keeps errno (its slow paths save it)
-      return;
-    }
-  }
-  hardened_free_other(p);
+int hak_hardened_realloc_in_place(void *p, size_t old, size_t size) {
+  const slab_meta_t *m = hard_slab_of(p);
+  uint32_t bs = m->block_size;
+  if (size > hard_request_max(bs) || (size <= bs / 2 && bs > 64)) return 0;
+  if (hard_canary_diff(p, old) != 0) hardened_report_canary(p, old);   // going on: moved as it is
+  hardened_arm_words(p, size, hard_size_slot(m, p));
+  return 1;
 }
 
 size_t hak_hardened_slab_size(const void *p, const char *op) {
   (void)op;
-  return hardened_requested(ss_slab_of(ss_of(p), p), p);
+  return hardened_requested(hard_slab_of(p), p);
 }
 
 static HAK_COLD void report_delete(const char *what, const void *p, size_t given, size_t actual) {
@@ -199,7 +213,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
   size_t actual;
   if (hak_hardened_is_zero_block(p)) actual = 0;
   else if (ss_registry_contains(p)) {
-    slab_meta_t *m = ss_slab_of(ss_of(p), p);
+    slab_meta_t *m = hard_slab_of(p);
     if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
     actual = hardened_requested(m, p);
   } else if (page_heap_contains(p)) {

@@ -1,6 +1,6 @@
 // hardened.h — the hardened build's malloc and free (HAK_HARDENED=1; see
 // tiny/hardened_box.h for the block layout, large/page_heap.c for guard pages).
-// hakmem_fast.h routes the malloc/free fast paths here in that build.
+// Their common paths are inline in core/hakmem_fast.h; the rest is here.
 #ifndef HAK_CORE_HARDENED_H
 #define HAK_CORE_HARDENED_H
 
@@ -9,15 +9,28 @@
 #include "debug/hak_base.h"
 
 #if HAK_HARDENED
-// malloc: 0 bytes -> a pointer into a PROT_NONE reservation; a slab block ->
-// its fill checked, canary and size written; larger -> the page heap (guard
-// page after each block) or a huge mapping.
-void  *hak_hardened_malloc(size_t size) HAK_NOINLINE;
-// free: the canary checked, the block filled and quarantined (slab blocks);
-// the rest as the default build does (the page heap protects freed runs).
-void   hak_hardened_free(void *p) HAK_NOINLINE;
+// malloc and free themselves are inline (core/hakmem_fast.h): a tiny class's
+// TLS pop and arm, and a slab block's free; each way out is one of these,
+// called in last place so the common path keeps to registers.
+// malloc: the tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
+void  *hak_hardened_malloc_refill(size_t size) HAK_NOINLINE;
+// malloc of HARD_MEDIUM_MIN .. HAK_SLAB_MAX - 16 bytes: a medium class.
+void  *hak_hardened_malloc_medium(size_t size) HAK_NOINLINE;
+// malloc of 0 bytes -> a pointer into a PROT_NONE reservation; past the slabs
+// -> the page heap (guard page after each block) or a huge mapping.
+void  *hak_hardened_malloc_other(size_t size) HAK_NOINLINE;
+// free of anything but a live slab block: NULL, malloc(0), what the slow path
+// reports or frees (bad pointers, double frees, large and huge blocks; the
+// page heap protects freed runs).
+void   hak_hardened_free_other(void *p) HAK_NOINLINE;
 // A slab block p just handed out for a request of n bytes: check and arm it.
 void   hak_hardened_arm(void *p, size_t n);
+// realloc of live slab block p (request old) to size: when its block serves
+// size as the default build's realloc would keep it (size <= the block's
+// largest request, and more than half the block or a block of 64 bytes), its
+// canary is checked as a free checks it, then moved to size with the size
+// word; returns 1. Else 0: the caller moves it.
+int    hak_hardened_realloc_in_place(void *p, size_t old, size_t size);
 // Is p a malloc(0) pointer?
 int    hak_hardened_is_zero_block(const void *p);
 // The request recorded for a live slab block (its usable size in this build).

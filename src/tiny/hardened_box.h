@@ -24,7 +24,9 @@
 // or above the tiny classes of n + HARD_TAIL_MEDIUM (16, no size word at the
 // end: with 20, ws-medium's peak RSS was 48.5 MB, 1.30x the default's, 48.1
 // with 16):
-// malloc_usable_size returns n, realloc copies n, sized delete compares with n,
+// malloc_usable_size returns n, realloc keeps the block when it serves the
+// new request (by the default build's rule; the canary and size word move)
+// and otherwise copies n, sized delete compares with n,
 // and free checks the canary and the size word (an overflow of one byte or
 // more past n is caught there).
 //
@@ -123,14 +125,36 @@ HAK_INLINE uint32_t hard_size_key(void) { return g_hard_keys.size_key; }
 // index (slab_block_start's multiply) into the table after the slab's last
 // block (superslab.h, slab_capacity).
 HAK_INLINE uint32_t *hard_size_tail(void *p, uint32_t bs) { return (uint32_t *)((char *)p + bs - HARD_SIZE_BYTES); }
+// The table starts 64 to 512 bytes past the slab's last block (the colour,
+// by bits 19-21 of the slab's base: its slot in a SuperSlab of 512 KiB slabs
+// and one bit of the SuperSlab; 64 bytes for block sizes under 4 KiB). In a
+// slab of 4, 8, 12, 16, ... KiB blocks the last block ends on a page boundary,
+// so every table began on an L2 set of the blocks' own first lines (4 KiB
+// aligned: 16 of the 1024 sets of a 1 MiB 16-way L2) and they pushed each
+// other out, the quarantine's blocks among them. Cachegrind, LL set to this
+// VM's L2 (1 MiB, 16-way), ws8192 -w 8192 --min 1K --max 32K -n 400000: LL
+// read+write misses 701K -> 521K (the default build's 398K), 8 instructions
+// per operation more; 4 colours with no test of the size, 578K and 4 more.
+// The slack past a slab's table holds the largest colour (checked at start-up,
+// hardened_box_init).
+#define HARD_TABLE_COLOUR_MIN  4096u                // block sizes whose table takes 8 colours
+#define HARD_TABLE_COLOUR_MAX  512u                 // ... the largest of them, bytes
+#define HARD_TABLE_COLOUR_BASE 64u                  // the colour of the other tables
+HAK_INLINE uintptr_t hard_table_colour(const slab_meta_t *m, uint32_t bs) {
+  uintptr_t base = (uintptr_t)m->base;
+  _Static_assert(HARD_TABLE_COLOUR_MIN == 1u << 12 && HARD_TABLE_COLOUR_MAX == 0x1c0u + HARD_TABLE_COLOUR_BASE,
+                 "the colour's mask and test");
+  return (((base >> 13) & 0x1c0u) & -(uintptr_t)(bs >> 12)) + HARD_TABLE_COLOUR_BASE;
+}
 HAK_INLINE uint32_t *hard_size_table_slot(const slab_meta_t *m, const void *p) {   // bs > HAK_TINY_MAX
   uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
+  uintptr_t colour = hard_table_colour(m, m->block_size);
   // off / block_size: the high half of off * magic, with magic = floor(2^64 /
   // size) + 1 or + 2 (size_class.h): exact for an offset in a slab (< 2^21),
   // since the excess off * (magic - 2^64 / size) < 2^22 never carries into the
   // high half (tests/unit/test_size_class.c checks every offset).
   uint64_t idx = (uint64_t)(((unsigned __int128)off * m->size_magic) >> 64);
-  return (uint32_t *)slab_end(m) + idx;
+  return (uint32_t *)(slab_end(m) + colour) + idx;
 }
 HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
   if (HAK_LIKELY(m->block_size <= HAK_TINY_MAX)) return hard_size_tail((void *)p, m->block_size);
@@ -173,6 +197,12 @@ HAK_INLINE void hard_fill_pieces(void *p, uint32_t bs, unsigned fa, unsigned fb)
   size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) hard_store64(c + i, HARD_FILL_WORD);
 }
+// Above the tiny classes (blocks of 1280 bytes and more) the pieces are at
+// 16, 32 and 48: constants, no class entry to read.
+#define HARD_MEDIUM_FILL_A 32u
+#define HARD_MEDIUM_FILL_B 48u
+_Static_assert(HARD_FILL_AT(HAK_TINY_MAX + 1u, 32u) == HARD_MEDIUM_FILL_A && HARD_FILL_AT(HAK_TINY_MAX + 1u, 48u) == HARD_MEDIUM_FILL_B,
+               "a medium block's fill offsets");
 HAK_INLINE void hard_fill_words(void *p, uint32_t bs) { hard_fill_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48)); }
 
 // Nonzero when the fill of free block p (bs bytes) is not intact. On x86-64
@@ -216,9 +246,16 @@ HAK_INLINE void hard_canary_write(unsigned char *c, size_t n) {
 }
 
 // Nonzero when a canary byte in [n, n + 16) changed.
+// On x86-64 one unaligned 16-byte load compared with the canary vector (4
+// instructions where two words took 6).
 HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n) {
+#if defined(__SSE2__)
+  __m128i eq = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(c + n)), _mm_load_si128((const __m128i *)g_hard_keys.canary));
+  return (uint32_t)_mm_movemask_epi8(eq) ^ 0xffffu;
+#else
   uint64_t kw = hard_canary_word();
   return (hard_load64(c + n) ^ kw) | (hard_load64(c + n + 8) ^ kw);
+#endif
 }
 
 // Start-up, after the process key is seeded: the canary word.
@@ -243,16 +280,19 @@ HAK_INLINE void hardened_arm_words(void *p, size_t n, uint32_t *size) {
   hard_canary_write(p, n);
   *size = (uint32_t)n ^ hard_size_key();
 }
-// hc: the block's class entry (its size bs and fill offsets).
-HAK_INLINE void *hardened_arm_at(const hard_class_t *hc, uint32_t bs, void *p, size_t n, uint32_t *size) {
-  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return hardened_arm_bad(bs, p, n, size);
+// fa, fb: the block's fill offsets (its class entry's, or HARD_MEDIUM_FILL_*).
+HAK_INLINE void *hardened_arm_at(unsigned fa, unsigned fb, uint32_t bs, void *p, size_t n, uint32_t *size) {
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, fa, fb) != 0)) return hardened_arm_bad(bs, p, n, size);
   hardened_arm_words(p, n, size);
   return p;
 }
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
-  return hardened_arm_at(&g_hard_class[m->cls], m->block_size, p, n, hard_size_slot(m, p));
+  const hard_class_t *hc = &g_hard_class[m->cls];
+  return hardened_arm_at(hc->fill_a, hc->fill_b, m->block_size, p, n, hard_size_slot(m, p));
 }
 
+// Report the canary after the n requested bytes of p overwritten (cold).
+void hardened_report_canary(const void *p, size_t n) HAK_COLD;
 // The request recorded in a live block p of slab m (reported and taken as the
 // whole block when the size word is corrupted).
 size_t hardened_size_bad(const void *p, uint32_t bs) HAK_COLD;
@@ -323,12 +363,14 @@ void hardened_thread_first(void) HAK_NOINLINE;
 // Can the block p leaving the quarantine go on its TLS list at once: its first
 // 16 bytes are as free left them (a NULL link and its free mark, each the
 // block's key; the fill is checked when malloc hands it out again), its list
-// has room, and it is not for the remote buffer. One branch.
-HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
+// has room, and it is not for the remote buffer (may_remote 0: the medium
+// ring's blocks never are). One branch.
+HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p, int may_remote) {
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   const uintptr_t *w = p;
-  unsigned c = cls & (HARD_QUAR_REMOTE - 1);
-  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | (cls & HARD_QUAR_REMOTE)) == 0 && tc->lists[c].room != 0)) {
+  unsigned c = may_remote ? cls & (HARD_QUAR_REMOTE - 1) : cls;
+  uintptr_t remote = may_remote ? (cls & HARD_QUAR_REMOTE) : 0;
+  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | remote) == 0 && tc->lists[c].room != 0)) {
     block_set_next(hak_base_from_raw(p), tc->lists[c].head);   // the mark stays
     tc->lists[c].head = hak_base_from_raw(p);
     tc->lists[c].room--;
@@ -338,12 +380,12 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p) {
 }
 
 // Fill and mark checked block p, put it in quarantine ring q and let the
-// oldest go; counted: q is the medium ring (its byte count and bound). cls
-// carries HARD_QUAR_REMOTE (hardened_free_block decides it); hc is its class's
-// entry.
+// oldest go; counted: q is the medium ring (its byte count and bound; its
+// blocks never go to the remote buffer). cls carries HARD_QUAR_REMOTE
+// (hardened_free_block decides it); fa, fb: its fill offsets.
 HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, unsigned cls, uint32_t bs, void *p,
-                                           const hard_class_t *hc) {
-  hard_fill_pieces(p, bs, hc->fill_a, hc->fill_b);
+                                           unsigned fa, unsigned fb) {
+  hard_fill_pieces(p, bs, fa, fb);
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
   ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
@@ -371,13 +413,13 @@ HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, un
     if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) hardened_thread_first();
     return;
   }
-  if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old))) return;
+  if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old, !counted))) return;
   hardened_release_slow(old_cls, old_bs, old);
 }
 _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
 HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, const hard_class_t *hc) {
-  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
-  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, hc);
+  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc->fill_a, hc->fill_b);
+  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
 }
 
 // A live block p of slab m is freed by the program: check its size word and
@@ -400,7 +442,7 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p) {
     hardened_free_bad(m, cls, p);
     return;
   }
-  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc);
+  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc->fill_a, hc->fill_b);
 }
 
 // Check that no quarantined block of the calling thread was written since its

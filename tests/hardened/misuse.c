@@ -103,6 +103,26 @@ static int t_overflow_medium_at_class_end(void) {
   return 0;
 }
 
+// realloc keeps a block that has room for the new request and its tail (the
+// default build's rule): the canary moves to the new end, so one byte past it
+// is still found, and an overflow before the realloc is found by the realloc
+// as a free would find it.
+static int t_overflow_after_realloc_in_place(void) {
+  unsigned char *p = malloc(40);     // a 64-byte block: requests up to 44
+  unsigned char *q = realloc(p, 44);
+  if (q != p || malloc_usable_size(q) != 44) return 1;   // kept in place
+  memset(q, 'x', 44);
+  q[44] ^= 1;
+  free(q);
+  return 0;
+}
+static int t_overflow_before_realloc(void) {
+  unsigned char *p = malloc(5000);
+  p[5000] ^= 1;
+  g_keep = realloc(p, 5100);
+  return 0;
+}
+
 // ---- overflow past a large block, use after free of a large block
 static int t_overflow_large(void) {
   unsigned char *p = malloc(300000);
@@ -418,6 +438,8 @@ static const test_t g_tests[] = {
   {"overflow_medium", t_overflow_medium, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"medium_request_at_class_end", t_medium_request_at_class_end, EXPECT_EXIT0, NULL},
   {"overflow_medium_at_class_end", t_overflow_medium_at_class_end, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
+  {"overflow_after_realloc_in_place", t_overflow_after_realloc_in_place, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
+  {"overflow_before_realloc", t_overflow_before_realloc, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_large_guard_page", t_overflow_large, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_large", t_use_after_free_large, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"use_after_free_large_touched", t_use_after_free_large_touched, EXPECT_ABORT_REPORT, "use after free of a large block"},
