@@ -4,6 +4,7 @@
 #include "large/page_heap.h"
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
+#include "superslab/ss_registry.h"
 #include "tiny/hardened_box.h"
 #include "tiny/remote_free_box.h"
 #include "tiny/slab_validate.h"
@@ -171,6 +172,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
   slab_meta_t *slab[FLUSH_WAYS];
   block_chain_t chain[FLUSH_WAYS];
   unsigned ways = 0, next_victim = 0, hit = 0;
+  int linked = 0;   // the list's last block went to chain[hit]: its link is b already
   uint32_t moved = 0;
   for (; n > 0 && !hak_base_is_null(*head) && !tls_sll_is_end(*head); n--, moved++) {
     hak_base_ptr_t b = *head;
@@ -180,9 +182,13 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       next = HAK_BASE_NULL;
     }
     *head = next;
-    slab_meta_t *m = ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b));
+    // The slab through the byte map, as free finds it: the SuperSlab headers,
+    // all 2 MiB aligned, share one cache set.
+    superslab_t *ss = ss_of_masked(hak_base_raw(b));
+    slab_meta_t *m = ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss));
     if (foreign != NULL && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
       chain_append(foreign, b);
+      linked = 0;
       continue;
     }
     if (ways == 0 || slab[hit] != m) {
@@ -200,8 +206,15 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
         chain[i].n = 0;
       }
       hit = i;
+      linked = 0;
     }
-    chain_append(&chain[hit], b);
+    if (linked && chain[hit].n > 0) {   // a run of one slab's blocks stays linked as it is
+      chain[hit].last = b;
+      chain[hit].n++;
+    } else {
+      chain_append(&chain[hit], b);
+    }
+    linked = 1;
   }
   for (unsigned i = 0; i < ways; i++)
     if (chain[i].n > 0) flush_deliver(slab[i], &chain[i]);
