@@ -19,7 +19,6 @@
 #include "superslab/ss_registry.h"
 #include "tiny/tls_sll_box.h"
 
-
 // Everything but a TLS hit of a tiny class (and every failure).
 void *hak_malloc_slow(size_t size) HAK_NOINLINE;
 // Everything but a push of a checked block on a TLS list with room.

@@ -20,8 +20,7 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   atomic_store_explicit(&m->used, 0, memory_order_relaxed);
   atomic_store_explicit(&m->notify, SLAB_NOTIFY_IDLE, memory_order_relaxed);
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);
-  atomic_store_explicit(&m->owner, owner, memory_order_relaxed);
-  slab_owner_small_set(m, owner);
+  slab_set_owner(m, owner, memory_order_relaxed);
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
   // release: whoever acquires the state sees the fields above.
   atomic_store_explicit(&m->state, SLAB_WITH(w, SLAB_ACTIVE), memory_order_release);
@@ -42,10 +41,7 @@ static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
       if (atomic_compare_exchange_weak_explicit(&m->state, &w, SLAB_WITH(w, SLAB_ACTIVE), memory_order_acq_rel,
                                                 memory_order_acquire)) {
         if (st == SLAB_EMPTY_LISTED) slab_bind(m, cls, owner);  // start it afresh
-        else {
-          atomic_store_explicit(&m->owner, owner, memory_order_relaxed);
-          slab_owner_small_set(m, owner);
-        }
+        else slab_set_owner(m, owner, memory_order_relaxed);
         return m;
       }
     }

@@ -20,8 +20,7 @@ static void pool_put(slab_meta_t *m) {
 
 void shared_pool_detach_slab(slab_meta_t *m) {
   HAK_ASSERT(m->where == SLAB_IN_NONE && atomic_load(&m->notify) == SLAB_NOTIFY_IDLE);
-  atomic_store_explicit(&m->owner, 0, memory_order_release);
-  slab_owner_small_set(m, 0);
+  slab_set_owner(m, 0, memory_order_release);
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
   HAK_SITE(SITE_SLAB_STATE);
   if (slab_has_free_blocks(m)) {
@@ -47,8 +46,7 @@ static void slab_clear_bound_fields(slab_meta_t *m) {
   slab_note_dirty_end(m);
   slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;
-  atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
-  slab_owner_small_set(m, 0);
+  slab_set_owner(m, SLAB_OWNER_POOL, memory_order_relaxed);
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);
 }
 

@@ -186,8 +186,7 @@ void slab_unbind(slab_meta_t *m) {
   slab_set_carve(m, m->base);            // no pointer is below the carve point of a FREE slab
   m->where = SLAB_IN_NONE;
   m->list_next = m->list_prev = NULL;
-  atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
-  slab_owner_small_set(m, 0);
+  slab_set_owner(m, SLAB_OWNER_POOL, memory_order_relaxed);
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);   // it held blocks: pages are resident
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
   // release: a stale reader that acquires the new generation sees the fields above.

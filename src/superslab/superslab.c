@@ -19,7 +19,7 @@ superslab_t *superslab_allocate(unsigned kind) {
     slab_meta_t *m = ss_slab(ss, i);
     m->index = (uint8_t)i;
     m->base = ss_slab_start(ss, i);
-    atomic_store_explicit(&m->owner, SLAB_OWNER_POOL, memory_order_relaxed);
+    slab_set_owner(m, SLAB_OWNER_POOL, memory_order_relaxed);
   }
   return ss;
 }

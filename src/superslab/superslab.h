@@ -107,9 +107,8 @@ typedef struct slab_meta {
   uint8_t            cls;         // size class bound now
   uint8_t            reserved0[1];
   uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
-  // free's copy of the owner (slab_owner_small_set, after every store to
-  // owner): its low 32 bits when the class's blocks are smaller than a cache
-  // line, else 0. Compared with the thread's key of the class
+  // free's copy of the owner (slab_set_owner): its low 32 bits when the
+  // class's blocks are smaller than a cache line, else 0. Compared with the thread's key of the class
   // (tls_owner_key_at), equal for the owner's small blocks and for every
   // larger block (core/hakmem_fast.h).
   _Atomic uint32_t   owner_small;
@@ -178,10 +177,13 @@ HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
 
 HAK_INLINE superslab_t *ss_of(const void *p) { return (superslab_t *)((uintptr_t)p & ~(uintptr_t)SS_MASK); }
 HAK_INLINE superslab_t *ss_of_meta(const slab_meta_t *m) { return ss_of(m); }
-// After each store to m->owner (the block size is the class's bound now).
-HAK_INLINE void slab_owner_small_set(slab_meta_t *m, uintptr_t owner) {
-  atomic_store_explicit(&m->owner_small, m->block_size < HAK_CACHE_LINE ? (uint32_t)owner : 0u,
-                        memory_order_relaxed);
+// Every change of owner goes through here, with free's copy (owner_small:
+// the owner's low 32 bits for a class below a cache line, else 0; 0 for no
+// owner or the pool). `order` is the owner store's.
+HAK_INLINE void slab_set_owner(slab_meta_t *m, uintptr_t owner, memory_order order) {
+  atomic_store_explicit(&m->owner, owner, order);
+  uint32_t small = owner > SLAB_OWNER_POOL && m->block_size < HAK_CACHE_LINE ? (uint32_t)owner : 0u;
+  atomic_store_explicit(&m->owner_small, small, memory_order_relaxed);
 }
 // The slot in slabs[] of the slab holding address a (of a SuperSlab whose slabs
 // are 2^shift bytes): five bits of the address, with no cut to the offset in

@@ -50,7 +50,7 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
     HAK_CHECK(m->where == SLAB_IN_NONE, "abandoned slab on a thread's list", m);
     HAK_CHECK(notify == SLAB_NOTIFY_IDLE, "abandoned slab with a notification", m);
   }
-  // free's copy of the owner (slab_owner_small_set after every store to it).
+  // free's copy of the owner (slab_set_owner).
   HAK_CHECK(atomic_load(&m->owner_small) == (m->block_size < HAK_CACHE_LINE ? (uint32_t)owner : 0u),
             "owner_small is not the owner's (small classes) or 0", m);
   char *end = slab_end(m);

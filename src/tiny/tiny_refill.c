@@ -208,7 +208,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       hit = i;
       linked = 0;
     }
-    if (linked && chain[hit].n > 0) {   // a run of one slab's blocks stays linked as it is
+    if (linked) {   // a run of one slab's blocks stays linked as it is
       chain[hit].last = b;
       chain[hit].n++;
     } else {

@@ -39,9 +39,11 @@ static void thread_key_destructor(void *value) {
 
 void thread_teardown(void) {
   thread_release_all();
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.lists[c].room = 0;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    t_tls_cache.lists[c].room = 0;
+    t_tls_cache.owner_key[c].key = 0;
+  }
   t_tls_cache.self = 0;
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) t_tls_cache.owner_key[c].key = 0;
   t_heap.status = THREAD_DONE;
   if (t_counted_live) atomic_fetch_sub_explicit(&g_threads_live, 1, memory_order_relaxed);
   t_counted_live = 0;
@@ -62,14 +64,13 @@ void thread_setup(void) {
   }
   unsigned share = tiny_cache_share();
   tc->cap_share = (uint8_t)share;
+  tc->self = thread_self_id();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     HAK_ASSERT(tls_sll_empty(tc, c));
     tc->cap[c] = tls_cap_for(c, share);
     tc->lists[c].room = tc->cap[c];
-  }
-  tc->self = thread_self_id();
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
     tc->owner_key[c].key = g_size_class[c].size < HAK_CACHE_LINE ? (uint32_t)tc->self : 0u;
+  }
   t_heap.status = THREAD_LIVE;
   // A thread set up again after its exit hook (a malloc from a later key
   // destructor) may outlive the last round of destructors: its counters,
