@@ -54,6 +54,8 @@ ROWS = [
          args=["-w", "8192", "--min", "16", "--max", "1024"], n=8_000_000, min_t=1),
     dict(id="ws-medium", label="ws8192 medium 1-32 KiB, local", prog="ws8192",
          args=["-w", "8192", "--min", "1K", "--max", "32K"], n=1_500_000, min_t=1),
+    dict(id="ws-large", label="ws8192 large 256 KiB-2 MiB, local", prog="ws8192",
+         args=["-w", "64", "--min", "256K", "--max", "2M"], n=100_000, min_t=1),
     dict(id="larson", label="larson 8-1000 B (-n = iterations: 2 calls each)", prog="larson",
          args=["-c", "1000", "--min", "8", "--max", "1000"], n=3_000_000, min_t=1),
     dict(id="cross", label="ws8192 small 16-1024 B, -x cross-thread ring", prog="ws8192",

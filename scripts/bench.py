@@ -40,6 +40,8 @@ ROWS = [
          args=["-w", "8192", "--min", "1K", "--max", "32K"], nopt="-n", n=4_000_000, smoke=10_000),
     dict(id="ws-large", label="WS256 large 32 KiB-1 MiB", prog="ws8192",
          args=["-w", "256", "--min", "32K", "--max", "1M"], nopt="-n", n=200_000, smoke=1_000),
+    dict(id="large-mt-2", label="WS64 large 256 KiB-2 MiB, 2 threads local", prog="ws8192",
+         args=["-w", "64", "--min", "256K", "--max", "2M", "-t", "2"], nopt="-n", n=200_000, smoke=1_000),
     dict(id="mt-local-2", label="WS8192 small, 2 threads local", prog="ws8192",
          args=["-w", "8192", "--min", "16", "--max", "1024", "-t", "2"], nopt="-n", n=10_000_000,
          smoke=10_000),

@@ -12,9 +12,22 @@
 // reusing resident pages spares the page faults (tcmalloc's page heap prefers
 // them the same way). A purge turns dirty runs clean and merges them.
 //
-// Lock: g_ph_lock guards every region and every global below; g_ph_map is
-// also read without it (page_heap_contains), g_dirty_bytes and
-// g_last_purge_ms too (page_heap_maybe_purge's quick test, then it locks).
+// Arenas (jemalloc's, glibc's): the regions are divided among PH_ARENAS
+// arenas, each a page heap of its own with its own lock, regions, counters
+// and purge clock. A block goes back to the arena of its region. A thread
+// allocates from its arena, chosen at its first large block: the one fewest
+// live threads allocate from (jemalloc's choice), given back at thread exit.
+// So a single thread, or threads that come and go one after another, keep
+// arena 0 and its reuse, and up to PH_ARENAS threads at once have one each
+// (ws8192 -t 8, 256 KiB-2 MiB, on 2 cores: one lock took 3.3 s, 32 k futex
+// calls). A region's arena is set when it is created and never changes.
+// (Moving to the next arena whose trylock succeeded, glibc's way, moved
+// threads about on every free that met an allocation: each arena ended with
+// partly used regions of many threads.)
+//
+// Lock: an arena's lock guards its regions and its fields; g_ph_map is also
+// read without it (page_heap_contains), an arena's dirty_bytes and
+// last_purge_ms too (page_heap_maybe_purge's quick test, then it locks).
 #include "large/page_heap.h"
 
 #include <pthread.h>
@@ -44,7 +57,7 @@
 #define PH_ADDR_BITS     47                   // user address space of x86-64: the bitmap's reach
 #define PH_MAP_WORD_BITS 64u                  // regions per bitmap word
 #define PH_MAP_WORDS     (((size_t)1 << (PH_ADDR_BITS - PH_REGION_SHIFT)) / PH_MAP_WORD_BITS)
-#define PH_DIRTY_LIVE_FACTOR 2u               // dirty budget: twice the live bytes, if above the minimum
+#define PH_DIRTY_LIVE_FACTOR 3u               // dirty budget: 3x the live bytes, if above the minimum (dirty_budget)
 #define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
 #define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
 
@@ -61,14 +74,17 @@
 //                bit b of bin_mask[d] == (bin_head[d][b] != PH_NONE); dirty[] is 0
 //                except at the start of a dirty free run
 //   counts:      free_pages == sum of len over free runs
-// And over all regions: g_region_count == |g_regions| == bits set in g_ph_map;
-// g_empty_regions == |regions with free_pages == PH_USABLE_PAGES|;
-// g_live_count == |used runs|, g_live_pages == sum of their len;
-// g_dirty_bytes == sum of dirty free runs' bytes.
+// And over an arena's regions: region_count == |regions|; empty_regions ==
+// |regions with free_pages == PH_USABLE_PAGES|; live_count == |used runs|,
+// live_pages == sum of their len; dirty_bytes == sum of dirty free runs'
+// bytes. Over all arenas: the sum of region_count == bits set in g_ph_map.
 // Hardened: a run whose closing the kernel refused (hardened_keep_out) stays a
 // used run, counted live, with its bit set in kept_out; it is no block to
 // free, size or own, and a touch of it is a use after free.
+struct ph_arena;
+
 typedef struct ph_region {
+  struct ph_arena  *arena;            // its arena, for good (set before it is announced)
   uint32_t          free_pages;       // pages in free runs
   uint64_t          bin_mask[2];      // bins holding at least one run: [PH_CLEAN], [PH_DIRTY]
   struct ph_region *next, *prev;      // all regions
@@ -88,20 +104,95 @@ typedef struct ph_region {
 _Static_assert(PAGE_HEAP_MAX <= ((size_t)PH_USABLE_PAGES << PH_PAGE_SHIFT), "the largest block fits a region");
 _Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");
 
-static pthread_mutex_t g_ph_lock = PTHREAD_MUTEX_INITIALIZER;
+// Under ThreadSanitizer 4: its deadlock detector holds at most 64 locks per
+// thread, and fork() holds every lock of the allocator at once (59 others:
+// the 52 classes' exchanges, the pools', the huge table's, the counters').
+#if defined(__SANITIZE_THREAD__)
+#define PH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PH_TSAN 1
+#endif
+#endif
+#ifdef PH_TSAN
+#define PH_ARENAS 4u
+#else
+#define PH_ARENAS 32u
+#endif
+
+typedef struct ph_arena {
+  pthread_mutex_t  lock;
+  ph_region_t     *regions;
+  size_t           region_count, empty_regions;
+  size_t           live_count, live_pages;
+  _Atomic size_t   dirty_bytes;      // written under the lock, read without it
+  _Atomic uint64_t last_purge_ms;
+  _Atomic uint32_t users;            // live threads that allocate from it
+} __attribute__((aligned(64))) ph_arena_t;
+
+static ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
+static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
+static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
 static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
-static ph_region_t *g_regions;
-static size_t g_region_count, g_empty_regions;
-static size_t g_live_count, g_live_pages;
-static _Atomic size_t g_dirty_bytes;
-static _Atomic uint64_t g_last_purge_ms;
 
 #if HAK_DEBUG
-static void ph_validate_locked(void);
-#define PH_VALIDATE() ph_validate_locked()
+static void ph_validate_locked(const ph_arena_t *a);
+#define PH_VALIDATE(a) ph_validate_locked(a)
 #else
-#define PH_VALIDATE() ((void)0)
+#define PH_VALIDATE(a) ((void)0)
 #endif
+
+static void arena_lock(ph_arena_t *a) {
+  pthread_mutex_lock(&a->lock);
+  HAK_SITE(SITE_PAGE_HEAP_LOCK);
+}
+static void arena_unlock(ph_arena_t *a) { pthread_mutex_unlock(&a->lock); }
+
+// A thread that chose an arena gives it back at exit (its own key: a thread
+// may allocate large blocks only, and never set up the small-block caches).
+static pthread_key_t g_arena_key;
+static pthread_once_t g_arena_key_once = PTHREAD_ONCE_INIT;
+static void arena_key_destructor(void *value) { (void)value; page_heap_thread_exit(); }
+static void arena_key_create(void) { pthread_key_create(&g_arena_key, arena_key_destructor); }
+
+// The arena with the fewest users becomes this thread's (the first with none).
+static HAK_NOINLINE ph_arena_t *arena_choose(void) {
+  pthread_once(&g_arena_key_once, arena_key_create);
+  unsigned best = 0;
+  uint32_t least = UINT32_MAX;
+  for (unsigned i = 0; i < PH_ARENAS && least != 0; i++) {
+    uint32_t u = atomic_load_explicit(&g_arenas[i].users, memory_order_relaxed);
+    if (u < least) { least = u; best = i; }
+  }
+  atomic_fetch_add_explicit(&g_arenas[best].users, 1, memory_order_relaxed);
+  t_ph_arena = (uint8_t)(best + 1);
+  uint32_t used = atomic_load_explicit(&g_arenas_used, memory_order_relaxed);
+  while (used <= best && !atomic_compare_exchange_weak_explicit(&g_arenas_used, &used, best + 1,
+                                                                memory_order_relaxed, memory_order_relaxed)) {}
+  pthread_setspecific(g_arena_key, (void *)1);   // may allocate (keys past 32): t_ph_arena is set
+  return &g_arenas[best];
+}
+
+// The arena this thread allocates from, locked.
+static ph_arena_t *arena_lock_for_alloc(void) {
+  ph_arena_t *a = HAK_LIKELY(t_ph_arena != 0) ? &g_arenas[t_ph_arena - 1] : arena_choose();
+  arena_lock(a);
+  return a;
+}
+
+void page_heap_thread_exit(void) {
+  if (t_ph_arena == 0) return;
+  atomic_fetch_sub_explicit(&g_arenas[t_ph_arena - 1].users, 1, memory_order_relaxed);
+  t_ph_arena = 0;
+}
+
+static uint32_t arenas_used(void) { return atomic_load_explicit(&g_arenas_used, memory_order_relaxed); }
+
+// An arena's dirty_bytes changes only under its lock: a load and a store.
+static void arena_add_dirty(ph_arena_t *a, size_t bytes, int add) {
+  size_t d = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
+  atomic_store_explicit(&a->dirty_bytes, add ? d + bytes : d - bytes, memory_order_relaxed);
+}
 
 // ---- bins ------------------------------------------------------------------
 
@@ -130,7 +221,7 @@ static void run_insert(ph_region_t *r, uint32_t s, uint32_t len, int dirty) {
   r->bin_head[set][b] = s;
   r->bin_mask[set] |= (uint64_t)1 << b;
   r->free_pages += len;
-  if (dirty) atomic_fetch_add_explicit(&g_dirty_bytes, run_bytes(len), memory_order_relaxed);
+  if (dirty) arena_add_dirty(r->arena, run_bytes(len), 1);
 }
 
 // Take the free run starting at s out of its bin; returns its length and
@@ -145,7 +236,7 @@ static uint32_t run_remove(ph_region_t *r, uint32_t s, int *dirty) {
   if (r->bin_head[set][b] == PH_NONE) r->bin_mask[set] &= ~((uint64_t)1 << b);
   r->free_pages -= len;
   *dirty = r->dirty[s];
-  if (*dirty) atomic_fetch_sub_explicit(&g_dirty_bytes, run_bytes(len), memory_order_relaxed);
+  if (*dirty) arena_add_dirty(r->arena, run_bytes(len), 0);
   r->head[s] = 0;
   r->tail[s + len - 1] = 0;
   r->dirty[s] = 0;
@@ -179,6 +270,51 @@ static int region_take(ph_region_t *r, uint32_t s, uint32_t n) {
   return dirty;
 }
 
+// Neighbouring free runs, dirty and clean, that together hold n pages when
+// no single run does: the first page of the window whose runs add up to the
+// fewest pages (best fit, as the bins), or PH_NONE. (Runs merge only with
+// their own kind; before this a request that fit no run purged every dirty
+// run to merge them, a madvise per run under the lock: 7.6 k of them in
+// ws8192 -t 8 at 256 KiB-2 MiB.)
+static uint32_t region_find_window(const ph_region_t *r, uint32_t n) {
+  uint32_t best = PH_NONE, best_pages = UINT32_MAX;
+  uint32_t first = PH_NONE, pages = 0;     // the window: free runs from first, `pages` in all
+  for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES; s += r->head[s] & PH_LEN_MASK) {
+    if (r->head[s] & PH_USED) { first = PH_NONE; pages = 0; continue; }
+    if (first == PH_NONE) first = s;
+    pages += r->head[s] & PH_LEN_MASK;
+    // Drop runs from the front while the rest still holds n.
+    while (pages - (r->head[first] & PH_LEN_MASK) >= n) {
+      pages -= r->head[first] & PH_LEN_MASK;
+      first += r->head[first] & PH_LEN_MASK;
+    }
+    if (pages >= n && pages < best_pages) { best = first; best_pages = pages; }
+  }
+  return best;
+}
+
+// Pages [first, first + count) of a block that may hold old data.
+typedef struct ph_span { uint32_t first, count; } ph_span_t;
+#define PH_MAX_SPANS 8u
+
+// Mark [s, s+n) used out of the window of free runs found at s; the rest of
+// its last run stays free. The dirty runs taken go to spans[] (pages from s);
+// returns how many there were: above PH_MAX_SPANS only the count is exact.
+static uint32_t region_take_window(ph_region_t *r, uint32_t s, uint32_t n, ph_span_t *spans) {
+  uint32_t got = 0, dirty_runs = 0;
+  while (got < n) {
+    int dirty;
+    uint32_t len = run_remove(r, s + got, &dirty);
+    uint32_t use = len < n - got ? len : n - got;
+    if (len > use) run_insert(r, s + got + use, len - use, dirty);
+    if (dirty && dirty_runs++ < PH_MAX_SPANS) spans[dirty_runs - 1] = (ph_span_t){got, use};
+    got += use;
+  }
+  r->head[s] = n | PH_USED;
+  r->tail[s + n - 1] = n;
+  return dirty_runs;
+}
+
 // Return [s, s+n) to the free runs as dirty or clean, merged with free
 // neighbours of the same kind.
 static void region_release(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
@@ -196,11 +332,15 @@ static void region_release(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   run_insert(r, s, n, dirty);
 }
 
-// Purge every dirty run of r: madvise, then clean and merged (lock held).
-static int region_purge(ph_region_t *r) {
+// Purge dirty runs of r, the largest first (the most bytes per call), until
+// its arena holds at most `keep` dirty bytes: madvise, then clean and merged
+// (lock held).
+static int region_purge(ph_region_t *r, size_t keep) {
   int released = 0;
-  for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0; mask = r->bin_mask[PH_DIRTY]) {
-    uint32_t s = r->bin_head[PH_DIRTY][__builtin_ctzll(mask)];
+  for (uint64_t mask = r->bin_mask[PH_DIRTY];
+       mask != 0 && atomic_load_explicit(&r->arena->dirty_bytes, memory_order_relaxed) > keep;
+       mask = r->bin_mask[PH_DIRTY]) {
+    uint32_t s = r->bin_head[PH_DIRTY][63 - __builtin_clzll(mask)];
     int dirty;
     uint32_t len = run_remove(r, s, &dirty);
     os_purge((char *)r + run_bytes(s), run_bytes(len));
@@ -248,26 +388,28 @@ static ph_region_t *region_create(void) {
   return r;
 }
 
-// Link a fresh region in (lock held).
-static void region_publish(ph_region_t *r) {
+// Link a fresh region into arena a (its lock held).
+static void region_publish(ph_arena_t *a, ph_region_t *r) {
+  r->arena = a;
   run_insert(r, PH_HEADER_PAGES, PH_USABLE_PAGES, 0);   // fresh pages: none dirty
   r->prev = NULL;
-  r->next = g_regions;
-  if (g_regions) g_regions->prev = r;
-  g_regions = r;
-  g_region_count++;
-  g_empty_regions++;
+  r->next = a->regions;
+  if (a->regions) a->regions->prev = r;
+  a->regions = r;
+  a->region_count++;
+  a->empty_regions++;
   map_mark(r, 1);
 }
 
 static void region_destroy(ph_region_t *r) {
+  ph_arena_t *a = r->arena;
   int dirty;
   for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) s += run_remove(r, s, &dirty);  // keeps the dirty count exact
   if (r->prev) r->prev->next = r->next;
-  else g_regions = r->next;
+  else a->regions = r->next;
   if (r->next) r->next->prev = r->prev;
-  g_region_count--;
-  g_empty_regions--;
+  a->region_count--;
+  a->empty_regions--;
   map_mark(r, 0);
   os_unmap(r, PH_REGION_SIZE);
 }
@@ -302,58 +444,81 @@ static uint32_t block_page(ph_region_t *r, const void *p) {
 
 // ---- purge -----------------------------------------------------------------
 
-// madvise every dirty free run (lock held); unmap empty regions past the one
-// kept (all of them when everything). Returns 1 if anything was released.
-static int purge_locked(int everything) {
+// madvise dirty free runs of arena a until it holds at most `keep` dirty
+// bytes (its lock held); unmap empty regions past the one kept (all of them
+// when everything). Returns 1 if anything was released.
+static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
   int released = 0;
-  atomic_store_explicit(&g_last_purge_ms, os_now_ms(), memory_order_relaxed);
-  for (ph_region_t *r = g_regions, *next; r != NULL; r = next) {
+  atomic_store_explicit(&a->last_purge_ms, os_now_ms(), memory_order_relaxed);
+  for (ph_region_t *r = a->regions, *next; r != NULL; r = next) {
     next = r->next;
-    if (r->free_pages == PH_USABLE_PAGES && (everything || g_empty_regions > PH_KEEP_EMPTY_REGIONS)) {
+    if (r->free_pages == PH_USABLE_PAGES && (everything || a->empty_regions > PH_KEEP_EMPTY_REGIONS)) {
       region_destroy(r);
       released = 1;
       continue;
     }
-    released |= region_purge(r);
+    released |= region_purge(r, keep);
   }
   return released;
 }
 
-// Purge passes are at least HAKMEM_LARGE_PURGE_DELAY_MS apart; a pass purges
-// every dirty run, so a run freed just before one is purged at once and one
-// freed just after waits the whole delay (until the next slow path after it).
-static int purge_delay_passed(void) {
-  return os_now_ms() - atomic_load_explicit(&g_last_purge_ms, memory_order_relaxed) >=
+// Purge passes that purge every dirty run are at least
+// HAKMEM_LARGE_PURGE_DELAY_MS apart, so a run freed just before one is purged
+// at once and one freed just after waits the whole delay (until the next slow
+// path after it).
+static int purge_delay_passed(const ph_arena_t *a) {
+  return os_now_ms() - atomic_load_explicit(&a->last_purge_ms, memory_order_relaxed) >=
          g_hak_config.large_purge_delay_ms;
 }
 
-// Past the dirty budget (HAKMEM_LARGE_DIRTY_MB, or twice the live bytes if
-// more) a purge runs at once, whatever the delay.
-static int purge_due(void) {
-  size_t dirty = atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed);
-  if (dirty == 0) return 0;
-  size_t budget = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)g_live_pages);
-  if (budget < g_hak_config.large_dirty_min) budget = g_hak_config.large_dirty_min;
-  return dirty > budget || purge_delay_passed();
+// The dirty budget of arena a: 3x its live bytes, or HAKMEM_LARGE_DIRTY_MB
+// shared among the arenas in use if more (one arena, a single thread's: all
+// of it). (2x, as with one arena for all: ws8192 -t 8 at 256 KiB-2 MiB took
+// 1.9 s, 600 k page faults, 273 MB peak RSS; 3x: 0.9 s, 220-250 k, 420-430
+// MB; mimalloc 0.8 s, 170 k, 550 MB; glibc 1.0 s, 330 MB. A freed run counts
+// whole though the program may have touched two of its pages, so the budget
+// purges what mostly is not resident, and the next blocks fault their pages
+// in again.)
+static size_t dirty_budget(const ph_arena_t *a) {
+  size_t budget = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)a->live_pages);
+  size_t share = g_hak_config.large_dirty_min / arenas_used();
+  return budget > share ? budget : share;
+}
+
+// After the delay every dirty run of a is purged; past the budget, the
+// largest down to 3/4 of it, so the pages most likely reused stay resident
+// (purging all of them there cost ws8192 -t 2 at 256 KiB-2 MiB 2 k madvise
+// calls and 7x the page faults). Lock held.
+static void arena_maybe_purge(ph_arena_t *a) {
+  size_t dirty = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
+  if (dirty == 0) return;
+  if (purge_delay_passed(a)) { purge_locked(a, 0, 0); return; }
+  size_t budget = dirty_budget(a);
+  if (dirty > budget) purge_locked(a, 0, budget / 4 * 3);
 }
 
 // Called from the small-block slow paths, so freed large memory goes back
 // after the delay even when no large block is allocated or freed again.
 void page_heap_maybe_purge(void) {
-  if (atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed) == 0 || !purge_delay_passed()) return;
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
-  if (purge_due()) purge_locked(0);
-  PH_VALIDATE();
-  pthread_mutex_unlock(&g_ph_lock);
+  for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
+    ph_arena_t *a = &g_arenas[i];
+    if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0 || !purge_delay_passed(a)) continue;
+    arena_lock(a);
+    arena_maybe_purge(a);
+    PH_VALIDATE(a);
+    arena_unlock(a);
+  }
 }
 
 int page_heap_trim(int everything) {
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
-  int released = purge_locked(everything);
-  PH_VALIDATE();
-  pthread_mutex_unlock(&g_ph_lock);
+  int released = 0;
+  for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
+    ph_arena_t *a = &g_arenas[i];
+    arena_lock(a);
+    released |= purge_locked(a, everything, 0);
+    PH_VALIDATE(a);
+    arena_unlock(a);
+  }
   return released;
 }
 
@@ -424,58 +589,83 @@ static void hardened_keep_out(ph_region_t *r, uint32_t s, uint32_t n) {
 static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty);
 
 static HAK_NOINLINE void *hardened_open_refused(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
+  arena_lock(r->arena);
   int kind = hardened_close_pages((char *)r + run_bytes(s), n, 0, dirty);   // untouched: kept as it was
   if (kind < 0) hardened_keep_out(r, s, n);
   else run_free_locked(r, s, n, kind);
-  PH_VALIDATE();
-  pthread_mutex_unlock(&g_ph_lock);
+  PH_VALIDATE(r->arena);
+  arena_unlock(r->arena);
   return NULL;
 }
 #endif
 
 static uint32_t pages_for(size_t size) { return (uint32_t)((size + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT); }
 
+// Zero the dirty pages of a block of `pages` pages at p (spans as
+// region_take_window's; past PH_MAX_SPANS all of it).
+static void zero_dirty_spans(char *p, uint32_t pages, const ph_span_t *spans, uint32_t count) {
+  if (count > PH_MAX_SPANS) { memset(p, 0, run_bytes(pages)); return; }
+  for (uint32_t i = 0; i < count; i++) {
+    if (spans[i].first >= pages) continue;
+    uint32_t c = spans[i].count < pages - spans[i].first ? spans[i].count : pages - spans[i].first;
+    memset(p + run_bytes(spans[i].first), 0, run_bytes(c));
+  }
+}
+
+// The first fit for n pages in a's regions, a single run or else a window of
+// neighbouring runs, taken: its region and first page (*at), and the dirty
+// runs it took (spans, count returned). NULL when nothing fits. Lock held.
+static ph_region_t *arena_take(ph_arena_t *a, uint32_t n, uint32_t *at, ph_span_t *spans, uint32_t *dirty_runs) {
+  for (int window = 0; window < 2; window++) {
+    for (ph_region_t *r = a->regions; r != NULL; r = r->next) {
+      if (r->free_pages < n) continue;
+      uint32_t s = window ? region_find_window(r, n) : region_find(r, n);
+      if (s == PH_NONE) continue;
+      if (r->free_pages == PH_USABLE_PAGES) a->empty_regions--;
+      if (window) {
+        *dirty_runs = region_take_window(r, s, n, spans);
+      } else {
+        *dirty_runs = region_take(r, s, n) ? 1u : 0u;
+        spans[0] = (ph_span_t){0, n};
+      }
+      a->live_count++;
+      a->live_pages += n;
+      *at = s;
+      return r;
+    }
+  }
+  return NULL;
+}
+
 void *page_heap_alloc(size_t size, int zero) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
   uint32_t n = pages_for(size) + (HAK_HARDENED ? 1u : 0u);   // hardened: a guard page at the end
-  ph_region_t *fresh = NULL;
+  ph_arena_t *a = arena_lock_for_alloc();
   for (;;) {
-    pthread_mutex_lock(&g_ph_lock);
-    HAK_SITE(SITE_PAGE_HEAP_LOCK);
-    if (fresh != NULL) { region_publish(fresh); fresh = NULL; PH_VALIDATE(); }
-    for (ph_region_t *r = g_regions; r != NULL; r = r->next) {
-      if (r->free_pages < n) continue;
-      uint32_t s = region_find(r, n);
-      if (s == PH_NONE) continue;
-      if (r->free_pages == PH_USABLE_PAGES) g_empty_regions--;
-      int dirty = region_take(r, s, n);
-      g_live_count++;
-      g_live_pages += n;
-      if (purge_due()) purge_locked(0);
-      PH_VALIDATE();
-      pthread_mutex_unlock(&g_ph_lock);
-      void *p = (char *)r + run_bytes(s);
+    uint32_t s, dirty_runs;
+    ph_span_t spans[PH_MAX_SPANS];
+    ph_region_t *r = arena_take(a, n, &s, spans, &dirty_runs);
+    if (r != NULL) {
+      arena_maybe_purge(a);
+      PH_VALIDATE(a);
+      arena_unlock(a);
+      char *p = (char *)r + run_bytes(s);
 #if HAK_HARDENED
       // Ours alone now: open all but the last page, the guard (free runs are
       // PROT_NONE, see region_create).
-      if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty);
-      if (zero && dirty) memset(p, 0, run_bytes(n - 1));
+      if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty_runs != 0);
+      if (zero && dirty_runs) zero_dirty_spans(p, n - 1, spans, dirty_runs);
 #else
-      if (zero && dirty) memset(p, 0, run_bytes(n));
+      if (zero && dirty_runs) zero_dirty_spans(p, n, spans, dirty_runs);
 #endif
       return p;
     }
-    // Nothing fits: dirty and clean neighbours may together; purging merges them.
-    int merged = 0;
-    for (ph_region_t *r = g_regions; r != NULL; r = r->next)
-      if (r->free_pages >= n && r->bin_mask[PH_DIRTY] != 0) merged |= region_purge(r);
-    PH_VALIDATE();
-    pthread_mutex_unlock(&g_ph_lock);
-    if (merged) continue;
-    fresh = region_create();            // mapped without the lock held
+    arena_unlock(a);
+    ph_region_t *fresh = region_create();   // mapped without the lock held
     if (fresh == NULL) return NULL;
+    arena_lock(a);
+    region_publish(a, fresh);
+    PH_VALIDATE(a);
   }
 }
 
@@ -486,43 +676,50 @@ static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   r->head[s] = 0;
   r->tail[s + n - 1] = 0;
   region_release(r, s, n, dirty);
-  g_live_count--;
-  g_live_pages -= n;
-  if (r->free_pages == PH_USABLE_PAGES && ++g_empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
+  ph_arena_t *a = r->arena;
+  a->live_count--;
+  a->live_pages -= n;
+  if (r->free_pages == PH_USABLE_PAGES && ++a->empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
+}
+
+// The region holding p, a live region (page_heap_contains), has its arena
+// locked; returns it. (An arena never changes: read without the lock.)
+static ph_arena_t *region_lock(const ph_region_t *r) {
+  ph_arena_t *a = r->arena;
+  arena_lock(a);
+  return a;
 }
 
 int page_heap_free(void *p) {
   ph_region_t *r = region_of(p);
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
+  ph_arena_t *a = region_lock(r);
   uint32_t s = block_page(r, p);
-  if (s == PH_NONE) { pthread_mutex_unlock(&g_ph_lock); return 0; }
+  if (s == PH_NONE) { arena_unlock(a); return 0; }
   uint32_t n = r->head[s] & PH_LEN_MASK;
 #if HAK_HARDENED
   int dirty = hardened_close_block(p, n);
   if (HAK_UNLIKELY(dirty < 0)) {       // refused: out of reuse, still counted live
     hardened_keep_out(r, s, n);
-    PH_VALIDATE();
-    pthread_mutex_unlock(&g_ph_lock);
+    PH_VALIDATE(a);
+    arena_unlock(a);
     return 1;
   }
 #else
   int dirty = 1;
 #endif
   run_free_locked(r, s, n, dirty);
-  if (purge_due()) purge_locked(0);
-  PH_VALIDATE();
-  pthread_mutex_unlock(&g_ph_lock);
+  arena_maybe_purge(a);
+  PH_VALIDATE(a);
+  arena_unlock(a);
   return 1;
 }
 
 size_t page_heap_usable_size(const void *p) {
   ph_region_t *r = region_of(p);
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
+  ph_arena_t *a = region_lock(r);
   uint32_t s = block_page(r, p);
   size_t n = s == PH_NONE ? 0 : run_bytes(r->head[s] & PH_LEN_MASK);
-  pthread_mutex_unlock(&g_ph_lock);
+  arena_unlock(a);
 #if HAK_HARDENED
   if (n != 0) n -= PH_PAGE_SIZE;     // the guard page
 #endif
@@ -533,8 +730,7 @@ int page_heap_owns(const void *p) {
   ph_region_t *r = region_of(p);
   uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
   int owned = 0;
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
+  ph_arena_t *a = region_lock(r);
   // Walk runs from the first usable page: regions hold few large runs.
   for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
     uint32_t len = r->head[s] & PH_LEN_MASK;
@@ -548,7 +744,7 @@ int page_heap_owns(const void *p) {
     }
     s += len;
   }
-  pthread_mutex_unlock(&g_ph_lock);
+  arena_unlock(a);
   return owned;
 }
 
@@ -577,8 +773,7 @@ int page_heap_resize_in_place(void *p, size_t size) {
   ph_region_t *r = region_of(p);
   uint32_t want = pages_for(size);
   int ok = 0;
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
+  ph_arena_t *a = region_lock(r);
   uint32_t s = block_page(r, p);
   if (s != PH_NONE) {
     uint32_t len = r->head[s] & PH_LEN_MASK;
@@ -588,7 +783,7 @@ int page_heap_resize_in_place(void *p, size_t size) {
         r->tail[s + len - 1] = 0;
         r->tail[s + want - 1] = want;
         region_release(r, s + want, len - want, 1);
-        g_live_pages -= len - want;
+        a->live_pages -= len - want;
       }
       ok = 1;
     } else {
@@ -602,29 +797,42 @@ int page_heap_resize_in_place(void *p, size_t size) {
         r->tail[s + len - 1] = 0;
         r->head[s] = want | PH_USED;
         r->tail[s + want - 1] = want;
-        g_live_pages += more;
+        a->live_pages += more;
         ok = 1;
       }
     }
   }
-  if (ok) PH_VALIDATE();
-  pthread_mutex_unlock(&g_ph_lock);
+  if (ok) PH_VALIDATE(a);
+  arena_unlock(a);
   return ok;
 }
 
-void page_heap_fork_prepare(void) { pthread_mutex_lock(&g_ph_lock); }
-void page_heap_fork_parent(void) { pthread_mutex_unlock(&g_ph_lock); }
-void page_heap_fork_child(void) { pthread_mutex_unlock(&g_ph_lock); }
+// Every arena, in index order (the one order any code takes two in).
+void page_heap_fork_prepare(void) {
+  for (unsigned i = 0; i < PH_ARENAS; i++) pthread_mutex_lock(&g_arenas[i].lock);
+}
+void page_heap_fork_parent(void) {
+  for (unsigned i = PH_ARENAS; i-- > 0;) pthread_mutex_unlock(&g_arenas[i].lock);
+}
+void page_heap_fork_child(void) {
+  // The other threads are gone: this one alone uses an arena.
+  for (unsigned i = 0; i < PH_ARENAS; i++) atomic_store_explicit(&g_arenas[i].users, 0, memory_order_relaxed);
+  if (t_ph_arena != 0) atomic_store_explicit(&g_arenas[t_ph_arena - 1].users, 1, memory_order_relaxed);
+  page_heap_fork_parent();
+}
 
 void page_heap_get_stats(page_heap_stats_t *out) {
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
-  out->regions = g_region_count;
-  out->mapped_bytes = g_region_count * PH_REGION_SIZE;
-  out->live_count = g_live_count;
-  out->live_bytes = run_bytes((uint32_t)g_live_pages);
-  out->dirty_bytes = atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed);
-  pthread_mutex_unlock(&g_ph_lock);
+  *out = (page_heap_stats_t){0};
+  for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
+    ph_arena_t *a = &g_arenas[i];
+    arena_lock(a);
+    out->regions += a->region_count;
+    out->live_count += a->live_count;
+    out->live_bytes += run_bytes((uint32_t)a->live_pages);
+    out->dirty_bytes += atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
+    arena_unlock(a);
+  }
+  out->mapped_bytes = out->regions * PH_REGION_SIZE;
 }
 
 // ---- validation --------------------------------------------------------------
@@ -683,33 +891,39 @@ static void ph_validate_region(const ph_region_t *r, size_t *live_count, size_t 
   PH_REQUIRE(listed == free_runs, "every free run is in a bin", r, free_runs);
 }
 
-static void ph_validate_locked(void) {
+// Check arena a's regions and counters in full (its lock held).
+static void ph_validate_locked(const ph_arena_t *a) {
   size_t regions = 0, empty = 0, live_count = 0, live_pages = 0, dirty_bytes = 0;
   const ph_region_t *prev = NULL;
-  for (const ph_region_t *r = g_regions; r != NULL; prev = r, r = r->next) {
-    PH_REQUIRE(regions < g_region_count, "g_region_count == regions listed", r, g_region_count);
+  for (const ph_region_t *r = a->regions; r != NULL; prev = r, r = r->next) {
+    PH_REQUIRE(regions < a->region_count, "region_count == regions listed", r, a->region_count);
     PH_REQUIRE(r->prev == prev, "region links agree", r, regions);
+    PH_REQUIRE(r->arena == a, "a listed region names its arena", r, regions);
     PH_REQUIRE(page_heap_contains(r), "a listed region has its map bit", r, regions);
     ph_validate_region(r, &live_count, &live_pages, &dirty_bytes);
     if (r->free_pages == PH_USABLE_PAGES) empty++;
     regions++;
   }
-  size_t bits = 0;
-  for (size_t w = 0; w < PH_MAP_WORDS; w++)
-    bits += (size_t)__builtin_popcountll(atomic_load_explicit(&g_ph_map[w], memory_order_relaxed));
-  PH_REQUIRE(regions == g_region_count && bits == regions, "map bits == regions == g_region_count", g_regions, bits);
-  PH_REQUIRE(empty == g_empty_regions, "g_empty_regions == regions with no live block", g_regions, empty);
-  PH_REQUIRE(live_count == g_live_count, "g_live_count == used runs", g_regions, live_count);
-  PH_REQUIRE(live_pages == g_live_pages, "g_live_pages == pages of used runs", g_regions, live_pages);
-  PH_REQUIRE(dirty_bytes == atomic_load_explicit(&g_dirty_bytes, memory_order_relaxed),
-             "g_dirty_bytes == bytes of dirty free runs", g_regions, dirty_bytes);
+  PH_REQUIRE(regions == a->region_count, "region_count == regions listed", a, regions);
+  PH_REQUIRE(empty == a->empty_regions, "empty_regions == regions with no live block", a, empty);
+  PH_REQUIRE(live_count == a->live_count, "live_count == used runs", a, live_count);
+  PH_REQUIRE(live_pages == a->live_pages, "live_pages == pages of used runs", a, live_pages);
+  PH_REQUIRE(dirty_bytes == atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed),
+             "dirty_bytes == bytes of dirty free runs", a, dirty_bytes);
 }
 
+// Every arena in full, and the map: one bit per region of any arena.
 void page_heap_validate(void) {
-  pthread_mutex_lock(&g_ph_lock);
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
-  ph_validate_locked();
-  pthread_mutex_unlock(&g_ph_lock);
+  page_heap_fork_prepare();            // every lock, in order
+  size_t regions = 0, bits = 0;
+  for (unsigned i = 0; i < PH_ARENAS; i++) {
+    ph_validate_locked(&g_arenas[i]);
+    regions += g_arenas[i].region_count;
+  }
+  for (size_t w = 0; w < PH_MAP_WORDS; w++)
+    bits += (size_t)__builtin_popcountll(atomic_load_explicit(&g_ph_map[w], memory_order_relaxed));
+  PH_REQUIRE(bits == regions, "map bits == regions of all arenas", g_arenas, bits);
+  page_heap_fork_parent();
 }
 #else
 void page_heap_validate(void) {}

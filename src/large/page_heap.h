@@ -3,9 +3,9 @@
 // free neighbours, so memory freed by one large block serves the next without
 // a system call or a page fault. Free runs are purged (MADV_DONTNEED) after a
 // delay or past a dirty budget, decided on slow paths; a region whose pages
-// are all free is unmapped (one is kept). One lock guards the heap: large
-// blocks are few and each costs far more than the lock. The invariants are
-// written above ph_region_t in page_heap.c.
+// are all free is unmapped (one is kept per arena). The regions are divided
+// among arenas, each with its own lock; a thread allocates from one arena
+// (page_heap.c). The invariants are written above ph_region_t in page_heap.c.
 #ifndef HAK_PAGE_HEAP_H
 #define HAK_PAGE_HEAP_H
 
@@ -30,6 +30,8 @@ int    page_heap_resize_in_place(void *p, size_t size);
 int    page_heap_trim(int everything);
 // Purge if the dirty budget or delay says so (cheap when nothing to do).
 void   page_heap_maybe_purge(void);
+// The calling thread exits: its arena has one user fewer (its key's destructor).
+void   page_heap_thread_exit(void);
 
 #if HAK_HARDENED
 // The hardened build ends every block's run with a PROT_NONE guard page (not

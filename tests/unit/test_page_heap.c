@@ -2,6 +2,9 @@
 // 64 MiB regions, reused and coalesced without system calls, grown in place,
 // and given back.
 #include "unit_util.h"
+
+#include <pthread.h>
+
 #include "config/config.h"
 #include "large/huge.h"
 #include "large/page_heap.h"
@@ -148,6 +151,107 @@ static void test_a_freed_large_block_past_the_dirty_minimum_is_purged_at_once(vo
   assert_int_equal(dirty_after_free(0), 0);      // nothing live, no minimum: no budget
 }
 
+#define REGION_SHIFT 26          // page_heap.c's regions: 64 MiB, aligned to their size
+
+static size_t heap_dirty(void) {
+  page_heap_stats_t st;
+  page_heap_get_stats(&st);
+  return st.dirty_bytes;
+}
+
+static size_t heap_regions(void) {
+  page_heap_stats_t st;
+  page_heap_get_stats(&st);
+  return st.regions;
+}
+
+// Fill one fresh region with 2 MiB blocks (the first one that needs a second
+// region is freed, and the region trimmed away); returns how many.
+static unsigned fill_one_region(char **blocks, unsigned max) {
+  hak_trim();
+  assert_int_equal(heap_regions(), 0);
+  unsigned n = 0;
+  for (;;) {
+    assert_true(n < max);
+    char *p = hak_malloc(2 * MIB);
+    if (heap_regions() > 1) { hak_free(p); break; }
+    blocks[n++] = p;
+  }
+  hak_trim();
+  assert_int_equal(heap_regions(), 1);
+  return n;
+}
+
+static void test_a_request_no_run_fits_takes_dirty_and_clean_neighbours_and_purges_nothing(void **state) {
+  (void)state;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
+  static char *blocks[40];
+  unsigned n = fill_one_region(blocks, 40);
+  assert_true(n > 12);
+  memset(blocks[10], 0xff, 2 * MIB);
+  hak_free(blocks[11]);
+  hak_trim();                                    // [11] purged: a clean run
+  hak_free(blocks[10]);                          // dirty, beside the clean [11]
+  hak_free(blocks[3]);                           // dirty, between live blocks
+  assert_int_equal(heap_dirty(), 4 * MIB);
+  unsigned char *w = hak_calloc(1, 4 * MIB);     // no single run holds 4 MiB: [10] and [11] do
+  assert_ptr_equal(w, blocks[10]);
+  assert_int_equal(heap_dirty(), 2 * MIB);       // [3] was not purged to make room
+  for (size_t i = 0; i < 4 * MIB; i++)
+    if (w[i] != 0) fail_msg("byte %zu of a calloc'ed block over a dirty run is %u", i, w[i]);
+  hak_free(w);
+  for (unsigned i = 0; i < n; i++)
+    if (i != 3 && i != 10 && i != 11) hak_free(blocks[i]);
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
+}
+
+static void test_past_the_dirty_budget_the_largest_runs_are_purged_down_to_three_quarters_of_it(void **state) {
+  (void)state;
+  size_t keep_min = g_hak_config.large_dirty_min;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  hak_trim();
+  g_hak_config.large_dirty_min = 8 * MIB;        // the budget: 3x the live ~1 MiB is less
+  g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
+  char *b[3], *guard[3];
+  for (int i = 0; i < 3; i++) {
+    b[i] = hak_malloc(4 * MIB);
+    guard[i] = hak_malloc(300 * KIB);            // keeps the freed runs apart
+  }
+  hak_free(b[0]);
+  hak_free(b[1]);
+  assert_int_equal(heap_dirty(), 8 * MIB);       // at the budget: kept
+  hak_free(b[2]);                                // 12 MiB: two runs purged, down to <= 6 MiB
+  assert_int_equal(heap_dirty(), 4 * MIB);
+  for (int i = 0; i < 3; i++) hak_free(guard[i]);
+  g_hak_config.large_dirty_min = keep_min;
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
+}
+
+static void *alloc_and_free_large(void *out) {
+  void *p = hak_malloc(2 * MIB);
+  hak_free(p);
+  *(void **)out = p;
+  return NULL;
+}
+
+// Run last: the arenas in use change the dirty budget's share.
+static void test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_at_exit(void **state) {
+  (void)state;
+  char *mine = hak_malloc(2 * MIB);              // this thread's arena has a user
+  void *theirs = NULL, *next = NULL;
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, alloc_and_free_large, &theirs), 0);
+  pthread_join(t, NULL);
+  assert_true(((uintptr_t)theirs >> REGION_SHIFT) != ((uintptr_t)mine >> REGION_SHIFT));  // not this arena's region
+  assert_int_equal(pthread_create(&t, NULL, alloc_and_free_large, &next), 0);
+  pthread_join(t, NULL);
+  assert_ptr_equal(next, theirs);                // the first thread's arena, given back, and its run
+  hak_free(mine);
+}
+
 // After every test: the page heap and the huge table/cache hold their
 // invariants in full (debug builds; the validators are no-ops in release).
 static int teardown_validate(void **state) {
@@ -171,6 +275,12 @@ int main(void) {
     cmocka_unit_test_teardown(test_a_freed_large_block_stays_resident_below_the_dirty_budget_before_the_delay,
                               teardown_validate),
     cmocka_unit_test_teardown(test_a_freed_large_block_past_the_dirty_minimum_is_purged_at_once, teardown_validate),
+    cmocka_unit_test_teardown(test_a_request_no_run_fits_takes_dirty_and_clean_neighbours_and_purges_nothing,
+                              teardown_validate),
+    cmocka_unit_test_teardown(test_past_the_dirty_budget_the_largest_runs_are_purged_down_to_three_quarters_of_it,
+                              teardown_validate),
+    cmocka_unit_test_teardown(test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_at_exit,
+                              teardown_validate),
   };
   return cmocka_run_group_tests_name("page_heap", tests, NULL, NULL);
 }
