@@ -158,13 +158,17 @@ static void arena_key_create(void) { pthread_key_create(&g_arena_key, arena_key_
 // The arena with the fewest users becomes this thread's (the first with none).
 static HAK_NOINLINE ph_arena_t *arena_choose(void) {
   pthread_once(&g_arena_key_once, arena_key_create);
-  unsigned best = 0;
-  uint32_t least = UINT32_MAX;
-  for (unsigned i = 0; i < PH_ARENAS && least != 0; i++) {
-    uint32_t u = atomic_load_explicit(&g_arenas[i].users, memory_order_relaxed);
-    if (u < least) { least = u; best = i; }
-  }
-  atomic_fetch_add_explicit(&g_arenas[best].users, 1, memory_order_relaxed);
+  unsigned best;
+  uint32_t least;
+  do {   // a CAS from the count seen: two threads that start at once take two arenas
+    best = 0;
+    least = UINT32_MAX;
+    for (unsigned i = 0; i < PH_ARENAS && least != 0; i++) {
+      uint32_t u = atomic_load_explicit(&g_arenas[i].users, memory_order_relaxed);
+      if (u < least) { least = u; best = i; }
+    }
+  } while (!atomic_compare_exchange_weak_explicit(&g_arenas[best].users, &least, least + 1,
+                                                  memory_order_relaxed, memory_order_relaxed));
   t_ph_arena = (uint8_t)(best + 1);
   uint32_t used = atomic_load_explicit(&g_arenas_used, memory_order_relaxed);
   while (used <= best && !atomic_compare_exchange_weak_explicit(&g_arenas_used, &used, best + 1,

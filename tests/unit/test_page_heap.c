@@ -252,6 +252,43 @@ static void test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_
   hak_free(mine);
 }
 
+// Threads that start at once and allocate a large block each: all in arenas
+// of their own (3: an arena each besides this thread's even under TSan's 4).
+enum { AT_ONCE = 3 };
+static pthread_barrier_t g_at_once, g_allocated;
+
+static void *alloc_at_once(void *out) {
+  pthread_barrier_wait(&g_at_once);
+  void *p = hak_malloc(2 * MIB);
+  *(void **)out = p;
+  pthread_barrier_wait(&g_allocated);           // every block live: no arena given back yet
+  hak_free(p);
+  return NULL;
+}
+
+static void test_threads_that_start_at_once_take_an_arena_each(void **state) {
+  (void)state;
+  char *mine = hak_malloc(2 * MIB);
+  for (int round = 0; round < 100; round++) {   // a race: the old code lost it in 2 of 5 runs of 20 rounds
+    void *got[AT_ONCE];
+    pthread_t t[AT_ONCE];
+    pthread_barrier_init(&g_at_once, NULL, AT_ONCE);
+    pthread_barrier_init(&g_allocated, NULL, AT_ONCE + 1);
+    for (int i = 0; i < AT_ONCE; i++) assert_int_equal(pthread_create(&t[i], NULL, alloc_at_once, &got[i]), 0);
+    pthread_barrier_wait(&g_allocated);
+    for (int i = 0; i < AT_ONCE; i++) {
+      assert_true(((uintptr_t)got[i] >> REGION_SHIFT) != ((uintptr_t)mine >> REGION_SHIFT));
+      for (int j = 0; j < i; j++)
+        if (((uintptr_t)got[i] >> REGION_SHIFT) == ((uintptr_t)got[j] >> REGION_SHIFT))
+          fail_msg("round %d: threads %d and %d share an arena (blocks %p, %p)", round, j, i, got[j], got[i]);
+    }
+    for (int i = 0; i < AT_ONCE; i++) pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&g_at_once);
+    pthread_barrier_destroy(&g_allocated);
+  }
+  hak_free(mine);
+}
+
 // After every test: the page heap and the huge table/cache hold their
 // invariants in full (debug builds; the validators are no-ops in release).
 static int teardown_validate(void **state) {
@@ -281,6 +318,7 @@ int main(void) {
                               teardown_validate),
     cmocka_unit_test_teardown(test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_at_exit,
                               teardown_validate),
+    cmocka_unit_test_teardown(test_threads_that_start_at_once_take_an_arena_each, teardown_validate),
   };
   return cmocka_run_group_tests_name("page_heap", tests, NULL, NULL);
 }
