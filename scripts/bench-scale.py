@@ -8,7 +8,7 @@ under the statistics build (build/stats/libhakmem.so, `make STATS=1`), at the
 row's -n and at 3 times it, each printing at exit, on stderr:
 
     hakmem-sites: ops=<N> threads=<T>
-    hakmem-site: <site-name> kind=<lock|rmw-global|rmw-slab> count=<N> per1k=<float>
+    hakmem-site: <site-name> kind=<lock|lock-arena|rmw-global|rmw-slab> count=<N> per1k=<float>
 
 and reports the steady state next to the throughput: the difference of the two
 runs' counts per 1000 extra operations (steady_sites), so thread start-up and
@@ -66,7 +66,7 @@ ROWS = [
          prog="mstress", args=["-r", "10"], n=20_000, min_t=1),
 ]
 
-KINDS = ("lock", "rmw-global", "rmw-slab")
+KINDS = ("lock", "lock-arena", "rmw-global", "rmw-slab")
 
 
 def default_threads(ncpu):

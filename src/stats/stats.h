@@ -39,7 +39,7 @@ typedef struct hak_class_counters {
 #define HAK_SITE_LIST(X)                                                              \
   X(SITE_POOL_LOCK,      "pool_lock",        "lock")        /* per-kind Shared Pool lock */ \
   X(SITE_PURGE_LOCK,     "purge_lock",       "lock")        /* one purge pass at a time */  \
-  X(SITE_PAGE_HEAP_LOCK, "page_heap_lock",   "lock")                                        \
+  X(SITE_PAGE_HEAP_LOCK, "page_heap_arena_lock", "lock-arena") /* the thread's own arena, or the arena of a large block it frees */ \
   X(SITE_HUGE_LOCK,      "huge_lock",        "lock")                                        \
   X(SITE_THREAD_LOCK,    "thread_list_lock", "lock")        /* thread set-up and exit */    \
   X(SITE_TRANSFER_LOCK,  "transfer_lock",    "lock")        /* a chain into or out of the class exchange */ \
