@@ -71,6 +71,10 @@ void *hak_malloc_slow(size_t size) {
     return alloc_class_slow(cls);
   }
   if (size > PTRDIFF_MAX) return alloc_enomem();
+  // A thread whose first block is a large one is set up here as well, so its
+  // exit hook runs and its counters are summed (STATS: ws8192's large rows
+  // lost every worker's count).
+  if (HAK_UNLIKELY(t_heap.status == THREAD_NEW)) thread_ready();
   void *p = size <= PAGE_HEAP_MAX ? page_heap_alloc(size, 0) : NULL;
   if (p == NULL) p = huge_alloc(size, 0, 0);   // also when no new 64 MiB region can be had
   return p != NULL ? p : alloc_enomem();

@@ -24,6 +24,23 @@ static void test_a_thread_counts_as_live_while_it_runs(void **state) {
   assert_int_equal((size_t)run_in_thread(thread_live_count, NULL), before + 1);
 }
 
+// A thread whose only blocks are large is a live thread like any other (its
+// exit hook runs; in the STATS build its counters are summed).
+static void *large_blocks_only(void *arg) {
+  (void)arg;
+  void *p = hak_malloc(1 << 20);
+  size_t live = stats_now().threads_live;
+  hak_free(p);
+  return (void *)live;
+}
+
+static void test_a_thread_with_only_large_blocks_counts_as_live_and_goes_at_exit(void **state) {
+  (void)state;
+  size_t before = stats_now().threads_live;
+  assert_int_equal((size_t)run_in_thread(large_blocks_only, NULL), before + 1);
+  assert_int_equal(stats_now().threads_live, before);
+}
+
 static void test_threads_live_drops_when_a_thread_exits(void **state) {
   (void)state;
   size_t before = stats_now().threads_live;
@@ -261,6 +278,7 @@ static void test_four_threads_exchanging_blocks_leave_nothing_in_use(void **stat
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_thread_counts_as_live_while_it_runs),
+    HAK_UNIT_TEST(test_a_thread_with_only_large_blocks_counts_as_live_and_goes_at_exit),
     HAK_UNIT_TEST(test_threads_live_drops_when_a_thread_exits),
     HAK_UNIT_TEST(test_a_free_after_the_last_key_destructor_leaves_no_live_thread),
     HAK_UNIT_TEST(test_a_malloc_after_the_exit_hook_leaves_nothing_cached),
