@@ -30,8 +30,9 @@ typedef struct hak_config {
   uint32_t large_purge_delay_ms; // HAKMEM_LARGE_PURGE_DELAY_MS (1000): page-heap purge passes are at
                                //   least this far apart; a pass purges every freed run, so a freed
                                //   run stays resident until the first pass after it (on a slow path)
-  size_t   large_dirty_min;    // HAKMEM_LARGE_DIRTY_MB (64): the page heap purges at once when its
-                               //   freed resident bytes pass this or twice its live bytes, if more
+  size_t   large_dirty_min;    // HAKMEM_LARGE_DIRTY_MB (64): an arena of the page heap purges at
+                               //   once, down to 3/4, when its freed resident bytes pass its share
+                               //   of this (divided among the arenas in use) or 3x its live bytes
   int      stats;              // HAKMEM_STATS (0): HAK_STATS_* report at exit
   char     stats_file[HAK_CONFIG_PATH_MAX]; // HAKMEM_STATS_FILE (""): where it goes ("" = stderr)
 } hak_config_t;
