@@ -26,8 +26,8 @@
 // partly used regions of many threads.)
 //
 // Lock: an arena's lock guards its regions and its fields; g_ph_map is also
-// read without it (page_heap_contains), an arena's dirty_bytes and
-// last_purge_ms too (page_heap_maybe_purge's quick test, then it locks).
+// read without it (page_heap_contains), and g_dirty_arenas and
+// g_last_purge_ms[] (page_heap_maybe_purge's quick test, then it locks).
 #include "large/page_heap.h"
 
 #include <pthread.h>
@@ -126,7 +126,6 @@ typedef struct ph_arena {
   size_t           region_count, empty_regions;
   size_t           live_count, live_pages;
   _Atomic size_t   dirty_bytes;      // written under the lock, read without it
-  _Atomic uint64_t last_purge_ms;
   _Atomic uint32_t users;            // live threads that allocate from it
 } __attribute__((aligned(64))) ph_arena_t;
 
@@ -134,6 +133,15 @@ static ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.lock = PTHREA
 static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
 static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
 static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
+// For page_heap_maybe_purge, which every small-block refill calls: which
+// arenas may hold dirty runs (a bit set when a free dirties an arena whose bit
+// is clear, cleared by a pass that leaves none), and when each was last
+// purged. Both are read-mostly lines apart from the arenas', which their
+// threads write on every large block: a refill reads two lines, not one per
+// arena.
+_Static_assert(PH_ARENAS <= 32, "one bit per arena in g_dirty_arenas");
+static _Atomic uint32_t g_dirty_arenas;
+static _Atomic uint64_t g_last_purge_ms[PH_ARENAS];
 
 #if HAK_DEBUG
 static void ph_validate_locked(const ph_arena_t *a);
@@ -192,10 +200,15 @@ void page_heap_thread_exit(void) {
 
 static uint32_t arenas_used(void) { return atomic_load_explicit(&g_arenas_used, memory_order_relaxed); }
 
+static uint32_t arena_bit(const ph_arena_t *a) { return 1u << (a - g_arenas); }
+
 // An arena's dirty_bytes changes only under its lock: a load and a store.
+// Its bit in g_dirty_arenas is set (an RMW only when clear).
 static void arena_add_dirty(ph_arena_t *a, size_t bytes, int add) {
   size_t d = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
   atomic_store_explicit(&a->dirty_bytes, add ? d + bytes : d - bytes, memory_order_relaxed);
+  if (add && !(atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed) & arena_bit(a)))
+    atomic_fetch_or_explicit(&g_dirty_arenas, arena_bit(a), memory_order_relaxed);
 }
 
 // ---- bins ------------------------------------------------------------------
@@ -453,7 +466,7 @@ static uint32_t block_page(ph_region_t *r, const void *p) {
 // when everything). Returns 1 if anything was released.
 static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
   int released = 0;
-  atomic_store_explicit(&a->last_purge_ms, os_now_ms(), memory_order_relaxed);
+  atomic_store_explicit(&g_last_purge_ms[a - g_arenas], os_now_ms(), memory_order_relaxed);
   for (ph_region_t *r = a->regions, *next; r != NULL; r = next) {
     next = r->next;
     if (r->free_pages == PH_USABLE_PAGES && (everything || a->empty_regions > PH_KEEP_EMPTY_REGIONS)) {
@@ -470,10 +483,11 @@ static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
 // HAKMEM_LARGE_PURGE_DELAY_MS apart, so a run freed just before one is purged
 // at once and one freed just after waits the whole delay (until the next slow
 // path after it).
-static int purge_delay_passed(const ph_arena_t *a) {
-  return os_now_ms() - atomic_load_explicit(&a->last_purge_ms, memory_order_relaxed) >=
+static int purge_delay_passed_at(const ph_arena_t *a, uint64_t now) {
+  return now - atomic_load_explicit(&g_last_purge_ms[a - g_arenas], memory_order_relaxed) >=
          g_hak_config.large_purge_delay_ms;
 }
+static int purge_delay_passed(const ph_arena_t *a) { return purge_delay_passed_at(a, os_now_ms()); }
 
 // The dirty budget of arena a: 3x its live bytes, or HAKMEM_LARGE_DIRTY_MB
 // shared among the arenas in use if more (one arena, a single thread's: all
@@ -504,11 +518,16 @@ static void arena_maybe_purge(ph_arena_t *a) {
 // Called from the small-block slow paths, so freed large memory goes back
 // after the delay even when no large block is allocated or freed again.
 void page_heap_maybe_purge(void) {
-  for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
-    ph_arena_t *a = &g_arenas[i];
-    if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0 || !purge_delay_passed(a)) continue;
+  uint32_t mask = atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed);
+  if (mask == 0) return;
+  uint64_t now = os_now_ms();
+  for (; mask != 0; mask &= mask - 1) {
+    ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
+    if (!purge_delay_passed_at(a, now)) continue;
     arena_lock(a);
     arena_maybe_purge(a);
+    if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0)
+      atomic_fetch_and_explicit(&g_dirty_arenas, ~arena_bit(a), memory_order_relaxed);
     PH_VALIDATE(a);
     arena_unlock(a);
   }

@@ -289,6 +289,38 @@ static void test_threads_that_start_at_once_take_an_arena_each(void **state) {
   hak_free(mine);
 }
 
+// The small-block slow paths' purge check (page_heap_maybe_purge) finds every
+// arena with dirty runs once the delay has passed, not only the caller's.
+static void *dirty_an_arena(void *guard) {
+  void *p = hak_malloc(2 * MIB);
+  *(void **)guard = hak_malloc(300 * KIB);       // keeps the region from being emptied
+  hak_free(p);
+  return NULL;
+}
+
+static void test_past_the_delay_a_small_slow_path_purges_every_arena(void **state) {
+  (void)state;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  hak_trim();                                    // the purge clocks start now
+  g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
+  char *mine = hak_malloc(2 * MIB), *my_guard = hak_malloc(300 * KIB), *their_guard = NULL;
+  hak_free(mine);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, dirty_an_arena, &their_guard), 0);
+  pthread_join(t, NULL);
+  assert_true(((uintptr_t)their_guard >> REGION_SHIFT) != ((uintptr_t)my_guard >> REGION_SHIFT));
+  assert_int_equal(heap_dirty(), 4 * MIB);       // two arenas, 2 MiB each, within the delay
+  page_heap_maybe_purge();
+  assert_int_equal(heap_dirty(), 4 * MIB);
+  g_hak_config.large_purge_delay_ms = 0;         // the delay has passed
+  page_heap_maybe_purge();
+  assert_int_equal(heap_dirty(), 0);
+  hak_free(my_guard);
+  hak_free(their_guard);
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
+}
+
 // After every test: the page heap and the huge table/cache hold their
 // invariants in full (debug builds; the validators are no-ops in release).
 static int teardown_validate(void **state) {
@@ -319,6 +351,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_at_exit,
                               teardown_validate),
     cmocka_unit_test_teardown(test_threads_that_start_at_once_take_an_arena_each, teardown_validate),
+    cmocka_unit_test_teardown(test_past_the_delay_a_small_slow_path_purges_every_arena, teardown_validate),
   };
   return cmocka_run_group_tests_name("page_heap", tests, NULL, NULL);
 }
