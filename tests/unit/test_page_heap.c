@@ -237,7 +237,7 @@ static void *alloc_and_free_large(void *out) {
   return NULL;
 }
 
-// Run last: the arenas in use change the dirty budget's share.
+// The tests with threads run last: the arenas in use change the dirty budget's share.
 static void test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_at_exit(void **state) {
   (void)state;
   char *mine = hak_malloc(2 * MIB);              // this thread's arena has a user
