@@ -34,6 +34,20 @@ static void test_large_blocks_are_page_aligned_and_usable_to_their_size(void **s
   }
 }
 
+static void test_of_two_freed_runs_that_fit_the_lower_one_is_taken(void **state) {
+  (void)state;
+  char *low = hak_malloc(2 * MIB), *guard1 = hak_malloc(300 * KIB);
+  char *high = hak_malloc(2 * MIB), *guard2 = hak_malloc(300 * KIB);
+  assert_true(high > low);                      // carved one after the other
+  hak_free(low);
+  hak_free(high);                               // the most recently freed
+  char *p = hak_malloc(2 * MIB);
+  assert_ptr_equal(p, low);
+  hak_free(p);
+  hak_free(guard1);
+  hak_free(guard2);
+}
+
 static void test_two_freed_neighbours_merge_into_one_run(void **state) {
   (void)state;
   char *a = hak_malloc(2 * MIB);
@@ -334,6 +348,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown(test_a_freed_large_block_is_reused_by_the_next_of_its_size, teardown_validate),
     cmocka_unit_test_teardown(test_large_blocks_are_page_aligned_and_usable_to_their_size, teardown_validate),
+    cmocka_unit_test_teardown(test_of_two_freed_runs_that_fit_the_lower_one_is_taken, teardown_validate),
     cmocka_unit_test_teardown(test_two_freed_neighbours_merge_into_one_run, teardown_validate),
     cmocka_unit_test_teardown(test_realloc_grows_a_large_block_in_place_into_a_free_neighbour, teardown_validate),
     cmocka_unit_test_teardown(test_calloc_of_a_reused_large_block_reads_zero, teardown_validate),
