@@ -74,7 +74,6 @@ void hak_hardened_init(void) {
   hard_medium_class_check();
   g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
   os_on_fault(hardened_fault);
-  os_on_address_pressure(huge_release_graves);
 }
 
 void hak_hardened_at_exit(void) { hardened_quarantine_check(); }

@@ -45,6 +45,17 @@ static void fork_child(void) {
   transfer_fork_child();
 }
 
+// Out of address space (os_map_aligned refused): the page heap's empty regions,
+// kept mapped until a purge pass, and the hardened build's freed huge
+// mappings kept PROT_NONE go back. Neither waits for a lock.
+static int release_address_space(void) {
+  int released = page_heap_release_empty();
+#if HAK_HARDENED
+  released |= huge_release_graves();
+#endif
+  return released;
+}
+
 void hak_init_once(void) {
   // acquire: a thread that sees 2 sees everything the initialiser wrote.
   if (HAK_LIKELY(atomic_load_explicit(&g_init_state, memory_order_acquire) == 2)) return;
@@ -64,6 +75,7 @@ void hak_init_once(void) {
 #if HAK_HARDENED
   hak_hardened_init();
 #endif
+  os_on_address_pressure(release_address_space);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   // release: pairs with the acquire loads above.
   atomic_store_explicit(&g_init_state, 2, memory_order_release);

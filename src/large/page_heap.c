@@ -513,13 +513,14 @@ static size_t dirty_budget(const ph_arena_t *a) {
   return budget > share ? budget : share;
 }
 
-// After the delay every dirty run of a is purged; past the budget, the
+// After the delay every dirty run of a is purged and its empty regions past
+// the kept one unmapped; past the budget, the
 // largest down to 3/4 of it, so the pages most likely reused stay resident
 // (purging all of them there cost ws8192 -t 2 at 256 KiB-2 MiB 2 k madvise
 // calls and 7x the page faults). Lock held.
 static void arena_maybe_purge(ph_arena_t *a) {
   size_t dirty = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
-  if (dirty == 0) return;
+  if (dirty == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS) return;
   if (purge_delay_passed(a)) { purge_locked(a, 0, 0); return; }
   size_t budget = dirty_budget(a);
   if (dirty > budget) purge_locked(a, 0, budget / 4 * 3);
@@ -536,11 +537,27 @@ void page_heap_maybe_purge(void) {
     if (!purge_delay_passed_at(a, now)) continue;
     arena_lock(a);
     arena_maybe_purge(a);
-    if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0)
+    if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS)
       atomic_fetch_and_explicit(&g_dirty_arenas, ~arena_bit(a), memory_order_relaxed);
     PH_VALIDATE(a);
     arena_unlock(a);
   }
+}
+
+int page_heap_release_empty(void) {
+  int released = 0;
+  for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
+    ph_arena_t *a = &g_arenas[i];
+    if (pthread_mutex_trylock(&a->lock) != 0) continue;
+    HAK_SITE(SITE_PAGE_HEAP_LOCK);
+    for (ph_region_t *r = a->regions, *next; r != NULL; r = next) {
+      next = r->next;
+      if (r->free_pages == PH_USABLE_PAGES) { region_destroy(r); released = 1; }
+    }
+    PH_VALIDATE(a);
+    arena_unlock(a);
+  }
+  return released;
 }
 
 int page_heap_trim(int everything) {
@@ -703,8 +720,11 @@ void *page_heap_alloc(size_t size, int zero) {
 }
 
 // The used run of n pages at s goes back to its region's free runs (dirty:
-// its pages may be resident), and an empty region beyond the kept ones is
-// unmapped. Lock held.
+// its pages may be resident). An empty region beyond the kept one is purged
+// and stays mapped until the next purge pass unmaps it (purge_locked): for
+// blocks of 5-25 MiB, two or three to a region, regions emptied and were
+// mapped again every few calls (`large -w 20 --min 5M --max 25M --uniform
+// --touch ends`: 0.42 s against 0.27 s now, glibc 0.16 s). Lock held.
 static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   r->head[s] = 0;
   r->tail[s + n - 1] = 0;
@@ -712,7 +732,7 @@ static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   ph_arena_t *a = r->arena;
   a->live_count--;
   a->live_pages -= n;
-  if (r->free_pages == PH_USABLE_PAGES && ++a->empty_regions > PH_KEEP_EMPTY_REGIONS) region_destroy(r);
+  if (r->free_pages == PH_USABLE_PAGES && ++a->empty_regions > PH_KEEP_EMPTY_REGIONS) region_purge(r, 0);
 }
 
 // The region holding p, a live region (page_heap_contains), has its arena

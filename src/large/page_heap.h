@@ -30,6 +30,9 @@ int    page_heap_resize_in_place(void *p, size_t size);
 int    page_heap_trim(int everything);
 // Purge if the dirty budget or delay says so (cheap when nothing to do).
 void   page_heap_maybe_purge(void);
+// Out of address space: unmap every region with no live block (a trylock per
+// arena, never a wait); 1 if any was.
+int    page_heap_release_empty(void);
 // The calling thread exits: its arena has one user fewer (its key's destructor).
 void   page_heap_thread_exit(void);
 

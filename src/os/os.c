@@ -29,6 +29,10 @@ size_t os_page_size(void) {
   return ps;
 }
 
+static int (*g_pressure_fn)(void);
+void os_on_address_pressure(int (*fn)(void)) { g_pressure_fn = fn; }
+int os_address_pressure(void) { return g_pressure_fn != NULL && g_pressure_fn(); }
+
 void *os_map_aligned(size_t size, size_t align) {
   int saved = errno;
   size_t page = os_page_size();
@@ -36,10 +40,9 @@ void *os_map_aligned(size_t size, size_t align) {
   if (size > SIZE_MAX - align) return NULL;
   size_t span = size + (align > page ? align : 0);
   char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-#if defined(HAK_HARDENED) && HAK_HARDENED
-  // Out of address space: what the hardened build keeps inaccessible goes first.
+  // Out of address space: what is kept mapped for reuse, or (hardened) kept
+  // inaccessible to catch misuse, goes back, and the mapping is tried again.
   if (p == MAP_FAILED && os_address_pressure()) p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-#endif
   if (p == MAP_FAILED) { errno = saved; return NULL; }
   uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
   size_t head = a - (uintptr_t)p;

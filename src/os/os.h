@@ -35,6 +35,13 @@ int    os_read_safely(uintptr_t addr, void *out, size_t len);
 uint64_t os_random_seed(void);
 
 // os sits below debug/hak_base.h, which defines HAK_HARDENED: test it defined.
+// os_map_aligned, refused a mapping, calls fn (set once at start-up), which
+// gives back address space kept only for later reuse or to catch misuse; 1 if
+// it gave any (the mapping is then tried again). fn must not wait for a lock a
+// mapping's caller may hold.
+void   os_on_address_pressure(int (*fn)(void));
+int    os_address_pressure(void);
+
 #if defined(HAK_HARDENED) && HAK_HARDENED
 // The hardened build's kernel calls (os_guard.c).
 // Make [addr, addr + size) readable and writable (rw = 1) or inaccessible
@@ -57,12 +64,6 @@ int    os_purge_none(void *addr, size_t size);
 // are resident: one mincore call, no page touched. SIZE_MAX when the kernel
 // refuses. errno is preserved.
 size_t os_resident_pages(const void *addr, size_t pages);
-// os_map_aligned, refused a mapping, calls fn (set once at start-up), which
-// gives back address space kept only to catch misuse; 1 if it gave any (the
-// mapping is then tried again). fn must not wait for a lock a mapping's
-// caller may hold.
-void   os_on_address_pressure(int (*fn)(void));
-int    os_address_pressure(void);
 // Call fn with the faulting address on SIGSEGV (and SIGBUS); fn returns when
 // the address is not the allocator's: the handler that was in place before
 // (the program's, or another library's) is then called, or with none the

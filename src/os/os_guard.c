@@ -49,10 +49,6 @@ size_t os_resident_pages(const void *addr, size_t pages) {
   return resident;
 }
 
-static int (*g_pressure_fn)(void);
-void os_on_address_pressure(int (*fn)(void)) { g_pressure_fn = fn; }
-int os_address_pressure(void) { return g_pressure_fn != NULL && g_pressure_fn(); }
-
 // The fault hook. A handler the program (or a library before us) had in place
 // when the hook was installed is kept and called for every fault that is not
 // the allocator's, as if we were not there; a handler installed after the hook

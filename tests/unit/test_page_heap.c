@@ -244,6 +244,43 @@ static void test_past_the_dirty_budget_the_largest_runs_are_purged_down_to_three
   hak_trim();
 }
 
+static void test_an_emptied_region_stays_mapped_until_a_purge_pass(void **state) {
+  (void)state;
+  size_t keep_min = g_hak_config.large_dirty_min;
+  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+  g_hak_config.large_dirty_min = (size_t)1 << 30;
+  static char *blocks[40];
+  unsigned n = fill_one_region(blocks, 40);     // trims: the purge clock starts now
+  g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
+  char *extra = hak_malloc(2 * MIB);            // a second region
+  assert_int_equal(heap_regions(), 2);
+  for (unsigned i = 0; i < n; i++) hak_free(blocks[i]);   // the first one empty: kept
+  hak_free(extra);                              // the second one empty too: purged, mapped
+  assert_int_equal(heap_regions(), 2);
+  assert_int_equal(heap_dirty(), (size_t)n * 2 * MIB);    // the first one's runs only
+  g_hak_config.large_purge_delay_ms = 0;        // the delay has passed
+  page_heap_maybe_purge();
+  assert_int_equal(heap_regions(), 1);
+  g_hak_config.large_dirty_min = keep_min;
+  g_hak_config.large_purge_delay_ms = keep_delay;
+  hak_trim();
+}
+
+// Out of address space (os_map_aligned's pressure hook) every region with no
+// live block goes, the kept one too.
+static void test_address_pressure_unmaps_every_empty_region(void **state) {
+  (void)state;
+  hak_trim();
+  char *live = hak_malloc(PAGE_HEAP_MAX);       // half a region
+  hak_free(hak_malloc(PAGE_HEAP_MAX));          // no room beside `live`: a second region, left empty
+  assert_int_equal(heap_regions(), 2);
+  assert_true(page_heap_release_empty());
+  assert_int_equal(heap_regions(), 1);          // the one with a live block stays
+  assert_false(page_heap_release_empty());
+  hak_free(live);
+  hak_trim();
+}
+
 static void *alloc_and_free_large(void *out) {
   void *p = hak_malloc(2 * MIB);
   hak_free(p);
@@ -363,6 +400,8 @@ int main(void) {
                               teardown_validate),
     cmocka_unit_test_teardown(test_past_the_dirty_budget_the_largest_runs_are_purged_down_to_three_quarters_of_it,
                               teardown_validate),
+    cmocka_unit_test_teardown(test_an_emptied_region_stays_mapped_until_a_purge_pass, teardown_validate),
+    cmocka_unit_test_teardown(test_address_pressure_unmaps_every_empty_region, teardown_validate),
     cmocka_unit_test_teardown(test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_at_exit,
                               teardown_validate),
     cmocka_unit_test_teardown(test_threads_that_start_at_once_take_an_arena_each, teardown_validate),
