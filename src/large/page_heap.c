@@ -471,21 +471,24 @@ static uint32_t block_page(ph_region_t *r, const void *p) {
 
 // ---- purge -----------------------------------------------------------------
 
-// madvise dirty free runs of arena a until it holds at most `keep` dirty
-// bytes (its lock held); unmap empty regions past the one kept (all of them
-// when everything). Returns 1 if anything was released.
-static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
+// Unmap regions of arena a with no live block until `kept` are left (its
+// lock held). Returns 1 if any was.
+static int unmap_empty_regions(ph_arena_t *a, size_t kept) {
   int released = 0;
-  atomic_store_explicit(&g_last_purge_ms[a - g_arenas], os_now_ms(), memory_order_relaxed);
-  for (ph_region_t *r = a->regions, *next; r != NULL; r = next) {
+  for (ph_region_t *r = a->regions, *next; r != NULL && a->empty_regions > kept; r = next) {
     next = r->next;
-    if (r->free_pages == PH_USABLE_PAGES && (everything || a->empty_regions > PH_KEEP_EMPTY_REGIONS)) {
-      region_destroy(r);
-      released = 1;
-      continue;
-    }
-    released |= region_purge(r, keep);
+    if (r->free_pages == PH_USABLE_PAGES) { region_destroy(r); released = 1; }
   }
+  return released;
+}
+
+// Unmap empty regions past the one kept (all of them when everything), then
+// madvise dirty free runs of arena a until it holds at most `keep` dirty
+// bytes (its lock held). Returns 1 if anything was released.
+static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
+  atomic_store_explicit(&g_last_purge_ms[a - g_arenas], os_now_ms(), memory_order_relaxed);
+  int released = unmap_empty_regions(a, everything ? 0 : PH_KEEP_EMPTY_REGIONS);
+  for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge(r, keep);
   return released;
 }
 
@@ -493,11 +496,10 @@ static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
 // HAKMEM_LARGE_PURGE_DELAY_MS apart, so a run freed just before one is purged
 // at once and one freed just after waits the whole delay (until the next slow
 // path after it).
-static int purge_delay_passed_at(const ph_arena_t *a, uint64_t now) {
+static int purge_delay_passed(const ph_arena_t *a, uint64_t now) {
   return now - atomic_load_explicit(&g_last_purge_ms[a - g_arenas], memory_order_relaxed) >=
          g_hak_config.large_purge_delay_ms;
 }
-static int purge_delay_passed(const ph_arena_t *a) { return purge_delay_passed_at(a, os_now_ms()); }
 
 // The dirty budget of arena a: 3x its live bytes, or HAKMEM_LARGE_DIRTY_MB
 // shared among the arenas in use if more (one arena, a single thread's: all
@@ -521,7 +523,7 @@ static size_t dirty_budget(const ph_arena_t *a) {
 static void arena_maybe_purge(ph_arena_t *a) {
   size_t dirty = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
   if (dirty == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS) return;
-  if (purge_delay_passed(a)) { purge_locked(a, 0, 0); return; }
+  if (purge_delay_passed(a, os_now_ms())) { purge_locked(a, 0, 0); return; }
   size_t budget = dirty_budget(a);
   if (dirty > budget) purge_locked(a, 0, budget / 4 * 3);
 }
@@ -534,7 +536,7 @@ void page_heap_maybe_purge(void) {
   uint64_t now = os_now_ms();
   for (; mask != 0; mask &= mask - 1) {
     ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
-    if (!purge_delay_passed_at(a, now)) continue;
+    if (!purge_delay_passed(a, now)) continue;
     arena_lock(a);
     arena_maybe_purge(a);
     if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS)
@@ -550,10 +552,7 @@ int page_heap_release_empty(void) {
     ph_arena_t *a = &g_arenas[i];
     if (pthread_mutex_trylock(&a->lock) != 0) continue;
     HAK_SITE(SITE_PAGE_HEAP_LOCK);
-    for (ph_region_t *r = a->regions, *next; r != NULL; r = next) {
-      next = r->next;
-      if (r->free_pages == PH_USABLE_PAGES) { region_destroy(r); released = 1; }
-    }
+    released |= unmap_empty_regions(a, 0);
     PH_VALIDATE(a);
     arena_unlock(a);
   }

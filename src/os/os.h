@@ -34,7 +34,6 @@ int    os_read_safely(uintptr_t addr, void *out, size_t len);
 // 64 random bits from the kernel's AT_RANDOM (no syscall, no allocation).
 uint64_t os_random_seed(void);
 
-// os sits below debug/hak_base.h, which defines HAK_HARDENED: test it defined.
 // os_map_aligned, refused a mapping, calls fn (set once at start-up), which
 // gives back address space kept only for later reuse or to catch misuse; 1 if
 // it gave any (the mapping is then tried again). fn must not wait for a lock a
@@ -42,6 +41,7 @@ uint64_t os_random_seed(void);
 void   os_on_address_pressure(int (*fn)(void));
 int    os_address_pressure(void);
 
+// os sits below debug/hak_base.h, which defines HAK_HARDENED: test it defined.
 #if defined(HAK_HARDENED) && HAK_HARDENED
 // The hardened build's kernel calls (os_guard.c).
 // Make [addr, addr + size) readable and writable (rw = 1) or inaccessible
