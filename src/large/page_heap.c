@@ -648,7 +648,24 @@ static HAK_NOINLINE void *hardened_open_refused(ph_region_t *r, uint32_t s, uint
 }
 #endif
 
-static uint32_t pages_for(size_t size) { return (uint32_t)((size + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT); }
+// The run for a block of `size` bytes: its pages rounded up to a size class,
+// the lower bound of a bin (exact up to PH_EXACT_BINS pages, then four per
+// power of two, as jemalloc's large classes), so a freed block's run serves
+// the next block of its class whole. Each block's first and last pages are
+// then the ones its predecessor there touched: a program that touches few
+// pages of its blocks faults in fewer new ones, and runs split less. `ws8192
+// -w 64 --min 256K --max 2M`: peak RSS at 16 threads 380 -> 305 MB, at 1
+// thread (-n 50000) 56 -> 44 MB, and 0.77-0.93x the time at 1-4 threads.
+// Costs up to a quarter of a block's size in address space, not in memory:
+// the pages past the request are never touched unless the program does. The
+// hardened build keeps whole pages: its sized delete is checked to the page
+// (hardened.c), and its frees cost system calls that placement cannot save.
+static uint32_t run_pages_for(size_t size) {
+  uint32_t n = (uint32_t)((size + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT);
+  if (HAK_HARDENED || n <= PH_EXACT_BINS) return n;
+  uint32_t step = 1u << (31u - (unsigned)__builtin_clz(n - 1u) - PH_SUB_BITS);
+  return (n + step - 1u) & ~(step - 1u);
+}
 
 // Zero the dirty pages of a block of `pages` pages at p (spans as
 // region_take_window's; past PH_MAX_SPANS all of it).
@@ -686,9 +703,13 @@ static ph_region_t *arena_take(ph_arena_t *a, uint32_t n, uint32_t *at, ph_span_
   return NULL;
 }
 
+size_t page_heap_block_size(size_t size) {
+  return size == 0 || size > PAGE_HEAP_MAX ? 0 : run_bytes(run_pages_for(size));
+}
+
 void *page_heap_alloc(size_t size, int zero) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
-  uint32_t n = pages_for(size) + (HAK_HARDENED ? 1u : 0u);   // hardened: a guard page at the end
+  uint32_t n = run_pages_for(size) + (HAK_HARDENED ? 1u : 0u);   // hardened: a guard page at the end
   ph_arena_t *a = arena_lock_for_alloc();
   for (;;) {
     uint32_t s, dirty_runs;
@@ -823,7 +844,7 @@ int page_heap_resize_in_place(void *p, size_t size) {
   if (HAK_HARDENED) return 0;          // the guard page stays where it is: realloc moves
   if (size == 0 || size > PAGE_HEAP_MAX) return 0;
   ph_region_t *r = region_of(p);
-  uint32_t want = pages_for(size);
+  uint32_t want = run_pages_for(size);
   int ok = 0;
   ph_arena_t *a = region_lock(r);
   uint32_t s = block_page(r, p);

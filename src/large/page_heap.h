@@ -1,7 +1,8 @@
 // page_heap.h — large blocks (above HAK_SLAB_MAX, up to PAGE_HEAP_MAX) as runs
-// of pages carved from 64 MiB regions, with address-ordered best-fit reuse and
-// coalescing of free neighbours, so memory freed by one large block serves the
-// next without a system call or a page fault. Free runs are purged
+// of pages carved from 64 MiB regions, one size class per run, with
+// address-ordered best-fit reuse and coalescing of free neighbours, so memory
+// freed by one large block serves the next without a system call or a page
+// fault. Free runs are purged
 // (MADV_DONTNEED) after a delay or past a dirty budget, decided on slow paths;
 // a region whose pages are all free is purged at once and unmapped by the next
 // purge pass (one is kept per arena), or at once when a mapping fails. The regions are divided
@@ -15,8 +16,12 @@
 #define PAGE_HEAP_MAX   ((size_t)32 << 20)   // largest block; above is huge.c
 
 // A block of at least size bytes, page aligned; NULL when out of memory.
-// zero: the block reads as zero.
+// zero: the block reads as zero. Its usable size is page_heap_block_size(size):
+// the size rounded up to a class, four per power of two above 64 KiB (whole
+// pages in the hardened build).
 void  *page_heap_alloc(size_t size, int zero);
+// The usable size of the block page_heap_alloc(size) returns (0: not ours).
+size_t page_heap_block_size(size_t size);
 // Is p inside a page-heap region? (one bitmap load, no lock)
 int    page_heap_contains(const void *p);
 // Free a block; 0 if p is not the start of a live block (then nothing happens).

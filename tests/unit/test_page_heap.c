@@ -34,6 +34,28 @@ static void test_large_blocks_are_page_aligned_and_usable_to_their_size(void **s
   }
 }
 
+// A block's run is its size class (pages rounded up to four classes per power
+// of two above 64 KiB): a freed block's run serves the next block of its
+// class whole, so the next one ends on the same page.
+static void test_a_large_block_takes_its_class_run_and_the_next_of_its_class_reuses_it_whole(void **state) {
+  (void)state;
+  char *p = hak_malloc(300 * KIB);              // 75 pages: the 80-page class
+  char *guard = hak_malloc(300 * KIB);          // keeps the run after p in use
+  assert_int_equal(hak_usable_size(p), 320 * KIB);
+  hak_free(p);
+  char *q = hak_malloc(HAK_SLAB_MAX + 1);       // 65 pages: the same class
+  assert_ptr_equal(q, p);
+  assert_int_equal(hak_usable_size(q), 320 * KIB);
+  char *r = hak_malloc(320 * KIB + 1);          // 81 pages: the 96-page class
+  assert_int_equal(hak_usable_size(r), 384 * KIB);
+  char *s = hak_malloc(32 * MIB - 4 * KIB - 1); // the largest class: PAGE_HEAP_MAX
+  assert_int_equal(hak_usable_size(s), PAGE_HEAP_MAX);
+  hak_free(s);
+  hak_free(r);
+  hak_free(q);
+  hak_free(guard);
+}
+
 static void test_of_two_freed_runs_that_fit_the_lower_one_is_taken(void **state) {
   (void)state;
   char *low = hak_malloc(2 * MIB), *guard1 = hak_malloc(300 * KIB);
@@ -385,6 +407,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown(test_a_freed_large_block_is_reused_by_the_next_of_its_size, teardown_validate),
     cmocka_unit_test_teardown(test_large_blocks_are_page_aligned_and_usable_to_their_size, teardown_validate),
+    cmocka_unit_test_teardown(test_a_large_block_takes_its_class_run_and_the_next_of_its_class_reuses_it_whole,
+                              teardown_validate),
     cmocka_unit_test_teardown(test_of_two_freed_runs_that_fit_the_lower_one_is_taken, teardown_validate),
     cmocka_unit_test_teardown(test_two_freed_neighbours_merge_into_one_run, teardown_validate),
     cmocka_unit_test_teardown(test_realloc_grows_a_large_block_in_place_into_a_free_neighbour, teardown_validate),
