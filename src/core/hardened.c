@@ -216,7 +216,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
     if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
     actual = hardened_requested(m, p);
   } else if (page_heap_contains(p)) {
-    // Large blocks keep their size class, not the request: the size must be of that class.
+    // Large blocks keep whole pages, not the request: the size must round to the block's.
     actual = page_heap_usable_size(p);
     if (actual == 0 || page_heap_block_size(size) == actual) return;
   } else {
