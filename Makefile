@@ -6,7 +6,7 @@
 #                     raw: only to measure what the encoding costs (issue 10); never ship it
 #   make STATS=1      the release library under build/stats, counting lock acquisitions and
 #                     atomic RMWs on shared lines per site (printed at exit; bench-scale uses it)
-#   (every build but SAN also makes $(BUILD)/libhakmem-hardened.so: the same sources with
+#   (every build but SAN and LINK_ENCODE=0 also makes $(BUILD)/libhakmem-hardened.so: the same sources with
 #                     -DHAK_HARDENED=1, objects under $(BUILD)/hardened/obj; issue 12)
 #   make test         build and run every test
 #   make bench        the side-by-side benchmark (see bench/bench.mk)
@@ -65,10 +65,14 @@ HARD_OBJS  := $(CORE_SRCS:%.c=$(HARD_BUILD)/obj/%.o) $(API_SRCS:%.c=$(HARD_BUILD
 HARD_SO    := $(BUILD)/libhakmem-hardened.so
 
 .PHONY: all clean test test-deps
-ifeq ($(SAN),)
-all: $(LIB_SO) $(LIB_A) $(CORE_A) $(HARD_SO)
-else
+ifneq ($(SAN),)
 all: $(CORE_A)
+else ifeq ($(LINK_ENCODE),0)
+# The hardened build's free marks rely on encoded links (a NULL link is the
+# block's key): the measurement build makes the default library only.
+all: $(LIB_SO) $(LIB_A) $(CORE_A)
+else
+all: $(LIB_SO) $(LIB_A) $(CORE_A) $(HARD_SO)
 endif
 
 $(BUILD)/obj/%.o: %.c
