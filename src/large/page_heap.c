@@ -160,7 +160,12 @@ static void arena_unlock(ph_arena_t *a) { pthread_mutex_unlock(&a->lock); }
 // may allocate large blocks only, and never set up the small-block caches).
 static pthread_key_t g_arena_key;
 static pthread_once_t g_arena_key_once = PTHREAD_ONCE_INIT;
-static void arena_key_destructor(void *value) { (void)value; page_heap_thread_exit(); }
+static void arena_key_destructor(void *value) {
+  (void)value;
+  if (t_ph_arena == 0) return;
+  atomic_fetch_sub_explicit(&g_arenas[t_ph_arena - 1].users, 1, memory_order_relaxed);
+  t_ph_arena = 0;
+}
 static void arena_key_create(void) { pthread_key_create(&g_arena_key, arena_key_destructor); }
 
 // The arena with the fewest users becomes this thread's (the first with none).
@@ -190,12 +195,6 @@ static ph_arena_t *arena_lock_for_alloc(void) {
   ph_arena_t *a = HAK_LIKELY(t_ph_arena != 0) ? &g_arenas[t_ph_arena - 1] : arena_choose();
   arena_lock(a);
   return a;
-}
-
-void page_heap_thread_exit(void) {
-  if (t_ph_arena == 0) return;
-  atomic_fetch_sub_explicit(&g_arenas[t_ph_arena - 1].users, 1, memory_order_relaxed);
-  t_ph_arena = 0;
 }
 
 static uint32_t arenas_used(void) { return atomic_load_explicit(&g_arenas_used, memory_order_relaxed); }
@@ -516,8 +515,8 @@ static size_t dirty_budget(const ph_arena_t *a) {
 }
 
 // After the delay every dirty run of a is purged and its empty regions past
-// the kept one unmapped; past the budget, the
-// largest down to 3/4 of it, so the pages most likely reused stay resident
+// the kept one unmapped; past the budget, the largest down to 3/4 of it, so
+// the pages most likely reused stay resident
 // (purging all of them there cost ws8192 -t 2 at 256 KiB-2 MiB 2 k madvise
 // calls and 7x the page faults). Lock held.
 static void arena_maybe_purge(ph_arena_t *a) {

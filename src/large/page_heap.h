@@ -39,8 +39,6 @@ void   page_heap_maybe_purge(void);
 // Out of address space: unmap every region with no live block (a trylock per
 // arena, never a wait); 1 if any was.
 int    page_heap_release_empty(void);
-// The calling thread exits: its arena has one user fewer (its key's destructor).
-void   page_heap_thread_exit(void);
 
 #if HAK_HARDENED
 // The hardened build ends every block's run with a PROT_NONE guard page (not

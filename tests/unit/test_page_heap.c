@@ -303,6 +303,10 @@ static void test_address_pressure_unmaps_every_empty_region(void **state) {
   hak_trim();
 }
 
+static int same_region(const void *a, const void *b) {
+  return ((uintptr_t)a >> REGION_SHIFT) == ((uintptr_t)b >> REGION_SHIFT);
+}
+
 static void *alloc_and_free_large(void *out) {
   void *p = hak_malloc(2 * MIB);
   hak_free(p);
@@ -318,7 +322,7 @@ static void test_threads_allocating_at_once_have_an_arena_each_and_give_it_back_
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, alloc_and_free_large, &theirs), 0);
   pthread_join(t, NULL);
-  assert_true(((uintptr_t)theirs >> REGION_SHIFT) != ((uintptr_t)mine >> REGION_SHIFT));  // not this arena's region
+  assert_false(same_region(theirs, mine));       // not this arena's region
   assert_int_equal(pthread_create(&t, NULL, alloc_and_free_large, &next), 0);
   pthread_join(t, NULL);
   assert_ptr_equal(next, theirs);                // the first thread's arena, given back, and its run
@@ -350,9 +354,9 @@ static void test_threads_that_start_at_once_take_an_arena_each(void **state) {
     for (int i = 0; i < AT_ONCE; i++) assert_int_equal(pthread_create(&t[i], NULL, alloc_at_once, &got[i]), 0);
     pthread_barrier_wait(&g_allocated);
     for (int i = 0; i < AT_ONCE; i++) {
-      assert_true(((uintptr_t)got[i] >> REGION_SHIFT) != ((uintptr_t)mine >> REGION_SHIFT));
+      assert_false(same_region(got[i], mine));
       for (int j = 0; j < i; j++)
-        if (((uintptr_t)got[i] >> REGION_SHIFT) == ((uintptr_t)got[j] >> REGION_SHIFT))
+        if (same_region(got[i], got[j]))
           fail_msg("round %d: threads %d and %d share an arena (blocks %p, %p)", round, j, i, got[j], got[i]);
     }
     for (int i = 0; i < AT_ONCE; i++) pthread_join(t[i], NULL);
@@ -381,7 +385,7 @@ static void test_past_the_delay_a_small_slow_path_purges_every_arena(void **stat
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, dirty_an_arena, &their_guard), 0);
   pthread_join(t, NULL);
-  assert_true(((uintptr_t)their_guard >> REGION_SHIFT) != ((uintptr_t)my_guard >> REGION_SHIFT));
+  assert_false(same_region(their_guard, my_guard));
   assert_int_equal(heap_dirty(), 4 * MIB);       // two arenas, 2 MiB each, within the delay
   page_heap_maybe_purge();
   assert_int_equal(heap_dirty(), 4 * MIB);
