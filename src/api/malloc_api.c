@@ -36,12 +36,12 @@ void *hak_api_memalign(size_t alignment, size_t size) {
   return hak_aligned_alloc(alignment, size);
 }
 
-HAK_EXPORT void *malloc(size_t size) { return hak_malloc_fast(size); }
+HAK_EXPORT HAK_HOT_ENTRY void *malloc(size_t size) { return hak_malloc_fast(size); }
 
 // free() never changes errno (POSIX 2024, glibc >= 2.33): the engine's free
 // keeps it (only its slow path can touch errno, and that path saves it), so
 // this is the fast path itself, inlined.
-HAK_EXPORT void free(void *ptr) { hak_free_fast(ptr); }
+HAK_EXPORT HAK_HOT_ENTRY void free(void *ptr) { hak_free_fast(ptr); }
 
 HAK_EXPORT void *calloc(size_t count, size_t size) { return hak_calloc(count, size); }
 
