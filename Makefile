@@ -54,8 +54,11 @@ endif
 # ran at 1.00, 1.09 and 1.09x (101 and 41 paired runs, CURRENT_TASK.md). The
 # assembler pads instructions ahead of such a branch (prefixes first, nops
 # when it must) when it supports the option; elsewhere nothing changes.
-BRANCH_ALIGN := $(shell echo 'int x;' | $(CC) -x c -c -o /dev/null -Wa,-mbranches-within-32B-boundaries - 2>/dev/null && \
-                  echo -Wa,-mbranches-within-32B-boundaries)
+# The option covers conditional and unconditional jumps; the erratum covers
+# calls and returns as well, so they are named too.
+BRANCH_ALIGN_FLAGS := -Wa,-mbranches-within-32B-boundaries,-malign-branch=jcc+fused+jmp+call+ret+indirect
+BRANCH_ALIGN := $(shell echo 'int x;' | $(CC) -x c -c -o /dev/null $(BRANCH_ALIGN_FLAGS) - 2>/dev/null && \
+                  echo $(BRANCH_ALIGN_FLAGS))
 CFLAGS  := $(BASE_CFLAGS) $(OPT) $(BRANCH_ALIGN) $(EXTRA_CFLAGS)
 LDLIBS  := -lpthread
 

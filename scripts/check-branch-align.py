@@ -12,7 +12,8 @@ source, laid out three ways, ran ws-tiny at 1.00, 1.09 and 1.09x the time
 (CURRENT_TASK.md, eighth session).
 
 A compare or test fuses with the jump after it unless it has a RIP-relative
-operand (the rule the assembler applies as well, after Agner Fog's tables).
+operand, or a memory operand and an immediate (the rules the assembler applies
+as well, after Agner Fog's tables).
 """
 import re
 import subprocess
@@ -61,7 +62,8 @@ def affected(insns):
         start = addr
         if op.startswith('j') and op != 'jmp' and i > 0:
             prev = insns[i - 1][2]
-            if prev.split()[0].startswith(FUSIBLE) and '%rip' not in prev:
+            mem_imm = '$' in prev and '(' in prev
+            if prev.split()[0].startswith(FUSIBLE) and '%rip' not in prev and not mem_imm:
                 start = insns[i - 1][0]
         end = addr + length
         if start // WINDOW != (end - 1) // WINDOW or end % WINDOW == 0:

@@ -81,13 +81,13 @@ _Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_
 // tail): the TLS pop, the fill checked, canary and size written.
 HAK_INLINE void *hak_malloc_fast(size_t size) {
   if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
-    unsigned cls = size_class_tiny(size + HARD_TAIL_BYTES);
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(cls));
+    // The slot from the thread's table, as the default build's malloc (one
+    // load); the class entry by the slot (2 * class) with no shift.
+    unsigned slot = tls_slot_of_size(&t_tls_cache, size + HARD_TAIL_BYTES);
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, slot);
     if (HAK_LIKELY(!hak_base_is_null(b))) {
       void *p = hak_user_raw(hak_base_to_user(b));
-      const hard_class_t *hc = &g_hard_class[cls];
-      uint32_t bs = hc->size;
-      return hardened_arm_at(hc->fill_a, hc->fill_b, bs, p, size, hard_size_tail(p, bs));
+      return hardened_arm_tiny(slot, p, size);
     }
     return hak_hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
   }

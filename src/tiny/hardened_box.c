@@ -69,6 +69,11 @@ void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) {
   return p;
 }
 
+void *hardened_arm_bad_slot(unsigned slot, void *p, size_t n) {
+  uint32_t bs = hard_class_of_slot(slot)->size;
+  return hardened_arm_bad(bs, p, n, hard_size_tail(p, bs));
+}
+
 // A quarantined block's first 16 bytes: a NULL link and its free mark.
 static inline int quarantine_words_ok(const void *p) {
   hak_base_ptr_t b = hak_base_from_raw((void *)p);

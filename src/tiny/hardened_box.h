@@ -180,6 +180,11 @@ typedef struct hard_class {
 _Static_assert(HAK_NUM_CLASSES <= HARD_QUAR_REMOTE, "a class fits below the remote flag");
 _Static_assert(sizeof(hard_class_t) == 8, "an entry is indexed by cls * 8");
 extern HAK_INTERNAL const hard_class_t g_hard_class[HAK_NUM_CLASSES];
+// The entry of the class whose TLS slot is `slot` (size_class_tls_slot).
+_Static_assert(HAK_TLS_SLOT_OF(1) == 2 && sizeof(hard_class_t) == 8, "a slot indexes the table by 4 bytes");
+HAK_INLINE const hard_class_t *hard_class_of_slot(unsigned slot) {
+  return (const hard_class_t *)((const char *)g_hard_class + (size_t)slot * (sizeof(hard_class_t) / 2));
+}
 
 // Fill free block p of bs bytes; a and b: its g_hard_class offsets.
 HAK_INLINE void hard_fill_pieces(void *p, uint32_t bs, unsigned fa, unsigned fb) {
@@ -286,6 +291,17 @@ HAK_INLINE void *hardened_arm_at(unsigned fa, unsigned fb, uint32_t bs, void *p,
   hardened_arm_words(p, n, size);
   return p;
 }
+// The malloc fast path's: a tiny block popped from the list of TLS slot
+// `slot`. Its way out takes the slot, not the block size, so the common path
+// keeps no copy of the size for the call.
+void *hardened_arm_bad_slot(unsigned slot, void *p, size_t n) HAK_NOINLINE;
+HAK_INLINE void *hardened_arm_tiny(unsigned slot, void *p, size_t n) {
+  const hard_class_t *hc = hard_class_of_slot(slot);
+  uint32_t bs = hc->size;
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return hardened_arm_bad_slot(slot, p, n);
+  hardened_arm_words(p, n, hard_size_tail(p, bs));
+  return p;
+}
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
   const hard_class_t *hc = &g_hard_class[m->cls];
   return hardened_arm_at(hc->fill_a, hc->fill_b, m->block_size, p, n, hard_size_slot(m, p));
@@ -333,13 +349,18 @@ HAK_INLINE unsigned hard_quar_cls(uint64_t info) { return (unsigned)info; }
 HAK_INLINE uint32_t hard_quar_size(uint64_t info) { return g_hard_class[info & (HARD_QUAR_REMOTE - 1)].size; }
 
 typedef struct hard_quarantine {
-  hard_quar_slot_t slot[HARD_QUAR_SLOTS];
+  union {
+    hard_quar_slot_t slot[HARD_QUAR_SLOTS];
+    uint64_t         word[2 * HARD_QUAR_SLOTS];   // the free's view: slot i's p at 2i, info at 2i + 1
+  };
   uint32_t next;                    // the slot the next free fills
   uint32_t used;                    // blocks in the ring
   size_t   bytes;                   // and their bytes (the medium ring only)
 } hard_quarantine_t;
 
 _Static_assert((HARD_QUAR_SLOTS & (HARD_QUAR_SLOTS - 1)) == 0, "the ring index wraps with a mask");
+_Static_assert(sizeof(hard_quar_slot_t) == 2 * sizeof(uint64_t) && offsetof(hard_quar_slot_t, info) == sizeof(uint64_t),
+               "a slot is two words: p, then info");
 
 extern HAK_INTERNAL __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 extern HAK_INTERNAL __thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec")));
@@ -370,10 +391,13 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p, int
   const uintptr_t *w = p;
   unsigned c = may_remote ? cls & (HARD_QUAR_REMOTE - 1) : cls;
   uintptr_t remote = may_remote ? (cls & HARD_QUAR_REMOTE) : 0;
-  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | remote) == 0 && tc->lists[c].room != 0)) {
-    block_set_next(hak_base_from_raw(p), tc->lists[c].head);   // the mark stays
-    tc->lists[c].head = hak_base_from_raw(p);
-    tc->lists[c].room--;
+  // The list through malloc's view (head words[slot], room words[slot + 1]):
+  // indexed from the TLS block's offset with no address built first.
+  unsigned slot = size_class_tls_slot(c);
+  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | remote) == 0 && tc->words[slot + 1] != 0)) {
+    block_set_next(hak_base_from_raw(p), hak_base_from_raw((void *)tc->words[slot]));   // the mark stays
+    tc->words[slot] = (uintptr_t)p;
+    tc->words[slot + 1]--;
     return 1;
   }
   return 0;
@@ -389,14 +413,16 @@ HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, un
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
   ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
-  hard_quar_slot_t *s = &q->slot[q->next];
+  // Through the word view (an index scaled by 8, as malloc's TLS lists): from
+  // the TLS offset with no slot address built first.
+  unsigned w = 2u * q->next;
   q->next = (q->next + 1) & (HARD_QUAR_SLOTS - 1);
-  void *old = s->p;
-  uint64_t old_info = s->info;
+  void *old = (void *)q->word[w];
+  uint64_t old_info = q->word[w + 1];
   unsigned old_cls = hard_quar_cls(old_info);
   uint32_t old_bs = counted ? hard_quar_size(old_info) : 0;
-  s->p = p;
-  s->info = HARD_QUAR_INFO(bs, cls);
+  q->word[w] = (uintptr_t)p;
+  q->word[w + 1] = HARD_QUAR_INFO(bs, cls);
   if (counted) {
     size_t bytes = q->bytes + bs;
     if (HAK_LIKELY(old != NULL)) bytes -= old_bs;
