@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""check-branch-align.py LIB... — no branch on malloc's or free's fast path
-crosses or ends on a 32-byte boundary.
+"""check-branch-align.py LIB... — no branch on the fast path of malloc, free,
+operator new or operator delete (plain and sized) crosses or ends on a 32-byte
+boundary.
 
 Skylake-derived Intel cores (the JCC erratum's microcode fix) do not keep
 such a branch, or a compare/test macro-fused with it, in the decoded-uop
@@ -20,7 +21,7 @@ import subprocess
 import sys
 
 FUSIBLE = ('cmp', 'test', 'add', 'sub', 'and', 'inc', 'dec')
-ENTRIES = ('malloc', 'free')
+ENTRIES = ('malloc', 'free', '_Znwm', '_ZdlPv', '_ZdlPvm')
 WINDOW = 32
 
 

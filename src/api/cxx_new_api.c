@@ -30,6 +30,7 @@
 
 #include "hakmem.h"
 #include "api/api.h"
+#include "core/hakmem_fast.h"
 #include "core/hardened.h"
 #include "os/os.h"
 
@@ -56,11 +57,25 @@ __attribute__((noinline, cold)) static void *cxx_new_retry(size_t size, size_t a
   }
 }
 
+// The throwing forms and delete run malloc's and free's fast paths inline, as
+// the exported malloc and free do: hak_malloc and hak_free are exported
+// symbols, so a call to them went through the GOT (operator delete was an
+// indirect jump, operator new an indirect call and a return).
+#if HAK_HARDENED
 static inline void *cxx_new(size_t size) {
-  void *p = hak_malloc(size);                // hak_malloc(0) is already a unique pointer
+  void *p = hak_malloc_fast(size);           // malloc(0) is already a unique pointer
   if (__builtin_expect(p == NULL, 0)) return cxx_new_retry(size, 0);
   return p;
 }
+#else
+// A miss: malloc's slow path, then the new_handler loop if it fails.
+__attribute__((noinline)) static void *cxx_new_slow(size_t size) {
+  void *p = hak_malloc_slow(size);           // malloc(0) is already a unique pointer
+  if (__builtin_expect(p == NULL, 0)) return cxx_new_retry(size, 0);
+  return p;
+}
+static inline void *cxx_new(size_t size) { return hak_malloc_fast_or(size, cxx_new_slow); }
+#endif
 
 static inline void *cxx_new_aligned(size_t size, size_t alignment) {
   // std::align_val_t is always a power of two; memalign rules cover the rest.
@@ -92,7 +107,7 @@ static inline void *cxx_new_aligned_nothrow(const char *sym, size_t size, size_t
 }
 
 // operator new / new[]
-HAK_EXPORT void *_Znwm(size_t size) { return cxx_new(size); }
+HAK_EXPORT HAK_HOT_ENTRY void *_Znwm(size_t size) { return cxx_new(size); }
 HAK_EXPORT void *_Znam(size_t size) { return cxx_new(size); }
 HAK_EXPORT void *_ZnwmRKSt9nothrow_t(size_t size, const void *nt) {
   return cxx_new_nothrow("_ZnwmRKSt9nothrow_t", size, nt);
@@ -110,8 +125,8 @@ HAK_EXPORT void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t size, size_t al, cons
 }
 
 // operator delete / delete[]
-HAK_EXPORT void _ZdlPv(void *p) { hak_free(p); }
-HAK_EXPORT void _ZdaPv(void *p) { hak_free(p); }
+HAK_EXPORT HAK_HOT_ENTRY void _ZdlPv(void *p) { hak_free_fast(p); }
+HAK_EXPORT void _ZdaPv(void *p) { hak_free_fast(p); }
 #if HAK_HARDENED
 // The hardened build checks the size and alignment a delete is given against
 // the block (core/hardened.c); (size_t)-1: no size given.
@@ -119,8 +134,8 @@ HAK_EXPORT void _ZdaPv(void *p) { hak_free(p); }
 #else
 #define CXX_CHECK(p, size, al) ((void)(p), (void)(size), (void)(al))
 #endif
-HAK_EXPORT void _ZdlPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free(p); }
-HAK_EXPORT void _ZdaPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free(p); }
+HAK_EXPORT HAK_HOT_ENTRY void _ZdlPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free_fast(p); }
+HAK_EXPORT void _ZdaPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free_fast(p); }
 HAK_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t al) { CXX_CHECK(p, (size_t)-1, al); hak_free(p); }
 HAK_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t al) { CXX_CHECK(p, (size_t)-1, al); hak_free(p); }
 HAK_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t size, size_t al) {

@@ -115,14 +115,18 @@ HAK_INLINE void hak_free_fast(void *p) {
   hak_hardened_free_other(p);
 }
 #else
-HAK_INLINE void *hak_malloc_fast(size_t size) {
+// `slow`: what a miss calls, a noinline function with hak_malloc_slow's
+// contract (operator new passes one that also runs the new_handler loop, so
+// that its fast path keeps nothing for after a call).
+HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*slow)(size_t)) {
   HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
     hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, tls_slot_of_size(&t_tls_cache, size));
     if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
   }
-  return hak_malloc_slow(size);
+  return slow(size);
 }
+HAK_INLINE void *hak_malloc_fast(size_t size) { return hak_malloc_fast_or(size, hak_malloc_slow); }
 
 HAK_INLINE void hak_free_fast(void *p) {
   HAK_COUNT_OP();
