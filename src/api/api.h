@@ -14,10 +14,11 @@
 #include <stdint.h>
 
 #define HAK_EXPORT __attribute__((visibility("default")))
-// malloc and free start on a cache line: each hot path takes the fewest
-// lines, and where its branches fall against 32-byte boundaries (the
-// Makefile's BRANCH_ALIGN) depends on its own code only, not on what the
-// linker put before it (scripts/check-branch-align.py checks the result).
+// malloc, free, operator new and the plain and sized operator delete start on
+// a cache line: each hot path takes the fewest lines, and where its branches
+// fall against 32-byte boundaries (the Makefile's BRANCH_ALIGN) depends on its
+// own code only, not on what the linker put before it
+// (scripts/check-branch-align.py checks the result).
 #define HAK_HOT_ENTRY __attribute__((aligned(64)))
 
 // memalign() semantics of glibc 2.36, shared by memalign, aligned_alloc,

@@ -57,10 +57,11 @@ __attribute__((noinline, cold)) static void *cxx_new_retry(size_t size, size_t a
   }
 }
 
-// The throwing forms and delete run malloc's and free's fast paths inline, as
-// the exported malloc and free do: hak_malloc and hak_free are exported
-// symbols, so a call to them went through the GOT (operator delete was an
-// indirect jump, operator new an indirect call and a return).
+// The throwing new and the plain and sized deletes run malloc's and free's
+// fast paths inline, as the exported malloc and free do: hak_malloc and
+// hak_free are exported symbols, so a call to them goes through the GOT (an
+// indirect jump for delete; for new an indirect call, and a register kept
+// across it for the new_handler loop). The rarer forms call them.
 #if HAK_HARDENED
 static inline void *cxx_new(size_t size) {
   void *p = hak_malloc_fast(size);           // malloc(0) is already a unique pointer
