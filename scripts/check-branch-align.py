@@ -36,7 +36,8 @@ def entry_points(lib):
 
 
 def fast_path(lib, addr):
-    """(address, length, text) of each instruction from addr to the first ret."""
+    """(address, length, text) of each instruction from addr to the first ret or
+    unconditional jump."""
     out = subprocess.run(['objdump', '-d', '--start-address=%#x' % addr, '--stop-address=%#x' % (addr + 512), lib],
                          capture_output=True, text=True, check=True).stdout
     insns = []
@@ -49,7 +50,7 @@ def fast_path(lib, addr):
             insns[-1] = (a, n + len(m.group(2).split()), t)
             continue
         insns.append((int(m.group(1), 16), len(m.group(2).split()), m.group(3).strip()))
-        if m.group(3).startswith('ret'):
+        if m.group(3).startswith(('ret', 'jmp')):   # the path ends, or goes on elsewhere
             break
     return insns
 

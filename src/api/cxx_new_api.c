@@ -63,7 +63,7 @@ __attribute__((noinline, cold)) static void *cxx_new_retry(size_t size, size_t a
 // indirect jump for delete; for new an indirect call, and a register kept
 // across it for the new_handler loop). The rarer forms call them.
 #if HAK_HARDENED
-static inline void *cxx_new(size_t size) {
+HAK_INLINE void *cxx_new(size_t size) {      // in each operator, as malloc's fast path is
   void *p = hak_malloc_fast(size);           // malloc(0) is already a unique pointer
   if (__builtin_expect(p == NULL, 0)) return cxx_new_retry(size, 0);
   return p;
@@ -135,8 +135,14 @@ HAK_EXPORT void _ZdaPv(void *p) { hak_free_fast(p); }
 #else
 #define CXX_CHECK(p, size, al) ((void)(p), (void)(size), (void)(al))
 #endif
-HAK_EXPORT HAK_HOT_ENTRY void _ZdlPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free_fast(p); }
-HAK_EXPORT void _ZdaPvm(void *p, size_t size) { CXX_CHECK(p, size, 0); hak_free_fast(p); }
+#if HAK_HARDENED
+// The size checked on the way, by free's own lookup (hak_free_fast_sized).
+HAK_EXPORT HAK_HOT_ENTRY void _ZdlPvm(void *p, size_t size) { hak_free_fast_sized(p, size); }
+HAK_EXPORT void _ZdaPvm(void *p, size_t size) { hak_free_fast_sized(p, size); }
+#else
+HAK_EXPORT HAK_HOT_ENTRY void _ZdlPvm(void *p, size_t size) { (void)size; hak_free_fast(p); }
+HAK_EXPORT void _ZdaPvm(void *p, size_t size) { (void)size; hak_free_fast(p); }
+#endif
 HAK_EXPORT void _ZdlPvSt11align_val_t(void *p, size_t al) { CXX_CHECK(p, (size_t)-1, al); hak_free(p); }
 HAK_EXPORT void _ZdaPvSt11align_val_t(void *p, size_t al) { CXX_CHECK(p, (size_t)-1, al); hak_free(p); }
 HAK_EXPORT void _ZdlPvmSt11align_val_t(void *p, size_t size, size_t al) {

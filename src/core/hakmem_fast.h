@@ -102,18 +102,22 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 // a live slab block's checks and quarantine (hardened_free_block, which keeps
 // errno: its slow paths save it). A thread not set up yet is set up by the
 // quarantine when its ring is empty (hardened_thread_first), not tested here.
-HAK_INLINE void hak_free_fast(void *p) {
+// `want`: a sized delete's size (HARD_NO_SIZE: free), checked on a slab block
+// by hardened_free_block and on anything else by hak_hardened_check_delete.
+HAK_INLINE void hak_free_fast_sized(void *p, size_t want) {
   superslab_t *ss = ss_of_masked(p);
   unsigned meta_shift = ss_registry_meta_shift(ss);
   if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
     slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
     if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
-      hardened_free_block(m, p);
+      hardened_free_block(m, p, want);
       return;
     }
   }
+  if (want != HARD_NO_SIZE) hak_hardened_check_delete(p, want, 0);
   hak_hardened_free_other(p);
 }
+HAK_INLINE void hak_free_fast(void *p) { hak_free_fast_sized(p, HARD_NO_SIZE); }
 #else
 // `slow`: what a miss calls, a noinline function with hak_malloc_slow's
 // contract (operator new passes one that also runs the new_handler loop, so

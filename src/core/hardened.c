@@ -191,21 +191,11 @@ size_t hak_hardened_slab_size(const void *p, const char *op) {
   return hardened_requested(hard_slab_of(p), p);
 }
 
-static HAK_COLD void report_delete(const char *what, const void *p, size_t given, size_t actual) {
-  char detail[96];
-  size_t at = hak_fmt_str(detail, sizeof detail, 0, " (given ");
-  at += hak_fmt_u64(detail + at, sizeof detail - at, given);
-  at = hak_fmt_str(detail, sizeof detail, at, ", the block's is ");
-  at += hak_fmt_u64(detail + at, sizeof detail - at, actual);
-  hak_fmt_str(detail, sizeof detail, at, ")");
-  hak_report_pointer_error(what, p, detail);
-}
-
 void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
   if (p == NULL) return;
   if (align != 0 && ((uintptr_t)p & (align - 1)) != 0) {
     size_t actual = (size_t)1 << __builtin_ctzll((unsigned long long)(uintptr_t)p);
-    report_delete("aligned delete with the wrong alignment of", p, align, actual);
+    hardened_report_delete("aligned delete with the wrong alignment of", p, align, actual);
     return;
   }
   if (size == (size_t)-1) return;  // not a sized delete
@@ -224,7 +214,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
     actual = huge_usable_size(p, &interior);
     if (actual == 0 || size <= actual) return;
   }
-  if (size != actual) report_delete("sized delete with the wrong size of", p, size, actual);
+  if (size != actual) hardened_report_delete("sized delete with the wrong size of", p, size, actual);
 }
 #else
 typedef int hardened_core_unused_t;   // ISO C: a translation unit is not empty

@@ -105,21 +105,34 @@ void hardened_thread_first(void) {
 __thread hard_quarantine_t t_quar __attribute__((tls_model("initial-exec")));
 __thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec")));
 
-void hardened_free_medium(const slab_meta_t *m, void *p) {
+void hardened_free_medium(const slab_meta_t *m, void *p, size_t want) {
   uint32_t bs = m->block_size;                // 64 or more: never for the remote buffer
   uint32_t n = *hard_size_table_slot(m, p) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_MEDIUM || hard_canary_diff(p, n) != 0)) {
-    hardened_free_bad(m, m->cls, p);
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_MEDIUM || (want != HARD_NO_SIZE && want != n) || hard_canary_diff(p, n) != 0)) {
+    hardened_free_bad(m, m->cls, p, want);
     return;
   }
   hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
 }
 
-void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p) {
+// In the order the checks had as two calls (the sized delete's, then free's):
+// the size word, the size given, the canary.
+void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want) {
   uint32_t bs = m->block_size;
   size_t n = hardened_requested(m, p);       // reports a size word out of range
+  if (want != HARD_NO_SIZE && want != n) hardened_report_delete("sized delete with the wrong size of", p, want, n);
   if (hard_canary_diff(p, n) != 0) hardened_report_canary(p, n);
   hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
+}
+
+void hardened_report_delete(const char *what, const void *p, size_t given, size_t actual) {
+  char detail[96];
+  size_t at = hak_fmt_str(detail, sizeof detail, 0, " (given ");
+  at += hak_fmt_u64(detail + at, sizeof detail - at, given);
+  at = hak_fmt_str(detail, sizeof detail, at, ", the block's is ");
+  at += hak_fmt_u64(detail + at, sizeof detail - at, actual);
+  hak_fmt_str(detail, sizeof detail, at, ")");
+  hak_report_pointer_error(what, p, detail);
 }
 
 // A block leaving the quarantine that hardened_release_fast could not push:

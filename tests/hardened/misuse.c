@@ -276,6 +276,13 @@ static int t_sized_delete_wrong_size_large(void) {   // a page short: one size c
   del(p, 300000 - 4096);
   return 0;
 }
+static int t_sized_delete_wrong_size_medium(void) {   // above 1 KiB: the size word is in the slab's table
+  void *(*nw)(size_t) = cxx("_Znwm");
+  void (*del)(void *, size_t) = cxx("_ZdlPvm");
+  void *p = nw(5000);
+  del(p, 4999);
+  return 0;
+}
 static int t_sized_delete_right_size(void) {
   void *(*nw)(size_t) = cxx("_Znam");
   void (*del)(void *, size_t) = cxx("_ZdaPvm");
@@ -463,6 +470,7 @@ static const test_t g_tests[] = {
   {"malloc0_addresses_do_not_repeat", t_malloc0_addresses_do_not_repeat, EXPECT_EXIT0, NULL},
   {"sized_delete_wrong_size", t_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"sized_delete_wrong_size_large", t_sized_delete_wrong_size_large, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
+  {"sized_delete_wrong_size_medium", t_sized_delete_wrong_size_medium, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"sized_delete_right_size", t_sized_delete_right_size, EXPECT_EXIT0, NULL},
   {"aligned_sized_delete_wrong_size", t_aligned_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"aligned_delete_wrong_alignment", t_aligned_delete_wrong_alignment, EXPECT_ABORT_REPORT, "aligned delete with the wrong alignment"},
