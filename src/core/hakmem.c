@@ -255,7 +255,18 @@ void *hak_realloc(void *p, size_t size) {
       if (q != NULL) return q;
     }
   }
-  void *q = hak_malloc(size);
+  void *q = NULL;
+#if !HAK_HARDENED   // (the hardened build keeps the request exact: its canary follows it)
+  // A block that grows by less than a quarter moves into one a quarter larger
+  // than it was (tcmalloc's hysteresis), so a buffer grown in small steps (a
+  // string builder, a vector's push_back) moves about every 1.25x, not on
+  // every step that passes its size class (classes a quarter of a power of
+  // two apart are 1.14-1.25x). reallocgrow (steps of ~1.25x on average, 16 B
+  // to 64 KiB; callgrind, -n 100000): 79.9 k -> 66.8 k copies, 461 M -> 378 M
+  // instructions in memcpy; 0.88x the time, peak RSS 28.7 -> 29.7 MB.
+  if (size > old && size - old < old / 4) q = hak_malloc(old + old / 4);
+#endif
+  if (q == NULL) q = hak_malloc(size);
   if (q == NULL) return NULL;            // errno is ENOMEM; p is untouched
   memcpy(q, p, old < size ? old : size);
   hak_free(p);
