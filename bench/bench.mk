@@ -16,7 +16,7 @@
 BENCH_CC     ?= cc
 BENCH_CFLAGS ?= -O2 -pthread -g -Wall -Wextra
 BENCH_DIR    := $(BUILD)/bench
-BENCH_PROGS  := ws8192 newdelete larson prodcons falseshare reallocgrow large churn ring mstress
+BENCH_PROGS  := ws8192 larson prodcons falseshare reallocgrow large churn ring mstress
 BENCH_BINS   := $(addprefix $(BENCH_DIR)/,$(BENCH_PROGS))
 BENCH_OUT    ?= results
 BENCH_SCALE  ?= 1
@@ -29,14 +29,9 @@ BENCH_PY     := python3 scripts/bench.py --lib $(LIB_SO) --bindir $(BENCH_DIR) -
 
 .PHONY: bench bench-full bench-instr bench-scale bench-smoke bench-bins bench-peers
 
-BENCH_LIBS   := -lm
-# newdelete calls C++'s operator new and delete: libstdc++'s own when nothing
-# preloaded defines them (glibc's row).
-$(BENCH_DIR)/newdelete: BENCH_LIBS += -lstdc++
-
 $(BENCH_BINS): $(BENCH_DIR)/%: bench/%.c bench/bench_common.h
 	@mkdir -p $(dir $@)
-	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_LIBS)
+	$(BENCH_CC) $(BENCH_CFLAGS) -o $@ $< -lm
 
 bench-bins: $(BENCH_BINS)
 

@@ -16,13 +16,21 @@
 // it received itself (each one an operation) until there is room. Every free in
 // this mode is a free of a block allocated by a different thread.
 //
+// C++ mode (--cxx, local only): the same loop through C++'s operator new and
+// the sized operator delete g++ emits since C++14 (`_Znwm`, `_ZdlPvm`), the
+// calls a C++ program compiles `new T` and `delete p` to. They are looked up
+// at start-up after libstdc++ is loaded: the preloaded allocator's when it
+// defines them (hakmem and the three peers do), else libstdc++'s, which call
+// malloc and free (glibc's row).
+//
 // Options: -w WS, -n N (per thread), -s SEED, --min, --max (bytes, K/M suffixes),
-// -t THREADS, -x (cross-thread), --null (no allocator: each slot gets a fixed
-// piece of a preallocated pool; measures the benchmark's own cost, used by
+// -t THREADS, -x (cross-thread), --cxx, --null (no allocator: each slot gets a
+// fixed piece of a preallocated pool; measures the benchmark's own cost, used by
 // bench-instr). Throughput = all threads' operations / wall time from the
 // common start to the last thread's last operation.
 #include "bench_common.h"
 
+#include <dlfcn.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <sched.h>
@@ -31,6 +39,7 @@
 typedef struct {
   int id;
   char **slots;
+  uint32_t *sizes;                // --cxx: each slot's size, for the sized delete
   uint64_t mallocs;
   double finish;
   spsc_t *in, *out;               // cross mode: from thread id-1, to thread id+1
@@ -40,12 +49,16 @@ typedef struct {
 static uint64_t g_ops = 20000000, g_seed = 42;
 static uint32_t g_ws = 8192;
 static size_t g_min = 16, g_max = 1024;
-static int g_threads = 1, g_cross = 0, g_null = 0;
+static int g_threads = 1, g_cross = 0, g_null = 0, g_cxx = 0;
+static void *(*g_op_new)(size_t);          // --cxx: operator new(std::size_t)
+static void (*g_op_delete)(void *, size_t); // --cxx: operator delete(void *, std::size_t)
 static char *g_pool;                       // --null: slot s uses g_pool + s * g_max
 static pthread_barrier_t g_start;
 static _Atomic int g_finished;
 
-static void run_local(worker_t *w) {
+// One loop for both modes; `cxx` is a constant at each call, so neither pays
+// for the other's branch.
+static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int cxx) {
   bench_rng_t rng = bench_rng(g_seed, (uint64_t)w->id);
   char **slots = w->slots;
   const uint32_t ws = g_ws;
@@ -58,11 +71,13 @@ static void run_local(worker_t *w) {
     uint32_t s = bench_below((uint32_t)(r >> 32), ws);
     char *p = slots[s];
     if (p != NULL) {
-      if (!null) free(p);
+      if (cxx) g_op_delete(p, w->sizes[s]);
+      else if (!null) free(p);
       slots[s] = NULL;
     } else {
       size_t size = min + bench_below((uint32_t)r, span);
-      p = null ? g_pool + (size_t)s * g_max : malloc(size);
+      if (cxx) w->sizes[s] = (uint32_t)size;
+      p = cxx ? g_op_new(size) : null ? g_pool + (size_t)s * g_max : malloc(size);
       if (__builtin_expect(p == NULL, 0)) {
         fprintf(stderr, "malloc(%zu) failed\n", size);
         exit(3);
@@ -74,6 +89,22 @@ static void run_local(worker_t *w) {
     }
   }
   w->mallocs = mallocs;
+}
+static void run_local(worker_t *w) { run_local_as(w, 0); }
+static void run_local_cxx(worker_t *w) { run_local_as(w, 1); }
+
+// --cxx: the operators as a C++ program would bind them (see the top).
+static void find_cxx_operators(void) {
+  if (dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL) == NULL) {
+    fprintf(stderr, "ws8192 --cxx: %s\n", dlerror());
+    exit(3);
+  }
+  g_op_new = (void *(*)(size_t))dlsym(RTLD_DEFAULT, "_Znwm");
+  g_op_delete = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "_ZdlPvm");
+  if (g_op_new == NULL || g_op_delete == NULL) {
+    fprintf(stderr, "ws8192 --cxx: operator new or delete not found\n");
+    exit(3);
+  }
 }
 
 static void run_cross(worker_t *w) {
@@ -119,7 +150,7 @@ static void run_cross(worker_t *w) {
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   pthread_barrier_wait(&g_start);
-  if (g_cross) run_cross(w); else run_local(w);
+  if (g_cross) run_cross(w); else if (g_cxx) run_local_cxx(w); else run_local(w);
   w->finish = bench_now();
   atomic_fetch_add(&g_finished, 1);
   if (g_cross) {                            // keep draining so no producer waits forever
@@ -134,9 +165,10 @@ static void *worker_main(void *arg) {
 static void usage(void) {
   fprintf(stderr,
           "usage: ws8192 [-w WS] [-n OPS_PER_THREAD] [-s SEED] [--min BYTES] [--max BYTES]\n"
-          "              [-t THREADS] [-x] [--null]\n"
+          "              [-t THREADS] [-x] [--cxx] [--null]\n"
           "  defaults: -w 8192 -n 20M -s 42 --min 16 --max 1024 -t 1\n"
           "  -x        cross-thread: every block is freed by another thread (T >= 2)\n"
+          "  --cxx     operator new and sized operator delete instead of malloc/free (not with -x)\n"
           "  --null    no malloc/free, same loop (the benchmark's own cost; -t 1 only)\n");
   exit(2);
 }
@@ -147,6 +179,7 @@ int main(int argc, char **argv) {
     { "seed", required_argument, NULL, 's' }, { "min", required_argument, NULL, 'a' },
     { "max", required_argument, NULL, 'b' },  { "threads", required_argument, NULL, 't' },
     { "cross", no_argument, NULL, 'x' },      { "null", no_argument, NULL, 'z' },
+    { "cxx", no_argument, NULL, 'c' },
     { "help", no_argument, NULL, 'h' },       { NULL, 0, NULL, 0 },
   };
   int c;
@@ -160,12 +193,14 @@ int main(int argc, char **argv) {
     case 't': g_threads = (int)bench_parse_count("-t", optarg); break;
     case 'x': g_cross = 1; break;
     case 'z': g_null = 1; break;
+    case 'c': g_cxx = 1; break;
     default: usage();
     }
   }
   if (optind != argc || g_ws < 1 || g_min < 1 || g_max < g_min || g_max - g_min >= UINT32_MAX ||
       g_threads < 1 || g_threads > 1024 || (g_cross && g_threads < 2) ||
-      (g_null && g_threads != 1)) usage();
+      (g_null && g_threads != 1) || (g_cxx && (g_cross || g_null))) usage();
+  if (g_cxx) find_cxx_operators();
 
   if (g_null) g_pool = bench_xmalloc((size_t)g_ws * g_max);
   worker_t *w = calloc((size_t)g_threads, sizeof *w);
@@ -185,7 +220,8 @@ int main(int argc, char **argv) {
   for (int i = 0; i < g_threads; i++) {
     w[i].id = i;
     w[i].slots = calloc(g_ws, sizeof(char *));
-    if (w[i].slots == NULL) return 3;
+    w[i].sizes = g_cxx ? calloc(g_ws, sizeof(uint32_t)) : NULL;
+    if (w[i].slots == NULL || (g_cxx && w[i].sizes == NULL)) return 3;
     if (g_cross) {
       w[i].out = &queues[i];
       w[i].in = &queues[(i + g_threads - 1) % g_threads];
@@ -195,7 +231,7 @@ int main(int argc, char **argv) {
   double t0, t1;
   if (g_threads == 1) {                    // the main thread, as most programs do
     t0 = bench_now();
-    run_local(&w[0]);
+    if (g_cxx) run_local_cxx(&w[0]); else run_local(&w[0]);
     t1 = bench_now();
   } else {
     pthread_t *tid = calloc((size_t)g_threads, sizeof *tid);
@@ -218,15 +254,20 @@ int main(int argc, char **argv) {
   for (int i = 0; i < g_threads; i++) mallocs += w[i].mallocs;
   char extra[256];
   snprintf(extra, sizeof extra,
-           "mallocs=%" PRIu64 " frees=%" PRIu64 " ws=%u threads=%d cross=%d min=%zu max=%zu null=%d",
-           mallocs, ops - mallocs, g_ws, g_threads, g_cross, g_min, g_max, g_null);
+           "mallocs=%" PRIu64 " frees=%" PRIu64 " ws=%u threads=%d cross=%d min=%zu max=%zu null=%d cxx=%d",
+           mallocs, ops - mallocs, g_ws, g_threads, g_cross, g_min, g_max, g_null, g_cxx);
   bench_result("ws8192", "ops", ops, t1 - t0, extra);
 
   // Clean-up, not timed: what the slots and queues still hold.
   for (int i = 0; i < g_threads; i++) {
-    if (!g_null)
+    if (g_cxx) {
+      for (uint32_t s = 0; s < g_ws; s++)
+        if (w[i].slots[s] != NULL) g_op_delete(w[i].slots[s], w[i].sizes[s]);
+    } else if (!g_null) {
       for (uint32_t s = 0; s < g_ws; s++) free(w[i].slots[s]);
+    }
     free(w[i].slots);
+    free(w[i].sizes);
   }
   if (g_cross) {
     for (int i = 0; i < g_threads; i++) {
