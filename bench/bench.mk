@@ -8,6 +8,9 @@
 #                      not part of `make test` (~3 minutes on 2 cores)
 #   make bench-smoke   every program once with tiny sizes under hakmem (a test)
 #   make bench-bins    only build the programs (build/bench/)
+#   make bench-secure-peers  build mimalloc's secure mode and its default from Debian's
+#                      source (build/peers/; needs network): `make bench` then adds them as
+#                      columns and the ratio "mimalloc secure time / its default" (issue 12)
 # Variables: REPS, THREADS (bench-scale), BENCH_ROWS=ws-small,larson (a subset), BENCH_ALLOCS=hakmem,glibc,
 # BENCH_SCALE (size multiplier), BENCH_OUT (results). See bench/README.md.
 # The programs are built with plain cc -O2 -pthread, not with the library's
@@ -25,9 +28,10 @@ REPS         ?= 3
 # bench-full: 5 repetitions unless REPS was given on the command line or environment.
 BENCH_FULL_REPS := $(if $(filter command line environment,$(origin REPS)),$(REPS),5)
 BENCH_SEL    := $(if $(BENCH_ROWS),--rows $(BENCH_ROWS)) $(if $(BENCH_ALLOCS),--allocs $(BENCH_ALLOCS))
-BENCH_PY     := python3 scripts/bench.py --lib $(LIB_SO) --bindir $(BENCH_DIR) --out $(BENCH_OUT)
+BENCH_PY     := python3 scripts/bench.py --lib $(LIB_SO) --bindir $(BENCH_DIR) --out $(BENCH_OUT) \
+                --peers-dir build/peers
 
-.PHONY: bench bench-full bench-instr bench-scale bench-smoke bench-bins bench-peers
+.PHONY: bench bench-full bench-instr bench-scale bench-smoke bench-bins bench-peers bench-secure-peers
 
 $(BENCH_BINS): $(BENCH_DIR)/%: bench/%.c bench/bench_common.h
 	@mkdir -p $(dir $@)
@@ -37,6 +41,9 @@ bench-bins: $(BENCH_BINS)
 
 bench-peers:
 	@scripts/install-peers.sh
+
+bench-secure-peers:
+	scripts/build-mimalloc-secure.sh build/peers
 
 # $(LIB_SO) is a prerequisite: if hakmem does not build, make stops here with
 # the compiler's error, and bench.py refuses to run without a working library.

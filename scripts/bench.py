@@ -9,13 +9,20 @@ and a chart (results/<tag>.png, gnuplot) when gnuplot is installed.
 
     scripts/bench.py --lib build/libhakmem.so --bindir build/bench [--reps 3]
                      [--scale 1] [--tag bench] [--rows ws-small,larson]
-                     [--allocs hakmem,glibc] [--smoke]
+                     [--allocs hakmem,glibc] [--smoke] [--peers-dir build/peers]
 
 hakmem is not optional: a missing library, or one that does not load
 (LD_PRELOAD ignored, crash), ends the run with exit status 1 before any row
 runs. A peer that is not installed is named and left out. A run that fails
 later is shown as FAIL and makes the exit status 1 (for hakmem) after the
 tables are written. Python 3 standard library only.
+
+Yardsticks: when --peers-dir (build/peers) holds libmimalloc-secure.so and
+libmimalloc-src.so (scripts/build-mimalloc-secure.sh: mimalloc's secure mode
+and its default, one source, one set of flags), both run as columns too and
+the tables gain "mimalloc secure time / its default" beside the hardened
+build's "hardened time / hakmem". They are not peers: "best" and "leanest"
+stay the installed libraries'.
 """
 
 import argparse
@@ -80,7 +87,12 @@ PEERS = [("jemalloc", "libjemalloc.so.2"), ("tcmalloc", "libtcmalloc_minimal.so.
          ("mimalloc", "libmimalloc.so.2")]
 # What the program's `alloc=` field must start with for each allocator.
 EXPECT = {"hakmem": "libhakmem", "hakmem-hardened": "libhakmem", "glibc": "glibc", "jemalloc": "libjemalloc",
-          "tcmalloc": "libtcmalloc", "mimalloc": "libmimalloc"}
+          "tcmalloc": "libtcmalloc", "mimalloc": "libmimalloc",
+          "mimalloc-src": "libmimalloc-src", "mimalloc-secure": "libmimalloc-secure"}
+# Columns that are not peers (never "best" or "leanest"): hakmem's own builds
+# and the yardstick pair for the hardened build's cost.
+YARDSTICKS = [("mimalloc-src", "libmimalloc-src.so"), ("mimalloc-secure", "libmimalloc-secure.so")]
+NOT_PEERS = ("hakmem", "hakmem-hardened") + tuple(a for a, _ in YARDSTICKS)
 
 
 def log(msg):
@@ -190,7 +202,7 @@ def summarize(rows, allocs, runs):
             med[a] = dict(rate=median(rates), rss=median(rss), lo=min(rates) if rates else None,
                           hi=max(rates) if rates else None, ok=len(ok), runs=nruns,
                           unit=ok[0]["unit"] if ok else "")
-        peers = [a for a, _ in allocs if a not in ("hakmem", "hakmem-hardened") and med[a]["rate"] is not None]
+        peers = [a for a, _ in allocs if a not in NOT_PEERS and med[a]["rate"] is not None]
         best = max(peers, key=lambda a: med[a]["rate"]) if peers else None
         leanest = min(peers, key=lambda a: med[a]["rss"]) if peers else None
         h = med.get("hakmem", {})
@@ -200,23 +212,38 @@ def summarize(rows, allocs, runs):
         hd = med.get("hakmem-hardened", {})
         hard_time = (h["rate"] / hd["rate"]) if (h.get("rate") and hd.get("rate")) else None
         hard_rss = (hd["rss"] / h["rss"]) if (h.get("rss") and hd.get("rss")) else None
+        ms, mc = med.get("mimalloc-src", {}), med.get("mimalloc-secure", {})
+        sec_time = (ms["rate"] / mc["rate"]) if (ms.get("rate") and mc.get("rate")) else None
+        sec_rss = (mc["rss"] / ms["rss"]) if (ms.get("rss") and mc.get("rss")) else None
         unit = next((m["unit"] for m in med.values() if m["unit"]), "ops")
         summary.append(dict(row=row, med=med, best=best, ratio=ratio, leanest=leanest,
-                            rss_ratio=rss_ratio, unit=unit, hard_time=hard_time, hard_rss=hard_rss))
+                            rss_ratio=rss_ratio, unit=unit, hard_time=hard_time, hard_rss=hard_rss,
+                            sec_time=sec_time, sec_rss=sec_rss))
     return summary
 
 
 def tables(summary, allocs):
     names = [a for a, _ in allocs]
     has_h = "hakmem" in names
-    has_hd = has_h and "hakmem-hardened" in names
+    # ratio columns after the per-allocator ones: (header, summary key, shown?)
+    time_cols = [("hakmem / best", "ratio", has_h),
+                 ("hardened time / hakmem", "hard_time", has_h and "hakmem-hardened" in names),
+                 ("mimalloc secure time / its default", "sec_time",
+                  "mimalloc-src" in names and "mimalloc-secure" in names)]
+    rss_cols = [("hakmem / leanest", "rss_ratio", has_h),
+                ("hardened RSS / hakmem", "hard_rss", time_cols[1][2]),
+                ("mimalloc secure RSS / its default", "sec_rss", time_cols[2][2])]
+    time_cols = [(h, k) for h, k, on in time_cols if on]
+    rss_cols = [(h, k) for h, k, on in rss_cols if on]
+
+    def ratio_cells(s, cols):
+        return ["%.2f" % s[k] if s[k] is not None else "-" for _, k in cols]
+
     out = []
     out.append("Throughput (median; higher is better)\n")
-    hdr = ["row", "unit"] + names + ["best peer"] + (["hakmem / best"] if has_h else []) + \
-        (["hardened time / hakmem"] if has_hd else [])
+    hdr = ["row", "unit"] + names + ["best peer"] + [h for h, _ in time_cols]
     out.append("| " + " | ".join(hdr) + " |")
-    out.append("|" + "|".join(["---"] * 2 + ["---:"] * len(names) + ["---"] +
-                              (["---:"] if has_h else []) + (["---:"] if has_hd else [])) + "|")
+    out.append("|" + "|".join(["---"] * 2 + ["---:"] * len(names) + ["---"] + ["---:"] * len(time_cols)) + "|")
     for s in summary:
         rates = [m["rate"] for m in s["med"].values() if m["rate"]]
         div, unit = fmt_rate(max(rates) if rates else 0, s["unit"])
@@ -225,28 +252,20 @@ def tables(summary, allocs):
             m = s["med"][a]
             cells.append("%.3g" % (m["rate"] / div) if m["rate"] is not None else "FAIL")
         cells.append(s["best"] or "-")
-        if has_h:
-            cells.append("%.2f" % s["ratio"] if s["ratio"] is not None else "-")
-        if has_hd:
-            cells.append("%.2f" % s["hard_time"] if s["hard_time"] is not None else "-")
+        cells += ratio_cells(s, time_cols)
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     out.append("Peak RSS in MiB (median; lower is better)\n")
-    hdr = ["row"] + names + ["leanest peer"] + (["hakmem / leanest"] if has_h else []) + \
-        (["hardened RSS / hakmem"] if has_hd else [])
+    hdr = ["row"] + names + ["leanest peer"] + [h for h, _ in rss_cols]
     out.append("| " + " | ".join(hdr) + " |")
-    out.append("|" + "|".join(["---"] + ["---:"] * len(names) + ["---"] +
-                              (["---:"] if has_h else []) + (["---:"] if has_hd else [])) + "|")
+    out.append("|" + "|".join(["---"] + ["---:"] * len(names) + ["---"] + ["---:"] * len(rss_cols)) + "|")
     for s in summary:
         cells = [s["row"]["id"]]
         for a in names:
             m = s["med"][a]
             cells.append("%.1f" % (m["rss"] / 1024) if m["rss"] is not None else "FAIL")
         cells.append(s["leanest"] or "-")
-        if has_h:
-            cells.append("%.2f" % s["rss_ratio"] if s["rss_ratio"] is not None else "-")
-        if has_hd:
-            cells.append("%.2f" % s["hard_rss"] if s["hard_rss"] is not None else "-")
+        cells += ratio_cells(s, rss_cols)
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -320,11 +339,12 @@ def select_rows(all_rows, rows_csv, bindir, who):
     return rows
 
 
-def select_allocs(lib, bindir, allocs_csv, smoke=False):
+def select_allocs(lib, bindir, allocs_csv, smoke=False, peers_dir=None):
     """The allocators to run, [(name, library path or None)], hakmem first.
     hakmem must exist and load (a short ws8192 run must report alloc=libhakmem)
     unless allocs_csv leaves it out; returns None (after saying why) if not.
-    Peers that are not installed are named and left out."""
+    Peers that are not installed are named and left out; the yardsticks
+    (YARDSTICKS) join when peers_dir holds both."""
     want_allocs = allocs_csv.split(",") if allocs_csv else None
     if (want_allocs is None or "hakmem" in want_allocs) and not os.path.exists(lib):
         log("bench: ERROR: hakmem library %s does not exist (did `make` fail?)" % lib)
@@ -343,6 +363,10 @@ def select_allocs(lib, bindir, allocs_csv, smoke=False):
             else:
                 log("bench: peer %s (%s) not installed: left out (scripts/install-peers.sh)"
                     % (name, soname))
+        if peers_dir:
+            paths = [(name, os.path.join(peers_dir, so)) for name, so in YARDSTICKS]
+            if all(os.path.exists(p) for _, p in paths):
+                allocs += paths
     if want_allocs:
         allocs = [a for a in allocs if a[0] in want_allocs]
         if "hakmem" not in want_allocs:
@@ -366,13 +390,15 @@ def main():
     ap.add_argument("--rows", default="", help="comma-separated row ids (default: all)")
     ap.add_argument("--allocs", default="", help="comma-separated allocators (default: all found)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
+    ap.add_argument("--peers-dir", default="build/peers",
+                    help="where scripts/build-mimalloc-secure.sh put the yardstick pair")
     ap.add_argument("--smoke", action="store_true",
                     help="every program once, tiny sizes, hakmem only; exit 1 on any failure")
     opt = ap.parse_args()
 
     rows = select_rows(ROWS, opt.rows, opt.bindir, "bench")
 
-    allocs = select_allocs(opt.lib, opt.bindir, opt.allocs, opt.smoke)
+    allocs = select_allocs(opt.lib, opt.bindir, opt.allocs, opt.smoke, opt.peers_dir)
     if allocs is None:
         return 1
 
