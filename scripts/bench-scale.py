@@ -392,6 +392,8 @@ def main():
     ap.add_argument("--rows", default="", help="comma-separated row ids (default: all)")
     ap.add_argument("--allocs", default="", help="comma-separated allocators (default: all found)")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per run")
+    ap.add_argument("--peers-dir", default="build/peers",
+                    help="where peers missing from the system are looked for (copies of their libraries)")
     ap.add_argument("--self-test", action="store_true", help="run the parser's doctests and exit")
     opt = ap.parse_args()
     if opt.self_test:
@@ -400,7 +402,7 @@ def main():
     ncpu = os.cpu_count() or 1
     threads = parse_threads(opt.threads) if opt.threads.strip() else default_threads(ncpu)
     rows = B.select_rows(ROWS, opt.rows, opt.bindir, "bench-scale")
-    allocs = B.select_allocs(opt.lib, opt.bindir, opt.allocs)
+    allocs = B.select_allocs(opt.lib, opt.bindir, opt.allocs, peers_dir=opt.peers_dir)
     if allocs is None:
         return 1
     points = [(row, t) for row in rows for t in threads if t >= row["min_t"]]

@@ -339,12 +339,15 @@ def select_rows(all_rows, rows_csv, bindir, who):
     return rows
 
 
-def select_allocs(lib, bindir, allocs_csv, smoke=False, peers_dir=None):
+def select_allocs(lib, bindir, allocs_csv, smoke=False, peers_dir=None, yardsticks=False):
     """The allocators to run, [(name, library path or None)], hakmem first.
     hakmem must exist and load (a short ws8192 run must report alloc=libhakmem)
     unless allocs_csv leaves it out; returns None (after saying why) if not.
-    Peers that are not installed are named and left out; the yardsticks
-    (YARDSTICKS) join when peers_dir holds both."""
+    Peers that are not installed are named and left out. peers_dir: a
+    folder searched after the system's for the peers' libraries (copies
+    carried to a machine that lacks the packages, scripts/device-scale.sh)
+    and, with `yardsticks`, for the YARDSTICKS pair, which joins when both
+    are there."""
     want_allocs = allocs_csv.split(",") if allocs_csv else None
     if (want_allocs is None or "hakmem" in want_allocs) and not os.path.exists(lib):
         log("bench: ERROR: hakmem library %s does not exist (did `make` fail?)" % lib)
@@ -358,12 +361,14 @@ def select_allocs(lib, bindir, allocs_csv, smoke=False, peers_dir=None):
         allocs.append(("glibc", None))
         for name, soname in PEERS:
             path = find_peer(soname)
+            if path is None and peers_dir and os.path.exists(os.path.join(peers_dir, soname)):
+                path = os.path.join(peers_dir, soname)
             if path:
                 allocs.append((name, path))
             else:
                 log("bench: peer %s (%s) not installed: left out (scripts/install-peers.sh)"
                     % (name, soname))
-        if peers_dir:
+        if peers_dir and yardsticks:
             paths = [(name, os.path.join(peers_dir, so)) for name, so in YARDSTICKS]
             if all(os.path.exists(p) for _, p in paths):
                 allocs += paths
@@ -391,14 +396,15 @@ def main():
     ap.add_argument("--allocs", default="", help="comma-separated allocators (default: all found)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
     ap.add_argument("--peers-dir", default="build/peers",
-                    help="where scripts/build-mimalloc-secure.sh put the yardstick pair")
+                    help="where scripts/build-mimalloc-secure.sh put the yardstick pair (and where "
+                         "peers missing from the system are looked for)")
     ap.add_argument("--smoke", action="store_true",
                     help="every program once, tiny sizes, hakmem only; exit 1 on any failure")
     opt = ap.parse_args()
 
     rows = select_rows(ROWS, opt.rows, opt.bindir, "bench")
 
-    allocs = select_allocs(opt.lib, opt.bindir, opt.allocs, opt.smoke, opt.peers_dir)
+    allocs = select_allocs(opt.lib, opt.bindir, opt.allocs, opt.smoke, opt.peers_dir, yardsticks=True)
     if allocs is None:
         return 1
 
