@@ -63,11 +63,20 @@ __attribute__((noinline, cold)) static void *cxx_new_retry(size_t size, size_t a
 // indirect jump for delete; for new an indirect call, and a register kept
 // across it for the new_handler loop). The rarer forms call them.
 #if HAK_HARDENED
-HAK_INLINE void *cxx_new(size_t size) {      // in each operator, as malloc's fast path is
-  void *p = hak_malloc_fast(size);           // malloc(0) is already a unique pointer
+// A miss: the rest of malloc (hak_malloc: its fast path finds the list empty
+// again), then the new_handler loop if it fails; a changed fill: reported
+// (hardened_arm_bad_slot), then the same.
+__attribute__((noinline)) static void *cxx_new_miss(size_t size) {
+  void *p = hak_malloc(size);                // malloc(0) is already a unique pointer
   if (__builtin_expect(p == NULL, 0)) return cxx_new_retry(size, 0);
   return p;
 }
+__attribute__((noinline)) static void *cxx_new_bad(unsigned slot, void *p, size_t size) {
+  void *q = hardened_arm_bad_slot(slot, p, size);
+  if (__builtin_expect(q == NULL, 0)) return cxx_new_retry(size, 0);
+  return q;
+}
+static inline void *cxx_new(size_t size) { return hak_malloc_fast_or(size, cxx_new_miss, cxx_new_bad); }
 #else
 // A miss: malloc's slow path, then the new_handler loop if it fails.
 __attribute__((noinline)) static void *cxx_new_slow(size_t size) {
@@ -137,8 +146,8 @@ HAK_EXPORT void _ZdaPv(void *p) { hak_free_fast(p); }
 #endif
 #if HAK_HARDENED
 // The size checked on the way, by free's own lookup (hak_free_fast_sized).
-HAK_EXPORT HAK_HOT_ENTRY void _ZdlPvm(void *p, size_t size) { hak_free_fast_sized(p, size); }
-HAK_EXPORT void _ZdaPvm(void *p, size_t size) { hak_free_fast_sized(p, size); }
+HAK_EXPORT HAK_HOT_ENTRY void _ZdlPvm(void *p, size_t size) { hak_free_fast_sized(p, size, 1); }
+HAK_EXPORT void _ZdaPvm(void *p, size_t size) { hak_free_fast_sized(p, size, 1); }
 #else
 HAK_EXPORT HAK_HOT_ENTRY void _ZdlPvm(void *p, size_t size) { (void)size; hak_free_fast(p); }
 HAK_EXPORT void _ZdaPvm(void *p, size_t size) { (void)size; hak_free_fast(p); }

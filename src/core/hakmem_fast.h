@@ -120,22 +120,43 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 // a live slab block's checks and quarantine (hardened_free_block, which keeps
 // errno: its slow paths save it). A thread not set up yet is set up by the
 // quarantine when its ring is empty (hardened_thread_first), not tested here.
-// `want`: a sized delete's size (HARD_NO_SIZE: free), checked on a slab block
-// by hardened_free_block and on anything else by hak_hardened_check_delete.
-HAK_INLINE void hak_free_fast_sized(void *p, size_t want) {
+// `sized` (a constant): a sized delete, whose size `want` is checked on a slab
+// block by hardened_free_block and on anything else by hak_hardened_delete_other;
+// 0 for free (want unused). Every way out is a call in last place, so the
+// common path keeps p in no saved register (a check and then a free, two calls,
+// cost the sized delete a push, a move and a pop; its test of want against
+// HARD_NO_SIZE two more).
+HAK_INLINE void hak_free_fast_sized(void *p, size_t want, int sized) {
   superslab_t *ss = ss_of_masked(p);
   unsigned meta_shift = ss_registry_meta_shift(ss);
   if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
     slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
     if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
-      hardened_free_block(m, p, want);
+      hardened_free_block(m, p, want, sized);
       return;
     }
   }
-  if (want != HARD_NO_SIZE) hak_hardened_check_delete(p, want, 0);
-  hak_hardened_free_other(p);
+  if (sized) hak_hardened_delete_other(p, want);
+  else hak_hardened_free_other(p);
 }
-HAK_INLINE void hak_free_fast(void *p) { hak_free_fast_sized(p, HARD_NO_SIZE); }
+HAK_INLINE void hak_free_fast(void *p) { hak_free_fast_sized(p, HARD_NO_SIZE, 0); }
+
+// operator new's form of hak_malloc_fast (api/cxx_new_api.c): every way out but
+// a TLS hit is one call in last place, `miss` (the rest of malloc and the
+// new_handler loop) or `bad` (a changed fill, reported, then the same), so the
+// hit keeps the size in no saved register; with malloc's several ways out,
+// each followed by the NULL test, _Znwm pushed, moved and popped one.
+HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*miss)(size_t), void *(*bad)(unsigned, void *, size_t)) {
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
+    unsigned slot = tls_slot_of_size(&t_tls_cache, size + HARD_TAIL_BYTES);
+    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, slot);
+    if (HAK_LIKELY(!hak_base_is_null(b))) {
+      void *p = hak_user_raw(hak_base_to_user(b));
+      return hardened_arm_tiny_or(slot, p, size, bad);
+    }
+  }
+  return miss(size);
+}
 #else
 // `slow`: what a miss calls, a noinline function with hak_malloc_slow's
 // contract (operator new passes one that also runs the new_handler loop, so

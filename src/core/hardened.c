@@ -177,6 +177,11 @@ void hak_hardened_free_other(void *p) {
   hak_free_slow(p);
 }
 
+void hak_hardened_delete_other(void *p, size_t want) {
+  hak_hardened_check_delete(p, want, 0);
+  hak_hardened_free_other(p);
+}
+
 int hak_hardened_realloc_in_place(void *p, size_t old, size_t size) {
   const slab_meta_t *m = hard_slab_of(p);
   uint32_t bs = m->block_size;

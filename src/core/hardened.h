@@ -23,6 +23,9 @@ void  *hak_hardened_malloc_other(size_t size) HAK_NOINLINE;
 // reports or frees (bad pointers, double frees, large and huge blocks; the
 // page heap protects freed runs).
 void   hak_hardened_free_other(void *p) HAK_NOINLINE;
+// A sized delete's (size `want`) of what is not a live slab block: the size
+// checked as hak_hardened_check_delete does, then hak_hardened_free_other.
+void   hak_hardened_delete_other(void *p, size_t want) HAK_NOINLINE;
 // A slab block p just handed out for a request of n bytes: check and arm it.
 void   hak_hardened_arm(void *p, size_t n);
 // realloc of live slab block p (request old) to size: when its block serves

@@ -295,12 +295,17 @@ HAK_INLINE void *hardened_arm_at(unsigned fa, unsigned fb, uint32_t bs, void *p,
 // `slot`. Its way out takes the slot, not the block size, so the common path
 // keeps no copy of the size for the call.
 void *hardened_arm_bad_slot(unsigned slot, void *p, size_t n) HAK_NOINLINE;
-HAK_INLINE void *hardened_arm_tiny(unsigned slot, void *p, size_t n) {
+// `bad`: what a changed fill calls (operator new passes one that also runs the
+// new_handler loop when it returns NULL).
+HAK_INLINE void *hardened_arm_tiny_or(unsigned slot, void *p, size_t n, void *(*bad)(unsigned, void *, size_t)) {
   const hard_class_t *hc = hard_class_of_slot(slot);
   uint32_t bs = hc->size;
-  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return hardened_arm_bad_slot(slot, p, n);
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return bad(slot, p, n);
   hardened_arm_words(p, n, hard_size_tail(p, bs));
   return p;
+}
+HAK_INLINE void *hardened_arm_tiny(unsigned slot, void *p, size_t n) {
+  return hardened_arm_tiny_or(slot, p, n, hardened_arm_bad_slot);
 }
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
   const hard_class_t *hc = &g_hard_class[m->cls];
@@ -456,13 +461,14 @@ HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, cons
 }
 
 // A live block p of slab m is freed by the program: check its size word,
-// the size a sized delete gives (`want`, HARD_NO_SIZE for none: a constant,
-// so free compares nothing more) and its canary, fill and mark it, and put it
+// the size a sized delete gives (`sized`, a constant: 1 for a sized delete,
+// whose `want` is compared with the request; 0 for free, which compares
+// nothing more and passes HARD_NO_SIZE on) and its canary, fill and mark it, and put it
 // in the calling thread's quarantine (a LIVE thread), from which the oldest
 // block leaves. A sized delete is checked on the size word free reads anyway:
 // a separate lookup before the free (hak_hardened_check_delete) took a
 // quarantine-like 28% of the hardened cxx-small row's samples.
-HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want) {
+HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want, int sized) {
   uint32_t bs = m->block_size;
   if (HAK_UNLIKELY(bs > HAK_TINY_MAX)) {
     hardened_free_medium(m, p, want);
@@ -475,7 +481,7 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want) 
   unsigned away = hc->cls_remote;
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self) cls = away;
   uint32_t n = *hard_size_tail(p, bs) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (want != HARD_NO_SIZE && want != n) || hard_canary_diff(p, n) != 0)) {
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (sized && want != n) || hard_canary_diff(p, n) != 0)) {
     hardened_free_bad(m, cls, p, want);
     return;
   }

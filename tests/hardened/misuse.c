@@ -55,6 +55,17 @@ static int t_write_after_free_then_reuse(void) {
   for (int i = 0; i < 1000; i++) free(malloc(64));   // p leaves the quarantine and comes back
   return 0;
 }
+// The same through operator new and sized delete: new checks the fill on its
+// own inline path (its way out for a changed fill is not malloc's).
+static int t_write_after_free_then_new(void) {
+  void *(*nw)(size_t) = cxx("_Znwm");
+  void (*del)(void *, size_t) = cxx("_ZdlPvm");
+  unsigned char *p = nw(64);
+  del(p, 64);
+  p[40] = 1;
+  for (int i = 0; i < 1000; i++) del(nw(64), 64);   // p leaves the quarantine and comes back
+  return 0;
+}
 static int t_read_after_free_sees_fill(void) {
   unsigned char *p = malloc(64);
   memset(p, 'S', 64);
@@ -446,6 +457,7 @@ static int t_randomised_reuse(void) {
 static const test_t g_tests[] = {
   {"write_after_free_small", t_write_after_free, EXPECT_ABORT_REPORT, "write after free of"},
   {"write_after_free_then_reuse", t_write_after_free_then_reuse, EXPECT_ABORT_REPORT, "write after free of"},
+  {"write_after_free_then_new", t_write_after_free_then_new, EXPECT_ABORT_REPORT, "write after free of"},
   {"read_after_free_sees_fill", t_read_after_free_sees_fill, EXPECT_EXIT0, NULL},
   {"overflow_1_byte_small", t_overflow_1_byte, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_8_bytes_small", t_overflow_8_bytes, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
