@@ -10,9 +10,14 @@
 //     pair whose pointer never escapes,
 //   - bench_result(), which prints the one machine-readable line every program
 //     ends with:
-//       RESULT prog=NAME unit=UNIT ops=N secs=S ops_per_sec=X mops=Y peak_rss_kb=K alloc=LIB
+//       RESULT prog=NAME unit=UNIT ops=N secs=S ops_per_sec=X mops=Y peak_rss_kb=K
+//              minflt=F nvcsw=V alloc=LIB
 //     `alloc` names the malloc library mapped into the process (found in
 //     /proc/self/maps), so a runner can check that LD_PRELOAD took effect.
+//     `minflt` and `nvcsw` are the process's page faults and voluntary
+//     context switches (getrusage, start-up included): what a many-core machine
+//     pays in the kernel (the address space's locks, zeroing, TLB shootdowns;
+//     threads that sleep on a lock) and two cores hide.
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
@@ -148,11 +153,13 @@ static inline void bench_result(const char *prog, const char *unit, uint64_t ops
   bench_alloc_name(alloc, sizeof alloc);
   double rate = secs > 0 ? (double)ops / secs : 0.0;
   long rss = bench_peak_rss_kb();
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) memset(&ru, 0, sizeof ru);
   printf("%s: %" PRIu64 " %s in %.3f s = %.3f M%s/s, peak RSS %.1f MiB (%s)\n",
          prog, ops, unit, secs, rate / 1e6, unit, (double)rss / 1024.0, alloc);
   printf("RESULT prog=%s unit=%s ops=%" PRIu64 " secs=%.6f ops_per_sec=%.0f mops=%.4f "
-         "peak_rss_kb=%ld alloc=%s%s%s\n",
-         prog, unit, ops, secs, rate, rate / 1e6, rss, alloc,
+         "peak_rss_kb=%ld minflt=%ld nvcsw=%ld alloc=%s%s%s\n",
+         prog, unit, ops, secs, rate, rate / 1e6, rss, ru.ru_minflt, ru.ru_nvcsw, alloc,
          (extra && *extra) ? " " : "", extra ? extra : "");
   fflush(stdout);
 }

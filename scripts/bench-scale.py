@@ -212,8 +212,14 @@ def summarize(rows, threads, allocs, runs):
                 med[a] = dict(rate=B.median(rates), lo=min(rates) if rates else None,
                               hi=max(rates) if rates else None, ok=len(ok), runs=len(mine),
                               rss=B.median([r["peak_rss_kb"] for r in ok]),
+                              flt=B.median([r["minflt"] * 1000.0 / r["ops"] for r in ok
+                                            if r.get("minflt") is not None and r["ops"]]),
+                              vcsw=B.median([r["nvcsw"] * 1000.0 / r["ops"] for r in ok
+                                             if r.get("nvcsw") is not None and r["ops"]]),
                               unit=ok[0]["unit"] if ok else "")
-            peers = [a for a, _ in allocs if a != "hakmem" and med[a]["rate"]]
+            # hakmem's builds are not peers (the hardened one would never be best,
+            # but it is not a peer to beat either)
+            peers = [a for a, _ in allocs if a not in B.NOT_PEERS and med[a]["rate"]]
             best = max(peers, key=lambda a: med[a]["rate"]) if peers else None
             h = med.get("hakmem", {})
             ratio = h["rate"] / med[best]["rate"] if (h.get("rate") and best) else None
@@ -246,8 +252,29 @@ def row_tables(row, threads, allocs, summ, sites):
             cells.append("**%.2f**" % s["ratio"] if s["ratio"] is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines.append(kernel_table(ts, names, summ, row))
     lines.append(sites_table(row, ts, sites))
     return "\n".join(lines)
+
+
+def kernel_table(ts, names, summ, row):
+    """Page faults / voluntary context switches per 1000 operations, threads x
+    allocators (getrusage of the whole process, start-up included)."""
+    if all(summ[(row["id"], t)]["med"][a].get("flt") is None for t in ts for a in names):
+        return ""
+    out = ["In the kernel, per 1000 operations (median): page faults / voluntary context switches "
+           "(sleeps on a lock, a futex, the address space). Two cores hide what these cost on "
+           "many: each fault and each purge takes the address space's locks, a purge or unmap "
+           "of memory other threads touched interrupts their CPUs.\n"]
+    out.append("| threads | " + " | ".join(names) + " |")
+    out.append("|---:|" + "|".join(["---:"] * len(names)) + "|")
+    for t in ts:
+        cells = [str(t)]
+        for a in names:
+            m = summ[(row["id"], t)]["med"][a]
+            cells.append("%.3g / %.3g" % (m["flt"], m["vcsw"]) if m.get("flt") is not None else "-")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def sites_table(row, ts, sites):
@@ -426,7 +453,9 @@ def main():
                            command=" ".join([row["prog"]] + args))
                 if res:
                     rec.update(ops_per_sec=float(res["ops_per_sec"]), peak_rss_kb=int(res["peak_rss_kb"]),
-                               secs=float(res["secs"]), unit=res["unit"])
+                               secs=float(res["secs"]), unit=res["unit"], ops=int(res["ops"]),
+                               minflt=int(res["minflt"]) if "minflt" in res else None,
+                               nvcsw=int(res["nvcsw"]) if "nvcsw" in res else None)
                 else:
                     B.log("bench-scale: FAIL %s T=%d %s rep %d: %s" % (row["id"], t, a, rep, err))
                 runs.append(rec)
@@ -485,11 +514,12 @@ def main():
     with open(runs_csv, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "threads", "alloc", "rep", "status", "ops_per_sec", "unit", "peak_rss_kb",
-                    "secs", "command", "error"])
+                    "secs", "minflt", "nvcsw", "command", "error"])
         for r in runs:
             w.writerow([r["row"], r["threads"], r["alloc"], r["rep"], r["status"],
                         "%.0f" % r["ops_per_sec"], r["unit"], r["peak_rss_kb"], "%.6f" % r["secs"],
-                        r["command"], r["error"]])
+                        "" if r.get("minflt") is None else r["minflt"],
+                        "" if r.get("nvcsw") is None else r["nvcsw"], r["command"], r["error"]])
     sum_csv = os.path.join(opt.out, TAG + ".csv")
     with open(sum_csv, "w", newline="") as f:
         w = csv.writer(f)
