@@ -235,7 +235,10 @@ HAK_INLINE uint32_t ss_all_slabs_mask(const superslab_t *ss) {
 }
 
 // Map and lay out a new SuperSlab of a kind, every slab FREE; not yet
-// registered. NULL if the OS refuses. Called with no lock held.
+// registered. NULL if the OS refuses. Called with no lock held. SuperSlabs
+// are cut in address order from chunks of SS_CHUNK_SLABS, mapped one chunk at
+// a time (superslab.c).
+#define SS_CHUNK_SLABS 8u
 superslab_t *superslab_allocate(unsigned kind);
 // Unmap a SuperSlab that the registry no longer knows.
 void superslab_unmap(superslab_t *ss);
