@@ -7,15 +7,16 @@
 
 const uint8_t g_kind_slab_shift[HAK_SLAB_KINDS] = {16, 19, 21};
 
-// SuperSlabs are cut from chunks of SS_CHUNK_SLABS (superslab.h), each chunk mapped aligned
-// to its own size: one mmap and its trim per chunk, not per SuperSlab. Every
-// mmap and munmap takes the address space's lock for writing, and the page
-// faults of every other thread wait on it: ws8192 -t 16 at 1-32 KiB maps ~700
-// SuperSlabs while it grows, and mapping each alone (an mmap of 4 MiB and a
-// munmap of the excess) put its threads to sleep ~780 times per run (voluntary
-// context switches; a chunk of 8: ~340; mimalloc ~70). A chunk's SuperSlabs
-// not handed out yet are address space only (no page touched, no RSS); each
-// one handed out is unmapped on its own as before (superslab_unmap).
+// SuperSlabs are cut from chunks of SS_CHUNK_SLABS (superslab.h), each chunk
+// mapped aligned to its own size: one mmap and its trim per chunk, not per
+// SuperSlab. Every mmap and munmap takes the address space's lock for writing,
+// and the page faults of every other thread wait on it: ws8192 -t 16 at 1-32
+// KiB maps ~700 SuperSlabs while it grows, and mapping each alone (an mmap of 4
+// MiB and a munmap of the excess) put its threads to sleep ~780 times per run
+// (voluntary context switches; in chunks of 8: ~240, and 0.86x the time;
+// mimalloc ~70). A chunk's SuperSlabs not handed out yet are address space
+// only (no page touched, no RSS); each one handed out is unmapped on its own as
+// before (superslab_unmap).
 #define SS_CHUNK_SIZE  ((size_t)SS_CHUNK_SLABS * SS_SIZE)
 
 // The next SuperSlab of the current chunk, 0 when none is left. A chunk is
