@@ -62,6 +62,19 @@ void hak_report_pointer_error(const char *what, const void *ptr, const char *det
   if (g_report_abort) abort();
 }
 
+void hak_report_pointer_numbers(const char *what, const void *ptr, const char *t1, unsigned long long a,
+                                const char *t2, unsigned long long b, const char *t3) {
+  char detail[128];
+  size_t at = hak_fmt_str(detail, sizeof detail, 0, t1);
+  at += hak_fmt_u64(detail + at, sizeof detail - at, a);
+  at = hak_fmt_str(detail, sizeof detail, at, t2);
+  if (t3 != NULL) {
+    at += hak_fmt_u64(detail + at, sizeof detail - at, b);
+    hak_fmt_str(detail, sizeof detail, at, t3);
+  }
+  hak_report_pointer_error(what, ptr, detail);
+}
+
 void hak_report_invariant(const char *what, const void *ptr, unsigned long long n) {
   char detail[32] = " (";
   size_t len = 2;

@@ -7,6 +7,10 @@
 
 // "hakmem: <what> 0x<ptr><detail>\n", then abort (or return if configured).
 void hak_report_pointer_error(const char *what, const void *ptr, const char *detail);
+// The same with numbers in the detail: "<t1><a><t2>", and "<b><t3>" after it
+// when t3 is not NULL (the reports that name a size, a class, a byte).
+void hak_report_pointer_numbers(const char *what, const void *ptr, const char *t1, unsigned long long a,
+                                const char *t2, unsigned long long b, const char *t3);
 // "<line>\n" on stderr, then abort (or return if configured).
 void hak_report_error(const char *line);
 // "hakmem: <what> 0x<ptr> (<n>)\n", then abort whatever HAKMEM_ABORT_ON_ERROR

@@ -47,13 +47,9 @@ const hard_class_t g_hard_class[HAK_NUM_CLASSES] = {
   HQUAD(40, 32768u), HQUAD(44, 65536u), HQUAD(48, 131072u),
 };
 
-// "hakmem: <what> 0x<p> (<text1><n><text2>)"
+// "hakmem: <what> 0x<p><text1><n><text2>"
 static HAK_COLD void report_at(const char *what, const void *p, const char *t1, size_t n, const char *t2) {
-  char detail[96];
-  size_t at = hak_fmt_str(detail, sizeof detail, 0, t1);
-  at += hak_fmt_u64(detail + at, sizeof detail - at, n);
-  hak_fmt_str(detail, sizeof detail, at, t2);
-  hak_report_pointer_error(what, p, detail);
+  hak_report_pointer_numbers(what, p, t1, n, t2, 0, NULL);
 }
 
 void hardened_report_fill(const void *p, uint32_t bs, const char *when) {
@@ -126,13 +122,7 @@ void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want)
 }
 
 void hardened_report_delete(const char *what, const void *p, size_t given, size_t actual) {
-  char detail[96];
-  size_t at = hak_fmt_str(detail, sizeof detail, 0, " (given ");
-  at += hak_fmt_u64(detail + at, sizeof detail - at, given);
-  at = hak_fmt_str(detail, sizeof detail, at, ", the block's is ");
-  at += hak_fmt_u64(detail + at, sizeof detail - at, actual);
-  hak_fmt_str(detail, sizeof detail, at, ")");
-  hak_report_pointer_error(what, p, detail);
+  hak_report_pointer_numbers(what, p, " (given ", given, ", the block's is ", actual, ")");
 }
 
 // A block leaving the quarantine that hardened_release_fast could not push:

@@ -51,13 +51,7 @@ hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t
 }
 
 void tls_sll_report_double_free(hak_base_ptr_t b, unsigned cls, uint32_t block_size) {
-  char detail[64];
-  size_t n = hak_fmt_str(detail, sizeof detail, 0, " (class ");
-  n += hak_fmt_u64(detail + n, sizeof detail - n, cls);
-  n = hak_fmt_str(detail, sizeof detail, n, ", ");
-  n += hak_fmt_u64(detail + n, sizeof detail - n, block_size);
-  hak_fmt_str(detail, sizeof detail, n, " bytes)");
-  hak_report_pointer_error("double free of", hak_base_raw(b), detail);
+  hak_report_pointer_numbers("double free of", hak_base_raw(b), " (class ", cls, ", ", block_size, " bytes)");
 }
 
 #if HAK_DEBUG
