@@ -96,8 +96,12 @@ _Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_
 #define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
 
 // malloc: 1 .. 1004 bytes take a tiny class (the request plus the 20-byte
-// tail): the TLS pop, the fill checked, canary and size written.
-HAK_INLINE void *hak_malloc_fast(size_t size) {
+// tail): the TLS pop, the fill checked, canary and size written. Every way
+// out is a call in last place: `tiny_miss` (an empty list), `larger` (above
+// the tiny classes), `bad` (a changed fill, reported). Constants at each use,
+// inlined through.
+HAK_INLINE void *hard_malloc_fast_with(size_t size, void *(*tiny_miss)(size_t), void *(*larger)(size_t),
+                                       void *(*bad)(unsigned, void *, size_t)) {
   if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
     // The slot from the thread's table, as the default build's malloc (one
     // load); the class entry by the slot (2 * class) with no shift.
@@ -105,13 +109,19 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
     hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, slot);
     if (HAK_LIKELY(!hak_base_is_null(b))) {
       void *p = hak_user_raw(hak_base_to_user(b));
-      return hardened_arm_tiny(slot, p, size);
+      return hardened_arm_tiny(slot, p, size, bad);
     }
-    return hak_hardened_malloc_refill(size);   // tls_sll_pop there reports a corrupt list
+    return tiny_miss(size);   // tls_sll_pop in the refill reports a corrupt list
   }
+  return larger(size);
+}
+HAK_INLINE void *hard_malloc_larger(size_t size) {
   if (HAK_LIKELY(size - HARD_MEDIUM_MIN <= HAK_SLAB_MAX - HARD_TAIL_MEDIUM - HARD_MEDIUM_MIN))
     return hak_hardened_malloc_medium(size);
   return hak_hardened_malloc_other(size);
+}
+HAK_INLINE void *hak_malloc_fast(size_t size) {
+  return hard_malloc_fast_with(size, hak_hardened_malloc_refill, hard_malloc_larger, hardened_arm_bad_slot);
 }
 
 // free: the default build's lookup (the address cut to 47 bits for the
@@ -147,15 +157,7 @@ HAK_INLINE void hak_free_fast(void *p) { hak_free_fast_sized(p, HARD_NO_SIZE, 0)
 // hit keeps the size in no saved register; with malloc's several ways out,
 // each followed by the NULL test, _Znwm pushed, moved and popped one.
 HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*miss)(size_t), void *(*bad)(unsigned, void *, size_t)) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
-    unsigned slot = tls_slot_of_size(&t_tls_cache, size + HARD_TAIL_BYTES);
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, slot);
-    if (HAK_LIKELY(!hak_base_is_null(b))) {
-      void *p = hak_user_raw(hak_base_to_user(b));
-      return hardened_arm_tiny_or(slot, p, size, bad);
-    }
-  }
-  return miss(size);
+  return hard_malloc_fast_with(size, miss, miss, bad);
 }
 #else
 // `slow`: what a miss calls, a noinline function with hak_malloc_slow's

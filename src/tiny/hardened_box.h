@@ -295,17 +295,14 @@ HAK_INLINE void *hardened_arm_at(unsigned fa, unsigned fb, uint32_t bs, void *p,
 // `slot`. Its way out takes the slot, not the block size, so the common path
 // keeps no copy of the size for the call.
 void *hardened_arm_bad_slot(unsigned slot, void *p, size_t n) HAK_NOINLINE;
-// `bad`: what a changed fill calls (operator new passes one that also runs the
-// new_handler loop when it returns NULL).
-HAK_INLINE void *hardened_arm_tiny_or(unsigned slot, void *p, size_t n, void *(*bad)(unsigned, void *, size_t)) {
+// `bad`: what a changed fill calls (malloc: hardened_arm_bad_slot; operator
+// new one that also runs the new_handler loop when it returns NULL).
+HAK_INLINE void *hardened_arm_tiny(unsigned slot, void *p, size_t n, void *(*bad)(unsigned, void *, size_t)) {
   const hard_class_t *hc = hard_class_of_slot(slot);
   uint32_t bs = hc->size;
   if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return bad(slot, p, n);
   hardened_arm_words(p, n, hard_size_tail(p, bs));
   return p;
-}
-HAK_INLINE void *hardened_arm_tiny(unsigned slot, void *p, size_t n) {
-  return hardened_arm_tiny_or(slot, p, n, hardened_arm_bad_slot);
 }
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
   const hard_class_t *hc = &g_hard_class[m->cls];
