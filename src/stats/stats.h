@@ -45,6 +45,7 @@ typedef struct hak_class_counters {
   X(SITE_TRANSFER_LOCK,  "transfer_lock",    "lock")        /* a chain into or out of the class exchange */ \
   X(SITE_ABANDONED,      "abandoned_stack",  "rmw-global")  /* push/pop of abandoned slabs */ \
   X(SITE_SS_COUNTERS,    "superslab_counts", "rmw-global")  /* SuperSlabs mapped/unmapped */ \
+  X(SITE_SS_CHUNK,       "superslab_chunk",  "rmw-global")  /* a SuperSlab taken from the chunk, or a chunk installed */ \
   X(SITE_SLAB_USED,      "slab_used",        "rmw-slab")    /* a slab's live count */       \
   X(SITE_SLAB_STATE,     "slab_state",       "rmw-slab")    /* a slab's state word */       \
   X(SITE_REMOTE_PUSH,    "remote_push",      "rmw-slab")    /* a chain onto a remote list */ \

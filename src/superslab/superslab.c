@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "os/os.h"
+#include "stats/stats.h"
 
 const uint8_t g_kind_slab_shift[HAK_SLAB_KINDS] = {16, 19, 21};
 
@@ -29,6 +30,7 @@ static superslab_t *superslab_map(void) {
   while (cur != 0) {
     uintptr_t next = cur + SS_SIZE;
     if ((next & (SS_CHUNK_SIZE - 1)) == 0) next = 0;   // cur is the chunk's last
+    HAK_SITE(SITE_SS_CHUNK);
     if (atomic_compare_exchange_weak_explicit(&g_ss_chunk_next, &cur, next, memory_order_relaxed,
                                               memory_order_relaxed))
       return (superslab_t *)cur;
@@ -36,6 +38,7 @@ static superslab_t *superslab_map(void) {
   char *chunk = os_map_aligned(SS_CHUNK_SIZE, SS_CHUNK_SIZE);
   if (chunk == NULL) return os_map_aligned(SS_SIZE, SS_SIZE);   // no room for a chunk: one alone
   uintptr_t none = 0;
+  HAK_SITE(SITE_SS_CHUNK);
   if (!atomic_compare_exchange_strong_explicit(&g_ss_chunk_next, &none, (uintptr_t)chunk + SS_SIZE,
                                                memory_order_relaxed, memory_order_relaxed))
     os_unmap(chunk + SS_SIZE, SS_CHUNK_SIZE - SS_SIZE);       // another thread's chunk came first
