@@ -58,6 +58,7 @@
 #define PH_MAP_WORD_BITS 64u                  // regions per bitmap word
 #define PH_MAP_WORDS     (((size_t)1 << (PH_ADDR_BITS - PH_REGION_SHIFT)) / PH_MAP_WORD_BITS)
 #define PH_DIRTY_LIVE_FACTOR 3u               // dirty budget: 3x the live bytes, if above the minimum (dirty_budget)
+#define PH_ROOM_RUNS     1u                   // ... or the room below the recent peak and the longest run
 #define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
 #define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
 
@@ -125,8 +126,12 @@ typedef struct ph_arena {
   ph_region_t     *regions;
   size_t           region_count, empty_regions;
   size_t           live_count, live_pages;
+  size_t           peak_pages;       // the most live_pages since the last full purge pass (dirty_budget)
+  uint32_t         peak_run;         // the longest run taken since then, pages (dirty_budget)
   _Atomic size_t   dirty_bytes;      // written under the lock, read without it
   _Atomic uint32_t users;            // live threads that allocate from it
+  uint8_t          dense;            // the program touches most pages of its blocks (arena_sample_density)
+  uint32_t         sample_in;        // pages to free until the next sample
 #if HAK_HARDENED
   uint8_t          residency[PH_BINS];   // per bin of run length: the last verdict (hardened_close_block)
 #endif
@@ -486,9 +491,16 @@ static int unmap_empty_regions(ph_arena_t *a, size_t kept) {
 
 // Unmap empty regions past the one kept (all of them when everything), then
 // madvise dirty free runs of arena a until it holds at most `keep` dirty
-// bytes (its lock held). Returns 1 if anything was released.
+// bytes (its lock held). Returns 1 if anything was released. A full pass
+// (keep 0) also starts the arena's peak over (dirty_budget) and samples the
+// next free (arena_sample_density).
 static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
   atomic_store_explicit(&g_last_purge_ms[a - g_arenas], os_now_ms(), memory_order_relaxed);
+  if (keep == 0) {                     // the program's next phase starts here
+    a->peak_pages = a->live_pages;
+    a->peak_run = 0;
+    a->sample_in = 0;
+  }
   int released = unmap_empty_regions(a, everything ? 0 : PH_KEEP_EMPTY_REGIONS);
   for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge(r, keep);
   return released;
@@ -503,18 +515,39 @@ static int purge_delay_passed(const ph_arena_t *a, uint64_t now) {
          g_hak_config.large_purge_delay_ms;
 }
 
-// The dirty budget of arena a: 3x its live bytes, or HAKMEM_LARGE_DIRTY_MB
-// shared among the arenas in use if more (one arena, a single thread's: all
-// of it). (2x, as with one arena for all: ws8192 -t 8 at 256 KiB-2 MiB took
-// 1.9 s, 600 k page faults, 273 MB peak RSS; 3x: 0.9 s, 220-250 k, 420-430
-// MB; mimalloc 0.8 s, 170 k, 550 MB; glibc 1.0 s, 330 MB. A freed run counts
-// whole though the program may have touched two of its pages, so the budget
-// purges what mostly is not resident, and the next blocks fault their pages
-// in again.)
+// The dirty budget of arena a, the most of:
+// - 3x its live bytes (2x, as with one arena for all: ws8192 -t 8 at 256
+//   KiB-2 MiB took 1.9 s, 600 k page faults, 273 MB peak RSS; 3x: 0.9 s,
+//   220-250 k, 420-430 MB; mimalloc 0.8 s, 170 k, 550 MB; glibc 1.0 s, 330 MB);
+// - HAKMEM_LARGE_DIRTY_MB shared among the arenas in use (one arena, a single
+//   thread's: all of it);
+// - the room below its recent peak: the most pages it held live since the
+//   last full purge pass (at most HAKMEM_LARGE_PURGE_DELAY_MS ago while it
+//   has dirty runs), less those live now, and the longest run taken since
+//   then, for the freed runs a request cannot use (its run is longer than any
+//   of them). So the arena's pages, live and dirty, stay within its recent
+//   peak and one of its largest blocks until the next full pass.
+// Memory the program used a moment ago is about to be used again. A loop over
+// a few blocks of 1-32 MiB, every page touched, swings its live bytes between
+// a few and ~100 MB; with the first two terms alone each low purged what the
+// next high faulted in again. `large -w 4 --min 1M --max 32M -n 2000`, 3
+// interleaved runs, seconds / peak RSS MB / page faults: without the room
+// 5.30 / 102 / 1.39 M, with it 0.19 / 113 / 44 k (glibc 1.07 / 101 / 272 k,
+// tcmalloc 0.23 / 115 / 52 k, jemalloc 6.7 / 113 / 1.77 M, mimalloc 4.8 / 136
+// / 1.27 M); `-w 16 --min 256K --max 32M`: 1.35 / 165 -> 0.34 / 174 (glibc
+// 0.45 / 131, tcmalloc 0.17 / 169). Two longest runs: 0.16 / 115 on -w 4 but
+// 210 MB on -w 16; none: 1.3 s on -w 4. Half the peak instead of the runs
+// took `ws8192 -w 64 --min 256K --max 2M -t 2` from 104 to 116 MB.
+// A freed run counts whole though the program may have touched two of its
+// pages, so the budget purges what mostly is not resident, and the next
+// blocks fault their pages in again.
 static size_t dirty_budget(const ph_arena_t *a) {
   size_t budget = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)a->live_pages);
   size_t share = g_hak_config.large_dirty_min / arenas_used();
-  return budget > share ? budget : share;
+  size_t room = (size_t)(a->peak_pages - a->live_pages) + PH_ROOM_RUNS * (size_t)a->peak_run;
+  room <<= PH_PAGE_SHIFT;
+  if (budget < share) budget = share;
+  return budget > room ? budget : room;
 }
 
 // After the delay every dirty run of a is purged and its empty regions past
@@ -699,14 +732,36 @@ static void zero_dirty_spans(char *p, uint32_t pages, const ph_span_t *spans, ui
   }
 }
 
+// The live pages reached a new height since the last full purge pass (lock held).
+static void arena_note_peak(ph_arena_t *a) {
+  if (a->live_pages > a->peak_pages) a->peak_pages = a->live_pages;
+}
+
+// How arena_take looks for n free pages in a region: its dirty runs, its
+// clean runs, either (dirty first), or a window of neighbouring runs.
+enum { PH_PASS_DIRTY, PH_PASS_CLEAN, PH_PASS_EACH, PH_PASS_WINDOW, PH_PASS_END };
+static uint32_t region_find_by(ph_region_t *r, unsigned pass, uint32_t n) {
+  switch (pass) {
+  case PH_PASS_DIRTY: return bins_find(r, PH_DIRTY, n);
+  case PH_PASS_CLEAN: return bins_find(r, PH_CLEAN, n);
+  case PH_PASS_EACH:  return region_find(r, n);
+  default:            return region_find_window(r, n);
+  }
+}
+
 // The first fit for n pages in a's regions, a single run or else a window of
-// neighbouring runs, taken: its region and first page (*at), and the dirty
+// neighbouring runs, taken (a dense arena, arena_sample_density: a dirty run
+// of any region before a clean one; a sparse one: the first region with a
+// run, its dirty runs first): its region and first page (*at), and the dirty
 // runs it took (spans, count returned). NULL when nothing fits. Lock held.
 static ph_region_t *arena_take(ph_arena_t *a, uint32_t n, uint32_t *at, ph_span_t *spans, uint32_t *dirty_runs) {
-  for (int window = 0; window < 2; window++) {
+  static const uint8_t dense[] = {PH_PASS_DIRTY, PH_PASS_CLEAN, PH_PASS_WINDOW, PH_PASS_END};
+  static const uint8_t sparse[] = {PH_PASS_EACH, PH_PASS_WINDOW, PH_PASS_END};
+  for (const uint8_t *pass = a->dense ? dense : sparse; *pass != PH_PASS_END; pass++) {
+    int window = *pass == PH_PASS_WINDOW;
     for (ph_region_t *r = a->regions; r != NULL; r = r->next) {
       if (r->free_pages < n) continue;
-      uint32_t s = window ? region_find_window(r, n) : region_find(r, n);
+      uint32_t s = region_find_by(r, *pass, n);
       if (s == PH_NONE) continue;
       if (r->free_pages == PH_USABLE_PAGES) a->empty_regions--;
       if (window) {
@@ -717,6 +772,8 @@ static ph_region_t *arena_take(ph_arena_t *a, uint32_t n, uint32_t *at, ph_span_
       }
       a->live_count++;
       a->live_pages += n;
+      arena_note_peak(a);
+      if (n > a->peak_run) a->peak_run = n;
       *at = s;
       return r;
     }
@@ -760,12 +817,43 @@ void *page_heap_alloc(size_t size, int zero) {
   }
 }
 
+// Does the program touch most pages of its large blocks? A free after each
+// PH_DENSITY_EVERY freed pages (256 MiB; and the first after a full pass) asks
+// the kernel how many of the first PH_DENSITY_PAGES pages of the freed block
+// are resident (one mincore call, no page touched); the answer stands until
+// the next sample. (One free in 32: 6.3 k calls in `ws8192 -w 64 --min 256K
+// --max 2M -t 2`, 1.10x the time.)
+// A dense arena's freed runs are worth what they hold: its blocks take dirty
+// runs of any region before clean ones (arena_take), and an emptied region is
+// left to the budget (run_free_locked). A sparse arena's freed runs hold a
+// page or two each (ws8192 touches a block's first and last byte): taking
+// them from every region kept every region in use (ws8192 -w 64 --min 256K
+// --max 2M -t 16: peak RSS 298 -> 351 MB), and an emptied region is purged
+// at once. Lock held.
+#define PH_DENSITY_EVERY (1u << 16)
+#define PH_DENSITY_PAGES 64u
+static void arena_sample_density(ph_arena_t *a, const void *p, uint32_t n) {
+  if (a->sample_in > n) {
+    a->sample_in -= n;
+    return;
+  }
+  a->sample_in = PH_DENSITY_EVERY;
+  size_t pages = n < PH_DENSITY_PAGES ? n : PH_DENSITY_PAGES;
+  size_t resident = os_resident_pages(p, pages);
+  if (resident != SIZE_MAX) a->dense = resident * 2u >= pages;
+}
+
 // The used run of n pages at s goes back to its region's free runs (dirty:
 // its pages may be resident). An empty region beyond the kept one is purged
-// and stays mapped until the next purge pass unmaps it (purge_locked): for
-// blocks of 5-25 MiB, two or three to a region, regions emptied and were
-// mapped again every few calls (`large -w 20 --min 5M --max 25M --uniform
-// --touch ends`: 0.42 s against 0.27 s now, glibc 0.16 s). Lock held.
+// when the arena is sparse (arena_sample_density) and stays mapped until the
+// next purge pass unmaps it (purge_locked); a dense arena's is left to the
+// budget (dirty_budget: with every emptied region purged, `large -w 4 --min
+// 1M --max 32M` faulted its blocks in again and again, 0.95 M page faults
+// with the budget off). For blocks of 5-25 MiB, two or three to a region,
+// regions emptied and were mapped again every few calls (`large -w 20 --min
+// 5M --max 25M --uniform --touch ends`: 0.42 s against 0.27 s with the purge,
+// glibc 0.16 s), and when only their ends are touched the purge keeps the
+// resident pages few (8 MB peak RSS; kept: 86 MB). Lock held.
 static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   r->head[s] = 0;
   r->tail[s + n - 1] = 0;
@@ -773,7 +861,8 @@ static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   ph_arena_t *a = r->arena;
   a->live_count--;
   a->live_pages -= n;
-  if (r->free_pages == PH_USABLE_PAGES && ++a->empty_regions > PH_KEEP_EMPTY_REGIONS) region_purge(r, 0);
+  if (r->free_pages == PH_USABLE_PAGES && ++a->empty_regions > PH_KEEP_EMPTY_REGIONS && !a->dense)
+    region_purge(r, 0);
 }
 
 // The region holding p, a live region (page_heap_contains), has its arena
@@ -801,6 +890,7 @@ int page_heap_free(void *p) {
 #else
   int dirty = 1;
 #endif
+  if (dirty) arena_sample_density(a, p, n);
   run_free_locked(r, s, n, dirty);
   arena_maybe_purge(a);
   PH_VALIDATE(a);
@@ -892,6 +982,7 @@ int page_heap_resize_in_place(void *p, size_t size) {
         r->head[s] = want | PH_USED;
         r->tail[s + want - 1] = want;
         a->live_pages += more;
+        arena_note_peak(a);
         ok = 1;
       }
     }
@@ -1002,6 +1093,7 @@ static void ph_validate_locked(const ph_arena_t *a) {
   PH_REQUIRE(empty == a->empty_regions, "empty_regions == regions with no live block", a, empty);
   PH_REQUIRE(live_count == a->live_count, "live_count == used runs", a, live_count);
   PH_REQUIRE(live_pages == a->live_pages, "live_pages == pages of used runs", a, live_pages);
+  PH_REQUIRE(a->peak_pages >= a->live_pages, "peak_pages >= live_pages", a, a->peak_pages);
   PH_REQUIRE(dirty_bytes == atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed),
              "dirty_bytes == bytes of dirty free runs", a, dirty_bytes);
 }

@@ -59,6 +59,25 @@ void os_unmap(void *addr, size_t size) {
   errno = saved;
 }
 
+#define OS_RESIDENT_CHUNK 1024u   // pages per mincore call: a 1 KiB vector on the stack
+
+size_t os_resident_pages(const void *addr, size_t pages) {
+  unsigned char vec[OS_RESIDENT_CHUNK];
+  size_t page = os_page_size(), resident = 0;
+  int saved = errno;
+  for (size_t done = 0; done < pages;) {
+    size_t n = pages - done < OS_RESIDENT_CHUNK ? pages - done : OS_RESIDENT_CHUNK;
+    if (mincore((char *)addr + done * page, n * page, vec) != 0) {
+      errno = saved;
+      return SIZE_MAX;
+    }
+    for (size_t i = 0; i < n; i++) resident += vec[i] & 1u;
+    done += n;
+  }
+  errno = saved;
+  return resident;
+}
+
 void os_purge(void *addr, size_t size) {
   int saved = errno;
   madvise(addr, size, MADV_DONTNEED);

@@ -18,6 +18,10 @@ void  *os_map_aligned(size_t size, size_t align);
 void   os_unmap(void *addr, size_t size);
 // Give the pages back; the range reads as zero afterwards.
 void   os_purge(void *addr, size_t size);
+// How many of the `pages` pages at addr (page aligned) are resident: mincore,
+// one call per 1024 pages, no page touched. SIZE_MAX when the kernel refuses.
+// errno is preserved.
+size_t os_resident_pages(const void *addr, size_t pages);
 // Resize a mapping in place or by moving it; NULL on failure.
 void  *os_remap(void *addr, size_t old_size, size_t new_size);
 
@@ -60,10 +64,6 @@ int    os_discard_none(void *addr, size_t size);
 // (os_protect): the fresh mapping is charged like the one around it (no
 // MAP_NORESERVE), so the kernel can merge them. 0 when refused.
 int    os_purge_none(void *addr, size_t size);
-// How many of the first `pages` pages at addr (page aligned, pages <= 4096)
-// are resident: one mincore call, no page touched. SIZE_MAX when the kernel
-// refuses. errno is preserved.
-size_t os_resident_pages(const void *addr, size_t pages);
 // Call fn with the faulting address on SIGSEGV (and SIGBUS); fn returns when
 // the address is not the allocator's: the handler that was in place before
 // (the program's, or another library's) is then called, or with none the

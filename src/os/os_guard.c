@@ -35,20 +35,6 @@ int os_discard_none(void *addr, size_t size) { return map_none(addr, size, MAP_F
 
 int os_purge_none(void *addr, size_t size) { return map_none(addr, size, MAP_FIXED) != MAP_FAILED; }
 
-#define OS_RESIDENT_MAX_PAGES 4096u
-
-size_t os_resident_pages(const void *addr, size_t pages) {
-  unsigned char vec[OS_RESIDENT_MAX_PAGES];
-  if (pages > OS_RESIDENT_MAX_PAGES) pages = OS_RESIDENT_MAX_PAGES;
-  int saved = errno;
-  int rc = mincore((void *)addr, pages * os_page_size(), vec);
-  errno = saved;
-  if (rc != 0) return SIZE_MAX;
-  size_t resident = 0;
-  for (size_t i = 0; i < pages; i++) resident += vec[i] & 1u;
-  return resident;
-}
-
 // The fault hook. A handler the program (or a library before us) had in place
 // when the hook was installed is kept and called for every fault that is not
 // the allocator's, as if we were not there; a handler installed after the hook
