@@ -75,6 +75,8 @@ ROWS = [
          args=["-b", "1000", "--max", "64K"], nopt="-n", n=1_000_000, smoke=5_000),
     dict(id="large", label="large blocks 64 KiB-8 MiB, pages touched", prog="large",
          args=["-w", "32", "--min", "64K", "--max", "8M"], nopt="-n", n=2_000, smoke=50),
+    dict(id="large-few", label="a few blocks of 1-32 MiB, pages touched", prog="large",
+         args=["-w", "4", "--min", "1M", "--max", "32M"], nopt="-n", n=1_000, smoke=20),
     dict(id="churn", label="thread churn, 4 at a time, 200 blocks each", prog="churn",
          args=["-c", "4", "-k", "200"], nopt="-n", n=2_000, smoke=20),
     dict(id="mstress", label="mstress: 8 threads a round trading blocks", prog="mstress",
