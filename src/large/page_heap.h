@@ -3,11 +3,13 @@
 // address-ordered best-fit reuse and coalescing of free neighbours, so memory
 // freed by one large block serves the next without a system call or a page
 // fault. Free runs are purged (MADV_DONTNEED) after a delay or past a dirty
-// budget, decided on slow paths; a region whose pages are all free is purged
-// at once and unmapped by the next purge pass (one is kept per arena), or at
-// once when a mapping fails. The regions are divided among arenas, each with
-// its own lock; a thread allocates from one arena (page_heap.c). The
-// invariants are written above ph_region_t in page_heap.c.
+// budget (which keeps what the arena held live a moment ago: its recent peak),
+// decided on slow paths; a region whose pages are all free is unmapped by the
+// next purge pass (one is kept per arena), or at once when a mapping fails,
+// and purged at once when the program touches few pages of its blocks (a
+// sampled verdict). The regions are divided among arenas, each with its own
+// lock; a thread allocates from one arena (page_heap.c). The invariants are
+// written above ph_region_t in page_heap.c.
 #ifndef HAK_PAGE_HEAP_H
 #define HAK_PAGE_HEAP_H
 
