@@ -303,20 +303,36 @@ static void test_past_the_room_below_the_recent_peak_the_largest_runs_are_purged
   hak_trim();
 }
 
-static void test_an_emptied_region_stays_mapped_until_a_purge_pass(void **state) {
-  (void)state;
-  size_t keep_min = g_hak_config.large_dirty_min;
-  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
+// One region filled with 2 MiB blocks and a second one with one more (each
+// block written whole when `filled`), all freed: the first region empties
+// (the one kept), then the second. The dirty budget's minimum 1 GiB, the
+// purge delay an hour (*keep_min, *keep_delay: what the caller restores).
+// Returns the first region's block count.
+static unsigned empty_two_regions(int filled, size_t *keep_min, uint32_t *keep_delay) {
+  *keep_min = g_hak_config.large_dirty_min;
+  *keep_delay = g_hak_config.large_purge_delay_ms;
   g_hak_config.large_dirty_min = (size_t)1 << 30;
   static char *blocks[40];
   unsigned n = fill_one_region(blocks, 40);     // trims: the purge clock starts now
   g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
   char *extra = hak_malloc(2 * MIB);            // a second region
   assert_int_equal(heap_regions(), 2);
+  if (filled) {
+    for (unsigned i = 0; i < n; i++) memset(blocks[i], 1, 2 * MIB);
+    memset(extra, 1, 2 * MIB);
+  }
   for (unsigned i = 0; i < n; i++) hak_free(blocks[i]);   // the first one empty: kept
-  hak_free(extra);                              // the second one empty too: purged, mapped
+  hak_free(extra);                              // the second one empty too
   assert_int_equal(heap_regions(), 2);
-  assert_int_equal(heap_dirty(), (size_t)n * 2 * MIB);    // the first one's runs only
+  return n;
+}
+
+static void test_an_emptied_region_stays_mapped_until_a_purge_pass(void **state) {
+  (void)state;
+  size_t keep_min;
+  uint32_t keep_delay;
+  unsigned n = empty_two_regions(0, &keep_min, &keep_delay);
+  assert_int_equal(heap_dirty(), (size_t)n * 2 * MIB);    // the second one (untouched: sparse) purged
   g_hak_config.large_purge_delay_ms = 0;        // the delay has passed
   page_heap_maybe_purge();
   assert_int_equal(heap_regions(), 1);
@@ -327,23 +343,12 @@ static void test_an_emptied_region_stays_mapped_until_a_purge_pass(void **state)
 
 // An emptied region (past the one kept) whose pages the program filled is
 // left to the budget, not purged at once: its pages are what the next blocks
-// would fault in again (the test above leaves its blocks untouched: sparse,
-// purged).
+// would fault in again.
 static void test_an_emptied_region_the_program_filled_is_kept_dirty(void **state) {
   (void)state;
-  size_t keep_min = g_hak_config.large_dirty_min;
-  uint32_t keep_delay = g_hak_config.large_purge_delay_ms;
-  g_hak_config.large_dirty_min = (size_t)1 << 30;
-  static char *blocks[40];
-  unsigned n = fill_one_region(blocks, 40);     // trims: the purge clock starts now
-  g_hak_config.large_purge_delay_ms = AN_HOUR_MS;
-  for (unsigned i = 0; i < n; i++) memset(blocks[i], 1, 2 * MIB);
-  char *extra = hak_malloc(2 * MIB);            // a second region
-  memset(extra, 1, 2 * MIB);
-  assert_int_equal(heap_regions(), 2);
-  for (unsigned i = 0; i < n; i++) hak_free(blocks[i]);   // the first one empty: kept
-  hak_free(extra);                              // the second one empty too, filled: kept dirty
-  assert_int_equal(heap_regions(), 2);
+  size_t keep_min;
+  uint32_t keep_delay;
+  unsigned n = empty_two_regions(1, &keep_min, &keep_delay);
   assert_int_equal(heap_dirty(), (size_t)(n + 1) * 2 * MIB);
   g_hak_config.large_dirty_min = keep_min;
   g_hak_config.large_purge_delay_ms = keep_delay;
