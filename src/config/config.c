@@ -45,7 +45,7 @@ const hak_option_t g_hak_options[] = {
   { "HAKMEM_LARGE_PURGE_DELAY_MS", HAK_OPT_U32, 1000, 0, 3600000, 0, "ms", &g_hak_config.large_purge_delay_ms,
     "page-heap purge passes are at least this far apart" },
   { "HAKMEM_LARGE_DIRTY_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.large_dirty_min,
-    "the page heap purges at once past this many freed resident bytes (shared by its arenas; or 3x live)" },
+    "the page heap purges at once past this many freed resident bytes (shared by its arenas; or 3x live, or the room below its recent peak)" },
   { "HAKMEM_STATS", HAK_OPT_STATS, HAK_STATS_OFF, 0, 0, 0, "", &g_hak_config.stats,
     "statistics per size class at exit: 0, 1 (a table) or json" },
   { "HAKMEM_STATS_FILE", HAK_OPT_PATH, 0, 0, 0, 0, "", g_hak_config.stats_file,
