@@ -13,16 +13,21 @@
 #
 # build/device/ holds: libhakmem.so (the default build), libhakmem-stats.so
 # (STATS=1: the per-site counters), libhakmem-pfw.so (the free-path prefetchw
-# experiment, HAK_FREE_PREFETCHW=1, CURRENT_TASK Known gaps 11), bench/ (the
+# experiment, HAK_FREE_PREFETCHW=1, CURRENT_TASK Known gaps 11),
+# libhakmem-nomark.so (free without its double-free test, HAK_FREE_SKIP_MARK_TEST=1:
+# unsafe, for this measurement only, Known gaps 15), bench/ (the
 # programs) and peers/ (copies of this machine's jemalloc, tcmalloc-minimal and
 # mimalloc, found there only when the machine has none of its own).
 #
 # The run, most important first, each part its own bench-scale call with its
 # own output folder, so what finished survives a timeout:
-#   1. every row at T=16, then 8, 4, 1 and 2: hakmem, glibc and the peers (the
-#      hardened build left out: its large rows take minutes in the kernel at 16
+#   1. every row at T=16, then 8: hakmem, glibc and the peers (the hardened
+#      build left out: its large rows take minutes in the kernel at 16
 #      threads), REPS=3, with hakmem's per-site counters;
-#   2. ring and cross at T=8 and 16: hakmem against the prefetchw build.
+#   2. ring, cross and larson at T=8 and 16: the build without free's mark test
+#      (what exact double-free detection at the free costs on 16 cores), the
+#      default, and the prefetchw build;
+#   3. every row at T=4, 1 and 2.
 # Each part is bounded (`timeout`), and the whole run stops starting parts
 # after DEVICE_BUDGET_S seconds (default 480).
 set -uo pipefail
@@ -34,11 +39,13 @@ prepare() {
   make -j"$(nproc)" all bench-bins
   make -j"$(nproc)" STATS=1 DEBUG=0 SAN= build/stats/libhakmem.so
   make -j"$(nproc)" BUILD=build/pfw EXTRA_CFLAGS=-DHAK_FREE_PREFETCHW=1 build/pfw/libhakmem.so
+  make -j"$(nproc)" BUILD=build/nomark EXTRA_CFLAGS=-DHAK_FREE_SKIP_MARK_TEST=1 build/nomark/libhakmem.so
   rm -rf "$dev"
   mkdir -p "$dev/bench" "$dev/peers"
   cp build/libhakmem.so "$dev/libhakmem.so"
   cp build/stats/libhakmem.so "$dev/libhakmem-stats.so"
   cp build/pfw/libhakmem.so "$dev/libhakmem-pfw.so"
+  cp build/nomark/libhakmem.so "$dev/libhakmem-nomark.so"
   cp build/bench/* "$dev/bench/"
   libdir=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
   for so in libjemalloc.so.2 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
@@ -70,11 +77,13 @@ run() {
     timeout "$limit" "${scale[@]}" --out "$out/$name" "$@" >"$out/$name/log.txt" 2>&1
     echo "   exit $? after $(( SECONDS - t0 ))s"; tail -n 30 "$out/$name/log.txt" | grep -E '^\|' | head -12
   }
-  for t in 16 8 4 1 2; do
-    part "t$t" 150 --lib "$dev/libhakmem.so" --threads "$t" --allocs hakmem,glibc,jemalloc,tcmalloc,mimalloc
-  done
-  part pfw 90 --lib "$dev/libhakmem-pfw.so" --stats-lib '' --threads "8 16" --rows ring,cross --allocs hakmem
-  part pfw-base 90 --lib "$dev/libhakmem.so" --stats-lib '' --threads "8 16" --rows ring,cross --allocs hakmem
+  local all=hakmem,glibc,jemalloc,tcmalloc,mimalloc
+  for t in 16 8; do part "t$t" 150 --lib "$dev/libhakmem.so" --threads "$t" --allocs "$all"; done
+  local xrows=(--stats-lib '' --threads "8 16" --rows ring,cross,larson --allocs hakmem)
+  part nomark 60 --lib "$dev/libhakmem-nomark.so" "${xrows[@]}"
+  part pfw-base 60 --lib "$dev/libhakmem.so" "${xrows[@]}"
+  part pfw 60 --lib "$dev/libhakmem-pfw.so" "${xrows[@]}"
+  for t in 4 1 2; do part "t$t" 150 --lib "$dev/libhakmem.so" --threads "$t" --allocs "$all"; done
   echo "device-scale: done in $(( SECONDS - t0 ))s; results under $out"
 }
 

@@ -29,6 +29,17 @@
 #ifndef HAK_FREE_PREFETCHW
 #define HAK_FREE_PREFETCHW 0
 #endif
+// A second experiment for the 16-core run, never on by default and UNSAFE (a
+// double free then goes undetected and corrupts the heap): free skips its test
+// of the block's free mark. That test loads a line of the block, which on the
+// cross-thread rows another core wrote last; on this project's AMD EPYC VM a
+// build without it ran ring-2, cross-2 and larson at 0.60, 0.67 and 0.74x the
+// time, tcmalloc's level (CURRENT_TASK Known gaps 15). It measures what exact
+// double-free detection at the free costs at 16 threads (scripts/device-scale.sh
+// builds it as build/nomark); it is not a mode to ship.
+#ifndef HAK_FREE_SKIP_MARK_TEST
+#define HAK_FREE_SKIP_MARK_TEST 0
+#endif
 HAK_INLINE void hak_prefetch_for_write(const void *p) {
 #if defined(__x86_64__)
   __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));   // gcc emits it only with -mprfchw
@@ -183,7 +194,7 @@ HAK_INLINE void hak_free_fast(void *p) {
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_list_tp_t *l = tls_list_at_tp(m->tls_off);
-      if (HAK_LIKELY(!block_is_free(b))) {
+      if (HAK_LIKELY(HAK_FREE_SKIP_MARK_TEST || !block_is_free(b))) {
         // This thread's blocks and other threads' blocks of a cache line or
         // more go on this thread's list alike (hak_free_checked would do the
         // same: without the call, a block that moved once is not a slow free
