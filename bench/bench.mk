@@ -70,5 +70,10 @@ bench-scale: bench-peers $(LIB_SO) $(BENCH_BINS)
 bench-smoke: $(LIB_SO) $(BENCH_BINS)
 	@python3 scripts/bench.py --smoke --lib $(LIB_SO) --bindir $(BENCH_DIR)
 	@python3 scripts/bench-scale.py --self-test
+	@out=$$(python3 scripts/ab.py --rounds 2 '$(BENCH_DIR)/ws8192 -w 64 -n 20000' hak=$(LIB_SO) glibc) && \
+	  echo "$$out" | grep -q '^| hak | [0-9.]* | 1.000 |' && echo "$$out" | grep -q '^| glibc | [0-9.]* | [0-9.]* |' || \
+	  { echo "scripts/ab.py: no table for hak and glibc"; echo "$$out"; exit 1; }
+	@! python3 scripts/ab.py --rounds 1 false glibc 2>/dev/null || { echo "scripts/ab.py: a failing command not reported"; exit 1; }
+	@echo "scripts/ab.py: paired rounds OK"
 
 TEST_RUNS += bench-smoke
