@@ -76,6 +76,7 @@ CORE_A    := $(BUILD)/libhakmem_core.a
 HARD_BUILD := $(BUILD)/hardened
 HARD_OBJS  := $(CORE_SRCS:%.c=$(HARD_BUILD)/obj/%.o) $(API_SRCS:%.c=$(HARD_BUILD)/obj/%.o)
 HARD_SO    := $(BUILD)/libhakmem-hardened.so
+HARD_CORE_A := $(HARD_BUILD)/libhakmem_core.a   # the hardened engine alone, for unit tests
 
 .PHONY: all clean test test-deps
 ifneq ($(SAN),)
@@ -111,6 +112,9 @@ $(LIB_A): $(CORE_OBJS) $(API_OBJS)
 	@rm -f $@; ar rcs $@ $^
 
 $(CORE_A): $(CORE_OBJS)
+	@rm -f $@; ar rcs $@ $^
+
+$(HARD_CORE_A): $(CORE_SRCS:%.c=$(HARD_BUILD)/obj/%.o)
 	@rm -f $@; ar rcs $@ $^
 
 -include $(CORE_OBJS:.o=.d) $(API_OBJS:.o=.d) $(HARD_OBJS:.o=.d)

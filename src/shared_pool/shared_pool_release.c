@@ -220,9 +220,10 @@ static int purge_pools(int everything) {
       pool_unlock(kind);
       if (n == 0) break;
       for (uint32_t i = 0; i < n; i++) {   // out of the pool: no other thread can take them
-        os_purge(batch[i]->base, slab_dirty_bytes(batch[i]));   // no block reached past it
+        os_purge(batch[i]->base, slab_purge_bytes(batch[i]));   // no block or table past it
         atomic_store_explicit(&batch[i]->dirty, 0, memory_order_relaxed);
         batch[i]->dirty_end = 0;
+        batch[i]->dirty_table = 0;
       }
       pool_lock(kind);
       for (uint32_t i = 0; i < n; i++) pool_put_locked(batch[i], now);

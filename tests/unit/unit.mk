@@ -17,6 +17,11 @@ UNIT_DIR    := tests/unit
 UNIT_OUT    := $(BUILD)/tests/unit
 UNIT_SRCS   := $(sort $(wildcard $(UNIT_DIR)/test_*.c))
 UNIT_BINS   := $(UNIT_SRCS:$(UNIT_DIR)/%.c=$(UNIT_OUT)/%)
+# tests/unit/hardened_test_*.c: the same harness against the hardened engine
+# (HAK_HARDENED=1, $(HARD_CORE_A)); only where the hardened library is built
+# (not under a sanitizer, not with LINK_ENCODE=0).
+UNIT_HARD_SRCS := $(if $(SAN),,$(if $(filter 0,$(LINK_ENCODE)),,$(sort $(wildcard $(UNIT_DIR)/hardened_test_*.c))))
+UNIT_HARD_BINS := $(UNIT_HARD_SRCS:$(UNIT_DIR)/%.c=$(UNIT_OUT)/%)
 UNIT_CFLAGS := $(CFLAGS) -pthread $(shell pkg-config --cflags cmocka 2>/dev/null)
 UNIT_LIBS   := $(or $(shell pkg-config --libs cmocka 2>/dev/null),-lcmocka) -lpthread
 # The HAKMEM_* options change what the tests observe (abort on error, purge delays,
@@ -28,11 +33,15 @@ UNIT_ENV    := env -u LD_PRELOAD -u HAKMEM_ABORT_ON_ERROR -u HAKMEM_VERBOSE -u H
 
 # Under a sanitizer the process's RSS includes shadow memory that never
 # shrinks, so the RSS tests mean nothing there; everything else runs.
-UNIT_RUN_BINS := $(if $(SAN),$(filter-out %/test_memory_return,$(UNIT_BINS)),$(UNIT_BINS))
+UNIT_RUN_BINS := $(if $(SAN),$(filter-out %/test_memory_return,$(UNIT_BINS)),$(UNIT_BINS)) $(UNIT_HARD_BINS)
 
 TEST_RUNS += test-unit
 
-unit-bins: $(UNIT_BINS)
+unit-bins: $(UNIT_BINS) $(UNIT_HARD_BINS)
+
+$(UNIT_OUT)/hardened_test_%: $(UNIT_DIR)/hardened_test_%.c $(UNIT_DIR)/unit_util.h $(HARD_CORE_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(UNIT_CFLAGS) -DHAK_HARDENED=1 $< -o $@ $(HARD_CORE_A) $(UNIT_LIBS)
 
 $(UNIT_OUT)/%: $(UNIT_DIR)/%.c $(UNIT_DIR)/unit_util.h $(CORE_A)
 	@mkdir -p $(dir $@)
