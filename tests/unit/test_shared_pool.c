@@ -223,34 +223,6 @@ static void test_a_slab_freed_after_a_quiet_spell_waits_the_purge_delay(void **s
 // ---- how much FREE memory is kept resident (mstress: threads that exit
 // together leave many slabs carved a few pages deep) ----------------------------
 
-typedef struct purge_knobs { uint32_t delay, keep; size_t dirty_max; } purge_knobs_t;
-
-static purge_knobs_t purge_knobs_set(uint32_t delay, uint32_t keep, size_t dirty_max) {
-  purge_knobs_t old = {g_hak_config.purge_delay_ms, g_hak_config.keep_empty_superslabs,
-                       g_hak_config.purge_dirty_max};
-  g_hak_config.purge_delay_ms = delay;
-  g_hak_config.keep_empty_superslabs = keep;
-  g_hak_config.purge_dirty_max = dirty_max;
-  return old;
-}
-
-static size_t pool_dirty_bytes(void) {
-  size_t d = 0;
-  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) d += atomic_load(&g_pool[k].dirty_bytes);
-  return d;
-}
-
-// A thread that takes a few blocks of *arg bytes, frees them and exits: its
-// slab, carved only as deep as one refill, waits EMPTY on the abandoned stack
-// (pool_collect_abandoned_empty then gives it to the pool, FREE and dirty).
-static void *use_a_slab_lightly(void *arg) {
-  size_t size = *(size_t *)arg;
-  void *p[4];
-  for (int i = 0; i < 4; i++) p[i] = hak_malloc(size);
-  slab_meta_t *m = slab_of(p[0]);
-  for (int i = 0; i < 4; i++) hak_free(p[i]);
-  return m;
-}
 
 // A FREE slab counts the pages its blocks reached in the dirty budget, not the
 // whole slab (before: all 512 KiB of a medium slab for 40 KiB carved, so the
@@ -258,21 +230,7 @@ static void *use_a_slab_lightly(void *arg) {
 // what it had kept).
 static void test_a_free_slab_counts_only_the_pages_its_blocks_reached(void **state) {
   (void)state;
-  hak_trim();
-  purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);
-  size_t size = 5000, before = pool_dirty_bytes();
-  slab_meta_t *m = run_in_thread(use_a_slab_lightly, &size);
-  pool_collect_abandoned_empty();
-  assert_int_equal(slab_state(m), SLAB_FREE);
-  assert_true(atomic_load(&m->dirty));
-  size_t added = pool_dirty_bytes() - before;
-  size_t slab_bytes = ss_slab_bytes(ss_of_meta(m), m->index);
-  assert_int_equal(added, slab_dirty_bytes(m));
-  assert_true(added >= 4 * size);                 // at least the blocks it handed out
-  assert_true(added <= slab_bytes / 2);           // a refill's worth, not the slab
-  purge_knobs_set(old.delay, old.keep, old.dirty_max);
-  hak_trim();
-  assert_int_equal(pool_dirty_bytes(), 0);
+  check_a_lightly_used_slab(5000, 0, 2);   // a refill's worth, not the slab
 }
 
 // Past the dirty budget the purge brings the pools down to 3/4 of it, not to

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "hakmem.h"
+#include "config/config.h"
 #include "shared_pool/shared_pool_internal.h"
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
@@ -146,6 +147,61 @@ static inline int validate_engine(void **state) {
   }
 #endif
   return 0;
+}
+
+// The purge's knobs, set for a test and put back after it.
+typedef struct purge_knobs { uint32_t delay, keep; size_t dirty_max; } purge_knobs_t;
+
+static inline purge_knobs_t purge_knobs_set(uint32_t delay, uint32_t keep, size_t dirty_max) {
+  purge_knobs_t old = {g_hak_config.purge_delay_ms, g_hak_config.keep_empty_superslabs,
+                       g_hak_config.purge_dirty_max};
+  g_hak_config.purge_delay_ms = delay;
+  g_hak_config.keep_empty_superslabs = keep;
+  g_hak_config.purge_dirty_max = dirty_max;
+  return old;
+}
+
+// The dirty bytes of every kind's pool.
+static inline size_t pool_dirty_bytes(void) {
+  size_t d = 0;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) d += atomic_load(&g_pool[k].dirty_bytes);
+  return d;
+}
+
+// A thread that takes a few blocks of *arg bytes, frees them and exits: its
+// slab, carved only as deep as one refill, waits EMPTY on the abandoned stack
+// (pool_collect_abandoned_empty then gives it to the pool, FREE and dirty).
+static inline void *use_a_slab_lightly(void *arg) {
+  size_t size = *(size_t *)arg;
+  void *p[4];
+  for (int i = 0; i < 4; i++) p[i] = hak_malloc(size);
+  slab_meta_t *m = slab_of(p[0]);
+  for (int i = 0; i < 4; i++) hak_free(p[i]);
+  return m;
+}
+
+// A slab a thread used lightly for four blocks of `size`, given to the pool
+// FREE and dirty: what it adds to the pool's dirty bytes, and what a purge of
+// it gives back, against `most_of_slab` (the slab's bytes over this) and
+// whether its class wrote a size table.
+static inline void check_a_lightly_used_slab(size_t size, int table, size_t most_of_slab) {
+  hak_trim();
+  purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);
+  size_t before = pool_dirty_bytes();
+  slab_meta_t *m = run_in_thread(use_a_slab_lightly, &size);
+  pool_collect_abandoned_empty();
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_true(atomic_load(&m->dirty));
+  size_t added = pool_dirty_bytes() - before;
+  size_t slab_bytes = ss_slab_bytes(ss_of_meta(m), m->index);
+  assert_int_equal(added, slab_dirty_bytes(m));
+  assert_int_equal(m->dirty_table, table);
+  assert_true(added >= 4 * size + (table ? SLAB_TABLE_DIRTY_BYTES : 0));   // the blocks handed out
+  assert_true(added <= slab_bytes / most_of_slab);                        // not the whole slab
+  assert_int_equal(slab_purge_bytes(m), table ? slab_bytes : added);
+  purge_knobs_set(old.delay, old.keep, old.dirty_max);
+  hak_trim();
+  assert_int_equal(pool_dirty_bytes(), 0);
 }
 
 // A unit test whose teardown validates the engine.
