@@ -222,22 +222,23 @@ HAK_INLINE void slab_note_dirty_end(slab_meta_t *m) {
 // The pages of a written size table: one 4-byte word per block, at most 1 636
 // bytes (409 blocks of a 512 KiB slab), so at most two pages.
 #define SLAB_TABLE_DIRTY_BYTES 8192u
-// The bytes a dirty FREE slab counts in its kind's budget: its pages up to
-// dirty_end, and its size table's. (The hardened build counted every slab
+// The pages its blocks reached since the last purge, in bytes.
+HAK_INLINE size_t slab_reached_bytes(const slab_meta_t *m) { return ((size_t)m->dirty_end + 4095u) & ~(size_t)4095u; }
+// The bytes a dirty FREE slab counts in its kind's budget: the pages its
+// blocks reached, and its size table's. (The hardened build counted every slab
 // whole: a 2 MiB slab filled the 2 MiB budget alone, and mstress -t 8 made
 // 1 316 purge calls against the default's ~60, 2.0x its time.)
 HAK_INLINE size_t slab_dirty_bytes(const slab_meta_t *m) {
-  size_t end = (((size_t)m->dirty_end + 4095u) & ~(size_t)4095u) + (HAK_HARDENED && m->dirty_table ? SLAB_TABLE_DIRTY_BYTES : 0u);
+  size_t end = slab_reached_bytes(m) + (HAK_HARDENED && m->dirty_table ? SLAB_TABLE_DIRTY_BYTES : 0u);
   size_t bytes = ss_slab_bytes(ss_of_meta(m), m->index);
   return end < bytes ? end : bytes;
 }
-// What a purge gives back: its pages up to dirty_end, or the whole slab when its
-// size table (at the end) was written: one call, the pages between never touched.
+// What a purge gives back: the pages its blocks reached, or the whole slab
+// when its size table (at the end) was written: one call, the pages between
+// never touched.
 HAK_INLINE size_t slab_purge_bytes(const slab_meta_t *m) {
-  size_t bytes = ss_slab_bytes(ss_of_meta(m), m->index);
-  if (HAK_HARDENED && m->dirty_table) return bytes;
-  size_t end = ((size_t)m->dirty_end + 4095u) & ~(size_t)4095u;
-  return end < bytes ? end : bytes;
+  size_t bytes = ss_slab_bytes(ss_of_meta(m), m->index), end = slab_reached_bytes(m);
+  return (HAK_HARDENED && m->dirty_table) || end > bytes ? bytes : end;
 }
 HAK_INLINE char *ss_slab_start(superslab_t *ss, unsigned idx) {
   return (char *)ss + (idx == 0 ? SS_HEADER_SIZE : ((size_t)idx << ss->slab_shift));

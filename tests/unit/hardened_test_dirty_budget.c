@@ -5,8 +5,6 @@
 // left a few slabs made the next ones fault their memory in again (mstress -t
 // 8: 1 316 purge calls against the default build's ~60, 1.9x its time).
 #include "unit_util.h"
-#include "config/config.h"
-#include "tiny/hardened_box.h"
 
 _Static_assert(HAK_HARDENED, "built against the hardened engine");
 
