@@ -23,6 +23,7 @@ hak_config_t g_hak_config = {
   .huge_cache_delay_ms = 1000,
   .large_purge_delay_ms = 1000,
   .large_dirty_min = 64u << 20,
+  .free_batch = 1,
 };
 
 #define MB_MAX (1ull << 20)   // 1 TiB expressed in MiB
@@ -46,6 +47,8 @@ const hak_option_t g_hak_options[] = {
     "page-heap purge passes are at least this far apart" },
   { "HAKMEM_LARGE_DIRTY_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.large_dirty_min,
     "the page heap purges at once past this many freed resident bytes (shared by its arenas; or 3x live, or the room below its recent peak)" },
+  { "HAKMEM_FREE_BATCH", HAK_OPT_BOOL, 1, 0, 1, 0, "", &g_hak_config.free_batch,
+    "a thread freeing mostly other threads' small blocks checks them 16 at a time (a double free is then reported up to 16 frees late)" },
   { "HAKMEM_STATS", HAK_OPT_STATS, HAK_STATS_OFF, 0, 0, 0, "", &g_hak_config.stats,
     "statistics per size class at exit: 0, 1 (a table) or json" },
   { "HAKMEM_STATS_FILE", HAK_OPT_PATH, 0, 0, 0, 0, "", g_hak_config.stats_file,

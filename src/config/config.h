@@ -33,6 +33,8 @@ typedef struct hak_config {
   size_t   large_dirty_min;    // HAKMEM_LARGE_DIRTY_MB (64): an arena of the page heap purges at
                                //   once, down to 3/4, when its freed resident bytes pass its share
                                //   of this (divided among the arenas in use) or 3x its live bytes
+  int      free_batch;         // HAKMEM_FREE_BATCH (1): a thread whose frees are mostly other
+                               //   threads' blocks checks them in batches (tiny/free_batch_box.h)
   int      stats;              // HAKMEM_STATS (0): HAK_STATS_* report at exit
   char     stats_file[HAK_CONFIG_PATH_MAX]; // HAKMEM_STATS_FILE (""): where it goes ("" = stderr)
 } hak_config_t;

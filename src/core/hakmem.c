@@ -21,6 +21,7 @@
 #include "shared_pool/shared_pool.h"
 #include "superslab/ss_registry.h"
 #include "stats/stats.h"
+#include "tiny/free_batch_box.h"
 #include "tiny/hardened_box.h"
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_thread.h"
@@ -128,34 +129,12 @@ static void hak_free_slow_body(void *p) {
     tls_sll_report_double_free(b, cls, m->block_size);
     return;
   }
-  hak_free_checked(m, b);
+  tiny_free_checked(m, b);
 }
 
-void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
-  unsigned cls = m->cls;
-  tls_cache_t *tc = &t_tls_cache;
-  tls_sll_room_settle(tc, cls);   // after a full list's tls_sll_push_fast
-  if (HAK_UNLIKELY(t_heap.status == THREAD_DONE)) {
-    // After this thread's exit hook: glibc frees its per-thread state after
-    // the last round of key destructors, so setting the thread up again
-    // would leave it set up when it is gone. The block goes home at once.
-    tiny_free_after_exit(m, b);
-    return;
-  }
-  thread_ready();   // a thread that only frees still flushes its state at exit
-  // Another thread's block is reused here (tcmalloc: it stays in this core's
-  // cache, no line travels back) unless it is smaller than a cache line: such
-  // a block shares its line with blocks the other thread is using (passive
-  // false sharing, bench fs-scratch), so it waits in the remote buffer and
-  // goes home in a batch. (A block of 64 bytes or more shares at most its two
-  // edge lines: measured as the better trade on cross-2, see CURRENT_TASK.)
-  // The free fast path does the same for such a block when the list has room.
-  if (m->block_size < HAK_CACHE_LINE && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
-    tiny_free_remote(cls, b);
-    return;
-  }
-  if (tc->lists[cls].room == 0) tiny_flush(cls, tls_batch(tc, cls));
-  tls_sll_push(tc, cls, b);
+void hak_free_foreign(slab_meta_t *m, hak_base_ptr_t b) {
+  if (t_free_batch.active) free_batch_hold(m, b);
+  else free_batch_test_and_free(m, b);
 }
 
 void hak_free(void *p) { hak_free_fast(p); }
@@ -356,6 +335,7 @@ void hak_thread_flush(void) {
 }
 
 int hak_trim(void) {
+  if (t_heap.status == THREAD_LIVE) free_batch_drain();
   if (t_heap.status == THREAD_LIVE)
     for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
       tiny_flush(c, UINT32_MAX);

@@ -6,10 +6,12 @@
 //   malloc (n <= 1 KiB): class table -> pop the TLS list, its link decoded
 //                        and checked -> return
 //   free:  registry byte (the metadata shift) -> slab metadata -> block start below the carve point
-//          -> free mark absent -> the slab is this thread's, or the block is
-//          64 bytes or more -> push on its TLS list (another thread's block is
-//          reused here, tcmalloc-style, and goes home with the next flush; a
-//          smaller one goes to hak_free_checked and the remote buffer)
+//          -> the slab is this thread's, or the block is 64 bytes or more
+//          -> free mark absent -> push on its TLS list (another thread's block
+//          is reused here, tcmalloc-style, and goes home with the next flush;
+//          a smaller one goes to hak_free_foreign and the remote buffer, and
+//          so does every block while the thread batches its frees:
+//          tiny/free_batch_box.h)
 #ifndef HAK_HAKMEM_FAST_H
 #define HAK_HAKMEM_FAST_H
 
@@ -17,6 +19,7 @@
 
 #include "stats/stats.h"
 #include "superslab/ss_registry.h"
+#include "tiny/tiny_refill.h"
 #include "tiny/tls_sll_box.h"
 
 // An experiment for the 16-core run (issue 9; CURRENT_TASK Known gaps 11),
@@ -40,22 +43,15 @@
 #ifndef HAK_FREE_SKIP_MARK_TEST
 #define HAK_FREE_SKIP_MARK_TEST 0
 #endif
-HAK_INLINE void hak_prefetch_for_write(const void *p) {
-#if defined(__x86_64__)
-  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));   // gcc emits it only with -mprfchw
-#else
-  __builtin_prefetch(p, 1, 3);
-#endif
-}
 
 // Everything but a TLS hit of a tiny class (and every failure).
 void *hak_malloc_slow(size_t size) HAK_NOINLINE;
 // Everything but a push of a checked block on a TLS list with room.
 void hak_free_slow(void *p) HAK_NOINLINE;
-// A block that passed every check (a block start of slab m, not marked free)
-// but is not for this thread's list as it stands: another thread's block of
-// less than a cache line, a full list, or a thread not set up yet.
-void hak_free_checked(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
+// A block start of slab m whose free mark is not tested yet: another thread's
+// block of less than a cache line, or any block while this thread batches its
+// frees (tiny/free_batch_box.h).
+void hak_free_foreign(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 
 // Is p the start of a block of slab m that has been handed out at some time:
 // a multiple of the block size d from the base, below the carve point. One
@@ -194,23 +190,29 @@ HAK_INLINE void hak_free_fast(void *p) {
     if (HAK_LIKELY(slab_block_start(m, p))) {
       hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
       tls_list_tp_t *l = tls_list_at_tp(m->tls_off);
-      if (HAK_LIKELY(HAK_FREE_SKIP_MARK_TEST || !block_is_free(b))) {
-        // This thread's blocks and other threads' blocks of a cache line or
-        // more go on this thread's list alike (hak_free_checked would do the
-        // same: without the call, a block that moved once is not a slow free
-        // for ever after); another thread's smaller block (passive false
-        // sharing) takes the call. So the test is not the owner's: the slab's
-        // owner_small (the owner's low 32 bits for a small class, else 0)
-        // against the thread's key of the class (its id's low 32 bits for a
-        // small class, else 0). A branch on the owner mispredicted every
-        // other free where own and other threads' blocks come at random
-        // (cachegrind, larson: 0.48 per free). Two threads whose ids differ
-        // only above 32 bits would keep each other's small blocks: correct,
-        // only not the false-sharing rule.
-        if (HAK_LIKELY(atomic_load_explicit(&m->owner_small, memory_order_relaxed) == tls_owner_key_at(l)) &&
-            HAK_LIKELY(tls_sll_push_fast(l, b)))
+      // This thread's blocks and other threads' blocks of a cache line or
+      // more go on this thread's list alike (tiny_free_checked would do the
+      // same: without the call, a block that moved once is not a slow free
+      // for ever after); another thread's smaller block (passive false
+      // sharing) takes the call. So the test is not the owner's: the slab's
+      // owner_small (the owner's low 32 bits for a small class, else 0)
+      // against the thread's key of the class (its id's low 32 bits for a
+      // small class, else 0; FREE_BATCH_KEY, which no slab has, while the
+      // thread batches its frees: then every block takes the call, its mark
+      // untested here). A branch on the owner mispredicted every other free
+      // where own and other threads' blocks come at random (cachegrind,
+      // larson: 0.48 per free). Two threads whose ids differ only above 32
+      // bits would keep each other's small blocks: correct, only not the
+      // false-sharing rule. The key test comes before the mark's load, so a
+      // batching thread never waits for a line another core wrote.
+      if (HAK_LIKELY(atomic_load_explicit(&m->owner_small, memory_order_relaxed) == tls_owner_key_at(l))) {
+        if (HAK_LIKELY(HAK_FREE_SKIP_MARK_TEST || !block_is_free(b))) {
+          if (HAK_LIKELY(tls_sll_push_fast(l, b))) return;
+          tiny_free_checked(m, b);
           return;
-        hak_free_checked(m, b);
+        }
+      } else {
+        hak_free_foreign(m, b);
         return;
       }
     }

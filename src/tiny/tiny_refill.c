@@ -5,6 +5,7 @@
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
 #include "superslab/ss_registry.h"
+#include "tiny/free_batch_box.h"
 #include "tiny/hardened_box.h"
 #include "tiny/remote_free_box.h"
 #include "tiny/slab_validate.h"
@@ -227,6 +228,35 @@ static void send_chain_home(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t l
   flush_gather(&first, UINT32_MAX, cls, NULL);
 }
 
+void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
+  unsigned cls = m->cls;
+  tls_cache_t *tc = &t_tls_cache;
+  tls_sll_room_settle(tc, cls);   // after a full list's tls_sll_push_fast
+  if (HAK_UNLIKELY(t_heap.status == THREAD_DONE)) {
+    // After this thread's exit hook: glibc frees its per-thread state after
+    // the last round of key destructors, so setting the thread up again
+    // would leave it set up when it is gone. The block goes home at once.
+    tiny_free_after_exit(m, b);
+    return;
+  }
+  // A thread that only frees is set up too, so it flushes its state at exit
+  // (the process is: a block of it exists).
+  if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) thread_setup();
+  // Another thread's block is reused here (tcmalloc: it stays in this core's
+  // cache, no line travels back) unless it is smaller than a cache line: such
+  // a block shares its line with blocks the other thread is using (passive
+  // false sharing, bench fs-scratch), so it waits in the remote buffer and
+  // goes home in a batch. (A block of 64 bytes or more shares at most its two
+  // edge lines: measured as the better trade on cross-2, see CURRENT_TASK.)
+  // The free fast path does the same for such a block when the list has room.
+  if (m->block_size < HAK_CACHE_LINE && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
+    tiny_free_remote(cls, b);
+    return;
+  }
+  if (tc->lists[cls].room == 0) tiny_flush(cls, tls_batch(tc, cls));
+  tls_sll_push(tc, cls, b);
+}
+
 void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
   block_set_free(b);
   remote_free_push_chain(m, b, b, 1);   // whoever owns the slab, or adopts it, takes it
@@ -237,7 +267,10 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
   block_set_free(b);
   block_set_next(b, h->remote_head[cls]);
   h->remote_head[cls] = b;
-  if (++h->remote_count[cls] >= g_size_class[cls].tls_cap) tiny_flush_remote(cls);
+  if (++h->remote_count[cls] >= g_size_class[cls].tls_cap) {
+    tiny_flush_remote(cls);
+    free_batch_note_flush(FREE_BATCH_MIN_FLUSH, FREE_BATCH_MIN_FLUSH);   // a buffer of other threads' blocks
+  }
 }
 
 void tiny_flush_remote(unsigned cls) {
@@ -258,6 +291,7 @@ void tiny_flush(unsigned cls, uint32_t n) {
   int exchange = n <= g_size_class[cls].batch && g_size_class[cls].size <= HAK_TINY_MAX &&   // not the exit's flush
                  !transfer_full(cls, limit);
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL);
+  if (exchange) free_batch_note_flush(moved, foreign.n);
   if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
     send_chain_home(cls, foreign.first, foreign.last);
   tc->lists[cls].room += moved;

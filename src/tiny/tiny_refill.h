@@ -28,6 +28,12 @@ void tiny_flush_exchange(void);
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b);
 // Send the remote buffer of cls home now.
 void tiny_flush_remote(unsigned cls);
+// Free b, a block start of slab m that is not marked free (the mark tested),
+// when the free fast path cannot push it: another thread's block of less
+// than a cache line (to the remote buffer), a full list (flushed first), a
+// thread not set up yet or past its exit hook. Also the batched frees'
+// way in (free_batch_box.h).
+void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) __attribute__((noinline));
 // Free b, a checked block of slab m, for a thread past its exit hook (THREAD_DONE):
 // straight onto the slab's remote list, nothing cached in the thread.
 void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b);

@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include "stats/stats.h"
+#include "tiny/free_batch_box.h"
 #include "tiny/hardened_box.h"
 #include "tiny/tiny_refill.h"
 
@@ -69,7 +70,7 @@ void thread_setup(void) {
     HAK_ASSERT(tls_sll_empty(tc, c));
     tc->cap[c] = tls_cap_for(c, share);
     tc->lists[c].room = tc->cap[c];
-    tc->owner_key[c].key = g_size_class[c].size < HAK_CACHE_LINE ? (uint32_t)tc->self : 0u;
+    tc->owner_key[c].key = tls_owner_key_of_class(tc, c);
   }
   t_heap.status = THREAD_LIVE;
   // A thread set up again after its exit hook (a malloc from a later key
@@ -83,6 +84,7 @@ void thread_setup(void) {
 }
 
 void thread_release_all(void) {
+  if (t_free_batch.active) free_batch_set_active(0);   // the held blocks go home with the rest
 #if HAK_HARDENED
   hardened_quarantine_drain();   // quarantined blocks go home with the rest
 #endif

@@ -62,8 +62,10 @@ out=$($clean_env HAKMEM_VERBSE=1 LD_PRELOAD=$lib true 2>&1)
 check "a misspelt name: one line with the closest name ($out)" test "$out" = \
   "hakmem: unknown option HAKMEM_VERBSE (ignored); did you mean HAKMEM_VERBOSE?"
 out=$($clean_env HAKMEM_VERBOSE=1 LD_PRELOAD=$lib true 2>&1)
+# (the output goes in as an argument: an option's meaning may hold a quote)
 check "HAKMEM_VERBOSE=1 prints the version and every option at start-up" bash -c \
-  "grep -q '^hakmem $version: configuration' <<<'$out' && grep -q 'HAKMEM_HUGE_CACHE_MB=64 MiB' <<<'$out'"
+  'grep -q "^hakmem $1: configuration" <<<"$2" && grep -q "HAKMEM_HUGE_CACHE_MB=64 MiB" <<<"$2" &&
+   grep -q "HAKMEM_FREE_BATCH=1" <<<"$2"' _ "$version" "$out"
 out=$($clean_env HAKMEM_STATS=1 HAKMEM_STATS_FILE=/nonexistent/dir/x LD_PRELOAD=$lib true 2>&1)
 check "an unwritable HAKMEM_STATS_FILE is reported and stderr used" bash -c \
   "grep -q 'cannot open HAKMEM_STATS_FILE=/nonexistent/dir/x' <<<'$out' && grep -q '^total ' <<<'$out'"

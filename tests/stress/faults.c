@@ -485,6 +485,33 @@ static int test_double_free_after_remote_free(void) {
   free_fn(p);
   return 0;
 }
+// A thread whose frees are mostly other threads' blocks checks them in
+// batches of 16 (src/tiny/free_batch_box.h): a double free there is reported
+// up to 16 frees later, or when the thread exits, but reported.
+#define BATCH_BLOCKS 2048
+static void *g_batch_blocks[BATCH_BLOCKS];
+static void *alloc_batch_blocks(void *arg) {
+  (void)arg;
+  for (int i = 0; i < BATCH_BLOCKS; i++) g_batch_blocks[i] = malloc(256);
+  return NULL;
+}
+static void *free_then_double_free(void *arg) {
+  int more = *(int *)arg;
+  for (int i = 0; i < BATCH_BLOCKS / 2; i++) free_fn(g_batch_blocks[i]);
+  free_fn(g_batch_blocks[7]);
+  for (int i = BATCH_BLOCKS / 2; i < BATCH_BLOCKS / 2 + more; i++) free_fn(g_batch_blocks[i]);
+  return NULL;
+}
+static int double_free_on_a_consumer_thread(int more) {
+  pthread_t t;
+  pthread_create(&t, NULL, alloc_batch_blocks, NULL);
+  pthread_join(t, NULL);
+  pthread_create(&t, NULL, free_then_double_free, &more);
+  pthread_join(t, NULL);
+  return 0;
+}
+static int test_double_free_on_a_consumer_thread(void) { return double_free_on_a_consumer_thread(64); }
+static int test_double_free_on_a_consumer_thread_then_exit(void) { return double_free_on_a_consumer_thread(0); }
 static void *(*volatile realloc_fn2)(void *, size_t) = realloc;
 static int test_realloc_interior(void) {
   char *p = malloc(64);
@@ -614,6 +641,9 @@ static const test_t g_tests[] = {
   {"double_free_small_aborts", test_double_free_small, EXPECT_ABORT_REPORT, 10, NULL},
   {"double_free_small_not_last_aborts", test_double_free_small_later, EXPECT_ABORT_REPORT, 10, NULL},
   {"double_free_after_remote_free_aborts", test_double_free_after_remote_free, EXPECT_ABORT_REPORT, 10, NULL},
+  {"double_free_on_a_consumer_thread_aborts", test_double_free_on_a_consumer_thread, EXPECT_ABORT_REPORT, 10, NULL},
+  {"double_free_on_a_consumer_thread_then_its_exit_aborts", test_double_free_on_a_consumer_thread_then_exit,
+   EXPECT_ABORT_REPORT, 10, NULL},
   {"realloc_of_interior_pointer_aborts", test_realloc_interior, EXPECT_ABORT_REPORT, 10, NULL},
   {"double_free_medium_aborts", test_double_free_medium, EXPECT_ABORT_REPORT, 10, NULL},
   {"double_free_large_aborts", test_double_free_large, EXPECT_ABORT_REPORT, 10, NULL},

@@ -14,9 +14,12 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hakmem.h"
@@ -38,6 +41,46 @@ static inline void *run_in_thread(void *(*fn)(void *), void *arg) {
   if (pthread_create(&t, NULL, fn, arg) != 0) abort();
   pthread_join(t, &ret);
   return ret;
+}
+
+// Run bad() in a forked child (no core file) whose stderr goes to a pipe;
+// returns the signal that ended it and what it wrote. reported(): a line
+// starting "hakmem: " that contains `what`.
+typedef struct child_result {
+  int  signal;          // the signal that ended the child, 0 if it exited
+  char err[4096];       // what it wrote on stderr
+} child_result_t;
+
+static inline child_result_t run_in_child(void (*bad)(void)) {
+  child_result_t r;
+  memset(&r, 0, sizeof r);
+  int fd[2];
+  if (pipe(fd) != 0) abort();
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    close(fd[0]);
+    dup2(fd[1], 2);
+    bad();
+    _exit(0);
+  }
+  close(fd[1]);
+  size_t n = 0;
+  ssize_t k;
+  while ((k = read(fd[0], r.err + n, sizeof r.err - 1 - n)) > 0) n += (size_t)k;
+  close(fd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  return r;
+}
+
+static inline int reported(const child_result_t *r, const char *what) {
+  const char *line = strstr(r->err, "hakmem: ");
+  return line != NULL && (line == r->err || line[-1] == '\n') && strstr(line, what) != NULL;
 }
 
 static inline hak_stats_t stats_now(void) {

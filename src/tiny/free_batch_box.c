@@ -1,0 +1,66 @@
+// free_batch_box.c — see free_batch_box.h.
+#include "tiny/free_batch_box.h"
+
+#include <errno.h>
+
+#include "config/config.h"
+#include "tiny/tiny_refill.h"
+#include "tiny/tiny_heap.h"
+#include "tiny/tiny_thread.h"
+#include "tiny/tls_sll_box.h"
+
+HAK_INTERNAL __thread free_batch_t t_free_batch __attribute__((tls_model("initial-exec")));
+
+void free_batch_test_and_free(slab_meta_t *m, hak_base_ptr_t b) {
+  if (HAK_UNLIKELY(block_is_free(b))) {
+    int saved = errno;   // free keeps errno
+    tls_sll_report_double_free(b, m->cls, m->block_size);
+    errno = saved;
+    return;
+  }
+  tiny_free_checked(m, b);
+}
+
+void free_batch_drain(void) {
+  free_batch_t *fb = &t_free_batch;
+  // Taken off first: a report that returns (HAKMEM_ABORT_ON_ERROR=0) or a
+  // flush below never finds a half-drained batch.
+  uint32_t n = fb->n;
+  fb->n = 0;
+  for (uint32_t i = 0; i < n; i++) free_batch_test_and_free(fb->m[i], fb->b[i]);
+}
+
+void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
+  if (HAK_UNLIKELY(g_size_class[m->cls].size > HAK_TINY_MAX)) {
+    free_batch_test_and_free(m, b);
+    return;
+  }
+  free_batch_t *fb = &t_free_batch;
+  hak_prefetch_for_write(hak_base_raw(b));
+  fb->m[fb->n] = m;
+  fb->b[fb->n] = b;
+  if (++fb->n == FREE_BATCH_N) free_batch_drain();
+}
+
+void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
+#if HAK_HARDENED
+  (void)moved;
+  (void)foreign;
+#else
+  if (moved < FREE_BATCH_MIN_FLUSH) return;
+  if (!t_free_batch.active) {
+    if (foreign * 4u >= moved && g_hak_config.free_batch && t_heap.status == THREAD_LIVE) free_batch_set_active(1);
+  } else if (foreign * 8u < moved) {
+    free_batch_set_active(0);
+  }
+#endif
+}
+
+void free_batch_set_active(int on) {
+  free_batch_t *fb = &t_free_batch;
+  tls_cache_t *tc = &t_tls_cache;
+  if (!on) free_batch_drain();
+  fb->active = (uint32_t)on;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    tc->owner_key[c].key = on ? FREE_BATCH_KEY : tls_owner_key_of_class(tc, c);
+}

@@ -1,0 +1,80 @@
+// free_batch_box.h — a thread's frees of other threads' blocks, checked in
+// batches.
+//
+// free tests a block's free mark (the exact double-free check) before it
+// pushes the block, and that test is a load. When another core wrote the
+// block last (a producer/consumer pair, a ring of threads, larson's
+// hand-offs) the load misses and holds the core until the line arrives; a
+// store would not (tcmalloc's free only stores, and runs those rows at
+// 0.6-0.75x our time on this project's AMD VM: CURRENT_TASK Known gaps 15).
+// So a thread whose frees are mostly blocks of other threads' slabs batches
+// them: free asks for the block's line for writing (prefetchw) and holds the
+// block; every FREE_BATCH_N held blocks, their lines here or on the way by
+// then, are tested and pushed as free would have (tiny_free_checked).
+//
+// What it changes: a double free on a batching thread is reported when its
+// batch is checked, up to FREE_BATCH_N frees later (at the latest when the
+// thread exits, flushes, or stops batching; never if the process ends by
+// _exit first), still before the block could be handed out twice. A held
+// block is freed for the program but not yet on a free list, so a
+// malloc_usable_size or realloc of it in that window is not reported as a use
+// after free. HAKMEM_FREE_BATCH=0 keeps every report at the free; the
+// hardened build never batches.
+//
+// When: a flush of a TLS list that is at least a quarter other threads'
+// blocks starts batching, one that is under an eighth stops it (tiny_flush:
+// the class exchange sorts them out anyway); so does a full remote buffer
+// (blocks under a cache line of other threads' slabs, which never enter the
+// TLS lists: in a ring of threads the lists may never overflow). A thread's list holds the blocks
+// it freed and has not reused, so this follows what its frees are; the slabs
+// of the blocks it frees do not (in a ring of two threads each frees mostly
+// blocks of its own slabs that the other thread wrote last: a thread reuses
+// the blocks it frees, whoever carved them). Only blocks of the tiny classes (1 KiB
+// or less) are held, so a thread holds at most 16 KiB; a larger block's free
+// on a batching thread is checked at once. Batching on means the thread's
+// owner keys are FREE_BATCH_KEY, which no slab's owner_small equals, so the
+// free fast path sends every block here (hak_free_foreign) with no test of
+// its own: a thread that is not batching pays nothing.
+#ifndef HAK_FREE_BATCH_BOX_H
+#define HAK_FREE_BATCH_BOX_H
+
+#include <stdint.h>
+
+#include "debug/ptr_types.h"
+#include "superslab/superslab.h"
+
+#ifndef FREE_BATCH_N
+#define FREE_BATCH_N 16u          // 8: ring-2 0.87x the time, 16: 0.76x, 32: 0.77x (paired rounds)
+#endif
+#define FREE_BATCH_MIN_FLUSH 8u   // a flush of fewer blocks says nothing either way
+// An owner key no slab has: owner_small is a thread pointer's low 32 bits
+// (aligned), 0 or SLAB_OWNER_POOL's.
+#define FREE_BATCH_KEY 2u
+_Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POOL && FREE_BATCH_KEY % 8 != 0,
+               "no slab's owner_small is the batching key");
+
+typedef struct free_batch {
+  uint32_t        n;          // blocks held
+  uint32_t        active;     // batching: the owner keys are FREE_BATCH_KEY
+  slab_meta_t    *m[FREE_BATCH_N];
+  hak_base_ptr_t  b[FREE_BATCH_N];
+} free_batch_t;
+
+extern HAK_INTERNAL __thread free_batch_t t_free_batch __attribute__((tls_model("initial-exec")));
+
+// On a batching thread: hold b (a block start of m, its mark not tested yet),
+// or test and free it at once if it is larger than the tiny classes.
+void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b);
+// Test b's free mark (a double free is reported), then free it as the fast
+// path would have (tiny_free_checked).
+void free_batch_test_and_free(slab_meta_t *m, hak_base_ptr_t b);
+// Test and free every held block now (a double free is reported here).
+void free_batch_drain(void);
+// A flush of a TLS list found `foreign` of its `moved` blocks in other
+// threads' slabs: start batching at a quarter or more, stop under an eighth.
+void free_batch_note_flush(uint32_t moved, uint32_t foreign);
+// Start (1) or stop (0) batching this thread's frees; stopping drains. The
+// thread is LIVE.
+void free_batch_set_active(int on);
+
+#endif

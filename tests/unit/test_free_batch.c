@@ -1,0 +1,214 @@
+// test_free_batch.c — a thread whose frees are mostly other threads' blocks
+// checks them in batches (tiny/free_batch_box.h): when it starts and stops,
+// that no held block is lost, and that a double free is still reported,
+// before the block can be handed out twice.
+#include "unit_util.h"
+#include "debug/report.h"
+#include "tiny/free_batch_box.h"
+
+#define NBLOCKS 2048
+#define SIZE 256
+static void *g_blocks[NBLOCKS];
+
+static void *alloc_blocks(void *arg) {
+  (void)arg;
+  for (int i = 0; i < NBLOCKS; i++) g_blocks[i] = hak_malloc(SIZE);
+  return NULL;
+}
+
+// What a consumer thread saw of its own batching.
+typedef struct consumer {
+  int first;            // blocks g_blocks[first ..] it frees (from)
+  int active_after;     // batching after its frees
+  uint32_t held_after;  // blocks held after them
+  int active_after_local;   // batching after a while of freeing its own blocks
+  int local_rounds;     // 0: no local churn
+} consumer_t;
+
+static void *free_blocks(void *arg) {
+  consumer_t *c = arg;
+  for (int i = c->first; i < NBLOCKS; i++) hak_free(g_blocks[i]);
+  c->active_after = (int)t_free_batch.active;
+  c->held_after = t_free_batch.n;
+  if (c->local_rounds > 0) {
+    static __thread void *mine[512];
+    for (int r = 0; r < c->local_rounds; r++) {
+      for (int i = 0; i < 512; i++) mine[i] = hak_malloc(SIZE);
+      for (int i = 0; i < 512; i++) hak_free(mine[i]);
+    }
+    c->active_after_local = (int)t_free_batch.active;
+  }
+  return NULL;
+}
+
+static void test_a_thread_freeing_other_threads_blocks_batches_and_loses_none(void **state) {
+  (void)state;
+  run_in_thread(alloc_blocks, NULL);
+  consumer_t c = {0};
+  run_in_thread(free_blocks, &c);
+  assert_int_equal(c.active_after, 1);
+  // 2048 frees, batching from an early flush on: some are held at the end,
+  // fewer than a batch. They were tested and freed when the thread exited:
+  // every block is marked free now (a held block is not, until then).
+  assert_true(c.held_after > 0 && c.held_after < FREE_BATCH_N);
+  for (int i = 0; i < NBLOCKS; i++) assert_true(block_is_free(hak_user_to_base(hak_user_from_raw(g_blocks[i]))));
+  hak_thread_flush();   // the class exchange's chains go home
+}
+
+static void test_a_thread_freeing_its_own_blocks_never_batches(void **state) {
+  (void)state;
+  for (int r = 0; r < 50; r++) {
+    alloc_blocks(NULL);
+    for (int i = 0; i < NBLOCKS; i++) hak_free(g_blocks[i]);
+    assert_int_equal(t_free_batch.active, 0);
+  }
+}
+
+static void test_batching_stops_when_the_frees_turn_local(void **state) {
+  (void)state;
+  run_in_thread(alloc_blocks, NULL);
+  consumer_t c = {.local_rounds = 20};
+  run_in_thread(free_blocks, &c);
+  assert_int_equal(c.active_after, 1);
+  assert_int_equal(c.active_after_local, 0);
+  hak_thread_flush();
+}
+
+static void test_HAKMEM_FREE_BATCH_0_keeps_every_check_at_the_free(void **state) {
+  (void)state;
+  int saved = g_hak_config.free_batch;
+  g_hak_config.free_batch = 0;
+  run_in_thread(alloc_blocks, NULL);
+  consumer_t c = {0};
+  run_in_thread(free_blocks, &c);
+  g_hak_config.free_batch = saved;
+  assert_int_equal(c.active_after, 0);
+  assert_int_equal(c.held_after, 0);
+  hak_thread_flush();
+}
+
+// ---- double frees on a batching thread (forked children) -----------------
+
+static void *double_free_then_a_batch(void *arg) {
+  (void)arg;
+  int i = 0;
+  while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
+  if (!t_free_batch.active) return NULL;          // the child then exits without a report
+  while (t_free_batch.n != 0) hak_free(g_blocks[i++]);   // an empty batch
+  hak_free(g_blocks[0]);                          // freed above: held, not yet reported
+  hak_write_str(2, "held\n");
+  for (unsigned k = 0; k < FREE_BATCH_N; k++) hak_free(g_blocks[i++]);
+  hak_write_str(2, "after a batch\n");            // never reached: the batch reported it
+  return NULL;
+}
+static void double_free_on_a_batching_thread(void) {
+  run_in_thread(alloc_blocks, NULL);
+  run_in_thread(double_free_then_a_batch, NULL);
+}
+
+static void test_a_double_free_on_a_batching_thread_aborts_within_a_batch(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(double_free_on_a_batching_thread);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+  assert_non_null(strstr(r.err, "held\n"));
+  assert_null(strstr(r.err, "after a batch"));
+}
+
+static void *double_free_then_exit(void *arg) {
+  (void)arg;
+  int i = 0;
+  while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
+  if (!t_free_batch.active) return NULL;
+  while (t_free_batch.n != 0) hak_free(g_blocks[i++]);   // an empty batch
+  hak_free(g_blocks[1]);   // the thread exits with it held
+  return NULL;
+}
+static void double_free_then_thread_exit(void) {
+  run_in_thread(alloc_blocks, NULL);
+  run_in_thread(double_free_then_exit, NULL);
+  hak_write_str(2, "joined\n");   // never reached
+}
+
+static void test_a_double_free_held_at_thread_exit_aborts_there(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(double_free_then_thread_exit);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+  assert_null(strstr(r.err, "joined"));
+}
+
+// Reports without aborting: the block freed twice comes back from malloc at
+// most once, however many blocks of its class the thread then takes.
+static void *double_free_then_reuse(void *arg) {
+  int *twice = arg;
+  for (int i = 0; i < NBLOCKS / 2; i++) hak_free(g_blocks[i]);
+  if (!t_free_batch.active) return NULL;
+  hak_free(g_blocks[2]);
+  hak_free(g_blocks[2]);
+  for (int i = NBLOCKS / 2; i < NBLOCKS; i++) hak_free(g_blocks[i]);
+  hak_thread_flush();
+  static void *got[4 * NBLOCKS];
+  int seen = 0;
+  for (int i = 0; i < 4 * NBLOCKS; i++) {
+    got[i] = hak_malloc(SIZE);
+    seen += got[i] == g_blocks[2];
+  }
+  *twice = seen > 1;
+  for (int i = 0; i < 4 * NBLOCKS; i++) hak_free(got[i]);
+  return NULL;
+}
+static void double_free_reported_without_abort(void) {
+  hak_report_set_abort(0);
+  run_in_thread(alloc_blocks, NULL);
+  int twice = -1;
+  run_in_thread(double_free_then_reuse, &twice);
+  hak_write_str(2, twice == 0 ? "handed out once\n" : twice == 1 ? "handed out twice\n" : "not batching\n");
+}
+
+static void test_a_double_free_on_a_batching_thread_never_hands_the_block_out_twice(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(double_free_reported_without_abort);
+  assert_int_equal(r.signal, 0);
+  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+  if (strstr(r.err, "handed out once\n") == NULL) fail_msg("stderr: \"%s\"", r.err);
+}
+
+// A block above the tiny classes is not held: its double free is reported
+// at the free, batching or not.
+static void *medium_double_free(void *arg) {
+  (void)arg;
+  for (int i = 0; i < NBLOCKS / 2; i++) hak_free(g_blocks[i]);
+  if (!t_free_batch.active) return NULL;
+  void *p = hak_malloc(4096);
+  hak_free(p);
+  hak_free(p);
+  hak_write_str(2, "after the second free\n");   // never reached
+  return NULL;
+}
+static void medium_double_free_on_a_batching_thread(void) {
+  run_in_thread(alloc_blocks, NULL);
+  run_in_thread(medium_double_free, NULL);
+}
+
+static void test_a_medium_double_free_on_a_batching_thread_aborts_at_the_free(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(medium_double_free_on_a_batching_thread);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+  assert_null(strstr(r.err, "after the second free"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    HAK_UNIT_TEST(test_a_thread_freeing_other_threads_blocks_batches_and_loses_none),
+    HAK_UNIT_TEST(test_a_thread_freeing_its_own_blocks_never_batches),
+    HAK_UNIT_TEST(test_batching_stops_when_the_frees_turn_local),
+    HAK_UNIT_TEST(test_HAKMEM_FREE_BATCH_0_keeps_every_check_at_the_free),
+    HAK_UNIT_TEST(test_a_double_free_on_a_batching_thread_aborts_within_a_batch),
+    HAK_UNIT_TEST(test_a_double_free_held_at_thread_exit_aborts_there),
+    HAK_UNIT_TEST(test_a_double_free_on_a_batching_thread_never_hands_the_block_out_twice),
+    HAK_UNIT_TEST(test_a_medium_double_free_on_a_batching_thread_aborts_at_the_free),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
