@@ -26,7 +26,9 @@
 #      threads), REPS=3, with hakmem's per-site counters;
 #   2. ring, cross and larson at T=8 and 16: the build without free's mark test
 #      (what exact double-free detection at the free costs on 16 cores), the
-#      default, and the prefetchw build;
+#      default with HAKMEM_FREE_BATCH=0 (every free tests its block at once:
+#      what the batched frees of consumer threads win), the default, and the
+#      prefetchw build;
 #   3. every row at T=4, 1 and 2.
 # Each part is bounded (`timeout`), and the whole run stops starting parts
 # after DEVICE_BUDGET_S seconds (default 480).
@@ -67,20 +69,21 @@ run() {
   cat "$out/machine.txt"
   local scale=(python3 scripts/bench-scale.py --stats-lib "$dev/libhakmem-stats.so" --bindir "$dev/bench"
                --peers-dir "$dev/peers" --reps "${REPS:-3}")
-  part() {   # part <name> <seconds> <bench-scale options...>
+  part() {   # [PART_ENV=VAR=value] part <name> <seconds> <bench-scale options...>
     local name=$1 limit=$2; shift 2
     local left=$(( budget - (SECONDS - t0) ))
     if [ "$left" -lt 20 ]; then echo "device-scale: $name skipped (budget spent)"; return; fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "== device-scale: $name (at most ${limit}s; $(( SECONDS - t0 ))s used)"
     mkdir -p "$out/$name"
-    timeout "$limit" "${scale[@]}" --out "$out/$name" "$@" >"$out/$name/log.txt" 2>&1
+    timeout "$limit" env ${PART_ENV:-} "${scale[@]}" --out "$out/$name" "$@" >"$out/$name/log.txt" 2>&1
     echo "   exit $? after $(( SECONDS - t0 ))s"; tail -n 30 "$out/$name/log.txt" | grep -E '^\|' | head -12
   }
   local all=hakmem,glibc,jemalloc,tcmalloc,mimalloc
   for t in 16 8; do part "t$t" 150 --lib "$dev/libhakmem.so" --threads "$t" --allocs "$all"; done
   local xrows=(--stats-lib '' --threads "8 16" --rows ring,cross,larson --allocs hakmem)
   part nomark 60 --lib "$dev/libhakmem-nomark.so" "${xrows[@]}"
+  PART_ENV=HAKMEM_FREE_BATCH=0 part nobatch 60 --lib "$dev/libhakmem.so" "${xrows[@]}"
   part pfw-base 60 --lib "$dev/libhakmem.so" "${xrows[@]}"
   part pfw 60 --lib "$dev/libhakmem-pfw.so" "${xrows[@]}"
   for t in 4 1 2; do part "t$t" 150 --lib "$dev/libhakmem.so" --threads "$t" --allocs "$all"; done
