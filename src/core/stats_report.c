@@ -217,6 +217,8 @@ void hak_print_class_stats(int fd, int format) {
   hak_get_class_stats(cls, HAK_NUM_CLASSES);
   hak_stats_t st;
   hak_get_stats(&st);
+  hak_thread_counters_t tc;
+  hak_counters_sum(&tc);
   hak_class_stats_t t;
   memset(&t, 0, sizeof t);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
@@ -269,7 +271,9 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "mapped_bytes", st.mapped_bytes, 0);
     out_field(&o, "superslabs", st.superslab_count, 0);
     out_field(&o, "slabs_free", st.slabs_free, 0);
-    out_field(&o, "threads_live", st.threads_live, 1);
+    out_field(&o, "threads_live", st.threads_live, 0);
+    out_field(&o, "batched_frees", tc.batched_frees, 0);
+    out_field(&o, "batch_starts", tc.batch_starts, 1);
     out_str(&o, "}\n");
     out_flush(&o);
     return;
@@ -319,7 +323,12 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, st.slabs_free);
   out_str(&o, " slabs free) and the large and huge blocks; threads live: ");
   out_u64(&o, st.threads_live);
-  out_str(&o, "\n");
+  // Frees of threads that batched them (HAKMEM_FREE_BATCH): tested 16 at a time.
+  out_str(&o, "\nfrees tested in batches: ");
+  out_u64(&o, tc.batched_frees);
+  out_str(&o, " (threads started batching ");
+  out_u64(&o, tc.batch_starts);
+  out_str(&o, " times)\n");
   out_flush(&o);
 }
 

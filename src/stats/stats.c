@@ -25,6 +25,8 @@ static void counters_add(hak_thread_counters_t *to, const hak_thread_counters_t 
     to->cls[c].cached += from->cls[c].cached;
   }
   to->ops += from->ops;
+  to->batched_frees += from->batched_frees;
+  to->batch_starts += from->batch_starts;
   for (unsigned s = 0; s < HAK_SITE_COUNT; s++) to->site[s] += from->site[s];
 }
 
@@ -57,6 +59,7 @@ void hak_counters_detach(void) {
   // start its record afresh so nothing is counted twice.
   memset(r->cls, 0, sizeof r->cls);
   r->ops = 0;
+  r->batched_frees = r->batch_starts = 0;
   memset(r->site, 0, sizeof r->site);
 }
 

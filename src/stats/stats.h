@@ -59,6 +59,8 @@ enum hak_site { HAK_SITE_LIST(HAK_SITE_ENUM) HAK_SITE_COUNT };
 typedef struct hak_thread_counters {
   hak_class_counters_t cls[HAK_STAT_CLASSES];
   uint64_t ops;                       // STATS build: malloc and free calls
+  uint64_t batched_frees;             // frees tested in batches (tiny/free_batch_box.h)
+  uint64_t batch_starts;              // times this thread started batching its frees
   uint64_t site[HAK_SITE_COUNT];      // STATS build: per contention site
   struct hak_thread_counters *next;   // live list (g_counters_lock)
   struct hak_thread_counters *prev;

@@ -4,6 +4,7 @@
 #include <errno.h>
 
 #include "config/config.h"
+#include "stats/stats.h"
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_thread.h"
@@ -27,6 +28,7 @@ void free_batch_drain(void) {
   // flush below never finds a half-drained batch.
   uint32_t n = fb->n;
   fb->n = 0;
+  t_counters.batched_frees += n;
   for (uint32_t i = 0; i < n; i++) free_batch_test_and_free(fb->m[i], fb->b[i]);
 }
 
@@ -61,6 +63,7 @@ void free_batch_set_active(int on) {
   tls_cache_t *tc = &t_tls_cache;
   if (!on) free_batch_drain();
   fb->active = (uint32_t)on;
+  t_counters.batch_starts += (uint64_t)on;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
     tc->owner_key[c].key = on ? FREE_BATCH_KEY : tls_owner_key_of_class(tc, c);
 }

@@ -4,6 +4,7 @@
 // before the block can be handed out twice.
 #include "unit_util.h"
 #include "debug/report.h"
+#include "stats/stats.h"
 #include "tiny/free_batch_box.h"
 
 #define NBLOCKS 2048
@@ -41,8 +42,15 @@ static void *free_blocks(void *arg) {
   return NULL;
 }
 
+static uint64_t batched_frees_so_far(void) {
+  hak_thread_counters_t tc;
+  hak_counters_sum(&tc);
+  return tc.batched_frees;
+}
+
 static void test_a_thread_freeing_other_threads_blocks_batches_and_loses_none(void **state) {
   (void)state;
+  uint64_t batched = batched_frees_so_far();
   run_in_thread(alloc_blocks, NULL);
   consumer_t c = {0};
   run_in_thread(free_blocks, &c);
@@ -52,16 +60,20 @@ static void test_a_thread_freeing_other_threads_blocks_batches_and_loses_none(vo
   // every block is marked free now (a held block is not, until then).
   assert_true(c.held_after > 0 && c.held_after < FREE_BATCH_N);
   for (int i = 0; i < NBLOCKS; i++) assert_true(block_is_free(hak_user_to_base(hak_user_from_raw(g_blocks[i]))));
+  // The statistics count them (HAKMEM_STATS: "frees tested in batches").
+  assert_true(batched_frees_so_far() - batched > NBLOCKS / 2);
   hak_thread_flush();   // the class exchange's chains go home
 }
 
 static void test_a_thread_freeing_its_own_blocks_never_batches(void **state) {
   (void)state;
+  uint64_t batched = batched_frees_so_far();
   for (int r = 0; r < 50; r++) {
     alloc_blocks(NULL);
     for (int i = 0; i < NBLOCKS; i++) hak_free(g_blocks[i]);
     assert_int_equal(t_free_batch.active, 0);
   }
+  assert_int_equal(batched_frees_so_far(), batched);
 }
 
 static void test_batching_stops_when_the_frees_turn_local(void **state) {
