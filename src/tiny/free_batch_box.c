@@ -12,11 +12,15 @@
 
 HAK_INTERNAL __thread free_batch_t t_free_batch __attribute__((tls_model("initial-exec")));
 
+static HAK_COLD void report_double_free(const slab_meta_t *m, hak_base_ptr_t b) {
+  int saved = errno;   // free keeps errno
+  tls_sll_report_double_free(b, m->cls, m->block_size);
+  errno = saved;
+}
+
 void free_batch_test_and_free(slab_meta_t *m, hak_base_ptr_t b) {
   if (HAK_UNLIKELY(block_is_free(b))) {
-    int saved = errno;   // free keeps errno
-    tls_sll_report_double_free(b, m->cls, m->block_size);
-    errno = saved;
+    report_double_free(m, b);
     return;
   }
   tiny_free_checked(m, b);
@@ -29,7 +33,23 @@ void free_batch_drain(void) {
   uint32_t n = fb->n;
   fb->n = 0;
   t_counters.batched_frees += n;
-  for (uint32_t i = 0; i < n; i++) free_batch_test_and_free(fb->m[i], fb->b[i]);
+  uintptr_t self = thread_self_id();
+  for (uint32_t i = 0; i < n; i++) {
+    slab_meta_t *m = fb->m[i];
+    hak_base_ptr_t b = fb->b[i];
+    if (HAK_UNLIKELY(block_is_free(b))) {
+      report_double_free(m, b);
+      continue;
+    }
+    // The fast path's push, here with the thread's real owner test (its keys
+    // are FREE_BATCH_KEY): this thread's blocks and other threads' blocks of
+    // a cache line or more, while the list has room; the rest as free's slow
+    // path does (tiny_free_checked: the remote buffer, a flush first).
+    if (HAK_LIKELY((m->block_size >= HAK_CACHE_LINE || atomic_load_explicit(&m->owner, memory_order_relaxed) == self) &&
+                   tls_sll_push_fast(tls_list_at_tp(m->tls_off), b)))
+      continue;
+    tiny_free_checked(m, b);
+  }
 }
 
 void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
