@@ -41,19 +41,17 @@ void free_batch_drain(void) {
       report_double_free(m, b);
       continue;
     }
-    // The fast path's push, here with the thread's real owner test (its keys
-    // are FREE_BATCH_KEY): this thread's blocks and other threads' blocks of
-    // a cache line or more, while the list has room; the rest as free's slow
-    // path does (tiny_free_checked: the remote buffer, a flush first).
-    if (HAK_LIKELY((m->block_size >= HAK_CACHE_LINE || atomic_load_explicit(&m->owner, memory_order_relaxed) == self) &&
-                   tls_sll_push_fast(tls_list_at_tp(m->tls_off), b)))
+    // The fast path's push, with the owner test its keys (FREE_BATCH_KEY now)
+    // stand for; the rest as free's slow path does (tiny_free_checked: the
+    // remote buffer, a flush first).
+    if (HAK_LIKELY(tiny_block_stays_here(m, self) && tls_sll_push_fast(tls_list_at_tp(m->tls_off), b)))
       continue;
     tiny_free_checked(m, b);
   }
 }
 
 void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
-  if (HAK_UNLIKELY(g_size_class[m->cls].size > HAK_TINY_MAX)) {
+  if (HAK_UNLIKELY(m->block_size > HAK_TINY_MAX)) {   // the class size: blocks have no header
     free_batch_test_and_free(m, b);
     return;
   }

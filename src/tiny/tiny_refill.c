@@ -242,14 +242,7 @@ void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   // A thread that only frees is set up too, so it flushes its state at exit
   // (the process is: a block of it exists).
   if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) thread_setup();
-  // Another thread's block is reused here (tcmalloc: it stays in this core's
-  // cache, no line travels back) unless it is smaller than a cache line: such
-  // a block shares its line with blocks the other thread is using (passive
-  // false sharing, bench fs-scratch), so it waits in the remote buffer and
-  // goes home in a batch. (A block of 64 bytes or more shares at most its two
-  // edge lines: measured as the better trade on cross-2, see CURRENT_TASK.)
-  // The free fast path does the same for such a block when the list has room.
-  if (m->block_size < HAK_CACHE_LINE && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
+  if (!tiny_block_stays_here(m, thread_self_id())) {
     tiny_free_remote(cls, b);
     return;
   }
@@ -268,8 +261,9 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
   block_set_next(b, h->remote_head[cls]);
   h->remote_head[cls] = b;
   if (++h->remote_count[cls] >= g_size_class[cls].tls_cap) {
+    uint32_t n = h->remote_count[cls];
     tiny_flush_remote(cls);
-    free_batch_note_flush(FREE_BATCH_MIN_FLUSH, FREE_BATCH_MIN_FLUSH);   // a buffer of other threads' blocks
+    free_batch_note_flush(n, n);   // every block of the buffer was another thread's
   }
 }
 

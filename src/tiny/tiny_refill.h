@@ -28,6 +28,16 @@ void tiny_flush_exchange(void);
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b);
 // Send the remote buffer of cls home now.
 void tiny_flush_remote(unsigned cls);
+// Does a freed block of slab m go on the calling thread's TLS list: its own
+// slab's, or another thread's of a cache line or more (tcmalloc: it stays in
+// this core's cache). Another thread's smaller block shares its line with
+// blocks that thread uses (passive false sharing, bench fs-scratch): it waits
+// in the remote buffer and goes home in a batch. (A block of 64 bytes or more
+// shares at most its two edge lines: measured as the better trade on cross-2,
+// see CURRENT_TASK.) The free fast path makes the same test with owner keys.
+HAK_INLINE int tiny_block_stays_here(const slab_meta_t *m, uintptr_t self) {
+  return m->block_size >= HAK_CACHE_LINE || atomic_load_explicit(&m->owner, memory_order_relaxed) == self;
+}
 // Free b, a block start of slab m that is not marked free (the mark tested),
 // when the free fast path cannot push it: another thread's block of less
 // than a cache line (to the remote buffer), a full list (flushed first), a
