@@ -36,7 +36,7 @@ const hak_option_t g_hak_options[] = {
   { "HAKMEM_PURGE_DELAY_MS", HAK_OPT_U32, 100, 0, 3600000, 0, "ms", &g_hak_config.purge_delay_ms,
     "how long EMPTY memory waits before it is purged" },
   { "HAKMEM_PURGE_DIRTY_MB", HAK_OPT_SIZE, 2, 0, MB_MAX, 20, "MiB", &g_hak_config.purge_dirty_max,
-    "past this much EMPTY memory resident, purge down to 3/4 of it at once" },
+    "past this much EMPTY memory resident, purge down to 3/4 of it at once (raised while purged slabs are taken back within the delay)" },
   { "HAKMEM_KEEP_EMPTY_SS", HAK_OPT_U32, 2, 0, 1024, 0, "", &g_hak_config.keep_empty_superslabs,
     "all-EMPTY SuperSlabs kept mapped per slab kind (more: unmapped after the purge delay)" },
   { "HAKMEM_HUGE_CACHE_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.huge_cache_max,

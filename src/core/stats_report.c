@@ -219,6 +219,8 @@ void hak_print_class_stats(int fd, int format) {
   hak_get_stats(&st);
   hak_thread_counters_t tc;
   hak_counters_sum(&tc);
+  shared_pool_purge_stats_t ps;
+  shared_pool_get_purge_stats(&ps);
   hak_class_stats_t t;
   memset(&t, 0, sizeof t);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
@@ -273,7 +275,10 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "slabs_free", st.slabs_free, 0);
     out_field(&o, "threads_live", st.threads_live, 0);
     out_field(&o, "batched_frees", tc.batched_frees, 0);
-    out_field(&o, "batch_starts", tc.batch_starts, 1);
+    out_field(&o, "batch_starts", tc.batch_starts, 0);
+    out_field(&o, "dirty_budget", ps.dirty_budget, 0);
+    out_field(&o, "purged_early", ps.purged_early, 0);
+    out_field(&o, "purged_early_taken_back", ps.taken_back, 1);
     out_str(&o, "}\n");
     out_flush(&o);
     return;
@@ -329,6 +334,15 @@ void hak_print_class_stats(int fd, int format) {
   out_str(&o, " (threads started batching ");
   out_u64(&o, tc.batch_starts);
   out_str(&o, " times)\n");
+  // The dirty budget (shared_pool_release.c): FREE slabs purged before their
+  // delay, and those taken back within it, which raised the budget.
+  out_str(&o, "dirty budget: ");
+  out_u64(&o, ps.dirty_budget);
+  out_str(&o, " bytes; slabs purged early: ");
+  out_u64(&o, ps.purged_early);
+  out_str(&o, ", taken back within the delay: ");
+  out_u64(&o, ps.taken_back);
+  out_str(&o, "\n");
   out_flush(&o);
 }
 

@@ -14,8 +14,9 @@
 // abandoned one straight to the pool. EMPTY slabs on an abandoned stack move
 // to the pool in the purge pass. SuperSlabs whose slabs are all FREE are
 // unmapped, keeping a few (hysteresis); dirty FREE memory is purged once it
-// has waited HAKMEM_PURGE_DELAY_MS, or at once past HAKMEM_PURGE_DIRTY_MB,
-// decided on slow paths (no thread).
+// has waited HAKMEM_PURGE_DELAY_MS, or at once past the dirty budget
+// (HAKMEM_PURGE_DIRTY_MB, raised while slabs purged early are taken back
+// within the delay), decided on slow paths (no thread).
 //
 // Locks, in the order they nest: purge lock, a kind's pool lock (kinds in
 // ascending order), the registry lock. Nothing else is global: no lock is
@@ -70,6 +71,14 @@ typedef struct shared_pool_stats {
   size_t in_use_bytes, free_bytes, mapped_total, unmapped_total;
 } shared_pool_stats_t;
 void shared_pool_get_stats(shared_pool_stats_t *out);
+
+// The dirty budget now (HAKMEM_PURGE_DIRTY_MB and the kinds' regret), the
+// slabs purged before their delay, and of those the ones taken back within it.
+typedef struct shared_pool_purge_stats {
+  size_t   dirty_budget;
+  uint64_t purged_early, taken_back;
+} shared_pool_purge_stats_t;
+void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out);
 
 #if HAK_DEBUG
 // A SuperSlab's invariants (superslab.h), under its kind's pool lock.

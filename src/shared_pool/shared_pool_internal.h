@@ -21,6 +21,14 @@ typedef struct pool_kind {
   uint32_t          empty_ss;      // of which every slab is FREE
   _Atomic size_t    dirty_bytes;   // written under the lock, read without by maybe_purge
   _Atomic uint64_t  next_due_ms;   // the earliest dirty slab is purged then (UINT64_MAX: none)
+  // Bytes of this kind's slabs purged early and taken again within the purge
+  // delay, added to the dirty budget (pool_note_regret); halved each
+  // REGRET_FORGET_DELAYS delays without one. Written under the lock, read
+  // without by maybe_purge.
+  _Atomic size_t    regret_bytes;
+  uint64_t          last_regret_ms;
+  uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
+  uint64_t          taken_back;    // of which taken again within it
 } __attribute__((aligned(64))) pool_kind_t;
 
 extern pool_kind_t g_pool[HAK_SLAB_KINDS];
@@ -50,6 +58,10 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
 // the lock released; pool_put_locked gives it back.
 void pool_take_slab_locked(slab_meta_t *m);
+// A slab purged early (m->purged_early) is being taken again: if within the
+// purge delay, the budget was too small for this kind's swing; raise it.
+// Kind's lock held.
+void pool_note_regret(pool_kind_t *pk, slab_meta_t *m);
 // Forget and unmap an all-FREE SuperSlab (its kind's pool lock held).
 void pool_unmap_superslab(superslab_t *ss);
 

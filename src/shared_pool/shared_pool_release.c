@@ -185,6 +185,8 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
         size_t bytes = slab_dirty_bytes(m);
         *over -= bytes < *over ? bytes : *over;
       }
+      m->purged_early = (uint8_t)early;
+      pk->purged_early += (uint64_t)early;
       pool_take_slab_locked(m);    // (next may be unlinked by this only if ss leaves the list: it is read first)
       out[n++] = m;
     }
@@ -193,12 +195,63 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
   return n;
 }
 
-// Past HAKMEM_PURGE_DIRTY_MB of dirty FREE slabs, those purged early bring
-// the pools down to this fraction of it, not to 0: the slabs of threads that
-// just exited are what the next threads take (mstress: purging every one
-// made each round fault its memory in again, 2x mimalloc's page faults).
+// Past the dirty budget, the slabs purged early bring the pools down to this
+// fraction of it, not to 0: the slabs of threads that just exited are what
+// the next threads take (mstress: purging every one made each round fault its
+// memory in again, 2x mimalloc's page faults).
 #define PURGE_TARGET_NUM 3u
 #define PURGE_TARGET_DEN 4u
+
+// The dirty budget adapts to what the program takes back. A slab purged
+// early (over the budget, before its delay) that is taken again within the
+// delay was a loss: its pages fault in again, and the budget was smaller
+// than the program's swing (a producer whose consumer frees 256 blocks of
+// 1-32 KiB at a time empties eight 512 KiB slabs at once; the producer takes
+// them back a moment later). Its bytes are added to its kind's regret, up to
+// REGRET_MAX_SLABS of the kind's slabs or one budget, whichever is more: with
+// the 2 MiB default at most 2 MiB more for the small kind, 4 MiB for the
+// medium, 16 MiB for the large (one slab of that kind is 2 MiB, so a budget
+// of one slab cannot hold a swing of them). A kind's regret halves after
+// REGRET_FORGET_DELAYS purge delays without a loss, so a burst does not keep
+// the pages resident for good.
+#define REGRET_MAX_SLABS     8u
+#define REGRET_FORGET_DELAYS 10u
+
+void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
+  m->purged_early = 0;
+  uint64_t now = os_now_ms();
+  if (now - m->free_since_ms >= g_hak_config.purge_delay_ms) return;   // it would have been purged by now
+  pk->taken_back++;
+  size_t slab = (size_t)1 << ss_of_meta(m)->slab_shift;
+  size_t cap = slab * REGRET_MAX_SLABS;
+  if (cap < g_hak_config.purge_dirty_max) cap = g_hak_config.purge_dirty_max;
+  size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + slab;
+  atomic_store_explicit(&pk->regret_bytes, r < cap ? r : cap, memory_order_relaxed);
+  pk->last_regret_ms = now;
+}
+
+// HAKMEM_PURGE_DIRTY_MB plus every kind's regret; first halving the regret of
+// kinds that had no loss for a while (under the purge lock).
+static size_t purge_budget(uint64_t now) {
+  size_t budget = g_hak_config.purge_dirty_max;
+  uint64_t forget = (uint64_t)g_hak_config.purge_delay_ms * REGRET_FORGET_DELAYS;
+  for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
+    pool_kind_t *pk = &g_pool[kind];
+    size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed);
+    if (r != 0) {                // (rare: a program whose purged slabs came back)
+      pool_lock(kind);
+      r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed);
+      if (now - pk->last_regret_ms >= forget) {
+        r /= 2;
+        atomic_store_explicit(&pk->regret_bytes, r, memory_order_relaxed);
+        pk->last_regret_ms = now;
+      }
+      pool_unlock(kind);
+    }
+    budget += r;
+  }
+  return budget;
+}
 
 // madvise the dirty FREE slabs in the pools that have waited long enough
 // (all of them when `everything`), and past the budget others down to the
@@ -210,8 +263,9 @@ static int purge_pools(int everything) {
   size_t dirty = 0;
   for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++)
     dirty += atomic_load_explicit(&g_pool[kind].dirty_bytes, memory_order_relaxed);
-  size_t target = g_hak_config.purge_dirty_max / PURGE_TARGET_DEN * PURGE_TARGET_NUM;
-  size_t over = dirty >= g_hak_config.purge_dirty_max ? dirty - target : 0;
+  size_t budget = purge_budget(now);
+  size_t target = budget / PURGE_TARGET_DEN * PURGE_TARGET_NUM;
+  size_t over = dirty >= budget ? dirty - target : 0;
   for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
     for (;;) {
       slab_meta_t *batch[PURGE_BATCH];
@@ -224,6 +278,7 @@ static int purge_pools(int everything) {
         atomic_store_explicit(&batch[i]->dirty, 0, memory_order_relaxed);
         batch[i]->dirty_end = 0;
         batch[i]->dirty_table = 0;
+        batch[i]->free_since_ms = now;   // for pool_note_regret
       }
       pool_lock(kind);
       for (uint32_t i = 0; i < n; i++) pool_put_locked(batch[i], now);
@@ -251,7 +306,9 @@ void shared_pool_maybe_purge(void) {
   }
   int abandoned = atomic_load_explicit(&g_abandoned_empty, memory_order_relaxed) != 0;
   if (HAK_LIKELY(dirty == 0 && !abandoned)) return;
-  if (dirty < g_hak_config.purge_dirty_max) {
+  size_t budget = g_hak_config.purge_dirty_max;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) budget += atomic_load_explicit(&g_pool[k].regret_bytes, memory_order_relaxed);
+  if (dirty < budget) {
     uint64_t now = os_now_ms();
     int pool_due = now >= due;
     int abandoned_due =
@@ -314,5 +371,17 @@ void shared_pool_get_stats(shared_pool_stats_t *out) {
   pthread_mutex_unlock(&g_registry_lock);
   s.mapped_total = atomic_load(&g_ss_mapped_total);
   s.unmapped_total = atomic_load(&g_ss_unmapped_total);
+  *out = s;
+}
+
+void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out) {
+  shared_pool_purge_stats_t s = { .dirty_budget = g_hak_config.purge_dirty_max };
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {
+    pool_lock(k);
+    s.dirty_budget += atomic_load_explicit(&g_pool[k].regret_bytes, memory_order_relaxed);
+    s.purged_early += g_pool[k].purged_early;
+    s.taken_back += g_pool[k].taken_back;
+    pool_unlock(k);
+  }
   *out = s;
 }

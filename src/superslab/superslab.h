@@ -120,7 +120,8 @@ typedef struct slab_meta {
   _Atomic uint8_t    dirty;       // FREE with pages possibly resident (pool lock)
   uint8_t            index;       // position in the SuperSlab (fixed)
   uint8_t            where;       // owner only: enum slab_where
-  uint8_t            reserved1[1];
+  uint8_t            purged_early; // FREE and clean: purged before its delay (pool lock;
+                                   // pool_note_regret)
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
   uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
   struct slab_meta  *list_next;   // owner only: its heap's partial or full list (here

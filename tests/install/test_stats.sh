@@ -29,6 +29,8 @@ assert by_size[112]["remote_frees"] >= 1000, by_size[112]   # 100 B requests: th
 assert d["totals"]["blocks_in_use"] == sum(c["blocks_in_use"] for c in d["classes"])
 assert d["totals"]["refills"] >= 1
 for k in ("large", "huge", "mapped_bytes", "threads_live"): assert k in d, k
+assert d["dirty_budget"] >= 2 << 20, d["dirty_budget"]      # HAKMEM_PURGE_DIRTY_MB's 2 MiB at least
+assert d["purged_early_taken_back"] <= d["purged_early"], d
 PY
 check "malloc_info() parses as XML with one <size> per class in glibc's format" python3 - "$tmp/info.xml" "$version" <<'PY'
 import sys, xml.etree.ElementTree as ET

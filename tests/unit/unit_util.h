@@ -201,6 +201,11 @@ static inline purge_knobs_t purge_knobs_set(uint32_t delay, uint32_t keep, size_
   g_hak_config.purge_delay_ms = delay;
   g_hak_config.keep_empty_superslabs = keep;
   g_hak_config.purge_dirty_max = dirty_max;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {   // no budget raised by an earlier test
+    pool_lock(k);
+    atomic_store(&g_pool[k].regret_bytes, 0);
+    pool_unlock(k);
+  }
   return old;
 }
 
