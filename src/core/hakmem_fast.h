@@ -92,6 +92,7 @@ _Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_
 
 #if HAK_HARDENED
 #include "core/hardened.h"
+#include "tiny/free_batch_box.h"
 #include "tiny/hardened_box.h"
 // The hardened build checks every block on its way in and out (core/hardened.c,
 // tiny/hardened_box.h). Its common paths are inline here as the default's are,
@@ -148,9 +149,15 @@ HAK_INLINE void hak_free_fast_sized(void *p, size_t want, int sized) {
   unsigned meta_shift = ss_registry_meta_shift(ss);
   if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
     slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p) && !block_is_free(hak_base_from_raw(p)))) {
-      hardened_free_block(m, p, want, sized);
-      return;
+    if (HAK_LIKELY(slab_block_start(m, p))) {
+      if (HAK_UNLIKELY(t_free_batch.active)) {   // a consumer thread (tiny/free_batch_box.h)
+        free_batch_hold_hardened(m, p, want);   // HARD_NO_SIZE from free
+        return;
+      }
+      if (HAK_LIKELY(!block_is_free(hak_base_from_raw(p)))) {
+        hardened_free_block(m, p, want, sized);
+        return;
+      }
     }
   }
   if (sized) hak_hardened_delete_other(p, want);
