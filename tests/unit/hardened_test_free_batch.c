@@ -22,12 +22,6 @@ static void *alloc_blocks(void *arg) {
   return NULL;
 }
 
-static uint64_t batched_frees_so_far(void) {
-  hak_thread_counters_t tc;
-  hak_counters_sum(&tc);
-  return tc.batched_frees;
-}
-
 typedef struct consumer { int active_after; uint32_t held_after; } consumer_t;
 
 static void *free_blocks(void *arg) {

@@ -42,12 +42,6 @@ static void *free_blocks(void *arg) {
   return NULL;
 }
 
-static uint64_t batched_frees_so_far(void) {
-  hak_thread_counters_t tc;
-  hak_counters_sum(&tc);
-  return tc.batched_frees;
-}
-
 static void test_a_thread_freeing_other_threads_blocks_batches_and_loses_none(void **state) {
   (void)state;
   uint64_t batched = batched_frees_so_far();

@@ -28,6 +28,7 @@
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
 #include "tiny/remote_free_box.h"
+#include "stats/stats.h"
 #include "superslab/size_class.h"
 #include "tiny/slab_validate.h"
 #include "tiny/tiny_refill.h"
@@ -207,6 +208,13 @@ static inline purge_knobs_t purge_knobs_set(uint32_t delay, uint32_t keep, size_
     pool_unlock(k);
   }
   return old;
+}
+
+// Frees tested in batches by every thread so far (tiny/free_batch_box.h).
+static inline uint64_t batched_frees_so_far(void) {
+  hak_thread_counters_t tc;
+  hak_counters_sum(&tc);
+  return tc.batched_frees;
 }
 
 // The dirty bytes of every kind's pool.
