@@ -58,7 +58,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
 // the lock released; pool_put_locked gives it back.
 void pool_take_slab_locked(slab_meta_t *m);
-// A slab purged early (m->purged_early) is being taken again: if within the
+// A slab purged early (m->early_pages) is being taken again: if within the
 // purge delay, the budget was too small for this kind's swing; raise it.
 // Kind's lock held.
 void pool_note_regret(pool_kind_t *pk, slab_meta_t *m);

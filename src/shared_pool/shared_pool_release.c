@@ -144,6 +144,10 @@ void pool_collect_abandoned_empty(void) {
 // system call), then given back clean.
 #define PURGE_BATCH 16u
 
+// A slab's early_pages count its dirty bytes in these (a 2 MiB slab: 512).
+#define EARLY_PAGE 4096u
+_Static_assert(SS_SIZE / EARLY_PAGE <= UINT16_MAX, "a slab's pages fit early_pages");
+
 // Have the dirty slabs of an all-FREE SuperSlab waited the purge delay?
 // (Clean ones were purged: they waited.)
 static int ss_waited(superslab_t *ss, uint64_t now) {
@@ -181,12 +185,13 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
         if (due < next_due) next_due = n == PURGE_BATCH ? now : due;   // a full batch: another round is due
         continue;
       }
+      m->early_pages = 0;
       if (early) {
         size_t bytes = slab_dirty_bytes(m);
         *over -= bytes < *over ? bytes : *over;
+        m->early_pages = (uint16_t)((bytes + EARLY_PAGE - 1) / EARLY_PAGE);
+        pk->purged_early++;
       }
-      m->purged_early = (uint8_t)early;
-      pk->purged_early += (uint64_t)early;
       pool_take_slab_locked(m);    // (next may be unlinked by this only if ss leaves the list: it is read first)
       out[n++] = m;
     }
@@ -207,7 +212,8 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 // delay was a loss: its pages fault in again, and the budget was smaller
 // than the program's swing (a producer whose consumer frees 256 blocks of
 // 1-32 KiB at a time empties eight 512 KiB slabs at once; the producer takes
-// them back a moment later). Its bytes are added to its kind's regret, up to
+// them back a moment later). The bytes it had dirty (what faults in again) are
+// added to its kind's regret, up to
 // REGRET_MAX_SLABS of the kind's slabs or one budget, whichever is more: with
 // the 2 MiB default at most 2 MiB more for the small kind, 4 MiB for the
 // medium, 16 MiB for the large (one slab of that kind is 2 MiB, so a budget
@@ -218,14 +224,14 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 #define REGRET_FORGET_DELAYS 10u
 
 void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
-  m->purged_early = 0;
+  size_t lost = (size_t)m->early_pages * EARLY_PAGE;
+  m->early_pages = 0;
   uint64_t now = os_now_ms();
   if (now - m->free_since_ms >= g_hak_config.purge_delay_ms) return;   // it would have been purged by now
   pk->taken_back++;
-  size_t slab = (size_t)1 << ss_of_meta(m)->slab_shift;
-  size_t cap = slab * REGRET_MAX_SLABS;
+  size_t cap = ((size_t)1 << ss_of_meta(m)->slab_shift) * REGRET_MAX_SLABS;
   if (cap < g_hak_config.purge_dirty_max) cap = g_hak_config.purge_dirty_max;
-  size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + slab;
+  size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + lost;
   atomic_store_explicit(&pk->regret_bytes, r < cap ? r : cap, memory_order_relaxed);
   pk->last_regret_ms = now;
 }

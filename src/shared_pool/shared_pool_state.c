@@ -160,7 +160,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
       ss->free_mask &= ~(1u << idx);
       slab_meta_t *m = ss_slab(ss, idx);
       if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
-      else if (m->purged_early) pool_note_regret(pk, m);
+      else if (m->early_pages != 0) pool_note_regret(pk, m);
       out[n++] = m;
     }
     if (ss->free_mask == 0) pool_list_remove(pk, ss);

@@ -120,8 +120,7 @@ typedef struct slab_meta {
   _Atomic uint8_t    dirty;       // FREE with pages possibly resident (pool lock)
   uint8_t            index;       // position in the SuperSlab (fixed)
   uint8_t            where;       // owner only: enum slab_where
-  uint8_t            purged_early; // FREE and clean: purged before its delay (pool lock;
-                                   // pool_note_regret)
+  uint8_t            reserved1[1];
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
   uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
   struct slab_meta  *list_next;   // owner only: its heap's partial or full list (here
@@ -133,7 +132,10 @@ typedef struct slab_meta {
   // Hardened build: a medium class was bound since the last purge, so its size
   // table at the slab's end was written (slab_dirty_bytes, slab_purge_bytes).
   uint8_t            dirty_table;
-  uint8_t            pad1[3];
+  uint8_t            pad1[1];
+  // FREE and clean: the pages (4 KiB) of its dirty bytes when a purge took
+  // them before its delay, else 0 (pool lock; pool_note_regret).
+  uint16_t           early_pages;
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
 _Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");
