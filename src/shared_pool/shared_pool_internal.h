@@ -27,6 +27,7 @@ typedef struct pool_kind {
   // without by maybe_purge.
   _Atomic size_t    regret_bytes;
   uint64_t          last_regret_ms;
+  size_t            out_bytes;     // its slabs out of the pool (in use, stashed or abandoned)
   uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
   uint64_t          taken_back;    // of which taken again within it
 } __attribute__((aligned(64))) pool_kind_t;
@@ -58,6 +59,10 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
 // the lock released; pool_put_locked gives it back.
 void pool_take_slab_locked(slab_meta_t *m);
+// The cap of a kind's regret (shared_pool_release.c): REGRET_MAX_SLABS of its
+// slabs, one budget, or 1/REGRET_LIVE_DEN of its slabs out, the largest.
+#define REGRET_MAX_SLABS 8u
+#define REGRET_LIVE_DEN  4u
 // A slab purged early (m->early_pages) is being taken again: if within the
 // purge delay, the budget was too small for this kind's swing; raise it.
 // Kind's lock held.

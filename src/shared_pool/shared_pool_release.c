@@ -213,14 +213,16 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 // than the program's swing (a producer whose consumer frees 256 blocks of
 // 1-32 KiB at a time empties eight 512 KiB slabs at once; the producer takes
 // them back a moment later). The bytes it had dirty (what faults in again) are
-// added to its kind's regret, up to
-// REGRET_MAX_SLABS of the kind's slabs or one budget, whichever is more: with
-// the 2 MiB default at most 2 MiB more for the small kind, 4 MiB for the
-// medium, 16 MiB for the large (one slab of that kind is 2 MiB, so a budget
-// of one slab cannot hold a swing of them). A kind's regret halves after
-// REGRET_FORGET_DELAYS purge delays without a loss, so a burst does not keep
-// the pages resident for good.
-#define REGRET_MAX_SLABS     8u
+// added to its kind's regret, up to the largest of REGRET_MAX_SLABS of the
+// kind's slabs, one budget, and 1/REGRET_LIVE_DEN of the bytes of the kind's
+// slabs out of the pool: with the 2 MiB default a program with little memory
+// keeps at most 2 MiB more for the small kind, 4 MiB for the medium and
+// 16 MiB for the large (one slab of that kind is 2 MiB, so a budget of one
+// slab cannot hold a swing of them); one with more keeps at most a quarter
+// more than it has out (8 producers and 8 consumers of 8 B-32 KiB blocks,
+// ~100 MB out, swing by more than 4 MiB: 0.62x the time with the quarter).
+// A kind's regret halves after REGRET_FORGET_DELAYS purge delays without a
+// loss, so a burst does not keep the pages resident for good.
 #define REGRET_FORGET_DELAYS 10u
 
 void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
@@ -231,6 +233,7 @@ void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
   pk->taken_back++;
   size_t cap = ((size_t)1 << ss_of_meta(m)->slab_shift) * REGRET_MAX_SLABS;
   if (cap < g_hak_config.purge_dirty_max) cap = g_hak_config.purge_dirty_max;
+  if (cap < pk->out_bytes / REGRET_LIVE_DEN) cap = pk->out_bytes / REGRET_LIVE_DEN;
   size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + lost;
   atomic_store_explicit(&pk->regret_bytes, r < cap ? r : cap, memory_order_relaxed);
   pk->last_regret_ms = now;

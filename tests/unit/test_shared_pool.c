@@ -403,6 +403,47 @@ static void test_a_slab_taken_back_after_the_delay_leaves_the_budget(void **stat
   hak_trim();
 }
 
+// A kind's regret stops at 8 of its slabs (or one budget) while it has little
+// memory out, and at a quarter of what it has out when that is more: a
+// program with 100 MB of medium blocks out swings by more than 4 MiB.
+static void test_the_regret_is_capped_by_eight_slabs_or_a_quarter_of_the_memory_out(void **state) {
+  (void)state;
+  void *pin = hak_malloc(1100);
+  unsigned kind = ss_of(pin)->kind;
+  hak_trim();
+  purge_knobs_t old = purge_knobs_set(60000, 1000, 4096);
+  slab_meta_t *got[2];
+  take_two_slabs(kind, got);
+  pool_kind_t *pk = &g_pool[kind];
+  size_t slab = (size_t)1 << ss_of_meta(got[0])->slab_shift;
+  pool_lock(kind);
+  size_t out = pk->out_bytes;
+  for (int i = 0; i < 64; i++) {                  // 64 slabs' worth of losses
+    got[0]->early_pages = (uint16_t)(slab / 4096);
+    got[0]->free_since_ms = os_now_ms();
+    pool_note_regret(pk, got[0]);
+  }
+  size_t small_out = atomic_load(&pk->regret_bytes);
+  pk->out_bytes = 4 * 128 * slab;                 // as if 128 slabs' quarter were out
+  for (int i = 0; i < 64; i++) {
+    got[0]->early_pages = (uint16_t)(slab / 4096);
+    got[0]->free_since_ms = os_now_ms();
+    pool_note_regret(pk, got[0]);
+  }
+  size_t large_out = atomic_load(&pk->regret_bytes);
+  pk->out_bytes = out;
+  pool_unlock(kind);
+  purge_knobs_set(old.delay, old.keep, old.dirty_max);   // (the regret back to 0)
+  pool_lock(kind);
+  for (int i = 0; i < 2; i++) pool_put_locked(got[i], os_now_ms());
+  pool_unlock(kind);
+  assert_true(out >= 2 * slab);                   // the two taken count as out
+  assert_int_equal(small_out, REGRET_MAX_SLABS * slab);
+  assert_int_equal(large_out, 64 * slab + REGRET_MAX_SLABS * slab);
+  hak_free(pin);
+  hak_trim();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_every_address_of_a_slab_finds_its_own_metadata_slot),
@@ -421,6 +462,7 @@ int main(void) {
     HAK_UNIT_TEST(test_the_pool_hands_out_dirty_slabs_first),
     HAK_UNIT_TEST(test_slabs_taken_back_soon_after_an_early_purge_raise_the_budget),
     HAK_UNIT_TEST(test_a_slab_taken_back_after_the_delay_leaves_the_budget),
+    HAK_UNIT_TEST(test_the_regret_is_capped_by_eight_slabs_or_a_quarter_of_the_memory_out),
   };
   return cmocka_run_group_tests_name("shared_pool", tests, NULL, NULL);
 }
