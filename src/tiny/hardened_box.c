@@ -143,7 +143,7 @@ void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
   if (remote) {
     tiny_free_remote(cls, b);
   } else {
-    if (tc->lists[cls].room == 0) tiny_flush(cls, tls_batch(tc, cls));
+    if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);
     tls_sll_push(tc, cls, b);
   }
   errno = saved;

@@ -112,6 +112,13 @@ int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = &t_heap;
   tiny_cache_rescale();
+  tc->refilled[cls] = 1;
+  if (HAK_UNLIKELY(tc->cap_shift[cls] != 0)) {   // taking again: the bound doubles back
+    tc->cap_shift[cls]--;
+    uint16_t cap = tls_class_cap(tc, cls, tc->cap_share);
+    tc->lists[cls].room += (uintptr_t)(cap - tc->cap[cls]);
+    tc->cap[cls] = cap;
+  }
   uint32_t want = tls_batch(tc, cls);
   if (want > tc->lists[cls].room) want = (uint32_t)tc->lists[cls].room;   // room > 0: the thread is set up
   shared_pool_maybe_purge();
@@ -246,8 +253,25 @@ void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
     tiny_free_remote(cls, b);
     return;
   }
-  if (tc->lists[cls].room == 0) tiny_flush(cls, tls_batch(tc, cls));
+  if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);
   tls_sll_push(tc, cls, b);
+}
+
+void tiny_flush_overflow(unsigned cls) {
+  tls_cache_t *tc = &t_tls_cache;
+  uint32_t extra = 0;
+  if (g_size_class[cls].size > HAK_TINY_MAX) {
+    if (!tc->refilled[cls] && tc->cap_shift[cls] < TLS_SHRINK_MAX) {
+      uint16_t old = tc->cap[cls];
+      tc->cap_shift[cls]++;
+      uint16_t cap = tls_class_cap(tc, cls, tc->cap_share);
+      extra = (uint32_t)(old - cap);          // flushed too: length + room == cap again
+      tc->lists[cls].room -= extra;
+      tc->cap[cls] = cap;
+    }
+    tc->refilled[cls] = 0;
+  }
+  tiny_flush(cls, tls_batch(tc, cls) + extra);
 }
 
 void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {

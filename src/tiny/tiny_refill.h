@@ -19,6 +19,12 @@ int  tiny_refill(unsigned cls);
 // (transfer_box.h), and tiny_refill takes a chain from there before it turns
 // to partial slabs or carves.
 void tiny_flush(unsigned cls, uint32_t n);
+// The list of cls is full and a block must go on it: flush a batch. A medium
+// class's bound halves first (at most TLS_SHRINK_MAX times) when no refill
+// came since the last overflow: a thread that only frees the class (a
+// consumer) hoarded up to 512 KiB of it per class, blocks its producers then
+// carved new memory for (tls_sll_box.h, cap_shift).
+void tiny_flush_overflow(unsigned cls);
 // Send every chain in the class exchanges home (hak_trim, hak_thread_flush).
 void tiny_flush_exchange(void);
 // Free a block of a slab another thread owns (or nobody does): it waits in

@@ -26,7 +26,7 @@ void tiny_cache_rescale(void) {
   if (HAK_LIKELY(share == tc->cap_share) || t_heap.status != THREAD_LIVE) return;
   tc->cap_share = (uint8_t)share;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    uint16_t cap = tls_cap_for(c, share);
+    uint16_t cap = tls_class_cap(tc, c, share);
     tc->lists[c].room += (uintptr_t)((intptr_t)cap - (intptr_t)tc->cap[c]);
     tc->cap[c] = cap;
     if ((intptr_t)tc->lists[c].room < 0) tiny_flush(c, (uint32_t)-(intptr_t)tc->lists[c].room);
@@ -68,6 +68,8 @@ void thread_setup(void) {
   tc->self = thread_self_id();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     HAK_ASSERT(tls_sll_empty(tc, c));
+    tc->cap_shift[c] = 0;
+    tc->refilled[c] = 0;
     tc->cap[c] = tls_cap_for(c, share);
     tc->lists[c].room = tc->cap[c];
     tc->owner_key[c].key = tls_owner_key_of_class(tc, c);

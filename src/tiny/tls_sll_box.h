@@ -54,6 +54,12 @@ typedef struct tls_cache {
   // share it was computed for (tiny_thread.h: tiny_cache_share).
   uint16_t       cap[HAK_NUM_CLASSES];
   uint8_t        cap_share;
+  // Medium classes (above 1 KiB) only: the bound is the class's halved
+  // cap_shift times (tls_class_cap), once per overflow that came with no
+  // refill since the one before (a thread that frees more of the class than
+  // it takes: a consumer), and doubled back at each refill (tiny_refill.c).
+  uint8_t        cap_shift[HAK_NUM_CLASSES];
+  uint8_t        refilled[HAK_NUM_CLASSES];   // a refill since the last overflow
   // free's owner test (core/hakmem_fast.h), per class: while the thread is
   // LIVE, its id's low 32 bits for a class below a cache line and 0 for the
   // others (0 for all when not LIVE); compared with the slab's owner_small.
@@ -260,6 +266,11 @@ HAK_INLINE uint16_t tls_cap_for(unsigned cls, unsigned share) {
   uint32_t cap = g_size_class[cls].tls_cap;
   if (g_size_class[cls].size > HAK_TINY_MAX) return (uint16_t)cap;
   cap >>= share;
+  return (uint16_t)(cap < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS : cap);
+}
+// This thread's bound of cls: tls_cap_for its share, halved cap_shift times.
+HAK_INLINE uint16_t tls_class_cap(const tls_cache_t *tc, unsigned cls, unsigned share) {
+  uint32_t cap = (uint32_t)tls_cap_for(cls, share) >> tc->cap_shift[cls];
   return (uint16_t)(cap < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS : cap);
 }
 // A LIVE thread's owner key of class c when it is not batching its frees
