@@ -31,13 +31,9 @@
 // A refill or flush moves half the bound (size_class_info_t.batch).
 #define TLS_CACHE_BYTES       (64u << 10)    // small classes: ring at 16 threads 44 -> 29 MiB peak
                                              // RSS, ws-small +0.7 instructions per pair
-#ifndef TLS_CACHE_BYTES_MEDIUM
 #define TLS_CACHE_BYTES_MEDIUM (512u << 10)   // classes above 1 KiB (issue 9: see CURRENT_TASK)
-#endif
 #define TLS_CACHE_MIN_BLOCKS  2u
-#ifndef TLS_SHRINK_MAX
 #define TLS_SHRINK_MAX        3u             // a consumer's medium bound: down to 1/8 (tiny_flush_overflow)
-#endif
 #define TLS_CACHE_MAX_BLOCKS  256u
 
 typedef struct size_class_info {
