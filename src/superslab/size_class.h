@@ -34,6 +34,7 @@
 #define TLS_CACHE_BYTES_MEDIUM (512u << 10)   // classes above 1 KiB (issue 9: see CURRENT_TASK)
 #define TLS_CACHE_MIN_BLOCKS  2u
 #define TLS_SHRINK_MAX        3u             // a consumer's medium bound: down to 1/8 (tiny_flush_overflow)
+#define TLS_SHRINK_STREAK     8u             // overflows with no refill between that halve it
 #define TLS_CACHE_MAX_BLOCKS  256u
 
 typedef struct size_class_info {

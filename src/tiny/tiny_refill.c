@@ -112,7 +112,7 @@ int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = &t_heap;
   tiny_cache_rescale();
-  tc->refilled[cls] = 1;
+  tc->overflows[cls] = 0;
   if (HAK_UNLIKELY(tc->cap_shift[cls] != 0)) {   // taking again: the bound doubles back
     tc->cap_shift[cls]--;
     uint16_t cap = tls_class_cap(tc, cls, tc->cap_share);
@@ -261,7 +261,8 @@ void tiny_flush_overflow(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   uint32_t extra = 0;
   if (g_size_class[cls].size > HAK_TINY_MAX) {
-    if (!tc->refilled[cls] && tc->cap_shift[cls] < TLS_SHRINK_MAX) {
+    if (++tc->overflows[cls] >= TLS_SHRINK_STREAK && tc->cap_shift[cls] < TLS_SHRINK_MAX) {
+      tc->overflows[cls] = 0;
       uint16_t old = tc->cap[cls];
       tc->cap_shift[cls]++;
       uint16_t cap = tls_class_cap(tc, cls, tc->cap_share);
@@ -269,7 +270,6 @@ void tiny_flush_overflow(unsigned cls) {
       tc->lists[cls].room -= extra;
       tc->cap[cls] = cap;
     }
-    tc->refilled[cls] = 0;
   }
   tiny_flush(cls, tls_batch(tc, cls) + extra);
 }

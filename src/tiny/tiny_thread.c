@@ -69,7 +69,7 @@ void thread_setup(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     HAK_ASSERT(tls_sll_empty(tc, c));
     tc->cap_shift[c] = 0;
-    tc->refilled[c] = 0;
+    tc->overflows[c] = 0;
     tc->cap[c] = tls_cap_for(c, share);
     tc->lists[c].room = tc->cap[c];
     tc->owner_key[c].key = tls_owner_key_of_class(tc, c);

@@ -55,11 +55,11 @@ typedef struct tls_cache {
   uint16_t       cap[HAK_NUM_CLASSES];
   uint8_t        cap_share;
   // Medium classes (above 1 KiB) only: the bound is the class's halved
-  // cap_shift times (tls_class_cap), once per overflow that came with no
-  // refill since the one before (a thread that frees more of the class than
+  // cap_shift times (tls_class_cap), once per TLS_SHRINK_STREAK overflows
+  // with no refill between them (a thread that frees more of the class than
   // it takes: a consumer), and doubled back at each refill (tiny_refill.c).
   uint8_t        cap_shift[HAK_NUM_CLASSES];
-  uint8_t        refilled[HAK_NUM_CLASSES];   // a refill since the last overflow
+  uint8_t        overflows[HAK_NUM_CLASSES];   // overflows since the last refill
   // free's owner test (core/hakmem_fast.h), per class: while the thread is
   // LIVE, its id's low 32 bits for a class below a cache line and 0 for the
   // others (0 for all when not LIVE); compared with the slab's owner_small.

@@ -227,16 +227,16 @@ static void test_lists_of_small_classes_halve_with_many_threads_and_grow_back(vo
 }
 
 // A thread that frees more of a medium class than it takes (a consumer)
-// keeps fewer of its blocks: each overflow of the list with no refill since
-// the one before halves the bound, down to an eighth, and each refill doubles
-// it back. Before, a consumer hoarded up to 512 KiB per medium class while
+// keeps fewer of its blocks: every TLS_SHRINK_STREAK overflows of the list with
+// no refill between halve the bound, down to an eighth, and each refill
+// doubles it back. Before, a consumer hoarded up to 512 KiB per medium class while
 // its producers carved new memory (8 producers and 8 consumers of 8 B-32 KiB
 // blocks: 2.2x tcmalloc's time, 270 k page faults).
 typedef struct medium_caps {
   uint32_t full, after_frees, after_takes;
   int sums_after_frees;        // length + room == bound after the shrinks
 } medium_caps_t;
-#define MEDIUM_BLOCKS 2048
+#define MEDIUM_BLOCKS 4096
 static void *free_many_then_take_again(void *arg) {
   medium_caps_t *r = arg;
   static void *blk[MEDIUM_BLOCKS];
@@ -260,6 +260,29 @@ static void test_a_medium_list_shrinks_while_the_thread_only_frees_and_grows_bac
   assert_int_equal(r.after_frees, r.full >> TLS_SHRINK_MAX);
   assert_true(r.sums_after_frees);
   assert_int_equal(r.after_takes, r.full);
+}
+
+// A thread that takes as much of a medium class as it frees keeps its bound
+// at the end of every round of frees (before, the second overflow with no
+// refill between halved it, and the next round's refills doubled it back:
+// ws-medium did that 4 595 times in 4 M operations).
+static void *take_and_free_in_rounds(void *arg) {
+  int *kept = arg;
+  static void *blk[600];
+  unsigned cls = size_class_of(2048);
+  *kept = 1;
+  for (int r = 0; r < 50; r++) {
+    for (int i = 0; i < 600; i++) blk[i] = hak_malloc(2048);
+    for (int i = 0; i < 600; i++) hak_free(blk[i]);
+    if (t_tls_cache.cap[cls] != g_size_class[cls].tls_cap) *kept = 0;
+  }
+  return NULL;
+}
+static void test_a_medium_list_keeps_its_bound_while_the_thread_takes_as_much_as_it_frees(void **state) {
+  (void)state;
+  int kept = 0;
+  run_in_thread(take_and_free_in_rounds, &kept);
+  assert_true(kept);
 }
 
 // Small classes keep their bound whatever the thread does with them.
@@ -295,6 +318,7 @@ int main(void) {
     HAK_UNIT_TEST(test_lists_of_small_classes_halve_with_many_threads_and_grow_back),
     HAK_UNIT_TEST(test_a_medium_list_shrinks_while_the_thread_only_frees_and_grows_back),
     HAK_UNIT_TEST(test_a_small_list_keeps_its_bound_while_the_thread_only_frees),
+    HAK_UNIT_TEST(test_a_medium_list_keeps_its_bound_while_the_thread_takes_as_much_as_it_frees),
   };
   return cmocka_run_group_tests_name("tls_sll", tests, NULL, NULL);
 }
