@@ -115,9 +115,7 @@ int tiny_refill(unsigned cls) {
   tc->overflows[cls] = 0;
   if (HAK_UNLIKELY(tc->cap_shift[cls] != 0)) {   // taking again: the bound doubles back
     tc->cap_shift[cls]--;
-    uint16_t cap = tls_class_cap(tc, cls, tc->cap_share);
-    tc->lists[cls].room += (uintptr_t)(cap - tc->cap[cls]);
-    tc->cap[cls] = cap;
+    tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
   }
   uint32_t want = tls_batch(tc, cls);
   if (want > tc->lists[cls].room) want = (uint32_t)tc->lists[cls].room;   // room > 0: the thread is set up
@@ -259,19 +257,14 @@ void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
 
 void tiny_flush_overflow(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
-  uint32_t extra = 0;
-  if (g_size_class[cls].size > HAK_TINY_MAX) {
-    if (++tc->overflows[cls] >= TLS_SHRINK_STREAK && tc->cap_shift[cls] < TLS_SHRINK_MAX) {
-      tc->overflows[cls] = 0;
-      uint16_t old = tc->cap[cls];
-      tc->cap_shift[cls]++;
-      uint16_t cap = tls_class_cap(tc, cls, tc->cap_share);
-      extra = (uint32_t)(old - cap);          // flushed too: length + room == cap again
-      tc->lists[cls].room -= extra;
-      tc->cap[cls] = cap;
-    }
+  if (g_size_class[cls].size > HAK_TINY_MAX && tc->cap_shift[cls] < TLS_SHRINK_MAX &&
+      ++tc->overflows[cls] >= TLS_SHRINK_STREAK) {
+    tc->overflows[cls] = 0;
+    tc->cap_shift[cls]++;
+    tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
   }
-  tiny_flush(cls, tls_batch(tc, cls) + extra);
+  // The room was 0: now 0, or minus what the list holds over its new bound.
+  tiny_flush(cls, tls_batch(tc, cls) + (uint32_t)-(intptr_t)tc->lists[cls].room);
 }
 
 void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {

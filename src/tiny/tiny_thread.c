@@ -26,9 +26,7 @@ void tiny_cache_rescale(void) {
   if (HAK_LIKELY(share == tc->cap_share) || t_heap.status != THREAD_LIVE) return;
   tc->cap_share = (uint8_t)share;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    uint16_t cap = tls_class_cap(tc, c, share);
-    tc->lists[c].room += (uintptr_t)((intptr_t)cap - (intptr_t)tc->cap[c]);
-    tc->cap[c] = cap;
+    tls_set_cap(tc, c, tls_class_cap(tc, c, share));
     if ((intptr_t)tc->lists[c].room < 0) tiny_flush(c, (uint32_t)-(intptr_t)tc->lists[c].room);
   }
 }

@@ -273,6 +273,12 @@ HAK_INLINE uint16_t tls_class_cap(const tls_cache_t *tc, unsigned cls, unsigned 
   uint32_t cap = (uint32_t)tls_cap_for(cls, share) >> tc->cap_shift[cls];
   return (uint16_t)(cap < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS : cap);
 }
+// Set this thread's bound of cls, keeping length + room == bound: the room
+// goes negative when the list is over the new bound (the caller flushes).
+HAK_INLINE void tls_set_cap(tls_cache_t *tc, unsigned cls, uint16_t cap) {
+  tc->lists[cls].room += (uintptr_t)((intptr_t)cap - (intptr_t)tc->cap[cls]);
+  tc->cap[cls] = cap;
+}
 // A LIVE thread's owner key of class c when it is not batching its frees
 // (free_batch_box.h): its id's low 32 bits for a class under a cache line, else 0.
 HAK_INLINE uint32_t tls_owner_key_of_class(const tls_cache_t *tc, unsigned c) {

@@ -403,6 +403,18 @@ static void test_a_slab_taken_back_after_the_delay_leaves_the_budget(void **stat
   hak_trim();
 }
 
+// The kind's regret after m was purged early whole and taken back at once,
+// `times` times over (its kind's lock held).
+static size_t regret_after_whole_slabs_lost(pool_kind_t *pk, slab_meta_t *m, int times) {
+  size_t slab = (size_t)1 << ss_of_meta(m)->slab_shift;
+  for (int i = 0; i < times; i++) {
+    m->early_pages = (uint16_t)(slab / 4096);
+    m->free_since_ms = os_now_ms();
+    pool_note_regret(pk, m);
+  }
+  return atomic_load(&pk->regret_bytes);
+}
+
 // A kind's regret stops at 8 of its slabs (or one budget) while it has little
 // memory out, and at a quarter of what it has out when that is more: a
 // program with 100 MB of medium blocks out swings by more than 4 MiB.
@@ -418,19 +430,9 @@ static void test_the_regret_is_capped_by_eight_slabs_or_a_quarter_of_the_memory_
   size_t slab = (size_t)1 << ss_of_meta(got[0])->slab_shift;
   pool_lock(kind);
   size_t out = pk->out_bytes;
-  for (int i = 0; i < 64; i++) {                  // 64 slabs' worth of losses
-    got[0]->early_pages = (uint16_t)(slab / 4096);
-    got[0]->free_since_ms = os_now_ms();
-    pool_note_regret(pk, got[0]);
-  }
-  size_t small_out = atomic_load(&pk->regret_bytes);
+  size_t small_out = regret_after_whole_slabs_lost(pk, got[0], 64);
   pk->out_bytes = 4 * 128 * slab;                 // as if 128 slabs' quarter were out
-  for (int i = 0; i < 64; i++) {
-    got[0]->early_pages = (uint16_t)(slab / 4096);
-    got[0]->free_since_ms = os_now_ms();
-    pool_note_regret(pk, got[0]);
-  }
-  size_t large_out = atomic_load(&pk->regret_bytes);
+  size_t large_out = regret_after_whole_slabs_lost(pk, got[0], 64);
   pk->out_bytes = out;
   pool_unlock(kind);
   purge_knobs_set(old.delay, old.keep, old.dirty_max);   // (the regret back to 0)
