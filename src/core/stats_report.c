@@ -277,6 +277,8 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "batched_frees", tc.batched_frees, 0);
     out_field(&o, "batch_starts", tc.batch_starts, 0);
     out_field(&o, "dirty_budget", ps.dirty_budget, 0);
+    out_field(&o, "purged_slabs", ps.purged, 0);
+    out_field(&o, "purge_calls", ps.purge_calls, 0);
     out_field(&o, "purged_early", ps.purged_early, 0);
     out_field(&o, "purged_early_taken_back", ps.taken_back, 1);
     out_str(&o, "}\n");
@@ -334,11 +336,16 @@ void hak_print_class_stats(int fd, int format) {
   out_str(&o, " (threads started batching ");
   out_u64(&o, tc.batch_starts);
   out_str(&o, " times)\n");
-  // The dirty budget (shared_pool_release.c): FREE slabs purged before their
-  // delay, and those taken back within it, which raised the budget.
+  // The dirty budget (shared_pool_release.c): FREE slabs purged, in how many
+  // calls; those purged before their delay, and those taken back within it,
+  // which raised the budget.
   out_str(&o, "dirty budget: ");
   out_u64(&o, ps.dirty_budget);
-  out_str(&o, " bytes; slabs purged early: ");
+  out_str(&o, " bytes; slabs purged: ");
+  out_u64(&o, ps.purged);
+  out_str(&o, " in ");
+  out_u64(&o, ps.purge_calls);
+  out_str(&o, " calls; purged early: ");
   out_u64(&o, ps.purged_early);
   out_str(&o, ", taken back within the delay: ");
   out_u64(&o, ps.taken_back);

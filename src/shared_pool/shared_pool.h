@@ -73,10 +73,12 @@ typedef struct shared_pool_stats {
 void shared_pool_get_stats(shared_pool_stats_t *out);
 
 // The dirty budget now (HAKMEM_PURGE_DIRTY_MB and the kinds' regret), the
-// slabs purged before their delay, and of those the ones taken back within it.
+// slabs purged and the madvise calls that purged them (a call per run of
+// neighbours), the slabs purged before their delay, and of those the ones
+// taken back within it.
 typedef struct shared_pool_purge_stats {
   size_t   dirty_budget;
-  uint64_t purged_early, taken_back;
+  uint64_t purged, purge_calls, purged_early, taken_back;
 } shared_pool_purge_stats_t;
 void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out);
 

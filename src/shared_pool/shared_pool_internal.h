@@ -28,6 +28,8 @@ typedef struct pool_kind {
   _Atomic size_t    regret_bytes;
   uint64_t          last_regret_ms;
   size_t            out_bytes;     // its slabs out of the pool (in use, stashed or abandoned)
+  uint64_t          purged;        // slabs purged (for the statistics) ...
+  uint64_t          purge_calls;   // ... in this many madvise calls (runs of neighbours)
   uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
   uint64_t          taken_back;    // of which taken again within it
 } __attribute__((aligned(64))) pool_kind_t;

@@ -31,6 +31,8 @@ assert d["totals"]["refills"] >= 1
 for k in ("large", "huge", "mapped_bytes", "threads_live"): assert k in d, k
 assert d["dirty_budget"] >= 2 << 20, d["dirty_budget"]      # HAKMEM_PURGE_DIRTY_MB's 2 MiB at least
 assert d["purged_early_taken_back"] <= d["purged_early"], d
+assert d["purged_early"] <= d["purged_slabs"], d
+assert d["purge_calls"] <= d["purged_slabs"], d              # a call purges a run of neighbours
 PY
 check "malloc_info() parses as XML with one <size> per class in glibc's format" python3 - "$tmp/info.xml" "$version" <<'PY'
 import sys, xml.etree.ElementTree as ET

@@ -446,6 +446,58 @@ static void test_the_regret_is_capped_by_eight_slabs_or_a_quarter_of_the_memory_
   hak_trim();
 }
 
+// Three neighbouring FREE slabs of a SuperSlab, dirty, purged together: one
+// madvise call covers the three (each call costs a TLB shootdown on every CPU
+// of the process; before, one per slab), and every page they dirtied goes back.
+static void test_neighbouring_slabs_are_purged_in_one_call(void **state) {
+  (void)state;
+  void *pin = hak_malloc(1100);                   // a medium-kind SuperSlab stays mapped
+  unsigned kind = ss_of(pin)->kind;
+  hak_trim();
+  purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);
+  slab_meta_t *got[8], *run[3] = {NULL, NULL, NULL};
+  pool_lock(kind);
+  uint32_t n = pool_take_locked(kind, got, 8);
+  pool_unlock(kind);
+  for (uint32_t i = 0; i < n && run[0] == NULL; i++)    // three neighbours among them
+    for (uint32_t j = 0; j < n; j++)
+      for (uint32_t k = 0; k < n; k++)
+        if (ss_of_meta(got[j]) == ss_of_meta(got[i]) && ss_of_meta(got[k]) == ss_of_meta(got[i]) &&
+            got[j]->index == got[i]->index + 1 && got[k]->index == got[i]->index + 2) {
+          run[0] = got[i], run[1] = got[j], run[2] = got[k];
+        }
+  assert_non_null(run[0]);
+  size_t page = 4096, slab = ss_slab_bytes(ss_of_meta(run[1]), run[1]->index);
+  shared_pool_purge_stats_t before;
+  shared_pool_get_purge_stats(&before);
+  pool_lock(kind);
+  for (int i = 0; i < 3; i++) {                   // first and last page of the first two, two pages of the third
+    size_t reach = i < 2 ? slab : 2 * page;
+    run[i]->base[0] = 1;
+    run[i]->base[reach - 1] = 1;
+    atomic_store(&run[i]->dirty, 1);
+    run[i]->dirty_end = (uint32_t)reach;
+  }
+  for (uint32_t i = 0; i < n; i++) pool_put_locked(got[i], 0);   // every one long FREE: due now
+  pool_unlock(kind);
+  g_hak_config.purge_delay_ms = 0;
+  atomic_store(&g_pool[kind].next_due_ms, 0);
+  shared_pool_maybe_purge();
+  shared_pool_purge_stats_t after;
+  shared_pool_get_purge_stats(&after);
+  assert_int_equal(after.purged - before.purged, 3);
+  assert_int_equal(after.purge_calls - before.purge_calls, 1);
+  for (int i = 0; i < 3; i++) {
+    assert_false(atomic_load(&run[i]->dirty));
+    size_t reach = i < 2 ? slab : 2 * page;
+    assert_int_equal(os_resident_pages(run[i]->base, 1), 0);
+    assert_int_equal(os_resident_pages(run[i]->base + reach - page, 1), 0);
+  }
+  purge_knobs_set(old.delay, old.keep, old.dirty_max);
+  hak_free(pin);
+  hak_trim();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_every_address_of_a_slab_finds_its_own_metadata_slot),
@@ -465,6 +517,7 @@ int main(void) {
     HAK_UNIT_TEST(test_slabs_taken_back_soon_after_an_early_purge_raise_the_budget),
     HAK_UNIT_TEST(test_a_slab_taken_back_after_the_delay_leaves_the_budget),
     HAK_UNIT_TEST(test_the_regret_is_capped_by_eight_slabs_or_a_quarter_of_the_memory_out),
+    HAK_UNIT_TEST(test_neighbouring_slabs_are_purged_in_one_call),
   };
   return cmocka_run_group_tests_name("shared_pool", tests, NULL, NULL);
 }
