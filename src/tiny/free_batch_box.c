@@ -113,7 +113,7 @@ void free_batch_drain(void) {
 }
 
 void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
-  if (HAK_UNLIKELY(m->block_size > HAK_TINY_MAX)) {   // the class size: blocks have no header
+  if (HAK_UNLIKELY(m->block_size > FREE_BATCH_MAX_BLOCK)) {
     free_batch_test_and_free(m, b);
     return;
   }

@@ -180,29 +180,59 @@ static void test_a_double_free_on_a_batching_thread_never_hands_the_block_out_tw
   if (strstr(r.err, "handed out once\n") == NULL) fail_msg("stderr: \"%s\"", r.err);
 }
 
-// A block above the tiny classes is not held: its double free is reported
-// at the free, batching or not.
-static void *medium_double_free(void *arg) {
+// A block above FREE_BATCH_MAX_BLOCK (a slab class of the large kind) is not
+// held: its double free is reported at the free, batching or not.
+static void *big_double_free(void *arg) {
   (void)arg;
   for (int i = 0; i < NBLOCKS / 2; i++) hak_free(g_blocks[i]);
   if (!t_free_batch.active) return NULL;
-  void *p = hak_malloc(4096);
+  void *p = hak_malloc(FREE_BATCH_MAX_BLOCK + 1);
   hak_free(p);
   hak_free(p);
   hak_write_str(2, "after the second free\n");   // never reached
   return NULL;
 }
-static void medium_double_free_on_a_batching_thread(void) {
+static void big_double_free_on_a_batching_thread(void) {
   run_in_thread(alloc_blocks, NULL);
-  run_in_thread(medium_double_free, NULL);
+  run_in_thread(big_double_free, NULL);
 }
 
-static void test_a_medium_double_free_on_a_batching_thread_aborts_at_the_free(void **state) {
+static void test_a_double_free_of_a_block_over_the_held_size_aborts_at_the_free(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(big_double_free_on_a_batching_thread);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+  assert_null(strstr(r.err, "after the second free"));
+}
+
+// A medium block (here 4 KiB) is held like a tiny one: its double free is
+// reported within the batch, before the block could be handed out twice.
+static void *medium_double_free_then_a_batch(void *arg) {
+  (void)arg;
+  int i = 0;
+  while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
+  if (!t_free_batch.active) return NULL;
+  void *p = hak_malloc(4096);
+  while (t_free_batch.n != 0) hak_free(g_blocks[i++]);   // an empty batch
+  hak_free(p);
+  hak_free(p);                                    // held, not yet reported
+  if (t_free_batch.n == 2) hak_write_str(2, "held\n");
+  for (unsigned k = 0; k < FREE_BATCH_N; k++) hak_free(g_blocks[i++]);
+  hak_write_str(2, "after a batch\n");            // never reached: the batch reported it
+  return NULL;
+}
+static void medium_double_free_on_a_batching_thread(void) {
+  run_in_thread(alloc_blocks, NULL);
+  run_in_thread(medium_double_free_then_a_batch, NULL);
+}
+
+static void test_a_medium_double_free_on_a_batching_thread_aborts_within_a_batch(void **state) {
   (void)state;
   child_result_t r = run_in_child(medium_double_free_on_a_batching_thread);
   assert_int_equal(r.signal, SIGABRT);
   if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
-  assert_null(strstr(r.err, "after the second free"));
+  assert_non_null(strstr(r.err, "held\n"));
+  assert_null(strstr(r.err, "after a batch"));
 }
 
 int main(void) {
@@ -214,7 +244,8 @@ int main(void) {
     HAK_UNIT_TEST(test_a_double_free_on_a_batching_thread_aborts_within_a_batch),
     HAK_UNIT_TEST(test_a_double_free_held_at_thread_exit_aborts_there),
     HAK_UNIT_TEST(test_a_double_free_on_a_batching_thread_never_hands_the_block_out_twice),
-    HAK_UNIT_TEST(test_a_medium_double_free_on_a_batching_thread_aborts_at_the_free),
+    HAK_UNIT_TEST(test_a_double_free_of_a_block_over_the_held_size_aborts_at_the_free),
+    HAK_UNIT_TEST(test_a_medium_double_free_on_a_batching_thread_aborts_within_a_batch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
