@@ -30,9 +30,10 @@
 // Its cross-thread rows cost 2.2-2.5x the default's time without it (the
 // misses of the mark, size word and canary loads, one after another).
 //
-// When: a flush of a TLS list that is at least a quarter other threads'
-// blocks starts batching, one that is under an eighth stops it (tiny_flush:
-// the class exchange sorts them out anyway); so does a full remote buffer
+// When: an overflow's flush of a TLS list (any class) that is at least a
+// quarter other threads' blocks starts batching, one that is under an eighth
+// stops it (tiny_flush: the class exchange, or their slabs' remote lists,
+// sort them out anyway); so does a full remote buffer
 // (blocks under a cache line of other threads' slabs, which never enter the
 // TLS lists: in a ring of threads the lists may never overflow). A thread's list holds the blocks
 // it freed and has not reused, so this follows what its frees are; the slabs

@@ -159,22 +159,30 @@ int tiny_refill(unsigned cls) {
 }
 
 // Hand a chain of blocks of one slab back to it: the owner's own slab takes
-// it without a CAS; any other goes through its remote list.
-static void flush_deliver(slab_meta_t *m, block_chain_t *c) {
+// it without a CAS; any other goes through its remote list. Returns the
+// blocks that went to another thread's slab.
+static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
+  uint32_t n = c->n, remote = 0;
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id()) {
-    int empty = tiny_free_local_box(m, c->first, c->last, c->n);
+    int empty = tiny_free_local_box(m, c->first, c->last, n);
     tiny_heap_slab_freed(&t_heap, m, empty);
   } else {
-    remote_free_push_chain(m, c->first, c->last, c->n);
+    remote_free_push_chain(m, c->first, c->last, n);
+    remote = n;
   }
   c->n = 0;
+  return remote;
 }
 
 // Take up to n blocks off the list at *head and send each home, gathered
-// per slab (a TLS list ends at TLS_SLL_END, a remote buffer at NULL). Returns
-// the blocks taken. A corrupted link is reported; going on,
-// the rest of the list is dropped (leaked), never followed.
-static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, block_chain_t *foreign) {
+// per slab (a TLS list ends at TLS_SLL_END, a remote buffer at NULL), or, with
+// `foreign`, other threads' blocks onto that chain. Returns the blocks taken;
+// *remote (if not NULL) counts those sent to other threads' slabs. A
+// corrupted link is reported; going on, the rest of the list is dropped
+// (leaked), never followed.
+static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, block_chain_t *foreign,
+                             uint32_t *remote) {
+  uint32_t sent_remote = 0;
   slab_meta_t *slab[FLUSH_WAYS];
   block_chain_t chain[FLUSH_WAYS];
   unsigned ways = 0, next_victim = 0, hit = 0;
@@ -206,7 +214,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
         } else {                            // every way taken: send one off
           i = next_victim;
           next_victim = (next_victim + 1) % FLUSH_WAYS;
-          flush_deliver(slab[i], &chain[i]);
+          sent_remote += flush_deliver(slab[i], &chain[i]);
         }
         slab[i] = m;
         chain[i].n = 0;
@@ -223,14 +231,15 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
     linked = 1;
   }
   for (unsigned i = 0; i < ways; i++)
-    if (chain[i].n > 0) flush_deliver(slab[i], &chain[i]);
+    if (chain[i].n > 0) sent_remote += flush_deliver(slab[i], &chain[i]);
+  if (remote != NULL) *remote = sent_remote;
   return moved;
 }
 
 // Send a chain first..last of cls (linked, marked free) home, gathered per slab.
 static void send_chain_home(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last) {
   block_set_next(last, HAK_BASE_NULL);
-  flush_gather(&first, UINT32_MAX, cls, NULL);
+  flush_gather(&first, UINT32_MAX, cls, NULL, NULL);
 }
 
 void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
@@ -287,22 +296,25 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
 void tiny_flush_remote(unsigned cls) {
   tiny_heap_t *h = &t_heap;
   if (h->remote_count[cls] == 0) return;
-  flush_gather(&h->remote_head[cls], UINT32_MAX, cls, NULL);
+  flush_gather(&h->remote_head[cls], UINT32_MAX, cls, NULL, NULL);
   h->remote_head[cls] = HAK_BASE_NULL;
   h->remote_count[cls] = 0;
 }
 
 // Blocks of 1 KiB or less that another thread owns go to the class exchange
-// on an overflow's flush (a batch or less), home if it is full.
+// on an overflow's flush (a batch or less), home if it is full. Every
+// overflow's flush tells free_batch_box how many of its blocks were other
+// threads' (a thread freeing only medium blocks of other threads never
+// started batching before: ring -t 8 of 1-16 KiB, every free tested at once).
 void tiny_flush(unsigned cls, uint32_t n) {
   tiny_cache_rescale();
   tls_cache_t *tc = &t_tls_cache;
   block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-  uint32_t limit = tiny_threads_live();
-  int exchange = n <= g_size_class[cls].batch && g_size_class[cls].size <= HAK_TINY_MAX &&   // not the exit's flush
-                 !transfer_full(cls, limit);
-  uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL);
-  if (exchange) free_batch_note_flush(moved, foreign.n);
+  uint32_t limit = tiny_threads_live(), remote = 0;
+  int overflow = n <= g_size_class[cls].batch;   // not the exit's flush
+  int exchange = overflow && g_size_class[cls].size <= HAK_TINY_MAX && !transfer_full(cls, limit);
+  uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL, &remote);
+  if (overflow) free_batch_note_flush(moved, foreign.n + remote);
   if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
     send_chain_home(cls, foreign.first, foreign.last);
   tc->lists[cls].room += moved;

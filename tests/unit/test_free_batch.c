@@ -59,6 +59,24 @@ static void test_a_thread_freeing_other_threads_blocks_batches_and_loses_none(vo
   hak_thread_flush();   // the class exchange's chains go home
 }
 
+// A thread that frees only other threads' medium blocks starts batching too:
+// its medium lists' overflows send them home (medium classes have no class
+// exchange), and those flushes count (ring -t 8 of 1-16 KiB blocks never
+// batched before: every free waited on its mark's line).
+static void *alloc_medium_blocks(void *arg) {
+  (void)arg;
+  for (int i = 0; i < NBLOCKS; i++) g_blocks[i] = hak_malloc(2000);
+  return NULL;
+}
+static void test_a_thread_freeing_other_threads_medium_blocks_batches(void **state) {
+  (void)state;
+  run_in_thread(alloc_medium_blocks, NULL);
+  consumer_t c = {0};
+  run_in_thread(free_blocks, &c);
+  assert_int_equal(c.active_after, 1);
+  hak_thread_flush();
+}
+
 static void test_a_thread_freeing_its_own_blocks_never_batches(void **state) {
   (void)state;
   uint64_t batched = batched_frees_so_far();
@@ -238,6 +256,7 @@ static void test_a_medium_double_free_on_a_batching_thread_aborts_within_a_batch
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_thread_freeing_other_threads_blocks_batches_and_loses_none),
+    HAK_UNIT_TEST(test_a_thread_freeing_other_threads_medium_blocks_batches),
     HAK_UNIT_TEST(test_a_thread_freeing_its_own_blocks_never_batches),
     HAK_UNIT_TEST(test_batching_stops_when_the_frees_turn_local),
     HAK_UNIT_TEST(test_HAKMEM_FREE_BATCH_0_keeps_every_check_at_the_free),
