@@ -301,8 +301,8 @@ void tiny_flush_remote(unsigned cls) {
   h->remote_count[cls] = 0;
 }
 
-// Blocks of 1 KiB or less that another thread owns go to the class exchange
-// on an overflow's flush (a batch or less), home if it is full. Every
+// Blocks of up to TRANSFER_MAX_BLOCK that another thread owns go to the class
+// exchange on an overflow's flush (a batch or less), home if it is full. Every
 // overflow's flush tells free_batch_box how many of its blocks were other
 // threads' (a thread freeing only medium blocks of other threads never
 // started batching before: ring -t 8 of 1-16 KiB, every free tested at once).
@@ -312,7 +312,7 @@ void tiny_flush(unsigned cls, uint32_t n) {
   block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
   uint32_t limit = tiny_threads_live(), remote = 0;
   int overflow = n <= g_size_class[cls].batch;   // not the exit's flush
-  int exchange = overflow && g_size_class[cls].size <= HAK_TINY_MAX && !transfer_full(cls, limit);
+  int exchange = overflow && g_size_class[cls].size <= TRANSFER_MAX_BLOCK && !transfer_full(cls, limit);
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL, &remote);
   if (overflow) free_batch_note_flush(moved, foreign.n + remote);
   if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
@@ -333,5 +333,14 @@ void tiny_flush_exchange(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     hak_base_ptr_t first, last;
     while (transfer_take(c, UINT32_MAX, &first, &last) > 0) send_chain_home(c, first, last);
+  }
+}
+
+void tiny_exchange_trim(uint32_t limit) {
+  if (limit == 0) limit = 1;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    hak_base_ptr_t first, last;
+    while (transfer_full(c, limit + 1) && transfer_take(c, UINT32_MAX, &first, &last) > 0)
+      send_chain_home(c, first, last);
   }
 }

@@ -31,6 +31,9 @@ void tiny_flush(unsigned cls, uint32_t n);
 void tiny_flush_overflow(unsigned cls);
 // Send every chain in the class exchanges home (hak_trim, hak_thread_flush).
 void tiny_flush_exchange(void);
+// Send chains of the class exchange home until each class holds at most
+// `limit` (at least 1): a thread's exit, with the threads that stay.
+void tiny_exchange_trim(uint32_t limit);
 // Free a block of a slab another thread owns (or nobody does): it waits in
 // this thread's remote buffer of its class, never handed out here (no
 // false sharing between threads), and goes home with the buffer's next

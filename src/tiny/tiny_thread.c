@@ -37,6 +37,10 @@ static void thread_key_destructor(void *value) {
 }
 
 void thread_teardown(void) {
+  // The exchange keeps a chain per live thread and class at most: the
+  // chains over the count of those that stay go home (before this thread's
+  // slabs are given up, so its own blocks land on its own free lists).
+  tiny_exchange_trim(tiny_threads_live() - (t_counted_live ? 1u : 0u));
   thread_release_all();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     t_tls_cache.lists[c].room = 0;

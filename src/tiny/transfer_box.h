@@ -15,8 +15,9 @@
 // One mutex per class (one lock per chain of up to a batch of blocks: at most
 // one per batch/2 frees on cross-thread rows, none on local rows, which never
 // flush another thread's block). A class holds at most one chain per live
-// thread (the caller's limit, at most TRANSFER_MAX_CHAINS): what a thread's
-// list would hold, not more; the rest goes home as before. (Ring at 16
+// thread (the caller's limit, at most TRANSFER_MAX_CHAINS; a thread's exit
+// sends the chains over the new count home): what a thread's list would
+// hold, not more; the rest goes home as before. (Ring at 16
 // threads, -n 2M, peak RSS over 5 runs: 19.0 MB with 4 chains per class,
 // 16.8 MB with 16; mimalloc 18.9.)
 #ifndef HAK_TRANSFER_BOX_H
@@ -25,6 +26,16 @@
 #include "debug/ptr_types.h"
 
 #define TRANSFER_MAX_CHAINS 32u
+// The largest block a flush gives the exchange: the medium kind's (32 KiB).
+// Medium blocks went home only, through their slabs' remote lists, until the
+// fourteenth session: ring -t 8 of 1-16 KiB blocks took 1.7x tcmalloc's time
+// at 1.6x its peak RSS (130 MB), its owners carving while the blocks sent home
+// waited in slabs they were not refilling from; with the exchange 0.58x the
+// time at 81 MB (tcmalloc's). A chain of the largest class is 8 blocks
+// (256 KiB), and a class keeps at most one per live thread (trimmed as
+// threads exit, tiny_exchange_trim). The large kind's slab classes (to
+// 256 KiB) still go home.
+#define TRANSFER_MAX_BLOCK (32u << 10)
 
 // Keep first..last (n blocks of class cls, linked, marked free). 0 when the
 // class's exchange holds `limit` chains or more (the caller sends them home).

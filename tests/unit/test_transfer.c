@@ -7,6 +7,7 @@
 #define SIZE   256u    // 64 bytes or more: another thread's block stays on the freer's list
 #define BLOCKS 1000u   // more than the list holds: six overflows of a 256-block list
 #define CHAINS 2u      // the exchange's limit while two threads live: this one and the freer
+#define CHAINS_AFTER 1u   // ... and after the freer's exit: one chain per class per live thread
 
 typedef struct block_set {
   void  *p[BLOCKS];
@@ -14,12 +15,14 @@ typedef struct block_set {
 } block_set_t;
 
 static block_set_t g_set;
+static uint32_t g_exchange_before_exit;   // what free_all's thread saw in the exchange last
 
 static unsigned cls_of_size(void) { return size_class_of(SIZE); }
 
 static void *free_all(void *arg) {
   block_set_t *s = arg;
   for (size_t i = 0; i < s->n; i++) hak_free(s->p[i]);
+  g_exchange_before_exit = s->n > 0 ? transfer_blocks(slab_of(s->p[0])->cls) : 0;
   return NULL;
 }
 
@@ -69,10 +72,11 @@ static void test_overflow_of_another_threads_blocks_fills_the_exchange_then_goes
   uint32_t batch = g_size_class[cls].batch;
   uint64_t used_before = used_of_set_slabs();   // BLOCKS, and what the main thread's list holds
   run_in_thread(free_all, &g_set);   // its list overflows six times, then it exits
-  assert_int_equal(transfer_blocks(cls), CHAINS * batch);
-  // Everything else went home: of the BLOCKS, the slabs count only what the
-  // exchange holds.
-  assert_int_equal(used_of_set_slabs(), used_before - BLOCKS + CHAINS * batch);
+  assert_int_equal(g_exchange_before_exit, CHAINS * batch);
+  // Its exit left one chain per live thread (the main one): everything else
+  // went home, so of the BLOCKS the slabs count only what the exchange holds.
+  assert_int_equal(transfer_blocks(cls), CHAINS_AFTER * batch);
+  assert_int_equal(used_of_set_slabs(), used_before - BLOCKS + CHAINS_AFTER * batch);
 }
 
 typedef struct taken {
@@ -97,7 +101,25 @@ static void test_a_third_threads_refill_takes_a_chain_from_the_exchange(void **s
   taken_t t = {.n = 8};
   run_in_thread(malloc_a_few, &t);
   for (unsigned i = 0; i < t.n; i++) assert_true(in_set(t.p[i]));   // no new memory
-  assert_int_equal(t.exchange_after, (CHAINS - 1) * batch);
+  assert_int_equal(t.exchange_after, (CHAINS_AFTER - 1) * batch);
+}
+
+// Medium blocks (to 32 KiB) go through the exchange too (before: home only,
+// and in a ring of 8 threads of 1-16 KiB blocks the owners carved while the
+// blocks sent home waited in slabs they were not refilling from).
+#define MEDIUM 2000u
+static void test_another_threads_medium_blocks_fill_the_exchange(void **state) {
+  (void)state;
+  block_set_t *m = malloc(sizeof *m);
+  assert_non_null(m);
+  m->n = BLOCKS;
+  for (size_t i = 0; i < BLOCKS; i++) assert_non_null(m->p[i] = hak_malloc(MEDIUM));
+  unsigned cls = size_class_of(MEDIUM);
+  assert_int_equal(transfer_blocks(cls), 0);
+  run_in_thread(free_all, m);
+  assert_int_equal(g_exchange_before_exit, CHAINS * g_size_class[cls].batch);
+  assert_int_equal(transfer_blocks(cls), CHAINS_AFTER * g_size_class[cls].batch);
+  free(m);
 }
 
 static void test_the_exchange_goes_home_on_hak_trim(void **state) {
@@ -123,6 +145,7 @@ int main(void) {
     EXCHANGE_TEST(test_a_third_threads_refill_takes_a_chain_from_the_exchange),
     EXCHANGE_TEST(test_the_exchange_goes_home_on_hak_trim),
     EXCHANGE_TEST(test_a_thread_overflowing_with_its_own_blocks_leaves_the_exchange_empty),
+    EXCHANGE_TEST(test_another_threads_medium_blocks_fill_the_exchange),
   };
   return cmocka_run_group_tests_name("transfer", tests, NULL, NULL);
 }
