@@ -46,18 +46,27 @@ static void hardened_test_and_free(slab_meta_t *m, hak_base_ptr_t b, size_t want
 // bytes at most up to HAK_TINY_MAX) and the tail (HARD_TAIL_BYTES).
 #define CANARY_REACH (128u + HARD_TAIL_BYTES)
 
+// A medium block's size word, in its slab's table (read by the drain first).
+static HAK_NOINLINE void hold_medium_prefetch(const slab_meta_t *m, const void *p) {
+  __builtin_prefetch(hard_size_table_slot(m, p), 0, 3);
+}
+
 void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
   hak_base_ptr_t b = hak_base_from_raw(p);
-  if (HAK_UNLIKELY(m->block_size > HAK_TINY_MAX)) {
+  uint32_t bs = m->block_size;
+  if (HAK_UNLIKELY(bs > FREE_BATCH_MAX_BLOCK)) {
     hardened_test_and_free(m, b, want);
     return;
   }
   free_batch_t *fb = &t_free_batch;
   hak_prefetch_for_write(p);
+  if (HAK_UNLIKELY(bs > HAK_TINY_MAX)) {
+    hold_medium_prefetch(m, p);   // its canary's line: the drain asks for it, from the size word
+    goto held;
+  }
   // The size word at the block's end, and the canary before it, are read
   // first (a line of their own from 64 bytes up: 46% of the drain's samples
   // waited there with the block's first line alone asked for).
-  uint32_t bs = m->block_size;
   hak_prefetch_for_write(hard_size_tail(p, bs));
   // The canary starts where the request ends: past the class below's size less
   // the tail, so within the block's last 148 bytes (classes up to 1 KiB are 128
@@ -67,6 +76,7 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
   // hardened_test_and_free's samples on the canary's load).
   hak_prefetch_for_write((char *)p + (bs > CANARY_REACH ? bs - CANARY_REACH : 0));
   hak_prefetch_for_write((char *)p + (bs > CANARY_REACH - 64u ? bs - (CANARY_REACH - 64u) : 0));
+held:
   fb->m[fb->n] = m;
   fb->b[fb->n] = b;
   fb->want[fb->n] = want;
@@ -89,7 +99,7 @@ void free_batch_drain(void) {
   for (uint32_t i = 0; i < n; i++) {
     char *p = hak_base_raw(fb->b[i]);
     uint32_t bs = fb->m[i]->block_size;
-    uint32_t req = *hard_size_tail(p, bs) ^ hard_size_key();
+    uint32_t req = *hard_size_slot(fb->m[i], p) ^ hard_size_key();
     if (req < bs) hak_prefetch_for_write(p + req);
   }
   for (uint32_t i = 0; i < n; i++) hardened_test_and_free(fb->m[i], fb->b[i], fb->want[i]);

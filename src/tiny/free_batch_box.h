@@ -40,8 +40,8 @@
 // of the blocks it frees do not (in a ring of two threads each frees mostly
 // blocks of its own slabs that the other thread wrote last: a thread reuses
 // the blocks it frees, whoever carved them). Only blocks up to 32 KiB are
-// held (FREE_BATCH_MAX_BLOCK; the hardened build: the tiny classes, 1 KiB
-// or less); a larger block's free on a batching thread is checked at once. Batching on means the thread's
+// held (FREE_BATCH_MAX_BLOCK); a larger block's free on a batching thread is
+// checked at once. Batching on means the thread's
 // owner keys are FREE_BATCH_KEY, which no slab's owner_small equals, so the
 // free fast path sends every block here (hak_free_foreign) with no test of
 // its own: a thread that is not batching pays nothing.
@@ -89,8 +89,8 @@ extern HAK_INTERNAL __thread free_batch_t t_free_batch __attribute__((tls_model(
 void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b);
 #if HAK_HARDENED
 // The hardened build's hold: p a block start of m, freed by free (want
-// HARD_NO_SIZE) or a sized delete (want its size); a block larger than the
-// tiny classes is checked at once.
+// HARD_NO_SIZE) or a sized delete (want its size); a block larger than
+// FREE_BATCH_MAX_BLOCK is checked at once.
 void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) HAK_NOINLINE;
 #endif
 // Test b's free mark (a double free is reported), then free it as the fast

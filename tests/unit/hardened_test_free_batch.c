@@ -15,10 +15,13 @@ _Static_assert(HAK_HARDENED, "built against the hardened engine");
 #define NBLOCKS 4096
 #define SIZE 200            // a tiny class, with room past the request for the canary
 static void *g_blocks[NBLOCKS];
+#define MEDIUM 3000         // a medium class: its size word in its slab's table
+static void *g_medium;
 
 static void *alloc_blocks(void *arg) {
   (void)arg;
   for (int i = 0; i < NBLOCKS; i++) g_blocks[i] = hak_malloc(SIZE);
+  g_medium = hak_malloc(MEDIUM);
   return NULL;
 }
 
@@ -84,6 +87,19 @@ static void *overflow_in_a_batch(void *arg) {
   return NULL;
 }
 
+// A medium block is held too (to 32 KiB): its canary is checked by the batch.
+static void *medium_overflow_in_a_batch(void *arg) {
+  (void)arg;
+  char *p = g_medium;
+  p[MEDIUM] = 'x';
+  if (!start_batching()) return NULL;
+  hak_free(p);
+  if (t_free_batch.n == 1) hak_write_str(2, "held\n");
+  free_a_batch();
+  hak_write_str(2, "after a batch\n");
+  return NULL;
+}
+
 static void *wrong_sized_delete_in_a_batch(void *arg) {
   (void)arg;
   if (!start_batching()) return NULL;
@@ -118,6 +134,11 @@ static void test_an_overflow_into_the_canary_is_reported_by_the_batch(void **sta
   expect_reported_by_the_batch(overflow_in_a_batch, "heap buffer overflow past");
 }
 
+static void test_an_overflow_of_a_medium_block_is_reported_by_the_batch(void **state) {
+  (void)state;
+  expect_reported_by_the_batch(medium_overflow_in_a_batch, "heap buffer overflow past");
+}
+
 static void test_a_sized_delete_with_the_wrong_size_is_reported_by_the_batch(void **state) {
   (void)state;
   expect_reported_by_the_batch(wrong_sized_delete_in_a_batch, "sized delete with the wrong size");
@@ -128,6 +149,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_consumer_thread_batches_and_every_block_is_freed),
     HAK_UNIT_TEST(test_a_double_free_on_a_batching_thread_is_reported_by_its_batch),
     HAK_UNIT_TEST(test_an_overflow_into_the_canary_is_reported_by_the_batch),
+    HAK_UNIT_TEST(test_an_overflow_of_a_medium_block_is_reported_by_the_batch),
     HAK_UNIT_TEST(test_a_sized_delete_with_the_wrong_size_is_reported_by_the_batch),
   };
   return cmocka_run_group_tests_name("hardened_free_batch", tests, NULL, NULL);
