@@ -62,6 +62,8 @@ ROWS = [
          n=10_000_000, smoke=10_000),
     dict(id="ring-2", label="ring, 2 threads, every free cross-thread 16-1024 B", prog="ring",
          args=["-t", "2", "--min", "16", "--max", "1024"], nopt="-n", n=5_000_000, smoke=10_000),
+    dict(id="ring-medium-8", label="ring, 8 threads, every free cross-thread 1-16 KiB", prog="ring",
+         args=["-t", "8", "--min", "1K", "--max", "16K"], nopt="-n", n=500_000, smoke=2_000),
     dict(id="larson", label="larson server, 2 threads 8-1000 B", prog="larson",
          args=["-t", "2", "-c", "1000", "--min", "8", "--max", "1000"], nopt="-n", n=4_000_000,
          smoke=10_000),
