@@ -14,6 +14,7 @@
 #define HAK_NUM_CLASSES     52
 #define HAK_TINY_CLASSES    20          // classes 0..19 are the tiny path (<= 1 KiB)
 #define HAK_TINY_MAX        1024u
+#define HAK_MEDIUM_MAX      (32u << 10)  // largest class of the medium kind (HAK_KIND_MEDIUM)
 #define HAK_SLAB_MAX        (256u << 10) // largest slab class; above: the page heap (large/)
 
 // Slab kinds: SuperSlabs hold slabs of one size; a class lives in one kind.

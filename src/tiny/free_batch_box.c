@@ -46,9 +46,25 @@ static void hardened_test_and_free(slab_meta_t *m, hak_base_ptr_t b, size_t want
 // bytes at most up to HAK_TINY_MAX) and the tail (HARD_TAIL_BYTES).
 #define CANARY_REACH (128u + HARD_TAIL_BYTES)
 
-// A medium block's size word, in its slab's table (read by the drain first).
-static HAK_NOINLINE void hold_medium_prefetch(const slab_meta_t *m, const void *p) {
-  __builtin_prefetch(hard_size_table_slot(m, p), 0, 3);
+// Ask for what the drain reads of held block p of bs bytes before its checks:
+// the size word, then the canary that the size word places. A medium block's
+// size word is in its slab's table; its canary's line is asked for by the
+// drain, from the size word. A tiny block's size word ends the block and its
+// canary starts where the request ends: past the class below's size less the
+// tail, so within the block's last 148 bytes (classes up to 1 KiB are 128
+// apart at most). Those lines are asked for here, 16 frees before the drain
+// reads them: the drain's own prefetch came a few instructions before its
+// check, and ring -t 2 still waited there (52% of hardened_test_and_free's
+// samples on the canary's load; 46% on the size word's with the block's
+// first line alone asked for).
+static void hold_prefetch_tail(const slab_meta_t *m, char *p, uint32_t bs) {
+  if (bs > HAK_TINY_MAX) {
+    __builtin_prefetch(hard_size_table_slot(m, p), 0, 3);
+    return;
+  }
+  hak_prefetch_for_write(hard_size_tail(p, bs));
+  hak_prefetch_for_write(p + (bs > CANARY_REACH ? bs - CANARY_REACH : 0));
+  hak_prefetch_for_write(p + (bs > CANARY_REACH - 64u ? bs - (CANARY_REACH - 64u) : 0));
 }
 
 void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
@@ -60,23 +76,7 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
   }
   free_batch_t *fb = &t_free_batch;
   hak_prefetch_for_write(p);
-  if (HAK_UNLIKELY(bs > HAK_TINY_MAX)) {
-    hold_medium_prefetch(m, p);   // its canary's line: the drain asks for it, from the size word
-    goto held;
-  }
-  // The size word at the block's end, and the canary before it, are read
-  // first (a line of their own from 64 bytes up: 46% of the drain's samples
-  // waited there with the block's first line alone asked for).
-  hak_prefetch_for_write(hard_size_tail(p, bs));
-  // The canary starts where the request ends: past the class below's size less
-  // the tail, so within the block's last 148 bytes (classes up to 1 KiB are 128
-  // apart at most). Those lines are asked for here, 16 frees before the drain
-  // reads them: the drain's own prefetch, from the size word, came a few
-  // instructions before its check, and ring -t 2 still waited there (52% of
-  // hardened_test_and_free's samples on the canary's load).
-  hak_prefetch_for_write((char *)p + (bs > CANARY_REACH ? bs - CANARY_REACH : 0));
-  hak_prefetch_for_write((char *)p + (bs > CANARY_REACH - 64u ? bs - (CANARY_REACH - 64u) : 0));
-held:
+  hold_prefetch_tail(m, p, bs);
   fb->m[fb->n] = m;
   fb->b[fb->n] = b;
   fb->want[fb->n] = want;

@@ -65,7 +65,7 @@
 // frees' mark loads; held too, 0.90x the time (7 paired rounds, 4 and 8
 // threads). Larger slab blocks (to 256 KiB) are tested at once: 16 of them
 // held would keep up to 4 MiB from reuse.
-#define FREE_BATCH_MAX_BLOCK (32u << 10)
+#define FREE_BATCH_MAX_BLOCK HAK_MEDIUM_MAX
 // An owner key no slab has: owner_small is a thread pointer's low 32 bits
 // (aligned), 0 or SLAB_OWNER_POOL's.
 #define FREE_BATCH_KEY 2u

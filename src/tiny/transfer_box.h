@@ -35,7 +35,7 @@
 // (256 KiB), and a class keeps at most one per live thread (trimmed as
 // threads exit, tiny_exchange_trim). The large kind's slab classes (to
 // 256 KiB) still go home.
-#define TRANSFER_MAX_BLOCK (32u << 10)
+#define TRANSFER_MAX_BLOCK HAK_MEDIUM_MAX
 
 // Keep first..last (n blocks of class cls, linked, marked free). 0 when the
 // class's exchange holds `limit` chains or more (the caller sends them home).
