@@ -111,10 +111,27 @@ void hardened_free_medium(const slab_meta_t *m, void *p, size_t want) {
   hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
 }
 
+// Was block p of bs bytes, failing its free's checks, freed before (its mark
+// overwritten since, so the free did not see it)? Its fill is intact where a
+// live block's checked words would be: the whole block past its link and mark
+// up to 64 bytes (the size word of a tiny block of 64 bytes or less is in the
+// fill), or the canary's first byte at n when the fill covers it.
+static int freed_before(const void *p, uint32_t bs, size_t n) {
+  if (hard_fill_diff(p, bs) != 0) return 0;
+  if (bs <= HARD_FILL_MAX) return 1;
+  return n >= HARD_LINK_BYTES && n + HARD_CANARY_BYTES <= HARD_FILL_MAX && ((const unsigned char *)p)[n] == HARD_FILL_BYTE;
+}
+
 // In the order the checks had as two calls (the sized delete's, then free's):
-// the size word, the size given, the canary.
+// the size word, the size given, the canary. A block freed before is reported
+// as the double free it is, and left where it is (going on).
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want) {
   uint32_t bs = m->block_size;
+  uint32_t raw = *hard_size_slot(m, p) ^ hard_size_key();
+  if (freed_before(p, bs, raw)) {
+    hak_report_pointer_error("double free of", p, " (freed before: its fill is intact, its free mark overwritten)");
+    return;
+  }
   size_t n = hardened_requested(m, p);       // reports a size word out of range
   if (want != HARD_NO_SIZE && want != n) hardened_report_delete("sized delete with the wrong size of", p, want, n);
   if (hard_canary_diff(p, n) != 0) hardened_report_canary(p, n);

@@ -208,6 +208,12 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, uintptr_t slot) {
   hak_base_ptr_t b = hak_base_from_raw(raw);
   hak_base_ptr_t next = block_next(b);
   if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
+  // A TLS list ends at TLS_SLL_END, never NULL; the hardened build's
+  // quarantine leaves a NULL link in every block it holds, so a block freed
+  // twice with its mark cleared in between (a write after free) is on a TLS
+  // list with that link, and the next pop would follow it. The default build
+  // writes a NULL link nowhere on a TLS list's way (one test more per malloc).
+  if (HAK_HARDENED && HAK_UNLIKELY(hak_base_is_null(next))) return HAK_BASE_NULL;
   tc->words[slot] = (uintptr_t)hak_base_raw(next);
   tc->words[slot + 1]++;
   block_clear_free(b);

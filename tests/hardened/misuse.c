@@ -227,6 +227,27 @@ static int t_double_free_in_quarantine(void) {
   free(p);
   return 0;
 }
+// A block freed, out of the quarantine (200 more frees), its free mark
+// cleared by a write after free, and freed again: the second free cannot see
+// the mark; a small block's fill covers its canary, so the free finds the fill
+// where its canary was and reports the double free.
+static int double_free_mark_cleared(size_t n) {
+  unsigned char *o[200];
+  for (int i = 0; i < 200; i++) o[i] = malloc(n);
+  unsigned char *p = malloc(n);
+  free(p);
+  for (int i = 0; i < 200; i++) free(o[i]);
+  memset(p + 8, 0, 8);
+  free(p);
+  for (int i = 0; i < 800; i++) g_keep = malloc(n);
+  return 0;
+}
+static int t_double_free_mark_cleared_small(void) { return double_free_mark_cleared(40); }
+// The same with a request past the fill (128 bytes): the second free passes
+// its checks and quarantines the block, which is also on a TLS list: the
+// quarantine's NULL link is found by the pop (a NULL head was followed by the
+// next malloc: SIGSEGV with no report).
+static int t_double_free_mark_cleared_128(void) { return double_free_mark_cleared(128); }
 
 // ---- read or write of a malloc(0) block
 static int t_malloc0_write(void) {
@@ -475,6 +496,8 @@ static const test_t g_tests[] = {
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"quarantine_small_not_pushed_by_medium", t_quarantine_small_not_pushed_by_medium, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
+  {"double_free_mark_cleared_small", t_double_free_mark_cleared_small, EXPECT_ABORT_REPORT, "double free of"},
+  {"double_free_mark_cleared_128", t_double_free_mark_cleared_128, EXPECT_ABORT_REPORT, "corrupted free list in class"},
   {"quarantine_of_free_only_thread_drains", t_quarantine_of_free_only_thread_drains, EXPECT_ABORT_REPORT, "write after free of"},
   {"malloc0_write", t_malloc0_write, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_read", t_malloc0_read, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
