@@ -99,6 +99,12 @@ static HAK_COLD void report_slab_pointer(const char *op, const void *p, const sl
 
 static void hak_free_slow_body(void *p);
 
+// The report's detail for a page-heap address that is no live block's start.
+static const char *large_bad_pointer_detail(const void *p) {
+  return page_heap_freed_at(p) ? " (a freed large block: use after free or double free)"
+                               : " (not the start of a large block)";
+}
+
 // free never changes errno (POSIX 2024, glibc >= 2.33); only the slow path
 // can touch it, so only the slow path saves it.
 void hak_free_slow(void *p) {
@@ -111,7 +117,9 @@ void hak_free_slow(void *p) {
 static void hak_free_slow_body(void *p) {
   if (!ss_registry_contains(p)) {
     if (page_heap_contains(p)) {
-      if (!page_heap_free(p)) hak_report_pointer_error("free of invalid pointer", p, " (not the start of a large block)");
+      if (page_heap_free(p)) return;
+      if (page_heap_freed_at(p)) hak_report_pointer_error("double free of", p, " (a large block)");
+      else hak_report_pointer_error("free of invalid pointer", p, " (not the start of a large block)");
       return;
     }
     if (huge_free(p)) return;
@@ -180,7 +188,7 @@ size_t hak_usable_size(const void *p) {
   if (ss_registry_contains(p)) return slab_usable_size("malloc_usable_size of invalid pointer", p);
   if (page_heap_contains(p)) {
     size_t n = page_heap_usable_size(p);
-    if (n == 0) hak_report_pointer_error("malloc_usable_size of invalid pointer", p, " (not the start of a large block)");
+    if (n == 0) hak_report_pointer_error("malloc_usable_size of invalid pointer", p, large_bad_pointer_detail(p));
     return n;
   }
   int interior;
@@ -215,7 +223,7 @@ void *hak_realloc(void *p, size_t size) {
   } else if (page_heap_contains(p)) {
     old = page_heap_usable_size(p);
     if (old == 0) {
-      hak_report_pointer_error("realloc of invalid pointer", p, " (not the start of a large block)");
+      hak_report_pointer_error("realloc of invalid pointer", p, large_bad_pointer_detail(p));
       return alloc_enomem();
     }
     if (size > HAK_SLAB_MAX && page_heap_resize_in_place(p, size)) return p;

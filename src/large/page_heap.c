@@ -81,7 +81,8 @@
 // bytes. Over all arenas: the sum of region_count == bits set in g_ph_map.
 // Hardened: a run whose closing the kernel refused (hardened_keep_out) stays a
 // used run, counted live, with its bit set in kept_out; it is no block to
-// free, size or own, and a touch of it is a use after free.
+// free, size or own, and a touch of it is a use after free. So is a freed run
+// in its arena's quarantine (ph_quarantine_put), until it leaves it.
 struct ph_arena;
 
 typedef struct ph_region {
@@ -121,6 +122,24 @@ _Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");
 #define PH_ARENAS 32u
 #endif
 
+#if HAK_HARDENED
+// The hardened build's quarantine of freed large blocks: an arena's last
+// PH_QUAR_SLOTS freed runs, or fewer past PH_QUAR_BYTES (the newest always
+// stays), wait closed (PROT_NONE) and kept out of reuse before they go back to
+// the free runs. Without it the next malloc of the size took the run just
+// freed and opened it again, so a stale pointer's write landed in the new
+// block unseen (an independent misuse program: write after free of a 256 KiB
+// block, then malloc of 256 KiB). A run kept (its pages resident, see
+// hardened_close_block) holds its memory while it waits: the byte bound.
+#define PH_QUAR_SLOTS 8u
+#define PH_QUAR_BYTES ((size_t)8 << 20)
+typedef struct ph_quar_slot {
+  struct ph_region *r;
+  uint32_t          s, n;               // the run
+  int               kind;               // its pages' kind for region_release (hardened_close_block)
+} ph_quar_slot_t;
+#endif
+
 typedef struct ph_arena {
   pthread_mutex_t  lock;
   ph_region_t     *regions;
@@ -134,6 +153,9 @@ typedef struct ph_arena {
   uint32_t         sample_in;        // pages to free until the next sample
 #if HAK_HARDENED
   uint8_t          residency[PH_BINS];   // per bin of run length: the last verdict (hardened_close_block)
+  ph_quar_slot_t   quar[PH_QUAR_SLOTS];  // freed runs, closed, kept out of reuse (FIFO; ph_quarantine_put)
+  uint32_t         quar_next, quar_used;
+  size_t           quar_bytes;
 #endif
 } __attribute__((aligned(64))) ph_arena_t;
 
@@ -686,11 +708,38 @@ static void hardened_keep_out(ph_region_t *r, uint32_t s, uint32_t n) {
   r->kept_out[s / 64] |= (uint64_t)1 << (s % 64);
 }
 
+static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty);
+
+// Freed run [s, s+n) of r, closed (its pages' kind `kind`), waits in arena a's
+// quarantine, marked kept out (block_page, page_heap_owns and the fault hook
+// see a freed block); the oldest leave for the free runs while the ring is
+// full or past its bytes. Lock held.
+static void ph_quarantine_put(ph_arena_t *a, ph_region_t *r, uint32_t s, uint32_t n, int kind) {
+  r->kept_out[s / 64] |= (uint64_t)1 << (s % 64);
+  ph_quar_slot_t *q = &a->quar[a->quar_next];
+  a->quar_next = (a->quar_next + 1) % PH_QUAR_SLOTS;
+  if (a->quar_used == PH_QUAR_SLOTS) {            // full: the oldest is in the slot taken
+    ph_quar_slot_t old = *q;
+    a->quar_used--;
+    a->quar_bytes -= run_bytes(old.n);
+    old.r->kept_out[old.s / 64] &= ~((uint64_t)1 << (old.s % 64));
+    run_free_locked(old.r, old.s, old.n, old.kind);
+  }
+  *q = (ph_quar_slot_t){r, s, n, kind};
+  a->quar_used++;
+  a->quar_bytes += run_bytes(n);
+  while (a->quar_bytes > PH_QUAR_BYTES && a->quar_used > 1) {   // the newest always stays
+    ph_quar_slot_t *o = &a->quar[(a->quar_next + PH_QUAR_SLOTS - a->quar_used) % PH_QUAR_SLOTS];
+    a->quar_used--;
+    a->quar_bytes -= run_bytes(o->n);
+    o->r->kept_out[o->s / 64] &= ~((uint64_t)1 << (o->s % 64));
+    run_free_locked(o->r, o->s, o->n, o->kind);
+  }
+}
+
 // The kernel refused to open the run [s, s+n) just taken for a block: close
 // it again (the refused call may have opened part of it) and give it back;
 // the allocation fails (the caller maps the block directly, or ENOMEM).
-static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty);
-
 static HAK_NOINLINE void *hardened_open_refused(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   arena_lock(r->arena);
   int kind = hardened_close_pages((char *)r + run_bytes(s), n, 0, dirty);   // untouched: kept as it was
@@ -887,11 +936,13 @@ int page_heap_free(void *p) {
     arena_unlock(a);
     return 1;
   }
+  if (dirty) arena_sample_density(a, p, n);
+  ph_quarantine_put(a, r, s, n, dirty);
 #else
   int dirty = 1;
-#endif
-  if (dirty) arena_sample_density(a, p, n);
+  arena_sample_density(a, p, n);
   run_free_locked(r, s, n, dirty);
+#endif
   arena_maybe_purge(a);
   PH_VALIDATE(a);
   arena_unlock(a);
@@ -930,6 +981,27 @@ int page_heap_owns(const void *p) {
   }
   arena_unlock(a);
   return owned;
+}
+
+int page_heap_freed_at(const void *p) {
+  ph_region_t *r = region_of(p);
+  uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
+  int freed = 0;
+  ph_arena_t *a = region_lock(r);
+  for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
+    uint32_t len = r->head[s] & PH_LEN_MASK;
+    if (len == 0) break;                 // not a run start: the map is corrupt
+    if (page < s + len) {
+      freed = page >= s && (r->head[s] & PH_USED) == 0;
+#if HAK_HARDENED
+      freed = freed || (page >= s && ph_kept_out(r, s));
+#endif
+      break;
+    }
+    s += len;
+  }
+  arena_unlock(a);
+  return freed;
 }
 
 #if HAK_HARDENED

@@ -32,6 +32,9 @@ int    page_heap_free(void *p);
 size_t page_heap_usable_size(const void *p);
 // Is p anywhere inside a live block?
 int    page_heap_owns(const void *p);
+// Does p, no live block's start, lie in a free run (or, hardened, a
+// quarantined one)? For its report: a freed block, not a wild pointer.
+int    page_heap_freed_at(const void *p);
 // Grow or shrink the block at p in place to hold size bytes; 1 on success.
 int    page_heap_resize_in_place(void *p, size_t size);
 // Purge dirty free runs now (everything = also unmap every free region).

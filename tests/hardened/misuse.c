@@ -146,6 +146,24 @@ static int t_use_after_free_large(void) {
   p[100] = 1;
   return 0;
 }
+// The next block of the size does not take the run just freed (the page
+// heap's quarantine of freed runs): the stale pointer still faults. Without
+// it the run was opened again for that block and the write landed there.
+static int t_use_after_free_large_after_malloc(void) {
+  unsigned char *p = malloc(256 << 10);
+  memset(p, 1, 256 << 10);
+  free(p);
+  unsigned char *q = malloc(256 << 10);
+  g_keep = q;
+  p[100] = 1;
+  return 0;
+}
+static int t_double_free_large(void) {
+  void *p = malloc(1 << 20);
+  free(p);
+  free(p);
+  return 0;
+}
 // A freed large block is closed one of two ways (page_heap.c,
 // hardened_close_block): kept resident when the program touched its pages,
 // discarded when it touched few. The case above frees an untouched block;
@@ -489,6 +507,8 @@ static const test_t g_tests[] = {
   {"overflow_before_realloc", t_overflow_before_realloc, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_large_guard_page", t_overflow_large, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_large", t_use_after_free_large, EXPECT_ABORT_REPORT, "use after free of a large block"},
+  {"use_after_free_large_after_malloc", t_use_after_free_large_after_malloc, EXPECT_ABORT_REPORT, "use after free of a large block"},
+  {"double_free_large", t_double_free_large, EXPECT_ABORT_REPORT, "double free of"},
   {"use_after_free_large_touched", t_use_after_free_large_touched, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"overflow_large_reused_run", t_overflow_large_reused_run, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_huge", t_use_after_free_huge, EXPECT_ABORT_REPORT, "use after free of a huge block"},

@@ -24,6 +24,21 @@ static void double_free_after_flush(void) {
   (void)keep;
 }
 
+// A large block (the page heap: above the slabs' 256 KiB) freed twice, and
+// its size asked after its free: reported as a freed block (these said "not
+// the start of a large block", as for a wild pointer).
+static void double_free_large(void) {
+  void *p = hak_malloc(1u << 20);
+  hak_free(p);
+  hak_free(p);
+}
+
+static void usable_size_of_freed_large(void) {
+  void *p = hak_malloc(1u << 20);
+  hak_free(p);
+  (void)hak_usable_size(p);
+}
+
 static void *malloc_80(void *arg) {
   (void)arg;
   return hak_malloc(80);
@@ -76,6 +91,20 @@ static void test_free_of_a_block_whose_slab_went_back_to_the_pool_is_reported(vo
   if (!reported(&r, "hakmem: ")) fail_msg("stderr: \"%s\"", r.err);
 }
 
+static void test_double_free_of_a_large_block_is_reported_as_one(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(double_free_large);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "hakmem: double free of 0x")) fail_msg("stderr: \"%s\"", r.err);
+}
+
+static void test_usable_size_of_a_freed_large_block_is_reported_as_freed(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(usable_size_of_freed_large);
+  assert_int_equal(r.signal, SIGABRT);
+  if (!reported(&r, "(a freed large block: use after free or double free)")) fail_msg("stderr: \"%s\"", r.err);
+}
+
 static void test_valid_frees_report_nothing(void **state) {
   (void)state;
   child_result_t r = run_in_child(hak_thread_flush);
@@ -91,6 +120,8 @@ int main(void) {
     HAK_UNIT_TEST(test_free_of_an_interior_pointer_is_reported),
     HAK_UNIT_TEST(test_double_free_of_a_block_already_flushed_to_its_slab_is_reported),
     HAK_UNIT_TEST(test_free_of_a_block_whose_slab_went_back_to_the_pool_is_reported),
+    HAK_UNIT_TEST(test_double_free_of_a_large_block_is_reported_as_one),
+    HAK_UNIT_TEST(test_usable_size_of_a_freed_large_block_is_reported_as_freed),
     HAK_UNIT_TEST(test_valid_frees_report_nothing),
   };
   return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
