@@ -65,14 +65,14 @@ __attribute__((noinline, cold)) static void *cxx_new_retry(size_t size, size_t a
 #if HAK_HARDENED
 // A miss: the rest of malloc (hak_malloc: its fast path finds the list empty
 // again), then the new_handler loop if it fails; a changed fill: reported
-// (hardened_arm_bad_slot), then the same.
+// (hak_hardened_pop_bad), then the same.
 __attribute__((noinline)) static void *cxx_new_miss(size_t size) {
   void *p = hak_malloc(size);                // malloc(0) is already a unique pointer
   if (__builtin_expect(p == NULL, 0)) return cxx_new_retry(size, 0);
   return p;
 }
 __attribute__((noinline)) static void *cxx_new_bad(unsigned slot, void *p, size_t size) {
-  void *q = hardened_arm_bad_slot(slot, p, size);
+  void *q = hak_hardened_pop_bad(slot, p, size);
   if (__builtin_expect(q == NULL, 0)) return cxx_new_retry(size, 0);
   return q;
 }

@@ -283,8 +283,8 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
     void *p = NULL;
     for (unsigned cls = size_class_of(need); cls < HAK_NUM_CLASSES && p == NULL; cls++)
       if (g_size_class[cls].size % alignment == 0) {
-        hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
-        p = !hak_base_is_null(b) ? hak_user_raw(hak_base_to_user(b)) : alloc_class_slow(cls);
+        p = hak_hardened_pop(cls);
+        if (p == NULL) p = alloc_class_slow(cls);
         if (p == NULL) return NULL;
       }
     if (p != NULL) {

@@ -129,7 +129,7 @@ HAK_INLINE void *hard_malloc_larger(size_t size) {
   return hak_hardened_malloc_other(size);
 }
 HAK_INLINE void *hak_malloc_fast(size_t size) {
-  return hard_malloc_fast_with(size, hak_hardened_malloc_refill, hard_malloc_larger, hardened_arm_bad_slot);
+  return hard_malloc_fast_with(size, hak_hardened_malloc_refill, hard_malloc_larger, hak_hardened_pop_bad);
 }
 
 // free: the default build's lookup (the address cut to 47 bits for the

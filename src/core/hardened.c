@@ -92,6 +92,31 @@ void hak_hardened_arm(void *p, size_t n) {
   hardened_arm(hard_slab_of(p), p, n);
 }
 
+// A block p popped from the TLS list of cls that lies in no SuperSlab: the
+// list is reported and dropped (leaked, never followed), the TLS list starts
+// again empty.
+static HAK_NOINLINE void hardened_drop_forged(unsigned cls, void *p) {
+  tls_cache_t *tc = &t_tls_cache;
+  tls_sll_report_corrupt(hak_base_from_raw(p), cls);
+  tc->lists[cls].head = TLS_SLL_END;
+  tc->lists[cls].room = tc->cap[cls];
+}
+
+void *hak_hardened_pop(unsigned cls) {
+  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+  if (hak_base_is_null(b)) return NULL;
+  void *p = hak_user_raw(hak_base_to_user(b));
+  if (HAK_LIKELY(hard_in_superslab(p))) return p;
+  hardened_drop_forged(cls, p);
+  return NULL;
+}
+
+void *hak_hardened_pop_bad(unsigned slot, void *p, size_t n) {
+  if (hard_in_superslab(p)) return hardened_arm_bad_slot(slot, p, n);
+  hardened_drop_forged(size_class_of_tls_slot(slot), p);
+  return hak_hardened_malloc_refill(n);
+}
+
 // The tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
 void *hak_hardened_malloc_refill(size_t size) {
   void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
@@ -149,9 +174,9 @@ static void hard_medium_class_check(void) {   // the first and last need of ever
 // still take a medium class: a tiny block has no room for both.
 void *hak_hardened_malloc_medium(size_t size) {
   size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
-  hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, hard_medium_class(need));
-  if (HAK_UNLIKELY(hak_base_is_null(b))) return hardened_malloc_medium_refill(size, need);
-  return hardened_arm_medium(hak_user_raw(hak_base_to_user(b)), size);
+  void *p = hak_hardened_pop(hard_medium_class(need));
+  if (HAK_UNLIKELY(p == NULL)) return hardened_malloc_medium_refill(size, need);
+  return hardened_arm_medium(p, size);
 }
 
 // malloc(0), and past the slabs (no room for the tail there): the page heap

@@ -14,6 +14,14 @@
 // called in last place so the common path keeps to registers.
 // malloc: the tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
 void  *hak_hardened_malloc_refill(size_t size) HAK_NOINLINE;
+// malloc's way out of the tiny path when the popped block p of TLS slot
+// `slot` fails its checks: its fill changed (reported, then handed out as
+// hardened_arm_bad_slot does), or it lies in no SuperSlab (a forged link:
+// reported as a corrupted list, which is dropped; going on, a refilled block).
+void  *hak_hardened_pop_bad(unsigned slot, void *p, size_t n) HAK_NOINLINE;
+// A block of cls from the TLS list (as tls_sll_pop), NULL when the list is
+// empty or its block lies in no SuperSlab (reported, the list dropped).
+void  *hak_hardened_pop(unsigned cls);
 // malloc of HARD_MEDIUM_MIN .. HAK_SLAB_MAX - 16 bytes: a medium class.
 void  *hak_hardened_malloc_medium(size_t size) HAK_NOINLINE;
 // malloc of 0 bytes -> a pointer into a PROT_NONE reservation; past the slabs

@@ -55,6 +55,7 @@ extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1];
 // Kept in each thread's size table.
 #define HAK_TLS_SLOT_OF(cls) (2u * (cls))
 HAK_INLINE unsigned size_class_tls_slot(unsigned cls) { return HAK_TLS_SLOT_OF(cls); }
+HAK_INLINE unsigned size_class_of_tls_slot(unsigned slot) { return slot / 2u; }
 // The offset of each class's TLS list from the thread pointer, the same in
 // every thread (tls_list_tp_offset, tiny/tls_sll_box.h): set once at start-up
 // (tls_sll_init_offsets), copied into a slab's metadata when it is bound.

@@ -74,6 +74,7 @@
 
 #if HAK_HARDENED
 #include "superslab/superslab.h"
+#include "superslab/ss_registry.h"
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -297,9 +298,17 @@ HAK_INLINE void *hardened_arm_at(unsigned fa, unsigned fb, uint32_t bs, void *p,
 void *hardened_arm_bad_slot(unsigned slot, void *p, size_t n) HAK_NOINLINE;
 // `bad`: what a changed fill calls (malloc: hardened_arm_bad_slot; operator
 // new one that also runs the new_handler loop when it returns NULL).
+// Is p, a block a TLS list handed out, in a live SuperSlab (one load of its
+// byte in the map)? The list's links are encoded with the process key, but a
+// program that reads a free block's words (a use after free) learns the key
+// and can forge a link to any address with the free fill written there: the
+// fill check alone let malloc return a static buffer (an independent misuse
+// program). This bounds a forged link to the heap's own slabs.
+HAK_INLINE int hard_in_superslab(const void *p) { return ss_registry_meta_shift(ss_of_masked(p)) != 0; }
 HAK_INLINE void *hardened_arm_tiny(unsigned slot, void *p, size_t n, void *(*bad)(unsigned, void *, size_t)) {
   const hard_class_t *hc = hard_class_of_slot(slot);
   uint32_t bs = hc->size;
+  if (HAK_UNLIKELY(!hard_in_superslab(p))) return bad(slot, p, n);
   if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return bad(slot, p, n);
   hardened_arm_words(p, n, hard_size_tail(p, bs));
   return p;

@@ -267,6 +267,35 @@ static int t_double_free_mark_cleared_small(void) { return double_free_mark_clea
 // next malloc: SIGSEGV with no report).
 static int t_double_free_mark_cleared_128(void) { return double_free_mark_cleared(128); }
 
+// A forged free-list link: a read after free of a quarantined-and-released
+// block's second word (its free mark, block ^ key) gives the process key, and
+// a link to a static buffer made to look like free blocks (links, marks and
+// the free fill) is written into it. The fill check alone handed the buffer
+// out (an independent misuse program); the pop's SuperSlab test reports it.
+static unsigned char g_forge[64 * 1024] __attribute__((aligned(4096)));
+static int t_forged_link_to_static_buffer(void) {
+  enum { N = 48, PUSH = 200 };
+  void *o[PUSH];
+  for (int i = 0; i < PUSH; i++) o[i] = malloc(N);
+  uintptr_t *a = malloc(N);
+  free(a);
+  for (int i = 0; i < PUSH; i++) free(o[i]);   // a leaves the quarantine for its TLS list
+  uintptr_t key = ((volatile uintptr_t *)a)[1] ^ (uintptr_t)a;
+  uintptr_t t0 = (uintptr_t)g_forge + 4096;
+  for (int i = 0; i < 32; i++) {
+    uintptr_t b = t0 + 128u * (uintptr_t)i, nx = b + 128u;
+    ((uintptr_t *)b)[0] = nx ^ b ^ key;
+    ((uintptr_t *)b)[1] = b ^ key;
+    memset((char *)b + 16, 0xdf, 112);
+  }
+  a[0] = t0 ^ (uintptr_t)a ^ key;
+  for (int i = 0; i < PUSH + 64; i++) {
+    unsigned char *r = malloc(N);
+    if (r >= g_forge && r < g_forge + sizeof g_forge) return 3;   // handed out: no report
+  }
+  return 0;
+}
+
 // ---- read or write of a malloc(0) block
 static int t_malloc0_write(void) {
   volatile unsigned char *p = malloc(0);
@@ -519,6 +548,7 @@ static const test_t g_tests[] = {
   {"double_free_mark_cleared_small", t_double_free_mark_cleared_small, EXPECT_ABORT_REPORT, "double free of"},
   {"double_free_mark_cleared_128", t_double_free_mark_cleared_128, EXPECT_ABORT_REPORT, "corrupted free list in class"},
   {"quarantine_of_free_only_thread_drains", t_quarantine_of_free_only_thread_drains, EXPECT_ABORT_REPORT, "write after free of"},
+  {"forged_link_to_static_buffer", t_forged_link_to_static_buffer, EXPECT_ABORT_REPORT, "corrupted free list in class"},
   {"malloc0_write", t_malloc0_write, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_read", t_malloc0_read, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_free_is_fine", t_malloc0_free_is_fine, EXPECT_EXIT0, NULL},
