@@ -37,6 +37,13 @@
 #define TLS_SHRINK_MAX        3u             // a consumer's medium bound: down to 1/8 (tiny_flush_overflow)
 #define TLS_SHRINK_STREAK     8u             // overflows with no refill between that halve it
 #define TLS_CACHE_MAX_BLOCKS  256u
+// A small class's bound grows (doubles, TLS_GROW_MAX times at most) while the
+// thread frees its own blocks past the bound and then takes them back, up to
+// TLS_GROWN_BYTES of blocks and TLS_GROWN_MAX_BLOCKS (tiny_refill.c,
+// tls_sll_box.h cap_grow).
+#define TLS_GROW_MAX          4u
+#define TLS_GROWN_BYTES       (128u << 10)
+#define TLS_GROWN_MAX_BLOCKS  4096u
 
 typedef struct size_class_info {
   uint32_t size;       // block size in bytes

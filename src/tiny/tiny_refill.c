@@ -117,6 +117,13 @@ int tiny_refill(unsigned cls) {
     tc->cap_shift[cls]--;
     tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
   }
+  if (tc->local_overflow[cls]) {   // its own blocks went home past the bound, and come back
+    tc->local_overflow[cls] = 0;
+    if (!HAK_HARDENED && tc->cap_grow[cls] < TLS_GROW_MAX && g_size_class[cls].size <= HAK_TINY_MAX) {
+      tc->cap_grow[cls]++;
+      tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
+    }
+  }
   uint32_t want = tls_batch(tc, cls);
   if (want > tc->lists[cls].room) want = (uint32_t)tc->lists[cls].room;   // room > 0: the thread is set up
   shared_pool_maybe_purge();
@@ -273,7 +280,15 @@ void tiny_flush_overflow(unsigned cls) {
     tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
   }
   // The room was 0: now 0, or minus what the list holds over its new bound.
-  tiny_flush(cls, tls_batch(tc, cls) + (uint32_t)-(intptr_t)tc->lists[cls].room);
+  uint32_t others = tiny_flush(cls, tls_batch(tc, cls) + (uint32_t)-(intptr_t)tc->lists[cls].room);
+  if (others == 0) {
+    tc->local_overflow[cls] = 1;
+  } else if (tc->cap_grow[cls] != 0) {   // other threads' blocks: the grown bound goes
+    tc->cap_grow[cls] = 0;
+    tc->local_overflow[cls] = 0;
+    tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
+    if ((intptr_t)tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-(intptr_t)tc->lists[cls].room);
+  }
 }
 
 void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
@@ -306,7 +321,7 @@ void tiny_flush_remote(unsigned cls) {
 // overflow's flush tells free_batch_box how many of its blocks were other
 // threads' (a thread freeing only medium blocks of other threads never
 // started batching before: ring -t 8 of 1-16 KiB, every free tested at once).
-void tiny_flush(unsigned cls, uint32_t n) {
+uint32_t tiny_flush(unsigned cls, uint32_t n) {
   tiny_cache_rescale();
   tls_cache_t *tc = &t_tls_cache;
   block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
@@ -327,6 +342,7 @@ void tiny_flush(unsigned cls, uint32_t n) {
   k->flush_blocks += moved;
   k->cached = tls_cached(tc, cls);
   shared_pool_maybe_purge();
+  return foreign.n + remote;
 }
 
 void tiny_flush_exchange(void) {

@@ -18,7 +18,9 @@ int  tiny_refill(unsigned cls);
 // of 1 KiB or less to the class exchange instead, while it has room
 // (transfer_box.h), and tiny_refill takes a chain from there before it turns
 // to partial slabs or carves.
-void tiny_flush(unsigned cls, uint32_t n);
+// Returns how many of the blocks were other threads' (to the exchange or
+// their slabs' remote lists).
+uint32_t tiny_flush(unsigned cls, uint32_t n);
 // The list of cls is full and a block must go on it: flush a batch. A medium
 // class's bound halves first (at most TLS_SHRINK_MAX times) at the
 // TLS_SHRINK_STREAK-th overflow with no refill between: a thread that only

@@ -72,6 +72,8 @@ void thread_setup(void) {
     HAK_ASSERT(tls_sll_empty(tc, c));
     tc->cap_shift[c] = 0;
     tc->overflows[c] = 0;
+    tc->cap_grow[c] = 0;
+    tc->local_overflow[c] = 0;
     tc->cap[c] = tls_cap_for(c, share);
     tc->lists[c].room = tc->cap[c];
     tc->owner_key[c].key = tls_owner_key_of_class(tc, c);

@@ -60,6 +60,15 @@ typedef struct tls_cache {
   // it takes: a consumer), and doubled back at each refill (tiny_refill.c).
   uint8_t        cap_shift[HAK_NUM_CLASSES];
   uint8_t        overflows[HAK_NUM_CLASSES];   // overflows since the last refill
+  // Small classes (1 KiB and less) only, never in the hardened build (its
+  // refill shuffles a batch in a stack array of TLS_CACHE_MAX_BLOCKS): the
+  // bound doubled cap_grow times (tls_class_cap), once at each refill that
+  // follows an overflow whose flush held none of other threads' blocks (the
+  // thread freed a batch of its own blocks past the bound and takes them back:
+  // a program building and freeing a structure of many blocks of one size);
+  // back to 0 at an overflow that held other threads' blocks (tiny_refill.c).
+  uint8_t        cap_grow[HAK_NUM_CLASSES];
+  uint8_t        local_overflow[HAK_NUM_CLASSES];   // such an overflow since the last refill
   // free's owner test (core/hakmem_fast.h), per class: while the thread is
   // LIVE, its id's low 32 bits for a class below a cache line and 0 for the
   // others (0 for all when not LIVE); compared with the slab's owner_small.
@@ -274,11 +283,19 @@ HAK_INLINE uint16_t tls_cap_for(unsigned cls, unsigned share) {
   cap >>= share;
   return (uint16_t)(cap < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS : cap);
 }
-// This thread's bound of cls: tls_cap_for its share, halved cap_shift times.
+// This thread's bound of cls: tls_cap_for its share, halved cap_shift times,
+// doubled cap_grow times (within TLS_GROWN_BYTES and TLS_GROWN_MAX_BLOCKS).
 HAK_INLINE uint16_t tls_class_cap(const tls_cache_t *tc, unsigned cls, unsigned share) {
   uint32_t cap = (uint32_t)tls_cap_for(cls, share) >> tc->cap_shift[cls];
+  if (tc->cap_grow[cls] != 0) {
+    uint32_t most = TLS_GROWN_BYTES / g_size_class[cls].size;
+    if (most > TLS_GROWN_MAX_BLOCKS) most = TLS_GROWN_MAX_BLOCKS;
+    uint32_t grown = cap << tc->cap_grow[cls];
+    cap = grown > most ? (most > cap ? most : cap) : grown;
+  }
   return (uint16_t)(cap < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS : cap);
 }
+_Static_assert(TLS_GROWN_MAX_BLOCKS <= UINT16_MAX, "a grown bound fits the cap's 16 bits");
 // Set this thread's bound of cls, keeping length + room == bound: the room
 // goes negative when the list is over the new bound (the caller flushes).
 HAK_INLINE void tls_set_cap(tls_cache_t *tc, unsigned cls, uint16_t cap) {
