@@ -41,7 +41,9 @@
 // thread frees its own blocks past the bound and then takes them back, up to
 // TLS_GROWN_BYTES of blocks and TLS_GROWN_MAX_BLOCKS (tiny_refill.c,
 // tls_sll_box.h cap_grow).
-#define TLS_GROW_MAX          4u
+#ifndef TLS_GROW_MAX
+#define TLS_GROW_MAX          4u                   // (-DTLS_GROW_MAX=0u: never, for measurements)
+#endif
 #define TLS_GROWN_BYTES       (128u << 10)
 #define TLS_GROWN_MAX_BLOCKS  4096u
 

@@ -119,7 +119,7 @@ int tiny_refill(unsigned cls) {
   }
   if (tc->local_overflow[cls]) {   // its own blocks went home past the bound, and come back
     tc->local_overflow[cls] = 0;
-    if (!HAK_HARDENED && tc->cap_grow[cls] < TLS_GROW_MAX && g_size_class[cls].size <= HAK_TINY_MAX) {
+    if (!HAK_HARDENED && (unsigned)tc->cap_grow[cls] + 1u <= TLS_GROW_MAX && g_size_class[cls].size <= HAK_TINY_MAX) {
       tc->cap_grow[cls]++;
       tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
     }
