@@ -280,14 +280,28 @@ void tiny_flush_overflow(unsigned cls) {
     tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
   }
   // The room was 0: now 0, or minus what the list holds over its new bound.
-  uint32_t others = tiny_flush(cls, tls_batch(tc, cls) + (uint32_t)-(intptr_t)tc->lists[cls].room);
-  if (others == 0) {
+  uint32_t n = tls_batch(tc, cls) + (uint32_t)-(intptr_t)tc->lists[cls].room;
+  uint32_t others = tiny_flush(cls, n);
+  // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
+  // own overflows are what tell it to stop (free_batch_note_flush).
+  if (others == 0 && !t_free_batch.active) {
     tc->local_overflow[cls] = 1;
-  } else if (tc->cap_grow[cls] != 0) {   // other threads' blocks: the grown bound goes
+  } else if (others != 0 && tc->cap_grow[cls] != 0) {   // other threads' blocks: the grown bound goes
     tc->cap_grow[cls] = 0;
     tc->local_overflow[cls] = 0;
     tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
     if ((intptr_t)tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-(intptr_t)tc->lists[cls].room);
+  }
+}
+
+void tiny_cache_ungrow(void) {
+  tls_cache_t *tc = &t_tls_cache;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    tc->local_overflow[c] = 0;
+    if (tc->cap_grow[c] == 0) continue;
+    tc->cap_grow[c] = 0;
+    tls_set_cap(tc, c, tls_class_cap(tc, c, tc->cap_share));
+    if ((intptr_t)tc->lists[c].room < 0) tiny_flush(c, (uint32_t)-(intptr_t)tc->lists[c].room);
   }
 }
 
@@ -329,7 +343,6 @@ uint32_t tiny_flush(unsigned cls, uint32_t n) {
   int overflow = n <= g_size_class[cls].batch;   // not the exit's flush
   int exchange = overflow && g_size_class[cls].size <= TRANSFER_MAX_BLOCK && !transfer_full(cls, limit);
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL, &remote);
-  if (overflow) free_batch_note_flush(moved, foreign.n + remote);
   if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
     send_chain_home(cls, foreign.first, foreign.last);
   tc->lists[cls].room += moved;
@@ -337,6 +350,9 @@ uint32_t tiny_flush(unsigned cls, uint32_t n) {
     tc->lists[cls].head = TLS_SLL_END;
     tc->lists[cls].room = tc->cap[cls];
   }
+  // Last, with the list whole again: starting to batch flushes grown lists
+  // (tiny_cache_ungrow), stopping drains the held blocks onto them.
+  if (overflow) free_batch_note_flush(moved, foreign.n + remote);
   hak_class_counters_t *k = &t_counters.cls[cls];
   k->flushes++;
   k->flush_blocks += moved;

@@ -31,6 +31,10 @@ uint32_t tiny_flush(unsigned cls, uint32_t n);
 // made ws-medium halve and double back 4 595 times in 4 M operations, at the
 // eighth 37 times.
 void tiny_flush_overflow(unsigned cls);
+// Every grown bound back to its class's (tls_sll_box.h cap_grow), the lists
+// flushed down to it: a thread that starts batching its frees
+// (free_batch_box.h), whose own classes' overflows then tell it when to stop.
+void tiny_cache_ungrow(void);
 // Send every chain in the class exchanges home (hak_trim, hak_thread_flush).
 void tiny_flush_exchange(void);
 // Send chains of the class exchange home until each class holds at most

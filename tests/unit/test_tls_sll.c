@@ -1,6 +1,7 @@
 // test_tls_sll.c — the per-thread lists (tls_sll_box), their refill and flush.
 // Each test uses a size class no other test of this program touches.
 #include "unit_util.h"
+#include "tiny/free_batch_box.h"
 
 // Free `n` blocks of `size` one by one; return the longest the TLS list got.
 static uint32_t longest_list_while_freeing(size_t size, size_t n) {
@@ -370,6 +371,42 @@ static void test_a_grown_list_goes_back_when_it_flushes_other_threads_blocks(voi
   assert_int_equal(caps[1], g_size_class[cls].tls_cap);
 }
 
+// A thread that starts batching its frees (most of a flush was other threads'
+// blocks: free_batch_box.h) puts its grown bounds back: their overflows are
+// its signal to stop, and a grown list overflowed rarely (a sh8bench shape,
+// two threads handing each other half of every batch, batched 3x the frees).
+static void *malloc_batch_of_40(void *arg) {
+  void **v = arg;
+  for (int i = 0; i < BATCH_BLOCKS; i++) v[i] = hak_malloc(40);
+  return NULL;
+}
+static void *grow_then_start_batching(void *arg) {
+  uint32_t *caps = arg;
+  static void *own[BATCH_BLOCKS], *others[BATCH_BLOCKS];
+  unsigned cls = size_class_of(40);
+  for (int round = 0; round < 8; round++) {
+    for (int i = 0; i < BATCH_BLOCKS; i++) own[i] = hak_malloc(40);
+    for (int i = 0; i < BATCH_BLOCKS; i++) hak_free(own[i]);
+  }
+  caps[0] = t_tls_cache.cap[cls];
+  run_in_thread(malloc_batch_of_40, others);
+  for (int i = 0; i < BATCH_BLOCKS; i++) hak_free(others[i]);   // blocks under a cache line: the remote buffer
+  caps[1] = t_tls_cache.cap[cls];
+  caps[2] = t_free_batch.active;
+  caps[3] = t_tls_cache.lists[cls].room + tls_list_len(cls) == t_tls_cache.cap[cls];
+  return NULL;
+}
+static void test_a_thread_that_starts_batching_puts_its_grown_bounds_back(void **state) {
+  (void)state;
+  uint32_t caps[4] = {0, 0, 0, 0};
+  run_in_thread(grow_then_start_batching, caps);
+  unsigned cls = size_class_of(40);
+  assert_true(caps[0] > g_size_class[cls].tls_cap);
+  assert_int_equal(caps[2], 1);
+  assert_int_equal(caps[1], g_size_class[cls].tls_cap);
+  assert_true(caps[3]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_tls_list_never_exceeds_its_cap_when_freeing_many_blocks),
@@ -390,6 +427,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_medium_list_keeps_its_bound_while_the_thread_takes_as_much_as_it_frees),
     HAK_UNIT_TEST(test_a_small_list_grows_while_the_thread_frees_and_takes_back_batches),
     HAK_UNIT_TEST(test_a_grown_list_goes_back_when_it_flushes_other_threads_blocks),
+    HAK_UNIT_TEST(test_a_thread_that_starts_batching_puts_its_grown_bounds_back),
   };
   return cmocka_run_group_tests_name("tls_sll", tests, NULL, NULL);
 }
