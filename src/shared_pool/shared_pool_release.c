@@ -213,14 +213,17 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 // than the program's swing (a producer whose consumer frees 256 blocks of
 // 1-32 KiB at a time empties eight 512 KiB slabs at once; the producer takes
 // them back a moment later). The bytes it had dirty (what faults in again) are
-// added to its kind's regret, up to the largest of REGRET_MAX_SLABS of the
-// kind's slabs, one budget, and 1/REGRET_LIVE_DEN of the bytes of the kind's
-// slabs out of the pool: with the 2 MiB default a program with little memory
-// keeps at most 2 MiB more for the small kind, 4 MiB for the medium and
-// 16 MiB for the large (one slab of that kind is 2 MiB, so a budget of one
-// slab cannot hold a swing of them); one with more keeps at most a quarter
-// more than it has out (8 producers and 8 consumers of 8 B-32 KiB blocks,
-// ~100 MB out, swing by more than 4 MiB: 0.62x the time with the quarter).
+// added to its kind's regret, up to the largest of REGRET_MAX_BYTES (32 MiB),
+// one budget, and 1/REGRET_LIVE_DEN of the bytes of the kind's slabs out of
+// the pool: a program with little memory keeps at most 32 MiB more of a kind
+// it keeps taking back, one with more at most a quarter more than it has out
+// (8 producers and 8 consumers of 8 B-32 KiB blocks, ~100 MB out, swing by
+// more than 4 MiB: 0.62x the time with the quarter). The cap was 8 slabs of
+// the kind (4 MiB of medium slabs) until the fifteenth session: a program that
+// takes and frees 1 600 blocks of 8 KiB in rounds (glibc's bench-malloc-simple
+// shape, 12.8 MB of swing) had 2 400 of its 2 437 early purges taken back
+// within the delay, 312 k page faults and 1.8x tcmalloc's time; with 32 MiB,
+// 8 k faults and 0.58x the time at 15.2 MB peak RSS against 14.0.
 // A kind's regret halves after REGRET_FORGET_DELAYS purge delays without a
 // loss, so a burst does not keep the pages resident for good.
 #define REGRET_FORGET_DELAYS 10u
@@ -231,7 +234,7 @@ void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
   uint64_t now = os_now_ms();
   if (now - m->free_since_ms >= g_hak_config.purge_delay_ms) return;   // it would have been purged by now
   pk->taken_back++;
-  size_t cap = ((size_t)1 << ss_of_meta(m)->slab_shift) * REGRET_MAX_SLABS;
+  size_t cap = REGRET_MAX_BYTES;
   if (cap < g_hak_config.purge_dirty_max) cap = g_hak_config.purge_dirty_max;
   if (cap < pk->out_bytes / REGRET_LIVE_DEN) cap = pk->out_bytes / REGRET_LIVE_DEN;
   size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + lost;
