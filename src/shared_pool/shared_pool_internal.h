@@ -32,6 +32,11 @@ typedef struct pool_kind {
   uint64_t          purge_calls;   // ... in this many madvise calls (runs of neighbours)
   uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
   uint64_t          taken_back;    // of which taken again within it
+  // The same two, recent (both halved when the first reaches
+  // REGRET_RECENT_MAX): nearly every early purge taken back (a program that
+  // frees and takes its memory back in rounds) lets the regret reach all of
+  // the kind's memory out (pool_note_regret).
+  uint32_t          recent_early, recent_taken;
 } __attribute__((aligned(64))) pool_kind_t;
 
 extern pool_kind_t g_pool[HAK_SLAB_KINDS];
@@ -66,7 +71,11 @@ void pool_take_slab_locked(slab_meta_t *m);
 #ifndef REGRET_MAX_BYTES
 #define REGRET_MAX_BYTES ((size_t)32 << 20)
 #endif
+#ifndef REGRET_LIVE_DEN
 #define REGRET_LIVE_DEN  4u
+#endif
+#define REGRET_RECENT_MAX 512u
+#define REGRET_RECENT_MIN 16u   // early purges seen before the share counts
 // A slab purged early (m->early_pages) is being taken again: if within the
 // purge delay, the budget was too small for this kind's swing; raise it.
 // Kind's lock held.
