@@ -298,13 +298,10 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
   if (alignment <= HAK_SLAB_ALIGN_MAX && need <= HAK_ALIGNED_SLAB_MAX) {
     // Slab starts are page aligned, so a class whose size is a multiple of the
     // alignment has every block aligned.
-    for (unsigned cls = size_class_of(need); cls < HAK_NUM_CLASSES; cls++) {
-      if (g_size_class[cls].size % alignment == 0) {
-        hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
-        if (!hak_base_is_null(b)) return hak_user_raw(hak_base_to_user(b));
-        return alloc_class_slow(cls);
-      }
-    }
+    unsigned cls = size_class_aligned(need, alignment);
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+    if (!hak_base_is_null(b)) return hak_user_raw(hak_base_to_user(b));
+    return alloc_class_slow(cls);
   }
   void *p = huge_alloc(size ? size : 1, alignment, 0);
   return p != NULL ? p : alloc_enomem();
@@ -312,6 +309,17 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
 
 int hak_posix_memalign(void **out, size_t alignment, size_t size) {
   if (alignment < sizeof(void *) || (alignment & (alignment - 1)) != 0) return EINVAL;
+#if !HAK_HARDENED
+  // A hit of the class's TLS list sets no errno: returned before errno is
+  // saved (its two calls to __errno_location were 6% of a posix_memalign loop).
+  if (alignment > 16 && alignment <= HAK_SLAB_ALIGN_MAX && size <= HAK_ALIGNED_SLAB_MAX) {
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_aligned(size > alignment ? size : alignment, alignment));
+    if (!hak_base_is_null(b)) {
+      *out = hak_user_raw(hak_base_to_user(b));
+      return 0;
+    }
+  }
+#endif
   int saved = errno;
   void *p = hak_aligned_alloc(alignment, size);
   errno = saved;

@@ -42,6 +42,20 @@ static void test_zero_bytes_maps_to_the_smallest_class(void **state) {
   assert_int_equal(size_class_of(0), 0);
 }
 
+// The aligned path's class: size_class_aligned gives the class the search it
+// replaced found (the first class from size_class_of(need) on whose size the
+// alignment divides), for every alignment the slabs serve and every need.
+static void test_the_aligned_class_is_the_smallest_aligned_class_that_fits(void **state) {
+  (void)state;
+  for (size_t a = 16; a <= 4096; a *= 2)
+    for (size_t need = a; need <= (32u << 10); need++) {
+      unsigned want = size_class_of(need);
+      while (g_size_class[want].size % a != 0) want++;
+      unsigned got = size_class_aligned(need, a);
+      if (got != want) fail_msg("alignment %zu, need %zu: class %u, the search's %u", a, need, got, want);
+    }
+}
+
 static void test_class_kind_matches_the_documented_ranges(void **state) {
   (void)state;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
@@ -167,6 +181,7 @@ int main(void) {
     HAK_UNIT_TEST(test_rounding_wastes_under_16_bytes_up_to_128),
     HAK_UNIT_TEST(test_rounding_wastes_under_a_quarter_above_128),
     HAK_UNIT_TEST(test_zero_bytes_maps_to_the_smallest_class),
+    HAK_UNIT_TEST(test_the_aligned_class_is_the_smallest_aligned_class_that_fits),
     HAK_UNIT_TEST(test_class_kind_matches_the_documented_ranges),
     HAK_UNIT_TEST(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
     HAK_UNIT_TEST(test_class_magic_orders_block_starts_and_rejects_every_other_offset),
