@@ -50,16 +50,38 @@ static HAK_NOINLINE void *alloc_after_exit(unsigned cls) {
   return hak_base_is_null(b) ? alloc_enomem() : hak_user_raw(hak_base_to_user(b));
 }
 
+// A mapping was refused (an address-space limit, RLIMIT_AS, or
+// vm.max_map_count): give back what no block uses, SuperSlabs whose slabs are
+// all FREE (an early-purged one waits the purge delay before it is unmapped,
+// shared_pool_release.c), empty page-heap regions and cached huge mappings,
+// and say whether anything went, so that the caller tries once more. Without
+// it a program that freed 200 KiB blocks to the limit could not map 256 MiB
+// right after (tests/stress/faults.c, rlimit_as_exhaustion_recovers).
+int hak_release_unused(void) {
+  int released = shared_pool_trim();
+  released |= page_heap_trim(1);
+  released |= huge_trim(1);
+  return released;
+}
+
 // A block of class cls: TLS hit, else refill.
 static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
   if (HAK_UNLIKELY(t_heap.status == THREAD_DONE)) return alloc_after_exit(cls);
   thread_ready();
   hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
   if (hak_base_is_null(b)) {
-    if (!tiny_refill(cls)) return alloc_enomem();
+    if (!tiny_refill(cls) && !(hak_release_unused() && tiny_refill(cls))) return alloc_enomem();
     b = tls_sll_pop(&t_tls_cache, cls);
   }
   return hak_user_raw(hak_base_to_user(b));
+}
+
+void *hak_large_alloc(size_t size, size_t alignment, int zero) {
+  for (int again = 0;; again = 1) {
+    void *p = alignment == 0 && size <= PAGE_HEAP_MAX ? page_heap_alloc(size, zero) : NULL;
+    if (p == NULL) p = huge_alloc(size, alignment, zero);   // also when no new 64 MiB region can be had
+    if (p != NULL || again || !hak_release_unused()) return p;
+  }
 }
 
 // Everything but a TLS hit of a tiny class: medium classes try their TLS
@@ -76,8 +98,7 @@ void *hak_malloc_slow(size_t size) {
   // exit hook runs and its counters are summed (STATS: ws8192's large rows
   // lost every worker's count).
   if (HAK_UNLIKELY(t_heap.status == THREAD_NEW)) thread_ready();
-  void *p = size <= PAGE_HEAP_MAX ? page_heap_alloc(size, 0) : NULL;
-  if (p == NULL) p = huge_alloc(size, 0, 0);   // also when no new 64 MiB region can be had
+  void *p = hak_large_alloc(size, 0, 0);
   return p != NULL ? p : alloc_enomem();
 }
 
@@ -153,8 +174,7 @@ void *hak_calloc(size_t count, size_t size) {
   size_t n;
   if (__builtin_mul_overflow(count, size, &n) || n > PTRDIFF_MAX) return alloc_enomem();
   if (n > HAK_SLAB_MAX) {                // both skip the memset on never-used pages
-    void *p = n <= PAGE_HEAP_MAX ? page_heap_alloc(n, 1) : NULL;
-    if (p == NULL) p = huge_alloc(n, 0, 1);
+    void *p = hak_large_alloc(n, 0, 1);
     return p != NULL ? p : alloc_enomem();
   }
   void *p = hak_malloc(n);
@@ -303,7 +323,7 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
     if (!hak_base_is_null(b)) return hak_user_raw(hak_base_to_user(b));
     return alloc_class_slow(cls);
   }
-  void *p = huge_alloc(size ? size : 1, alignment, 0);
+  void *p = hak_large_alloc(size ? size : 1, alignment, 0);
   return p != NULL ? p : alloc_enomem();
 }
 

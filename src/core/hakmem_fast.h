@@ -46,6 +46,13 @@
 
 // Everything but a TLS hit of a tiny class (and every failure).
 void *hak_malloc_slow(size_t size) HAK_NOINLINE;
+// A block past the slabs: the page heap (size <= PAGE_HEAP_MAX, alignment 0),
+// else a huge mapping (aligned to `alignment` when not 0); zeroed when `zero`.
+// A refused mapping gives back the address space no block uses
+// (hak_release_unused) and tries once more. NULL: errno not set.
+void *hak_large_alloc(size_t size, size_t alignment, int zero) HAK_NOINLINE;
+// Give back what no block uses (a refused mapping's retry); 1 if anything went.
+int hak_release_unused(void) HAK_NOINLINE;
 // Everything but a push of a checked block on a TLS list with room.
 void hak_free_slow(void *p) HAK_NOINLINE;
 // A block start of slab m whose free mark is not tested yet: another thread's

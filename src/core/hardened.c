@@ -188,8 +188,7 @@ void *hak_hardened_malloc_other(size_t size) {
     return NULL;
   }
   if (size > HAK_SLAB_MAX) return hak_malloc_slow(size);
-  void *p = page_heap_alloc(size, 0);
-  if (p == NULL) p = huge_alloc(size, 0, 0);
+  void *p = hak_large_alloc(size, 0, 0);
   if (p == NULL) errno = ENOMEM;
   return p;
 }
