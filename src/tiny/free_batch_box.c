@@ -138,7 +138,19 @@ void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (moved < FREE_BATCH_MIN_FLUSH) return;
   if (!t_free_batch.active) {
     if (foreign * 4u >= moved && g_hak_config.free_batch && t_heap.status == THREAD_LIVE) free_batch_set_active(1);
-  } else if (foreign * 8u < moved) {
+  } else if (foreign * 8u < moved && !t_free_batch.heap) {
+    free_batch_set_active(0);
+  }
+}
+
+void free_batch_note_heap(uint32_t owned_blocks) {
+  free_batch_t *fb = &t_free_batch;
+  if (!fb->active) {
+    if (owned_blocks >= FREE_BATCH_HEAP_BLOCKS && g_hak_config.free_batch && t_heap.status == THREAD_LIVE) {
+      free_batch_set_active(1);
+      fb->heap = 1;
+    }
+  } else if (fb->heap && owned_blocks < FREE_BATCH_HEAP_BLOCKS / 2) {
     free_batch_set_active(0);
   }
 }
@@ -148,6 +160,7 @@ void free_batch_set_active(int on) {
   tls_cache_t *tc = &t_tls_cache;
   if (!on) free_batch_drain();
   fb->active = (uint32_t)on;
+  fb->heap = 0;
   // Grown bounds go (tiny_refill.h): with them a thread's own classes rarely
   // overflowed, and their flushes are the signal to stop (a shape of
   // sh8bench, 2 threads handing each other half of every batch: batching on

@@ -72,9 +72,24 @@
 _Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POOL && FREE_BATCH_KEY % 8 != 0,
                "no slab's owner_small is the batching key");
 
+// A thread whose slabs hold this many blocks or more batches its own frees
+// too (free_batch_note_heap), and stops below half of it: each free's test of
+// its block's mark waits on a line that, in a heap of that many blocks (8 MiB
+// of their first lines), is seldom in a cache (ws8192 -w 262144 of 16-128 B,
+// ~131 k blocks live in slabs of 140 k: 1.35x mimalloc's time, at its level
+// without the test; with the batch's prefetches, 16 misses in flight,
+// 0.74-0.78x the time). Below it the batch costs about what it hides, by the
+// hour on this shared VM (-w 131072, 73 k blocks: 0.80x in one hour, 1.07x in
+// another; -w 196608, ~105 k: 0.97x), or more (-w 65536, 41 k: 1.045x;
+// -w 8192: 1.13x).
+#ifndef FREE_BATCH_HEAP_BLOCKS
+#define FREE_BATCH_HEAP_BLOCKS (128u << 10)
+#endif
+
 typedef struct free_batch {
   uint32_t        n;          // blocks held
   uint32_t        active;     // batching: the owner keys are FREE_BATCH_KEY
+  uint32_t        heap;       // ... because of the heap's size (free_batch_note_heap), not other threads' blocks
   slab_meta_t    *m[FREE_BATCH_N];
   hak_base_ptr_t  b[FREE_BATCH_N];
 #if HAK_HARDENED
@@ -101,6 +116,10 @@ void free_batch_drain(void);
 // A flush of a TLS list found `foreign` of its `moved` blocks in other
 // threads' slabs: start batching at a quarter or more, stop under an eighth.
 void free_batch_note_flush(uint32_t moved, uint32_t foreign);
+// At a refill: the blocks this thread's slabs hold (tiny_heap_t.owned_blocks);
+// past FREE_BATCH_HEAP_BLOCKS it starts batching, below half of it a thread
+// that started for that reason stops. (The default build only.)
+void free_batch_note_heap(uint32_t owned_blocks);
 // Start (1) or stop (0) batching this thread's frees; stopping drains. The
 // thread is LIVE.
 void free_batch_set_active(int on);

@@ -117,6 +117,7 @@ static int heap_disarm_pending(slab_meta_t *m) {
 
 // An owned slab whose every block is free (used == 0) goes back to the pool.
 static void heap_release_empty(tiny_heap_t *h, slab_meta_t *m) {
+  h->owned_blocks -= m->capacity;
   heap_disarm(h, m);
   m->where = SLAB_IN_NONE;
   shared_pool_release_owned(m, &h->stash[g_size_class[m->cls].kind]);
@@ -132,6 +133,7 @@ slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
     unsigned kind = g_size_class[cls].kind;
     m = shared_pool_acquire_slab(cls, thread_self_id(), &h->stash[kind]);
     if (m == NULL) return NULL;
+    h->owned_blocks += m->capacity;
   }
   m->where = SLAB_IN_CURRENT;
   h->cur[cls] = m;
@@ -180,7 +182,10 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls) {
   }
   // None of ours: a slab another thread gave up, before new memory is carved.
   slab_meta_t *m = shared_pool_adopt_slab(cls, thread_self_id());
-  if (m != NULL) list_push(&h->partial[cls], m, SLAB_IN_PARTIAL);
+  if (m != NULL) {
+    h->owned_blocks += m->capacity;
+    list_push(&h->partial[cls], m, SLAB_IN_PARTIAL);
+  }
   return m;
 }
 
@@ -212,6 +217,7 @@ void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *ski
       } else if ((carved - used) * 4u >= m->capacity &&
                  atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) {
         list_remove(&h->partial[cls], m);
+        h->owned_blocks -= m->capacity;
         shared_pool_detach_slab(m);
       }
     }
@@ -283,6 +289,7 @@ void tiny_heap_abandon_all(tiny_heap_t *h) {
     }
   }
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&h->stash[k]);
+  h->owned_blocks = 0;
 }
 
 // fork() child: a remote freer of the parent that was between its two

@@ -39,6 +39,11 @@ typedef struct tiny_heap {
   hak_base_ptr_t remote_head[HAK_NUM_CLASSES];  // blocks of other threads' slabs, to send home
   uint32_t     remote_count[HAK_NUM_CLASSES];   // (tiny_free_remote; < the class's TLS bound)
   uint8_t      status;                     // enum thread_status
+  // Blocks the slabs this thread owns hold (the sum of their capacities: a
+  // slab counts from its acquire or adoption to its release or giving up).
+  // Past FREE_BATCH_HEAP_BLOCKS its frees are tested in batches
+  // (free_batch_box.h: a big heap's free waits on its block's line).
+  uint32_t     owned_blocks;
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];
