@@ -961,45 +961,43 @@ size_t page_heap_usable_size(const void *p) {
   return n;
 }
 
-int page_heap_owns(const void *p) {
-  ph_region_t *r = region_of(p);
-  uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
-  int owned = 0;
-  ph_arena_t *a = region_lock(r);
-  // Walk runs from the first usable page: regions hold few large runs.
+// The run holding page `page` of r: its first page, or PH_NONE when the walk
+// finds no run start there (a corrupt map). A walk from the first usable page:
+// regions hold few large runs.
+static uint32_t run_of_page(const ph_region_t *r, uint32_t page) {
   for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
     uint32_t len = r->head[s] & PH_LEN_MASK;
-    if (len == 0) break;                 // not a run start: the map is corrupt
-    if (page < s + len) {
-      owned = page >= s && (r->head[s] & PH_USED) != 0;
-#if HAK_HARDENED
-      owned = owned && !ph_kept_out(r, s);   // freed already
-#endif
-      break;
-    }
+    if (len == 0) return PH_NONE;
+    if (page < s + len) return page >= s ? s : PH_NONE;
     s += len;
   }
+  return PH_NONE;
+}
+
+// Is the run at s (not PH_NONE) a live block's? (Hardened: not one freed and
+// kept out of reuse.)
+static int run_is_live(const ph_region_t *r, uint32_t s) {
+  int live = (r->head[s] & PH_USED) != 0;
+#if HAK_HARDENED
+  live = live && !ph_kept_out(r, s);
+#endif
+  return live;
+}
+
+int page_heap_owns(const void *p) {
+  ph_region_t *r = region_of(p);
+  ph_arena_t *a = region_lock(r);
+  uint32_t s = run_of_page(r, (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT));
+  int owned = s != PH_NONE && run_is_live(r, s);
   arena_unlock(a);
   return owned;
 }
 
 int page_heap_freed_at(const void *p) {
   ph_region_t *r = region_of(p);
-  uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
-  int freed = 0;
   ph_arena_t *a = region_lock(r);
-  for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
-    uint32_t len = r->head[s] & PH_LEN_MASK;
-    if (len == 0) break;                 // not a run start: the map is corrupt
-    if (page < s + len) {
-      freed = page >= s && (r->head[s] & PH_USED) == 0;
-#if HAK_HARDENED
-      freed = freed || (page >= s && ph_kept_out(r, s));
-#endif
-      break;
-    }
-    s += len;
-  }
+  uint32_t s = run_of_page(r, (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT));
+  int freed = s != PH_NONE && !run_is_live(r, s);
   arena_unlock(a);
   return freed;
 }
@@ -1008,18 +1006,11 @@ int page_heap_freed_at(const void *p) {
 int page_heap_fault_kind(const void *p, void **start) {
   ph_region_t *r = region_of(p);
   uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
-  for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
-    uint32_t len = r->head[s] & PH_LEN_MASK;
-    if (len == 0) return 0;
-    if (page < s + len) {
-      if (page < s) return 0;
-      *start = (char *)r + run_bytes(s);
-      if ((r->head[s] & PH_USED) == 0 || ph_kept_out(r, s)) return 2;
-      return page == s + len - 1 ? 1 : 0;
-    }
-    s += len;
-  }
-  return 0;
+  uint32_t s = run_of_page(r, page);
+  if (s == PH_NONE) return 0;
+  *start = (char *)r + run_bytes(s);
+  if (!run_is_live(r, s)) return 2;
+  return page == s + (r->head[s] & PH_LEN_MASK) - 1 ? 1 : 0;
 }
 #endif
 
