@@ -443,35 +443,59 @@ static size_t regret_after_whole_slabs_lost(pool_kind_t *pk, slab_meta_t *m, int
   return atomic_load(&pk->regret_bytes);
 }
 
+// Two medium slabs taken out of the pool, with the purge knobs set for the
+// regret tests (a long delay, a 4 KiB budget) and the kind's lock held; and
+// everything put back as it was.
+typedef struct regret_scene {
+  void *pin;
+  unsigned kind;
+  purge_knobs_t old;
+  slab_meta_t *got[2];
+  pool_kind_t *pk;
+  size_t slab, out;
+  uint32_t recent_early, recent_taken;
+} regret_scene_t;
+static void regret_scene_open(regret_scene_t *s) {
+  s->pin = hak_malloc(1100);
+  s->kind = ss_of(s->pin)->kind;
+  hak_trim();
+  s->old = purge_knobs_set(60000, 1000, 4096);
+  take_two_slabs(s->kind, s->got);
+  s->pk = &g_pool[s->kind];
+  s->slab = (size_t)1 << ss_of_meta(s->got[0])->slab_shift;
+  pool_lock(s->kind);
+  s->out = s->pk->out_bytes;
+  s->recent_early = s->pk->recent_early;
+  s->recent_taken = s->pk->recent_taken;
+}
+static void regret_scene_close(regret_scene_t *s) {
+  s->pk->out_bytes = s->out;
+  s->pk->recent_early = s->recent_early;
+  s->pk->recent_taken = s->recent_taken;
+  pool_unlock(s->kind);
+  purge_knobs_set(s->old.delay, s->old.keep, s->old.dirty_max);   // (the regret back to 0)
+  pool_lock(s->kind);
+  for (int i = 0; i < 2; i++) pool_put_locked(s->got[i], os_now_ms());
+  pool_unlock(s->kind);
+  hak_free(s->pin);
+  hak_trim();
+}
+
 // A kind's regret stops at REGRET_MAX_BYTES (or one budget) while it has
 // little memory out, and at a quarter of what it has out when that is more: a
 // program with 100 MB of medium blocks out swings by more than 4 MiB.
 static void test_the_regret_is_capped_by_32_mib_or_a_quarter_of_the_memory_out(void **state) {
   (void)state;
-  void *pin = hak_malloc(1100);
-  unsigned kind = ss_of(pin)->kind;
-  hak_trim();
-  purge_knobs_t old = purge_knobs_set(60000, 1000, 4096);
-  slab_meta_t *got[2];
-  take_two_slabs(kind, got);
-  pool_kind_t *pk = &g_pool[kind];
-  size_t slab = (size_t)1 << ss_of_meta(got[0])->slab_shift;
-  pool_lock(kind);
-  size_t out = pk->out_bytes;
-  size_t small_out = regret_after_whole_slabs_lost(pk, got[0], (int)(2 * REGRET_MAX_BYTES / slab));
-  pk->out_bytes = 4 * 4 * REGRET_MAX_BYTES;       // as if a quarter were 4 caps
-  size_t large_out = regret_after_whole_slabs_lost(pk, got[0], (int)(8 * REGRET_MAX_BYTES / slab));
-  pk->out_bytes = out;
-  pool_unlock(kind);
-  purge_knobs_set(old.delay, old.keep, old.dirty_max);   // (the regret back to 0)
-  pool_lock(kind);
-  for (int i = 0; i < 2; i++) pool_put_locked(got[i], os_now_ms());
-  pool_unlock(kind);
+  regret_scene_t s;
+  regret_scene_open(&s);
+  size_t small_out = regret_after_whole_slabs_lost(s.pk, s.got[0], (int)(2 * REGRET_MAX_BYTES / s.slab));
+  s.pk->out_bytes = 4 * 4 * REGRET_MAX_BYTES;     // as if a quarter were 4 caps
+  size_t large_out = regret_after_whole_slabs_lost(s.pk, s.got[0], (int)(8 * REGRET_MAX_BYTES / s.slab));
+  size_t out = s.out, slab = s.slab;
+  regret_scene_close(&s);
   assert_true(out >= 2 * slab);                   // the two taken count as out
   assert_int_equal(small_out, REGRET_MAX_BYTES);
   assert_int_equal(large_out, 4 * REGRET_MAX_BYTES);
-  hak_free(pin);
-  hak_trim();
 }
 
 // When nearly every recent early purge of a kind came back within the delay
@@ -481,37 +505,19 @@ static void test_the_regret_is_capped_by_32_mib_or_a_quarter_of_the_memory_out(v
 // at the quarter's cap, 1.9x tcmalloc's time.
 static void test_the_regret_may_reach_all_of_the_memory_out_when_nearly_every_purge_came_back(void **state) {
   (void)state;
-  void *pin = hak_malloc(1100);
-  unsigned kind = ss_of(pin)->kind;
-  hak_trim();
-  purge_knobs_t old = purge_knobs_set(60000, 1000, 4096);
-  slab_meta_t *got[2];
-  take_two_slabs(kind, got);
-  pool_kind_t *pk = &g_pool[kind];
-  size_t slab = (size_t)1 << ss_of_meta(got[0])->slab_shift;
-  pool_lock(kind);
-  size_t out = pk->out_bytes;
-  uint32_t early = pk->recent_early, taken = pk->recent_taken;
-  pk->out_bytes = 8 * REGRET_MAX_BYTES;
-  pk->recent_early = 1u << 30;                    // few came back: a quarter of the memory out
-  pk->recent_taken = 0;
-  size_t quarter = regret_after_whole_slabs_lost(pk, got[0], (int)(16 * REGRET_MAX_BYTES / slab));
-  atomic_store(&pk->regret_bytes, 0);
-  pk->recent_early = 64;                          // all came back
-  pk->recent_taken = 64;
-  size_t all = regret_after_whole_slabs_lost(pk, got[0], (int)(16 * REGRET_MAX_BYTES / slab));
-  pk->out_bytes = out;
-  pk->recent_early = early;
-  pk->recent_taken = taken;
-  pool_unlock(kind);
-  purge_knobs_set(old.delay, old.keep, old.dirty_max);   // (the regret back to 0)
-  pool_lock(kind);
-  for (int i = 0; i < 2; i++) pool_put_locked(got[i], os_now_ms());
-  pool_unlock(kind);
+  regret_scene_t s;
+  regret_scene_open(&s);
+  s.pk->out_bytes = 8 * REGRET_MAX_BYTES;
+  s.pk->recent_early = 1u << 30;                  // few came back: a quarter of the memory out
+  s.pk->recent_taken = 0;
+  size_t quarter = regret_after_whole_slabs_lost(s.pk, s.got[0], (int)(16 * REGRET_MAX_BYTES / s.slab));
+  atomic_store(&s.pk->regret_bytes, 0);
+  s.pk->recent_early = 64;                        // all came back
+  s.pk->recent_taken = 64;
+  size_t all = regret_after_whole_slabs_lost(s.pk, s.got[0], (int)(16 * REGRET_MAX_BYTES / s.slab));
+  regret_scene_close(&s);
   assert_int_equal(quarter, 2 * REGRET_MAX_BYTES);
   assert_int_equal(all, 8 * REGRET_MAX_BYTES);
-  hak_free(pin);
-  hak_trim();
 }
 
 // Three neighbouring FREE slabs of a SuperSlab, dirty, purged together: one
