@@ -66,8 +66,11 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
 // the lock released; pool_put_locked gives it back.
 void pool_take_slab_locked(slab_meta_t *m);
-// The cap of a kind's regret (shared_pool_release.c): REGRET_MAX_BYTES, one
-// budget, or 1/REGRET_LIVE_DEN of its slabs out, the largest.
+// The cap of a kind's regret (shared_pool_release.c): REGRET_MAX_SLABS of its
+// slabs, one budget, or 1/REGRET_LIVE_DEN of its slabs out, the largest; when
+// nearly every recent early purge came back, REGRET_MAX_BYTES or all of its
+// slabs out if larger.
+#define REGRET_MAX_SLABS 8u
 #ifndef REGRET_MAX_BYTES
 #define REGRET_MAX_BYTES ((size_t)32 << 20)
 #endif

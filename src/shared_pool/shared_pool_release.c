@@ -223,17 +223,20 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 // than the program's swing (a producer whose consumer frees 256 blocks of
 // 1-32 KiB at a time empties eight 512 KiB slabs at once; the producer takes
 // them back a moment later). The bytes it had dirty (what faults in again) are
-// added to its kind's regret, up to the largest of REGRET_MAX_BYTES (32 MiB),
-// one budget, and 1/REGRET_LIVE_DEN of the bytes of the kind's slabs out of
-// the pool: a program with little memory keeps at most 32 MiB more of a kind
-// it keeps taking back, one with more at most a quarter more than it has out
-// (8 producers and 8 consumers of 8 B-32 KiB blocks, ~100 MB out, swing by
-// more than 4 MiB: 0.62x the time with the quarter). The cap was 8 slabs of
-// the kind (4 MiB of medium slabs) until the fifteenth session: a program that
-// takes and frees 1 600 blocks of 8 KiB in rounds (glibc's bench-malloc-simple
-// shape, 12.8 MB of swing) had 2 400 of its 2 437 early purges taken back
-// within the delay, 312 k page faults and 1.8x tcmalloc's time; with 32 MiB,
-// 8 k faults and 0.58x the time at 15.2 MB peak RSS against 14.0.
+// added to its kind's regret, up to the largest of REGRET_MAX_SLABS of the
+// kind's slabs, one budget, and 1/REGRET_LIVE_DEN of the bytes of the kind's
+// slabs out of the pool: with the 2 MiB default a program with little memory
+// keeps at most 2 MiB more for the small kind, 4 MiB for the medium and
+// 16 MiB for the large; one with more keeps at most a quarter more than it has
+// out (8 producers and 8 consumers of 8 B-32 KiB blocks, ~100 MB out, swing by
+// more than 4 MiB: 0.62x the time with the quarter). A kind whose recent early
+// purges nearly all came back (7 in 8) is a program taking its memory back in
+// rounds: it may keep the larger of REGRET_MAX_BYTES (32 MiB) and all it has
+// out. (Glibc's bench-malloc-simple shape, rounds of 1 600 blocks of 8 KiB:
+// 2 408 of 2 437 early purges taken back, 312 k page faults and 1.8x
+// tcmalloc's time with the 4 MiB cap; 0.58x the time with 32 MiB. With 32 MiB
+// for every kind, prodcons -t 4 (2 in 3 came back) peaked at 115 MB against
+// 104.)
 // A kind's regret halves after REGRET_FORGET_DELAYS purge delays without a
 // loss, so a burst does not keep the pages resident for good.
 #define REGRET_FORGET_DELAYS 10u
@@ -245,13 +248,16 @@ void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
   if (now - m->free_since_ms >= g_hak_config.purge_delay_ms) return;   // it would have been purged by now
   pk->taken_back++;
   pk->recent_taken++;
-  size_t cap = REGRET_MAX_BYTES;
+  size_t cap = ((size_t)1 << ss_of_meta(m)->slab_shift) * REGRET_MAX_SLABS;
   if (cap < g_hak_config.purge_dirty_max) cap = g_hak_config.purge_dirty_max;
+  if (cap < pk->out_bytes / REGRET_LIVE_DEN) cap = pk->out_bytes / REGRET_LIVE_DEN;
   // Nearly every recent early purge came back (7 in 8): the rounds are the
-  // program's; it may keep all it has out (it had that much out last round).
-  size_t den = pk->recent_early >= REGRET_RECENT_MIN && pk->recent_taken * 8u >= pk->recent_early * 7u
-                   ? 1u : REGRET_LIVE_DEN;
-  if (cap < pk->out_bytes / den) cap = pk->out_bytes / den;
+  // program's; it may keep REGRET_MAX_BYTES, or all it has out (it had that
+  // much out last round).
+  if (pk->recent_early >= REGRET_RECENT_MIN && pk->recent_taken * 8u >= pk->recent_early * 7u) {
+    if (cap < REGRET_MAX_BYTES) cap = REGRET_MAX_BYTES;
+    if (cap < pk->out_bytes) cap = pk->out_bytes;
+  }
   size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + lost;
   atomic_store_explicit(&pk->regret_bytes, r < cap ? r : cap, memory_order_relaxed);
   pk->last_regret_ms = now;
