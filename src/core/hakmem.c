@@ -308,7 +308,7 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
         if (p == NULL) return NULL;
       }
     if (p != NULL) {
-      hak_hardened_arm(p, size);
+      hak_hardened_arm_aligned(p, size, alignment);
       return p;
     }
   }

@@ -92,6 +92,15 @@ void hak_hardened_arm(void *p, size_t n) {
   hardened_arm(hard_slab_of(p), p, n);
 }
 
+void hak_hardened_arm_aligned(void *p, size_t n, size_t alignment) {
+  const slab_meta_t *m = hard_slab_of(p);
+  hardened_arm(m, p, n);
+  if (alignment > 16) {   // the tag (hardened_box.h): an aligned delete is checked against it
+    unsigned lg = (unsigned)__builtin_ctzll((unsigned long long)alignment);
+    *hard_size_slot(m, p) = ((uint32_t)n | (uint32_t)lg << HARD_ALIGN_TAG_SHIFT) ^ hard_size_key();
+  }
+}
+
 // A block p popped from the TLS list of cls that lies in no SuperSlab: the
 // list is reported and dropped (leaked, never followed), the TLS list starts
 // again empty.
@@ -226,6 +235,19 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
     size_t actual = (size_t)1 << __builtin_ctzll((unsigned long long)(uintptr_t)p);
     hardened_report_delete("aligned delete with the wrong alignment of", p, align, actual);
     return;
+  }
+  // A slab block knows the alignment it was made with (its size word's tag):
+  // an aligned delete must give that one.
+  if (align > 16 && ss_registry_contains(p)) {
+    slab_meta_t *m = hard_slab_of(p);
+    if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw((void *)p))) {
+      unsigned lg = hardened_alignment_lg(m, p);
+      size_t made = lg != 0 ? (size_t)1 << lg : 16u;
+      if (made != align) {
+        hardened_report_delete("aligned delete with the wrong alignment of", p, align, made);
+        return;
+      }
+    }
   }
   if (size == (size_t)-1) return;  // not a sized delete
   size_t actual;

@@ -36,6 +36,9 @@ void   hak_hardened_free_other(void *p) HAK_NOINLINE;
 void   hak_hardened_delete_other(void *p, size_t want) HAK_NOINLINE;
 // A slab block p just handed out for a request of n bytes: check and arm it.
 void   hak_hardened_arm(void *p, size_t n);
+// The same for the aligned path: an alignment above 16 is kept with the
+// request (the size word's tag), for an aligned delete's check.
+void   hak_hardened_arm_aligned(void *p, size_t n, size_t alignment);
 // realloc of live slab block p (request old) to size: when its block serves
 // size as the default build's realloc would keep it (size <= the block's
 // largest request, and more than half the block or a block of 64 bytes), its

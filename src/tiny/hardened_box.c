@@ -85,6 +85,20 @@ size_t hardened_size_bad(const void *p, uint32_t bs) {
   return hard_request_max(bs);
 }
 
+// A size word past the largest request: an aligned block's tag, or an overflow.
+size_t hardened_requested_slow(const slab_meta_t *m, const void *p) {
+  uint32_t n;
+  unsigned lg;
+  if (hard_request_decode(*hard_size_slot(m, p) ^ hard_size_key(), m->block_size, &n, &lg)) return n;
+  return hardened_size_bad(p, m->block_size);
+}
+
+unsigned hardened_alignment_lg(const slab_meta_t *m, const void *p) {
+  uint32_t n;
+  unsigned lg;
+  return hard_request_decode(*hard_size_slot(m, p) ^ hard_size_key(), m->block_size, &n, &lg) ? lg : 0;
+}
+
 // ---- quarantine --------------------------------------------------------------
 
 void hardened_thread_first(void) {

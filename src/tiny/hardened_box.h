@@ -327,11 +327,37 @@ size_t hardened_size_bad(const void *p, uint32_t bs) HAK_COLD;
 HAK_INLINE uint32_t hard_request_max(uint32_t bs) {
   return bs - (bs <= HAK_TINY_MAX ? HARD_TAIL_BYTES : HARD_TAIL_MEDIUM);
 }
+// A block handed out by the aligned path (posix_memalign, aligned_alloc, an
+// aligned operator new) for an alignment above 16 keeps log2 of it in its size
+// word's bits 24-27 (the request is under 2^18), so that an aligned delete is
+// compared with the alignment the block was made with, not with its address's
+// (a block made with 16 sits 64-aligned one time in two in a 96-byte class: a
+// delete with 64 passed then). The tag puts the word past hard_request_max, so
+// the free's fast check sends such a block to its slow path, which decodes it
+// (hard_request_decode); no fast path pays for it.
+#define HARD_ALIGN_TAG_SHIFT 24u
+#define HARD_ALIGN_TAG_MIN   5u        // 32
+#define HARD_ALIGN_TAG_MAX   12u       // 4096 (HAK_SLAB_ALIGN_MAX)
+// The request and the alignment's log2 (0: none) of size word w (decoded with
+// the key) of a block of bs bytes; 0 when w is neither a request nor a tagged
+// one that the block's class could serve.
+HAK_INLINE int hard_request_decode(uint32_t w, uint32_t bs, uint32_t *n, unsigned *lg) {
+  unsigned tag = w >> HARD_ALIGN_TAG_SHIFT;
+  uint32_t req = w & ((1u << HARD_ALIGN_TAG_SHIFT) - 1u);
+  if (req > hard_request_max(bs)) return 0;
+  if (tag != 0 && (tag < HARD_ALIGN_TAG_MIN || tag > HARD_ALIGN_TAG_MAX || (bs & ((1u << tag) - 1u)) != 0)) return 0;
+  *n = req;
+  *lg = tag;
+  return 1;
+}
+size_t hardened_requested_slow(const slab_meta_t *m, const void *p) HAK_NOINLINE;
 HAK_INLINE size_t hardened_requested(const slab_meta_t *m, const void *p) {
   uint32_t n = *hard_size_slot(m, p) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > hard_request_max(m->block_size))) return hardened_size_bad(p, m->block_size);
+  if (HAK_UNLIKELY(n > hard_request_max(m->block_size))) return hardened_requested_slow(m, p);
   return n;
 }
+// log2 of the alignment live slab block p of m was made with (0: none above 16).
+unsigned hardened_alignment_lg(const slab_meta_t *m, const void *p);
 
 // The quarantine: two rings of HARD_QUAR_SLOTS slots, one for the tiny
 // classes (t_quar) and one for the larger ones (t_quar_medium); the blocks in

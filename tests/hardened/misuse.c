@@ -385,6 +385,49 @@ static int t_aligned_delete_wrong_alignment(void) {
   return 0;
 }
 
+// A block made with alignment 16 that happens to sit 64-aligned, deleted with
+// 64: the alignment it was made with is kept with it (its size word's tag),
+// so the delete is reported whatever the address (an independent misuse
+// program passed one time in two: a 96-byte class is 64-aligned every other
+// block).
+static int t_aligned_delete_wrong_alignment_by_chance(void) {
+  void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
+  void (*del)(void *, size_t) = cxx("_ZdlPvSt11align_val_t");
+  void *p = NULL;
+  for (int i = 0; i < 64 && p == NULL; i++) {
+    void *q = nw(100, 32);                      // the blocks passed over stay live
+    if (((uintptr_t)q & 63u) == 0) p = q;
+    else g_keep = q;
+  }
+  if (p == NULL) return 3;
+  del(p, 64);
+  return 0;
+}
+// The right alignment (and sizes) pass, every alignment the slabs serve, and
+// aligned blocks behave as others through malloc_usable_size, realloc and free.
+static int t_aligned_blocks_with_their_alignment_pass(void) {
+  void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
+  void (*del)(void *, size_t) = cxx("_ZdlPvSt11align_val_t");
+  void (*sdel)(void *, size_t, size_t) = cxx("_ZdlPvmSt11align_val_t");
+  for (size_t al = 32; al <= 4096; al *= 2)
+    for (size_t n = 1; n < 3000; n += 97) {
+      unsigned char *p = nw(n, al);
+      if (((uintptr_t)p & (al - 1)) != 0) return 3;
+      memset(p, 1, n);
+      if (malloc_usable_size(p) != n) return 4;
+      if (n & 1) del(p, al);
+      else sdel(p, n, al);
+      void *q = NULL;
+      if (posix_memalign(&q, al, n) != 0) return 5;
+      memset(q, 2, n);
+      if (malloc_usable_size(q) != n) return 6;
+      q = realloc(q, n + 50);
+      if (q == NULL || malloc_usable_size(q) != n + 50) return 7;
+      free(q);
+    }
+  return 0;
+}
+
 // ---- malloc_usable_size of a freed or never-allocated block
 static int t_usable_size_freed(void) {
   void *p = malloc(40);
@@ -559,6 +602,9 @@ static const test_t g_tests[] = {
   {"sized_delete_right_size", t_sized_delete_right_size, EXPECT_EXIT0, NULL},
   {"aligned_sized_delete_wrong_size", t_aligned_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"aligned_delete_wrong_alignment", t_aligned_delete_wrong_alignment, EXPECT_ABORT_REPORT, "aligned delete with the wrong alignment"},
+  {"aligned_delete_wrong_alignment_by_chance", t_aligned_delete_wrong_alignment_by_chance, EXPECT_ABORT_REPORT,
+   "aligned delete with the wrong alignment"},
+  {"aligned_blocks_with_their_alignment_pass", t_aligned_blocks_with_their_alignment_pass, EXPECT_EXIT0, NULL},
   {"usable_size_of_freed_block", t_usable_size_freed, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"usable_size_never_allocated", t_usable_size_never_allocated, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"randomised_reuse", t_randomised_reuse, EXPECT_EXIT0, NULL},
