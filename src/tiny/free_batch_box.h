@@ -1,5 +1,5 @@
-// free_batch_box.h — a thread's frees of other threads' blocks, checked in
-// batches.
+// free_batch_box.h — a thread's frees of other threads' blocks (or of its own,
+// in a heap too big for the caches), checked in batches.
 //
 // free tests a block's free mark (the exact double-free check) before it
 // pushes the block, and that test is a load. When another core wrote the
@@ -39,7 +39,11 @@
 // it freed and has not reused, so this follows what its frees are; the slabs
 // of the blocks it frees do not (in a ring of two threads each frees mostly
 // blocks of its own slabs that the other thread wrote last: a thread reuses
-// the blocks it frees, whoever carved them). Only blocks up to 32 KiB are
+// the blocks it frees, whoever carved them). A thread whose slabs hold
+// FREE_BATCH_HEAP_BLOCKS blocks or more batches as well, its own blocks
+// included (free_batch_note_heap, at a refill; their lines are in memory more
+// often than not), until they hold under half of that; the flushes' rule does
+// not stop it. Only blocks up to 32 KiB are
 // held (FREE_BATCH_MAX_BLOCK); a larger block's free on a batching thread is
 // checked at once. Batching on means the thread's
 // owner keys are FREE_BATCH_KEY, which no slab's owner_small equals, so the
