@@ -290,6 +290,17 @@ void *hak_reallocarray(void *p, size_t count, size_t size) {
   return hak_realloc(p, n);
 }
 
+#if !HAK_HARDENED
+// The slab class of an aligned request (alignment above 16), or -1 when the
+// slabs do not serve it. Slab starts are page aligned, so a class whose size
+// is a multiple of the alignment has every block aligned.
+static inline int aligned_slab_class(size_t alignment, size_t size) {
+  size_t need = size > alignment ? size : alignment;
+  if (alignment > HAK_SLAB_ALIGN_MAX || need > HAK_ALIGNED_SLAB_MAX) return -1;
+  return (int)size_class_aligned(need, alignment);
+}
+#endif
+
 void *hak_aligned_alloc(size_t alignment, size_t size) {
   if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
     errno = EINVAL;
@@ -300,29 +311,20 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
 #if HAK_HARDENED
   size_t need = size + HARD_TAIL_BYTES > alignment ? size + HARD_TAIL_BYTES : alignment;
   if (need <= HAK_ALIGNED_SLAB_MAX && alignment <= HAK_SLAB_ALIGN_MAX) {
-    void *p = NULL;
-    for (unsigned cls = size_class_of(need); cls < HAK_NUM_CLASSES && p == NULL; cls++)
-      if (g_size_class[cls].size % alignment == 0) {
-        p = hak_hardened_pop(cls);
-        if (p == NULL) p = alloc_class_slow(cls);
-        if (p == NULL) return NULL;
-      }
-    if (p != NULL) {
-      hak_hardened_arm_aligned(p, size, alignment);
-      return p;
-    }
+    unsigned cls = size_class_aligned(need, alignment);
+    void *p = hak_hardened_pop(cls);
+    if (p == NULL) p = alloc_class_slow(cls);
+    if (p != NULL) hak_hardened_arm_aligned(p, size, alignment);
+    return p;
   }
 #else
-  size_t need = size > alignment ? size : alignment;
-#endif
-  if (alignment <= HAK_SLAB_ALIGN_MAX && need <= HAK_ALIGNED_SLAB_MAX) {
-    // Slab starts are page aligned, so a class whose size is a multiple of the
-    // alignment has every block aligned.
-    unsigned cls = size_class_aligned(need, alignment);
-    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
+  int cls = aligned_slab_class(alignment, size);
+  if (cls >= 0) {
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, (unsigned)cls);
     if (!hak_base_is_null(b)) return hak_user_raw(hak_base_to_user(b));
-    return alloc_class_slow(cls);
+    return alloc_class_slow((unsigned)cls);
   }
+#endif
   void *p = hak_large_alloc(size ? size : 1, alignment, 0);
   return p != NULL ? p : alloc_enomem();
 }
@@ -332,8 +334,9 @@ int hak_posix_memalign(void **out, size_t alignment, size_t size) {
 #if !HAK_HARDENED
   // A hit of the class's TLS list sets no errno: returned before errno is
   // saved (its two calls to __errno_location were 6% of a posix_memalign loop).
-  if (alignment > 16 && alignment <= HAK_SLAB_ALIGN_MAX && size <= HAK_ALIGNED_SLAB_MAX) {
-    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, size_class_aligned(size > alignment ? size : alignment, alignment));
+  int cls = alignment > 16 ? aligned_slab_class(alignment, size) : -1;
+  if (cls >= 0) {
+    hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, (unsigned)cls);
     if (!hak_base_is_null(b)) {
       *out = hak_user_raw(hak_base_to_user(b));
       return 0;
@@ -380,8 +383,5 @@ int hak_trim(void) {
   }
   tiny_flush_exchange();
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap.stash[k]);
-  int released = shared_pool_trim();
-  released |= page_heap_trim(1);
-  released |= huge_trim(1);
-  return released;
+  return hak_release_unused();
 }

@@ -710,31 +710,28 @@ static void hardened_keep_out(ph_region_t *r, uint32_t s, uint32_t n) {
 
 static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty);
 
+// The oldest run of arena a's quarantine (not empty) leaves it for the free
+// runs. Lock held.
+static void ph_quarantine_evict_oldest(ph_arena_t *a) {
+  ph_quar_slot_t *o = &a->quar[(a->quar_next + PH_QUAR_SLOTS - a->quar_used) % PH_QUAR_SLOTS];
+  a->quar_used--;
+  a->quar_bytes -= run_bytes(o->n);
+  o->r->kept_out[o->s / 64] &= ~((uint64_t)1 << (o->s % 64));
+  run_free_locked(o->r, o->s, o->n, o->kind);
+}
+
 // Freed run [s, s+n) of r, closed (its pages' kind `kind`), waits in arena a's
 // quarantine, marked kept out (block_page, page_heap_owns and the fault hook
 // see a freed block); the oldest leave for the free runs while the ring is
 // full or past its bytes. Lock held.
 static void ph_quarantine_put(ph_arena_t *a, ph_region_t *r, uint32_t s, uint32_t n, int kind) {
   r->kept_out[s / 64] |= (uint64_t)1 << (s % 64);
-  ph_quar_slot_t *q = &a->quar[a->quar_next];
+  if (a->quar_used == PH_QUAR_SLOTS) ph_quarantine_evict_oldest(a);   // its slot is the next one
+  a->quar[a->quar_next] = (ph_quar_slot_t){r, s, n, kind};
   a->quar_next = (a->quar_next + 1) % PH_QUAR_SLOTS;
-  if (a->quar_used == PH_QUAR_SLOTS) {            // full: the oldest is in the slot taken
-    ph_quar_slot_t old = *q;
-    a->quar_used--;
-    a->quar_bytes -= run_bytes(old.n);
-    old.r->kept_out[old.s / 64] &= ~((uint64_t)1 << (old.s % 64));
-    run_free_locked(old.r, old.s, old.n, old.kind);
-  }
-  *q = (ph_quar_slot_t){r, s, n, kind};
   a->quar_used++;
   a->quar_bytes += run_bytes(n);
-  while (a->quar_bytes > PH_QUAR_BYTES && a->quar_used > 1) {   // the newest always stays
-    ph_quar_slot_t *o = &a->quar[(a->quar_next + PH_QUAR_SLOTS - a->quar_used) % PH_QUAR_SLOTS];
-    a->quar_used--;
-    a->quar_bytes -= run_bytes(o->n);
-    o->r->kept_out[o->s / 64] &= ~((uint64_t)1 << (o->s % 64));
-    run_free_locked(o->r, o->s, o->n, o->kind);
-  }
+  while (a->quar_bytes > PH_QUAR_BYTES && a->quar_used > 1) ph_quarantine_evict_oldest(a);   // the newest stays
 }
 
 // The kernel refused to open the run [s, s+n) just taken for a block: close

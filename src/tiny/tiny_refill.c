@@ -272,6 +272,15 @@ void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   tls_sll_push(tc, cls, b);
 }
 
+// cls's bound back to the class's (cap_grow 0), the list flushed down to it.
+static void class_ungrow(tls_cache_t *tc, unsigned cls) {
+  tc->local_overflow[cls] = 0;
+  if (tc->cap_grow[cls] == 0) return;
+  tc->cap_grow[cls] = 0;
+  tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
+  if ((intptr_t)tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-(intptr_t)tc->lists[cls].room);
+}
+
 void tiny_flush_overflow(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   if (g_size_class[cls].size > HAK_TINY_MAX && tc->cap_shift[cls] < TLS_SHRINK_MAX &&
@@ -287,23 +296,14 @@ void tiny_flush_overflow(unsigned cls) {
   // own overflows are what tell it to stop (free_batch_note_flush).
   if (others == 0 && !t_free_batch.active) {
     tc->local_overflow[cls] = 1;
-  } else if (others != 0 && tc->cap_grow[cls] != 0) {   // other threads' blocks: the grown bound goes
-    tc->cap_grow[cls] = 0;
-    tc->local_overflow[cls] = 0;
-    tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
-    if ((intptr_t)tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-(intptr_t)tc->lists[cls].room);
+  } else if (others != 0) {   // other threads' blocks: the grown bound goes
+    class_ungrow(tc, cls);
   }
 }
 
 void tiny_cache_ungrow(void) {
   tls_cache_t *tc = &t_tls_cache;
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    tc->local_overflow[c] = 0;
-    if (tc->cap_grow[c] == 0) continue;
-    tc->cap_grow[c] = 0;
-    tls_set_cap(tc, c, tls_class_cap(tc, c, tc->cap_share));
-    if ((intptr_t)tc->lists[c].room < 0) tiny_flush(c, (uint32_t)-(intptr_t)tc->lists[c].room);
-  }
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) class_ungrow(tc, c);
 }
 
 void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
