@@ -337,15 +337,14 @@ void tiny_heap_validate(const tiny_heap_t *h) {
     validate_list(h, h->full[c], c, SLAB_IN_FULL);
   }
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_validate(&h->stash[k]);
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    uint32_t n = 0;
-    for (hak_base_ptr_t b = h->remote_head[c]; !hak_base_is_null(b); b = block_next(b)) {
-      HAK_CHECK(++n <= h->remote_count[c], "remote buffer longer than its count", hak_base_raw(b));
+  for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) {
+    HAK_CHECK(h->remote_count[c] < TINY_REMOTE_BUF_BLOCKS, "remote buffer over its bound", h);
+    for (uint32_t k = 0; k < h->remote_count[c]; k++) {
+      hak_base_ptr_t b = h->remote_buf[c][k];
       HAK_CHECK(block_is_free(b), "remote buffer block without its free mark", hak_base_raw(b));
       HAK_CHECK(ss_slab_of(ss_of(hak_base_raw(b)), hak_base_raw(b))->cls == c, "remote buffer block of another class",
                 hak_base_raw(b));
     }
-    HAK_CHECK(n == h->remote_count[c], "remote buffer shorter than its count", h);
   }
 }
 #endif

@@ -183,7 +183,7 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
 }
 
 // Take up to n blocks off the list at *head and send each home, gathered
-// per slab (a TLS list ends at TLS_SLL_END, a remote buffer at NULL), or, with
+// per slab (a TLS list ends at TLS_SLL_END, a chain sent home at NULL), or, with
 // `foreign`, other threads' blocks onto that chain. Returns the blocks taken;
 // *remote (if not NULL) counts those sent to other threads' slabs. A
 // corrupted link is reported; going on, the rest of the list is dropped
@@ -313,21 +313,47 @@ void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
 
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
   tiny_heap_t *h = &t_heap;
+  HAK_ASSERT(cls < TINY_REMOTE_CLASSES && g_size_class[cls].size < HAK_CACHE_LINE);
   block_set_free(b);
-  block_set_next(b, h->remote_head[cls]);
-  h->remote_head[cls] = b;
-  if (++h->remote_count[cls] >= g_size_class[cls].tls_cap) {
-    uint32_t n = h->remote_count[cls];
+  h->remote_buf[cls][h->remote_count[cls]] = b;
+  if (++h->remote_count[cls] == TINY_REMOTE_BUF_BLOCKS) {
     tiny_flush_remote(cls);
-    free_batch_note_flush(n, n);   // every block of the buffer was another thread's
+    free_batch_note_flush(TINY_REMOTE_BUF_BLOCKS, TINY_REMOTE_BUF_BLOCKS);   // every one another thread's
   }
 }
 
+// The remote buffer of cls goes home, gathered per slab as flush_gather
+// does, linked here: stores into the blocks, no load of them.
 void tiny_flush_remote(unsigned cls) {
   tiny_heap_t *h = &t_heap;
-  if (h->remote_count[cls] == 0) return;
-  flush_gather(&h->remote_head[cls], UINT32_MAX, cls, NULL, NULL);
-  h->remote_head[cls] = HAK_BASE_NULL;
+  if (cls >= TINY_REMOTE_CLASSES || h->remote_count[cls] == 0) return;
+  slab_meta_t *slab[FLUSH_WAYS];
+  block_chain_t chain[FLUSH_WAYS];
+  unsigned ways = 0, next_victim = 0, hit = 0;
+  for (uint32_t k = 0, n = h->remote_count[cls]; k < n; k++) {
+    hak_base_ptr_t b = h->remote_buf[cls][k];
+    superslab_t *ss = ss_of_masked(hak_base_raw(b));
+    slab_meta_t *m = ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss));
+    if (ways == 0 || slab[hit] != m) {
+      unsigned i = 0;
+      while (i < ways && slab[i] != m) i++;
+      if (i == ways) {
+        if (ways < FLUSH_WAYS) {
+          ways++;
+        } else {                            // every way taken: send one off
+          i = next_victim;
+          next_victim = (next_victim + 1) % FLUSH_WAYS;
+          flush_deliver(slab[i], &chain[i]);
+        }
+        slab[i] = m;
+        chain[i].n = 0;
+      }
+      hit = i;
+    }
+    chain_append(&chain[hit], b);
+  }
+  for (unsigned i = 0; i < ways; i++)
+    if (chain[i].n > 0) flush_deliver(slab[i], &chain[i]);
   h->remote_count[cls] = 0;
 }
 

@@ -167,6 +167,46 @@ static void test_owner_reallocates_every_block_eight_threads_freed(void **state)
   for (size_t i = 0; i < g_slab.n; i++) hak_free(g_slab.blocks[i]);
 }
 
+// A thread gathers other threads' blocks under a cache line in its remote
+// buffer (an array: the flush reads no block) and sends them home when it
+// holds TINY_REMOTE_BUF_BLOCKS: nothing before, all of them at once then.
+typedef struct buffered_frees {
+  uint32_t before_last, after_last;
+} buffered_frees_t;
+
+static void *free_a_buffer_full(void *arg) {
+  buffered_frees_t *r = arg;
+  for (size_t i = 0; i + 1 < TINY_REMOTE_BUF_BLOCKS; i++) hak_free(g_slab.blocks[i]);
+  r->before_last = remote_list_len(g_slab.m);
+  hak_free(g_slab.blocks[TINY_REMOTE_BUF_BLOCKS - 1]);
+  r->after_last = remote_list_len(g_slab.m);
+  return NULL;
+}
+
+static void test_remote_buffer_sends_its_blocks_home_when_full(void **state) {
+  (void)state;
+  assert_true(g_slab.n > TINY_REMOTE_BUF_BLOCKS);
+  buffered_frees_t r = {UINT32_MAX, UINT32_MAX};
+  run_in_thread(free_a_buffer_full, &r);
+  assert_int_equal(r.before_last, 0);
+  assert_int_equal(r.after_last, TINY_REMOTE_BUF_BLOCKS);
+  assert_int_equal(atomic_load(&g_slab.m->used), g_slab.n - TINY_REMOTE_BUF_BLOCKS);
+  for (size_t i = TINY_REMOTE_BUF_BLOCKS; i < g_slab.n; i++) hak_free(g_slab.blocks[i]);
+}
+
+static void *free_a_few(void *arg) {
+  (void)arg;
+  for (size_t i = 0; i < 5; i++) hak_free(g_slab.blocks[i]);
+  return NULL;   // the thread's exit sends them home
+}
+
+static void test_remote_buffer_goes_home_at_thread_exit(void **state) {
+  (void)state;
+  run_in_thread(free_a_few, NULL);
+  assert_int_equal(remote_list_len(g_slab.m), 5);
+  for (size_t i = 5; i < g_slab.n; i++) hak_free(g_slab.blocks[i]);
+}
+
 #define SLAB_TEST(f, s) cmocka_unit_test_setup_teardown(f, s, teardown_slab)
 
 int main(void) {
@@ -181,6 +221,8 @@ int main(void) {
     SLAB_TEST(test_eight_threads_freeing_at_once_lose_no_block_on_the_remote_list, setup_slab_of_16),
     SLAB_TEST(test_eight_threads_freeing_at_once_bring_the_used_count_to_zero, setup_slab_of_16),
     SLAB_TEST(test_owner_reallocates_every_block_eight_threads_freed, setup_slab_of_16),
+    SLAB_TEST(test_remote_buffer_sends_its_blocks_home_when_full, setup_slab_of_16),
+    SLAB_TEST(test_remote_buffer_goes_home_at_thread_exit, setup_slab_of_48),
   };
   return cmocka_run_group_tests_name("remote_free", tests, NULL, NULL);
 }
