@@ -42,10 +42,20 @@
 // TLS_GROWN_BYTES of blocks and TLS_GROWN_MAX_BLOCKS (tiny_refill.c,
 // tls_sll_box.h cap_grow).
 #ifndef TLS_GROW_MAX
-#define TLS_GROW_MAX          4u                   // (-DTLS_GROW_MAX=0u: never, for measurements)
+#define TLS_GROW_MAX          6u                   // (-DTLS_GROW_MAX=0u: never, for measurements)
 #endif
-#define TLS_GROWN_BYTES       (128u << 10)
-#define TLS_GROWN_MAX_BLOCKS  4096u
+#ifndef TLS_GROWN_BYTES
+#define TLS_GROWN_BYTES       (1u << 20)
+#endif
+#ifndef TLS_GROWN_MAX_BLOCKS
+#define TLS_GROWN_MAX_BLOCKS  16384u
+#endif
+// What all of a thread's grown bounds may add over their classes' bounds
+// together (the blocks they hold are the thread's own, reused, but no other
+// class or thread can have them until it flushes).
+#ifndef TLS_GROWN_TOTAL_BYTES
+#define TLS_GROWN_TOTAL_BYTES (4u << 20)
+#endif
 
 typedef struct size_class_info {
   uint32_t size;       // block size in bytes

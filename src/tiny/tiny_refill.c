@@ -102,6 +102,39 @@ static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
   return 1;
 }
 
+// The bytes this thread's grown bounds add over their classes' bounds.
+static uint32_t grown_bytes(const tls_cache_t *tc) {
+  uint32_t sum = 0;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES && g_size_class[c].size <= HAK_TINY_MAX; c++) {
+    if (tc->cap_grow[c] == 0) continue;
+    uint32_t base = (uint32_t)tls_cap_for(c, tc->cap_share) >> tc->cap_shift[c];
+    if (tc->cap[c] > base) sum += (tc->cap[c] - base) * g_size_class[c].size;
+  }
+  return sum;
+}
+
+// cls's bound doubles, at a refill after `overflows` overflows of the
+// thread's own blocks: once, or as often as those overflows' batches
+// (half the bound each) need (a tree of 20 000 nodes freed and built again
+// grew one doubling per tree, six trees to reach its size), within
+// TLS_GROW_MAX doublings and the thread's TLS_GROWN_TOTAL_BYTES.
+static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
+  unsigned steps = 1;
+  for (unsigned need = overflows / 2u; need > 1u; need >>= 1) steps++;
+  uint32_t total = grown_bytes(tc);
+  for (; steps > 0 && (unsigned)tc->cap_grow[cls] + 1u <= TLS_GROW_MAX; steps--) {
+    uint16_t before = tc->cap[cls];
+    tc->cap_grow[cls]++;
+    uint16_t after = tls_class_cap(tc, cls, tc->cap_share);
+    if (after <= before || total + (uint32_t)(after - before) * g_size_class[cls].size > TLS_GROWN_TOTAL_BYTES) {
+      tc->cap_grow[cls]--;   // at its class's or the thread's limit
+      break;
+    }
+    total += (uint32_t)(after - before) * g_size_class[cls].size;
+    tls_set_cap(tc, cls, after);
+  }
+}
+
 // Reuse before new memory: the blocks freed into the current slab, then a
 // chain from the class exchange (another thread's surplus), then a
 // partial slab's (or an adopted one's, uncarved end included), and only then
@@ -119,11 +152,9 @@ int tiny_refill(unsigned cls) {
     tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
   }
   if (tc->local_overflow[cls]) {   // its own blocks went home past the bound, and come back
+    unsigned overflows = tc->local_overflow[cls];
     tc->local_overflow[cls] = 0;
-    if (!HAK_HARDENED && (unsigned)tc->cap_grow[cls] + 1u <= TLS_GROW_MAX && g_size_class[cls].size <= HAK_TINY_MAX) {
-      tc->cap_grow[cls]++;
-      tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
-    }
+    if (!HAK_HARDENED && g_size_class[cls].size <= HAK_TINY_MAX) class_grow(tc, cls, overflows);
   }
   uint32_t want = tls_batch(tc, cls);
   if (want > tc->lists[cls].room) want = (uint32_t)tc->lists[cls].room;   // room > 0: the thread is set up
@@ -295,7 +326,7 @@ void tiny_flush_overflow(unsigned cls) {
   // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
   // own overflows are what tell it to stop (free_batch_note_flush).
   if (others == 0 && !t_free_batch.active) {
-    tc->local_overflow[cls] = 1;
+    if (tc->local_overflow[cls] < UINT8_MAX) tc->local_overflow[cls]++;
   } else if (others != 0) {   // other threads' blocks: the grown bound goes
     class_ungrow(tc, cls);
   }

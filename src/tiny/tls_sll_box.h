@@ -62,13 +62,14 @@ typedef struct tls_cache {
   uint8_t        overflows[HAK_NUM_CLASSES];   // overflows since the last refill
   // Small classes (1 KiB and less) only, never in the hardened build (its
   // refill shuffles a batch in a stack array of TLS_CACHE_MAX_BLOCKS): the
-  // bound doubled cap_grow times (tls_class_cap), once at each refill that
-  // follows an overflow whose flush held none of other threads' blocks (the
+  // bound doubled cap_grow times (tls_class_cap), at each refill that
+  // follows overflows whose flushes held none of other threads' blocks (the
   // thread freed a batch of its own blocks past the bound and takes them back:
-  // a program building and freeing a structure of many blocks of one size);
-  // back to 0 at an overflow that held other threads' blocks (tiny_refill.c).
+  // a program building and freeing a structure of many blocks of one size),
+  // as often as those overflows' batches need (tiny_refill.c class_grow);
+  // back to 0 at an overflow that held other threads' blocks.
   uint8_t        cap_grow[HAK_NUM_CLASSES];
-  uint8_t        local_overflow[HAK_NUM_CLASSES];   // such an overflow since the last refill
+  uint8_t        local_overflow[HAK_NUM_CLASSES];   // such overflows since the last refill (saturating)
   // free's owner test (core/hakmem_fast.h), per class: while the thread is
   // LIVE, its id's low 32 bits for a class below a cache line and 0 for the
   // others (0 for all when not LIVE); compared with the slab's owner_small.
