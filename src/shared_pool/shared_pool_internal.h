@@ -37,6 +37,11 @@ typedef struct pool_kind {
   // frees and takes its memory back in rounds) lets the regret reach all of
   // the kind's memory out (pool_note_regret).
   uint32_t          recent_early, recent_taken;
+  // Slabs taken from the pool lately, and of them the early-purged ones
+  // taken back within the delay (both halved when the first reaches
+  // REGRET_RECENT_MAX): when half of what the kind takes faults in again,
+  // the purges cost the program a fault on most of what it allocates.
+  uint32_t          recent_takes, recent_refaults;
 } __attribute__((aligned(64))) pool_kind_t;
 
 extern pool_kind_t g_pool[HAK_SLAB_KINDS];
@@ -69,7 +74,8 @@ void pool_take_slab_locked(slab_meta_t *m);
 // The cap of a kind's regret (shared_pool_release.c): REGRET_MAX_SLABS of its
 // slabs, one budget, or 1/REGRET_LIVE_DEN of its slabs out, the largest; when
 // nearly every recent early purge came back, REGRET_MAX_BYTES or all of its
-// slabs out if larger.
+// slabs out if larger (reached at once when those take-backs are also a large
+// share of the kind's takes: shared_pool_release.c REGRET_REFAULT_DEN).
 #define REGRET_MAX_SLABS 8u
 #ifndef REGRET_MAX_BYTES
 #define REGRET_MAX_BYTES ((size_t)32 << 20)
@@ -83,6 +89,8 @@ void pool_take_slab_locked(slab_meta_t *m);
 // purge delay, the budget was too small for this kind's swing; raise it.
 // Kind's lock held.
 void pool_note_regret(pool_kind_t *pk, slab_meta_t *m);
+// n slabs taken from the kind's pool (pool_take_locked; kind's lock held).
+void pool_note_takes(pool_kind_t *pk, uint32_t n);
 // Forget and unmap an all-FREE SuperSlab (its kind's pool lock held).
 void pool_unmap_superslab(superslab_t *ss);
 

@@ -237,6 +237,19 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 // tcmalloc's time with the 4 MiB cap; 0.58x the time with 32 MiB. With 32 MiB
 // for every kind, prodcons -t 4 (2 in 3 came back) peaked at 115 MB against
 // 104.)
+// And when those take-backs are also an eighth or more of all the slabs the
+// kind took from the pool lately (REGRET_REFAULT_DEN), the purges cost a
+// fault on much of what the program allocates: the regret goes to its cap at
+// once. A program that frees and takes back rounds of a growing size (20 000
+// blocks of 24 B, 48 B, ... 1 000 B, each size three times) learned one round
+// late at every size, its regret growing by what one round had lost: 3.2x
+// mimalloc's time, 1 176 slabs purged and taken back; now 19-50, the peers'
+// time. prodcons -t 4 (1-32 KiB) comes back often but most of what its
+// producers take is dirty, never purged: it keeps its quarter (a jump at the
+// 7-in-8 sign alone: peak RSS 71 -> 115 MB).
+#ifndef REGRET_REFAULT_DEN
+#define REGRET_REFAULT_DEN 8u
+#endif
 // A kind's regret halves after REGRET_FORGET_DELAYS purge delays without a
 // loss, so a burst does not keep the pages resident for good.
 #define REGRET_FORGET_DELAYS 10u
@@ -248,19 +261,29 @@ void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
   if (now - m->free_since_ms >= g_hak_config.purge_delay_ms) return;   // it would have been purged by now
   pk->taken_back++;
   pk->recent_taken++;
+  pk->recent_refaults++;
   size_t cap = ((size_t)1 << ss_of_meta(m)->slab_shift) * REGRET_MAX_SLABS;
   if (cap < g_hak_config.purge_dirty_max) cap = g_hak_config.purge_dirty_max;
   if (cap < pk->out_bytes / REGRET_LIVE_DEN) cap = pk->out_bytes / REGRET_LIVE_DEN;
   // Nearly every recent early purge came back (7 in 8): the rounds are the
   // program's; it may keep REGRET_MAX_BYTES, or all it has out (it had that
   // much out last round).
+  size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + lost;
   if (pk->recent_early >= REGRET_RECENT_MIN && pk->recent_taken * 8u >= pk->recent_early * 7u) {
     if (cap < REGRET_MAX_BYTES) cap = REGRET_MAX_BYTES;
     if (cap < pk->out_bytes) cap = pk->out_bytes;
+    if (pk->recent_takes >= REGRET_RECENT_MIN && pk->recent_refaults * REGRET_REFAULT_DEN >= pk->recent_takes) r = cap;
   }
-  size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + lost;
   atomic_store_explicit(&pk->regret_bytes, r < cap ? r : cap, memory_order_relaxed);
   pk->last_regret_ms = now;
+}
+
+void pool_note_takes(pool_kind_t *pk, uint32_t n) {
+  pk->recent_takes += n;
+  if (pk->recent_takes >= REGRET_RECENT_MAX) {
+    pk->recent_takes /= 2;
+    pk->recent_refaults /= 2;
+  }
 }
 
 // HAKMEM_PURGE_DIRTY_MB plus every kind's regret; first halving the regret of

@@ -170,6 +170,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
     ss_validate(ss);
 #endif
   }
+  pool_note_takes(pk, n);
   return n;
 }
 
