@@ -74,8 +74,9 @@ void pool_take_slab_locked(slab_meta_t *m);
 // The cap of a kind's regret (shared_pool_release.c): REGRET_MAX_SLABS of its
 // slabs, one budget, or 1/REGRET_LIVE_DEN of its slabs out, the largest; when
 // nearly every recent early purge came back, REGRET_MAX_BYTES or all of its
-// slabs out if larger (reached at once when those take-backs are also a large
-// share of the kind's takes: shared_pool_release.c REGRET_REFAULT_DEN).
+// slabs out if larger (REGRET_MAX_BYTES reached at once when those take-backs
+// are also a large share of the kind's takes: shared_pool_release.c
+// REGRET_REFAULT_DEN).
 #define REGRET_MAX_SLABS 8u
 #ifndef REGRET_MAX_BYTES
 #define REGRET_MAX_BYTES ((size_t)32 << 20)

@@ -239,14 +239,15 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 // 104.)
 // And when those take-backs are also an eighth or more of all the slabs the
 // kind took from the pool lately (REGRET_REFAULT_DEN), the purges cost a
-// fault on much of what the program allocates: the regret goes to its cap at
-// once. A program that frees and takes back rounds of a growing size (20 000
-// blocks of 24 B, 48 B, ... 1 000 B, each size three times) learned one round
-// late at every size, its regret growing by what one round had lost: 3.2x
-// mimalloc's time, 1 176 slabs purged and taken back; now 19-50, the peers'
-// time. prodcons -t 4 (1-32 KiB) comes back often but most of what its
-// producers take is dirty, never purged: it keeps its quarter (a jump at the
-// 7-in-8 sign alone: peak RSS 71 -> 115 MB).
+// fault on much of what the program allocates: the regret goes to
+// REGRET_MAX_BYTES at once (and on by the losses to the cap). A program that
+// frees and takes back rounds of a growing size (20 000 blocks of 24 B, 48 B,
+// ... 1 000 B, each size three times) learned one round late at every size,
+// its regret growing by what one round had lost: 3.2x mimalloc's time, 1 176
+// slabs purged and taken back; now 50, the peers' time. Not to the cap
+// itself (all the kind has out): prodcons -t 4 (1-32 KiB) shows both signs in
+// some runs, and went from 65-85 MB peak RSS to 94-108 in four runs of six
+// (77-88 with the jump to 32 MiB; a jump at the 7-in-8 sign alone: 115).
 #ifndef REGRET_REFAULT_DEN
 #define REGRET_REFAULT_DEN 8u
 #endif
@@ -272,7 +273,9 @@ void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
   if (pk->recent_early >= REGRET_RECENT_MIN && pk->recent_taken * 8u >= pk->recent_early * 7u) {
     if (cap < REGRET_MAX_BYTES) cap = REGRET_MAX_BYTES;
     if (cap < pk->out_bytes) cap = pk->out_bytes;
-    if (pk->recent_takes >= REGRET_RECENT_MIN && pk->recent_refaults * REGRET_REFAULT_DEN >= pk->recent_takes) r = cap;
+    if (pk->recent_takes >= REGRET_RECENT_MIN && pk->recent_refaults * REGRET_REFAULT_DEN >= pk->recent_takes &&
+        r < REGRET_MAX_BYTES)
+      r = REGRET_MAX_BYTES;
   }
   atomic_store_explicit(&pk->regret_bytes, r < cap ? r : cap, memory_order_relaxed);
   pk->last_regret_ms = now;

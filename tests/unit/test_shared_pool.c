@@ -525,8 +525,8 @@ static void test_the_regret_may_reach_32_mib_or_all_of_the_memory_out_when_nearl
 }
 
 // When, besides, the early purges taken back are an eighth or more of all
-// the slabs the kind took from the pool lately, the regret goes to its cap at
-// once: a program taking back rounds of a growing size learned one round late
+// the slabs the kind took from the pool lately, the regret goes to
+// REGRET_MAX_BYTES at once: a program taking back rounds of a growing size learned one round late
 // at every size (3.2x mimalloc's time). A kind whose takes are mostly dirty
 // slabs never purged (prodcons -t 4) still adds what each purge lost.
 static void test_the_regret_reaches_its_cap_at_once_when_refaults_are_much_of_what_the_kind_takes(void **state) {
