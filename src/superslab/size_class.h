@@ -51,8 +51,9 @@
 #define TLS_GROWN_MAX_BLOCKS  16384u
 #endif
 // What all of a thread's grown bounds may add over their classes' bounds
-// together (the blocks they hold are the thread's own, reused, but no other
-// class or thread can have them until it flushes).
+// together, checked when a bound grows (the blocks they hold are the
+// thread's own, reused, but no other class or thread can have them until it
+// flushes).
 #ifndef TLS_GROWN_TOTAL_BYTES
 #define TLS_GROWN_TOTAL_BYTES (4u << 20)
 #endif

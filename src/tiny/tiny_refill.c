@@ -213,6 +213,47 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
   return remote;
 }
 
+// The chains a flush gathers, one per slab (FLUSH_WAYS at most: when every
+// way is taken, the oldest way's chain goes home to make room).
+typedef struct flush_ways {
+  slab_meta_t  *slab[FLUSH_WAYS];
+  block_chain_t chain[FLUSH_WAYS];
+  unsigned      ways, next_victim, hit;
+  uint32_t      sent_remote;   // blocks sent to other threads' slabs
+} flush_ways_t;
+
+// Make fw->hit the way of slab m, another than the last block's.
+static void flush_ways_switch(flush_ways_t *fw, slab_meta_t *m) {
+  unsigned i = 0;
+  while (i < fw->ways && fw->slab[i] != m) i++;
+  if (i == fw->ways) {
+    if (fw->ways < FLUSH_WAYS) {
+      fw->ways++;
+    } else {                            // every way taken: send one off
+      i = fw->next_victim;
+      fw->next_victim = (fw->next_victim + 1) % FLUSH_WAYS;
+      fw->sent_remote += flush_deliver(fw->slab[i], &fw->chain[i]);
+    }
+    fw->slab[i] = m;
+    fw->chain[i].n = 0;
+  }
+  fw->hit = i;
+}
+
+// Make fw->hit the way of slab m; 1 if it was not the way of the last block.
+HAK_INLINE int flush_ways_pick(flush_ways_t *fw, slab_meta_t *m) {
+  if (fw->ways != 0 && fw->slab[fw->hit] == m) return 0;
+  flush_ways_switch(fw, m);
+  return 1;
+}
+
+// Every gathered chain home; returns the blocks sent to other threads' slabs.
+static uint32_t flush_ways_deliver_all(flush_ways_t *fw) {
+  for (unsigned i = 0; i < fw->ways; i++)
+    if (fw->chain[i].n > 0) fw->sent_remote += flush_deliver(fw->slab[i], &fw->chain[i]);
+  return fw->sent_remote;
+}
+
 // Take up to n blocks off the list at *head and send each home, gathered
 // per slab (a TLS list ends at TLS_SLL_END, a chain sent home at NULL), or, with
 // `foreign`, other threads' blocks onto that chain. Returns the blocks taken;
@@ -221,11 +262,8 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
 // (leaked), never followed.
 static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, block_chain_t *foreign,
                              uint32_t *remote) {
-  uint32_t sent_remote = 0;
-  slab_meta_t *slab[FLUSH_WAYS];
-  block_chain_t chain[FLUSH_WAYS];
-  unsigned ways = 0, next_victim = 0, hit = 0;
-  int linked = 0;   // the list's last block went to chain[hit]: its link is b already
+  flush_ways_t fw = {.ways = 0, .next_victim = 0, .hit = 0, .sent_remote = 0};
+  int linked = 0;   // the list's last block went to fw.chain[fw.hit]: its link is b already
   uint32_t moved = 0;
   for (; n > 0 && !hak_base_is_null(*head) && !tls_sll_is_end(*head); n--, moved++) {
     hak_base_ptr_t b = *head;
@@ -244,33 +282,16 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       linked = 0;
       continue;
     }
-    if (ways == 0 || slab[hit] != m) {
-      unsigned i = 0;
-      while (i < ways && slab[i] != m) i++;
-      if (i == ways) {
-        if (ways < FLUSH_WAYS) {
-          ways++;
-        } else {                            // every way taken: send one off
-          i = next_victim;
-          next_victim = (next_victim + 1) % FLUSH_WAYS;
-          sent_remote += flush_deliver(slab[i], &chain[i]);
-        }
-        slab[i] = m;
-        chain[i].n = 0;
-      }
-      hit = i;
-      linked = 0;
-    }
+    if (flush_ways_pick(&fw, m)) linked = 0;
     if (linked) {   // a run of one slab's blocks stays linked as it is
-      chain[hit].last = b;
-      chain[hit].n++;
+      fw.chain[fw.hit].last = b;
+      fw.chain[fw.hit].n++;
     } else {
-      chain_append(&chain[hit], b);
+      chain_append(&fw.chain[fw.hit], b);
     }
     linked = 1;
   }
-  for (unsigned i = 0; i < ways; i++)
-    if (chain[i].n > 0) sent_remote += flush_deliver(slab[i], &chain[i]);
+  uint32_t sent_remote = flush_ways_deliver_all(&fw);
   if (remote != NULL) *remote = sent_remote;
   return moved;
 }
@@ -358,33 +379,14 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
 void tiny_flush_remote(unsigned cls) {
   tiny_heap_t *h = &t_heap;
   if (cls >= TINY_REMOTE_CLASSES || h->remote_count[cls] == 0) return;
-  slab_meta_t *slab[FLUSH_WAYS];
-  block_chain_t chain[FLUSH_WAYS];
-  unsigned ways = 0, next_victim = 0, hit = 0;
+  flush_ways_t fw = {.ways = 0, .next_victim = 0, .hit = 0, .sent_remote = 0};
   for (uint32_t k = 0, n = h->remote_count[cls]; k < n; k++) {
     hak_base_ptr_t b = h->remote_buf[cls][k];
     superslab_t *ss = ss_of_masked(hak_base_raw(b));
-    slab_meta_t *m = ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss));
-    if (ways == 0 || slab[hit] != m) {
-      unsigned i = 0;
-      while (i < ways && slab[i] != m) i++;
-      if (i == ways) {
-        if (ways < FLUSH_WAYS) {
-          ways++;
-        } else {                            // every way taken: send one off
-          i = next_victim;
-          next_victim = (next_victim + 1) % FLUSH_WAYS;
-          flush_deliver(slab[i], &chain[i]);
-        }
-        slab[i] = m;
-        chain[i].n = 0;
-      }
-      hit = i;
-    }
-    chain_append(&chain[hit], b);
+    flush_ways_pick(&fw, ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss)));
+    chain_append(&fw.chain[fw.hit], b);
   }
-  for (unsigned i = 0; i < ways; i++)
-    if (chain[i].n > 0) flush_deliver(slab[i], &chain[i]);
+  flush_ways_deliver_all(&fw);
   h->remote_count[cls] = 0;
 }
 
