@@ -39,8 +39,9 @@ typedef struct pool_kind {
   uint32_t          recent_early, recent_taken;
   // Slabs taken from the pool lately, and of them the early-purged ones
   // taken back within the delay (both halved when the first reaches
-  // REGRET_RECENT_MAX): when half of what the kind takes faults in again,
-  // the purges cost the program a fault on most of what it allocates.
+  // REGRET_RECENT_MAX): when an eighth or more of what the kind takes faults
+  // in again (REGRET_REFAULT_DEN), the purges cost the program a fault on
+  // much of what it allocates (pool_note_regret).
   uint32_t          recent_takes, recent_refaults;
 } __attribute__((aligned(64))) pool_kind_t;
 

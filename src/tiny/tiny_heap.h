@@ -35,7 +35,9 @@ enum thread_status { THREAD_NEW = 0, THREAD_LIVE = 1, THREAD_DONE = 2 };
 // only ones sent home from another thread's free, tiny_block_stays_here),
 // and how many of one class a thread gathers before sending them.
 #define TINY_REMOTE_CLASSES    3u
+#ifndef TINY_REMOTE_BUF_BLOCKS
 #define TINY_REMOTE_BUF_BLOCKS 64u
+#endif
 
 typedef struct tiny_heap {
   slab_meta_t *cur[HAK_NUM_CLASSES];       // the slab this thread refills from

@@ -378,7 +378,8 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
 // does, linked here: stores into the blocks, no load of them.
 void tiny_flush_remote(unsigned cls) {
   tiny_heap_t *h = &t_heap;
-  if (cls >= TINY_REMOTE_CLASSES || h->remote_count[cls] == 0) return;
+  HAK_ASSERT(cls < TINY_REMOTE_CLASSES);
+  if (h->remote_count[cls] == 0) return;
   flush_ways_t fw = {.ways = 0, .next_victim = 0, .hit = 0, .sent_remote = 0};
   for (uint32_t k = 0, n = h->remote_count[cls]; k < n; k++) {
     hak_base_ptr_t b = h->remote_buf[cls][k];

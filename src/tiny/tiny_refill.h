@@ -45,7 +45,7 @@ void tiny_exchange_trim(uint32_t limit);
 // false sharing between threads), and goes home with the buffer's next
 // flush, gathered per slab: one CAS per slab and batch.
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b);
-// Send the remote buffer of cls home now.
+// Send the remote buffer of cls (< TINY_REMOTE_CLASSES) home now.
 void tiny_flush_remote(unsigned cls);
 // Does a freed block of slab m go on the calling thread's TLS list: its own
 // slab's, or another thread's of a cache line or more (tcmalloc: it stays in

@@ -94,10 +94,8 @@ void thread_release_all(void) {
 #if HAK_HARDENED
   hardened_quarantine_drain();   // quarantined blocks go home with the rest
 #endif
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    tiny_flush(c, UINT32_MAX);
-    tiny_flush_remote(c);
-  }
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
+  for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) tiny_flush_remote(c);
   tiny_heap_abandon_all(&t_heap);
 #if HAK_DEBUG
   tiny_heap_validate(&t_heap);

@@ -1,6 +1,7 @@
 // test_size_class.c — request size -> size class (src/tiny/size_class.h).
 #include "unit_util.h"
 #include "core/hakmem_fast.h"
+#include "tiny/tiny_heap.h"
 
 #define KIB 1024u
 
@@ -64,6 +65,14 @@ static void test_class_kind_matches_the_documented_ranges(void **state) {
     assert_int_equal(g_size_class[c].kind, want);
     assert_int_equal(c < HAK_TINY_CLASSES, s <= HAK_TINY_MAX);
   }
+}
+
+// The remote buffers (tiny_heap.h) hold exactly the classes whose blocks are
+// under a cache line: the only ones another thread's free sends home.
+static void test_the_remote_buffer_classes_are_the_classes_under_a_cache_line(void **state) {
+  (void)state;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    assert_int_equal(c < TINY_REMOTE_CLASSES, g_size_class[c].size < HAK_CACHE_LINE);
 }
 
 static void test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it(void **state) {
@@ -183,6 +192,7 @@ int main(void) {
     HAK_UNIT_TEST(test_zero_bytes_maps_to_the_smallest_class),
     HAK_UNIT_TEST(test_the_aligned_class_is_the_smallest_aligned_class_that_fits),
     HAK_UNIT_TEST(test_class_kind_matches_the_documented_ranges),
+    HAK_UNIT_TEST(test_the_remote_buffer_classes_are_the_classes_under_a_cache_line),
     HAK_UNIT_TEST(test_every_class_has_a_nonzero_tls_cap_and_a_batch_within_it),
     HAK_UNIT_TEST(test_class_magic_orders_block_starts_and_rejects_every_other_offset),
     HAK_UNIT_TEST(test_carve_key_accepts_exactly_the_carved_blocks),

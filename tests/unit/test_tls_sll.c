@@ -309,6 +309,19 @@ static void test_a_small_list_keeps_its_bound_while_the_thread_only_frees(void *
 // mimalloc's time). The bound now doubles at each refill after such an
 // overflow, within TLS_GROWN_BYTES, until a round fits the list.
 #define BATCH_BLOCKS 1000
+// `rounds` rounds of n mallocs of `size` bytes (into blk) and their frees;
+// returns the flushes of the class's list in the last round.
+static uint64_t last_round_flushes(size_t size, void **blk, int n, int rounds) {
+  unsigned cls = size_class_of(size);
+  uint64_t flushes = 0;
+  for (int round = 0; round < rounds; round++) {
+    uint64_t before = t_counters.cls[cls].flushes;
+    for (int i = 0; i < n; i++) blk[i] = hak_malloc(size);
+    for (int i = 0; i < n; i++) hak_free(blk[i]);
+    flushes = t_counters.cls[cls].flushes - before;
+  }
+  return flushes;
+}
 typedef struct grown_caps {
   uint32_t cap;                // the bound after the rounds
   uint64_t last_round_flushes; // flushes of the list in the last round
@@ -318,12 +331,7 @@ static void *build_and_free_batches(void *arg) {
   grown_caps_t *r = arg;
   static void *blk[BATCH_BLOCKS];
   unsigned cls = size_class_of(40);
-  for (int round = 0; round < 8; round++) {
-    uint64_t before = t_counters.cls[cls].flushes;
-    for (int i = 0; i < BATCH_BLOCKS; i++) blk[i] = hak_malloc(40);
-    for (int i = 0; i < BATCH_BLOCKS; i++) hak_free(blk[i]);
-    r->last_round_flushes = t_counters.cls[cls].flushes - before;
-  }
+  r->last_round_flushes = last_round_flushes(40, blk, BATCH_BLOCKS, 8);
   r->cap = t_tls_cache.cap[cls];
   r->sums = t_tls_cache.lists[cls].room + tls_list_len(cls) == t_tls_cache.cap[cls];
   return NULL;
@@ -348,13 +356,7 @@ static void test_a_small_list_grows_while_the_thread_frees_and_takes_back_batche
 static void *build_and_free_a_big_batch(void *arg) {
   uint64_t *third_round_flushes = arg;
   static void *blk[TREE_BLOCKS];
-  unsigned cls = size_class_of(48);
-  for (int round = 0; round < 3; round++) {
-    uint64_t before = t_counters.cls[cls].flushes;
-    for (int i = 0; i < TREE_BLOCKS; i++) blk[i] = hak_malloc(48);
-    for (int i = 0; i < TREE_BLOCKS; i++) hak_free(blk[i]);
-    *third_round_flushes = t_counters.cls[cls].flushes - before;
-  }
+  *third_round_flushes = last_round_flushes(48, blk, TREE_BLOCKS, 3);
   return NULL;
 }
 static void test_a_list_grows_to_a_big_batch_after_one_round(void **state) {
