@@ -60,42 +60,6 @@ void hak_free_slow(void *p) HAK_NOINLINE;
 // frees (tiny/free_batch_box.h).
 void hak_free_foreign(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 
-// Is p the start of a block of slab m that has been handed out at some time:
-// a multiple of the block size d from the base, below the carve point. One
-// multiply and one compare (Lemire, Kaser and Kurz's divisibility test, made
-// to bound the index too): with M = floor(2^64/d) + 1 or + 2 (odd) and
-// e = M*d - 2^64 (1 <= e <= 2d), an offset off = q*d + r gives
-//   off*M mod 2^64 = q*e + r*M mod 2^64
-// For r == 0 that is q*e: below 2^22 for any offset in a slab (< 2^21), and
-// growing with q, so "q < carved blocks n" is "off*M < n*d*M mod 2^64", the
-// carve_key kept beside carve_off. For 0 < r < d, r*M lies in
-// [2^64/d - d, 2^64 - 2^64/d + 2d], at least 2^45 away from 0 mod 2^64 for d <= 2^18
-// (q*e moves it by < 2^22): never below a key. An address before the base
-// (slab 0's header, at most SS_HEADER_SIZE back) is a small negative offset:
-// -(x*M) mod 2^64 is again at least 2^45 unless zero, and x > 0. A FREE slab's
-// key is 0. tests/unit/test_size_class.c checks every offset of every class.
-// (A non-canonical pointer, cut to 47 bits by ss_of_masked, adds k*2^47 with
-// k != 0 mod 2^17 since M is odd: a block start then fails; another offset
-// passes only by a chance below 2^-17, and then faults on the mark read.)
-//
-// The compare reads carve_key, which the owner's carving stores (relaxed) while
-// another thread may free into the slab. GCC keeps a relaxed atomic load a
-// separate `mov`; on x86-64 the compare reads the aligned word from memory in
-// one instruction, in a one-line asm (an aligned 8-byte load is single-copy
-// atomic there, as the relaxed load is). Elsewhere, and under ThreadSanitizer
-// (which must see the access), the C form.
-HAK_INLINE int slab_block_start(const slab_meta_t *m, const void *p) {
-  uintptr_t off = (uintptr_t)p - (uintptr_t)m->base;
-#if defined(__x86_64__) && !defined(HAK_TSAN)
-  int below;
-  __asm__("cmpq %2, %1" : "=@ccb"(below) : "r"(off * m->size_magic), "m"(*(const uint64_t *)&m->carve_key));
-  return below;
-#else
-  return off * m->size_magic < atomic_load_explicit(&((slab_meta_t *)m)->carve_key, memory_order_relaxed);
-#endif
-}
-_Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_HEADER_SIZE < (1u << 21),
-               "slab_block_start's bounds");
 
 #if HAK_HARDENED
 #include "core/hardened.h"
