@@ -5,11 +5,24 @@
 
 #if HAK_DEBUG
 // Length of a free list of m, checking each block; at most capacity steps.
+// Where the class keeps chain records (tls_sll_box.h: block_set_chain), each
+// chain's first block must say where the chain ends and what follows it.
 static uint32_t free_list_length(const slab_meta_t *m, void *head) {
-  uint32_t n = 0;
+  uint32_t n = 0, chain_left = 0;
+  block_chain_info_t ci = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
+  int chains = block_size_counts_chains(m->block_size);
   char *end = slab_end(m);
   for (hak_base_ptr_t b = hak_base_from_raw(head); !hak_base_is_null(b); b = block_next(b)) {
     char *p = hak_base_raw(b);
+    if (chains && chain_left == 0) {   // the first block of a chain
+      ci = block_chain(b);
+      HAK_CHECK(slab_chain_plausible(m, ci), "free-list chain record out of its slab", p);
+      chain_left = ci.n;
+    }
+    if (chains && --chain_left == 0) {
+      HAK_CHECK(hak_base_raw(b) == hak_base_raw(ci.last), "free-list chain record: wrong last block", p);
+      HAK_CHECK(hak_base_raw(block_next(b)) == hak_base_raw(ci.next), "free-list chain record: wrong next chain", p);
+    }
     HAK_CHECK(++n <= m->capacity, "free list longer than the slab's capacity", m);
     HAK_CHECK(p >= m->base && p < slab_carve(m) && p < end, "free block outside the slab's carved part", p);
     HAK_CHECK((size_t)(p - m->base) % m->block_size == 0, "free block not a block start", p);

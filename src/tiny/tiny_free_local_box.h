@@ -2,7 +2,8 @@
 //
 // Used when a thread's TLS list overflows and the blocks belong to a slab the
 // thread owns: they go onto the slab's local free list without atomics on the
-// list; the live count drops with one atomic per chain. Returns 1 if the slab
+// list (a chain, tls_sll_box.h: a refill takes it back whole); the live count
+// drops with one atomic per chain. Returns 1 if the slab
 // is now EMPTY (every block free), so the caller can recycle it.
 #ifndef HAK_TINY_FREE_LOCAL_BOX_H
 #define HAK_TINY_FREE_LOCAL_BOX_H
@@ -14,6 +15,7 @@
 
 HAK_INLINE int tiny_free_local_box(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   block_set_next(last, hak_base_from_raw(m->freelist));
+  if (block_size_counts_chains(m->block_size)) block_set_chain(first, last, n, hak_base_from_raw(m->freelist));
   m->freelist = hak_base_raw(first);
   HAK_SITE(SITE_SLAB_USED);
   // acq_rel: remote freers lower the same count (see remote_free_push_chain).

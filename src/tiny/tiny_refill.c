@@ -50,20 +50,77 @@ HAK_INLINE void chain_append(block_chain_t *c, hak_base_ptr_t b) {
   c->n++;
 }
 
+// A chain first..last of n blocks, already linked, at the end of c.
+HAK_INLINE void chain_append_chain(block_chain_t *c, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  if (c->n == 0) c->first = first;
+  else block_set_next(c->last, first);
+  c->last = last;
+  c->n += n;
+}
+
+// Up to `want` blocks off m's local free list, block by block (the 16-byte
+// class, and the hardened build: no chain records).
+static void slab_walk_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
+  while (c->n < want && m->freelist != NULL) {
+    hak_base_ptr_t b = hak_base_from_raw(m->freelist);
+    hak_base_ptr_t next = block_next(b);
+    if (HAK_UNLIKELY(!block_link_in_slab(m, next))) {
+      tls_sll_report_corrupt(b, m->cls);
+      next = HAK_BASE_NULL;          // going on: the rest of the list is dropped (leaked)
+    }
+    m->freelist = hak_base_raw(next);
+    chain_append(c, b);              // still marked free: it moves to a TLS list
+  }
+}
+
+// Up to `want` blocks off m's local free list, a whole chain at a time
+// (tls_sll_box.h: block_set_chain): one block read per chain. A chain longer
+// than what is still wanted is split, walking the part taken, unless half of
+// `want` is taken already (the next refill takes it whole).
+static void slab_take_chains(slab_meta_t *m, uint32_t want, block_chain_t *c) {
+  while (c->n < want && m->freelist != NULL) {
+    hak_base_ptr_t first = hak_base_from_raw(m->freelist);
+    block_chain_info_t ci = block_chain(first);
+    if (HAK_UNLIKELY(!slab_chain_plausible(m, ci))) {
+      tls_sll_report_corrupt(first, m->cls);
+      m->freelist = NULL;            // going on: the list is dropped (leaked)
+      return;
+    }
+    if (c->n + ci.n <= want) {
+      m->freelist = hak_base_raw(ci.next);
+      chain_append_chain(c, first, ci.last, ci.n);
+      continue;
+    }
+    if (c->n >= want / 2u) return;
+    uint32_t k = want - c->n;        // 1 <= k < ci.n
+    hak_base_ptr_t b = first;
+    for (uint32_t i = 1; i < k; i++) {
+      b = block_next(b);
+      if (HAK_UNLIKELY(!slab_block_start(m, hak_base_raw(b)))) {
+        tls_sll_report_corrupt(first, m->cls);
+        m->freelist = NULL;
+        return;
+      }
+    }
+    hak_base_ptr_t rest = block_next(b);
+    if (HAK_UNLIKELY(!slab_block_start(m, hak_base_raw(rest)))) {
+      tls_sll_report_corrupt(b, m->cls);
+      m->freelist = NULL;
+      return;
+    }
+    block_set_chain(rest, ci.last, ci.n - k, ci.next);
+    m->freelist = hak_base_raw(rest);
+    chain_append_chain(c, first, b, k);
+  }
+}
+
 // Take up to `want` blocks that were freed into the owner's slab m: its
 // local free list, then its drained remote list.
 static void slab_take_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
+  int chains = block_size_counts_chains(m->block_size);
   do {
-    while (c->n < want && m->freelist != NULL) {
-      hak_base_ptr_t b = hak_base_from_raw(m->freelist);
-      hak_base_ptr_t next = block_next(b);
-      if (HAK_UNLIKELY(!block_link_in_slab(m, next))) {
-        tls_sll_report_corrupt(b, m->cls);
-        next = HAK_BASE_NULL;          // going on: the rest of the list is dropped (leaked)
-      }
-      m->freelist = hak_base_raw(next);
-      chain_append(c, b);              // still marked free: it moves to a TLS list
-    }
+    if (chains) slab_take_chains(m, want, c);
+    else slab_walk_free(m, want, c);
   } while (c->n < want && ss_remote_drain_to_freelist(m) > 0);
 }
 

@@ -1,6 +1,8 @@
 // test_poison.c — free-list poisoning (a use after free that writes an address
 // into a freed block's link word) is reported and aborts, in every kind of
-// list, before the written address is returned or followed. Each scenario
+// list, before the written address is returned or followed; so is one written
+// over the chain record a slab's free or remote list keeps in a chain's first
+// block (words 2 and 3, tls_sll_box.h: block_set_chain). Each scenario
 // runs in a child process; the parent checks the child's end and its report.
 #include "unit_util.h"
 
@@ -57,6 +59,11 @@ static void poison_tls_list(void) {
   check_not_target(hak_malloc(48));
 }
 
+// The word of a slab's free or remote list head the address goes over: its
+// link (0), or its chain's record: the chain's last block (2), the chain
+// after it (3).
+static int g_poison_word = 0;
+
 // A slab's local free list: the owner's blocks flushed home from its TLS list.
 static void poison_slab_free_list(void) {
   unsigned cls = size_class_of(48);
@@ -65,7 +72,7 @@ static void poison_slab_free_list(void) {
   hak_free(p);
   tiny_flush(cls, UINT32_MAX);                           // every cached block goes home
   if (m->freelist == NULL) return;                       // (would fail the test: no report)
-  *(void **)m->freelist = g_target;
+  ((void **)m->freelist)[g_poison_word] = g_target;
   for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(48));
 }
 
@@ -85,8 +92,17 @@ static void poison_remote_list(void) {
   run_in_thread(free_all, &h);
   void *head = atomic_load(&m->remote_head);
   if (head == NULL) return;
-  *(void **)head = g_target;
+  ((void **)head)[g_poison_word] = g_target;
   for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(48));
+}
+
+static void test_an_address_written_over_a_chain_record_is_reported(void **state) {
+  (void)state;
+  for (g_poison_word = 2; g_poison_word <= 3; g_poison_word++) {
+    expect_poison_report(poison_slab_free_list);
+    expect_poison_report(poison_remote_list);
+  }
+  g_poison_word = 0;
 }
 
 static void test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported(void **state) {
@@ -152,6 +168,7 @@ int main(void) {
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_slab_free_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_remote_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_in_the_class_exchange_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_over_a_chain_record_is_reported),
   };
   return cmocka_run_group_tests_name("poison", tests, NULL, NULL);
 }

@@ -1,6 +1,10 @@
 // test_remote_free.c — frees by threads that do not own the slab (remote_free_box)
-// and the owner's drain (ss_remote_drain_to_freelist).
+// and the owner's drain (ss_remote_drain_to_freelist); the chain records that
+// blocks given back to a slab carry (tls_sll_box.h: block_set_chain), which
+// the drain and the refill read instead of walking every link.
 #include "unit_util.h"
+
+#include "tiny/tiny_free_local_box.h"
 
 #define NTHREADS 8
 
@@ -207,6 +211,117 @@ static void test_remote_buffer_goes_home_at_thread_exit(void **state) {
   for (size_t i = 5; i < g_slab.n; i++) hak_free(g_slab.blocks[i]);
 }
 
+// Chain records: blocks[from, from + n) of the owned slab linked in order,
+// each marked free as a free marks it; the last block's link is the
+// giver's to write (tiny_free_local_box, remote_free_push_chain).
+typedef struct held_chain {
+  hak_base_ptr_t first, last;
+  uint32_t       n;
+} held_chain_t;
+
+static held_chain_t link_blocks(size_t from, uint32_t n) {
+  held_chain_t c = {hak_base_from_raw(g_slab.blocks[from]), hak_base_from_raw(g_slab.blocks[from + n - 1]), n};
+  for (uint32_t i = 0; i < n; i++) {
+    hak_base_ptr_t b = hak_base_from_raw(g_slab.blocks[from + i]);
+    block_set_free(b);
+    if (i + 1 < n) block_set_next(b, hak_base_from_raw(g_slab.blocks[from + i + 1]));
+  }
+  return c;
+}
+
+static void free_blocks_from(size_t from) {
+  for (size_t i = from; i < g_slab.n; i++) hak_free(g_slab.blocks[i]);
+}
+
+static void assert_chain_record(held_chain_t c, hak_base_ptr_t next) {
+  block_chain_info_t ci = block_chain(c.first);
+  assert_ptr_equal(hak_base_raw(ci.last), hak_base_raw(c.last));
+  assert_int_equal(ci.n, c.n);
+  assert_ptr_equal(hak_base_raw(ci.next), hak_base_raw(next));
+  assert_ptr_equal(hak_base_raw(block_next(c.last)), hak_base_raw(next));
+  assert_true(slab_chain_plausible(g_slab.m, ci));
+}
+
+static void test_a_chain_freed_home_records_its_last_block_its_length_and_the_chain_after_it(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  held_chain_t a = link_blocks(0, 10), b = link_blocks(10, 5);
+  assert_false(tiny_free_local_box(m, a.first, a.last, a.n));
+  assert_false(tiny_free_local_box(m, b.first, b.last, b.n));
+  assert_ptr_equal(m->freelist, hak_base_raw(b.first));
+  assert_chain_record(b, a.first);
+  assert_chain_record(a, HAK_BASE_NULL);
+  assert_int_equal(atomic_load(&m->used), g_slab.n - 15);
+  free_blocks_from(15);
+}
+
+// The batch a refill of the owned slab's class asks for (its TLS list empty),
+// the bound grown by the earlier tests' frees put back first.
+static uint32_t refill_want(void) {
+  tiny_cache_ungrow();
+  uint32_t want = tls_batch(&t_tls_cache, g_slab.m->cls);
+  assert_true(want >= 8 && 2 * want + 8 <= g_slab.n);
+  return want;
+}
+
+static void test_a_refill_takes_a_chain_whole_and_leaves_the_next_when_half_a_batch_is_taken(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  uint32_t want = refill_want();
+  held_chain_t x = link_blocks(0, want), y = link_blocks(want, want / 2 + 1);
+  tiny_free_local_box(m, x.first, x.last, x.n);
+  tiny_free_local_box(m, y.first, y.last, y.n);
+  void *p = hak_malloc(g_slab.size);   // the TLS list is empty: a refill from the current slab
+  assert_ptr_equal(p, hak_base_raw(y.first));
+  assert_int_equal(tls_list_len(m->cls), y.n - 1);
+  assert_ptr_equal(m->freelist, hak_base_raw(x.first));   // not split, its record as it was
+  assert_chain_record(x, HAK_BASE_NULL);
+  hak_free(p);
+  free_blocks_from(want + y.n);
+}
+
+static void test_a_refill_splits_a_longer_chain_and_records_the_rest(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  uint32_t want = refill_want();
+  held_chain_t x = link_blocks(0, want + 5), y = link_blocks(want + 5, 2);
+  tiny_free_local_box(m, x.first, x.last, x.n);
+  tiny_free_local_box(m, y.first, y.last, y.n);
+  void *p = hak_malloc(g_slab.size);
+  assert_ptr_equal(p, hak_base_raw(y.first));
+  assert_int_equal(tls_list_len(m->cls), want - 1);       // y, then want - 2 blocks of x
+  held_chain_t rest = {hak_base_from_raw(g_slab.blocks[want - 2]), x.last, 7};
+  assert_ptr_equal(m->freelist, hak_base_raw(rest.first));
+  assert_chain_record(rest, HAK_BASE_NULL);
+  hak_free(p);
+  free_blocks_from(want + 7);
+}
+
+static void *push_chain(void *arg) {
+  held_chain_t *c = arg;
+  remote_free_push_chain(g_slab.m, c->first, c->last, c->n);
+  return NULL;
+}
+
+static void test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  held_chain_t local = link_blocks(0, 4), a = link_blocks(4, 3), b = link_blocks(7, 6);
+  tiny_free_local_box(m, local.first, local.last, local.n);
+  run_in_thread(push_chain, &a);
+  run_in_thread(push_chain, &b);
+  assert_ptr_equal(atomic_load(&m->remote_head), hak_base_raw(b.first));
+  assert_chain_record(b, a.first);
+  assert_chain_record(a, HAK_BASE_NULL);
+  assert_int_equal(ss_remote_drain_to_freelist(m), 9);
+  assert_null(atomic_load(&m->remote_head));
+  assert_ptr_equal(m->freelist, hak_base_raw(b.first));
+  assert_chain_record(b, a.first);
+  assert_chain_record(a, local.first);
+  assert_chain_record(local, HAK_BASE_NULL);
+  free_blocks_from(13);
+}
+
 #define SLAB_TEST(f, s) cmocka_unit_test_setup_teardown(f, s, teardown_slab)
 
 int main(void) {
@@ -223,6 +338,11 @@ int main(void) {
     SLAB_TEST(test_owner_reallocates_every_block_eight_threads_freed, setup_slab_of_16),
     SLAB_TEST(test_remote_buffer_sends_its_blocks_home_when_full, setup_slab_of_16),
     SLAB_TEST(test_remote_buffer_goes_home_at_thread_exit, setup_slab_of_48),
+    SLAB_TEST(test_owner_reallocates_every_block_eight_threads_freed, setup_slab_of_48),
+    SLAB_TEST(test_a_chain_freed_home_records_its_last_block_its_length_and_the_chain_after_it, setup_slab_of_48),
+    SLAB_TEST(test_a_refill_takes_a_chain_whole_and_leaves_the_next_when_half_a_batch_is_taken, setup_slab_of_48),
+    SLAB_TEST(test_a_refill_splits_a_longer_chain_and_records_the_rest, setup_slab_of_48),
+    SLAB_TEST(test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list, setup_slab_of_48),
   };
   return cmocka_run_group_tests_name("remote_free", tests, NULL, NULL);
 }
