@@ -260,7 +260,7 @@ static void test_a_chain_freed_home_records_its_last_block_its_length_and_the_ch
 static uint32_t refill_want(void) {
   tiny_cache_ungrow();
   uint32_t want = tls_batch(&t_tls_cache, g_slab.m->cls);
-  assert_true(want >= 8 && 2 * want + 8 <= g_slab.n);
+  assert_true(want >= 8 && 3 * want + 8 <= g_slab.n);
   return want;
 }
 
@@ -280,21 +280,36 @@ static void test_a_refill_takes_a_chain_whole_and_leaves_the_next_when_half_a_ba
   free_blocks_from(want + y.n);
 }
 
+static void test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  uint32_t want = refill_want();
+  held_chain_t x = link_blocks(0, want + want / 2 - 2), y = link_blocks(x.n, 2);
+  tiny_free_local_box(m, x.first, x.last, x.n);
+  tiny_free_local_box(m, y.first, y.last, y.n);
+  void *p = hak_malloc(g_slab.size);
+  assert_ptr_equal(p, hak_base_raw(y.first));
+  assert_int_equal(tls_list_len(m->cls), y.n + x.n - 1);
+  assert_null(m->freelist);
+  hak_free(p);
+  free_blocks_from(x.n + y.n);
+}
+
 static void test_a_refill_splits_a_longer_chain_and_records_the_rest(void **state) {
   (void)state;
   slab_meta_t *m = g_slab.m;
   uint32_t want = refill_want();
-  held_chain_t x = link_blocks(0, want + 5), y = link_blocks(want + 5, 2);
+  held_chain_t x = link_blocks(0, 2 * want), y = link_blocks(x.n, 2);
   tiny_free_local_box(m, x.first, x.last, x.n);
   tiny_free_local_box(m, y.first, y.last, y.n);
   void *p = hak_malloc(g_slab.size);
   assert_ptr_equal(p, hak_base_raw(y.first));
   assert_int_equal(tls_list_len(m->cls), want - 1);       // y, then want - 2 blocks of x
-  held_chain_t rest = {hak_base_from_raw(g_slab.blocks[want - 2]), x.last, 7};
+  held_chain_t rest = {hak_base_from_raw(g_slab.blocks[want - 2]), x.last, want + 2};
   assert_ptr_equal(m->freelist, hak_base_raw(rest.first));
   assert_chain_record(rest, HAK_BASE_NULL);
   hak_free(p);
-  free_blocks_from(want + 7);
+  free_blocks_from(x.n + y.n);
 }
 
 static void *push_chain(void *arg) {
@@ -341,6 +356,7 @@ int main(void) {
     SLAB_TEST(test_owner_reallocates_every_block_eight_threads_freed, setup_slab_of_48),
     SLAB_TEST(test_a_chain_freed_home_records_its_last_block_its_length_and_the_chain_after_it, setup_slab_of_48),
     SLAB_TEST(test_a_refill_takes_a_chain_whole_and_leaves_the_next_when_half_a_batch_is_taken, setup_slab_of_48),
+    SLAB_TEST(test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole, setup_slab_of_48),
     SLAB_TEST(test_a_refill_splits_a_longer_chain_and_records_the_rest, setup_slab_of_48),
     SLAB_TEST(test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list, setup_slab_of_48),
   };
