@@ -7,8 +7,9 @@
 // owner takes the whole list at once on refill (ss_remote_drain_to_freelist),
 // reading each pushed chain's first block (tls_sll_box.h: block_set_chain), or
 // for the 16-byte class walking it, at most `capacity` blocks either way, so a
-// corrupted list is reported rather than followed forever. The pusher then drops the slab's live count; whoever
-// brings it to zero recycles the slab (shared_pool_slab_empty). A full slab's
+// corrupted list is reported rather than followed forever. The pusher then
+// drops the slab's live count; whoever brings it to zero recycles the slab
+// (shared_pool_slab_empty). A full slab's
 // owner is woken by the first push (tiny_heap_notify_owner).
 #ifndef HAK_REMOTE_FREE_BOX_H
 #define HAK_REMOTE_FREE_BOX_H

@@ -43,13 +43,6 @@ typedef struct block_chain {
   uint32_t n;
 } block_chain_t;
 
-HAK_INLINE void chain_append(block_chain_t *c, hak_base_ptr_t b) {
-  if (c->n == 0) c->first = b;
-  else block_set_next(c->last, b);
-  c->last = b;
-  c->n++;
-}
-
 // A chain first..last of n blocks, already linked, at the end of c.
 HAK_INLINE void chain_append_chain(block_chain_t *c, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   if (c->n == 0) c->first = first;
@@ -57,6 +50,8 @@ HAK_INLINE void chain_append_chain(block_chain_t *c, hak_base_ptr_t first, hak_b
   c->last = last;
   c->n += n;
 }
+
+HAK_INLINE void chain_append(block_chain_t *c, hak_base_ptr_t b) { chain_append_chain(c, b, b, 1); }
 
 // Up to `want` blocks off m's local free list, block by block (the 16-byte
 // class, and the hardened build: no chain records).
@@ -93,21 +88,16 @@ static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, bloc
       continue;
     }
     if (c->n >= want / 2u) return;
-    uint32_t k = want - c->n;        // 1 <= k < ci.n
-    hak_base_ptr_t b = first;
-    for (uint32_t i = 1; i < k; i++) {
-      b = block_next(b);
-      if (HAK_UNLIKELY(!slab_block_start(m, hak_base_raw(b)))) {
-        tls_sll_report_corrupt(first, m->cls);
-        m->freelist = NULL;
+    uint32_t k = want - c->n;        // 1 <= k < ci.n: blocks first..b taken, rest stays
+    hak_base_ptr_t b = first, rest;
+    for (uint32_t i = 1;; i++, b = rest) {
+      rest = block_next(b);
+      if (HAK_UNLIKELY(!slab_block_start(m, hak_base_raw(rest)))) {
+        tls_sll_report_corrupt(b, m->cls);
+        m->freelist = NULL;          // going on: the list is dropped (leaked)
         return;
       }
-    }
-    hak_base_ptr_t rest = block_next(b);
-    if (HAK_UNLIKELY(!slab_block_start(m, hak_base_raw(rest)))) {
-      tls_sll_report_corrupt(b, m->cls);
-      m->freelist = NULL;
-      return;
+      if (i == k) break;
     }
     block_set_chain(rest, ci.last, ci.n - k, ci.next);
     m->freelist = hak_base_raw(rest);
@@ -121,7 +111,7 @@ static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, bloc
 // chain a little longer than a batch (a flush at a larger bound, an exit's)
 // was split by walking most of it (mstress -t 8: 0.96x the time).
 static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_chain_t *c) {
-  int chains = block_size_counts_chains(m->block_size);
+  int chains = block_size_has_chain_records(m->block_size);
   uint32_t limit = want + want / 2u;
   if (limit > room) limit = room;
   do {

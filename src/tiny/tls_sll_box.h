@@ -145,7 +145,7 @@ HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) {
 // class walks. Never in the hardened build, whose free blocks carry its fill
 // pattern there.
 #define BLOCK_CHAIN_MIN_SIZE 32u
-HAK_INLINE int block_size_counts_chains(uint32_t block_size) {
+HAK_INLINE int block_size_has_chain_records(uint32_t block_size) {
   return !HAK_HARDENED && block_size >= BLOCK_CHAIN_MIN_SIZE;
 }
 // The length sits above the 47-bit address of the last block.
