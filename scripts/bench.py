@@ -83,6 +83,8 @@ ROWS = [
          args=["-w", "4", "--min", "1M", "--max", "32M"], nopt="-n", n=1_000, smoke=20),
     dict(id="churn", label="thread churn, 4 at a time, 200 blocks each", prog="churn",
          args=["-c", "4", "-k", "200"], nopt="-n", n=2_000, smoke=20),
+    dict(id="threads-16", label="thread starts, 16 at a time, default stacks, 16 blocks each", prog="churn",
+         args=["-c", "16", "-k", "16", "--default-stack"], nopt="-n", n=4_000, smoke=32),
     dict(id="mstress", label="mstress: 8 threads a round trading blocks", prog="mstress",
          args=["-t", "8", "-n", "10000"], nopt="-r", n=20, smoke=1),
 ]

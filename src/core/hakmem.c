@@ -42,7 +42,7 @@ static void *alloc_enomem(void) {
 // go home, its slabs are abandoned for other threads to adopt).
 static HAK_NOINLINE void *alloc_after_exit(unsigned cls) {
   int saved = errno;
-  thread_setup();
+  if (!thread_setup()) return alloc_enomem();
   hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
   if (hak_base_is_null(b) && tiny_refill(cls)) b = tls_sll_pop(&t_tls_cache, cls);
   thread_teardown();
@@ -66,8 +66,8 @@ int hak_release_unused(void) {
 
 // A block of class cls: TLS hit, else refill.
 static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
-  if (HAK_UNLIKELY(t_heap.status == THREAD_DONE)) return alloc_after_exit(cls);
-  thread_ready();
+  if (HAK_UNLIKELY(t_thread_status == THREAD_DONE)) return alloc_after_exit(cls);
+  if (HAK_UNLIKELY(!thread_ready()) && !(hak_release_unused() && thread_ready())) return alloc_enomem();
   hak_base_ptr_t b = tls_sll_pop(&t_tls_cache, cls);
   if (hak_base_is_null(b)) {
     if (!tiny_refill(cls) && !(hak_release_unused() && tiny_refill(cls))) return alloc_enomem();
@@ -97,7 +97,7 @@ void *hak_malloc_slow(size_t size) {
   // A thread whose first block is a large one is set up here as well, so its
   // exit hook runs and its counters are summed (STATS: ws8192's large rows
   // lost every worker's count).
-  if (HAK_UNLIKELY(t_heap.status == THREAD_NEW)) thread_ready();
+  if (HAK_UNLIKELY(t_thread_status == THREAD_NEW)) (void)thread_ready();   // not set up: the block needs no heap
   void *p = hak_large_alloc(size, 0, 0);
   return p != NULL ? p : alloc_enomem();
 }
@@ -368,18 +368,18 @@ int hak_owns(const void *p) {
 }
 
 void hak_thread_flush(void) {
-  if (t_heap.status != THREAD_LIVE) return;
+  if (t_thread_status != THREAD_LIVE) return;
   thread_release_all();
   tiny_flush_exchange();   // what other threads left there goes home too
 }
 
 int hak_trim(void) {
-  if (t_heap.status == THREAD_LIVE) {
+  if (t_thread_status == THREAD_LIVE) {
     free_batch_drain();
     for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
     for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) tiny_flush_remote(c);
+    for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap_p->stash[k]);
   }
   tiny_flush_exchange();
-  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap.stash[k]);
   return hak_release_unused();
 }

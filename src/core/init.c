@@ -13,17 +13,21 @@
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
+#include "tiny/thread_record.h"
 #include "tiny/tiny_thread.h"
 #include "tiny/transfer_box.h"
 
 static _Atomic int g_init_state;          // 0 not started, 1 running, 2 done
 static _Atomic uintptr_t g_init_thread;
 
-// fork(): every lock, in one order — the class exchange's, the Shared Pool's (purge, then each
+// fork(): every lock, in one order — the thread records' pool (a new chunk
+// of records may be mapped under it, and a refused mapping gives back what
+// the pools below keep), the class exchange's, the Shared Pool's (purge, then each
 // kind's pool lock, then the registry's), the page heap's, the huge table's,
 // then the counters' live list — released in reverse in the parent; the
 // child, whose only thread took them, releases them the same way.
 static void fork_prepare(void) {
+  thread_record_fork_prepare();
   transfer_fork_prepare();
   shared_pool_fork_prepare();
   page_heap_fork_prepare();
@@ -36,9 +40,10 @@ static void fork_parent(void) {
   page_heap_fork_parent();
   shared_pool_fork_parent();
   transfer_fork_parent();
+  thread_record_fork_parent();
 }
 static void fork_child(void) {
-  thread_fork_child();            // releases the counters' lock
+  thread_fork_child();            // releases the counters' lock and the records' pool
   huge_fork_child();
   page_heap_fork_child();
   shared_pool_fork_child();

@@ -10,12 +10,12 @@ void hak_init_once(void);
 
 #include "tiny/tiny_thread.h"
 
-// The calling thread set up (and the process before it) on its first slow path.
-HAK_INLINE void thread_ready(void) {
-  if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) {
-    hak_init_once();
-    thread_setup();
-  }
+// The calling thread set up (and the process before it) on its first slow
+// path: 1, or 0 when it could not be (thread_setup: out of memory).
+HAK_INLINE int thread_ready(void) {
+  if (HAK_LIKELY(t_thread_status == THREAD_LIVE)) return 1;
+  hak_init_once();
+  return thread_setup();
 }
 
 #endif

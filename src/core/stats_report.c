@@ -165,7 +165,8 @@ size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
     // while it has blocks), not as of its last slow path.
     uint64_t own = !tls_sll_empty(&t_tls_cache, c) ? tls_cached(&t_tls_cache, c) : 0;
     // Blocks in the class exchange are cached too (transfer_box.h).
-    uint64_t cached = tc.cls[c].cached - (t_counters.cls[c].cached <= tc.cls[c].cached ? t_counters.cls[c].cached : tc.cls[c].cached) + own +
+    uint64_t mine = hak_counters()->cls[c].cached;
+    uint64_t cached = tc.cls[c].cached - (mine <= tc.cls[c].cached ? mine : tc.cls[c].cached) + own +
                       transfer_blocks((unsigned)c);
     r.cached = cached < handed[c] ? cached : handed[c];
     r.blocks_in_use = handed[c] - r.cached;

@@ -4,7 +4,8 @@
 #include <pthread.h>
 #include <string.h>
 
-__thread hak_thread_counters_t t_counters __attribute__((tls_model("initial-exec")));
+hak_thread_counters_t g_counters_unowned;
+__thread hak_thread_counters_t *t_counters_p __attribute__((tls_model("initial-exec"))) = &g_counters_unowned;
 
 static pthread_mutex_t g_counters_lock = PTHREAD_MUTEX_INITIALIZER;
 static hak_thread_counters_t *g_live_head;    // live records (g_counters_lock)
@@ -30,9 +31,9 @@ static void counters_add(hak_thread_counters_t *to, const hak_thread_counters_t 
   for (unsigned s = 0; s < HAK_SITE_COUNT; s++) to->site[s] += from->site[s];
 }
 
-void hak_counters_attach(void) {
-  hak_thread_counters_t *r = &t_counters;
+void hak_counters_attach(hak_thread_counters_t *r) {
   if (r->linked) return;
+  t_counters_p = r;
   pthread_mutex_lock(&g_counters_lock);
   HAK_SITE(SITE_THREAD_LOCK);
   r->prev = NULL;
@@ -44,7 +45,7 @@ void hak_counters_attach(void) {
 }
 
 void hak_counters_detach(void) {
-  hak_thread_counters_t *r = &t_counters;
+  hak_thread_counters_t *r = t_counters_p;
   if (!r->linked) return;
   pthread_mutex_lock(&g_counters_lock);
   HAK_SITE(SITE_THREAD_LOCK);
@@ -55,12 +56,9 @@ void hak_counters_detach(void) {
   if (r->next != NULL) r->next->prev = r->prev;
   r->linked = 0;
   pthread_mutex_unlock(&g_counters_lock);
-  // A thread may still allocate after its exit hook (later TLS destructors):
-  // start its record afresh so nothing is counted twice.
-  memset(r->cls, 0, sizeof r->cls);
-  r->ops = 0;
-  r->batched_frees = r->batch_starts = 0;
-  memset(r->site, 0, sizeof r->site);
+  // Zeroed for the record's next thread (tiny/thread_record.h).
+  memset(r, 0, sizeof *r);
+  t_counters_p = &g_counters_unowned;
 }
 
 size_t hak_counters_sum(hak_thread_counters_t *out) {
@@ -69,9 +67,7 @@ size_t hak_counters_sum(hak_thread_counters_t *out) {
   pthread_mutex_lock(&g_counters_lock);
   counters_add(out, &g_totals);
   for (hak_thread_counters_t *r = g_live_head; r != NULL; r = r->next, live++) counters_add(out, r);
-  // The calling thread may not be set up (it only ever freed, or is the
-  // process's exit path): its own counts still belong in the sum.
-  if (!t_counters.linked) counters_add(out, &t_counters);
+  counters_add(out, &g_counters_unowned);
   pthread_mutex_unlock(&g_counters_lock);
   out->next = out->prev = NULL;
   out->linked = 0;
@@ -83,9 +79,10 @@ void hak_counters_fork_parent(void) { pthread_mutex_unlock(&g_counters_lock); }
 // The child's only thread is the caller: the other live records belong to
 // threads that do not exist there. Their counts stay in the totals.
 void hak_counters_fork_child(void) {
+  hak_thread_counters_t *own = t_counters_p;
   for (hak_thread_counters_t *r = g_live_head; r != NULL; r = r->next)
-    if (r != &t_counters) counters_add(&g_totals, r);
-  g_live_head = t_counters.linked ? &t_counters : NULL;
-  t_counters.next = t_counters.prev = NULL;
+    if (r != own) counters_add(&g_totals, r);
+  g_live_head = own->linked ? own : NULL;
+  own->next = own->prev = NULL;
   pthread_mutex_unlock(&g_counters_lock);
 }

@@ -1,12 +1,17 @@
 // stats.h — the allocator's counters: per thread, summed when read.
 //
-// Every thread has one hak_thread_counters_t in initial-exec TLS. Only its
-// thread writes it (plain stores, no atomics, never on the malloc/free fast
-// path of the release build). A thread links its record into the live list on
-// set-up and, at exit, adds it into the totals and unlinks it, both under
+// Every LIVE thread has one hak_thread_counters_t, in its thread record
+// (tiny/thread_record.h), reached through t_counters_p. Only its thread
+// writes it (plain stores, no atomics, never on the malloc/free fast path of
+// the release build). A thread links its record into the live list on set-up
+// and, at exit, adds it into the totals, zeroes and unlinks it, all under
 // g_counters_lock: a reader (hak_counters_sum) sees totals + every live record.
 // Reads of another thread's record race with its plain stores; the figures are
 // exact for the calling thread and "as of the last slow path" for the others.
+// A thread without a record (before its set-up, after its exit hook) points
+// at one shared record, summed too: only the STATS build's counts land there
+// unsynchronised (a thread's first operation, a lock taken before set-up),
+// and any count a thread past its exit makes is skipped (hak_counters_own).
 //
 // The STATS build (make STATS=1, HAK_STATS=1) also counts operations and, per
 // site, every lock acquisition and every atomic read-modify-write on a line
@@ -67,19 +72,27 @@ typedef struct hak_thread_counters {
   int linked;
 } hak_thread_counters_t;
 
-extern HAK_INTERNAL __thread hak_thread_counters_t t_counters __attribute__((tls_model("initial-exec")));
+extern HAK_INTERNAL __thread hak_thread_counters_t *t_counters_p __attribute__((tls_model("initial-exec")));
+extern HAK_INTERNAL hak_thread_counters_t g_counters_unowned;
+
+// The calling thread's counters (the shared record when it has none).
+HAK_INLINE hak_thread_counters_t *hak_counters(void) { return t_counters_p; }
+// Whether the calling thread has a record of its own (LIVE).
+HAK_INLINE int hak_counters_own(void) { return t_counters_p != &g_counters_unowned; }
 
 #if HAK_STATS
-#define HAK_SITE(s)      (t_counters.site[(s)]++)
-#define HAK_COUNT_OP()   (t_counters.ops++)
+#define HAK_SITE(s)      (t_counters_p->site[(s)]++)
+#define HAK_COUNT_OP()   (t_counters_p->ops++)
 #else
 #define HAK_SITE(s)      ((void)0)
 #define HAK_COUNT_OP()   ((void)0)
 #endif
 
-// Link the calling thread's record into the live list (thread set-up).
-void hak_counters_attach(void);
-// Add the calling thread's record into the totals and unlink it (thread exit).
+// Make r (zeroed) the calling thread's counters and link it into the live
+// list (thread set-up).
+void hak_counters_attach(hak_thread_counters_t *r);
+// Add the calling thread's counters into the totals, zero and unlink them;
+// the thread counts into the shared record again (thread exit).
 void hak_counters_detach(void);
 // Totals of exited threads plus every live thread's record; returns the
 // number of live records.

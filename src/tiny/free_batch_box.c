@@ -90,7 +90,7 @@ void free_batch_drain(void) {
   // flush below never finds a half-drained batch.
   uint32_t n = fb->n;
   fb->n = 0;
-  t_counters.batched_frees += n;
+  hak_counters()->batched_frees += n;
 #if HAK_HARDENED
   // The canary follows the request, which the size word (prefetched by the
   // hold) gives: ask for every held block's canary line before the first
@@ -137,7 +137,7 @@ void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
 void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (moved < FREE_BATCH_MIN_FLUSH) return;
   if (!t_free_batch.active) {
-    if (foreign * 4u >= moved && g_hak_config.free_batch && t_heap.status == THREAD_LIVE) free_batch_set_active(1);
+    if (foreign * 4u >= moved && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) free_batch_set_active(1);
   } else if (foreign * 8u < moved && !t_free_batch.heap) {
     free_batch_set_active(0);
   }
@@ -146,7 +146,7 @@ void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
 void free_batch_note_heap(uint32_t owned_blocks) {
   free_batch_t *fb = &t_free_batch;
   if (!fb->active) {
-    if (owned_blocks >= FREE_BATCH_HEAP_BLOCKS && g_hak_config.free_batch && t_heap.status == THREAD_LIVE) {
+    if (owned_blocks >= FREE_BATCH_HEAP_BLOCKS && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) {
       free_batch_set_active(1);
       fb->heap = 1;
     }
@@ -166,7 +166,7 @@ void free_batch_set_active(int on) {
   // sh8bench, 2 threads handing each other half of every batch: batching on
   // for 3x the frees, 1.10x the time).
   if (on) tiny_cache_ungrow();
-  t_counters.batch_starts += (uint64_t)on;
+  hak_counters()->batch_starts += (uint64_t)on;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
     tc->owner_key[c].key = on ? FREE_BATCH_KEY : tls_owner_key_of_class(tc, c);
 }

@@ -103,12 +103,12 @@ unsigned hardened_alignment_lg(const slab_meta_t *m, const void *p) {
 
 void hardened_thread_first(void) {
   int saved = errno;
-  int after_exit = t_heap.status == THREAD_DONE;
-  thread_setup();                  // the process is set up: a slab block was freed
+  int after_exit = t_thread_status == THREAD_DONE;
+  int live = thread_setup();       // the process is set up: a slab block was freed
   // Past the thread's exit hook (a later key destructor's free) no hook would
   // drain the ring again: the block goes home now (as core/hakmem.c's
   // alloc_after_exit does for a malloc there).
-  if (after_exit) thread_teardown();
+  if (live && after_exit) thread_teardown();
   errno = saved;
 }
 

@@ -480,7 +480,7 @@ HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, un
   if (old == NULL) {                // one of the ring's first blocks (a new or drained ring)
     q->used++;
     // Here, not on every free: a thread's first frees find its ring empty.
-    if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) hardened_thread_first();
+    if (HAK_UNLIKELY(t_thread_status != THREAD_LIVE)) hardened_thread_first();
     return;
   }
   if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old, !counted))) return;

@@ -28,7 +28,7 @@ void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t
   } else if (SLAB_STATE(w) == SLAB_ACTIVE) {
     tiny_heap_notify_owner(m);       // one load unless the slab is on its owner's full list
   }
-  t_counters.cls[m->cls].remote_free_blocks += n;
+  if (hak_counters_own()) hak_counters()->cls[m->cls].remote_free_blocks += n;   // not past the thread's exit
   HAK_SITE(SITE_SLAB_USED);
   // acq_rel: release, so whoever reaches zero sees our pushes; acquire, so
   // the one that reaches zero sees everyone's.

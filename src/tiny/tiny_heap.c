@@ -7,7 +7,8 @@
 #include "tiny/slab_validate.h"
 #include "tiny/tls_sll_box.h"
 
-__thread tiny_heap_t t_heap __attribute__((tls_model("initial-exec")));
+__thread tiny_heap_t *t_heap_p __attribute__((tls_model("initial-exec")));
+__thread uint8_t t_thread_status __attribute__((tls_model("initial-exec")));
 
 // ---- owner-only doubly-linked lists --------------------------------------
 

@@ -51,7 +51,6 @@ typedef struct tiny_heap {
   // (the sh8 shape, 2 threads: 11% of the samples on that walk).
   hak_base_ptr_t remote_buf[TINY_REMOTE_CLASSES][TINY_REMOTE_BUF_BLOCKS];
   uint32_t     remote_count[TINY_REMOTE_CLASSES];
-  uint8_t      status;                     // enum thread_status
   // Blocks the slabs this thread owns hold (the sum of their capacities: a
   // slab counts from its acquire or adoption to its release or giving up).
   // Past FREE_BATCH_HEAP_BLOCKS its frees are tested in batches
@@ -62,16 +61,21 @@ typedef struct tiny_heap {
   uint8_t      pad[56];
 } tiny_heap_t;
 
-extern HAK_INTERNAL __thread tiny_heap_t t_heap __attribute__((tls_model("initial-exec")));
+// The thread's heap is in its record (tiny/thread_record.h), out of static
+// TLS: NULL while the thread is not LIVE. Its state (enum thread_status)
+// stays here, read before anything else on the slow paths.
+extern HAK_INTERNAL __thread tiny_heap_t *t_heap_p __attribute__((tls_model("initial-exec")));
+extern HAK_INTERNAL __thread uint8_t t_thread_status __attribute__((tls_model("initial-exec")));
 
 // A per-thread id for slab ownership: never 0 or SLAB_OWNER_POOL, unique
 // among live threads. It is the thread pointer, so free's owner check
-// compares with %fs:0 on x86-64 (tls_sll_box.h); the owner's heap is at the
-// same offset from it in every thread (tiny_heap_of_owner), so a remote freer
-// can reach the wake list of a full slab's owner.
+// compares with %fs:0 on x86-64 (tls_sll_box.h); the pointer to the owner's
+// heap is at the same offset from it in every thread (tiny_heap_of_owner), so
+// a remote freer can reach the wake list of a full slab's owner (LIVE while
+// the slab's notify word says so: the owner waits for it before it leaves).
 HAK_INLINE uintptr_t thread_self_id(void) { return hak_thread_pointer(); }
 HAK_INLINE tiny_heap_t *tiny_heap_of_owner(uintptr_t owner) {
-  return (tiny_heap_t *)(owner + ((uintptr_t)&t_heap - thread_self_id()));
+  return *(tiny_heap_t *const *)(owner + ((uintptr_t)&t_heap_p - thread_self_id()));
 }
 
 // The next slab to refill cls from, made current: one with blocks to give

@@ -138,7 +138,7 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
 
 // A refill of n blocks in this thread's counters.
 static void count_refill(const tls_cache_t *tc, unsigned cls, uint32_t n) {
-  hak_class_counters_t *k = &t_counters.cls[cls];
+  hak_class_counters_t *k = &hak_counters()->cls[cls];
   k->refills++;
   k->refill_blocks += n;
   k->cached = tls_cached(tc, cls);
@@ -196,7 +196,7 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 // carved 49 MB for 39 MB handed out, and ring grew without bound.
 int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
-  tiny_heap_t *h = &t_heap;
+  tiny_heap_t *h = t_heap_p;
   tiny_cache_rescale();
   if (!HAK_HARDENED) free_batch_note_heap(h->owned_blocks);
   tc->overflows[cls] = 0;
@@ -258,7 +258,7 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
   uint32_t n = c->n, remote = 0;
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id()) {
     int empty = tiny_free_local_box(m, c->first, c->last, n);
-    tiny_heap_slab_freed(&t_heap, m, empty);
+    tiny_heap_slab_freed(t_heap_p, m, empty);
   } else {
     remote_free_push_chain(m, c->first, c->last, n);
     remote = n;
@@ -360,7 +360,7 @@ void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   unsigned cls = m->cls;
   tls_cache_t *tc = &t_tls_cache;
   tls_sll_room_settle(tc, cls);   // after a full list's tls_sll_push_fast
-  if (HAK_UNLIKELY(t_heap.status == THREAD_DONE)) {
+  if (HAK_UNLIKELY(t_thread_status == THREAD_DONE)) {
     // After this thread's exit hook: glibc frees its per-thread state after
     // the last round of key destructors, so setting the thread up again
     // would leave it set up when it is gone. The block goes home at once.
@@ -369,7 +369,10 @@ void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   }
   // A thread that only frees is set up too, so it flushes its state at exit
   // (the process is: a block of it exists).
-  if (HAK_UNLIKELY(t_heap.status != THREAD_LIVE)) thread_setup();
+  if (HAK_UNLIKELY(t_thread_status != THREAD_LIVE) && !thread_setup()) {
+    tiny_free_after_exit(m, b);   // no memory for the thread's record: the block goes home at once
+    return;
+  }
   if (!tiny_block_stays_here(m, thread_self_id())) {
     tiny_free_remote(cls, b);
     return;
@@ -418,7 +421,7 @@ void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
 }
 
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
-  tiny_heap_t *h = &t_heap;
+  tiny_heap_t *h = t_heap_p;
   HAK_ASSERT(cls < TINY_REMOTE_CLASSES && g_size_class[cls].size < HAK_CACHE_LINE);
   block_set_free(b);
   h->remote_buf[cls][h->remote_count[cls]] = b;
@@ -431,7 +434,7 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
 // The remote buffer of cls goes home, gathered per slab as flush_gather
 // does, linked here: stores into the blocks, no load of them.
 void tiny_flush_remote(unsigned cls) {
-  tiny_heap_t *h = &t_heap;
+  tiny_heap_t *h = t_heap_p;
   HAK_ASSERT(cls < TINY_REMOTE_CLASSES);
   if (h->remote_count[cls] == 0) return;
   flush_ways_t fw = {.ways = 0, .next_victim = 0, .hit = 0, .sent_remote = 0};
@@ -468,7 +471,7 @@ uint32_t tiny_flush(unsigned cls, uint32_t n) {
   // Last, with the list whole again: starting to batch flushes grown lists
   // (tiny_cache_ungrow), stopping drains the held blocks onto them.
   if (overflow) free_batch_note_flush(moved, foreign.n + remote);
-  hak_class_counters_t *k = &t_counters.cls[cls];
+  hak_class_counters_t *k = &hak_counters()->cls[cls];
   k->flushes++;
   k->flush_blocks += moved;
   k->cached = tls_cached(tc, cls);

@@ -6,6 +6,7 @@
 #include "stats/stats.h"
 #include "tiny/free_batch_box.h"
 #include "tiny/hardened_box.h"
+#include "tiny/thread_record.h"
 #include "tiny/tiny_refill.h"
 
 static pthread_key_t g_thread_key;
@@ -23,7 +24,7 @@ unsigned tiny_cache_share(void) {
 void tiny_cache_rescale(void) {
   tls_cache_t *tc = &t_tls_cache;
   unsigned share = tiny_cache_share();
-  if (HAK_LIKELY(share == tc->cap_share) || t_heap.status != THREAD_LIVE) return;
+  if (HAK_LIKELY(share == tc->cap_share) || t_thread_status != THREAD_LIVE) return;
   tc->cap_share = (uint8_t)share;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     tls_set_cap(tc, c, tls_class_cap(tc, c, share));
@@ -33,7 +34,7 @@ void tiny_cache_rescale(void) {
 
 static void thread_key_destructor(void *value) {
   (void)value;
-  if (t_heap.status == THREAD_LIVE) thread_teardown();
+  if (t_thread_status == THREAD_LIVE) thread_teardown();
 }
 
 void thread_teardown(void) {
@@ -47,17 +48,24 @@ void thread_teardown(void) {
     t_tls_cache.owner_key[c].key = 0;
   }
   t_tls_cache.self = 0;
-  t_heap.status = THREAD_DONE;
+  t_thread_status = THREAD_DONE;
   if (t_counted_live) atomic_fetch_sub_explicit(&g_threads_live, 1, memory_order_relaxed);
   t_counted_live = 0;
   hak_counters_detach();
+  // Last: no slab names this thread as its owner any more, so no remote
+  // freer reads t_heap_p (tiny_heap_of_owner).
+  thread_record_t *r = (thread_record_t *)(void *)t_heap_p;   // the heap starts the record
+  t_heap_p = NULL;
+  thread_record_give_back(r);
 }
 
 void thread_key_init(void) { pthread_key_create(&g_thread_key, thread_key_destructor); }
 
-void thread_setup(void) {
-  if (t_heap.status == THREAD_LIVE) return;
-  int again = t_heap.status == THREAD_DONE;
+int thread_setup(void) {
+  if (t_thread_status == THREAD_LIVE) return 1;
+  int again = t_thread_status == THREAD_DONE;
+  thread_record_t *r = thread_record_take();
+  if (HAK_UNLIKELY(r == NULL)) return 0;   // no memory for it: the thread stays as it was
   // Lists are empty here: a thread that is not LIVE has room 0, so nothing
   // was pushed since it started or since its lists were flushed at teardown.
   tls_cache_t *tc = &t_tls_cache;
@@ -65,6 +73,7 @@ void thread_setup(void) {
     atomic_fetch_add_explicit(&g_threads_live, 1, memory_order_relaxed);
     t_counted_live = 1;
   }
+  t_heap_p = &r->heap;
   unsigned share = tiny_cache_share();
   tc->cap_share = (uint8_t)share;
   tc->self = thread_self_id();
@@ -78,15 +87,16 @@ void thread_setup(void) {
     tc->lists[c].room = tc->cap[c];
     tc->owner_key[c].key = tls_owner_key_of_class(tc, c);
   }
-  t_heap.status = THREAD_LIVE;
-  // A thread set up again after its exit hook (a malloc from a later key
-  // destructor) may outlive the last round of destructors: its counters,
-  // in its TLS, stay off the live list, which must never point into a gone
-  // thread's TLS (their counts after the hook are not summed).
-  if (!again) hak_counters_attach();
+  t_thread_status = THREAD_LIVE;
+  // Also for a thread set up again after its exit hook (a malloc from a
+  // later key destructor): the record outlives the thread, so the live list
+  // never points into a gone thread's memory, and the caller's teardown
+  // sums and unlinks it again.
+  hak_counters_attach(&r->counters);
   // May allocate for keys past the first 32: we are LIVE already. (Set up
   // again past the exit hook, the caller tears the thread down itself.)
   if (!again) pthread_setspecific(g_thread_key, (void *)1);
+  return 1;
 }
 
 void thread_release_all(void) {
@@ -96,16 +106,17 @@ void thread_release_all(void) {
 #endif
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
   for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) tiny_flush_remote(c);
-  tiny_heap_abandon_all(&t_heap);
+  tiny_heap_abandon_all(t_heap_p);
 #if HAK_DEBUG
-  tiny_heap_validate(&t_heap);
+  tiny_heap_validate(t_heap_p);
 #endif
 }
 
 void thread_fork_child(void) {
   // The other threads' heaps are gone with them; their slabs stay owned by
   // ids nobody has (as after any fork, their memory is not the child's to use).
-  tiny_heap_fork_child(&t_heap);
+  if (t_heap_p != NULL) tiny_heap_fork_child(t_heap_p);
+  thread_record_fork_child();
   atomic_store_explicit(&g_threads_live, t_counted_live, memory_order_relaxed);   // this thread alone
   hak_counters_fork_child();
 }

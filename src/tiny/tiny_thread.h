@@ -16,16 +16,19 @@
 // thread_teardown.
 void thread_key_init(void);
 
-// Make the calling thread LIVE (TLS bounds, counters, exit hook). The
-// process is initialised first by the caller (core/init.h: thread_ready).
-void thread_setup(void);
+// Make the calling thread LIVE (a thread record, TLS bounds, counters, exit
+// hook): 1, or 0 when no memory for its record could be mapped (the thread
+// stays as it was). The process is initialised first by the caller
+// (core/init.h: thread_ready).
+int thread_setup(void);
 // Give every cached block and owned slab back (thread exit, hak_thread_flush).
 void thread_release_all(void);
 // thread_release_all, then DONE: off the live count and the counters' list
 // (the exit hook, and after a malloc past it).
 void thread_teardown(void);
 
-// fork() child: the calling thread is the only one left.
+// fork() child: the calling thread is the only one left (also releases the
+// record pool's lock, thread_record_fork_prepare).
 void thread_fork_child(void);
 
 // Per-thread caches hold more of the process's memory the more threads there

@@ -12,7 +12,9 @@ const uintptr_t g_tls_sll_end[2] __attribute__((aligned(16))) = {HAK_LINK_ENCODE
 #define TLS_SLL_END_INIT ((void *)g_tls_sll_end)
 #endif
 
-__thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"))) = {
+// Line-aligned (the TLS block then is too): where its lists fall on cache
+// lines does not depend on the TLS of the program it is loaded into.
+__thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"), aligned(64))) = {
   .lists = { [0 ... HAK_NUM_CLASSES - 1] = { .head = TLS_SLL_END_INIT } },
   .slot_lut = { HAK_TINY_CLASS_LUT_INIT_AS(HAK_TLS_SLOT_OF) },
 };
@@ -57,7 +59,7 @@ void tls_sll_report_double_free(hak_base_ptr_t b, unsigned cls, uint32_t block_s
 #if HAK_DEBUG
 void tls_sll_validate(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
-  if (t_heap.status != THREAD_LIVE) {
+  if (t_thread_status != THREAD_LIVE) {
     HAK_CHECK(tls_sll_empty(tc, cls) && tc->lists[cls].room == 0, "a thread that is not set up has an empty list",
               tc);
     return;

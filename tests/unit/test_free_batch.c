@@ -269,12 +269,12 @@ static void *big_heap_then_small(void *arg) {
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
   r->active_big = (int)t_free_batch.active;
   r->heap_big = (int)t_free_batch.heap;
-  r->owned_big = t_heap.owned_blocks;
+  r->owned_big = t_heap_p->owned_blocks;
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
   hak_thread_flush();                      // the lists' blocks home: the slabs go back
   for (int i = 0; i < 64; i++) v[i] = hak_malloc(16);
   r->active_small = (int)t_free_batch.active;
-  r->owned_small = t_heap.owned_blocks;
+  r->owned_small = t_heap_p->owned_blocks;
   for (int i = 0; i < 64; i++) hak_free(v[i]);
   free(v);
   return NULL;

@@ -1,4 +1,4 @@
-// test_heap.c — a thread's slabs (tiny_heap): the full list and its wake-up,
+// test_heap_p->c — a thread's slabs (tiny_heap): the full list and its wake-up,
 // abandonment at thread exit and adoption by another thread, remote frees in
 // batches, and thread exit with slabs on every list.
 #include "unit_util.h"
@@ -67,7 +67,7 @@ static void *free_all_then_exit(void *arg) {
   free_list_arg_t *a = arg;
   held_free_all(a->h);                 // onto this thread's TLS lists; home at exit
   hak_thread_flush();
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) a->remote_blocks += t_counters.cls[c].remote_free_blocks;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) a->remote_blocks += hak_counters()->cls[c].remote_free_blocks;
   return NULL;
 }
 
@@ -84,13 +84,13 @@ static void test_remote_frees_that_empty_a_full_slab_wake_its_owner_once(void **
   assert_int_equal(remote_list_len(m), cap);            // ... onto m's remote list
   assert_int_equal(atomic_load(&m->used), 0);
   assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_NOTIFIED);
-  assert_ptr_equal(atomic_load(&t_heap.wake), m);       // pushed on our wake list once
+  assert_ptr_equal(atomic_load(&t_heap_p->wake), m);       // pushed on our wake list once
   assert_null(atomic_load(&m->wake_next));
   assert_int_equal(slab_state(m), SLAB_ACTIVE);         // still ours until we look
   hak_free(extra);
   hak_thread_flush();                                   // takes the wake list: m is EMPTY
   assert_int_equal(slab_state(m), SLAB_FREE);
-  assert_null(atomic_load(&t_heap.wake));
+  assert_null(atomic_load(&t_heap_p->wake));
 }
 
 static void *store_notified_later(void *arg) {
@@ -113,7 +113,7 @@ static void test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_s
   unsigned cls = size_class_of(64);
   slab_meta_t *m = full_slab(64, &h, &extra);
   assert_non_null(m);
-  assert_null(t_heap.partial[cls]);
+  assert_null(t_heap_p->partial[cls]);
   // A freer between its two stores: one block on m's remote list, m pushed
   // on our wake list, notify still NOTIFYING.
   void *one = held_pop(&h);
@@ -124,10 +124,10 @@ static void test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_s
   atomic_fetch_sub(&m->used, 1);
   atomic_store(&m->notify, SLAB_NOTIFY_NOTIFYING);
   atomic_store(&m->wake_next, NULL);
-  atomic_store(&t_heap.wake, m);
+  atomic_store(&t_heap_p->wake, m);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, store_notified_later, m), 0);
-  slab_meta_t *got = tiny_heap_partial_with_free(&t_heap, cls);   // takes the wake list
+  slab_meta_t *got = tiny_heap_partial_with_free(t_heap_p, cls);   // takes the wake list
   pthread_join(t, NULL);
   assert_ptr_equal(got, m);
   assert_int_equal(m->where, SLAB_IN_PARTIAL);
@@ -208,8 +208,8 @@ static void test_a_woken_slab_beyond_the_partial_keep_is_given_up_and_adopted(vo
     t.p[i] = held_pop(&h[i]);
   }
   run_in_thread(free_three_then_exit, &t);              // three wake pushes
-  assert_null(t_heap.partial[cls]);
-  slab_meta_t *got = tiny_heap_partial_with_free(&t_heap, cls);   // takes the wake list
+  assert_null(t_heap_p->partial[cls]);
+  slab_meta_t *got = tiny_heap_partial_with_free(t_heap_p, cls);   // takes the wake list
   assert_non_null(got);
   int kept = 0, given = -1;
   for (int i = 0; i < 3; i++) {
@@ -302,8 +302,8 @@ static void *exit_with_slabs_on_every_list(void *arg) {
   hak_free(one);
   tiny_flush(cls, UINT32_MAX);
   e->cur = slab_of(x2);                  // m3: current
-  e->stash = t_heap.stash[HAK_KIND_SMALL].n;
-  for (uint32_t i = 0; i < e->stash; i++) e->stashed[i] = t_heap.stash[HAK_KIND_SMALL].slab[i];
+  e->stash = t_heap_p->stash[HAK_KIND_SMALL].n;
+  for (uint32_t i = 0; i < e->stash; i++) e->stashed[i] = t_heap_p->stash[HAK_KIND_SMALL].slab[i];
   held_push(&h1, x2);
   while (h2.head != NULL) {              // hand every held block to the caller
     void *p = h2.head;
@@ -439,7 +439,7 @@ static slab_meta_t *partial_slab_a_third_free(held_blocks_t *h, void **extra, in
   some_blocks_t a = {h, m->capacity / 3};
   if (remote) {
     run_in_thread(free_some_then_exit, &a);            // wakes m: on our wake list
-    assert_ptr_equal(tiny_heap_partial_with_free(&t_heap, cls), m);   // takes it: partial
+    assert_ptr_equal(tiny_heap_partial_with_free(t_heap_p, cls), m);   // takes it: partial
   } else {
     for (uint32_t i = 0; i < a.n; i++) hak_free(held_pop(h));
     tiny_flush(cls, UINT32_MAX);                        // home through the local box: partial
@@ -466,7 +466,7 @@ static void test_a_partial_slab_filled_by_remote_frees_is_given_up_at_a_refill(v
   assert_true(tls_list_empty(cls));
   void *p = hak_malloc(64);                             // a refill from the current slab
   assert_ptr_equal(p, extra);
-  assert_null(t_heap.partial[cls]);
+  assert_null(t_heap_p->partial[cls]);
   assert_int_equal(atomic_load(&m->owner), 0);
   assert_int_equal(slab_state(m), SLAB_LISTED);         // on the abandoned stack, for an adopter
   held_free_all(&h);
@@ -482,8 +482,8 @@ static void test_a_partial_slab_filled_by_its_owner_stays_at_a_refill(void **sta
   unsigned cls = size_class_of(64);
   slab_meta_t *m = partial_slab_a_third_free(&h, &extra, 0);
   assert_non_null(m);
-  tiny_heap_trim_partial(&t_heap, cls, t_heap.cur[cls]);
-  assert_ptr_equal(t_heap.partial[cls], m);
+  tiny_heap_trim_partial(t_heap_p, cls, t_heap_p->cur[cls]);
+  assert_ptr_equal(t_heap_p->partial[cls], m);
   assert_int_equal(atomic_load(&m->owner), thread_self_id());
   held_free_all(&h);
   hak_free(extra);

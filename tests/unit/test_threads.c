@@ -2,6 +2,7 @@
 // frees after the allocating thread has gone, and four threads exchanging blocks
 // with verified contents.
 #include "unit_util.h"
+#include "tiny/thread_record.h"
 
 static void *alloc_free_many(void *arg) {
   (void)arg;
@@ -135,6 +136,61 @@ static void test_a_malloc_after_the_exit_hook_leaves_nothing_cached(void **state
   hak_stats_t after = stats_now();
   assert_int_equal(after.threads_live, before.threads_live);
   assert_int_equal(after.in_use_bytes, before.in_use_bytes);   // nothing cached by the gone threads
+}
+
+// A thread's heap and counters are in a record out of static TLS
+// (tiny/thread_record.h): taken at its set-up, given back at its exit, and
+// the next thread's set-up takes the one given back last, clean: no slab of
+// the exited thread on its lists, its counts summed and not counted again.
+typedef struct record_seen {
+  tiny_heap_t *before, *heap;         // t_heap_p before and after the first malloc
+  hak_thread_counters_t *counters;
+  uint64_t refills;                   // of the class of 200 bytes, after one malloc
+  uint32_t owned_blocks;
+  int other_classes_empty;
+} record_seen_t;
+
+static void *see_record(void *arg) {
+  record_seen_t *r = arg;
+  unsigned cls = size_class_of(200);
+  r->before = t_heap_p;
+  void *p = hak_malloc(200);
+  r->heap = t_heap_p;
+  r->counters = hak_counters();
+  r->refills = hak_counters()->cls[cls].refills;
+  r->owned_blocks = t_heap_p->owned_blocks;
+  r->other_classes_empty = 1;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    if (c != cls && (t_heap_p->cur[c] != NULL || t_heap_p->partial[c] != NULL || t_heap_p->full[c] != NULL))
+      r->other_classes_empty = 0;
+  hak_free(p);
+  return NULL;
+}
+
+static void *hold_many_classes(void *arg) {
+  (void)arg;
+  static const size_t sizes[] = {16, 48, 200, 1000, 3000, 20000};
+  void *v[6];
+  for (int i = 0; i < 6; i++) v[i] = hak_malloc(sizes[i]);
+  for (int i = 0; i < 6; i++) hak_free(v[i]);
+  return t_heap_p;
+}
+
+static void test_an_exited_threads_record_is_taken_clean_by_the_next_thread(void **state) {
+  (void)state;
+  record_seen_t a, b;
+  run_in_thread(see_record, &a);
+  tiny_heap_t *many = run_in_thread(hold_many_classes, NULL);   // slabs of six classes
+  run_in_thread(see_record, &b);
+  assert_null(a.before);                          // no record before the set-up
+  assert_null(b.before);
+  assert_non_null(a.heap);
+  assert_ptr_equal(b.heap, many);                 // the record given back last
+  assert_ptr_equal(b.counters, &((thread_record_t *)(void *)b.heap)->counters);
+  assert_int_equal(b.refills, 1);                 // its own refill, not the earlier threads'
+  assert_int_equal(a.refills, 1);
+  assert_true(b.other_classes_empty);             // none of the six classes' slabs
+  assert_int_equal(b.owned_blocks, a.owned_blocks);   // one slab of the class, as the first thread
 }
 
 static void test_exiting_thread_gives_its_cached_blocks_back(void **state) {
@@ -282,6 +338,7 @@ int main(void) {
     HAK_UNIT_TEST(test_threads_live_drops_when_a_thread_exits),
     HAK_UNIT_TEST(test_a_free_after_the_last_key_destructor_leaves_no_live_thread),
     HAK_UNIT_TEST(test_a_malloc_after_the_exit_hook_leaves_nothing_cached),
+    HAK_UNIT_TEST(test_an_exited_threads_record_is_taken_clean_by_the_next_thread),
     HAK_UNIT_TEST(test_exiting_thread_gives_its_cached_blocks_back),
     HAK_UNIT_TEST(test_2000_short_lived_threads_leave_superslab_count_flat),
     HAK_UNIT_TEST(test_2000_short_lived_threads_leave_threads_live_flat),

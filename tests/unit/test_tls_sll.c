@@ -128,7 +128,7 @@ static void test_refilled_blocks_all_come_from_the_current_slab(void **state) {
   void *p = hak_malloc(224);
   assert_non_null(p);
   slab_meta_t *m = slab_of(p);
-  assert_ptr_equal(t_heap.cur[cls], m);
+  assert_ptr_equal(t_heap_p->cur[cls], m);
   for (hak_base_ptr_t b = t_tls_cache.lists[cls].head; !tls_sll_is_end(b); b = block_next(b))
     assert_ptr_equal(slab_of(hak_base_raw(b)), m);
   hak_free(p);
@@ -315,10 +315,10 @@ static uint64_t last_round_flushes(size_t size, void **blk, int n, int rounds) {
   unsigned cls = size_class_of(size);
   uint64_t flushes = 0;
   for (int round = 0; round < rounds; round++) {
-    uint64_t before = t_counters.cls[cls].flushes;
+    uint64_t before = hak_counters()->cls[cls].flushes;
     for (int i = 0; i < n; i++) blk[i] = hak_malloc(size);
     for (int i = 0; i < n; i++) hak_free(blk[i]);
-    flushes = t_counters.cls[cls].flushes - before;
+    flushes = hak_counters()->cls[cls].flushes - before;
   }
   return flushes;
 }

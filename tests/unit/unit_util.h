@@ -178,7 +178,7 @@ static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
 static inline int validate_engine(void **state) {
   (void)state;
 #if HAK_DEBUG
-  tiny_heap_validate(&t_heap);
+  if (t_heap_p != NULL) tiny_heap_validate(t_heap_p);   // NULL: the thread is not LIVE, it owns nothing
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tls_sll_validate(c);
   uint32_t hw = ss_registry_high_water();
   for (uint32_t i = 0; i < hw; i++) {
