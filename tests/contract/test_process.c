@@ -328,6 +328,105 @@ static void rlimit_child(void *arg) {
   _exit(0);
 }
 
+// A thread's heap and counters are in a record mapped in chunks
+// (tiny/thread_record.h): a thread that starts when no chunk can be mapped
+// has no record. Its malloc reports ENOMEM, its free of another thread's
+// block still works (the block goes home), and once memory can be had again
+// the next threads are set up as usual.
+enum { NO_RECORD_THREADS = 200 };
+static pthread_barrier_t g_no_record_gate;
+typedef struct no_record_job { void *foreign; int got, enomem, bad; } no_record_job_t;
+
+// Set up (or not) between the two waits: every thread holds its record (if it
+// got one) until all have tried, so the pool's free records run out.
+static void *no_record_thread(void *arg) {
+  no_record_job_t *j = arg;
+  pthread_barrier_wait(&g_no_record_gate);      // the limit is set now
+  free(j->foreign);                             // a block main allocated
+  errno = 0;
+  char *p = malloc(32);
+  if (p != NULL) {
+    memset(p, 7, 32);
+    j->got = 1;
+    free(p);
+  } else if (errno == ENOMEM) {
+    j->enomem = 1;
+  } else {
+    j->bad = 1;
+  }
+  pthread_barrier_wait(&g_no_record_gate);      // all have tried
+  return NULL;
+}
+
+static size_t vm_size_now(void) {
+  char buf[4096];
+  int fd = open("/proc/self/status", O_RDONLY);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *v = strstr(buf, "VmSize:");
+  return v == NULL ? 0 : (size_t)strtoull(v + 7, NULL, 10) << 10;
+}
+
+static void no_record_child(void *arg) {
+  (void)arg;
+  static no_record_job_t jobs[NO_RECORD_THREADS];
+  static pthread_t t[NO_RECORD_THREADS];
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64u << 10);
+  if (pthread_barrier_init(&g_no_record_gate, NULL, NO_RECORD_THREADS + 1) != 0) _exit(10);
+  for (int i = 0; i < NO_RECORD_THREADS; i++) {
+    if ((jobs[i].foreign = malloc(32)) == NULL) _exit(11);
+    if (pthread_create(&t[i], &attr, no_record_thread, &jobs[i]) != 0) _exit(12);
+  }
+  void *keep = malloc(32);                      // the 32-byte slab stays, with free blocks
+  malloc_trim(0);                               // nothing cached that a refused mapping could give back
+  size_t vm = vm_size_now();
+  if (vm == 0) _exit(13);
+  struct rlimit rl, was;
+  if (getrlimit(RLIMIT_AS, &was) != 0) _exit(14);
+  rl = (struct rlimit){vm + (16u << 10), was.rlim_max};   // the soft limit only: it can be raised again
+  if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(14);
+  pthread_barrier_wait(&g_no_record_gate);     // go
+  pthread_barrier_wait(&g_no_record_gate);     // all have tried
+  int got = 0, enomem = 0;
+  for (int i = 0; i < NO_RECORD_THREADS; i++) {
+    pthread_join(t[i], NULL);
+    if (jobs[i].bad) _exit(15);                 // NULL without ENOMEM
+    got += jobs[i].got;
+    enomem += jobs[i].enomem;
+  }
+  if (enomem == 0) {                            // every thread found a record: the path was not taken
+    fprintf(stderr, "got %d enomem %d vm %zu now %zu\n", got, enomem, vm, vm_size_now());
+    _exit(16);
+  }
+  if (setrlimit(RLIMIT_AS, &was) != 0) _exit(17);
+  for (int i = 0; i < 16; i++) {                // memory again: threads are set up as usual
+    jobs[i] = (no_record_job_t){malloc(32), 0, 0, 0};
+    if (pthread_barrier_destroy(&g_no_record_gate) != 0 || pthread_barrier_init(&g_no_record_gate, NULL, 2) != 0)
+      _exit(18);
+    if (pthread_create(&t[i], &attr, no_record_thread, &jobs[i]) != 0) _exit(19);
+    pthread_barrier_wait(&g_no_record_gate);
+    pthread_barrier_wait(&g_no_record_gate);
+    pthread_join(t[i], NULL);
+    if (!jobs[i].got) _exit(20);
+  }
+  free(keep);
+  _exit(0);
+}
+
+static void test_a_thread_started_when_no_record_can_be_mapped_fails_cleanly(void **state) {
+  (void)state;
+  child_result_t r = run_in_child(no_record_child, NULL, 30);
+  if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
+    fail_msg("child %s %d (see the step numbers in no_record_child); stderr: %s",
+             WIFSIGNALED(r.status) ? "killed by signal" : "exited with",
+             WIFSIGNALED(r.status) ? WTERMSIG(r.status) : WEXITSTATUS(r.status), r.err);
+}
+
 static void test_malloc_under_rlimit_as_fails_with_enomem_and_recovers(void **state) {
   (void)state;
   child_result_t r = run_in_child(rlimit_child, NULL, 30);
@@ -347,6 +446,7 @@ int main(void) {
       cmocka_unit_test(test_frees_after_main_returns_work),
       cmocka_unit_test(test_mallocs_and_frees_after_the_exit_hook_leave_nothing_behind),
       cmocka_unit_test(test_malloc_under_rlimit_as_fails_with_enomem_and_recovers),
+      cmocka_unit_test(test_a_thread_started_when_no_record_can_be_mapped_fails_cleanly),
   };
   if (getenv("CONTRACT_FILTER") != NULL) cmocka_set_test_filter(getenv("CONTRACT_FILTER"));
   return cmocka_run_group_tests_name("process", tests, require_hakmem, NULL);
