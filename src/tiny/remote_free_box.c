@@ -12,7 +12,7 @@ void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t
   int counted = block_size_has_chain_records(m->block_size);   // fixed while our blocks keep m bound
   do {
     block_set_next(last, hak_base_from_raw(old));
-    if (counted) block_set_chain(first, last, n, hak_base_from_raw(old));
+    if (counted) block_set_chain(m, first, last, n, hak_base_from_raw(old));
     // seq_cst: release so the drainer sees the links; ordered before our
     // seq_cst loads of the state and notify words below (Dekker with the
     // owner's detach and arming, which store then load remote_head).
@@ -42,7 +42,7 @@ static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first) {
   hak_base_ptr_t b = first;
   block_chain_info_t ci;
   for (;;) {
-    ci = block_chain(b);
+    ci = block_chain(m, b);
     if (HAK_UNLIKELY(!slab_chain_plausible(m, ci) || (n += ci.n) > m->capacity)) {
       tls_sll_report_corrupt(b, m->cls);
       return 0;
@@ -52,7 +52,7 @@ static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first) {
   }
   // The last chain now leads to the free list.
   block_set_next(ci.last, hak_base_from_raw(m->freelist));
-  block_set_chain(b, ci.last, ci.n, hak_base_from_raw(m->freelist));
+  block_set_chain(m, b, ci.last, ci.n, hak_base_from_raw(m->freelist));
   m->freelist = hak_base_raw(first);
   return n;
 }

@@ -9,19 +9,21 @@
 // chain's first block must say where the chain ends and what follows it.
 static uint32_t free_list_length(const slab_meta_t *m, void *head) {
   uint32_t n = 0, chain_left = 0;
-  block_chain_info_t ci = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
+  block_chain_info_t ci = {HAK_BASE_NULL, HAK_BASE_NULL, HAK_BASE_NULL, 0};
   int chains = block_size_has_chain_records(m->block_size);
   char *end = slab_end(m);
-  for (hak_base_ptr_t b = hak_base_from_raw(head); !hak_base_is_null(b); b = block_next(b)) {
+  for (hak_base_ptr_t b = hak_base_from_raw(head), next; !hak_base_is_null(b); b = next) {
     char *p = hak_base_raw(b);
+    next = block_next(b);
     if (chains && chain_left == 0) {   // the first block of a chain
-      ci = block_chain(b);
+      ci = block_chain(m, b);
       HAK_CHECK(slab_chain_plausible(m, ci), "free-list chain record out of its slab", p);
       chain_left = ci.n;
+      if (ci.n >= 2) next = ci.second;   // (a 16-byte chain's link word holds its record)
     }
     if (chains && --chain_left == 0) {
       HAK_CHECK(hak_base_raw(b) == hak_base_raw(ci.last), "free-list chain record: wrong last block", p);
-      HAK_CHECK(hak_base_raw(block_next(b)) == hak_base_raw(ci.next), "free-list chain record: wrong next chain", p);
+      HAK_CHECK(hak_base_raw(next) == hak_base_raw(ci.next), "free-list chain record: wrong next chain", p);
     }
     HAK_CHECK(++n <= m->capacity, "free list longer than the slab's capacity", m);
     HAK_CHECK(p >= m->base && p < slab_carve(m) && p < end, "free block outside the slab's carved part", p);
@@ -29,7 +31,7 @@ static uint32_t free_list_length(const slab_meta_t *m, void *head) {
     HAK_CHECK(block_is_free(b), "free block without its free mark", p);
     // A link that leaves the slab is the program's use after free, not an
     // allocator bug: reported as the allocator reports it in release builds.
-    if (!block_link_in_slab(m, block_next(b))) {
+    if (!block_link_in_slab(m, next)) {
       tls_sll_report_corrupt(b, m->cls);
       break;                              // never followed
     }

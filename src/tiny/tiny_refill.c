@@ -53,8 +53,8 @@ HAK_INLINE void chain_append_chain(block_chain_t *c, hak_base_ptr_t first, hak_b
 
 HAK_INLINE void chain_append(block_chain_t *c, hak_base_ptr_t b) { chain_append_chain(c, b, b, 1); }
 
-// Up to `want` blocks off m's local free list, block by block (the 16-byte
-// class, and the hardened build: no chain records).
+// Up to `want` blocks off m's local free list, block by block (the hardened
+// build: no chain records).
 static void slab_walk_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   while (c->n < want && m->freelist != NULL) {
     hak_base_ptr_t b = hak_base_from_raw(m->freelist);
@@ -76,7 +76,7 @@ static void slab_walk_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
 static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, block_chain_t *c) {
   while (c->n < want && m->freelist != NULL) {
     hak_base_ptr_t first = hak_base_from_raw(m->freelist);
-    block_chain_info_t ci = block_chain(first);
+    block_chain_info_t ci = block_chain(m, first);
     if (HAK_UNLIKELY(!slab_chain_plausible(m, ci))) {
       tls_sll_report_corrupt(first, m->cls);
       m->freelist = NULL;            // going on: the list is dropped (leaked)
@@ -84,14 +84,14 @@ static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, bloc
     }
     if (c->n + ci.n <= limit) {
       m->freelist = hak_base_raw(ci.next);
+      block_chain_release(m, first, ci);
       chain_append_chain(c, first, ci.last, ci.n);
       continue;
     }
     if (c->n >= want / 2u) return;
     uint32_t k = want - c->n;        // 1 <= k < ci.n: blocks first..b taken, rest stays
-    hak_base_ptr_t b = first, rest;
-    for (uint32_t i = 1;; i++, b = rest) {
-      rest = block_next(b);
+    hak_base_ptr_t b = first, rest = ci.second;
+    for (uint32_t i = 1;; i++, b = rest, rest = block_next(b)) {
       if (HAK_UNLIKELY(!slab_block_start(m, hak_base_raw(rest)))) {
         tls_sll_report_corrupt(b, m->cls);
         m->freelist = NULL;          // going on: the list is dropped (leaked)
@@ -99,8 +99,9 @@ static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, bloc
       }
       if (i == k) break;
     }
-    block_set_chain(rest, ci.last, ci.n - k, ci.next);
+    block_set_chain(m, rest, ci.last, ci.n - k, ci.next);
     m->freelist = hak_base_raw(rest);
+    block_chain_release(m, first, ci);
     chain_append_chain(c, first, b, k);
   }
 }

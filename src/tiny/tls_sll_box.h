@@ -135,44 +135,106 @@ HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) {
 }
 // A chain of free blocks on a slab's free list or remote list (a run of one
 // slab's blocks given back together: an overflow's flush, a remote push, a
-// drain) carries, in its first block's words 2 and 3, its last block and its
-// length, and the first block of the chain after it (the last block's link),
-// encoded with the first block's key as links are. A refill then takes a
-// whole chain, and a drain a whole remote list, reading one block per chain:
-// walking every link waits for one cache miss after another (mstress, blocks
-// freed by an exited thread's round: 93% of the refill's samples on the
-// link's load). Blocks of 32 bytes or more have the two words; the 16-byte
-// class walks. Never in the hardened build, whose free blocks carry its fill
+// drain) carries a record of its last block, its length and the first block
+// of the chain after it (the last block's link), encoded with the first
+// block's key as links are. A refill then takes a whole chain, and a drain a
+// whole remote list, reading one block per chain: walking every link waits
+// for one cache miss after another (mstress, blocks freed by an exited
+// thread's round: 93% of the refill's samples on the link's load).
+// Blocks of 32 bytes or more keep it in their words 2 and 3. A 16-byte block
+// has two words, its link and its free mark, so a chain of two or more keeps
+// it in its first block's link word instead, packed as block indices in the
+// slab (BLOCK_CHAIN16_*: the second block, the last, the next chain, and the
+// length), with bit 0 set, which no link has; a chain of one block is its
+// plain link. Whoever takes such a chain off the slab's list writes the
+// first block's link back (block_chain_release) before it joins any other
+// list. Never in the hardened build, whose free blocks carry its fill
 // pattern there.
-#define BLOCK_CHAIN_MIN_SIZE 32u
+#define BLOCK_CHAIN_MIN_SIZE 16u
 HAK_INLINE int block_size_has_chain_records(uint32_t block_size) {
   return !HAK_HARDENED && block_size >= BLOCK_CHAIN_MIN_SIZE;
 }
 // The length sits above the 47-bit address of the last block.
 #define BLOCK_CHAIN_LEN_SHIFT 48
 _Static_assert(BLOCK_CHAIN_LEN_SHIFT >= 47 && 64 - BLOCK_CHAIN_LEN_SHIFT >= 16, "a slab's capacity (16 bits) fits");
+// The 16-byte class's packed record: four 13-bit fields above the flag bit.
+#define BLOCK_CHAIN16_SIZE  16u
+#define BLOCK_CHAIN16_BITS  13u
+#define BLOCK_CHAIN16_MASK  (((uintptr_t)1 << BLOCK_CHAIN16_BITS) - 1)
+#define BLOCK_CHAIN16_NONE  BLOCK_CHAIN16_MASK       // the next chain's index at the list's end
+#define BLOCK_CHAIN16_USED  (1u + 4u * BLOCK_CHAIN16_BITS)   // bits above these are 0
+// The 16-byte class is in the small kind's 64 KiB slabs (superslab.c: g_kind_slab_shift).
+_Static_assert((1u << 16) / BLOCK_CHAIN16_SIZE < BLOCK_CHAIN16_NONE, "a 16-byte slab's block indices fit");
 typedef struct block_chain_info {
   hak_base_ptr_t last, next;   // next: NULL at the list's end
+  hak_base_ptr_t second;       // the chain's second block (n >= 2)
   uint32_t       n;
 } block_chain_info_t;
-HAK_INLINE void block_set_chain(hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n, hak_base_ptr_t next) {
+HAK_INLINE uintptr_t block_chain16_index(const slab_meta_t *m, hak_base_ptr_t b) {
+  return hak_base_is_null(b) ? BLOCK_CHAIN16_NONE : (uintptr_t)((char *)hak_base_raw(b) - m->base) / BLOCK_CHAIN16_SIZE;
+}
+HAK_INLINE hak_base_ptr_t block_chain16_block(const slab_meta_t *m, uintptr_t index) {
+  return index == BLOCK_CHAIN16_NONE ? HAK_BASE_NULL : hak_base_from_raw(m->base + index * BLOCK_CHAIN16_SIZE);
+}
+// first's link word, decoded: a link, or a 16-byte chain's packed record (bit 0).
+HAK_INLINE uintptr_t block_word0(hak_base_ptr_t first) {
+  return *(const uintptr_t *)hak_base_raw(first) ^ block_link_key(first);
+}
+// Record first..last (n blocks of m, linked, the last linked to next) as a chain.
+HAK_INLINE void block_set_chain(const slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n,
+                                hak_base_ptr_t next) {
   uintptr_t *w = (uintptr_t *)hak_base_raw(first), key = block_link_key(first);
-  w[2] = ((uintptr_t)hak_base_raw(last) | (uintptr_t)n << BLOCK_CHAIN_LEN_SHIFT) ^ key;
-  w[3] = (uintptr_t)hak_base_raw(next) ^ key;
+  if (m->block_size >= 2u * BLOCK_CHAIN16_SIZE) {
+    w[2] = ((uintptr_t)hak_base_raw(last) | (uintptr_t)n << BLOCK_CHAIN_LEN_SHIFT) ^ key;
+    w[3] = (uintptr_t)hak_base_raw(next) ^ key;
+    return;
+  }
+  if (n < 2) return;                 // one block: its link is the next chain
+  uintptr_t w0 = block_word0(first), second;
+  if (w0 & 1u) second = w0 >> 1 & BLOCK_CHAIN16_MASK;    // recorded already (a drain, a retried push)
+  else second = block_chain16_index(m, hak_base_from_raw((void *)w0));
+  w[0] = (1u | second << 1 | block_chain16_index(m, last) << (1u + BLOCK_CHAIN16_BITS) |
+          block_chain16_index(m, next) << (1u + 2u * BLOCK_CHAIN16_BITS) |
+          (uintptr_t)n << (1u + 3u * BLOCK_CHAIN16_BITS)) ^ key;
 }
 // As stored (the caller checks it against its slab: slab_chain_plausible).
-HAK_INLINE block_chain_info_t block_chain(hak_base_ptr_t first) {
+HAK_INLINE block_chain_info_t block_chain(const slab_meta_t *m, hak_base_ptr_t first) {
   const uintptr_t *w = (const uintptr_t *)hak_base_raw(first);
-  uintptr_t key = block_link_key(first), lw = w[2] ^ key;
-  block_chain_info_t ci = {hak_base_from_raw((void *)(lw & (((uintptr_t)1 << BLOCK_CHAIN_LEN_SHIFT) - 1))),
-                           hak_base_from_raw((void *)(w[3] ^ key)), (uint32_t)(lw >> BLOCK_CHAIN_LEN_SHIFT)};
+  uintptr_t key = block_link_key(first), w0 = w[0] ^ key;
+  block_chain_info_t ci;
+  if (m->block_size >= 2u * BLOCK_CHAIN16_SIZE) {
+    uintptr_t lw = w[2] ^ key;
+    ci.last = hak_base_from_raw((void *)(lw & (((uintptr_t)1 << BLOCK_CHAIN_LEN_SHIFT) - 1)));
+    ci.next = hak_base_from_raw((void *)(w[3] ^ key));
+    ci.second = hak_base_from_raw((void *)w0);
+    ci.n = (uint32_t)(lw >> BLOCK_CHAIN_LEN_SHIFT);
+  } else if (w0 & 1u) {
+    ci.second = block_chain16_block(m, w0 >> 1 & BLOCK_CHAIN16_MASK);
+    ci.last = block_chain16_block(m, w0 >> (1u + BLOCK_CHAIN16_BITS) & BLOCK_CHAIN16_MASK);
+    ci.next = block_chain16_block(m, w0 >> (1u + 2u * BLOCK_CHAIN16_BITS) & BLOCK_CHAIN16_MASK);
+    // Bits above the record make the length implausible.
+    ci.n = w0 >> BLOCK_CHAIN16_USED ? 0u : (uint32_t)(w0 >> (1u + 3u * BLOCK_CHAIN16_BITS));
+  } else {                           // a chain of one block
+    ci.last = first;
+    ci.next = hak_base_from_raw((void *)w0);
+    ci.second = HAK_BASE_NULL;
+    ci.n = 1;
+  }
   return ci;
 }
+// first's chain (ci) leaves the slab's list whole or in part: a 16-byte
+// chain's first block gets its link back (its record would read as a
+// corrupted link anywhere else).
+HAK_INLINE void block_chain_release(const slab_meta_t *m, hak_base_ptr_t first, block_chain_info_t ci) {
+  if (m->block_size < 2u * BLOCK_CHAIN16_SIZE && ci.n >= 2) block_set_next(first, ci.second);
+}
 // Could ci be a chain of slab m: 1 to capacity blocks, its last block and the
-// next chain's first (or NULL) block starts of m below its carve point?
+// next chain's first (or NULL) block starts of m below its carve point (and
+// its second block, for a 16-byte chain of two or more)?
 HAK_INLINE int slab_chain_plausible(const slab_meta_t *m, block_chain_info_t ci) {
   return ci.n - 1u < m->capacity && slab_block_start(m, hak_base_raw(ci.last)) &&
-         (hak_base_is_null(ci.next) || slab_block_start(m, hak_base_raw(ci.next)));
+         (hak_base_is_null(ci.next) || slab_block_start(m, hak_base_raw(ci.next))) &&
+         (m->block_size >= 2u * BLOCK_CHAIN16_SIZE || ci.n < 2 || slab_block_start(m, hak_base_raw(ci.second)));
 }
 
 // Could `next` be a link the allocator wrote (NULL or a block address)?

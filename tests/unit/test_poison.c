@@ -63,17 +63,21 @@ static void poison_tls_list(void) {
 // link (0), or its chain's record: the chain's last block (2), the chain
 // after it (3).
 static int g_poison_word = 0;
+// The size of the blocks the slab list scenarios free and poison: 48 bytes,
+// or 16, whose chains keep their record in the first block's link word.
+static size_t g_poison_size = 48;
 
 // A slab's local free list: the owner's blocks flushed home from its TLS list.
 static void poison_slab_free_list(void) {
-  unsigned cls = size_class_of(48);
-  void *p = hak_malloc(48);
+  unsigned cls = size_class_of(g_poison_size);
+  void *p = hak_malloc(g_poison_size), *q = hak_malloc(g_poison_size);
   slab_meta_t *m = slab_of(p);
   hak_free(p);
+  hak_free(q);
   tiny_flush(cls, UINT32_MAX);                           // every cached block goes home
   if (m->freelist == NULL) return;                       // (would fail the test: no report)
   ((void **)m->freelist)[g_poison_word] = g_target;
-  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(48));
+  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(g_poison_size));
 }
 
 typedef struct handoff { void **blocks; int n; } handoff_t;
@@ -87,13 +91,13 @@ static void *free_all(void *arg) {
 static void poison_remote_list(void) {
   static void *blocks[64];
   handoff_t h = {blocks, 64};
-  for (int i = 0; i < 64; i++) blocks[i] = hak_malloc(48);
+  for (int i = 0; i < 64; i++) blocks[i] = hak_malloc(g_poison_size);
   slab_meta_t *m = slab_of(blocks[0]);
   run_in_thread(free_all, &h);
   void *head = atomic_load(&m->remote_head);
   if (head == NULL) return;
   ((void **)head)[g_poison_word] = g_target;
-  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(48));
+  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(g_poison_size));
 }
 
 static void test_an_address_written_over_a_chain_record_is_reported(void **state) {
@@ -103,6 +107,16 @@ static void test_an_address_written_over_a_chain_record_is_reported(void **state
     expect_poison_report(poison_remote_list);
   }
   g_poison_word = 0;
+}
+
+// A 16-byte chain of two or more keeps its record in its first block's link
+// word (block_set_chain): an address written there reads as neither.
+static void test_an_address_written_over_a_16_byte_chain_record_is_reported(void **state) {
+  (void)state;
+  g_poison_size = 16;
+  expect_poison_report(poison_slab_free_list);
+  expect_poison_report(poison_remote_list);
+  g_poison_size = 48;
 }
 
 static void test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported(void **state) {
@@ -169,6 +183,7 @@ int main(void) {
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_remote_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_in_the_class_exchange_is_reported),
     HAK_UNIT_TEST(test_an_address_written_over_a_chain_record_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_over_a_16_byte_chain_record_is_reported),
   };
   return cmocka_run_group_tests_name("poison", tests, NULL, NULL);
 }

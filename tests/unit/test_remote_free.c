@@ -234,7 +234,7 @@ static void free_blocks_from(size_t from) {
 }
 
 static void assert_chain_record(held_chain_t c, hak_base_ptr_t next) {
-  block_chain_info_t ci = block_chain(c.first);
+  block_chain_info_t ci = block_chain(g_slab.m, c.first);
   assert_ptr_equal(hak_base_raw(ci.last), hak_base_raw(c.last));
   assert_int_equal(ci.n, c.n);
   assert_ptr_equal(hak_base_raw(ci.next), hak_base_raw(next));
@@ -359,6 +359,12 @@ int main(void) {
     SLAB_TEST(test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole, setup_slab_of_48),
     SLAB_TEST(test_a_refill_splits_a_longer_chain_and_records_the_rest, setup_slab_of_48),
     SLAB_TEST(test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list, setup_slab_of_48),
+    // The 16-byte class keeps its records in the first block's link word.
+    SLAB_TEST(test_a_chain_freed_home_records_its_last_block_its_length_and_the_chain_after_it, setup_slab_of_16),
+    SLAB_TEST(test_a_refill_takes_a_chain_whole_and_leaves_the_next_when_half_a_batch_is_taken, setup_slab_of_16),
+    SLAB_TEST(test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole, setup_slab_of_16),
+    SLAB_TEST(test_a_refill_splits_a_longer_chain_and_records_the_rest, setup_slab_of_16),
+    SLAB_TEST(test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list, setup_slab_of_16),
   };
   return cmocka_run_group_tests_name("remote_free", tests, NULL, NULL);
 }

@@ -108,10 +108,20 @@ static inline int tls_list_empty(unsigned cls) { return tls_sll_empty(&t_tls_cac
 
 // Length of a slab's remote-free list (only meaningful while nobody drains it).
 static inline uint32_t remote_list_len(slab_meta_t *m) {
-  uint32_t n = 0;
-  for (hak_base_ptr_t b = hak_base_from_raw(atomic_load(&m->remote_head)); !hak_base_is_null(b) && n <= m->capacity;
-       b = block_next(b))
-    n++;
+  // Every block, through the chains (a 16-byte chain's first block holds its
+  // record in its link word: tls_sll_box.h, block_set_chain).
+  uint32_t n = 0, left = 0;
+  int chains = block_size_has_chain_records(m->block_size);
+  for (hak_base_ptr_t b = hak_base_from_raw(atomic_load(&m->remote_head)), next; !hak_base_is_null(b) && n <= m->capacity;
+       b = next, n++) {
+    next = block_next(b);
+    if (chains && left == 0) {
+      block_chain_info_t ci = block_chain(m, b);
+      left = ci.n;
+      if (ci.n >= 2) next = ci.second;
+    }
+    if (chains) left--;
+  }
   return n;
 }
 
