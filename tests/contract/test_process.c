@@ -418,22 +418,24 @@ static void no_record_child(void *arg) {
   _exit(0);
 }
 
+// Run child() in a child process; it exits 0 when every step held, else the
+// number of the step that failed.
+static void expect_child_steps_pass(void (*child)(void *), const char *name) {
+  child_result_t r = run_in_child(child, NULL, 30);
+  if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
+    fail_msg("child %s %d (see the step numbers in %s); stderr: %s",
+             WIFSIGNALED(r.status) ? "killed by signal" : "exited with",
+             WIFSIGNALED(r.status) ? WTERMSIG(r.status) : WEXITSTATUS(r.status), name, r.err);
+}
+
 static void test_a_thread_started_when_no_record_can_be_mapped_fails_cleanly(void **state) {
   (void)state;
-  child_result_t r = run_in_child(no_record_child, NULL, 30);
-  if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
-    fail_msg("child %s %d (see the step numbers in no_record_child); stderr: %s",
-             WIFSIGNALED(r.status) ? "killed by signal" : "exited with",
-             WIFSIGNALED(r.status) ? WTERMSIG(r.status) : WEXITSTATUS(r.status), r.err);
+  expect_child_steps_pass(no_record_child, "no_record_child");
 }
 
 static void test_malloc_under_rlimit_as_fails_with_enomem_and_recovers(void **state) {
   (void)state;
-  child_result_t r = run_in_child(rlimit_child, NULL, 30);
-  if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
-    fail_msg("child %s %d (see the step numbers in rlimit_child); stderr: %s",
-             WIFSIGNALED(r.status) ? "killed by signal" : "exited with",
-             WIFSIGNALED(r.status) ? WTERMSIG(r.status) : WEXITSTATUS(r.status), r.err);
+  expect_child_steps_pass(rlimit_child, "rlimit_child");
 }
 
 int main(void) {
