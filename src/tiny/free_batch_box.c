@@ -168,5 +168,5 @@ void free_batch_set_active(int on) {
   if (on) tiny_cache_ungrow();
   hak_counters()->batch_starts += (uint64_t)on;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
-    tc->owner_key[c].key = on ? FREE_BATCH_KEY : tls_owner_key_of_class(tc, c);
+    tc->lists[c].owner_key = on ? FREE_BATCH_KEY : tls_owner_key_of_class(tc, c);
 }

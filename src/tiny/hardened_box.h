@@ -435,13 +435,13 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p, int
   const uintptr_t *w = p;
   unsigned c = may_remote ? cls & (HARD_QUAR_REMOTE - 1) : cls;
   uintptr_t remote = may_remote ? (cls & HARD_QUAR_REMOTE) : 0;
-  // The list through malloc's view (head words[slot], room words[slot + 1]):
+  // The list through malloc's view (head words[slot], room rooms[TLS_ROOM_OF_SLOT(slot)]):
   // indexed from the TLS block's offset with no address built first.
   unsigned slot = size_class_tls_slot(c);
-  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | remote) == 0 && tc->words[slot + 1] != 0)) {
+  if (HAK_LIKELY(((w[0] ^ key) | (w[1] ^ key) | remote) == 0 && tc->rooms[TLS_ROOM_OF_SLOT(slot)] != 0)) {
     block_set_next(hak_base_from_raw(p), hak_base_from_raw((void *)tc->words[slot]));   // the mark stays
     tc->words[slot] = (uintptr_t)p;
-    tc->words[slot + 1]--;
+    tc->rooms[TLS_ROOM_OF_SLOT(slot)]--;
     return 1;
   }
   return 0;

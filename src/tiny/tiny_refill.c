@@ -388,7 +388,7 @@ static void class_ungrow(tls_cache_t *tc, unsigned cls) {
   if (tc->cap_grow[cls] == 0) return;
   tc->cap_grow[cls] = 0;
   tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
-  if ((intptr_t)tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-(intptr_t)tc->lists[cls].room);
+  if (tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-tc->lists[cls].room);
 }
 
 void tiny_flush_overflow(unsigned cls) {
@@ -400,7 +400,7 @@ void tiny_flush_overflow(unsigned cls) {
     tls_set_cap(tc, cls, tls_class_cap(tc, cls, tc->cap_share));
   }
   // The room was 0: now 0, or minus what the list holds over its new bound.
-  uint32_t n = tls_batch(tc, cls) + (uint32_t)-(intptr_t)tc->lists[cls].room;
+  uint32_t n = tls_batch(tc, cls) + (uint32_t)-tc->lists[cls].room;
   uint32_t others = tiny_flush(cls, n);
   // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
   // own overflows are what tell it to stop (free_batch_note_flush).
@@ -464,7 +464,7 @@ uint32_t tiny_flush(unsigned cls, uint32_t n) {
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL, &remote);
   if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
     send_chain_home(cls, foreign.first, foreign.last);
-  tc->lists[cls].room += moved;
+  tc->lists[cls].room += (int32_t)moved;
   if (hak_base_is_null(tc->lists[cls].head)) {   // a corrupted list was dropped
     tc->lists[cls].head = TLS_SLL_END;
     tc->lists[cls].room = tc->cap[cls];

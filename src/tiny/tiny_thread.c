@@ -28,7 +28,7 @@ void tiny_cache_rescale(void) {
   tc->cap_share = (uint8_t)share;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     tls_set_cap(tc, c, tls_class_cap(tc, c, share));
-    if ((intptr_t)tc->lists[c].room < 0) tiny_flush(c, (uint32_t)-(intptr_t)tc->lists[c].room);
+    if (tc->lists[c].room < 0) tiny_flush(c, (uint32_t)-tc->lists[c].room);
   }
 }
 
@@ -45,7 +45,7 @@ void thread_teardown(void) {
   thread_release_all();
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     t_tls_cache.lists[c].room = 0;
-    t_tls_cache.owner_key[c].key = 0;
+    t_tls_cache.lists[c].owner_key = 0;
   }
   t_tls_cache.self = 0;
   t_thread_status = THREAD_DONE;
@@ -85,7 +85,7 @@ int thread_setup(void) {
     tc->local_overflow[c] = 0;
     tc->cap[c] = tls_cap_for(c, share);
     tc->lists[c].room = tc->cap[c];
-    tc->owner_key[c].key = tls_owner_key_of_class(tc, c);
+    tc->lists[c].owner_key = tls_owner_key_of_class(tc, c);
   }
   t_thread_status = THREAD_LIVE;
   // Also for a thread set up again after its exit hook (a malloc from a

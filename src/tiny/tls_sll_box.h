@@ -25,24 +25,36 @@
 #include "superslab/size_class.h"
 #include "superslab/superslab.h"
 
-// One list: its head and its room on one 16-byte unit, so both are on one
-// cache line (and the lists of neighbouring classes share lines).
+// One list: its head, its room and free's owner key of its class on one
+// 16-byte unit, so all three are on one cache line (and the lists of
+// neighbouring classes share lines).
 typedef struct tls_list {
   hak_base_ptr_t head;
-  uintptr_t      room;   // a word, so malloc's view (tls_cache_t.words) adds to it whole
+  // Blocks the list may take yet; below 0 only on the way to a flush (a
+  // full list's failed push, a bound lowered). 32 bits, and every write of
+  // it 32 bits wide (malloc's view: tls_cache_t.rooms), so none reaches the key.
+  int32_t        room;
+  // free's owner test (core/hakmem_fast.h): while the thread is LIVE, its
+  // id's low 32 bits for a class below a cache line and 0 for the others (0
+  // for all when not LIVE; FREE_BATCH_KEY while batching); compared with the
+  // slab's owner_small. Beside the room: the list's offset from the thread
+  // pointer finds it (tls_owner_key_at), on the line free writes anyway.
+  uint32_t       owner_key;
 } tls_list_t;
-_Static_assert(sizeof(tls_list_t) == 2 * sizeof(uintptr_t) && offsetof(tls_list_t, room) == sizeof(uintptr_t),
-               "a list is two words: the head, then the room");
+_Static_assert(sizeof(tls_list_t) == 2 * sizeof(uintptr_t) && offsetof(tls_list_t, room) == sizeof(uintptr_t) &&
+                   offsetof(tls_list_t, owner_key) == sizeof(uintptr_t) + sizeof(int32_t),
+               "a list is two words: the head, then the room and the owner key");
 
 // The lists start the TLS block. malloc addresses a class's list by its TLS
 // slot (size_class_tls_slot: 2 * class, the list's offset in words), from the
-// block's TLS offset, with no displacement for the head and the word offset
-// 8 for the room. free addresses it from the thread pointer by the offset the
+// block's TLS offset, with no displacement for the head and 8 bytes for the
+// room (12 for the owner key). free addresses it from the thread pointer by the offset the
 // slab metadata keeps (tls_off, tls_list_tp_offset): no load of the TLS offset.
 typedef struct tls_cache {
   union {
     tls_list_t   lists[HAK_NUM_CLASSES];
-    uintptr_t    words[2 * HAK_NUM_CLASSES];   // malloc's view: head words[slot], room words[slot + 1]
+    uintptr_t    words[2 * HAK_NUM_CLASSES];   // malloc's view: head words[slot] ...
+    int32_t      rooms[4 * HAK_NUM_CLASSES];   // ... and room rooms[2 * slot + 2] (TLS_ROOM_OF_SLOT)
   };
   uintptr_t      self;   // the thread's id (thread_self_id) while LIVE, else 0
   // The TLS slot of each request size up to 1 KiB (g_tiny_class_lut times 2,
@@ -70,13 +82,9 @@ typedef struct tls_cache {
   // back to 0 at an overflow that held other threads' blocks.
   uint8_t        cap_grow[HAK_NUM_CLASSES];
   uint8_t        local_overflow[HAK_NUM_CLASSES];   // such overflows since the last refill (saturating)
-  // free's owner test (core/hakmem_fast.h), per class: while the thread is
-  // LIVE, its id's low 32 bits for a class below a cache line and 0 for the
-  // others (0 for all when not LIVE); compared with the slab's owner_small.
-  // 16 bytes apart like the lists, so that a list's offset from the thread
-  // pointer also addresses its key (tls_owner_key_at).
-  struct { uint32_t key, pad[3]; } owner_key[HAK_NUM_CLASSES] __attribute__((aligned(16)));
 } tls_cache_t;
+// The room of the list of TLS slot `slot` in malloc's view (rooms[]).
+#define TLS_ROOM_OF_SLOT(slot) (2u * (slot) + 2u)
 _Static_assert(offsetof(tls_cache_t, lists) == 0, "the slot of a class is its list's offset in words");
 
 extern HAK_INTERNAL __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec")));
@@ -291,11 +299,9 @@ typedef const char tls_bytes_tp_t;
 typedef const uint32_t tls_u32_tp_t;
 HAK_INLINE tls_list_tp_t *tls_list_at_tp(int32_t off) { return (tls_list_tp_t *)(hak_thread_pointer() + off); }
 #endif
-// The owner key of the class whose list l is (tls_cache_t.owner_key).
-#define TLS_OWNER_KEY_DELTA (offsetof(tls_cache_t, owner_key) - offsetof(tls_cache_t, lists))
-_Static_assert(sizeof(tls_list_t) == sizeof(((tls_cache_t *)0)->owner_key[0]), "a list and its key: the same stride");
+// The owner key of the class whose list l is (tls_list_t.owner_key).
 HAK_INLINE uint32_t tls_owner_key_at(tls_list_tp_t *l) {
-  return *(tls_u32_tp_t *)((tls_bytes_tp_t *)l + TLS_OWNER_KEY_DELTA);
+  return *(tls_u32_tp_t *)((tls_bytes_tp_t *)l + offsetof(tls_list_t, owner_key));
 }
 // The offset of cls's list from the thread pointer (the same in every thread):
 // kept in the slab metadata of a slab bound to cls (tls_off).
@@ -329,7 +335,7 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, uintptr_t slot) {
   // writes a NULL link nowhere on a TLS list's way (one test more per malloc).
   if (HAK_HARDENED && HAK_UNLIKELY(hak_base_is_null(next))) return HAK_BASE_NULL;
   tc->words[slot] = (uintptr_t)hak_base_raw(next);
-  tc->words[slot + 1]++;
+  tc->rooms[TLS_ROOM_OF_SLOT(slot)]++;
   block_clear_free(b);
   return b;
 }
@@ -348,18 +354,18 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop(tls_cache_t *tc, unsigned cls) {
 // its room at -1 (putting it back would cost the fast path an instruction:
 // the address of the room, kept for the store). The caller's slow path, taken
 // right after, calls tls_sll_room_settle before anything else reads the room.
-_Static_assert(TLS_CACHE_MAX_BLOCKS <= INT32_MAX, "a room is a non-negative int32_t");
+_Static_assert(TLS_GROWN_MAX_BLOCKS <= INT32_MAX, "a room is an int32_t");
 HAK_INLINE int tls_sll_push_fast(tls_list_tp_t *l, hak_base_ptr_t b) {
   uintptr_t mark = block_free_mark(b);   // before the store to l, which GCC cannot tell from g_block_cookie
   l->room--;
-  if (HAK_UNLIKELY((intptr_t)l->room < 0)) return 0;
+  if (HAK_UNLIKELY(l->room < 0)) return 0;
   ((uintptr_t *)hak_base_raw(b))[1] = mark;
   block_set_next(b, l->head);
   l->head = b;
   return 1;
 }
 HAK_INLINE void tls_sll_room_settle(tls_cache_t *tc, unsigned cls) {
-  if (HAK_UNLIKELY((intptr_t)tc->lists[cls].room < 0)) tc->lists[cls].room = 0;
+  if (HAK_UNLIKELY(tc->lists[cls].room < 0)) tc->lists[cls].room = 0;
 }
 // The same by class (tc is the calling thread's t_tls_cache), the room put
 // back at once: 0 when the list is full (the caller flushes a batch back to
@@ -377,7 +383,7 @@ HAK_INLINE void tls_sll_push_chain(tls_cache_t *tc, unsigned cls, hak_base_ptr_t
                                    uint32_t n) {
   block_set_next(last, tc->lists[cls].head);
   tc->lists[cls].head = first;
-  tc->lists[cls].room -= n;
+  tc->lists[cls].room -= (int32_t)n;
 }
 
 // The bound of a list of cls for a thread holding 1/2^share of the small
@@ -404,7 +410,7 @@ _Static_assert(TLS_GROWN_MAX_BLOCKS <= UINT16_MAX, "a grown bound fits the cap's
 // Set this thread's bound of cls, keeping length + room == bound: the room
 // goes negative when the list is over the new bound (the caller flushes).
 HAK_INLINE void tls_set_cap(tls_cache_t *tc, unsigned cls, uint16_t cap) {
-  tc->lists[cls].room += (uintptr_t)((intptr_t)cap - (intptr_t)tc->cap[cls]);
+  tc->lists[cls].room += (int32_t)cap - (int32_t)tc->cap[cls];
   tc->cap[cls] = cap;
 }
 // A LIVE thread's owner key of class c when it is not batching its frees
@@ -416,7 +422,7 @@ HAK_INLINE uint32_t tls_owner_key_of_class(const tls_cache_t *tc, unsigned c) {
 HAK_INLINE uint32_t tls_batch(const tls_cache_t *tc, unsigned cls) { return tc->cap[cls] / 2u; }
 // Blocks on the list of cls (a LIVE thread).
 HAK_INLINE uint32_t tls_cached(const tls_cache_t *tc, unsigned cls) {
-  return (intptr_t)tc->lists[cls].room < (intptr_t)tc->cap[cls] ? tc->cap[cls] - (uint32_t)tc->lists[cls].room : 0;
+  return tc->lists[cls].room < (int32_t)tc->cap[cls] ? tc->cap[cls] - (uint32_t)tc->lists[cls].room : 0;
 }
 
 // Report a double free of b (a block of class cls, block_size bytes) and abort.

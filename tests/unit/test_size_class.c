@@ -146,7 +146,7 @@ static void *tls_offsets_of_sizes_in_this_thread(void *arg) {
     unsigned cls = size_class_tiny(n);
     unsigned slot = tls_slot_of_size(&t_tls_cache, n);
     if (slot != 2 * cls || &t_tls_cache.words[slot] != (uintptr_t *)&t_tls_cache.lists[cls].head ||
-        &t_tls_cache.words[slot + 1] != &t_tls_cache.lists[cls].room)
+        &t_tls_cache.rooms[TLS_ROOM_OF_SLOT(slot)] != &t_tls_cache.lists[cls].room)
       return (void *)1;
     void *p = hak_malloc(n);
     slab_meta_t *m = slab_of(p);
