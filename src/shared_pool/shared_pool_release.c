@@ -169,13 +169,24 @@ static int ss_waited(superslab_t *ss, uint64_t now) {
 // hysteresis (all of them when `everything`), take out up to PURGE_BATCH dirty
 // FREE slabs that have waited long enough (any, when `everything`), and
 // others while *over (bytes past the purge target) lasts. Kind's lock held.
+// From the pool list's tail: a take looks for dirty slabs from its head (the
+// SuperSlab that got a FREE slab last), so the slabs purged early are the
+// ones the program would take back last, and the ones it takes next stay
+// resident. (From the head, as takes, each early purge took what the next
+// take wanted: mstress -t 8 0.976x the time with 6% fewer page faults from
+// the tail, -t 16 -r 100 0.980x, prodcons -t 4 0.929-0.969x, churn 0.969x;
+// ring -t 8 of 1-16 KiB 0.993-1.004x at 1.04-1.06x the peak RSS, within its
+// spread.) The walk to the tail costs a step per SuperSlab in the pool, once
+// per pass.
 static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over, uint64_t now, slab_meta_t **out,
                                      int *released) {
   pool_kind_t *pk = &g_pool[kind];
   uint64_t next_due = UINT64_MAX;
   uint32_t kept_empty = 0, n = 0;
-  for (superslab_t *ss = pk->head, *next; ss != NULL; ss = next) {
-    next = ss->pool_next;
+  superslab_t *tail = pk->head;
+  while (tail != NULL && tail->pool_next != NULL) tail = tail->pool_next;
+  for (superslab_t *ss = tail, *next; ss != NULL; ss = next) {
+    next = ss->pool_prev;
     if (ss->free_mask == ss_all_slabs_mask(ss) &&
         (everything || (++kept_empty > g_hak_config.keep_empty_superslabs && ss_waited(ss, now)))) {
       pool_unmap_superslab(ss);
@@ -202,7 +213,7 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
           pk->recent_taken /= 2;
         }
       }
-      pool_take_slab_locked(m);    // (next may be unlinked by this only if ss leaves the list: it is read first)
+      pool_take_slab_locked(m);    // (ss may leave the list by this: next was read first)
       out[n++] = m;
     }
   }
