@@ -9,10 +9,9 @@
 
 void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   void *old = atomic_load_explicit(&m->remote_head, memory_order_relaxed);
-  int counted = block_size_has_chain_records(m->block_size);   // fixed while our blocks keep m bound
   do {
     block_set_next(last, hak_base_from_raw(old));
-    if (counted) block_set_chain(m, first, last, n, hak_base_from_raw(old));
+    if (BLOCK_CHAIN_RECORDS) block_set_chain(m, first, last, n, hak_base_from_raw(old));
     // seq_cst: release so the drainer sees the links; ordered before our
     // seq_cst loads of the state and notify words below (Dekker with the
     // owner's detach and arming, which store then load remote_head).
@@ -35,7 +34,7 @@ void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t
   if (atomic_fetch_sub_explicit(&m->used, n, memory_order_acq_rel) == n) shared_pool_slab_empty(m);
 }
 
-// A drained list of chains (block_size_has_chain_records): one block read per
+// A drained list of chains (BLOCK_CHAIN_RECORDS): one block read per
 // chain. Returns the blocks, 0 for a corrupted list (reported; dropped).
 static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first) {
   uint32_t n = 0;
@@ -69,7 +68,7 @@ uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
     tls_sll_report_corrupt(tail, m->cls);    // the slab's remote head itself
     return 0;                                // the list is dropped (leaked), never followed
   }
-  if (block_size_has_chain_records(m->block_size)) return drain_chains(m, tail);
+  if (BLOCK_CHAIN_RECORDS) return drain_chains(m, tail);
   for (hak_base_ptr_t next; !hak_base_is_null(next = block_next(tail)); tail = next) {
     if (HAK_UNLIKELY(!block_link_in_slab(m, next))) {
       tls_sll_report_corrupt(tail, m->cls);

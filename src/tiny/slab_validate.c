@@ -10,7 +10,7 @@
 static uint32_t free_list_length(const slab_meta_t *m, void *head) {
   uint32_t n = 0, chain_left = 0;
   block_chain_info_t ci = {HAK_BASE_NULL, HAK_BASE_NULL, HAK_BASE_NULL, 0};
-  int chains = block_size_has_chain_records(m->block_size);
+  int chains = BLOCK_CHAIN_RECORDS;
   char *end = slab_end(m);
   for (hak_base_ptr_t b = hak_base_from_raw(head), next; !hak_base_is_null(b); b = next) {
     char *p = hak_base_raw(b);

@@ -28,6 +28,10 @@ typedef struct thread_record {
   hak_thread_counters_t    counters;
   struct thread_record    *next_free;   // the pool's free list (its lock)
 } thread_record_t;
+_Static_assert(offsetof(thread_record_t, heap) == 0, "a thread's heap pointer is its record's (thread_record_of)");
+
+// The record whose heap h is.
+HAK_INLINE thread_record_t *thread_record_of(tiny_heap_t *h) { return (thread_record_t *)(void *)h; }
 
 // Records mapped at once when the pool's free list is empty.
 #define THREAD_RECORD_CHUNK 16u

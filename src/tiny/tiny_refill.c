@@ -112,7 +112,7 @@ static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, bloc
 // chain a little longer than a batch (a flush at a larger bound, an exit's)
 // was split by walking most of it (mstress -t 8: 0.96x the time).
 static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_chain_t *c) {
-  int chains = block_size_has_chain_records(m->block_size);
+  int chains = BLOCK_CHAIN_RECORDS;
   uint32_t limit = want + want / 2u;
   if (limit > room) limit = room;
   do {

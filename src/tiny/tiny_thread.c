@@ -54,7 +54,7 @@ void thread_teardown(void) {
   hak_counters_detach();
   // Last: no slab names this thread as its owner any more, so no remote
   // freer reads t_heap_p (tiny_heap_of_owner).
-  thread_record_t *r = (thread_record_t *)(void *)t_heap_p;   // the heap starts the record
+  thread_record_t *r = thread_record_of(t_heap_p);
   t_heap_p = NULL;
   thread_record_give_back(r);
 }

@@ -156,12 +156,9 @@ HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) {
 // length), with bit 0 set, which no link has; a chain of one block is its
 // plain link. Whoever takes such a chain off the slab's list writes the
 // first block's link back (block_chain_release) before it joins any other
-// list. Never in the hardened build, whose free blocks carry its fill
-// pattern there.
-#define BLOCK_CHAIN_MIN_SIZE 16u
-HAK_INLINE int block_size_has_chain_records(uint32_t block_size) {
-  return !HAK_HARDENED && block_size >= BLOCK_CHAIN_MIN_SIZE;
-}
+// list. Every class has them, but not in the hardened build, whose free
+// blocks carry its fill pattern there.
+#define BLOCK_CHAIN_RECORDS (!HAK_HARDENED)
 // The length sits above the 47-bit address of the last block.
 #define BLOCK_CHAIN_LEN_SHIFT 48
 _Static_assert(BLOCK_CHAIN_LEN_SHIFT >= 47 && 64 - BLOCK_CHAIN_LEN_SHIFT >= 16, "a slab's capacity (16 bits) fits");
@@ -178,27 +175,25 @@ typedef struct block_chain_info {
   hak_base_ptr_t second;       // the chain's second block (n >= 2)
   uint32_t       n;
 } block_chain_info_t;
+// Does m's class keep its chain records packed in the first block's link word?
+HAK_INLINE int block_chain_packed(const slab_meta_t *m) { return m->block_size == BLOCK_CHAIN16_SIZE; }
 HAK_INLINE uintptr_t block_chain16_index(const slab_meta_t *m, hak_base_ptr_t b) {
   return hak_base_is_null(b) ? BLOCK_CHAIN16_NONE : (uintptr_t)((char *)hak_base_raw(b) - m->base) / BLOCK_CHAIN16_SIZE;
 }
 HAK_INLINE hak_base_ptr_t block_chain16_block(const slab_meta_t *m, uintptr_t index) {
   return index == BLOCK_CHAIN16_NONE ? HAK_BASE_NULL : hak_base_from_raw(m->base + index * BLOCK_CHAIN16_SIZE);
 }
-// first's link word, decoded: a link, or a 16-byte chain's packed record (bit 0).
-HAK_INLINE uintptr_t block_word0(hak_base_ptr_t first) {
-  return *(const uintptr_t *)hak_base_raw(first) ^ block_link_key(first);
-}
 // Record first..last (n blocks of m, linked, the last linked to next) as a chain.
 HAK_INLINE void block_set_chain(const slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n,
                                 hak_base_ptr_t next) {
   uintptr_t *w = (uintptr_t *)hak_base_raw(first), key = block_link_key(first);
-  if (m->block_size >= 2u * BLOCK_CHAIN16_SIZE) {
+  if (!block_chain_packed(m)) {
     w[2] = ((uintptr_t)hak_base_raw(last) | (uintptr_t)n << BLOCK_CHAIN_LEN_SHIFT) ^ key;
     w[3] = (uintptr_t)hak_base_raw(next) ^ key;
     return;
   }
   if (n < 2) return;                 // one block: its link is the next chain
-  uintptr_t w0 = block_word0(first), second;
+  uintptr_t w0 = (uintptr_t)hak_base_raw(block_next(first)), second;   // a link, or the record (bit 0)
   if (w0 & 1u) second = w0 >> 1 & BLOCK_CHAIN16_MASK;    // recorded already (a drain, a retried push)
   else second = block_chain16_index(m, hak_base_from_raw((void *)w0));
   w[0] = (1u | second << 1 | block_chain16_index(m, last) << (1u + BLOCK_CHAIN16_BITS) |
@@ -208,9 +203,9 @@ HAK_INLINE void block_set_chain(const slab_meta_t *m, hak_base_ptr_t first, hak_
 // As stored (the caller checks it against its slab: slab_chain_plausible).
 HAK_INLINE block_chain_info_t block_chain(const slab_meta_t *m, hak_base_ptr_t first) {
   const uintptr_t *w = (const uintptr_t *)hak_base_raw(first);
-  uintptr_t key = block_link_key(first), w0 = w[0] ^ key;
+  uintptr_t key = block_link_key(first), w0 = (uintptr_t)hak_base_raw(block_next(first));
   block_chain_info_t ci;
-  if (m->block_size >= 2u * BLOCK_CHAIN16_SIZE) {
+  if (!block_chain_packed(m)) {
     uintptr_t lw = w[2] ^ key;
     ci.last = hak_base_from_raw((void *)(lw & (((uintptr_t)1 << BLOCK_CHAIN_LEN_SHIFT) - 1)));
     ci.next = hak_base_from_raw((void *)(w[3] ^ key));
@@ -234,7 +229,7 @@ HAK_INLINE block_chain_info_t block_chain(const slab_meta_t *m, hak_base_ptr_t f
 // chain's first block gets its link back (its record would read as a
 // corrupted link anywhere else).
 HAK_INLINE void block_chain_release(const slab_meta_t *m, hak_base_ptr_t first, block_chain_info_t ci) {
-  if (m->block_size < 2u * BLOCK_CHAIN16_SIZE && ci.n >= 2) block_set_next(first, ci.second);
+  if (block_chain_packed(m) && ci.n >= 2) block_set_next(first, ci.second);
 }
 // Could ci be a chain of slab m: 1 to capacity blocks, its last block and the
 // next chain's first (or NULL) block starts of m below its carve point (and
@@ -242,7 +237,7 @@ HAK_INLINE void block_chain_release(const slab_meta_t *m, hak_base_ptr_t first, 
 HAK_INLINE int slab_chain_plausible(const slab_meta_t *m, block_chain_info_t ci) {
   return ci.n - 1u < m->capacity && slab_block_start(m, hak_base_raw(ci.last)) &&
          (hak_base_is_null(ci.next) || slab_block_start(m, hak_base_raw(ci.next))) &&
-         (m->block_size >= 2u * BLOCK_CHAIN16_SIZE || ci.n < 2 || slab_block_start(m, hak_base_raw(ci.second)));
+         (!block_chain_packed(m) || ci.n < 2 || slab_block_start(m, hak_base_raw(ci.second)));
 }
 
 // Could `next` be a link the allocator wrote (NULL or a block address)?

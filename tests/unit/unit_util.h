@@ -111,7 +111,7 @@ static inline uint32_t remote_list_len(slab_meta_t *m) {
   // Every block, through the chains (a 16-byte chain's first block holds its
   // record in its link word: tls_sll_box.h, block_set_chain).
   uint32_t n = 0, left = 0;
-  int chains = block_size_has_chain_records(m->block_size);
+  int chains = BLOCK_CHAIN_RECORDS;
   for (hak_base_ptr_t b = hak_base_from_raw(atomic_load(&m->remote_head)), next; !hak_base_is_null(b) && n <= m->capacity;
        b = next, n++) {
     next = block_next(b);
