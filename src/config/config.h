@@ -23,6 +23,7 @@ typedef struct hak_config {
   int      verbose;            // HAKMEM_VERBOSE (0): configuration at start-up, statistics at exit
   uint32_t purge_delay_ms;     // HAKMEM_PURGE_DELAY_MS (100): EMPTY memory kept this long before purge
   size_t   purge_dirty_max;    // HAKMEM_PURGE_DIRTY_MB (2): past this many dirty bytes, purge to 3/4 at once
+  size_t   purge_dirty_out_max; // HAKMEM_PURGE_OUT_MB (16): ... or past a quarter of the slabs out, up to this
   uint32_t keep_empty_superslabs; // HAKMEM_KEEP_EMPTY_SS (2): all-EMPTY SuperSlabs kept mapped per kind
   size_t   huge_cache_max;     // HAKMEM_HUGE_CACHE_MB (64): freed huge mappings kept for reuse
   uint32_t huge_cache_delay_ms; // HAKMEM_HUGE_CACHE_DELAY_MS (1000): a cached huge mapping older than

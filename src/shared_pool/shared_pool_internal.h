@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 #include "shared_pool/shared_pool.h"
 #include "superslab/ss_registry.h"
@@ -27,7 +28,9 @@ typedef struct pool_kind {
   // without by maybe_purge.
   _Atomic size_t    regret_bytes;
   uint64_t          last_regret_ms;
-  size_t            out_bytes;     // its slabs out of the pool (in use, stashed or abandoned)
+  // Its slabs out of the pool (in use, stashed or abandoned): written under
+  // the lock (out_add), read without by the dirty budget (purge_base).
+  _Atomic size_t    out_bytes;
   uint64_t          purged;        // slabs purged (for the statistics) ...
   uint64_t          purge_calls;   // ... in this many madvise calls (runs of neighbours)
   uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
@@ -46,6 +49,16 @@ typedef struct pool_kind {
 } __attribute__((aligned(64))) pool_kind_t;
 
 extern pool_kind_t g_pool[HAK_SLAB_KINDS];
+
+// pk->out_bytes += delta (its lock held: a load and a store).
+static inline void out_add(pool_kind_t *pk, ptrdiff_t delta) {
+  atomic_store_explicit(&pk->out_bytes,
+                        atomic_load_explicit(&pk->out_bytes, memory_order_relaxed) + (size_t)delta,
+                        memory_order_relaxed);
+}
+static inline size_t out_bytes(const pool_kind_t *pk) {
+  return atomic_load_explicit(&pk->out_bytes, memory_order_relaxed);
+}
 extern pthread_mutex_t g_registry_lock;  // registry changes, walks of every SuperSlab
 extern pthread_mutex_t g_purge_lock;     // one purge pass at a time
 

@@ -109,7 +109,7 @@ void pool_put_locked(slab_meta_t *m, uint64_t now) {
   pool_kind_t *pk = &g_pool[ss->kind];
   HAK_ASSERT((ss->free_mask & (1u << m->index)) == 0);
   ss->free_mask |= 1u << m->index;
-  pk->out_bytes -= (size_t)1 << ss->slab_shift;
+  out_add(pk, -((ptrdiff_t)1 << ss->slab_shift));
   pool_list_add(pk, ss);
   if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
     dirty_add(pk, m, +1);
@@ -160,7 +160,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
       unsigned idx = (unsigned)__builtin_ctz(ss->free_mask);
       ss->free_mask &= ~(1u << idx);
       slab_meta_t *m = ss_slab(ss, idx);
-      pk->out_bytes += (size_t)1 << ss->slab_shift;
+      out_add(pk, (ptrdiff_t)1 << ss->slab_shift);
       if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
       else if (m->early_pages != 0) pool_note_regret(pk, m);
       out[n++] = m;
@@ -180,7 +180,7 @@ void pool_take_slab_locked(slab_meta_t *m) {
   HAK_ASSERT((ss->free_mask & (1u << m->index)) != 0);
   if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss--;
   ss->free_mask &= ~(1u << m->index);
-  pk->out_bytes += (size_t)1 << ss->slab_shift;
+  out_add(pk, (ptrdiff_t)1 << ss->slab_shift);
   if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
   if (ss->free_mask == 0) pool_list_remove(pk, ss);
 }

@@ -203,21 +203,28 @@ static inline int validate_engine(void **state) {
   return 0;
 }
 
-// The purge's knobs, set for a test and put back after it.
-typedef struct purge_knobs { uint32_t delay, keep; size_t dirty_max; } purge_knobs_t;
+// The purge's knobs, set for a test and put back after it (purge_knobs_restore).
+// The budget is dirty_max alone: no share of the memory out (HAKMEM_PURGE_OUT_MB
+// 0), which the slabs earlier tests left out would make up.
+typedef struct purge_knobs { uint32_t delay, keep; size_t dirty_max, out_max; } purge_knobs_t;
 
 static inline purge_knobs_t purge_knobs_set(uint32_t delay, uint32_t keep, size_t dirty_max) {
   purge_knobs_t old = {g_hak_config.purge_delay_ms, g_hak_config.keep_empty_superslabs,
-                       g_hak_config.purge_dirty_max};
+                       g_hak_config.purge_dirty_max, g_hak_config.purge_dirty_out_max};
   g_hak_config.purge_delay_ms = delay;
   g_hak_config.keep_empty_superslabs = keep;
   g_hak_config.purge_dirty_max = dirty_max;
+  g_hak_config.purge_dirty_out_max = 0;
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {   // no budget raised by an earlier test
     pool_lock(k);
     atomic_store(&g_pool[k].regret_bytes, 0);
     pool_unlock(k);
   }
   return old;
+}
+static inline void purge_knobs_restore(purge_knobs_t old) {
+  purge_knobs_set(old.delay, old.keep, old.dirty_max);   // (the regret back to 0)
+  g_hak_config.purge_dirty_out_max = old.out_max;
 }
 
 // Frees tested in batches by every thread so far (tiny/free_batch_box.h).
@@ -265,7 +272,7 @@ static inline void check_a_lightly_used_slab(size_t size, int table, size_t most
   assert_true(added >= 4 * size + (table ? SLAB_TABLE_DIRTY_BYTES : 0));   // the blocks handed out
   assert_true(added <= slab_bytes / most_of_slab);                        // not the whole slab
   assert_int_equal(slab_purge_bytes(m), table ? slab_bytes : added);
-  purge_knobs_set(old.delay, old.keep, old.dirty_max);
+  purge_knobs_restore(old);
   hak_trim();
   assert_int_equal(pool_dirty_bytes(), 0);
 }
