@@ -28,9 +28,13 @@ typedef struct pool_kind {
   // without by maybe_purge.
   _Atomic size_t    regret_bytes;
   uint64_t          last_regret_ms;
-  // Its slabs out of the pool (in use, stashed or abandoned): written under
-  // the lock (out_add), read without by the dirty budget (purge_base).
+  // Its slabs out of the pool (in use, stashed or abandoned), and the most
+  // of them lately (its excess over out_bytes halved every
+  // REGRET_FORGET_DELAYS delays, from out_peak_ms): written under the lock
+  // (out_add, purge_budget), read without by the dirty budget (purge_base).
   _Atomic size_t    out_bytes;
+  _Atomic size_t    out_peak;
+  uint64_t          out_peak_ms;
   uint64_t          purged;        // slabs purged (for the statistics) ...
   uint64_t          purge_calls;   // ... in this many madvise calls (runs of neighbours)
   uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
@@ -50,11 +54,12 @@ typedef struct pool_kind {
 
 extern pool_kind_t g_pool[HAK_SLAB_KINDS];
 
-// pk->out_bytes += delta (its lock held: a load and a store).
+// pk->out_bytes += delta, and its peak raised (its lock held: loads and stores).
 static inline void out_add(pool_kind_t *pk, ptrdiff_t delta) {
-  atomic_store_explicit(&pk->out_bytes,
-                        atomic_load_explicit(&pk->out_bytes, memory_order_relaxed) + (size_t)delta,
-                        memory_order_relaxed);
+  size_t out = atomic_load_explicit(&pk->out_bytes, memory_order_relaxed) + (size_t)delta;
+  atomic_store_explicit(&pk->out_bytes, out, memory_order_relaxed);
+  if (out > atomic_load_explicit(&pk->out_peak, memory_order_relaxed))
+    atomic_store_explicit(&pk->out_peak, out, memory_order_relaxed);
 }
 static inline size_t out_bytes(const pool_kind_t *pk) {
   return atomic_load_explicit(&pk->out_bytes, memory_order_relaxed);
