@@ -60,6 +60,7 @@
 #define PH_DIRTY_LIVE_FACTOR 3u               // dirty budget: 3x the live bytes, if above the minimum (dirty_budget)
 #define PH_ROOM_RUNS     1u                   // ... or the room below the recent peak and the longest run
 #define PH_ROOM_PEAK_DEN 4u                   // ... and a quarter of the peak (fragmentation)
+#define PH_IDLE_DELAY_DEN 10u                 // an arena whose threads exited: purged after 1/10 of the delay
 #define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
 #define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
 
@@ -560,9 +561,6 @@ static int purge_delay_passed(const ph_arena_t *a, uint64_t now) {
 // at the exit itself: where a thread starts as another exits, the next one
 // takes the arena warm (`churn -c 4 -k 16 --min 300K --max 2M`: purged at
 // the exit, 6x the time and 5x the page faults).
-#ifndef PH_IDLE_DELAY_DEN
-#define PH_IDLE_DELAY_DEN 10u
-#endif
 static int arena_idle(const ph_arena_t *a, uint64_t now) {
   return atomic_load_explicit(&a->users, memory_order_relaxed) == 0 &&
          now - atomic_load_explicit(&a->idle_since_ms, memory_order_relaxed) >=
@@ -644,33 +642,30 @@ static void arena_purge_pass(ph_arena_t *a) {
   arena_unlock(a);
 }
 
-// Called from the small-block slow paths, so freed large memory goes back
-// after the delay even when no large block is allocated or freed again.
-void page_heap_maybe_purge(void) {
-  uint32_t mask = atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed);
+// Purge the arenas of mask that are idle (arena_idle, the hint first) or,
+// when `delay`, past the purge delay.
+static void purge_arenas(uint32_t mask, int delay) {
   if (mask == 0) return;
   uint64_t now = os_now_ms();
   uint32_t idle = atomic_load_explicit(&g_idle_arenas, memory_order_relaxed);
   for (; mask != 0; mask &= mask - 1) {
     ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
-    if (purge_delay_passed(a, now) || ((idle & arena_bit(a)) && arena_idle(a, now))) arena_purge_pass(a);
+    if ((delay && purge_delay_passed(a, now)) || ((idle & arena_bit(a)) && arena_idle(a, now))) arena_purge_pass(a);
   }
 }
 
-// The same for idle arenas other than `self` (just purged as needed, its
-// lock released), from every large block's malloc and free: their memory
-// goes back while a program allocates only large blocks (Python's small
-// objects rarely reach malloc). Two loads of read-mostly words while no
-// arena is idle.
+// Called from the small-block slow paths, so freed large memory goes back
+// after the delay even when no large block is allocated or freed again.
+void page_heap_maybe_purge(void) { purge_arenas(atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed), 1); }
+
+// The idle arenas other than `self` (just purged as needed, its lock
+// released), from every large block's malloc and free: their memory goes
+// back while a program allocates only large blocks (Python's small objects
+// rarely reach malloc). Two loads of read-mostly words while no arena is
+// idle, no clock read.
 static void purge_idle_arenas(const ph_arena_t *self) {
-  uint32_t mask = atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed) &
-                  atomic_load_explicit(&g_idle_arenas, memory_order_relaxed) & ~arena_bit(self);
-  if (mask == 0) return;
-  uint64_t now = os_now_ms();
-  for (; mask != 0; mask &= mask - 1) {
-    ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
-    if (arena_idle(a, now)) arena_purge_pass(a);
-  }
+  purge_arenas(atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed) &
+               atomic_load_explicit(&g_idle_arenas, memory_order_relaxed) & ~arena_bit(self), 0);
 }
 
 int page_heap_release_empty(void) {

@@ -31,7 +31,8 @@ typedef struct pool_kind {
   // Its slabs out of the pool (in use, stashed or abandoned), and the most
   // of them lately (its excess over out_bytes halved every
   // REGRET_FORGET_DELAYS delays, from out_peak_ms): written under the lock
-  // (out_add, purge_budget), read without by the dirty budget (purge_base).
+  // (out_add, purge_budget), read without by the dirty budget (purge_base);
+  // out_peak_ms only under the purge lock.
   _Atomic size_t    out_bytes;
   _Atomic size_t    out_peak;
   uint64_t          out_peak_ms;

@@ -327,9 +327,16 @@ static size_t purge_base(void) {
   return out > g_hak_config.purge_dirty_max ? out : g_hak_config.purge_dirty_max;
 }
 
-// purge_base plus every kind's regret; first halving the regret of kinds
-// that had no loss for a while, and every kind's peak of slabs out over what
-// it has out now each such while (under the purge lock).
+// The dirty budget now: purge_base plus every kind's regret.
+static size_t budget_now(void) {
+  size_t budget = purge_base();
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) budget += atomic_load_explicit(&g_pool[k].regret_bytes, memory_order_relaxed);
+  return budget;
+}
+
+// budget_now, first halving the regret of kinds that had no loss for a
+// while, and every kind's peak of slabs out over what it has out now each
+// such while (under the purge lock).
 static size_t purge_budget(uint64_t now) {
   uint64_t forget = (uint64_t)g_hak_config.purge_delay_ms * REGRET_FORGET_DELAYS;
   for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
@@ -341,24 +348,17 @@ static size_t purge_budget(uint64_t now) {
       pk->out_peak_ms = now;
       pool_unlock(kind);
     }
-  }
-  size_t budget = purge_base();
-  for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
-    pool_kind_t *pk = &g_pool[kind];
-    size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed);
-    if (r != 0) {                // (rare: a program whose purged slabs came back)
+    if (atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) != 0) {   // (rare: purged slabs came back)
       pool_lock(kind);
-      r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed);
       if (now - pk->last_regret_ms >= forget) {
-        r /= 2;
-        atomic_store_explicit(&pk->regret_bytes, r, memory_order_relaxed);
+        atomic_store_explicit(&pk->regret_bytes, atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) / 2,
+                              memory_order_relaxed);
         pk->last_regret_ms = now;
       }
       pool_unlock(kind);
     }
-    budget += r;
   }
-  return budget;
+  return budget_now();
 }
 
 // madvise the slabs of a batch (taken out of the pool, so no other thread
@@ -442,8 +442,7 @@ void shared_pool_maybe_purge(void) {
   }
   int abandoned = atomic_load_explicit(&g_abandoned_empty, memory_order_relaxed) != 0;
   if (HAK_LIKELY(dirty == 0 && !abandoned)) return;
-  size_t budget = purge_base();
-  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) budget += atomic_load_explicit(&g_pool[k].regret_bytes, memory_order_relaxed);
+  size_t budget = budget_now();
   if (dirty < budget) {
     uint64_t now = os_now_ms();
     int pool_due = now >= due;
@@ -511,10 +510,9 @@ void shared_pool_get_stats(shared_pool_stats_t *out) {
 }
 
 void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out) {
-  shared_pool_purge_stats_t s = { .dirty_budget = purge_base() };
+  shared_pool_purge_stats_t s = { .dirty_budget = budget_now() };
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {
     pool_lock(k);
-    s.dirty_budget += atomic_load_explicit(&g_pool[k].regret_bytes, memory_order_relaxed);
     s.purged += g_pool[k].purged;
     s.purge_calls += g_pool[k].purge_calls;
     s.purged_early += g_pool[k].purged_early;
