@@ -234,7 +234,7 @@ void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty) {
 #endif
   switch (m->where) {
   case SLAB_IN_CURRENT:
-    return;                                // the current slab stays, empty or not
+    return;                                // the current slab stays, empty or not (tiny_heap_release_idle)
   case SLAB_IN_FULL:
     list_remove(&h->full[m->cls], m);
     if (!empty) {
@@ -256,6 +256,17 @@ void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty) {
     return;
   }
   heap_release_empty(h, m);
+}
+
+void tiny_heap_release_idle(tiny_heap_t *h, unsigned cls) {
+  heap_take_wake(h);
+  slab_meta_t *m = h->cur[cls];
+  // acquire: the frees that brought it to zero are done with it.
+  if (m != NULL && atomic_load_explicit(&m->used, memory_order_acquire) == 0) {
+    h->cur[cls] = NULL;
+    heap_release_empty(h, m);
+  }
+  tiny_heap_trim_partial(h, cls, NULL);
 }
 
 // ---- thread exit ---------------------------------------------------------

@@ -56,6 +56,11 @@ typedef struct tiny_heap {
   // Past FREE_BATCH_HEAP_BLOCKS its frees are tested in batches
   // (free_batch_box.h: a big heap's free waits on its block's line).
   uint32_t     owned_blocks;
+  // The look for idle classes (tiny_release_idle_classes): slow paths since
+  // the last one, when it was, and each list's head as it saw it.
+  uint32_t     slow_paths;
+  uint64_t     idle_look_ms;
+  void        *idle_head[HAK_NUM_CLASSES];
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];
@@ -104,6 +109,12 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls);
 // emptied by remote frees is released, one with a quarter of its blocks free
 // and remote frees still arriving is given up to the abandoned stack.
 void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *skip);
+
+// cls is idle in this thread (tiny_release_idle_classes): its current slab
+// goes back to the stash or pool if it is EMPTY, and its partial slabs are
+// trimmed as a refill would (tiny_heap_trim_partial). The wake list is taken
+// first, so full slabs that remote frees emptied go back too.
+void tiny_heap_release_idle(tiny_heap_t *h, unsigned cls);
 
 // The owner gave blocks back to m (a slab of this heap); empty: m's live
 // count reached zero. Moves m from the full list, recycles it when EMPTY.

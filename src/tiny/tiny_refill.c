@@ -2,6 +2,7 @@
 #include "tiny/tiny_refill.h"
 
 #include "large/page_heap.h"
+#include "os/os.h"
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
 #include "superslab/ss_registry.h"
@@ -189,6 +190,44 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
   }
 }
 
+// Idle classes: blocks on a TLS list, and its class's current slab, stay
+// with the thread however long the class goes unused, and each keeps its
+// slab from going back: a program that moves on through sizes (buffers that
+// grow a little each time, the last 150 kept: the growing sizes' classes
+// die one after another) kept a medium or large slab (512 KiB, 2 MiB) per
+// dead class. Every TLS_IDLE_EVERY slow paths of the thread, at least
+// TLS_IDLE_MS apart, a look at every class: one whose list head is where
+// the last look saw it (no block taken or given since, or the same one
+// taken and given back) gives its list back to its slabs, its current slab
+// to the pool if EMPTY, and its partial slabs are trimmed (tcmalloc's
+// thread cache scavenge, with the head for its low-water mark: the fast
+// paths count nothing). Sizes 500 B-111 KB growing by 37 B, the last 150
+// live, every byte written: peak RSS 50 -> 30 MB, 0.77x the time (glibc
+// 17.7 MB). Without the time gate the looks came every 64 slow paths, and
+// a ring of 8 threads (1-16 KiB) flushed busy classes 400 times a run (a
+// burst of overflows is 64 slow paths in a few operations): 1.1x its time.
+#define TLS_IDLE_EVERY 64u
+#define TLS_IDLE_MS    10u
+
+static HAK_NOINLINE void release_idle_classes(tls_cache_t *tc, tiny_heap_t *h, unsigned busy) {
+  uint64_t now = os_now_ms();
+  if (now - h->idle_look_ms < TLS_IDLE_MS) return;
+  h->idle_look_ms = now;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    void *head = hak_base_raw(tc->lists[c].head);
+    if (c != busy && head == h->idle_head[c]) {
+      if (tls_cached(tc, c) != 0) tiny_flush(c, UINT32_MAX);
+      tiny_heap_release_idle(h, c);
+    }
+    h->idle_head[c] = hak_base_raw(tc->lists[c].head);
+  }
+}
+
+// A slow path of cls (a refill or an overflow's flush) counts towards the next look.
+static void note_slow_path(tls_cache_t *tc, tiny_heap_t *h, unsigned cls) {
+  if (++h->slow_paths % TLS_IDLE_EVERY == 0) release_idle_classes(tc, h, cls);
+}
+
 // Reuse before new memory: the blocks freed into the current slab, then a
 // chain from the class exchange (another thread's surplus), then a
 // partial slab's (or an adopted one's, uncarved end included), and only then
@@ -210,6 +249,7 @@ int tiny_refill(unsigned cls) {
     tc->local_overflow[cls] = 0;
     if (!HAK_HARDENED && g_size_class[cls].size <= HAK_TINY_MAX) class_grow(tc, cls, overflows);
   }
+  note_slow_path(tc, h, cls);
   uint32_t want = tls_batch(tc, cls);
   uint32_t room = (uint32_t)tc->lists[cls].room;   // > 0: the thread is set up
   if (want > room) want = room;
@@ -402,6 +442,7 @@ void tiny_flush_overflow(unsigned cls) {
   // The room was 0: now 0, or minus what the list holds over its new bound.
   uint32_t n = tls_batch(tc, cls) + (uint32_t)-tc->lists[cls].room;
   uint32_t others = tiny_flush(cls, n);
+  note_slow_path(tc, t_heap_p, cls);
   // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
   // own overflows are what tell it to stop (free_batch_note_flush).
   if (others == 0 && !t_free_batch.active) {

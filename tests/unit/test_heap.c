@@ -490,6 +490,63 @@ static void test_a_partial_slab_filled_by_its_owner_stays_at_a_refill(void **sta
   hak_thread_flush();
 }
 
+// Slow paths of another class (refills and overflows of 100 KB blocks,
+// whose lists hold a few) for at least `ms` milliseconds and `paths` slow
+// paths.
+static void slow_paths_elsewhere(unsigned ms, unsigned paths) {
+  unsigned other = size_class_of(100000);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (unsigned done = 0;;) {
+    void *p[16];
+    uint64_t before = hak_counters()->cls[other].refills + hak_counters()->cls[other].flushes;
+    for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(100000);
+    for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
+    done += (unsigned)(hak_counters()->cls[other].refills + hak_counters()->cls[other].flushes - before);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (done >= paths && (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >= (long)ms) break;
+    struct timespec nap = {0, 1000000};
+    nanosleep(&nap, NULL);
+  }
+}
+
+// A class the thread stopped using gives its list back and its EMPTY
+// current slab to the pool at the next look for idle classes; before, the
+// list and the slab stayed until the thread exited.
+static void test_an_idle_class_gives_back_its_list_and_its_empty_current_slab(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(20000);
+  void *p = hak_malloc(20000);
+  assert_non_null(p);
+  slab_meta_t *m = slab_of(p);
+  hak_free(p);                                   // on the TLS list; the slab is current
+  assert_ptr_equal(t_heap_p->cur[cls], m);
+  assert_int_not_equal(tls_list_len(cls), 0);
+  slow_paths_elsewhere(3 * 10, 3 * 64);          // three looks: the first records the head
+  assert_int_equal(tls_list_len(cls), 0);
+  assert_null(t_heap_p->cur[cls]);
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  hak_thread_flush();
+}
+
+// A class in use between two looks keeps its list: one block taken per
+// round moves the head every time, and no look flushes the list.
+static void test_a_class_in_use_keeps_its_list(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(20000);
+  void *p[16];
+  for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(20000);
+  for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
+  uint64_t flushes = hak_counters()->cls[cls].flushes;
+  for (unsigned i = 0; i < 16; i++) {
+    slow_paths_elsewhere(5, 64);                 // a look, or close to one, between takes
+    p[i] = hak_malloc(20000);
+  }
+  assert_int_equal(hak_counters()->cls[cls].flushes, flushes);
+  for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
+  hak_thread_flush();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_an_exhausted_slab_waits_on_its_owners_full_list),
@@ -507,6 +564,8 @@ int main(void) {
     HAK_UNIT_TEST(test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed),
     HAK_UNIT_TEST(test_hak_owns_is_false_for_slab_space_never_handed_out),
     HAK_UNIT_TEST(test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation),
+    HAK_UNIT_TEST(test_an_idle_class_gives_back_its_list_and_its_empty_current_slab),
+    HAK_UNIT_TEST(test_a_class_in_use_keeps_its_list),
   };
   return cmocka_run_group_tests_name("heap", tests, NULL, NULL);
 }
