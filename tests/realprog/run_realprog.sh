@@ -3,7 +3,7 @@
 # compares what they print (issue §6). Each case prints PASS or FAIL; the last
 # line is "N passed, M failed"; the exit status is non-zero on any failure.
 # Cases: python3 (default and PYTHONMALLOC=malloc; 40 threads passing objects), perl, gcc, g++, git,
-# sqlite3, sort --parallel, xz -T2, pigz, redis-server + redis-benchmark.
+# sqlite3, sort --parallel, xz -T2, pigz, redis-server + redis-benchmark, node (worker threads), clang.
 set -u
 LIB=$(readlink -f "${1:?usage: run_realprog.sh path/to/libhakmem.so}")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -59,6 +59,13 @@ compare g++ "g++ -std=c++17 -O2 -c '$ROOT/tests/contract/test_cxx.cpp' -o c.o \
   && objdump -d --no-show-raw-insn c.o | tail -n +4 | md5sum \
   && printf '#include <map>\n#include <string>\n#include <iostream>\nint main(){std::map<std::string,int> m;for(int i=0;i<100000;i++)m[std::to_string(i%%5000)]+=i;long s=0;for(auto&p:m)s+=p.second;std::cout<<m.size()<<\" \"<<s<<std::endl;}\n' > m.cpp \
   && g++ -O2 m.cpp -o m && ./m"
+
+# node: V8 keeps its heap on mmap, but Buffers, zlib, messages between
+# worker threads and libuv's thread pool go through malloc
+compare node "node '$HERE/workload.js'"
+# clang: the same object as without hakmem (LLVM's allocation patterns, not GCC's)
+compare clang "clang -O2 -std=gnu11 -D_GNU_SOURCE -I'$ROOT/include' -I'$ROOT/src' -c '$ROOT/src/large/page_heap.c' -o p.o \
+  && objdump -d --no-show-raw-insn p.o | tail -n +4 | md5sum"
 
 # git: a repository with history, then gc and fsck
 compare git "export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@e GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@e \
