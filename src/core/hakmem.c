@@ -203,7 +203,10 @@ static size_t slab_usable_size(const char *op, const void *p) {
 size_t hak_usable_size(const void *p) {
   if (p == NULL) return 0;
 #if HAK_HARDENED
-  if (hak_hardened_is_zero_block(p)) return 0;
+  if (hak_hardened_is_zero_block(p)) {
+    hak_hardened_zero_block_live(p, "malloc_usable_size of invalid pointer", "malloc_usable_size of invalid pointer", 0);
+    return 0;
+  }
 #endif
   if (ss_registry_contains(p)) return slab_usable_size("malloc_usable_size of invalid pointer", p);
   if (page_heap_contains(p)) {
@@ -224,7 +227,14 @@ size_t hak_usable_size(const void *p) {
 void *hak_realloc(void *p, size_t size) {
   if (p == NULL) return hak_malloc(size);
 #if HAK_HARDENED
-  if (hak_hardened_is_zero_block(p)) return size == 0 ? NULL : hak_malloc(size);
+  if (hak_hardened_is_zero_block(p)) {
+    if (!hak_hardened_zero_block_live(p, "realloc of invalid pointer", "realloc of invalid pointer", size == 0))
+      return NULL;                       // reported (going on: the pointer is left alone)
+    if (size == 0) return NULL;          // freed, as glibc 2.36
+    void *q = hak_malloc(size);
+    if (q != NULL) hak_hardened_zero_block_live(p, "realloc of invalid pointer", "realloc of invalid pointer", 1);
+    return q;
+  }
 #endif
   if (size == 0) {                       // glibc 2.36: free and return NULL
     hak_free(p);

@@ -26,11 +26,39 @@
 #define HARD_ZERO_BYTES ((size_t)16 << 20)
 #define HARD_ZERO_STEP  16u
 
+#define HARD_ZERO_SLOTS (HARD_ZERO_BYTES / HARD_ZERO_STEP)
+
 static char *g_zero_base;
 static _Atomic uint64_t g_zero_next;
+// A bit per malloc(0) address, set while it is live (handed out, not freed):
+// 128 KiB mapped beside the reservation, its pages touched as addresses are
+// handed out. Without it every free, realloc and malloc_usable_size of an
+// address in the reservation was taken as a live block's: a double free, a
+// free of an address never handed out (which a later malloc(0) then
+// returned) and malloc_usable_size of a freed block went unreported, where
+// the default build, whose malloc(0) is a real block, reports all three.
+static _Atomic uint64_t *g_zero_live;
 
 int hak_hardened_is_zero_block(const void *p) {
   return g_zero_base != NULL && (const char *)p >= g_zero_base && (const char *)p < g_zero_base + HARD_ZERO_BYTES;
+}
+
+int hak_hardened_zero_block_live(const void *p, const char *invalid, const char *freed, int release) {
+  size_t off = (size_t)((const char *)p - g_zero_base);
+  uint64_t slot = off / HARD_ZERO_STEP;
+  if (off % HARD_ZERO_STEP != 0 || slot >= atomic_load_explicit(&g_zero_next, memory_order_acquire)) {
+    hak_report_pointer_error(invalid, p, " (a malloc(0) address never handed out)");
+    return 0;
+  }
+  uint64_t bit = (uint64_t)1 << (slot % 64);
+  _Atomic uint64_t *w = &g_zero_live[slot / 64];
+  uint64_t was = release ? atomic_fetch_and_explicit(w, ~bit, memory_order_acq_rel)
+                         : atomic_load_explicit(w, memory_order_acquire);
+  if (!(was & bit)) {
+    hak_report_pointer_error(freed, p, " (a malloc(0) block, freed before)");
+    return 0;
+  }
+  return 1;
 }
 
 static HAK_NOINLINE void *zero_block_real(void) {
@@ -41,10 +69,11 @@ static HAK_NOINLINE void *zero_block_real(void) {
 
 static void *zero_block(void) {
   if (g_zero_base == NULL) hak_init_once();
-  if (g_zero_base == NULL || atomic_load_explicit(&g_zero_next, memory_order_relaxed) >= HARD_ZERO_BYTES / HARD_ZERO_STEP)
+  if (g_zero_base == NULL || atomic_load_explicit(&g_zero_next, memory_order_relaxed) >= HARD_ZERO_SLOTS)
     return zero_block_real();
-  uint64_t i = atomic_fetch_add_explicit(&g_zero_next, 1, memory_order_relaxed);
-  if (i >= HARD_ZERO_BYTES / HARD_ZERO_STEP) return zero_block_real();   // another thread took the last
+  uint64_t i = atomic_fetch_add_explicit(&g_zero_next, 1, memory_order_acq_rel);
+  if (i >= HARD_ZERO_SLOTS) return zero_block_real();   // another thread took the last
+  atomic_fetch_or_explicit(&g_zero_live[i / 64], (uint64_t)1 << (i % 64), memory_order_release);
   return g_zero_base + i * HARD_ZERO_STEP;
 }
 
@@ -72,7 +101,8 @@ static void hard_medium_class_check(void);   // start-up: g_hard_medium_class ag
 void hak_hardened_init(void) {
   hardened_box_init();
   hard_medium_class_check();
-  g_zero_base = os_reserve_none(HARD_ZERO_BYTES);
+  g_zero_live = os_map_aligned(HARD_ZERO_SLOTS / 8, os_page_size());
+  if (g_zero_live != NULL) g_zero_base = os_reserve_none(HARD_ZERO_BYTES);   // else malloc(0) is a real block
   os_on_fault(hardened_fault);
 }
 
@@ -206,7 +236,11 @@ void *hak_hardened_malloc_other(size_t size) {
 // frees (bad pointers, double frees, large and huge blocks). Every live slab
 // block takes the common path, a thread not set up yet included.
 void hak_hardened_free_other(void *p) {
-  if (p == NULL || hak_hardened_is_zero_block(p)) return;
+  if (p == NULL) return;
+  if (hak_hardened_is_zero_block(p)) {
+    hak_hardened_zero_block_live(p, "free of invalid pointer", "double free of", 1);
+    return;
+  }
   hak_free_slow(p);
 }
 

@@ -47,6 +47,10 @@ void   hak_hardened_arm_aligned(void *p, size_t n, size_t alignment);
 int    hak_hardened_realloc_in_place(void *p, size_t old, size_t size);
 // Is p a malloc(0) pointer?
 int    hak_hardened_is_zero_block(const void *p);
+// p (hak_hardened_is_zero_block) is a live malloc(0) block: 1. Else 0,
+// reported as `invalid` (an address never handed out) or `freed` (freed
+// before). `release`: it is being freed (it is not live after).
+int    hak_hardened_zero_block_live(const void *p, const char *invalid, const char *freed, int release);
 // The request recorded for a live slab block (its usable size in this build).
 size_t hak_hardened_slab_size(const void *p, const char *op);
 // Sized / aligned delete: report a size or alignment that does not match the

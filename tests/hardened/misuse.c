@@ -317,6 +317,38 @@ static int t_malloc0_free_is_fine(void) {
   free(c);
   return 0;
 }
+// A malloc(0) block is checked as any other: a double free, a free of an
+// address in the reservation never handed out, and a realloc or
+// malloc_usable_size of a freed one are reported (they were taken as live
+// blocks: the default build, whose malloc(0) is a real block, reported them).
+static int t_malloc0_double_free(void) {
+  void *p = malloc(0);
+  free(p);
+  free(p);
+  return 0;
+}
+static int t_malloc0_free_never_handed_out(void) {
+  char *p = malloc(0);
+  free(p + 16 * 500000);              // an address of the reservation, not handed out yet
+  return 0;
+}
+static int t_malloc0_free_inside(void) {
+  char *p = malloc(0);
+  free(p + 8);
+  return 0;
+}
+static int t_malloc0_realloc_freed(void) {
+  void *p = malloc(0);
+  free(p);
+  g_sink = realloc(p, 32) != NULL;
+  return 0;
+}
+static int t_malloc0_usable_size_freed(void) {
+  void *p = malloc(0);
+  free(p);
+  g_sink = (unsigned char)malloc_usable_size(p);
+  return 0;
+}
 
 // Every malloc(0) pointer is distinct from every other one still live (a
 // stale one is then never a live one): more of them than the reservation
@@ -596,6 +628,11 @@ static const test_t g_tests[] = {
   {"malloc0_read", t_malloc0_read, EXPECT_ABORT_REPORT, "read or write of a malloc(0) block"},
   {"malloc0_free_is_fine", t_malloc0_free_is_fine, EXPECT_EXIT0, NULL},
   {"malloc0_addresses_do_not_repeat", t_malloc0_addresses_do_not_repeat, EXPECT_EXIT0, NULL},
+  {"malloc0_double_free", t_malloc0_double_free, EXPECT_ABORT_REPORT, "double free of"},
+  {"malloc0_free_never_handed_out", t_malloc0_free_never_handed_out, EXPECT_ABORT_REPORT, "free of invalid pointer"},
+  {"malloc0_free_inside", t_malloc0_free_inside, EXPECT_ABORT_REPORT, "free of invalid pointer"},
+  {"malloc0_realloc_freed", t_malloc0_realloc_freed, EXPECT_ABORT_REPORT, "realloc of invalid pointer"},
+  {"malloc0_usable_size_freed", t_malloc0_usable_size_freed, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"sized_delete_wrong_size", t_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"sized_delete_wrong_size_large", t_sized_delete_wrong_size_large, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"sized_delete_wrong_size_medium", t_sized_delete_wrong_size_medium, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
