@@ -93,6 +93,7 @@ static void hardened_fault(void *addr) {
     int kind = huge_fault_kind(addr);
     if (kind == 1) hak_report_pointer_error("heap buffer overflow past a huge block at", addr, " (its guard page)");
     else if (kind == 2) hak_report_pointer_error("use after free of a huge block at", addr, " (a freed mapping)");
+    else if (kind == 3) hak_report_pointer_error("heap buffer underflow before a huge block at", addr, " (below its mapping)");
   }
 }
 

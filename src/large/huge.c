@@ -370,6 +370,7 @@ int huge_fault_kind(const void *p) {
   for (size_t i = 0; g_table != NULL && i < g_table_cap; i++) {
     uintptr_t end = g_table[i].base + g_table[i].map_size;
     if (g_table[i].base > TABLE_TOMB && a >= end - ps && a < end) return 1;
+    if (g_table[i].base > TABLE_TOMB && a < g_table[i].base && a >= g_table[i].base - ps) return 3;
   }
   return 0;
 }

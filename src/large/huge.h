@@ -32,7 +32,9 @@ int    huge_trim(int everything);
 // counted in its usable size) and makes a freed mapping PROT_NONE while it is
 // cached, then keeps its address space PROT_NONE for a while (the graves,
 // huge.c). For the fault hook (no lock: a best-effort read): 1 if p is in a
-// guard page, 2 if in a freed mapping (cached or a grave), else 0.
+// guard page, 2 if in a freed mapping (cached or a grave), 3 if in the page
+// below a live block's mapping (an underflow that met no mapping: without it
+// a bare SIGSEGV), else 0.
 int    huge_fault_kind(const void *p);
 // Unmap the freed mappings kept PROT_NONE (address space pressure; see
 // os_on_address_pressure); 1 if there were any. Never waits for the lock.

@@ -195,6 +195,14 @@ static int t_overflow_huge(void) {
   g_sink = p[malloc_usable_size(p)];
   return 0;
 }
+// A write just below a huge block: the page below its mapping is (nearly
+// always: mappings grow down from the last) no one's, and the fault was a
+// bare SIGSEGV; now reported.
+static int t_underflow_huge(void) {
+  volatile unsigned char *p = malloc(40u << 20);
+  p[-1] ^= 1;
+  return 0;
+}
 
 // ---- use of a freed block soon after free (quarantine)
 static int t_quarantine_delays_reuse(void) {
@@ -617,6 +625,7 @@ static const test_t g_tests[] = {
   {"overflow_large_reused_run", t_overflow_large_reused_run, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"use_after_free_huge", t_use_after_free_huge, EXPECT_ABORT_REPORT, "use after free of a huge block"},
   {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
+  {"underflow_huge", t_underflow_huge, EXPECT_ABORT_REPORT, "heap buffer underflow before a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"quarantine_small_not_pushed_by_medium", t_quarantine_small_not_pushed_by_medium, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
