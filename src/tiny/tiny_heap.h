@@ -56,9 +56,8 @@ typedef struct tiny_heap {
   // Past FREE_BATCH_HEAP_BLOCKS its frees are tested in batches
   // (free_batch_box.h: a big heap's free waits on its block's line).
   uint32_t     owned_blocks;
-  // The look for idle classes (tiny_release_idle_classes): slow paths since
-  // the last one, when it was, and each list's head as it saw it.
-  uint32_t     slow_paths;
+  // The last look for idle classes (tiny_refill.c release_idle_classes):
+  // when it was, and each list's head as it saw it.
   uint64_t     idle_look_ms;
   void        *idle_head[HAK_NUM_CLASSES];
   // Written by other threads: full slabs that got a remote free.
@@ -110,7 +109,7 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls);
 // and remote frees still arriving is given up to the abandoned stack.
 void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *skip);
 
-// cls is idle in this thread (tiny_release_idle_classes): its current slab
+// cls is idle in this thread (tiny_refill.c release_idle_classes): its current slab
 // goes back to the stash or pool if it is EMPTY, and its partial slabs are
 // trimmed as a refill would (tiny_heap_trim_partial). The wake list is taken
 // first, so full slabs that remote frees emptied go back too.

@@ -1,6 +1,7 @@
 // tiny_refill.c — refill and flush of the TLS lists (see tiny_refill.h).
 #include "tiny/tiny_refill.h"
 
+#include "config/config.h"
 #include "large/page_heap.h"
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
@@ -193,25 +194,29 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 // Idle classes: blocks on a TLS list, and its class's current slab, stay
 // with the thread however long the class goes unused, and each keeps its
 // slab from going back: a program that moves on through sizes (buffers that
-// grow a little each time, the last 150 kept: the growing sizes' classes
-// die one after another) kept a medium or large slab (512 KiB, 2 MiB) per
-// dead class. Every TLS_IDLE_EVERY slow paths of the thread, at least
-// TLS_IDLE_MS apart, a look at every class: one whose list head is where
-// the last look saw it (no block taken or given since, or the same one
-// taken and given back) gives its list back to its slabs, its current slab
-// to the pool if EMPTY, and its partial slabs are trimmed (tcmalloc's
-// thread cache scavenge, with the head for its low-water mark: the fast
-// paths count nothing). Sizes 500 B-111 KB growing by 37 B, the last 150
-// live, every byte written: peak RSS 50 -> 30 MB, 0.77x the time (glibc
-// 17.7 MB). Without the time gate the looks came every 64 slow paths, and
-// a ring of 8 threads (1-16 KiB) flushed busy classes 400 times a run (a
-// burst of overflows is 64 slow paths in a few operations): 1.1x its time.
-#define TLS_IDLE_EVERY 64u
-#define TLS_IDLE_MS    10u
+// grow a little each time, the last 150 kept) kept a medium or large slab
+// (512 KiB, 2 MiB) per class it no longer used, until the thread exited.
+// At a slow path of the thread (a refill or an overflow's flush) at least
+// TLS_IDLE_DELAYS purge delays after the last (1 s by default), a look at
+// every class: one whose list head is where the last look saw it (no block
+// taken or given since, or the same one taken and given back) gives its list
+// back to its slabs, its current slab to the pool if EMPTY, and its partial
+// slabs are trimmed
+// (tcmalloc's thread cache scavenge, with the head for its low-water mark:
+// the fast paths count nothing). What goes back is dirty FREE memory, which
+// the dirty budget purges: a program that comes back to the class soon
+// faults it in again: with looks 10 ms apart, bench/drift (ten sweeps of
+// 500 B-111 KB) took 2x its time at 2.6x the page faults and the same peak,
+// and a ring of 8 threads flushed busy classes when looks came every 64 slow
+// paths (a burst of overflows is 64 slow paths in a few operations). One
+// sweep, then 3 s of small blocks: RSS 51 MB after the sweep, 38 MB at the
+// end before, 3.5-12 MB now (glibc 2.2, mimalloc 2.7, tcmalloc 50). A
+// thread in a steady state has few slow paths, so every one reads the clock
+// (every eighth or 64th came too rarely to look twice in that program's
+// 3 s); `make bench-instr` is the same, 59.1.
+#define TLS_IDLE_DELAYS 10u
 
-static HAK_NOINLINE void release_idle_classes(tls_cache_t *tc, tiny_heap_t *h, unsigned busy) {
-  uint64_t now = os_now_ms();
-  if (now - h->idle_look_ms < TLS_IDLE_MS) return;
+static HAK_NOINLINE void release_idle_classes(tls_cache_t *tc, tiny_heap_t *h, unsigned busy, uint64_t now) {
   h->idle_look_ms = now;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     void *head = hak_base_raw(tc->lists[c].head);
@@ -223,9 +228,11 @@ static HAK_NOINLINE void release_idle_classes(tls_cache_t *tc, tiny_heap_t *h, u
   }
 }
 
-// A slow path of cls (a refill or an overflow's flush) counts towards the next look.
+// A slow path of cls (a refill or an overflow's flush): the look, when due.
 static void note_slow_path(tls_cache_t *tc, tiny_heap_t *h, unsigned cls) {
-  if (++h->slow_paths % TLS_IDLE_EVERY == 0) release_idle_classes(tc, h, cls);
+  uint64_t now = os_now_ms();
+  if (now - h->idle_look_ms >= (uint64_t)g_hak_config.purge_delay_ms * TLS_IDLE_DELAYS)
+    release_idle_classes(tc, h, cls, now);
 }
 
 // Reuse before new memory: the blocks freed into the current slab, then a

@@ -522,7 +522,10 @@ static void test_an_idle_class_gives_back_its_list_and_its_empty_current_slab(vo
   hak_free(p);                                   // on the TLS list; the slab is current
   assert_ptr_equal(t_heap_p->cur[cls], m);
   assert_int_not_equal(tls_list_len(cls), 0);
-  slow_paths_elsewhere(3 * 10, 3 * 64);          // three looks: the first records the head
+  uint32_t delay = g_hak_config.purge_delay_ms;
+  g_hak_config.purge_delay_ms = 1;               // a look every 10 ms at most
+  slow_paths_elsewhere(3 * 10, 64);              // three looks: the first records the head
+  g_hak_config.purge_delay_ms = delay;
   assert_int_equal(tls_list_len(cls), 0);
   assert_null(t_heap_p->cur[cls]);
   assert_int_equal(slab_state(m), SLAB_FREE);
@@ -538,10 +541,13 @@ static void test_a_class_in_use_keeps_its_list(void **state) {
   for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(20000);
   for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
   uint64_t flushes = hak_counters()->cls[cls].flushes;
+  uint32_t delay = g_hak_config.purge_delay_ms;
+  g_hak_config.purge_delay_ms = 1;               // a look every 10 ms at most
   for (unsigned i = 0; i < 16; i++) {
     slow_paths_elsewhere(5, 64);                 // a look, or close to one, between takes
     p[i] = hak_malloc(20000);
   }
+  g_hak_config.purge_delay_ms = delay;
   assert_int_equal(hak_counters()->cls[cls].flushes, flushes);
   for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
   hak_thread_flush();
