@@ -32,6 +32,7 @@
 #include "api/api.h"
 #include "core/foreign.h"
 #include "debug/report.h"
+#include "large/huge.h"
 #include "os/os.h"
 
 // ---- glibc's allocator, found in libc.so.6's dynamic symbol table ----------
@@ -337,7 +338,12 @@ __attribute__((noreturn, cold, noinline)) static void foreign_report(const char 
 
 void hak_foreign_free(void *ptr) {
   foreign_verdict_t v = foreign_classify(ptr);
-  if (v.why != NULL) foreign_report("free", ptr, &v);
+  if (v.why != NULL) {
+    // Not a glibc chunk either: one of our huge blocks freed again reads as one.
+    if (huge_freed_recently(ptr)) hak_report_pointer_error("double free of", ptr, " (a huge block, freed before)");
+    else foreign_report("free", ptr, &v);
+    return;
+  }
   glibc_resolve();
   glibc_free_fn f = __atomic_load_n(&g_glibc.free, __ATOMIC_RELAXED);
   if (f != NULL) f(ptr);

@@ -293,6 +293,24 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   return (void *)base;
 }
 
+// The last HUGE_FREED_SLOTS huge blocks freed (a ring, under the lock): a
+// second free of one found no block, and the pointer went to the foreign
+// path, which reported "free of invalid pointer (unmapped memory)" for a
+// double free of a 64 MiB block or of a 64 KiB-aligned one.
+#define HUGE_FREED_SLOTS 64u
+static uintptr_t g_freed[HUGE_FREED_SLOTS];
+static unsigned g_freed_next;
+
+int huge_freed_recently(const void *p) {
+  int found = 0;
+  pthread_mutex_lock(&g_huge_lock);
+  HAK_SITE(SITE_HUGE_LOCK);
+  if (table_find((uintptr_t)p) == NULL)            // a block there again is live, not freed
+    for (unsigned i = 0; i < HUGE_FREED_SLOTS && !found; i++) found = g_freed[i] == (uintptr_t)p;
+  pthread_mutex_unlock(&g_huge_lock);
+  return found;
+}
+
 int huge_free(void *p) {
   pthread_mutex_lock(&g_huge_lock);
   HAK_SITE(SITE_HUGE_LOCK);
@@ -300,6 +318,8 @@ int huge_free(void *p) {
   if (e == NULL) { pthread_mutex_unlock(&g_huge_lock); return 0; }
   uintptr_t base = e->base;
   size_t size = e->map_size;
+  g_freed[g_freed_next] = (uintptr_t)p;
+  g_freed_next = (g_freed_next + 1) % HUGE_FREED_SLOTS;
   table_remove(e);
   g_live_count--;
   g_live_bytes -= size;

@@ -18,6 +18,9 @@
 void  *huge_alloc(size_t size, size_t align, int zero);
 // 1 if p is a huge block (then freed), 0 otherwise.
 int    huge_free(void *p);
+// Was p one of the last huge blocks freed (and is no block now)? For the
+// report of a double free (slow: takes the lock).
+int    huge_freed_recently(const void *p);
 // Usable bytes of a huge block, or 0 if p is not one. *interior set to 1 when
 // p lies inside a huge block without being its start.
 size_t huge_usable_size(const void *p, int *interior);

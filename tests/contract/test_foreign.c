@@ -264,6 +264,21 @@ static void test_free_of_an_interior_pointer_of_a_large_block_aborts(void **stat
   free(p);
 }
 
+// A huge block freed twice: its mapping gone or cached, the second free found
+// no block and was reported as a free of unmapped memory; now as what it is.
+static void test_double_free_of_a_huge_block_is_reported_as_one(void **state) {
+  (void)state;
+  if (contract_under_glibc()) skip();
+  char *p = malloc(64u << 20);
+  p[0] = 1;
+  free(p);
+  expect_report(0, p, 0, "hakmem: double free of 0x", "(a huge block, freed before)");
+  void *q;
+  assert_int_equal(posix_memalign(&q, 65536, 5000), 0);   // an aligned block is a huge one too
+  free(q);
+  expect_report(0, q, 0, "hakmem: double free of 0x", "(a huge block, freed before)");
+}
+
 static void test_realloc_of_a_stack_address_aborts_with_a_one_line_report(void **state) {
   (void)state;
   if (contract_under_glibc()) skip();
@@ -293,6 +308,7 @@ int main(void) {
       cmocka_unit_test(test_free_of_memory_without_a_chunk_header_aborts_with_a_one_line_report),
       cmocka_unit_test(test_free_of_an_interior_pointer_of_a_huge_block_aborts),
       cmocka_unit_test(test_free_of_an_interior_pointer_of_a_large_block_aborts),
+      cmocka_unit_test(test_double_free_of_a_huge_block_is_reported_as_one),
       cmocka_unit_test(test_realloc_of_a_stack_address_aborts_with_a_one_line_report),
       cmocka_unit_test(test_malloc_usable_size_of_static_data_aborts_with_a_one_line_report),
   };
