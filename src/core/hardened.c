@@ -292,9 +292,10 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
     if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
     actual = hardened_requested(m, p);
   } else if (page_heap_contains(p)) {
-    // Large blocks keep whole pages, not the request: the size must round to the block's.
+    // A large block ends at its guard page: its usable size is the request
+    // rounded to 16 (page_heap.c ph_block_slack).
     actual = page_heap_usable_size(p);
-    if (actual == 0 || page_heap_block_size(size) == actual) return;
+    if (actual == 0 || ((size + 15u) & ~(size_t)15u) == actual) return;
   } else {
     int interior;                  // huge: a cached mapping may be larger still
     actual = huge_usable_size(p, &interior);

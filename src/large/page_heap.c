@@ -100,6 +100,7 @@ typedef struct ph_region {
   uint32_t          link_prev[PH_PAGES];
 #if HAK_HARDENED
   uint64_t          kept_out[PH_PAGES / 64];  // bit s: the used run at s was freed, kept out of reuse
+  uint16_t          slack[PH_PAGES];          // a used run's first page: bytes before its block (ph_block_slack)
 #endif
 } ph_region_t;
 
@@ -500,14 +501,28 @@ int page_heap_contains(const void *p) {
 static int ph_kept_out(const ph_region_t *r, uint32_t s) { return (r->kept_out[s / 64] >> (s % 64)) & 1u; }
 #endif
 
-// Page index of a block start at p in r, or PH_NONE (lock held).
+#if HAK_HARDENED
+// The hardened build ends a block at its guard page: the block starts
+// `slack` bytes into its run's first page (the page's rest past the request,
+// rounded to 16), so the first byte past the request (to 16) is the guard's.
+// Page aligned, a block of 300 000 bytes left 3 104 bytes before the guard
+// that an overflow wrote unseen (an independent misuse probe; scudo places
+// its large blocks so). Its run still starts at a page.
+static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
+  return (uint32_t)(run_bytes(body_pages) - ((size + 15u) & ~(size_t)15u));
+}
+#endif
+
+// Page index of the run of a block start at p in r, or PH_NONE (lock held).
 static uint32_t block_page(ph_region_t *r, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)r;
-  if (off & (PH_PAGE_SIZE - 1)) return PH_NONE;
   uint32_t s = (uint32_t)(off >> PH_PAGE_SHIFT);
   if (s < PH_HEADER_PAGES || !(r->head[s] & PH_USED)) return PH_NONE;
 #if HAK_HARDENED
   if (ph_kept_out(r, s)) return PH_NONE;   // freed already
+  if ((off & (PH_PAGE_SIZE - 1)) != r->slack[s]) return PH_NONE;
+#else
+  if (off & (PH_PAGE_SIZE - 1)) return PH_NONE;
 #endif
   return s;
 }
@@ -905,6 +920,9 @@ void *page_heap_alloc(size_t size, int zero) {
     ph_span_t spans[PH_MAX_SPANS];
     ph_region_t *r = arena_take(a, n, &s, spans, &dirty_runs);
     if (r != NULL) {
+#if HAK_HARDENED
+      r->slack[s] = (uint16_t)ph_block_slack(size, n - 1);
+#endif
       arena_maybe_purge(a);
       PH_VALIDATE(a);
       arena_unlock(a);
@@ -915,6 +933,7 @@ void *page_heap_alloc(size_t size, int zero) {
       // PROT_NONE, see region_create).
       if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty_runs != 0);
       if (zero && dirty_runs) zero_dirty_spans(p, n - 1, spans, dirty_runs);
+      return p + r->slack[s];
 #else
       if (zero && dirty_runs) zero_dirty_spans(p, n, spans, dirty_runs);
 #endif
@@ -992,6 +1011,7 @@ int page_heap_free(void *p) {
   if (s == PH_NONE) { arena_unlock(a); return 0; }
   uint32_t n = r->head[s] & PH_LEN_MASK;
 #if HAK_HARDENED
+  p = (char *)r + run_bytes(s);        // the run (its block ends at the guard)
   int dirty = hardened_close_block(a, p, n);
   if (HAK_UNLIKELY(dirty < 0)) {       // refused: out of reuse, still counted live
     hardened_keep_out(r, s, n);
@@ -1018,10 +1038,10 @@ size_t page_heap_usable_size(const void *p) {
   ph_arena_t *a = region_lock(r);
   uint32_t s = block_page(r, p);
   size_t n = s == PH_NONE ? 0 : run_bytes(r->head[s] & PH_LEN_MASK);
-  arena_unlock(a);
 #if HAK_HARDENED
-  if (n != 0) n -= PH_PAGE_SIZE;     // the guard page
+  if (n != 0) n -= PH_PAGE_SIZE + r->slack[s];   // the guard page, the bytes before the block
 #endif
+  arena_unlock(a);
   return n;
 }
 

@@ -195,6 +195,21 @@ static int t_overflow_huge(void) {
   g_sink = p[malloc_usable_size(p)];
   return 0;
 }
+// One byte past a large block whose size is not a page multiple: the block
+// ends at its guard page (page_heap.c ph_block_slack). Page aligned, the
+// page's 3 104 bytes past the request took the write unseen.
+static int t_overflow_large_page_slack(void) {
+  volatile unsigned char *p = malloc(300000);
+  p[300000] = 1;
+  return 0;
+}
+static int t_overflow_large_calloc_page_slack(void) {
+  volatile unsigned char *p = calloc(1, 300048);   // past the slabs' 256 KiB: the page heap
+  if (p[0] != 0 || p[300047] != 0) return 1;
+  p[300048] = 1;
+  return 0;
+}
+
 // A write just below a huge block: the page below its mapping is (nearly
 // always: mappings grow down from the last) no one's, and the fault was a
 // bare SIGSEGV; now reported.
@@ -626,6 +641,9 @@ static const test_t g_tests[] = {
   {"use_after_free_huge", t_use_after_free_huge, EXPECT_ABORT_REPORT, "use after free of a huge block"},
   {"overflow_huge_guard_page", t_overflow_huge, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
   {"underflow_huge", t_underflow_huge, EXPECT_ABORT_REPORT, "heap buffer underflow before a huge block"},
+  {"overflow_large_page_slack", t_overflow_large_page_slack, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
+  {"overflow_large_calloc_page_slack", t_overflow_large_calloc_page_slack, EXPECT_ABORT_REPORT,
+   "heap buffer overflow past a large block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"quarantine_small_not_pushed_by_medium", t_quarantine_small_not_pushed_by_medium, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
