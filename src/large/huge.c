@@ -282,7 +282,9 @@ void *huge_alloc(size_t size, size_t align, int zero) {
                      : os_protect((void *)base, map_size - os_page_size(), 1);
   if (HAK_UNLIKELY(!opened)) return hardened_give_back(base, map_size, fresh);
 #endif
-  if (zero && !fresh) memset((void *)base, 0, map_size);
+  // Hardened: not the guard page (calloc of a block from a cached mapping
+  // faulted there, with HAKMEM_HUGE_CACHE_MB raised so that one is cached).
+  if (zero && !fresh) memset((void *)base, 0, map_size - (HAK_HARDENED ? os_page_size() : 0));
   pthread_mutex_lock(&g_huge_lock);
   HAK_SITE(SITE_HUGE_LOCK);
   int ok = table_insert(base, map_size) == 0;

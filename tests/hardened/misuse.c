@@ -549,6 +549,26 @@ static int rerun_with_handler(const char *inner, const char *how) {
   execl(self, self, "--inner", inner, (char *)NULL);
   return 9;
 }
+// calloc of a huge block that reuses a cached mapping (the cache raised so
+// one of 40 MiB is kept): it zeroed the guard page too, a SIGSEGV.
+static int t_inner_calloc_huge_from_cache(void) {
+  for (int i = 0; i < 3; i++) {
+    unsigned char *p = calloc(1, 40u << 20);
+    if (p == NULL || p[0] != 0 || p[(40u << 20) - 1] != 0) return 1;
+    p[0] = p[(40u << 20) - 1] = 1;
+    free(p);
+  }
+  return 0;
+}
+static int t_calloc_huge_from_cache(void) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return 9;
+  self[n] = 0;
+  setenv("HAKMEM_HUGE_CACHE_MB", "1024", 1);
+  execl(self, self, "--inner", "inner_calloc_huge_from_cache", (char *)NULL);
+  return 9;
+}
 static int t_inner_own_handler_guard_hit(void) {
   struct sigaction sa;
   if (sigaction(SIGSEGV, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL) return 8;   // no preinit handler
@@ -676,10 +696,12 @@ static const test_t g_tests[] = {
   {"program_handler_gets_its_faults", t_program_handler_gets_its_faults, EXPECT_EXIT0, NULL},
   {"program_resethand_handler_runs_once", t_program_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
   {"program_handler_fault_inside_it_ends_program", t_program_handler_fault_inside_it_ends_program, EXPECT_EXIT0, NULL},
+  {"calloc_huge_from_cache", t_calloc_huge_from_cache, EXPECT_EXIT0, NULL},
 };
 // Run only by the cases above, in a re-executed child (misuse --inner NAME).
 static const test_t g_inner[] = {
   {"inner_own_handler_guard_hit", t_inner_own_handler_guard_hit, EXPECT_ABORT_REPORT, NULL},
+  {"inner_calloc_huge_from_cache", t_inner_calloc_huge_from_cache, EXPECT_EXIT0, NULL},
   {"inner_own_handler_own_fault", t_inner_own_handler_own_fault, EXPECT_EXIT0, NULL},
   {"inner_resethand_handler_runs_once", t_inner_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
   {"inner_nested_fault_in_handler_ends_program", t_inner_nested_fault_in_handler_ends_program, EXPECT_EXIT0, NULL},
