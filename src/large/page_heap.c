@@ -38,6 +38,7 @@
 #include "config/config.h"
 #include "debug/hak_base.h"
 #include "debug/report.h"
+#include "large/slack_canary.h"
 #include "os/os.h"
 #include "stats/stats.h"
 
@@ -933,6 +934,7 @@ void *page_heap_alloc(size_t size, int zero) {
       // PROT_NONE, see region_create).
       if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty_runs != 0);
       if (zero && dirty_runs) zero_dirty_spans(p, n - 1, spans, dirty_runs);
+      slack_canary_fill((unsigned char *)p + r->slack[s], r->slack[s]);
       return p + r->slack[s];
 #else
       if (zero && dirty_runs) zero_dirty_spans(p, n, spans, dirty_runs);
@@ -1011,6 +1013,7 @@ int page_heap_free(void *p) {
   if (s == PH_NONE) { arena_unlock(a); return 0; }
   uint32_t n = r->head[s] & PH_LEN_MASK;
 #if HAK_HARDENED
+  (void)slack_canary_check(p, r->slack[s], "heap buffer underflow before a large block at");
   p = (char *)r + run_bytes(s);        // the run (its block ends at the guard)
   int dirty = hardened_close_block(a, p, n);
   if (HAK_UNLIKELY(dirty < 0)) {       // refused: out of reuse, still counted live

@@ -210,6 +210,27 @@ static int t_overflow_large_calloc_page_slack(void) {
   return 0;
 }
 
+// The same past a huge block, and a write just before a large or a huge
+// block whose size is not a page multiple (the bytes before it are its
+// run's: a canary there, checked at free; slack_canary.h).
+static int t_overflow_huge_page_slack(void) {
+  volatile unsigned char *p = malloc(40000000);
+  p[40000000] = 1;
+  return 0;
+}
+static int t_underflow_large(void) {
+  unsigned char *p = malloc(300000);
+  p[-1] ^= 1;
+  free(p);
+  return 0;
+}
+static int t_underflow_huge_slack(void) {
+  unsigned char *p = malloc(40000000);
+  p[-8] ^= 1;
+  free(p);
+  return 0;
+}
+
 // A write just below a huge block: the page below its mapping is (nearly
 // always: mappings grow down from the last) no one's, and the fault was a
 // bare SIGSEGV; now reported.
@@ -664,6 +685,9 @@ static const test_t g_tests[] = {
   {"overflow_large_page_slack", t_overflow_large_page_slack, EXPECT_ABORT_REPORT, "heap buffer overflow past a large block"},
   {"overflow_large_calloc_page_slack", t_overflow_large_calloc_page_slack, EXPECT_ABORT_REPORT,
    "heap buffer overflow past a large block"},
+  {"overflow_huge_page_slack", t_overflow_huge_page_slack, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
+  {"underflow_large", t_underflow_large, EXPECT_ABORT_REPORT, "heap buffer underflow before a large block"},
+  {"underflow_huge_slack", t_underflow_huge_slack, EXPECT_ABORT_REPORT, "heap buffer underflow before a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"quarantine_small_not_pushed_by_medium", t_quarantine_small_not_pushed_by_medium, EXPECT_ABORT_REPORT, "write after free of"},
   {"double_free_in_quarantine", t_double_free_in_quarantine, EXPECT_ABORT_REPORT, "double free of"},
