@@ -561,14 +561,19 @@ static void preinit_own_segv(int argc, char **argv, char **envp) {
 }
 __attribute__((section(".preinit_array"), used)) static void (*const g_preinit)(int, char **, char **) = preinit_own_segv;
 
-static int rerun_with_handler(const char *inner, const char *how) {
+// Run the inner case `inner` in this program re-executed (its environment
+// read again at start-up: a handler installed before main, a knob).
+static int rerun_inner(const char *inner) {
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return 9;
   self[n] = 0;
-  setenv("MISUSE_OWN_SEGV", how, 1);
   execl(self, self, "--inner", inner, (char *)NULL);
   return 9;
+}
+static int rerun_with_handler(const char *inner, const char *how) {
+  setenv("MISUSE_OWN_SEGV", how, 1);
+  return rerun_inner(inner);
 }
 // calloc of a huge block that reuses a cached mapping (the cache raised so
 // one of 40 MiB is kept): it zeroed the guard page too, a SIGSEGV.
@@ -582,13 +587,8 @@ static int t_inner_calloc_huge_from_cache(void) {
   return 0;
 }
 static int t_calloc_huge_from_cache(void) {
-  char self[4096];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) return 9;
-  self[n] = 0;
   setenv("HAKMEM_HUGE_CACHE_MB", "1024", 1);
-  execl(self, self, "--inner", "inner_calloc_huge_from_cache", (char *)NULL);
-  return 9;
+  return rerun_inner("inner_calloc_huge_from_cache");
 }
 static int t_inner_own_handler_guard_hit(void) {
   struct sigaction sa;
