@@ -502,18 +502,6 @@ int page_heap_contains(const void *p) {
 static int ph_kept_out(const ph_region_t *r, uint32_t s) { return (r->kept_out[s / 64] >> (s % 64)) & 1u; }
 #endif
 
-#if HAK_HARDENED
-// The hardened build ends a block at its guard page: the block starts
-// `slack` bytes into its run's first page (the page's rest past the request,
-// rounded to 16), so the first byte past the request (to 16) is the guard's.
-// Page aligned, a block of 300 000 bytes left 3 104 bytes before the guard
-// that an overflow wrote unseen (an independent misuse probe; scudo places
-// its large blocks so). Its run still starts at a page.
-static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
-  return (uint32_t)(run_bytes(body_pages) - ((size + 15u) & ~(size_t)15u));
-}
-#endif
-
 // Page index of the run of a block start at p in r, or PH_NONE (lock held).
 static uint32_t block_page(ph_region_t *r, const void *p) {
   uintptr_t off = (uintptr_t)p - (uintptr_t)r;
@@ -909,8 +897,25 @@ static ph_region_t *arena_take(ph_arena_t *a, uint32_t n, uint32_t *at, ph_span_
 }
 
 size_t page_heap_block_size(size_t size) {
-  return size == 0 || size > PAGE_HEAP_MAX ? 0 : run_bytes(run_pages_for(size));
+  if (size == 0 || size > PAGE_HEAP_MAX) return 0;
+#if HAK_HARDENED
+  return (size + 15u) & ~(size_t)15u;  // it ends at its guard page (ph_block_slack)
+#else
+  return run_bytes(run_pages_for(size));
+#endif
 }
+
+#if HAK_HARDENED
+// The hardened build ends a block at its guard page: the block starts
+// `slack` bytes into its run's first page (the page's rest past the request,
+// rounded to 16), so the first byte past the request (to 16) is the guard's.
+// Page aligned, a block of 300 000 bytes left 3 104 bytes before the guard
+// that an overflow wrote unseen (an independent misuse probe; scudo places
+// its large blocks so). Its run still starts at a page.
+static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
+  return (uint32_t)(run_bytes(body_pages) - page_heap_block_size(size));
+}
+#endif
 
 void *page_heap_alloc(size_t size, int zero) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
@@ -922,7 +927,8 @@ void *page_heap_alloc(size_t size, int zero) {
     ph_region_t *r = arena_take(a, n, &s, spans, &dirty_runs);
     if (r != NULL) {
 #if HAK_HARDENED
-      r->slack[s] = (uint16_t)ph_block_slack(size, n - 1);
+      uint32_t slack = ph_block_slack(size, n - 1);
+      r->slack[s] = (uint16_t)slack;
 #endif
       arena_maybe_purge(a);
       PH_VALIDATE(a);
@@ -934,8 +940,8 @@ void *page_heap_alloc(size_t size, int zero) {
       // PROT_NONE, see region_create).
       if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty_runs != 0);
       if (zero && dirty_runs) zero_dirty_spans(p, n - 1, spans, dirty_runs);
-      slack_canary_fill((unsigned char *)p + r->slack[s], r->slack[s]);
-      return p + r->slack[s];
+      slack_canary_fill((unsigned char *)p + slack, slack);
+      return p + slack;
 #else
       if (zero && dirty_runs) zero_dirty_spans(p, n, spans, dirty_runs);
 #endif

@@ -201,9 +201,8 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 // every class: one whose list head is where the last look saw it (no block
 // taken or given since, or the same one taken and given back) gives its list
 // back to its slabs, its current slab to the pool if EMPTY, and its partial
-// slabs are trimmed
-// (tcmalloc's thread cache scavenge, with the head for its low-water mark:
-// the fast paths count nothing). What goes back is dirty FREE memory, which
+// slabs are trimmed (tcmalloc's thread cache scavenge, with the head for its
+// low-water mark: the fast paths count nothing). What goes back is dirty FREE memory, which
 // the dirty budget purges: a program that comes back to the class soon
 // faults it in again: with looks 10 ms apart, bench/drift (ten sweeps of
 // 500 B-111 KB) took 2x its time at 2.6x the page faults and the same peak,
