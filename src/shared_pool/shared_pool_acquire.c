@@ -78,6 +78,11 @@ static slab_meta_t *acquire_stage2_free_slab(unsigned kind, slab_stash_t *st) {
   pool_lock(kind);
   uint32_t n = pool_take_locked(kind, got, want);
   pool_unlock(kind);
+  if (n == 0 && pool_collect_empty_now()) {   // EMPTY slabs on the abandoned stacks first
+    pool_lock(kind);
+    n = pool_take_locked(kind, got, want);
+    pool_unlock(kind);
+  }
   if (n == 0) {
     if (!acquire_stage3_new_superslab(kind)) return NULL;
     n = pool_take_locked(kind, got, want);

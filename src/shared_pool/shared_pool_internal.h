@@ -121,5 +121,10 @@ void slab_unbind(slab_meta_t *m);
 // Take every EMPTY slab off the abandoned stacks and give it to the pool (the
 // purge pass; a thread's exit leaves its empty current slabs there).
 void pool_collect_abandoned_empty(void);
+// The same, now, when EMPTY slabs wait there and no purge pass is running:
+// an acquire about to map a new SuperSlab takes them first (a class nobody
+// refills any more left them there, emptied by other threads' frees).
+// 1 if it collected.
+int pool_collect_empty_now(void);
 
 #endif

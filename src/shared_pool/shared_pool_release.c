@@ -432,6 +432,15 @@ static int purge_pass(int everything) {
   return purge_pools(everything);
 }
 
+int pool_collect_empty_now(void) {
+  if (atomic_load_explicit(&g_abandoned_empty, memory_order_relaxed) == 0) return 0;
+  if (pthread_mutex_trylock(&g_purge_lock) != 0) return 0;
+  HAK_SITE(SITE_PURGE_LOCK);
+  pool_collect_abandoned_empty();
+  pthread_mutex_unlock(&g_purge_lock);
+  return 1;
+}
+
 void shared_pool_maybe_purge(void) {
   size_t dirty = 0;
   uint64_t due = UINT64_MAX;

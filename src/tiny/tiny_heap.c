@@ -126,12 +126,24 @@ static void heap_release_empty(tiny_heap_t *h, slab_meta_t *m) {
 
 // ---- refill side ---------------------------------------------------------
 
+// Before a slab of a kind comes from the Shared Pool: the partial slabs of
+// the kind's other classes that other threads' frees emptied go back first
+// (tiny_heap_trim_partial). A class this thread no longer allocates is
+// never refilled, so nothing else looks at its slabs: with a second thread
+// freeing the buffers of bench/drift, each class the sizes moved past kept
+// its emptied slabs until the thread exited.
+static HAK_NOINLINE void heap_trim_kind(tiny_heap_t *h, unsigned kind, unsigned cls) {
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    if (c != cls && h->partial[c] != NULL && g_size_class[c].kind == kind) tiny_heap_trim_partial(h, c, NULL);
+}
+
 slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
   slab_meta_t *m = tiny_heap_partial_with_free(h, cls);
   if (m != NULL) {
     list_remove(&h->partial[cls], m);
   } else {
     unsigned kind = g_size_class[cls].kind;
+    heap_trim_kind(h, kind, cls);
     m = shared_pool_acquire_slab(cls, thread_self_id(), &h->stash[kind]);
     if (m == NULL) return NULL;
     h->owned_blocks += m->capacity;

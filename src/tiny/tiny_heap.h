@@ -60,6 +60,12 @@ typedef struct tiny_heap {
   // when it was, and each list's head as it saw it.
   uint64_t     idle_look_ms;
   void        *idle_head[HAK_NUM_CLASSES];
+  // Classes dying in this thread (bit c: class c; tiny_refill.c
+  // note_dying_class): only freed lately and their current slab gone back;
+  // each list's head as the last slow path saw it.
+  uint64_t     dying;
+  void        *dying_head[HAK_NUM_CLASSES];
+  uint8_t      dying_looks[HAK_NUM_CLASSES];   // looks in a row that saw the head unmoved
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];
