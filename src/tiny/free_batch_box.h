@@ -62,7 +62,7 @@
 #define FREE_BATCH_N 16u          // 8: ring-2 0.87x the time, 16: 0.76x, 32: 0.77x (paired rounds)
 #endif
 #define FREE_BATCH_MIN_FLUSH 8u   // a flush of fewer blocks says nothing either way
-// The largest block held: the medium kind's (32 KiB), so a thread holds at
+// The largest block held: 32 KiB (HAK_MEDIUM_MAX), so a thread holds at
 // most 512 KiB, what one medium class's TLS list may keep anyway. A thread
 // handing 8 B-16 KiB batches to the next of 8 threads (rpmalloc's rptest in
 // shape): tiny blocks alone held, 10% of its samples waited on the medium

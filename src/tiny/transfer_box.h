@@ -26,15 +26,15 @@
 #include "debug/ptr_types.h"
 
 #define TRANSFER_MAX_CHAINS 32u
-// The largest block a flush gives the exchange: the medium kind's (32 KiB).
+// The largest block a flush gives the exchange: 32 KiB (HAK_MEDIUM_MAX).
 // Medium blocks went home only, through their slabs' remote lists, until the
 // fourteenth session: ring -t 8 of 1-16 KiB blocks took 1.7x tcmalloc's time
 // at 1.6x its peak RSS (130 MB), its owners carving while the blocks sent home
 // waited in slabs they were not refilling from; with the exchange 0.58x the
 // time at 81 MB (tcmalloc's). A chain of the largest class is 8 blocks
 // (256 KiB), and a class keeps at most one per live thread (trimmed as
-// threads exit, tiny_exchange_trim). The large kind's slab classes (to
-// 256 KiB) still go home.
+// threads exit, tiny_exchange_trim). Larger slab classes (to 256 KiB) still
+// go home.
 #define TRANSFER_MAX_BLOCK HAK_MEDIUM_MAX
 
 // Keep first..last (n blocks of class cls, linked, marked free). 0 when the

@@ -491,17 +491,18 @@ static void test_a_partial_slab_filled_by_its_owner_stays_at_a_refill(void **sta
   hak_thread_flush();
 }
 
-// Slow paths of another class (refills and overflows of 100 KB blocks,
-// whose lists hold a few) for at least `ms` milliseconds and `paths` slow
-// paths.
+// Slow paths of another class (refills and overflows of 200 KB blocks, of
+// another slab kind than the classes looked at, so it takes none of the
+// slabs they give back; their lists hold a few) for at least `ms`
+// milliseconds and `paths` slow paths.
 static void slow_paths_elsewhere(unsigned ms, unsigned paths) {
-  unsigned other = size_class_of(100000);
+  unsigned other = size_class_of(200000);
   struct timespec t0, t;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (unsigned done = 0;;) {
     void *p[16];
     uint64_t before = hak_counters()->cls[other].refills + hak_counters()->cls[other].flushes;
-    for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(100000);
+    for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(200000);
     for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
     done += (unsigned)(hak_counters()->cls[other].refills + hak_counters()->cls[other].flushes - before);
     clock_gettime(CLOCK_MONOTONIC, &t);

@@ -61,7 +61,7 @@ static void test_class_kind_matches_the_documented_ranges(void **state) {
   (void)state;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     uint32_t s = g_size_class[c].size;
-    unsigned want = s <= HAK_TINY_MAX ? HAK_KIND_SMALL : s <= 32 * KIB ? HAK_KIND_MEDIUM : HAK_KIND_LARGE;
+    unsigned want = s <= HAK_TINY_MAX ? HAK_KIND_SMALL : s <= 128 * KIB ? HAK_KIND_MEDIUM : HAK_KIND_LARGE;
     assert_int_equal(g_size_class[c].kind, want);
     assert_int_equal(c < HAK_TINY_CLASSES, s <= HAK_TINY_MAX);
   }
