@@ -136,6 +136,20 @@ static int freed_before(const void *p, uint32_t bs, size_t n) {
   return n >= HARD_LINK_BYTES && n + HARD_CANARY_BYTES <= HARD_FILL_MAX && ((const unsigned char *)p)[n] == HARD_FILL_BYTE;
 }
 
+_Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE - sizeof(uint32_t), "the 4 bytes before slab 0 are never written");
+
+// The 4 bytes before tiny block p of slab m: the size word of the block
+// below (hard_below_fast_ok), an aligned block's tag included. Before a
+// slab's first block: in slab 0 the SuperSlab header's last bytes, which
+// nothing writes (0); in another slab the slab below's last bytes, which
+// may be anything.
+static int below_ok(const slab_meta_t *m, const void *p) {
+  uint32_t w = ((const uint32_t *)p)[-1], bs = m->block_size, n;
+  unsigned lg;
+  if ((const char *)p == m->base) return m->index != 0 || w == 0;
+  return hard_below_fast_ok(w, bs) || hard_request_decode(w ^ hard_size_key(), bs, &n, &lg);
+}
+
 // In the order the checks had as two calls (the sized delete's, then free's):
 // the size word, the size given, the canary. A block freed before is reported
 // as the double free it is, and left where it is (going on).
@@ -149,6 +163,11 @@ void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want)
   size_t n = hardened_requested(m, p);       // reports a size word out of range
   if (want != HARD_NO_SIZE && want != n) hardened_report_delete("sized delete with the wrong size of", p, want, n);
   if (hard_canary_diff(p, n) != 0) hardened_report_canary(p, n);
+  if (bs <= HAK_TINY_MAX && !below_ok(m, p)) {
+    if ((char *)p == m->base) hak_report_pointer_error("heap buffer underflow before", p, " (the first block of its slab: the bytes before it changed)");
+    else report_at("heap buffer underflow before", p, " (or an overflow past the ", bs,
+                   "-byte block below it: that block's size word is overwritten)");
+  }
   hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
 }
 

@@ -272,8 +272,11 @@ void hardened_report_fill(const void *p, uint32_t bs, const char *when) HAK_COLD
 // Fill a free block from byte 16 on (a carve: inline, as the carve loop runs
 // once per block). A 16-byte block has no fill (none is handed out: every
 // request takes 20 bytes more; hard_fill_words assumes 32 and more).
+// A fresh tiny block past the fill's reach also gets a size word (a request
+// of 0): the free of the block above it checks it (hard_below_fast_ok).
 HAK_INLINE void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
   if (block_size >= 2 * HARD_LINK_BYTES) hard_fill_words(hak_base_raw(b), block_size);
+  if (block_size > HARD_FILL_MAX && block_size <= HAK_TINY_MAX) *hard_size_tail(hak_base_raw(b), block_size) = hard_size_key();
 }
 
 // A block of bs bytes leaves the allocator for a request of n bytes: check its
@@ -492,6 +495,20 @@ HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, cons
   else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
 }
 
+// Underflow before a tiny block: the 4 bytes before it are the size word of
+// the block below (the same class, the same slab), which is always one of a
+// live block's request (hard_request_decode), a free block's fill (a block
+// of 64 bytes or less: the fill reaches its end), or a freed or fresh
+// block's last request (hardened_fill writes 0 into a fresh one). Anything
+// else was written from outside: an underflow before this block (glibc's
+// free stops it: the chunk header it checks sits there), or an overflow
+// past the one below. Free reads the word; the common cases pass with two
+// compares, the rest (an aligned block's tag, the slab's first block, whose
+// word is not a block's) go to hardened_free_bad.
+HAK_INLINE int hard_below_fast_ok(uint32_t w, uint32_t bs) {
+  return (w ^ hard_size_key()) <= bs - HARD_TAIL_BYTES || w == (uint32_t)HARD_FILL_WORD;
+}
+
 // A live block p of slab m is freed by the program: check its size word,
 // the size a sized delete gives (`sized`, a constant: 1 for a sized delete,
 // whose `want` is compared with the request; 0 for free, which compares
@@ -513,7 +530,9 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want, 
   unsigned away = hc->cls_remote;
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self) cls = away;
   uint32_t n = *hard_size_tail(p, bs) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (sized && want != n) || hard_canary_diff(p, n) != 0)) {
+  uint32_t below = ((const uint32_t *)p)[-1];
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (sized && want != n) || hard_canary_diff(p, n) != 0 ||
+                   !hard_below_fast_ok(below, bs))) {
     hardened_free_bad(m, cls, p, want);
     return;
   }

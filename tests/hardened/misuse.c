@@ -231,6 +231,66 @@ static int t_underflow_huge_slack(void) {
   return 0;
 }
 
+// A write just before a small block: the 4 bytes there are the size word of
+// the block below it (its class's), checked at free (hard_below_fast_ok): one
+// byte, eight, and the block just above a live one of its class; before a
+// slab's first block, the SuperSlab header's unused last bytes.
+static int t_underflow_small(void) {
+  unsigned char *p = malloc(24);
+  p[-1] ^= 1;
+  free(p);
+  return 0;
+}
+static int t_underflow_8_bytes_small(void) {
+  unsigned char *p = malloc(48);
+  memset(p - 8, 'x', 8);
+  free(p);
+  return 0;
+}
+static int t_underflow_small_above_a_live_block(void) {
+  enum { K = 64 };
+  unsigned char *v[K];
+  for (int i = 0; i < K; i++) v[i] = malloc(100);
+  for (int i = 0; i < K; i++)
+    for (int j = 0; j < K; j++)
+      if (v[j] == v[i] + 128) {          // v[i] is the block just below v[j] (class 128)
+        v[j][-2] ^= 0x40;
+        free(v[j]);
+        return 0;
+      }
+  return 9;
+}
+static int t_underflow_first_block_of_a_superslab(void) {
+  for (int i = 0; i < 20000; i++) {       // blocks of 768 bytes until one starts a SuperSlab's slab 0
+    unsigned char *p = malloc(700);
+    if (((uintptr_t)p & ((2u << 20) - 1)) == 8192) {
+      p[-1] = 'x';
+      free(p);
+      return 0;
+    }
+  }
+  return 9;
+}
+// No false report: blocks below made by posix_memalign (their size word
+// tagged), fresh, freed, and the slab's first block, in the classes a
+// program of many sizes meets.
+static int t_no_underflow_reported_next_to_any_block(void) {
+  enum { K = 4000 };
+  static void *v[K];
+  for (int i = 0; i < K; i++) {
+    size_t n = 1 + (size_t)(i * 7919 % 1000);
+    if (i % 5 == 0) {
+      if (posix_memalign(&v[i], 64, n) != 0) return 1;
+    } else {
+      v[i] = malloc(n);
+    }
+    memset(v[i], i & 255, n);
+  }
+  for (int i = 0; i < K; i += 2) free(v[i]);
+  for (int i = 1; i < K; i += 2) free(v[i]);
+  return 0;
+}
+
 // A write just below a huge block: the page below its mapping is (nearly
 // always: mappings grow down from the last) no one's, and the fault was a
 // bare SIGSEGV; now reported.
@@ -687,6 +747,13 @@ static const test_t g_tests[] = {
    "heap buffer overflow past a large block"},
   {"overflow_huge_page_slack", t_overflow_huge_page_slack, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
   {"underflow_large", t_underflow_large, EXPECT_ABORT_REPORT, "heap buffer underflow before a large block"},
+  {"underflow_small", t_underflow_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
+  {"underflow_8_bytes_small", t_underflow_8_bytes_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
+  {"underflow_small_above_a_live_block", t_underflow_small_above_a_live_block, EXPECT_ABORT_REPORT,
+   "heap buffer underflow before"},
+  {"underflow_first_block_of_a_superslab", t_underflow_first_block_of_a_superslab, EXPECT_ABORT_REPORT,
+   "heap buffer underflow before"},
+  {"no_underflow_reported_next_to_any_block", t_no_underflow_reported_next_to_any_block, EXPECT_EXIT0, NULL},
   {"underflow_huge_slack", t_underflow_huge_slack, EXPECT_ABORT_REPORT, "heap buffer underflow before a huge block"},
   {"quarantine_delays_reuse", t_quarantine_delays_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"quarantine_small_not_pushed_by_medium", t_quarantine_small_not_pushed_by_medium, EXPECT_ABORT_REPORT, "write after free of"},
