@@ -491,18 +491,17 @@ static void test_a_partial_slab_filled_by_its_owner_stays_at_a_refill(void **sta
   hak_thread_flush();
 }
 
-// Slow paths of another class (refills and overflows of 200 KB blocks, of
-// another slab kind than the classes looked at, so it takes none of the
-// slabs they give back; their lists hold a few) for at least `ms`
-// milliseconds and `paths` slow paths.
+// Slow paths of another class (refills and overflows of 100 KB blocks,
+// whose lists hold a few; it may take the slabs the classes looked at give
+// back) for at least `ms` milliseconds and `paths` slow paths.
 static void slow_paths_elsewhere(unsigned ms, unsigned paths) {
-  unsigned other = size_class_of(200000);
+  unsigned other = size_class_of(100000);
   struct timespec t0, t;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (unsigned done = 0;;) {
     void *p[16];
     uint64_t before = hak_counters()->cls[other].refills + hak_counters()->cls[other].flushes;
-    for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(200000);
+    for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(100000);
     for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
     done += (unsigned)(hak_counters()->cls[other].refills + hak_counters()->cls[other].flushes - before);
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -530,7 +529,7 @@ static void test_an_idle_class_gives_back_its_list_and_its_empty_current_slab(vo
   g_hak_config.purge_delay_ms = delay;
   assert_int_equal(tls_list_len(cls), 0);
   assert_null(t_heap_p->cur[cls]);
-  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_true(slab_state(m) == SLAB_FREE || m->cls != cls);   // gone back: FREE, or taken by the other class
   hak_thread_flush();
 }
 
@@ -582,8 +581,8 @@ static void test_a_dying_class_gives_back_its_last_blocks_at_another_classs_slow
   assert_null(t_heap_p->cur[cls]);
   assert_null(t_heap_p->partial[cls]);
   assert_null(t_heap_p->full[cls]);
-  for (unsigned i = 0; i < nslabs; i++)
-    assert_true(!ss_registry_contains(slabs[i]) || slab_state(slabs[i]) == SLAB_FREE);
+  for (unsigned i = 0; i < nslabs; i++)   // gone back: FREE, or taken by the other class
+    assert_true(!ss_registry_contains(slabs[i]) || slab_state(slabs[i]) == SLAB_FREE || slabs[i]->cls != cls);
   hak_thread_flush();
 }
 
