@@ -63,6 +63,7 @@ static void hold_prefetch_tail(const slab_meta_t *m, char *p, uint32_t bs) {
     return;
   }
   hak_prefetch_for_write(hard_size_tail(p, bs));
+  __builtin_prefetch(p - HARD_SIZE_BYTES, 0, 3);   // the size word below (hard_below_fast_ok)
   hak_prefetch_for_write(p + (bs > CANARY_REACH ? bs - CANARY_REACH : 0));
   hak_prefetch_for_write(p + (bs > CANARY_REACH - 64u ? bs - (CANARY_REACH - 64u) : 0));
 }
