@@ -164,9 +164,12 @@ void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want)
   if (want != HARD_NO_SIZE && want != n) hardened_report_delete("sized delete with the wrong size of", p, want, n);
   if (hard_canary_diff(p, n) != 0) hardened_report_canary(p, n);
   if (bs <= HAK_TINY_MAX && !below_ok(m, p)) {
-    if ((char *)p == m->base) hak_report_pointer_error("heap buffer underflow before", p, " (the first block of its slab: the bytes before it changed)");
-    else report_at("heap buffer underflow before", p, " (or an overflow past the ", bs,
-                   "-byte block below it: that block's size word is overwritten)");
+    if ((char *)p == m->base)
+      hak_report_pointer_error("heap buffer underflow before", p,
+                               " (the first block of its slab: the bytes before it changed)");
+    else
+      report_at("heap buffer underflow before", p, " (or an overflow past the ", bs,
+                "-byte block below it: that block's size word is overwritten)");
   }
   hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
 }

@@ -61,8 +61,9 @@ typedef struct tiny_heap {
   uint64_t     idle_look_ms;
   void        *idle_head[HAK_NUM_CLASSES];
   // Classes dying in this thread (bit c: class c; tiny_refill.c
-  // note_dying_class): only freed lately and their current slab gone back;
-  // each list's head as the last slow path saw it.
+  // look_dying_classes): only freed lately, with every block of their current
+  // slab still out possibly on their list, or no current slab; each list's
+  // head as the last slow path saw it.
   uint64_t     dying;
   void        *dying_head[HAK_NUM_CLASSES];
   uint8_t      dying_looks[HAK_NUM_CLASSES];   // looks in a row that saw the head unmoved

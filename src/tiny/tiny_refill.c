@@ -230,8 +230,8 @@ static HAK_NOINLINE void release_idle_classes(tls_cache_t *tc, tiny_heap_t *h, u
 
 // Dying classes: a class whose bound shrank (it only frees lately) keeps
 // the last blocks freed on its list, and each pins the slab it is in, the
-// current one too (bench/drift: a 2 MiB slab or two per class of 32-256 KiB
-// the sizes moved past, 20 of its 58 MB), until the idle look a second
+// current one too (bench/drift, when 32-256 KiB had 2 MiB slabs: a slab or
+// two per class the sizes moved past, 20 of its 58 MB), until the idle look a second
 // later. Such a class is marked dying at an overflow (tiny_flush_overflow)
 // when its list could hold every block of its current slab still out, or
 // when it has no current slab (a thread that frees other threads' blocks).
