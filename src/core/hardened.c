@@ -292,7 +292,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
     if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
     actual = hardened_requested(m, p);
   } else if (page_heap_contains(p)) {
-    // A large block's usable size is its request rounded to 16 (it ends at its guard page).
+    // A large block's usable size is its request (page_heap_block_size).
     actual = page_heap_usable_size(p);
     if (actual == 0 || page_heap_block_size(size) == actual) return;
   } else {

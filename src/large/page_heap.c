@@ -101,7 +101,10 @@ typedef struct ph_region {
   uint32_t          link_prev[PH_PAGES];
 #if HAK_HARDENED
   uint64_t          kept_out[PH_PAGES / 64];  // bit s: the used run at s was freed, kept out of reuse
-  uint16_t          slack[PH_PAGES];          // a used run's first page: bytes before its block (ph_block_slack)
+  // A used run's first page: the bytes before its block (ph_block_slack, a
+  // multiple of 16) | the bytes between its request and the guard page's
+  // 16-byte boundary (0-15; ph_tail_canary).
+  uint16_t          slack[PH_PAGES];
 #endif
 } ph_region_t;
 
@@ -500,6 +503,9 @@ int page_heap_contains(const void *p) {
 #if HAK_HARDENED
 // Is the used run at s one kept out of reuse (see ph_region_t)?
 static int ph_kept_out(const ph_region_t *r, uint32_t s) { return (r->kept_out[s / 64] >> (s % 64)) & 1u; }
+// The used run at s: the bytes before its block, and past its request.
+static uint32_t ph_slack(const ph_region_t *r, uint32_t s) { return r->slack[s] & ~15u; }
+static uint32_t ph_tail(const ph_region_t *r, uint32_t s) { return r->slack[s] & 15u; }
 #endif
 
 // Page index of the run of a block start at p in r, or PH_NONE (lock held).
@@ -509,7 +515,7 @@ static uint32_t block_page(ph_region_t *r, const void *p) {
   if (s < PH_HEADER_PAGES || !(r->head[s] & PH_USED)) return PH_NONE;
 #if HAK_HARDENED
   if (ph_kept_out(r, s)) return PH_NONE;   // freed already
-  if ((off & (PH_PAGE_SIZE - 1)) != r->slack[s]) return PH_NONE;
+  if ((off & (PH_PAGE_SIZE - 1)) != ph_slack(r, s)) return PH_NONE;
 #else
   if (off & (PH_PAGE_SIZE - 1)) return PH_NONE;
 #endif
@@ -899,7 +905,7 @@ static ph_region_t *arena_take(ph_arena_t *a, uint32_t n, uint32_t *at, ph_span_
 size_t page_heap_block_size(size_t size) {
   if (size == 0 || size > PAGE_HEAP_MAX) return 0;
 #if HAK_HARDENED
-  return (size + 15u) & ~(size_t)15u;  // it ends at its guard page (ph_block_slack)
+  return size;                         // the request: the bytes past it to the guard are a canary
 #else
   return run_bytes(run_pages_for(size));
 #endif
@@ -913,7 +919,23 @@ size_t page_heap_block_size(size_t size) {
 // that an overflow wrote unseen (an independent misuse probe; scudo places
 // its large blocks so). Its run still starts at a page.
 static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
-  return (uint32_t)(run_bytes(body_pages) - page_heap_block_size(size));
+  return (uint32_t)(run_bytes(body_pages) - ((size + 15u) & ~(size_t)15u));
+}
+
+// The 0-15 bytes between a request that is not a multiple of 16 and the
+// guard page hold the slack canary's byte from malloc to free, which checks
+// them: an overflow of 1-15 bytes past such a block went unseen (the guard
+// is only at the next 16-byte boundary). malloc_usable_size is the request.
+static void ph_tail_canary_fill(unsigned char *block, size_t size, uint32_t tail) {
+  for (uint32_t i = 0; i < tail; i++) block[size + i] = SLACK_CANARY_BYTE;
+}
+static void ph_tail_canary_check(const unsigned char *block, size_t size, uint32_t tail) {
+  for (uint32_t i = 0; i < tail; i++)
+    if (block[size + i] != SLACK_CANARY_BYTE) {
+      hak_report_pointer_error("heap buffer overflow past a large block at", block + size + i,
+                               " (the bytes after its request changed)");
+      return;
+    }
 }
 #endif
 
@@ -927,8 +949,8 @@ void *page_heap_alloc(size_t size, int zero) {
     ph_region_t *r = arena_take(a, n, &s, spans, &dirty_runs);
     if (r != NULL) {
 #if HAK_HARDENED
-      uint32_t slack = ph_block_slack(size, n - 1);
-      r->slack[s] = (uint16_t)slack;
+      uint32_t slack = ph_block_slack(size, n - 1), tail = (uint32_t)(-size & 15u);
+      r->slack[s] = (uint16_t)(slack | tail);
 #endif
       arena_maybe_purge(a);
       PH_VALIDATE(a);
@@ -941,6 +963,7 @@ void *page_heap_alloc(size_t size, int zero) {
       if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty_runs != 0);
       if (zero && dirty_runs) zero_dirty_spans(p, n - 1, spans, dirty_runs);
       slack_canary_fill((unsigned char *)p + slack, slack);
+      ph_tail_canary_fill((unsigned char *)p + slack, size, tail);
       return p + slack;
 #else
       if (zero && dirty_runs) zero_dirty_spans(p, n, spans, dirty_runs);
@@ -1019,7 +1042,10 @@ int page_heap_free(void *p) {
   if (s == PH_NONE) { arena_unlock(a); return 0; }
   uint32_t n = r->head[s] & PH_LEN_MASK;
 #if HAK_HARDENED
-  (void)slack_canary_check(p, r->slack[s], "heap buffer underflow before a large block at");
+  (void)slack_canary_check(p, ph_slack(r, s), "heap buffer underflow before a large block at");
+  // The block ends at the guard page: its request is the run's open bytes
+  // less the slack and the tail.
+  ph_tail_canary_check(p, run_bytes(n - 1) - ph_slack(r, s) - ph_tail(r, s), ph_tail(r, s));
   p = (char *)r + run_bytes(s);        // the run (its block ends at the guard)
   int dirty = hardened_close_block(a, p, n);
   if (HAK_UNLIKELY(dirty < 0)) {       // refused: out of reuse, still counted live
@@ -1048,7 +1074,7 @@ size_t page_heap_usable_size(const void *p) {
   uint32_t s = block_page(r, p);
   size_t n = s == PH_NONE ? 0 : run_bytes(r->head[s] & PH_LEN_MASK);
 #if HAK_HARDENED
-  if (n != 0) n -= PH_PAGE_SIZE + r->slack[s];   // the guard page, the bytes before the block
+  if (n != 0) n -= PH_PAGE_SIZE + ph_slack(r, s) + ph_tail(r, s);   // the guard page, the bytes around the block
 #endif
   arena_unlock(a);
   return n;

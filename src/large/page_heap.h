@@ -20,8 +20,8 @@
 // A block of at least size bytes, page aligned (16-byte aligned and ending at
 // its guard page in the hardened build); NULL when out of memory. zero: the
 // block reads as zero. Its usable size is page_heap_block_size(size): the
-// size rounded up to a class, four per power of two above 64 KiB (to 16 in
-// the hardened build).
+// size rounded up to a class, four per power of two above 64 KiB (the size
+// itself in the hardened build).
 void  *page_heap_alloc(size_t size, int zero);
 // The usable size of the block page_heap_alloc(size) returns (0: not ours).
 size_t page_heap_block_size(size_t size);

@@ -218,6 +218,27 @@ static int t_overflow_huge_page_slack(void) {
   p[40000000] = 1;
   return 0;
 }
+// 1-15 bytes past a large block whose size is not a multiple of 16: the
+// guard page starts at the next 16-byte boundary, the bytes between hold a
+// canary checked at free, and malloc_usable_size is the request.
+static int t_overflow_large_unaligned_tail(void) {
+  unsigned char *p = malloc(300001);
+  if (malloc_usable_size(p) != 300001) return 9;
+  p[300001] = 1;
+  free(p);
+  return 0;
+}
+static int t_large_unaligned_request_used_to_its_end(void) {
+  for (size_t n = 262145; n < 262145 + 48; n += 7) {
+    unsigned char *p = malloc(n);
+    if (p == NULL || malloc_usable_size(p) != n) return 1;
+    memset(p, 0xc5 ^ 0xff, n);
+    p = realloc(p, n + 5);          // moves (the hardened build keeps a large request exact)
+    if (p == NULL || malloc_usable_size(p) != n + 5) return 2;
+    free(p);
+  }
+  return 0;
+}
 static int t_underflow_large(void) {
   unsigned char *p = malloc(300000);
   p[-1] ^= 1;
@@ -746,6 +767,9 @@ static const test_t g_tests[] = {
   {"overflow_large_calloc_page_slack", t_overflow_large_calloc_page_slack, EXPECT_ABORT_REPORT,
    "heap buffer overflow past a large block"},
   {"overflow_huge_page_slack", t_overflow_huge_page_slack, EXPECT_ABORT_REPORT, "heap buffer overflow past a huge block"},
+  {"overflow_large_unaligned_tail", t_overflow_large_unaligned_tail, EXPECT_ABORT_REPORT,
+   "heap buffer overflow past a large block"},
+  {"large_unaligned_request_used_to_its_end", t_large_unaligned_request_used_to_its_end, EXPECT_EXIT0, NULL},
   {"underflow_large", t_underflow_large, EXPECT_ABORT_REPORT, "heap buffer underflow before a large block"},
   {"underflow_small", t_underflow_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
   {"underflow_8_bytes_small", t_underflow_8_bytes_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
