@@ -41,6 +41,9 @@ typedef struct huge_entry {
   size_t    map_size;  // bytes mapped
   uintptr_t block;     // the program's pointer: base, or in the hardened build the
                        // block against its guard page (huge_block_at); the table's key
+#if HAK_HARDENED
+  size_t    request;   // the size asked for: its usable size, and where the tail canary starts
+#endif
 } huge_entry_t;
 
 // The cache: slot i holds a mapping when base != 0. At rest:
@@ -97,7 +100,7 @@ static int table_grow(void) {
   return 0;
 }
 
-static int table_insert(uintptr_t block, uintptr_t base, size_t map_size) {
+static int table_insert(uintptr_t block, uintptr_t base, size_t map_size, size_t request) {
   if ((g_table_used + g_table_tombs + 1) * HUGE_TABLE_LOAD_DEN > g_table_cap * HUGE_TABLE_LOAD_NUM &&
       table_grow() != 0)
     return -1;
@@ -105,7 +108,12 @@ static int table_insert(uintptr_t block, uintptr_t base, size_t map_size) {
   size_t i = hash_ptr(block) & mask;
   while (g_table[i].base > TABLE_TOMB) i = (i + 1) & mask;
   if (g_table[i].base == TABLE_TOMB) g_table_tombs--;
-  g_table[i] = (huge_entry_t){base, map_size, block};
+  g_table[i] = (huge_entry_t){.base = base, .map_size = map_size, .block = block};
+#if HAK_HARDENED
+  g_table[i].request = request;
+#else
+  (void)request;
+#endif
   g_table_used++;
   return 0;
 }
@@ -276,6 +284,30 @@ static uintptr_t huge_block_at(uintptr_t base, size_t map_size, size_t size, siz
 #endif
 }
 
+#if HAK_HARDENED
+// The bytes between the request's end and the guard page (up to 15, or up to
+// the alignment less one for an aligned block) hold the slack canary's byte
+// from malloc to free, the first SLACK_CANARY_MAX of them: an overflow there
+// met no guard. A huge block's usable size is its request.
+static size_t huge_tail_len(uintptr_t end, uintptr_t guard) {
+  size_t n = guard - end;
+  return n < SLACK_CANARY_MAX ? n : SLACK_CANARY_MAX;
+}
+static void huge_tail_canary_fill(uintptr_t block, size_t size, uintptr_t guard) {
+  unsigned char *t = (unsigned char *)(block + size);
+  for (size_t i = 0, n = huge_tail_len(block + size, guard); i < n; i++) t[i] = SLACK_CANARY_BYTE;
+}
+static void huge_tail_canary_check(const huge_entry_t *e) {
+  const unsigned char *t = (const unsigned char *)(e->block + e->request);
+  for (size_t i = 0, n = huge_tail_len(e->block + e->request, e->base + e->map_size - os_page_size()); i < n; i++)
+    if (t[i] != SLACK_CANARY_BYTE) {
+      hak_report_pointer_error("heap buffer overflow past a huge block at", t + i,
+                               " (the bytes after its request changed)");
+      return;
+    }
+}
+#endif
+
 void *huge_alloc(size_t size, size_t align, int zero) {
   if (size > PTRDIFF_MAX - os_page_size()) return NULL;   // no address space is that large
   size_t map_size = page_round(size);
@@ -308,7 +340,10 @@ void *huge_alloc(size_t size, size_t align, int zero) {
 #if HAK_HARDENED
   slack_canary_fill((unsigned char *)block, block - base);
 #endif
-  int ok = table_insert(block, base, map_size) == 0;
+#if HAK_HARDENED
+  huge_tail_canary_fill(block, size, base + map_size - os_page_size());
+#endif
+  int ok = table_insert(block, base, map_size, size) == 0;
   if (ok) { g_live_count++; g_live_bytes += map_size; }
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
@@ -343,6 +378,7 @@ int huge_free(void *p) {
   size_t size = e->map_size;
 #if HAK_HARDENED
   (void)slack_canary_check(p, e->block - base, "heap buffer underflow before a huge block at");
+  huge_tail_canary_check(e);
 #endif
   g_freed[g_freed_next] = (uintptr_t)p;
   g_freed_next = (g_freed_next + 1) % HUGE_FREED_SLOTS;
@@ -364,8 +400,11 @@ size_t huge_usable_size(const void *p, int *interior) {
   HAK_SITE(SITE_HUGE_LOCK);
   huge_entry_t *e = table_find(a);
   if (e != NULL) {
-    // hardened: the block ends at the guard page
-    usable = e->map_size - (HAK_HARDENED ? os_page_size() : 0) - (e->block - e->base);
+#if HAK_HARDENED
+    usable = e->request;               // the rest to the guard page is a canary
+#else
+    usable = e->map_size;
+#endif
   } else if (g_table != NULL) {
     for (size_t i = 0; i < g_table_cap; i++)
       if (g_table[i].base > TABLE_TOMB && a > g_table[i].base && a < g_table[i].base + g_table[i].map_size) {
@@ -392,12 +431,12 @@ void *huge_try_realloc(void *p, size_t size) {
       void *q = os_remap(p, old_size, new_size);
       if (q != NULL) {
         table_remove(e);
-        if (table_insert((uintptr_t)q, (uintptr_t)q, new_size) == 0) {
+        if (table_insert((uintptr_t)q, (uintptr_t)q, new_size, new_size) == 0) {
           g_live_bytes += new_size - old_size;
           result = q;
         } else {  // cannot record it: undo, the caller copies instead
           void *back = os_remap(q, new_size, old_size);
-          if (back != NULL) table_insert((uintptr_t)back, (uintptr_t)back, old_size);
+          if (back != NULL) table_insert((uintptr_t)back, (uintptr_t)back, old_size, old_size);
         }
       }
     }

@@ -239,6 +239,24 @@ static int t_large_unaligned_request_used_to_its_end(void) {
   }
   return 0;
 }
+// The same past a huge block, and past an aligned one, whose end is below
+// the guard page by up to its alignment less one.
+static int t_overflow_huge_unaligned_tail(void) {
+  unsigned char *p = malloc(40000001);
+  if (malloc_usable_size(p) != 40000001) return 9;
+  p[40000001] = 1;
+  free(p);
+  return 0;
+}
+static int t_overflow_huge_aligned_tail(void) {
+  void *v;
+  if (posix_memalign(&v, 8192, 40000000) != 0) return 9;
+  unsigned char *p = v;
+  if (malloc_usable_size(p) != 40000000) return 9;
+  p[40000000 + 20] = 1;
+  free(p);
+  return 0;
+}
 static int t_underflow_large(void) {
   unsigned char *p = malloc(300000);
   p[-1] ^= 1;
@@ -770,6 +788,10 @@ static const test_t g_tests[] = {
   {"overflow_large_unaligned_tail", t_overflow_large_unaligned_tail, EXPECT_ABORT_REPORT,
    "heap buffer overflow past a large block"},
   {"large_unaligned_request_used_to_its_end", t_large_unaligned_request_used_to_its_end, EXPECT_EXIT0, NULL},
+  {"overflow_huge_unaligned_tail", t_overflow_huge_unaligned_tail, EXPECT_ABORT_REPORT,
+   "heap buffer overflow past a huge block"},
+  {"overflow_huge_aligned_tail", t_overflow_huge_aligned_tail, EXPECT_ABORT_REPORT,
+   "heap buffer overflow past a huge block"},
   {"underflow_large", t_underflow_large, EXPECT_ABORT_REPORT, "heap buffer underflow before a large block"},
   {"underflow_small", t_underflow_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
   {"underflow_8_bytes_small", t_underflow_8_bytes_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
