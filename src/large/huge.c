@@ -284,30 +284,6 @@ static uintptr_t huge_block_at(uintptr_t base, size_t map_size, size_t size, siz
 #endif
 }
 
-#if HAK_HARDENED
-// The bytes between the request's end and the guard page (up to 15, or up to
-// the alignment less one for an aligned block) hold the slack canary's byte
-// from malloc to free, the first SLACK_CANARY_MAX of them: an overflow there
-// met no guard. A huge block's usable size is its request.
-static size_t huge_tail_len(uintptr_t end, uintptr_t guard) {
-  size_t n = guard - end;
-  return n < SLACK_CANARY_MAX ? n : SLACK_CANARY_MAX;
-}
-static void huge_tail_canary_fill(uintptr_t block, size_t size, uintptr_t guard) {
-  unsigned char *t = (unsigned char *)(block + size);
-  for (size_t i = 0, n = huge_tail_len(block + size, guard); i < n; i++) t[i] = SLACK_CANARY_BYTE;
-}
-static void huge_tail_canary_check(const huge_entry_t *e) {
-  const unsigned char *t = (const unsigned char *)(e->block + e->request);
-  for (size_t i = 0, n = huge_tail_len(e->block + e->request, e->base + e->map_size - os_page_size()); i < n; i++)
-    if (t[i] != SLACK_CANARY_BYTE) {
-      hak_report_pointer_error("heap buffer overflow past a huge block at", t + i,
-                               " (the bytes after its request changed)");
-      return;
-    }
-}
-#endif
-
 void *huge_alloc(size_t size, size_t align, int zero) {
   if (size > PTRDIFF_MAX - os_page_size()) return NULL;   // no address space is that large
   size_t map_size = page_round(size);
@@ -339,9 +315,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   uintptr_t block = huge_block_at(base, map_size, size, align);
 #if HAK_HARDENED
   slack_canary_fill((unsigned char *)block, block - base);
-#endif
-#if HAK_HARDENED
-  huge_tail_canary_fill(block, size, base + map_size - os_page_size());
+  tail_canary_fill((unsigned char *)block + size, base + map_size - os_page_size() - (block + size));
 #endif
   int ok = table_insert(block, base, map_size, size) == 0;
   if (ok) { g_live_count++; g_live_bytes += map_size; }
@@ -378,7 +352,8 @@ int huge_free(void *p) {
   size_t size = e->map_size;
 #if HAK_HARDENED
   (void)slack_canary_check(p, e->block - base, "heap buffer underflow before a huge block at");
-  huge_tail_canary_check(e);
+  (void)tail_canary_check((unsigned char *)p + e->request, base + size - os_page_size() - (e->block + e->request),
+                          "heap buffer overflow past a huge block at");
 #endif
   g_freed[g_freed_next] = (uintptr_t)p;
   g_freed_next = (g_freed_next + 1) % HUGE_FREED_SLOTS;

@@ -103,7 +103,7 @@ typedef struct ph_region {
   uint64_t          kept_out[PH_PAGES / 64];  // bit s: the used run at s was freed, kept out of reuse
   // A used run's first page: the bytes before its block (ph_block_slack, a
   // multiple of 16) | the bytes between its request and the guard page's
-  // 16-byte boundary (0-15; ph_tail_canary).
+  // 16-byte boundary (0-15; tail_canary_fill).
   uint16_t          slack[PH_PAGES];
 #endif
 } ph_region_t;
@@ -922,21 +922,6 @@ static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
   return (uint32_t)(run_bytes(body_pages) - ((size + 15u) & ~(size_t)15u));
 }
 
-// The 0-15 bytes between a request that is not a multiple of 16 and the
-// guard page hold the slack canary's byte from malloc to free, which checks
-// them: an overflow of 1-15 bytes past such a block went unseen (the guard
-// is only at the next 16-byte boundary). malloc_usable_size is the request.
-static void ph_tail_canary_fill(unsigned char *block, size_t size, uint32_t tail) {
-  for (uint32_t i = 0; i < tail; i++) block[size + i] = SLACK_CANARY_BYTE;
-}
-static void ph_tail_canary_check(const unsigned char *block, size_t size, uint32_t tail) {
-  for (uint32_t i = 0; i < tail; i++)
-    if (block[size + i] != SLACK_CANARY_BYTE) {
-      hak_report_pointer_error("heap buffer overflow past a large block at", block + size + i,
-                               " (the bytes after its request changed)");
-      return;
-    }
-}
 #endif
 
 void *page_heap_alloc(size_t size, int zero) {
@@ -963,7 +948,7 @@ void *page_heap_alloc(size_t size, int zero) {
       if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty_runs != 0);
       if (zero && dirty_runs) zero_dirty_spans(p, n - 1, spans, dirty_runs);
       slack_canary_fill((unsigned char *)p + slack, slack);
-      ph_tail_canary_fill((unsigned char *)p + slack, size, tail);
+      tail_canary_fill((unsigned char *)p + slack + size, tail);
       return p + slack;
 #else
       if (zero && dirty_runs) zero_dirty_spans(p, n, spans, dirty_runs);
@@ -1043,9 +1028,9 @@ int page_heap_free(void *p) {
   uint32_t n = r->head[s] & PH_LEN_MASK;
 #if HAK_HARDENED
   (void)slack_canary_check(p, ph_slack(r, s), "heap buffer underflow before a large block at");
-  // The block ends at the guard page: its request is the run's open bytes
-  // less the slack and the tail.
-  ph_tail_canary_check(p, run_bytes(n - 1) - ph_slack(r, s) - ph_tail(r, s), ph_tail(r, s));
+  // The block ends at the guard page: its request ends the tail before it.
+  (void)tail_canary_check((unsigned char *)r + run_bytes(s + n - 1) - ph_tail(r, s), ph_tail(r, s),
+                          "heap buffer overflow past a large block at");
   p = (char *)r + run_bytes(s);        // the run (its block ends at the guard)
   int dirty = hardened_close_block(a, p, n);
   if (HAK_UNLIKELY(dirty < 0)) {       // refused: out of reuse, still counted live

@@ -1,4 +1,4 @@
-// slack_canary.h — the bytes before a hardened large or huge block.
+// slack_canary.h — the bytes around a hardened large or huge block.
 //
 // The hardened build ends a large or huge block at its guard page (an
 // overflow faults at once), so the block starts some bytes into its run or
@@ -33,6 +33,23 @@ static inline int slack_canary_check(const unsigned char *block, size_t slack, c
   for (size_t i = 1; i <= slack_canary_len(slack); i++)
     if (block[-(ptrdiff_t)i] != SLACK_CANARY_BYTE) {
       hak_report_pointer_error(what, block - i, " (the bytes before it changed)");
+      return 0;
+    }
+  return 1;
+}
+
+// The bytes after the request, up to the guard page (`gap` of them: at most
+// 15 for a block rounded to 16, up to its alignment less one for an aligned
+// huge block): the first SLACK_CANARY_MAX hold the same byte from malloc to
+// free, which checks them (an overflow there meets no guard). `end` is the
+// request's end; the block's usable size is the request.
+static inline void tail_canary_fill(unsigned char *end, size_t gap) {
+  for (size_t i = 0; i < slack_canary_len(gap); i++) end[i] = SLACK_CANARY_BYTE;
+}
+static inline int tail_canary_check(const unsigned char *end, size_t gap, const char *what) {
+  for (size_t i = 0; i < slack_canary_len(gap); i++)
+    if (end[i] != SLACK_CANARY_BYTE) {
+      hak_report_pointer_error(what, end + i, " (the bytes after its request changed)");
       return 0;
     }
   return 1;

@@ -216,14 +216,18 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 // 3 s); `make bench-instr` is the same, 59.1.
 #define TLS_IDLE_DELAYS 10u
 
+// Class c's list goes home, its current slab back if EMPTY then, its partial
+// slabs trimmed (an idle or a dying class).
+static void give_class_back(tls_cache_t *tc, tiny_heap_t *h, unsigned c) {
+  if (tls_cached(tc, c) != 0) tiny_flush(c, UINT32_MAX);
+  tiny_heap_release_idle(h, c);
+}
+
 static HAK_NOINLINE void release_idle_classes(tls_cache_t *tc, tiny_heap_t *h, unsigned busy, uint64_t now) {
   h->idle_look_ms = now;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     void *head = hak_base_raw(tc->lists[c].head);
-    if (c != busy && head == h->idle_head[c]) {
-      if (tls_cached(tc, c) != 0) tiny_flush(c, UINT32_MAX);
-      tiny_heap_release_idle(h, c);
-    }
+    if (c != busy && head == h->idle_head[c]) give_class_back(tc, h, c);
     h->idle_head[c] = hak_base_raw(tc->lists[c].head);
   }
 }
@@ -256,8 +260,7 @@ static HAK_NOINLINE void look_dying_classes(tls_cache_t *tc, tiny_heap_t *h, uns
     }
     if (++h->dying_looks[c] < (h->cur[c] != NULL ? 1u : DYING_LOOKS)) continue;
     h->dying &= ~((uint64_t)1 << c);
-    if (tls_cached(tc, c) != 0) tiny_flush(c, UINT32_MAX);
-    tiny_heap_release_idle(h, c);
+    give_class_back(tc, h, c);
   }
 }
 
