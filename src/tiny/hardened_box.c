@@ -11,8 +11,13 @@
 
 hard_keys_t g_hard_keys = {{0xa5a5a5a5a5a5a5a5ull, 0xa5a5a5a5a5a5a5a5ull}, 0};
 
+uint8_t hard_canary_byte_of(uint64_t cookie) {
+  uint8_t b = (uint8_t)((cookie >> 16) | 1u);
+  return b == HARD_FILL_BYTE ? (uint8_t)(b ^ 2u) : b;
+}
+
 void hardened_box_init(void) {
-  uint64_t canary = 0x0101010101010101ull * (uint8_t)((g_block_cookie >> 16) | 1u);
+  uint64_t canary = 0x0101010101010101ull * hard_canary_byte_of(g_block_cookie);
   g_hard_keys.canary[0] = canary;
   g_hard_keys.canary[1] = canary;
   g_hard_keys.size_key = (uint32_t)(g_block_cookie >> 24);
@@ -150,6 +155,16 @@ static int below_ok(const slab_meta_t *m, const void *p) {
   return hard_below_fast_ok(w, bs) || hard_request_decode(w ^ hard_size_key(), bs, &n, &lg);
 }
 
+static void check_below(const slab_meta_t *m, const void *p) {
+  if (below_ok(m, p)) return;
+  if ((const char *)p == m->base)
+    hak_report_pointer_error("heap buffer underflow before", p,
+                             " (the first block of its slab: the bytes before it changed)");
+  else
+    report_at("heap buffer underflow before", p, " (or an overflow past the ", m->block_size,
+              "-byte block below it: that block's size word is overwritten)");
+}
+
 // In the order the checks had as two calls (the sized delete's, then free's):
 // the size word, the size given, the canary. A block freed before is reported
 // as the double free it is, and left where it is (going on).
@@ -163,15 +178,13 @@ void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want)
   size_t n = hardened_requested(m, p);       // reports a size word out of range
   if (want != HARD_NO_SIZE && want != n) hardened_report_delete("sized delete with the wrong size of", p, want, n);
   if (hard_canary_diff(p, n) != 0) hardened_report_canary(p, n);
-  if (bs <= HAK_TINY_MAX && !below_ok(m, p)) {
-    if ((char *)p == m->base)
-      hak_report_pointer_error("heap buffer underflow before", p,
-                               " (the first block of its slab: the bytes before it changed)");
-    else
-      report_at("heap buffer underflow before", p, " (or an overflow past the ", bs,
-                "-byte block below it: that block's size word is overwritten)");
-  }
+  if (bs <= HAK_TINY_MAX) check_below(m, p);
   hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
+}
+
+void hardened_free_below(const slab_meta_t *m, unsigned cls, void *p) {
+  check_below(m, p);
+  hardened_quarantine_put(cls, m->block_size, p, &g_hard_class[m->cls]);
 }
 
 void hardened_report_delete(const char *what, const void *p, size_t given, size_t actual) {

@@ -120,6 +120,10 @@ typedef struct __attribute__((aligned(16))) hard_keys {
   uint32_t size_key;                // (uint32_t)(g_block_cookie >> 24)
 } hard_keys_t;
 extern HAK_INTERNAL hard_keys_t g_hard_keys;   // set by hardened_box_init
+// The canary byte of a process key: odd (never 0) and never the free fill's
+// byte, or a live block's canary inside bytes 16-63 read as an intact fill (a
+// process in 128 took a calloc'd 8-byte block for one freed before).
+uint8_t hard_canary_byte_of(uint64_t cookie);
 HAK_INLINE uint64_t hard_canary_word(void) { return g_hard_keys.canary[0]; }
 HAK_INLINE uint32_t hard_size_key(void) { return g_hard_keys.size_key; }
 // The size word of block p of slab m: at the end of a tiny block; else its
@@ -417,6 +421,12 @@ extern HAK_INTERNAL __thread hard_quarantine_t t_quar_medium __attribute__((tls_
 #define HARD_NO_SIZE SIZE_MAX
 void hardened_free_medium(const slab_meta_t *m, void *p, size_t want) HAK_NOINLINE;
 void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want) HAK_NOINLINE;
+// A tiny block p whose own checks passed, but whose 4 bytes before are not the
+// common size word below (hard_below_fast_ok): an aligned block's tag, a
+// slab's first block, or an underflow (reported); then freed as usual. Not
+// hardened_free_bad, whose guesses assume a check of the block failed (a live
+// block with its fill intact there is taken for one freed before).
+void hardened_free_below(const slab_meta_t *m, unsigned cls, void *p) HAK_NOINLINE;
 // "sized delete with the wrong size of P (given G, the block's is A)" (or the
 // alignment's, `what`), reported for a delete whose size or alignment is not
 // the block's.
@@ -537,9 +547,12 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want, 
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self) cls = away;
   uint32_t n = *hard_size_tail(p, bs) ^ hard_size_key();
   uint32_t below = ((const uint32_t *)p)[-1];
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (sized && want != n) || hard_canary_diff(p, n) != 0 ||
-                   !hard_below_fast_ok(below, bs))) {
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (sized && want != n) || hard_canary_diff(p, n) != 0)) {
     hardened_free_bad(m, cls, p, want);
+    return;
+  }
+  if (HAK_UNLIKELY(!hard_below_fast_ok(below, bs))) {
+    hardened_free_below(m, cls, p);      // its own checks passed: only the word below is looked at
     return;
   }
   hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc->fill_a, hc->fill_b);
