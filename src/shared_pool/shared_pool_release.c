@@ -280,7 +280,7 @@ void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
   // Nearly every recent early purge came back (7 in 8): the rounds are the
   // program's; it may keep REGRET_MAX_BYTES, or all it has out (it had that
   // much out last round).
-  size_t r = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed) + lost;
+  size_t had = atomic_load_explicit(&pk->regret_bytes, memory_order_relaxed), r = had + lost;
   if (pk->recent_early >= REGRET_RECENT_MIN && pk->recent_taken * 8u >= pk->recent_early * 7u) {
     if (cap < REGRET_MAX_BYTES) cap = REGRET_MAX_BYTES;
     if (cap < out_bytes(pk)) cap = out_bytes(pk);
@@ -288,7 +288,13 @@ void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
         r < REGRET_MAX_BYTES)
       r = REGRET_MAX_BYTES;
   }
-  atomic_store_explicit(&pk->regret_bytes, r < cap ? r : cap, memory_order_relaxed);
+  // The cap follows what the kind has out now, which a program that frees
+  // and takes back in rounds has little of early in a round: a loss may stop
+  // at the cap, never lower the regret below what it was (it did: bench/drift's
+  // regret rose to 12 MB in a round and a take-back early in the next cut
+  // it to 4 MiB, so every round purged 8 slabs early and faulted them in again).
+  if (r > cap) r = cap > had ? cap : had;
+  atomic_store_explicit(&pk->regret_bytes, r, memory_order_relaxed);
   pk->last_regret_ms = now;
 }
 
