@@ -67,6 +67,15 @@ typedef struct tiny_heap {
   uint64_t     dying;
   void        *dying_head[HAK_NUM_CLASSES];
   uint8_t      dying_looks[HAK_NUM_CLASSES];   // looks in a row that saw the head unmoved
+  // The look at classes left behind (tiny_refill.c look_left_classes): the
+  // bytes of this thread's slow paths since the last, their classes (bit c),
+  // and per class the list head and exchange count the last look saw and
+  // the looks in a row that saw neither move.
+  uint64_t     left_bytes;
+  uint64_t     left_touched;
+  void        *left_head[HAK_NUM_CLASSES];
+  uint32_t     left_moves[HAK_NUM_CLASSES];
+  uint8_t      left_looks[HAK_NUM_CLASSES];
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];

@@ -17,6 +17,7 @@ typedef struct transfer_class {
   pthread_mutex_t  lock;
   _Atomic uint32_t chains;   // read without the lock: an empty exchange costs no lock
   _Atomic uint32_t blocks;
+  _Atomic uint32_t moves;    // chains put or taken (or parts of one taken) so far (wraps)
   transfer_chain_t chain[TRANSFER_MAX_CHAINS];
 } __attribute__((aligned(64))) transfer_class_t;
 
@@ -37,6 +38,7 @@ int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_pt
   if (kept) {
     t->chain[c] = (transfer_chain_t){first, last, n};
     atomic_store_explicit(&t->chains, c + 1, memory_order_relaxed);
+    atomic_store_explicit(&t->moves, atomic_load_explicit(&t->moves, memory_order_relaxed) + 1, memory_order_relaxed);
     atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) + n,
                           memory_order_relaxed);
   }
@@ -84,6 +86,7 @@ uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_ba
     }
     atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) - gone,
                           memory_order_relaxed);
+    atomic_store_explicit(&t->moves, atomic_load_explicit(&t->moves, memory_order_relaxed) + 1, memory_order_relaxed);
   }
   pthread_mutex_unlock(&t->lock);
   if (HAK_UNLIKELY(!hak_base_is_null(corrupt))) tls_sll_report_corrupt(corrupt, cls);
@@ -91,6 +94,8 @@ uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_ba
 }
 
 uint32_t transfer_blocks(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].blocks, memory_order_relaxed); }
+uint32_t transfer_chains(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].chains, memory_order_relaxed); }
+uint32_t transfer_moves(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].moves, memory_order_relaxed); }
 
 void transfer_fork_prepare(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) pthread_mutex_lock(&g_transfer[c].lock);

@@ -48,6 +48,12 @@ int transfer_full(unsigned cls, uint32_t limit);
 uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last);
 // Blocks of cls held now (statistics, tests).
 uint32_t transfer_blocks(unsigned cls);
+// Chains of cls held now (a relaxed look).
+uint32_t transfer_chains(unsigned cls);
+// Chains of cls put or taken so far (wraps; a relaxed look): an exchange
+// whose count stood still while it held chains is of a class no thread
+// flushes or refills now (tiny_refill.c look_left_classes).
+uint32_t transfer_moves(unsigned cls);
 
 void transfer_fork_prepare(void);
 void transfer_fork_parent(void);

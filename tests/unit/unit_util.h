@@ -181,6 +181,26 @@ static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
   return m;
 }
 
+// Slow paths of another class than the ones a test looks at (refills and
+// overflows of 100 KB blocks, whose lists hold a few) until they have moved
+// enough bytes for `looks` looks at left classes (tiny_refill.h), with no
+// look by the clock meanwhile (the idle look would give the classes back
+// on its own).
+static inline void slow_path_bytes_elsewhere(unsigned looks) {
+  unsigned other = size_class_of(100000);
+  size_t size = size_class_size(other);
+  const hak_class_counters_t *k = &hak_counters()->cls[other];
+  uint64_t start = k->refill_blocks + k->flush_blocks;
+  uint32_t delay = g_hak_config.purge_delay_ms;
+  g_hak_config.purge_delay_ms = 3600000;
+  while ((k->refill_blocks + k->flush_blocks - start) * size < (uint64_t)(looks + 1) * LEFT_LOOK_BYTES) {
+    void *p[16];
+    for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(100000);
+    for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
+  }
+  g_hak_config.purge_delay_ms = delay;
+}
+
 // Every structure of the small-block engine checked against its invariants
 // (debug builds; the validators do not exist in release builds): the calling
 // thread's heap and TLS lists, every SuperSlab and every slab, counted
