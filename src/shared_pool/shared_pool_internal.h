@@ -40,10 +40,11 @@ typedef struct pool_kind {
   uint64_t          purge_calls;   // ... in this many madvise calls (runs of neighbours)
   uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
   uint64_t          taken_back;    // of which taken again within it
-  // The same two, recent (both halved when the first reaches
-  // REGRET_RECENT_MAX): nearly every early purge taken back (a program that
-  // frees and takes its memory back in rounds) lets the regret reach all of
-  // the kind's memory out (pool_note_regret).
+  // The same two, recent, but counting every take-back, within the delay
+  // or later (both halved when the first reaches REGRET_RECENT_MAX): nearly
+  // every early purge taken back (a program that frees and takes its memory
+  // back in rounds) lets the regret reach all of the kind's memory out
+  // (pool_note_regret).
   uint32_t          recent_early, recent_taken;
   // Slabs taken from the pool lately, and of them the early-purged ones
   // taken back within the delay (both halved when the first reaches
