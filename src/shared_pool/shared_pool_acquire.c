@@ -52,6 +52,7 @@ static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
 // Stage 3: a new SuperSlab, mapped with no lock held, registered, given to
 // its kind's pool (kind's pool lock held on return).
 static int acquire_stage3_new_superslab(unsigned kind) {
+  if (pool_rekind_empty_superslab(kind)) return 1;
   superslab_t *ss = superslab_allocate(kind);
   if (ss == NULL) return 0;
   pthread_mutex_lock(&g_registry_lock);

@@ -40,6 +40,7 @@ typedef struct pool_kind {
   uint64_t          purge_calls;   // ... in this many madvise calls (runs of neighbours)
   uint64_t          purged_early;  // slabs purged before their delay (for the statistics)
   uint64_t          taken_back;    // of which taken again within it
+  uint64_t          rekinded;      // all-FREE SuperSlabs of other kinds laid out for this one
   // The same two, recent, but counting every take-back, within the delay
   // or later (both halved when the first reaches REGRET_RECENT_MAX): nearly
   // every early purge taken back (a program that frees and takes its memory
@@ -87,6 +88,12 @@ void abandoned_push_chain(unsigned cls, uint32_t first, uint32_t last);
 void pool_put_locked(slab_meta_t *m, uint64_t now);
 // A new SuperSlab, every slab FREE, into its kind's pool (pool lock held).
 void pool_add_new_locked(superslab_t *ss);
+// Before a kind maps a new SuperSlab: an all-FREE SuperSlab of another kind,
+// taken out of its pool and laid out again for this kind, its dirty pages
+// counted as this kind's (no lock held on entry). 1 with the kind's pool
+// lock held and the SuperSlab in its pool, 0 (no lock held) when no other
+// kind has one.
+int pool_rekind_empty_superslab(unsigned kind);
 // Up to `want` FREE slabs of a kind out of the pool (pool lock held).
 uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with

@@ -129,6 +129,108 @@ void pool_put_locked(slab_meta_t *m, uint64_t now) {
 #endif
 }
 
+// ---- an all-FREE SuperSlab for another kind -----------------------------------
+
+// The first all-FREE SuperSlab on a kind's pool list with a dirty slab, else
+// the first all-FREE one; NULL when none (its pool lock held).
+static superslab_t *pool_find_empty_locked(const pool_kind_t *pk) {
+  superslab_t *clean = NULL;
+  for (superslab_t *ss = pk->head; ss != NULL; ss = ss->pool_next) {
+    if (ss->free_mask != ss_all_slabs_mask(ss)) continue;
+    for (unsigned i = 0; i < ss->nslabs; i++)
+      if (atomic_load_explicit(&ss_slab(ss, i)->dirty, memory_order_relaxed)) return ss;
+    if (clean == NULL) clean = ss;
+  }
+  return clean;
+}
+
+// Where the pages of a SuperSlab's dirty slabs may be resident, as offsets
+// from its start, while it changes kind.
+typedef struct resident_ranges {
+  unsigned n;
+  size_t   start[SS_MAX_SLABS], end[SS_MAX_SLABS];
+  uint64_t since;   // the latest free_since_ms among them
+} resident_ranges_t;
+
+// Take ss (all FREE) out of its kind's pool, noting its dirty pages (its pool lock held).
+static void pool_take_empty_locked(pool_kind_t *pk, superslab_t *ss, resident_ranges_t *r) {
+  r->n = 0;
+  r->since = 0;
+  for (unsigned i = 0; i < ss->nslabs; i++) {
+    slab_meta_t *m = ss_slab(ss, i);
+    if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
+      if (m->early_pages != 0) pool_note_regret(pk, m);   // purged early and taken back, by another kind
+      continue;
+    }
+    dirty_add(pk, m, -1);
+    size_t at = (size_t)(m->base - (char *)ss), bytes = slab_purge_bytes(m);
+    if (bytes == 0) continue;   // bound, but no block reached a page
+    r->start[r->n] = at;
+    r->end[r->n++] = at + bytes;
+    if (m->free_since_ms > r->since) r->since = m->free_since_ms;
+  }
+  pool_list_remove(pk, ss);
+  pk->empty_ss--;
+}
+
+// Mark dirty the slabs of ss (just laid out again) that the ranges reach, each
+// from its base to the farthest resident byte in it (its kind's pool lock held).
+static void pool_mark_resident_locked(pool_kind_t *pk, superslab_t *ss, const resident_ranges_t *r) {
+  for (unsigned j = 0; j < ss->nslabs; j++) {
+    slab_meta_t *m = ss_slab(ss, j);
+    size_t s0 = (size_t)(m->base - (char *)ss), s1 = s0 + ss_slab_bytes(ss, j), end = 0;
+    for (unsigned i = 0; i < r->n; i++) {
+      if (r->end[i] <= s0 || r->start[i] >= s1) continue;
+      size_t e = (r->end[i] < s1 ? r->end[i] : s1) - s0;
+      if (e > end) end = e;
+    }
+    if (end == 0) continue;
+    atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);
+    m->dirty_end = (uint32_t)end;
+    m->free_since_ms = r->since;
+    dirty_add(pk, m, +1);
+    uint64_t due = r->since + g_hak_config.purge_delay_ms;
+    if (due < atomic_load_explicit(&pk->next_due_ms, memory_order_relaxed))
+      atomic_store_explicit(&pk->next_due_ms, due, memory_order_relaxed);
+  }
+}
+
+int pool_rekind_empty_superslab(unsigned kind) {
+  for (unsigned x = 0; x < HAK_SLAB_KINDS; x++) {
+    if (x == kind) continue;
+    pool_kind_t *px = &g_pool[x];
+    pool_lock(x);
+    superslab_t *ss = px->empty_ss != 0 ? pool_find_empty_locked(px) : NULL;
+    resident_ranges_t r;
+    if (ss != NULL) pool_take_empty_locked(px, ss, &r);
+    pool_unlock(x);
+    if (ss == NULL) continue;
+    // No thread reaches it now: laid out again under the registry lock, so
+    // the statistics' walks never see it half done.
+    pthread_mutex_lock(&g_registry_lock);
+    ss_registry_remove(ss);
+    superslab_relayout(ss, kind);
+    int added = ss_registry_add(ss);
+    pthread_mutex_unlock(&g_registry_lock);
+    if (added != 0) {   // (the index it just gave back: cannot happen)
+      HAK_SITE(SITE_SS_COUNTERS);
+      atomic_fetch_sub_explicit(&g_ss_live, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&g_ss_unmapped_total, 1, memory_order_relaxed);
+      superslab_unmap(ss);
+      return 0;
+    }
+    pool_lock(kind);
+    pool_add_new_locked(ss);
+    pool_mark_resident_locked(&g_pool[kind], ss, &r);
+    g_pool[kind].rekinded++;
+#if HAK_DEBUG
+    ss_validate(ss);
+#endif
+    return 1;
+  }
+  return 0;
+}
+
 void pool_add_new_locked(superslab_t *ss) {
   pool_kind_t *pk = &g_pool[ss->kind];
   HAK_ASSERT(ss->free_mask == ss_all_slabs_mask(ss));

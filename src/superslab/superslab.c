@@ -45,10 +45,9 @@ static superslab_t *superslab_map(void) {
   return (superslab_t *)chunk;
 }
 
-superslab_t *superslab_allocate(unsigned kind) {
-  superslab_t *ss = superslab_map();
-  if (ss == NULL) return NULL;
-  // Fresh mappings read as zero: only the non-zero fields need writing.
+// The header's fields for `kind` and every slab of it FREE, in the pool's
+// hands (the metadata otherwise zero).
+static void superslab_lay_out(superslab_t *ss, unsigned kind) {
   ss->kind = (uint8_t)kind;
   ss->slab_shift = g_kind_slab_shift[kind];
   ss->nslabs = (uint8_t)(SS_SIZE >> ss->slab_shift);
@@ -59,7 +58,49 @@ superslab_t *superslab_allocate(unsigned kind) {
     m->base = ss_slab_start(ss, i);
     slab_set_owner(m, SLAB_OWNER_POOL, memory_order_relaxed);
   }
+}
+
+superslab_t *superslab_allocate(unsigned kind) {
+  superslab_t *ss = superslab_map();
+  if (ss == NULL) return NULL;
+  superslab_lay_out(ss, kind);   // fresh mappings read as zero: only the non-zero fields
   return ss;
+}
+
+void superslab_relayout(superslab_t *ss, unsigned kind) {
+  for (unsigned k = 0; k < SS_MAX_SLABS; k++) {
+    slab_meta_t *m = &ss->slabs[k];
+    uint32_t gen = SLAB_GEN(atomic_load_explicit(&m->state, memory_order_relaxed)) + 0x100u;
+    // Field by field, the shared ones atomically: a stale free may read them
+    // meanwhile (it finds no block to free, as in a FREE slab).
+    m->base = NULL;
+    atomic_store_explicit(&m->owner, 0, memory_order_relaxed);
+    m->size_magic = 0;
+    m->block_size = 0;
+    m->tls_off = 0;
+    atomic_store_explicit(&m->carve_off, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->carve_key, 0, memory_order_relaxed);
+    m->freelist = NULL;
+    m->cls = 0;
+    m->capacity = 0;
+    atomic_store_explicit(&m->owner_small, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->remote_head, NULL, memory_order_relaxed);
+    atomic_store_explicit(&m->used, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->notify, SLAB_NOTIFY_IDLE, memory_order_relaxed);
+    atomic_store_explicit(&m->dirty, 0, memory_order_relaxed);
+    m->index = 0;
+    m->where = SLAB_IN_NONE;
+    atomic_store_explicit(&m->wake_next, NULL, memory_order_relaxed);
+    m->free_since_ms = 0;
+    m->list_next = m->list_prev = NULL;
+    m->dirty_end = 0;
+    m->dirty_table = 0;
+    m->early_pages = 0;
+    atomic_store_explicit(&m->state, gen | SLAB_FREE, memory_order_relaxed);
+  }
+  ss->in_pool = 0;
+  ss->pool_next = ss->pool_prev = NULL;
+  superslab_lay_out(ss, kind);
 }
 
 void superslab_unmap(superslab_t *ss) {

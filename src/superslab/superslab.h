@@ -297,6 +297,11 @@ HAK_INLINE uint32_t ss_all_slabs_mask(const superslab_t *ss) {
 // a time (superslab.c).
 #define SS_CHUNK_SLABS 8u
 superslab_t *superslab_allocate(unsigned kind);
+// Lay out again for `kind` a SuperSlab that the registry no longer knows and
+// no thread reaches (every slab was FREE in its pool): every slot's metadata
+// reset, its slabs FREE, each slot's generation moved past the last (a stale
+// CAS of the old layout fails); its pages stay as they are.
+void superslab_relayout(superslab_t *ss, unsigned kind);
 // Unmap a SuperSlab that the registry no longer knows.
 void superslab_unmap(superslab_t *ss);
 
