@@ -1,0 +1,75 @@
+// rounds — a program that works in rounds: it allocates a batch of blocks,
+// writes them, frees them all, and starts again (a batch job per input file,
+// a request's arena of buffers, a compiler's pass).
+//
+// Each round allocates MB megabytes (64) of blocks of size A (20 KB) and
+// writes every byte, then frees them all; with --then B it then does the same
+// with blocks of size B, so the round's second half needs memory of another
+// size than the first just freed (a parse into small nodes, then a render
+// into big buffers). An allocator that returns a round's freed memory to the
+// system at once faults it in again in the next round; one that keeps it
+// for blocks of any size reuses it in both halves.
+//
+// Figure: allocator calls (mallocs + frees) per second. Peak RSS is the other
+// figure: one half's blocks are live at a time, MB megabytes.
+// Options: -n ROUNDS (10), --mb MB (64), --size A (20K), --then B (none).
+#include "bench_common.h"
+
+#include <getopt.h>
+
+static void usage(void) {
+  fprintf(stderr, "usage: rounds [-n ROUNDS] [--mb MB] [--size A] [--then B]\n");
+  exit(2);
+}
+
+// One half of a round: MB of blocks of `size`, written, then freed.
+static uint64_t half_round(void **slots, size_t n, size_t size) {
+  for (size_t i = 0; i < n; i++) {
+    char *p = malloc(size);
+    if (__builtin_expect(p == NULL, 0)) {
+      fprintf(stderr, "malloc(%zu) failed\n", size);
+      exit(3);
+    }
+    memset(p, (int)(i & 255), size);
+    slots[i] = p;
+  }
+  for (size_t i = 0; i < n; i++) free(slots[i]);
+  return 2 * (uint64_t)n;
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+    { "mb", required_argument, NULL, 'm' }, { "size", required_argument, NULL, 'a' },
+    { "then", required_argument, NULL, 'b' }, { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  uint64_t rounds = 10, mb = 64;
+  size_t a = 20 << 10, b = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "n:h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'n': rounds = bench_parse_count("-n", optarg); break;
+    case 'm': mb = bench_parse_count("--mb", optarg); break;
+    case 'a': a = bench_parse_size("--size", optarg); break;
+    case 'b': b = bench_parse_size("--then", optarg); break;
+    default: usage();
+    }
+  }
+  if (optind != argc || rounds < 1 || mb < 1 || a < 1 || mb > (1u << 20)) usage();
+
+  size_t na = (mb << 20) / a, nb = b != 0 ? (mb << 20) / b : 0;
+  if (na < 1 || (b != 0 && nb < 1)) usage();
+  void **slots = bench_xmalloc((na > nb ? na : nb) * sizeof(void *));
+  uint64_t calls = 0;
+  double t0 = bench_now();
+  for (uint64_t r = 0; r < rounds; r++) {
+    calls += half_round(slots, na, a);
+    if (b != 0) calls += half_round(slots, nb, b);
+  }
+  double t1 = bench_now();
+  char extra[160];
+  snprintf(extra, sizeof extra, "rounds=%" PRIu64 " mb=%" PRIu64 " size=%zu then=%zu", rounds, mb, a, b);
+  bench_result("rounds", "calls", calls, t1 - t0, extra);
+  free(slots);
+  return 0;
+}
