@@ -19,7 +19,9 @@
 typedef struct pool_kind {
   pthread_mutex_t   lock;
   superslab_t      *head;          // SuperSlabs with FREE slabs
-  uint32_t          empty_ss;      // of which every slab is FREE
+  // Of which every slab is FREE: written under the lock, read without by
+  // another kind about to map a SuperSlab (pool_rekind_empty_superslab).
+  _Atomic uint32_t  empty_ss;
   _Atomic size_t    dirty_bytes;   // written under the lock, read without by maybe_purge
   _Atomic uint64_t  next_due_ms;   // the earliest dirty slab is purged then (UINT64_MAX: none)
   // Bytes of this kind's slabs purged early and taken again within the purge
@@ -56,6 +58,12 @@ typedef struct pool_kind {
 } __attribute__((aligned(64))) pool_kind_t;
 
 extern pool_kind_t g_pool[HAK_SLAB_KINDS];
+
+// pk->empty_ss += delta (its lock held: a load and a store).
+static inline void empty_ss_add(pool_kind_t *pk, int delta) {
+  atomic_store_explicit(&pk->empty_ss, atomic_load_explicit(&pk->empty_ss, memory_order_relaxed) + (uint32_t)delta,
+                        memory_order_relaxed);
+}
 
 // pk->out_bytes += delta, and its peak raised (its lock held: loads and stores).
 static inline void out_add(pool_kind_t *pk, ptrdiff_t delta) {

@@ -90,7 +90,7 @@ static void dirty_add(pool_kind_t *pk, slab_meta_t *m, int sign) {
 void pool_unmap_superslab(superslab_t *ss) {
   pool_kind_t *pk = &g_pool[ss->kind];
   pool_list_remove(pk, ss);
-  pk->empty_ss--;
+  empty_ss_add(pk, -1);
   for (unsigned i = 0; i < ss->nslabs; i++) {
     slab_meta_t *m = ss_slab(ss, i);
     if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
@@ -123,7 +123,7 @@ void pool_put_locked(slab_meta_t *m, uint64_t now) {
   // here: threads that exit together free whole SuperSlabs that the next
   // threads map again (mstress: an mmap, two munmaps and the page faults of
   // every page, per SuperSlab and round).
-  if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss++;
+  if (ss->free_mask == ss_all_slabs_mask(ss)) empty_ss_add(pk, +1);
 #if HAK_DEBUG
   ss_validate(ss);
 #endif
@@ -170,7 +170,7 @@ static void pool_take_empty_locked(pool_kind_t *pk, superslab_t *ss, resident_ra
     if (m->free_since_ms > r->since) r->since = m->free_since_ms;
   }
   pool_list_remove(pk, ss);
-  pk->empty_ss--;
+  empty_ss_add(pk, -1);
 }
 
 // Mark dirty the slabs of ss (just laid out again) that the ranges reach, each
@@ -199,8 +199,9 @@ int pool_rekind_empty_superslab(unsigned kind) {
   for (unsigned x = 0; x < HAK_SLAB_KINDS; x++) {
     if (x == kind) continue;
     pool_kind_t *px = &g_pool[x];
+    if (atomic_load_explicit(&px->empty_ss, memory_order_relaxed) == 0) continue;   // no lock for nothing
     pool_lock(x);
-    superslab_t *ss = px->empty_ss != 0 ? pool_find_empty_locked(px) : NULL;
+    superslab_t *ss = pool_find_empty_locked(px);
     resident_ranges_t r;
     if (ss != NULL) pool_take_empty_locked(px, ss, &r);
     pool_unlock(x);
@@ -234,7 +235,7 @@ int pool_rekind_empty_superslab(unsigned kind) {
 void pool_add_new_locked(superslab_t *ss) {
   pool_kind_t *pk = &g_pool[ss->kind];
   HAK_ASSERT(ss->free_mask == ss_all_slabs_mask(ss));
-  pk->empty_ss++;
+  empty_ss_add(pk, +1);
   pool_list_add(pk, ss);
 }
 
@@ -257,7 +258,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
   }
   while (n < want && pk->head != NULL) {
     superslab_t *ss = pk->head;
-    if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss--;
+    if (ss->free_mask == ss_all_slabs_mask(ss)) empty_ss_add(pk, -1);
     while (n < want && ss->free_mask != 0) {
       unsigned idx = (unsigned)__builtin_ctz(ss->free_mask);
       ss->free_mask &= ~(1u << idx);
@@ -280,7 +281,7 @@ void pool_take_slab_locked(slab_meta_t *m) {
   superslab_t *ss = ss_of_meta(m);
   pool_kind_t *pk = &g_pool[ss->kind];
   HAK_ASSERT((ss->free_mask & (1u << m->index)) != 0);
-  if (ss->free_mask == ss_all_slabs_mask(ss)) pk->empty_ss--;
+  if (ss->free_mask == ss_all_slabs_mask(ss)) empty_ss_add(pk, -1);
   ss->free_mask &= ~(1u << m->index);
   out_add(pk, (ptrdiff_t)1 << ss->slab_shift);
   if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
