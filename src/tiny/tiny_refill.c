@@ -263,11 +263,19 @@ static HAK_NOINLINE void look_left_classes(tls_cache_t *tc, tiny_heap_t *h) {
   h->left_bytes = 0;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     void *head = hak_base_raw(tc->lists[c].head);
-    uint32_t moves = g_size_class[c].size <= TRANSFER_MAX_BLOCK ? transfer_moves(c) : 0;
-    if ((touched >> c & 1u) || head != h->left_head[c] || moves != h->left_moves[c]) {
+    if ((touched >> c & 1u) || head != h->left_head[c]) {
       h->left_head[c] = head;
-      h->left_moves[c] = moves;
       h->left_looks[c] = 0;
+      continue;
+    }
+    // Quiet here: the exchange's count, read only now (its line is written
+    // by every thread that puts or takes the class: a look read 40 such
+    // lines, most of them another core's). The first quiet look takes it as
+    // the baseline.
+    uint32_t moves = g_size_class[c].size <= TRANSFER_MAX_BLOCK ? transfer_moves(c) : 0;
+    if (h->left_looks[c] == 0 || moves != h->left_moves[c]) {
+      h->left_moves[c] = moves;
+      h->left_looks[c] = 1;
       continue;
     }
     if (h->left_looks[c] < LEFT_LOOKS) h->left_looks[c]++;
