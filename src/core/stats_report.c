@@ -281,7 +281,8 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "purged_slabs", ps.purged, 0);
     out_field(&o, "purge_calls", ps.purge_calls, 0);
     out_field(&o, "purged_early", ps.purged_early, 0);
-    out_field(&o, "purged_early_taken_back", ps.taken_back, 1);
+    out_field(&o, "purged_early_taken_back", ps.taken_back, 0);
+    out_field(&o, "superslabs_rekinded", ps.rekinded, 1);
     out_str(&o, "}\n");
     out_flush(&o);
     return;
@@ -350,6 +351,8 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, ps.purged_early);
   out_str(&o, ", taken back within the delay: ");
   out_u64(&o, ps.taken_back);
+  out_str(&o, "; SuperSlabs laid out for another kind: ");
+  out_u64(&o, ps.rekinded);
   out_str(&o, "\n");
   out_flush(&o);
 }

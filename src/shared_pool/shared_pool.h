@@ -75,10 +75,11 @@ void shared_pool_get_stats(shared_pool_stats_t *out);
 // The dirty budget now (HAKMEM_PURGE_DIRTY_MB and the kinds' regret), the
 // slabs purged and the madvise calls that purged them (a call per run of
 // neighbours), the slabs purged before their delay, and of those the ones
-// taken back within it.
+// taken back within it; and the all-FREE SuperSlabs laid out again for
+// another kind instead of a new mapping (pool_rekind_empty_superslab).
 typedef struct shared_pool_purge_stats {
   size_t   dirty_budget;
-  uint64_t purged, purge_calls, purged_early, taken_back;
+  uint64_t purged, purge_calls, purged_early, taken_back, rekinded;
 } shared_pool_purge_stats_t;
 void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out);
 

@@ -540,6 +540,7 @@ void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out) {
     s.purge_calls += g_pool[k].purge_calls;
     s.purged_early += g_pool[k].purged_early;
     s.taken_back += g_pool[k].taken_back;
+    s.rekinded += g_pool[k].rekinded;
     pool_unlock(k);
   }
   *out = s;

@@ -870,9 +870,14 @@ static void test_a_kind_lays_out_an_all_free_superslab_of_another_kind_before_it
   }
   assert_true(ss->free_mask == ss_all_slabs_mask(ss));
   uint64_t mapped = stats_now().superslabs_mapped_total;
+  shared_pool_purge_stats_t before;
+  shared_pool_get_purge_stats(&before);
   slab_meta_t *got = shared_pool_acquire_slab(medium, 12345, &stash);
   assert_non_null(got);
   assert_int_equal(stats_now().superslabs_mapped_total, mapped);   // no new mapping
+  shared_pool_purge_stats_t after;
+  shared_pool_get_purge_stats(&after);
+  assert_int_equal(after.rekinded, before.rekinded + 1);           // and the statistics say so
   assert_ptr_equal(ss_of_meta(got), ss);
   assert_int_equal(ss->kind, HAK_KIND_MEDIUM);
   assert_int_equal(ss->nslabs, 4);
