@@ -56,10 +56,6 @@ typedef struct tiny_heap {
   // Past FREE_BATCH_HEAP_BLOCKS its frees are tested in batches
   // (free_batch_box.h: a big heap's free waits on its block's line).
   uint32_t     owned_blocks;
-  // The last look for idle classes (tiny_refill.c release_idle_classes):
-  // when it was, and each list's head as it saw it.
-  uint64_t     idle_look_ms;
-  void        *idle_head[HAK_NUM_CLASSES];
   // Classes dying in this thread (bit c: class c; tiny_refill.c
   // look_dying_classes): only freed lately, with every block of their current
   // slab still out possibly on their list, or no current slab; each list's
@@ -67,10 +63,11 @@ typedef struct tiny_heap {
   uint64_t     dying;
   void        *dying_head[HAK_NUM_CLASSES];
   uint8_t      dying_looks[HAK_NUM_CLASSES];   // looks in a row that saw the head unmoved
-  // The look at classes left behind (tiny_refill.c look_left_classes): the
-  // bytes of this thread's slow paths since the last, their classes (bit c),
+  // The look at idle classes (tiny_refill.c look_idle_classes): when it
+  // was, the bytes of this thread's slow paths since, their classes (bit c),
   // and per class the list head and exchange count the last look saw and
   // the looks in a row that saw neither move.
+  uint64_t     left_look_ms;
   uint64_t     left_bytes;
   uint64_t     left_touched;
   void        *left_head[HAK_NUM_CLASSES];
@@ -125,7 +122,7 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls);
 // and remote frees still arriving is given up to the abandoned stack.
 void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *skip);
 
-// cls is idle in this thread (tiny_refill.c release_idle_classes): its current slab
+// cls is idle in this thread (tiny_refill.c look_idle_classes): its current slab
 // goes back to the stash or pool if it is EMPTY, and its partial slabs are
 // trimmed as a refill would (tiny_heap_trim_partial). The wake list is taken
 // first, so full slabs that remote frees emptied go back too.

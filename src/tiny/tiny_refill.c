@@ -197,23 +197,41 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 // slab from going back: a program that moves on through sizes (buffers that
 // grow a little each time, the last 150 kept) kept a medium or large slab
 // (512 KiB, 2 MiB) per class it no longer used, until the thread exited.
-// At a slow path of the thread (a refill or an overflow's flush) at least
-// TLS_IDLE_DELAYS purge delays after the last (1 s by default), a look at
-// every class: one whose list head is where the last look saw it (no block
-// taken or given since, or the same one taken and given back) gives its list
-// back to its slabs, its current slab to the pool if EMPTY, and its partial
-// slabs are trimmed (tcmalloc's thread cache scavenge, with the head for its
-// low-water mark: the fast paths count nothing). What goes back is dirty FREE memory, which
-// the dirty budget purges: a program that comes back to the class soon
-// faults it in again: with looks 10 ms apart, bench/drift (ten sweeps of
-// 500 B-111 KB) took 2x its time at 2.6x the page faults and the same peak,
-// and a ring of 8 threads flushed busy classes when looks came every 64 slow
-// paths (a burst of overflows is 64 slow paths in a few operations). One
-// sweep, then 3 s of small blocks: RSS 51 MB after the sweep, 38 MB at the
-// end before, 3.5-12 MB now (glibc 2.2, mimalloc 2.7, tcmalloc 50). A
-// thread in a steady state has few slow paths, so every one reads the clock
+// And when one thread allocates a class and another frees it (a collector's
+// sweeper and the thread it frees for, a consumer) and the sizes move on,
+// neither has a slow path of the class again: the allocating thread's
+// current slab, emptied by the other's frees, the freeing thread's last
+// blocks of it (too few to overflow, so the class never dies there: below)
+// and the class exchange's last chains of it each pin a slab (bench/drift -t
+// 2, sizes sweeping 500 B-111 KB every 10 ms: a 512 KiB slab for each of its
+// 27 medium classes, 45 MB peak against mimalloc's 23).
+// So at a slow path of the thread (a refill or an overflow's flush), once
+// its refills have asked for or its overflows flushed LEFT_LOOK_BYTES since
+// the last look, or TLS_IDLE_DELAYS / LEFT_LOOKS purge delays have passed
+// (0.5 s by default), a look at every class: one with no slow path since
+// and whose list head (no block taken or given, or the same one taken and
+// given back) and exchange (its count of chains put and taken) have not
+// moved for LEFT_LOOKS looks in a row sends the exchange's chains home and
+// gives its list back to its slabs, its current slab to the pool if EMPTY,
+// and its partial slabs are trimmed (tcmalloc's thread cache scavenge, with
+// the head for its low-water mark: the fast paths count nothing).
+// What goes back is dirty FREE memory, which the dirty budget purges: a
+// program that comes back to the class soon faults it in again. With looks
+// 10 ms apart, bench/drift took 2x its time at 2.6x the page faults and the
+// same peak; one look with the exchange's takes for its count was too few
+// for a ring of 8 threads of 1-16 KiB (nearly every operation a slow path, a
+// look every few hundred: classes went that long untaken by chance, 1.23x
+// the time at +8 MB); at four looks bench/drift gave the classes of a
+// sweep's top back after the next sweep had begun, over the dirty budget (64
+// slabs purged early against 29, 1.2x the time). With two: drift -t 2 27 MB,
+// 0.77x the time; drift 22.7 MB, 0.90x. One sweep, then 3 s of small blocks:
+// RSS 3.5-12 MB at the end, was 38 (glibc 2.2, mimalloc 2.7, tcmalloc 50).
+// A thread in a steady state has few slow paths, so every one reads the clock
 // (every eighth or 64th came too rarely to look twice in that program's
-// 3 s); `make bench-instr` is the same, 59.1.
+// 3 s); `make bench-instr` is the same, 59.1. (The bytes' look and the
+// clock's were two looks until the twenty-third session's review: the same
+// test on the list head, the clock's with one look and no exchange.)
+// (LEFT_LOOK_BYTES, LEFT_LOOKS: tiny_refill.h.)
 #define TLS_IDLE_DELAYS 10u
 
 // Class c's list goes home, its current slab back if EMPTY then, its partial
@@ -223,44 +241,13 @@ static void give_class_back(tls_cache_t *tc, tiny_heap_t *h, unsigned c) {
   tiny_heap_release_idle(h, c);
 }
 
-static HAK_NOINLINE void release_idle_classes(tls_cache_t *tc, tiny_heap_t *h, unsigned busy, uint64_t now) {
-  h->idle_look_ms = now;
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    void *head = hak_base_raw(tc->lists[c].head);
-    if (c != busy && head == h->idle_head[c]) give_class_back(tc, h, c);
-    h->idle_head[c] = hak_base_raw(tc->lists[c].head);
-  }
-}
-
-// Classes left behind: when one thread allocates a class and another frees
-// it (a collector's sweeper and the thread it frees for, a consumer), and
-// the sizes move on, neither thread has a slow path of the class again: the
-// allocating thread's current slab, emptied by the other's frees, the
-// freeing thread's last blocks of it (too few to overflow, so the class
-// never dies there: below) and the class exchange's last chains of it stayed
-// until the idle look a second later, each pinning a slab (bench/drift -t 2,
-// sizes sweeping 500 B-111 KB every 10 ms: a 512 KiB slab for each of the 27
-// medium classes, 45 MB peak against mimalloc's 23). So every
-// LEFT_LOOK_BYTES that a thread's refills ask for or its overflows flush, a
-// look at the classes it had no slow path of since the last one: a class
-// whose list head and exchange (its count of chains put and taken) have not
-// moved for LEFT_LOOKS looks in a row sends the exchange's chains home and
-// gives its own class back (bench/drift -t 2: 27 MB, 0.77x the time; alone,
-// 22.7 MB, 0.90x). One look, with the exchange's takes for its count, was
-// too few: in a ring of 8 threads of 1-16 KiB (nearly every operation a
-// slow path, a look every few hundred) classes went that long untaken by
-// chance, and sending their chains home took 1.23x the time at +8 MB. At
-// four looks bench/drift gave the classes of a sweep's top back after the
-// next sweep had begun, over the dirty budget: 64 slabs purged early
-// against 29, 1.2x the time.
-// (LEFT_LOOK_BYTES, LEFT_LOOKS: tiny_refill.h.)
-
 static void exchange_send_home(unsigned c);
 
-static HAK_NOINLINE void look_left_classes(tls_cache_t *tc, tiny_heap_t *h) {
+static HAK_NOINLINE void look_idle_classes(tls_cache_t *tc, tiny_heap_t *h, uint64_t now) {
   uint64_t touched = h->left_touched;
   h->left_touched = 0;
   h->left_bytes = 0;
+  h->left_look_ms = now;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     void *head = hak_base_raw(tc->lists[c].head);
     if ((touched >> c & 1u) || head != h->left_head[c]) {
@@ -280,7 +267,7 @@ static HAK_NOINLINE void look_left_classes(tls_cache_t *tc, tiny_heap_t *h) {
     }
     if (h->left_looks[c] < LEFT_LOOKS) h->left_looks[c]++;
     if (h->left_looks[c] < LEFT_LOOKS) continue;
-    // Left for LEFT_LOOKS looks: every look from now on gives back what
+    // Idle for LEFT_LOOKS looks: every look from now on gives back what
     // came since (the other thread's last frees reach the slabs later).
     if (moves != 0 && transfer_chains(c) != 0) {
       exchange_send_home(c);
@@ -333,15 +320,15 @@ static void note_dying_class(tls_cache_t *tc, tiny_heap_t *h, unsigned cls) {
 }
 
 // A slow path of cls (a refill asking for, or an overflow's flush of,
-// `blocks`): the looks at dying and left classes, and the idle look when due.
+// `blocks`): the look at dying classes, and the look at idle ones when due.
 static void note_slow_path(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t blocks) {
   if (HAK_UNLIKELY(h->dying != 0)) look_dying_classes(tc, h, cls);
   h->left_touched |= (uint64_t)1 << cls;
   h->left_bytes += (uint64_t)blocks * g_size_class[cls].size;
-  if (h->left_bytes >= LEFT_LOOK_BYTES) look_left_classes(tc, h);
   uint64_t now = os_now_ms();
-  if (now - h->idle_look_ms >= (uint64_t)g_hak_config.purge_delay_ms * TLS_IDLE_DELAYS)
-    release_idle_classes(tc, h, cls, now);
+  if (h->left_bytes >= LEFT_LOOK_BYTES ||
+      now - h->left_look_ms >= (uint64_t)g_hak_config.purge_delay_ms * TLS_IDLE_DELAYS / LEFT_LOOKS)
+    look_idle_classes(tc, h, now);
 }
 
 // Reuse before new memory: the blocks freed into the current slab, then a

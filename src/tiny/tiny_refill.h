@@ -35,8 +35,8 @@ void tiny_flush_overflow(unsigned cls);
 // flushed down to it: a thread that starts batching its frees
 // (free_batch_box.h), whose own classes' overflows then tell it when to stop.
 void tiny_cache_ungrow(void);
-// Classes left behind (tiny_refill.c look_left_classes): every
-// LEFT_LOOK_BYTES that a thread's refills ask for or its overflows flush, a
+// Idle classes (tiny_refill.c look_idle_classes): every LEFT_LOOK_BYTES that
+// a thread's refills ask for or its overflows flush (or half a second), a
 // look at the classes it had no slow path of since; one whose list head and
 // exchange stood still for LEFT_LOOKS looks in a row is given back.
 #define LEFT_LOOK_BYTES ((uint64_t)4 << 20)

@@ -524,8 +524,8 @@ static void test_an_idle_class_gives_back_its_list_and_its_empty_current_slab(vo
   assert_ptr_equal(t_heap_p->cur[cls], m);
   assert_int_not_equal(tls_list_len(cls), 0);
   uint32_t delay = g_hak_config.purge_delay_ms;
-  g_hak_config.purge_delay_ms = 1;               // a look every 10 ms at most
-  slow_paths_elsewhere(3 * 10, 64);              // three looks: the first records the head
+  g_hak_config.purge_delay_ms = 1;               // a look every 5 ms at most
+  slow_paths_elsewhere(3 * 10, 64);              // looks: the class touched, the baseline, the second quiet one
   g_hak_config.purge_delay_ms = delay;
   assert_int_equal(tls_list_len(cls), 0);
   assert_null(t_heap_p->cur[cls]);
@@ -534,10 +534,10 @@ static void test_an_idle_class_gives_back_its_list_and_its_empty_current_slab(vo
 }
 
 // A class in use between two looks keeps its list: one block taken per
-// round moves the head every time, and no look flushes the list (neither
-// the idle look by the clock nor the look at left classes, which needs
-// LEFT_LOOKS looks in a row with the head unmoved: the slow paths between
-// two takes move under 2 MB, less than LEFT_LOOK_BYTES).
+// round moves the head every time, and no look flushes the list (one needs
+// LEFT_LOOKS looks in a row with the head unmoved; between two takes come
+// one look by the clock and, the slow paths moving under 2 MB, at most one
+// by LEFT_LOOK_BYTES).
 static void test_a_class_in_use_keeps_its_list(void **state) {
   (void)state;
   unsigned cls = size_class_of(20000);
@@ -546,7 +546,7 @@ static void test_a_class_in_use_keeps_its_list(void **state) {
   for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
   uint64_t flushes = hak_counters()->cls[cls].flushes;
   uint32_t delay = g_hak_config.purge_delay_ms;
-  g_hak_config.purge_delay_ms = 1;               // a look every 10 ms at most
+  g_hak_config.purge_delay_ms = 1;               // a look every 5 ms at most
   for (unsigned i = 0; i < 16; i++) {
     struct timespec nap = {0, 5000000};          // a look by the clock, or close to one, between takes
     nanosleep(&nap, NULL);

@@ -183,9 +183,9 @@ static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
 
 // Slow paths of another class than the ones a test looks at (refills and
 // overflows of 100 KB blocks, whose lists hold a few) until they have moved
-// enough bytes for `looks` looks at left classes (tiny_refill.h), with no
-// look by the clock meanwhile (the idle look would give the classes back
-// on its own).
+// enough bytes for `looks` looks at idle classes (tiny_refill.h), with no
+// look by the clock meanwhile (the clock's looks would give the classes
+// back on their own).
 static inline void slow_path_bytes_elsewhere(unsigned looks) {
   unsigned other = size_class_of(100000);
   size_t size = size_class_size(other);
