@@ -13,6 +13,11 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   m->size_magic = g_size_class[cls].magic;
   m->capacity = (uint16_t)slab_capacity(ss_slab_bytes(ss, m->index), size);
   m->freelist = NULL;
+  // An EMPTY slab adopted from an abandoned stack is bound again without
+  // going FREE: its last life's reach must outlive the carve reset, or a
+  // purge of its next FREE spell stops short of pages still resident (1.3 MB
+  // of mstress -t 16's FREE slabs were out of every purge's reach).
+  slab_note_dirty_end(m);
   slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;
   m->list_next = m->list_prev = NULL;

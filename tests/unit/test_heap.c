@@ -2,6 +2,7 @@
 // abandonment at thread exit and adoption by another thread, remote frees in
 // batches, and thread exit with slabs on every list.
 #include "unit_util.h"
+#include <sys/mman.h>
 #include "config/config.h"
 #include "os/os.h"
 #include "stats/stats.h"
@@ -402,6 +403,46 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   hak_thread_flush();
 }
 
+// An EMPTY slab adopted from an abandoned stack starts afresh but keeps the
+// reach of its last life: when it next goes FREE, the purge returns every
+// page its blocks ever reached. (Its carve reset lost the reach, so the purge
+// stopped at the new life's carve and the pages beyond stayed resident.)
+static void test_a_slab_adopted_empty_is_purged_as_far_as_its_last_life_reached(void **state) {
+  (void)state;
+  fill_arg_t f = {96, {NULL, 0}, NULL};
+  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
+  slab_meta_t *m = f.m;
+  assert_non_null(m);
+  unsigned cls = size_class_of(96);
+  size_t reach = (size_t)(slab_carve(m) - m->base);
+  assert_true(reach > 8 * 4096u);
+  void *pin = hak_malloc(224);                          // (another class: may keep the SuperSlab mapped)
+  held_free_all(&f.h);                                  // (some kept on our list: we reuse what we free)
+  hak_thread_flush();
+  assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);
+  slab_meta_t *got = shared_pool_adopt_slab(cls, 12345); // bound afresh by "another thread" ...
+  assert_ptr_equal(got, m);
+  assert_ptr_equal(slab_carve(m), m->base);
+  slab_stash_t stash = {{NULL}, 0};
+  shared_pool_release_owned(m, &stash);                 // ... which gives it back unused
+  shared_pool_stash_release(&stash);
+  assert_int_equal(slab_state(m), SLAB_FREE);
+  assert_true(slab_purge_bytes(m) >= reach);            // what the purge will return
+  purge_knobs_t old = purge_knobs_set(0, 1024, 0);      // due at once; all-FREE SuperSlabs kept
+  shared_pool_maybe_purge();
+  purge_knobs_restore(old);
+  assert_true(ss_registry_contains(m));
+  unsigned char vec[1024];
+  size_t pages = reach / 4096u;
+  assert_true(pages <= sizeof vec);
+  assert_int_equal(mincore(m->base, pages * 4096u, vec), 0);
+  size_t resident = 0;
+  for (size_t i = 0; i < pages; i++) resident += vec[i] & 1u;
+  assert_int_equal(resident, 0);                        // every page it reached went back
+  hak_free(pin);
+  hak_thread_flush();
+}
+
 // A refill that must take new memory carves about a page of it, not a whole
 // batch: the carved part of a thread's slabs is resident, and at 16 threads
 // the rest of 32 KiB batches per class was 3 MiB of ws-small's peak RSS
@@ -750,6 +791,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_refill_ends_a_classs_dying),
     HAK_UNIT_TEST(test_a_partial_slab_emptied_remotely_goes_back_before_the_kind_takes_a_new_slab),
     HAK_UNIT_TEST(test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapped),
+    HAK_UNIT_TEST(test_a_slab_adopted_empty_is_purged_as_far_as_its_last_life_reached),
     HAK_UNIT_TEST(test_a_class_left_behind_gives_back_its_current_slab_emptied_by_another_thread),
     HAK_UNIT_TEST(test_a_class_allocated_between_looks_is_not_left_behind),
   };
