@@ -208,10 +208,11 @@ static void hard_medium_class_check(void) {   // the first and last need of ever
   }
 }
 
-// The medium classes (1005 bytes to HAK_SLAB_MAX - 16): the tiny path's pop,
-// every slow case a call in last place. A medium block needs only the
-// canary's room (its size word is in its slab's table); 1005 to 1008 bytes
-// still take a medium class: a tiny block has no room for both.
+// The medium classes (1005 bytes to HAK_SLAB_MAX - 1): the tiny path's pop,
+// every slow case a call in last place. A medium block needs only a canary
+// byte's room (its size word is in its slab's table; hard_canary_start);
+// 1005 to 1023 bytes still take a medium class: a tiny block has no room for
+// both.
 void *hak_hardened_malloc_medium(size_t size) {
   size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
   void *p = hak_hardened_pop(hard_medium_class(need));
@@ -254,8 +255,9 @@ int hak_hardened_realloc_in_place(void *p, size_t old, size_t size) {
   const slab_meta_t *m = hard_slab_of(p);
   uint32_t bs = m->block_size;
   if (size > hard_request_max(bs) || (size <= bs / 2 && bs > 64)) return 0;
-  if (hard_canary_diff(p, old) != 0) hardened_report_canary(p, old);   // going on: moved as it is
-  hardened_arm_words(p, size, hard_size_slot(m, p));
+  if (hard_canary_diff_in(p, old, bs) != 0) hardened_report_canary(p, old);   // going on: moved as it is
+  hard_canary_write_kept(p, size, bs);                 // the program's bytes below size stay
+  *hard_size_slot(m, p) = (uint32_t)size ^ hard_size_key();
   return 1;
 }
 

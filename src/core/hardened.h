@@ -22,7 +22,7 @@ void  *hak_hardened_pop_bad(unsigned slot, void *p, size_t n) HAK_NOINLINE;
 // A block of cls from the TLS list (as tls_sll_pop), NULL when the list is
 // empty or its block lies in no SuperSlab (reported, the list dropped).
 void  *hak_hardened_pop(unsigned cls);
-// malloc of HARD_MEDIUM_MIN .. HAK_SLAB_MAX - 16 bytes: a medium class.
+// malloc of HARD_MEDIUM_MIN .. HAK_SLAB_MAX - 1 bytes: a medium class.
 void  *hak_hardened_malloc_medium(size_t size) HAK_NOINLINE;
 // malloc of 0 bytes -> a pointer into a PROT_NONE reservation; past the slabs
 // -> the page heap (guard page after each block) or a huge mapping.

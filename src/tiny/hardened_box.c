@@ -66,7 +66,7 @@ void hardened_report_fill(const void *p, uint32_t bs, const char *when) {
 
 void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) {
   hardened_report_fill(p, bs, " of the freed block changed before its reuse)");
-  hardened_arm_words(p, n, size);   // going on: the block is used as it is
+  hardened_arm_words_in(p, n, bs, size);   // going on: the block is used as it is
   return p;
 }
 
@@ -123,7 +123,7 @@ __thread hard_quarantine_t t_quar_medium __attribute__((tls_model("initial-exec"
 void hardened_free_medium(const slab_meta_t *m, void *p, size_t want) {
   uint32_t bs = m->block_size;                // 64 or more: never for the remote buffer
   uint32_t n = *hard_size_table_slot(m, p) ^ hard_size_key();
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_MEDIUM || (want != HARD_NO_SIZE && want != n) || hard_canary_diff(p, n) != 0)) {
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_MEDIUM || (want != HARD_NO_SIZE && want != n) || hard_canary_diff_in(p, n, bs) != 0)) {
     hardened_free_bad(m, m->cls, p, want);
     return;
   }
@@ -177,7 +177,7 @@ void hardened_free_bad(const slab_meta_t *m, unsigned cls, void *p, size_t want)
   }
   size_t n = hardened_requested(m, p);       // reports a size word out of range
   if (want != HARD_NO_SIZE && want != n) hardened_report_delete("sized delete with the wrong size of", p, want, n);
-  if (hard_canary_diff(p, n) != 0) hardened_report_canary(p, n);
+  if (hard_canary_diff_in(p, n, bs) != 0) hardened_report_canary(p, n);
   if (bs <= HAK_TINY_MAX) check_below(m, p);
   hardened_quarantine_put(cls, bs, p, &g_hard_class[m->cls]);   // going on (HAKMEM_ABORT_ON_ERROR=0)
 }
