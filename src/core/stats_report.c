@@ -222,6 +222,8 @@ void hak_print_class_stats(int fd, int format) {
   hak_counters_sum(&tc);
   shared_pool_purge_stats_t ps;
   shared_pool_get_purge_stats(&ps);
+  shared_pool_resident_t rs;
+  shared_pool_get_resident(&rs);
   hak_class_stats_t t;
   memset(&t, 0, sizeof t);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
@@ -282,7 +284,14 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "purge_calls", ps.purge_calls, 0);
     out_field(&o, "purged_early", ps.purged_early, 0);
     out_field(&o, "purged_early_taken_back", ps.taken_back, 0);
-    out_field(&o, "superslabs_rekinded", ps.rekinded, 1);
+    out_field(&o, "superslabs_rekinded", ps.rekinded, 0);
+    out_str(&o, "\"resident\":{");
+    out_field(&o, "bound_bytes", rs.bound_bytes, 0);
+    out_field(&o, "bound_carved_bytes", rs.bound_carved_bytes, 0);
+    out_field(&o, "abandoned_bytes", rs.abandoned_bytes, 0);
+    out_field(&o, "empty_bytes", rs.empty_bytes, 0);
+    out_field(&o, "free_bytes", rs.free_bytes, 1);
+    out_str(&o, "}");
     out_str(&o, "}\n");
     out_flush(&o);
     return;
@@ -353,7 +362,18 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, ps.taken_back);
   out_str(&o, "; SuperSlabs laid out for another kind: ");
   out_u64(&o, ps.rekinded);
-  out_str(&o, "\n");
+  // Where the slabs' resident pages are (shared_pool_get_resident).
+  out_str(&o, "\nresident in slabs: ");
+  out_u64(&o, rs.bound_bytes);
+  out_str(&o, " bytes bound to threads (their carve points reach ");
+  out_u64(&o, rs.bound_carved_bytes);
+  out_str(&o, "), ");
+  out_u64(&o, rs.abandoned_bytes);
+  out_str(&o, " abandoned with blocks in use, ");
+  out_u64(&o, rs.empty_bytes);
+  out_str(&o, " EMPTY on abandoned stacks, ");
+  out_u64(&o, rs.free_bytes);
+  out_str(&o, " FREE\n");
   out_flush(&o);
 }
 

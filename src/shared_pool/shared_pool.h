@@ -83,6 +83,19 @@ typedef struct shared_pool_purge_stats {
 } shared_pool_purge_stats_t;
 void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out);
 
+// Where the slabs' resident pages are (mincore over every slab: for the
+// statistics report only, never on an allocation path): slabs bound to a live
+// thread (and what their carve points reach), abandoned with blocks in use,
+// EMPTY on an abandoned stack until the purge pass or an adopter takes them,
+// and FREE (in the pools or a thread's stash). The census that found an
+// adopted slab's lost reach (b2bdfdb) and the hardened medium canary's extra
+// page (e662181); a page counts where its slab is (a SuperSlab's header pages
+// are in none).
+typedef struct shared_pool_resident {
+  size_t bound_bytes, bound_carved_bytes, abandoned_bytes, empty_bytes, free_bytes;
+} shared_pool_resident_t;
+void shared_pool_get_resident(shared_pool_resident_t *out);
+
 #if HAK_DEBUG
 // A SuperSlab's invariants (superslab.h), under its kind's pool lock.
 void ss_validate(const superslab_t *ss);

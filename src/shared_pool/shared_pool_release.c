@@ -532,6 +532,37 @@ void shared_pool_get_stats(shared_pool_stats_t *out) {
   *out = s;
 }
 
+void shared_pool_get_resident(shared_pool_resident_t *out) {
+  shared_pool_resident_t s = {0};
+  size_t page = os_page_size();
+  pthread_mutex_lock(&g_registry_lock);   // no SuperSlab unmapped meanwhile
+  uint32_t hw = ss_registry_high_water();
+  for (uint32_t i = 0; i < hw; i++) {
+    superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
+    if (ss == NULL) continue;
+    for (unsigned k = 0; k < ss->nslabs; k++) {
+      slab_meta_t *m = ss_slab(ss, k);
+      char *end = (char *)ss + ((size_t)(k + 1u) << ss->slab_shift);
+      size_t pages = os_resident_pages(m->base, (size_t)(end - m->base) / page);
+      if (pages == SIZE_MAX) continue;
+      size_t bytes = pages * page;
+      // (Racy reads: a slab may change state under the walk; a census.)
+      switch (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed))) {
+      case SLAB_ACTIVE:
+        s.bound_bytes += bytes;
+        s.bound_carved_bytes += atomic_load_explicit(&m->carve_off, memory_order_relaxed);
+        break;
+      case SLAB_DETACHED:
+      case SLAB_LISTED: s.abandoned_bytes += bytes; break;
+      case SLAB_EMPTY_LISTED: s.empty_bytes += bytes; break;
+      default: s.free_bytes += bytes; break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_registry_lock);
+  *out = s;
+}
+
 void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out) {
   shared_pool_purge_stats_t s = { .dirty_budget = budget_now() };
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {

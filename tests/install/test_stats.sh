@@ -33,6 +33,10 @@ assert d["dirty_budget"] >= 2 << 20, d["dirty_budget"]      # HAKMEM_PURGE_DIRTY
 assert d["purged_early_taken_back"] <= d["purged_early"], d
 assert d["purged_early"] <= d["purged_slabs"], d
 assert d["purge_calls"] <= d["purged_slabs"], d              # a call purges a run of neighbours
+r = d["resident"]                                            # where the slabs' resident pages are
+for k in ("bound_bytes", "bound_carved_bytes", "abandoned_bytes", "empty_bytes", "free_bytes"): assert k in r, k
+assert r["bound_bytes"] >= 4096, r                           # the 1000 blocks of 48 bytes the program holds
+assert r["bound_bytes"] + r["abandoned_bytes"] + r["empty_bytes"] + r["free_bytes"] <= d["mapped_bytes"], (r, d["mapped_bytes"])
 PY
 check "malloc_info() parses as XML with one <size> per class in glibc's format" python3 - "$tmp/info.xml" "$version" <<'PY'
 import sys, xml.etree.ElementTree as ET
@@ -56,6 +60,8 @@ check "HAKMEM_STATS_FILE gets the JSON, stderr stays quiet" bash -c \
 $clean_env HAKMEM_STATS=1 LD_PRELOAD=$lib "$tmp/prog" stats >/dev/null 2>"$tmp/table"
 check "HAKMEM_STATS=1 and malloc_stats() print the table with a version header" bash -c \
   "[ \$(grep -c '^hakmem $version statistics per size class' '$tmp/table') -eq 2 ] && grep -q '^class block size  blocks in use' '$tmp/table' && grep -q '^total ' '$tmp/table'"
+check "the table says where the slabs' resident pages are" bash -c \
+  "[ \$(grep -c '^resident in slabs: [0-9]* bytes bound to threads' '$tmp/table') -eq 2 ]"
 check "the table's row for 48-byte blocks shows the 1000 held" bash -c \
   "awk '\$2 == 48 && \$3 >= 1000 {found=1} END {exit !found}' '$tmp/table'"
 
