@@ -79,6 +79,7 @@ void shared_pool_get_stats(shared_pool_stats_t *out);
 // another kind instead of a new mapping (pool_rekind_empty_superslab).
 typedef struct shared_pool_purge_stats {
   size_t   dirty_budget;
+  int64_t  empty_waiting_bytes;   // what EMPTY slabs on the abandoned stacks count as dirty
   uint64_t purged, purge_calls, purged_early, taken_back, rekinded;
 } shared_pool_purge_stats_t;
 void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out);

@@ -45,7 +45,10 @@ static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
       HAK_SITE(SITE_SLAB_STATE);
       if (atomic_compare_exchange_weak_explicit(&m->state, &w, SLAB_WITH(w, SLAB_ACTIVE), memory_order_acq_rel,
                                                 memory_order_acquire)) {
-        if (st == SLAB_EMPTY_LISTED) slab_bind(m, cls, owner);  // start it afresh
+        if (st == SLAB_EMPTY_LISTED) {   // start it afresh
+          shared_pool_empty_adopted(m);
+          slab_bind(m, cls, owner);
+        }
         else slab_set_owner(m, owner, memory_order_relaxed);
         return m;
       }

@@ -142,5 +142,8 @@ void pool_collect_abandoned_empty(void);
 // refills any more left them there, emptied by other threads' frees).
 // 1 if it collected.
 int pool_collect_empty_now(void);
+// Stage 1 adopted an EMPTY_LISTED slab (before binding it afresh): it leaves
+// the count of EMPTY slabs waiting on the abandoned stacks.
+void shared_pool_empty_adopted(const slab_meta_t *m);
 
 #endif

@@ -6,8 +6,32 @@
 #include "stats/stats.h"
 
 static _Atomic uint64_t g_last_purge_ms;
-// EMPTY_LISTED slabs waiting on the abandoned stacks for the purge pass.
+// EMPTY_LISTED slabs waiting on the abandoned stacks for the purge pass or
+// an adopter, and the bytes their blocks reached (abandoned_empty_bytes):
+// dirty memory the pools' own count does not see. (Counted there, so that a
+// program whose exited threads' blocks were all freed by another thread, and
+// which then goes idle, gets them purged as it would its own: 4 threads' 64
+// MiB each, freed by main, stayed resident while it slept, 72 of 72 MB.)
 static _Atomic uint32_t g_abandoned_empty;
+static _Atomic int64_t g_abandoned_empty_bytes;
+
+// The bytes an EMPTY_LISTED slab counts: its pages reached (its carve point
+// stands still while nobody owns it), and a hardened size table's.
+static int64_t abandoned_empty_bytes(const slab_meta_t *m) {
+  size_t reach = atomic_load_explicit(&m->carve_off, memory_order_relaxed);
+  reach = (reach + 4095u) & ~(size_t)4095u;
+  if (HAK_HARDENED && m->block_size > HAK_TINY_MAX) reach += SLAB_TABLE_DIRTY_BYTES;
+  return (int64_t)reach;
+}
+
+// An EMPTY_LISTED slab leaves the abandoned stacks' count (collected, or
+// adopted afresh by stage 1), before its carve point is reset.
+static void abandoned_empty_leave(const slab_meta_t *m) {
+  atomic_fetch_sub_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&g_abandoned_empty_bytes, abandoned_empty_bytes(m), memory_order_relaxed);
+}
+
+void shared_pool_empty_adopted(const slab_meta_t *m) { abandoned_empty_leave(m); }
 
 // A FREE slab, exclusively held, back into its kind's pool.
 static void pool_put(slab_meta_t *m) {
@@ -69,7 +93,9 @@ void shared_pool_slab_empty(slab_meta_t *m) {
     HAK_SITE(SITE_SLAB_STATE);
     if (atomic_compare_exchange_strong(&m->state, &w, SLAB_WITH(w, SLAB_EMPTY_LISTED))) {
       HAK_SITE(SITE_ABANDONED);
+      atomic_fetch_add_explicit(&g_abandoned_empty_bytes, abandoned_empty_bytes(m), memory_order_relaxed);
       atomic_fetch_add_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
+      shared_pool_maybe_purge();   // past the budget now, maybe: the next call may be long in coming
     }
     break;
   default:
@@ -121,7 +147,7 @@ void pool_collect_abandoned_empty(void) {
       int released = 0;
       while (SLAB_STATE(w) == SLAB_EMPTY_LISTED) {
         if (atomic_compare_exchange_weak(&m->state, &w, SLAB_GEN(w) + 0x100u + SLAB_FREE)) {
-          atomic_fetch_sub_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
+          abandoned_empty_leave(m);
           slab_clear_bound_fields(m);
           pool_put(m);
           released = 1;
@@ -465,6 +491,8 @@ void shared_pool_maybe_purge(void) {
   }
   int abandoned = atomic_load_explicit(&g_abandoned_empty, memory_order_relaxed) != 0;
   if (HAK_LIKELY(dirty == 0 && !abandoned)) return;
+  int64_t waiting = atomic_load_explicit(&g_abandoned_empty_bytes, memory_order_relaxed);
+  if (waiting > 0) dirty += (size_t)waiting;   // (a moment below 0 while a count races its leave)
   size_t budget = budget_now();
   if (dirty < budget) {
     uint64_t now = os_now_ms();
@@ -564,7 +592,8 @@ void shared_pool_get_resident(shared_pool_resident_t *out) {
 }
 
 void shared_pool_get_purge_stats(shared_pool_purge_stats_t *out) {
-  shared_pool_purge_stats_t s = { .dirty_budget = budget_now() };
+  shared_pool_purge_stats_t s = { .dirty_budget = budget_now(),
+                                  .empty_waiting_bytes = atomic_load(&g_abandoned_empty_bytes) };
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {
     pool_lock(k);
     s.purged += g_pool[k].purged;

@@ -382,6 +382,8 @@ static void test_hak_owns_is_false_for_slab_space_never_handed_out(void **state)
 
 static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation(void **state) {
   (void)state;
+  // No purge pass before we ask for one (an EMPTY slab's frees may call one).
+  purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);
   fill_arg_t f = {16, {NULL, 0}, NULL};
   run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
   slab_meta_t *m = f.m;
@@ -392,10 +394,9 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   tiny_flush_remote(size_class_of(16));
   assert_int_equal(atomic_load(&m->used), 0);
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);   // listed by the first push, empty by the last
-  uint32_t delay = g_hak_config.purge_delay_ms;
   g_hak_config.purge_delay_ms = 0;                      // the next purge pass is due at once ...
   shared_pool_maybe_purge();                            // ... and gives m to the pool (kept mapped:
-  g_hak_config.purge_delay_ms = delay;                  // all-FREE SuperSlabs up to the hysteresis)
+  purge_knobs_restore(old);                             // all-FREE SuperSlabs up to the hysteresis)
   assert_true(ss_registry_contains(m));
   assert_int_equal(slab_state(m), SLAB_FREE);
   assert_int_equal(SLAB_GEN(atomic_load(&m->state)), gen + 0x100u);
@@ -409,6 +410,7 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
 // stopped at the new life's carve and the pages beyond stayed resident.)
 static void test_a_slab_adopted_empty_is_purged_as_far_as_its_last_life_reached(void **state) {
   (void)state;
+  purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);   // no purge pass before ours
   fill_arg_t f = {96, {NULL, 0}, NULL};
   run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
   slab_meta_t *m = f.m;
@@ -420,15 +422,21 @@ static void test_a_slab_adopted_empty_is_purged_as_far_as_its_last_life_reached(
   held_free_all(&f.h);                                  // (some kept on our list: we reuse what we free)
   hak_thread_flush();
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);
+  shared_pool_purge_stats_t ps;
+  shared_pool_get_purge_stats(&ps);
+  int64_t waiting = ps.empty_waiting_bytes;             // m's pages count as dirty while it waits ...
+  assert_true(waiting >= (int64_t)reach);
   slab_meta_t *got = shared_pool_adopt_slab(cls, 12345); // bound afresh by "another thread" ...
   assert_ptr_equal(got, m);
+  shared_pool_get_purge_stats(&ps);
+  assert_true(ps.empty_waiting_bytes <= waiting - (int64_t)reach);   // ... and no longer once adopted
   assert_ptr_equal(slab_carve(m), m->base);
   slab_stash_t stash = {{NULL}, 0};
   shared_pool_release_owned(m, &stash);                 // ... which gives it back unused
   shared_pool_stash_release(&stash);
   assert_int_equal(slab_state(m), SLAB_FREE);
   assert_true(slab_purge_bytes(m) >= reach);            // what the purge will return
-  purge_knobs_t old = purge_knobs_set(0, 1024, 0);      // due at once; all-FREE SuperSlabs kept
+  purge_knobs_set(0, 1024, 0);                          // due at once; all-FREE SuperSlabs kept
   shared_pool_maybe_purge();
   purge_knobs_restore(old);
   assert_true(ss_registry_contains(m));
@@ -692,6 +700,7 @@ static void test_a_partial_slab_emptied_remotely_goes_back_before_the_kind_takes
 // waited for the purge pass, a second later, while the kind mapped more.
 static void test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapped(void **state) {
   (void)state;
+  purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);   // m waits for the acquire, not a purge pass
   fill_arg_t f = {16, {NULL, 0}, NULL};
   run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
   slab_meta_t *m = f.m;
@@ -719,6 +728,7 @@ static void test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapp
   pool_lock(kind);
   for (uint32_t i = 0; i < nheld; i++) pool_put_locked(held[i], os_now_ms());
   pool_unlock(kind);
+  purge_knobs_restore(old);
   hak_trim();
 }
 
