@@ -14,7 +14,6 @@
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
 #include "config/config.h"
-#include "shared_pool/shared_pool_internal.h"
 #include "superslab/size_class.h"
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
@@ -130,31 +129,32 @@ void hak_print_sites(int fd) {
 #undef APPEND
 }
 
-// Per class: slabs and blocks from a walk of every SuperSlab (as
-// shared_pool_get_stats does, under g_registry_lock), cache and traffic
-// figures from the per-thread counters.
+// Per class: slabs and blocks from a walk of every slab
+// (shared_pool_each_slab), cache and traffic figures from the per-thread
+// counters.
+typedef struct class_tally {
+  size_t handed[HAK_NUM_CLASSES], capacity[HAK_NUM_CLASSES], slabs[HAK_NUM_CLASSES];
+} class_tally_t;
+
+static void tally_slab(slab_meta_t *m, void *arg) {
+  class_tally_t *t = arg;
+  if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) return;
+  unsigned c = m->cls;
+  if (c >= HAK_NUM_CLASSES) return;
+  size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+  size_t cap = m->capacity;
+  t->handed[c] += used < cap ? used : cap;
+  t->capacity[c] += cap;
+  t->slabs[c]++;
+}
+
 size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
   if (max == 0 || out == NULL) return HAK_NUM_CLASSES;
   size_t n = max < HAK_NUM_CLASSES ? max : HAK_NUM_CLASSES;
-  size_t handed[HAK_NUM_CLASSES] = {0}, capacity[HAK_NUM_CLASSES] = {0}, slabs[HAK_NUM_CLASSES] = {0};
-  pthread_mutex_lock(&g_registry_lock);
-  uint32_t hw = ss_registry_high_water();
-  for (uint32_t i = 0; i < hw; i++) {
-    superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
-    if (ss == NULL) continue;
-    for (unsigned k = 0; k < ss->nslabs; k++) {
-      slab_meta_t *m = ss_slab(ss, k);
-      if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) continue;
-      unsigned c = m->cls;
-      if (c >= HAK_NUM_CLASSES) continue;
-      size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
-      size_t cap = m->capacity;
-      handed[c] += used < cap ? used : cap;
-      capacity[c] += cap;
-      slabs[c]++;
-    }
-  }
-  pthread_mutex_unlock(&g_registry_lock);
+  class_tally_t t;
+  memset(&t, 0, sizeof t);
+  shared_pool_each_slab(tally_slab, &t);
+  size_t *handed = t.handed, *capacity = t.capacity, *slabs = t.slabs;
   hak_thread_counters_t tc;
   hak_counters_sum(&tc);
   for (size_t c = 0; c < n; c++) {

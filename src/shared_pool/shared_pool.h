@@ -66,6 +66,11 @@ void shared_pool_fork_prepare(void);
 void shared_pool_fork_parent(void);
 void shared_pool_fork_child(void);
 
+// fn(m, arg) for every slab of every mapped SuperSlab, under the registry
+// lock (none is unmapped or laid out again meanwhile; the slabs' fields are
+// read as they stand: for statistics).
+void shared_pool_each_slab(void (*fn)(slab_meta_t *m, void *arg), void *arg);
+
 typedef struct shared_pool_stats {
   size_t superslabs, superslab_bytes, slabs_in_use, slabs_free;
   size_t in_use_bytes, free_bytes, mapped_total, unmapped_total;

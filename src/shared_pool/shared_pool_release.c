@@ -532,62 +532,66 @@ void shared_pool_fork_parent(void) {
 // ThreadSanitizer rightly calls a double lock).
 void shared_pool_fork_child(void) { shared_pool_fork_parent(); }
 
-void shared_pool_get_stats(shared_pool_stats_t *out) {
-  shared_pool_stats_t s = {0};
+void shared_pool_each_slab(void (*fn)(slab_meta_t *m, void *arg), void *arg) {
   pthread_mutex_lock(&g_registry_lock);
   uint32_t hw = ss_registry_high_water();
   for (uint32_t i = 0; i < hw; i++) {
     superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
     if (ss == NULL) continue;
-    s.superslabs++;
-    s.superslab_bytes += SS_SIZE;
-    for (unsigned k = 0; k < ss->nslabs; k++) {
-      slab_meta_t *m = ss_slab(ss, k);
-      if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) {
-        s.slabs_free++;
-        continue;
-      }
-      s.slabs_in_use++;
-      size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
-      size_t cap = m->capacity;
-      s.in_use_bytes += (used < cap ? used : cap) * m->block_size;
-      s.free_bytes += (cap - (used < cap ? used : cap)) * m->block_size;
-    }
+    for (unsigned k = 0; k < ss->nslabs; k++) fn(ss_slab(ss, k), arg);
   }
   pthread_mutex_unlock(&g_registry_lock);
+}
+
+static void count_slab(slab_meta_t *m, void *arg) {
+  shared_pool_stats_t *s = arg;
+  if (m->index == 0) {   // every SuperSlab has a slab 0
+    s->superslabs++;
+    s->superslab_bytes += SS_SIZE;
+  }
+  if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) {
+    s->slabs_free++;
+    return;
+  }
+  s->slabs_in_use++;
+  size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+  size_t cap = m->capacity;
+  s->in_use_bytes += (used < cap ? used : cap) * m->block_size;
+  s->free_bytes += (cap - (used < cap ? used : cap)) * m->block_size;
+}
+
+void shared_pool_get_stats(shared_pool_stats_t *out) {
+  shared_pool_stats_t s = {0};
+  shared_pool_each_slab(count_slab, &s);
   s.mapped_total = atomic_load(&g_ss_mapped_total);
   s.unmapped_total = atomic_load(&g_ss_unmapped_total);
   *out = s;
 }
 
+// (Racy reads: a slab may change state under the walk; a census.)
+static void count_resident(slab_meta_t *m, void *arg) {
+  shared_pool_resident_t *s = arg;
+  superslab_t *ss = ss_of_meta(m);
+  size_t page = os_page_size();
+  char *end = (char *)ss + ((size_t)(m->index + 1u) << ss->slab_shift);
+  size_t pages = os_resident_pages(m->base, (size_t)(end - m->base) / page);
+  if (pages == SIZE_MAX) return;
+  size_t bytes = pages * page;
+  switch (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed))) {
+  case SLAB_ACTIVE:
+    s->bound_bytes += bytes;
+    s->bound_carved_bytes += atomic_load_explicit(&m->carve_off, memory_order_relaxed);
+    break;
+  case SLAB_DETACHED:
+  case SLAB_LISTED: s->abandoned_bytes += bytes; break;
+  case SLAB_EMPTY_LISTED: s->empty_bytes += bytes; break;
+  default: s->free_bytes += bytes; break;
+  }
+}
+
 void shared_pool_get_resident(shared_pool_resident_t *out) {
   shared_pool_resident_t s = {0};
-  size_t page = os_page_size();
-  pthread_mutex_lock(&g_registry_lock);   // no SuperSlab unmapped meanwhile
-  uint32_t hw = ss_registry_high_water();
-  for (uint32_t i = 0; i < hw; i++) {
-    superslab_t *ss = atomic_load_explicit(&g_ss_table[i], memory_order_relaxed);
-    if (ss == NULL) continue;
-    for (unsigned k = 0; k < ss->nslabs; k++) {
-      slab_meta_t *m = ss_slab(ss, k);
-      char *end = (char *)ss + ((size_t)(k + 1u) << ss->slab_shift);
-      size_t pages = os_resident_pages(m->base, (size_t)(end - m->base) / page);
-      if (pages == SIZE_MAX) continue;
-      size_t bytes = pages * page;
-      // (Racy reads: a slab may change state under the walk; a census.)
-      switch (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed))) {
-      case SLAB_ACTIVE:
-        s.bound_bytes += bytes;
-        s.bound_carved_bytes += atomic_load_explicit(&m->carve_off, memory_order_relaxed);
-        break;
-      case SLAB_DETACHED:
-      case SLAB_LISTED: s.abandoned_bytes += bytes; break;
-      case SLAB_EMPTY_LISTED: s.empty_bytes += bytes; break;
-      default: s.free_bytes += bytes; break;
-      }
-    }
-  }
-  pthread_mutex_unlock(&g_registry_lock);
+  shared_pool_each_slab(count_resident, &s);
   *out = s;
 }
 
