@@ -46,7 +46,7 @@ static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
       if (atomic_compare_exchange_weak_explicit(&m->state, &w, SLAB_WITH(w, SLAB_ACTIVE), memory_order_acq_rel,
                                                 memory_order_acquire)) {
         if (st == SLAB_EMPTY_LISTED) {   // start it afresh
-          shared_pool_empty_adopted(m);
+          abandoned_empty_leave(m);
           slab_bind(m, cls, owner);
         }
         else slab_set_owner(m, owner, memory_order_relaxed);

@@ -142,8 +142,9 @@ void pool_collect_abandoned_empty(void);
 // refills any more left them there, emptied by other threads' frees).
 // 1 if it collected.
 int pool_collect_empty_now(void);
-// Stage 1 adopted an EMPTY_LISTED slab (before binding it afresh): it leaves
-// the count of EMPTY slabs waiting on the abandoned stacks.
-void shared_pool_empty_adopted(const slab_meta_t *m);
+// An EMPTY_LISTED slab leaves the count of EMPTY slabs waiting on the
+// abandoned stacks (collected, or adopted afresh by stage 1), before its carve
+// point is reset.
+void abandoned_empty_leave(const slab_meta_t *m);
 
 #endif

@@ -24,14 +24,10 @@ static int64_t abandoned_empty_bytes(const slab_meta_t *m) {
   return (int64_t)reach;
 }
 
-// An EMPTY_LISTED slab leaves the abandoned stacks' count (collected, or
-// adopted afresh by stage 1), before its carve point is reset.
-static void abandoned_empty_leave(const slab_meta_t *m) {
+void abandoned_empty_leave(const slab_meta_t *m) {
   atomic_fetch_sub_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&g_abandoned_empty_bytes, abandoned_empty_bytes(m), memory_order_relaxed);
 }
-
-void shared_pool_empty_adopted(const slab_meta_t *m) { abandoned_empty_leave(m); }
 
 // A FREE slab, exclusively held, back into its kind's pool.
 static void pool_put(slab_meta_t *m) {
@@ -89,15 +85,24 @@ void shared_pool_slab_empty(slab_meta_t *m) {
     }
     break;
   }
-  case SLAB_LISTED:
+  case SLAB_LISTED: {
+    // Counted before the state says EMPTY_LISTED, from the carve point it has
+    // while LISTED (nobody carves an unowned slab): once it does, an adopter
+    // or the collector may take it and subtract at once, and a count added
+    // after, from the carve point it then reset, would be lost for good.
+    int64_t bytes = abandoned_empty_bytes(m);
+    atomic_fetch_add_explicit(&g_abandoned_empty_bytes, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
     HAK_SITE(SITE_SLAB_STATE);
     if (atomic_compare_exchange_strong(&m->state, &w, SLAB_WITH(w, SLAB_EMPTY_LISTED))) {
       HAK_SITE(SITE_ABANDONED);
-      atomic_fetch_add_explicit(&g_abandoned_empty_bytes, abandoned_empty_bytes(m), memory_order_relaxed);
-      atomic_fetch_add_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
       shared_pool_maybe_purge();   // past the budget now, maybe: the next call may be long in coming
+    } else {
+      atomic_fetch_sub_explicit(&g_abandoned_empty, 1, memory_order_relaxed);
+      atomic_fetch_sub_explicit(&g_abandoned_empty_bytes, bytes, memory_order_relaxed);
     }
     break;
+  }
   default:
     break;  // ACTIVE: its owner keeps it; EMPTY_LISTED/FREE: already done
   }
