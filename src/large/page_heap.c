@@ -61,6 +61,7 @@
 #define PH_DIRTY_LIVE_FACTOR 3u               // dirty budget: 3x the live bytes, if above the minimum (dirty_budget)
 #define PH_ROOM_RUNS     1u                   // ... or the room below the recent peak and the longest run
 #define PH_ROOM_PEAK_DEN 4u                   // ... and a quarter of the peak (fragmentation)
+#define PH_PHASE_END_DEN 8u                   // live bytes at 1/8 of the recent peak: a phase ended (arena_note_phase_end)
 #define PH_IDLE_DELAY_DEN 10u                 // an arena whose threads exited: purged after 1/10 of the delay
 #define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
 #define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
@@ -158,9 +159,10 @@ typedef struct ph_arena {
   _Atomic uint32_t users;            // live threads that allocate from it
   _Atomic uint64_t idle_since_ms;    // when users last fell to 0 (arena_idle)
   uint8_t          dense;            // the program touches most pages of its blocks (arena_sample_density)
-  uint8_t          zero_purged;      // the last free that left no live block purged (arena_note_no_live)
-  uint8_t          zero_regret;      // ... and the program grew back past what it kept: keep the room
-  uint64_t         zero_ms;          // when a free last left no live block (0: never)
+  uint8_t          end_purged;       // the last phase end purged (arena_note_phase_end)
+  uint8_t          end_regret;       // ... and the program grew and ended again within the delay: keep the room
+  size_t           end_peak;         // the live pages at the purge
+  uint64_t         end_ms;           // the last phase end (0: none since malloc_trim)
   uint32_t         sample_in;        // pages to free until the next sample
 #if HAK_HARDENED
   uint8_t          residency[PH_BINS];   // per bin of run length: the last verdict (hardened_close_block)
@@ -637,35 +639,38 @@ static size_t dirty_budget(const ph_arena_t *a) {
   return budget > room ? budget : room;
 }
 
-// A free left arena a with no live block (lock held): the program's phase
-// may be over, and if it now sleeps no slow path comes to purge after the
-// delay (DESIGN §2: an idle program's RSS falls close to its live data). So
-// the room below the recent peak goes: past its share of HAKMEM_LARGE_DIRTY_MB
-// the empty regions but one are unmapped and the largest runs purged (the
-// last one's top pages only), and the peak starts over. 64 blocks of 4 MiB
+// A free took arena a's live bytes down to 1/8 of its recent peak or less
+// (lock held): the program's phase may be over, and if it now sleeps no slow
+// path comes to purge after the delay (DESIGN §2: an idle program's RSS falls
+// close to its live data). So the room below the peak goes: the peak starts
+// over, and past the budget that leaves (3x live, at least the arena's share
+// of HAKMEM_LARGE_DIRTY_MB) the empty regions but one are unmapped and the
+// largest runs purged (the last one's top pages only). 64 blocks of 4 MiB
 // written, freed, then a sleep: 254 MB stayed resident (glibc 1 MB, jemalloc
-// 43; tcmalloc and mimalloc keep all); now 58. A program that comes back
-// within the purge delay (the next no-live free is that near) repeats a phase:
-// it pays the refaults once, and from then on its no-live frees keep the room
-// (the tenth session's loops over large buffers), until two of them are the
-// whole delay apart. `large -w 4 --min 1M --max 32M -n 1000`, whose four
-// slots all empty now and then: 5 k page faults more than the 30 k, once,
+// 43; tcmalloc and mimalloc keep all); now 58, and 66 with one block kept
+// live. A program that grows again and ends its next phase within the purge
+// delay repeats its phases: it pays the refaults once, and from then on its
+// phase ends keep the room (the tenth session's loops over large buffers), until two of them
+// are the whole delay apart. `large -w 4 --min 1M --max 32M -n 1000`, whose
+// four slots all empty now and then: 5 k page faults more than its 30 k, once,
 // 1.26-1.35x the time of its 0.19 s.
-static __attribute__((noinline)) void arena_note_no_live(ph_arena_t *a) {
+static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
   uint64_t now = os_now_ms();
-  size_t share = g_hak_config.large_dirty_min / arenas_used();
-  if (a->zero_ms == 0 || now - a->zero_ms >= g_hak_config.large_purge_delay_ms)
-    a->zero_regret = 0;
-  else if (a->zero_purged)
-    a->zero_regret = 1;
-  a->zero_ms = now;
-  a->zero_purged = 0;
-  if (a->zero_regret || atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) <= share) return;
+  if (a->end_ms == 0 || now - a->end_ms >= g_hak_config.large_purge_delay_ms)
+    a->end_regret = 0;
+  else if (a->end_purged && a->peak_pages > a->end_peak)
+    a->end_regret = 1;
+  a->end_ms = now;
+  if (a->peak_pages > a->end_peak) a->end_purged = 0;   // (still going down: the same end)
+  size_t keep = g_hak_config.large_dirty_min / arenas_used();
+  size_t live3 = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)a->live_pages);
+  if (keep < live3) keep = live3;
+  if (a->end_regret || atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) <= keep) return;
   unmap_empty_regions(a, PH_KEEP_EMPTY_REGIONS);
-  for (ph_region_t *r = a->regions; r != NULL; r = r->next) region_purge(r, share, 1);
-  a->peak_pages = 0;
+  for (ph_region_t *r = a->regions; r != NULL; r = r->next) region_purge(r, keep, 1);
+  a->peak_pages = a->end_peak = a->live_pages;
   a->peak_run = 0;
-  a->zero_purged = 1;
+  a->end_purged = 1;
 }
 
 // After the delay (at once when a is idle) every dirty run of a is purged
@@ -739,8 +744,8 @@ int page_heap_trim(int everything) {
     ph_arena_t *a = &g_arenas[i];
     arena_lock(a);
     released |= purge_locked(a, everything, 0);
-    a->zero_ms = 0;                    // malloc_trim: what arena_note_no_live learnt starts over
-    a->zero_purged = a->zero_regret = 0;
+    a->end_ms = 0;                     // malloc_trim: what arena_note_phase_end learnt starts over
+    a->end_purged = a->end_regret = 0;
     PH_VALIDATE(a);
     arena_unlock(a);
   }
@@ -1091,7 +1096,7 @@ int page_heap_free(void *p) {
   run_free_locked(r, s, n, dirty);
 #endif
 #ifndef NO_ZERO
-  if (a->live_pages == 0) arena_note_no_live(a);
+  if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_note_phase_end(a);
 #endif
   arena_maybe_purge(a);
   PH_VALIDATE(a);
