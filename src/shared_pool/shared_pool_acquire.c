@@ -43,8 +43,11 @@ static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
       unsigned st = SLAB_STATE(w);
       HAK_ASSERT(st == SLAB_LISTED || st == SLAB_EMPTY_LISTED);
       HAK_SITE(SITE_SLAB_STATE);
-      if (atomic_compare_exchange_weak_explicit(&m->state, &w, SLAB_WITH(w, SLAB_ACTIVE), memory_order_acq_rel,
-                                                memory_order_acquire)) {
+      // A new generation: a thread that saw the abandoned slab empty and
+      // stalled before its swap (shared_pool_slab_empty) must not act on the
+      // state of a later abandonment, whose blocks are live.
+      if (atomic_compare_exchange_weak_explicit(&m->state, &w, SLAB_GEN(w) + 0x100u + SLAB_ACTIVE,
+                                                memory_order_acq_rel, memory_order_acquire)) {
         if (st == SLAB_EMPTY_LISTED) {   // start it afresh
           abandoned_empty_leave(m);
           slab_bind(m, cls, owner);

@@ -142,6 +142,10 @@ void pool_collect_abandoned_empty(void);
 // refills any more left them there, emptied by other threads' frees).
 // 1 if it collected.
 int pool_collect_empty_now(void);
+// shared_pool_slab_empty's act for a caller that read m's state word w, then
+// its used count 0. Such a caller may be stale: other threads may adopt m,
+// take blocks and abandon it again before it acts (the unit tests play one).
+void shared_pool_slab_empty_seen(slab_meta_t *m, uint32_t w);
 // An EMPTY_LISTED slab leaves the count of EMPTY slabs waiting on the
 // abandoned stacks (collected, or adopted afresh by stage 1), before its carve
 // point is reset.

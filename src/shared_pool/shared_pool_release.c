@@ -76,6 +76,10 @@ void shared_pool_slab_empty(slab_meta_t *m) {
   // Re-check after reading the state: a stale caller meets a later life of the
   // slab only if that life is empty too, where acting is still right.
   if (atomic_load_explicit(&m->used, memory_order_acquire) != 0) return;
+  shared_pool_slab_empty_seen(m, w);
+}
+
+void shared_pool_slab_empty_seen(slab_meta_t *m, uint32_t w) {
   switch (SLAB_STATE(w)) {
   case SLAB_DETACHED: {
     HAK_SITE(SITE_SLAB_STATE);

@@ -12,8 +12,9 @@
 // this is trusted.
 //
 // Slab life cycle (slab_meta_t.state, low byte; the upper 24 bits are a
-// generation bumped each time the slab goes back to the pool, so a stale CAS
-// can never act on a later life of the slab):
+// generation bumped each time the slab goes back to the pool and each time a
+// thread adopts it, so a stale CAS can never act on a later life or a later
+// abandonment of the slab):
 //   FREE          bound to no class: in the Shared Pool (free_mask bit set) or
 //                 in one thread's stash of FREE slabs (shared_pool.h)
 //   ACTIVE        bound to a class and owned by one thread, which keeps it until

@@ -404,6 +404,40 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   hak_thread_flush();
 }
 
+// A thread whose free took an abandoned slab's used count to 0 reads the
+// state (LISTED), then the count, then swaps the state to EMPTY_LISTED. If it
+// stalls after the count, another thread may adopt the slab, take blocks and
+// exit, abandoning it LISTED again: the late swap must fail, or the slab is
+// EMPTY with live blocks, the next adopter binds it afresh, and their frees
+// are reported as never handed out (bench/churn aborted in ~2% of its runs,
+// "free of invalid pointer ... beyond the slab's carve point"). An adoption
+// starts a new generation of the state word.
+static void test_a_stale_empty_check_does_not_empty_a_slab_adopted_and_abandoned_since(void **state) {
+  (void)state;
+  purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);
+  fill_arg_t f = {16, {NULL, 0}, NULL};
+  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
+  slab_meta_t *m = f.m;
+  assert_non_null(m);
+  unsigned cls = size_class_of(16);
+  void *one = f.h.head;
+  f.h.head = *(void **)one;
+  hak_free(one);
+  tiny_flush_remote(cls);                               // a remote free lists it
+  assert_int_equal(slab_state(m), SLAB_LISTED);
+  uint32_t seen = atomic_load(&m->state);               // a freer's look, then it stalls
+  assert_ptr_equal(shared_pool_adopt_slab(cls, 12345), m);   // another thread adopts m ...
+  assert_int_not_equal(SLAB_GEN(atomic_load(&m->state)), SLAB_GEN(seen));
+  shared_pool_detach_slab(m);                           // ... and exits: LISTED again
+  assert_int_equal(slab_state(m), SLAB_LISTED);
+  shared_pool_slab_empty_seen(m, seen);                 // the stalled freer's swap
+  assert_int_equal(slab_state(m), SLAB_LISTED);         // refused: its blocks are live
+  held_free_all(&f.h);
+  hak_thread_flush();
+  purge_knobs_restore(old);
+  hak_trim();
+}
+
 // An EMPTY slab adopted from an abandoned stack starts afresh but keeps the
 // reach of its last life: when it next goes FREE, the purge returns every
 // page its blocks ever reached. (Its carve reset lost the reach, so the purge
@@ -802,6 +836,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_partial_slab_emptied_remotely_goes_back_before_the_kind_takes_a_new_slab),
     HAK_UNIT_TEST(test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapped),
     HAK_UNIT_TEST(test_a_slab_adopted_empty_is_purged_as_far_as_its_last_life_reached),
+    HAK_UNIT_TEST(test_a_stale_empty_check_does_not_empty_a_slab_adopted_and_abandoned_since),
     HAK_UNIT_TEST(test_a_class_left_behind_gives_back_its_current_slab_emptied_by_another_thread),
     HAK_UNIT_TEST(test_a_class_allocated_between_looks_is_not_left_behind),
   };
