@@ -25,6 +25,7 @@ hak_config_t g_hak_config = {
   .large_purge_delay_ms = 1000,
   .large_dirty_min = 64u << 20,
   .free_batch = 1,
+  .populate = 1,
 };
 
 #define MB_MAX (1ull << 20)   // 1 TiB expressed in MiB
@@ -52,6 +53,8 @@ const hak_option_t g_hak_options[] = {
     "the page heap purges at once past this many freed resident bytes (shared by its arenas; or 3x live, or the room below its recent peak)" },
   { "HAKMEM_FREE_BATCH", HAK_OPT_BOOL, 1, 0, 1, 0, "", &g_hak_config.free_batch,
     "a thread freeing mostly other threads' small blocks checks them 16 at a time (a double free is then reported up to 16 frees late)" },
+  { "HAKMEM_POPULATE", HAK_OPT_BOOL, 1, 0, 1, 0, "", &g_hak_config.populate,
+    "a slab being carved has its next pages faulted in with one system call (MADV_POPULATE_WRITE) where the program writes its blocks" },
   { "HAKMEM_STATS", HAK_OPT_STATS, HAK_STATS_OFF, 0, 0, 0, "", &g_hak_config.stats,
     "statistics per size class at exit: 0, 1 (a table) or json" },
   { "HAKMEM_STATS_FILE", HAK_OPT_PATH, 0, 0, 0, 0, "", g_hak_config.stats_file,

@@ -36,6 +36,8 @@ typedef struct hak_config {
                                //   of this (divided among the arenas in use) or 3x its live bytes
   int      free_batch;         // HAKMEM_FREE_BATCH (1): a thread whose frees are mostly other
                                //   threads' blocks checks them in batches (tiny/free_batch_box.h)
+  int      populate;           // HAKMEM_POPULATE (1): a slab's carve faults the pages ahead
+                               //   in with one call where the program writes its blocks (tiny_refill.c)
   int      stats;              // HAKMEM_STATS (0): HAK_STATS_* report at exit
   char     stats_file[HAK_CONFIG_PATH_MAX]; // HAKMEM_STATS_FILE (""): where it goes ("" = stderr)
 } hak_config_t;

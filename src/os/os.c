@@ -84,6 +84,19 @@ void os_purge(void *addr, size_t size) {
   errno = saved;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23        // Linux 5.14's uapi value, for older headers
+#endif
+static int g_os_no_populate;          // the kernel said EINVAL once: it has no MADV_POPULATE_WRITE
+
+void os_populate(void *addr, size_t size) {
+  if (__atomic_load_n(&g_os_no_populate, __ATOMIC_RELAXED)) return;
+  int saved = errno;
+  if (madvise(addr, size, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+    __atomic_store_n(&g_os_no_populate, 1, __ATOMIC_RELAXED);
+  errno = saved;
+}
+
 void *os_remap(void *addr, size_t old_size, size_t new_size) {
   int saved = errno;
   void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);

@@ -18,6 +18,12 @@ void  *os_map_aligned(size_t size, size_t align);
 void   os_unmap(void *addr, size_t size);
 // Give the pages back; the range reads as zero afterwards.
 void   os_purge(void *addr, size_t size);
+// Fault the pages of [addr, addr + size) in now, writable, in one call
+// (MADV_POPULATE_WRITE, Linux 5.14): what a program's first writes would fault
+// one page at a time. Page aligned. Nothing when the kernel lacks it (asked
+// once) or refuses (the pages then fault as they would have). errno is
+// preserved.
+void   os_populate(void *addr, size_t size);
 // How many of the `pages` pages at addr (page aligned) are resident: mincore,
 // one call per 1024 pages, no page touched. SIZE_MAX when the kernel refuses.
 // errno is preserved.

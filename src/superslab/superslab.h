@@ -87,6 +87,13 @@ enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTI
 //                           else 0
 #define HAK_CACHE_LINE 64u   // bytes that false sharing is made of
 
+// Whether a slab's carve faults the pages ahead in with one call
+// (tiny_refill.c, slab_populate_ahead): every page of a class of 4 KiB or less
+// holds a block start, which the carve writes; a larger class's slab asks the
+// kernel how much of what it carved the program wrote.
+enum slab_populate { SLAB_POP_UNKNOWN, SLAB_POP_DENSE, SLAB_POP_SPARSE };
+#define SLAB_POP_PAGE 4096u             // x86-64's page: the unit of residence
+
 typedef struct slab_meta {
   // -- read on every free; written when the slab changes hands, or by its owner
   char              *base;        // first block of the slab (fixed)
@@ -106,7 +113,7 @@ typedef struct slab_meta {
   _Atomic uint64_t   carve_key;
   void              *freelist;    // owner only: blocks freed back by the owner, or drained
   uint8_t            cls;         // size class bound now
-  uint8_t            reserved0[1];
+  uint8_t            populate;    // owner only: enum slab_populate (tiny_refill.c)
   uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
   // free's copy of the owner (slab_set_owner): its low 32 bits when the
   // class's blocks are smaller than a cache line, else 0. Compared with the thread's key of the class

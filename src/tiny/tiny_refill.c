@@ -124,10 +124,53 @@ static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_c
   } while (c->n < want && ss_remote_drain_to_freelist(m) > 0);
 }
 
+// A carve that passes the slab's reach (dirty_end: how far pages were touched
+// since its last purge), once the slab has carved POP_START, faults the next
+// pages in with one call (os_populate), as far ahead again as half of what the
+// slab has carved (POP_AHEAD_MIN-POP_AHEAD_MAX), and moves the reach there. A program writes
+// what it mallocs, and each first write of a page was a page fault: on this
+// VM ~12 us (half of it the hypervisor's, which a populated page still pays
+// at its first write), against ~0.5 us a page in one call. `rounds --mb 32
+// --size 20K -n 6` 0.57x the time, ws-medium 0.83x, drift-2 0.69x.
+// A slab of a class above a page learns first whether the program writes
+// its blocks whole (SLAB_POP_UNKNOWN): once POP_SAMPLE_PAGES pages past its
+// old reach are carved, the kernel says how many are resident (mincore); 3 in
+// 4 or more: DENSE, else SPARSE and it faults as before (ws-medium writes a
+// block's first and last byte: populated whole, 36.6 -> 89 MB).
+#define POP_START        (16u << 10)
+#define POP_AHEAD_MIN    (16u << 10)
+#define POP_AHEAD_MAX    (128u << 10)
+#define POP_SAMPLE_PAGES 16u
+static __attribute__((noinline)) void slab_populate_ahead(slab_meta_t *m, const char *carve, const char *to) {
+  char *base = m->base;
+  uintptr_t page = SLAB_POP_PAGE;
+  uintptr_t from = ((uintptr_t)base + m->dirty_end + page - 1) & ~(page - 1);
+  if ((size_t)(carve - base) < POP_START || !g_hak_config.populate) return;   // a slab used lightly stays light
+  if (m->populate == SLAB_POP_UNKNOWN) {
+    uintptr_t done = (uintptr_t)carve & ~(page - 1);   // the blocks carved so far, whole pages
+    if (done < from + POP_SAMPLE_PAGES * page) return;
+    size_t pages = (done - from) / page, resident = os_resident_pages((void *)from, pages);
+    m->populate = resident != SIZE_MAX && resident * 4 >= pages * 3 ? SLAB_POP_DENSE : SLAB_POP_SPARSE;
+    if (m->populate == SLAB_POP_SPARSE) return;
+    from = done;
+  }
+  size_t ahead = (size_t)(to - base) / 2;
+  if (ahead < POP_AHEAD_MIN) ahead = POP_AHEAD_MIN;
+  if (ahead > POP_AHEAD_MAX) ahead = POP_AHEAD_MAX;
+  uintptr_t upto = ((uintptr_t)to + ahead + page - 1) & ~(page - 1), end = (uintptr_t)slab_end(m) & ~(page - 1);
+  if (upto > end) upto = end;
+  if (upto <= from) return;
+  os_populate((void *)from, upto - from);
+  m->dirty_end = (uint32_t)(upto - (uintptr_t)base);
+}
+
 // Carve up to `want` never-used blocks from the end of m's carved part.
 static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   char *end = slab_end(m);
   char *carve = slab_carve(m);
+  uint32_t left = (uint32_t)((size_t)(end - carve) / m->block_size);
+  char *to = carve + (size_t)(want < left ? want : left) * m->block_size;
+  if (to > m->base + m->dirty_end && m->populate != SLAB_POP_SPARSE) slab_populate_ahead(m, carve, to);
   while (c->n < want && carve < end) {
     hak_base_ptr_t b = hak_base_from_raw(carve);
     carve += m->block_size;

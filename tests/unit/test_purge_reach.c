@@ -54,15 +54,6 @@ static int page_has_data(const char *page) {
   return 0;
 }
 
-static int thp_always(void) {
-  FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-  if (f == NULL) return 0;
-  char line[128] = {0};
-  int always = fgets(line, sizeof line, f) != NULL && strstr(line, "[always]") != NULL;
-  fclose(f);
-  return always;
-}
-
 static void test_no_page_of_a_free_slab_is_resident_after_trim(void **state) {
   (void)state;
   if (thp_always()) {

@@ -29,7 +29,7 @@ UNIT_LIBS   := $(or $(shell pkg-config --libs cmocka 2>/dev/null),-lcmocka) -lpt
 UNIT_ENV    := env -u LD_PRELOAD -u HAKMEM_ABORT_ON_ERROR -u HAKMEM_VERBOSE -u HAKMEM_PURGE_DELAY_MS \
                -u HAKMEM_PURGE_DIRTY_MB -u HAKMEM_KEEP_EMPTY_SS -u HAKMEM_HUGE_CACHE_MB \
                -u HAKMEM_HUGE_CACHE_DELAY_MS -u HAKMEM_LARGE_PURGE_DELAY_MS -u HAKMEM_LARGE_DIRTY_MB \
-               -u HAKMEM_STATS -u HAKMEM_STATS_FILE -u HAKMEM_FREE_BATCH
+               -u HAKMEM_STATS -u HAKMEM_STATS_FILE -u HAKMEM_FREE_BATCH -u HAKMEM_POPULATE
 
 # Under a sanitizer the process's RSS includes shadow memory that never
 # shrinks, so the RSS tests mean nothing there; everything else runs.
