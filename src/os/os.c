@@ -87,12 +87,14 @@ void os_purge(void *addr, size_t size) {
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23        // Linux 5.14's uapi value, for older headers
 #endif
-static int g_os_no_populate;          // the kernel said EINVAL once: it has no MADV_POPULATE_WRITE
+static int g_os_no_populate;          // the kernel lacks MADV_POPULATE_WRITE, or a filter refuses it
 
 void os_populate(void *addr, size_t size) {
   if (__atomic_load_n(&g_os_no_populate, __ATOMIC_RELAXED)) return;
   int saved = errno;
-  if (madvise(addr, size, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+  // EINVAL: a kernel before 5.14; ENOSYS, EPERM: a seccomp filter. (ENOMEM,
+  // EFAULT, EHWPOISON: this range only; the pages fault in as they would.)
+  if (madvise(addr, size, MADV_POPULATE_WRITE) != 0 && (errno == EINVAL || errno == ENOSYS || errno == EPERM))
     __atomic_store_n(&g_os_no_populate, 1, __ATOMIC_RELAXED);
   errno = saved;
 }
