@@ -279,6 +279,8 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "threads_live", st.threads_live, 0);
     out_field(&o, "batched_frees", tc.batched_frees, 0);
     out_field(&o, "batch_starts", tc.batch_starts, 0);
+    out_field(&o, "populate_calls", tc.populate_calls, 0);
+    out_field(&o, "populate_bytes", tc.populate_bytes, 0);
     out_field(&o, "dirty_budget", ps.dirty_budget, 0);
     out_field(&o, "purged_slabs", ps.purged, 0);
     out_field(&o, "purge_calls", ps.purge_calls, 0);
@@ -347,6 +349,12 @@ void hak_print_class_stats(int fd, int format) {
   out_str(&o, " (threads started batching ");
   out_u64(&o, tc.batch_starts);
   out_str(&o, " times)\n");
+  // Pages faulted in ahead of slab carves (HAKMEM_POPULATE).
+  out_str(&o, "pages faulted in ahead of carves: ");
+  out_u64(&o, tc.populate_bytes);
+  out_str(&o, " bytes in ");
+  out_u64(&o, tc.populate_calls);
+  out_str(&o, " calls\n");
   // The dirty budget (shared_pool_release.c): FREE slabs purged, in how many
   // calls; those purged before their delay, and those taken back within it,
   // which raised the budget.

@@ -162,6 +162,9 @@ static __attribute__((noinline)) void slab_populate_ahead(slab_meta_t *m, const 
   if (upto <= from) return;
   os_populate((void *)from, upto - from);
   m->dirty_end = (uint32_t)(upto - (uintptr_t)base);
+  hak_thread_counters_t *k = hak_counters();
+  k->populate_calls++;
+  k->populate_bytes += upto - from;
 }
 
 // Carve up to `want` never-used blocks from the end of m's carved part.

@@ -20,6 +20,7 @@ typedef struct slab_use {
   size_t reach_pages; // pages between the carve point and the reach
   size_t interior;    // resident pages below the carve point
   uint8_t populate;
+  uint64_t calls;     // the thread's populate count (HAKMEM_STATS) over the run
 } slab_use_t;
 
 static size_t resident(const char *from, const char *to) {
@@ -34,6 +35,7 @@ static void *use_one_slab(void *arg) {
   slab_use_t *u = arg;
   void *p[64];
   assert_true(u->blocks <= 64);
+  uint64_t calls = hak_counters()->populate_calls;
   for (unsigned i = 0; i < u->blocks; i++) {
     p[i] = hak_malloc(u->size);
     if (i == 0) u->m = slab_of(p[0]);
@@ -48,6 +50,7 @@ static void *use_one_slab(void *arg) {
   u->reach_pages = (((uintptr_t)m->base + m->dirty_end) / PAGE) - (((uintptr_t)carve + PAGE - 1) / PAGE);
   u->interior = resident(m->base, carve);
   u->populate = m->populate;
+  u->calls = hak_counters()->populate_calls - calls;
   for (unsigned i = 0; i < u->blocks; i++) hak_free(p[i]);
   return NULL;
 }
@@ -55,7 +58,7 @@ static void *use_one_slab(void *arg) {
 // Fresh slabs (hak_trim purges every FREE one: no reach from a past life).
 static slab_use_t use(size_t size, unsigned blocks, int whole) {
   hak_trim();
-  slab_use_t u = {size, blocks, whole, NULL, 0, 0, 0, 0, 0, 0};
+  slab_use_t u = {size, blocks, whole, NULL, 0, 0, 0, 0, 0, 0, 0};
   run_in_thread(use_one_slab, &u);
   hak_trim();
   return u;
@@ -71,6 +74,7 @@ static void test_a_slab_whose_blocks_are_written_whole_has_its_pages_faulted_in_
   assert_int_equal(u.populate, SLAB_POP_DENSE);
   assert_true(u.reach >= u.carved + 16 * KIB);
   assert_int_equal(u.ahead, u.reach_pages);     // all of them resident
+  assert_true(u.calls > 0);                     // counted for HAKMEM_STATS
 }
 
 // 20 KiB blocks of which the program writes the first byte: the kernel says
@@ -82,6 +86,7 @@ static void test_a_slab_whose_blocks_are_written_sparsely_is_not_faulted_in_ahea
   slab_use_t u = use(20 * KIB, 10, 0);
   assert_int_equal(u.populate, SLAB_POP_SPARSE);
   assert_int_equal(u.ahead, 0);
+  assert_int_equal(u.calls, 0);
   assert_true(u.interior <= 2 * 10);           // each block's first page (and the next block's mark)
 }
 
