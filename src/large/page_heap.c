@@ -647,13 +647,13 @@ static size_t dirty_budget(const ph_arena_t *a) {
 // of HAKMEM_LARGE_DIRTY_MB) the empty regions but one are unmapped and the
 // largest runs purged (the last one's top pages only). 64 blocks of 4 MiB
 // written, freed, then a sleep: 254 MB stayed resident (glibc 1 MB, jemalloc
-// 43; tcmalloc and mimalloc keep all); now 58, and 66 with one block kept
-// live. A program that grows again and ends its next phase within the purge
-// delay repeats its phases: it pays the refaults once, and from then on its
-// phase ends keep the room (the tenth session's loops over large buffers), until two of them
-// are the whole delay apart. `large -w 4 --min 1M --max 32M -n 1000`, whose
-// four slots all empty now and then: 5 k page faults more than its 30 k, once,
-// 1.26-1.35x the time of its 0.19 s.
+// 43; tcmalloc and mimalloc keep all); now 26, and 10 with one block kept live
+// (glibc 5, jemalloc 44). A program that grows again and ends its next phase
+// within the purge delay repeats its phases: it pays the refaults once, and
+// from then on its phase ends keep the room (the tenth session's loops over
+// large buffers) until two of them are the whole delay apart. `large -w 4
+// --min 1M --max 32M -n 1000`, whose four slots empty now and then: one
+// purge, 38 k page faults against 30 k, 1.30x the time of its 0.19 s.
 static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
   uint64_t now = os_now_ms();
   if (a->end_ms == 0 || now - a->end_ms >= g_hak_config.large_purge_delay_ms)
@@ -1095,9 +1095,7 @@ int page_heap_free(void *p) {
   arena_sample_density(a, p, n);
   run_free_locked(r, s, n, dirty);
 #endif
-#ifndef NO_ZERO
   if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_note_phase_end(a);
-#endif
   arena_maybe_purge(a);
   PH_VALIDATE(a);
   arena_unlock(a);

@@ -171,8 +171,8 @@ static __attribute__((noinline)) void slab_populate_ahead(slab_meta_t *m, const 
 static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   char *end = slab_end(m);
   char *carve = slab_carve(m);
-  uint32_t left = (uint32_t)((size_t)(end - carve) / m->block_size);
-  char *to = carve + (size_t)(want < left ? want : left) * m->block_size;
+  size_t span = (size_t)want * m->block_size, room = (size_t)(end - carve);   // (a bound: the list may have some)
+  char *to = carve + (span < room ? span : room);
   if (to > m->base + m->dirty_end && m->populate != SLAB_POP_SPARSE) slab_populate_ahead(m, carve, to);
   while (c->n < want && carve < end) {
     hak_base_ptr_t b = hak_base_from_raw(carve);
