@@ -246,6 +246,16 @@ static void *fill_then_exit(void *arg) {
   return NULL;
 }
 
+// A slab of `size` a thread filled and then exited holding none of its blocks
+// (DETACHED, every block in f->h); the caller frees them.
+static slab_meta_t *detached_slab(size_t size, fill_arg_t *f) {
+  *f = (fill_arg_t){size, {NULL, 0}, NULL};
+  run_in_thread(fill_then_exit, f);
+  assert_non_null(f->m);
+  assert_int_equal(slab_state(f->m), SLAB_DETACHED);
+  return f->m;
+}
+
 static void *malloc_one_of_size(void *arg) {
   fill_arg_t *f = arg;
   void *p = hak_malloc(f->size);
@@ -384,10 +394,8 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   (void)state;
   // No purge pass before we ask for one (an EMPTY slab's frees may call one).
   purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);
-  fill_arg_t f = {16, {NULL, 0}, NULL};
-  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
-  slab_meta_t *m = f.m;
-  assert_non_null(m);
+  fill_arg_t f;
+  slab_meta_t *m = detached_slab(16, &f);      // every block with us
   void *pin = hak_malloc(224);                      // (another class: may keep the SuperSlab mapped)
   uint32_t gen = SLAB_GEN(atomic_load(&m->state));
   held_free_all(&f.h);                                  // all of them, from a thread that does not own m
@@ -415,10 +423,8 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
 static void test_a_stale_empty_check_does_not_empty_a_slab_adopted_and_abandoned_since(void **state) {
   (void)state;
   purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);
-  fill_arg_t f = {16, {NULL, 0}, NULL};
-  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
-  slab_meta_t *m = f.m;
-  assert_non_null(m);
+  fill_arg_t f;
+  slab_meta_t *m = detached_slab(16, &f);      // every block with us
   unsigned cls = size_class_of(16);
   void *one = f.h.head;
   f.h.head = *(void **)one;
@@ -445,10 +451,8 @@ static void test_a_stale_empty_check_does_not_empty_a_slab_adopted_and_abandoned
 static void test_a_slab_adopted_empty_is_purged_as_far_as_its_last_life_reached(void **state) {
   (void)state;
   purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);   // no purge pass before ours
-  fill_arg_t f = {96, {NULL, 0}, NULL};
-  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
-  slab_meta_t *m = f.m;
-  assert_non_null(m);
+  fill_arg_t f;
+  slab_meta_t *m = detached_slab(96, &f);      // every block with us
   unsigned cls = size_class_of(96);
   size_t reach = (size_t)(slab_carve(m) - m->base);
   assert_true(reach > 8 * 4096u);
@@ -735,10 +739,8 @@ static void test_a_partial_slab_emptied_remotely_goes_back_before_the_kind_takes
 static void test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapped(void **state) {
   (void)state;
   purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);   // m waits for the acquire, not a purge pass
-  fill_arg_t f = {16, {NULL, 0}, NULL};
-  run_in_thread(fill_then_exit, &f);                    // DETACHED, every block with us
-  slab_meta_t *m = f.m;
-  assert_non_null(m);
+  fill_arg_t f;
+  slab_meta_t *m = detached_slab(16, &f);      // every block with us
   held_free_all(&f.h);
   tiny_flush_remote(size_class_of(16));
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);
