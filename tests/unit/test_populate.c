@@ -110,12 +110,86 @@ static void test_a_slab_used_lightly_is_not_faulted_in_ahead(void **state) {
   assert_int_equal(u.ahead, 0);
 }
 
+// A thread's slabs of one class, in the order it bound them: blocks of
+// `size` taken and held until `slabs` slabs were bound (the last one given
+// `last` blocks, if not 0), the first `dense` slabs' blocks written whole, the
+// others' first byte only; each slab's populate verdict, reach and carve
+// point as they stood when the next was bound (the last one's at the end).
+#define SLABS_MAX 12
+typedef struct slab_run {
+  size_t size;
+  unsigned slabs, dense, last;
+  uint8_t verdict[SLABS_MAX];
+  size_t reach[SLABS_MAX], carved[SLABS_MAX];
+} slab_run_t;
+
+static void note_slab(slab_run_t *r, unsigned k, const slab_meta_t *m) {
+  r->verdict[k] = m->populate;
+  r->reach[k] = m->dirty_end;
+  r->carved[k] = (size_t)(slab_carve(m) - m->base);
+}
+
+static void *run_slabs(void *arg) {
+  slab_run_t *r = arg;
+  static void *held[SLABS_MAX * 64];
+  unsigned n = 0, k = 0, in_slab = 0;
+  slab_meta_t *cur = NULL;
+  for (;;) {
+    void *p = hak_malloc(r->size);
+    slab_meta_t *m = slab_of(p);
+    if (m != cur) {
+      if (cur != NULL) note_slab(r, k++, cur);
+      if (k == r->slabs) { hak_free(p); break; }
+      cur = m;
+      in_slab = 0;
+    }
+    memset(p, 1, k < r->dense ? r->size : 1);
+    assert_true(n < SLABS_MAX * 64);
+    held[n++] = p;
+    if (k == r->slabs - 1 && ++in_slab == r->last) { note_slab(r, k, cur); break; }
+  }
+  while (n > 0) hak_free(held[--n]);
+  return NULL;
+}
+
+// After one slab of 20 KiB blocks sampled dense, the thread's next slab of
+// the class populates ahead from its first 16 KiB carved, without faulting
+// 64 KiB first to sample.
+static void test_the_next_slab_of_a_class_sampled_dense_populates_without_sampling(void **state) {
+  (void)state;
+  if (thp_always()) { print_message("skipped: transparent huge pages are 'always'\n"); return; }
+  hak_trim();
+  slab_run_t r = {20 * KIB, 2, 2, 2, {0}, {0}, {0}};   // the second slab: 2 blocks, 40 KiB
+  run_in_thread(run_slabs, &r);
+  hak_trim();
+  assert_int_equal(r.verdict[0], SLAB_POP_DENSE);   // sampled
+  assert_int_equal(r.verdict[1], SLAB_POP_DENSE);   // carried: it had no 64 KiB to sample ...
+  assert_true(r.reach[1] > r.carved[1]);           // ... and populated ahead
+}
+
+// The verdict stands for 7 slabs: a program that stops writing its blocks
+// whole is seen at the 8th, which samples again.
+static void test_a_dense_verdict_is_sampled_again_after_seven_slabs(void **state) {
+  (void)state;
+  if (thp_always()) { print_message("skipped: transparent huge pages are 'always'\n"); return; }
+  hak_trim();
+  slab_run_t r = {20 * KIB, 10, 1, 0, {0}, {0}, {0}};
+  run_in_thread(run_slabs, &r);
+  hak_trim();
+  assert_int_equal(r.verdict[0], SLAB_POP_DENSE);
+  for (unsigned i = 1; i <= 7; i++) assert_int_equal(r.verdict[i], SLAB_POP_DENSE);   // carried
+  assert_int_equal(r.verdict[8], SLAB_POP_SPARSE);  // sampled again: one byte a block
+  assert_int_equal(r.verdict[9], SLAB_POP_SPARSE);  // (not carried)
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_slab_whose_blocks_are_written_whole_has_its_pages_faulted_in_ahead),
     HAK_UNIT_TEST(test_a_slab_whose_blocks_are_written_sparsely_is_not_faulted_in_ahead),
     HAK_UNIT_TEST(test_a_small_class_slab_is_faulted_in_ahead_once_used),
     HAK_UNIT_TEST(test_a_slab_used_lightly_is_not_faulted_in_ahead),
+    HAK_UNIT_TEST(test_the_next_slab_of_a_class_sampled_dense_populates_without_sampling),
+    HAK_UNIT_TEST(test_a_dense_verdict_is_sampled_again_after_seven_slabs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
