@@ -62,6 +62,7 @@
 #define PH_ROOM_RUNS     1u                   // ... or the room below the recent peak and the longest run
 #define PH_ROOM_PEAK_DEN 4u                   // ... and a quarter of the peak (fragmentation)
 #define PH_PHASE_END_DEN 8u                   // live bytes at 1/8 of the recent peak: a phase ended (arena_note_phase_end)
+#define PH_NO_END_PEAK   SIZE_MAX             // ph_arena_t.end_peak: no purge the program has not grown past
 #define PH_IDLE_DELAY_DEN 10u                 // an arena whose threads exited: purged after 1/10 of the delay
 #define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
 #define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
@@ -159,9 +160,10 @@ typedef struct ph_arena {
   _Atomic uint32_t users;            // live threads that allocate from it
   _Atomic uint64_t idle_since_ms;    // when users last fell to 0 (arena_idle)
   uint8_t          dense;            // the program touches most pages of its blocks (arena_sample_density)
-  uint8_t          end_purged;       // the last phase end purged (arena_note_phase_end)
-  uint8_t          end_regret;       // ... and the program grew and ended again within the delay: keep the room
-  size_t           end_peak;         // the live pages at the purge
+  uint8_t          end_regret;       // the program grew past a phase end's purge and ended again within
+                                     //   the delay: phase ends keep the room (arena_note_phase_end)
+  size_t           end_peak;         // the live pages a phase end's purge left; PH_NO_END_PEAK once the
+                                     //   program grew past them (or none since malloc_trim)
   uint64_t         end_ms;           // the last phase end (0: none since malloc_trim)
   uint32_t         sample_in;        // pages to free until the next sample
 #if HAK_HARDENED
@@ -172,7 +174,8 @@ typedef struct ph_arena {
 #endif
 } __attribute__((aligned(64))) ph_arena_t;
 
-static ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
+static ph_arena_t g_arenas[PH_ARENAS] = {
+    [0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER, .end_peak = PH_NO_END_PEAK}};
 static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
 static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
 static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
@@ -656,12 +659,11 @@ static size_t dirty_budget(const ph_arena_t *a) {
 // purge, 38 k page faults against 30 k, 1.30x the time of its 0.19 s.
 static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
   uint64_t now = os_now_ms();
-  if (a->end_ms == 0 || now - a->end_ms >= g_hak_config.large_purge_delay_ms)
-    a->end_regret = 0;
-  else if (a->end_purged && a->peak_pages > a->end_peak)
-    a->end_regret = 1;
+  int grew = a->peak_pages > a->end_peak;   // since the last purge (else still going down: the same end)
+  if (a->end_ms == 0 || now - a->end_ms >= g_hak_config.large_purge_delay_ms) a->end_regret = 0;
+  else if (grew) a->end_regret = 1;
   a->end_ms = now;
-  if (a->peak_pages > a->end_peak) a->end_purged = 0;   // (still going down: the same end)
+  if (grew) a->end_peak = PH_NO_END_PEAK;
   size_t keep = g_hak_config.large_dirty_min / arenas_used();
   size_t live3 = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)a->live_pages);
   if (keep < live3) keep = live3;
@@ -670,7 +672,6 @@ static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
   for (ph_region_t *r = a->regions; r != NULL; r = r->next) region_purge(r, keep, 1);
   a->peak_pages = a->end_peak = a->live_pages;
   a->peak_run = 0;
-  a->end_purged = 1;
 }
 
 // After the delay (at once when a is idle) every dirty run of a is purged
@@ -745,7 +746,8 @@ int page_heap_trim(int everything) {
     arena_lock(a);
     released |= purge_locked(a, everything, 0);
     a->end_ms = 0;                     // malloc_trim: what arena_note_phase_end learnt starts over
-    a->end_purged = a->end_regret = 0;
+    a->end_peak = PH_NO_END_PEAK;
+    a->end_regret = 0;
     PH_VALIDATE(a);
     arena_unlock(a);
   }

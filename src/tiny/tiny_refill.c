@@ -148,16 +148,15 @@ static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_c
 // its blocks whole is seen within POP_CARRY + 1 slabs. (SPARSE is not carried:
 // every slab samples, at no cost but the mincore.)
 #define POP_CARRY 7u
-typedef struct pop_verdict { uint8_t dense_left; } pop_verdict_t;
-static __thread pop_verdict_t t_pop_verdict[HAK_NUM_CLASSES] __attribute__((tls_model("initial-exec")));
+static __thread uint8_t t_pop_dense_left[HAK_NUM_CLASSES] __attribute__((tls_model("initial-exec")));
 
 static __attribute__((noinline)) void slab_populate_ahead(slab_meta_t *m, const char *carve, const char *to) {
   char *base = m->base;
   uintptr_t page = SLAB_POP_PAGE;
   uintptr_t from = ((uintptr_t)base + m->dirty_end + page - 1) & ~(page - 1);
   if ((size_t)(carve - base) < POP_START || !g_hak_config.populate) return;   // a slab used lightly stays light
-  if (m->populate == SLAB_POP_UNKNOWN && t_pop_verdict[m->cls].dense_left != 0) {
-    t_pop_verdict[m->cls].dense_left--;
+  if (m->populate == SLAB_POP_UNKNOWN && t_pop_dense_left[m->cls] != 0) {
+    t_pop_dense_left[m->cls]--;
     m->populate = SLAB_POP_DENSE;
   }
   if (m->populate == SLAB_POP_UNKNOWN) {
@@ -165,7 +164,7 @@ static __attribute__((noinline)) void slab_populate_ahead(slab_meta_t *m, const 
     if (done < from + POP_SAMPLE_PAGES * page) return;
     size_t pages = (done - from) / page, resident = os_resident_pages((void *)from, pages);
     m->populate = resident != SIZE_MAX && resident * 4 >= pages * 3 ? SLAB_POP_DENSE : SLAB_POP_SPARSE;
-    t_pop_verdict[m->cls].dense_left = m->populate == SLAB_POP_DENSE ? (uint8_t)POP_CARRY : 0u;
+    t_pop_dense_left[m->cls] = m->populate == SLAB_POP_DENSE ? (uint8_t)POP_CARRY : 0u;
     if (m->populate == SLAB_POP_SPARSE) return;
     from = done;
   }
