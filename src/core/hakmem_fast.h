@@ -69,19 +69,19 @@ void hak_free_foreign(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 // tiny/hardened_box.h). Its common paths are inline here as the default's are,
 // so the exported malloc and free run them with no jump to a second function.
 
-// The medium classes take requests from HARD_MEDIUM_MIN (1005: 1005 to 1008
+// The medium classes take requests from HARD_MEDIUM_MIN (1009: 1009 to 1023
 // bytes have no room for a tiny block's canary and size word) to HAK_SLAB_MAX
 // less the canary.
 #define HARD_MEDIUM_MIN (HAK_TINY_MAX - HARD_TAIL_BYTES + 1)
 
-// malloc: 1 .. 1004 bytes take a tiny class (the request plus the 20-byte
+// malloc: 1 .. 1008 bytes take a tiny class (the request plus the 16-byte
 // tail): the TLS pop, the fill checked, canary and size written. Every way
 // out is a call in last place: `tiny_miss` (an empty list), `larger` (above
 // the tiny classes), `bad` (a changed fill, reported). Constants at each use,
 // inlined through.
 HAK_INLINE void *hard_malloc_fast_with(size_t size, void *(*tiny_miss)(size_t), void *(*larger)(size_t),
                                        void *(*bad)(unsigned, void *, size_t)) {
-  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1004: a tiny class
+  if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1008: a tiny class
     // The slot from the thread's table, as the default build's malloc (one
     // load); the class entry by the slot (2 * class) with no shift.
     unsigned slot = tls_slot_of_size(&t_tls_cache, size + HARD_TAIL_BYTES);

@@ -208,10 +208,10 @@ static void hard_medium_class_check(void) {   // the first and last need of ever
   }
 }
 
-// The medium classes (1005 bytes to HAK_SLAB_MAX - 1): the tiny path's pop,
+// The medium classes (1009 bytes to HAK_SLAB_MAX - 1): the tiny path's pop,
 // every slow case a call in last place. A medium block needs only a canary
 // byte's room (its size word is in its slab's table; hard_canary_start);
-// 1005 to 1023 bytes still take a medium class: a tiny block has no room for
+// 1009 to 1023 bytes still take a medium class: a tiny block has no room for
 // both.
 void *hak_hardened_malloc_medium(size_t size) {
   size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;

@@ -4,11 +4,12 @@
 // A live block of a slab (block_size bs, request n, n <= hard_request_max(bs))
 // is laid out as:
 //   [0, n)                       the program's bytes
-//   [n, n + 16)                  canary: 16 bytes, each the canary byte
-//                                (never 0: a stray NUL terminator is the
-//                                classic one-byte overflow); in a medium
-//                                block [n, min(n + 16, bs)), 1 to 16 bytes
-//                                (hard_canary_start)
+//   [n, n + 12)                  canary: 12 bytes or more, each the canary
+//                                byte (never 0: a stray NUL terminator is
+//                                the classic one-byte overflow); in a tiny
+//                                block [n, min(n + 16, bs - 4)), 12 to 16
+//                                bytes, in a medium one [n, min(n + 16, bs)),
+//                                1 to 16 (hard_canary_start)
 //   [bs - 4, bs)                 tiny classes (bs <= 1 KiB): the size word,
 //                                the request n xor a per-process key
 // A block of a larger class keeps its size word in its slab's size table
@@ -20,9 +21,14 @@
 // every class (the slab lookup it needs in malloc) cost ws-small and ws-tiny
 // more than it saved (1.81x -> 1.89x, 1.84x -> 1.96x; task-clock, 7 or 9
 // interleaved runs).
-// So every request is served by the class of n + HARD_TAIL_BYTES (20: the
-// canary and the size word always fit, so the canary is always 16 bytes at n,
-// written and read with no bound to compute; every block is 32 bytes or more),
+// So every request is served by the class of n + HARD_TAIL_BYTES (16: 12
+// canary bytes and the size word always fit, so malloc writes the canary's
+// 16-byte window at n and then the size word, which may cover its last 4,
+// and free compares the window's first 12 bytes, with no bound to compute;
+// every block is 32 bytes or more; with 20, mstress's requests of 16, 32, 64
+// and 128 bytes took 48, 64, 96 and 160, 1.61x the default's bytes, now
+// 1.42x: `mstress -t 8 -n 10000 -r 20` 25.1 -> 23.4 MB, 1.545 -> 1.474x the
+// default's time, make bench-instr +0.5-1 instruction per pair, the `and`),
 // or above the tiny classes of n + HARD_TAIL_MEDIUM (1: a canary byte, no
 // size word at the end; with 20, ws-medium's peak RSS was 48.5 MB, 1.30x the
 // default's, 47.2 with 16, 39.2 with 1: see hard_canary_start):
@@ -38,8 +44,9 @@
 // tail the canary took 1 to 16 bytes and the fill 2 to 6 words, and the
 // branches on those, taken at random with random sizes, cost ws-tiny 1.25
 // mispredictions per operation (cachegrind --branch-sim) on top of 2x the
-// default's instructions. With a 16-byte tail the canary was 12 to 16 bytes
-// (its end min(n + 16, bs - 4)): 8 instructions per pair more than now.
+// default's instructions. With a 16-byte tail whose canary free compared to
+// its bound min(n + 16, bs - 4): 8 instructions per pair more than a fixed
+// window (the fixed 12 bytes now; the slow paths compare to the bound).
 //
 // A free block (on a quarantine, a TLS list, a slab's free or remote list) has
 // its link and free mark in its first 16 bytes (tls_sll_box.h) and the fill
@@ -86,8 +93,9 @@
 #include "tiny/tls_sll_box.h"
 
 #define HARD_SIZE_BYTES   4u                    // the size word: a tiny block's end, else its slab's size table
-#define HARD_CANARY_BYTES 16u                   // canary bytes written and checked
-#define HARD_TAIL_BYTES   (HARD_CANARY_BYTES + HARD_SIZE_BYTES)   // room a request needs past its end, tiny
+#define HARD_CANARY_BYTES 16u                   // the canary's window: bytes written (and read) at once
+#define HARD_CANARY_TINY  12u                   // canary bytes a tiny block always has, and free checks
+#define HARD_TAIL_BYTES   (HARD_CANARY_TINY + HARD_SIZE_BYTES)    // room a request needs past its end, tiny
 #define HARD_TAIL_MEDIUM  1u                    // ... in a larger block: a canary byte (its size word is in its slab's table)
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
 #ifndef HARD_FILL_MAX
@@ -269,9 +277,24 @@ HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n) {
   return (hard_load64(c + n) ^ kw) | (hard_load64(c + n + 8) ^ kw);
 #endif
 }
+// Nonzero when a byte of a tiny block's canary, [n, n + 12), changed: the
+// window's first 12 bytes (its last 4 may be the size word's; one `and` more).
+HAK_INLINE uint64_t hard_canary_diff_tiny(const unsigned char *c, size_t n) {
+  _Static_assert(HARD_CANARY_TINY == 12, "the mask and the words are 12 bytes");
+#if defined(__SSE2__)
+  return hard_canary_diff(c, n) & 0xfffu;
+#else
+  uint64_t kw = hard_canary_word();
+  return (hard_load64(c + n) ^ kw) | (hard_load32(c + n + 8) ^ (uint32_t)kw);
+#endif
+}
 
-// The canary of a block of bs bytes for a request of n (n < bs): the bytes
-// [n, min(n + 16, bs)), 1 to 16 of them. A medium request takes the smallest
+// Where a block's canary may reach: a tiny block's size word (its last 4
+// bytes), else its end.
+HAK_INLINE size_t hard_canary_limit(uint32_t bs) { return bs <= HAK_TINY_MAX ? bs - HARD_SIZE_BYTES : bs; }
+// The canary of a block of bs bytes for a request of n (n below its limit):
+// the bytes [n, min(n + 16, limit)), 12 to 16 of them in a tiny block and 1
+// to 16 in a larger one. A medium request takes the smallest
 // class with a byte to spare (HARD_TAIL_MEDIUM), so the classes keep the
 // default build's boundaries to a byte: with 16 bytes to spare, the requests
 // within 16 bytes under a class went a class up, and their last byte, which
@@ -283,11 +306,13 @@ HAK_INLINE uint64_t hard_canary_diff(const unsigned char *c, size_t n) {
 // hard_canary_start (n, or bs - 16 when fewer bytes are spare: the program's
 // own bytes below n are not looked at) and only its bytes from n compared.
 HAK_INLINE size_t hard_canary_start(size_t n, uint32_t bs) {
-  return n + HARD_CANARY_BYTES <= bs ? n : bs - HARD_CANARY_BYTES;
+  size_t limit = hard_canary_limit(bs);
+  return n + HARD_CANARY_BYTES <= limit ? n : limit - HARD_CANARY_BYTES;
 }
-// The canary's end: min(n + 16, bs).
+// The canary's end: min(n + 16, limit).
 HAK_INLINE size_t hard_canary_end(size_t n, uint32_t bs) {
-  return n + HARD_CANARY_BYTES <= bs ? n + HARD_CANARY_BYTES : bs;
+  size_t limit = hard_canary_limit(bs);
+  return n + HARD_CANARY_BYTES <= limit ? n + HARD_CANARY_BYTES : limit;
 }
 // Write the canary of a block handed out for n bytes (malloc: what is below n
 // is the program's to write; realloc in place keeps those bytes, and uses
@@ -319,7 +344,7 @@ void hardened_report_fill(const void *p, uint32_t bs, const char *when) HAK_COLD
 
 // Fill a free block from byte 16 on (a carve: inline, as the carve loop runs
 // once per block). A 16-byte block has no fill (none is handed out: every
-// request takes 20 bytes more; hard_fill_words assumes 32 and more).
+// request takes 16 bytes more; hard_fill_words assumes 32 and more).
 // A fresh tiny block past the fill's reach also gets a size word (a request
 // of 0): the free of the block above it checks it (hard_below_fast_ok).
 HAK_INLINE void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
@@ -333,7 +358,9 @@ HAK_INLINE void hardened_fill(hak_base_ptr_t b, uint32_t block_size) {
 // Returns p; a changed fill is reported by a call in last place, so the
 // common path keeps to registers.
 void *hardened_arm_bad(uint32_t bs, void *p, size_t n, uint32_t *size) HAK_NOINLINE;
-HAK_INLINE void hardened_arm_words(void *p, size_t n, uint32_t *size) {   // a tiny block: 16 bytes spare
+// A tiny block: 16 bytes or more to its end, so the window at n stays in the
+// block; its last 4 may be the size word's, which is stored after it.
+HAK_INLINE void hardened_arm_words(void *p, size_t n, uint32_t *size) {
   hard_canary_write(p, n);
   *size = (uint32_t)n ^ hard_size_key();
 }
@@ -595,7 +622,7 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want, 
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) != t_tls_cache.self) cls = away;
   uint32_t n = *hard_size_tail(p, bs) ^ hard_size_key();
   uint32_t below = ((const uint32_t *)p)[-1];
-  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (sized && want != n) || hard_canary_diff(p, n) != 0)) {
+  if (HAK_UNLIKELY(n > bs - HARD_TAIL_BYTES || (sized && want != n) || hard_canary_diff_tiny(p, n) != 0)) {
     hardened_free_bad(m, cls, p, want);
     return;
   }
