@@ -6,6 +6,9 @@
 #   make bench-scale   throughput vs threads (THREADS="1 2 4 8 16"), every allocator,
 #                      plus hakmem's per-site contention counters (build/stats, STATS=1);
 #                      not part of `make test` (~3 minutes on 2 cores)
+#   make bench-realprog  real programs (sort, sqlite3, python3, perl, gcc, clang, node, jq,
+#                      gawk, git: those installed) under every allocator, wall time and
+#                      peak RSS, REPS rounds interleaved (scripts/bench-realprog.py; ~3 minutes)
 #   make bench-smoke   every program once with tiny sizes under hakmem (a test)
 #   make bench-bins    only build the programs (build/bench/)
 #   make bench-secure-peers  build mimalloc's secure mode and its default from Debian's
@@ -31,7 +34,7 @@ BENCH_SEL    := $(if $(BENCH_ROWS),--rows $(BENCH_ROWS)) $(if $(BENCH_ALLOCS),--
 BENCH_PY     := python3 scripts/bench.py --lib $(LIB_SO) --bindir $(BENCH_DIR) --out $(BENCH_OUT) \
                 --peers-dir build/peers
 
-.PHONY: bench bench-full bench-instr bench-scale bench-smoke bench-bins bench-peers bench-secure-peers
+.PHONY: bench bench-full bench-instr bench-scale bench-realprog bench-smoke bench-bins bench-peers bench-secure-peers
 
 $(BENCH_BINS): $(BENCH_DIR)/%: bench/%.c bench/bench_common.h
 	@mkdir -p $(dir $@)
@@ -67,8 +70,17 @@ bench-scale: bench-peers $(LIB_SO) $(BENCH_BINS)
 	  --out $(BENCH_OUT) --reps $(REPS) --scale $(BENCH_SCALE) $(if $(THREADS),--threads "$(THREADS)") \
 	  $(BENCH_SEL)
 
+bench-realprog: bench-peers $(LIB_SO) $(BENCH_DIR)/ws8192
+	python3 scripts/bench-realprog.py --lib $(LIB_SO) --bindir $(BENCH_DIR) --out $(BENCH_OUT) --reps $(REPS) \
+	  --peers-dir build/peers $(if $(BENCH_ALLOCS),--allocs $(BENCH_ALLOCS))
+
 bench-smoke: $(LIB_SO) $(BENCH_BINS)
 	@python3 scripts/bench.py --smoke --lib $(LIB_SO) --bindir $(BENCH_DIR)
+	@python3 scripts/bench-realprog.py --smoke --lib $(LIB_SO) --bindir $(BENCH_DIR) --out $(BUILD)/realprog-smoke \
+	  > $(BUILD)/realprog-smoke.log 2>&1 || { cat $(BUILD)/realprog-smoke.log; exit 1; }
+	@grep -q '^| sort | [0-9.]* | [0-9.]* | glibc |' $(BUILD)/realprog-smoke.log || \
+	  { echo "scripts/bench-realprog.py: no table"; cat $(BUILD)/realprog-smoke.log; exit 1; }
+	@echo "scripts/bench-realprog.py: smoke OK"
 	@python3 scripts/bench-scale.py --self-test
 	@out=$$(python3 scripts/ab.py --rounds 2 '$(BENCH_DIR)/ws8192 -w 64 -n 20000' hak=$(LIB_SO) glibc) && \
 	  echo "$$out" | grep -q '^| hak | [0-9.]* | 1.000 |' && echo "$$out" | grep -q '^| glibc | [0-9.]* | [0-9.]* |' || \
