@@ -47,7 +47,7 @@ static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
       // A new generation: a thread that saw the abandoned slab empty and
       // stalled before its swap (shared_pool_slab_empty) must not act on the
       // state of a later abandonment, whose blocks are live.
-      if (atomic_compare_exchange_weak_explicit(&m->state, &w, SLAB_GEN(w) + 0x100u + SLAB_ACTIVE,
+      if (atomic_compare_exchange_weak_explicit(&m->state, &w, SLAB_NEXT_GEN(w, SLAB_ACTIVE),
                                                 memory_order_acq_rel, memory_order_acquire)) {
         if (st == SLAB_EMPTY_LISTED) {   // start it afresh
           abandoned_empty_leave(m);

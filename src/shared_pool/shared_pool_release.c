@@ -83,7 +83,7 @@ void shared_pool_slab_empty_seen(slab_meta_t *m, uint32_t w) {
   switch (SLAB_STATE(w)) {
   case SLAB_DETACHED: {
     HAK_SITE(SITE_SLAB_STATE);
-    if (atomic_compare_exchange_strong(&m->state, &w, SLAB_GEN(w) + 0x100u + SLAB_FREE)) {
+    if (atomic_compare_exchange_strong(&m->state, &w, SLAB_NEXT_GEN(w, SLAB_FREE))) {
       slab_clear_bound_fields(m);
       pool_put(m);
     }
@@ -155,7 +155,7 @@ void pool_collect_abandoned_empty(void) {
       uint32_t w = atomic_load_explicit(&m->state, memory_order_acquire);
       int released = 0;
       while (SLAB_STATE(w) == SLAB_EMPTY_LISTED) {
-        if (atomic_compare_exchange_weak(&m->state, &w, SLAB_GEN(w) + 0x100u + SLAB_FREE)) {
+        if (atomic_compare_exchange_weak(&m->state, &w, SLAB_NEXT_GEN(w, SLAB_FREE))) {
           abandoned_empty_leave(m);
           slab_clear_bound_fields(m);
           pool_put(m);

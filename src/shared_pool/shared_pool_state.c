@@ -298,7 +298,7 @@ void slab_unbind(slab_meta_t *m) {
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);   // it held blocks: pages are resident
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
   // release: a stale reader that acquires the new generation sees the fields above.
-  atomic_store_explicit(&m->state, SLAB_GEN(w) + 0x100u + SLAB_FREE, memory_order_release);
+  atomic_store_explicit(&m->state, SLAB_NEXT_GEN(w, SLAB_FREE), memory_order_release);
 }
 
 #if HAK_DEBUG

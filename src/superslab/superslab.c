@@ -70,7 +70,7 @@ superslab_t *superslab_allocate(unsigned kind) {
 void superslab_relayout(superslab_t *ss, unsigned kind) {
   for (unsigned k = 0; k < SS_MAX_SLABS; k++) {
     slab_meta_t *m = &ss->slabs[k];
-    uint32_t gen = SLAB_GEN(atomic_load_explicit(&m->state, memory_order_relaxed)) + 0x100u;
+    uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
     // Field by field, the shared ones atomically: a stale free may read them
     // meanwhile (it finds no block to free, as in a FREE slab).
     m->base = NULL;
@@ -96,7 +96,7 @@ void superslab_relayout(superslab_t *ss, unsigned kind) {
     m->dirty_end = 0;
     m->dirty_table = 0;
     m->early_pages = 0;
-    atomic_store_explicit(&m->state, gen | SLAB_FREE, memory_order_relaxed);
+    atomic_store_explicit(&m->state, SLAB_NEXT_GEN(w, SLAB_FREE), memory_order_relaxed);
   }
   ss->in_pool = 0;
   ss->pool_next = ss->pool_prev = NULL;

@@ -68,6 +68,8 @@ enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTI
 #define SLAB_STATE(w)      ((w) & 0xffu)
 #define SLAB_GEN(w)        ((w) & ~0xffu)
 #define SLAB_WITH(w, st)   (SLAB_GEN(w) | (uint32_t)(st))
+// State st in the next generation (a return to the pool, an adoption).
+#define SLAB_NEXT_GEN(w, st) (SLAB_GEN(w) + 0x100u + (uint32_t)(st))
 
 // Two cache lines: the first is what free() reads on every call and what the
 // owner writes; the second is what other threads write (remote frees, the

@@ -309,11 +309,8 @@ HAK_INLINE size_t hard_canary_start(size_t n, uint32_t bs) {
   size_t limit = hard_canary_limit(bs);
   return n + HARD_CANARY_BYTES <= limit ? n : limit - HARD_CANARY_BYTES;
 }
-// The canary's end: min(n + 16, limit).
-HAK_INLINE size_t hard_canary_end(size_t n, uint32_t bs) {
-  size_t limit = hard_canary_limit(bs);
-  return n + HARD_CANARY_BYTES <= limit ? n + HARD_CANARY_BYTES : limit;
-}
+// The canary's end: min(n + 16, limit), the window's end.
+HAK_INLINE size_t hard_canary_end(size_t n, uint32_t bs) { return hard_canary_start(n, bs) + HARD_CANARY_BYTES; }
 // Write the canary of a block handed out for n bytes (malloc: what is below n
 // is the program's to write; realloc in place keeps those bytes, and uses
 // hard_canary_write_kept).
