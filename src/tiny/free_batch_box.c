@@ -106,11 +106,20 @@ void free_batch_drain(void) {
   for (uint32_t i = 0; i < n; i++) hardened_test_and_free(fb->m[i], fb->b[i], fb->want[i]);
 #else
   uintptr_t self = thread_self_id();
+  const tls_cache_t *tc = &t_tls_cache;
   for (uint32_t i = 0; i < n; i++) {
     slab_meta_t *m = fb->m[i];
     hak_base_ptr_t b = fb->b[i];
     if (HAK_UNLIKELY(block_is_free(b))) {
       report_double_free(m, b);
+      continue;
+    }
+    // Another thread's block of a class this thread only frees (its bound
+    // shrunk, medium classes only): handed over now, while its line is here,
+    // not walked again on the list's next overflow.
+    unsigned cls = m->cls;
+    if (HAK_UNLIKELY(tc->cap_shift[cls] != 0) && atomic_load_explicit(&m->owner, memory_order_relaxed) != self) {
+      tiny_handover(cls, b);
       continue;
     }
     // The fast path's push, with the owner test its keys (FREE_BATCH_KEY now)

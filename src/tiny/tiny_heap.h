@@ -73,6 +73,12 @@ typedef struct tiny_heap {
   void        *left_head[HAK_NUM_CLASSES];
   uint32_t     left_moves[HAK_NUM_CLASSES];
   uint8_t      left_looks[HAK_NUM_CLASSES];
+  // A batching thread's hand-over chains (tiny_refill.c tiny_handover):
+  // other threads' medium blocks of classes it frees and does not take,
+  // linked at the drain while their lines are here, first..last of n.
+  hak_base_ptr_t handover_first[HAK_NUM_CLASSES];
+  hak_base_ptr_t handover_last[HAK_NUM_CLASSES];
+  uint16_t     handover_n[HAK_NUM_CLASSES];
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];
