@@ -402,13 +402,14 @@ static void note_slow_path(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32
 }
 
 // The hand-over chain of cls (tiny_handover) to the class exchange, or home
-// when the exchange is full.
-static void handover_send(tiny_heap_t *h, unsigned cls) {
+// when the exchange is full or `home` (a whole flush: the thread's exit,
+// which trimmed the exchange before, a trim, an idle class).
+static void handover_send(tiny_heap_t *h, unsigned cls, int home) {
   uint32_t n = h->handover_n[cls];
   if (n == 0) return;
   h->handover_n[cls] = 0;
   hak_base_ptr_t first = h->handover_first[cls], last = h->handover_last[cls];
-  if (!transfer_put(cls, tiny_threads_live(), first, last, n)) send_chain_home(cls, first, last);
+  if (home || !transfer_put(cls, tiny_threads_live(), first, last, n)) send_chain_home(cls, first, last);
   h->left_touched |= (uint64_t)1 << cls;   // the class is in use here, not idle
   hak_class_counters_t *k = &hak_counters()->cls[cls];
   k->flushes++;
@@ -420,7 +421,7 @@ static void handover_send(tiny_heap_t *h, unsigned cls) {
 static int handover_take(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t room) {
   uint32_t n = h->handover_n[cls];
   if (n > room) {
-    handover_send(h, cls);
+    handover_send(h, cls, 0);
     return 0;
   }
   h->handover_n[cls] = 0;
@@ -437,7 +438,7 @@ void tiny_handover(unsigned cls, hak_base_ptr_t b) {
   if (n == 0) h->handover_last[cls] = b;
   h->handover_first[cls] = b;
   h->handover_n[cls] = (uint16_t)++n;
-  if (n >= HANDOVER_BLOCKS(cls)) handover_send(h, cls);
+  if (n >= HANDOVER_BLOCKS(cls)) handover_send(h, cls, 0);
 }
 
 // Reuse before new memory: the blocks freed into the current slab, then a
@@ -713,7 +714,7 @@ void tiny_flush_remote(unsigned cls) {
 uint32_t tiny_flush(unsigned cls, uint32_t n) {
   tiny_cache_rescale();
   tls_cache_t *tc = &t_tls_cache;
-  if (n == UINT32_MAX) handover_send(t_heap_p, cls);
+  if (n == UINT32_MAX) handover_send(t_heap_p, cls, 1);
   block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
   uint32_t limit = tiny_threads_live(), remote = 0;
   int overflow = n <= g_size_class[cls].batch;   // not the exit's flush

@@ -149,6 +149,7 @@ static void poison_exchange(int split) {
   unsigned cls = size_class_of(256);
   handoff_t h = {blocks, 1000};
   for (int i = 0; i < 1000; i++) blocks[i] = hak_malloc(256);
+  park_a_thread();                                       // (its exit would leave the main one alone)
   run_in_thread(free_all, &h);                           // overflows: chains into the exchange
   hak_base_ptr_t first, last;
   uint32_t n = transfer_take(cls, UINT32_MAX, &first, &last);

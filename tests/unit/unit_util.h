@@ -44,6 +44,39 @@ static inline void *run_in_thread(void *(*fn)(void *), void *arg) {
   return ret;
 }
 
+// A thread that is set up (LIVE, counted) and waits until unparked: one
+// more live thread, so a thread's exit does not leave the main one alone
+// (the exchange goes home whole then, tiny_thread.c thread_teardown).
+static pthread_mutex_t g_park_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_park_cond = PTHREAD_COND_INITIALIZER;
+static int g_parked, g_unpark;
+static pthread_t g_park_thread;
+
+static inline void *parked(void *arg) {
+  (void)arg;
+  hak_free(hak_malloc(16));
+  pthread_mutex_lock(&g_park_lock);
+  g_parked = 1;
+  pthread_cond_broadcast(&g_park_cond);
+  while (!g_unpark) pthread_cond_wait(&g_park_cond, &g_park_lock);
+  pthread_mutex_unlock(&g_park_lock);
+  return NULL;
+}
+static inline void park_a_thread(void) {
+  g_parked = g_unpark = 0;
+  if (pthread_create(&g_park_thread, NULL, parked, NULL) != 0) abort();
+  pthread_mutex_lock(&g_park_lock);
+  while (!g_parked) pthread_cond_wait(&g_park_cond, &g_park_lock);
+  pthread_mutex_unlock(&g_park_lock);
+}
+static inline void unpark(void) {
+  pthread_mutex_lock(&g_park_lock);
+  g_unpark = 1;
+  pthread_cond_broadcast(&g_park_cond);
+  pthread_mutex_unlock(&g_park_lock);
+  pthread_join(g_park_thread, NULL);
+}
+
 // Run bad() in a forked child (no core file) whose stderr goes to a pipe;
 // returns the signal that ended it and what it wrote. reported(): a line
 // starting "hakmem: " that contains `what`.
