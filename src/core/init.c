@@ -20,13 +20,15 @@
 static _Atomic int g_init_state;          // 0 not started, 1 running, 2 done
 static _Atomic uintptr_t g_init_thread;
 
-// fork(): every lock, in one order — the thread records' pool (a new chunk
+// fork(): every lock, in one order — the SuperSlab chunks' (a leaf but for
+// the page heap's, taken under it when a mapping is refused), the thread records' pool (a new chunk
 // of records may be mapped under it, and a refused mapping gives back what
 // the pools below keep), the class exchange's, the Shared Pool's (purge, then each
 // kind's pool lock, then the registry's), the page heap's, the huge table's,
 // then the counters' live list — released in reverse in the parent; the
 // child, whose only thread took them, releases them the same way.
 static void fork_prepare(void) {
+  superslab_fork_prepare();
   thread_record_fork_prepare();
   transfer_fork_prepare();
   shared_pool_fork_prepare();
@@ -41,6 +43,7 @@ static void fork_parent(void) {
   shared_pool_fork_parent();
   transfer_fork_parent();
   thread_record_fork_parent();
+  superslab_fork_parent();
 }
 static void fork_child(void) {
   thread_fork_child();            // releases the counters' lock and the records' pool
@@ -48,6 +51,7 @@ static void fork_child(void) {
   page_heap_fork_child();
   shared_pool_fork_child();
   transfer_fork_child();
+  superslab_fork_child();
 }
 
 // Out of address space (os_map_aligned refused): the page heap's empty regions,

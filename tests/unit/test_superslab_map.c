@@ -53,13 +53,20 @@ static void *take_some(void *arg) {
 }
 
 // Threads at once (the chunk's next word is taken with a CAS): every
-// SuperSlab distinct and aligned.
+// SuperSlab distinct and aligned, and one chunk mapped per SS_CHUNK_SLABS
+// taken: threads that find the chunk used up together wait for one mapping
+// (before, each mapped a chunk and the losers unmapped all of theirs but one
+// SuperSlab: more than half of the chunks at 16 threads).
 static void test_superslabs_taken_by_threads_at_once_are_distinct(void **state) {
   (void)state;
+  _Static_assert(THREADS * PER_THREAD % SS_CHUNK_SLABS == 0, "whole chunks");
   static superslab_t *got[THREADS * PER_THREAD];
+  uint64_t chunks = superslab_chunks_mapped();
   pthread_t t[THREADS];
   for (unsigned i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&t[i], NULL, take_some, &got[i * PER_THREAD]), 0);
   for (unsigned i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+  // (what the chunk had left before is fewer than a chunk's)
+  assert_int_equal(superslab_chunks_mapped() - chunks, THREADS * PER_THREAD / SS_CHUNK_SLABS);
   for (unsigned i = 0; i < THREADS * PER_THREAD; i++) {
     assert_non_null(got[i]);
     assert_true(aligned(got[i]));
