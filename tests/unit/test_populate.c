@@ -119,6 +119,7 @@ static void test_a_slab_used_lightly_is_not_faulted_in_ahead(void **state) {
 typedef struct slab_run {
   size_t size;
   unsigned slabs, dense, last;
+  unsigned dense_from;   // if not 0: the slabs from this one on written whole too
   uint8_t verdict[SLABS_MAX];
   size_t reach[SLABS_MAX], carved[SLABS_MAX];
 } slab_run_t;
@@ -143,7 +144,7 @@ static void *run_slabs(void *arg) {
       cur = m;
       in_slab = 0;
     }
-    memset(p, 1, k < r->dense ? r->size : 1);
+    memset(p, 1, k < r->dense || (r->dense_from != 0 && k >= r->dense_from) ? r->size : 1);
     assert_true(n < SLABS_MAX * 64);
     held[n++] = p;
     if (k == r->slabs - 1 && ++in_slab == r->last) { note_slab(r, k, cur); break; }
@@ -159,7 +160,7 @@ static void test_the_next_slab_of_a_class_sampled_dense_populates_without_sampli
   (void)state;
   if (thp_always()) { print_message("skipped: transparent huge pages are 'always'\n"); return; }
   hak_trim();
-  slab_run_t r = {20 * KIB, 2, 2, 2, {0}, {0}, {0}};   // the second slab: 2 blocks, 40 KiB
+  slab_run_t r = {20 * KIB, 2, 2, 2, 0, {0}, {0}, {0}};   // the second slab: 2 blocks, 40 KiB
   run_in_thread(run_slabs, &r);
   hak_trim();
   assert_int_equal(r.verdict[0], SLAB_POP_DENSE);   // sampled
@@ -173,13 +174,32 @@ static void test_a_dense_verdict_is_sampled_again_after_seven_slabs(void **state
   (void)state;
   if (thp_always()) { print_message("skipped: transparent huge pages are 'always'\n"); return; }
   hak_trim();
-  slab_run_t r = {20 * KIB, 10, 1, 0, {0}, {0}, {0}};
+  slab_run_t r = {20 * KIB, 10, 1, 0, 0, {0}, {0}, {0}};
   run_in_thread(run_slabs, &r);
   hak_trim();
   assert_int_equal(r.verdict[0], SLAB_POP_DENSE);
   for (unsigned i = 1; i <= 7; i++) assert_int_equal(r.verdict[i], SLAB_POP_DENSE);   // carried
   assert_int_equal(r.verdict[8], SLAB_POP_SPARSE);  // sampled again: one byte a block
   assert_int_equal(r.verdict[9], SLAB_POP_SPARSE);  // (not carried)
+}
+
+// A sparse verdict stands for 7 slabs too, which sample nothing (each
+// mincore takes the address space's lock): a program that starts writing
+// its blocks whole is seen at the 8th.
+static void test_a_sparse_verdict_is_carried_for_seven_slabs(void **state) {
+  (void)state;
+  if (thp_always()) { print_message("skipped: transparent huge pages are 'always'\n"); return; }
+  hak_trim();
+  slab_run_t r = {20 * KIB, 10, 0, 0, 1, {0}, {0}, {0}};   // slab 0 one byte a block, the rest whole
+  run_in_thread(run_slabs, &r);
+  hak_trim();
+  assert_int_equal(r.verdict[0], SLAB_POP_SPARSE);
+  for (unsigned i = 1; i <= 7; i++) {
+    assert_int_equal(r.verdict[i], SLAB_POP_SPARSE);   // carried, not sampled ...
+    assert_true(r.reach[i] <= r.carved[i]);             // ... and never populated ahead
+  }
+  assert_int_equal(r.verdict[8], SLAB_POP_DENSE);      // sampled again
+  assert_int_equal(r.verdict[9], SLAB_POP_DENSE);      // carried
 }
 
 int main(void) {
@@ -190,6 +210,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_slab_used_lightly_is_not_faulted_in_ahead),
     HAK_UNIT_TEST(test_the_next_slab_of_a_class_sampled_dense_populates_without_sampling),
     HAK_UNIT_TEST(test_a_dense_verdict_is_sampled_again_after_seven_slabs),
+    HAK_UNIT_TEST(test_a_sparse_verdict_is_carried_for_seven_slabs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
