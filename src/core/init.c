@@ -20,15 +20,17 @@
 static _Atomic int g_init_state;          // 0 not started, 1 running, 2 done
 static _Atomic uintptr_t g_init_thread;
 
-// fork(): every lock, in one order — the SuperSlab chunks' (a leaf but for
-// the page heap's, taken under it when a mapping is refused), the thread records' pool (a new chunk
+// fork(): every lock, in one order — the thread records' pool (a new chunk
 // of records may be mapped under it, and a refused mapping gives back what
 // the pools below keep), the class exchange's, the Shared Pool's (purge, then each
 // kind's pool lock, then the registry's), the page heap's, the huge table's,
 // then the counters' live list — released in reverse in the parent; the
-// child, whose only thread took them, releases them the same way.
+// child, whose only thread took them, releases them the same way. That is
+// 63 mutexes held at once (52 of them the class exchange's), one under the
+// 64 ThreadSanitizer's deadlock detector follows (make test-stress-tsan
+// stopped on a CHECK with one more): a new lock that fork must hold needs
+// another to go.
 static void fork_prepare(void) {
-  superslab_fork_prepare();
   thread_record_fork_prepare();
   transfer_fork_prepare();
   shared_pool_fork_prepare();
@@ -43,7 +45,6 @@ static void fork_parent(void) {
   shared_pool_fork_parent();
   transfer_fork_parent();
   thread_record_fork_parent();
-  superslab_fork_parent();
 }
 static void fork_child(void) {
   thread_fork_child();            // releases the counters' lock and the records' pool

@@ -47,7 +47,7 @@ typedef struct hak_class_counters {
   X(SITE_PAGE_HEAP_LOCK, "page_heap_arena_lock", "lock-arena") /* the thread's own arena, or the arena of a large block it frees */ \
   X(SITE_HUGE_LOCK,      "huge_lock",        "lock")                                        \
   X(SITE_THREAD_LOCK,    "thread_list_lock", "lock")        /* thread set-up and exit */    \
-  X(SITE_SS_MAP_LOCK,    "superslab_map_lock", "lock")      /* a chunk of SuperSlabs mapped */ \
+  X(SITE_SS_MAPPING,    "superslab_mapping", "rmw-global") /* the flag taken to map a chunk of SuperSlabs */ \
   X(SITE_TRANSFER_LOCK,  "transfer_lock",    "lock")        /* a chain into or out of the class exchange */ \
   X(SITE_ABANDONED,      "abandoned_stack",  "rmw-global")  /* push/pop of abandoned slabs */ \
   X(SITE_SS_COUNTERS,    "superslab_counts", "rmw-global")  /* SuperSlabs mapped/unmapped */ \

@@ -1,7 +1,7 @@
 // superslab.c — mapping and laying out SuperSlabs (see superslab.h).
 #include "superslab/superslab.h"
 
-#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "os/os.h"
@@ -25,13 +25,16 @@ const uint8_t g_kind_slab_shift[HAK_SLAB_KINDS] = {16, 19, 21};
 // aligned to SS_CHUNK_SIZE, so its end is where the address crosses that
 // alignment, and the word alone says what is left: taking one is a CAS.
 static _Atomic uintptr_t g_ss_chunk_next;
-// Held while a new chunk is mapped, so that threads finding the chunk used up
-// together map one, not one each: at 16 threads more than half of the chunks
-// mapped lost the race and were unmapped again but their first SuperSlab
-// (ws8192 -t 16 of 1-32 KiB: 243 chunks mapped for ~890 SuperSlabs), every
-// mmap and munmap taking the address space's lock for writing. A leaf lock
-// (the mapping's retry under address pressure takes the page heap's after it).
-static pthread_mutex_t g_ss_map_lock = PTHREAD_MUTEX_INITIALIZER;
+// Set while a thread maps a new chunk, so that threads finding the chunk used
+// up together map one, not one each: at 16 threads more than half of the
+// chunks mapped lost the race and were unmapped again but their first
+// SuperSlab (ws8192 -t 16 of 1-32 KiB: 243 chunks mapped for ~890
+// SuperSlabs), every mmap and munmap taking the address space's lock for
+// writing. The others yield until the chunk is there. A flag, not a mutex:
+// fork's handlers hold every mutex of the library at once, 64 with this one,
+// past what ThreadSanitizer's deadlock detector can follow; a fork child
+// clears it (the thread mapping is not there).
+static _Atomic int g_ss_mapping;
 static _Atomic uint64_t g_ss_chunks_mapped;   // (tests: one chunk mapped per SS_CHUNK_SLABS taken)
 
 static superslab_t *chunk_take(void) {
@@ -48,10 +51,17 @@ static superslab_t *chunk_take(void) {
 }
 
 static superslab_t *superslab_map(void) {
-  superslab_t *ss = chunk_take();
-  if (ss != NULL) return ss;
-  HAK_SITE(SITE_SS_MAP_LOCK);
-  pthread_mutex_lock(&g_ss_map_lock);
+  superslab_t *ss;
+  for (;;) {
+    if ((ss = chunk_take()) != NULL) return ss;
+    int idle = 0;
+    HAK_SITE(SITE_SS_MAPPING);
+    if (atomic_compare_exchange_strong_explicit(&g_ss_mapping, &idle, 1, memory_order_acquire, memory_order_relaxed))
+      break;
+    while (atomic_load_explicit(&g_ss_mapping, memory_order_acquire) &&
+           atomic_load_explicit(&g_ss_chunk_next, memory_order_relaxed) == 0)
+      sched_yield();
+  }
   ss = chunk_take();   // another thread mapped one meanwhile
   if (ss == NULL) {
     char *chunk = os_map_aligned(SS_CHUNK_SIZE, SS_CHUNK_SIZE);
@@ -64,15 +74,13 @@ static superslab_t *superslab_map(void) {
       ss = os_map_aligned(SS_SIZE, SS_SIZE);   // no room for a chunk: one alone
     }
   }
-  pthread_mutex_unlock(&g_ss_map_lock);
+  atomic_store_explicit(&g_ss_mapping, 0, memory_order_release);
   return ss;
 }
 
 uint64_t superslab_chunks_mapped(void) { return atomic_load_explicit(&g_ss_chunks_mapped, memory_order_relaxed); }
 
-void superslab_fork_prepare(void) { pthread_mutex_lock(&g_ss_map_lock); }
-void superslab_fork_parent(void) { pthread_mutex_unlock(&g_ss_map_lock); }
-void superslab_fork_child(void) { pthread_mutex_unlock(&g_ss_map_lock); }
+void superslab_fork_child(void) { atomic_store_explicit(&g_ss_mapping, 0, memory_order_relaxed); }
 
 // The header's fields for `kind` and every slab of it FREE, in the pool's
 // hands (the metadata otherwise zero).

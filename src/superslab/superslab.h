@@ -309,9 +309,7 @@ HAK_INLINE uint32_t ss_all_slabs_mask(const superslab_t *ss) {
 superslab_t *superslab_allocate(unsigned kind);
 // Chunks of SuperSlabs mapped so far.
 uint64_t superslab_chunks_mapped(void);
-// fork(): the lock held while a chunk of SuperSlabs is mapped (a leaf).
-void superslab_fork_prepare(void);
-void superslab_fork_parent(void);
+// fork() child: no thread is mapping a chunk of SuperSlabs.
 void superslab_fork_child(void);
 // Lay out again for `kind` a SuperSlab that the registry no longer knows and
 // no thread reaches (every slab was FREE in its pool): every slot's metadata
