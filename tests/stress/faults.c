@@ -560,9 +560,11 @@ static int test_uaf_poison_remote_list(void) {
 
 // The class exchange: thread A allocates 1000 blocks of 256 bytes and exits,
 // thread B frees them all (its list overflows with another thread's blocks:
-// chains of them go to the exchange) and exits; then an address is written
-// into every one of them, and this thread, which has no block of the class,
-// mallocs: its refill takes a chain from the exchange first.
+// chains of them go to the exchange) and exits while a third thread C lives
+// (with this one alone left, B's exit would send the exchange home); then an
+// address is written into every one of them, and this thread, which has no
+// block of the class, mallocs: its refill takes a chain from the exchange
+// first.
 #define EXCHANGE_BLOCKS 1000
 static void *alloc_list_in_thread(void *arg) {
   void **b = arg;
@@ -574,9 +576,22 @@ static void *free_exchange_list_in_thread(void *arg) {
   for (int i = 0; i < EXCHANGE_BLOCKS; i++) free_fn(b[i]);
   return NULL;
 }
+static int g_stay_pipe[2], g_ready_pipe[2];
+static void *stay_until_told(void *arg) {
+  (void)arg;
+  free_fn(malloc_fn(16));   // a live thread of the allocator
+  char c = 1;
+  while (write(g_ready_pipe[1], &c, 1) < 0) {}
+  while (read(g_stay_pipe[0], &c, 1) < 0) {}   // never told: the child ends first
+  return NULL;
+}
 static int test_uaf_poison_exchange(void) {
   static void *b[EXCHANGE_BLOCKS];
-  pthread_t t;
+  pthread_t t, stay;
+  char c;
+  if (pipe(g_stay_pipe) != 0 || pipe(g_ready_pipe) != 0) return 0;   // (no report: the test fails)
+  pthread_create(&stay, NULL, stay_until_told, NULL);
+  while (read(g_ready_pipe[0], &c, 1) < 0) {}
   pthread_create(&t, NULL, alloc_list_in_thread, b);
   pthread_join(t, NULL);
   pthread_create(&t, NULL, free_exchange_list_in_thread, b);
