@@ -279,6 +279,7 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "threads_live", st.threads_live, 0);
     out_field(&o, "batched_frees", tc.batched_frees, 0);
     out_field(&o, "batch_starts", tc.batch_starts, 0);
+    out_field(&o, "handed_over", tc.handed_over, 0);
     out_field(&o, "populate_calls", tc.populate_calls, 0);
     out_field(&o, "populate_bytes", tc.populate_bytes, 0);
     out_field(&o, "dirty_budget", ps.dirty_budget, 0);
@@ -348,7 +349,9 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, tc.batched_frees);
   out_str(&o, " (threads started batching ");
   out_u64(&o, tc.batch_starts);
-  out_str(&o, " times)\n");
+  out_str(&o, " times), handed over at the drain: ");
+  out_u64(&o, tc.handed_over);
+  out_str(&o, "\n");
   // Pages faulted in ahead of slab carves (HAKMEM_POPULATE).
   out_str(&o, "pages faulted in ahead of carves: ");
   out_u64(&o, tc.populate_bytes);

@@ -115,8 +115,9 @@ void free_batch_drain(void) {
       continue;
     }
     // Another thread's block of a class this thread only frees (its bound
-    // shrunk, medium classes only): handed over now, while its line is here,
-    // not walked again on the list's next overflow.
+    // shrunk, medium classes only; a held block is of the exchange's classes,
+    // FREE_BATCH_MAX_BLOCK == TRANSFER_MAX_BLOCK): handed over now, while its
+    // line is here, not walked again on the list's next overflow.
     unsigned cls = m->cls;
     if (HAK_UNLIKELY(tc->cap_shift[cls] != 0) && atomic_load_explicit(&m->owner, memory_order_relaxed) != self) {
       tiny_handover(cls, b);

@@ -532,6 +532,12 @@ HAK_INLINE int hardened_release_fast(tls_cache_t *tc, unsigned cls, void *p, int
   return 0;
 }
 
+// A medium block p of class cls leaving the quarantine on a thread whose
+// bound of cls has shrunk (it frees the class and takes none): another
+// thread's block, its first words intact, goes to the class's hand-over
+// chain (tiny_handover) instead of the TLS list; 0 otherwise.
+int hardened_handover(unsigned cls, void *p) HAK_NOINLINE;
+
 // Fill and mark checked block p, put it in quarantine ring q and let the
 // oldest go; counted: q is the medium ring (its byte count and bound; its
 // blocks never go to the remote buffer). cls carries HARD_QUAR_REMOTE
@@ -568,6 +574,7 @@ HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, un
     if (HAK_UNLIKELY(t_thread_status != THREAD_LIVE)) hardened_thread_first();
     return;
   }
+  if (counted && HAK_UNLIKELY(t_tls_cache.cap_shift[old_cls] != 0) && hardened_handover(old_cls, old)) return;
   if (HAK_LIKELY(hardened_release_fast(&t_tls_cache, old_cls, old, !counted))) return;
   hardened_release_slow(old_cls, old_bs, old);
 }

@@ -42,6 +42,7 @@ _Static_assert(HAK_NUM_CLASSES <= 64, "tiny_heap_t.dying has a bit per class");
 // RSS was higher too (producers carve while short chains go home; 11
 // paired rounds).
 #define HANDOVER_BLOCKS(cls) g_size_class[cls].batch
+_Static_assert(FREE_BATCH_MAX_BLOCK <= TRANSFER_MAX_BLOCK, "a held block's class is one the exchange takes");
 
 HAK_INLINE uint32_t carve_want(unsigned cls, uint32_t want) {
   uint32_t n = CARVE_BYTES / g_size_class[cls].size;
@@ -423,9 +424,10 @@ static void handover_send(tiny_heap_t *h, unsigned cls, int home) {
   hak_base_ptr_t first = h->handover_first[cls], last = h->handover_last[cls];
   if (home || !transfer_put(cls, tiny_threads_live(), first, last, n)) send_chain_home(cls, first, last);
   h->left_touched |= (uint64_t)1 << cls;   // the class is in use here, not idle
-  hak_class_counters_t *k = &hak_counters()->cls[cls];
-  k->flushes++;
-  k->flush_blocks += n;
+  hak_thread_counters_t *t = hak_counters();
+  t->handed_over += n;
+  t->cls[cls].flushes++;
+  t->cls[cls].flush_blocks += n;
 }
 
 // A refill of cls takes this thread's own hand-over chain first, when the
@@ -443,6 +445,7 @@ static int handover_take(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t
 }
 
 void tiny_handover(unsigned cls, hak_base_ptr_t b) {
+  HAK_ASSERT(g_size_class[cls].size <= TRANSFER_MAX_BLOCK);   // the classes the exchange takes
   tiny_heap_t *h = t_heap_p;
   uint32_t n = h->handover_n[cls];
   block_set_free(b);

@@ -100,9 +100,11 @@ static void test_a_consumer_hands_other_threads_blocks_over_a_class_batch_at_a_t
   (void)state;
   unsigned cls = cls_of_size();
   uint32_t batch = g_size_class[cls].batch;
+  uint64_t handed = handed_over_so_far();
   consumer_t c = {.upto = NBLOCKS};
   run_in_thread(consume, &c);
   assert_int_equal(c.batching, 1);
+  assert_true(handed_over_so_far() - handed > NBLOCKS / 2);   // HAKMEM_STATS counts them
   assert_true(c.cap_shift > 0);
   // Before: the shrunk list overflowed every 4 frees and its flushes gave
   // the exchange chains of 4 blocks; now whole batches of the class go.

@@ -287,6 +287,13 @@ static inline uint64_t batched_frees_so_far(void) {
   return tc.batched_frees;
 }
 
+// Blocks handed over at consumers' drains so far (tiny_refill.c tiny_handover).
+static inline uint64_t handed_over_so_far(void) {
+  hak_thread_counters_t tc;
+  hak_counters_sum(&tc);
+  return tc.handed_over;
+}
+
 // The dirty bytes of every kind's pool.
 static inline size_t pool_dirty_bytes(void) {
   size_t d = 0;
