@@ -37,7 +37,7 @@ _Static_assert(HAK_NUM_CLASSES <= 64, "tiny_heap_t.dying has a bit per class");
 // A hand-over chain (tiny_handover) goes when it holds the class's batch,
 // what a producer's refill of an unshrunk bound takes, half of what the
 // consumer's list held before its bound shrank. With the shrunk bound's
-// batch (a quarter to a sixteenth of that) prodcons -t 4 of 1-32 KiB took
+// batch (a half to an eighth of that) prodcons -t 4 of 1-32 KiB took
 // 1.13x the time, 64 KiB chains 1.21x, 128 KiB 1.13x, and at -t 8 the peak
 // RSS was higher too (producers carve while short chains go home; 11
 // paired rounds).
@@ -159,10 +159,11 @@ static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_c
 #define POP_CARRY 7u
 // SPARSE stands for the next POP_CARRY slabs as well, which then sample
 // nothing (a program that starts writing its blocks whole is seen within
-// POP_CARRY + 1 slabs too): every mincore takes the address space's lock for reading, and
-// behind a mapping's writer it sleeps (ws8192 -t 16 of 1-32 KiB, a block's
-// first and last byte written: 2 400 samples in a run, a third of its
-// threads' sleeps were in them; carried, the sleeps 1 100 -> 500-680).
+// POP_CARRY + 1 slabs too): every mincore takes the address space's lock
+// for reading, and behind a mapping's writer it sleeps (ws8192 -t 16 of
+// 1-32 KiB, a block's first and last byte written: 2 400 samples in a run,
+// a third of its threads' sleeps were in them; carried, the sleeps 1 100 ->
+// 500-680).
 static __thread uint8_t t_pop_dense_left[HAK_NUM_CLASSES] __attribute__((tls_model("initial-exec")));
 static __thread uint8_t t_pop_sparse_left[HAK_NUM_CLASSES] __attribute__((tls_model("initial-exec")));
 
