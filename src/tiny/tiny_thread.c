@@ -111,16 +111,10 @@ void thread_release_all(void) {
 #if HAK_HARDENED
   hardened_quarantine_drain();   // quarantined blocks go home with the rest
 #endif
-  // The classes with blocks on their list or in their hand-over chain: a
-  // flush of each of the 52 cost ~490 instructions even when it had none
-  // (its ways cleared, the purge looked at): a thread's exit 36 k -> 21 k
-  // instructions under callgrind (churn -c 16 -k 16; its time level).
-  tiny_heap_t *h = t_heap_p;
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
-    if (tls_cached(&t_tls_cache, c) != 0 || h->handover_n[c] != 0) tiny_flush(c, UINT32_MAX);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);   // (the empty ones return at once)
   for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) tiny_flush_remote(c);
   shared_pool_maybe_purge();
-  tiny_heap_abandon_all(h);
+  tiny_heap_abandon_all(t_heap_p);
 #if HAK_DEBUG
   tiny_heap_validate(t_heap_p);
 #endif
