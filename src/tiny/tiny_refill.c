@@ -151,43 +151,40 @@ static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_c
 #define POP_AHEAD_MIN    (16u << 10)
 #define POP_AHEAD_MAX    (128u << 10)
 #define POP_SAMPLE_PAGES 16u
-// A thread's last sample of a class's slabs, DENSE, stands for its next
-// POP_CARRY slabs of the class, which populate from their first 16 KiB
+// A thread's last sample of a class's slabs stands for its next POP_CARRY
+// slabs of the class, which sample nothing; the slab after them samples
+// again, so a program that changes how it writes its blocks is seen within
+// POP_CARRY + 1 slabs. DENSE carried populates from a slab's first 16 KiB
 // instead of faulting 64 KiB first (rounds, drift, drift -t 2 0.94-0.95x the
-// time); the slab after them samples again, so a program that stops writing
-// its blocks whole is seen within POP_CARRY + 1 slabs.
-#define POP_CARRY 7u
-// SPARSE stands for the next POP_CARRY slabs as well, which then sample
-// nothing (a program that starts writing its blocks whole is seen within
-// POP_CARRY + 1 slabs too): every mincore takes the address space's lock
-// for reading, and behind a mapping's writer it sleeps (ws8192 -t 16 of
+// time). SPARSE carried saves the mincore, which takes the address space's
+// lock for reading and behind a mapping's writer sleeps (ws8192 -t 16 of
 // 1-32 KiB, a block's first and last byte written: 2 400 samples in a run,
 // a third of its threads' sleeps were in them; carried, the sleeps 1 100 ->
-// 500-680).
-static __thread uint8_t t_pop_dense_left[HAK_NUM_CLASSES] __attribute__((tls_model("initial-exec")));
-static __thread uint8_t t_pop_sparse_left[HAK_NUM_CLASSES] __attribute__((tls_model("initial-exec")));
+// 500-680). t_pop_carry[c]: the verdict (enum slab_populate) above
+// POP_CARRY_BITS, the slabs it still stands for below.
+#define POP_CARRY      7u
+#define POP_CARRY_BITS 4u
+_Static_assert(POP_CARRY < (1u << POP_CARRY_BITS) && SLAB_POP_SPARSE < (1u << (8u - POP_CARRY_BITS)),
+               "a carry fits its byte");
+static __thread uint8_t t_pop_carry[HAK_NUM_CLASSES] __attribute__((tls_model("initial-exec")));
 
 static __attribute__((noinline)) void slab_populate_ahead(slab_meta_t *m, const char *carve, const char *to) {
   char *base = m->base;
   uintptr_t page = SLAB_POP_PAGE;
   uintptr_t from = ((uintptr_t)base + m->dirty_end + page - 1) & ~(page - 1);
   if ((size_t)(carve - base) < POP_START || !g_hak_config.populate) return;   // a slab used lightly stays light
-  if (m->populate == SLAB_POP_UNKNOWN && t_pop_dense_left[m->cls] != 0) {
-    t_pop_dense_left[m->cls]--;
-    m->populate = SLAB_POP_DENSE;
-  }
-  if (m->populate == SLAB_POP_UNKNOWN && t_pop_sparse_left[m->cls] != 0) {
-    t_pop_sparse_left[m->cls]--;
-    m->populate = SLAB_POP_SPARSE;
-    return;
+  uint8_t carry = t_pop_carry[m->cls];
+  if (m->populate == SLAB_POP_UNKNOWN && (carry & ((1u << POP_CARRY_BITS) - 1u)) != 0) {
+    t_pop_carry[m->cls] = (uint8_t)(carry - 1u);
+    m->populate = (uint8_t)(carry >> POP_CARRY_BITS);
+    if (m->populate == SLAB_POP_SPARSE) return;
   }
   if (m->populate == SLAB_POP_UNKNOWN) {
     uintptr_t done = (uintptr_t)carve & ~(page - 1);   // the blocks carved so far, whole pages
     if (done < from + POP_SAMPLE_PAGES * page) return;
     size_t pages = (done - from) / page, resident = os_resident_pages((void *)from, pages);
     m->populate = resident != SIZE_MAX && resident * 4 >= pages * 3 ? SLAB_POP_DENSE : SLAB_POP_SPARSE;
-    t_pop_dense_left[m->cls] = m->populate == SLAB_POP_DENSE ? (uint8_t)POP_CARRY : 0u;
-    t_pop_sparse_left[m->cls] = m->populate == SLAB_POP_SPARSE ? (uint8_t)POP_CARRY : 0u;
+    t_pop_carry[m->cls] = (uint8_t)(m->populate << POP_CARRY_BITS | POP_CARRY);
     if (m->populate == SLAB_POP_SPARSE) return;
     from = done;
   }
