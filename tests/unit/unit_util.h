@@ -117,6 +117,17 @@ static inline int reported(const child_result_t *r, const char *what) {
   return line != NULL && (line == r->err || line[-1] == '\n') && strstr(line, what) != NULL;
 }
 
+// bad() in a child aborted with a report naming `what`, after writing
+// `reached` and before writing `never`.
+static inline void expect_abort_between(void (*bad)(void), const char *what, const char *reached,
+                                        const char *never) {
+  child_result_t r = run_in_child(bad);
+  if (r.signal != SIGABRT) fail_msg("signal %d, stderr: \"%s\"", r.signal, r.err);
+  if (!reported(&r, what)) fail_msg("stderr: \"%s\"", r.err);
+  assert_non_null(strstr(r.err, reached));
+  assert_null(strstr(r.err, never));
+}
+
 static inline hak_stats_t stats_now(void) {
   hak_stats_t s;
   hak_get_stats(&s);
