@@ -122,7 +122,9 @@ void free_batch_drain(void);
 void free_batch_note_flush(uint32_t moved, uint32_t foreign);
 // At a refill: the blocks this thread's slabs hold (tiny_heap_t.owned_blocks);
 // past FREE_BATCH_HEAP_BLOCKS it starts batching, below half of it a thread
-// that started for that reason stops. (The default build only.)
+// that started for that reason stops. The hardened build too: its free waits
+// on the mark's, size word's and canary's lines (`ws8192 -w 262144` of
+// 16-128 B: 1.88x the default's time unbatched, 1.42x batched).
 void free_batch_note_heap(uint32_t owned_blocks);
 // Start (1) or stop (0) batching this thread's frees; stopping drains. The
 // thread is LIVE.

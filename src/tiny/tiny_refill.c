@@ -464,7 +464,7 @@ int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = t_heap_p;
   tiny_cache_rescale();
-  if (!HAK_HARDENED) free_batch_note_heap(h->owned_blocks);
+  free_batch_note_heap(h->owned_blocks);
   tc->overflows[cls] = 0;
   h->dying &= ~((uint64_t)1 << cls);
   if (HAK_UNLIKELY(tc->cap_shift[cls] != 0)) {   // taking again: the bound doubles back
