@@ -133,17 +133,6 @@ void free_batch_drain(void) {
 #endif
 }
 
-void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
-  if (HAK_UNLIKELY(m->block_size > FREE_BATCH_MAX_BLOCK)) {
-    free_batch_test_and_free(m, b);
-    return;
-  }
-  free_batch_t *fb = &t_free_batch;
-  hak_prefetch_for_write(hak_base_raw(b));
-  fb->m[fb->n] = m;
-  fb->b[fb->n] = b;
-  if (++fb->n == FREE_BATCH_N) free_batch_drain();
-}
 
 void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (moved < FREE_BATCH_MIN_FLUSH) return;
