@@ -113,7 +113,7 @@ typedef struct slab_meta {
   // carve_off * size_magic mod 2^64, kept with it (slab_set_carve): free's one
   // compare of the block-start test (slab_block_start).
   _Atomic uint64_t   carve_key;
-  void              *freelist;    // owner only: blocks freed back by the owner, or drained
+  uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock; no block live then)
   uint8_t            cls;         // size class bound now
   uint8_t            populate;    // owner only: enum slab_populate (tiny_refill.c)
   uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE
@@ -132,7 +132,12 @@ typedef struct slab_meta {
   uint8_t            where;       // owner only: enum slab_where
   uint8_t            reserved1[1];
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
-  uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock)
+  // owner only: blocks freed back by the owner, or drained. Not on the first
+  // line: the owner writes it at every refill, flush and drain, and other
+  // threads' frees read the first line (a 1-111 B ring of 4 threads handing
+  // half of each batch on, sh8bench's shape: half of the batched frees'
+  // samples waited on it).
+  void              *freelist;
   struct slab_meta  *list_next;   // owner only: its heap's partial or full list (here
   struct slab_meta  *list_prev;   // so that what free reads fits the first line)
   // Bytes from base that blocks reached since the pages were last purged (the
