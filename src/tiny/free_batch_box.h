@@ -10,8 +10,10 @@
 // So a thread whose frees are mostly blocks of other threads' slabs batches
 // them: free asks for the block's line for writing (prefetchw) and holds the
 // block; every FREE_BATCH_N held blocks, their lines here or on the way by
-// then, are tested and pushed as free would have (the fast path's push in the
-// drain, tiny_free_checked for the remote buffer and a full list).
+// then, are tested and pushed on this thread's lists (the fast path's push in
+// the drain, another thread's blocks under a cache line included, which the
+// fast path sends home: free_batch_drain says why; tiny_free_checked for a
+// full list).
 //
 // What it changes: a double free on a batching thread is reported when its
 // batch is checked, up to FREE_BATCH_N frees later (at the latest when the

@@ -32,7 +32,8 @@
 enum thread_status { THREAD_NEW = 0, THREAD_LIVE = 1, THREAD_DONE = 2 };
 
 // The classes whose blocks are under a cache line (16, 32, 48 bytes: the
-// only ones sent home from another thread's free, tiny_block_stays_here),
+// only ones sent home from another thread's free, tiny_block_stays_here,
+// unless the thread batches its frees),
 // and how many of one class a thread gathers before sending them.
 #define TINY_REMOTE_CLASSES    3u
 #ifndef TINY_REMOTE_BUF_BLOCKS

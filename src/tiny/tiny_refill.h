@@ -63,7 +63,8 @@ void tiny_flush_remote(unsigned cls);
 // blocks that thread uses (passive false sharing, bench fs-scratch): it waits
 // in the remote buffer and goes home in a batch. (A block of 64 bytes or more
 // shares at most its two edge lines: measured as the better trade on cross-2,
-// see CURRENT_TASK.) The free fast path makes the same test with owner keys.
+// see CURRENT_TASK.) The free fast path makes the same test with owner keys;
+// a batching thread's drain keeps them all (free_batch_drain).
 HAK_INLINE int tiny_block_stays_here(const slab_meta_t *m, uintptr_t self) {
   return m->block_size >= HAK_CACHE_LINE || atomic_load_explicit(&m->owner, memory_order_relaxed) == self;
 }

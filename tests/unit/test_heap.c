@@ -6,6 +6,7 @@
 #include "config/config.h"
 #include "os/os.h"
 #include "stats/stats.h"
+#include "tiny/free_batch_box.h"
 
 // Fill one slab of `size` on the calling thread and make it retire: every
 // block held in *h, the next malloc (kept in *extra) comes from a new slab.
@@ -246,6 +247,17 @@ static void *fill_then_exit(void *arg) {
   return NULL;
 }
 
+// The remote frees some tests make come from this thread, which must not
+// batch them then: a batching thread keeps other threads' blocks on its
+// lists, small ones included (free_batch_drain), and they go home later.
+static int batching_off(void) {
+  int saved = g_hak_config.free_batch;
+  g_hak_config.free_batch = 0;
+  free_batch_set_active(0);
+  return saved;
+}
+static void batching_back(int saved) { g_hak_config.free_batch = saved; }
+
 // A slab of `size` a thread filled and then exited holding none of its blocks
 // (DETACHED, every block in f->h); the caller frees them.
 static slab_meta_t *detached_slab(size_t size, fill_arg_t *f) {
@@ -394,6 +406,7 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   (void)state;
   // No purge pass before we ask for one (an EMPTY slab's frees may call one).
   purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);
+  int batch = batching_off();
   fill_arg_t f;
   slab_meta_t *m = detached_slab(16, &f);      // every block with us
   void *pin = hak_malloc(224);                      // (another class: may keep the SuperSlab mapped)
@@ -405,6 +418,7 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   g_hak_config.purge_delay_ms = 0;                      // the next purge pass is due at once ...
   shared_pool_maybe_purge();                            // ... and gives m to the pool (kept mapped:
   purge_knobs_restore(old);                             // all-FREE SuperSlabs up to the hysteresis)
+  batching_back(batch);
   assert_true(ss_registry_contains(m));
   assert_int_equal(slab_state(m), SLAB_FREE);
   assert_int_equal(SLAB_GEN(atomic_load(&m->state)), gen + 0x100u);
@@ -739,6 +753,7 @@ static void test_a_partial_slab_emptied_remotely_goes_back_before_the_kind_takes
 static void test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapped(void **state) {
   (void)state;
   purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);   // m waits for the acquire, not a purge pass
+  int batch = batching_off();
   fill_arg_t f;
   slab_meta_t *m = detached_slab(16, &f);      // every block with us
   held_free_all(&f.h);
@@ -765,6 +780,7 @@ static void test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapp
   for (uint32_t i = 0; i < nheld; i++) pool_put_locked(held[i], os_now_ms());
   pool_unlock(kind);
   purge_knobs_restore(old);
+  batching_back(batch);
   hak_trim();
 }
 
