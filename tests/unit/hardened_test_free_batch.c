@@ -9,6 +9,7 @@
 #include "debug/report.h"
 #include "stats/stats.h"
 #include "tiny/free_batch_box.h"
+#include "big_heap_batching.h"
 #include "tiny/tiny_heap.h"
 
 _Static_assert(HAK_HARDENED, "built against the hardened engine");
@@ -149,29 +150,9 @@ static void test_a_sized_delete_with_the_wrong_size_is_reported_by_the_batch(voi
 // Each free's mark, size word and canary loads wait on lines a heap of
 // FREE_BATCH_HEAP_BLOCKS blocks seldom has in a cache: `ws8192 -w 262144` of
 // 16-128 B took 1.88x the default's time unbatched, 1.42x batched.
-#define HEAP_BLOCKS (FREE_BATCH_HEAP_BLOCKS + (16u << 10))
-typedef struct heap_batching { int active_big, heap_big, active_small; uint32_t owned_big; } heap_batching_t;
-static void *big_heap_then_small(void *arg) {
-  heap_batching_t *r = arg;
-  void **v = malloc(HEAP_BLOCKS * sizeof *v);
-  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  r->active_big = (int)t_free_batch.active;
-  r->heap_big = (int)t_free_batch.heap;
-  r->owned_big = t_heap_p->owned_blocks;
-  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
-  hak_thread_flush();                      // quarantine and lists home: the slabs go back
-  for (int i = 0; i < 64; i++) v[i] = hak_malloc(16);
-  r->active_small = (int)t_free_batch.active;
-  for (int i = 0; i < 64; i++) hak_free(v[i]);
-  free(v);
-  return NULL;
-}
 static void test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks(void **state) {
   (void)state;
-  heap_batching_t r = {0};
-  run_in_thread(big_heap_then_small, &r);
-  if (!r.active_big || !r.heap_big) fail_msg("not batching with %u blocks in its slabs", r.owned_big);
-  assert_false(r.active_small);
+  expect_big_heap_batching_until_it_shrinks();
 }
 
 // A write after free on a batching big heap: the block went through its
@@ -200,23 +181,9 @@ static void test_a_write_after_free_on_a_big_heap_is_reported(void **state) {
 }
 
 // A double free there: reported by its batch.
-static void big_heap_double_free(void) {
-  void **v = malloc(HEAP_BLOCKS * sizeof *v);
-  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  if (!t_free_batch.active) _exit(3);
-  hak_free(v[7]);
-  hak_free(v[7]);
-  hak_write_str(2, "held\n");
-  for (uint32_t i = 100; i < 100 + FREE_BATCH_N; i++) hak_free(v[i]);   // the batch drains within these
-  hak_write_str(2, "after a batch\n");
-  _exit(0);
-}
 static void test_a_double_free_on_a_big_heap_is_reported_by_its_batch(void **state) {
   (void)state;
-  child_result_t r = run_in_child(big_heap_double_free);
-  assert_int_equal(r.signal, SIGABRT);
-  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
-  if (strstr(r.err, "held\n") == NULL || strstr(r.err, "after a batch") != NULL) fail_msg("stderr: \"%s\"", r.err);
+  expect_big_heap_double_free_reported_by_its_batch();
 }
 
 int main(void) {

@@ -6,6 +6,7 @@
 #include "debug/report.h"
 #include "stats/stats.h"
 #include "tiny/free_batch_box.h"
+#include "big_heap_batching.h"
 #include "tiny/tiny_heap.h"
 
 #define NBLOCKS 2048
@@ -289,51 +290,14 @@ static void test_a_medium_double_free_on_a_batching_thread_aborts_within_a_batch
 // own frees in batches too (each free's mark load waits on a line that a heap
 // that large seldom has in a cache), and stops once its slabs hold under half
 // of that; a double free there is still reported within a batch.
-#define HEAP_BLOCKS (FREE_BATCH_HEAP_BLOCKS + (16u << 10))
-typedef struct heap_batching {
-  int active_big, heap_big;     // after the mallocs
-  int active_small;             // after the frees and a malloc
-  uint32_t owned_big, owned_small;
-} heap_batching_t;
-static void *big_heap_then_small(void *arg) {
-  heap_batching_t *r = arg;
-  void **v = malloc(HEAP_BLOCKS * sizeof *v);
-  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  r->active_big = (int)t_free_batch.active;
-  r->heap_big = (int)t_free_batch.heap;
-  r->owned_big = t_heap_p->owned_blocks;
-  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
-  hak_thread_flush();                      // the lists' blocks home: the slabs go back
-  for (int i = 0; i < 64; i++) v[i] = hak_malloc(16);
-  r->active_small = (int)t_free_batch.active;
-  r->owned_small = t_heap_p->owned_blocks;
-  for (int i = 0; i < 64; i++) hak_free(v[i]);
-  free(v);
-  return NULL;
-}
 static void test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks(void **state) {
   (void)state;
-  heap_batching_t r = {0};
-  run_in_thread(big_heap_then_small, &r);
-  if (!r.active_big || !r.heap_big) fail_msg("not batching with %u blocks in its slabs", r.owned_big);
-  assert_true(r.owned_big >= FREE_BATCH_HEAP_BLOCKS);
-  if (r.active_small) fail_msg("still batching with %u blocks in its slabs", r.owned_small);
+  expect_big_heap_batching_until_it_shrinks();
 }
 
-static void big_heap_double_free(void) {
-  void **v = malloc(HEAP_BLOCKS * sizeof *v);
-  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  if (!t_free_batch.active) _exit(3);
-  hak_free(v[7]);
-  hak_free(v[7]);
-  for (uint32_t i = 100; i < 200; i++) hak_free(v[i]);   // the batch drains within these
-  _exit(0);
-}
 static void test_a_double_free_on_a_big_heap_aborts_within_a_batch(void **state) {
   (void)state;
-  child_result_t r = run_in_child(big_heap_double_free);
-  assert_int_equal(r.signal, SIGABRT);
-  if (!reported(&r, "double free")) fail_msg("stderr: \"%s\"", r.err);
+  expect_big_heap_double_free_reported_by_its_batch();
 }
 
 int main(void) {
