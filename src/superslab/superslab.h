@@ -134,9 +134,10 @@ typedef struct slab_meta {
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
   // owner only: blocks freed back by the owner, or drained. Not on the first
   // line: the owner writes it at every refill, flush and drain, and other
-  // threads' frees read the first line (a 1-111 B ring of 4 threads handing
-  // half of each batch on, sh8bench's shape: half of the batched frees'
-  // samples waited on it).
+  // threads' frees read the first line (in a ring of 4 threads handing on
+  // half of each batch of 1-111 B, sh8bench's shape, ~45% of the batch
+  // drain's samples were on that line's loads; here since, with no change
+  // two cores show: what it saves is invalidations on many).
   void              *freelist;
   struct slab_meta  *list_next;   // owner only: its heap's partial or full list (here
   struct slab_meta  *list_prev;   // so that what free reads fits the first line)

@@ -140,7 +140,6 @@ void free_batch_drain(void) {
 #endif
 }
 
-
 void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (moved < FREE_BATCH_MIN_FLUSH) return;
   if (!t_free_batch.active) {
