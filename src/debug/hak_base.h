@@ -79,9 +79,12 @@ void hak_report_invariant(const char *what, const void *ptr, unsigned long long 
 
 // Ask for p's cache line for writing (prefetchw on x86-64: one transfer
 // where a load and then a store would take two when another core has it).
+// Any address will do, NULL included (an empty quarantine slot): a prefetch
+// never faults, and the address goes in a register, so nothing is
+// dereferenced in C.
 HAK_INLINE void hak_prefetch_for_write(const void *p) {
 #if defined(__x86_64__)
-  __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));   // gcc emits it only with -mprfchw
+  __asm__ volatile("prefetchw (%0)" : : "r"(p));   // gcc emits it only with -mprfchw
 #else
   __builtin_prefetch(p, 1, 3);
 #endif

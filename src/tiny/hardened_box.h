@@ -558,13 +558,8 @@ HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, un
   // have taken back by writing a neighbour (larson -t 2: 28% of
   // hardened_test_and_free's samples on that load). Asked for a free ahead:
   // 0.970x and 0.984x the time in two sets of 9 and 11 paired rounds, the
-  // local rows level. (A NULL slot: a prefetch never faults; the address
-  // goes in a register, nothing is dereferenced in C.)
-#if defined(__x86_64__)
-  __asm__ volatile("prefetchw (%0)" : : "r"(q->word[2u * q->next]));
-#else
-  __builtin_prefetch((const void *)q->word[2u * q->next], 1, 3);
-#endif
+  // local rows level. (The slot may be NULL: see hak_prefetch_for_write.)
+  hak_prefetch_for_write((const void *)q->word[2u * q->next]);
   uint64_t old_info = q->word[w + 1];
   unsigned old_cls = hard_quar_cls(old_info);
   uint32_t old_bs = counted ? hard_quar_size(old_info) : 0;

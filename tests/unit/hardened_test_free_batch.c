@@ -10,7 +10,6 @@
 #include "stats/stats.h"
 #include "tiny/free_batch_box.h"
 #include "big_heap_batching.h"
-#include "tiny/tiny_heap.h"
 
 _Static_assert(HAK_HARDENED, "built against the hardened engine");
 
