@@ -142,11 +142,18 @@ void free_batch_drain(void) {
 
 void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (moved < FREE_BATCH_MIN_FLUSH) return;
-  if (!t_free_batch.active) {
+  free_batch_t *fb = &t_free_batch;
+  if (!fb->active) {
     if (foreign * 4u >= moved && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) free_batch_set_active(1);
-  } else if (foreign * 8u < moved && !t_free_batch.heap) {
-    free_batch_set_active(0);
+    return;
   }
+  if (fb->heap) return;
+  fb->win_moved += moved;
+  fb->win_foreign += foreign;
+  if (fb->win_moved < FREE_BATCH_STOP_WINDOW) return;
+  int stop = fb->win_foreign * 8u < fb->win_moved;
+  fb->win_moved = fb->win_foreign = 0;
+  if (stop) free_batch_set_active(0);
 }
 
 void free_batch_note_heap(uint32_t owned_blocks) {
@@ -167,6 +174,7 @@ void free_batch_set_active(int on) {
   if (!on) free_batch_drain();
   fb->active = (uint32_t)on;
   fb->heap = 0;
+  fb->win_moved = fb->win_foreign = 0;
   // Grown bounds go (tiny_refill.h): with them a thread's own classes rarely
   // overflowed, and their flushes are the signal to stop (a shape of
   // sh8bench, 2 threads handing each other half of every batch: batching on

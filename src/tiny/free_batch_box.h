@@ -33,8 +33,8 @@
 // misses of the mark, size word and canary loads, one after another).
 //
 // When: an overflow's flush of a TLS list (any class) that is at least a
-// quarter other threads' blocks starts batching, one that is under an eighth
-// stops it (tiny_flush: the class exchange, or their slabs' remote lists,
+// quarter other threads' blocks starts batching, flushes of 1 024 blocks in a
+// row under an eighth stop it (tiny_flush: the class exchange, or their slabs' remote lists,
 // sort them out anyway); so does a full remote buffer
 // (blocks under a cache line of other threads' slabs, which never enter the
 // TLS lists: in a ring of threads the lists may never overflow). A thread's list holds the blocks
@@ -64,6 +64,16 @@
 #define FREE_BATCH_N 16u          // 8: ring-2 0.87x the time, 16: 0.76x, 32: 0.77x (paired rounds)
 #endif
 #define FREE_BATCH_MIN_FLUSH 8u   // a flush of fewer blocks says nothing either way
+// A batching thread stops when the flushes of FREE_BATCH_STOP_WINDOW blocks
+// or more in a row held under an eighth of other threads' blocks, not at the
+// first such flush: a list holds runs of blocks in the order they were freed,
+// so one flush shows one run. Two threads handing each other half of every
+// batch of 1-111 B (sh8bench's shape) free ~half other threads' blocks, but
+// 43% of their flushes held under a tenth (their own run of frees on top):
+// each of those stopped the batch, and the other threads' blocks freed then
+// waited on their marks' lines until the remote buffer started it again,
+// 1 684 times in a run of 40 M frees.
+#define FREE_BATCH_STOP_WINDOW 1024u
 // The largest block held: 32 KiB (HAK_MEDIUM_MAX), so a thread holds at
 // most 512 KiB, what one medium class's TLS list may keep anyway. A thread
 // handing 8 B-16 KiB batches to the next of 8 threads (rpmalloc's rptest in
@@ -96,6 +106,8 @@ typedef struct free_batch {
   uint32_t        n;          // blocks held
   uint32_t        active;     // batching: the owner keys are FREE_BATCH_KEY
   uint32_t        heap;       // ... because of the heap's size (free_batch_note_heap), not other threads' blocks
+  uint32_t        win_moved;  // blocks of the flushes seen since batching started or the last verdict
+  uint32_t        win_foreign;   // ... of them other threads'
   slab_meta_t    *m[FREE_BATCH_N];
   hak_base_ptr_t  b[FREE_BATCH_N];
 #if HAK_HARDENED
@@ -134,7 +146,8 @@ HAK_INLINE void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
 void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) HAK_NOINLINE;
 #endif
 // A flush of a TLS list found `foreign` of its `moved` blocks in other
-// threads' slabs: start batching at a quarter or more, stop under an eighth.
+// threads' slabs: start batching at a quarter or more; stop when a window of
+// flushes (FREE_BATCH_STOP_WINDOW blocks) held under an eighth.
 void free_batch_note_flush(uint32_t moved, uint32_t foreign);
 // At a refill: the blocks this thread's slabs hold (tiny_heap_t.owned_blocks);
 // past FREE_BATCH_HEAP_BLOCKS it starts batching, below half of it a thread
