@@ -5,6 +5,7 @@
 
 #include "config/config.h"
 #include "stats/stats.h"
+#include "superslab/ss_registry.h"
 #include "tiny/tiny_refill.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_thread.h"
@@ -78,12 +79,18 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
   free_batch_t *fb = &t_free_batch;
   hak_prefetch_for_write(p);
   hold_prefetch_tail(m, p, bs);
-  fb->m[fb->n] = m;
   fb->b[fb->n] = b;
   fb->want[fb->n] = want;
   if (++fb->n == FREE_BATCH_N) free_batch_drain();
 }
 #endif
+
+// The slab of held block b, found as free finds it: the block is held, not
+// free, so its slab is live and bound.
+static inline slab_meta_t *free_batch_slab(hak_base_ptr_t b) {
+  superslab_t *ss = ss_of_masked(hak_base_raw(b));
+  return ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss));
+}
 
 void free_batch_drain(void) {
   free_batch_t *fb = &t_free_batch;
@@ -99,17 +106,18 @@ void free_batch_drain(void) {
   // (A garbage size word, a double free's fill, only prefetches garbage.)
   for (uint32_t i = 0; i < n; i++) {
     char *p = hak_base_raw(fb->b[i]);
-    uint32_t bs = fb->m[i]->block_size;
-    uint32_t req = *hard_size_slot(fb->m[i], p) ^ hard_size_key();
+    slab_meta_t *m = free_batch_slab(fb->b[i]);
+    uint32_t bs = m->block_size;
+    uint32_t req = *hard_size_slot(m, p) ^ hard_size_key();
     if (req < bs) hak_prefetch_for_write(p + req);
   }
-  for (uint32_t i = 0; i < n; i++) hardened_test_and_free(fb->m[i], fb->b[i], fb->want[i]);
+  for (uint32_t i = 0; i < n; i++) hardened_test_and_free(free_batch_slab(fb->b[i]), fb->b[i], fb->want[i]);
 #else
   uintptr_t self = thread_self_id();   // (the hand-over's owner test)
   const tls_cache_t *tc = &t_tls_cache;
   for (uint32_t i = 0; i < n; i++) {
-    slab_meta_t *m = fb->m[i];
     hak_base_ptr_t b = fb->b[i];
+    slab_meta_t *m = free_batch_slab(b);
     if (HAK_UNLIKELY(block_is_free(b))) {
       report_double_free(m, b);
       continue;

@@ -152,8 +152,16 @@ static void *double_free_in_a_chain(void *arg) {
   unsigned cls = cls_of_size();
   int i = 0;
   hak_free(g_blocks[i++]);   // the thread is set up (t_heap_p)
-  while (i < NBLOCKS - (int)FREE_BATCH_N && (t_free_batch.n != 0 || t_heap_p->handover_n[cls] == 0))
+  // Until a chain waits and the next free does not drain the batch (the
+  // double free below must be held, its report at the batch's drain). A
+  // batch as long as the class batch ends with the chain just sent, so once
+  // the hand-over has begun one block is drained on its own.
+  while (i < NBLOCKS - (int)FREE_BATCH_N &&
+         (t_free_batch.n + 1 == FREE_BATCH_N || t_heap_p->handover_n[cls] == 0)) {
     hak_free(g_blocks[i++]);
+    if (t_free_batch.n == 1 && t_tls_cache.cap_shift[cls] != 0 && t_heap_p->handover_n[cls] == 0)
+      free_batch_drain();
+  }
   if (t_heap_p->handover_n[cls] == 0) {   // no hand-over: the child exits without a report
     hak_write_str(2, "no hand-over\n");
     return NULL;
