@@ -52,7 +52,7 @@ const hak_option_t g_hak_options[] = {
   { "HAKMEM_LARGE_DIRTY_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.large_dirty_min,
     "the page heap purges at once past this many freed resident bytes (shared by its arenas; or 3x live, or the room below its recent peak)" },
   { "HAKMEM_FREE_BATCH", HAK_OPT_BOOL, 1, 0, 1, 0, "", &g_hak_config.free_batch,
-    "a thread freeing mostly other threads' small blocks checks them 16 at a time (a double free is then reported up to 16 frees late)" },
+    "a thread freeing mostly other threads' small blocks checks them 32 at a time (a double free is then reported up to 32 frees late)" },
   { "HAKMEM_POPULATE", HAK_OPT_BOOL, 1, 0, 1, 0, "", &g_hak_config.populate,
     "a slab being carved has its next pages faulted in with one system call (MADV_POPULATE_WRITE) where the program writes its blocks" },
   { "HAKMEM_STATS", HAK_OPT_STATS, HAK_STATS_OFF, 0, 0, 0, "", &g_hak_config.stats,

@@ -344,7 +344,7 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, st.slabs_free);
   out_str(&o, " slabs free) and the large and huge blocks; threads live: ");
   out_u64(&o, st.threads_live);
-  // Frees of threads that batched them (HAKMEM_FREE_BATCH): tested 16 at a time.
+  // Frees of threads that batched them (HAKMEM_FREE_BATCH): tested 32 at a time.
   out_str(&o, "\nfrees tested in batches: ");
   out_u64(&o, tc.batched_frees);
   out_str(&o, " (threads started batching ");

@@ -53,8 +53,8 @@ static void hardened_test_and_free(slab_meta_t *m, hak_base_ptr_t b, size_t want
 // drain, from the size word. A tiny block's size word ends the block and its
 // canary starts where the request ends: past the class below's size less the
 // tail, so within the block's last 148 bytes (classes up to 1 KiB are 128
-// apart at most). Those lines are asked for here, 16 frees before the drain
-// reads them: the drain's own prefetch came a few instructions before its
+// apart at most). Those lines are asked for here, up to 32 frees before the
+// drain reads them: the drain's own prefetch came a few instructions before its
 // check, and ring -t 2 still waited there (52% of hardened_test_and_free's
 // samples on the canary's load; 46% on the size word's with the block's
 // first line alone asked for).

@@ -25,7 +25,7 @@
 //
 // The hardened build batches too (free_batch_hold_hardened): a held block's
 // mark, size word, canary, fill and quarantine (hardened_free_block) wait for
-// its batch, so on a batching thread a write after free within those 16
+// its batch, so on a batching thread a write after free within those 32
 // frees is overwritten by the fill instead of reported when the block leaves
 // the quarantine, and a read in that window sees the old data, not the fill.
 // The block still waits its quarantine after the batch before any reuse.
@@ -84,12 +84,12 @@
 // 1 684 times in a run of 40 M frees.
 #define FREE_BATCH_STOP_WINDOW 1024u
 // The largest block held: 32 KiB (HAK_MEDIUM_MAX), so a thread holds at
-// most 512 KiB, what one medium class's TLS list may keep anyway. A thread
+// most 1 MiB, what two medium classes' TLS lists may keep anyway. A thread
 // handing 8 B-16 KiB batches to the next of 8 threads (rpmalloc's rptest in
 // shape): tiny blocks alone held, 10% of its samples waited on the medium
 // frees' mark loads; held too, 0.90x the time (7 paired rounds, 4 and 8
-// threads). Larger slab blocks (to 256 KiB) are tested at once: 16 of them
-// held would keep up to 4 MiB from reuse.
+// threads). Larger slab blocks (to 256 KiB) are tested at once: 32 of them
+// held would keep up to 8 MiB from reuse.
 #define FREE_BATCH_MAX_BLOCK HAK_MEDIUM_MAX
 // An owner key no slab has: owner_small is a thread pointer's low 32 bits
 // (aligned), 0 or SLAB_OWNER_POOL's.

@@ -486,8 +486,8 @@ static int test_double_free_after_remote_free(void) {
   return 0;
 }
 // A thread whose frees are mostly other threads' blocks checks them in
-// batches of 16 (src/tiny/free_batch_box.h): a double free there is reported
-// up to 16 frees later, or when the thread exits, but reported.
+// batches of 32 (src/tiny/free_batch_box.h): a double free there is reported
+// up to 32 frees later, or when the thread exits, but reported.
 #define BATCH_BLOCKS 2048
 static void *g_batch_blocks[BATCH_BLOCKS];
 static void *alloc_batch_blocks(void *arg) {
