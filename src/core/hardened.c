@@ -109,22 +109,12 @@ void hak_hardened_init(void) {
 
 void hak_hardened_at_exit(void) { hardened_quarantine_check(); }
 
-// The slab of p, a block of a live SuperSlab, found as free finds it: through
-// the registry's byte map (one hot byte per 2 MiB), not the SuperSlab's
-// slab_shift. Every SuperSlab header is 2 MiB aligned, so their first lines
-// share one cache set: reading slab_shift on every medium malloc was 77% of
-// ws-medium's hardened LL read misses (cachegrind).
-static inline slab_meta_t *hard_slab_of(const void *p) {
-  superslab_t *ss = ss_of(p);
-  return ss_meta_of(ss, p, ss_registry_meta_shift(ss));
-}
-
 void hak_hardened_arm(void *p, size_t n) {
-  hardened_arm(hard_slab_of(p), p, n);
+  hardened_arm(ss_registry_slab_of(p), p, n);
 }
 
 void hak_hardened_arm_aligned(void *p, size_t n, size_t alignment) {
-  const slab_meta_t *m = hard_slab_of(p);
+  const slab_meta_t *m = ss_registry_slab_of(p);
   hardened_arm(m, p, n);
   if (alignment > 16) {   // the tag (hardened_box.h): an aligned delete is checked against it
     unsigned lg = (unsigned)__builtin_ctzll((unsigned long long)alignment);
@@ -160,14 +150,14 @@ void *hak_hardened_pop_bad(unsigned slot, void *p, size_t n) {
 // The tiny path's miss (an empty or corrupt TLS list): the refill, then arm.
 void *hak_hardened_malloc_refill(size_t size) {
   void *p = hak_malloc_slow(size + HARD_TAIL_BYTES);
-  if (HAK_LIKELY(p != NULL)) hardened_arm(hard_slab_of(p), p, size);
+  if (HAK_LIKELY(p != NULL)) hardened_arm(ss_registry_slab_of(p), p, size);
   return p;
 }
 
 // A medium block p just handed out for a request of n bytes: check and arm it
 // (its size word in its slab's table).
 static inline void *hardened_arm_medium(void *p, size_t n) {
-  const slab_meta_t *m = hard_slab_of(p);
+  const slab_meta_t *m = ss_registry_slab_of(p);
   return hardened_arm_at(HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B, m->block_size, p, n, hard_size_table_slot(m, p));
 }
 
@@ -252,7 +242,7 @@ void hak_hardened_delete_other(void *p, size_t want) {
 }
 
 int hak_hardened_realloc_in_place(void *p, size_t old, size_t size) {
-  const slab_meta_t *m = hard_slab_of(p);
+  const slab_meta_t *m = ss_registry_slab_of(p);
   uint32_t bs = m->block_size;
   if (size > hard_request_max(bs) || (size <= bs / 2 && bs > 64)) return 0;
   if (hard_canary_diff_in(p, old, bs) != 0) hardened_report_canary(p, old);   // going on: moved as it is
@@ -263,7 +253,7 @@ int hak_hardened_realloc_in_place(void *p, size_t old, size_t size) {
 
 size_t hak_hardened_slab_size(const void *p, const char *op) {
   (void)op;
-  return hardened_requested(hard_slab_of(p), p);
+  return hardened_requested(ss_registry_slab_of(p), p);
 }
 
 void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
@@ -276,7 +266,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
   // A slab block knows the alignment it was made with (its size word's tag):
   // an aligned delete must give that one.
   if (align > 16 && ss_registry_contains(p)) {
-    slab_meta_t *m = hard_slab_of(p);
+    slab_meta_t *m = ss_registry_slab_of(p);
     if (slab_block_start(m, p) && !block_is_free(hak_base_from_raw((void *)p))) {
       unsigned lg = hardened_alignment_lg(m, p);
       size_t made = lg != 0 ? (size_t)1 << lg : 16u;
@@ -290,7 +280,7 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
   size_t actual;
   if (hak_hardened_is_zero_block(p)) actual = 0;
   else if (ss_registry_contains(p)) {
-    slab_meta_t *m = hard_slab_of(p);
+    slab_meta_t *m = ss_registry_slab_of(p);
     if (!slab_block_start(m, p) || block_is_free(hak_base_from_raw((void *)p))) return;   // free reports it
     actual = hardened_requested(m, p);
   } else if (page_heap_contains(p)) {

@@ -85,13 +85,6 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
 }
 #endif
 
-// The slab of held block b, found as free finds it: the block is held, not
-// free, so its slab is live and bound.
-static inline slab_meta_t *free_batch_slab(hak_base_ptr_t b) {
-  superslab_t *ss = ss_of_masked(hak_base_raw(b));
-  return ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss));
-}
-
 void free_batch_drain(void) {
   free_batch_t *fb = &t_free_batch;
   // Taken off first: a report that returns (HAKMEM_ABORT_ON_ERROR=0) or a
@@ -104,20 +97,23 @@ void free_batch_drain(void) {
   // hold) gives: ask for every held block's canary line before the first
   // check, so that their misses overlap instead of following one another.
   // (A garbage size word, a double free's fill, only prefetches garbage.)
+  // A held block is not free, so its slab is live and bound: found again
+  // through the byte map (ss_registry_slab_of), once.
+  slab_meta_t *ms[FREE_BATCH_N];
   for (uint32_t i = 0; i < n; i++) {
     char *p = hak_base_raw(fb->b[i]);
-    slab_meta_t *m = free_batch_slab(fb->b[i]);
+    slab_meta_t *m = ms[i] = ss_registry_slab_of(p);
     uint32_t bs = m->block_size;
     uint32_t req = *hard_size_slot(m, p) ^ hard_size_key();
     if (req < bs) hak_prefetch_for_write(p + req);
   }
-  for (uint32_t i = 0; i < n; i++) hardened_test_and_free(free_batch_slab(fb->b[i]), fb->b[i], fb->want[i]);
+  for (uint32_t i = 0; i < n; i++) hardened_test_and_free(ms[i], fb->b[i], fb->want[i]);
 #else
   uintptr_t self = thread_self_id();   // (the hand-over's owner test)
   const tls_cache_t *tc = &t_tls_cache;
   for (uint32_t i = 0; i < n; i++) {
     hak_base_ptr_t b = fb->b[i];
-    slab_meta_t *m = free_batch_slab(b);
+    slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));   // held, so its slab is live
     if (HAK_UNLIKELY(block_is_free(b))) {
       report_double_free(m, b);
       continue;

@@ -117,7 +117,7 @@ typedef struct free_batch {
   uint32_t        heap;       // ... because of the heap's size (free_batch_note_heap), not other threads' blocks
   uint32_t        win_moved;  // blocks of the flushes seen since batching started or the last verdict
   uint32_t        win_foreign;   // ... of them other threads'
-  hak_base_ptr_t  b[FREE_BATCH_N];   // block starts of live slabs (free_batch_slab finds each one's)
+  hak_base_ptr_t  b[FREE_BATCH_N];   // block starts of live slabs (ss_registry_slab_of finds each one's)
 #if HAK_HARDENED
   size_t          want[FREE_BATCH_N];   // what a sized delete gave, HARD_NO_SIZE for free
 #endif

@@ -607,10 +607,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       next = HAK_BASE_NULL;
     }
     *head = next;
-    // The slab through the byte map, as free finds it: the SuperSlab headers,
-    // all 2 MiB aligned, share one cache set.
-    superslab_t *ss = ss_of_masked(hak_base_raw(b));
-    slab_meta_t *m = ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss));
+    slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
     if (foreign != NULL && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
       chain_append(foreign, b);
       linked = 0;
@@ -723,8 +720,7 @@ void tiny_flush_remote(unsigned cls) {
   flush_ways_init(&fw);
   for (uint32_t k = 0, n = h->remote_count[cls]; k < n; k++) {
     hak_base_ptr_t b = h->remote_buf[cls][k];
-    superslab_t *ss = ss_of_masked(hak_base_raw(b));
-    flush_ways_pick(&fw, ss_meta_of(ss, hak_base_raw(b), ss_registry_meta_shift(ss)));
+    flush_ways_pick(&fw, ss_registry_slab_of(hak_base_raw(b)));
     chain_append(&fw.chain[fw.hit], b);
   }
   flush_ways_deliver_all(&fw);
