@@ -15,6 +15,14 @@
 //
 // Figure: allocations per second over the whole run (thread start and exit
 // included). Options: -t THREADS (4), -n N (10000), -r ROUNDS (10), -x SEED.
+// Beside it, where a round's time goes, summed over the rounds (milliseconds):
+// start_ms, from the round's start to its last thread's first step (the
+// creation of T threads); work_ms, to the last thread's end of work (before
+// it frees its blocks); free_ms, to the last thread's return (its frees at
+// the end); exit_ms, from there to the last join (the threads' exits: the
+// allocator's thread-exit work and the C library's). A round takes as long
+// as its slowest thread, so an allocator can spend the same CPU time as
+// another and take longer.
 #include "bench_common.h"
 
 #include <getopt.h>
@@ -26,6 +34,9 @@ static uint64_t g_seed = 42;
 static uint64_t g_allocs_avg = 10000;
 static _Atomic(uintptr_t *) g_transfer[TRANSFERS];
 static _Atomic uint64_t g_allocs;
+
+typedef struct { double start, work_end, end; } worker_times_t;
+static worker_times_t *g_times;   // one per thread slot of a round
 
 static inline int chance(bench_rng_t *r, uint32_t per_mille) {
   return bench_below((uint32_t)bench_rand(r), 1000) < per_mille;
@@ -70,6 +81,9 @@ static void push(block_array_t *a, uintptr_t *p) {
 
 static void *worker(void *arg) {
   uint64_t id = (uint64_t)(uintptr_t)arg;
+  worker_times_t *times = &g_times[id >> 32];
+  id &= 0xffffffffu;
+  times->start = bench_now();
   bench_rng_t r = bench_rng(g_seed, id);
   size_t allocs = (size_t)(g_allocs_avg * 2 * (id % 8 + 1) / 9);
   size_t retain = allocs / 2, done = 0;
@@ -94,11 +108,13 @@ static void *worker(void *arg) {
       data.v[i] = atomic_exchange_explicit(&g_transfer[t], data.v[i], memory_order_acq_rel);
     }
   }
+  times->work_end = bench_now();
   for (size_t i = 0; i < kept.n; i++) free_words(kept.v[i]);
   for (size_t i = 0; i < data.n; i++) free_words(data.v[i]);
   free(kept.v);
   free(data.v);
   atomic_fetch_add_explicit(&g_allocs, done, memory_order_relaxed);
+  times->end = bench_now();
   return NULL;
 }
 
@@ -121,22 +137,38 @@ int main(int argc, char **argv) {
   }
   if (optind != argc || threads < 1 || threads > 1024 || g_allocs_avg < 1 || rounds < 1) usage();
   pthread_t *tid = bench_xmalloc(threads * sizeof(pthread_t));
+  g_times = bench_xmalloc(threads * sizeof(worker_times_t));
 
-  double t0 = bench_now();
+  double t0 = bench_now(), start_s = 0, work_s = 0, free_s = 0, exit_s = 0;
   for (uint32_t round = 0; round < rounds; round++) {
-    for (uint32_t i = 0; i < threads; i++)
-      if (pthread_create(&tid[i], NULL, worker, (void *)(uintptr_t)((uint64_t)round * threads + i + 1)) != 0) {
+    double r0 = bench_now();
+    for (uint32_t i = 0; i < threads; i++) {
+      uint64_t arg = (uint64_t)i << 32 | ((uint64_t)round * threads + i + 1);
+      if (pthread_create(&tid[i], NULL, worker, (void *)(uintptr_t)arg) != 0) {
         fprintf(stderr, "mstress: pthread_create failed\n");
         return 3;
       }
+    }
     for (uint32_t i = 0; i < threads; i++) pthread_join(tid[i], NULL);
+    double r1 = bench_now(), start = r0, work_end = r0, end = r0;
+    for (uint32_t i = 0; i < threads; i++) {
+      if (g_times[i].start > start) start = g_times[i].start;
+      if (g_times[i].work_end > work_end) work_end = g_times[i].work_end;
+      if (g_times[i].end > end) end = g_times[i].end;
+    }
+    start_s += start - r0;
+    work_s += work_end - r0;
+    free_s += end - work_end;
+    exit_s += r1 - end;
   }
   for (uint32_t t = 0; t < TRANSFERS; t++) free_words(atomic_exchange(&g_transfer[t], NULL));
   double t1 = bench_now();
 
-  char extra[128];
-  snprintf(extra, sizeof extra, "threads=%u allocs=%" PRIu64 " rounds=%u", threads, g_allocs_avg, rounds);
+  char extra[256];
+  snprintf(extra, sizeof extra, "threads=%u allocs=%" PRIu64 " rounds=%u start_ms=%.2f work_ms=%.2f free_ms=%.2f exit_ms=%.2f",
+           threads, g_allocs_avg, rounds, start_s * 1e3, work_s * 1e3, free_s * 1e3, exit_s * 1e3);
   bench_result("mstress", "allocs", atomic_load(&g_allocs), t1 - t0, extra);
   free(tid);
+  free(g_times);
   return 0;
 }
