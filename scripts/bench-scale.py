@@ -20,6 +20,9 @@ that is said and the run goes on.
                            --bindir build/bench [--threads "1 2 4 8 16"] [--reps 3]
                            [--scale 1] [--rows ws-small,ring] [--allocs hakmem,mimalloc]
     scripts/bench-scale.py --self-test      # the site-line parser's doctests
+    scripts/bench-scale.py --merge DIR... --ncpu 16 [--machine TEXT] --out OUT
+                           # no runs: one report from several runs' CSVs (the parts of
+                           # scripts/device-scale.sh, or two runs' reps pooled)
 
 Work per run: the row's `n` is the per-thread -n at T <= nproc; above nproc it is
 scaled by nproc/T, so the total work is n * min(T, nproc): each run takes about
@@ -335,7 +338,7 @@ def overview(rows, threads, summ):
     return "\n".join(out)
 
 
-def write_chart(rows, threads, allocs, summ, outdir):
+def write_chart(rows, threads, allocs, summ, outdir, ncpu):
     gp = shutil.which("gnuplot")
     if gp is None:
         B.log("gnuplot not found (apt-get install gnuplot-nox): no chart written")
@@ -363,7 +366,6 @@ def write_chart(rows, threads, allocs, summ, outdir):
     cols = 2 if len(panels) > 1 else 1
     nrows = (len(panels) + cols - 1) // cols
     xt = ", ".join('"%d" %d' % (t, t) for t in threads)
-    ncpu = os.cpu_count() or 1
     cpu_mark = ""
     if max(threads) > ncpu:   # beyond this line the machine is oversubscribed
         cpu_mark = ("set arrow from %d, graph 0 to %d, graph 1 nohead dt 2 lc rgb 'gray40'\n"
@@ -380,7 +382,7 @@ set yrange [0:*]
 set grid
 set key top left font ',9'
 set xlabel 'threads'
-{cpu_mark}set multiplot layout {nrows},{cols} title 'hakmem bench-scale: median throughput vs threads ({os.cpu_count()} CPUs)'
+{cpu_mark}set multiplot layout {nrows},{cols} title 'hakmem bench-scale: median throughput vs threads ({ncpu} CPUs)'
 """]
     for idx, row, unit in panels:
         plots = []
@@ -405,6 +407,48 @@ def self_test():
     return 1 if res.failed else 0
 
 
+def merge(opt):
+    """--merge: one report from the outputs of several runs (scripts/device-scale.sh
+    runs each thread count apart, so that what finished survives a timeout)."""
+    runs, sites, threads, names, row_ids = [], {}, set(), [], set()
+    for d in opt.merge:
+        with open(os.path.join(d, TAG + "-runs.csv"), newline="") as f:
+            for r in csv.DictReader(f):
+                rec = dict(row=r["row"], threads=int(r["threads"]), alloc=r["alloc"], rep=int(r["rep"]),
+                           status=r["status"], ops_per_sec=float(r["ops_per_sec"] or 0), unit=r["unit"],
+                           peak_rss_kb=int(r["peak_rss_kb"] or 0), secs=float(r["secs"] or 0),
+                           minflt=int(r["minflt"]) if r["minflt"] else None,
+                           nvcsw=int(r["nvcsw"]) if r["nvcsw"] else None, command=r["command"],
+                           error=r["error"])
+                # ops: the figure's count (per-1000 kernel figures); rate x time
+                rec["ops"] = int(round(rec["ops_per_sec"] * rec["secs"]))
+                runs.append(rec)
+                threads.add(rec["threads"])
+                row_ids.add(rec["row"])
+                if rec["alloc"] not in names:
+                    names.append(rec["alloc"])
+        path = os.path.join(d, TAG + "-sites.csv")
+        if os.path.exists(path):   # a later folder's counters of a point replace an earlier one's
+            mine = {}
+            with open(path, newline="") as f:
+                for r in csv.DictReader(f):
+                    g = mine.setdefault((r["row"], int(r["threads"])),
+                                        dict(header=dict(ops=int(r["ops"]), threads=int(r["threads"])),
+                                             sites=[], error=None))
+                    g["sites"].append(dict(site=r["site"], kind=r["kind"], count=int(r["count"]),
+                                           per1k=float(r["per1k"])))
+            sites.update(mine)
+    rows = [row for row in ROWS if row["id"] in row_ids]
+    allocs = [(a, None) for a in names]
+    threads = sorted(threads)
+    ncpu = opt.ncpu or os.cpu_count() or 1
+    meta = "merged from %s; %d CPUs there%s" % (", ".join(opt.merge), ncpu,
+                                                  ("; " + opt.machine) if opt.machine else "")
+    note = "" if sites else "per-site counters: none in the merged runs"
+    os.makedirs(opt.out, exist_ok=True)
+    return report(opt, rows, threads, allocs, runs, sites, ncpu, meta, note)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lib", default="build/libhakmem.so", help="hakmem's drop-in library")
@@ -422,9 +466,15 @@ def main():
     ap.add_argument("--peers-dir", default="build/peers",
                     help="where peers missing from the system are looked for (copies of their libraries)")
     ap.add_argument("--self-test", action="store_true", help="run the parser's doctests and exit")
+    ap.add_argument("--merge", nargs="+", metavar="DIR",
+                    help="no runs: one report (--out) from these folders' bench-scale CSVs")
+    ap.add_argument("--ncpu", type=int, default=0, help="with --merge: the CPUs of the machine that ran them")
+    ap.add_argument("--machine", default="", help="with --merge: a line naming that machine")
     opt = ap.parse_args()
     if opt.self_test:
         return self_test()
+    if opt.merge:
+        return merge(opt)
 
     ncpu = os.cpu_count() or 1
     threads = parse_threads(opt.threads) if opt.threads.strip() else default_threads(ncpu)
@@ -502,12 +552,18 @@ def main():
                           "(is the STATS=1 output implemented?)" % opt.stats_lib)
     elapsed = time.time() - t_start
 
-    summ = summarize(rows, threads, allocs, runs)
     meta = ("hakmem %s, %s, %d CPUs, Linux %s, %s; threads %s; %d reps, scale %g; %.0f s "
             "(%.0f s throughput runs)"
             % (B.git_rev(os.path.dirname(os.path.abspath(opt.lib)) or "."), B.cpu_name(), ncpu,
                platform.release(), datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                " ".join(map(str, threads)), opt.reps, opt.scale, elapsed, t_runs))
+    return report(opt, rows, threads, allocs, runs, sites, ncpu, meta, stats_note)
+
+
+def report(opt, rows, threads, allocs, runs, sites, ncpu, meta, stats_note):
+    """Writes the CSVs, the tables and the chart under opt.out; 1 if a hakmem run failed."""
+    points = [(row, t) for row in rows for t in threads if t >= row["min_t"]]
+    summ = summarize(rows, threads, allocs, runs)
     names = [a for a, _ in allocs]
 
     runs_csv = os.path.join(opt.out, TAG + "-runs.csv")
@@ -565,7 +621,7 @@ def main():
     md = os.path.join(opt.out, TAG + ".md")
     with open(md, "w") as f:
         f.write(md_text)
-    png = write_chart(rows, threads, allocs, summ, opt.out)
+    png = write_chart(rows, threads, allocs, summ, opt.out, ncpu)
 
     B.log("")
     B.log(md_text)
