@@ -16,7 +16,9 @@
 # experiment, HAK_FREE_PREFETCHW=1, CURRENT_TASK Known gaps 11),
 # libhakmem-nomark.so (free without its double-free test, HAK_FREE_SKIP_MARK_TEST=1:
 # unsafe, for this measurement only, Known gaps 15), libhakmem-b64.so (batches
-# of 64 held frees, FREE_BATCH_N=64u), bench/ (the
+# of 64 held frees, FREE_BATCH_N=64u), libhakmem-nohome.so (another thread's
+# block under a cache line stays where it is freed, HAK_SEND_HOME_BELOW=1u:
+# what the passive-false-sharing rule costs), bench/ (the
 # programs) and peers/ (copies of this machine's jemalloc, tcmalloc-minimal and
 # mimalloc, found there only when the machine has none of its own).
 #
@@ -36,7 +38,7 @@
 # here: scripts/bench-scale.py --merge DIR/t1 DIR/t2 ... --ncpu 16 --out OUT.
 #
 # The other modes, for the questions a run leaves (each writes one file; PACK
-# copies it): `ab OUT rows|kernel`: paired rounds (scripts/ab.py, ROUNDS=7) of
+# copies it): `ab OUT rows|kernel|home`: paired rounds (scripts/ab.py, ROUNDS=7) of
 # rows against the builds and settings that might move them; `phases OUT`:
 # mstress's round phases under hakmem and mimalloc; `perfkit` (here) and
 # `profile OUT` (there, carrying build/perfkit too): cpu-clock profiles, as
@@ -52,6 +54,7 @@ prepare() {
   make -j"$(nproc)" BUILD=build/pfw EXTRA_CFLAGS=-DHAK_FREE_PREFETCHW=1 build/pfw/libhakmem.so
   make -j"$(nproc)" BUILD=build/nomark EXTRA_CFLAGS=-DHAK_FREE_SKIP_MARK_TEST=1 build/nomark/libhakmem.so
   make -j"$(nproc)" BUILD=build/b64 EXTRA_CFLAGS=-DFREE_BATCH_N=64u build/b64/libhakmem.so
+  make -j"$(nproc)" BUILD=build/nohome EXTRA_CFLAGS=-DHAK_SEND_HOME_BELOW=1u build/nohome/libhakmem.so
   rm -rf "$dev"
   mkdir -p "$dev/bench" "$dev/peers"
   cp build/libhakmem.so "$dev/libhakmem.so"
@@ -59,6 +62,7 @@ prepare() {
   cp build/pfw/libhakmem.so "$dev/libhakmem-pfw.so"
   cp build/nomark/libhakmem.so "$dev/libhakmem-nomark.so"
   cp build/b64/libhakmem.so "$dev/libhakmem-b64.so"
+  cp build/nohome/libhakmem.so "$dev/libhakmem-nohome.so"
   cp build/bench/* "$dev/bench/"
   libdir=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
   for so in libjemalloc.so.2 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
@@ -109,7 +113,8 @@ run() {
 # Paired rounds (scripts/ab.py) of the rows where the bench-scale figures of
 # the first 16-core run (2026-12-04) were too noisy to rank or fell short,
 # each with the builds and settings that might move them (`rows`), and what
-# the kernel's work for purges and page population costs (`kernel`).
+# the kernel's work for purges and page population costs (`kernel`), and what
+# the passive-false-sharing rule costs (`home`).
 ab() {
   local out=${1:-results/device}
   local budget=${DEVICE_BUDGET_S:-480} t0=$SECONDS rounds=${ROUNDS:-7}
@@ -147,6 +152,13 @@ ab() {
     one 30 "$b/ws8192 $small -t 16 -n 8000000" "$base" "$nopop" "$mi"
     one 40 "$b/ws8192 $small -x -t 16 -n 4000000" "$base" "$nopop" "$tc"
     one 40 "$b/ws8192 -w 64 --min 256K --max 2M -t 16 -n 100000" "$base" "$purge" "$mi" ;;
+  home)     # the passive-false-sharing rule (blocks under a cache line go home) on many cores
+    local nohome=nohome=$dev/libhakmem-nohome.so
+    one 40 "$b/falseshare -m scratch -t 16 -i 1000 -o 8 -r 3000" "$base" "$nohome" "$tc" "$mi"
+    one 40 "$b/falseshare -m scratch -t 2 -i 1000 -o 8 -r 30000" "$base" "$nohome" "$tc" "$mi"
+    one 50 "$b/ws8192 $small -x -t 16 -n 4000000" "$base" "$nohome" "$tc" "$je"
+    one 50 "$b/ring --min 16 --max 1024 -t 16 -n 4000000" "$base" "$nohome" "$je" "$tc"
+    one 50 "$b/mstress -r 10 -t 16 -n 20000" "$base" "$nohome" "$mi" ;;
   esac
   echo "device-scale: ab done in $(( SECONDS - t0 ))s" | tee -a "$out/ab.txt"
   [ -n "${PACK:-}" ] && cp "$out/ab.txt" "$PACK"
@@ -222,5 +234,5 @@ case "${1:-}" in
   profile) profile "${2:-}" ;;
   run) run "${2:-}" ;;
   ab) ab "${2:-}" "${3:-}" ;;
-  *) echo "usage: $0 prepare | run [OUT] | ab [OUT [rows|kernel]] | perfkit | profile [OUT]" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare | run [OUT] | ab [OUT [rows|kernel|home]] | phases [OUT] | perfkit | profile [OUT]" >&2; exit 2 ;;
 esac

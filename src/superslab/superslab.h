@@ -85,9 +85,18 @@ enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTI
 //   ACTIVE:                 owner == the owning thread's id, where != NONE
 //   DETACHED, LISTED, EMPTY_LISTED: owner == 0, where == NONE, notify == IDLE
 //   EMPTY_LISTED:           used == 0
-//   bound:                  owner_small == (uint32_t)owner if block_size < HAK_CACHE_LINE,
+//   bound:                  owner_small == (uint32_t)owner if block_size < HAK_SEND_HOME_BELOW,
 //                           else 0
 #define HAK_CACHE_LINE 64u   // bytes that false sharing is made of
+// Another thread's block smaller than this goes home at its free instead of
+// onto the freeing thread's list: reused there, it would share a line with
+// blocks its slab's owner writes (passive false sharing). -DHAK_SEND_HOME_BELOW=1u
+// keeps every block where it is freed, as tcmalloc does: a build for the
+// many-core measurement of what the rule costs (scripts/device-scale.sh),
+// never the default.
+#ifndef HAK_SEND_HOME_BELOW
+#define HAK_SEND_HOME_BELOW HAK_CACHE_LINE
+#endif
 
 // Whether a slab's carve faults the pages ahead in with one call
 // (tiny_refill.c, slab_populate_ahead): every page of a class of 4 KiB or less
@@ -240,7 +249,7 @@ HAK_INLINE superslab_t *ss_of_meta(const slab_meta_t *m) { return ss_of(m); }
 // owner or the pool). `order` is the owner store's.
 HAK_INLINE void slab_set_owner(slab_meta_t *m, uintptr_t owner, memory_order order) {
   atomic_store_explicit(&m->owner, owner, order);
-  uint32_t small = owner > SLAB_OWNER_POOL && m->block_size < HAK_CACHE_LINE ? (uint32_t)owner : 0u;
+  uint32_t small = owner > SLAB_OWNER_POOL && m->block_size < HAK_SEND_HOME_BELOW ? (uint32_t)owner : 0u;
   atomic_store_explicit(&m->owner_small, small, memory_order_relaxed);
 }
 // The slot in slabs[] of the slab holding address a (of a SuperSlab whose slabs

@@ -66,7 +66,7 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
     HAK_CHECK(notify == SLAB_NOTIFY_IDLE, "abandoned slab with a notification", m);
   }
   // free's copy of the owner (slab_set_owner).
-  HAK_CHECK(atomic_load(&m->owner_small) == (m->block_size < HAK_CACHE_LINE ? (uint32_t)owner : 0u),
+  HAK_CHECK(atomic_load(&m->owner_small) == (m->block_size < HAK_SEND_HOME_BELOW ? (uint32_t)owner : 0u),
             "owner_small is not the owner's (small classes) or 0", m);
   char *end = slab_end(m);
   HAK_CHECK(slab_carve(m) >= m->base && slab_carve(m) <= end, "carve point outside the slab", m);

@@ -701,7 +701,7 @@ void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
 
 void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
   tiny_heap_t *h = t_heap_p;
-  HAK_ASSERT(cls < TINY_REMOTE_CLASSES && g_size_class[cls].size < HAK_CACHE_LINE);
+  HAK_ASSERT(cls < TINY_REMOTE_CLASSES && g_size_class[cls].size < HAK_SEND_HOME_BELOW);
   block_set_free(b);
   h->remote_buf[cls][h->remote_count[cls]] = b;
   if (++h->remote_count[cls] == TINY_REMOTE_BUF_BLOCKS) {

@@ -66,7 +66,7 @@ void tiny_flush_remote(unsigned cls);
 // see CURRENT_TASK.) The free fast path makes the same test with owner keys;
 // a batching thread's drain keeps them all (free_batch_drain).
 HAK_INLINE int tiny_block_stays_here(const slab_meta_t *m, uintptr_t self) {
-  return m->block_size >= HAK_CACHE_LINE || atomic_load_explicit(&m->owner, memory_order_relaxed) == self;
+  return m->block_size >= HAK_SEND_HOME_BELOW || atomic_load_explicit(&m->owner, memory_order_relaxed) == self;
 }
 // Free b, a block start of slab m that is not marked free (the mark tested),
 // when the free fast path cannot push it: another thread's block of less

@@ -411,7 +411,7 @@ HAK_INLINE void tls_set_cap(tls_cache_t *tc, unsigned cls, uint16_t cap) {
 // A LIVE thread's owner key of class c when it is not batching its frees
 // (free_batch_box.h): its id's low 32 bits for a class under a cache line, else 0.
 HAK_INLINE uint32_t tls_owner_key_of_class(const tls_cache_t *tc, unsigned c) {
-  return g_size_class[c].size < HAK_CACHE_LINE ? (uint32_t)tc->self : 0u;
+  return g_size_class[c].size < HAK_SEND_HOME_BELOW ? (uint32_t)tc->self : 0u;
 }
 // Blocks a refill or an overflow's flush moves: half the bound.
 HAK_INLINE uint32_t tls_batch(const tls_cache_t *tc, unsigned cls) { return tc->cap[cls] / 2u; }
