@@ -37,6 +37,9 @@
 # packed into one archive after each part. Merge the parts into one report
 # here: scripts/bench-scale.py --merge DIR/t1 DIR/t2 ... --ncpu 16 --out OUT.
 #
+# `all OUT` runs the run and the modes below in one call (one machine start):
+#   REPS=5 PACK=$OUT/device.tgz scripts/device-scale.sh all /tmp/res
+# with carry ["build/device", "build/perfkit"], timeout_s 600.
 # The other modes, for the questions a run leaves (each writes one file; PACK
 # copies it): `ab OUT rows|kernel|home`: paired rounds (scripts/ab.py, ROUNDS=7) of
 # rows against the builds and settings that might move them; `phases OUT`:
@@ -227,12 +230,37 @@ phases() {
   cat "$out/phases.txt"
 }
 
+# Everything above in one call (each device call starts a machine, ~30 s of
+# the lease): the bench-scale run (REPS=5), the paired rounds of `rows` and
+# `home`, mstress's phases and, when build/perfkit/ was carried, the
+# profiles; all results under OUT, packed after each step into PACK (one
+# archive). ~6 minutes there; DEVICE_BUDGET_S (default 540) bounds the whole.
+all() {
+  local out=${1:-results/device} total=${DEVICE_BUDGET_S:-540} t0=$SECONDS pack=${PACK:-}
+  mkdir -p "$out"
+  step() {   # step <share of what is left, %> <function> <args...>
+    local share=$1; shift
+    local left=$(( total - (SECONDS - t0) ))
+    if [ "$left" -lt 20 ]; then echo "device-scale: all: $1 skipped (budget spent)"; return; fi
+    echo "== device-scale all: $* ($(( left * share / 100 ))s of ${left}s left)"
+    DEVICE_BUDGET_S=$(( left * share / 100 )) PACK= "$@" >"$out/$1-${2##*/}.log" 2>&1
+    [ -n "$pack" ] && tar czf "$pack" -C "$out" .
+  }
+  REPS=${REPS:-5} step 60 run "$out/scale"
+  step 40 ab "$out/ab-rows" rows
+  step 50 ab "$out/ab-home" home
+  step 50 phases "$out/phases"
+  [ -x build/perfkit/perf ] && step 90 profile "$out/profile"
+  echo "device-scale: all done in $(( SECONDS - t0 ))s; results under $out"
+}
+
 case "${1:-}" in
   prepare) prepare ;;
+  all) all "${2:-}" ;;
   phases) phases "${2:-}" ;;
   perfkit) perfkit ;;
   profile) profile "${2:-}" ;;
   run) run "${2:-}" ;;
   ab) ab "${2:-}" "${3:-}" ;;
-  *) echo "usage: $0 prepare | run [OUT] | ab [OUT [rows|kernel|home]] | phases [OUT] | perfkit | profile [OUT]" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare | run [OUT] | all [OUT] | ab [OUT [rows|kernel|home]] | phases [OUT] | perfkit | profile [OUT]" >&2; exit 2 ;;
 esac
