@@ -82,9 +82,32 @@ static int acquire_stage3_new_superslab(unsigned kind) {
   return 1;
 }
 
+// A stashed slab that last served cls and is dirty, taken out of the stash;
+// NULL when none is (pool_take_class_locked says why).
+static slab_meta_t *stash_take_class(slab_stash_t *st, unsigned cls) {
+  for (uint32_t i = st->n; i-- > 0;) {
+    slab_meta_t *m = st->slab[i];
+    if (m->cls != cls || !atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
+    st->slab[i] = st->slab[--st->n];
+    return m;
+  }
+  return NULL;
+}
+
 // Stage 2: FREE slabs of the class's kind, from the stash, refilled in a
-// batch under the kind's pool lock (stage 3 when the pool has none).
-static slab_meta_t *acquire_stage2_free_slab(unsigned kind, slab_stash_t *st) {
+// batch under the kind's pool lock (stage 3 when the pool has none). Above
+// the small kind, a dirty slab that last served the class comes first, from
+// the stash, else from the pool when it has one (pool_take_class_locked).
+static slab_meta_t *acquire_stage2_free_slab(unsigned kind, unsigned cls, slab_stash_t *st) {
+  if (kind != HAK_KIND_SMALL) {
+    slab_meta_t *m = stash_take_class(st, cls);
+    if (m == NULL && atomic_load_explicit(&g_pool_dirty_of_class[cls], memory_order_relaxed) != 0) {
+      pool_lock(kind);
+      m = pool_take_class_locked(kind, cls);
+      pool_unlock(kind);
+    }
+    if (m != NULL) return m;
+  }
   if (st->n > 0) return st->slab[--st->n];
   slab_meta_t *got[SLAB_STASH_MAX + 1];
   uint32_t want = (uint32_t)g_stash_cap[kind] + 1u;   // one to use, the rest to keep
@@ -113,7 +136,7 @@ slab_meta_t *shared_pool_adopt_slab(unsigned cls, uintptr_t owner) {
 slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner, slab_stash_t *st) {
   slab_meta_t *m = acquire_stage1_abandoned(cls, owner);
   if (m != NULL) return m;
-  m = acquire_stage2_free_slab(g_size_class[cls].kind, st);
+  m = acquire_stage2_free_slab(g_size_class[cls].kind, cls, st);
   if (m == NULL) return NULL;
   slab_bind(m, cls, owner);
   return m;

@@ -81,6 +81,10 @@ extern pthread_mutex_t g_purge_lock;     // one purge pass at a time
 // Per-class abandoned stacks: low 32 bits the top slab id, high 32 an ABA tag.
 extern _Atomic uint64_t g_abandoned[HAK_NUM_CLASSES];
 extern _Atomic size_t g_ss_live, g_ss_mapped_total, g_ss_unmapped_total;
+// Dirty FREE slabs in the pools by the class they last served (written under
+// their kind's pool lock; read without it before an acquire takes the lock
+// to look for one: pool_take_class_locked).
+extern _Atomic uint32_t g_pool_dirty_of_class[HAK_NUM_CLASSES];
 
 void pool_lock(unsigned kind);
 void pool_unlock(unsigned kind);
@@ -104,6 +108,18 @@ void pool_add_new_locked(superslab_t *ss);
 int pool_rekind_empty_superslab(unsigned kind);
 // Up to `want` FREE slabs of a kind out of the pool (pool lock held).
 uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
+// A dirty FREE slab whose last class was cls, taken out of its kind's pool
+// (pool lock held); NULL when none is among the first POOL_AFFINITY_SCAN
+// FREE slabs. A slab's pages stay resident as far as its blocks ever reached
+// (a purge of its idle pages would cost a system call and the faults of a
+// life that needs them), so a slab given back to the class it served fits
+// the class's next life: a 512 KiB slab that held 128 KiB blocks, given to a
+// class of 1280 B, kept 512 KiB resident for 50 KiB of blocks. `mstress -t
+// 16 -n 20000 -r 20`, 7 paired rounds: 0.92x the time, 49.6 MB peak RSS
+// against 56.1, 18.4 k page faults against 24.2 k. The small kind (64 KiB
+// slabs) does not look: a slab's reach is small there and a take stays O(1).
+#define POOL_AFFINITY_SCAN 64u
+slab_meta_t *pool_take_class_locked(unsigned kind, unsigned cls);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
 // the lock released; pool_put_locked gives it back.
 void pool_take_slab_locked(slab_meta_t *m);

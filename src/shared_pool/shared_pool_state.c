@@ -16,6 +16,7 @@ pthread_mutex_t g_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_mutex_t g_purge_lock = PTHREAD_MUTEX_INITIALIZER;
 _Atomic uint64_t g_abandoned[HAK_NUM_CLASSES];
 _Atomic size_t g_ss_live, g_ss_mapped_total, g_ss_unmapped_total;
+_Atomic uint32_t g_pool_dirty_of_class[HAK_NUM_CLASSES];
 
 // Stash bound per kind: 4 x 64 KiB, 2 x 512 KiB, none of 2 MiB.
 const uint8_t g_stash_cap[HAK_SLAB_KINDS] = {4, 2, 0};
@@ -85,6 +86,8 @@ static void dirty_add(pool_kind_t *pk, slab_meta_t *m, int sign) {
   size_t bytes = slab_dirty_bytes(m);
   size_t d = atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed);
   atomic_store_explicit(&pk->dirty_bytes, sign > 0 ? d + bytes : d - bytes, memory_order_relaxed);
+  uint32_t n = atomic_load_explicit(&g_pool_dirty_of_class[m->cls], memory_order_relaxed);
+  atomic_store_explicit(&g_pool_dirty_of_class[m->cls], n + (uint32_t)sign, memory_order_relaxed);
 }
 
 void pool_unmap_superslab(superslab_t *ss) {
@@ -275,6 +278,23 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
   }
   pool_note_takes(pk, n);
   return n;
+}
+
+slab_meta_t *pool_take_class_locked(unsigned kind, unsigned cls) {
+  unsigned seen = 0;
+  if (atomic_load_explicit(&g_pool_dirty_of_class[cls], memory_order_relaxed) == 0) return NULL;
+  for (superslab_t *ss = g_pool[kind].head; ss != NULL; ss = ss->pool_next) {
+    for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
+      slab_meta_t *m = ss_slab(ss, (unsigned)__builtin_ctz(mask));
+      if (m->cls == cls && atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
+        pool_take_slab_locked(m);
+        pool_note_takes(&g_pool[kind], 1);
+        return m;
+      }
+      if (++seen == POOL_AFFINITY_SCAN) return NULL;
+    }
+  }
+  return NULL;
 }
 
 void pool_take_slab_locked(slab_meta_t *m) {
