@@ -334,6 +334,31 @@ void ss_validate(const superslab_t *ss) {
   }
 }
 
+void shared_pool_validate_pools(void) {
+  static uint32_t dirty_of_class[HAK_NUM_CLASSES];   // (under every pool lock: one caller at a time)
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) dirty_of_class[c] = 0;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {
+    const pool_kind_t *pk = &g_pool[k];
+    size_t dirty = 0;
+    uint32_t empty = 0;
+    for (const superslab_t *ss = pk->head; ss != NULL; ss = ss->pool_next) {
+      HAK_CHECK(ss->kind == k && ss->in_pool && ss->free_mask != 0, "SuperSlab on the wrong pool list", ss);
+      if (ss->free_mask == ss_all_slabs_mask(ss)) empty++;
+      for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
+        slab_meta_t *m = ss_slab((superslab_t *)ss, (unsigned)__builtin_ctz(mask));
+        if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
+        dirty += slab_dirty_bytes(m);
+        dirty_of_class[m->cls]++;
+      }
+    }
+    HAK_CHECK(dirty == atomic_load(&pk->dirty_bytes), "a kind's dirty bytes differ from its dirty FREE slabs'", pk);
+    HAK_CHECK(empty == atomic_load(&pk->empty_ss), "a kind's count of all-FREE SuperSlabs is wrong", pk);
+  }
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    HAK_CHECK(dirty_of_class[c] == atomic_load(&g_pool_dirty_of_class[c]),
+              "the count of a class's dirty FREE slabs in the pools is wrong", &g_pool_dirty_of_class[c]);
+}
+
 void shared_pool_stash_validate(const slab_stash_t *st) {
   HAK_CHECK(st->n <= SLAB_STASH_MAX, "stash overfull", st);
   for (uint32_t i = 0; i < st->n; i++) {

@@ -263,6 +263,9 @@ static inline int validate_engine(void **state) {
     pool_unlock(ss->kind);
     for (unsigned k = 0; k < ss->nslabs; k++) slab_validate_at(ss_slab(ss, k), 1);
   }
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) pool_lock(k);
+  shared_pool_validate_pools();
+  for (unsigned k = HAK_SLAB_KINDS; k-- > 0;) pool_unlock(k);
 #endif
   return 0;
 }
