@@ -115,9 +115,10 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
 // life that needs them), so a slab given back to the class it served fits
 // the class's next life: a 512 KiB slab that held 128 KiB blocks, given to a
 // class of 1280 B, kept 512 KiB resident for 50 KiB of blocks. `mstress -t
-// 16 -n 20000 -r 20`, 7 paired rounds: 0.92x the time, 49.6 MB peak RSS
-// against 56.1, 18.4 k page faults against 24.2 k. The small kind (64 KiB
-// slabs) does not look: a slab's reach is small there and a take stays O(1).
+// 16 -n 20000 -r 20`, 7 paired rounds: 0.97x the time, 47.7 MB peak RSS
+// against 61.3, 17.7 k page faults against 21.6 k. The small kind (64 KiB
+// slabs) does not look: a slab's reach is small there and a take stays O(1)
+// (looking there too: 43.6 MB against 45.0, within the noise).
 #define POOL_AFFINITY_SCAN 64u
 slab_meta_t *pool_take_class_locked(unsigned kind, unsigned cls);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
