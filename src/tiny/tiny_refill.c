@@ -598,19 +598,39 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
   flush_ways_t fw;
   flush_ways_init(&fw);
   int linked = 0;   // the list's last block went to fw.chain[fw.hit]: its link is b already
-  uint32_t moved = 0;
-  for (; n > 0 && !hak_base_is_null(*head) && !tls_sll_is_end(*head); n--, moved++) {
-    hak_base_ptr_t b = *head;
+  // While the last block went to fw.chain[fw.hit]: its slab's carved part
+  // (from run_lo, run_span bytes), so a next block of the same slab extends
+  // that chain with one compare, no registry lookup, owner load or way
+  // search; the blocks it adds (run_n, the last run_last) are written to the
+  // chain when the run ends. Under callgrind (mstress -t 1, 70% of the blocks
+  // walked in their last block's slab) a flush took ~50 instructions a block.
+  const char *run_lo = NULL;
+  uintptr_t run_span = 0;
+  hak_base_ptr_t cur = *head, run_last = HAK_BASE_NULL;
+  uint32_t left = n, run_n = 0;
+  for (; left > 0 && !hak_base_is_null(cur) && !tls_sll_is_end(cur); left--) {
+    hak_base_ptr_t b = cur;
     hak_base_ptr_t next = block_next(b);
     if (HAK_UNLIKELY(!block_link_plausible(next))) {
       tls_sll_report_corrupt(b, cls);
       next = HAK_BASE_NULL;
     }
-    *head = next;
+    cur = next;
+    if ((uintptr_t)((const char *)hak_base_raw(b) - run_lo) < run_span) {   // the run goes on
+      run_last = b;
+      run_n++;
+      continue;
+    }
+    if (run_n != 0) {
+      fw.chain[fw.hit].last = run_last;
+      fw.chain[fw.hit].n += run_n;
+      run_n = 0;
+    }
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
     if (foreign != NULL && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
       chain_append(foreign, b);
       linked = 0;
+      run_span = 0;
       continue;
     }
     if (flush_ways_pick(&fw, m)) linked = 0;
@@ -621,10 +641,17 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       chain_append(&fw.chain[fw.hit], b);
     }
     linked = 1;
+    run_lo = m->base;
+    run_span = (uintptr_t)(slab_carve(m) - m->base);
   }
+  if (run_n != 0) {
+    fw.chain[fw.hit].last = run_last;
+    fw.chain[fw.hit].n += run_n;
+  }
+  *head = cur;
   uint32_t sent_remote = flush_ways_deliver_all(&fw);
   if (remote != NULL) *remote = sent_remote;
-  return moved;
+  return n - left;
 }
 
 // Send a chain first..last of cls (linked, marked free) home, gathered per slab.
