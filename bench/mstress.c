@@ -14,7 +14,10 @@
 // The array of a thread's blocks grows with realloc.
 //
 // Figure: allocations per second over the whole run (thread start and exit
-// included). Options: -t THREADS (4), -n N (10000), -r ROUNDS (10), -x SEED.
+// included). Options: -t THREADS (4), -n N (10000), -r ROUNDS (10), -x SEED,
+// -T SLOTS (1000: the transfer array; 0: none, so a thread frees only its own
+// blocks: `mstress -t 1 -T 0` times one thread's final frees with no other
+// thread's blocks among them).
 // Beside it, where a round's time goes, summed over the rounds (milliseconds):
 // start_ms, from the round's start to its last thread's first step (the
 // creation of T threads); work_ms, to the last thread's end of work (before
@@ -28,11 +31,12 @@
 #include <getopt.h>
 #include <pthread.h>
 
-#define TRANSFERS 1000u
+#define TRANSFERS_MAX 65536u
 
 static uint64_t g_seed = 42;
 static uint64_t g_allocs_avg = 10000;
-static _Atomic(uintptr_t *) g_transfer[TRANSFERS];
+static uint32_t g_transfers = 1000;        // -T: slots of the transfer array (0: none)
+static _Atomic(uintptr_t *) g_transfer[TRANSFERS_MAX];   // (the unused slots' pages are never touched)
 static _Atomic uint64_t g_allocs;
 
 typedef struct { double start, work_end, end; } worker_times_t;
@@ -102,9 +106,9 @@ static void *worker(void *arg) {
       free_words(data.v[i]);
       data.v[i] = NULL;
     }
-    if (data.n > 0 && chance(&r, 250)) {
+    if (g_transfers > 0 && data.n > 0 && chance(&r, 250)) {
       size_t i = bench_below((uint32_t)bench_rand(&r), (uint32_t)data.n);
-      size_t t = bench_below((uint32_t)bench_rand(&r), TRANSFERS);
+      size_t t = bench_below((uint32_t)bench_rand(&r), g_transfers);
       data.v[i] = atomic_exchange_explicit(&g_transfer[t], data.v[i], memory_order_acq_rel);
     }
   }
@@ -119,23 +123,25 @@ static void *worker(void *arg) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: mstress [-t THREADS] [-n ALLOCS] [-r ROUNDS] [-x SEED]\n");
+  fprintf(stderr, "usage: mstress [-t THREADS] [-n ALLOCS] [-r ROUNDS] [-x SEED] [-T SLOTS]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   uint32_t threads = 4, rounds = 10;
   int c;
-  while ((c = getopt(argc, argv, "t:n:r:x:h")) != -1) {
+  while ((c = getopt(argc, argv, "t:n:r:x:T:h")) != -1) {
     switch (c) {
     case 't': threads = (uint32_t)bench_parse_count("-t", optarg); break;
     case 'n': g_allocs_avg = bench_parse_count("-n", optarg); break;
     case 'r': rounds = (uint32_t)bench_parse_count("-r", optarg); break;
     case 'x': g_seed = bench_parse_count("-x", optarg); break;
+    case 'T': g_transfers = (uint32_t)bench_parse_count("-T", optarg); break;
     default: usage();
     }
   }
-  if (optind != argc || threads < 1 || threads > 1024 || g_allocs_avg < 1 || rounds < 1) usage();
+  if (optind != argc || threads < 1 || threads > 1024 || g_allocs_avg < 1 || rounds < 1 || g_transfers > TRANSFERS_MAX)
+    usage();
   pthread_t *tid = bench_xmalloc(threads * sizeof(pthread_t));
   g_times = bench_xmalloc(threads * sizeof(worker_times_t));
 
@@ -161,12 +167,12 @@ int main(int argc, char **argv) {
     free_s += end - work_end;
     exit_s += r1 - end;
   }
-  for (uint32_t t = 0; t < TRANSFERS; t++) free_words(atomic_exchange(&g_transfer[t], NULL));
+  for (uint32_t t = 0; t < g_transfers; t++) free_words(atomic_exchange(&g_transfer[t], NULL));
   double t1 = bench_now();
 
   char extra[256];
-  snprintf(extra, sizeof extra, "threads=%u allocs=%" PRIu64 " rounds=%u start_ms=%.2f work_ms=%.2f free_ms=%.2f exit_ms=%.2f",
-           threads, g_allocs_avg, rounds, start_s * 1e3, work_s * 1e3, free_s * 1e3, exit_s * 1e3);
+  snprintf(extra, sizeof extra, "threads=%u allocs=%" PRIu64 " rounds=%u transfers=%u start_ms=%.2f work_ms=%.2f free_ms=%.2f exit_ms=%.2f",
+           threads, g_allocs_avg, rounds, g_transfers, start_s * 1e3, work_s * 1e3, free_s * 1e3, exit_s * 1e3);
   bench_result("mstress", "allocs", atomic_load(&g_allocs), t1 - t0, extra);
   free(tid);
   free(g_times);
