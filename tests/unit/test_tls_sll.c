@@ -470,6 +470,46 @@ static void test_a_thread_that_starts_batching_puts_its_grown_bounds_back(void *
   assert_true(caps[3]);
 }
 
+// An overflow's flush sends each block to its own slab, a run of one slab's
+// blocks extended with one compare (tiny_refill.c flush_gather): blocks of
+// two slabs freed in interleaved runs of 1 to 4, with one block of each slab
+// kept, leave each slab counting exactly its kept block once the lists are
+// flushed. A run that took in a block of the other slab, or lost count of
+// its blocks, leaves a count off by the run's length.
+#define RUNS_SIZE   896u
+#define RUNS_BLOCKS 400u
+static void test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks(void **state) {
+  (void)state;
+  hak_thread_flush();
+  void **v = calloc(RUNS_BLOCKS, sizeof *v);
+  for (unsigned i = 0; i < RUNS_BLOCKS; i++) v[i] = hak_malloc(RUNS_SIZE);
+  // The first two slabs the blocks came from, and their blocks in order.
+  slab_meta_t *slab[2] = {ss_registry_slab_of(v[0]), NULL};
+  for (unsigned i = 1; i < RUNS_BLOCKS && slab[1] == NULL; i++)
+    if (ss_registry_slab_of(v[i]) != slab[0]) slab[1] = ss_registry_slab_of(v[i]);
+  assert_non_null(slab[1]);
+  void **of[2];
+  unsigned n[2] = {0, 0};
+  for (unsigned k = 0; k < 2; k++) of[k] = calloc(RUNS_BLOCKS, sizeof *of[k]);
+  for (unsigned i = 0; i < RUNS_BLOCKS; i++)
+    for (unsigned k = 0; k < 2; k++)
+      if (ss_registry_slab_of(v[i]) == slab[k]) of[k][n[k]++] = v[i];
+  assert_true(n[0] > 16 && n[1] > 16);
+  // Block 0 of each slab stays; the rest go in runs of 1, 2, 3, 4, 1, ...
+  // taken from each slab in turn, past the list's bound (flushes on the way).
+  unsigned next[2] = {1, 1}, run = 1;
+  for (unsigned k = 0; next[0] < n[0] || next[1] < n[1]; k ^= 1u, run = run % 4u + 1u)
+    for (unsigned j = 0; j < run && next[k] < n[k]; j++) hak_free(of[k][next[k]++]);
+  hak_thread_flush();
+  for (unsigned k = 0; k < 2; k++) assert_int_equal(atomic_load(&slab[k]->used), 1);
+  for (unsigned i = 0; i < RUNS_BLOCKS; i++)
+    if (ss_registry_slab_of(v[i]) != slab[0] && ss_registry_slab_of(v[i]) != slab[1]) hak_free(v[i]);
+  hak_free(of[0][0]);
+  hak_free(of[1][0]);
+  for (unsigned k = 0; k < 2; k++) free(of[k]);
+  free(v);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_tls_list_never_exceeds_its_cap_when_freeing_many_blocks),
@@ -493,6 +533,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_threads_grown_bounds_stay_within_its_total),
     HAK_UNIT_TEST(test_a_grown_list_goes_back_when_it_flushes_other_threads_blocks),
     HAK_UNIT_TEST(test_a_thread_that_starts_batching_puts_its_grown_bounds_back),
+    HAK_UNIT_TEST(test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks),
   };
   return cmocka_run_group_tests_name("tls_sll", tests, NULL, NULL);
 }
