@@ -335,8 +335,7 @@ void ss_validate(const superslab_t *ss) {
 }
 
 void shared_pool_validate_pools(void) {
-  static uint32_t dirty_of_class[HAK_NUM_CLASSES];   // (under every pool lock: one caller at a time)
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) dirty_of_class[c] = 0;
+  uint32_t dirty_of_class[HAK_NUM_CLASSES] = {0};
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {
     const pool_kind_t *pk = &g_pool[k];
     size_t dirty = 0;
