@@ -11,10 +11,10 @@
 // and the pointers to the record; a record from an exited thread is already
 // resident when the next thread takes it.
 //
-// Records are carved from mappings of THREAD_RECORD_CHUNK records and never
-// unmapped (a remote freer may read a record's wake list while its owner is
-// LIVE; the owner waits for it before it gives the record back,
-// tiny_heap.h). Invariants: a record on the pool's free list has an empty
+// Records are carved one at a time from mappings of THREAD_RECORD_CHUNK
+// records and never unmapped (a remote freer may read a record's wake list
+// while its owner is LIVE; the owner waits for it before it gives the record
+// back, tiny_heap.h). Invariants: a record on the pool's free list has an empty
 // heap (no slab, no stash, no remote block, wake list NULL) and zeroed
 // counters; a LIVE thread owns exactly one record (t_heap_p, t_counters_p).
 #ifndef HAK_THREAD_RECORD_H
