@@ -13,19 +13,27 @@ typedef struct transfer_chain {
   uint32_t       n;
 } transfer_chain_t;
 
+// A class's lock and counts, one line (a put or take touches it and the line
+// of its chain entry, as when the entries followed them in one struct), in
+// .data for the lock's initialiser; the entries are zero-initialised .bss, so
+// no page of them is resident until a thread uses its class's exchange (in
+// .data, 43 KB of every process's RSS: a read of any .data word maps its
+// neighbours in from the library's file).
 typedef struct transfer_class {
   pthread_mutex_t  lock;
   _Atomic uint32_t chains;   // read without the lock: an empty exchange costs no lock
   _Atomic uint32_t blocks;
   _Atomic uint32_t moves;    // chains put or taken (or parts of one taken) so far (wraps)
-  transfer_chain_t chain[TRANSFER_MAX_CHAINS];
 } __attribute__((aligned(64))) transfer_class_t;
+_Static_assert(sizeof(transfer_class_t) == 64, "a class's lock and counts are one line");
 
 static transfer_class_t g_transfer[HAK_NUM_CLASSES] = {
   // adaptive: the critical section is a few stores, so a waiter spins a
   // while before it sleeps in the kernel
   [0 ... HAK_NUM_CLASSES - 1] = {.lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP},
 };
+// Class c's chains: g_transfer_chain[c][0 .. chains) (its lock).
+static transfer_chain_t g_transfer_chain[HAK_NUM_CLASSES][TRANSFER_MAX_CHAINS] __attribute__((aligned(64)));
 
 int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   transfer_class_t *t = &g_transfer[cls];
@@ -36,7 +44,7 @@ int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_pt
   uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed);
   int kept = c < limit;
   if (kept) {
-    t->chain[c] = (transfer_chain_t){first, last, n};
+    g_transfer_chain[cls][c] = (transfer_chain_t){first, last, n};
     atomic_store_explicit(&t->chains, c + 1, memory_order_relaxed);
     atomic_store_explicit(&t->moves, atomic_load_explicit(&t->moves, memory_order_relaxed) + 1, memory_order_relaxed);
     atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) + n,
@@ -59,7 +67,7 @@ uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_ba
   uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed), n = 0, gone = 0;
   hak_base_ptr_t corrupt = HAK_BASE_NULL;
   if (c > 0) {
-    transfer_chain_t *x = &t->chain[c - 1];
+    transfer_chain_t *x = &g_transfer_chain[cls][c - 1];
     *first = x->first;
     if (x->n <= max) {
       *last = x->last;
