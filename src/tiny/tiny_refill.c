@@ -21,14 +21,21 @@ _Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "the counters have a slot pe
 _Static_assert(HAK_NUM_CLASSES <= 64, "tiny_heap_t.dying has a bit per class");
 
 // A flush gathers the blocks it gives back into one chain per destination
-// slab, in this many ways (snmalloc's remote cache; flush_ways_t): a chain
-// goes back with one atomic (the live count) and, for another thread's slab,
-// one CAS. 64, direct-mapped: a slab's way is found with no search (16
-// searched in turn cost the tree probe of CURRENT_TASK 16% of its
-// instructions, and 16 direct-mapped ways doubled up too often: mstress -t 16
-// 27 slab-line RMWs per 1 000 operations against 21).
+// slab, in this many ways (snmalloc's remote cache; flush_ways_t), FLUSH_ASSOC
+// to a set: a chain goes back with one atomic (the live count) and, for
+// another thread's slab, one CAS. 16 ways searched in turn cost a 200 000-node
+// tree freed in post-order (CURRENT_TASK Known gaps 32) 545 M instructions,
+// 4 sets of 4 ways 487 M (cachegrind, tree 1 600000 200000), with the
+// shared-line RMWs of the 16 ways (STATS, -t 16: mstress 19.6-20.6 per 1 000
+// operations against 21.1-21.5). 16 direct-mapped ways shared too often
+// (mstress 27); 32 ways (464 M) or 64 (457 M) take 1-2 KB of stack, and at a
+// thread's exit the flush then reached a page of its stack no call had
+// touched (threads-16 of `make bench`: 6 200 -> 9 200 page faults).
 #ifndef FLUSH_WAYS
-#define FLUSH_WAYS 64u
+#define FLUSH_WAYS 16u
+#endif
+#ifndef FLUSH_ASSOC
+#define FLUSH_ASSOC 4u
 #endif
 
 // A refill that takes never-used blocks carves at most a page's worth (at
@@ -542,25 +549,29 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
   return remote;
 }
 
-// The chains a flush gathers, one per slab, in a direct-mapped table of
-// FLUSH_WAYS ways indexed by the slab (its index in its SuperSlab and the
-// SuperSlab's, folded): a slab whose way another slab holds sends that
-// slab's chain home first. A flush of a TLS list that holds blocks of many
-// slabs in the order they were freed (a tree freed in post-order: ~90 slabs
-// of a class; mstress's final frees) made chains of 1.5 blocks with 16 ways
-// searched in turn, each a record for a refill to read (one miss a chain) and
-// for another thread's slab a CAS and an atomic on its live count.
+// The chains a flush gathers, one per slab, in FLUSH_WAYS ways of
+// FLUSH_ASSOC ways a set, the set found from the slab (its index in its
+// SuperSlab and the SuperSlab's, folded): a slab new to a full set sends the
+// chain of the set's next victim (round robin) home first. A flush of a TLS
+// list that holds blocks of many slabs in the order they were freed (a tree
+// freed in post-order: ~90 slabs of a class; mstress's final frees) switches
+// ways at nearly every block: a search of one set, not of every way. The
+// ways sit in the flush's stack frame (608 bytes, as the 16 ways before).
 typedef struct flush_ways {
   slab_meta_t  *slab[FLUSH_WAYS];
-  block_chain_t chain[FLUSH_WAYS];
+  hak_base_ptr_t first[FLUSH_WAYS], last[FLUSH_WAYS];
+  uint32_t      n[FLUSH_WAYS];
   uint64_t      taken;         // bit i: way i holds a slab of this flush
+  uint8_t       victim[FLUSH_WAYS / FLUSH_ASSOC];   // each set's next way to send off
   unsigned      hit;
   uint32_t      sent_remote;   // blocks sent to other threads' slabs
 } flush_ways_t;
 _Static_assert(FLUSH_WAYS <= 64 && (FLUSH_WAYS & (FLUSH_WAYS - 1)) == 0, "a power of two, one bit each");
+_Static_assert(FLUSH_ASSOC >= 1 && FLUSH_WAYS % FLUSH_ASSOC == 0 && ((FLUSH_WAYS / FLUSH_ASSOC) & (FLUSH_WAYS / FLUSH_ASSOC - 1)) == 0,
+               "whole sets, a power of two of them");
 
-// No way taken yet. The ways' slabs and chains are written as each is
-// taken (flush_ways_switch), never read before: an initializer of the whole
+// No way taken yet. The ways are written as each is taken
+// (flush_ways_switch), never read before: an initializer of the whole
 // struct cleared them at every flush.
 HAK_INLINE void flush_ways_init(flush_ways_t *fw) {
   fw->taken = 0;
@@ -568,26 +579,53 @@ HAK_INLINE void flush_ways_init(flush_ways_t *fw) {
   fw->sent_remote = 0;
 }
 
-// The way of slab m: slab metadata is 128 bytes apart in a SuperSlab, and
-// SuperSlabs are 2 MiB apart.
-HAK_INLINE unsigned flush_way_of(const slab_meta_t *m) {
+// The first way of slab m's set: slab metadata is 128 bytes apart in a
+// SuperSlab, and SuperSlabs are 2 MiB apart.
+HAK_INLINE unsigned flush_set_of(const slab_meta_t *m) {
   uintptr_t a = (uintptr_t)m;
-  return (unsigned)((a >> 7) ^ (a >> SS_SHIFT)) & (FLUSH_WAYS - 1u);
+  return ((unsigned)((a >> 7) ^ (a >> SS_SHIFT)) & (FLUSH_WAYS / FLUSH_ASSOC - 1u)) * FLUSH_ASSOC;
+}
+
+// Send way i's chain home (the way stays taken).
+static void flush_way_deliver(flush_ways_t *fw, unsigned i) {
+  block_chain_t c = {fw->first[i], fw->last[i], fw->n[i]};
+  fw->sent_remote += flush_deliver(fw->slab[i], &c);
+  fw->n[i] = 0;
 }
 
 // Make fw->hit the way of slab m, another than the last block's.
 static void flush_ways_switch(flush_ways_t *fw, slab_meta_t *m) {
-  unsigned i = flush_way_of(m);
-  uint64_t bit = (uint64_t)1 << i;
-  if (!(fw->taken & bit)) {
-    fw->taken |= bit;
-    fw->slab[i] = m;
-    fw->chain[i].n = 0;
-  } else if (fw->slab[i] != m) {        // another slab's way: its chain goes home
-    fw->sent_remote += flush_deliver(fw->slab[i], &fw->chain[i]);
-    fw->slab[i] = m;
+  unsigned set = flush_set_of(m), i = set, free_way = FLUSH_WAYS;
+  for (; i < set + FLUSH_ASSOC; i++) {
+    if (!(fw->taken >> i & 1u)) {
+      if (free_way == FLUSH_WAYS) free_way = i;
+    } else if (fw->slab[i] == m) {
+      fw->hit = i;
+      return;
+    }
   }
+  if (free_way != FLUSH_WAYS) {
+    i = free_way;
+    if (i == set) fw->victim[set / FLUSH_ASSOC] = 0;   // the set's first way taken: its round robin starts
+    fw->taken |= (uint64_t)1 << i;
+  } else {                              // a full set: its next victim's chain goes home
+    uint8_t *v = &fw->victim[set / FLUSH_ASSOC];
+    i = set + *v;
+    *v = (uint8_t)((*v + 1u) % FLUSH_ASSOC);
+    flush_way_deliver(fw, i);
+  }
+  fw->slab[i] = m;
+  fw->n[i] = 0;
   fw->hit = i;
+}
+
+// Block b at the end of way fw->hit's chain.
+HAK_INLINE void flush_way_append(flush_ways_t *fw, hak_base_ptr_t b) {
+  unsigned i = fw->hit;
+  if (fw->n[i] == 0) fw->first[i] = b;
+  else block_set_next(fw->last[i], b);
+  fw->last[i] = b;
+  fw->n[i]++;
 }
 
 // Make fw->hit the way of slab m.
@@ -600,7 +638,7 @@ HAK_INLINE void flush_ways_pick(flush_ways_t *fw, slab_meta_t *m) {
 static uint32_t flush_ways_deliver_all(flush_ways_t *fw) {
   for (uint64_t t = fw->taken; t != 0; t &= t - 1) {
     unsigned i = (unsigned)__builtin_ctzll(t);
-    if (fw->chain[i].n > 0) fw->sent_remote += flush_deliver(fw->slab[i], &fw->chain[i]);
+    if (fw->n[i] > 0) flush_way_deliver(fw, i);
   }
   return fw->sent_remote;
 }
@@ -615,7 +653,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
                              uint32_t *remote) {
   flush_ways_t fw;
   flush_ways_init(&fw);
-  // While the last block went to fw.chain[fw.hit]: its slab's carved part
+  // While the last block went to way fw.hit: its slab's carved part
   // (from run_lo, run_span bytes), so a next block of the same slab extends
   // that chain with one compare (its link is that block already), no
   // registry lookup, owner load or way search; the blocks it adds (run_n,
@@ -641,8 +679,8 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       continue;
     }
     if (run_n != 0) {
-      fw.chain[fw.hit].last = run_last;
-      fw.chain[fw.hit].n += run_n;
+      fw.last[fw.hit] = run_last;
+      fw.n[fw.hit] += run_n;
       run_n = 0;
     }
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
@@ -652,13 +690,13 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       continue;
     }
     flush_ways_pick(&fw, m);
-    chain_append(&fw.chain[fw.hit], b);
+    flush_way_append(&fw, b);
     run_lo = m->base;
     run_span = (uintptr_t)(slab_carve(m) - m->base);
   }
   if (run_n != 0) {
-    fw.chain[fw.hit].last = run_last;
-    fw.chain[fw.hit].n += run_n;
+    fw.last[fw.hit] = run_last;
+    fw.n[fw.hit] += run_n;
   }
   *head = cur;
   uint32_t sent_remote = flush_ways_deliver_all(&fw);
@@ -760,7 +798,7 @@ void tiny_flush_remote(unsigned cls) {
   for (uint32_t k = 0, n = h->remote_count[cls]; k < n; k++) {
     hak_base_ptr_t b = h->remote_buf[cls][k];
     flush_ways_pick(&fw, ss_registry_slab_of(hak_base_raw(b)));
-    chain_append(&fw.chain[fw.hit], b);
+    flush_way_append(&fw, b);
   }
   flush_ways_deliver_all(&fw);
   h->remote_count[cls] = 0;

@@ -510,21 +510,28 @@ static void test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks(void
   free(v);
 }
 
-// A flush gathers its blocks into one chain per slab for more slabs than the
-// sixteen ways it once searched in turn (tiny_refill.c flush_ways_t): blocks
-// of 20 slabs of one SuperSlab freed one slab after another, as a tree freed
-// in post-order frees them, and flushed in one go leave one chain on each
-// slab's free list. With 16 ways each block evicted the oldest way, so every
-// slab got a chain per block (a record for the refill to read, a miss each).
+// A flush gathers its blocks into one chain per slab, for as many slabs as
+// it has ways (tiny_refill.c flush_ways_t: 16, in sets of 4 chosen by the
+// slab's index in its SuperSlab): blocks of 16 slabs of one SuperSlab with
+// consecutive indices (4 to a set), freed one slab after another, as a tree
+// freed in post-order frees them, and flushed in one go leave one chain on
+// each slab's free list. A slab whose way another slab took would have a
+// chain per block.
 #define WAYS_SIZE  896u
-#define WAYS_SLABS 20u
+#define WAYS_SLABS 16u
 static unsigned chains_on(slab_meta_t *m) {
   unsigned k = 0;
   for (hak_base_ptr_t b = hak_base_from_raw(m->freelist); !hak_base_is_null(b); k++) b = block_chain(m, b).next;
   return k;
 }
-static int own_and_listless(slab_meta_t *m) {
-  return atomic_load(&m->owner) == thread_self_id() && m->freelist == NULL;
+// This thread's slab, every block of it handed out (an empty free list), with
+// at least 4 of the blocks in v. (A slab an earlier test's thread left may
+// hold some of v: another owner's slab takes its blocks on its remote list.)
+static int usable_slab(slab_meta_t *m, void **v, size_t nv) {
+  if (atomic_load(&m->owner) != thread_self_id() || m->freelist != NULL) return 0;
+  size_t count = 0;
+  for (size_t j = 0; j < nv; j++) count += ss_registry_slab_of(v[j]) == m;
+  return count >= 4;
 }
 static void *free_round_robin_and_flush(void *arg) {
   unsigned *chains = arg, cls = size_class_of(WAYS_SIZE);
@@ -534,61 +541,44 @@ static void *free_round_robin_and_flush(void *arg) {
   assert_non_null(v);
   for (size_t i = 0; i < nv; i++) v[i] = hak_malloc(WAYS_SIZE);
   tiny_flush(cls, UINT32_MAX);   // carved blocks not handed out go back to their slabs
-  // WAYS_SLABS slabs of this thread in one SuperSlab whose every block is
-  // handed out (an empty free list), and their blocks; block 0 of each stays
-  // allocated. (A slab an earlier test's thread left may hold some of them:
-  // another owner's slab takes its blocks on its remote list.)
+  // WAYS_SLABS usable slabs of one SuperSlab at consecutive indices.
   slab_meta_t *chosen[WAYS_SLABS];
-  void **of[WAYS_SLABS];
-  unsigned n[WAYS_SLABS], pick = 0;
-  superslab_t *ss = NULL;
+  unsigned pick = 0;
   for (size_t i = 0; i < nv && pick < WAYS_SLABS; i++) {
     slab_meta_t *m = ss_registry_slab_of(v[i]);
-    if (!own_and_listless(m) || (ss != NULL && ss_of_meta(m) != ss)) continue;
-    unsigned k = 0;
-    while (k < pick && chosen[k] != m) k++;
-    if (k < pick) continue;
-    size_t count = 0;
-    for (size_t j = 0; j < nv; j++) count += ss_registry_slab_of(v[j]) == m;
-    if (count < 4) continue;
-    if (ss == NULL) {   // the first SuperSlab with enough such slabs
-      unsigned in_ss = 0;
-      for (size_t j = 0; j < nv; j++) {
-        slab_meta_t *o = ss_registry_slab_of(v[j]);
-        if (ss_of_meta(o) != ss_of_meta(m) || !own_and_listless(o)) continue;
-        int first = 1;   // count each slab once: at its first block in v
-        for (size_t q = 0; q < j && first; q++) first = ss_registry_slab_of(v[q]) != o;
-        in_ss += first;
-      }
-      if (in_ss < WAYS_SLABS + 1) continue;
-      ss = ss_of_meta(m);
+    superslab_t *ss = ss_of_meta(m);
+    pick = 0;
+    for (unsigned x = m->index; x < m->index + WAYS_SLABS && x < ss->nslabs; x++) {
+      slab_meta_t *o = ss_slab(ss, x);
+      if (!usable_slab(o, v, nv)) break;
+      chosen[pick++] = o;
     }
-    chosen[pick] = m;
-    of[pick] = malloc(per * sizeof *of[pick]);
-    assert_non_null(of[pick]);
-    n[pick] = 0;
-    for (size_t j = 0; j < nv; j++)
-      if (ss_registry_slab_of(v[j]) == m) of[pick][n[pick]++] = v[j];
-    pick++;
   }
   assert_int_equal(pick, WAYS_SLABS);
-  // Three blocks of each slab in turn: 60 blocks, within the list's bound
-  // of 73 (no overflow, so no flush on the way), then one flush of them all.
-  for (unsigned j = 1; j <= 3; j++)
-    for (unsigned k = 0; k < WAYS_SLABS; k++) hak_free(of[k][j]);
+  // Block 0 of each stays allocated; blocks 1-3 of each slab in turn: 48
+  // blocks, within the list's bound of 73 (no overflow, so no flush on the
+  // way), then one flush of them all.
+  void *freed[WAYS_SLABS][3];
+  for (unsigned k = 0; k < WAYS_SLABS; k++) {
+    unsigned got = 0, seen = 0;
+    for (size_t j = 0; j < nv && got < 3; j++)
+      if (ss_registry_slab_of(v[j]) == chosen[k] && seen++ > 0) freed[k][got++] = v[j];
+    assert_int_equal(got, 3);
+  }
+  for (unsigned j = 0; j < 3; j++)
+    for (unsigned k = 0; k < WAYS_SLABS; k++) hak_free(freed[k][j]);
   tiny_flush(cls, UINT32_MAX);
   for (unsigned k = 0; k < WAYS_SLABS; k++) chains[k] = chains_on(chosen[k]);
   for (size_t i = 0; i < nv; i++) {
-    int freed = 0;
+    int done = 0;
     for (unsigned k = 0; k < WAYS_SLABS; k++)
-      for (unsigned j = 1; j <= 3; j++) freed |= v[i] == of[k][j];
-    if (!freed) hak_free(v[i]);
+      for (unsigned j = 0; j < 3; j++) done |= v[i] == freed[k][j];
+    if (!done) hak_free(v[i]);
   }
-  for (unsigned k = 0; k < WAYS_SLABS; k++) free(of[k]);
   free(v);
   return NULL;
 }
-static void test_a_flush_gives_each_of_20_slabs_one_chain(void **state) {
+static void test_a_flush_gives_each_of_16_slabs_one_chain(void **state) {
   (void)state;
   unsigned chains[WAYS_SLABS];
   run_in_thread(free_round_robin_and_flush, chains);
@@ -619,7 +609,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_grown_list_goes_back_when_it_flushes_other_threads_blocks),
     HAK_UNIT_TEST(test_a_thread_that_starts_batching_puts_its_grown_bounds_back),
     HAK_UNIT_TEST(test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks),
-    HAK_UNIT_TEST(test_a_flush_gives_each_of_20_slabs_one_chain),
+    HAK_UNIT_TEST(test_a_flush_gives_each_of_16_slabs_one_chain),
   };
   return cmocka_run_group_tests_name("tls_sll", tests, NULL, NULL);
 }
