@@ -13,6 +13,7 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   m->size_magic = g_size_class[cls].magic;
   m->capacity = (uint16_t)slab_capacity(ss_slab_bytes(ss, m->index), size);
   m->freelist = NULL;
+  m->free_n = 0;
   m->populate = size <= SLAB_POP_PAGE ? SLAB_POP_DENSE : SLAB_POP_UNKNOWN;
   // An EMPTY slab adopted from an abandoned stack is bound again without
   // going FREE: its last life's reach must outlive the carve reset, or a

@@ -63,6 +63,7 @@ void shared_pool_detach_slab(slab_meta_t *m) {
 // The fields of a slab that has just become FREE (its state CAS won).
 static void slab_clear_bound_fields(slab_meta_t *m) {
   m->capacity = 0;
+  m->early_pages = 0;   // was free_n
   slab_note_dirty_end(m);
   slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;

@@ -310,6 +310,7 @@ void pool_take_slab_locked(slab_meta_t *m) {
 
 void slab_unbind(slab_meta_t *m) {
   m->capacity = 0;
+  m->early_pages = 0;   // was free_n
   slab_note_dirty_end(m);
   slab_set_carve(m, m->base);            // no pointer is below the carve point of a FREE slab
   m->where = SLAB_IN_NONE;

@@ -80,7 +80,9 @@ enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTI
 //   bound (state != FREE):  |freelist| + |remote list| + (capacity - carved) + used
 //                           == capacity, where carved = (carve - base) / block_size;
 //                           every block on freelist or remote list is a block start
-//                           of this slab and carries its free mark.
+//                           of this slab and carries its free mark; free_n ==
+//                           |freelist|, whose last block links to slab_list_end
+//                           (tls_sll_box.h), a remote list's to NULL.
 //   FREE:                   capacity == 0, owner == SLAB_OWNER_POOL, notify == IDLE
 //   ACTIVE:                 owner == the owning thread's id, where != NONE
 //   DETACHED, LISTED, EMPTY_LISTED: owner == 0, where == NONE, notify == IDLE
@@ -158,9 +160,15 @@ typedef struct slab_meta {
   // table at the slab's end was written (slab_dirty_bytes, slab_purge_bytes).
   uint8_t            dirty_table;
   uint8_t            pad1[1];
-  // FREE and clean: the pages (4 KiB) of its dirty bytes when a purge took
-  // them before its delay, else 0 (pool lock; pool_note_regret).
-  uint16_t           early_pages;
+  union {
+    // FREE and clean: the pages (4 KiB) of its dirty bytes when a purge took
+    // them before its delay, else 0 (pool lock; pool_note_regret).
+    uint16_t         early_pages;
+    // Bound: the blocks on freelist (owner only; 0 when it is NULL), so a
+    // refill can take the whole list without walking it (tiny_refill.c
+    // slab_take_whole). Set to 0 at every change of state to or from FREE.
+    uint16_t         free_n;
+  };
 } slab_meta_t;
 _Static_assert(sizeof(slab_meta_t) == 128, "a slab's metadata is two cache lines");
 _Static_assert(offsetof(slab_meta_t, remote_head) == 64, "what other threads write starts the second line");

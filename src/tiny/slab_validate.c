@@ -12,7 +12,7 @@ static uint32_t free_list_length(const slab_meta_t *m, void *head) {
   block_chain_info_t ci = {HAK_BASE_NULL, HAK_BASE_NULL, HAK_BASE_NULL, 0};
   int chains = BLOCK_CHAIN_RECORDS;
   char *end = slab_end(m);
-  for (hak_base_ptr_t b = hak_base_from_raw(head), next; !hak_base_is_null(b); b = next) {
+  for (hak_base_ptr_t b = hak_base_from_raw(head), next; !slab_list_is_end(b); b = next) {
     char *p = hak_base_raw(b);
     next = block_next(b);
     if (chains && chain_left == 0) {   // the first block of a chain
@@ -23,7 +23,9 @@ static uint32_t free_list_length(const slab_meta_t *m, void *head) {
     }
     if (chains && --chain_left == 0) {
       HAK_CHECK(hak_base_raw(b) == hak_base_raw(ci.last), "free-list chain record: wrong last block", p);
-      HAK_CHECK(hak_base_raw(next) == hak_base_raw(ci.next), "free-list chain record: wrong next chain", p);
+      // (the list's last block links to its end, TLS_SLL_END or NULL: slab_list_end)
+      HAK_CHECK(hak_base_raw(next) == hak_base_raw(ci.next) || (slab_list_is_end(next) && hak_base_is_null(ci.next)),
+                "free-list chain record: wrong next chain", p);
     }
     HAK_CHECK(++n <= m->capacity, "free list longer than the slab's capacity", m);
     HAK_CHECK(p >= m->base && p < slab_carve(m) && p < end, "free block outside the slab's carved part", p);
@@ -31,7 +33,7 @@ static uint32_t free_list_length(const slab_meta_t *m, void *head) {
     HAK_CHECK(block_is_free(b), "free block without its free mark", p);
     // A link that leaves the slab is the program's use after free, not an
     // allocator bug: reported as the allocator reports it in release builds.
-    if (!block_link_in_slab(m, next)) {
+    if (!tls_sll_is_end(next) && !block_link_in_slab(m, next)) {
       tls_sll_report_corrupt(b, m->cls);
       break;                              // never followed
     }
@@ -81,6 +83,7 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
   // flight the sum exceeds the capacity, never falls short of it.
   uint32_t sum = local + remote + (m->capacity - carved) + used;
   if (quiet) HAK_CHECK(sum == m->capacity, "|freelist| + |remote| + uncarved + used != capacity", m);
+  if (quiet) HAK_CHECK(local == m->free_n, "free_n is not the free list's length", m);
   else HAK_CHECK(sum >= m->capacity, "|freelist| + |remote| + uncarved + used < capacity", m);
   if (st == SLAB_EMPTY_LISTED) HAK_CHECK(used == 0, "EMPTY_LISTED slab with blocks in use", m);
 }

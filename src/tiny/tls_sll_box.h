@@ -261,6 +261,23 @@ extern HAK_INTERNAL const uintptr_t g_tls_sll_end[2];
 HAK_INLINE int tls_sll_is_end(hak_base_ptr_t b) { return hak_base_raw(b) == (const void *)g_tls_sll_end; }
 HAK_INLINE int tls_sll_empty(const tls_cache_t *tc, unsigned cls) { return tls_sll_is_end(tc->lists[cls].head); }
 
+// What the last block of slab m's free list links to: TLS_SLL_END where chain
+// records keep the chains (each chain's record, not the links, says where the
+// next chain is and where the list ends: NULL), so a refill can make a whole
+// list an empty TLS list as it lies (tiny_refill.c slab_take_whole); NULL for
+// the 16-byte class, whose one-block chains keep the next chain in their
+// link, and in the hardened build (no records).
+HAK_INLINE hak_base_ptr_t slab_list_end(const slab_meta_t *m) {
+  return BLOCK_CHAIN_RECORDS && !block_chain_packed(m) ? TLS_SLL_END : HAK_BASE_NULL;
+}
+// What a chain pushed on m's free list links its last block to: the list's
+// first block, or its end.
+HAK_INLINE hak_base_ptr_t slab_list_link_of_push(const slab_meta_t *m) {
+  return m->freelist != NULL ? hak_base_from_raw(m->freelist) : slab_list_end(m);
+}
+// Is b where a walk of a slab's free list by its links stops?
+HAK_INLINE int slab_list_is_end(hak_base_ptr_t b) { return hak_base_is_null(b) || tls_sll_is_end(b); }
+
 // Could `next` be a link in a free list of slab m: NULL, or an address in the
 // part of m that has been handed out (a range check: nothing is read there)?
 #define block_link_in_slab(m, next)                                                          \
@@ -377,6 +394,13 @@ HAK_INLINE int tls_sll_push(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) {
 HAK_INLINE void tls_sll_push_chain(tls_cache_t *tc, unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last,
                                    uint32_t n) {
   block_set_next(last, tc->lists[cls].head);
+  tc->lists[cls].head = first;
+  tc->lists[cls].room -= (int32_t)n;
+}
+// A slab's whole free list, first and n blocks more, its last block linked to
+// TLS_SLL_END (slab_list_end), as cls's list, which is empty.
+HAK_INLINE void tls_sll_adopt_list(tls_cache_t *tc, unsigned cls, hak_base_ptr_t first, uint32_t n) {
+  HAK_ASSERT(tls_sll_empty(tc, cls));
   tc->lists[cls].head = first;
   tc->lists[cls].room -= (int32_t)n;
 }

@@ -68,14 +68,20 @@ static int g_poison_word = 0;
 static size_t g_poison_size = 48;
 
 // A slab's local free list: the owner's blocks flushed home from its TLS list.
+// More of them than a TLS list takes (its bound of 256 blocks, its growth
+// from these frees put back), so the refill reads the list's chain records: a
+// list that fits an empty TLS list is taken whole and its records are never
+// read (tiny_refill.c slab_take_whole; its links are, at each malloc).
+#define POISON_BLOCKS 600
 static void poison_slab_free_list(void) {
   unsigned cls = size_class_of(g_poison_size);
-  void *p = hak_malloc(g_poison_size), *q = hak_malloc(g_poison_size);
-  slab_meta_t *m = slab_of(p);
-  hak_free(p);
-  hak_free(q);
+  static void *v[POISON_BLOCKS];
+  for (int i = 0; i < POISON_BLOCKS; i++) v[i] = hak_malloc(g_poison_size);
+  slab_meta_t *m = slab_of(v[POISON_BLOCKS / 2]);
+  for (int i = 0; i < POISON_BLOCKS; i++) hak_free(v[i]);
   tiny_flush(cls, UINT32_MAX);                           // every cached block goes home
-  if (m->freelist == NULL) return;                       // (would fail the test: no report)
+  tiny_cache_ungrow();
+  if (m->freelist == NULL || m->free_n <= t_tls_cache.cap[cls]) return;   // (would fail the test: no report)
   ((void **)m->freelist)[g_poison_word] = g_target;
   for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(g_poison_size));
 }

@@ -233,13 +233,21 @@ static void free_blocks_from(size_t from) {
   for (size_t i = from; i < g_slab.n; i++) hak_free(g_slab.blocks[i]);
 }
 
-static void assert_chain_record(held_chain_t c, hak_base_ptr_t next) {
+// c's record says next is the chain after it, and c's last block links to
+// next: on a remote list the last chain's to NULL; on the slab's free list
+// (assert_last_chain_record) to the list's end (slab_list_end: TLS_SLL_END
+// for 48 bytes, NULL for 16), while its record says NULL.
+static void assert_chain_record_linking(held_chain_t c, hak_base_ptr_t next, hak_base_ptr_t link) {
   block_chain_info_t ci = block_chain(g_slab.m, c.first);
   assert_ptr_equal(hak_base_raw(ci.last), hak_base_raw(c.last));
   assert_int_equal(ci.n, c.n);
   assert_ptr_equal(hak_base_raw(ci.next), hak_base_raw(next));
-  assert_ptr_equal(hak_base_raw(block_next(c.last)), hak_base_raw(next));
+  assert_ptr_equal(hak_base_raw(block_next(c.last)), hak_base_raw(link));
   assert_true(slab_chain_plausible(g_slab.m, ci));
+}
+static void assert_chain_record(held_chain_t c, hak_base_ptr_t next) { assert_chain_record_linking(c, next, next); }
+static void assert_last_chain_record(held_chain_t c) {
+  assert_chain_record_linking(c, HAK_BASE_NULL, slab_list_end(g_slab.m));
 }
 
 static void test_a_chain_freed_home_records_its_last_block_its_length_and_the_chain_after_it(void **state) {
@@ -249,8 +257,9 @@ static void test_a_chain_freed_home_records_its_last_block_its_length_and_the_ch
   assert_false(tiny_free_local_box(m, a.first, a.last, a.n));
   assert_false(tiny_free_local_box(m, b.first, b.last, b.n));
   assert_ptr_equal(m->freelist, hak_base_raw(b.first));
+  assert_int_equal(m->free_n, 15);
   assert_chain_record(b, a.first);
-  assert_chain_record(a, HAK_BASE_NULL);
+  assert_last_chain_record(a);
   assert_int_equal(atomic_load(&m->used), g_slab.n - 15);
   free_blocks_from(15);
 }
@@ -264,20 +273,60 @@ static uint32_t refill_want(void) {
   return want;
 }
 
+// The TLS list's room when it is empty: its bound, 2 * want.
+static uint32_t empty_room(void) { return (uint32_t)t_tls_cache.lists[g_slab.m->cls].room + tls_list_len(g_slab.m->cls); }
+
+// A free list longer than the empty TLS list's room is taken a chain at a
+// time (a shorter one whole: test_a_refill_takes_a_whole_free_list_that_fits):
+// `pad`, pushed first, is the list's last chain and keeps it over the room.
 static void test_a_refill_takes_a_chain_whole_and_leaves_the_next_when_half_a_batch_is_taken(void **state) {
   (void)state;
   slab_meta_t *m = g_slab.m;
   uint32_t want = refill_want();
-  held_chain_t x = link_blocks(0, want), y = link_blocks(want, want / 2 + 1);
+  held_chain_t pad = link_blocks(0, empty_room()), x = link_blocks(pad.n, want), y = link_blocks(pad.n + want, want / 2 + 1);
+  tiny_free_local_box(m, pad.first, pad.last, pad.n);
   tiny_free_local_box(m, x.first, x.last, x.n);
   tiny_free_local_box(m, y.first, y.last, y.n);
   void *p = hak_malloc(g_slab.size);   // the TLS list is empty: a refill from the current slab
   assert_ptr_equal(p, hak_base_raw(y.first));
   assert_int_equal(tls_list_len(m->cls), y.n - 1);
   assert_ptr_equal(m->freelist, hak_base_raw(x.first));   // not split, its record as it was
-  assert_chain_record(x, HAK_BASE_NULL);
+  assert_int_equal(m->free_n, x.n + pad.n);
+  assert_chain_record(x, pad.first);
+  assert_last_chain_record(pad);
   hak_free(p);
-  free_blocks_from(want + y.n);
+  free_blocks_from(pad.n + want + y.n);
+}
+
+// A free list that an empty TLS list has room for becomes that list as it
+// lies (tiny_refill.c slab_take_whole): one-block chains in an order no
+// chain walk keeps, handed out in that order, none of them left on the slab.
+static void test_a_refill_takes_a_whole_free_list_that_fits(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  uint32_t want = refill_want(), n = want + want / 2 + 7;
+  assert_true(n <= empty_room());
+  uint32_t used = atomic_load(&m->used);
+  for (uint32_t i = 0; i < n; i++) {                 // blocks 0, 2, 4, ... then 1, 3, 5, ...
+    size_t k = i < (n + 1) / 2 ? 2u * i : 2u * (i - (n + 1) / 2) + 1u;
+    held_chain_t one = link_blocks(k, 1);
+    tiny_free_local_box(m, one.first, one.last, 1);
+  }
+  assert_int_equal(m->free_n, n);
+  hak_base_ptr_t head = hak_base_from_raw(m->freelist);
+  void *p = hak_malloc(g_slab.size);
+  assert_ptr_equal(p, hak_base_raw(head));
+  assert_null(m->freelist);
+  assert_int_equal(m->free_n, 0);
+  assert_int_equal(tls_list_len(m->cls), n - 1);
+  assert_int_equal(atomic_load(&m->used), used);   // -n at the pushes, +n at the take (on a TLS list)
+  for (uint32_t i = n - 1; i-- > 0;) {               // the pushes' reverse order
+    size_t k = i < (n + 1) / 2 ? 2u * i : 2u * (i - (n + 1) / 2) + 1u;
+    assert_ptr_equal(hak_malloc(g_slab.size), g_slab.blocks[k]);
+  }
+  assert_true(tls_list_empty(m->cls));
+  for (uint32_t i = 0; i < n; i++) hak_free(g_slab.blocks[i]);
+  free_blocks_from(n);
 }
 
 static void test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole(void **state) {
@@ -307,7 +356,7 @@ static void test_a_refill_splits_a_longer_chain_and_records_the_rest(void **stat
   assert_int_equal(tls_list_len(m->cls), want - 1);       // y, then want - 2 blocks of x
   held_chain_t rest = {hak_base_from_raw(g_slab.blocks[want - 2]), x.last, want + 2};
   assert_ptr_equal(m->freelist, hak_base_raw(rest.first));
-  assert_chain_record(rest, HAK_BASE_NULL);
+  assert_last_chain_record(rest);
   hak_free(p);
   free_blocks_from(x.n + y.n);
 }
@@ -333,7 +382,8 @@ static void test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_
   assert_ptr_equal(m->freelist, hak_base_raw(b.first));
   assert_chain_record(b, a.first);
   assert_chain_record(a, local.first);
-  assert_chain_record(local, HAK_BASE_NULL);
+  assert_last_chain_record(local);
+  assert_int_equal(m->free_n, 13);
   free_blocks_from(13);
 }
 
@@ -358,6 +408,7 @@ int main(void) {
     SLAB_TEST(test_a_refill_takes_a_chain_whole_and_leaves_the_next_when_half_a_batch_is_taken, setup_slab_of_48),
     SLAB_TEST(test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole, setup_slab_of_48),
     SLAB_TEST(test_a_refill_splits_a_longer_chain_and_records_the_rest, setup_slab_of_48),
+    SLAB_TEST(test_a_refill_takes_a_whole_free_list_that_fits, setup_slab_of_48),
     SLAB_TEST(test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list, setup_slab_of_48),
     // The 16-byte class keeps its records in the first block's link word.
     SLAB_TEST(test_a_chain_freed_home_records_its_last_block_its_length_and_the_chain_after_it, setup_slab_of_16),
