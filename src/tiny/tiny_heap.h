@@ -80,6 +80,10 @@ typedef struct tiny_heap {
   hak_base_ptr_t handover_first[HAK_NUM_CLASSES];
   hak_base_ptr_t handover_last[HAK_NUM_CLASSES];
   uint16_t     handover_n[HAK_NUM_CLASSES];
+  // Refills of each class since its last overflow (saturating): a small
+  // class the thread only takes (a structure being built) may take a slab's
+  // whole free list past its bound (tiny_refill.c slab_take_whole).
+  uint8_t      refill_streak[HAK_NUM_CLASSES];
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];

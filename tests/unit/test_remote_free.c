@@ -265,9 +265,15 @@ static void test_a_chain_freed_home_records_its_last_block_its_length_and_the_ch
 }
 
 // The batch a refill of the owned slab's class asks for (its TLS list empty),
-// the bound grown by the earlier tests' frees put back first.
+// the bound grown by the earlier tests' frees (or raised by a whole take) put
+// back first, and the class's refills counted from here (a class that only
+// took, as the setup's did, takes a list longer than its room whole:
+// test_a_class_that_only_takes_takes_a_longer_list_whole).
 static uint32_t refill_want(void) {
   tiny_cache_ungrow();
+  unsigned cls = g_slab.m->cls;
+  tls_set_cap(&t_tls_cache, cls, tls_class_cap(&t_tls_cache, cls, t_tls_cache.cap_share));
+  t_heap_p->refill_streak[cls] = 0;
   uint32_t want = tls_batch(&t_tls_cache, g_slab.m->cls);
   assert_true(want >= 8 && 3 * want + 8 <= g_slab.n);
   return want;
@@ -361,6 +367,61 @@ static void test_a_refill_splits_a_longer_chain_and_records_the_rest(void **stat
   free_blocks_from(x.n + y.n);
 }
 
+// A small class with two refills and no overflow since (the thread only
+// takes it) takes a list of up to four times the room whole, its bound
+// raised to fit (tiny_refill.c slab_take_whole); the bound goes back at the
+// class's next overflow.
+static void test_a_class_that_only_takes_takes_a_longer_list_whole(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  unsigned cls = m->cls;
+  uint32_t want = refill_want(), room = empty_room(), cap = t_tls_cache.cap[cls];
+  uint32_t n = room + want;                       // past the room, within 4x
+  assert_true(n <= g_slab.n);
+  held_chain_t x = link_blocks(0, n);
+  tiny_free_local_box(m, x.first, x.last, x.n);
+  t_heap_p->refill_streak[cls] = 2;
+  void *p = hak_malloc(g_slab.size);
+  assert_ptr_equal(p, hak_base_raw(x.first));
+  assert_null(m->freelist);
+  assert_int_equal(tls_list_len(cls), n - 1);
+  assert_int_equal(t_tls_cache.cap[cls], n);       // raised to the list's length
+  assert_int_equal(t_tls_cache.lists[cls].room, 1);
+  for (uint32_t i = 1; i < n; i++) assert_ptr_equal(hak_malloc(g_slab.size), g_slab.blocks[i]);
+  // Frees up to the raised bound, then one more: the overflow puts the bound
+  // back and flushes the list down to it.
+  for (uint32_t i = 1; i < n; i++) hak_free(g_slab.blocks[i]);
+  hak_free(p);
+  assert_int_equal(t_tls_cache.cap[cls], n);
+  assert_int_equal(t_tls_cache.lists[cls].room, 0);
+  void *q = hak_malloc(g_slab.size);
+  hak_free(q);
+  hak_free(g_slab.blocks[n]);
+  assert_int_equal(t_tls_cache.cap[cls], cap);
+  assert_int_equal(t_heap_p->refill_streak[cls], 0);
+  assert_true(tls_list_len(cls) <= cap);
+  assert_int_equal((uint32_t)t_tls_cache.lists[cls].room + tls_list_len(cls), cap);
+  free_blocks_from(n + 1);
+}
+
+// The same list after an overflow of the class: longer than the room, walked.
+static void test_a_class_that_overflowed_walks_a_list_longer_than_its_room(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  unsigned cls = m->cls;
+  uint32_t want = refill_want(), room = empty_room();
+  held_chain_t x = link_blocks(0, room + want);
+  tiny_free_local_box(m, x.first, x.last, x.n);
+  assert_int_equal(t_heap_p->refill_streak[cls], 0);
+  void *p = hak_malloc(g_slab.size);
+  assert_ptr_equal(p, hak_base_raw(x.first));
+  assert_int_equal(tls_list_len(cls), want - 1);    // a batch split off the chain
+  assert_int_equal(m->free_n, room);
+  assert_int_equal(t_tls_cache.cap[cls], room);
+  hak_free(p);
+  free_blocks_from(x.n);
+}
+
 static void *push_chain(void *arg) {
   held_chain_t *c = arg;
   remote_free_push_chain(g_slab.m, c->first, c->last, c->n);
@@ -409,6 +470,8 @@ int main(void) {
     SLAB_TEST(test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole, setup_slab_of_48),
     SLAB_TEST(test_a_refill_splits_a_longer_chain_and_records_the_rest, setup_slab_of_48),
     SLAB_TEST(test_a_refill_takes_a_whole_free_list_that_fits, setup_slab_of_48),
+    SLAB_TEST(test_a_class_that_only_takes_takes_a_longer_list_whole, setup_slab_of_48),
+    SLAB_TEST(test_a_class_that_overflowed_walks_a_list_longer_than_its_room, setup_slab_of_48),
     SLAB_TEST(test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list, setup_slab_of_48),
     // The 16-byte class keeps its records in the first block's link word.
     SLAB_TEST(test_a_chain_freed_home_records_its_last_block_its_length_and_the_chain_after_it, setup_slab_of_16),
