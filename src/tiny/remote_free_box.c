@@ -50,10 +50,8 @@ static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first) {
     b = ci.next;
   }
   // The last chain now leads to the free list.
-  block_set_next(ci.last, slab_list_link_of_push(m));
   block_set_chain(m, b, ci.last, ci.n, hak_base_from_raw(m->freelist));
-  m->free_n = (uint16_t)((m->freelist != NULL ? m->free_n : 0u) + n);
-  m->freelist = hak_base_raw(first);
+  slab_list_push(m, first, ci.last, n);
   return n;
 }
 
@@ -80,8 +78,6 @@ uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
       return 0;
     }
   }
-  block_set_next(tail, slab_list_link_of_push(m));
-  m->free_n = (uint16_t)((m->freelist != NULL ? m->free_n : 0u) + n);
-  m->freelist = chain;
+  slab_list_push(m, hak_base_from_raw(chain), tail, n);
   return n;
 }

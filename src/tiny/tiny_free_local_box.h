@@ -14,10 +14,8 @@
 #include "tiny/tls_sll_box.h"
 
 HAK_INLINE int tiny_free_local_box(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
-  block_set_next(last, slab_list_link_of_push(m));
   if (BLOCK_CHAIN_RECORDS) block_set_chain(m, first, last, n, hak_base_from_raw(m->freelist));
-  m->free_n = (uint16_t)((m->freelist != NULL ? m->free_n : 0u) + n);
-  m->freelist = hak_base_raw(first);
+  slab_list_push(m, first, last, n);
   HAK_SITE(SITE_SLAB_USED);
   // acq_rel: remote freers lower the same count (see remote_free_push_chain).
   return atomic_fetch_sub_explicit(&m->used, n, memory_order_acq_rel) == n;

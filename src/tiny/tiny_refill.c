@@ -619,11 +619,10 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
 // list that holds blocks of many slabs in the order they were freed (a tree
 // freed in post-order: ~90 slabs of a class; mstress's final frees) switches
 // ways at nearly every block: a search of one set, not of every way. The
-// ways sit in the flush's stack frame (608 bytes, as the 16 ways before).
+// ways sit in the flush's stack frame (as small as the 16 ways before).
 typedef struct flush_ways {
   slab_meta_t  *slab[FLUSH_WAYS];
-  hak_base_ptr_t first[FLUSH_WAYS], last[FLUSH_WAYS];
-  uint32_t      n[FLUSH_WAYS];
+  block_chain_t chain[FLUSH_WAYS];
   uint64_t      taken;         // bit i: way i holds a slab of this flush
   uint8_t       victim[FLUSH_WAYS / FLUSH_ASSOC];   // each set's next way to send off
   unsigned      hit;
@@ -649,13 +648,6 @@ HAK_INLINE unsigned flush_set_of(const slab_meta_t *m) {
   return ((unsigned)((a >> 7) ^ (a >> SS_SHIFT)) & (FLUSH_WAYS / FLUSH_ASSOC - 1u)) * FLUSH_ASSOC;
 }
 
-// Send way i's chain home (the way stays taken).
-static void flush_way_deliver(flush_ways_t *fw, unsigned i) {
-  block_chain_t c = {fw->first[i], fw->last[i], fw->n[i]};
-  fw->sent_remote += flush_deliver(fw->slab[i], &c);
-  fw->n[i] = 0;
-}
-
 // Make fw->hit the way of slab m, another than the last block's.
 static void flush_ways_switch(flush_ways_t *fw, slab_meta_t *m) {
   unsigned set = flush_set_of(m), i = set, free_way = FLUSH_WAYS;
@@ -675,20 +667,11 @@ static void flush_ways_switch(flush_ways_t *fw, slab_meta_t *m) {
     uint8_t *v = &fw->victim[set / FLUSH_ASSOC];
     i = set + *v;
     *v = (uint8_t)((*v + 1u) % FLUSH_ASSOC);
-    flush_way_deliver(fw, i);
+    fw->sent_remote += flush_deliver(fw->slab[i], &fw->chain[i]);
   }
   fw->slab[i] = m;
-  fw->n[i] = 0;
+  fw->chain[i].n = 0;
   fw->hit = i;
-}
-
-// Block b at the end of way fw->hit's chain.
-HAK_INLINE void flush_way_append(flush_ways_t *fw, hak_base_ptr_t b) {
-  unsigned i = fw->hit;
-  if (fw->n[i] == 0) fw->first[i] = b;
-  else block_set_next(fw->last[i], b);
-  fw->last[i] = b;
-  fw->n[i]++;
 }
 
 // Make fw->hit the way of slab m.
@@ -701,7 +684,7 @@ HAK_INLINE void flush_ways_pick(flush_ways_t *fw, slab_meta_t *m) {
 static uint32_t flush_ways_deliver_all(flush_ways_t *fw) {
   for (uint64_t t = fw->taken; t != 0; t &= t - 1) {
     unsigned i = (unsigned)__builtin_ctzll(t);
-    if (fw->n[i] > 0) flush_way_deliver(fw, i);
+    if (fw->chain[i].n > 0) fw->sent_remote += flush_deliver(fw->slab[i], &fw->chain[i]);
   }
   return fw->sent_remote;
 }
@@ -742,8 +725,8 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       continue;
     }
     if (run_n != 0) {
-      fw.last[fw.hit] = run_last;
-      fw.n[fw.hit] += run_n;
+      fw.chain[fw.hit].last = run_last;
+      fw.chain[fw.hit].n += run_n;
       run_n = 0;
     }
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
@@ -753,13 +736,13 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       continue;
     }
     flush_ways_pick(&fw, m);
-    flush_way_append(&fw, b);
+    chain_append(&fw.chain[fw.hit], b);
     run_lo = m->base;
     run_span = (uintptr_t)(slab_carve(m) - m->base);
   }
   if (run_n != 0) {
-    fw.last[fw.hit] = run_last;
-    fw.n[fw.hit] += run_n;
+    fw.chain[fw.hit].last = run_last;
+    fw.chain[fw.hit].n += run_n;
   }
   *head = cur;
   uint32_t sent_remote = flush_ways_deliver_all(&fw);
@@ -863,7 +846,7 @@ void tiny_flush_remote(unsigned cls) {
   for (uint32_t k = 0, n = h->remote_count[cls]; k < n; k++) {
     hak_base_ptr_t b = h->remote_buf[cls][k];
     flush_ways_pick(&fw, ss_registry_slab_of(hak_base_raw(b)));
-    flush_way_append(&fw, b);
+    chain_append(&fw.chain[fw.hit], b);
   }
   flush_ways_deliver_all(&fw);
   h->remote_count[cls] = 0;

@@ -270,10 +270,14 @@ HAK_INLINE int tls_sll_empty(const tls_cache_t *tc, unsigned cls) { return tls_s
 HAK_INLINE hak_base_ptr_t slab_list_end(const slab_meta_t *m) {
   return BLOCK_CHAIN_RECORDS && !block_chain_packed(m) ? TLS_SLL_END : HAK_BASE_NULL;
 }
-// What a chain pushed on m's free list links its last block to: the list's
-// first block, or its end.
-HAK_INLINE hak_base_ptr_t slab_list_link_of_push(const slab_meta_t *m) {
-  return m->freelist != NULL ? hak_base_from_raw(m->freelist) : slab_list_end(m);
+// Push first..last (n blocks of m, linked) on m's free list: the last block
+// links to the list's first, or to its end; free_n counts them. (A chain
+// record, written by the caller, names the old head: hak_base_from_raw(m->freelist)
+// before this call.)
+HAK_INLINE void slab_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  block_set_next(last, m->freelist != NULL ? hak_base_from_raw(m->freelist) : slab_list_end(m));
+  m->free_n = (uint16_t)((m->freelist != NULL ? m->free_n : 0u) + n);
+  m->freelist = hak_base_raw(first);
 }
 // Is b where a walk of a slab's free list by its links stops?
 HAK_INLINE int slab_list_is_end(hak_base_ptr_t b) { return hak_base_is_null(b) || tls_sll_is_end(b); }
