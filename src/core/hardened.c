@@ -158,7 +158,7 @@ void *hak_hardened_malloc_refill(size_t size) {
 // (its size word in its slab's table).
 static inline void *hardened_arm_medium(void *p, size_t n) {
   const slab_meta_t *m = ss_registry_slab_of(p);
-  return hardened_arm_at(HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B, m->block_size, p, n, hard_size_table_slot(m, p));
+  return hardened_arm_at(HARD_MEDIUM_FILL, m->block_size, p, n, hard_size_table_slot(m, p));
 }
 
 // The medium path's miss (an empty or corrupt TLS list): the refill, then arm.

@@ -45,7 +45,9 @@ void hardened_box_init(void) {
 // The class list of size_class.c, each with its fill offsets (hardened_box.h);
 // hardened_box_init checks it against g_size_class.
 #define HC(c, sz) { (sz), HARD_FILL_AT((sz), 32u), HARD_FILL_AT((sz), 48u), \
-                   (uint16_t)((c) | ((sz) < HARD_CACHE_LINE ? HARD_QUAR_REMOTE : 0u)) }
+                   (uint16_t)((c) | ((sz) < HARD_CACHE_LINE ? HARD_QUAR_REMOTE : 0u)), \
+                   {HARD_FILL_SECOND((sz), 64u), HARD_FILL_SECOND((sz), 80u), HARD_FILL_SECOND((sz), 96u), \
+                    HARD_FILL_SECOND((sz), 112u)}, 0 }
 #define HQUAD(c, b) HC((c), (b) * 5 / 4), HC((c) + 1, (b) * 6 / 4), HC((c) + 2, (b) * 7 / 4), HC((c) + 3, (b) * 2)
 const hard_class_t g_hard_class[HAK_NUM_CLASSES] = {
   HC(0, 16u), HC(1, 32u), HC(2, 48u), HC(3, 64u), HC(4, 80u), HC(5, 96u), HC(6, 112u), HC(7, 128u),
@@ -61,7 +63,7 @@ static HAK_COLD void report_at(const char *what, const void *p, const char *t1, 
 
 void hardened_report_fill(const void *p, uint32_t bs, const char *when) {
   const unsigned char *c = p;
-  size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX, i = HARD_LINK_BYTES;
+  size_t end = hard_fill_end(bs), i = HARD_LINK_BYTES;
   while (i < end && c[i] == HARD_FILL_BYTE) i++;
   report_at("write after free of", p, " (byte ", i, when);   // going on: the block is used as it is
 }
@@ -129,18 +131,18 @@ void hardened_free_medium(const slab_meta_t *m, void *p, size_t want) {
     hardened_free_bad(m, m->cls, p, want);
     return;
   }
-  hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
+  hardened_quarantine_put_in(&t_quar_medium, 1, m->cls, bs, p, HARD_MEDIUM_FILL);
 }
 
 // Was block p of bs bytes, failing its free's checks, freed before (its mark
 // overwritten since, so the free did not see it)? Its fill is intact where a
 // live block's checked words would be: the whole block past its link and mark
-// up to 64 bytes (the size word of a tiny block of 64 bytes or less is in the
+// up to 128 bytes (the size word of a tiny block of 128 bytes or less is in the
 // fill), or the canary's first byte at n when the fill covers it.
 static int freed_before(const void *p, uint32_t bs, size_t n) {
   if (hard_fill_diff(p, bs) != 0) return 0;
   if (bs <= HARD_FILL_MAX) return 1;
-  return n >= HARD_LINK_BYTES && n + HARD_CANARY_BYTES <= HARD_FILL_MAX && ((const unsigned char *)p)[n] == HARD_FILL_BYTE;
+  return n >= HARD_LINK_BYTES && n + HARD_CANARY_BYTES <= hard_fill_end(bs) && ((const unsigned char *)p)[n] == HARD_FILL_BYTE;
 }
 
 _Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE - sizeof(uint32_t), "the 4 bytes before slab 0 are never written");

@@ -39,7 +39,7 @@
 // more past n is caught there).
 //
 // No check branches on the request or the block size: the canary is two
-// words at n, the fill three 16-byte pieces at offsets clamped to the block
+// words at n, the fill seven 16-byte pieces at offsets clamped to the block
 // (read from the class's g_hard_class entry on the hot paths). With a 5-byte
 // tail the canary took 1 to 16 bytes and the fill 2 to 6 words, and the
 // branches on those, taken at random with random sizes, cost ws-tiny 1.25
@@ -50,15 +50,18 @@
 //
 // A free block (on a quarantine, a TLS list, a slab's free or remote list) has
 // its link and free mark in its first 16 bytes (tls_sll_box.h) and the fill
-// pattern HARD_FILL_BYTE in [16, min(bs, HARD_FILL_MAX)): free writes it (so a
+// pattern HARD_FILL_BYTE in [16, hard_fill_end(bs)): free writes it (so a
 // read after free sees the pattern, not old data), carving writes it into
 // fresh blocks, and malloc checks it is intact before handing the block out
 // (a write after free is reported then). Only the first HARD_FILL_MAX bytes
-// are filled and checked (all of a block up to 64 bytes; the first cache line
-// or two of a larger one, where object headers, vtables and list pointers
-// live): filling whole blocks made ws-small 2x and ws-medium 5x slower again,
-// 128 bytes instead of 64 cost larson about 15% (measured; build with
-// -DHARD_FILL_MAX=262144u for whole blocks).
+// at most are filled and checked (all of a block up to 128 bytes; the first
+// two cache lines of a larger one, where object headers, vtables and list
+// pointers live, or the first line of a tiny block above 256 bytes: see
+// HARD_FILL_TWO_MAX): filling whole blocks made ws-small 2x and ws-medium 5x
+// slower again.
+// 64 bytes were the fill until an independent misuse program wrote byte 65
+// of a freed 128-byte request and another byte 100 of a freed 32 KiB one,
+// unseen (build with -DHARD_FILL_MAX=262144u for whole blocks).
 //
 // Quarantine (per thread, FIFO, two rings: 64 blocks of the tiny classes, and
 // 64 larger blocks / 2 MiB; more blocks, no longer in L1/L2, cost larson a
@@ -99,7 +102,7 @@
 #define HARD_TAIL_MEDIUM  1u                    // ... in a larger block: a canary byte (its size word is in its slab's table)
 #define HARD_FILL_BYTE    0xdfu                 // the pattern of a free block
 #ifndef HARD_FILL_MAX
-#define HARD_FILL_MAX     64u                   // bytes of a block filled and checked, at most
+#define HARD_FILL_MAX     128u                  // bytes of a block filled and checked, at most
 #endif
 #ifndef HARD_QUAR_SLOTS
 #define HARD_QUAR_SLOTS   64u                   // blocks a thread's quarantine holds, at most
@@ -178,81 +181,113 @@ HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
 _Static_assert(HARD_CANARY_BYTES == 16, "two words are the canary");
 
 // The fill covers bytes [16, min(bs, HARD_FILL_MAX)) of a free block: whole
-// words (block sizes are multiples of 16, 32 and more). With HARD_FILL_MAX 64,
-// three 16-byte pieces at 16, min(32, bs - 16) and min(48, bs - 16): a 32- or
-// 48-byte block repeats its last piece instead of a branch on its size.
+// words (block sizes are multiples of 16, 32 and more). With HARD_FILL_MAX
+// 128, seven 16-byte pieces at 16 and at min(off, bs - 16) for off = 32, 48,
+// 64, ..., 112: a smaller block repeats its last piece instead of a branch on
+// its size.
 #define HARD_FILL_AT(bs, off) ((off) < (bs) - 16u ? (off) : (bs) - 16u)
-// Each class's block size and its second and third pieces' offsets: one table
-// load instead of two compares and moves each (hardened_box.c).
+// The second line's pieces (64 .. 112) cover blocks up to HARD_FILL_TWO_MAX
+// bytes and the medium ones (whose second line costs little beside their
+// other misses: ws-medium level); a tiny block above it repeats its first
+// line's last piece (48). On larson (8-1000 bytes, blocks freed by the
+// thread that did not write them) the second line of every block cost 1.19x
+// the hardened time (9 paired rounds), up to 256 bytes 1.09x: a line the
+// program's free and malloc touch nowhere else in blocks of 272 bytes and
+// more. Where the fill ends: hard_fill_end.
+#define HARD_FILL_TWO_MAX 256u
+#define HARD_FILL_SECOND(bs, off) ((bs) > HARD_FILL_TWO_MAX && (bs) <= HAK_TINY_MAX ? 48u : HARD_FILL_AT((bs), (off)))
+HAK_INLINE uint32_t hard_fill_end(uint32_t bs) {
+  uint32_t end = HARD_FILL_MAX == 128u && bs > HARD_FILL_TWO_MAX && bs <= HAK_TINY_MAX ? 64u : HARD_FILL_MAX;
+  return bs < end ? bs : end;
+}
+// Each class's block size and its pieces' offsets after the first: one table
+// line instead of compares and moves (hardened_box.c).
 typedef struct hard_class {
   uint32_t size;                    // the block size (g_size_class)
   uint8_t  fill_a, fill_b;          // HARD_FILL_AT(size, 32), HARD_FILL_AT(size, 48)
   uint16_t cls_remote;              // the class, with HARD_QUAR_REMOTE if a block of it
                                     //   freed by another thread than its slab's owner goes
                                     //   home through the remote buffer (under a cache line)
+  uint8_t  fill_c[4];               // HARD_FILL_SECOND(size, 64), ... (size, 112): the second line
+  uint32_t unused;                  // (an entry of 16 bytes: indexed with one scale)
 } hard_class_t;
 #define HARD_QUAR_REMOTE 0x100u     // in a quarantine slot's class (see hard_class_t)
 _Static_assert(HAK_NUM_CLASSES <= HARD_QUAR_REMOTE, "a class fits below the remote flag");
-_Static_assert(sizeof(hard_class_t) == 8, "an entry is indexed by cls * 8");
+_Static_assert(sizeof(hard_class_t) == 16, "an entry is indexed by cls * 16");
 extern HAK_INTERNAL const hard_class_t g_hard_class[HAK_NUM_CLASSES];
 // The entry of the class whose TLS slot is `slot` (size_class_tls_slot).
-_Static_assert(HAK_TLS_SLOT_OF(1) == 2 && sizeof(hard_class_t) == 8, "a slot indexes the table by 4 bytes");
+_Static_assert(HAK_TLS_SLOT_OF(1) == 2 && sizeof(hard_class_t) == 16, "a slot indexes the table by 8 bytes");
 HAK_INLINE const hard_class_t *hard_class_of_slot(unsigned slot) {
   return (const hard_class_t *)((const char *)g_hard_class + (size_t)slot * (sizeof(hard_class_t) / 2));
 }
 
-// Fill free block p of bs bytes; a and b: its g_hard_class offsets.
-HAK_INLINE void hard_fill_pieces(void *p, uint32_t bs, unsigned fa, unsigned fb) {
+// A block's pieces after the first: its class entry's offsets, or, above the
+// tiny classes (blocks of 1280 bytes and more), the constants 32, 48, ..., 112
+// (no class entry to read).
+typedef struct hard_fill_at {
+  unsigned a, b, c[4];
+} hard_fill_at_t;
+HAK_INLINE hard_fill_at_t hard_fill_of_class(const hard_class_t *hc) {
+  return (hard_fill_at_t){hc->fill_a, hc->fill_b, {hc->fill_c[0], hc->fill_c[1], hc->fill_c[2], hc->fill_c[3]}};
+}
+HAK_INLINE hard_fill_at_t hard_fill_of_size(uint32_t bs) {
+  return (hard_fill_at_t){HARD_FILL_AT(bs, 32u), HARD_FILL_AT(bs, 48u),
+                          {HARD_FILL_SECOND(bs, 64u), HARD_FILL_SECOND(bs, 80u), HARD_FILL_SECOND(bs, 96u),
+                           HARD_FILL_SECOND(bs, 112u)}};
+}
+#define HARD_MEDIUM_FILL ((hard_fill_at_t){32u, 48u, {64u, 80u, 96u, 112u}})
+_Static_assert(HARD_FILL_AT(HAK_TINY_MAX + 1u, 32u) == 32u && HARD_FILL_AT(HAK_TINY_MAX + 1u, 112u) == 112u,
+               "a medium block's fill offsets are the constants");
+
+// Fill free block p of bs bytes at its pieces f.
+HAK_INLINE void hard_fill_pieces(void *p, uint32_t bs, hard_fill_at_t f) {
   char *c = p;
-  if (HARD_FILL_MAX == 64) {
-    char *a = c + fa, *b = c + fb;
-    hard_store64(c + 16, HARD_FILL_WORD);
-    hard_store64(c + 24, HARD_FILL_WORD);
-    hard_store64(a, HARD_FILL_WORD);
-    hard_store64(a + 8, HARD_FILL_WORD);
-    hard_store64(b, HARD_FILL_WORD);
-    hard_store64(b + 8, HARD_FILL_WORD);
+  if (HARD_FILL_MAX == 128) {
+#if defined(__SSE2__)
+    const __m128i v = _mm_set1_epi8((char)HARD_FILL_BYTE);
+#define HARD_FILL_PIECE(off) _mm_store_si128((__m128i *)(c + (off)), v)
+#else
+#define HARD_FILL_PIECE(off) (hard_store64(c + (off), HARD_FILL_WORD), hard_store64(c + (off) + 8, HARD_FILL_WORD))
+#endif
+    HARD_FILL_PIECE(16);
+    HARD_FILL_PIECE(f.a);
+    HARD_FILL_PIECE(f.b);
+    HARD_FILL_PIECE(f.c[0]);
+    HARD_FILL_PIECE(f.c[1]);
+    HARD_FILL_PIECE(f.c[2]);
+    HARD_FILL_PIECE(f.c[3]);
+#undef HARD_FILL_PIECE
     return;
   }
-  size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
+  size_t end = hard_fill_end(bs);
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) hard_store64(c + i, HARD_FILL_WORD);
 }
-// Above the tiny classes (blocks of 1280 bytes and more) the pieces are at
-// 16, 32 and 48: constants, no class entry to read.
-#define HARD_MEDIUM_FILL_A 32u
-#define HARD_MEDIUM_FILL_B 48u
-_Static_assert(HARD_FILL_AT(HAK_TINY_MAX + 1u, 32u) == HARD_MEDIUM_FILL_A && HARD_FILL_AT(HAK_TINY_MAX + 1u, 48u) == HARD_MEDIUM_FILL_B,
-               "a medium block's fill offsets");
-HAK_INLINE void hard_fill_words(void *p, uint32_t bs) { hard_fill_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48)); }
+HAK_INLINE void hard_fill_words(void *p, uint32_t bs) { hard_fill_pieces(p, bs, hard_fill_of_size(bs)); }
 
 // Nonzero when the fill of free block p (bs bytes) is not intact. On x86-64
-// three aligned 16-byte compares (blocks and the pieces' offsets are multiples
-// of 16), one mask: 11 instructions where the word-at-a-time form took 18.
-HAK_INLINE uint64_t hard_fill_diff_pieces(const void *p, uint32_t bs, unsigned fa, unsigned fb) {
+// seven aligned 16-byte compares (blocks and the pieces' offsets are multiples
+// of 16), one mask (three pieces took 11 instructions where the word-at-a-time
+// form took 18).
+HAK_INLINE uint64_t hard_fill_diff_pieces(const void *p, uint32_t bs, hard_fill_at_t f) {
   const char *c = p;
 #if defined(__SSE2__)
-  if (HARD_FILL_MAX == 64) {
-    const __m128i f = _mm_set1_epi8((char)HARD_FILL_BYTE);
-    const __m128i *a = (const __m128i *)(c + fa), *b = (const __m128i *)(c + fb);
-    __m128i eq = _mm_and_si128(_mm_cmpeq_epi8(_mm_load_si128((const __m128i *)(c + 16)), f),
-                               _mm_and_si128(_mm_cmpeq_epi8(_mm_load_si128(a), f), _mm_cmpeq_epi8(_mm_load_si128(b), f)));
-    return (uint32_t)_mm_movemask_epi8(eq) ^ 0xffffu;
+  if (HARD_FILL_MAX == 128) {
+    const __m128i v = _mm_set1_epi8((char)HARD_FILL_BYTE);
+#define HARD_EQ_AT(off) _mm_cmpeq_epi8(_mm_load_si128((const __m128i *)(c + (off))), v)
+    __m128i first = _mm_and_si128(HARD_EQ_AT(16), _mm_and_si128(HARD_EQ_AT(f.a), HARD_EQ_AT(f.b)));
+    __m128i second = _mm_and_si128(_mm_and_si128(HARD_EQ_AT(f.c[0]), HARD_EQ_AT(f.c[1])),
+                                   _mm_and_si128(HARD_EQ_AT(f.c[2]), HARD_EQ_AT(f.c[3])));
+#undef HARD_EQ_AT
+    return (uint32_t)_mm_movemask_epi8(_mm_and_si128(first, second)) ^ 0xffffu;
   }
 #endif
-  if (HARD_FILL_MAX == 64) {
-    const char *a = c + fa, *b = c + fb;
-    return ((hard_load64(c + 16) ^ HARD_FILL_WORD) | (hard_load64(c + 24) ^ HARD_FILL_WORD)) |
-           ((hard_load64(a) ^ HARD_FILL_WORD) | (hard_load64(a + 8) ^ HARD_FILL_WORD)) |
-           ((hard_load64(b) ^ HARD_FILL_WORD) | (hard_load64(b + 8) ^ HARD_FILL_WORD));
-  }
+  (void)f;
   uint64_t d = 0;
-  size_t end = bs < HARD_FILL_MAX ? bs : HARD_FILL_MAX;
+  size_t end = hard_fill_end(bs);
   for (size_t i = HARD_LINK_BYTES; i < end; i += 8) d |= hard_load64(c + i) ^ HARD_FILL_WORD;
   return d;
 }
-HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) {
-  return hard_fill_diff_pieces(p, bs, HARD_FILL_AT(bs, 32), HARD_FILL_AT(bs, 48));
-}
+HAK_INLINE uint64_t hard_fill_diff(const void *p, uint32_t bs) { return hard_fill_diff_pieces(p, bs, hard_fill_of_size(bs)); }
 
 // Write the canary bytes [n, n + 16).
 HAK_INLINE void hard_canary_write(unsigned char *c, size_t n) {
@@ -365,9 +400,9 @@ HAK_INLINE void hardened_arm_words_in(void *p, size_t n, uint32_t bs, uint32_t *
   hard_canary_write_in(p, n, bs);
   *size = (uint32_t)n ^ hard_size_key();
 }
-// fa, fb: the block's fill offsets (its class entry's, or HARD_MEDIUM_FILL_*).
-HAK_INLINE void *hardened_arm_at(unsigned fa, unsigned fb, uint32_t bs, void *p, size_t n, uint32_t *size) {
-  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, fa, fb) != 0)) return hardened_arm_bad(bs, p, n, size);
+// f: the block's fill offsets (its class entry's, or HARD_MEDIUM_FILL).
+HAK_INLINE void *hardened_arm_at(hard_fill_at_t f, uint32_t bs, void *p, size_t n, uint32_t *size) {
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, f) != 0)) return hardened_arm_bad(bs, p, n, size);
   hardened_arm_words_in(p, n, bs, size);
   return p;
 }
@@ -388,13 +423,13 @@ HAK_INLINE void *hardened_arm_tiny(unsigned slot, void *p, size_t n, void *(*bad
   const hard_class_t *hc = hard_class_of_slot(slot);
   uint32_t bs = hc->size;
   if (HAK_UNLIKELY(!hard_in_superslab(p))) return bad(slot, p, n);
-  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hc->fill_a, hc->fill_b) != 0)) return bad(slot, p, n);
+  if (HAK_UNLIKELY(hard_fill_diff_pieces(p, bs, hard_fill_of_class(hc)) != 0)) return bad(slot, p, n);
   hardened_arm_words(p, n, hard_size_tail(p, bs));
   return p;
 }
 HAK_INLINE void *hardened_arm(const slab_meta_t *m, void *p, size_t n) {
   const hard_class_t *hc = &g_hard_class[m->cls];
-  return hardened_arm_at(hc->fill_a, hc->fill_b, m->block_size, p, n, hard_size_slot(m, p));
+  return hardened_arm_at(hard_fill_of_class(hc), m->block_size, p, n, hard_size_slot(m, p));
 }
 
 // Report the canary after the n requested bytes of p overwritten (cold).
@@ -541,10 +576,10 @@ int hardened_handover(unsigned cls, void *p) HAK_NOINLINE;
 // Fill and mark checked block p, put it in quarantine ring q and let the
 // oldest go; counted: q is the medium ring (its byte count and bound; its
 // blocks never go to the remote buffer). cls carries HARD_QUAR_REMOTE
-// (hardened_free_block decides it); fa, fb: its fill offsets.
+// (hardened_free_block decides it); f: its fill offsets.
 HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, unsigned cls, uint32_t bs, void *p,
-                                           unsigned fa, unsigned fb) {
-  hard_fill_pieces(p, bs, fa, fb);
+                                           hard_fill_at_t f) {
+  hard_fill_pieces(p, bs, f);
   uintptr_t key = (uintptr_t)p ^ g_block_cookie;
   ((uintptr_t *)p)[0] = key;        // a NULL link (block_set_next)
   ((uintptr_t *)p)[1] = key;        // the free mark: a second free is a double free
@@ -587,14 +622,14 @@ HAK_INLINE void hardened_quarantine_put_in(hard_quarantine_t *q, int counted, un
 }
 _Static_assert(HAK_LINK_ENCODE, "a NULL link is the block's key");
 HAK_INLINE void hardened_quarantine_put(unsigned cls, uint32_t bs, void *p, const hard_class_t *hc) {
-  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc->fill_a, hc->fill_b);
-  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, HARD_MEDIUM_FILL_A, HARD_MEDIUM_FILL_B);
+  if (bs <= HAK_TINY_MAX) hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hard_fill_of_class(hc));
+  else hardened_quarantine_put_in(&t_quar_medium, 1, cls, bs, p, HARD_MEDIUM_FILL);
 }
 
 // Underflow before a tiny block: the 4 bytes before it are the size word of
 // the block below (the same class, the same slab), which is always one of a
 // live block's request (hard_request_decode), a free block's fill (a block
-// of 64 bytes or less: the fill reaches its end), or a freed or fresh
+// of 128 bytes or less: the fill reaches its end), or a freed or fresh
 // block's last request (hardened_fill writes 0 into a fresh one). Anything
 // else was written from outside: an underflow before this block (glibc's
 // free stops it: the chunk header it checks sits there), or an overflow
@@ -641,7 +676,7 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want, 
     hardened_free_below(m, cls, p);      // its own checks passed: only the word below is looked at
     return;
   }
-  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hc->fill_a, hc->fill_b);
+  hardened_quarantine_put_in(&t_quar, 0, cls, bs, p, hard_fill_of_class(hc));
 }
 
 // Check that no quarantined block of the calling thread was written since its

@@ -55,6 +55,23 @@ static int t_write_after_free_then_reuse(void) {
   for (int i = 0; i < 1000; i++) free(malloc(64));   // p leaves the quarantine and comes back
   return 0;
 }
+// A write into a freed block's second cache line, then its reuse (an
+// independent misuse program's: byte 65 of a 128-byte request, whose block is
+// 160 bytes; byte 100 of a 32 KiB one): the fill reached 64 bytes, unseen.
+static int t_write_after_free_second_line(void) {
+  unsigned char *volatile p = malloc(128);
+  free(p);
+  p[65] = 1;
+  for (int i = 0; i < 100000; i++) free(malloc(128));
+  return 0;
+}
+static int t_write_after_free_second_line_medium(void) {
+  unsigned char *volatile p = malloc(32768);
+  free(p);
+  p[100] = 1;
+  for (int i = 0; i < 10000; i++) free(malloc(32768));
+  return 0;
+}
 // The same through operator new and sized delete: new checks the fill on its
 // own inline path (its way out for a changed fill is not malloc's).
 static int t_write_after_free_then_new(void) {
@@ -778,6 +795,9 @@ static const test_t g_tests[] = {
   {"write_after_free_small", t_write_after_free, EXPECT_ABORT_REPORT, "write after free of"},
   {"write_after_free_then_reuse", t_write_after_free_then_reuse, EXPECT_ABORT_REPORT, "write after free of"},
   {"write_after_free_then_new", t_write_after_free_then_new, EXPECT_ABORT_REPORT, "write after free of"},
+  {"write_after_free_second_line", t_write_after_free_second_line, EXPECT_ABORT_REPORT, "write after free of"},
+  {"write_after_free_second_line_medium", t_write_after_free_second_line_medium, EXPECT_ABORT_REPORT,
+   "write after free of"},
   {"read_after_free_sees_fill", t_read_after_free_sees_fill, EXPECT_EXIT0, NULL},
   {"overflow_1_byte_small", t_overflow_1_byte, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_8_bytes_small", t_overflow_8_bytes, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
