@@ -288,9 +288,9 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
     actual = page_heap_usable_size(p);
     if (actual == 0 || page_heap_block_size(size) == actual) return;
   } else {
-    int interior;                  // huge: a cached mapping may be larger still
+    int interior;                  // huge: the request its entry keeps (hardened)
     actual = huge_usable_size(p, &interior);
-    if (actual == 0 || size <= actual) return;
+    if (actual == 0) return;       // not a huge block's start: free reports it
   }
   if (size != actual) hardened_report_delete("sized delete with the wrong size of", p, size, actual);
 }

@@ -582,6 +582,22 @@ static int t_aligned_sized_delete_wrong_size(void) {
   del(p, 50, 64);
   return 0;
 }
+// Aligned above a page, a block is a huge mapping; a delete with a smaller size
+// passed (hardened_malloc's invalid_aligned_sized_delete_large: 9000 bytes at
+// 8192, deleted as 8990), the check taking a huge block's usable size as a bound.
+static int t_aligned_sized_delete_smaller_size_huge(void) {
+  void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
+  void (*del)(void *, size_t, size_t) = cxx("_ZdlPvmSt11align_val_t");
+  void *p = nw(9000, 8192);
+  del(p, 8990, 8192);
+  return 0;
+}
+static int t_aligned_sized_delete_right_size_huge(void) {
+  void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
+  void (*del)(void *, size_t, size_t) = cxx("_ZdlPvmSt11align_val_t");
+  for (int i = 0; i < 4; i++) del(nw(9000, 8192), 9000, 8192);   // a cached mapping reused included
+  return 0;
+}
 static int t_aligned_delete_wrong_alignment(void) {
   void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
   void (*del)(void *, size_t, size_t) = cxx("_ZdlPvmSt11align_val_t");
@@ -858,6 +874,9 @@ static const test_t g_tests[] = {
   {"sized_delete_wrong_size_medium", t_sized_delete_wrong_size_medium, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"sized_delete_right_size", t_sized_delete_right_size, EXPECT_EXIT0, NULL},
   {"aligned_sized_delete_wrong_size", t_aligned_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
+  {"aligned_sized_delete_smaller_size_huge", t_aligned_sized_delete_smaller_size_huge, EXPECT_ABORT_REPORT,
+   "sized delete with the wrong size"},
+  {"aligned_sized_delete_right_size_huge", t_aligned_sized_delete_right_size_huge, EXPECT_EXIT0, NULL},
   {"aligned_delete_wrong_alignment", t_aligned_delete_wrong_alignment, EXPECT_ABORT_REPORT, "aligned delete with the wrong alignment"},
   {"aligned_delete_wrong_alignment_by_chance", t_aligned_delete_wrong_alignment_by_chance, EXPECT_ABORT_REPORT,
    "aligned delete with the wrong alignment"},
