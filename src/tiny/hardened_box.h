@@ -180,7 +180,7 @@ HAK_INLINE uint32_t *hard_size_slot(const slab_meta_t *m, const void *p) {
 }
 _Static_assert(HARD_CANARY_BYTES == 16, "two words are the canary");
 
-// The fill covers bytes [16, min(bs, HARD_FILL_MAX)) of a free block: whole
+// The fill covers bytes [16, hard_fill_end(bs)) of a free block: whole
 // words (block sizes are multiples of 16, 32 and more). With HARD_FILL_MAX
 // 128, seven 16-byte pieces at 16 and at min(off, bs - 16) for off = 32, 48,
 // 64, ..., 112: a smaller block repeats its last piece instead of a branch on
