@@ -91,6 +91,23 @@ static int t_read_after_free_sees_fill(void) {
     if (p[i] == 'S') return 1;       // old data readable after free
   return 0;
 }
+// A block malloc hands out, fresh or reused, does not show its free-list
+// link and mark (its encoded link would tell a program reading it
+// uninitialised the next block's address xor the process key).
+static int t_handed_out_block_shows_no_link(void) {
+  void *keep[512];
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 512; i++) {
+      size_t n = 8 + (size_t)(i % 4) * 600;   // tiny and medium
+      const unsigned char *c = keep[i] = malloc(n);
+      if (c == NULL) return 1;
+      for (size_t k = 0; k < 16 && k < n; k++)   // the program's bytes (a canary follows a request under 16)
+        if (c[k] != 0) return 1;
+    }
+    for (int i = 0; i < 512; i++) free(keep[i]);
+  }
+  return 0;
+}
 
 // ---- overflow past a small block (1 and 8 bytes)
 static int t_overflow_1_byte(void) {
@@ -815,6 +832,7 @@ static const test_t g_tests[] = {
   {"write_after_free_second_line_medium", t_write_after_free_second_line_medium, EXPECT_ABORT_REPORT,
    "write after free of"},
   {"read_after_free_sees_fill", t_read_after_free_sees_fill, EXPECT_EXIT0, NULL},
+  {"handed_out_block_shows_no_link", t_handed_out_block_shows_no_link, EXPECT_EXIT0, NULL},
   {"overflow_1_byte_small", t_overflow_1_byte, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_8_bytes_small", t_overflow_8_bytes, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
   {"overflow_medium", t_overflow_medium, EXPECT_ABORT_REPORT, "heap buffer overflow past"},
