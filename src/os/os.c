@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,9 +186,23 @@ int os_read_safely(uintptr_t addr, void *out, size_t len) {
   return ok;
 }
 
+// The kernel's bits, as glibc's malloc seeds its tcache key (getrandom with
+// GRND_NONBLOCK at start-up; a sandbox that runs glibc's malloc allows it).
+// AT_RANDOM was the source: its bytes 8-15 are glibc's pointer guard (the
+// key of PTR_MANGLE: setjmp buffers, atexit handlers), so a program that
+// learned the link key (a free block's words read after free, a size word
+// read past an unterminated string) learned the pointer guard xor a stack
+// address. It stays the fallback (an early-boot pool, a kernel before 3.17),
+// with a count so two calls differ.
 uint64_t os_random_seed(void) {
-  uint64_t r = 0x9e3779b97f4a7c15ull;
+  static _Atomic uint64_t calls;
+  int saved = errno;
+  uint64_t r;
+  ssize_t got = getrandom(&r, sizeof r, GRND_NONBLOCK);
+  errno = saved;
+  if (got == (ssize_t)sizeof r) return r;
+  r = 0x9e3779b97f4a7c15ull;
   const unsigned char *rnd = (const unsigned char *)getauxval(AT_RANDOM);
-  if (rnd != NULL) memcpy(&r, rnd + 8, sizeof r);  // glibc uses the first 8 bytes
-  return r ^ (uint64_t)(uintptr_t)&r;
+  if (rnd != NULL) memcpy(&r, rnd + 8, sizeof r);
+  return r ^ (uint64_t)(uintptr_t)&r ^ (atomic_fetch_add(&calls, 1) * 0xbf58476d1ce4e5b9ull);
 }

@@ -41,7 +41,8 @@ uint64_t os_now_ms(void);
 // readable, 0 otherwise (unmapped or unreadable). Costs a system call or two;
 // errno is preserved.
 int    os_read_safely(uintptr_t addr, void *out, size_t len);
-// 64 random bits from the kernel's AT_RANDOM (no syscall, no allocation).
+// 64 random bits from the kernel (getrandom, one system call, no allocation;
+// each call new ones), or, where it fails, from AT_RANDOM. errno is preserved.
 uint64_t os_random_seed(void);
 
 // os_map_aligned, refused a mapping, calls fn (set once at start-up), which

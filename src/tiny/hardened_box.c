@@ -5,6 +5,7 @@
 #if HAK_HARDENED
 #include <errno.h>
 #include "debug/report.h"
+#include "os/os.h"
 #include "tiny/free_batch_box.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_refill.h"
@@ -18,11 +19,16 @@ uint8_t hard_canary_byte_of(uint64_t cookie) {
   return b == HARD_FILL_BYTE ? (uint8_t)(b ^ 2u) : b;
 }
 
+// The canary and the size word's key are drawn apart from the link key: a
+// program reads them past an unterminated string (the canary has no NUL, so
+// that a stray NUL terminator is caught), and with them it learned bits
+// 16-55 of the link key.
 void hardened_box_init(void) {
-  uint64_t canary = 0x0101010101010101ull * hard_canary_byte_of(g_block_cookie);
+  uint64_t k = os_random_seed();
+  uint64_t canary = 0x0101010101010101ull * hard_canary_byte_of(k);
   g_hard_keys.canary[0] = canary;
   g_hard_keys.canary[1] = canary;
-  g_hard_keys.size_key = (uint32_t)(g_block_cookie >> 24);
+  g_hard_keys.size_key = (uint32_t)(k >> 24);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)   // g_hard_class copies size_class.c's list
     if (g_hard_class[c].size != g_size_class[c].size || (g_hard_class[c].cls_remote & (HARD_QUAR_REMOTE - 1)) != c)
       hak_report_invariant("g_hard_class differs from g_size_class at class", NULL, c);

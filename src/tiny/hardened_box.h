@@ -130,7 +130,7 @@ HAK_INLINE void hard_store32(void *p, uint32_t w) { memcpy(p, &w, sizeof w); }
 // bytes one aligned vector for malloc's store).
 typedef struct __attribute__((aligned(16))) hard_keys {
   uint64_t canary[2];               // the canary word, twice
-  uint32_t size_key;                // (uint32_t)(g_block_cookie >> 24)
+  uint32_t size_key;                // random bits of their own (hardened_box_init)
 } hard_keys_t;
 extern HAK_INTERNAL hard_keys_t g_hard_keys;   // set by hardened_box_init
 // The canary byte of a process key: odd (never 0) and never the free fill's
