@@ -43,6 +43,31 @@ HAK_EXPORT HAK_HOT_ENTRY void *malloc(size_t size) { return hak_malloc_fast(size
 // this is the fast path itself, inlined.
 HAK_EXPORT HAK_HOT_ENTRY void free(void *ptr) { hak_free_fast(ptr); }
 
+// C23's sized frees. A program built against a C library that has them
+// (declared in <stdlib.h>) calls the library's own, which would free our
+// block with that library's allocator, unless these are ours. The default
+// build frees as free does; the hardened build checks the size (and the
+// alignment) as it checks C++'s sized and aligned deletes.
+HAK_EXPORT void free_sized(void *ptr, size_t size);
+HAK_EXPORT void free_aligned_sized(void *ptr, size_t alignment, size_t size);
+#if HAK_HARDENED
+void free_sized(void *ptr, size_t size) { hak_free_fast_sized(ptr, size, 1); }
+void free_aligned_sized(void *ptr, size_t alignment, size_t size) {
+  hak_hardened_check_free_aligned_sized(ptr, alignment, size);
+  hak_free(ptr);
+}
+#else
+void free_sized(void *ptr, size_t size) {
+  (void)size;
+  hak_free_fast(ptr);
+}
+void free_aligned_sized(void *ptr, size_t alignment, size_t size) {
+  (void)alignment;
+  (void)size;
+  hak_free(ptr);
+}
+#endif
+
 HAK_EXPORT void *calloc(size_t count, size_t size) { return hak_calloc(count, size); }
 
 HAK_EXPORT void *realloc(void *ptr, size_t size) { return hak_realloc(ptr, size); }

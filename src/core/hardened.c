@@ -256,6 +256,15 @@ size_t hak_hardened_slab_size(const void *p, const char *op) {
   return hardened_requested(ss_registry_slab_of(p), p);
 }
 
+void hak_hardened_check_free_aligned_sized(const void *p, size_t align, size_t size) {
+  if (p != NULL && (align == 0 || (align & (align - 1)) != 0)) {
+    size_t actual = (size_t)1 << __builtin_ctzll((unsigned long long)(uintptr_t)p);
+    hardened_report_delete("free_aligned_sized with an alignment that is not a power of two of", p, align, actual);
+    return;
+  }
+  hak_hardened_check_delete(p, size, align);
+}
+
 void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
   if (p == NULL) return;
   if (align != 0 && ((uintptr_t)p & (align - 1)) != 0) {

@@ -56,6 +56,9 @@ size_t hak_hardened_slab_size(const void *p, const char *op);
 // Sized / aligned delete: report a size or alignment that does not match the
 // block (size 0 / align 0: not given).
 void   hak_hardened_check_delete(const void *p, size_t size, size_t align);
+// free_aligned_sized's checks: an alignment that is a power of two (C23:
+// aligned_alloc's), then those of an aligned sized delete.
+void   hak_hardened_check_free_aligned_sized(const void *p, size_t align, size_t size);
 // Process exit: check the calling thread's quarantined blocks.
 void   hak_hardened_at_exit(void);
 // Start-up: reserve the malloc(0) pages, hook faults on guard pages.

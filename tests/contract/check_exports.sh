@@ -4,7 +4,7 @@
 set -u
 lib=${1:?usage: check_exports.sh path/to/libhakmem.so}
 required="malloc free calloc realloc reallocarray posix_memalign aligned_alloc memalign valloc
-pvalloc malloc_usable_size cfree __libc_malloc __libc_free __libc_calloc __libc_realloc
+pvalloc malloc_usable_size cfree free_sized free_aligned_sized __libc_malloc __libc_free __libc_calloc __libc_realloc
 __libc_memalign __posix_memalign mallinfo mallinfo2 mallopt malloc_trim malloc_stats malloc_info
 _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t
 _ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t

@@ -419,6 +419,47 @@ static void no_record_child(void *arg) {
   _exit(0);
 }
 
+// ---- C23's sized frees ------------------------------------------------------------
+
+// free_sized and free_aligned_sized are the preloaded library's (a C library
+// that has them would free our blocks with its own allocator), and they free:
+// 2 GiB of 1 MiB blocks and 512 MiB of 8 KiB-aligned ones, each freed at once,
+// fit under a limit of 256 MiB more address space than the process has. Under
+// a C library without them (glibc before C23's): nothing to check.
+static void sized_frees_child(void *arg) {
+  (void)arg;
+  void (*fs)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "free_sized");
+  void (*fas)(void *, size_t, size_t) = (void (*)(void *, size_t, size_t))dlsym(RTLD_DEFAULT, "free_aligned_sized");
+  if (fs == NULL && fas == NULL && contract_under_glibc()) _exit(0);
+  if (fs == NULL || fas == NULL) _exit(10);
+  Dl_info a, b;
+  if (contract_under_glibc() == 0 &&
+      (!dladdr((void *)fs, &a) || !dladdr((void *)fas, &b) || strstr(a.dli_fname, "libhakmem") == NULL ||
+       strstr(b.dli_fname, "libhakmem") == NULL))
+    _exit(11);
+  fs(NULL, 0);
+  fas(NULL, 64, 0);
+  for (int i = 0; i < 1000; i++) fs(malloc((size_t)i + 1), (size_t)i + 1);
+  size_t vm = vm_size_now();
+  if (vm == 0) _exit(12);
+  struct rlimit rl, was;
+  if (getrlimit(RLIMIT_AS, &was) != 0) _exit(13);
+  rl = (struct rlimit){vm + (256u << 20), was.rlim_max};
+  if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(13);
+  for (int i = 0; i < 2048; i++) {
+    void *p = malloc(1u << 20);
+    if (p == NULL) _exit(14);
+    fs(p, 1u << 20);
+  }
+  for (int i = 0; i < 64; i++) {
+    void *p = aligned_alloc(8192, 8u << 20);
+    if (p == NULL) _exit(15);
+    fas(p, 8192, 8u << 20);
+  }
+  if (setrlimit(RLIMIT_AS, &was) != 0) _exit(16);
+  _exit(0);
+}
+
 // Run child() in a child process; it exits 0 when every step held, else the
 // number of the step that failed.
 static void expect_child_steps_pass(void (*child)(void *), const char *name) {
@@ -432,6 +473,11 @@ static void expect_child_steps_pass(void (*child)(void *), const char *name) {
 static void test_a_thread_started_when_no_record_can_be_mapped_fails_cleanly(void **state) {
   (void)state;
   expect_child_steps_pass(no_record_child, "no_record_child");
+}
+
+static void test_c23_sized_frees_are_ours_and_free(void **state) {
+  (void)state;
+  expect_child_steps_pass(sized_frees_child, "sized_frees_child");
 }
 
 static void test_malloc_under_rlimit_as_fails_with_enomem_and_recovers(void **state) {
@@ -450,6 +496,7 @@ int main(void) {
       cmocka_unit_test(test_mallocs_and_frees_after_the_exit_hook_leave_nothing_behind),
       cmocka_unit_test(test_malloc_under_rlimit_as_fails_with_enomem_and_recovers),
       cmocka_unit_test(test_a_thread_started_when_no_record_can_be_mapped_fails_cleanly),
+      cmocka_unit_test(test_c23_sized_frees_are_ours_and_free),
   };
   if (getenv("CONTRACT_FILTER") != NULL) cmocka_set_test_filter(getenv("CONTRACT_FILTER"));
   return cmocka_run_group_tests_name("process", tests, require_hakmem, NULL);

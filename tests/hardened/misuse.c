@@ -599,6 +599,36 @@ static int t_aligned_sized_delete_wrong_size(void) {
   del(p, 50, 64);
   return 0;
 }
+// C23's sized frees, checked as C++'s sized and aligned deletes are.
+static int t_free_sized_wrong_size(void) {
+  void (*fs)(void *, size_t) = cxx("free_sized");
+  fs(malloc(100), 50);
+  return 0;
+}
+static int t_free_sized_right_sizes(void) {
+  void (*fs)(void *, size_t) = cxx("free_sized");
+  fs(malloc(100), 100);
+  fs(calloc(10, 10), 100);
+  fs(realloc(malloc(10), 5000), 5000);
+  fs(malloc(0), 0);
+  fs(malloc(300000), 300000);
+  fs(NULL, 7);
+  return 0;
+}
+static int t_free_aligned_sized_not_a_power_of_two(void) {   // hardened_malloc's invalid_free_aligned_sized_small
+  void (*fas)(void *, size_t, size_t) = cxx("free_aligned_sized");
+  fas(malloc(16), 3, 16);
+  return 0;
+}
+static int t_free_aligned_sized_right(void) {   // posix_memalign(16, 0): hardened_malloc's min_align case
+  void (*fas)(void *, size_t, size_t) = cxx("free_aligned_sized");
+  void *p = NULL;
+  if (posix_memalign(&p, 16, 0) != 0) return 1;
+  fas(p, 16, 0);
+  fas(aligned_alloc(64, 640), 64, 640);
+  fas(aligned_alloc(8192, 9000), 8192, 9000);
+  return 0;
+}
 // Aligned above a page, a block is a huge mapping; a delete with a smaller size
 // passed (hardened_malloc's invalid_aligned_sized_delete_large: 9000 bytes at
 // 8192, deleted as 8990), the check taking a huge block's usable size as a bound.
@@ -892,6 +922,11 @@ static const test_t g_tests[] = {
   {"sized_delete_wrong_size_medium", t_sized_delete_wrong_size_medium, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
   {"sized_delete_right_size", t_sized_delete_right_size, EXPECT_EXIT0, NULL},
   {"aligned_sized_delete_wrong_size", t_aligned_sized_delete_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
+  {"free_sized_wrong_size", t_free_sized_wrong_size, EXPECT_ABORT_REPORT, "sized delete with the wrong size"},
+  {"free_sized_right_sizes", t_free_sized_right_sizes, EXPECT_EXIT0, NULL},
+  {"free_aligned_sized_not_a_power_of_two", t_free_aligned_sized_not_a_power_of_two, EXPECT_ABORT_REPORT,
+   "free_aligned_sized with an alignment that is not a power of two"},
+  {"free_aligned_sized_right", t_free_aligned_sized_right, EXPECT_EXIT0, NULL},
   {"aligned_sized_delete_smaller_size_huge", t_aligned_sized_delete_smaller_size_huge, EXPECT_ABORT_REPORT,
    "sized delete with the wrong size"},
   {"aligned_sized_delete_right_size_huge", t_aligned_sized_delete_right_size_huge, EXPECT_EXIT0, NULL},
