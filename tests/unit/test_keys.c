@@ -28,7 +28,7 @@ static void test_the_link_key_does_not_reveal_glibcs_pointer_guard(void **state)
   (void)state;
   hak_free(hak_malloc(16));   // the engine is set up (its constructor ran already)
   const unsigned char *rnd = (const unsigned char *)getauxval(AT_RANDOM);
-  uintptr_t lo, hi;
+  uintptr_t lo = 0, hi = 0;
   if (rnd == NULL || !main_stack(&lo, &hi)) skip();
   uint64_t guard;
   memcpy(&guard, rnd + 8, sizeof guard);
