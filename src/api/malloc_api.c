@@ -80,9 +80,15 @@ HAK_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
   return hak_posix_memalign(out, alignment, size);
 }
 
-// glibc 2.36: aligned_alloc is memalign (any alignment, rounded up); the
-// EINVAL for a non-power-of-two alignment only came with glibc 2.38.
+// As the C library the process runs on: up to glibc 2.37 aligned_alloc is
+// memalign (any alignment, rounded up); from 2.38 on (C23's rule) an alignment
+// that is not a power of two fails with EINVAL. A program on a newer glibc
+// (Debian 13's 2.41) saw the old behaviour under hakmem.
 HAK_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
+  if ((alignment == 0 || (alignment & (alignment - 1)) != 0) && os_libc_at_least(2, 38)) {
+    errno = EINVAL;
+    return NULL;
+  }
   return hak_api_memalign(alignment, size);
 }
 

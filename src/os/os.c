@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <gnu/libc-version.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
@@ -194,6 +195,21 @@ int os_read_safely(uintptr_t addr, void *out, size_t len) {
 // read past an unterminated string) learned the pointer guard xor a stack
 // address. It stays the fallback (an early-boot pool, a kernel before 3.17),
 // with a count so two calls differ.
+int os_version_at_least(const char *v, unsigned major, unsigned minor) {
+  unsigned part[2] = {0, 0};
+  for (unsigned i = 0; i < 2; i++) {
+    if (*v < '0' || *v > '9') return 0;
+    for (; *v >= '0' && *v <= '9'; v++)
+      if (part[i] < 100000u) part[i] = part[i] * 10u + (unsigned)(*v - '0');   // clamped: no overflow
+    if (i == 0 && *v++ != '.') return 0;
+  }
+  return part[0] > major || (part[0] == major && part[1] >= minor);
+}
+
+int os_libc_at_least(unsigned major, unsigned minor) {
+  return os_version_at_least(gnu_get_libc_version(), major, minor);
+}
+
 uint64_t os_random_seed(void) {
   static _Atomic uint64_t calls;
   int saved = errno;

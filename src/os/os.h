@@ -44,6 +44,11 @@ int    os_read_safely(uintptr_t addr, void *out, size_t len);
 // 64 random bits from the kernel (getrandom, one system call, no allocation;
 // each call new ones), or, where it fails, from AT_RANDOM. errno is preserved.
 uint64_t os_random_seed(void);
+// Is version string v ("2.36", "2.41.9000") major.minor or later? 0 when it
+// does not parse. os_libc_at_least asks it of the C library the process runs
+// on (gnu_get_libc_version), for behaviour that changed between versions.
+int os_version_at_least(const char *v, unsigned major, unsigned minor);
+int os_libc_at_least(unsigned major, unsigned minor);
 
 // os_map_aligned, refused a mapping, calls fn (set once at start-up), which
 // gives back address space kept only for later reuse or to catch misuse; 1 if

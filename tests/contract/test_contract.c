@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include <gnu/libc-version.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -435,8 +436,25 @@ static void test_aligned_alloc_accepts_a_size_that_is_not_a_multiple_of_the_alig
   free(p);
 }
 
-static void test_aligned_alloc_rounds_a_non_power_of_two_alignment_up_as_glibc_236(void **state) {
+// Is the C library the test runs on glibc 2.38 or later?
+static int libc_at_least_2_38(void) {
+  unsigned major = 0, minor = 0;
+  return sscanf(gnu_get_libc_version(), "%u.%u", &major, &minor) == 2 && (major > 2 || (major == 2 && minor >= 38));
+}
+
+// As the C library the test runs on does: glibc 2.36 rounds the alignment up,
+// glibc 2.38 and later fail with EINVAL (C23).
+static void test_aligned_alloc_of_a_non_power_of_two_alignment_does_as_the_c_library(void **state) {
   (void)state;
+  if (libc_at_least_2_38()) {
+    errno = 0;
+    assert_null(aligned_alloc(24, 10));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(aligned_alloc(0, 10));
+    assert_int_equal(errno, EINVAL);
+    return;
+  }
   void *p = aligned_alloc(24, 10), *q = aligned_alloc(5000, 10);
   assert_non_null(p);
   assert_non_null(q);
@@ -657,7 +675,7 @@ int main(void) {
       cmocka_unit_test(test_memalign_that_cannot_be_satisfied_fails_with_enomem),
       cmocka_unit_test(test_aligned_alloc_honours_every_power_of_two_up_to_64_mib),
       cmocka_unit_test(test_aligned_alloc_accepts_a_size_that_is_not_a_multiple_of_the_alignment),
-      cmocka_unit_test(test_aligned_alloc_rounds_a_non_power_of_two_alignment_up_as_glibc_236),
+      cmocka_unit_test(test_aligned_alloc_of_a_non_power_of_two_alignment_does_as_the_c_library),
       cmocka_unit_test(test_aligned_alloc_failure_sets_enomem),
       cmocka_unit_test(test_valloc_returns_page_aligned_blocks),
       cmocka_unit_test(test_pvalloc_rounds_the_size_up_to_whole_pages),
