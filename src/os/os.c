@@ -187,14 +187,8 @@ int os_read_safely(uintptr_t addr, void *out, size_t len) {
   return ok;
 }
 
-// The kernel's bits, as glibc's malloc seeds its tcache key (getrandom with
-// GRND_NONBLOCK at start-up; a sandbox that runs glibc's malloc allows it).
-// AT_RANDOM was the source: its bytes 8-15 are glibc's pointer guard (the
-// key of PTR_MANGLE: setjmp buffers, atexit handlers), so a program that
-// learned the link key (a free block's words read after free, a size word
-// read past an unterminated string) learned the pointer guard xor a stack
-// address. It stays the fallback (an early-boot pool, a kernel before 3.17),
-// with a count so two calls differ.
+// "major.minor" parsed digit by digit: no sscanf (stdio may allocate) and
+// nothing past the minor number read (glibc's "2.41.9000" is 2.41).
 int os_version_at_least(const char *v, unsigned major, unsigned minor) {
   unsigned part[2] = {0, 0};
   for (unsigned i = 0; i < 2; i++) {
@@ -210,6 +204,14 @@ int os_libc_at_least(unsigned major, unsigned minor) {
   return os_version_at_least(gnu_get_libc_version(), major, minor);
 }
 
+// The kernel's bits, as glibc's malloc seeds its tcache key (getrandom with
+// GRND_NONBLOCK at start-up; a sandbox that runs glibc's malloc allows it).
+// AT_RANDOM was the source: its bytes 8-15 are glibc's pointer guard (the
+// key of PTR_MANGLE: setjmp buffers, atexit handlers), so a program that
+// learned the link key (a free block's words read after free, a size word
+// read past an unterminated string) learned the pointer guard xor a stack
+// address. It stays the fallback (an early-boot pool, a kernel before 3.17),
+// with a count so two calls differ.
 uint64_t os_random_seed(void) {
   static _Atomic uint64_t calls;
   int saved = errno;
