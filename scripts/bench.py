@@ -93,6 +93,10 @@ ROWS = [
          args=["-c", "4", "-k", "200"], nopt="-n", n=2_000, smoke=20),
     dict(id="threads-16", label="thread starts, 16 at a time, default stacks, 16 blocks each", prog="churn",
          args=["-c", "16", "-k", "16", "--default-stack"], nopt="-n", n=4_000, smoke=32),
+    dict(id="spawn", label="child processes, one at a time: fork, 2 blocks, exit", prog="spawn",
+         args=[], nopt="-n", n=1_000, smoke=20),
+    dict(id="spawn-exec", label="child processes, one at a time: fork, exec /bin/true", prog="spawn",
+         args=["--exec"], nopt="-n", n=500, smoke=10),
     dict(id="mstress", label="mstress: 8 threads a round trading blocks", prog="mstress",
          args=["-t", "8", "-n", "10000"], nopt="-r", n=20, smoke=1),
 ]
