@@ -10,6 +10,7 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/single_threaded.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -203,6 +204,8 @@ int os_version_at_least(const char *v, unsigned major, unsigned minor) {
 int os_libc_at_least(unsigned major, unsigned minor) {
   return os_version_at_least(gnu_get_libc_version(), major, minor);
 }
+
+int os_process_single_threaded(void) { return __libc_single_threaded != 0; }
 
 // The kernel's bits, as glibc's malloc seeds its tcache key (getrandom with
 // GRND_NONBLOCK at start-up; a sandbox that runs glibc's malloc allows it).

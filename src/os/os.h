@@ -49,6 +49,10 @@ uint64_t os_random_seed(void);
 // on (gnu_get_libc_version), for behaviour that changed between versions.
 int os_version_at_least(const char *v, unsigned major, unsigned minor);
 int os_libc_at_least(unsigned major, unsigned minor);
+// 1 when the process has never started a thread (glibc's
+// __libc_single_threaded, 2.32 on: it stays 0 once a thread was created,
+// in a fork child too), so no other thread can be inside the library.
+int os_process_single_threaded(void);
 
 // os_map_aligned, refused a mapping, calls fn (set once at start-up), which
 // gives back address space kept only for later reuse or to catch misuse; 1 if

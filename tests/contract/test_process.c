@@ -198,6 +198,92 @@ static void test_fork_while_other_threads_allocate_gives_a_working_child(void **
   for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
 }
 
+// ---- fork in a process that never started a thread -----------------------------
+
+// Run as `test_process --never-threaded-fork` (spawned: an image in which no
+// thread was ever started; glibc never resets __libc_single_threaded). Exits
+// 0 when every step held, else the step's number; figures on stderr.
+static long minor_faults_of_self(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
+// The page faults this process takes over `forks` forks whose children exit
+// at once: each page the parent writes after a fork (write-protected by it)
+// is one.
+static long parent_faults_over_forks(unsigned forks) {
+  long before = minor_faults_of_self();
+  for (unsigned i = 0; i < forks; i++) {
+    pid_t pid = fork();
+    if (pid < 0) _exit(30);
+    if (pid == 0) _exit(0);
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) _exit(31);
+  }
+  return minor_faults_of_self() - before;
+}
+
+// hakmem's atfork handlers lock and unlock ~60 mutexes on ~9 pages; a
+// process that never started a thread skips them (no other thread can hold
+// one), so its fork costs the parent what glibc's malloc costs it (2 faults
+// a fork here; 8 with the handlers).
+enum { NEVER_THREADED_FORKS = 64, NEVER_THREADED_MAX_FAULTS_PER_FORK = 5 };
+
+static int never_threaded_fork_main(void) {
+  void *kept[16];
+  for (unsigned i = 0; i < 16; i++) {
+    kept[i] = malloc(i == 15 ? (3u << 20) : size_of(i));
+    if (kept[i] == NULL) return 10;
+    memset(kept[i], (int)i + 1, i == 15 ? (3u << 20) : size_of(i));
+  }
+  // 1. The child works as in a threaded process: frees the parent's blocks,
+  //    allocates every kind, starts a thread (child_allocates_normally).
+  pid_t pid = fork();
+  if (pid < 0) return 11;
+  if (pid == 0) {
+    for (unsigned i = 0; i < 16; i++) free(kept[i]);
+    child_allocates_normally();
+  }
+  int st;
+  if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    fprintf(stderr, "never-threaded fork: child ended with %s %d\n", WIFSIGNALED(st) ? "signal" : "status",
+            WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    return 12;
+  }
+  // 2. The parent's blocks are as it left them.
+  for (unsigned i = 0; i < 16; i++) {
+    size_t n = i == 15 ? (3u << 20) : size_of(i);
+    for (size_t j = 0; j < n; j += 97)
+      if (((unsigned char *)kept[i])[j] != (unsigned char)(i + 1)) return 13;
+  }
+  // 3. Its forks write none of hakmem's pages (the figure is hakmem's).
+  if (contract_under_glibc() != 0) return 0;
+  parent_faults_over_forks(8);   // (first touches of the loop's own pages)
+  long faults = parent_faults_over_forks(NEVER_THREADED_FORKS);
+  if (faults > (long)NEVER_THREADED_FORKS * NEVER_THREADED_MAX_FAULTS_PER_FORK) {
+    fprintf(stderr, "never-threaded fork: %ld page faults in the parent over %d forks\n", faults,
+            NEVER_THREADED_FORKS);
+    return 14;
+  }
+  for (unsigned i = 0; i < 16; i++) free(kept[i]);
+  return 0;
+}
+
+static void test_a_process_that_never_started_a_thread_forks_without_the_locks(void **state) {
+  (void)state;
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/test_process", test_dir());
+  char *argv[] = {path, "--never-threaded-fork", NULL};
+  pid_t pid;
+  assert_int_equal(posix_spawn(&pid, path, NULL, NULL, argv, environ), 0);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fail_msg("test_process --never-threaded-fork %s %d", WIFSIGNALED(st) ? "killed by signal" : "failed at step",
+             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+}
+
 // ---- after the allocator's exit hook: later key destructors ------------------------
 
 // A key created after the allocator's own re-arms itself, so its destructor
@@ -485,13 +571,15 @@ static void test_malloc_under_rlimit_as_fails_with_enomem_and_recovers(void **st
   expect_child_steps_pass(rlimit_child, "rlimit_child");
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--never-threaded-fork") == 0) return never_threaded_fork_main();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_blocks_of_an_exited_thread_stay_valid_and_can_be_freed),
       cmocka_unit_test(test_blocks_freed_by_another_thread_are_reusable),
       cmocka_unit_test(test_short_lived_threads_leave_their_blocks_usable),
       cmocka_unit_test(test_the_library_keeps_its_static_tls_under_a_page_budget),
       cmocka_unit_test(test_fork_while_other_threads_allocate_gives_a_working_child),
+      cmocka_unit_test(test_a_process_that_never_started_a_thread_forks_without_the_locks),
       cmocka_unit_test(test_frees_after_main_returns_work),
       cmocka_unit_test(test_mallocs_and_frees_after_the_exit_hook_leave_nothing_behind),
       cmocka_unit_test(test_malloc_under_rlimit_as_fails_with_enomem_and_recovers),
