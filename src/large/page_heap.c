@@ -174,11 +174,11 @@ typedef struct ph_arena {
 #endif
 } __attribute__((aligned(64))) ph_arena_t;
 
-static ph_arena_t g_arenas[PH_ARENAS] = {
+HAK_BIG_DATA static ph_arena_t g_arenas[PH_ARENAS] = {
     [0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER, .end_peak = PH_NO_END_PEAK}};
 static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
 static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
-static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
+HAK_BIG_BSS static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
 // For page_heap_maybe_purge, which every small-block refill calls: which
 // arenas may hold dirty runs (a bit set when a free dirties an arena whose bit
 // is clear, cleared by a pass that leaves none), and when each was last

@@ -4,12 +4,12 @@
 #include <pthread.h>
 #include <string.h>
 
-hak_thread_counters_t g_counters_unowned;
+HAK_BIG_BSS hak_thread_counters_t g_counters_unowned;
 __thread hak_thread_counters_t *t_counters_p __attribute__((tls_model("initial-exec"))) = &g_counters_unowned;
 
 static pthread_mutex_t g_counters_lock = PTHREAD_MUTEX_INITIALIZER;
 static hak_thread_counters_t *g_live_head;    // live records (g_counters_lock)
-static hak_thread_counters_t g_totals;        // exited threads (g_counters_lock)
+HAK_BIG_BSS static hak_thread_counters_t g_totals;       // exited threads (g_counters_lock)
 
 #define HAK_SITE_NAME(id, name, kind) name,
 #define HAK_SITE_KIND(id, name, kind) kind,

@@ -1,12 +1,12 @@
 // ss_registry.c — the live-SuperSlab byte map and index table (see ss_registry.h).
 #include "superslab/ss_registry.h"
 
-_Atomic uint8_t g_ss_map[SS_MAP_ENTRIES];
-superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
-_Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
+HAK_BIG_BSS _Atomic uint8_t g_ss_map[SS_MAP_ENTRIES];
+HAK_BIG_BSS superslab_t *_Atomic g_ss_table[SS_REGISTRY_MAX];
+HAK_BIG_BSS _Atomic uint32_t g_slab_next[SS_REGISTRY_MAX * SS_MAX_SLABS + 1];
 
 // Free registry indices (g_registry_lock): a stack of released ones, then new ones.
-static uint32_t g_free_index[SS_REGISTRY_MAX];
+HAK_BIG_BSS static uint32_t g_free_index[SS_REGISTRY_MAX];
 static uint32_t g_free_index_count;
 static uint32_t g_high_water;
 

@@ -27,13 +27,13 @@ typedef struct transfer_class {
 } __attribute__((aligned(64))) transfer_class_t;
 _Static_assert(sizeof(transfer_class_t) == 64, "a class's lock and counts are one line");
 
-static transfer_class_t g_transfer[HAK_NUM_CLASSES] = {
+HAK_BIG_DATA static transfer_class_t g_transfer[HAK_NUM_CLASSES] = {
   // adaptive: the critical section is a few stores, so a waiter spins a
   // while before it sleeps in the kernel
   [0 ... HAK_NUM_CLASSES - 1] = {.lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP},
 };
 // Class c's chains: g_transfer_chain[c][0 .. chains) (its lock).
-static transfer_chain_t g_transfer_chain[HAK_NUM_CLASSES][TRANSFER_MAX_CHAINS] __attribute__((aligned(64)));
+HAK_BIG_BSS static transfer_chain_t g_transfer_chain[HAK_NUM_CLASSES][TRANSFER_MAX_CHAINS] __attribute__((aligned(64)));
 
 int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   transfer_class_t *t = &g_transfer[cls];
