@@ -62,18 +62,21 @@ typedef struct hak_class_counters {
 enum hak_site { HAK_SITE_LIST(HAK_SITE_ENUM) HAK_SITE_COUNT };
 #undef HAK_SITE_ENUM
 
+// What every thread writes first (the links, by hak_counters_attach), then
+// the per-class counts, then the STATS build's sites: a record's counters
+// that a thread touches lie on as few pages as they can (tiny/thread_record.h).
 typedef struct hak_thread_counters {
-  hak_class_counters_t cls[HAK_STAT_CLASSES];
+  struct hak_thread_counters *next;   // live list (g_counters_lock)
+  struct hak_thread_counters *prev;
+  int linked;
   uint64_t ops;                       // STATS build: malloc and free calls
   uint64_t batched_frees;             // frees tested in batches (tiny/free_batch_box.h)
   uint64_t batch_starts;              // times this thread started batching its frees
   uint64_t handed_over;               // blocks a consumer handed over at its drain (tiny_handover)
   uint64_t populate_calls;            // carves that faulted pages in ahead (tiny_refill.c)
   uint64_t populate_bytes;            // ... and the bytes they asked for
+  hak_class_counters_t cls[HAK_STAT_CLASSES];
   uint64_t site[HAK_SITE_COUNT];      // STATS build: per contention site
-  struct hak_thread_counters *next;   // live list (g_counters_lock)
-  struct hak_thread_counters *prev;
-  int linked;
 } hak_thread_counters_t;
 
 extern HAK_INTERNAL __thread hak_thread_counters_t *t_counters_p __attribute__((tls_model("initial-exec")));

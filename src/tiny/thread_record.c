@@ -37,10 +37,13 @@ thread_record_t *thread_record_take(void) {
   pthread_mutex_lock(&g_record_lock);
   HAK_SITE(SITE_THREAD_LOCK);
   thread_record_t *r = g_record_free;
-  if (r != NULL) g_record_free = r->next_free;
-  else r = take_fresh();
+  if (r != NULL) {
+    g_record_free = r->next_free;
+    r->next_free = NULL;
+  } else {
+    r = take_fresh();   // its link reads NULL already: not written, its page not touched
+  }
   pthread_mutex_unlock(&g_record_lock);
-  if (r != NULL) r->next_free = NULL;
   return r;
 }
 

@@ -29,6 +29,19 @@ typedef struct thread_record {
   struct thread_record    *next_free;   // the pool's free list (its lock)
 } thread_record_t;
 _Static_assert(offsetof(thread_record_t, heap) == 0, "a thread's heap pointer is its record's (thread_record_of)");
+// What a thread's set-up and first refills write lies on the record's first
+// two pages of three (each page of a fresh record is a fault at a program's
+// or a thread's start): the heap's fields up to its remote buffer on the
+// first, the counters' links and used classes' counts on the second. The
+// remote buffer and the wake line (only cross-thread frees write them), the
+// STATS build's sites and the pool's link (written only when a record is
+// given back) lie past them.
+_Static_assert(offsetof(thread_record_t, heap.remote_buf) <= 4096 &&
+               offsetof(tiny_heap_t, wake) - offsetof(tiny_heap_t, remote_buf) < sizeof(((tiny_heap_t *)0)->remote_buf) + 64,
+               "the heap's set-up fields on the first page, the remote buffer after them");
+_Static_assert(offsetof(thread_record_t, counters.linked) < 8192 &&
+               offsetof(thread_record_t, counters.cls) + HAK_NUM_CLASSES * sizeof(hak_class_counters_t) <= 8192,
+               "the counters a thread writes on the second page");
 
 // The record whose heap h is.
 HAK_INLINE thread_record_t *thread_record_of(tiny_heap_t *h) { return (thread_record_t *)(void *)h; }

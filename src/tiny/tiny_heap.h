@@ -45,13 +45,7 @@ typedef struct tiny_heap {
   slab_meta_t *partial[HAK_NUM_CLASSES];   // owned slabs with free blocks
   slab_meta_t *full[HAK_NUM_CLASSES];      // owned slabs with none known free
   slab_stash_t stash[HAK_SLAB_KINDS];      // FREE slabs held for the next acquire
-  // Blocks under a cache line of other threads' slabs, to send home
-  // (tiny_free_remote): an array, not a list through the blocks, so the
-  // flush reads no block. The owner keeps writing the blocks' neighbours, so
-  // a list's walk waited on a line the other core took back at every link
-  // (the sh8 shape, 2 threads: 11% of the samples on that walk).
-  hak_base_ptr_t remote_buf[TINY_REMOTE_CLASSES][TINY_REMOTE_BUF_BLOCKS];
-  uint32_t     remote_count[TINY_REMOTE_CLASSES];
+  uint32_t     remote_count[TINY_REMOTE_CLASSES];   // blocks in remote_buf (below)
   // Blocks the slabs this thread owns hold (the sum of their capacities: a
   // slab counts from its acquire or adoption to its release or giving up).
   // Past FREE_BATCH_HEAP_BLOCKS its frees are tested in batches
@@ -84,6 +78,14 @@ typedef struct tiny_heap {
   // class the thread only takes (a structure being built) may take a slab's
   // whole free list past its bound (tiny_refill.c slab_take_whole).
   uint8_t      refill_streak[HAK_NUM_CLASSES];
+  // Blocks under a cache line of other threads' slabs, to send home
+  // (tiny_free_remote): an array, not a list through the blocks, so the
+  // flush reads no block. The owner keeps writing the blocks' neighbours, so
+  // a list's walk waited on a line the other core took back at every link
+  // (the sh8 shape, 2 threads: 11% of the samples on that walk). Last but
+  // the wake line: the fields above, which every thread's first refills
+  // write, then fit the record's first page (thread_record.h).
+  hak_base_ptr_t remote_buf[TINY_REMOTE_CLASSES][TINY_REMOTE_BUF_BLOCKS];
   // Written by other threads: full slabs that got a remote free.
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];
