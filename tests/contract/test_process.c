@@ -132,6 +132,22 @@ static void test_the_library_keeps_its_static_tls_under_a_page_budget(void **sta
   assert_true(f.memsz <= (f.hardened ? 5120u : 2688u));
 }
 
+// Run this program again as `test_process MODE` (posix_spawn: a fresh image,
+// no thread ever started in it) and expect it to exit 0; a step's number
+// otherwise.
+static void expect_spawned_mode_passes(const char *mode) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/test_process", test_dir());
+  char *argv[] = {path, (char *)mode, NULL};
+  pid_t pid;
+  assert_int_equal(posix_spawn(&pid, path, NULL, NULL, argv, environ), 0);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fail_msg("test_process %s %s %d", mode, WIFSIGNALED(st) ? "killed by signal" : "failed at step",
+             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+}
+
 // ---- the pages a process start writes ---------------------------------------------
 
 // Run as `test_process --startup-pages` (spawned: a fresh image, so the
@@ -206,16 +222,7 @@ static int startup_pages_main(void) {
 
 static void test_a_program_start_writes_few_of_the_librarys_pages(void **state) {
   (void)state;
-  char path[PATH_MAX];
-  snprintf(path, sizeof path, "%s/test_process", test_dir());
-  char *argv[] = {path, "--startup-pages", NULL};
-  pid_t pid;
-  assert_int_equal(posix_spawn(&pid, path, NULL, NULL, argv, environ), 0);
-  int st;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    fail_msg("test_process --startup-pages %s %d", WIFSIGNALED(st) ? "killed by signal" : "failed at step",
-             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  expect_spawned_mode_passes("--startup-pages");
 }
 
 // ---- fork ------------------------------------------------------------------------
@@ -358,16 +365,7 @@ static int never_threaded_fork_main(void) {
 
 static void test_a_process_that_never_started_a_thread_forks_without_the_locks(void **state) {
   (void)state;
-  char path[PATH_MAX];
-  snprintf(path, sizeof path, "%s/test_process", test_dir());
-  char *argv[] = {path, "--never-threaded-fork", NULL};
-  pid_t pid;
-  assert_int_equal(posix_spawn(&pid, path, NULL, NULL, argv, environ), 0);
-  int st;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    fail_msg("test_process --never-threaded-fork %s %d", WIFSIGNALED(st) ? "killed by signal" : "failed at step",
-             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  expect_spawned_mode_passes("--never-threaded-fork");
 }
 
 // ---- after the allocator's exit hook: later key destructors ------------------------
