@@ -1,4 +1,4 @@
-// os.c — mappings, purging, messages, environment and clock (see os.h).
+// os.c — mappings, purging, messages and clock (see os.h).
 #include "os/os.h"
 
 #include <errno.h>
@@ -14,8 +14,6 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define OS_PAGE_SIZE_FALLBACK 4096u   // x86-64's page, if the auxiliary vector has none
 
@@ -148,14 +146,6 @@ void os_write_all(int fd, const char *buf, size_t len) {
     buf += n; len -= (size_t)n;
   }
   errno = saved;
-}
-
-const char *os_getenv(const char *name) {
-  if (environ == NULL) return NULL;
-  size_t n = strlen(name);
-  for (char **e = environ; *e != NULL; e++)
-    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
-  return NULL;
 }
 
 uint64_t os_now_ms(void) {

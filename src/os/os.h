@@ -1,6 +1,6 @@
 // os.h — the only box that talks to the kernel: mappings, purging, messages,
-// the environment, the clock, the auxiliary vector and guarded reads of
-// memory that may not be mapped. Nothing here allocates.
+// the clock, the auxiliary vector and guarded reads of memory that may not be
+// mapped. Nothing here allocates. (The environment is read by config.c.)
 #ifndef HAK_OS_H
 #define HAK_OS_H
 
@@ -33,8 +33,6 @@ void  *os_remap(void *addr, size_t old_size, size_t new_size);
 
 // write(2) the whole buffer to fd, retrying on EINTR; errno is preserved.
 void   os_write_all(int fd, const char *buf, size_t len);
-// Value of an environment variable without allocating (walks environ).
-const char *os_getenv(const char *name);
 // Monotonic milliseconds (coarse clock, vDSO, cheap).
 uint64_t os_now_ms(void);
 // Copy len bytes at addr into out without faulting: 1 if every byte was

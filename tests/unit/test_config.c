@@ -100,6 +100,30 @@ static void test_an_unknown_name_gets_the_closest_known_one(void **state) {
   unsetenv("HAKMEM_CONTRACT_GLIBC");
 }
 
+// The environment is read in one pass over it (not a getenv per option); as
+// getenv, the first NAME=value of a name counts, and a name with no '=' is
+// no setting and no complaint.
+extern char **environ;
+static void test_the_first_of_a_repeated_name_counts_as_with_getenv(void **state) {
+  (void)state;
+  char *env[] = {"PATH=/bin", "HAKMEM_PURGE_DELAY_MS=250", "HAKMEM_VERBOSE", "HAKMEM_PURGE_DELAY_MS=999",
+                 "HAKMEM_STATS_FILE=/tmp/a", "XHAKMEM_KEEP_EMPTY_SS=7", "HAKMEM_STATS_FILE=/tmp/b", NULL};
+  char **saved = environ;
+  environ = env;
+  char msg[512];
+  int complaints = parse_capture(msg, sizeof msg);
+  environ = saved;
+  assert_int_equal(complaints, 0);
+  assert_string_equal(msg, "");
+  assert_int_equal(g_hak_config.purge_delay_ms, 250);
+  assert_string_equal(g_hak_config.stats_file, "/tmp/a");
+  assert_int_equal(g_hak_config.verbose, 0);
+  assert_int_equal(g_hak_config.keep_empty_superslabs, 2);
+  unset_all();
+  assert_int_equal(parse_capture(msg, sizeof msg), 0);
+  assert_int_equal(g_hak_config.purge_delay_ms, 100);
+}
+
 static void test_print_lists_every_option_and_the_version(void **state) {
   (void)state;
   unset_all();
@@ -122,6 +146,7 @@ int main(void) {
     cmocka_unit_test(test_valid_values_are_applied_with_their_scale),
     cmocka_unit_test(test_a_bad_value_names_variable_value_and_default),
     cmocka_unit_test(test_an_unknown_name_gets_the_closest_known_one),
+    cmocka_unit_test(test_the_first_of_a_repeated_name_counts_as_with_getenv),
     cmocka_unit_test(test_print_lists_every_option_and_the_version),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
