@@ -62,11 +62,12 @@ static inline __attribute__((always_inline)) uintptr_t hak_thread_pointer(void) 
 // Internal data read on the fast path: bind locally (no GOT load).
 #define HAK_INTERNAL    __attribute__((visibility("hidden")))
 // Tables of many kilobytes (the registry's maps, the page heap's region
-// bits) and initialised arrays of several pages (the arenas, the transfer
-// classes): placed after every other variable (.lbss and .ldata, which the
-// linker lays out past .bss), so the few variables that every process
-// writes at start-up and on its first mallocs share two pages instead of
-// lying between megabyte tables. Each page a process writes is a fault
+// bits), initialised arrays of several pages (the arenas, the transfer
+// classes) and the arrays of rare paths (the huge blocks' cache): placed
+// after every other variable (.lbss and .ldata, which the linker lays out
+// past .bss), so the few variables that every process writes at start-up
+// and on its first mallocs share one page (test_process) instead of lying
+// between megabyte tables. Each page a process writes is a fault
 // (about 10 us on a VM, two of them after a fork). GCC only: clang before
 // 18 would store an .lbss object's zeros in the file; addressing is the
 // same either way (small code model, RIP-relative).

@@ -61,7 +61,7 @@ static pthread_mutex_t g_huge_lock = PTHREAD_MUTEX_INITIALIZER;
 static huge_entry_t *g_table;
 static size_t g_table_cap, g_table_used, g_table_tombs;
 static size_t g_live_count, g_live_bytes;
-static huge_cached_t g_cache[HUGE_CACHE_SLOTS];
+HAK_BIG_BSS static huge_cached_t g_cache[HUGE_CACHE_SLOTS];   // (past the start-up variables: debug/hak_base.h)
 static size_t g_cache_bytes;
 
 #if HAK_DEBUG
@@ -330,7 +330,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
 // path, which reported "free of invalid pointer (unmapped memory)" for a
 // double free of a 64 MiB block or of a 64 KiB-aligned one.
 #define HUGE_FREED_SLOTS 64u
-static uintptr_t g_freed[HUGE_FREED_SLOTS];
+HAK_BIG_BSS static uintptr_t g_freed[HUGE_FREED_SLOTS];
 static unsigned g_freed_next;
 
 int huge_freed_recently(const void *p) {
