@@ -150,15 +150,13 @@ typedef struct ph_quar_slot {
 #endif
 
 typedef struct ph_arena {
-  pthread_mutex_t  lock;
   ph_region_t     *regions;
   size_t           region_count, empty_regions;
   size_t           live_count, live_pages;
   size_t           peak_pages;       // the most live_pages since the last full purge pass (dirty_budget)
   uint32_t         peak_run;         // the longest run taken since then, pages (dirty_budget)
   _Atomic size_t   dirty_bytes;      // written under the lock, read without it
-  _Atomic uint32_t users;            // live threads that allocate from it
-  _Atomic uint64_t idle_since_ms;    // when users last fell to 0 (arena_idle)
+  _Atomic uint64_t idle_since_ms;    // when its users last fell to 0 (arena_idle; g_arena_gate)
   uint8_t          dense;            // the program touches most pages of its blocks (arena_sample_density)
   uint8_t          end_regret;       // the program grew past a phase end's purge and ended again within
                                      //   the delay: phase ends keep the room (arena_note_phase_end)
@@ -174,8 +172,21 @@ typedef struct ph_arena {
 #endif
 } __attribute__((aligned(64))) ph_arena_t;
 
-HAK_BIG_DATA static ph_arena_t g_arenas[PH_ARENAS] = {
-    [0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER, .end_peak = PH_NO_END_PEAK}};
+HAK_BIG_DATA static ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.end_peak = PH_NO_END_PEAK}};
+// Arena i's gate: its lock and its users (live threads that allocate from
+// it), a line each, apart from the arena, all on one page. The atfork
+// handlers take every lock and the child resets the counts; a fork
+// write-protects the pages these lie on, so each is a fault in both
+// processes (the arenas' own pages were two more a fork). Past the start-up
+// variables (debug/hak_base.h): a process that never takes a large block
+// never touches it.
+typedef struct {
+  pthread_mutex_t  lock;
+  _Atomic uint32_t users;
+} __attribute__((aligned(64))) ph_arena_gate_t;
+_Static_assert(sizeof(ph_arena_gate_t) * PH_ARENAS <= 4096, "the arenas' gates on one page");
+HAK_BIG_BSS static ph_arena_gate_t g_arena_gate[PH_ARENAS] __attribute__((aligned(4096))) = {
+    [0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
 static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
 HAK_BIG_BSS static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
@@ -203,11 +214,13 @@ static void ph_validate_locked(const ph_arena_t *a);
 
 static uint32_t arena_bit(const ph_arena_t *a) { return 1u << (a - g_arenas); }
 
+static ph_arena_gate_t *arena_gate(const ph_arena_t *a) { return &g_arena_gate[a - g_arenas]; }
+static pthread_mutex_t *arena_mutex(const ph_arena_t *a) { return &arena_gate(a)->lock; }
 static void arena_lock(ph_arena_t *a) {
-  pthread_mutex_lock(&a->lock);
+  pthread_mutex_lock(arena_mutex(a));
   HAK_SITE(SITE_PAGE_HEAP_LOCK);
 }
-static void arena_unlock(ph_arena_t *a) { pthread_mutex_unlock(&a->lock); }
+static void arena_unlock(ph_arena_t *a) { pthread_mutex_unlock(arena_mutex(a)); }
 
 // A thread that chose an arena gives it back at exit (its own key: a thread
 // may allocate large blocks only, and never set up the small-block caches).
@@ -219,7 +232,7 @@ static void arena_key_destructor(void *value) {
   ph_arena_t *a = &g_arenas[t_ph_arena - 1];
   atomic_store_explicit(&a->idle_since_ms, os_now_ms(), memory_order_relaxed);
   atomic_fetch_or_explicit(&g_idle_arenas, arena_bit(a), memory_order_relaxed);
-  atomic_fetch_sub_explicit(&a->users, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&arena_gate(a)->users, 1, memory_order_relaxed);
   t_ph_arena = 0;
 }
 static void arena_key_create(void) { pthread_key_create(&g_arena_key, arena_key_destructor); }
@@ -233,10 +246,10 @@ static HAK_NOINLINE ph_arena_t *arena_choose(void) {
     best = 0;
     least = UINT32_MAX;
     for (unsigned i = 0; i < PH_ARENAS && least != 0; i++) {
-      uint32_t u = atomic_load_explicit(&g_arenas[i].users, memory_order_relaxed);
+      uint32_t u = atomic_load_explicit(&g_arena_gate[i].users, memory_order_relaxed);
       if (u < least) { least = u; best = i; }
     }
-  } while (!atomic_compare_exchange_weak_explicit(&g_arenas[best].users, &least, least + 1,
+  } while (!atomic_compare_exchange_weak_explicit(&g_arena_gate[best].users, &least, least + 1,
                                                   memory_order_relaxed, memory_order_relaxed));
   t_ph_arena = (uint8_t)(best + 1);
   if (atomic_load_explicit(&g_idle_arenas, memory_order_relaxed) & arena_bit(&g_arenas[best]))
@@ -588,7 +601,7 @@ static int purge_delay_passed(const ph_arena_t *a, uint64_t now) {
 // takes the arena warm (`churn -c 4 -k 16 --min 300K --max 2M`: purged at
 // the exit, 6x the time and 5x the page faults).
 static int arena_idle(const ph_arena_t *a, uint64_t now) {
-  return atomic_load_explicit(&a->users, memory_order_relaxed) == 0 &&
+  return atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) == 0 &&
          now - atomic_load_explicit(&a->idle_since_ms, memory_order_relaxed) >=
              g_hak_config.large_purge_delay_ms / PH_IDLE_DELAY_DEN;
 }
@@ -730,7 +743,7 @@ int page_heap_release_empty(void) {
   int released = 0;
   for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
     ph_arena_t *a = &g_arenas[i];
-    if (pthread_mutex_trylock(&a->lock) != 0) continue;
+    if (pthread_mutex_trylock(arena_mutex(a)) != 0) continue;
     HAK_SITE(SITE_PAGE_HEAP_LOCK);
     released |= unmap_empty_regions(a, 0);
     PH_VALIDATE(a);
@@ -1213,19 +1226,18 @@ int page_heap_resize_in_place(void *p, size_t size) {
 
 // Every arena, in index order (the one order any code takes two in).
 void page_heap_fork_prepare(void) {
-  for (unsigned i = 0; i < PH_ARENAS; i++) pthread_mutex_lock(&g_arenas[i].lock);
+  for (unsigned i = 0; i < PH_ARENAS; i++) pthread_mutex_lock(&g_arena_gate[i].lock);
 }
 void page_heap_fork_parent(void) {
-  for (unsigned i = PH_ARENAS; i-- > 0;) pthread_mutex_unlock(&g_arenas[i].lock);
+  for (unsigned i = PH_ARENAS; i-- > 0;) pthread_mutex_unlock(&g_arena_gate[i].lock);
 }
 void page_heap_fork_child(void) {
   // The other threads are gone: this one alone uses an arena.
-  for (unsigned i = 0; i < PH_ARENAS; i++) atomic_store_explicit(&g_arenas[i].users, 0, memory_order_relaxed);
+  for (unsigned i = 0; i < PH_ARENAS; i++)
+    atomic_store_explicit(&g_arena_gate[i].users, i + 1u == t_ph_arena ? 1u : 0u, memory_order_relaxed);
   atomic_store_explicit(&g_idle_arenas, UINT32_MAX, memory_order_relaxed);
-  if (t_ph_arena != 0) {
-    atomic_store_explicit(&g_arenas[t_ph_arena - 1].users, 1, memory_order_relaxed);
+  if (t_ph_arena != 0)
     atomic_fetch_and_explicit(&g_idle_arenas, ~arena_bit(&g_arenas[t_ph_arena - 1]), memory_order_relaxed);
-  }
   page_heap_fork_parent();
 }
 

@@ -86,6 +86,9 @@ void hak_counters_fork_child(void) {
   for (hak_thread_counters_t *r = g_live_head; r != NULL; r = r->next)
     if (r != own) counters_add(&g_totals, r);
   g_live_head = own->linked ? own : NULL;
-  own->next = own->prev = NULL;
+  // (Written only when set: a fork write-protects the record's page, and a
+  // store there is a fault in the child.)
+  if (own->next != NULL) own->next = NULL;
+  if (own->prev != NULL) own->prev = NULL;
   pthread_mutex_unlock(&g_counters_lock);
 }
