@@ -103,10 +103,10 @@ $(HARD_BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@echo "  CC  $< (hardened)"; $(CC) $(CFLAGS) -DHAK_HARDENED=1 -MMD -MP -c $< -o $@
 
 $(HARD_SO): $(HARD_OBJS)
-	$(CC) -shared -Wl,-soname,libhakmem-hardened.so -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libhakmem-hardened.so -Wl,-z,now -Wl,-Bsymbolic-functions -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
 
 $(LIB_SO): $(CORE_OBJS) $(API_OBJS)
-	$(CC) -shared -Wl,-soname,libhakmem.so.0 -Wl,-z,now -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libhakmem.so.0 -Wl,-z,now -Wl,-Bsymbolic-functions -Wl,--version-script=src/api/exports.map -o $@ $^ $(LDLIBS)
 
 $(LIB_A): $(CORE_OBJS) $(API_OBJS)
 	@rm -f $@; ar rcs $@ $^
