@@ -906,14 +906,17 @@ static uint32_t run_pages_for(size_t size) {
   return (n + step - 1u) & ~(step - 1u);
 }
 
-// Zero the dirty pages of a block of `pages` pages at p (spans as
-// region_take_window's; past PH_MAX_SPANS all of it).
-static void zero_dirty_spans(char *p, uint32_t pages, const ph_span_t *spans, uint32_t count) {
-  if (count > PH_MAX_SPANS) { memset(p, 0, run_bytes(pages)); return; }
+// Zero what calloc asked for, the first `bytes` at p, where it lies on dirty
+// pages (spans as region_take_window's; past PH_MAX_SPANS all of it). Not the
+// run's rounding past the request: up to a quarter more to clear (a calloc of
+// 200 000 bytes in a run of 56 pages, written by the program and freed in a
+// loop, took 1.17x the time).
+static void zero_dirty_spans(char *p, size_t bytes, const ph_span_t *spans, uint32_t count) {
+  if (count > PH_MAX_SPANS) { memset(p, 0, bytes); return; }
   for (uint32_t i = 0; i < count; i++) {
-    if (spans[i].first >= pages) continue;
-    uint32_t c = spans[i].count < pages - spans[i].first ? spans[i].count : pages - spans[i].first;
-    memset(p + run_bytes(spans[i].first), 0, run_bytes(c));
+    size_t from = run_bytes(spans[i].first), to = run_bytes(spans[i].first + spans[i].count);
+    if (from >= bytes) continue;
+    memset(p + from, 0, (to < bytes ? to : bytes) - from);
   }
 }
 
@@ -1010,12 +1013,12 @@ void *page_heap_alloc(size_t size, int zero) {
       // Ours alone now: open all but the last page, the guard (free runs are
       // PROT_NONE, see region_create).
       if (HAK_UNLIKELY(!os_protect(p, run_bytes(n - 1), 1))) return hardened_open_refused(r, s, n, dirty_runs != 0);
-      if (zero && dirty_runs) zero_dirty_spans(p, n - 1, spans, dirty_runs);
+      if (zero && dirty_runs) zero_dirty_spans(p, slack + size, spans, dirty_runs);
       slack_canary_fill((unsigned char *)p + slack, slack);
       tail_canary_fill((unsigned char *)p + slack + size, tail);
       return p + slack;
 #else
-      if (zero && dirty_runs) zero_dirty_spans(p, n, spans, dirty_runs);
+      if (zero && dirty_runs) zero_dirty_spans(p, size, spans, dirty_runs);
 #endif
       return p;
     }
