@@ -111,26 +111,46 @@ static void test_short_lived_threads_leave_their_blocks_usable(void **state) {
 // the slot table and the slow paths' bounds (a fresh stack touches on average
 // TLS/4096 more pages). The hardened library keeps its two quarantine rings
 // (its fast path) there too.
-typedef struct tls_found { size_t memsz; int found, hardened; } tls_found_t;
+// The preloaded library as the loader sees it: whether it is there (not under
+// HAKMEM_CONTRACT_GLIBC) and hardened, its static TLS size and its writable
+// segments' pages.
+typedef struct hakmem_lib {
+  int found, hardened;
+  size_t tls_memsz;
+  uintptr_t rw_start[4], rw_end[4];
+  unsigned rw_n;
+} hakmem_lib_t;
 
-static int find_hakmem_tls(struct dl_phdr_info *info, size_t size, void *data) {
+static int find_hakmem(struct dl_phdr_info *info, size_t size, void *data) {
   (void)size;
-  tls_found_t *f = data;
+  hakmem_lib_t *f = data;
   if (info->dlpi_name == NULL || strstr(info->dlpi_name, "libhakmem") == NULL) return 0;
   f->found = 1;
   f->hardened = strstr(info->dlpi_name, "hardened") != NULL;
-  for (unsigned i = 0; i < info->dlpi_phnum; i++)
-    if (info->dlpi_phdr[i].p_type == PT_TLS) f->memsz = info->dlpi_phdr[i].p_memsz;
+  for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type == PT_TLS) f->tls_memsz = ph->p_memsz;
+    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W) || f->rw_n == 4) continue;
+    f->rw_start[f->rw_n] = (info->dlpi_addr + ph->p_vaddr) & ~(uintptr_t)4095;
+    f->rw_end[f->rw_n] = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz + 4095) & ~(uintptr_t)4095;
+    f->rw_n++;
+  }
   return 1;
+}
+
+static hakmem_lib_t hakmem_lib(void) {
+  hakmem_lib_t f;
+  memset(&f, 0, sizeof f);
+  dl_iterate_phdr(find_hakmem, &f);
+  return f;
 }
 
 static void test_the_library_keeps_its_static_tls_under_a_page_budget(void **state) {
   (void)state;
-  tls_found_t f = {0, 0, 0};
-  dl_iterate_phdr(find_hakmem_tls, &f);
+  hakmem_lib_t f = hakmem_lib();
   if (!f.found) skip();   // not preloaded (HAKMEM_CONTRACT_GLIBC)
-  assert_true(f.memsz > 0);
-  assert_true(f.memsz <= (f.hardened ? 5120u : 2688u));
+  assert_true(f.tls_memsz > 0);
+  assert_true(f.tls_memsz <= (f.hardened ? 5120u : 2688u));
 }
 
 // Run this program again as `test_process MODE` (posix_spawn: a fresh image,
@@ -165,24 +185,6 @@ static void expect_spawned_mode_passes(const char *mode) {
 // would lie on two of its pages.
 enum { STARTUP_SIZES = 12, STARTUP_MAX_LIB_PAGES = 7, STARTUP_MAX_LIB_PAGES_HARDENED = 8 };
 
-typedef struct lib_rw { uintptr_t start[4], end[4]; unsigned n; int found, hardened; } lib_rw_t;
-
-static int find_hakmem_rw(struct dl_phdr_info *info, size_t size, void *data) {
-  (void)size;
-  lib_rw_t *f = data;
-  if (info->dlpi_name == NULL || strstr(info->dlpi_name, "libhakmem") == NULL) return 0;
-  f->found = 1;
-  f->hardened = strstr(info->dlpi_name, "hardened") != NULL;
-  for (unsigned i = 0; i < info->dlpi_phnum && f->n < 4; i++) {
-    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-    if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W)) continue;
-    f->start[f->n] = (info->dlpi_addr + ph->p_vaddr) & ~(uintptr_t)4095;
-    f->end[f->n] = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz + 4095) & ~(uintptr_t)4095;
-    f->n++;
-  }
-  return 1;
-}
-
 // Pages of [start, end) this process has made its own: present and not a
 // page of the file (/proc/self/pagemap: bit 63 present, bit 61 file or
 // shared). A private file page the process wrote is an anonymous copy.
@@ -201,10 +203,9 @@ static long pages_written(int pagemap, uintptr_t start, uintptr_t end) {
 }
 
 static int startup_pages_main(void) {
-  lib_rw_t f = {.n = 0, .found = 0, .hardened = 0};
-  dl_iterate_phdr(find_hakmem_rw, &f);
+  hakmem_lib_t f = hakmem_lib();
   if (!f.found) return 0;                     // not preloaded (HAKMEM_CONTRACT_GLIBC)
-  if (f.n == 0) return 20;
+  if (f.rw_n == 0) return 20;
   free(NULL);
   for (unsigned i = 0; i < STARTUP_SIZES; i++) {
     void *p = malloc(16u << (i % 7));
@@ -215,8 +216,8 @@ static int startup_pages_main(void) {
   int pagemap = open("/proc/self/pagemap", O_RDONLY);
   if (pagemap < 0) return 0;                  // no pagemap (a kernel without it): nothing to count
   long pages = 0;
-  for (unsigned i = 0; i < f.n; i++) {
-    long n = pages_written(pagemap, f.start[i], f.end[i]);
+  for (unsigned i = 0; i < f.rw_n; i++) {
+    long n = pages_written(pagemap, f.rw_start[i], f.rw_end[i]);
     if (n < 0) return 22;
     pages += n;
   }
@@ -243,8 +244,7 @@ static void test_a_program_start_writes_few_of_the_librarys_pages(void **state) 
 enum { CALLOC_TABLE = 200u << 10, CALLOC_MAX_RESIDENT = 2 };
 
 static int calloc_pages_main(void) {
-  lib_rw_t f = {.n = 0, .found = 0, .hardened = 0};
-  dl_iterate_phdr(find_hakmem_rw, &f);
+  hakmem_lib_t f = hakmem_lib();
   if (!f.found || f.hardened) return 0;   // (the hardened build keeps them in slabs)
   unsigned char *t = calloc(1, CALLOC_TABLE);
   if (t == NULL) return 50;
@@ -435,8 +435,7 @@ static int threaded_fork_main(void) {
   void *big = malloc(1u << 20);   // this thread takes a large arena too
   if (big == NULL || from_thread == NULL) return 42;
   memset(big, 1, 1u << 20);
-  lib_rw_t f = {.n = 0, .found = 0, .hardened = 0};
-  dl_iterate_phdr(find_hakmem_rw, &f);
+  hakmem_lib_t f = hakmem_lib();
   if (!f.found || contract_under_glibc() != 0) return 0;
   long budget = f.hardened ? THREADED_MAX_FAULTS_PER_FORK_HARDENED : THREADED_MAX_FAULTS_PER_FORK;
   parent_faults_over_forks(8);   // (first touches of the loop's own pages)
