@@ -84,6 +84,15 @@ void *hak_large_alloc(size_t size, size_t alignment, int zero) {
   }
 }
 
+// A block from the page heap (or a huge mapping) for the calling thread. A
+// thread whose first block is a large one is set up here as well, so its
+// exit hook runs and its counters are summed (STATS: ws8192's large rows
+// lost every worker's count); not set up, the block needs no heap.
+static void *thread_large_alloc(size_t size, int zero) {
+  if (HAK_UNLIKELY(t_thread_status == THREAD_NEW)) (void)thread_ready();
+  return hak_large_alloc(size, 0, zero);
+}
+
 // Everything but a TLS hit of a tiny class: medium classes try their TLS
 // list first, then every class refills.
 void *hak_malloc_slow(size_t size) {
@@ -94,11 +103,7 @@ void *hak_malloc_slow(size_t size) {
     return alloc_class_slow(cls);
   }
   if (size > PTRDIFF_MAX) return alloc_enomem();
-  // A thread whose first block is a large one is set up here as well, so its
-  // exit hook runs and its counters are summed (STATS: ws8192's large rows
-  // lost every worker's count).
-  if (HAK_UNLIKELY(t_thread_status == THREAD_NEW)) (void)thread_ready();   // not set up: the block needs no heap
-  void *p = hak_large_alloc(size, 0, 0);
+  void *p = thread_large_alloc(size, 0);
   return p != NULL ? p : alloc_enomem();
 }
 
@@ -182,15 +187,11 @@ void hak_free(void *p) { hak_free_fast(p); }
 void *hak_calloc(size_t count, size_t size) {
   size_t n;
   if (__builtin_mul_overflow(count, size, &n) || n > PTRDIFF_MAX) return alloc_enomem();
-  if (n > HAK_SLAB_MAX) {                // both skip the memset on never-used pages
-    void *p = hak_large_alloc(n, 0, 1);
-    return p != NULL ? p : alloc_enomem();
-  }
-  if (!HAK_HARDENED && n >= CALLOC_PAGE_HEAP_MIN) {
-    if (HAK_UNLIKELY(t_thread_status == THREAD_NEW)) (void)thread_ready();   // as hak_malloc_slow's large blocks
-    void *p = hak_large_alloc(n, 0, 1);
-    if (p != NULL) return p;             // else a slab block, cleared
-  }
+  if (n > HAK_SLAB_MAX || (!HAK_HARDENED && n >= CALLOC_PAGE_HEAP_MIN)) {
+    void *p = thread_large_alloc(n, 1);   // the memset skipped on never-used pages
+    if (p != NULL) return p;
+    if (n > HAK_SLAB_MAX) return alloc_enomem();
+  }                                      // (else a slab block, cleared)
   void *p = hak_malloc(n);
   if (p != NULL) memset(p, 0, n);
   return p;

@@ -35,10 +35,12 @@ static _Atomic uintptr_t g_init_thread;
 // shell, make, a Python script forking its subprocesses) skips all of it:
 // no other thread can hold a lock, and the child's state is the parent's. A
 // fork write-protects every private page of the parent, so each page the
-// handlers write after it (the locks sit on ~9: the class exchange's, the
-// page heap arenas', the pools', the counters') is a page fault in the
-// parent and one in the child: with them a fork and a child that exits at
+// handlers write after it is a page fault in the parent and one in the
+// child: when the locks sat on ~9 pages, a fork and a child that exits at
 // once took 37 faults against glibc's 19, and bench/spawn 1.31x the time.
+// (A threaded process's forks still take the locks, on 3 pages since: the
+// small variables', the arenas' gates, the class exchange's; test_process
+// --threaded-fork.)
 // (A fork from a signal handler that interrupted malloc then goes through,
 // where the prepare handler deadlocked on the interrupted call's lock; a
 // child that needs that lock hangs on it instead: tests/stress/faults.c.)
