@@ -161,6 +161,8 @@ typedef struct ph_arena {
   _Atomic uint64_t idle_since_ms;    // when its users last fell to 0 (arena_idle; g_arena_gate)
   uint8_t          dense;            // the program touches most pages of its blocks (arena_sample_density)
   uint8_t          end_grew;         // the live pages grew past end_peak since the last phase end
+  size_t           kept_pages;       // dirty pages the last pass or phase end's purge left: room in the
+                                     //   budget until the next (dirty_budget)
   uint8_t          end_regret;       // the program grew past a phase end's purge and ended again within
                                      //   the delay: phase ends keep the room (arena_note_phase_end)
   size_t           end_peak;         // the live pages a phase end's purge left; PH_NO_END_PEAK once the
@@ -622,6 +624,7 @@ static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
     a->peak_pages = a->live_pages;
     a->peak_run = 0;
     a->sample_in = 0;
+    a->kept_pages = 0;
   }
   int released = unmap_empty_regions(a, everything ? 0 : PH_KEEP_EMPTY_REGIONS);
   for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge(r, keep, 0);
@@ -632,7 +635,8 @@ static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
 // unmapped, and the dirty runs freed a delay ago or more purged (marks);
 // every dirty run when the last pass was so long ago that marks may have
 // wrapped. Returns 1 if anything was released. The arena's next phase
-// starts here, its peak the live pages and the dirty ones left.
+// starts here: its peak the live pages, the runs left dirty room in the
+// budget (kept_pages).
 static int purge_aged_locked(ph_arena_t *a, uint64_t now) {
   uint64_t last = atomic_load_explicit(&g_last_purge_ms[a - g_arenas], memory_order_relaxed);
   uint64_t tick = mark_tick_ms();
@@ -642,9 +646,10 @@ static int purge_aged_locked(ph_arena_t *a, uint64_t now) {
   int released = unmap_empty_regions(a, PH_KEEP_EMPTY_REGIONS);
   unsigned mark = (unsigned)mark_now(now);
   for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge_aged(r, mark, age);
-  a->peak_pages = a->live_pages + (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT);
+  a->peak_pages = a->live_pages;
   a->peak_run = 0;
   a->sample_in = 0;
+  a->kept_pages = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT;
   return released;
 }
 
@@ -711,11 +716,13 @@ static int arena_idle(const ph_arena_t *a, uint64_t now) {
 // 2.7x our time); `large -w 4 --min 1M --max 32M` 0.55-0.71x at 111 -> 115
 // MB; an eighth of the peak was not enough (38.9 k faults, the same time);
 // 8 and 16 threads unchanged (their 3x live is the larger).
+// And the room holds the runs the last pass or phase end left dirty
+// (kept_pages): what it chose to keep, the budget does not purge at once.
 static size_t dirty_budget(const ph_arena_t *a) {
   size_t budget = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)a->live_pages);
   size_t share = g_hak_config.large_dirty_min / arenas_used();
   size_t room = (size_t)(a->peak_pages - a->live_pages) + PH_ROOM_RUNS * (size_t)a->peak_run +
-                (size_t)a->peak_pages / PH_ROOM_PEAK_DEN;
+                (size_t)a->peak_pages / PH_ROOM_PEAK_DEN + a->kept_pages;
   room <<= PH_PAGE_SHIFT;
   if (budget < share) budget = share;
   return budget > room ? budget : room;
@@ -750,15 +757,13 @@ static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
   if (a->end_regret || atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) <= keep) return;
   unmap_empty_regions(a, PH_KEEP_EMPTY_REGIONS);
   for (ph_region_t *r = a->regions; r != NULL; r = r->next) region_purge(r, keep, 1);
-  // The peak starts over from what the purge left, live and dirty: from
-  // the live pages alone, the budget's room was gone, and the program that
-  // goes on (a consumer that caught up with its producer) had the dirty runs
-  // the purge kept purged at its next free (a 300 KiB-1 MiB producer and
-  // consumer: 90 MB purged here, 19 MB more 4 ms later). Growth is still
-  // counted from the live pages (end_peak).
-  a->end_peak = a->live_pages;
-  a->peak_pages = a->live_pages + (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT);
+  a->peak_pages = a->end_peak = a->live_pages;
   a->peak_run = 0;
+  // The budget's room holds what the purge left dirty until the next pass:
+  // with the peak alone, a program that goes on (a consumer that caught up
+  // with its producer) had those runs purged at its next free (a 300 KiB-1
+  // MiB producer and consumer: 90 MB purged here, 19 MB more 4 ms later).
+  a->kept_pages = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT;
 }
 
 // After the delay the dirty runs of a freed that long ago are purged (every
