@@ -11,9 +11,13 @@
 // consumer is free (xmalloc-test's pattern: every consumer frees every
 // producer's blocks).
 //
+// With --touch pages the producer writes a byte in every 4 KiB page of each
+// block, as a program filling its buffers would (large blocks: what the
+// allocator keeps resident, and faults in again, decides the time).
+//
 // Figure: allocator calls (N mallocs + N frees) per second of wall time.
 // Options: -n BLOCKS (5M), --min (16), --max (512), -q QUEUE_BATCHES (64),
-// -t PRODUCERS (1; as many consumers), -s SEED.
+// -t PRODUCERS (1; as many consumers), --touch ends|pages (ends), -s SEED.
 #include "bench_common.h"
 
 #include <getopt.h>
@@ -27,6 +31,7 @@ typedef struct { char *p[BATCH]; uint32_t count; } batch_t;
 static uint64_t g_blocks = 5000000, g_seed = 42;
 static size_t g_min = 16, g_max = 512;
 static uint32_t g_qcap = 64, g_pairs = 1;
+static int g_touch_pages = 0;
 static batch_t *g_ring;                  // g_qcap batches, reused (no allocation)
 // Under g_lock: the indexes of filled batches in order (a ring of g_qcap:
 // consumed g_head, produced g_tail), and of empty ones (a stack).
@@ -58,6 +63,8 @@ static void *producer(void *arg) {
         fprintf(stderr, "malloc(%zu) failed\n", size);
         exit(3);
       }
+      if (g_touch_pages)
+        for (size_t off = 4096; off < size; off += 4096) p[off] = 3;
       p[0] = 1;
       p[size - 1] = 2;
       b->p[n] = p;
@@ -102,14 +109,16 @@ static void *consumer(void *arg) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: prodcons [-n BLOCKS] [--min B] [--max B] [-q QUEUE_BATCHES] [-t PRODUCERS] [-s SEED]\n");
+  fprintf(stderr, "usage: prodcons [-n BLOCKS] [--min B] [--max B] [-q QUEUE_BATCHES] [-t PRODUCERS] "
+                  "[--touch ends|pages] [-s SEED]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
     { "min", required_argument, NULL, 'a' }, { "max", required_argument, NULL, 'b' },
-    { "help", no_argument, NULL, 'h' },      { NULL, 0, NULL, 0 },
+    { "touch", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
   };
   int c;
   while ((c = getopt_long(argc, argv, "n:q:s:t:h", longopts, NULL)) != -1) {
@@ -120,6 +129,11 @@ int main(int argc, char **argv) {
     case 't': g_pairs = (uint32_t)bench_parse_count("-t", optarg); break;
     case 'a': g_min = bench_parse_size("--min", optarg); break;
     case 'b': g_max = bench_parse_size("--max", optarg); break;
+    case 'T':
+      if (strcmp(optarg, "pages") == 0) g_touch_pages = 1;
+      else if (strcmp(optarg, "ends") == 0) g_touch_pages = 0;
+      else usage();
+      break;
     default: usage();
     }
   }
@@ -158,9 +172,9 @@ int main(int argc, char **argv) {
             sum, g_blocks);
     return 1;
   }
-  char extra[160];
-  snprintf(extra, sizeof extra, "blocks=%" PRIu64 " min=%zu max=%zu queue=%u producers=%u", g_blocks,
-           g_min, g_max, g_qcap, g_pairs);
+  char extra[192];
+  snprintf(extra, sizeof extra, "blocks=%" PRIu64 " min=%zu max=%zu queue=%u producers=%u touch=%s", g_blocks,
+           g_min, g_max, g_qcap, g_pairs, g_touch_pages ? "pages" : "ends");
   bench_result("prodcons", "calls", 2 * g_blocks, t1 - t0, extra);
   free(g_empty);
   free(g_full);
