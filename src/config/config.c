@@ -48,7 +48,7 @@ const hak_option_t g_hak_options[] = {
   { "HAKMEM_HUGE_CACHE_DELAY_MS", HAK_OPT_U32, 1000, 0, 3600000, 0, "ms", &g_hak_config.huge_cache_delay_ms,
     "a cached huge mapping older than this is unmapped by the next huge call" },
   { "HAKMEM_LARGE_PURGE_DELAY_MS", HAK_OPT_U32, 1000, 0, 3600000, 0, "ms", &g_hak_config.large_purge_delay_ms,
-    "page-heap purge passes are at least this far apart" },
+    "page-heap purge passes are at least this far apart; each purges the runs freed this long ago" },
   { "HAKMEM_LARGE_DIRTY_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.large_dirty_min,
     "the page heap purges at once past this many freed resident bytes (shared by its arenas; or 3x live, or the room below its recent peak)" },
   { "HAKMEM_FREE_BATCH", HAK_OPT_BOOL, 1, 0, 1, 0, "", &g_hak_config.free_batch,
