@@ -10,7 +10,8 @@
 // uses); runs merge only with free neighbours of the same kind, so the dirty
 // byte count is exact. A dirty run's mark says when it was freed (mark_now),
 // so a pass after the purge delay purges the runs freed that long ago and
-// not those the program is about to reuse (purge_aged_locked). Dirty runs have bins of their own, searched first:
+// not those the program is about to reuse (purge_aged_locked). Dirty runs
+// have bins of their own, searched first:
 // reusing resident pages spares the page faults (tcmalloc's page heap prefers
 // them the same way). A purge turns dirty runs clean and merges them.
 //
@@ -160,7 +161,6 @@ typedef struct ph_arena {
   _Atomic size_t   dirty_bytes;      // written under the lock, read without it
   _Atomic uint64_t idle_since_ms;    // when its users last fell to 0 (arena_idle; g_arena_gate)
   uint8_t          dense;            // the program touches most pages of its blocks (arena_sample_density)
-  uint8_t          end_grew;         // the live pages grew past end_peak since the last phase end
   size_t           kept_pages;       // dirty pages the last pass or phase end's purge left: room in the
                                      //   budget until the next (dirty_budget)
   uint8_t          end_regret;       // the program grew past a phase end's purge and ended again within
@@ -292,9 +292,9 @@ static void arena_add_dirty(ph_arena_t *a, size_t bytes, int add) {
 // purged every dirty run, those freed a moment before too, so a program that
 // keeps taking and freeing large blocks faulted its free memory in again
 // after every pass: a producer thread's 300 KiB-1 MiB blocks, every page
-// written, freed by a consumer (/tmp probe, 300 000 blocks, ~200 MB at a
-// time): 132 k page faults against 89 k with no pass at all, 1.12x
-// tcmalloc's time. Now a pass purges the runs freed a delay ago or more
+// written, freed by a consumer (`prodcons --min 300K --max 1M --touch pages`,
+// 300 000 blocks, ~200 MB at a time): 132 k page faults against 89 k with no
+// pass at all, 1.12x tcmalloc's time. Now a pass purges the runs freed a delay ago or more
 // (jemalloc's decay, in one step), the rest at a later pass.
 #define PH_MARK_TICKS 255u                    // marks 1..255
 #define PH_AGE_TICKS  8u                      // the purge delay, in ticks
@@ -613,6 +613,16 @@ static int unmap_empty_regions(ph_arena_t *a, size_t kept) {
   return released;
 }
 
+// A full or aged pass ended (lock held): the program's next phase starts
+// here, its peak the live pages, and what the pass left dirty is room in the
+// budget until the next (kept_pages); the next free samples the density.
+static void arena_start_phase(ph_arena_t *a) {
+  a->peak_pages = a->live_pages;
+  a->peak_run = 0;
+  a->sample_in = 0;
+  a->kept_pages = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT;
+}
+
 // Unmap empty regions past the one kept (all of them when everything), then
 // madvise dirty free runs of arena a until it holds at most `keep` dirty
 // bytes (its lock held). Returns 1 if anything was released. A full pass
@@ -620,23 +630,16 @@ static int unmap_empty_regions(ph_arena_t *a, size_t kept) {
 // next free (arena_sample_density).
 static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
   atomic_store_explicit(&g_last_purge_ms[a - g_arenas], os_now_ms(), memory_order_relaxed);
-  if (keep == 0) {                     // the program's next phase starts here
-    a->peak_pages = a->live_pages;
-    a->peak_run = 0;
-    a->sample_in = 0;
-    a->kept_pages = 0;
-  }
   int released = unmap_empty_regions(a, everything ? 0 : PH_KEEP_EMPTY_REGIONS);
   for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge(r, keep, 0);
+  if (keep == 0) arena_start_phase(a);
   return released;
 }
 
 // The pass after the delay (lock held): the empty regions past the kept one
 // unmapped, and the dirty runs freed a delay ago or more purged (marks);
 // every dirty run when the last pass was so long ago that marks may have
-// wrapped. Returns 1 if anything was released. The arena's next phase
-// starts here: its peak the live pages, the runs left dirty room in the
-// budget (kept_pages).
+// wrapped. Returns 1 if anything was released.
 static int purge_aged_locked(ph_arena_t *a, uint64_t now) {
   uint64_t last = atomic_load_explicit(&g_last_purge_ms[a - g_arenas], memory_order_relaxed);
   uint64_t tick = mark_tick_ms();
@@ -646,10 +649,7 @@ static int purge_aged_locked(ph_arena_t *a, uint64_t now) {
   int released = unmap_empty_regions(a, PH_KEEP_EMPTY_REGIONS);
   unsigned mark = (unsigned)mark_now(now);
   for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge_aged(r, mark, age);
-  a->peak_pages = a->live_pages;
-  a->peak_run = 0;
-  a->sample_in = 0;
-  a->kept_pages = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT;
+  arena_start_phase(a);
   return released;
 }
 
@@ -745,8 +745,7 @@ static size_t dirty_budget(const ph_arena_t *a) {
 // purge, 38 k page faults against 30 k, 1.30x the time of its 0.19 s.
 static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
   uint64_t now = os_now_ms();
-  int grew = a->end_grew;   // since the last purge (else still going down: the same end)
-  a->end_grew = 0;
+  int grew = a->peak_pages > a->end_peak;   // since the last purge (else still going down: the same end)
   if (a->end_ms == 0 || now - a->end_ms >= g_hak_config.large_purge_delay_ms) a->end_regret = 0;
   else if (grew) a->end_regret = 1;
   a->end_ms = now;
@@ -842,7 +841,6 @@ int page_heap_trim(int everything) {
     a->end_ms = 0;                     // malloc_trim: what arena_note_phase_end learnt starts over
     a->end_peak = PH_NO_END_PEAK;
     a->end_regret = 0;
-    a->end_grew = 0;
     PH_VALIDATE(a);
     arena_unlock(a);
   }
@@ -1005,7 +1003,6 @@ static void zero_dirty_spans(char *p, size_t bytes, const ph_span_t *spans, uint
 // The live pages reached a new height since the last full purge pass (lock held).
 static void arena_note_peak(ph_arena_t *a) {
   if (a->live_pages > a->peak_pages) a->peak_pages = a->live_pages;
-  if (a->live_pages > a->end_peak) a->end_grew = 1;
 }
 
 // How arena_take looks for n free pages in a region: its dirty runs, its

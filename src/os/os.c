@@ -59,14 +59,21 @@ static char *map_at_hint(size_t size, size_t align) {
 // Places of aligned mappings given back (os_unmap), for the next mapping of
 // the same size: the kernel's own placement reuses a freed gap, the hint
 // above walks on below the last mapping. Without them every page-heap region
-// mapped after one was unmapped went lower: the fuzz
-// target (hak_trim every few inputs) walked ~40 GiB down the address space per
-// 1 500 inputs, and under ASan the shadow of each place touched stays
-// resident, so its RSS grew by ~200 MB per 1 000 inputs until libFuzzer's 4
+// mapped after one was unmapped went lower: the fuzz target (hak_trim every
+// few inputs) walked ~40 GiB down the address space per 1 500 inputs, and
+// under ASan the shadow of each place touched stays resident, so its RSS grew
+// by ~200 MB per 1 000 inputs until libFuzzer's 4
 // GiB limit stopped `make fuzz FUZZ_SECONDS=900` after 21 k inputs. Kept:
 // places of a power-of-two size of OS_PLACE_MIN or more, aligned to it, which
-// leaves the low bits of a slot for log2 of the size; 0 is an empty slot. A slot is emptied by one compare-exchange, so two threads
-// never try one place.
+// leaves the low bits of a slot for log2 of the size; 0 is an empty slot. A
+// slot is emptied by one compare-exchange, so two threads never try one
+// place. The hardened build keeps none: a freed block's place is not handed
+// out again at once.
+#if defined(HAK_HARDENED) && HAK_HARDENED
+#define OS_KEEP_PLACES 0
+#else
+#define OS_KEEP_PLACES 1
+#endif
 #define OS_PLACE_SLOTS 8u
 #define OS_PLACE_MIN   ((size_t)1 << 21)
 #define OS_PLACE_MAX   ((size_t)1 << 40)   // merged no further
@@ -77,9 +84,7 @@ static uintptr_t place_word(uintptr_t a, size_t size) { return a | (uintptr_t)__
 
 static void place_keep(void *addr, size_t size) {
   uintptr_t a = (uintptr_t)addr;
-#if defined(HAK_HARDENED) && HAK_HARDENED
-  return;   // the hardened build hands no freed block's place out again at once
-#endif
+  if (!OS_KEEP_PLACES) return;
   if (size < OS_PLACE_MIN || (size & (size - 1)) != 0 || (a & (size - 1)) != 0) return;
   // A kept buddy (the other half of the place twice the size) merges with it:
   // the SuperSlabs of a chunk, unmapped one by one, make the chunk's place.
