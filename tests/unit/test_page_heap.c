@@ -225,6 +225,62 @@ static void test_after_a_phase_end_the_next_free_purges_nothing_more(void **stat
   put_options_back(was);
 }
 
+// Blocks [from, to) freed by another thread, one that never allocates a large
+// block (so not one of the arena's threads).
+typedef struct { char **blocks; int from, to; } free_range_t;
+static void *free_range(void *arg) {
+  free_range_t *r = arg;
+  for (int i = r->from; i < r->to; i++) hak_free(r->blocks[i]);
+  return NULL;
+}
+static void free_on_another_thread(char **blocks, int from, int to) {
+  free_range_t r = {blocks, from, to};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, free_range, &r), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+// A phase end reached by another thread's frees (a consumer of what this
+// thread produced) purges nothing at once, and nothing when this thread's
+// blocks take the live bytes back above a quarter of the peak: the program
+// repeats its phases, and the next end keeps the room too. Before, each
+// consumer's descent purged all but 3x live (here 192 -> 72 MiB, the second
+// descent again), which the producer faulted in again (`prodcons -t 4 --min
+// 300K --max 1M --touch pages`: 355 k page faults, 195 k with the wait).
+static void test_a_phase_end_another_thread_reaches_is_called_off_when_the_program_comes_back(void **state) {
+  (void)state;
+  large_options_t was = set_options(64 * (size_t)MIB, AN_HOUR_MS);
+  enum { N = 48, BACK = 16 };                    // 192 MiB; then 64 MiB, above a quarter of it
+  static char *blocks[N];
+  malloc_written(blocks, N, 4 * MIB);
+  free_on_another_thread(blocks, 0, N);
+  assert_int_equal(heap_dirty(), (size_t)N * 4 * MIB);
+  malloc_written(blocks, BACK, 4 * MIB);         // back: the end is called off
+  assert_int_equal(heap_dirty(), (size_t)(N - BACK) * 4 * MIB);
+  free_on_another_thread(blocks, 0, BACK);       // the next end: regret, kept
+  assert_int_equal(heap_dirty(), (size_t)N * 4 * MIB);
+  put_options_back(was);
+}
+
+// ... and when the program does not come back, the next slow path after a
+// tenth of the purge delay purges what the phase end would have (here a
+// small-block refill's page_heap_maybe_purge, the delay itself not passed).
+static void test_a_phase_end_another_thread_reaches_purges_a_tenth_of_the_delay_later(void **state) {
+  (void)state;
+  large_options_t was = set_options(64 * (size_t)MIB, 2000);   // the wait: 200 ms
+  enum { N = 48 };
+  static char *blocks[N];
+  malloc_written(blocks, N, 4 * MIB);
+  free_on_another_thread(blocks, 0, N);
+  page_heap_maybe_purge();
+  assert_int_equal(heap_dirty(), (size_t)N * 4 * MIB);   // not yet
+  struct timespec wait = {0, 300 * 1000 * 1000};
+  nanosleep(&wait, NULL);
+  page_heap_maybe_purge();
+  if (!(heap_dirty() <= 64 * (size_t)MIB)) fail_msg("%zu MiB dirty after the wait", heap_dirty() >> 20);
+  put_options_back(was);
+}
+
 // A pass past the purge delay purges the runs freed a delay ago or more, not
 // the one freed a moment before (which the program is about to reuse); the
 // next pass a delay later purges that one. Before, every pass purged every
@@ -645,6 +701,10 @@ int main(void) {
         test_past_the_room_below_the_recent_peak_the_largest_runs_are_purged_down_to_three_quarters,
         teardown_validate),
     cmocka_unit_test_teardown(test_after_a_phase_end_the_next_free_purges_nothing_more, teardown_validate),
+    cmocka_unit_test_teardown(test_a_phase_end_another_thread_reaches_is_called_off_when_the_program_comes_back,
+                              teardown_validate),
+    cmocka_unit_test_teardown(test_a_phase_end_another_thread_reaches_purges_a_tenth_of_the_delay_later,
+                              teardown_validate),
     cmocka_unit_test_teardown(test_a_pass_past_the_delay_purges_what_was_freed_a_delay_ago, teardown_validate),
     cmocka_unit_test_teardown(test_an_emptied_region_stays_mapped_until_a_purge_pass, teardown_validate),
     cmocka_unit_test_teardown(test_an_emptied_region_the_program_filled_is_kept_dirty, teardown_validate),
