@@ -791,16 +791,19 @@ static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
 // was 58 (tcmalloc and mimalloc keep 258-265, jemalloc 44, glibc 1). Where
 // the allocating thread frees, or the allocating threads exit (arena_idle),
 // it goes back as before.
+// An end the arena's own thread reaches while one waits is not put off: the
+// producer freed the rest itself and may sleep now.
 static void arena_see_phase_end(ph_arena_t *a) {
   _Atomic uint64_t *defer = &g_end_defer_ms[a - g_arenas];
-  if (atomic_load_explicit(defer, memory_order_relaxed) != 0) return;   // pending
   uint64_t now = os_now_ms();
   int regret = a->end_regret && now - a->end_ms < g_hak_config.large_purge_delay_ms;   // keeps the room anyway
   if (!regret && t_ph_arena != (uint8_t)(a - g_arenas + 1) &&
       atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) != 0) {
-    atomic_store_explicit(defer, now | 1u, memory_order_relaxed);   // never 0
+    if (atomic_load_explicit(defer, memory_order_relaxed) == 0)
+      atomic_store_explicit(defer, now | 1u, memory_order_relaxed);   // never 0
     return;
   }
+  atomic_store_explicit(defer, 0, memory_order_relaxed);
   arena_note_phase_end(a);
 }
 

@@ -262,6 +262,21 @@ static void test_a_phase_end_another_thread_reaches_is_called_off_when_the_progr
   put_options_back(was);
 }
 
+// ... but the arena's own thread freeing the rest while that end waits ends
+// the phase at once (it may sleep now: nothing else comes to purge).
+static void test_a_phase_end_the_arenas_own_thread_reaches_while_one_waits_purges_at_once(void **state) {
+  (void)state;
+  large_options_t was = set_options(64 * (size_t)MIB, AN_HOUR_MS);
+  enum { N = 48, OWN = 4 };                      // 192 MiB; 16 MiB left live: under 1/8
+  static char *blocks[N];
+  malloc_written(blocks, N, 4 * MIB);
+  free_on_another_thread(blocks, OWN, N);
+  assert_int_equal(heap_dirty(), (size_t)(N - OWN) * 4 * MIB);   // waits
+  for (int i = 0; i < OWN; i++) hak_free(blocks[i]);
+  if (!(heap_dirty() <= 64 * (size_t)MIB)) fail_msg("%zu MiB dirty after the own frees", heap_dirty() >> 20);
+  put_options_back(was);
+}
+
 // ... and when the program does not come back, the next slow path after a
 // tenth of the purge delay purges what the phase end would have (here a
 // small-block refill's page_heap_maybe_purge, the delay itself not passed).
@@ -702,6 +717,8 @@ int main(void) {
         teardown_validate),
     cmocka_unit_test_teardown(test_after_a_phase_end_the_next_free_purges_nothing_more, teardown_validate),
     cmocka_unit_test_teardown(test_a_phase_end_another_thread_reaches_is_called_off_when_the_program_comes_back,
+                              teardown_validate),
+    cmocka_unit_test_teardown(test_a_phase_end_the_arenas_own_thread_reaches_while_one_waits_purges_at_once,
                               teardown_validate),
     cmocka_unit_test_teardown(test_a_phase_end_another_thread_reaches_purges_a_tenth_of_the_delay_later,
                               teardown_validate),
