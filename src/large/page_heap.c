@@ -197,6 +197,10 @@ HAK_BIG_BSS static ph_arena_gate_t g_arena_gate[PH_ARENAS] __attribute__((aligne
     [0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
 static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
+// The arenas whose phase end this thread's frees put off (arena_see_phase_end),
+// done at its exit; and whether its exit hook is set for them.
+static __thread uint32_t t_ph_deferred __attribute__((tls_model("initial-exec")));
+static __thread uint8_t t_ph_keyed __attribute__((tls_model("initial-exec")));
 HAK_BIG_BSS static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
 // For page_heap_maybe_purge, which every small-block refill calls: which
 // arenas may hold dirty runs (a bit set when a free dirties an arena whose bit
@@ -233,12 +237,17 @@ static void arena_lock(ph_arena_t *a) {
 }
 static void arena_unlock(ph_arena_t *a) { pthread_mutex_unlock(arena_mutex(a)); }
 
+static void arenas_end_deferred_by_thread(void);
+
 // A thread that chose an arena gives it back at exit (its own key: a thread
-// may allocate large blocks only, and never set up the small-block caches).
+// may allocate large blocks only, and never set up the small-block caches),
+// and a thread whose frees put off phase ends does them then.
 static pthread_key_t g_arena_key;
 static pthread_once_t g_arena_key_once = PTHREAD_ONCE_INIT;
 static void arena_key_destructor(void *value) {
   (void)value;
+  t_ph_keyed = 0;                     // (a later destructor's free may put off an end again)
+  if (t_ph_deferred != 0) arenas_end_deferred_by_thread();
   if (t_ph_arena == 0) return;
   ph_arena_t *a = &g_arenas[t_ph_arena - 1];
   atomic_store_explicit(&a->idle_since_ms, os_now_ms(), memory_order_relaxed);
@@ -790,9 +799,11 @@ static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
 // written by one thread, freed by another, then a sleep: 254 MB resident,
 // was 58 (tcmalloc and mimalloc keep 258-265, jemalloc 44, glibc 1). Where
 // the allocating thread frees, or the allocating threads exit (arena_idle),
-// it goes back as before.
-// An end the arena's own thread reaches while one waits is not put off: the
-// producer freed the rest itself and may sleep now.
+// it goes back as before, and so where the freeing thread exits: its exit
+// does the ends it put off (arena_key_destructor; the program's frees are
+// over, a producer that comes back after that pays as before). An end the
+// arena's own thread reaches while one waits is not put off: the producer
+// freed the rest itself and may sleep now.
 static void arena_see_phase_end(ph_arena_t *a) {
   _Atomic uint64_t *defer = &g_end_defer_ms[a - g_arenas];
   uint64_t now = os_now_ms();
@@ -801,6 +812,7 @@ static void arena_see_phase_end(ph_arena_t *a) {
       atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) != 0) {
     if (atomic_load_explicit(defer, memory_order_relaxed) == 0)
       atomic_store_explicit(defer, now | 1u, memory_order_relaxed);   // never 0
+    t_ph_deferred |= arena_bit(a);
     return;
   }
   atomic_store_explicit(defer, 0, memory_order_relaxed);
@@ -818,6 +830,27 @@ static int arena_end_due(const ph_arena_t *a, uint64_t now) {
 static HAK_NOINLINE void arena_end_deferred(ph_arena_t *a) {
   atomic_store_explicit(&g_end_defer_ms[a - g_arenas], 0, memory_order_relaxed);
   if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_note_phase_end(a);
+}
+
+// The calling thread put off phase ends and has not set its exit hook: set
+// it (after the arena's lock is released: pthread_setspecific may allocate).
+static HAK_NOINLINE void arena_key_for_deferred(void) {
+  pthread_once(&g_arena_key_once, arena_key_create);
+  t_ph_keyed = 1;
+  pthread_setspecific(g_arena_key, (void *)1);
+}
+
+// The calling thread exits: the phase ends its frees put off, still waiting,
+// are done now.
+static void arenas_end_deferred_by_thread(void) {
+  for (uint32_t mask = t_ph_deferred; mask != 0; mask &= mask - 1) {
+    ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
+    arena_lock(a);
+    if (atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed) != 0) arena_end_deferred(a);
+    PH_VALIDATE(a);
+    arena_unlock(a);
+  }
+  t_ph_deferred = 0;
 }
 
 // After the delay the dirty runs of a freed that long ago are purged (every
@@ -1274,6 +1307,7 @@ int page_heap_free(void *p) {
   arena_maybe_purge(a);
   PH_VALIDATE(a);
   arena_unlock(a);
+  if (HAK_UNLIKELY(t_ph_deferred != 0) && !t_ph_keyed) arena_key_for_deferred();
   purge_idle_arenas(a);
   return 1;
 }
