@@ -198,9 +198,8 @@ HAK_BIG_BSS static ph_arena_gate_t g_arena_gate[PH_ARENAS] __attribute__((aligne
 static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
 static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
 // The arenas whose phase end this thread's frees put off (arena_see_phase_end),
-// done at its exit; and whether its exit hook is set for them.
+// done at its exit (its exit hook set when the first bit is).
 static __thread uint32_t t_ph_deferred __attribute__((tls_model("initial-exec")));
-static __thread uint8_t t_ph_keyed __attribute__((tls_model("initial-exec")));
 HAK_BIG_BSS static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
 // For page_heap_maybe_purge, which every small-block refill calls: which
 // arenas may hold dirty runs (a bit set when a free dirties an arena whose bit
@@ -246,8 +245,7 @@ static pthread_key_t g_arena_key;
 static pthread_once_t g_arena_key_once = PTHREAD_ONCE_INIT;
 static void arena_key_destructor(void *value) {
   (void)value;
-  t_ph_keyed = 0;                     // (a later destructor's free may put off an end again)
-  if (t_ph_deferred != 0) arenas_end_deferred_by_thread();
+  if (t_ph_deferred != 0) arenas_end_deferred_by_thread();   // (0 again: a later destructor's free sets the hook again)
   if (t_ph_arena == 0) return;
   ph_arena_t *a = &g_arenas[t_ph_arena - 1];
   atomic_store_explicit(&a->idle_since_ms, os_now_ms(), memory_order_relaxed);
@@ -743,6 +741,11 @@ static size_t dirty_budget(const ph_arena_t *a) {
   return budget > room ? budget : room;
 }
 
+// Did a's last phase end come within the purge delay before `now`?
+static int arena_end_recent(const ph_arena_t *a, uint64_t now) {
+  return a->end_ms != 0 && now - a->end_ms < g_hak_config.large_purge_delay_ms;
+}
+
 // A free took arena a's live bytes down to 1/8 of its recent peak or less
 // (lock held): the program's phase may be over, and if it now sleeps no slow
 // path comes to purge after the delay (DESIGN §2: an idle program's RSS falls
@@ -761,7 +764,7 @@ static size_t dirty_budget(const ph_arena_t *a) {
 static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
   uint64_t now = os_now_ms();
   int grew = a->peak_pages > a->end_peak;   // since the last purge (else still going down: the same end)
-  if (a->end_ms == 0 || now - a->end_ms >= g_hak_config.large_purge_delay_ms) a->end_regret = 0;
+  if (!arena_end_recent(a, now)) a->end_regret = 0;
   else if (grew) a->end_regret = 1;
   a->end_ms = now;
   if (grew) a->end_peak = PH_NO_END_PEAK;
@@ -796,8 +799,8 @@ static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
 // 0.65x). What it gives up: a program whose last frees came from another
 // thread, and that then calls no allocator function at all, keeps that
 // memory (up to its recent peak) until its next call: 64 blocks of 4 MiB
-// written by one thread, freed by another, then a sleep: 254 MB resident,
-// was 58 (tcmalloc and mimalloc keep 258-265, jemalloc 44, glibc 1). Where
+// written by one thread, freed by another that stays, then a sleep: 254 MB
+// resident, was 58 (tcmalloc and mimalloc keep 258-265, jemalloc 44, glibc 1). Where
 // the allocating thread frees, or the allocating threads exit (arena_idle),
 // it goes back as before, and so where the freeing thread exits: its exit
 // does the ends it put off (arena_key_destructor; the program's frees are
@@ -807,7 +810,7 @@ static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
 static void arena_see_phase_end(ph_arena_t *a) {
   _Atomic uint64_t *defer = &g_end_defer_ms[a - g_arenas];
   uint64_t now = os_now_ms();
-  int regret = a->end_regret && now - a->end_ms < g_hak_config.large_purge_delay_ms;   // keeps the room anyway
+  int regret = a->end_regret && arena_end_recent(a, now);   // keeps the room anyway
   if (!regret && t_ph_arena != (uint8_t)(a - g_arenas + 1) &&
       atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) != 0) {
     if (atomic_load_explicit(defer, memory_order_relaxed) == 0)
@@ -832,11 +835,10 @@ static HAK_NOINLINE void arena_end_deferred(ph_arena_t *a) {
   if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_note_phase_end(a);
 }
 
-// The calling thread put off phase ends and has not set its exit hook: set
-// it (after the arena's lock is released: pthread_setspecific may allocate).
+// The calling thread put off its first phase end: set its exit hook (after
+// the arena's lock is released: pthread_setspecific may allocate).
 static HAK_NOINLINE void arena_key_for_deferred(void) {
   pthread_once(&g_arena_key_once, arena_key_create);
-  t_ph_keyed = 1;
   pthread_setspecific(g_arena_key, (void *)1);
 }
 
@@ -1303,11 +1305,12 @@ int page_heap_free(void *p) {
   arena_sample_density(a, p, n);
   run_free_locked(r, s, n, dirty);
 #endif
+  uint32_t deferred_before = t_ph_deferred;
   if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_see_phase_end(a);
   arena_maybe_purge(a);
   PH_VALIDATE(a);
   arena_unlock(a);
-  if (HAK_UNLIKELY(t_ph_deferred != 0) && !t_ph_keyed) arena_key_for_deferred();
+  if (HAK_UNLIKELY(deferred_before == 0 && t_ph_deferred != 0)) arena_key_for_deferred();
   purge_idle_arenas(a);
   return 1;
 }
