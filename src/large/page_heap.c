@@ -814,7 +814,7 @@ static void arena_see_phase_end(ph_arena_t *a) {
   if (!regret && t_ph_arena != (uint8_t)(a - g_arenas + 1) &&
       atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) != 0) {
     if (atomic_load_explicit(defer, memory_order_relaxed) == 0)
-      atomic_store_explicit(defer, now | 1u, memory_order_relaxed);   // never 0
+      atomic_store_explicit(defer, now != 0 ? now : 1u, memory_order_relaxed);   // never 0
     t_ph_deferred |= arena_bit(a);
     return;
   }
@@ -822,10 +822,14 @@ static void arena_see_phase_end(ph_arena_t *a) {
   arena_note_phase_end(a);
 }
 
-// Is a's deferred phase end due (a relaxed look)?
+// Is a's deferred phase end due (a relaxed look)? The wait's start is the
+// time it was put off, never later than now: it was `now | 1`, a millisecond
+// ahead on an even clock, and then `now - since` wrapped to a huge wait
+// passed, so the free that put the end off purged at once (the coarse clock
+// of a kernel at 250 Hz reads only multiples of 4 ms: every time).
 static int arena_end_due(const ph_arena_t *a, uint64_t now) {
   uint64_t since = atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed);
-  return since != 0 && now - since >= g_hak_config.large_purge_delay_ms / PH_END_DEFER_DEN;
+  return since != 0 && now >= since && now - since >= g_hak_config.large_purge_delay_ms / PH_END_DEFER_DEN;
 }
 
 // A's deferred phase end is due (lock held): its purge, if the live bytes

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "large/huge.h"
 #include "large/page_heap.h"
+#include "os/os.h"
 
 #define KIB (1u << 10)
 #define MIB (1u << 20)
@@ -301,6 +302,31 @@ static void test_a_phase_end_another_thread_reaches_is_called_off_when_the_progr
   assert_int_equal(heap_dirty(), (size_t)N * 4 * MIB);
   consumer_stop(&c);
   assert_int_equal(heap_dirty(), (size_t)N * 4 * MIB);   // nothing put off: its exit purges nothing
+  put_options_back(was);
+}
+
+// The wait starts when the end is put off, whatever the clock reads: the
+// free that puts it off, and the frees right after it, purge nothing. Before,
+// the wait's start was stored as `now | 1`, a millisecond ahead of an even
+// clock, so `now - since` wrapped and the wait counted as passed at once: on
+// a kernel whose coarse clock ticks at 250 Hz (every reading a multiple of 4
+// ms) no end was ever put off. Here the consumer frees on an even millisecond.
+static void test_a_phase_end_put_off_on_an_even_millisecond_waits(void **state) {
+  (void)state;
+  large_options_t was = set_options(64 * (size_t)MIB, AN_HOUR_MS);
+  enum { N = 48 };
+  static char *blocks[N];
+  consumer_t c;
+  consumer_start(&c);
+  malloc_written(blocks, N, 4 * MIB);
+  while (os_now_ms() & 1u) {
+  }
+  consumer_free(&c, blocks, 0, N);
+  assert_int_equal(heap_dirty(), (size_t)N * 4 * MIB);
+  malloc_written(blocks, N, 4 * MIB);            // back: the end is called off
+  assert_int_equal(heap_dirty(), 0);
+  for (int i = 0; i < N; i++) hak_free(blocks[i]);
+  consumer_stop(&c);
   put_options_back(was);
 }
 
@@ -781,6 +807,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_after_a_phase_end_the_next_free_purges_nothing_more, teardown_validate),
     cmocka_unit_test_teardown(test_a_phase_end_another_thread_reaches_is_called_off_when_the_program_comes_back,
                               teardown_validate),
+    cmocka_unit_test_teardown(test_a_phase_end_put_off_on_an_even_millisecond_waits, teardown_validate),
     cmocka_unit_test_teardown(test_a_phase_end_the_arenas_own_thread_reaches_while_one_waits_purges_at_once,
                               teardown_validate),
     cmocka_unit_test_teardown(test_a_phase_end_another_thread_reaches_purges_a_tenth_of_the_delay_later,
