@@ -97,11 +97,8 @@ static void hardened_fault(void *addr) {
   }
 }
 
-static void hard_medium_class_check(void);   // start-up: g_hard_medium_class against size_class_of
-
 void hak_hardened_init(void) {
   hardened_box_init();
-  hard_medium_class_check();
   g_zero_live = os_map_aligned(HARD_ZERO_SLOTS / 8, os_page_size());
   if (g_zero_live != NULL) g_zero_base = os_reserve_none(HARD_ZERO_BYTES);   // else malloc(0) is a real block
   os_on_fault(hardened_fault);
@@ -167,37 +164,6 @@ static HAK_NOINLINE void *hardened_malloc_medium_refill(size_t size, size_t need
   return p != NULL ? hardened_arm_medium(p, size) : NULL;
 }
 
-// The class of a medium block for need (1025 .. HAK_SLAB_MAX bytes): one load
-// of g_hard_medium_class[(need - 1) >> 8] in place of size_class_of's bit scan
-// and shifts (10 instructions): every class above 1 KiB is a multiple of 256
-// bytes, so all needs in one 256-byte step take one class (checked at
-// start-up). An entry is size_class_of((i + 1) * 256), folded by the compiler.
-#define HARD_MEDIUM_STEP_SHIFT 8u
-#define HARD_LG(n)  (63u - (unsigned)__builtin_clzll((unsigned long long)(n) - 1ull))
-#define HARD_MCLS(n) (8u + (HARD_LG(n) - 7u) * 4u + (unsigned)((((unsigned long long)(n) - 1ull) >> (HARD_LG(n) - 2u)) & 3u))
-#define HARD_MC(i)  (uint8_t)HARD_MCLS(((i) + 1ull) << HARD_MEDIUM_STEP_SHIFT)
-#define HARD_MC8(i) HARD_MC(i), HARD_MC((i) + 1), HARD_MC((i) + 2), HARD_MC((i) + 3), \
-                    HARD_MC((i) + 4), HARD_MC((i) + 5), HARD_MC((i) + 6), HARD_MC((i) + 7)
-#define HARD_MC64(i) HARD_MC8(i), HARD_MC8((i) + 8), HARD_MC8((i) + 16), HARD_MC8((i) + 24), \
-                     HARD_MC8((i) + 32), HARD_MC8((i) + 40), HARD_MC8((i) + 48), HARD_MC8((i) + 56)
-#define HARD_MEDIUM_STEPS (HAK_SLAB_MAX >> HARD_MEDIUM_STEP_SHIFT)
-static const uint8_t g_hard_medium_class[HARD_MEDIUM_STEPS] = {
-  HARD_MC64(0), HARD_MC64(64), HARD_MC64(128), HARD_MC64(192), HARD_MC64(256), HARD_MC64(320), HARD_MC64(384),
-  HARD_MC64(448), HARD_MC64(512), HARD_MC64(576), HARD_MC64(640), HARD_MC64(704), HARD_MC64(768), HARD_MC64(832),
-  HARD_MC64(896), HARD_MC64(960),
-};
-_Static_assert(HARD_MEDIUM_STEPS == 1024, "sixteen rows of 64 steps");
-HAK_INLINE unsigned hard_medium_class(size_t need) {
-  return g_hard_medium_class[(need - 1) >> HARD_MEDIUM_STEP_SHIFT];
-}
-static void hard_medium_class_check(void) {   // the first and last need of every step
-  for (size_t need = HAK_TINY_MAX + 1; need <= HAK_SLAB_MAX; need += (size_t)1 << HARD_MEDIUM_STEP_SHIFT) {
-    size_t last = need + ((size_t)1 << HARD_MEDIUM_STEP_SHIFT) - 1;
-    if (hard_medium_class(need) != size_class_of(need) || hard_medium_class(last) != size_class_of(last))
-      hak_report_invariant("g_hard_medium_class differs at", NULL, need);
-  }
-}
-
 // The medium classes (1009 bytes to HAK_SLAB_MAX - 1): the tiny path's pop,
 // every slow case a call in last place. A medium block needs only a canary
 // byte's room (its size word is in its slab's table; hard_canary_start);
@@ -205,7 +171,7 @@ static void hard_medium_class_check(void) {   // the first and last need of ever
 // both.
 void *hak_hardened_malloc_medium(size_t size) {
   size_t need = size + HARD_TAIL_MEDIUM > HAK_TINY_MAX ? size + HARD_TAIL_MEDIUM : HAK_TINY_MAX + 1;
-  void *p = hak_hardened_pop(hard_medium_class(need));
+  void *p = hak_hardened_pop(size_class_medium(need));
   if (HAK_UNLIKELY(p == NULL)) return hardened_malloc_medium_refill(size, need);
   return hardened_arm_medium(p, size);
 }

@@ -28,4 +28,19 @@ const size_class_info_t g_size_class[HAK_NUM_CLASSES] = {
 // is for everything else).
 const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1] = { HAK_TINY_CLASS_LUT_INIT };
 int32_t g_class_tls_off[HAK_NUM_CLASSES];
+
+// One entry per 256-byte step of the medium requests: the class of the step's
+// last request, (i + 1) * 256 bytes, by the classes' rule (four per power of
+// two above 128: 8 + 4 * (lg - 7) + the quarter), folded by the compiler.
+// (The first four steps are the tiny classes' and never read.)
+#define MLG(n) (63u - (unsigned)__builtin_clzll((unsigned long long)(n) - 1ull))   // 2^lg < n <= 2^(lg+1)
+#define MCLS(n) (8u + (MLG(n) - 7u) * 4u + (unsigned)((((unsigned long long)(n) - 1ull) >> (MLG(n) - 2u)) & 3u))
+#define MC(i) (uint8_t)MCLS(((i) + 1ull) << HAK_MEDIUM_LUT_SHIFT)
+#define MC8(i) MC(i), MC((i) + 1), MC((i) + 2), MC((i) + 3), MC((i) + 4), MC((i) + 5), MC((i) + 6), MC((i) + 7)
+#define MC64(i) MC8(i), MC8((i) + 8), MC8((i) + 16), MC8((i) + 24), MC8((i) + 32), MC8((i) + 40), MC8((i) + 48), MC8((i) + 56)
+const uint8_t g_medium_class_lut[HAK_MEDIUM_LUT_STEPS] = {
+  MC64(0), MC64(64), MC64(128), MC64(192), MC64(256), MC64(320), MC64(384), MC64(448),
+  MC64(512), MC64(576), MC64(640), MC64(704), MC64(768), MC64(832), MC64(896), MC64(960),
+};
+_Static_assert(HAK_MEDIUM_LUT_STEPS == 1024, "sixteen rows of 64 steps");
 _Static_assert(sizeof g_tiny_class_lut == HAK_TINY_MAX + 1, "one LUT entry per byte count up to 1 KiB");

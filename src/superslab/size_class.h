@@ -81,6 +81,9 @@ typedef struct size_class_info {
 
 extern HAK_INTERNAL const size_class_info_t g_size_class[HAK_NUM_CLASSES];
 extern HAK_INTERNAL const uint8_t g_tiny_class_lut[HAK_TINY_MAX + 1];
+#define HAK_MEDIUM_LUT_SHIFT 8u
+#define HAK_MEDIUM_LUT_STEPS (HAK_SLAB_MAX >> HAK_MEDIUM_LUT_SHIFT)
+extern HAK_INTERNAL const uint8_t g_medium_class_lut[HAK_MEDIUM_LUT_STEPS];
 // A class's TLS slot: the offset in words of its list in a thread's TLS lists
 // (tls_list_of_slot, tiny/tls_sll_box.h), 2 * class, as malloc addresses it.
 // Kept in each thread's size table.
@@ -109,12 +112,16 @@ _Static_assert(HAK_TLS_SLOT_OF(HAK_NUM_CLASSES - 1) <= 255, "a TLS slot is a byt
 // Class of a request of n bytes, n <= HAK_TINY_MAX: one table load (1 KiB).
 HAK_INLINE unsigned size_class_tiny(size_t n) { return g_tiny_class_lut[n]; }
 
+// Class of a request of n bytes, HAK_TINY_MAX < n <= HAK_SLAB_MAX: one load.
+// Every class above 1 KiB is a multiple of 256 bytes, so all requests of one
+// 256-byte step ((n - 1) >> 8) take one class (tests/unit/test_size_class.c
+// checks every n); a bit scan and shifts took 10 instructions.
+HAK_INLINE unsigned size_class_medium(size_t n) { return g_medium_class_lut[(n - 1) >> HAK_MEDIUM_LUT_SHIFT]; }
+
 // Class of a request of n bytes, n <= HAK_SLAB_MAX.
 HAK_INLINE unsigned size_class_of(size_t n) {
   if (HAK_LIKELY(n <= HAK_TINY_MAX)) return size_class_tiny(n);
-  unsigned lg = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1)); // 2^lg < n <= 2^(lg+1)
-  unsigned sub = (unsigned)((n - 1) >> (lg - 2)) & 3u;
-  return 8u + (lg - 7u) * 4u + sub;
+  return size_class_medium(n);
 }
 
 HAK_INLINE size_t size_class_size(unsigned cls) { return g_size_class[cls].size; }
