@@ -260,13 +260,14 @@ static void test_a_medium_list_shrinks_while_the_thread_only_frees_and_grows_bac
   assert_int_equal(r.full, g_size_class[cls].tls_cap);
   assert_int_equal(r.after_frees, r.full >> TLS_SHRINK_MAX);
   assert_true(r.sums_after_frees);
-  assert_int_equal(r.after_takes, r.full);
+  assert_true(r.after_takes >= r.full);   // back, or grown: its own blocks came back
 }
 
 // A thread that takes as much of a medium class as it frees keeps its bound
-// at the end of every round of frees (before, the second overflow with no
-// refill between halved it, and the next round's refills doubled it back:
-// ws-medium did that 4 595 times in 4 M operations).
+// at the end of every round of frees, or a grown one, never a halved one
+// (before, the second overflow with no refill between halved it, and the next
+// round's refills doubled it back: ws-medium did that 4 595 times in 4 M
+// operations).
 static void *take_and_free_in_rounds(void *arg) {
   int *kept = arg;
   static void *blk[600];
@@ -275,7 +276,7 @@ static void *take_and_free_in_rounds(void *arg) {
   for (int r = 0; r < 50; r++) {
     for (int i = 0; i < 600; i++) blk[i] = hak_malloc(2048);
     for (int i = 0; i < 600; i++) hak_free(blk[i]);
-    if (t_tls_cache.cap[cls] != g_size_class[cls].tls_cap) *kept = 0;
+    if (t_tls_cache.cap[cls] < g_size_class[cls].tls_cap) *kept = 0;
   }
   return NULL;
 }
@@ -344,6 +345,32 @@ static void test_a_small_list_grows_while_the_thread_frees_and_takes_back_batche
   assert_true(r.cap >= BATCH_BLOCKS);
   assert_true(r.cap <= TLS_GROWN_BYTES / g_size_class[cls].size);
   assert_true(r.cap > g_size_class[cls].tls_cap);
+  assert_int_equal(r.last_round_flushes, 0);
+  assert_true(r.sums);
+}
+
+// ... and so does a medium class's (1-32 KiB): at 128 blocks of 4 KiB, 200
+// taken and freed in rounds went home and came back through the slabs at
+// every round (random 1-32 KiB blocks in a working set of 8192: 150 k refills
+// in 16 M operations, 1.11x the time).
+#define MEDIUM_ROUND_BLOCKS 200
+static void *build_and_free_medium_batches(void *arg) {
+  grown_caps_t *r = arg;
+  static void *blk[MEDIUM_ROUND_BLOCKS];
+  unsigned cls = size_class_of(4096);
+  r->last_round_flushes = last_round_flushes(4096, blk, MEDIUM_ROUND_BLOCKS, 6);
+  r->cap = t_tls_cache.cap[cls];
+  r->sums = t_tls_cache.lists[cls].room + tls_list_len(cls) == t_tls_cache.cap[cls];
+  return NULL;
+}
+static void test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batches(void **state) {
+  (void)state;
+  grown_caps_t r = {0};
+  run_in_thread(build_and_free_medium_batches, &r);
+  unsigned cls = size_class_of(4096);
+  assert_true(g_size_class[cls].tls_cap < MEDIUM_ROUND_BLOCKS);
+  assert_true(r.cap >= MEDIUM_ROUND_BLOCKS);
+  assert_true(r.cap <= TLS_GROWN_BYTES / g_size_class[cls].size);
   assert_int_equal(r.last_round_flushes, 0);
   assert_true(r.sums);
 }
@@ -604,6 +631,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_small_list_keeps_its_bound_while_the_thread_only_frees),
     HAK_UNIT_TEST(test_a_medium_list_keeps_its_bound_while_the_thread_takes_as_much_as_it_frees),
     HAK_UNIT_TEST(test_a_small_list_grows_while_the_thread_frees_and_takes_back_batches),
+    HAK_UNIT_TEST(test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batches),
     HAK_UNIT_TEST(test_a_list_grows_to_a_big_batch_after_one_round),
     HAK_UNIT_TEST(test_a_threads_grown_bounds_stay_within_its_total),
     HAK_UNIT_TEST(test_a_grown_list_goes_back_when_it_flushes_other_threads_blocks),
