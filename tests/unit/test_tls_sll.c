@@ -323,56 +323,48 @@ static uint64_t last_round_flushes(size_t size, void **blk, int n, int rounds) {
   }
   return flushes;
 }
+// `rounds` rounds of n blocks of `size` bytes in a thread of its own: the
+// class's bound after them, the last round's flushes, length + room == bound.
 typedef struct grown_caps {
+  size_t size;                 // in: the blocks' size
+  int n, rounds;               // in: blocks per round, rounds
   uint32_t cap;                // the bound after the rounds
   uint64_t last_round_flushes; // flushes of the list in the last round
   int sums;                    // length + room == bound at the end
 } grown_caps_t;
 static void *build_and_free_batches(void *arg) {
   grown_caps_t *r = arg;
-  static void *blk[BATCH_BLOCKS];
-  unsigned cls = size_class_of(40);
-  r->last_round_flushes = last_round_flushes(40, blk, BATCH_BLOCKS, 8);
+  void **blk = malloc((size_t)r->n * sizeof(void *));
+  unsigned cls = size_class_of(r->size);
+  r->last_round_flushes = last_round_flushes(r->size, blk, r->n, r->rounds);
   r->cap = t_tls_cache.cap[cls];
   r->sums = t_tls_cache.lists[cls].room + tls_list_len(cls) == t_tls_cache.cap[cls];
+  free(blk);
   return NULL;
+}
+// The rounds fit the grown list: no flush in the last, within TLS_GROWN_BYTES.
+static void assert_grown_to_fit(size_t size, int n, int rounds) {
+  grown_caps_t r = {.size = size, .n = n, .rounds = rounds};
+  run_in_thread(build_and_free_batches, &r);
+  unsigned cls = size_class_of(size);
+  assert_true(g_size_class[cls].tls_cap < (uint32_t)n);   // the class's own bound is too small
+  assert_true(r.cap >= (uint32_t)n);
+  assert_true(r.cap <= TLS_GROWN_BYTES / g_size_class[cls].size);
+  assert_int_equal(r.last_round_flushes, 0);
+  assert_true(r.sums);
 }
 static void test_a_small_list_grows_while_the_thread_frees_and_takes_back_batches(void **state) {
   (void)state;
-  grown_caps_t r = {0};
-  run_in_thread(build_and_free_batches, &r);
-  unsigned cls = size_class_of(40);
-  assert_true(r.cap >= BATCH_BLOCKS);
-  assert_true(r.cap <= TLS_GROWN_BYTES / g_size_class[cls].size);
-  assert_true(r.cap > g_size_class[cls].tls_cap);
-  assert_int_equal(r.last_round_flushes, 0);
-  assert_true(r.sums);
+  assert_grown_to_fit(40, BATCH_BLOCKS, 8);
 }
 
 // ... and so does a medium class's (1-32 KiB): at 128 blocks of 4 KiB, 200
 // taken and freed in rounds went home and came back through the slabs at
 // every round (random 1-32 KiB blocks in a working set of 8192: 150 k refills
 // in 16 M operations, 1.11x the time).
-#define MEDIUM_ROUND_BLOCKS 200
-static void *build_and_free_medium_batches(void *arg) {
-  grown_caps_t *r = arg;
-  static void *blk[MEDIUM_ROUND_BLOCKS];
-  unsigned cls = size_class_of(4096);
-  r->last_round_flushes = last_round_flushes(4096, blk, MEDIUM_ROUND_BLOCKS, 6);
-  r->cap = t_tls_cache.cap[cls];
-  r->sums = t_tls_cache.lists[cls].room + tls_list_len(cls) == t_tls_cache.cap[cls];
-  return NULL;
-}
 static void test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batches(void **state) {
   (void)state;
-  grown_caps_t r = {0};
-  run_in_thread(build_and_free_medium_batches, &r);
-  unsigned cls = size_class_of(4096);
-  assert_true(g_size_class[cls].tls_cap < MEDIUM_ROUND_BLOCKS);
-  assert_true(r.cap >= MEDIUM_ROUND_BLOCKS);
-  assert_true(r.cap <= TLS_GROWN_BYTES / g_size_class[cls].size);
-  assert_int_equal(r.last_round_flushes, 0);
-  assert_true(r.sums);
+  assert_grown_to_fit(4096, 200, 6);
 }
 
 // A tree of 10 000 nodes freed and built again grew its class's bound one
