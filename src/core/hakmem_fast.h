@@ -4,7 +4,8 @@
 // slow paths of hakmem.c.
 //
 //   malloc (n <= 1 KiB): class table -> pop the TLS list, its link decoded
-//                        and checked -> return
+//                        and checked -> return (1 KiB < n <= 256 KiB: the
+//                        same pop, the class from a table of 256-byte steps)
 //   free:  registry byte (the metadata shift) -> slab metadata -> block start below the carve point
 //          -> the slab is this thread's, or the block is 64 bytes or more
 //          -> free mark absent -> push on its TLS list (another thread's block
@@ -152,7 +153,7 @@ HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*miss)(size_t), void *(*
 // class from the 256-byte-step table (size_class_medium); the tiny path's
 // instructions are the same (its `ja` lands here instead of on the call).
 // Through hak_malloc_slow a medium hit took a call, a stack frame and the
-// class's bit scan: ~30 instructions against 15 (`ws8192 --min 1K --max
+// class's bit scan: ~30 instructions against 19 (`ws8192 --min 1K --max
 // 32K`, where tcmalloc, whose fast path takes every size to 256 KiB, ran in
 // 0.89-0.91x our time).
 HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*slow)(size_t)) {

@@ -72,14 +72,15 @@ typedef struct tls_cache {
   // it takes: a consumer), and doubled back at each refill (tiny_refill.c).
   uint8_t        cap_shift[HAK_NUM_CLASSES];
   uint8_t        overflows[HAK_NUM_CLASSES];   // overflows since the last refill
-  // Small classes (1 KiB and less) only, never in the hardened build (its
+  // Classes to HAK_MEDIUM_MAX (32 KiB) only, never in the hardened build (its
   // refill shuffles a batch in a stack array of TLS_CACHE_MAX_BLOCKS): the
   // bound doubled cap_grow times (tls_class_cap), at each refill that
   // follows overflows whose flushes held none of other threads' blocks (the
   // thread freed a batch of its own blocks past the bound and takes them back:
   // a program building and freeing a structure of many blocks of one size),
   // as often as those overflows' batches need (tiny_refill.c class_grow);
-  // back to 0 at an overflow that held other threads' blocks.
+  // back to 0 at an overflow that held other threads' blocks, and at a
+  // medium class's shrink (only frees) before its bound halves.
   uint8_t        cap_grow[HAK_NUM_CLASSES];
   uint8_t        local_overflow[HAK_NUM_CLASSES];   // such overflows since the last refill (saturating)
 } tls_cache_t;
