@@ -5,7 +5,7 @@
 #define BUDGET(sz) ((sz) <= 1024u ? TLS_CACHE_BYTES : TLS_CACHE_BYTES_MEDIUM)
 #define CAP(sz)                                                                          \
   ((BUDGET(sz) / (sz)) > TLS_CACHE_MAX_BLOCKS   ? TLS_CACHE_MAX_BLOCKS                    \
-   : (BUDGET(sz) / (sz)) < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS                    \
+   : (BUDGET(sz) / (sz)) < TLS_CACHE_CLASS_MIN_BLOCKS ? TLS_CACHE_CLASS_MIN_BLOCKS        \
                                                 : (BUDGET(sz) / (sz)))
 // floor(2^64 / sz), then the odd one of +1 and +2 (size_class.h says why).
 #define FLOOR64(sz) (UINT64_MAX / (sz) + (((sz) & ((sz) - 1u)) == 0u))
