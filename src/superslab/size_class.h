@@ -38,18 +38,19 @@
 // 1 KiB: TLS_CACHE_BYTES_MEDIUM, so a refill or flush of a 32 KiB class moves
 // 8 blocks, not 2: ws-medium at 1 thread costs 87 instructions per operation
 // instead of 108 under callgrind, peak RSS unchanged), at least
-// TLS_CACHE_CLASS_MIN_BLOCKS (the classes above 128 KiB: a refill or flush of
-// them moved one block, `ws8192 -w 1024 --min 64K --max 256K` made a refill
-// every 9 operations and took 1.19-1.39x the time, tcmalloc 0.67-0.69x; with
-// 4, 1.19-1.39x faster at 1, 2 and 16 threads, less peak RSS) and at most
-// TLS_CACHE_MAX_BLOCKS (a flush walks at most half of that). A thread's bound
-// shrunk or shared (tls_class_cap) stays at least TLS_CACHE_MIN_BLOCKS.
+// TLS_CACHE_CLASS_MIN_BLOCKS (the classes above 64 KiB: those above 128 KiB had
+// 2-3 and a refill or flush moved one block, `ws8192 -w 1024 --min 64K --max
+// 256K` made a refill every 9 operations, tcmalloc 0.67-0.69x our time; with 4,
+// 1.16-1.28x faster at 1, 2 and 16 threads at less peak RSS; with 8, 1.26x
+// faster again, tcmalloc 1.2x our time) and at most TLS_CACHE_MAX_BLOCKS (a
+// flush walks at most half of that). A thread's bound shrunk or shared
+// (tls_class_cap) stays at least TLS_CACHE_MIN_BLOCKS.
 // A refill or flush moves half the bound (size_class_info_t.batch).
 #define TLS_CACHE_BYTES       (64u << 10)    // small classes: ring at 16 threads 44 -> 29 MiB peak
                                              // RSS, ws-small +0.7 instructions per pair
 #define TLS_CACHE_BYTES_MEDIUM (512u << 10)   // classes above 1 KiB (issue 9: see CURRENT_TASK)
 #define TLS_CACHE_MIN_BLOCKS  2u
-#define TLS_CACHE_CLASS_MIN_BLOCKS 4u
+#define TLS_CACHE_CLASS_MIN_BLOCKS 8u
 #define TLS_SHRINK_MAX        3u             // a consumer's medium bound: down to 1/8 (tiny_flush_overflow)
 #define TLS_SHRINK_STREAK     8u             // overflows with no refill between that halve it
 #define TLS_CACHE_MAX_BLOCKS  256u
