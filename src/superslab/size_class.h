@@ -54,13 +54,17 @@
 #define TLS_SHRINK_MAX        3u             // a consumer's medium bound: down to 1/8 (tiny_flush_overflow)
 #define TLS_SHRINK_STREAK     8u             // overflows with no refill between that halve it
 #define TLS_CACHE_MAX_BLOCKS  256u
-// A class's bound (to HAK_MEDIUM_MAX) grows (doubles, TLS_GROW_MAX times at
-// most) while the thread frees its own blocks past the bound and then takes
-// them back, up to TLS_GROWN_BYTES of blocks and TLS_GROWN_MAX_BLOCKS
+// A class's bound (to HAK_KIND_MEDIUM_MAX, 128 KiB) grows (doubles, TLS_GROW_MAX
+// times at most) while the thread frees its own blocks past the bound and then
+// takes them back, up to TLS_GROWN_BYTES of blocks and TLS_GROWN_MAX_BLOCKS
 // (tiny_refill.c, tls_sll_box.h cap_grow). Medium classes too: at 8 blocks of
 // 32 KiB a refill or flush, random 1-32 KiB blocks in a working set of 8192
 // (`ws8192 --min 1K --max 32K`) made 150 k refills in 16 M operations, and
-// ran at 1.11x the time (tcmalloc, whose caches hold more, 0.91x ours).
+// ran at 1.11x the time (tcmalloc, whose caches hold more, 0.91x ours); random
+// 32-128 KiB blocks 1.12x. Not the classes of the 2 MiB slabs (above 128
+// KiB): a ring of two threads handing each other 64-256 KiB blocks grew their
+// bounds on its own blocks coming back, each holding slabs of 8-12 blocks,
+// and took 1.36x the time at 2.3x the RSS.
 #ifndef TLS_GROW_MAX
 #define TLS_GROW_MAX          6u                   // (-DTLS_GROW_MAX=0u: never, for measurements)
 #endif

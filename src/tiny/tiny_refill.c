@@ -309,7 +309,7 @@ static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
 // The bytes this thread's grown bounds add over their classes' bounds.
 static uint32_t grown_bytes(const tls_cache_t *tc) {
   uint32_t sum = 0;
-  for (unsigned c = 0; c < HAK_NUM_CLASSES && g_size_class[c].size <= HAK_MEDIUM_MAX; c++) {
+  for (unsigned c = 0; c < HAK_NUM_CLASSES && g_size_class[c].size <= HAK_KIND_MEDIUM_MAX; c++) {
     if (tc->cap_grow[c] == 0) continue;
     uint32_t base = (uint32_t)tls_cap_for(c, tc->cap_share) >> tc->cap_shift[c];
     if (tc->cap[c] > base) sum += (tc->cap[c] - base) * g_size_class[c].size;
@@ -549,7 +549,7 @@ int tiny_refill(unsigned cls) {
   if (tc->local_overflow[cls]) {   // its own blocks went home past the bound, and come back
     unsigned overflows = tc->local_overflow[cls];
     tc->local_overflow[cls] = 0;
-    if (!HAK_HARDENED && g_size_class[cls].size <= HAK_MEDIUM_MAX) class_grow(tc, cls, overflows);
+    if (!HAK_HARDENED && g_size_class[cls].size <= HAK_KIND_MEDIUM_MAX) class_grow(tc, cls, overflows);
   }
   uint32_t want = tls_batch(tc, cls);
   uint32_t room = (uint32_t)tc->lists[cls].room;   // > 0: the thread is set up

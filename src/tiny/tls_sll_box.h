@@ -72,7 +72,7 @@ typedef struct tls_cache {
   // it takes: a consumer), and doubled back at each refill (tiny_refill.c).
   uint8_t        cap_shift[HAK_NUM_CLASSES];
   uint8_t        overflows[HAK_NUM_CLASSES];   // overflows since the last refill
-  // Classes to HAK_MEDIUM_MAX (32 KiB) only, never in the hardened build (its
+  // Classes to HAK_KIND_MEDIUM_MAX (128 KiB) only, never in the hardened build (its
   // refill shuffles a batch in a stack array of TLS_CACHE_MAX_BLOCKS): the
   // bound doubled cap_grow times (tls_class_cap), at each refill that
   // follows overflows whose flushes held none of other threads' blocks (the

@@ -367,6 +367,13 @@ static void test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batch
   assert_grown_to_fit(4096, 200, 6);
 }
 
+// ... and a class of the 512 KiB slabs above 32 KiB: 10 blocks of 96 KiB
+// against a bound of 8 (random 32-128 KiB blocks: 1.12x the time).
+static void test_a_96k_list_grows_while_the_thread_frees_and_takes_back_batches(void **state) {
+  (void)state;
+  assert_grown_to_fit(96 << 10, 10, 6);
+}
+
 // A tree of 10 000 nodes freed and built again grew its class's bound one
 // doubling per tree (six trees of walks before it fitted, 1.4x mimalloc's
 // time in a tree-shaped probe): a refill after many overflows now doubles as
@@ -624,6 +631,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_medium_list_keeps_its_bound_while_the_thread_takes_as_much_as_it_frees),
     HAK_UNIT_TEST(test_a_small_list_grows_while_the_thread_frees_and_takes_back_batches),
     HAK_UNIT_TEST(test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batches),
+    HAK_UNIT_TEST(test_a_96k_list_grows_while_the_thread_frees_and_takes_back_batches),
     HAK_UNIT_TEST(test_a_list_grows_to_a_big_batch_after_one_round),
     HAK_UNIT_TEST(test_a_threads_grown_bounds_stay_within_its_total),
     HAK_UNIT_TEST(test_a_grown_list_goes_back_when_it_flushes_other_threads_blocks),
