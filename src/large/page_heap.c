@@ -822,11 +822,9 @@ static void arena_see_phase_end(ph_arena_t *a) {
   arena_note_phase_end(a);
 }
 
-// Is a's deferred phase end due (a relaxed look)? The wait's start is the
-// time it was put off, never later than now: it was `now | 1`, a millisecond
-// ahead on an even clock, and then `now - since` wrapped to a huge wait
-// passed, so the free that put the end off purged at once (the coarse clock
-// of a kernel at 250 Hz reads only multiples of 4 ms: every time).
+// Is a's deferred phase end due (a relaxed look)? A start later than `now`
+// (another thread stored it after this one read the clock) is not: `now -
+// since` would wrap to a wait long passed.
 static int arena_end_due(const ph_arena_t *a, uint64_t now) {
   uint64_t since = atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed);
   return since != 0 && now >= since && now - since >= g_hak_config.large_purge_delay_ms / PH_END_DEFER_DEN;

@@ -820,6 +820,8 @@ void tiny_cache_ungrow(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) class_ungrow(tc, c);
 }
 
+void tiny_class_ungrow(unsigned cls) { class_ungrow(&t_tls_cache, cls); }
+
 void tiny_free_after_exit(slab_meta_t *m, hak_base_ptr_t b) {
   block_set_free(b);
   remote_free_push_chain(m, b, b, 1);   // whoever owns the slab, or adopts it, takes it

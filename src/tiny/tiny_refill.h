@@ -37,6 +37,8 @@ void tiny_flush_overflow(unsigned cls);
 // flushed down to it: a thread that starts batching its frees
 // (free_batch_box.h), whose own classes' overflows then tell it when to stop.
 void tiny_cache_ungrow(void);
+// ... the same for one class of the calling thread.
+void tiny_class_ungrow(unsigned cls);
 // Idle classes (tiny_refill.c look_idle_classes): every LEFT_LOOK_BYTES that
 // a thread's refills ask for or its overflows flush (or half a second), a
 // look at the classes it had no slow path of since; one whose list head and

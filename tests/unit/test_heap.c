@@ -601,7 +601,7 @@ static void slow_paths_elsewhere(unsigned ms, unsigned paths) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (unsigned done = 0;;) {
     void *p[16];
-    elsewhere_class_ungrown();   // (unit_util.h: a grown list held whole rounds)
+    tiny_class_ungrow(other);    // (as slow_path_bytes_elsewhere, unit_util.h: a grown list held whole rounds)
     uint64_t before = hak_counters()->cls[other].refills + hak_counters()->cls[other].flushes;
     for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(100000);
     for (unsigned i = 0; i < 16; i++) hak_free(p[i]);

@@ -305,6 +305,19 @@ static void test_a_phase_end_another_thread_reaches_is_called_off_when_the_progr
   put_options_back(was);
 }
 
+// Until os_now_ms reads an even millisecond, for at most 50 ms: a coarse
+// clock whose ticks all fall on odd milliseconds never does (this VM's phase
+// changed between runs: an unbounded wait hung `make test`), and there the
+// old `now | 1` was right too, so the case below checks the plain wait.
+static void until_an_even_millisecond(void) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (os_now_ms() & 1u) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > 50) return;
+  }
+}
+
 // The wait starts when the end is put off, whatever the clock reads: the
 // free that puts it off, and the frees right after it, purge nothing. Before,
 // the wait's start was stored as `now | 1`, a millisecond ahead of an even
@@ -319,16 +332,7 @@ static void test_a_phase_end_put_off_on_an_even_millisecond_waits(void **state) 
   consumer_t c;
   consumer_start(&c);
   malloc_written(blocks, N, 4 * MIB);
-  // An even millisecond if the coarse clock shows one within 50 ms: a clock
-  // whose ticks all fall on odd milliseconds never does (this VM's phase
-  // changed between runs: an unbounded wait hung `make test`), and there the
-  // old code was right too, so the case checks the plain wait.
-  struct timespec t0, t;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  while (os_now_ms() & 1u) {
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > 50) break;
-  }
+  until_an_even_millisecond();
   consumer_free(&c, blocks, 0, N);
   assert_int_equal(heap_dirty(), (size_t)N * 4 * MIB);
   malloc_written(blocks, N, 4 * MIB);            // back: the end is called off

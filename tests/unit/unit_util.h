@@ -225,21 +225,11 @@ static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
   return m;
 }
 
-// The 100 KB class the helpers below use for another class's slow paths, its
-// list kept at the class's own bound (8 blocks): grown (to 2 MiB of blocks,
-// TLS_GROWN_BYTES_LARGE) its list held a whole round of 16 and no slow path
-// came, so the helpers looped for ever.
-static inline unsigned elsewhere_class_ungrown(void) {
-  unsigned other = size_class_of(100000);
-  if (t_tls_cache.cap_grow[other] != 0) {
-    t_tls_cache.cap_grow[other] = 0;
-    tls_set_cap(&t_tls_cache, other, tls_class_cap(&t_tls_cache, other, t_tls_cache.cap_share));
-  }
-  return other;
-}
-
 // Slow paths of another class than the ones a test looks at (refills and
-// overflows of 100 KB blocks, whose lists hold a few) until they have moved
+// overflows of 100 KB blocks, whose lists hold a few: the class's own bound,
+// 8, kept by tiny_class_ungrow each round; grown to 2 MiB of blocks,
+// TLS_GROWN_BYTES_LARGE, its list held a whole round of 16, no slow path came
+// and the loop never ended) until they have moved
 // enough bytes for `looks` looks at idle classes (tiny_refill.h), with no
 // look by the clock meanwhile (the clock's looks would give the classes
 // back on their own).
@@ -252,7 +242,7 @@ static inline void slow_path_bytes_elsewhere(unsigned looks) {
   g_hak_config.purge_delay_ms = 3600000;
   while ((k->refill_blocks + k->flush_blocks - start) * size < (uint64_t)(looks + 1) * LEFT_LOOK_BYTES) {
     void *p[16];
-    elsewhere_class_ungrown();
+    tiny_class_ungrow(other);
     for (unsigned i = 0; i < 16; i++) p[i] = hak_malloc(100000);
     for (unsigned i = 0; i < 16; i++) hak_free(p[i]);
   }
