@@ -306,11 +306,14 @@ static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
   return 1;
 }
 
-// The bytes this thread's grown bounds add over their classes' bounds.
-static uint32_t grown_bytes(const tls_cache_t *tc) {
+// The bytes this thread's grown bounds of the classes on cls's side of
+// HAK_MEDIUM_MAX add over their classes' bounds (each side has its own total:
+// tls_grown_total_of).
+static uint32_t grown_bytes(const tls_cache_t *tc, unsigned cls) {
   uint32_t sum = 0;
+  int large = g_size_class[cls].size > HAK_MEDIUM_MAX;
   for (unsigned c = 0; c < HAK_NUM_CLASSES && g_size_class[c].size <= HAK_KIND_MEDIUM_MAX; c++) {
-    if (tc->cap_grow[c] == 0) continue;
+    if (tc->cap_grow[c] == 0 || (g_size_class[c].size > HAK_MEDIUM_MAX) != large) continue;
     uint32_t base = (uint32_t)tls_cap_for(c, tc->cap_share) >> tc->cap_shift[c];
     if (tc->cap[c] > base) sum += (tc->cap[c] - base) * g_size_class[c].size;
   }
@@ -328,16 +331,16 @@ HAK_INLINE void class_cap_restore(tls_cache_t *tc, unsigned cls) {
 // thread's own blocks: once, or as often as those overflows' batches
 // (half the bound each) need (a tree of 20 000 nodes freed and built again
 // grew one doubling per tree, six trees to reach its size), within
-// TLS_GROW_MAX doublings and the thread's TLS_GROWN_TOTAL_BYTES.
+// TLS_GROW_MAX doublings and the thread's total of its side (tls_grown_total_of).
 static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
   unsigned steps = 1;
   for (unsigned need = overflows / 2u; need > 1u; need >>= 1) steps++;
-  uint32_t total = grown_bytes(tc);
+  uint32_t total = grown_bytes(tc, cls), most = tls_grown_total_of(cls);
   for (; steps > 0 && (unsigned)tc->cap_grow[cls] + 1u <= TLS_GROW_MAX; steps--) {
     uint16_t before = tc->cap[cls];
     tc->cap_grow[cls]++;
     uint16_t after = tls_class_cap(tc, cls, tc->cap_share);
-    if (after <= before || total + (uint32_t)(after - before) * g_size_class[cls].size > TLS_GROWN_TOTAL_BYTES) {
+    if (after <= before || total + (uint32_t)(after - before) * g_size_class[cls].size > most) {
       tc->cap_grow[cls]--;   // at its class's or the thread's limit
       break;
     }
@@ -389,8 +392,18 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 #define TLS_IDLE_DELAYS 10u
 
 // Class c's list goes home, its current slab back if EMPTY then, its partial
-// slabs trimmed (an idle or a dying class).
+// slabs trimmed (an idle or a dying class). Above HAK_MEDIUM_MAX its grown
+// bound goes back to the class's too, with the overflows that would grow it
+// at its next refill: a program that sweeps through sizes (bench/drift) grew
+// each class again at the refill that began its next sweep, for blocks it
+// would take back only a sweep later, and the lists held that many when the
+// sweep moved on (with 4 MiB a class there, 8.7 k -> 13.5 k page faults,
+// 1.05x the time: the slabs they went back to were purged early and faulted
+// in again). The smaller classes keep theirs (1 MiB a class; drift level):
+// a class that comes back regrows only after a round of slow paths.
+static void class_ungrow(tls_cache_t *tc, unsigned cls);
 static void give_class_back(tiny_heap_t *h, unsigned c) {
+  if (g_size_class[c].size > HAK_MEDIUM_MAX) class_ungrow(&t_tls_cache, c);
   tiny_flush(c, UINT32_MAX);
   tiny_heap_release_idle(h, c);
 }

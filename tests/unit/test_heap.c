@@ -832,6 +832,31 @@ static void test_a_class_allocated_between_looks_is_not_left_behind(void **state
   hak_thread_flush();
 }
 
+// A class given back as left behind forgets its grown bound and the
+// overflows that grow it at the next refill: a program sweeping through sizes
+// (bench/drift) grew each class again at the refill that began its next
+// sweep, so its list held a grown bound's blocks when that sweep moved on
+// (with 4 MiB for the classes above 32 KiB, 8.7 k -> 13.5 k page faults: the
+// dirty budget purged the slabs they went back to, and the next sweep
+// faulted them in again).
+static void test_a_class_left_behind_forgets_its_grown_bound(void **state) {
+  (void)state;
+  hak_thread_flush();
+  unsigned cls = size_class_of(96 << 10);
+  void *blk[40];
+  for (int round = 0; round < 8; round++) {
+    for (int i = 0; i < 40; i++) blk[i] = hak_malloc(96 << 10);
+    for (int i = 0; i < 40; i++) hak_free(blk[i]);
+  }
+  assert_true(t_tls_cache.cap_grow[cls] != 0);   // grown by its rounds
+  slow_path_bytes_elsewhere(LEFT_LOOKS + 1);
+  assert_int_equal(tls_list_len(cls), 0);         // given back
+  assert_int_equal(t_tls_cache.cap_grow[cls], 0);
+  assert_int_equal(t_tls_cache.local_overflow[cls], 0);
+  assert_int_equal(t_tls_cache.cap[cls], tls_cap_for(cls, t_tls_cache.cap_share));
+  hak_thread_flush();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_an_exhausted_slab_waits_on_its_owners_full_list),
@@ -859,6 +884,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_stale_empty_check_does_not_empty_a_slab_adopted_and_abandoned_since),
     HAK_UNIT_TEST(test_a_class_left_behind_gives_back_its_current_slab_emptied_by_another_thread),
     HAK_UNIT_TEST(test_a_class_allocated_between_looks_is_not_left_behind),
+    HAK_UNIT_TEST(test_a_class_left_behind_forgets_its_grown_bound),
   };
   return cmocka_run_group_tests_name("heap", tests, NULL, NULL);
 }

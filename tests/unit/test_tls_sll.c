@@ -367,12 +367,13 @@ static void test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batch
   assert_grown_to_fit(4096, 200, 6);
 }
 
-// ... and a class of the 512 KiB slabs above 32 KiB, to 2 MiB of blocks: 20
+// ... and a class of the 512 KiB slabs above 32 KiB, to 4 MiB of blocks: 40
 // of 96 KiB against a bound of 8 (random 32-128 KiB blocks: 1.12x the time
-// with 1 MiB a class, 1.08x more with 2).
+// with 1 MiB a class, 1.08x more with 2, 0.73x with 4 and a total of their
+// own; at 2 MiB the list stopped at 21 blocks).
 static void test_a_96k_list_grows_while_the_thread_frees_and_takes_back_batches(void **state) {
   (void)state;
-  assert_grown_to_fit(96 << 10, 20, 6);
+  assert_grown_to_fit(96 << 10, 40, 8);
 }
 
 // A tree of 10 000 nodes freed and built again grew its class's bound one
@@ -398,9 +399,15 @@ static void test_a_list_grows_to_a_big_batch_after_one_round(void **state) {
 // TLS_GROWN_TOTAL_BYTES over their classes' bounds.
 #define BUDGET_CLASSES 6
 static const size_t budget_sizes[BUDGET_CLASSES] = {256, 320, 384, 448, 512, 640};
-static void *grow_many_classes(void *arg) {
-  uint64_t *grown = arg;
-  void **blk = malloc(TREE_BLOCKS * sizeof(void *));
+// The bytes the grown bound of the class of `size` adds over its bound.
+static uint64_t grown_bytes_of(size_t size) {
+  unsigned cls = size_class_of(size);
+  uint32_t base = tls_cap_for(cls, t_tls_cache.cap_share);
+  return t_tls_cache.cap[cls] > base ? (uint64_t)(t_tls_cache.cap[cls] - base) * g_size_class[cls].size : 0;
+}
+// Rounds of TLS_GROWN_BYTES of each budget class (into blk); returns what
+// their grown bounds add, and how many grew in *grew.
+static uint64_t grow_budget_classes(void **blk, uint64_t *grew) {
   for (int round = 0; round < 3; round++) {
     for (int k = 0; k < BUDGET_CLASSES; k++) {
       size_t n = TLS_GROWN_BYTES / budget_sizes[k];
@@ -409,16 +416,19 @@ static void *grow_many_classes(void *arg) {
       for (size_t i = 0; i < n; i++) hak_free(blk[i]);
     }
   }
-  uint64_t sum = 0, at_most = 0;
+  uint64_t sum = 0;
+  *grew = 0;
   for (int k = 0; k < BUDGET_CLASSES; k++) {
-    unsigned cls = size_class_of(budget_sizes[k]);
-    uint32_t base = tls_cap_for(cls, t_tls_cache.cap_share);
-    if (t_tls_cache.cap[cls] > base) sum += (uint64_t)(t_tls_cache.cap[cls] - base) * g_size_class[cls].size;
-    at_most += t_tls_cache.cap_grow[cls] != 0;
+    sum += grown_bytes_of(budget_sizes[k]);
+    *grew += t_tls_cache.cap_grow[size_class_of(budget_sizes[k])] != 0;
   }
+  return sum;
+}
+static void *grow_many_classes(void *arg) {
+  uint64_t *grown = arg;
+  void **blk = malloc(TREE_BLOCKS * sizeof(void *));
+  grown[0] = grow_budget_classes(blk, &grown[1]);
   free(blk);
-  grown[0] = sum;
-  grown[1] = at_most;
   return NULL;
 }
 static void test_a_threads_grown_bounds_stay_within_its_total(void **state) {
@@ -428,6 +438,32 @@ static void test_a_threads_grown_bounds_stay_within_its_total(void **state) {
   assert_true(grown[0] <= TLS_GROWN_TOTAL_BYTES);
   assert_true(grown[0] >= TLS_GROWN_TOTAL_BYTES / 2);   // they did grow, up to the total
   assert_true(grown[1] >= 2);
+}
+
+// ... and the classes above 32 KiB have a total of their own
+// (TLS_GROWN_TOTAL_BYTES_LARGE): with the smaller classes grown to half their
+// total or more, a list of 40 KiB blocks still grows to 100 (3.6 MiB over its
+// bound of 8), and theirs stay as they were. With one total for all, and at
+// most 2 MiB a class, it stopped short.
+static void *grow_small_classes_then_a_40k_one(void *arg) {
+  uint64_t *r = arg, grew;
+  void **blk = malloc(TREE_BLOCKS * sizeof(void *));
+  r[0] = grow_budget_classes(blk, &grew);
+  last_round_flushes(40 << 10, blk, 100, 8);
+  r[1] = grown_bytes_of(40 << 10);
+  r[2] = 0;
+  for (int k = 0; k < BUDGET_CLASSES; k++) r[2] += grown_bytes_of(budget_sizes[k]);
+  free(blk);
+  return NULL;
+}
+static void test_grown_classes_above_32k_have_a_total_of_their_own(void **state) {
+  (void)state;
+  uint64_t r[3] = {0, 0, UINT64_MAX};
+  run_in_thread(grow_small_classes_then_a_40k_one, r);
+  assert_true(r[0] >= TLS_GROWN_TOTAL_BYTES / 2);
+  assert_true(r[1] > TLS_GROWN_TOTAL_BYTES * 3 / 4);   // past what the smaller classes left ...
+  assert_true(r[1] <= TLS_GROWN_BYTES_LARGE);           // ... within its class's limit
+  assert_int_equal(r[2], r[0]);                         // theirs unchanged
 }
 
 // A grown bound is for a thread's own blocks: an overflow whose flush holds
@@ -635,6 +671,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_96k_list_grows_while_the_thread_frees_and_takes_back_batches),
     HAK_UNIT_TEST(test_a_list_grows_to_a_big_batch_after_one_round),
     HAK_UNIT_TEST(test_a_threads_grown_bounds_stay_within_its_total),
+    HAK_UNIT_TEST(test_grown_classes_above_32k_have_a_total_of_their_own),
     HAK_UNIT_TEST(test_a_grown_list_goes_back_when_it_flushes_other_threads_blocks),
     HAK_UNIT_TEST(test_a_thread_that_starts_batching_puts_its_grown_bounds_back),
     HAK_UNIT_TEST(test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks),
