@@ -289,6 +289,7 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
 
 // A refill of n blocks in this thread's counters.
 static void count_refill(const tls_cache_t *tc, unsigned cls, uint32_t n) {
+  t_heap_p->left_bytes += (uint64_t)n * g_size_class[cls].size;   // what it took (note_slow_path)
   hak_class_counters_t *k = &hak_counters()->cls[cls];
   k->refills++;
   k->refill_blocks += n;
@@ -568,7 +569,7 @@ int tiny_refill(unsigned cls) {
   uint32_t room = (uint32_t)tc->lists[cls].room;   // > 0: the thread is set up
   if (want > room) want = room;
   if (HAK_UNLIKELY(h->handover_n[cls] != 0) && handover_take(tc, h, cls, room)) return 1;
-  note_slow_path(tc, h, cls, want);
+  note_slow_path(tc, h, cls, 0);   // its bytes when it has them (count_refill)
   shared_pool_maybe_purge();
   page_heap_maybe_purge();
   for (;;) {

@@ -111,6 +111,30 @@ static void test_refill_from_new_memory_after_one_miss_leaves_a_page_of_blocks_m
   hak_free(p);
 }
 
+// ... and counts the bytes of the blocks it took toward the look at left
+// classes (tiny_refill.c note_slow_path), not those of its batch: a refill
+// carving one 64 KiB block (a page's worth at most) counted four, so a
+// thread cycling through a few classes of 4-128 KiB in bursts looked every
+// few refills, gave each class back between its bursts and refilled it one
+// block a malloc (tcmalloc 0.13-0.3x our time).
+static void *refill_one_large_block(void *arg) {
+  uint64_t *r = arg;
+  unsigned cls = size_class_of(64 << 10);
+  uint64_t blocks = hak_counters()->cls[cls].refill_blocks;
+  void *p = hak_malloc(64 << 10);
+  r[0] = t_heap_p->left_bytes;
+  r[1] = (hak_counters()->cls[cls].refill_blocks - blocks) * g_size_class[cls].size;
+  hak_free(p);
+  return NULL;
+}
+static void test_a_refill_counts_the_bytes_it_took_toward_the_look_at_left_classes(void **state) {
+  (void)state;
+  uint64_t r[2] = {0, 1};
+  run_in_thread(refill_one_large_block, r);
+  assert_int_not_equal(r[1], 0);
+  assert_int_equal(r[0], r[1]);
+}
+
 static void test_refill_counts_every_block_it_moves_in_the_slab_used_count(void **state) {
   (void)state;
   unsigned cls = size_class_of(192);   // never used before here: the slab is fresh
@@ -657,6 +681,7 @@ int main(void) {
     HAK_UNIT_TEST(test_popping_a_list_to_its_end_misses_then_refills),
     HAK_UNIT_TEST(test_refill_from_new_memory_after_one_miss_leaves_a_page_of_blocks_minus_one),
     HAK_UNIT_TEST(test_refill_counts_every_block_it_moves_in_the_slab_used_count),
+    HAK_UNIT_TEST(test_a_refill_counts_the_bytes_it_took_toward_the_look_at_left_classes),
     HAK_UNIT_TEST(test_refilled_blocks_all_come_from_the_current_slab),
     HAK_UNIT_TEST(test_most_recently_freed_block_is_handed_out_next),
     HAK_UNIT_TEST(test_calloc_zeroes_a_reused_block),
