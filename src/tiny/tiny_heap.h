@@ -68,6 +68,13 @@ typedef struct tiny_heap {
   void        *left_head[HAK_NUM_CLASSES];
   uint32_t     left_moves[HAK_NUM_CLASSES];
   uint8_t      left_looks[HAK_NUM_CLASSES];
+  // Classes given back (bit c) and the look count then (its low 8 bits), and
+  // per class the looks it is kept through after it came back too soon
+  // (tiny_refill.c note_class_back).
+  uint32_t     left_look_count;
+  uint64_t     left_gone;
+  uint8_t      left_gone_at[HAK_NUM_CLASSES];
+  uint8_t      left_keep[HAK_NUM_CLASSES];
   // A batching thread's hand-over chains (tiny_refill.c tiny_handover):
   // other threads' medium blocks of classes it frees and does not take,
   // linked at the drain while their lines are here, first..last of n.

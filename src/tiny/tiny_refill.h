@@ -47,6 +47,11 @@ void tiny_class_ungrow(unsigned cls);
 #ifndef LEFT_LOOKS
 #define LEFT_LOOKS      2u
 #endif
+// A class given back (by that look, or as dying) that the thread refills
+// within LEFT_BACK_LOOKS looks was not left: it is kept through the next
+// LEFT_KEEP_LOOKS looks (tiny_refill.c note_class_back).
+#define LEFT_BACK_LOOKS 2u
+#define LEFT_KEEP_LOOKS 16u
 // Send every chain in the class exchanges home (hak_trim, hak_thread_flush).
 void tiny_flush_exchange(void);
 // Send chains of the class exchange home until each class holds at most
