@@ -87,6 +87,8 @@ ROWS = [
          args=["--mb", "32", "--size", "20K"], nopt="-n", n=6, smoke=1),
     dict(id="rounds-mixed", label="rounds of 32 MB of 256 B blocks, then of 20 KB", prog="rounds",
          args=["--mb", "32", "--size", "256", "--then", "20K"], nopt="-n", n=6, smoke=1),
+    dict(id="bursts", label="bursts of 60 blocks, 4 sizes of 16-64 KiB in turn", prog="bursts",
+         args=["-k", "4", "-b", "60", "--step", "16K"], nopt="-n", n=2_000, smoke=20),
     dict(id="large", label="large blocks 64 KiB-8 MiB, pages touched", prog="large",
          args=["-w", "32", "--min", "64K", "--max", "8M"], nopt="-n", n=2_000, smoke=50),
     dict(id="large-few", label="a few blocks of 1-32 MiB, pages touched", prog="large",
