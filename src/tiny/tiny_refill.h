@@ -40,7 +40,7 @@ void tiny_cache_ungrow(void);
 // ... the same for one class of the calling thread.
 void tiny_class_ungrow(unsigned cls);
 // Idle classes (tiny_refill.c look_idle_classes): every LEFT_LOOK_BYTES that
-// a thread's refills ask for or its overflows flush (or half a second), a
+// a thread's refills take or its overflows flush (or half a second), a
 // look at the classes it had no slow path of since; one whose list head and
 // exchange stood still for LEFT_LOOKS looks in a row is given back.
 #define LEFT_LOOK_BYTES ((uint64_t)4 << 20)
