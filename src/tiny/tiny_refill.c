@@ -589,10 +589,15 @@ int tiny_refill(unsigned cls) {
   if (tc->local_overflow[cls]) {   // its own blocks went home past the bound, and come back
     unsigned overflows = tc->local_overflow[cls];
     tc->local_overflow[cls] = 0;
-    if (!HAK_HARDENED && g_size_class[cls].size <= HAK_KIND_MEDIUM_MAX) class_grow(tc, cls, overflows);
+    if (g_size_class[cls].size <= HAK_KIND_MEDIUM_MAX) class_grow(tc, cls, overflows);
   }
   uint32_t want = tls_batch(tc, cls);
   uint32_t room = (uint32_t)tc->lists[cls].room;   // > 0: the thread is set up
+#if HAK_HARDENED
+  // What the refill shuffles at once (hardened_shuffle_chain's array): a
+  // grown list's batch may be larger, and is then taken in refills of this.
+  if (room > TLS_CACHE_MAX_BLOCKS) room = TLS_CACHE_MAX_BLOCKS;
+#endif
   if (want > room) want = room;
   if (HAK_UNLIKELY(h->left_gone >> cls & 1u)) note_class_back(h, cls);
   if (HAK_UNLIKELY(h->handover_n[cls] != 0) && handover_take(tc, h, cls, room)) return 1;
