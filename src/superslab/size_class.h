@@ -71,6 +71,17 @@
 #ifndef TLS_GROWN_BYTES
 #define TLS_GROWN_BYTES       (1u << 20)
 #endif
+// The medium classes to HAK_MEDIUM_MAX (1-32 KiB) may grow to twice that
+// (within the same total): 1 MiB is 32 blocks of 32 KiB, and a thread
+// cycling through four sizes of 16-64 KiB in bursts of 60 (bench/bursts)
+// refilled its 32 KiB class 18 times a round while the others held theirs:
+// 0.69x the time with 2 MiB, tcmalloc's level; ws-medium 0.986x, drift
+// 0.999x (11 pinned rounds), and at 4 to 16 threads ws-medium, ring of
+// 1-16 KiB, mstress and prodcons -t 4 level in time at a few MB less peak
+// RSS (9 rounds; an earlier set of 5 rounds had shown a few MB more).
+#ifndef TLS_GROWN_BYTES_MEDIUM
+#define TLS_GROWN_BYTES_MEDIUM (2u << 20)
+#endif
 // The classes above HAK_MEDIUM_MAX (40-128 KiB) may grow to four times that:
 // 1 MiB is 8-12 of their blocks, hardly past their own bound of 8 (random
 // 32-128 KiB blocks 0.91x the time with 2 MiB, 64-256 KiB 0.90x), and 2 MiB
@@ -109,6 +120,10 @@ typedef struct size_class_info {
 } size_class_info_t;
 
 extern HAK_INTERNAL const size_class_info_t g_size_class[HAK_NUM_CLASSES];
+// What one class's grown bound may hold, by its block size.
+HAK_INLINE uint32_t tls_grown_bytes_of(uint32_t size) {
+  return size > HAK_MEDIUM_MAX ? TLS_GROWN_BYTES_LARGE : size > HAK_TINY_MAX ? TLS_GROWN_BYTES_MEDIUM : TLS_GROWN_BYTES;
+}
 // The total a thread's grown bounds on cls's side of HAK_MEDIUM_MAX may add.
 HAK_INLINE uint32_t tls_grown_total_of(unsigned cls) {
   return g_size_class[cls].size > HAK_MEDIUM_MAX ? TLS_GROWN_TOTAL_BYTES_LARGE : TLS_GROWN_TOTAL_BYTES;

@@ -419,13 +419,13 @@ HAK_INLINE uint16_t tls_cap_for(unsigned cls, unsigned share) {
   return (uint16_t)(cap < TLS_CACHE_MIN_BLOCKS ? TLS_CACHE_MIN_BLOCKS : cap);
 }
 // This thread's bound of cls: tls_cap_for its share, halved cap_shift times,
-// doubled cap_grow times (within TLS_GROWN_BYTES, TLS_GROWN_BYTES_LARGE above
-// HAK_MEDIUM_MAX, and TLS_GROWN_MAX_BLOCKS).
+// doubled cap_grow times (within tls_grown_bytes_of its block size and
+// TLS_GROWN_MAX_BLOCKS).
 HAK_INLINE uint16_t tls_class_cap(const tls_cache_t *tc, unsigned cls, unsigned share) {
   uint32_t cap = (uint32_t)tls_cap_for(cls, share) >> tc->cap_shift[cls];
   if (tc->cap_grow[cls] != 0) {
     uint32_t size = g_size_class[cls].size;
-    uint32_t most = (size > HAK_MEDIUM_MAX ? TLS_GROWN_BYTES_LARGE : TLS_GROWN_BYTES) / size;
+    uint32_t most = tls_grown_bytes_of(size) / size;
     if (most > TLS_GROWN_MAX_BLOCKS) most = TLS_GROWN_MAX_BLOCKS;
     uint32_t grown = cap << tc->cap_grow[cls];
     cap = grown > most ? (most > cap ? most : cap) : grown;

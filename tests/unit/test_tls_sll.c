@@ -366,14 +366,15 @@ static void *build_and_free_batches(void *arg) {
   free(blk);
   return NULL;
 }
-// The rounds fit the grown list: no flush in the last, within TLS_GROWN_BYTES.
+// The rounds fit the grown list: no flush in the last, within its class's limit
+// (tls_grown_bytes_of).
 static void assert_grown_to_fit(size_t size, int n, int rounds) {
   grown_caps_t r = {.size = size, .n = n, .rounds = rounds};
   run_in_thread(build_and_free_batches, &r);
   unsigned cls = size_class_of(size);
   assert_true(g_size_class[cls].tls_cap < (uint32_t)n);   // the class's own bound is too small
   assert_true(r.cap >= (uint32_t)n);
-  assert_true(r.cap <= (size > HAK_MEDIUM_MAX ? TLS_GROWN_BYTES_LARGE : TLS_GROWN_BYTES) / g_size_class[cls].size);
+  assert_true(r.cap <= tls_grown_bytes_of(g_size_class[cls].size) / g_size_class[cls].size);
   assert_int_equal(r.last_round_flushes, 0);
   assert_true(r.sums);
 }
@@ -389,6 +390,13 @@ static void test_a_small_list_grows_while_the_thread_frees_and_takes_back_batche
 static void test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batches(void **state) {
   (void)state;
   assert_grown_to_fit(4096, 200, 6);
+}
+
+// ... to 2 MiB of blocks: 60 of 32 KiB against a bound of 16 (at 1 MiB the
+// list stopped at 32, and bench/bursts refilled the class 18 times a round).
+static void test_a_32k_list_grows_to_60_blocks(void **state) {
+  (void)state;
+  assert_grown_to_fit(32 << 10, 60, 8);
 }
 
 // ... and a class of the 512 KiB slabs above 32 KiB, to 4 MiB of blocks: 40
@@ -693,6 +701,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_medium_list_keeps_its_bound_while_the_thread_takes_as_much_as_it_frees),
     HAK_UNIT_TEST(test_a_small_list_grows_while_the_thread_frees_and_takes_back_batches),
     HAK_UNIT_TEST(test_a_medium_list_grows_while_the_thread_frees_and_takes_back_batches),
+    HAK_UNIT_TEST(test_a_32k_list_grows_to_60_blocks),
     HAK_UNIT_TEST(test_a_96k_list_grows_while_the_thread_frees_and_takes_back_batches),
     HAK_UNIT_TEST(test_a_list_grows_to_a_big_batch_after_one_round),
     HAK_UNIT_TEST(test_a_threads_grown_bounds_stay_within_its_total),
