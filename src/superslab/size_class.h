@@ -56,7 +56,7 @@
 #define TLS_CACHE_MAX_BLOCKS  256u
 // A class's bound (to HAK_KIND_MEDIUM_MAX, 128 KiB) grows (doubles, TLS_GROW_MAX
 // times at most) while the thread frees its own blocks past the bound and then
-// takes them back, up to TLS_GROWN_BYTES of blocks and TLS_GROWN_MAX_BLOCKS
+// takes them back, up to tls_grown_bytes_of its block size and TLS_GROWN_MAX_BLOCKS
 // (tiny_refill.c, tls_sll_box.h cap_grow). Medium classes too: at 8 blocks of
 // 32 KiB a refill or flush, random 1-32 KiB blocks in a working set of 8192
 // (`ws8192 --min 1K --max 32K`) made 150 k refills in 16 M operations, and
@@ -82,8 +82,8 @@
 #ifndef TLS_GROWN_BYTES_MEDIUM
 #define TLS_GROWN_BYTES_MEDIUM (2u << 20)
 #endif
-// The classes above HAK_MEDIUM_MAX (40-128 KiB) may grow to four times that:
-// 1 MiB is 8-12 of their blocks, hardly past their own bound of 8 (random
+// The classes above HAK_MEDIUM_MAX (40-128 KiB) may grow to 4 MiB, four times
+// TLS_GROWN_BYTES: 1 MiB is 8-12 of their blocks, hardly past their own bound of 8 (random
 // 32-128 KiB blocks 0.91x the time with 2 MiB, 64-256 KiB 0.90x), and 2 MiB
 // 16-25, which random sizes over their eight classes still walked past every
 // 25 operations (a refill each; tcmalloc 0.71x our time). With 4 MiB and a

@@ -72,8 +72,8 @@ typedef struct tls_cache {
   // it takes: a consumer), and doubled back at each refill (tiny_refill.c).
   uint8_t        cap_shift[HAK_NUM_CLASSES];
   uint8_t        overflows[HAK_NUM_CLASSES];   // overflows since the last refill
-  // Classes to HAK_KIND_MEDIUM_MAX (128 KiB) only, never in the hardened build (its
-  // refill shuffles a batch in a stack array of TLS_CACHE_MAX_BLOCKS): the
+  // Classes to HAK_KIND_MEDIUM_MAX (128 KiB) only (the hardened build's
+  // refills then take at most TLS_CACHE_MAX_BLOCKS, its shuffle's array): the
   // bound doubled cap_grow times (tls_class_cap), at each refill that
   // follows overflows whose flushes held none of other threads' blocks (the
   // thread freed a batch of its own blocks past the bound and takes them back:
