@@ -85,6 +85,9 @@ typedef struct tiny_heap {
   // class the thread only takes (a structure being built) may take a slab's
   // whole free list past its bound (tiny_refill.c slab_take_whole).
   uint8_t      refill_streak[HAK_NUM_CLASSES];
+  // Classes this thread has refilled (bit c): the first refill of a class
+  // takes at most FIRST_REFILL_BLOCKS (tiny_refill.h).
+  uint64_t     refilled;
   // Blocks under a cache line of other threads' slabs, to send home
   // (tiny_free_remote): an array, not a list through the blocks, so the
   // flush reads no block. The owner keeps writing the blocks' neighbours, so

@@ -100,15 +100,54 @@ static uint32_t carved_per_refill(unsigned cls) {
   return n < g_size_class[cls].batch ? n : g_size_class[cls].batch;
 }
 
+// The thread's first refill of a class (FIRST_REFILL_BLOCKS) taken by
+// mallocs into v, so that the next refill is one of a batch.
+static void take_first_refill(size_t size, void *v[FIRST_REFILL_BLOCKS]) {
+  for (unsigned i = 0; i < FIRST_REFILL_BLOCKS; i++) {
+    v[i] = hak_malloc(size);
+    assert_non_null(v[i]);
+  }
+  assert_true(tls_list_empty(size_class_of(size)));
+}
+static void free_all(void *v[FIRST_REFILL_BLOCKS]) {
+  for (unsigned i = 0; i < FIRST_REFILL_BLOCKS; i++) hak_free(v[i]);
+}
+
 static void test_refill_from_new_memory_after_one_miss_leaves_a_page_of_blocks_minus_one(void **state) {
   (void)state;
   unsigned cls = size_class_of(160);   // never used before here: the slab is fresh
   hak_thread_flush();
-  assert_true(tls_list_empty(cls));
+  void *first[FIRST_REFILL_BLOCKS];
+  take_first_refill(160, first);
   void *p = hak_malloc(160);
   assert_non_null(p);
   assert_int_equal(tls_list_len(cls), carved_per_refill(cls) - 1u);
   hak_free(p);
+  free_all(first);
+}
+
+// A thread's first refill of a class moves FIRST_REFILL_BLOCKS, its next
+// ones a batch: a thread that took a block or two of a dozen classes and
+// exited carved a page of each, and its exit walked them all back.
+static void *first_and_second_refill(void *arg) {
+  uint32_t *len = arg;
+  unsigned cls = size_class_of(48);
+  void *first[FIRST_REFILL_BLOCKS];
+  first[0] = hak_malloc(48);
+  len[0] = tls_list_len(cls);
+  for (unsigned i = 1; i < FIRST_REFILL_BLOCKS; i++) first[i] = hak_malloc(48);
+  void *p = hak_malloc(48);
+  len[1] = tls_list_len(cls);
+  hak_free(p);
+  free_all(first);
+  return NULL;
+}
+static void test_a_threads_first_refill_of_a_class_takes_a_few_blocks_its_next_a_batch(void **state) {
+  (void)state;
+  uint32_t len[2] = {0, 0};
+  run_in_thread(first_and_second_refill, len);
+  assert_int_equal(len[0], FIRST_REFILL_BLOCKS - 1u);
+  assert_true(len[1] > FIRST_REFILL_BLOCKS);
 }
 
 // ... and counts the bytes of the blocks it took toward the look at left
@@ -138,11 +177,16 @@ static void test_a_refill_counts_the_bytes_it_took_toward_the_look_at_left_class
 static void test_refill_counts_every_block_it_moves_in_the_slab_used_count(void **state) {
   (void)state;
   unsigned cls = size_class_of(192);   // never used before here: the slab is fresh
+  void *first[FIRST_REFILL_BLOCKS];
+  take_first_refill(192, first);
+  assert_int_equal(atomic_load(&slab_of(first[0])->used), FIRST_REFILL_BLOCKS);
   void *p = hak_malloc(192);
   assert_non_null(p);
-  assert_int_equal(atomic_load(&slab_of(p)->used), tls_list_len(cls) + 1u);
-  assert_int_equal(atomic_load(&slab_of(p)->used), carved_per_refill(cls));
+  assert_ptr_equal(slab_of(p), slab_of(first[0]));
+  assert_int_equal(atomic_load(&slab_of(p)->used), FIRST_REFILL_BLOCKS + tls_list_len(cls) + 1u);
+  assert_int_equal(atomic_load(&slab_of(p)->used), FIRST_REFILL_BLOCKS + carved_per_refill(cls));
   hak_free(p);
+  free_all(first);
 }
 
 static void test_refilled_blocks_all_come_from_the_current_slab(void **state) {
@@ -688,6 +732,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_new_thread_starts_with_every_list_at_the_end_block),
     HAK_UNIT_TEST(test_popping_a_list_to_its_end_misses_then_refills),
     HAK_UNIT_TEST(test_refill_from_new_memory_after_one_miss_leaves_a_page_of_blocks_minus_one),
+    HAK_UNIT_TEST(test_a_threads_first_refill_of_a_class_takes_a_few_blocks_its_next_a_batch),
     HAK_UNIT_TEST(test_refill_counts_every_block_it_moves_in_the_slab_used_count),
     HAK_UNIT_TEST(test_a_refill_counts_the_bytes_it_took_toward_the_look_at_left_classes),
     HAK_UNIT_TEST(test_refilled_blocks_all_come_from_the_current_slab),
