@@ -401,7 +401,7 @@ void hak_thread_flush(void) {
 int hak_trim(void) {
   if (t_thread_status == THREAD_LIVE) {
     free_batch_drain();
-    for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tiny_flush(c, UINT32_MAX);
+    tiny_flush_all();
     for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) tiny_flush_remote(c);
     for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap_p->stash[k]);
   }

@@ -283,15 +283,25 @@ void tiny_heap_release_idle(tiny_heap_t *h, unsigned cls) {
 
 // ---- thread exit ---------------------------------------------------------
 
+// Only the classes the thread refilled hold slabs (a slab comes to a heap
+// only through a refill of its class: tiny_heap_next_slab,
+// tiny_heap_partial_with_free): a thread of a few classes walked all 52 twice
+// (churn -c 16 -k 16: 2.2 k of its exit's instructions).
 void tiny_heap_abandon_all(tiny_heap_t *h) {
+#if HAK_DEBUG
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    if (!(h->refilled >> c & 1u)) HAK_ASSERT(h->cur[c] == NULL && h->partial[c] == NULL && h->full[c] == NULL);
+#endif
   // First no freer may reach this heap any more, then the slabs go.
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+  for (uint64_t bits = h->refilled; bits != 0; bits &= bits - 1) {
+    unsigned c = (unsigned)__builtin_ctzll(bits);
     if (h->cur[c] != NULL) heap_disarm_pending(h->cur[c]);
     for (slab_meta_t *m = h->partial[c]; m != NULL; m = m->list_next) heap_disarm_pending(m);
     for (slab_meta_t *m = h->full[c]; m != NULL; m = m->list_next) heap_disarm_pending(m);
   }
   heap_take_wake(h);   // may move slabs from full to partial, or release EMPTY ones
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+  for (uint64_t bits = h->refilled; bits != 0; bits &= bits - 1) {
+    unsigned c = (unsigned)__builtin_ctzll(bits);
     slab_meta_t *m = h->cur[c];
     if (m != NULL) {
       h->cur[c] = NULL;

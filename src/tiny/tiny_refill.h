@@ -30,6 +30,9 @@ int  tiny_refill(unsigned cls);
 // Returns how many of the blocks were other threads' (to the exchange or
 // their slabs' remote lists).
 uint32_t tiny_flush(unsigned cls, uint32_t n);
+// A whole flush of every class, with no look at the purge budget: the
+// caller looks once after (shared_pool_maybe_purge).
+void tiny_flush_all(void);
 // The list of cls is full and a block must go on it: flush a batch. A medium
 // class's bound halves first (at most TLS_SHRINK_MAX times) at the
 // TLS_SHRINK_STREAK-th overflow with no refill between: a thread that only

@@ -103,6 +103,19 @@ uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_ba
   return n;
 }
 
+uint32_t transfer_take_next(unsigned *cls, uint32_t over, hak_base_ptr_t *first, hak_base_ptr_t *last) {
+  for (unsigned c = *cls; c < HAK_NUM_CLASSES; c++) {
+    if (atomic_load_explicit(&g_transfer[c].chains, memory_order_relaxed) <= over) continue;
+    uint32_t n = transfer_take(c, UINT32_MAX, first, last);
+    if (n > 0) {
+      *cls = c;
+      return n;
+    }
+  }
+  *cls = HAK_NUM_CLASSES;
+  return 0;
+}
+
 uint32_t transfer_blocks(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].blocks, memory_order_relaxed); }
 uint32_t transfer_chains(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].chains, memory_order_relaxed); }
 uint32_t transfer_moves(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].moves, memory_order_relaxed); }

@@ -184,6 +184,36 @@ static void test_a_thread_overflowing_with_its_own_blocks_leaves_the_exchange_em
   assert_int_equal(transfer_blocks(cls_of_size()), 0);
 }
 
+// transfer_take_next: the chains of the first class past `over`, in class
+// order, then none (a thread's exit and the trim look at every class this way).
+static void test_take_next_finds_the_classes_past_a_count_in_order(void **state) {
+  (void)state;
+  unsigned a = size_class_of(512), b = size_class_of(768);
+  assert_true(a < b);
+  void *pa[2] = {hak_malloc(512), hak_malloc(512)}, *pb = hak_malloc(768);
+  assert_true(transfer_put(a, 8, hak_base_from_raw(pa[0]), hak_base_from_raw(pa[0]), 1));
+  assert_true(transfer_put(a, 8, hak_base_from_raw(pa[1]), hak_base_from_raw(pa[1]), 1));
+  assert_true(transfer_put(b, 8, hak_base_from_raw(pb), hak_base_from_raw(pb), 1));
+  hak_base_ptr_t first, last;
+  unsigned c = 0;
+  assert_int_equal(transfer_take_next(&c, 1, &first, &last), 1);   // a holds 2, b 1
+  assert_int_equal(c, a);
+  assert_ptr_equal(hak_base_raw(first), pa[1]);
+  assert_int_equal(transfer_take_next(&c, 1, &first, &last), 0);   // none holds more than one now
+  assert_int_equal(c, HAK_NUM_CLASSES);
+  c = 0;
+  assert_int_equal(transfer_take_next(&c, 0, &first, &last), 1);
+  assert_int_equal(c, a);
+  assert_ptr_equal(hak_base_raw(last), pa[0]);
+  assert_int_equal(transfer_take_next(&c, 0, &first, &last), 1);
+  assert_int_equal(c, b);
+  assert_ptr_equal(hak_base_raw(first), pb);
+  assert_int_equal(transfer_take_next(&c, 0, &first, &last), 0);
+  hak_free(pa[0]);
+  hak_free(pa[1]);
+  hak_free(pb);
+}
+
 #define EXCHANGE_TEST(f) cmocka_unit_test_setup_teardown(f, setup_main_holds_blocks, teardown_exchange)
 
 int main(void) {
@@ -195,6 +225,7 @@ int main(void) {
     EXCHANGE_TEST(test_a_thread_overflowing_with_its_own_blocks_leaves_the_exchange_empty),
     EXCHANGE_TEST(test_another_threads_medium_blocks_fill_the_exchange),
     EXCHANGE_TEST(test_chains_nobody_moves_go_home_at_the_looks_at_left_classes),
+    EXCHANGE_TEST(test_take_next_finds_the_classes_past_a_count_in_order),
   };
   return cmocka_run_group_tests_name("transfer", tests, NULL, NULL);
 }
