@@ -132,9 +132,12 @@ static void heap_release_empty(tiny_heap_t *h, slab_meta_t *m) {
 // never refilled, so nothing else looks at its slabs: with a second thread
 // freeing the buffers of bench/drift, each class the sizes moved past kept
 // its emptied slabs until the thread exited.
+// (Only refilled classes have slabs: tiny_heap_abandon_all.)
 static HAK_NOINLINE void heap_trim_kind(tiny_heap_t *h, unsigned kind, unsigned cls) {
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
-    if (c != cls && h->partial[c] != NULL && g_size_class[c].kind == kind) tiny_heap_trim_partial(h, c, NULL);
+  for (uint64_t bits = h->refilled & ~((uint64_t)1 << cls); bits != 0; bits &= bits - 1) {
+    unsigned c = (unsigned)__builtin_ctzll(bits);
+    if (h->partial[c] != NULL && g_size_class[c].kind == kind) tiny_heap_trim_partial(h, c, NULL);
+  }
 }
 
 slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
