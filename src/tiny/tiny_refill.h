@@ -18,7 +18,9 @@ int  tiny_refill(unsigned cls);
 // dozen classes and exits carved or took a page's worth of each, and its exit
 // walked them all back (churn -c 16 -k 16: 38.4 k -> 33.5 k instructions a
 // thread under callgrind; 2 and 8 blocks 34.5 k and 34.4 k). A class a thread
-// does use pays one more refill.
+// does use pays one more refill. Not in the hardened build, whose refill
+// shuffles the blocks it takes (randomised reuse: the next address would be
+// one of 4).
 #define FIRST_REFILL_BLOCKS 4u
 // Give up to n blocks of the TLS list of cls back to their slabs. A flush of
 // an overflowing list (n <= the class's batch) hands the other threads' blocks

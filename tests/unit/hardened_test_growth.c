@@ -59,10 +59,27 @@ static void test_a_grown_hardened_list_refills_what_its_shuffle_holds(void **sta
   assert_true(r.most_a_refill <= TLS_CACHE_MAX_BLOCKS);
 }
 
+// The hardened build's first refill of a class takes a batch, not
+// FIRST_REFILL_BLOCKS: its shuffle then picks the next address among them.
+static void *first_refill_len(void *arg) {
+  uint32_t *len = arg;
+  void *p = hak_malloc(48);   // (a larger class: the canary's tail)
+  *len = tls_list_len(slab_of(p)->cls);
+  hak_free(p);
+  return NULL;
+}
+static void test_a_hardened_first_refill_takes_a_batch_to_shuffle(void **state) {
+  (void)state;
+  uint32_t len = 0;
+  run_in_thread(first_refill_len, &len);
+  assert_true(len + 1u > FIRST_REFILL_BLOCKS * 4u);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_hardened_medium_list_grows),
     HAK_UNIT_TEST(test_a_grown_hardened_list_refills_what_its_shuffle_holds),
+    HAK_UNIT_TEST(test_a_hardened_first_refill_takes_a_batch_to_shuffle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
