@@ -86,7 +86,8 @@ typedef struct tiny_heap {
   // whole free list past its bound (tiny_refill.c slab_take_whole).
   uint8_t      refill_streak[HAK_NUM_CLASSES];
   // Classes this thread has refilled (bit c): the first refill of a class
-  // takes at most FIRST_REFILL_BLOCKS (tiny_refill.h).
+  // takes at most FIRST_REFILL_BLOCKS (tiny_refill.h), and only these classes
+  // can hold slabs here (tiny_heap_abandon_all and heap_trim_kind walk them).
   uint64_t     refilled;
   // Blocks under a cache line of other threads' slabs, to send home
   // (tiny_free_remote): an array, not a list through the blocks, so the
