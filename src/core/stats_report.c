@@ -282,6 +282,7 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "handed_over", tc.handed_over, 0);
     out_field(&o, "populate_calls", tc.populate_calls, 0);
     out_field(&o, "populate_bytes", tc.populate_bytes, 0);
+    out_field(&o, "classes_given_back", tc.classes_given_back, 0);
     out_field(&o, "dirty_budget", ps.dirty_budget, 0);
     out_field(&o, "purged_slabs", ps.purged, 0);
     out_field(&o, "purge_calls", ps.purge_calls, 0);
@@ -357,7 +358,9 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, tc.populate_bytes);
   out_str(&o, " bytes in ");
   out_u64(&o, tc.populate_calls);
-  out_str(&o, " calls\n");
+  out_str(&o, " calls; size classes a thread gave back (left behind or dying): ");
+  out_u64(&o, tc.classes_given_back);
+  out_str(&o, "\n");
   // The dirty budget (shared_pool_release.c): FREE slabs purged, in how many
   // calls; those purged before their delay, and those taken back within it,
   // which raised the budget.

@@ -31,6 +31,7 @@ static void counters_add(hak_thread_counters_t *to, const hak_thread_counters_t 
   to->handed_over += from->handed_over;
   to->populate_calls += from->populate_calls;
   to->populate_bytes += from->populate_bytes;
+  to->classes_given_back += from->classes_given_back;
   for (unsigned s = 0; s < HAK_SITE_COUNT; s++) to->site[s] += from->site[s];
 }
 

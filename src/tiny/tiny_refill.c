@@ -404,6 +404,7 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 // a class that comes back regrows only after a round of slow paths.
 static void class_ungrow(tls_cache_t *tc, unsigned cls);
 static void give_class_back(tiny_heap_t *h, unsigned c) {
+  hak_counters()->classes_given_back++;
   if (g_size_class[c].size > HAK_MEDIUM_MAX) class_ungrow(&t_tls_cache, c);
   tiny_flush(c, UINT32_MAX);
   tiny_heap_release_idle(h, c);
@@ -468,6 +469,15 @@ static HAK_NOINLINE void look_idle_classes(tls_cache_t *tc, tiny_heap_t *h, uint
       exchange_send_home(c);
       h->left_moves[c] = transfer_moves(c);
     }
+    // Given back before and nothing here since (no block on its list or
+    // hand-over chain, no slab of it on any list of the heap): nothing for
+    // later frees to reach. A thread whose every malloc was a refill looked
+    // every few hundred operations and gave back every idle class each time
+    // (`bursts -k 8 -b 100`: 134 k give-backs in 100 rounds, a fifth of its
+    // instructions).
+    if ((h->left_gone >> c & 1u) && tls_cached(tc, c) == 0 && h->handover_n[c] == 0 && h->cur[c] == NULL &&
+        h->partial[c] == NULL && h->full[c] == NULL)
+      continue;
     give_class_back(h, c);
     h->left_head[c] = hak_base_raw(tc->lists[c].head);
   }
