@@ -608,16 +608,15 @@ int tiny_refill(unsigned cls) {
   // grown list's batch may be larger, and is then taken in refills of this.
   if (room > TLS_CACHE_MAX_BLOCKS) room = TLS_CACHE_MAX_BLOCKS;
 #endif
-  if (want > room) want = room;
   if (HAK_UNLIKELY(h->left_gone >> cls & 1u)) note_class_back(h, cls);
   if (HAK_UNLIKELY(h->handover_n[cls] != 0) && handover_take(tc, h, cls, room)) return 1;
   if (HAK_UNLIKELY(!(h->refilled >> cls & 1u))) {   // the thread's first of cls (its own chain above is not)
     h->refilled |= (uint64_t)1 << cls;
 #if !HAK_HARDENED   // (whose refill shuffles what it takes: 4 blocks would be 4 guesses)
     if (room > FIRST_REFILL_BLOCKS) room = FIRST_REFILL_BLOCKS;
-    if (want > room) want = room;
 #endif
   }
+  if (want > room) want = room;
   note_slow_path(tc, h, cls, 0);   // its bytes when it has them (count_refill)
   shared_pool_maybe_purge();
   page_heap_maybe_purge();
