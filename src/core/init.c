@@ -44,11 +44,16 @@ static _Atomic uintptr_t g_init_thread;
 // (A fork from a signal handler that interrupted malloc then goes through,
 // where the prepare handler deadlocked on the interrupted call's lock; a
 // child that needs that lock hangs on it instead: tests/stress/faults.c.)
-static int g_fork_locked;   // fork_prepare took the locks (read, never written, after the fork)
+static int g_fork_locked;   // fork_prepare took the locks (read, never written, after the fork; written before only when it changes)
 
 static void fork_prepare(void) {
-  g_fork_locked = !os_process_single_threaded();
-  if (!g_fork_locked) return;
+  // Stored only when it changes: the page it lies on is write-protected by
+  // every fork, so a store at each one was a page fault a fork in the parent
+  // (3 a fork and a child that exits at once, glibc's malloc 2; bench/spawn
+  // 1.1x glibc's time).
+  int locked = !os_process_single_threaded();
+  if (g_fork_locked != locked) g_fork_locked = locked;
+  if (!locked) return;
   thread_record_fork_prepare();
   transfer_fork_prepare();
   shared_pool_fork_prepare();
