@@ -98,11 +98,11 @@ void hak_init_once(void) {
   if (!atomic_compare_exchange_strong(&g_init_state, &expected, 1)) {
     // Running: a recursive call from inside init (pthread_atfork may
     // allocate) goes on; another thread waits for it to finish.
-    if (atomic_load(&g_init_thread) == thread_self_id()) return;
+    if (atomic_load(&g_init_thread) == hak_thread_pointer()) return;
     while (atomic_load_explicit(&g_init_state, memory_order_acquire) != 2) sched_yield();
     return;
   }
-  atomic_store(&g_init_thread, thread_self_id());
+  atomic_store(&g_init_thread, hak_thread_pointer());
   hak_config_load();
   tls_sll_seed_cookie(os_random_seed());
   tls_sll_init_offsets();

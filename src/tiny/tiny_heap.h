@@ -108,16 +108,21 @@ typedef struct tiny_heap {
 extern HAK_INTERNAL __thread tiny_heap_t *t_heap_p __attribute__((tls_model("initial-exec")));
 extern HAK_INTERNAL __thread uint8_t t_thread_status __attribute__((tls_model("initial-exec")));
 
-// A per-thread id for slab ownership: never 0 or SLAB_OWNER_POOL, unique
-// among live threads. It is the thread pointer, so free's owner check
-// compares with %fs:0 on x86-64 (tls_sll_box.h); the pointer to the owner's
-// heap is at the same offset from it in every thread (tiny_heap_of_owner), so
-// a remote freer can reach the wake list of a full slab's owner (LIVE while
-// the slab's notify word says so: the owner waits for it before it leaves).
-HAK_INLINE uintptr_t thread_self_id(void) { return hak_thread_pointer(); }
-HAK_INLINE tiny_heap_t *tiny_heap_of_owner(uintptr_t owner) {
-  return *(tiny_heap_t *const *)(owner + ((uintptr_t)&t_heap_p - thread_self_id()));
+// The id slabs keep of their owner (slab_meta_t.owner): never 0 or
+// SLAB_OWNER_POOL, unique among the records threads hold and the parked ones
+// (tiny/thread_record.h). It is the address of the heap the slabs are on,
+// which is its record's: a remote freer reaches the wake list of a full
+// slab's owner through it (tiny_heap_of_owner), and records are never
+// unmapped. A heap parked at a thread's exit keeps its id, its slabs and its
+// lists for the next thread that takes it (tiny_thread.c), so nothing names
+// the thread. A thread without a record (not LIVE) owns nothing; its id is
+// its thread pointer, which no record's address is. (It was the thread
+// pointer for every thread, the owner's heap pointer read from its TLS.)
+HAK_INLINE uintptr_t thread_self_id(void) {
+  tiny_heap_t *h = t_heap_p;
+  return h != NULL ? (uintptr_t)h : hak_thread_pointer();
 }
+HAK_INLINE tiny_heap_t *tiny_heap_of_owner(uintptr_t owner) { return (tiny_heap_t *)owner; }
 
 // The next slab to refill cls from, made current: one with blocks to give
 // (tiny_heap_partial_with_free: the partial list, the wake list, an abandoned

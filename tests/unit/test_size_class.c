@@ -146,8 +146,9 @@ static void test_carve_key_accepts_exactly_the_carved_blocks(void **state) {
 // The fast paths address a thread's lists two ways: malloc by TLS slot from
 // its per-thread size table (the list's offset in words), free by the offset
 // from the thread pointer kept in the slab (tls_off). Both must reach the list
-// of the block's class, and the slab's owner id must be the thread pointer
-// free compares with (%fs:0 on x86-64).
+// of the block's class, and the slab's owner id must be the thread's
+// (thread_self_id: its record's heap), whose low 32 bits free compares below
+// a cache line.
 static intptr_t list_offset_from_thread_pointer(unsigned cls) {
   return (intptr_t)&t_tls_cache.lists[cls] - (intptr_t)__builtin_thread_pointer();
 }
@@ -164,9 +165,8 @@ static void *tls_offsets_of_sizes_in_this_thread(void *arg) {
     // free's owner test: the slab's owner_small and this thread's key of the
     // class (reached from the list's offset) are both the thread's id below a
     // cache line and both 0 above (core/hakmem_fast.h).
-    uint32_t key = g_size_class[cls].size < HAK_CACHE_LINE ? (uint32_t)(uintptr_t)__builtin_thread_pointer() : 0u;
-    int ok = m->tls_off == list_offset_from_thread_pointer(cls) &&
-             atomic_load(&m->owner) == (uintptr_t)__builtin_thread_pointer() &&
+    uint32_t key = g_size_class[cls].size < HAK_CACHE_LINE ? (uint32_t)(uintptr_t)t_heap_p : 0u;
+    int ok = m->tls_off == list_offset_from_thread_pointer(cls) && atomic_load(&m->owner) == (uintptr_t)t_heap_p &&
              atomic_load(&m->owner_small) == key && tls_owner_key_at(tls_list_at_tp(m->tls_off)) == key;
     hak_free(p);
     if (!ok) return (void *)2;
