@@ -26,6 +26,7 @@ hak_config_t g_hak_config = {
   .large_dirty_min = 64u << 20,
   .free_batch = 1,
   .populate = 1,
+  .park_threads = 16,
 };
 
 #define MB_MAX (1ull << 20)   // 1 TiB expressed in MiB
@@ -55,6 +56,8 @@ const hak_option_t g_hak_options[] = {
     "a thread freeing mostly other threads' small blocks checks them 32 at a time (a double free is then reported up to 32 frees late)" },
   { "HAKMEM_POPULATE", HAK_OPT_BOOL, 1, 0, 1, 0, "", &g_hak_config.populate,
     "a slab being carved has its next pages faulted in with one system call (MADV_POPULATE_WRITE) where the program writes its blocks" },
+  { "HAKMEM_PARK_THREADS", HAK_OPT_U32, 16, 0, 64, 0, "", &g_hak_config.park_threads,
+    "heaps of exited threads kept whole (slabs and cached blocks) for the threads that start next, at most this many (0: each exit gives its heap back)" },
   { "HAKMEM_STATS", HAK_OPT_STATS, HAK_STATS_OFF, 0, 0, 0, "", &g_hak_config.stats,
     "statistics per size class at exit: 0, 1 (a table) or json" },
   { "HAKMEM_STATS_FILE", HAK_OPT_PATH, 0, 0, 0, 0, "", g_hak_config.stats_file,

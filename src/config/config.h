@@ -38,6 +38,8 @@ typedef struct hak_config {
                                //   threads' blocks checks them in batches (tiny/free_batch_box.h)
   int      populate;           // HAKMEM_POPULATE (1): a slab's carve faults the pages ahead
                                //   in with one call where the program writes its blocks (tiny_refill.c)
+  uint32_t park_threads;       // HAKMEM_PARK_THREADS (16): exited threads' heaps kept whole for the
+                               //   threads that start next (tiny/tiny_thread.c), at most this many
   int      stats;              // HAKMEM_STATS (0): HAK_STATS_* report at exit
   char     stats_file[HAK_CONFIG_PATH_MAX]; // HAKMEM_STATS_FILE (""): where it goes ("" = stderr)
 } hak_config_t;

@@ -399,6 +399,7 @@ void hak_thread_flush(void) {
 }
 
 int hak_trim(void) {
+  thread_parked_expire(1);   // heaps parked at threads' exits, every one (a LIVE caller)
   if (t_thread_status == THREAD_LIVE) {
     free_batch_drain();
     tiny_flush_all();

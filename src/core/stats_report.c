@@ -17,6 +17,7 @@
 #include "superslab/size_class.h"
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
+#include "tiny/thread_record.h"
 #include "tiny/tls_sll_box.h"
 #include "tiny/transfer_box.h"
 
@@ -53,7 +54,8 @@ void hak_get_stats(hak_stats_t *out) {
   s.superslabs_mapped_total = sp.mapped_total;
   s.superslabs_unmapped_total = sp.unmapped_total;
   s.remote_frees_total = remote;
-  s.threads_live = threads;
+  size_t parked = thread_records_parked();   // (their counters are on the live list)
+  s.threads_live = threads > parked ? threads - parked : 0;
   *out = s;
 }
 
@@ -277,6 +279,7 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "superslabs", st.superslab_count, 0);
     out_field(&o, "slabs_free", st.slabs_free, 0);
     out_field(&o, "threads_live", st.threads_live, 0);
+    out_field(&o, "heaps_parked", thread_records_parked(), 0);
     out_field(&o, "batched_frees", tc.batched_frees, 0);
     out_field(&o, "batch_starts", tc.batch_starts, 0);
     out_field(&o, "handed_over", tc.handed_over, 0);
@@ -345,6 +348,9 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, st.slabs_free);
   out_str(&o, " slabs free) and the large and huge blocks; threads live: ");
   out_u64(&o, st.threads_live);
+  // Heaps of exited threads kept for the next threads (HAKMEM_PARK_THREADS).
+  out_str(&o, ", heaps parked for the next: ");
+  out_u64(&o, thread_records_parked());
   // Frees of threads that batched them (HAKMEM_FREE_BATCH): tested 32 at a time.
   out_str(&o, "\nfrees tested in batches: ");
   out_u64(&o, tc.batched_frees);

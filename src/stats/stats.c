@@ -49,7 +49,11 @@ void hak_counters_attach(hak_thread_counters_t *r) {
 }
 
 void hak_counters_detach(void) {
-  hak_thread_counters_t *r = t_counters_p;
+  hak_counters_detach_record(t_counters_p);
+  t_counters_p = &g_counters_unowned;
+}
+
+void hak_counters_detach_record(hak_thread_counters_t *r) {
   if (!r->linked) return;
   pthread_mutex_lock(&g_counters_lock);
   HAK_SITE(SITE_THREAD_LOCK);
@@ -62,7 +66,6 @@ void hak_counters_detach(void) {
   pthread_mutex_unlock(&g_counters_lock);
   // Zeroed for the record's next thread (tiny/thread_record.h).
   memset(r, 0, sizeof *r);
-  t_counters_p = &g_counters_unowned;
 }
 
 size_t hak_counters_sum(hak_thread_counters_t *out) {

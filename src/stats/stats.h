@@ -102,8 +102,11 @@ void hak_counters_attach(hak_thread_counters_t *r);
 // Add the calling thread's counters into the totals, zero and unlink them;
 // the thread counts into the shared record again (thread exit).
 void hak_counters_detach(void);
+// ... of record r, whoever's it was (a parked heap's: tiny_thread.c).
+void hak_counters_detach_record(hak_thread_counters_t *r);
 // Totals of exited threads plus every live thread's record; returns the
-// number of live records.
+// number of live records (a parked heap's among them: its counters stay
+// linked while it waits for a thread).
 size_t hak_counters_sum(hak_thread_counters_t *out);
 // fork(): the live-list lock, taken and released around fork; the child keeps
 // only its own record.

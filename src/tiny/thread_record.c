@@ -16,6 +16,15 @@ static thread_record_t *g_record_free;   // given-back records, the latest first
 // allocates once).
 static thread_record_t *g_record_fresh, *g_record_fresh_end;
 
+// Parked records, the oldest first (g_record_lock); g_parked_n mirrors
+// their count and g_parked_oldest the first one's time, for looks without
+// the lock.
+#define PARKED_SLOTS 64u
+static thread_record_t *g_parked[PARKED_SLOTS];
+static uint32_t g_parked_held;             // places reserved and not filled yet
+static _Atomic uint32_t g_parked_n;
+static _Atomic uint64_t g_parked_oldest = UINT64_MAX;
+
 _Static_assert(sizeof(thread_record_t) % HAK_CACHE_LINE == 0, "records in an array keep the heap's alignment");
 
 // A never-used record: the next of the latest chunk, else the first of a new
@@ -62,6 +71,71 @@ void thread_record_give_back(thread_record_t *r) {
   pthread_mutex_unlock(&g_record_lock);
 }
 
+static void parked_note_locked(uint32_t n) {
+  atomic_store_explicit(&g_parked_n, n, memory_order_relaxed);
+  atomic_store_explicit(&g_parked_oldest, n != 0 ? g_parked[0]->parked.since_ms : UINT64_MAX, memory_order_relaxed);
+}
+
+int thread_record_park_reserve(uint32_t max) {
+  if (max > PARKED_SLOTS) max = PARKED_SLOTS;
+  pthread_mutex_lock(&g_record_lock);
+  HAK_SITE(SITE_THREAD_LOCK);
+  int ok = atomic_load_explicit(&g_parked_n, memory_order_relaxed) + g_parked_held < max;
+  if (ok) g_parked_held++;
+  pthread_mutex_unlock(&g_record_lock);
+  return ok;
+}
+
+void thread_record_park(thread_record_t *r) {
+  pthread_mutex_lock(&g_record_lock);
+  HAK_SITE(SITE_THREAD_LOCK);
+  uint32_t n = atomic_load_explicit(&g_parked_n, memory_order_relaxed);
+  HAK_ASSERT(g_parked_held != 0 && n < PARKED_SLOTS);
+  g_parked_held--;
+  g_parked[n] = r;
+  parked_note_locked(n + 1);
+  pthread_mutex_unlock(&g_record_lock);
+}
+
+thread_record_t *thread_record_take_parked(void) {
+  if (atomic_load_explicit(&g_parked_n, memory_order_relaxed) == 0) return NULL;
+  pthread_mutex_lock(&g_record_lock);
+  HAK_SITE(SITE_THREAD_LOCK);
+  uint32_t n = atomic_load_explicit(&g_parked_n, memory_order_relaxed);
+  thread_record_t *r = NULL;
+  if (n != 0) {
+    r = g_parked[n - 1];
+    parked_note_locked(n - 1);
+  }
+  pthread_mutex_unlock(&g_record_lock);
+  return r;
+}
+
+thread_record_t *thread_record_take_parked_since(uint64_t before) {
+  if (atomic_load_explicit(&g_parked_oldest, memory_order_relaxed) > before) return NULL;
+  pthread_mutex_lock(&g_record_lock);
+  HAK_SITE(SITE_THREAD_LOCK);
+  uint32_t n = atomic_load_explicit(&g_parked_n, memory_order_relaxed);
+  thread_record_t *r = NULL;
+  if (n != 0 && g_parked[0]->parked.since_ms <= before) {
+    r = g_parked[0];
+    memmove(&g_parked[0], &g_parked[1], (n - 1) * sizeof g_parked[0]);
+    parked_note_locked(n - 1);
+  }
+  pthread_mutex_unlock(&g_record_lock);
+  return r;
+}
+
+uint32_t thread_records_parked(void) { return atomic_load_explicit(&g_parked_n, memory_order_relaxed); }
+uint64_t thread_records_parked_oldest(void) { return atomic_load_explicit(&g_parked_oldest, memory_order_relaxed); }
+
 void thread_record_fork_prepare(void) { pthread_mutex_lock(&g_record_lock); }
 void thread_record_fork_parent(void) { pthread_mutex_unlock(&g_record_lock); }
-void thread_record_fork_child(void) { pthread_mutex_unlock(&g_record_lock); }
+void thread_record_fork_child(void) {
+  g_parked_held = 0;   // (a place another thread held: that thread is not in the child)
+  // A parked heap's slabs are as a thread's own (tiny_heap_fork_child): a
+  // remote freer between its two notify stores is not in the child.
+  for (uint32_t i = 0, n = atomic_load_explicit(&g_parked_n, memory_order_relaxed); i < n; i++)
+    tiny_heap_fork_child(&g_parked[i]->heap);
+  pthread_mutex_unlock(&g_record_lock);
+}

@@ -11,6 +11,7 @@
 #include "tiny/hardened_box.h"
 #include "tiny/remote_free_box.h"
 #include "tiny/slab_validate.h"
+#include "tiny/thread_record.h"
 #include "tiny/tiny_free_local_box.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_thread.h"
@@ -481,6 +482,9 @@ static HAK_NOINLINE void look_idle_classes(tls_cache_t *tc, tiny_heap_t *h, uint
     give_class_back(h, c);
     h->left_head[c] = hak_base_raw(tc->lists[c].head);
   }
+  // The heaps parked at threads' exits as long as an idle class waits (its
+  // lists and slabs given back whole: tiny_thread.c).
+  if (HAK_UNLIKELY(thread_records_parked_oldest() != UINT64_MAX)) thread_parked_expire(0);
 }
 
 // Dying classes: a class whose bound shrank (it only frees lately) keeps
@@ -564,6 +568,12 @@ static int handover_take(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t
   tls_sll_push_chain(tc, cls, h->handover_first[cls], h->handover_last[cls], n);
   count_refill(tc, cls, n);
   return 1;
+}
+
+void tiny_handover_send_all(void) {
+  tiny_heap_t *h = t_heap_p;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    if (h->handover_n[c] != 0) handover_send(h, c, 1);
 }
 
 void tiny_handover(unsigned cls, hak_base_ptr_t b) {

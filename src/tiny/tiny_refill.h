@@ -64,6 +64,9 @@ void tiny_class_ungrow(unsigned cls);
 // LEFT_KEEP_LOOKS looks (tiny_refill.c note_class_back).
 #define LEFT_BACK_LOOKS 2u
 #define LEFT_KEEP_LOOKS 16u
+// Send every hand-over chain of the calling thread home (tiny_handover; a
+// heap parked at its thread's exit, tiny_thread.c).
+void tiny_handover_send_all(void);
 // Send every chain in the class exchanges home (hak_trim, hak_thread_flush).
 void tiny_flush_exchange(void);
 // Send chains of the class exchange home until each class holds at most

@@ -1,7 +1,8 @@
 // tiny_thread.h — a thread's life in the allocator: set up on its first slow
 // path (TLS list bounds, counters, exit hook), torn down by a pthread key
 // destructor when it exits (every cached block flushed, every slab abandoned
-// to the Shared Pool, the stash given back). Free and malloc keep working
+// to the Shared Pool, the stash given back; or, for a small heap, all of it
+// parked in its record for the next thread that starts: tiny_thread.c). Free and malloc keep working
 // after the teardown (glibc and later key destructors call them): a free goes
 // straight home, a malloc sets the thread up for that one block and tears it
 // down again (core/hakmem.c: alloc_after_exit), so nothing stays cached or
@@ -26,6 +27,11 @@ void thread_release_all(void);
 // thread_release_all, then DONE: off the live count and the counters' list
 // (the exit hook, and after a malloc past it).
 void thread_teardown(void);
+
+// Give back the heaps parked at threads' exits (tiny_thread.c) that waited
+// THREAD_PARK_DELAYS purge delays, or every one (`all`: malloc_trim); the
+// calling thread must be LIVE (else nothing happens).
+void thread_parked_expire(int all);
 
 // fork() child: the calling thread is the only one left (also releases the
 // record pool's lock, thread_record_fork_prepare).

@@ -13,9 +13,21 @@
 static void *g_held[HELD];
 static void *g_remote[REMOTE];
 
+// The producer lives until the freer is done: had it exited first, its
+// small heap would have waited parked (HAKMEM_PARK_THREADS) for the freer,
+// whose frees would then have been its own.
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
+static int g_produced, g_freed;
+
 static void *producer(void *arg) {
   (void)arg;
   for (int i = 0; i < REMOTE; i++) g_remote[i] = malloc(100);
+  pthread_mutex_lock(&g_lock);
+  g_produced = 1;
+  pthread_cond_broadcast(&g_cond);
+  while (!g_freed) pthread_cond_wait(&g_cond, &g_lock);
+  pthread_mutex_unlock(&g_lock);
   return NULL;
 }
 
@@ -27,13 +39,20 @@ static void *freer(void *arg) {
 
 int main(int argc, char **argv) {
   for (int i = 0; i < HELD; i++) memset(g_held[i] = malloc(48), 1, 48);
-  pthread_t t;
-  pthread_create(&t, NULL, producer, NULL);
-  pthread_join(t, NULL);
+  pthread_t p, t;
+  pthread_create(&p, NULL, producer, NULL);
+  pthread_mutex_lock(&g_lock);
+  while (!g_produced) pthread_cond_wait(&g_cond, &g_lock);
+  pthread_mutex_unlock(&g_lock);
   // freed by a thread that is not the slabs' owner, which then exits (its
   // cache goes home: the remote frees are counted)
   pthread_create(&t, NULL, freer, NULL);
   pthread_join(t, NULL);
+  pthread_mutex_lock(&g_lock);
+  g_freed = 1;
+  pthread_cond_broadcast(&g_cond);
+  pthread_mutex_unlock(&g_lock);
+  pthread_join(p, NULL);
   malloc_info(0, stdout);
   fflush(stdout);
   if (argc > 1 && strcmp(argv[1], "stats") == 0) malloc_stats();

@@ -28,7 +28,7 @@ assert by_size[48]["slabs"] >= 1
 assert by_size[112]["remote_frees"] >= 1000, by_size[112]   # 100 B requests: the 112 B class
 assert d["totals"]["blocks_in_use"] == sum(c["blocks_in_use"] for c in d["classes"])
 assert d["totals"]["refills"] >= 1
-for k in ("large", "huge", "mapped_bytes", "threads_live", "superslabs_rekinded"): assert k in d, k
+for k in ("large", "huge", "mapped_bytes", "threads_live", "heaps_parked", "superslabs_rekinded"): assert k in d, k
 assert d["dirty_budget"] >= 2 << 20, d["dirty_budget"]      # HAKMEM_PURGE_DIRTY_MB's 2 MiB at least
 assert d["purged_early_taken_back"] <= d["purged_early"], d
 assert d["purged_early"] <= d["purged_slabs"], d

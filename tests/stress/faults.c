@@ -558,17 +558,22 @@ static int test_uaf_poison_remote_list(void) {
   return 0;
 }
 
-// The class exchange: thread A allocates 1000 blocks of 256 bytes and exits,
-// thread B frees them all (its list overflows with another thread's blocks:
-// chains of them go to the exchange) and exits while a third thread C lives
-// (with this one alone left, B's exit would send the exchange home); then an
-// address is written into every one of them, and this thread, which has no
-// block of the class, mallocs: its refill takes a chain from the exchange
-// first.
+// The class exchange: thread A allocates 1000 blocks of 256 bytes, thread B
+// frees them all (its list overflows with another thread's blocks: chains of
+// them go to the exchange) and exits while a third thread C lives (with this
+// one alone left, B's exit would send the exchange home), then A exits (alive
+// until then: had it exited first, its small heap would have waited parked
+// and B would have taken it, the blocks B's own); then an address is written
+// into every one of them, and this thread, which has no block of the class,
+// mallocs: its refill takes a chain from the exchange first.
 #define EXCHANGE_BLOCKS 1000
+static int g_alloc_done_pipe[2], g_alloc_exit_pipe[2];
 static void *alloc_list_in_thread(void *arg) {
   void **b = arg;
+  char c = 1;
   for (int i = 0; i < EXCHANGE_BLOCKS; i++) b[i] = malloc_fn(256);
+  while (write(g_alloc_done_pipe[1], &c, 1) < 0) {}
+  while (read(g_alloc_exit_pipe[0], &c, 1) < 0) {}
   return NULL;
 }
 static void *free_exchange_list_in_thread(void *arg) {
@@ -587,15 +592,18 @@ static void *stay_until_told(void *arg) {
 }
 static int test_uaf_poison_exchange(void) {
   static void *b[EXCHANGE_BLOCKS];
-  pthread_t t, stay;
-  char c;
-  if (pipe(g_stay_pipe) != 0 || pipe(g_ready_pipe) != 0) return 0;   // (no report: the test fails)
+  pthread_t a, t, stay;
+  char c = 1;
+  if (pipe(g_stay_pipe) != 0 || pipe(g_ready_pipe) != 0 || pipe(g_alloc_done_pipe) != 0 || pipe(g_alloc_exit_pipe) != 0)
+    return 0;   // (no report: the test fails)
   pthread_create(&stay, NULL, stay_until_told, NULL);
   while (read(g_ready_pipe[0], &c, 1) < 0) {}
-  pthread_create(&t, NULL, alloc_list_in_thread, b);
-  pthread_join(t, NULL);
+  pthread_create(&a, NULL, alloc_list_in_thread, b);
+  while (read(g_alloc_done_pipe[0], &c, 1) < 0) {}
   pthread_create(&t, NULL, free_exchange_list_in_thread, b);
   pthread_join(t, NULL);
+  while (write(g_alloc_exit_pipe[1], &c, 1) < 0) {}
+  pthread_join(a, NULL);
   for (int i = 0; i < EXCHANGE_BLOCKS; i++) *(void *volatile *)b[i] = g_poison_target;
   for (int i = 0; i < 8192; i++)
     if (poison_check(malloc_fn(256))) return 1;

@@ -25,11 +25,14 @@ UNIT_HARD_BINS := $(UNIT_HARD_SRCS:$(UNIT_DIR)/%.c=$(UNIT_OUT)/%)
 UNIT_CFLAGS := $(CFLAGS) -pthread $(shell pkg-config --cflags cmocka 2>/dev/null)
 UNIT_LIBS   := $(or $(shell pkg-config --libs cmocka 2>/dev/null),-lcmocka) -lpthread
 # The HAKMEM_* options change what the tests observe (abort on error, purge delays,
-# hysteresis): run the tests with the defaults.
+# hysteresis): run the tests with the defaults, but for one: a thread's exit
+# gives its heap back (HAKMEM_PARK_THREADS=0), which is what the groups that
+# run a thread and look at its slabs after test; test_park turns parking on.
 UNIT_ENV    := env -u LD_PRELOAD -u HAKMEM_ABORT_ON_ERROR -u HAKMEM_VERBOSE -u HAKMEM_PURGE_DELAY_MS \
                -u HAKMEM_PURGE_DIRTY_MB -u HAKMEM_KEEP_EMPTY_SS -u HAKMEM_HUGE_CACHE_MB \
                -u HAKMEM_HUGE_CACHE_DELAY_MS -u HAKMEM_LARGE_PURGE_DELAY_MS -u HAKMEM_LARGE_DIRTY_MB \
-               -u HAKMEM_STATS -u HAKMEM_STATS_FILE -u HAKMEM_FREE_BATCH -u HAKMEM_POPULATE
+               -u HAKMEM_STATS -u HAKMEM_STATS_FILE -u HAKMEM_FREE_BATCH -u HAKMEM_POPULATE \
+               HAKMEM_PARK_THREADS=0
 
 # Under a sanitizer the process's RSS includes shadow memory that never
 # shrinks, so the RSS tests mean nothing there; everything else runs.
