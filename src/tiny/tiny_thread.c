@@ -51,8 +51,8 @@ void tiny_cache_rescale(void) {
 // before), its lists (copied out of TLS) and its counters (still on the
 // live list), and the next thread to start takes the latest parked record
 // and goes on where the other left off. Only what must not wait goes first:
-// the held and quarantined blocks (to the lists), other threads' blocks in
-// the remote buffer and the hand-over chains (home).
+// the held and quarantined blocks (to the lists), other threads' blocks (the
+// remote buffer, the hand-over chains and those on the lists: home).
 // A heap parked for THREAD_PARK_DELAYS purge delays (1 s) is given back
 // whole by the next thread that starts or looks at its idle classes (as a
 // class a thread stopped using keeps its blocks that long), every one by
@@ -112,19 +112,24 @@ static int heap_small(const tls_cache_t *tc, const tiny_heap_t *h) {
 
 // The exiting thread's heap into its record, to be parked (1), or 0 when it
 // is to be given back as before (too big, or HAKMEM_PARK_THREADS parked).
-// Not in the hardened build: there a thread's exit sends every block home,
-// where its next malloc checks its fill; a parked list would keep a block of
-// another thread's, written after its free, from that check until a thread
-// takes the heap, if one ever does (misuse case quarantine_of_free_only_thread_drains).
+// Its lists keep only blocks of its own slabs: other threads' go home, as
+// at an exit before, where their owners reuse them (a consumer's lists would
+// have kept its producers' slabs from going EMPTY; and in the hardened build
+// a block another thread freed and then wrote is found when its owner's
+// malloc checks its fill, misuse case quarantine_of_free_only_thread_drains:
+// on a parked list it waited for a thread to take the heap).
 static int thread_park(void) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = t_heap_p;
-  if (HAK_HARDENED || g_hak_config.park_threads == 0 || !heap_small(tc, h) ||
-      !thread_record_park_reserve(g_hak_config.park_threads))
+  if (g_hak_config.park_threads == 0 || !heap_small(tc, h) || !thread_record_park_reserve(g_hak_config.park_threads))
     return 0;
   if (t_free_batch.active) free_batch_set_active(0);   // the held blocks onto the lists
+#if HAK_HARDENED
+  hardened_quarantine_drain();   // the quarantined blocks onto the lists
+#endif
   for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) tiny_flush_remote(c);
   tiny_handover_send_all();
+  tiny_flush_foreign();
   thread_record_t *r = thread_record_of(h);
   lists_save(&r->parked, tc);
   r->parked.since_ms = os_now_ms();
