@@ -272,6 +272,31 @@ void hardened_quarantine_drain(void) {
   while (t_quar_medium.used > 0) quarantine_release_oldest(&t_quar_medium);
 }
 
+// Ring q drained: another heap's blocks straight home, this heap's as above.
+static void quarantine_drain_home(hard_quarantine_t *q, uintptr_t self) {
+  while (q->used > 0) {
+    hard_quar_slot_t *s = &q->slot[(q->next - q->used) & (HARD_QUAR_SLOTS - 1)];
+    void *p = s->p;
+    slab_meta_t *m = ss_registry_slab_of(p);
+    if (atomic_load_explicit(&m->owner, memory_order_relaxed) == self) {
+      quarantine_release_oldest(q);
+      continue;
+    }
+    s->p = NULL;
+    q->used--;
+    if (q == &t_quar_medium) q->bytes -= hard_quar_size(s->info);
+    if (!quarantine_words_ok(p))
+      hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
+    tiny_free_after_exit(m, hak_base_from_raw(p));   // its owner takes it, or whoever adopts the slab
+  }
+}
+
+void hardened_quarantine_drain_home(void) {
+  uintptr_t self = thread_self_id();
+  quarantine_drain_home(&t_quar, self);
+  quarantine_drain_home(&t_quar_medium, self);
+}
+
 static void quarantine_check_ring(hard_quarantine_t *q) {
   for (uint32_t i = 0; i < HARD_QUAR_SLOTS; i++) {
     hard_quar_slot_t *s = &q->slot[(q->next + i) & (HARD_QUAR_SLOTS - 1)];

@@ -699,6 +699,9 @@ HAK_INLINE void hardened_free_block(const slab_meta_t *m, void *p, size_t want, 
 void hardened_quarantine_check(void);
 // Send every quarantined block of the calling thread to its TLS lists.
 void hardened_quarantine_drain(void);
+// ... but another heap's blocks home, at once (a heap parked at its thread's
+// exit: tiny_thread.c; its owner's next malloc of one checks its fill).
+void hardened_quarantine_drain_home(void);
 // Shuffle the chain *first..*last of n blocks (a refill's batch).
 void hardened_shuffle_chain(hak_base_ptr_t *first, hak_base_ptr_t *last, uint32_t n);
 #endif

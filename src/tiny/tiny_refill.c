@@ -828,30 +828,6 @@ static void send_chain_home(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t l
   flush_gather(&first, UINT32_MAX, cls, NULL, NULL);
 }
 
-void tiny_flush_foreign(void) {
-  tls_cache_t *tc = &t_tls_cache;
-  uintptr_t self = thread_self_id();
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
-    if (tls_cached(tc, c) == 0) continue;
-    block_chain_t keep = {HAK_BASE_NULL, HAK_BASE_NULL, 0}, away = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-    for (hak_base_ptr_t b = tc->lists[c].head; !hak_base_is_null(b) && !tls_sll_is_end(b);) {
-      hak_base_ptr_t next = block_next(b);
-      if (HAK_UNLIKELY(!block_link_plausible(next))) {
-        tls_sll_report_corrupt(b, c);
-        next = HAK_BASE_NULL;   // the rest of the list is dropped (as flush_gather drops it)
-      }
-      slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
-      chain_append(atomic_load_explicit(&m->owner, memory_order_relaxed) == self ? &keep : &away, b);
-      b = next;
-    }
-    if (away.n == 0 && keep.n == tls_cached(tc, c)) continue;   // all its own
-    if (keep.n != 0) block_set_next(keep.last, TLS_SLL_END);
-    tc->lists[c].head = keep.n != 0 ? keep.first : TLS_SLL_END;
-    tc->lists[c].room = (int32_t)tc->cap[c] - (int32_t)keep.n;
-    if (away.n != 0) send_chain_home(c, away.first, away.last);
-  }
-}
-
 void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
   unsigned cls = m->cls;
   tls_cache_t *tc = &t_tls_cache;

@@ -67,10 +67,6 @@ void tiny_class_ungrow(unsigned cls);
 // Send every hand-over chain of the calling thread home (tiny_handover; a
 // heap parked at its thread's exit, tiny_thread.c).
 void tiny_handover_send_all(void);
-// Send the blocks of other heaps' slabs on the calling thread's lists home,
-// its own staying in their order (a heap parked at its thread's exit keeps
-// only its own, tiny_thread.c).
-void tiny_flush_foreign(void);
 // Send every chain in the class exchanges home (hak_trim, hak_thread_flush).
 void tiny_flush_exchange(void);
 // Send chains of the class exchange home until each class holds at most

@@ -112,12 +112,11 @@ static int heap_small(const tls_cache_t *tc, const tiny_heap_t *h) {
 
 // The exiting thread's heap into its record, to be parked (1), or 0 when it
 // is to be given back as before (too big, or HAKMEM_PARK_THREADS parked).
-// Its lists keep only blocks of its own slabs: other threads' go home, as
-// at an exit before, where their owners reuse them (a consumer's lists would
-// have kept its producers' slabs from going EMPTY; and in the hardened build
-// a block another thread freed and then wrote is found when its owner's
-// malloc checks its fill, misuse case quarantine_of_free_only_thread_drains:
-// on a parked list it waited for a thread to take the heap).
+// In the hardened build the quarantined blocks of other heaps go home and
+// its own onto its lists: a block another thread freed and then wrote is
+// found by its owner's next malloc of it (misuse case
+// quarantine_of_free_only_thread_drains, faults' uaf_poisoned_remote_list),
+// where a parked list would keep it unchecked until a thread took the heap.
 static int thread_park(void) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = t_heap_p;
@@ -125,11 +124,10 @@ static int thread_park(void) {
     return 0;
   if (t_free_batch.active) free_batch_set_active(0);   // the held blocks onto the lists
 #if HAK_HARDENED
-  hardened_quarantine_drain();   // the quarantined blocks onto the lists
+  hardened_quarantine_drain_home();
 #endif
   for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) tiny_flush_remote(c);
   tiny_handover_send_all();
-  tiny_flush_foreign();
   thread_record_t *r = thread_record_of(h);
   lists_save(&r->parked, tc);
   r->parked.since_ms = os_now_ms();

@@ -142,27 +142,6 @@ static void test_a_big_heap_is_given_back_at_exit(void **state) {
   hak_thread_flush();
 }
 
-// A parked heap's lists keep only blocks of its own slabs: a block of the
-// main thread's that the exiting thread freed (on its list: 64 bytes and up
-// go on the freeing thread's list) goes home at the park, to the main
-// thread's slab, not to the next thread that takes the heap.
-static void *frees_one_and_exits(void *arg) {
-  hak_free(hak_malloc(16));
-  hak_free(arg);
-  return NULL;
-}
-static void test_a_parked_heap_keeps_only_its_own_blocks(void **state) {
-  (void)state;
-  hak_thread_flush();
-  void *p = hak_malloc(PARK_SIZE);
-  slab_meta_t *m = slab_of(p);
-  uint32_t before = remote_list_len(m);
-  run_in_thread(frees_one_and_exits, p);
-  assert_int_equal(thread_records_parked(), 1);
-  assert_int_equal(remote_list_len(m), before + 1);   // home
-  hak_thread_flush();
-}
-
 // The thread that gives a parked heap back lends it its TLS lists and takes
 // its own back as they were: its cached blocks, bounds and owner keys (a
 // batching thread's are FREE_BATCH_KEY, not its id's).
@@ -302,7 +281,6 @@ int main(void) {
     cmocka_unit_test_teardown(test_malloc_trim_gives_back_every_parked_heap, park_none),
     cmocka_unit_test_teardown(test_a_parked_heap_goes_back_after_its_delay, park_none),
     cmocka_unit_test_teardown(test_a_big_heap_is_given_back_at_exit, park_none),
-    cmocka_unit_test_teardown(test_a_parked_heap_keeps_only_its_own_blocks, park_none),
     cmocka_unit_test_teardown(test_giving_a_parked_heap_back_leaves_the_callers_lists_as_they_were, park_none),
     cmocka_unit_test_teardown(test_at_most_park_threads_heaps_wait, park_none),
     cmocka_unit_test_teardown(test_a_remote_free_into_a_parked_heaps_full_slab_reaches_the_next_thread, park_none),
