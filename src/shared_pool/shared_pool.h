@@ -58,6 +58,8 @@ void shared_pool_stash_release(slab_stash_t *stash);
 // Purge dirty FREE memory that has waited long enough, or all of it past the
 // dirty budget (cheap when there is nothing to do; call from slow paths).
 void shared_pool_maybe_purge(void);
+// ... for a caller that read the clock already (os_now_ms; 0: not read).
+void shared_pool_maybe_purge_at(uint64_t now);
 // Return every unused page now; 1 if anything was released.
 int  shared_pool_trim(void);
 

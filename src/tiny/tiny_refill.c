@@ -434,6 +434,7 @@ static void note_class_back(tiny_heap_t *h, unsigned cls) {
 
 static void exchange_send_home(unsigned c);
 static void send_chain_home(unsigned cls, hak_base_ptr_t first, hak_base_ptr_t last);
+static uint32_t flush_class(unsigned cls, uint32_t n);
 
 static HAK_NOINLINE void look_idle_classes(tls_cache_t *tc, tiny_heap_t *h, uint64_t now) {
   uint64_t touched = h->left_touched;
@@ -530,7 +531,8 @@ static void note_dying_class(tls_cache_t *tc, tiny_heap_t *h, unsigned cls) {
 
 // A slow path of cls (a refill asking for, or an overflow's flush of,
 // `blocks`): the look at dying classes, and the look at idle ones when due.
-static void note_slow_path(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t blocks) {
+// Returns the clock it read (os_now_ms), for the purge look after it.
+static uint64_t note_slow_path(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t blocks) {
   if (HAK_UNLIKELY(h->dying != 0)) look_dying_classes(tc, h, cls);
   h->left_touched |= (uint64_t)1 << cls;
   h->left_bytes += (uint64_t)blocks * g_size_class[cls].size;
@@ -538,6 +540,7 @@ static void note_slow_path(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32
   if (h->left_bytes >= LEFT_LOOK_BYTES ||
       now - h->left_look_ms >= (uint64_t)g_hak_config.purge_delay_ms * TLS_IDLE_DELAYS / LEFT_LOOKS)
     look_idle_classes(tc, h, now);
+  return now;
 }
 
 // The hand-over chain of cls (tiny_handover) to the class exchange, or home
@@ -627,8 +630,7 @@ int tiny_refill(unsigned cls) {
 #endif
   }
   if (want > room) want = room;
-  note_slow_path(tc, h, cls, 0);   // its bytes when it has them (count_refill)
-  shared_pool_maybe_purge();
+  shared_pool_maybe_purge_at(note_slow_path(tc, h, cls, 0));   // its bytes when it has them (count_refill)
   page_heap_maybe_purge();
   for (;;) {
     slab_meta_t *m = h->cur[cls];
@@ -875,9 +877,9 @@ void tiny_flush_overflow(unsigned cls) {
   class_cap_restore(tc, cls);   // a bound raised by slab_take_whole
   // The room was 0: now 0, or minus what the list holds over its new bound.
   uint32_t n = tls_batch(tc, cls) + (uint32_t)-tc->lists[cls].room;
-  uint32_t others = tiny_flush(cls, n);
+  uint32_t others = flush_class(cls, n);
   if (tc->cap_shift[cls] != 0) note_dying_class(tc, t_heap_p, cls);
-  note_slow_path(tc, t_heap_p, cls, n);
+  shared_pool_maybe_purge_at(note_slow_path(tc, t_heap_p, cls, n));   // (tiny_flush's look, with this clock)
   // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
   // own overflows are what tell it to stop (free_batch_note_flush).
   if (others == 0 && !t_free_batch.active) {
