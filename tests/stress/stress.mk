@@ -1,7 +1,8 @@
 # tests/stress/stress.mk — the reliability suite: stress, fault tests, sanitizer runs.
 # -include'd by the top Makefile (uses its CC, BUILD, SAN, CORE_A, LIB_SO).
 #
-#   make test-stress        hak_* stress (libhakmem_core.a) + malloc stress under LD_PRELOAD
+#   make test-stress        hak_* stress (libhakmem_core.a) + malloc stress under LD_PRELOAD,
+#                           park_race (threads' heaps parked at exit under churn and trims)
 #   make test-faults        fault tests (thread churn, producer/consumer, fork, signal-fork,
 #                           RLIMIT_AS, bad frees)
 #                           under LD_PRELOAD=build/libhakmem.so
@@ -30,12 +31,17 @@ SAN_OPTS := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:halt_on_error=1 \
 STRESS_HAK    := $(STRESS_DIR)/stress_hak
 STRESS_MALLOC := $(STRESS_DIR)/stress_malloc
 FAULTS_BIN    := $(STRESS_DIR)/faults
+PARK_RACE     := $(STRESS_DIR)/park_race
 
-stress-bins: $(STRESS_HAK) $(STRESS_MALLOC) $(FAULTS_BIN)
+stress-bins: $(STRESS_HAK) $(STRESS_MALLOC) $(FAULTS_BIN) $(PARK_RACE)
 
 $(STRESS_HAK): tests/stress/stress.c include/hakmem.h $(CORE_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(STRESS_CFLAGS) -DSTRESS_HAK $< $(CORE_A) -o $@ -lpthread
+
+$(PARK_RACE): tests/stress/park_race.c include/hakmem.h $(CORE_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(STRESS_CFLAGS) $< $(CORE_A) -o $@ -lpthread
 
 $(STRESS_MALLOC): tests/stress/stress.c
 	@mkdir -p $(dir $@)
@@ -52,10 +58,12 @@ $(FAULTS_BIN): tests/stress/faults.c
 # of 100 is not proof, the unit test in test_heap.c is; this is the guard).
 CHURN_RUNS ?= 100
 CHURN_BIN  := $(BUILD)/bench/churn
-test-stress: $(STRESS_HAK) $(STRESS_MALLOC) $(LIB_SO) $(CHURN_BIN)
+test-stress: $(STRESS_HAK) $(STRESS_MALLOC) $(PARK_RACE) $(LIB_SO) $(CHURN_BIN)
 	@fail=0; \
 	echo "$(STRESS_HAK) $(STRESS_ARGS)"; \
 	$(STRESS_HAK) $(STRESS_ARGS) || fail=1; \
+	echo "$(PARK_RACE)"; \
+	$(PARK_RACE) || fail=1; \
 	echo "LD_PRELOAD=$(abspath $(LIB_SO)) $(STRESS_MALLOC) $(STRESS_ARGS)"; \
 	STRESS_EXPECT_HAKMEM=1 LD_PRELOAD=$(abspath $(LIB_SO)) $(STRESS_MALLOC) $(STRESS_ARGS) || fail=1; \
 	echo "LD_PRELOAD=$(abspath $(LIB_SO)) $(CHURN_BIN) -c 4 -k 200 -n 2000, $(CHURN_RUNS) runs"; \
@@ -94,6 +102,7 @@ STRESS_SAN_FLAGS := -O1 -fno-omit-frame-pointer -fsanitize=thread
 STRESS_SAN_ARGS  := $(STRESS_TSAN_ARGS)
 endif
 STRESS_SAN_BIN := $(STRESS_DIR)/stress_hak_$(SAN)
+PARK_RACE_SAN  := $(STRESS_DIR)/park_race_$(SAN)
 
 ifneq ($(SAN),)
 $(STRESS_SAN_BIN): tests/stress/stress.c include/hakmem.h $(CORE_A)
@@ -101,8 +110,14 @@ $(STRESS_SAN_BIN): tests/stress/stress.c include/hakmem.h $(CORE_A)
 	clang -std=gnu11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -pthread \
 	  $(STRESS_SAN_FLAGS) -DSTRESS_HAK $< $(CORE_A) -o $@ -lpthread
 
-stress-san-run: $(STRESS_SAN_BIN)
+$(PARK_RACE_SAN): tests/stress/park_race.c include/hakmem.h $(CORE_A)
+	@mkdir -p $(dir $@)
+	clang -std=gnu11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -pthread \
+	  $(STRESS_SAN_FLAGS) $< $(CORE_A) -o $@ -lpthread
+
+stress-san-run: $(STRESS_SAN_BIN) $(PARK_RACE_SAN)
 	$(SAN_OPTS) $(STRESS_SAN_BIN) $(STRESS_SAN_ARGS)
+	$(SAN_OPTS) $(PARK_RACE_SAN)
 else
 stress-san-run:
 	@echo "stress-san-run needs SAN=asan or SAN=tsan (use make test-sanitizers)"; exit 2
