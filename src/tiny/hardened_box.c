@@ -248,14 +248,22 @@ static void quarantine_release(void *p, unsigned cls, uint32_t bs) {
   if (!hardened_release_fast(&t_tls_cache, cls, p, 1)) hardened_release_slow(cls, bs, p);
 }
 
-// The oldest block of ring q leaves (the ring is not empty).
-static void quarantine_release_oldest(hard_quarantine_t *q) {
+// The oldest block of ring q out of it (the ring is not empty); its info in *info.
+static void *quarantine_take_oldest(hard_quarantine_t *q, uint64_t *info) {
   hard_quar_slot_t *s = &q->slot[(q->next - q->used) & (HARD_QUAR_SLOTS - 1)];
   void *p = s->p;
+  *info = s->info;
   s->p = NULL;
   q->used--;
   if (q == &t_quar_medium) q->bytes -= hard_quar_size(s->info);
-  quarantine_release(p, hard_quar_cls(s->info), hard_quar_size(s->info));
+  return p;
+}
+
+// The oldest block of ring q leaves (the ring is not empty).
+static void quarantine_release_oldest(hard_quarantine_t *q) {
+  uint64_t info;
+  void *p = quarantine_take_oldest(q, &info);
+  quarantine_release(p, hard_quar_cls(info), hard_quar_size(info));
 }
 
 // Past the byte bound after a free into the medium ring: the block the ring
@@ -275,16 +283,13 @@ void hardened_quarantine_drain(void) {
 // Ring q drained: another heap's blocks straight home, this heap's as above.
 static void quarantine_drain_home(hard_quarantine_t *q, uintptr_t self) {
   while (q->used > 0) {
-    hard_quar_slot_t *s = &q->slot[(q->next - q->used) & (HARD_QUAR_SLOTS - 1)];
-    void *p = s->p;
+    uint64_t info;
+    void *p = quarantine_take_oldest(q, &info);
     slab_meta_t *m = ss_registry_slab_of(p);
     if (atomic_load_explicit(&m->owner, memory_order_relaxed) == self) {
-      quarantine_release_oldest(q);
+      quarantine_release(p, hard_quar_cls(info), hard_quar_size(info));
       continue;
     }
-    s->p = NULL;
-    q->used--;
-    if (q == &t_quar_medium) q->bytes -= hard_quar_size(s->info);
     if (!quarantine_words_ok(p))
       hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
     tiny_free_after_exit(m, hak_base_from_raw(p));   // its owner takes it, or whoever adopts the slab

@@ -73,7 +73,7 @@ void thread_record_give_back(thread_record_t *r) {
 
 static void parked_note_locked(uint32_t n) {
   atomic_store_explicit(&g_parked_n, n, memory_order_relaxed);
-  atomic_store_explicit(&g_parked_oldest, n != 0 ? g_parked[0]->parked.since_ms : UINT64_MAX, memory_order_relaxed);
+  atomic_store_explicit(&g_parked_oldest, n != 0 ? g_parked[0]->parked_ms : UINT64_MAX, memory_order_relaxed);
 }
 
 int thread_record_park_reserve(uint32_t max) {
@@ -117,7 +117,7 @@ thread_record_t *thread_record_take_parked_since(uint64_t before) {
   HAK_SITE(SITE_THREAD_LOCK);
   uint32_t n = atomic_load_explicit(&g_parked_n, memory_order_relaxed);
   thread_record_t *r = NULL;
-  if (n != 0 && g_parked[0]->parked.since_ms <= before) {
+  if (n != 0 && g_parked[0]->parked_ms <= before) {
     r = g_parked[0];
     memmove(&g_parked[0], &g_parked[1], (n - 1) * sizeof g_parked[0]);
     parked_note_locked(n - 1);
@@ -127,7 +127,6 @@ thread_record_t *thread_record_take_parked_since(uint64_t before) {
 }
 
 uint32_t thread_records_parked(void) { return atomic_load_explicit(&g_parked_n, memory_order_relaxed); }
-uint64_t thread_records_parked_oldest(void) { return atomic_load_explicit(&g_parked_oldest, memory_order_relaxed); }
 
 void thread_record_fork_prepare(void) { pthread_mutex_lock(&g_record_lock); }
 void thread_record_fork_parent(void) { pthread_mutex_unlock(&g_record_lock); }

@@ -22,26 +22,17 @@
 
 #include "stats/stats.h"
 #include "tiny/tiny_heap.h"
-
-// A parked heap's TLS lists and bounds: the t_tls_cache its thread left
-// (tiny_thread.c thread_park), put back by the thread that takes the record.
-typedef struct thread_parked_lists {
-  hak_base_ptr_t head[HAK_NUM_CLASSES];
-  int32_t        room[HAK_NUM_CLASSES];
-  uint16_t       cap[HAK_NUM_CLASSES];
-  uint8_t        cap_shift[HAK_NUM_CLASSES];
-  uint8_t        overflows[HAK_NUM_CLASSES];
-  uint8_t        cap_grow[HAK_NUM_CLASSES];
-  uint8_t        local_overflow[HAK_NUM_CLASSES];
-  uint8_t        cap_share;
-  uint64_t       since_ms;              // when it was parked
-} thread_parked_lists_t;
+#include "tiny/tls_sll_box.h"
 
 typedef struct thread_record {
   tiny_heap_t              heap;        // cache-line aligned (its wake list)
   hak_thread_counters_t    counters;
   struct thread_record    *next_free;   // the pool's free list (its lock)
-  thread_parked_lists_t    parked;      // while parked: its thread's lists
+  // While parked (tiny_thread.c thread_park): the t_tls_cache its thread
+  // left, lists and bounds, put back by the thread that takes the record
+  // (owner keys and id set anew), and when it was parked.
+  tls_cache_t              parked;
+  uint64_t                 parked_ms;
 } thread_record_t;
 _Static_assert(offsetof(thread_record_t, heap) == 0, "a thread's heap pointer is its record's (thread_record_of)");
 // What a thread's set-up and first refills write lies on the record's first
@@ -78,7 +69,7 @@ void thread_record_give_back(thread_record_t *r);
 // A place for one more parked record, held until thread_record_park puts it
 // there: 1, or 0 when `max` are parked or held.
 int thread_record_park_reserve(uint32_t max);
-// r (its lists in r->parked) in the place reserved for it.
+// r (its lists in r->parked, its time in r->parked_ms) in the place reserved for it.
 void thread_record_park(thread_record_t *r);
 // The latest parked record, out of the pool; NULL if none is.
 thread_record_t *thread_record_take_parked(void);
@@ -87,8 +78,6 @@ thread_record_t *thread_record_take_parked(void);
 thread_record_t *thread_record_take_parked_since(uint64_t before);
 // Records parked now (a relaxed read).
 uint32_t thread_records_parked(void);
-// When the record that waited longest was parked (UINT64_MAX: none is).
-uint64_t thread_records_parked_oldest(void);
 
 // fork(): the pool's lock around fork; the records of the parent's other
 // threads stay taken in the child (as their TLS stayed before).

@@ -11,7 +11,6 @@
 #include "tiny/hardened_box.h"
 #include "tiny/remote_free_box.h"
 #include "tiny/slab_validate.h"
-#include "tiny/thread_record.h"
 #include "tiny/tiny_free_local_box.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_thread.h"
@@ -485,7 +484,7 @@ static HAK_NOINLINE void look_idle_classes(tls_cache_t *tc, tiny_heap_t *h, uint
   }
   // The heaps parked at threads' exits as long as an idle class waits (its
   // lists and slabs given back whole: tiny_thread.c).
-  if (HAK_UNLIKELY(thread_records_parked_oldest() != UINT64_MAX)) thread_parked_expire(0);
+  thread_parked_expire(0);
 }
 
 // Dying classes: a class whose bound shrank (it only frees lately) keeps
@@ -785,6 +784,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
   uintptr_t run_span = 0;
   hak_base_ptr_t cur = *head, run_last = HAK_BASE_NULL;
   uint32_t left = n, run_n = 0;
+  uintptr_t self = thread_self_id();   // (its heap's address: a load and a test, once)
   for (; left > 0 && !hak_base_is_null(cur) && !tls_sll_is_end(cur); left--) {
     hak_base_ptr_t b = cur;
     hak_base_ptr_t next = block_next(b);
@@ -804,7 +804,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       run_n = 0;
     }
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
-    if (foreign != NULL && atomic_load_explicit(&m->owner, memory_order_relaxed) != thread_self_id()) {
+    if (foreign != NULL && atomic_load_explicit(&m->owner, memory_order_relaxed) != self) {
       chain_append(foreign, b);
       run_span = 0;
       continue;
