@@ -520,6 +520,51 @@ static void test_a_refill_from_new_memory_carves_one_page_not_a_whole_batch(void
   hak_thread_flush();
 }
 
+// A class above a page taken refill after refill, with no overflow between
+// (a burst of one size), carves 1, 2, 4, then 8 blocks a refill, not one
+// block each (every malloc of `bursts -k 8 -b 100` was a refill). The
+// carve points after the 1st, 2nd, 4th and 8th mallocs, each a refill.
+typedef struct carve_ramp {
+  size_t carved[4];
+  uint64_t refills;
+} carve_ramp_t;
+
+static void *take_a_burst(void *arg) {
+  carve_ramp_t *r = arg;
+  enum { N = 15, SIZE = 20000 };
+  unsigned cls = size_class_of(SIZE);
+  void *p[N];
+  uint64_t refills = hak_counters()->cls[cls].refills;
+  unsigned k = 0;
+  slab_meta_t *m = NULL;
+  for (unsigned i = 0; i < N; i++) {
+    p[i] = hak_malloc(SIZE);
+    assert_non_null(p[i]);
+    if (i == 0) m = slab_of(p[0]);
+    assert_ptr_equal(slab_of(p[i]), m);
+    if (i + 1 == 1u || i + 1 == 2u || i + 1 == 4u || i + 1 == 8u) r->carved[k++] = (size_t)(slab_carve(m) - m->base);
+  }
+  r->refills = hak_counters()->cls[cls].refills - refills;
+  for (unsigned i = 0; i < N; i++) hak_free(p[i]);
+  return NULL;
+}
+
+static void test_a_burst_of_a_class_above_a_page_carves_more_at_each_refill(void **state) {
+  (void)state;
+  unsigned cls = size_class_of(20000);
+  assert_true(g_size_class[cls].size > 4096u && g_size_class[cls].batch >= 8u);
+  hak_trim();                                           // a fresh slab: carved from its start
+  carve_ramp_t r = {{0}, 0};
+  run_in_thread(take_a_burst, &r);
+  size_t bs = g_size_class[cls].size;
+  assert_int_equal(r.carved[0], 1 * bs);
+  assert_int_equal(r.carved[1], 3 * bs);                // 1 + 2
+  assert_int_equal(r.carved[2], 7 * bs);                // + 4
+  assert_int_equal(r.carved[3], 15 * bs);               // + 8
+  assert_int_equal(r.refills, 4);
+  hak_trim();
+}
+
 typedef struct some_blocks {
   held_blocks_t *h;
   uint32_t n;
@@ -923,6 +968,7 @@ int main(void) {
     HAK_UNIT_TEST(test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_slab),
     HAK_UNIT_TEST(test_a_refill_reuses_a_partial_slab_before_it_carves_the_current_one),
     HAK_UNIT_TEST(test_a_refill_from_new_memory_carves_one_page_not_a_whole_batch),
+    HAK_UNIT_TEST(test_a_burst_of_a_class_above_a_page_carves_more_at_each_refill),
     HAK_UNIT_TEST(test_a_woken_slab_beyond_the_partial_keep_is_given_up_and_adopted),
     HAK_UNIT_TEST(test_a_partial_slab_filled_by_remote_frees_is_given_up_at_a_refill),
     HAK_UNIT_TEST(test_a_partial_slab_filled_by_its_owner_stays_at_a_refill),
