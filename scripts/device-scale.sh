@@ -140,7 +140,7 @@ ab() {
   rows)     # the rows, the free-path builds and the batch switch
     one 60 "$b/ring --min 16 --max 1024 -t 16 -n 4000000" "$base" "$pfw" "$b64" "nobatch=$lib@HAKMEM_FREE_BATCH=0" "$je" "$tc"
     one 60 "$b/ws8192 $small -x -t 16 -n 4000000" "$base" "$pfw" "$b64" "$je" "$tc"
-    one 50 "$b/mstress -r 10 -t 16 -n 20000" "$base" "$pfw" "purge256=$lib@HAKMEM_PURGE_DIRTY_MB=256" "nopop=$lib@HAKMEM_POPULATE=0" "$mi"
+    one 50 "$b/mstress -r 10 -t 16 -n 20000" "$base" "$pfw" "purge256=$lib@HAKMEM_PURGE_DIRTY_MB=256" "nopop=$lib@HAKMEM_POPULATE=0" "trim32=$lib@HAKMEM_BIND_TRIM_KB=32" "$mi" "$tc"
     one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 2 -n 3000000" "$base" "$pfw" "$b64" "$tc" "$je"
     one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 16 -n 3000000" "$base" "$pfw" "$b64" "$tc"
     one 40 "$b/ws8192 -w 8192 --min 1K --max 32K -t 1 -n 1500000" "$base" "$tc"

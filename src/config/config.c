@@ -58,6 +58,8 @@ const hak_option_t g_hak_options[] = {
     "a slab being carved has its next pages faulted in with one system call (MADV_POPULATE_WRITE) where the program writes its blocks" },
   { "HAKMEM_PARK_THREADS", HAK_OPT_U32, 16, 0, 64, 0, "", &g_hak_config.park_threads,
     "heaps of exited threads kept whole (slabs and cached blocks) for the threads that start next, at most this many (0: each exit gives its heap back)" },
+  { "HAKMEM_BIND_TRIM_KB", HAK_OPT_SIZE, 0, 0, 2048, 10, "KiB", &g_hak_config.bind_trim,
+    "a thread's first slab of a class above 1 KiB keeps only this much of the pages an earlier life left resident (0: all)" },
   { "HAKMEM_STATS", HAK_OPT_STATS, HAK_STATS_OFF, 0, 0, 0, "", &g_hak_config.stats,
     "statistics per size class at exit: 0, 1 (a table) or json" },
   { "HAKMEM_STATS_FILE", HAK_OPT_PATH, 0, 0, 0, 0, "", g_hak_config.stats_file,

@@ -40,6 +40,9 @@ typedef struct hak_config {
                                //   in with one call where the program writes its blocks (tiny_refill.c)
   uint32_t park_threads;       // HAKMEM_PARK_THREADS (16): exited threads' heaps kept whole for the
                                //   threads that start next (tiny/tiny_thread.c), at most this many
+  size_t   bind_trim;          // HAKMEM_BIND_TRIM_KB (0: off): a thread's first slab of a class above
+                               //   1 KiB keeps only this much of an earlier life's resident reach
+                               //   (tiny_refill.c slab_trim_earlier_reach)
   int      stats;              // HAKMEM_STATS (0): HAK_STATS_* report at exit
   char     stats_file[HAK_CONFIG_PATH_MAX]; // HAKMEM_STATS_FILE (""): where it goes ("" = stderr)
 } hak_config_t;

@@ -185,6 +185,65 @@ static void test_a_ramped_carve_at_a_slabs_start_populates_ahead(void **state) {
   assert_true(r.reach[1] > r.carved[1]);           // and populated past them
 }
 
+// HAKMEM_BIND_TRIM_KB: a thread's first slab of a class above 1 KiB, bound
+// afresh on a slab an earlier thread wrote whole, keeps only that much of the
+// earlier pages resident (mstress's threads bind a 512 KiB slab per class
+// their arrays pass through, for a block or two); off (0, the default), the
+// earlier pages stay for the next life to carve without faults.
+#define TRIM_SIZE   30000u      // the 32 KiB class: 8 blocks, half of a 512 KiB slab
+#define TRIM_BLOCKS 8u
+static void *write_a_slab_whole(void *arg) {
+  slab_meta_t **out = arg;
+  void *p[TRIM_BLOCKS];
+  for (unsigned i = 0; i < TRIM_BLOCKS; i++) {
+    p[i] = hak_malloc(TRIM_SIZE);
+    memset(p[i], 1, TRIM_SIZE);
+  }
+  *out = slab_of(p[0]);
+  for (unsigned i = 0; i < TRIM_BLOCKS; i++) hak_free(p[i]);
+  return NULL;   // its exit gives the heap back: the slab goes FREE, dirty
+}
+
+typedef struct later_use {
+  slab_meta_t *m;
+  size_t resident_past;   // resident pages from 64 KiB on
+} later_use_t;
+
+static void *take_one_block(void *arg) {
+  later_use_t *u = arg;
+  void *p = hak_malloc(TRIM_SIZE);
+  assert_non_null(p);
+  memset(p, 2, TRIM_SIZE);
+  u->m = slab_of(p);
+  u->resident_past = resident(u->m->base + 64 * KIB, slab_end(u->m));
+  hak_free(p);
+  return NULL;
+}
+
+static later_use_t earlier_slab_then_one_block(size_t trim, slab_meta_t **earlier) {
+  size_t saved = g_hak_config.bind_trim;
+  hak_trim();                                   // every FREE slab clean: the earlier one is the dirty one
+  run_in_thread(write_a_slab_whole, earlier);
+  g_hak_config.bind_trim = trim;
+  later_use_t u = {NULL, 0};
+  run_in_thread(take_one_block, &u);
+  g_hak_config.bind_trim = saved;
+  hak_trim();
+  return u;
+}
+
+static void test_a_first_slab_of_a_class_keeps_an_earlier_reach_unless_trimmed(void **state) {
+  (void)state;
+  if (thp_always()) { print_message("skipped: transparent huge pages are 'always'\n"); return; }
+  slab_meta_t *earlier = NULL;
+  later_use_t kept = earlier_slab_then_one_block(0, &earlier);
+  assert_ptr_equal(kept.m, earlier);            // the class's slab again
+  assert_true(kept.resident_past >= 32);        // the 192 KiB past 64 KiB the earlier thread wrote, kept
+  later_use_t trimmed = earlier_slab_then_one_block(32 * KIB, &earlier);
+  assert_ptr_equal(trimmed.m, earlier);
+  assert_int_equal(trimmed.resident_past, 0);   // purged at the bind: the block is below 64 KiB
+}
+
 // The verdict stands for 7 slabs: a program that stops writing its blocks
 // whole is seen at the 8th, which samples again.
 static void test_a_dense_verdict_is_sampled_again_after_seven_slabs(void **state) {
@@ -227,6 +286,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_slab_used_lightly_is_not_faulted_in_ahead),
     HAK_UNIT_TEST(test_the_next_slab_of_a_class_sampled_dense_populates_without_sampling),
     HAK_UNIT_TEST(test_a_ramped_carve_at_a_slabs_start_populates_ahead),
+    HAK_UNIT_TEST(test_a_first_slab_of_a_class_keeps_an_earlier_reach_unless_trimmed),
     HAK_UNIT_TEST(test_a_dense_verdict_is_sampled_again_after_seven_slabs),
     HAK_UNIT_TEST(test_a_sparse_verdict_is_carried_for_seven_slabs),
   };
