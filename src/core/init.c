@@ -44,7 +44,8 @@ static _Atomic uintptr_t g_init_thread;
 // (A fork from a signal handler that interrupted malloc then goes through,
 // where the prepare handler deadlocked on the interrupted call's lock; a
 // child that needs that lock hangs on it instead: tests/stress/faults.c.)
-static int g_fork_locked;   // fork_prepare took the locks (read, never written, after the fork; written before only when it changes)
+static int g_fork_locked;   // fork_prepare took the locks (read, never written, after the fork;
+                            // before it, written only when it changes)
 
 static void fork_prepare(void) {
   // Stored only when it changes: the page it lies on is write-protected by

@@ -611,15 +611,15 @@ void tiny_handover(unsigned cls, hak_base_ptr_t b) {
 
 // HAKMEM_BIND_TRIM_KB (off by default): a thread's first slab of a class
 // above 1 KiB, bound fresh (nothing carved), keeps only that much of the
-// pages an earlier life left resident; the rest is purged by the owner, outside
-// every lock. mstress's threads each bind a 512 KiB slab per class their
-// block arrays grow through, for one or two blocks, on slabs heavier lives
-// reached whole: `mstress -t 16 -n 20000 -r 10` peaks at 43.3 MB, 35.3 with
-// 16 KiB and 37.5 with 32, at 1.02-1.05x the time and twice the page faults
-// on this VM (9 paired rounds). Trimmed at every bind, drift took 3.1x the time and bursts 12.7x
-// (a burst's or a sweep's next slab is one it fills); at a first bind they
-// are level. Off until a 16-core run weighs the faults (CURRENT_TASK Known
-// gaps 25).
+// pages an earlier life left resident; the rest is purged by the owner,
+// outside every lock. mstress's threads each bind a 512 KiB slab per class
+// their block arrays grow through, for one or two blocks, on slabs heavier
+// lives reached whole: `mstress -t 16 -n 20000 -r 10` peaks at 43.3 MB, 35.3
+// with 16 KiB and 37.5 with 32, at 1.02-1.05x the time and twice the page
+// faults on this VM (9 paired rounds). Trimmed at every bind, drift took 3.1x
+// the time and bursts 12.7x (a burst's or a sweep's next slab is one it
+// fills); at a first bind they are level. Off until a 16-core run weighs the
+// faults (CURRENT_TASK Known gaps 25).
 static HAK_NOINLINE void slab_trim_earlier_reach(slab_meta_t *m) {
   size_t keep = (g_hak_config.bind_trim + SLAB_POP_PAGE - 1u) & ~(size_t)(SLAB_POP_PAGE - 1u);
   if (g_size_class[m->cls].kind == HAK_KIND_SMALL || slab_carve(m) != m->base || m->dirty_end <= keep) return;
