@@ -147,6 +147,9 @@ void free_batch_drain(void) {
 void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (moved < FREE_BATCH_MIN_FLUSH) return;
   free_batch_t *fb = &t_free_batch;
+  uint32_t again = fb->own_chains < foreign ? fb->own_chains : foreign;
+  fb->own_chains -= again;
+  foreign -= again;
   if (!fb->active) {
     if (foreign * 4u >= moved && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) free_batch_set_active(1);
     return;

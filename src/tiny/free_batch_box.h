@@ -33,9 +33,11 @@
 // misses of the mark, size word and canary loads, one after another).
 //
 // When: an overflow's flush of a TLS list (any class) that is at least a
-// quarter other threads' blocks starts batching, flushes of 1 024 blocks in a
-// row under an eighth stop it (tiny_flush: the class exchange, or their slabs' remote lists,
-// sort them out anyway); so does a full remote buffer
+// quarter other threads' blocks (less those the thread took back from its
+// own chains in the class exchange: free_batch_note_own_chain) starts
+// batching, flushes of 1 024 blocks in a row under an eighth stop it
+// (tiny_flush: the class exchange, or their slabs' remote lists, sort them
+// out anyway); so does a full remote buffer
 // (blocks under a cache line of other threads' slabs, which never enter the
 // TLS lists: in a ring of threads the lists may never overflow). A thread's list holds the blocks
 // it freed and has not reused, so this follows what its frees are; the slabs
@@ -117,6 +119,7 @@ typedef struct free_batch {
   uint32_t        heap;       // ... because of the heap's size (free_batch_note_heap), not other threads' blocks
   uint32_t        win_moved;  // blocks of the flushes seen since batching started or the last verdict
   uint32_t        win_foreign;   // ... of them other threads'
+  uint32_t        own_chains;   // blocks taken back from its own chains in the exchange, not yet discounted
   hak_base_ptr_t  b[FREE_BATCH_N];   // block starts of live slabs (ss_registry_slab_of finds each one's)
 #if HAK_HARDENED
   size_t          want[FREE_BATCH_N];   // what a sized delete gave, HARD_NO_SIZE for free
@@ -156,6 +159,16 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) HAK_NOINLINE
 // threads' slabs: start batching at a quarter or more; stop when a window of
 // flushes (FREE_BATCH_STOP_WINDOW blocks) held under an eighth.
 void free_batch_note_flush(uint32_t moved, uint32_t foreign);
+// A refill took back n blocks of a chain this thread put in the class
+// exchange (other threads' blocks it had flushed): the next flushes' counts
+// of other threads' blocks are lowered by as many, start and stop alike
+// (transfer_take_others_first says why).
+HAK_INLINE void free_batch_note_own_chain(uint32_t n) {
+  free_batch_t *fb = &t_free_batch;
+  // At most a window's worth: what it took back long ago and has handed on
+  // since does not hide other threads' blocks for long.
+  fb->own_chains = fb->own_chains + n < FREE_BATCH_STOP_WINDOW ? fb->own_chains + n : FREE_BATCH_STOP_WINDOW;
+}
 // At a refill: the blocks this thread's slabs hold (tiny_heap_t.owned_blocks);
 // past FREE_BATCH_HEAP_BLOCKS it starts batching, below half of it a thread
 // that started for that reason stops. The hardened build too: its free waits

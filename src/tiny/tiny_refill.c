@@ -319,8 +319,10 @@ static void count_refill(const tls_cache_t *tc, unsigned cls, uint32_t n) {
 // of at most a batch, its blocks still counted in their slabs and marked free.
 static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
   hak_base_ptr_t first, last;
-  uint32_t n = transfer_take(cls, want, &first, &last);
+  int own;
+  uint32_t n = transfer_take_others_first(cls, want, &first, &last, &own);
   if (n == 0) return 0;
+  if (own) free_batch_note_own_chain(n);
   tls_sll_push_chain(tc, cls, first, last, n);
   count_refill(tc, cls, n);
   return 1;

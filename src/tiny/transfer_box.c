@@ -8,9 +8,15 @@
 #include "superslab/size_class.h"
 #include "tiny/tls_sll_box.h"
 
+// Who put a chain: the thread's id, its low 32 bits (0 for a thread not
+// LIVE; two threads whose ids differ only above them would only take each
+// other's chains as their own).
+static inline uint32_t transfer_key(void) { return (uint32_t)t_tls_cache.self; }
+
 typedef struct transfer_chain {
   hak_base_ptr_t first, last;
   uint32_t       n;
+  uint32_t       putter;   // transfer_key() of the thread that put it
 } transfer_chain_t;
 
 // A class's lock and counts, one line (a put or take touches it and the line
@@ -46,7 +52,7 @@ int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_pt
   uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed);
   int kept = c < limit;
   if (kept) {
-    g_transfer_chain[cls][c] = (transfer_chain_t){first, last, n};
+    g_transfer_chain[cls][c] = (transfer_chain_t){first, last, n, transfer_key()};
     atomic_store_explicit(&t->chains, c + 1, memory_order_relaxed);
     atomic_store_explicit(&t->moves, atomic_load_explicit(&t->moves, memory_order_relaxed) + 1, memory_order_relaxed);
     atomic_store_explicit(&t->blocks, atomic_load_explicit(&t->blocks, memory_order_relaxed) + n,
@@ -61,19 +67,30 @@ int transfer_full(unsigned cls, uint32_t limit) {
   return atomic_load_explicit(&g_transfer[cls].chains, memory_order_relaxed) >= limit;
 }
 
-uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last) {
+// The newest chain not put by `mine` (0: the newest), else the newest: *own
+// says which. A chain below the top taken whole leaves its place to the top
+// one.
+static uint32_t take(unsigned cls, uint32_t max, uint32_t mine, hak_base_ptr_t *first, hak_base_ptr_t *last,
+                     int *own) {
   transfer_class_t *t = &g_transfer[cls];
+  *own = 0;
   if (max == 0 || atomic_load_explicit(&t->chains, memory_order_relaxed) == 0) return 0;
   HAK_SITE(SITE_TRANSFER_LOCK);
   pthread_mutex_lock(&t->lock);
-  uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed), n = 0, gone = 0;
+  uint32_t c = atomic_load_explicit(&t->chains, memory_order_relaxed), n = 0, gone = 0, i = c;
+  while (i > 0 && mine != 0 && g_transfer_chain[cls][i - 1].putter == mine) i--;
+  if (i == 0 && c > 0) {   // none but its own
+    i = c;
+    *own = mine != 0;
+  }
   hak_base_ptr_t corrupt = HAK_BASE_NULL;
-  if (c > 0) {
-    transfer_chain_t *x = &g_transfer_chain[cls][c - 1];
+  if (i > 0) {
+    transfer_chain_t *x = &g_transfer_chain[cls][i - 1];
     *first = x->first;
     if (x->n <= max) {
       *last = x->last;
       n = gone = x->n;
+      *x = g_transfer_chain[cls][c - 1];
       atomic_store_explicit(&t->chains, c - 1, memory_order_relaxed);
     } else {   // a thread with a smaller bound: the first max blocks, links checked
       hak_base_ptr_t b = x->first;
@@ -87,6 +104,7 @@ uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_ba
       if (HAK_UNLIKELY(n < max || !block_link_plausible(rest))) {
         corrupt = b;   // a use after free wrote here: the rest of the chain is dropped (leaked)
         gone = x->n;
+        *x = g_transfer_chain[cls][c - 1];
         atomic_store_explicit(&t->chains, c - 1, memory_order_relaxed);
       } else {
         x->first = rest;
@@ -101,6 +119,15 @@ uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_ba
   pthread_mutex_unlock(&t->lock);
   if (HAK_UNLIKELY(!hak_base_is_null(corrupt))) tls_sll_report_corrupt(corrupt, cls);
   return n;
+}
+
+uint32_t transfer_take(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last) {
+  int own;
+  return take(cls, max, 0, first, last, &own);
+}
+
+uint32_t transfer_take_others_first(unsigned cls, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last, int *own) {
+  return take(cls, max, transfer_key(), first, last, own);
 }
 
 uint32_t transfer_take_next(unsigned *cls, uint32_t over, hak_base_ptr_t *first, hak_base_ptr_t *last) {

@@ -132,6 +132,22 @@ static void test_batching_stops_when_the_frees_turn_local(void **state) {
   hak_thread_flush();
 }
 
+// The same with the thread that allocated the blocks still alive and idle (a
+// main thread that built the data and waits for the worker; larson -t 1). The
+// worker's overflows put the main thread's blocks in the class exchange, and
+// its refills took them back (its own chains): every flush held a fifth
+// other threads' blocks, for ever, and the worker batched 95% of its frees
+// (1.13x the time). A refill takes only other threads' chains now.
+static void test_batching_stops_when_the_frees_turn_local_while_their_owner_lives(void **state) {
+  (void)state;
+  alloc_blocks(NULL);   // this thread's blocks: it lives on and frees nothing
+  consumer_t c = {.local_rounds = 20};
+  run_in_thread(free_blocks, &c);
+  assert_int_equal(c.active_after, 1);
+  assert_int_equal(c.active_after_local, 0);
+  hak_thread_flush();
+}
+
 // A list holds runs of blocks in the order they were freed, so one overflow's
 // flush shows one run: a batching thread's flush of its own run of frees
 // between flushes of half other threads' blocks does not stop it; a window of
@@ -334,6 +350,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_batching_thread_reuses_other_threads_blocks_under_a_line),
     HAK_UNIT_TEST(test_a_thread_freeing_its_own_blocks_never_batches),
     HAK_UNIT_TEST(test_batching_stops_when_the_frees_turn_local),
+    HAK_UNIT_TEST(test_batching_stops_when_the_frees_turn_local_while_their_owner_lives),
     HAK_UNIT_TEST(test_a_batching_thread_keeps_batching_through_a_run_of_its_own_frees),
     HAK_UNIT_TEST(test_HAKMEM_FREE_BATCH_0_keeps_every_check_at_the_free),
     HAK_UNIT_TEST(test_a_double_free_on_a_batching_thread_aborts_within_a_batch),
