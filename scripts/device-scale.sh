@@ -18,7 +18,9 @@
 # unsafe, for this measurement only, Known gaps 15), libhakmem-b64.so (batches
 # of 64 held frees, FREE_BATCH_N=64u), libhakmem-nohome.so (another thread's
 # block under a cache line stays where it is freed, HAK_SEND_HOME_BELOW=1u:
-# what the passive-false-sharing rule costs), bench/ (the
+# what the passive-false-sharing rule costs), libhakmem-nostop.so (a thread
+# that started batching its frees never stops, FREE_BATCH_STOP_WINDOW huge:
+# the ring of two threads in `ab OUT rows`), bench/ (the
 # programs) and peers/ (copies of this machine's jemalloc, tcmalloc-minimal and
 # mimalloc, found there only when the machine has none of its own).
 #
@@ -58,6 +60,7 @@ prepare() {
   make -j"$(nproc)" BUILD=build/nomark EXTRA_CFLAGS=-DHAK_FREE_SKIP_MARK_TEST=1 build/nomark/libhakmem.so
   make -j"$(nproc)" BUILD=build/b64 EXTRA_CFLAGS=-DFREE_BATCH_N=64u build/b64/libhakmem.so
   make -j"$(nproc)" BUILD=build/nohome EXTRA_CFLAGS=-DHAK_SEND_HOME_BELOW=1u build/nohome/libhakmem.so
+  make -j"$(nproc)" BUILD=build/nostop EXTRA_CFLAGS=-DFREE_BATCH_STOP_WINDOW=0x7fffffffu build/nostop/libhakmem.so
   rm -rf "$dev"
   mkdir -p "$dev/bench" "$dev/peers"
   cp build/libhakmem.so "$dev/libhakmem.so"
@@ -66,6 +69,7 @@ prepare() {
   cp build/nomark/libhakmem.so "$dev/libhakmem-nomark.so"
   cp build/b64/libhakmem.so "$dev/libhakmem-b64.so"
   cp build/nohome/libhakmem.so "$dev/libhakmem-nohome.so"
+  cp build/nostop/libhakmem.so "$dev/libhakmem-nostop.so"
   cp build/bench/* "$dev/bench/"
   libdir=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
   for so in libjemalloc.so.2 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
@@ -142,6 +146,7 @@ ab() {
     one 60 "$b/ws8192 $small -x -t 16 -n 4000000" "$base" "$pfw" "$b64" "$je" "$tc"
     one 50 "$b/mstress -r 10 -t 16 -n 20000" "$base" "$pfw" "purge256=$lib@HAKMEM_PURGE_DIRTY_MB=256" "nopop=$lib@HAKMEM_POPULATE=0" "trim32=$lib@HAKMEM_BIND_TRIM_KB=32" "$mi" "$tc"
     one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 2 -n 3000000" "$base" "$pfw" "$b64" "$tc" "$je"
+    one 40 "$b/ring --min 16 --max 1024 -t 2 -n 5000000" "$base" "nostop=$dev/libhakmem-nostop.so" "$je" "$tc"
     one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 16 -n 3000000" "$base" "$pfw" "$b64" "$tc"
     one 40 "$b/ws8192 -w 8192 --min 1K --max 32K -t 1 -n 1500000" "$base" "$tc"
     one 40 "$b/ws8192 $small -t 8 -n 8000000" "$base" "$tc" "$mi"

@@ -84,7 +84,15 @@
 // each of those stopped the batch, and the other threads' blocks freed then
 // waited on their marks' lines until the remote buffer started it again,
 // 1 684 times in a run of 40 M frees.
+// scripts/device-scale.sh builds one that never stops (build/nostop): on
+// this VM a ring of two threads had one of them stop batching midway in 2 of
+// 3 runs (its frees were blocks of its own slabs that the other thread
+// wrote), and here its mark loads were L1/L2 hits (rdtscp samples: 4 cycles
+// over a hit at the median), so what a stop costs on 16 cores is the lease's
+// to measure (CURRENT_TASK Known gaps 11).
+#ifndef FREE_BATCH_STOP_WINDOW
 #define FREE_BATCH_STOP_WINDOW 1024u
+#endif
 // The largest block held: 32 KiB (HAK_MEDIUM_MAX), so a thread holds at
 // most 1 MiB, what two medium classes' TLS lists may keep anyway. A thread
 // handing 8 B-16 KiB batches to the next of 8 threads (rpmalloc's rptest in
