@@ -110,7 +110,11 @@ HAK_EXPORT void *pvalloc(size_t size) {
   return hak_api_memalign(ps, rounded);
 }
 
+#if HAK_HARDENED   // (its size is the request's, behind its checks)
 HAK_EXPORT size_t malloc_usable_size(void *ptr) { return hak_usable_size(ptr); }
+#else
+HAK_EXPORT size_t malloc_usable_size(void *ptr) { return hak_usable_size_fast(ptr); }
+#endif
 
 // Removed from glibc's headers in 2.26 but still linked by old binaries.
 HAK_EXPORT void cfree(void *ptr);

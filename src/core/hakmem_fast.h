@@ -169,6 +169,25 @@ HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*slow)(size_t)) {
 }
 HAK_INLINE void *hak_malloc_fast(size_t size) { return hak_malloc_fast_or(size, hak_malloc_slow); }
 
+// malloc_usable_size of a live slab block: free's lookup (the registry byte,
+// the slab's metadata, the block-start test on the uncut pointer), the free
+// mark absent, the class's size; everything else (NULL, a freed block, a bad
+// pointer, large, huge and foreign blocks) is hak_usable_size's. Programs that
+// account their memory call it at every malloc and free (Redis's zmalloc
+// built on libc): through hak_usable_size a slab block took ~43 instructions
+// and two calls.
+HAK_INLINE size_t hak_usable_size_fast(const void *p) {
+  superslab_t *ss = ss_of_masked(p);
+  unsigned meta_shift = ss_registry_meta_shift(ss);
+  if (HAK_LIKELY(meta_shift != 0)) {
+    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
+    if (HAK_LIKELY(slab_block_start(m, p)) &&
+        HAK_LIKELY(!block_is_free(hak_user_to_base(hak_user_from_raw((void *)p)))))
+      return m->block_size - HAK_BLOCK_HEADER_BYTES;
+  }
+  return hak_usable_size(p);
+}
+
 HAK_INLINE void hak_free_fast(void *p) {
   HAK_COUNT_OP();
   superslab_t *ss = ss_of_masked(p);

@@ -624,6 +624,23 @@ static int test_usable_size_of_freed_block(void) {
   return usable_fn(p) == 0 ? 0 : 0;   // must not return: the report aborts
 }
 
+// malloc_usable_size's inline path (free's lookup, then the class's size)
+// hands every pointer that is not a live block's start to the checked path:
+// an address beyond the carve point, an interior pointer and a non-canonical
+// one are each reported, never sized.
+static int test_usable_size_of_never_allocated_slot(void) {
+  char *p = malloc_fn(16);
+  return usable_fn(p + 16384) == 0 ? 0 : 0;
+}
+static int test_usable_size_of_interior_pointer(void) {
+  char *p = malloc_fn(256);
+  return usable_fn(p + 8) == 0 ? 0 : 0;
+}
+static int test_usable_size_of_noncanonical_pointer(void) {
+  char *p = malloc_fn(48);
+  return usable_fn((void *)((uintptr_t)p | 0xffff800000000000ull)) == 0 ? 0 : 0;
+}
+
 // A non-canonical address whose low 47 bits name a live block: the free fast
 // path reads the registry bit of the cut address, so this checks that the
 // metadata lookup stays inside the SuperSlab and the pointer is reported.
@@ -676,6 +693,9 @@ static const test_t g_tests[] = {
   {"double_free_large_aborts", test_double_free_large, EXPECT_ABORT_REPORT, 10, NULL},
   {"free_of_never_allocated_slot_aborts", test_free_never_allocated_slot, EXPECT_ABORT_REPORT, 10, NULL},
   {"usable_size_of_freed_block_aborts", test_usable_size_of_freed_block, EXPECT_ABORT_REPORT, 10, NULL},
+  {"usable_size_of_never_allocated_slot_aborts", test_usable_size_of_never_allocated_slot, EXPECT_ABORT_REPORT, 10, NULL},
+  {"usable_size_of_interior_pointer_aborts", test_usable_size_of_interior_pointer, EXPECT_ABORT_REPORT, 10, NULL},
+  {"usable_size_of_noncanonical_pointer_aborts", test_usable_size_of_noncanonical_pointer, EXPECT_ABORT_REPORT, 10, NULL},
   {"free_of_noncanonical_pointer_aborts", test_free_of_noncanonical_pointer, EXPECT_ABORT_REPORT, 10, NULL},
   {"uaf_poisoned_tls_list_aborts", test_uaf_poison_tls_list, EXPECT_ABORT_REPORT, 10, NULL},
   {"uaf_poisoned_remote_list_aborts", test_uaf_poison_remote_list, EXPECT_ABORT_REPORT, 10, NULL},
