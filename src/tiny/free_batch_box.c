@@ -85,6 +85,19 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
 }
 #endif
 
+#if !HAK_HARDENED
+// Were the first FREE_BATCH_SEQ_LOOK + 1 held blocks each within 1 KiB of the
+// one before (a heap freed in the order it was built, or its reverse)?
+static int held_in_order(const free_batch_t *fb) {
+  uint32_t near = 0;
+  for (uint32_t i = 1; i <= FREE_BATCH_SEQ_LOOK; i++) {
+    uintptr_t d = (uintptr_t)hak_base_raw(fb->b[i]) - (uintptr_t)hak_base_raw(fb->b[i - 1]);
+    near += d + 1024u <= 2048u;
+  }
+  return near == FREE_BATCH_SEQ_LOOK;
+}
+#endif
+
 void free_batch_drain(void) {
   free_batch_t *fb = &t_free_batch;
   // Taken off first: a report that returns (HAKMEM_ABORT_ON_ERROR=0) or a
@@ -111,6 +124,7 @@ void free_batch_drain(void) {
 #else
   uintptr_t self = thread_self_id();   // (the hand-over's owner test)
   const tls_cache_t *tc = &t_tls_cache;
+  int in_order = fb->heap && n == FREE_BATCH_N && held_in_order(fb);
   for (uint32_t i = 0; i < n; i++) {
     hak_base_ptr_t b = fb->b[i];
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));   // held, so its slab is live
@@ -141,6 +155,10 @@ void free_batch_drain(void) {
       continue;
     tiny_free_checked(m, b);
   }
+  if (HAK_UNLIKELY(in_order) && fb->active && fb->heap) {
+    free_batch_set_active(0);
+    fb->heap_rest = FREE_BATCH_HEAP_REST;
+  }
 #endif
 }
 
@@ -166,6 +184,10 @@ void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
 void free_batch_note_heap(uint32_t owned_blocks) {
   free_batch_t *fb = &t_free_batch;
   if (!fb->active) {
+    if (fb->heap_rest != 0) {   // stopped by a drain in address order (free_batch_drain)
+      fb->heap_rest--;
+      return;
+    }
     if (owned_blocks >= FREE_BATCH_HEAP_BLOCKS && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) {
       free_batch_set_active(1);
       fb->heap = 1;

@@ -338,6 +338,39 @@ static void test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks
   expect_big_heap_batching_until_it_shrinks();
 }
 
+// A big heap freed in the order it was built stops batching at its first
+// batch's drain (each block's line is the prefetcher's next: the batch only
+// costs), and the heap's size does not start it again for a while; freed in a
+// scattered order it keeps batching.
+typedef struct heap_order { int scattered, active_big, active_after; } heap_order_t;
+static void *big_heap_freed_in_an_order(void *arg) {
+  heap_order_t *r = arg;
+  void **v = malloc(HEAP_BLOCKS * sizeof *v);
+  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
+  r->active_big = (int)(t_free_batch.active && t_free_batch.heap);
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < 4 * FREE_BATCH_N; i++) {
+    k = r->scattered ? (k + 40503u) % HEAP_BLOCKS : i;   // a stride of 40 503 blocks (640 KB)
+    hak_free(v[k]);
+    v[k] = NULL;
+  }
+  r->active_after = (int)t_free_batch.active;
+  for (uint32_t i = 0; i < 64; i++) hak_free(hak_malloc(16));   // refills, the heap still big
+  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
+  free(v);
+  return NULL;
+}
+static void test_a_big_heap_freed_in_the_order_it_was_built_stops_batching(void **state) {
+  (void)state;
+  heap_order_t in_order = {0}, scattered = {.scattered = 1};
+  run_in_thread(big_heap_freed_in_an_order, &in_order);
+  run_in_thread(big_heap_freed_in_an_order, &scattered);
+  assert_int_equal(in_order.active_big, 1);
+  assert_int_equal(in_order.active_after, 0);
+  assert_int_equal(scattered.active_big, 1);
+  assert_int_equal(scattered.active_after, 1);
+}
+
 static void test_a_double_free_on_a_big_heap_aborts_within_a_batch(void **state) {
   (void)state;
   expect_big_heap_double_free_reported_by_its_batch();
@@ -360,6 +393,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_medium_double_free_on_a_batching_thread_aborts_within_a_batch),
     HAK_UNIT_TEST(test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks),
     HAK_UNIT_TEST(test_a_double_free_on_a_big_heap_aborts_within_a_batch),
+    HAK_UNIT_TEST(test_a_big_heap_freed_in_the_order_it_was_built_stops_batching),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
