@@ -294,14 +294,26 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
   size_t span = (size_t)want * m->block_size, room = (size_t)(end - carve);   // (a bound: the list may have some)
   char *to = carve + (span < room ? span : room);
   if (to > m->base + m->dirty_end && m->populate != SLAB_POP_SPARSE) slab_populate_ahead(m, carve, to);
-  while (c->n < want && carve < end) {
-    hak_base_ptr_t b = hak_base_from_raw(carve);
-    carve += m->block_size;
+  // A run of fresh blocks linked in address order, in registers, then put at
+  // the chain's end (each block's link names the next address; the run's last
+  // link is written by whoever puts the chain on a list). Block by block
+  // through chain_append the loop was 19 instructions a block (the chain and
+  // the cookie loaded again after each store into a block): a list of 1 M
+  // nodes built and freed took ~25 a node here.
+  uint32_t bs = m->block_size, n = 0, most = want > c->n ? want - c->n : 0;
+  if (most != 0 && carve < end) {
+    const uintptr_t cookie = g_block_cookie;
+    hak_base_ptr_t first = hak_base_from_raw(carve);
+    do {
+      hak_base_ptr_t b = hak_base_from_raw(carve);
+      carve += bs;
 #if HAK_HARDENED
-    hardened_fill(b, m->block_size);   // fresh blocks carry the free pattern malloc checks
+      hardened_fill(b, bs);   // fresh blocks carry the free pattern malloc checks
 #endif
-    block_set_free(b);
-    chain_append(c, b);
+      block_set_free_keyed(b, cookie);
+      block_set_next_keyed(b, hak_base_from_raw(carve), cookie);
+    } while (++n < most && carve < end);
+    chain_append_chain(c, first, hak_base_from_raw(carve - bs), n);
   }
   slab_set_carve(m, carve);
 }
