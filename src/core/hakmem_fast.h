@@ -62,6 +62,21 @@ void hak_free_slow(void *p) HAK_NOINLINE;
 void hak_free_foreign(slab_meta_t *m, hak_base_ptr_t b) HAK_NOINLINE;
 
 
+// free's lookup: the metadata of p's slab when p is the start of one of its
+// blocks below the carve point, else NULL (NULL, not ours, an interior or
+// never-handed-out address). The address is cut to 47 bits for the SuperSlab
+// map's entry (0: not ours, else the metadata shift); the block-start test on
+// the uncut pointer sends a non-canonical one to the caller's slow path.
+HAK_INLINE slab_meta_t *slab_of_block_start(const void *p) {
+  superslab_t *ss = ss_of_masked(p);
+  unsigned meta_shift = ss_registry_meta_shift(ss);
+  if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
+    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
+    if (HAK_LIKELY(slab_block_start(m, p))) return m;
+  }
+  return NULL;
+}
+
 #if HAK_HARDENED
 #include "core/hardened.h"
 #include "tiny/free_batch_box.h"
@@ -117,19 +132,15 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 // cost the sized delete a push, a move and a pop; its test of want against
 // HARD_NO_SIZE two more).
 HAK_INLINE void hak_free_fast_sized(void *p, size_t want, int sized) {
-  superslab_t *ss = ss_of_masked(p);
-  unsigned meta_shift = ss_registry_meta_shift(ss);
-  if (HAK_LIKELY(meta_shift != 0)) {   // NULL and malloc(0) pointers are not
-    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p))) {
-      if (HAK_UNLIKELY(t_free_batch.active)) {   // a consumer thread (tiny/free_batch_box.h)
-        free_batch_hold_hardened(m, p, want);   // HARD_NO_SIZE from free
-        return;
-      }
-      if (HAK_LIKELY(!block_is_free(hak_base_from_raw(p)))) {
-        hardened_free_block(m, p, want, sized);
-        return;
-      }
+  slab_meta_t *m = slab_of_block_start(p);
+  if (HAK_LIKELY(m != NULL)) {
+    if (HAK_UNLIKELY(t_free_batch.active)) {   // a consumer thread (tiny/free_batch_box.h)
+      free_batch_hold_hardened(m, p, want);   // HARD_NO_SIZE from free
+      return;
+    }
+    if (HAK_LIKELY(!block_is_free(hak_base_from_raw(p)))) {
+      hardened_free_block(m, p, want, sized);
+      return;
     }
   }
   if (sized) hak_hardened_delete_other(p, want);
@@ -177,52 +188,43 @@ HAK_INLINE void *hak_malloc_fast(size_t size) { return hak_malloc_fast_or(size, 
 // built on libc): through hak_usable_size a slab block took ~43 instructions
 // and two calls.
 HAK_INLINE size_t hak_usable_size_fast(const void *p) {
-  superslab_t *ss = ss_of_masked(p);
-  unsigned meta_shift = ss_registry_meta_shift(ss);
-  if (HAK_LIKELY(meta_shift != 0)) {
-    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p)) &&
-        HAK_LIKELY(!block_is_free(hak_user_to_base(hak_user_from_raw((void *)p)))))
-      return m->block_size - HAK_BLOCK_HEADER_BYTES;
-  }
+  slab_meta_t *m = slab_of_block_start(p);
+  if (HAK_LIKELY(m != NULL) && HAK_LIKELY(!block_is_free(hak_user_to_base(hak_user_from_raw((void *)p)))))
+    return m->block_size - HAK_BLOCK_HEADER_BYTES;
   return hak_usable_size(p);
 }
 
 HAK_INLINE void hak_free_fast(void *p) {
   HAK_COUNT_OP();
-  superslab_t *ss = ss_of_masked(p);
-  unsigned meta_shift = ss_registry_meta_shift(ss);
-  if (HAK_LIKELY(meta_shift != 0)) {
-    if (HAK_FREE_PREFETCHW) hak_prefetch_for_write(p);
-    slab_meta_t *m = ss_meta_of(ss, p, meta_shift);
-    if (HAK_LIKELY(slab_block_start(m, p))) {
-      hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
-      tls_list_tp_t *l = tls_list_at_tp(m->tls_off);
-      // This thread's blocks and other threads' blocks of a cache line or
-      // more go on this thread's list alike (tiny_free_checked would do the
-      // same: without the call, a block that moved once is not a slow free
-      // for ever after); another thread's smaller block (passive false
-      // sharing) takes the call. So the test is not the owner's: the slab's
-      // owner_small (the owner's low 32 bits for a small class, else 0)
-      // against the thread's key of the class (its id's low 32 bits for a
-      // small class, else 0; FREE_BATCH_KEY, which no slab has, while the
-      // thread batches its frees: then every block takes the call, its mark
-      // untested here). A branch on the owner mispredicted every other free
-      // where own and other threads' blocks come at random (cachegrind,
-      // larson: 0.48 per free). Two threads whose ids differ only above 32
-      // bits would keep each other's small blocks: correct, only not the
-      // false-sharing rule. The key test comes before the mark's load, so a
-      // batching thread never waits for a line another core wrote.
-      if (HAK_LIKELY(atomic_load_explicit(&m->owner_small, memory_order_relaxed) == tls_owner_key_at(l))) {
-        if (HAK_LIKELY(HAK_FREE_SKIP_MARK_TEST || !block_is_free(b))) {
-          if (HAK_LIKELY(tls_sll_push_fast(l, b))) return;
-          tiny_free_checked(m, b);
-          return;
-        }
-      } else {
-        hak_free_foreign(m, b);
+  if (HAK_FREE_PREFETCHW) hak_prefetch_for_write(p);
+  slab_meta_t *m = slab_of_block_start(p);
+  if (HAK_LIKELY(m != NULL)) {
+    hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
+    tls_list_tp_t *l = tls_list_at_tp(m->tls_off);
+    // This thread's blocks and other threads' blocks of a cache line or
+    // more go on this thread's list alike (tiny_free_checked would do the
+    // same: without the call, a block that moved once is not a slow free
+    // for ever after); another thread's smaller block (passive false
+    // sharing) takes the call. So the test is not the owner's: the slab's
+    // owner_small (the owner's low 32 bits for a small class, else 0)
+    // against the thread's key of the class (its id's low 32 bits for a
+    // small class, else 0; FREE_BATCH_KEY, which no slab has, while the
+    // thread batches its frees: then every block takes the call, its mark
+    // untested here). A branch on the owner mispredicted every other free
+    // where own and other threads' blocks come at random (cachegrind,
+    // larson: 0.48 per free). Two threads whose ids differ only above 32
+    // bits would keep each other's small blocks: correct, only not the
+    // false-sharing rule. The key test comes before the mark's load, so a
+    // batching thread never waits for a line another core wrote.
+    if (HAK_LIKELY(atomic_load_explicit(&m->owner_small, memory_order_relaxed) == tls_owner_key_at(l))) {
+      if (HAK_LIKELY(HAK_FREE_SKIP_MARK_TEST || !block_is_free(b))) {
+        if (HAK_LIKELY(tls_sll_push_fast(l, b))) return;
+        tiny_free_checked(m, b);
         return;
       }
+    } else {
+      hak_free_foreign(m, b);
+      return;
     }
   }
   hak_free_slow(p);

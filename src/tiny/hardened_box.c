@@ -153,9 +153,29 @@ static int freed_before(const void *p, uint32_t bs, size_t n) {
 
 _Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE - sizeof(uint32_t), "the 4 bytes before slab 0 are never written");
 
+// Is w, the size word of a tiny block of bs bytes, that block being armed by
+// another thread: its canary window (16 bytes, one store) written, its size
+// word not yet? A request within 16 bytes of the class has a window over the
+// word's 4 bytes (the canary's bytes throughout); one 17-19 bytes under it
+// has a window that ends inside the word (seen once in CI: stress_malloc -t
+// 8 under the hardened library, "heap buffer underflow before P (or an
+// overflow past the 224-byte block below it)"): its low 1-3 bytes are the
+// canary's and the rest what the word held before, a free block's (the
+// fill's bytes or the size key's) or, armed in place, a live size word's (a
+// request of at most bs bytes under the key).
+static int being_armed(uint32_t w, uint32_t bs) {
+  uint32_t c = (uint32_t)hard_canary_word();
+  for (unsigned k = 1; k <= 4; k++) {
+    uint32_t lo = k < 4 ? (1u << (8 * k)) - 1u : UINT32_MAX;
+    if ((w & lo) != (c & lo)) return 0;
+    if ((w & ~lo) == ((uint32_t)HARD_FILL_WORD & ~lo) || ((w ^ hard_size_key()) & ~lo) <= bs) return 1;
+  }
+  return 0;
+}
+
 // The 4 bytes before tiny block p of slab m: the size word of the block
 // below (hard_below_fast_ok), an aligned block's tag included, or the
-// canary's bytes: another thread arming the block below (malloc, realloc in
+// canary's bytes (being_armed): another thread arming the block below (malloc, realloc in
 // place) writes its canary window, which covers the size word for a request
 // within 16 bytes of the class, and then the size word, so a free of p
 // between the two stores reads the canary (sh8bench's shape at 2 threads
@@ -164,29 +184,11 @@ _Static_assert(sizeof(superslab_t) <= SS_HEADER_SIZE - sizeof(uint32_t), "the 4 
 // not a guess to make). Before a slab's first block: in slab 0 the
 // SuperSlab header's last bytes, which nothing writes (0); in another slab
 // the slab below's last bytes, which may be anything.
-// A request 17-19 bytes under the class has a window that ends inside the
-// size word: for that moment its low 1-3 bytes are the canary's and the rest
-// what the word held before, a free block's (the fill's bytes, or the size
-// key's) or, arming in place, a live size word's (a request of at most bs
-// bytes under the key). Seen once in CI: stress_malloc -t 8 under the
-// hardened library, "heap buffer underflow before P (or an overflow past the
-// 224-byte block below it)".
-static int canary_over_low_bytes(uint32_t w, uint32_t bs) {
-  uint32_t c = (uint32_t)hard_canary_word();
-  for (unsigned k = 1; k <= 3; k++) {
-    uint32_t lo = (1u << (8 * k)) - 1u;
-    if ((w & lo) != (c & lo)) return 0;
-    if ((w & ~lo) == ((uint32_t)HARD_FILL_WORD & ~lo) || ((w ^ hard_size_key()) & ~lo) <= bs) return 1;
-  }
-  return 0;
-}
-
 static int below_ok(const slab_meta_t *m, const void *p) {
   uint32_t w = ((const uint32_t *)p)[-1], bs = m->block_size, n;
   unsigned lg;
   if ((const char *)p == m->base) return m->index != 0 || w == 0;
-  return hard_below_fast_ok(w, bs) || w == (uint32_t)hard_canary_word() ||
-         hard_request_decode(w ^ hard_size_key(), bs, &n, &lg) || canary_over_low_bytes(w, bs);
+  return hard_below_fast_ok(w, bs) || being_armed(w, bs) || hard_request_decode(w ^ hard_size_key(), bs, &n, &lg);
 }
 
 static void check_below(const slab_meta_t *m, const void *p) {

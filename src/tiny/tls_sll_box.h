@@ -121,15 +121,16 @@ void tls_sll_seed_cookie(uint64_t seed);
 // Fill g_class_tls_off (process start-up, before any slab is bound).
 void tls_sll_init_offsets(void);
 
-HAK_INLINE uintptr_t block_free_mark(hak_base_ptr_t b) { return (uintptr_t)hak_base_raw(b) ^ g_block_cookie; }
+// The forms taking the cookie are for loops that store into fresh blocks: the
+// compiler loads g_block_cookie again after every store there (a block could
+// alias it), where a copy in a register serves them all.
+HAK_INLINE uintptr_t block_free_mark_keyed(hak_base_ptr_t b, uintptr_t cookie) { return (uintptr_t)hak_base_raw(b) ^ cookie; }
+HAK_INLINE uintptr_t block_free_mark(hak_base_ptr_t b) { return block_free_mark_keyed(b, g_block_cookie); }
 // The mark word of block b (a block start, so the word lies inside it).
 HAK_INLINE uintptr_t block_mark(hak_base_ptr_t b) { return ((const uintptr_t *)hak_base_raw(b))[1]; }
 HAK_INLINE int block_is_free(hak_base_ptr_t b) { return block_mark(b) == block_free_mark(b); }
-// block_set_free with the cookie in a register: in a loop storing into fresh
-// blocks the compiler loads g_block_cookie again after every store (a block
-// could alias it).
 HAK_INLINE void block_set_free_keyed(hak_base_ptr_t b, uintptr_t cookie) {
-  ((uintptr_t *)hak_base_raw(b))[1] = (uintptr_t)hak_base_raw(b) ^ cookie;
+  ((uintptr_t *)hak_base_raw(b))[1] = block_free_mark_keyed(b, cookie);
 }
 HAK_INLINE void block_set_free(hak_base_ptr_t b) { block_set_free_keyed(b, g_block_cookie); }
 HAK_INLINE void block_clear_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(b))[1] = 0; }
@@ -138,16 +139,16 @@ HAK_INLINE void block_clear_free(hak_base_ptr_t b) { ((uintptr_t *)hak_base_raw(
 // below the 16-byte alignment of every block.
 #define BLOCK_LINK_BAD_BITS (~(((uintptr_t)1 << 47) - 1) | (uintptr_t)15)
 
-HAK_INLINE uintptr_t block_link_key(hak_base_ptr_t b) {
-  return HAK_LINK_ENCODE ? (uintptr_t)hak_base_raw(b) ^ g_block_cookie : 0;
+HAK_INLINE uintptr_t block_link_key_keyed(hak_base_ptr_t b, uintptr_t cookie) {
+  return HAK_LINK_ENCODE ? (uintptr_t)hak_base_raw(b) ^ cookie : 0;
 }
+HAK_INLINE uintptr_t block_link_key(hak_base_ptr_t b) { return block_link_key_keyed(b, g_block_cookie); }
 // The next block as stored (no check): for lists the caller just built.
 HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) {
   return hak_base_from_raw((void *)(*(const uintptr_t *)hak_base_raw(b) ^ block_link_key(b)));
 }
-// block_set_next with the cookie in a register (as block_set_free_keyed).
 HAK_INLINE void block_set_next_keyed(hak_base_ptr_t b, hak_base_ptr_t next, uintptr_t cookie) {
-  *(uintptr_t *)hak_base_raw(b) = (uintptr_t)hak_base_raw(next) ^ (HAK_LINK_ENCODE ? (uintptr_t)hak_base_raw(b) ^ cookie : 0);
+  *(uintptr_t *)hak_base_raw(b) = (uintptr_t)hak_base_raw(next) ^ block_link_key_keyed(b, cookie);
 }
 HAK_INLINE void block_set_next(hak_base_ptr_t b, hak_base_ptr_t next) { block_set_next_keyed(b, next, g_block_cookie); }
 // A chain of free blocks on a slab's free list or remote list (a run of one
