@@ -753,6 +753,10 @@ typedef struct flush_ways {
   uint8_t       victim[FLUSH_WAYS / FLUSH_ASSOC];   // each set's next way to send off
   unsigned      hit;
   uint32_t      sent_remote;   // blocks sent to other threads' slabs
+  // Runs of this thread's slabs that found their slab in a way, and that
+  // found its set full; past FLUSH_OWN_GIVE_UP of the latter, and twice the
+  // former, runs of this thread's slabs take no way (flush_ways_pick_own).
+  uint32_t      own_hits, own_full;
 } flush_ways_t;
 _Static_assert(FLUSH_WAYS <= 64 && (FLUSH_WAYS & (FLUSH_WAYS - 1)) == 0, "a power of two, one bit each");
 _Static_assert(FLUSH_ASSOC >= 1 && FLUSH_WAYS % FLUSH_ASSOC == 0 && ((FLUSH_WAYS / FLUSH_ASSOC) & (FLUSH_WAYS / FLUSH_ASSOC - 1)) == 0,
@@ -765,6 +769,8 @@ HAK_INLINE void flush_ways_init(flush_ways_t *fw) {
   fw->taken = 0;
   fw->hit = 0;
   fw->sent_remote = 0;
+  fw->own_hits = 0;
+  fw->own_full = 0;
 }
 
 // The first way of slab m's set: slab metadata is 128 bytes apart in a
@@ -774,29 +780,39 @@ HAK_INLINE unsigned flush_set_of(const slab_meta_t *m) {
   return ((unsigned)((a >> 7) ^ (a >> SS_SHIFT)) & (FLUSH_WAYS / FLUSH_ASSOC - 1u)) * FLUSH_ASSOC;
 }
 
-// Make fw->hit the way of slab m, another than the last block's.
+// The way of slab m: the one it has, else a free way of its set, taken
+// for it; FLUSH_WAYS when its set is full. The set's ways are compared all
+// at once, without a branch per way: where blocks come from many slabs at
+// random, which way matches is random too.
+static unsigned flush_ways_find(flush_ways_t *fw, slab_meta_t *m) {
+  unsigned set = flush_set_of(m);
+  unsigned taken = (unsigned)(fw->taken >> set) & ((1u << FLUSH_ASSOC) - 1u), same = 0;
+#pragma GCC unroll 8
+  for (unsigned j = 0; j < FLUSH_ASSOC; j++) same |= (unsigned)(fw->slab[set + j] == m) << j;
+  same &= taken;                        // (a way not taken holds a stale slab)
+  if (same != 0) return set + (unsigned)__builtin_ctz(same);
+  if (taken == (1u << FLUSH_ASSOC) - 1u) return FLUSH_WAYS;
+  unsigned i = set + (unsigned)__builtin_ctz(~taken);
+  if (taken == 0) fw->victim[set / FLUSH_ASSOC] = 0;   // the set's first way taken: its round robin starts
+  fw->taken |= (uint64_t)1 << i;
+  fw->slab[i] = m;
+  fw->chain[i].n = 0;
+  return i;
+}
+
+// Make fw->hit the way of slab m, another than the last block's: a full
+// set's next victim (round robin) sends its chain home for it.
 static void flush_ways_switch(flush_ways_t *fw, slab_meta_t *m) {
-  unsigned set = flush_set_of(m), i = set, free_way = FLUSH_WAYS;
-  for (; i < set + FLUSH_ASSOC; i++) {
-    if (!(fw->taken >> i & 1u)) {
-      if (free_way == FLUSH_WAYS) free_way = i;
-    } else if (fw->slab[i] == m) {
-      fw->hit = i;
-      return;
-    }
-  }
-  if (free_way != FLUSH_WAYS) {
-    i = free_way;
-    if (i == set) fw->victim[set / FLUSH_ASSOC] = 0;   // the set's first way taken: its round robin starts
-    fw->taken |= (uint64_t)1 << i;
-  } else {                              // a full set: its next victim's chain goes home
+  unsigned i = flush_ways_find(fw, m);
+  if (i == FLUSH_WAYS) {
+    unsigned set = flush_set_of(m);
     uint8_t *v = &fw->victim[set / FLUSH_ASSOC];
     i = set + *v;
     *v = (uint8_t)((*v + 1u) % FLUSH_ASSOC);
     fw->sent_remote += flush_deliver(fw->slab[i], &fw->chain[i]);
+    fw->slab[i] = m;
+    fw->chain[i].n = 0;
   }
-  fw->slab[i] = m;
-  fw->chain[i].n = 0;
   fw->hit = i;
 }
 
@@ -804,6 +820,41 @@ static void flush_ways_switch(flush_ways_t *fw, slab_meta_t *m) {
 HAK_INLINE void flush_ways_pick(flush_ways_t *fw, slab_meta_t *m) {
   if (fw->taken != 0 && fw->slab[fw->hit] == m) return;
   flush_ways_switch(fw, m);
+}
+
+// Make fw->hit the way of slab m, this thread's, and return 1; or return 0
+// and m's run goes home at once (flush_deliver_own): when m's set is full
+// (no chain is sent home early for it: sending a chain of this thread's
+// slab costs what sending the run does, no CAS), and for the rest of the
+// flush once the sets were full for FLUSH_OWN_GIVE_UP runs and twice as
+// many as found their slab there. A big heap freed in random order (a list
+// of 1 M nodes of 32 B, 64 slabs) sent a chain of one block home at nearly
+// every block, after a way search: ~120 instructions a block, 1.17x the
+// time of sending each run home; where the ways do gather (mstress's final
+// frees) a run each took mstress -t 16 from 12 to 52 RMWs of slabs' live
+// counts per 1 000 operations.
+// A flush that gave up starts the class's next FLUSH_OWN_DIRECT_FLUSHES
+// given up (tiny_heap_t.flush_own_direct); the one after looks again.
+#define FLUSH_OWN_GIVE_UP 8u
+#define FLUSH_OWN_DIRECT_FLUSHES 7u
+HAK_INLINE int flush_ways_own_given_up(const flush_ways_t *fw) {
+  return fw->own_full >= FLUSH_OWN_GIVE_UP && fw->own_full > 2u * fw->own_hits;
+}
+HAK_INLINE int flush_ways_pick_own(flush_ways_t *fw, slab_meta_t *m) {
+  if (fw->taken != 0 && fw->slab[fw->hit] == m) {
+    fw->own_hits++;
+    return 1;
+  }
+  if (flush_ways_own_given_up(fw)) return 0;
+  uint64_t taken = fw->taken;
+  unsigned i = flush_ways_find(fw, m);
+  if (i == FLUSH_WAYS) {
+    fw->own_full++;
+    return 0;
+  }
+  fw->own_hits += fw->taken == taken;   // (a way taken now is neither)
+  fw->hit = i;
+  return 1;
 }
 
 // Every gathered chain home; returns the blocks sent to other threads' slabs.
@@ -815,29 +866,42 @@ static uint32_t flush_ways_deliver_all(flush_ways_t *fw) {
   return fw->sent_remote;
 }
 
+// A run of blocks of one slab of this thread's, first..last (n, linked in
+// the list's order), goes home at once: no way holds it.
+static void flush_deliver_own(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  int empty = tiny_free_local_box(m, first, last, n);
+  tiny_heap_slab_freed(t_heap_p, m, empty);
+}
+
 // Take up to n blocks off the list at *head and send each home, gathered
 // per slab (a TLS list ends at TLS_SLL_END, a chain sent home at NULL), or, with
 // `foreign`, other threads' blocks onto that chain. Returns the blocks taken;
 // *remote (if not NULL) counts those sent to other threads' slabs. A
 // corrupted link is reported; going on, the rest of the list is dropped
 // (leaked), never followed.
+//
+// The list is cut into runs: blocks in a row of one slab's carved part
+// (from run_lo, run_span bytes), so a next block of the same slab extends
+// the run with one compare (its link is that block already), no registry
+// lookup, owner load or way search. A run joins its slab's way's chain
+// (flush_ways_t); a run of this thread's slab whose set of ways is full
+// goes home when it ends (flush_ways_pick_own).
 static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, block_chain_t *foreign,
                              uint32_t *remote) {
   flush_ways_t fw;
   flush_ways_init(&fw);
-  // While the last block went to way fw.hit: its slab's carved part
-  // (from run_lo, run_span bytes), so a next block of the same slab extends
-  // that chain with one compare (its link is that block already), no
-  // registry lookup, owner load or way search; the blocks it adds (run_n,
-  // the last run_last) are written to the chain when the run ends. Any other
-  // block is appended (its predecessor's link rewritten). Under callgrind
-  // (mstress -t 1, 70% of the blocks walked in their last block's slab) a
-  // flush took ~50 instructions a block.
   const char *run_lo = NULL;
   uintptr_t run_span = 0;
-  hak_base_ptr_t cur = *head, run_last = HAK_BASE_NULL;
+  slab_meta_t *run_m = NULL;           // the run's slab if it is this thread's, else NULL (a way's)
+  hak_base_ptr_t cur = *head, run_first = HAK_BASE_NULL, run_last = HAK_BASE_NULL;
   uint32_t left = n, run_n = 0;
   uintptr_t self = thread_self_id();   // (its heap's address: a load and a test, once)
+  tiny_heap_t *h = t_heap_p;
+  int given_up = h != NULL && h->flush_own_direct[cls] != 0;
+  if (given_up) {
+    h->flush_own_direct[cls]--;
+    fw.own_full = FLUSH_OWN_GIVE_UP;
+  }
   for (; left > 0 && !hak_base_is_null(cur) && !tls_sll_is_end(cur); left--) {
     hak_base_ptr_t b = cur;
     hak_base_ptr_t next = block_next(b);
@@ -852,25 +916,31 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       continue;
     }
     if (run_n != 0) {
-      fw.chain[fw.hit].last = run_last;
-      fw.chain[fw.hit].n += run_n;
-      run_n = 0;
+      if (run_m != NULL) flush_deliver_own(run_m, run_first, run_last, run_n);
+      else chain_append_chain(&fw.chain[fw.hit], run_first, run_last, run_n);
     }
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
-    if (foreign != NULL && atomic_load_explicit(&m->owner, memory_order_relaxed) != self) {
+    if (atomic_load_explicit(&m->owner, memory_order_relaxed) == self) {
+      run_m = flush_ways_pick_own(&fw, m) ? NULL : m;
+    } else if (foreign != NULL) {
       chain_append(foreign, b);
+      run_n = 0;
       run_span = 0;
       continue;
+    } else {
+      flush_ways_pick(&fw, m);
+      run_m = NULL;
     }
-    flush_ways_pick(&fw, m);
-    chain_append(&fw.chain[fw.hit], b);
+    run_first = run_last = b;
+    run_n = 1;
     run_lo = m->base;
     run_span = (uintptr_t)(slab_carve(m) - m->base);
   }
   if (run_n != 0) {
-    fw.chain[fw.hit].last = run_last;
-    fw.chain[fw.hit].n += run_n;
+    if (run_m != NULL) flush_deliver_own(run_m, run_first, run_last, run_n);
+    else chain_append_chain(&fw.chain[fw.hit], run_first, run_last, run_n);
   }
+  if (h != NULL && !given_up && flush_ways_own_given_up(&fw)) h->flush_own_direct[cls] = FLUSH_OWN_DIRECT_FLUSHES;
   *head = cur;
   uint32_t sent_remote = flush_ways_deliver_all(&fw);
   if (remote != NULL) *remote = sent_remote;

@@ -61,6 +61,71 @@ static void test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_pus
   hak_thread_flush();
 }
 
+// A list holding blocks of more of this thread's slabs than a flush has
+// ways, interleaved block by block (a big structure freed in random order):
+// each run goes home to its own slab at once, so every live count and free
+// list is exact, and the slabs the flush empties go back to the pool.
+enum { MANY_SLABS = 24, MANY_EACH = 3, MANY_BLOCKS = 8192 };
+static void *many_block[MANY_BLOCKS];
+static void test_blocks_of_many_own_slabs_interleaved_each_go_home(void **state) {
+  (void)state;
+  const size_t size = 256;
+  unsigned cls = size_class_of(size);
+  slab_meta_t *m[MANY_SLABS + 1];
+  uint32_t first[MANY_SLABS + 1], k = 0, n = 0;
+  hak_thread_flush();                   // (abandons what the thread has: nothing of ours)
+  // Blocks until MANY_SLABS slabs are handed out whole, each slab's blocks in
+  // a row of many_block (a new thread's refills carve one slab at a time).
+  while (k < MANY_SLABS) {
+    assert_true(n < MANY_BLOCKS);
+    void *p = hak_malloc(size);
+    assert_non_null(p);
+    many_block[n] = p;
+    if (k == 0 || slab_of(p) != m[k - 1] || n - first[k - 1] == m[k - 1]->capacity) {
+      if (k > 0) assert_int_equal(n - first[k - 1], m[k - 1]->capacity);
+      m[k] = slab_of(p);
+      first[k++] = n;
+      for (uint32_t j = 0; j + 1 < k; j++) assert_ptr_not_equal(m[j], m[k - 1]);
+    }
+    n++;
+  }
+  while (n - first[k - 1] < m[k - 1]->capacity) many_block[n++] = hak_malloc(size);
+  assert_int_equal(atomic_load(&m[k - 1]->used), m[k - 1]->capacity);
+  first[k] = n;
+  // The first half's slabs keep MANY_EACH blocks out, the rest freed and flushed.
+  for (k = 0; k < MANY_SLABS / 2; k++) {
+    for (uint32_t i = first[k] + MANY_EACH; i < first[k + 1]; i++) hak_free(many_block[i]);
+    tiny_flush(cls, UINT32_MAX);
+    assert_int_equal(atomic_load(&m[k]->owner), thread_self_id());
+    assert_int_equal(atomic_load(&m[k]->used), MANY_EACH);
+  }
+  // MANY_EACH blocks of every slab onto the list, one of each in turn, then one flush.
+  uint64_t flushes = hak_counters()->cls[cls].flushes;
+  for (uint32_t i = 0; i < MANY_EACH; i++)
+    for (k = 0; k < MANY_SLABS; k++) hak_free(many_block[first[k] + i]);
+  assert_int_equal(hak_counters()->cls[cls].flushes, flushes);   // all of them on the list
+  tiny_flush(cls, UINT32_MAX);
+  assert_true(tls_list_empty(cls));
+  for (k = 0; k < MANY_SLABS / 2; k++) {
+    assert_int_equal(m[k]->where, SLAB_IN_NONE);       // emptied: released ...
+    assert_int_equal(slab_state(m[k]), SLAB_FREE);     // ... to the stash or the pool
+  }
+  for (k = MANY_SLABS / 2; k < MANY_SLABS; k++) {
+    assert_true(m[k]->where == SLAB_IN_PARTIAL || m[k]->where == SLAB_IN_CURRENT);   // (full before)
+    assert_int_equal(atomic_load(&m[k]->owner), thread_self_id());
+    assert_int_equal(atomic_load(&m[k]->used), m[k]->capacity - MANY_EACH);
+    assert_int_equal(m[k]->free_n, MANY_EACH);
+    uint32_t on_list = 0;               // its free list holds its MANY_EACH blocks
+    for (hak_base_ptr_t b = hak_base_from_raw(m[k]->freelist); !slab_list_is_end(b); b = block_next(b)) {
+      assert_ptr_equal(slab_of(hak_base_raw(b)), m[k]);
+      assert_true(++on_list <= MANY_EACH);
+    }
+    assert_int_equal(on_list, MANY_EACH);
+    for (uint32_t i = first[k] + MANY_EACH; i < first[k + 1]; i++) hak_free(many_block[i]);
+  }
+  hak_thread_flush();
+}
+
 typedef struct free_list_arg {
   held_blocks_t *h;
   uint64_t remote_blocks;              // the freeing thread's count of remote blocks
@@ -964,6 +1029,7 @@ int main(void) {
     HAK_UNIT_TEST(test_an_exhausted_slab_waits_on_its_owners_full_list),
     HAK_UNIT_TEST(test_a_small_block_freed_by_another_thread_is_not_handed_out_by_it),
     HAK_UNIT_TEST(test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_push),
+    HAK_UNIT_TEST(test_blocks_of_many_own_slabs_interleaved_each_go_home),
     HAK_UNIT_TEST(test_remote_frees_that_empty_a_full_slab_wake_its_owner_once),
     HAK_UNIT_TEST(test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_slab),
     HAK_UNIT_TEST(test_a_refill_reuses_a_partial_slab_before_it_carves_the_current_one),
