@@ -78,7 +78,9 @@ static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
 
 void *hak_large_alloc(size_t size, size_t alignment, int zero) {
   for (int again = 0;; again = 1) {
-    void *p = alignment == 0 && size <= PAGE_HEAP_MAX ? page_heap_alloc(size, zero) : NULL;
+    size_t fresh = 0;
+    void *p = alignment == 0 && size <= PAGE_HEAP_MAX ? page_heap_alloc(size, zero, &fresh) : NULL;
+    if (fresh != 0) shared_pool_make_room(fresh);   // dirty FREE slabs go first: the page heap cannot use them
     if (p == NULL) p = huge_alloc(size, alignment, zero);   // also when no new 64 MiB region can be had
     if (p != NULL || again || !hak_release_unused()) return p;
   }

@@ -1185,7 +1185,7 @@ static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
 
 #endif
 
-void *page_heap_alloc(size_t size, int zero) {
+void *page_heap_alloc(size_t size, int zero, size_t *fresh) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
   uint32_t n = run_pages_for(size) + (HAK_HARDENED ? 1u : 0u);   // hardened: a guard page at the end
   ph_arena_t *a = arena_lock_for_alloc();
@@ -1194,6 +1194,7 @@ void *page_heap_alloc(size_t size, int zero) {
     ph_span_t spans[PH_MAX_SPANS];
     ph_region_t *r = arena_take(a, n, &s, spans, &dirty_runs);
     if (r != NULL) {
+      if (fresh != NULL) *fresh = dirty_runs == 0 ? run_bytes(n) : 0;
 #if HAK_HARDENED
       uint32_t slack = ph_block_slack(size, n - 1), tail = (uint32_t)(-size & 15u);
       r->slack[s] = (uint16_t)(slack | tail);

@@ -22,7 +22,10 @@
 // block reads as zero. Its usable size is page_heap_block_size(size): the
 // size rounded up to a class, four per power of two above 64 KiB (the size
 // itself in the hardened build).
-void  *page_heap_alloc(size_t size, int zero);
+// *fresh (not NULL): the block's bytes when its run was clean (never
+// written, or purged, since: its pages fault in as the program writes
+// them), else 0.
+void  *page_heap_alloc(size_t size, int zero, size_t *fresh);
 // The usable size of the block page_heap_alloc(size) returns (0: not ours).
 size_t page_heap_block_size(size_t size);
 // Is p inside a page-heap region? (one bitmap load, no lock)

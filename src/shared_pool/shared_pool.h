@@ -62,6 +62,10 @@ void shared_pool_maybe_purge(void);
 void shared_pool_maybe_purge_at(uint64_t now);
 // Return every unused page now; 1 if anything was released.
 int  shared_pool_trim(void);
+// A large block is about to fault in `bytes` of pages (core/hakmem.c
+// hak_large_alloc): as many bytes of dirty FREE slabs are purged first, down
+// to HAKMEM_PURGE_DIRTY_MB.
+void shared_pool_make_room(size_t bytes);
 
 // fork(): take every pool lock (prepare), release (parent and child).
 void shared_pool_fork_prepare(void);

@@ -439,9 +439,10 @@ static uint32_t purge_batch(slab_meta_t *const *batch, uint32_t n) {
 
 // madvise the dirty FREE slabs in the pools that have waited long enough
 // (all of them when `everything`), and past the budget others down to the
-// target; unmap all-FREE SuperSlabs past the hysteresis (all of them when
-// `everything`). 1 if anything went back.
-static int purge_pools(int everything) {
+// target, or `more` bytes of them if that is more; unmap all-FREE SuperSlabs
+// past the hysteresis (all of them when `everything`). 1 if anything went
+// back.
+static int purge_pools(int everything, size_t more) {
   int released = 0;
   uint64_t now = os_now_ms();
   size_t dirty = 0;
@@ -450,6 +451,7 @@ static int purge_pools(int everything) {
   size_t budget = purge_budget(now);
   size_t target = budget / PURGE_TARGET_DEN * PURGE_TARGET_NUM;
   size_t over = dirty >= budget ? dirty - target : 0;
+  if (more > over) over = more;
   for (unsigned kind = 0; kind < HAK_SLAB_KINDS; kind++) {
     for (;;) {
       slab_meta_t *batch[PURGE_BATCH];
@@ -479,7 +481,7 @@ static int purge_pools(int everything) {
 static int purge_pass(int everything) {
   atomic_store_explicit(&g_last_purge_ms, os_now_ms(), memory_order_relaxed);
   pool_collect_abandoned_empty();
-  return purge_pools(everything);
+  return purge_pools(everything, 0);
 }
 
 int pool_collect_empty_now(void) {
@@ -520,6 +522,31 @@ void shared_pool_maybe_purge_at(uint64_t now) {
   if (pthread_mutex_trylock(&g_purge_lock) != 0) return;
   HAK_SITE(SITE_PURGE_LOCK);
   purge_pass(0);
+  pthread_mutex_unlock(&g_purge_lock);
+}
+
+// Slab memory and the page heap's are apart: the slabs a program emptied
+// stay resident (the purge delay, the budget, what the kinds' regret keeps)
+// while its large blocks fault in new pages. Python's realprog workload under
+// PYTHONMALLOC=malloc freed four threads' dicts and then wrote 40 blocks of
+// 1 MiB: 120 MB at its peak, 15-27 MB of it FREE slabs (jemalloc, whose
+// freed small runs and large blocks share extents, 88). So a large block's
+// pages that fault in take as many bytes of dirty FREE slabs first, down
+// to the floor (HAKMEM_PURGE_DIRTY_MB), whatever the regret keeps: the
+// regret says the program takes its slabs back, but its memory is growing
+// elsewhere now, and the slabs it does take back are counted as purged
+// early and raise the regret as before. 90 MB; node 252 -> 232 MB.
+void shared_pool_make_room(size_t bytes) {
+  size_t dirty = 0, floor = g_hak_config.purge_dirty_max;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) dirty += atomic_load_explicit(&g_pool[k].dirty_bytes, memory_order_relaxed);
+  int64_t waiting = atomic_load_explicit(&g_abandoned_empty_bytes, memory_order_relaxed);
+  if (waiting > 0) dirty += (size_t)waiting;
+  if (dirty <= floor) return;
+  if (pthread_mutex_trylock(&g_purge_lock) != 0) return;   // (a purge under way)
+  HAK_SITE(SITE_PURGE_LOCK);
+  atomic_store_explicit(&g_last_purge_ms, os_now_ms(), memory_order_relaxed);
+  pool_collect_abandoned_empty();
+  purge_pools(0, dirty - floor < bytes ? dirty - floor : bytes);
   pthread_mutex_unlock(&g_purge_lock);
 }
 

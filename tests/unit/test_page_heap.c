@@ -545,7 +545,7 @@ static void test_a_request_no_run_fits_takes_dirty_and_clean_neighbours_and_purg
 // the first: the first phase end purged its run, the second keeps it (and
 // every phase end after it, while they come within the delay).
 static void learn_that_phases_repeat(void) {
-  for (int i = 0; i < 2; i++) assert_true(page_heap_free(page_heap_alloc(MIB, 0)));
+  for (int i = 0; i < 2; i++) assert_true(page_heap_free(page_heap_alloc(MIB, 0, NULL)));
   assert_int_equal(heap_dirty(), MIB);
 }
 
@@ -573,15 +573,15 @@ static void test_past_the_room_below_the_recent_peak_the_largest_runs_are_purged
   enum { HOLES = 64, GROWN = 12, FIRST_PAST_ROOM = 9 };
   static void *holes[HOLES], *guards[HOLES], *grown[GROWN];
   for (int i = 0; i < HOLES; i++) {
-    holes[i] = page_heap_alloc(MIB, 0);
-    guards[i] = page_heap_alloc(4 * KIB, 0);    // keeps the freed runs apart
+    holes[i] = page_heap_alloc(MIB, 0, NULL);
+    guards[i] = page_heap_alloc(4 * KIB, 0, NULL);    // keeps the freed runs apart
     assert_non_null(holes[i]);
     assert_non_null(guards[i]);
   }
   for (int i = 0; i < HOLES; i++) assert_true(page_heap_free(holes[i]));
   assert_int_equal(heap_dirty(), (size_t)HOLES * MIB);   // below the peak: kept
   for (int i = 0; i < GROWN; i++) {
-    grown[i] = page_heap_alloc(2 * MIB, 0);
+    grown[i] = page_heap_alloc(2 * MIB, 0, NULL);
     assert_non_null(grown[i]);
     if (i < FIRST_PAST_ROOM) assert_int_equal(heap_dirty(), (size_t)HOLES * MIB);   // within the room
   }

@@ -6,6 +6,7 @@
 #include "unit_util.h"
 #include <sys/resource.h>
 #include "config/config.h"
+#include "large/page_heap.h"
 #include "os/os.h"
 
 #include <unistd.h>
@@ -252,6 +253,33 @@ static void test_past_the_dirty_budget_the_purge_keeps_three_quarters_of_it(void
   size_t after = pool_dirty_bytes();
   assert_true(after > 0);                         // before: everything was purged
   assert_true(after <= (dirty - 1) / 4 * 3);
+  purge_knobs_restore(old);
+  hak_trim();
+}
+
+// A large block whose pages will fault in (a clean run) purges as many
+// bytes of dirty FREE slabs first, down to the floor, whatever the regret
+// keeps: slab memory is no use to the page heap (Python's realprog workload
+// freed four threads' dicts, then wrote 40 blocks of 1 MiB, and held both).
+static void test_a_large_block_of_clean_pages_purges_dirty_free_slabs_first(void **state) {
+  (void)state;
+  hak_trim();                                     // the page heap's runs clean
+  purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);   // nothing purged while we set up
+  size_t sizes[4] = {1500, 1700, 2000, 2500};     // four medium classes: four slabs
+  for (int i = 0; i < 4; i++) assert_non_null(run_in_thread(use_a_slab_lightly, &sizes[i]));
+  pool_collect_abandoned_empty();
+  size_t dirty = pool_dirty_bytes();
+  assert_true(dirty > 8192);
+  g_hak_config.purge_dirty_max = 4096;            // the floor
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) atomic_store(&g_pool[k].regret_bytes, (size_t)1 << 40);
+  shared_pool_maybe_purge();                      // the regret keeps them from the budget's purge
+  assert_int_equal(pool_dirty_bytes(), dirty);
+  void *big = hak_malloc(2u << 20);               // a clean run of the page heap
+  assert_non_null(big);
+  assert_true(page_heap_contains(big));
+  assert_true(pool_dirty_bytes() <= 4096);        // before: all of them kept
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) atomic_store(&g_pool[k].regret_bytes, 0);
+  hak_free(big);
   purge_knobs_restore(old);
   hak_trim();
 }
@@ -960,6 +988,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_slab_freed_after_a_quiet_spell_waits_the_purge_delay),
     HAK_UNIT_TEST(test_a_free_slab_counts_only_the_pages_its_blocks_reached),
     HAK_UNIT_TEST(test_past_the_dirty_budget_the_purge_keeps_three_quarters_of_it),
+    HAK_UNIT_TEST(test_a_large_block_of_clean_pages_purges_dirty_free_slabs_first),
     HAK_UNIT_TEST(test_an_empty_superslab_waits_the_purge_delay_before_it_is_unmapped),
     HAK_UNIT_TEST(test_a_superslab_purged_early_waits_the_delay_before_it_is_unmapped),
     HAK_UNIT_TEST(test_the_pool_hands_out_dirty_slabs_first),
