@@ -143,7 +143,7 @@ static void tally_slab(slab_meta_t *m, void *arg) {
   if (SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_FREE) return;
   unsigned c = m->cls;
   if (c >= HAK_NUM_CLASSES) return;
-  size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+  size_t used = slab_census_live(m);
   size_t cap = m->capacity;
   t->handed[c] += used < cap ? used : cap;
   t->capacity[c] += cap;

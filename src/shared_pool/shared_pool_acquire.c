@@ -34,6 +34,16 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
 }
 
 // Stage 1: adopt a slab an exited thread abandoned, without locks.
+// An abandoned slab with live blocks becomes owner's: its free list counts
+// in `used` again (superslab.h; shared_pool_detach_slab took it out).
+static void slab_adopt_counted(slab_meta_t *m, uintptr_t owner) {
+  slab_set_owner(m, owner, memory_order_relaxed);
+  if (m->freelist != NULL && m->free_n != 0) {
+    HAK_SITE(SITE_SLAB_USED);
+    atomic_fetch_add_explicit(&m->used, m->free_n, memory_order_relaxed);
+  }
+}
+
 static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
   if ((uint32_t)atomic_load_explicit(&g_abandoned[cls], memory_order_relaxed) == 0) return NULL;
   slab_meta_t *m;
@@ -54,7 +64,7 @@ static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
           abandoned_empty_leave(m);
           slab_bind(m, cls, owner);
         }
-        else slab_set_owner(m, owner, memory_order_relaxed);
+        else slab_adopt_counted(m, owner);
         return m;
       }
     }

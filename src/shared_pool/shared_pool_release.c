@@ -40,6 +40,12 @@ static void pool_put(slab_meta_t *m) {
 
 void shared_pool_detach_slab(slab_meta_t *m) {
   HAK_ASSERT(m->where == SLAB_IN_NONE && atomic_load(&m->notify) == SLAB_NOTIFY_IDLE);
+  // Nobody's from here: `used` counts the live blocks alone (superslab.h), so
+  // whoever brings it to 0 below or later sees the slab empty.
+  if (m->freelist != NULL && m->free_n != 0) {
+    HAK_SITE(SITE_SLAB_USED);
+    atomic_fetch_sub_explicit(&m->used, m->free_n, memory_order_acq_rel);
+  }
   slab_set_owner(m, 0, memory_order_release);
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);
   HAK_SITE(SITE_SLAB_STATE);
@@ -114,7 +120,8 @@ void shared_pool_slab_empty_seen(slab_meta_t *m, uint32_t w) {
 }
 
 void shared_pool_release_owned(slab_meta_t *m, slab_stash_t *st) {
-  HAK_ASSERT(SLAB_STATE(atomic_load(&m->state)) == SLAB_ACTIVE && atomic_load(&m->used) == 0);
+  HAK_ASSERT(SLAB_STATE(atomic_load(&m->state)) == SLAB_ACTIVE && slab_live(m) == 0);
+  atomic_store_explicit(&m->used, 0, memory_order_relaxed);   // (it counted the free list; no block is out)
   slab_unbind(m);
   unsigned kind = ss_of_meta(m)->kind;
   if (st->n < g_stash_cap[kind]) {
@@ -597,7 +604,7 @@ static void count_slab(slab_meta_t *m, void *arg) {
     return;
   }
   s->slabs_in_use++;
-  size_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+  size_t used = slab_census_live(m);
   size_t cap = m->capacity;
   s->in_use_bytes += (used < cap ? used : cap) * m->block_size;
   s->free_bytes += (cap - (used < cap ? used : cap)) * m->block_size;

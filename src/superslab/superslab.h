@@ -135,7 +135,20 @@ typedef struct slab_meta {
   _Atomic uint32_t   owner_small;
   // -- written by other threads
   _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
-  _Atomic uint32_t   used;        // blocks handed out (to TLS lists or the program)
+  // Blocks handed out (to TLS lists or the program) and, while the slab is
+  // ACTIVE, the blocks on its owner's free list too (free_n): the owner moves
+  // blocks between the two, a flush's run home and a refill from the list,
+  // without an atomic, and its slab is EMPTY when used == free_n
+  // (slab_live). Other threads' frees lower it (remote_free_box); the owner
+  // raises it by what it carves and by what it drains from the remote list
+  // onto its free list. While nobody owns the slab its free list is not
+  // counted (shared_pool_detach_slab takes it out, an adopter puts it back),
+  // so the remote freer that brings it to 0 knows it emptied the slab.
+  // (The owner's frees home were an atomic a run, and a big heap freed in
+  // random order sends runs of one block: 23% of the time of a list of 1 M
+  // nodes of 32 B built and freed so, on the store buffer's drain before
+  // each locked instruction.)
+  _Atomic uint32_t   used;
   _Atomic uint32_t   state;       // generation | enum slab_state
   _Atomic uint32_t   notify;      // enum slab_notify
   _Atomic uint8_t    dirty;       // FREE with pages possibly resident (pool lock)
@@ -166,7 +179,8 @@ typedef struct slab_meta {
     uint16_t         early_pages;
     // Bound: the blocks on freelist (owner only; 0 when it is NULL), so a
     // refill can take the whole list without walking it (tiny_refill.c
-    // slab_take_whole). Set to 0 at every change of state to or from FREE.
+    // slab_take_whole) and `used` counts them. Set to 0 at every change of
+    // state to or from FREE.
     uint16_t         free_n;
   };
 } slab_meta_t;
@@ -243,6 +257,22 @@ _Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_
                "slab_block_start's bounds");
 // End of the blocks of a bound slab (its last block's end).
 HAK_INLINE char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->capacity * m->block_size; }
+// The blocks of the owner's ACTIVE slab m out of it (handed out, on TLS
+// lists): `used` less its free list (acquire: what remote freers pushed
+// before they lowered it is seen). 0: EMPTY.
+HAK_INLINE uint32_t slab_live(const slab_meta_t *m) {
+  return atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_acquire) - (m->freelist != NULL ? m->free_n : 0u);
+}
+
+// The same read by another thread for a census (racy, as every census's
+// reads of a live slab are): an ACTIVE slab's free list taken out of `used`.
+HAK_INLINE uint32_t slab_census_live(const slab_meta_t *m) {
+  uint32_t used = atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_relaxed);
+  if (SLAB_STATE(atomic_load_explicit(&((slab_meta_t *)m)->state, memory_order_relaxed)) != SLAB_ACTIVE) return used;
+  uint32_t f = m->freelist != NULL ? m->free_n : 0u;
+  return used > f ? used - f : 0u;
+}
+
 // Has the slab a block to give: on its free list, uncarved, or on its remote
 // list? (acquire: a remote list seen non-empty is read after.)
 HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {

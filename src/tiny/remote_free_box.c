@@ -34,6 +34,15 @@ void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t
   if (atomic_fetch_sub_explicit(&m->used, n, memory_order_acq_rel) == n) shared_pool_slab_empty(m);
 }
 
+// n blocks drained onto the owner's free list, which `used` counts (their
+// freers took them out of it): counted first, so `used` never falls short of
+// the free list (slab_live: a stats walk on another thread, the owner's
+// EMPTY test).
+static void slab_count_drained(slab_meta_t *m, uint32_t n) {
+  HAK_SITE(SITE_SLAB_USED);
+  atomic_fetch_add_explicit(&m->used, n, memory_order_relaxed);
+}
+
 // A drained list of chains (BLOCK_CHAIN_RECORDS): one block read per
 // chain. Returns the blocks, 0 for a corrupted list (reported; dropped).
 static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first) {
@@ -51,6 +60,7 @@ static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first) {
   }
   // The last chain now leads to the free list.
   block_set_chain(m, b, ci.last, ci.n, hak_base_from_raw(m->freelist));
+  slab_count_drained(m, n);
   slab_list_push(m, first, ci.last, n);
   return n;
 }
@@ -78,6 +88,7 @@ uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
       return 0;
     }
   }
+  slab_count_drained(m, n);
   slab_list_push(m, hak_base_from_raw(chain), tail, n);
   return n;
 }

@@ -81,7 +81,8 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
   uint32_t remote = free_list_length(m, atomic_load(&m->remote_head));
   // A remote freer pushes its chain before it lowers `used`: while one is in
   // flight the sum exceeds the capacity, never falls short of it.
-  uint32_t sum = local + remote + (m->capacity - carved) + used;
+  // (An ACTIVE slab's `used` counts its free list: superslab.h.)
+  uint32_t sum = (st == SLAB_ACTIVE ? 0u : local) + remote + (m->capacity - carved) + used;
   if (quiet) HAK_CHECK(sum == m->capacity, "|freelist| + |remote| + uncarved + used != capacity", m);
   if (quiet) HAK_CHECK(local == m->free_n, "free_n is not the free list's length", m);
   else HAK_CHECK(sum >= m->capacity, "|freelist| + |remote| + uncarved + used < capacity", m);

@@ -74,7 +74,7 @@ static void heap_take_wake(tiny_heap_t *h) {
     atomic_store_explicit(&m->notify, SLAB_NOTIFY_IDLE, memory_order_relaxed);
     if (m->where == SLAB_IN_FULL) {
       list_remove(&h->full[m->cls], m);
-      if (atomic_load_explicit(&m->used, memory_order_acquire) == 0) heap_release_empty(h, m);
+      if (slab_live(m) == 0) heap_release_empty(h, m);
       else if (list_has_at_least(h->partial[m->cls], HEAP_PARTIAL_KEEP)) shared_pool_detach_slab(m);
       else list_push(&h->partial[m->cls], m, SLAB_IN_PARTIAL);
     }
@@ -225,7 +225,7 @@ void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *ski
     // IDLE: no remote freer touches its notify word or wake link (only the
     // owner arms a slab, and only on the full list), so it may leave.
     if (m != skip && atomic_load_explicit(&m->notify, memory_order_acquire) == SLAB_NOTIFY_IDLE) {
-      uint32_t used = atomic_load_explicit(&m->used, memory_order_acquire);
+      uint32_t used = slab_live(m);
       uint32_t carved = (uint32_t)((size_t)(slab_carve(m) - m->base) / m->block_size);
       if (used == 0) {
         list_remove(&h->partial[cls], m);
@@ -277,7 +277,7 @@ void tiny_heap_release_idle(tiny_heap_t *h, unsigned cls) {
   heap_take_wake(h);
   slab_meta_t *m = h->cur[cls];
   // acquire: the frees that brought it to zero are done with it.
-  if (m != NULL && atomic_load_explicit(&m->used, memory_order_acquire) == 0) {
+  if (m != NULL && slab_live(m) == 0) {
     h->cur[cls] = NULL;
     heap_release_empty(h, m);
   }

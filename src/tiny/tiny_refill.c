@@ -109,6 +109,13 @@ HAK_INLINE void chain_append_chain(block_chain_t *c, hak_base_ptr_t first, hak_b
 
 HAK_INLINE void chain_append(block_chain_t *c, hak_base_ptr_t b) { chain_append_chain(c, b, b, 1); }
 
+// Blocks of m's free list dropped after a corrupted link leave `used` with
+// it: the slab can still empty (they are leaked, not counted live).
+static HAK_NOINLINE void slab_drop_counted(slab_meta_t *m, uint32_t n) {
+  HAK_SITE(SITE_SLAB_USED);
+  atomic_fetch_sub_explicit(&m->used, n, memory_order_relaxed);
+}
+
 // Up to `want` blocks off m's local free list, block by block (the hardened
 // build: no chain records).
 static void slab_walk_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
@@ -117,6 +124,7 @@ static void slab_walk_free(slab_meta_t *m, uint32_t want, block_chain_t *c) {
     hak_base_ptr_t next = block_next(b);
     if (HAK_UNLIKELY(!block_link_in_slab(m, next))) {
       tls_sll_report_corrupt(b, m->cls);
+      slab_drop_counted(m, m->free_n - 1u);
       next = HAK_BASE_NULL;          // going on: the rest of the list is dropped (leaked)
     }
     m->freelist = hak_base_raw(next);
@@ -136,6 +144,7 @@ static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, bloc
     block_chain_info_t ci = block_chain(m, first);
     if (HAK_UNLIKELY(!slab_chain_plausible(m, ci))) {
       tls_sll_report_corrupt(first, m->cls);
+      slab_drop_counted(m, m->free_n);
       m->freelist = NULL;            // going on: the list is dropped (leaked)
       m->free_n = 0;
       return;
@@ -153,6 +162,7 @@ static void slab_take_chains(slab_meta_t *m, uint32_t want, uint32_t limit, bloc
     for (uint32_t i = 1;; i++, b = rest, rest = block_next(b)) {
       if (HAK_UNLIKELY(!slab_block_start(m, hak_base_raw(rest)))) {
         tls_sll_report_corrupt(b, m->cls);
+        slab_drop_counted(m, m->free_n);
         m->freelist = NULL;          // going on: the list is dropped (leaked)
         m->free_n = 0;
         return;
@@ -314,6 +324,8 @@ static void slab_take_carved(slab_meta_t *m, uint32_t want, block_chain_t *c) {
       block_set_next_keyed(b, hak_base_from_raw(carve), cookie);
     } while (++n < most && carve < end);
     chain_append_chain(c, first, hak_base_from_raw(carve - bs), n);
+    HAK_SITE(SITE_SLAB_USED);
+    atomic_fetch_add_explicit(&m->used, n, memory_order_relaxed);   // (the free list's blocks are counted)
   }
   slab_set_carve(m, carve);
 }
@@ -555,7 +567,7 @@ static HAK_NOINLINE void look_dying_classes(tls_cache_t *tc, tiny_heap_t *h, uns
 // After an overflow's flush of cls with its bound shrunk.
 static void note_dying_class(tls_cache_t *tc, tiny_heap_t *h, unsigned cls) {
   slab_meta_t *m = h->cur[cls];
-  if (m != NULL && atomic_load_explicit(&m->used, memory_order_relaxed) > tls_cached(tc, cls)) return;
+  if (m != NULL && slab_live(m) > tls_cached(tc, cls)) return;
   if (!(h->dying >> cls & 1u)) h->dying_looks[cls] = 0;
   h->dying |= (uint64_t)1 << cls;
   h->dying_head[cls] = hak_base_raw(tc->lists[cls].head);
@@ -707,8 +719,6 @@ int tiny_refill(unsigned cls) {
 #if HAK_HARDENED
       hardened_shuffle_chain(&c.first, &c.last, c.n);   // randomised reuse
 #endif
-      HAK_SITE(SITE_SLAB_USED);
-      atomic_fetch_add_explicit(&m->used, c.n, memory_order_relaxed);
       if (hak_base_is_null(c.last)) tls_sll_adopt_list(tc, cls, c.first, c.n);   // slab_take_whole
       else tls_sll_push_chain(tc, cls, c.first, c.last, c.n);
       count_refill(tc, cls, c.n);

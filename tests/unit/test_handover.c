@@ -33,7 +33,7 @@ static uint64_t used_of_slabs(void) {
     while (j < nseen && seen[j] != m) j++;
     if (j < nseen) continue;
     seen[nseen++] = m;
-    used += atomic_load(&m->used);
+    used += slab_census_live(m);
   }
   return used;
 }

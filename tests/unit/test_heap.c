@@ -55,7 +55,7 @@ static void test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_pus
   assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_IDLE);
   assert_null(atomic_load(&m->remote_head));
   assert_ptr_equal(m->freelist, one);
-  assert_int_equal(atomic_load(&m->used), m->capacity - 1);
+  assert_int_equal(slab_census_live(m), m->capacity - 1);
   held_free_all(&h);
   hak_free(extra);
   hak_thread_flush();
@@ -90,14 +90,14 @@ static void test_blocks_of_many_own_slabs_interleaved_each_go_home(void **state)
     n++;
   }
   while (n - first[k - 1] < m[k - 1]->capacity) many_block[n++] = hak_malloc(size);
-  assert_int_equal(atomic_load(&m[k - 1]->used), m[k - 1]->capacity);
+  assert_int_equal(slab_census_live(m[k - 1]), m[k - 1]->capacity);
   first[k] = n;
   // The first half's slabs keep MANY_EACH blocks out, the rest freed and flushed.
   for (k = 0; k < MANY_SLABS / 2; k++) {
     for (uint32_t i = first[k] + MANY_EACH; i < first[k + 1]; i++) hak_free(many_block[i]);
     tiny_flush(cls, UINT32_MAX);
     assert_int_equal(atomic_load(&m[k]->owner), thread_self_id());
-    assert_int_equal(atomic_load(&m[k]->used), MANY_EACH);
+    assert_int_equal(slab_census_live(m[k]), MANY_EACH);
   }
   // MANY_EACH blocks of every slab onto the list, one of each in turn, then one flush.
   uint64_t flushes = hak_counters()->cls[cls].flushes;
@@ -113,7 +113,7 @@ static void test_blocks_of_many_own_slabs_interleaved_each_go_home(void **state)
   for (k = MANY_SLABS / 2; k < MANY_SLABS; k++) {
     assert_true(m[k]->where == SLAB_IN_PARTIAL || m[k]->where == SLAB_IN_CURRENT);   // (full before)
     assert_int_equal(atomic_load(&m[k]->owner), thread_self_id());
-    assert_int_equal(atomic_load(&m[k]->used), m[k]->capacity - MANY_EACH);
+    assert_int_equal(slab_census_live(m[k]), m[k]->capacity - MANY_EACH);
     assert_int_equal(m[k]->free_n, MANY_EACH);
     uint32_t on_list = 0;               // its free list holds its MANY_EACH blocks
     for (hak_base_ptr_t b = hak_base_from_raw(m[k]->freelist); !slab_list_is_end(b); b = block_next(b)) {
@@ -150,7 +150,7 @@ static void test_remote_frees_that_empty_a_full_slab_wake_its_owner_once(void **
   run_in_thread(free_all_then_exit, &a);
   assert_int_equal(a.remote_blocks, cap);               // every block went home remotely ...
   assert_int_equal(remote_list_len(m), cap);            // ... onto m's remote list
-  assert_int_equal(atomic_load(&m->used), 0);
+  assert_int_equal(slab_census_live(m), 0);
   assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_NOTIFIED);
   assert_ptr_equal(atomic_load(&t_heap_p->wake), m);       // pushed on our wake list once
   assert_null(atomic_load(&m->wake_next));
@@ -267,7 +267,7 @@ static void test_a_woken_slab_beyond_the_partial_keep_is_given_up_and_adopted(vo
     void *p = hak_malloc(64);
     s[i] = slab_of(p);
     held_push(&h[i], p);
-    while (atomic_load(&s[i]->used) < s[i]->capacity || !tls_list_empty(cls)) held_push(&h[i], hak_malloc(64));
+    while (slab_census_live(s[i]) < s[i]->capacity || !tls_list_empty(cls)) held_push(&h[i], hak_malloc(64));
     assert_true(s[i] != s[i - 1]);
   }
   void *extra = hak_malloc(64);        // s[2] retires too
@@ -381,7 +381,7 @@ static void *exit_with_slabs_on_every_list(void *arg) {
   every_list_t *e = arg;
   unsigned cls = size_class_of(96);
   held_blocks_t h1 = {NULL, 0}, h2 = {NULL, 0};
-  void *x1, *x2;
+  void *x1 = NULL, *x2 = NULL;
   e->full = full_slab(96, &h1, &x1);     // m1: full
   hak_free(x1);                          // (fill_one_slab flushes the list first)
   e->partial = full_slab(96, &h2, &x2);  // m2: full, then one local free: partial
@@ -478,7 +478,7 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   uint32_t gen = SLAB_GEN(atomic_load(&m->state));
   held_free_all(&f.h);                                  // all of them, from a thread that does not own m
   tiny_flush_remote(size_class_of(16));
-  assert_int_equal(atomic_load(&m->used), 0);
+  assert_int_equal(slab_census_live(m), 0);
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);   // listed by the first push, empty by the last
   g_hak_config.purge_delay_ms = 0;                      // the next purge pass is due at once ...
   shared_pool_maybe_purge();                            // ... and gives m to the pool (kept mapped:
@@ -488,6 +488,51 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   assert_int_equal(slab_state(m), SLAB_FREE);
   assert_int_equal(SLAB_GEN(atomic_load(&m->state)), gen + 0x100u);
   hak_free(pin);
+  hak_thread_flush();
+}
+
+// A slab's `used` counts its owner's free list while it is owned, and not
+// while it is abandoned (superslab.h): here a thread fills a slab, frees half
+// of it home and exits holding the rest (LISTED, its free list counted out);
+// another thread adopts it (counted in again), takes a block and gives it
+// back, and exits; the first half's frees from a third thread then empty it.
+// Counted in at the exit or out at the adoption, the slab was EMPTY with
+// blocks live, or never EMPTY.
+static void *fill_free_half_then_exit(void *arg) {
+  fill_arg_t *f = arg;
+  f->m = fill_one_slab(f->size, &f->h);
+  for (uint32_t half = f->h.count / 2; f->h.count > half;) hak_free(held_pop(&f->h));
+  return NULL;                          // (its exit flushes them home and abandons the slab)
+}
+static void *adopt_one_then_exit(void *arg) {
+  fill_arg_t *f = arg;
+  void *p = hak_malloc(f->size);
+  slab_meta_t *got = slab_of(p);
+  f->m = got == f->m && atomic_load(&got->owner) == thread_self_id() ? got : NULL;
+  hak_free(p);
+  return NULL;
+}
+static void test_a_slab_abandoned_with_a_free_list_is_counted_by_its_live_blocks(void **state) {
+  (void)state;
+  purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);
+  int batch = batching_off();
+  fill_arg_t f = {48, {NULL, 0}, NULL};
+  run_in_thread(fill_free_half_then_exit, &f);
+  slab_meta_t *m = f.m;
+  assert_non_null(m);
+  assert_int_equal(slab_state(m), SLAB_LISTED);       // free blocks: on the abandoned stack
+  assert_int_equal(atomic_load(&m->used), f.h.count);  // the live half alone
+  fill_arg_t a = {48, {NULL, 0}, m};
+  run_in_thread(adopt_one_then_exit, &a);
+  assert_ptr_equal(a.m, m);                            // adopted (the class's abandoned slab)
+  assert_int_equal(slab_state(m), SLAB_LISTED);       // abandoned again, the half still live
+  assert_int_equal(atomic_load(&m->used), f.h.count);
+  held_free_all(&f.h);                                 // from a thread that does not own m
+  tiny_flush_remote(size_class_of(48));
+  assert_int_equal(atomic_load(&m->used), 0);
+  assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);
+  purge_knobs_restore(old);
+  batching_back(batch);
   hak_thread_flush();
 }
 
@@ -847,7 +892,7 @@ static void test_a_partial_slab_emptied_remotely_goes_back_before_the_kind_takes
   assert_int_equal(m->where, SLAB_IN_PARTIAL);
   free_list_arg_t rest = {&h, 0};
   run_in_thread(free_all_then_exit, &rest);            // the rest: m is EMPTY, still on our list
-  assert_int_equal(atomic_load(&m->used), 0);
+  assert_int_equal(slab_census_live(m), 0);
   assert_ptr_equal(t_heap_p->partial[cls], m);
   assert_null(t_heap_p->cur[other]);
   void *q = hak_malloc(7000);                           // a slab of the kind for another class
@@ -912,7 +957,7 @@ static void test_a_class_left_behind_gives_back_its_current_slab_emptied_by_anot
   assert_ptr_equal(t_heap_p->cur[cls], m);
   free_list_arg_t a = {&h, 0};
   run_in_thread(free_all_then_exit, &a);
-  assert_int_equal(atomic_load(&m->used), tls_list_len(cls));   // nothing of it out but our list
+  assert_int_equal(slab_census_live(m), tls_list_len(cls));   // nothing of it out but our list
   assert_ptr_equal(t_heap_p->cur[cls], m);
   slow_path_bytes_elsewhere(LEFT_LOOKS + 1);   // the first look sees the class touched
   assert_null(t_heap_p->cur[cls]);
@@ -1043,6 +1088,7 @@ int main(void) {
     HAK_UNIT_TEST(test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed),
     HAK_UNIT_TEST(test_hak_owns_is_false_for_slab_space_never_handed_out),
     HAK_UNIT_TEST(test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation),
+    HAK_UNIT_TEST(test_a_slab_abandoned_with_a_free_list_is_counted_by_its_live_blocks),
     HAK_UNIT_TEST(test_an_idle_class_gives_back_its_list_and_its_empty_current_slab),
     HAK_UNIT_TEST(test_a_class_in_use_keeps_its_list),
     HAK_UNIT_TEST(test_a_dying_class_gives_back_its_last_blocks_at_another_classs_slow_path),

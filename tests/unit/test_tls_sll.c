@@ -179,12 +179,12 @@ static void test_refill_counts_every_block_it_moves_in_the_slab_used_count(void 
   unsigned cls = size_class_of(192);   // never used before here: the slab is fresh
   void *first[FIRST_REFILL_BLOCKS];
   take_first_refill(192, first);
-  assert_int_equal(atomic_load(&slab_of(first[0])->used), FIRST_REFILL_BLOCKS);
+  assert_int_equal(slab_census_live(slab_of(first[0])), FIRST_REFILL_BLOCKS);
   void *p = hak_malloc(192);
   assert_non_null(p);
   assert_ptr_equal(slab_of(p), slab_of(first[0]));
-  assert_int_equal(atomic_load(&slab_of(p)->used), FIRST_REFILL_BLOCKS + tls_list_len(cls) + 1u);
-  assert_int_equal(atomic_load(&slab_of(p)->used), FIRST_REFILL_BLOCKS + carved_per_refill(cls));
+  assert_int_equal(slab_census_live(slab_of(p)), FIRST_REFILL_BLOCKS + tls_list_len(cls) + 1u);
+  assert_int_equal(slab_census_live(slab_of(p)), FIRST_REFILL_BLOCKS + carved_per_refill(cls));
   hak_free(p);
   free_all(first);
 }
@@ -644,7 +644,7 @@ static void test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks(void
   for (unsigned k = 0; next[0] < n[0] || next[1] < n[1]; k ^= 1u, run = run % 4u + 1u)
     for (unsigned j = 0; j < run && next[k] < n[k]; j++) hak_free(of[k][next[k]++]);
   hak_thread_flush();
-  for (unsigned k = 0; k < 2; k++) assert_int_equal(atomic_load(&slab[k]->used), 1);
+  for (unsigned k = 0; k < 2; k++) assert_int_equal(slab_census_live(slab[k]), 1);
   for (unsigned i = 0; i < RUNS_BLOCKS; i++)
     if (ss_registry_slab_of(v[i]) != slab[0] && ss_registry_slab_of(v[i]) != slab[1]) hak_free(v[i]);
   hak_free(of[0][0]);

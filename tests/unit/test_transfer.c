@@ -47,7 +47,7 @@ static uint64_t used_of_set_slabs(void) {
     if (j < nseen) continue;
     if (nseen == 64) return UINT64_MAX;
     seen[nseen++] = m;
-    used += atomic_load(&m->used);
+    used += slab_census_live(m);
   }
   return used;
 }

@@ -213,7 +213,7 @@ static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
   if (p == NULL) return NULL;
   slab_meta_t *m = slab_of(p);
   held_push(h, p);
-  while (atomic_load(&m->used) < m->capacity || !tls_list_empty(cls)) {
+  while (slab_census_live(m) < m->capacity || !tls_list_empty(cls)) {
     void *q = hak_malloc(size);
     if (q == NULL) return NULL;
     if (slab_of(q) != m) {
