@@ -85,10 +85,6 @@ typedef struct tiny_heap {
   // class the thread only takes (a structure being built) may take a slab's
   // whole free list past its bound (tiny_refill.c slab_take_whole).
   uint8_t      refill_streak[HAK_NUM_CLASSES];
-  // Flushes of each class left to start with the ways given up to runs of
-  // this thread's slabs (tiny_refill.c flush_ways_pick_own): set when a
-  // flush gave them up, so the flushes after it do not pay the search.
-  uint8_t      flush_own_direct[HAK_NUM_CLASSES];
   // Classes this thread has refilled (bit c): the first refill of a class
   // takes at most FIRST_REFILL_BLOCKS (tiny_refill.h), and only these classes
   // can hold slabs here (tiny_heap_abandon_all and heap_trim_kind walk them).

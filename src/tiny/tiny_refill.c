@@ -20,10 +20,11 @@
 _Static_assert(HAK_NUM_CLASSES <= HAK_STAT_CLASSES, "the counters have a slot per class");
 _Static_assert(HAK_NUM_CLASSES <= 64, "tiny_heap_t.dying has a bit per class");
 
-// A flush gathers the blocks it gives back into one chain per destination
-// slab, in this many ways (snmalloc's remote cache; flush_ways_t), FLUSH_ASSOC
-// to a set: a chain goes back with one atomic (the live count) and, for
-// another thread's slab, one CAS. 16 ways searched in turn cost a 200 000-node
+// A flush gathers the blocks it gives back to other threads' slabs into one
+// chain per destination slab, in this many ways (snmalloc's remote cache;
+// flush_ways_t), FLUSH_ASSOC to a set: a chain goes back with one CAS and
+// one atomic on the slab's live count. (The thread's own slabs took ways
+// too until the forty-fifth session: flush_deliver_own.) 16 ways searched in turn cost a 200 000-node
 // tree freed in post-order (CURRENT_TASK Known gaps 32) 545 M instructions,
 // 4 sets of 4 ways 487 M (cachegrind, tree 1 600000 200000), with the
 // shared-line RMWs of the 16 ways (STATS, -t 16: mstress 19.6-20.6 per 1 000
@@ -748,7 +749,7 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
   return remote;
 }
 
-// The chains a flush gathers, one per slab, in FLUSH_WAYS ways of
+// The chains a flush gathers, one per other thread's slab, in FLUSH_WAYS ways of
 // FLUSH_ASSOC ways a set, the set found from the slab (its index in its
 // SuperSlab and the SuperSlab's, folded): a slab new to a full set sends the
 // chain of the set's next victim (round robin) home first. A flush of a TLS
@@ -763,10 +764,6 @@ typedef struct flush_ways {
   uint8_t       victim[FLUSH_WAYS / FLUSH_ASSOC];   // each set's next way to send off
   unsigned      hit;
   uint32_t      sent_remote;   // blocks sent to other threads' slabs
-  // Runs of this thread's slabs that found their slab in a way, and that
-  // found its set full; past FLUSH_OWN_GIVE_UP of the latter, and twice the
-  // former, runs of this thread's slabs take no way (flush_ways_pick_own).
-  uint32_t      own_hits, own_full;
 } flush_ways_t;
 _Static_assert(FLUSH_WAYS <= 64 && (FLUSH_WAYS & (FLUSH_WAYS - 1)) == 0, "a power of two, one bit each");
 _Static_assert(FLUSH_ASSOC >= 1 && FLUSH_WAYS % FLUSH_ASSOC == 0 && ((FLUSH_WAYS / FLUSH_ASSOC) & (FLUSH_WAYS / FLUSH_ASSOC - 1)) == 0,
@@ -779,8 +776,6 @@ HAK_INLINE void flush_ways_init(flush_ways_t *fw) {
   fw->taken = 0;
   fw->hit = 0;
   fw->sent_remote = 0;
-  fw->own_hits = 0;
-  fw->own_full = 0;
 }
 
 // The first way of slab m's set: slab metadata is 128 bytes apart in a
@@ -832,41 +827,6 @@ HAK_INLINE void flush_ways_pick(flush_ways_t *fw, slab_meta_t *m) {
   flush_ways_switch(fw, m);
 }
 
-// Make fw->hit the way of slab m, this thread's, and return 1; or return 0
-// and m's run goes home at once (flush_deliver_own): when m's set is full
-// (no chain is sent home early for it: sending a chain of this thread's
-// slab costs what sending the run does, no CAS), and for the rest of the
-// flush once the sets were full for FLUSH_OWN_GIVE_UP runs and twice as
-// many as found their slab there. A big heap freed in random order (a list
-// of 1 M nodes of 32 B, 64 slabs) sent a chain of one block home at nearly
-// every block, after a way search: ~120 instructions a block, 1.17x the
-// time of sending each run home; where the ways do gather (mstress's final
-// frees) a run each took mstress -t 16 from 12 to 52 RMWs of slabs' live
-// counts per 1 000 operations.
-// A flush that gave up starts the class's next FLUSH_OWN_DIRECT_FLUSHES
-// given up (tiny_heap_t.flush_own_direct); the one after looks again.
-#define FLUSH_OWN_GIVE_UP 8u
-#define FLUSH_OWN_DIRECT_FLUSHES 7u
-HAK_INLINE int flush_ways_own_given_up(const flush_ways_t *fw) {
-  return fw->own_full >= FLUSH_OWN_GIVE_UP && fw->own_full > 2u * fw->own_hits;
-}
-HAK_INLINE int flush_ways_pick_own(flush_ways_t *fw, slab_meta_t *m) {
-  if (fw->taken != 0 && fw->slab[fw->hit] == m) {
-    fw->own_hits++;
-    return 1;
-  }
-  if (flush_ways_own_given_up(fw)) return 0;
-  uint64_t taken = fw->taken;
-  unsigned i = flush_ways_find(fw, m);
-  if (i == FLUSH_WAYS) {
-    fw->own_full++;
-    return 0;
-  }
-  fw->own_hits += fw->taken == taken;   // (a way taken now is neither)
-  fw->hit = i;
-  return 1;
-}
-
 // Every gathered chain home; returns the blocks sent to other threads' slabs.
 static uint32_t flush_ways_deliver_all(flush_ways_t *fw) {
   for (uint64_t t = fw->taken; t != 0; t &= t - 1) {
@@ -877,7 +837,13 @@ static uint32_t flush_ways_deliver_all(flush_ways_t *fw) {
 }
 
 // A run of blocks of one slab of this thread's, first..last (n, linked in
-// the list's order), goes home at once: no way holds it.
+// the list's order), goes home at once: no way holds it. Nothing is gained by
+// gathering them: a run home costs no atomic (`used` counts the slab's free
+// list, superslab.h). While it cost one, runs of this thread's slabs took
+// ways too, and a big heap freed in random order (a list of 1 M nodes of 32
+// B, 64 slabs) switched ways at nearly every block, sending a chain of one
+// block home at each switch: ~120 instructions a block (flush_ways_switch and
+// flush_deliver), now ~35.
 static void flush_deliver_own(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   int empty = tiny_free_local_box(m, first, last, n);
   tiny_heap_slab_freed(t_heap_p, m, empty);
@@ -893,9 +859,9 @@ static void flush_deliver_own(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr
 // The list is cut into runs: blocks in a row of one slab's carved part
 // (from run_lo, run_span bytes), so a next block of the same slab extends
 // the run with one compare (its link is that block already), no registry
-// lookup, owner load or way search. A run joins its slab's way's chain
-// (flush_ways_t); a run of this thread's slab whose set of ways is full
-// goes home when it ends (flush_ways_pick_own).
+// lookup, owner load or way search. A run of this thread's slab goes home
+// when it ends (flush_deliver_own); a run of another thread's slab joins its
+// slab's way's chain (flush_ways_t), which goes home with one CAS.
 static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, block_chain_t *foreign,
                              uint32_t *remote) {
   flush_ways_t fw;
@@ -906,12 +872,6 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
   hak_base_ptr_t cur = *head, run_first = HAK_BASE_NULL, run_last = HAK_BASE_NULL;
   uint32_t left = n, run_n = 0;
   uintptr_t self = thread_self_id();   // (its heap's address: a load and a test, once)
-  tiny_heap_t *h = t_heap_p;
-  int given_up = h != NULL && h->flush_own_direct[cls] != 0;
-  if (given_up) {
-    h->flush_own_direct[cls]--;
-    fw.own_full = FLUSH_OWN_GIVE_UP;
-  }
   for (; left > 0 && !hak_base_is_null(cur) && !tls_sll_is_end(cur); left--) {
     hak_base_ptr_t b = cur;
     hak_base_ptr_t next = block_next(b);
@@ -931,7 +891,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
     }
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
     if (atomic_load_explicit(&m->owner, memory_order_relaxed) == self) {
-      run_m = flush_ways_pick_own(&fw, m) ? NULL : m;
+      run_m = m;
     } else if (foreign != NULL) {
       chain_append(foreign, b);
       run_n = 0;
@@ -950,7 +910,6 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
     if (run_m != NULL) flush_deliver_own(run_m, run_first, run_last, run_n);
     else chain_append_chain(&fw.chain[fw.hit], run_first, run_last, run_n);
   }
-  if (h != NULL && !given_up && flush_ways_own_given_up(&fw)) h->flush_own_direct[cls] = FLUSH_OWN_DIRECT_FLUSHES;
   *head = cur;
   uint32_t sent_remote = flush_ways_deliver_all(&fw);
   if (remote != NULL) *remote = sent_remote;
