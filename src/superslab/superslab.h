@@ -261,14 +261,16 @@ HAK_INLINE char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->ca
 // lists): `used` less its free list (acquire: what remote freers pushed
 // before they lowered it is seen). 0: EMPTY.
 HAK_INLINE uint32_t slab_live(const slab_meta_t *m) {
-  return atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_acquire) - (m->freelist != NULL ? m->free_n : 0u);
+  uint32_t used = atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_acquire);
+  return used - (m->freelist != NULL ? m->free_n : 0u);
 }
 
 // The same read by another thread for a census (racy, as every census's
 // reads of a live slab are): an ACTIVE slab's free list taken out of `used`.
 HAK_INLINE uint32_t slab_census_live(const slab_meta_t *m) {
   uint32_t used = atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_relaxed);
-  if (SLAB_STATE(atomic_load_explicit(&((slab_meta_t *)m)->state, memory_order_relaxed)) != SLAB_ACTIVE) return used;
+  uint32_t state = atomic_load_explicit(&((slab_meta_t *)m)->state, memory_order_relaxed);
+  if (SLAB_STATE(state) != SLAB_ACTIVE) return used;
   uint32_t f = m->freelist != NULL ? m->free_n : 0u;
   return used > f ? used - f : 0u;
 }

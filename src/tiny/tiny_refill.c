@@ -24,7 +24,8 @@ _Static_assert(HAK_NUM_CLASSES <= 64, "tiny_heap_t.dying has a bit per class");
 // chain per destination slab, in this many ways (snmalloc's remote cache;
 // flush_ways_t), FLUSH_ASSOC to a set: a chain goes back with one CAS and
 // one atomic on the slab's live count. (The thread's own slabs took ways
-// too until the forty-fifth session: flush_deliver_own.) 16 ways searched in turn cost a 200 000-node
+// too until the forty-fifth session: flush_deliver_own.) 16 ways searched
+// in turn cost a 200 000-node
 // tree freed in post-order (CURRENT_TASK Known gaps 32) 545 M instructions,
 // 4 sets of 4 ways 487 M (cachegrind, tree 1 600000 200000), with the
 // shared-line RMWs of the 16 ways (STATS, -t 16: mstress 19.6-20.6 per 1 000
