@@ -33,7 +33,6 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   atomic_store_explicit(&m->state, SLAB_WITH(w, SLAB_ACTIVE), memory_order_release);
 }
 
-// Stage 1: adopt a slab an exited thread abandoned, without locks.
 // An abandoned slab with live blocks becomes owner's: its free list counts
 // in `used` again (superslab.h; shared_pool_detach_slab took it out).
 static void slab_adopt_counted(slab_meta_t *m, uintptr_t owner) {
@@ -44,6 +43,7 @@ static void slab_adopt_counted(slab_meta_t *m, uintptr_t owner) {
   }
 }
 
+// Stage 1: adopt a slab an exited thread abandoned, without locks.
 static slab_meta_t *acquire_stage1_abandoned(unsigned cls, uintptr_t owner) {
   if ((uint32_t)atomic_load_explicit(&g_abandoned[cls], memory_order_relaxed) == 0) return NULL;
   slab_meta_t *m;

@@ -542,7 +542,7 @@ void shared_pool_maybe_purge_at(uint64_t now) {
 // to the floor (HAKMEM_PURGE_DIRTY_MB), whatever the regret keeps: the
 // regret says the program takes its slabs back, but its memory is growing
 // elsewhere now, and the slabs it does take back are counted as purged
-// early and raise the regret as before. 90 MB; node 252 -> 232 MB.
+// early and raise the regret as before: 88-90 MB; node 252 -> 229-252.
 void shared_pool_make_room(size_t bytes) {
   size_t dirty = 0, floor = g_hak_config.purge_dirty_max;
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) dirty += atomic_load_explicit(&g_pool[k].dirty_bytes, memory_order_relaxed);
