@@ -37,9 +37,10 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
 // in `used` again (superslab.h; shared_pool_detach_slab took it out).
 static void slab_adopt_counted(slab_meta_t *m, uintptr_t owner) {
   slab_set_owner(m, owner, memory_order_relaxed);
-  if (m->freelist != NULL && m->free_n != 0) {
+  uint32_t f = slab_free_count(m);
+  if (f != 0) {
     HAK_SITE(SITE_SLAB_USED);
-    atomic_fetch_add_explicit(&m->used, m->free_n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->used, f, memory_order_relaxed);
   }
 }
 

@@ -42,9 +42,10 @@ void shared_pool_detach_slab(slab_meta_t *m) {
   HAK_ASSERT(m->where == SLAB_IN_NONE && atomic_load(&m->notify) == SLAB_NOTIFY_IDLE);
   // Nobody's from here: `used` counts the live blocks alone (superslab.h), so
   // whoever brings it to 0 below or later sees the slab empty.
-  if (m->freelist != NULL && m->free_n != 0) {
+  uint32_t f = slab_free_count(m);
+  if (f != 0) {
     HAK_SITE(SITE_SLAB_USED);
-    atomic_fetch_sub_explicit(&m->used, m->free_n, memory_order_acq_rel);
+    atomic_fetch_sub_explicit(&m->used, f, memory_order_acq_rel);
   }
   slab_set_owner(m, 0, memory_order_release);
   uint32_t w = atomic_load_explicit(&m->state, memory_order_relaxed);

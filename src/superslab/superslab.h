@@ -257,12 +257,14 @@ _Static_assert(SS_SIZE <= ((size_t)1 << 21) && HAK_SLAB_MAX <= (1u << 18) && SS_
                "slab_block_start's bounds");
 // End of the blocks of a bound slab (its last block's end).
 HAK_INLINE char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->capacity * m->block_size; }
+// The blocks on m's local free list (free_n counts them while it is not
+// NULL).
+HAK_INLINE uint32_t slab_free_count(const slab_meta_t *m) { return m->freelist != NULL ? m->free_n : 0u; }
 // The blocks of the owner's ACTIVE slab m out of it (handed out, on TLS
 // lists): `used` less its free list (acquire: what remote freers pushed
 // before they lowered it is seen). 0: EMPTY.
 HAK_INLINE uint32_t slab_live(const slab_meta_t *m) {
-  uint32_t used = atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_acquire);
-  return used - (m->freelist != NULL ? m->free_n : 0u);
+  return atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_acquire) - slab_free_count(m);
 }
 
 // The same read by another thread for a census (racy, as every census's
@@ -271,7 +273,7 @@ HAK_INLINE uint32_t slab_census_live(const slab_meta_t *m) {
   uint32_t used = atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_relaxed);
   uint32_t state = atomic_load_explicit(&((slab_meta_t *)m)->state, memory_order_relaxed);
   if (SLAB_STATE(state) != SLAB_ACTIVE) return used;
-  uint32_t f = m->freelist != NULL ? m->free_n : 0u;
+  uint32_t f = slab_free_count(m);
   return used > f ? used - f : 0u;
 }
 

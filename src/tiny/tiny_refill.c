@@ -734,14 +734,26 @@ int tiny_refill(unsigned cls) {
   }
 }
 
+// A run of blocks of one slab of this thread's, first..last (n, linked in
+// the list's order), goes home at once: no way holds it. Nothing is gained by
+// gathering them: a run home costs no atomic (`used` counts the slab's free
+// list, superslab.h). While it cost one, runs of this thread's slabs took
+// ways too, and a big heap freed in random order (a list of 1 M nodes of 32
+// B, 64 slabs) switched ways at nearly every block, sending a chain of one
+// block home at each switch: ~120 instructions a block (flush_ways_switch and
+// flush_deliver), now ~35.
+static void flush_deliver_own(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  int empty = tiny_free_local_box(m, first, last, n);
+  tiny_heap_slab_freed(t_heap_p, m, empty);
+}
+
 // Hand a chain of blocks of one slab back to it: the owner's own slab takes
 // it without a CAS; any other goes through its remote list. Returns the
 // blocks that went to another thread's slab.
 static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
   uint32_t n = c->n, remote = 0;
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id()) {
-    int empty = tiny_free_local_box(m, c->first, c->last, n);
-    tiny_heap_slab_freed(t_heap_p, m, empty);
+    flush_deliver_own(m, c->first, c->last, n);
   } else {
     remote_free_push_chain(m, c->first, c->last, n);
     remote = n;
@@ -837,17 +849,12 @@ static uint32_t flush_ways_deliver_all(flush_ways_t *fw) {
   return fw->sent_remote;
 }
 
-// A run of blocks of one slab of this thread's, first..last (n, linked in
-// the list's order), goes home at once: no way holds it. Nothing is gained by
-// gathering them: a run home costs no atomic (`used` counts the slab's free
-// list, superslab.h). While it cost one, runs of this thread's slabs took
-// ways too, and a big heap freed in random order (a list of 1 M nodes of 32
-// B, 64 slabs) switched ways at nearly every block, sending a chain of one
-// block home at each switch: ~120 instructions a block (flush_ways_switch and
-// flush_deliver), now ~35.
-static void flush_deliver_own(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
-  int empty = tiny_free_local_box(m, first, last, n);
-  tiny_heap_slab_freed(t_heap_p, m, empty);
+// A run that ended: home at once if its slab is this thread's (own), else
+// onto the chain of its slab's way (fw->hit).
+HAK_INLINE void flush_run_end(flush_ways_t *fw, slab_meta_t *own, hak_base_ptr_t first, hak_base_ptr_t last,
+                              uint32_t n) {
+  if (own != NULL) flush_deliver_own(own, first, last, n);
+  else chain_append_chain(&fw->chain[fw->hit], first, last, n);
 }
 
 // Take up to n blocks off the list at *head and send each home, gathered
@@ -886,10 +893,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
       run_n++;
       continue;
     }
-    if (run_n != 0) {
-      if (run_m != NULL) flush_deliver_own(run_m, run_first, run_last, run_n);
-      else chain_append_chain(&fw.chain[fw.hit], run_first, run_last, run_n);
-    }
+    if (run_n != 0) flush_run_end(&fw, run_m, run_first, run_last, run_n);
     slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
     if (atomic_load_explicit(&m->owner, memory_order_relaxed) == self) {
       run_m = m;
@@ -907,10 +911,7 @@ static uint32_t flush_gather(hak_base_ptr_t *head, uint32_t n, unsigned cls, blo
     run_lo = m->base;
     run_span = (uintptr_t)(slab_carve(m) - m->base);
   }
-  if (run_n != 0) {
-    if (run_m != NULL) flush_deliver_own(run_m, run_first, run_last, run_n);
-    else chain_append_chain(&fw.chain[fw.hit], run_first, run_last, run_n);
-  }
+  if (run_n != 0) flush_run_end(&fw, run_m, run_first, run_last, run_n);
   *head = cur;
   uint32_t sent_remote = flush_ways_deliver_all(&fw);
   if (remote != NULL) *remote = sent_remote;

@@ -286,7 +286,7 @@ HAK_INLINE hak_base_ptr_t slab_list_end(const slab_meta_t *m) {
 // before this call.)
 HAK_INLINE void slab_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   block_set_next(last, m->freelist != NULL ? hak_base_from_raw(m->freelist) : slab_list_end(m));
-  m->free_n = (uint16_t)((m->freelist != NULL ? m->free_n : 0u) + n);
+  m->free_n = (uint16_t)(slab_free_count(m) + n);
   m->freelist = hak_base_raw(first);
 }
 // Is b where a walk of a slab's free list by its links stops?
