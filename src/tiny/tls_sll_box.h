@@ -144,8 +144,14 @@ HAK_INLINE uintptr_t block_link_key_keyed(hak_base_ptr_t b, uintptr_t cookie) {
 }
 HAK_INLINE uintptr_t block_link_key(hak_base_ptr_t b) { return block_link_key_keyed(b, g_block_cookie); }
 // The next block as stored (no check): for lists the caller just built.
+// The key (block ^ cookie) is formed before the load and the load xored into
+// it (`xor (%rax),%rdx`): a walk or a pop then waits for the load and one
+// xor, not two (GCC otherwise xors the block in after the load); the empty
+// asm only fixes that order, the instructions are as many.
 HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) {
-  return hak_base_from_raw((void *)(*(const uintptr_t *)hak_base_raw(b) ^ block_link_key(b)));
+  uintptr_t key = block_link_key(b);
+  __asm__("" : "+r"(key));
+  return hak_base_from_raw((void *)(*(const uintptr_t *)hak_base_raw(b) ^ key));
 }
 HAK_INLINE void block_set_next_keyed(hak_base_ptr_t b, hak_base_ptr_t next, uintptr_t cookie) {
   *(uintptr_t *)hak_base_raw(b) = (uintptr_t)hak_base_raw(next) ^ block_link_key_keyed(b, cookie);
