@@ -147,10 +147,11 @@ HAK_INLINE uintptr_t block_link_key(hak_base_ptr_t b) { return block_link_key_ke
 // The key (block ^ cookie) is formed before the load and the load xored into
 // it (`xor (%rax),%rdx`): a walk or a pop then waits for the load and one
 // xor, not two (GCC otherwise xors the block in after the load); the empty
-// asm only fixes that order, the instructions are as many.
+// asm only fixes that order, the instructions are as many (and is left out
+// of the HAK_LINK_ENCODE=0 build, whose key is 0).
 HAK_INLINE hak_base_ptr_t block_next(hak_base_ptr_t b) {
   uintptr_t key = block_link_key(b);
-  __asm__("" : "+r"(key));
+  if (HAK_LINK_ENCODE) __asm__("" : "+r"(key));
   return hak_base_from_raw((void *)(*(const uintptr_t *)hak_base_raw(b) ^ key));
 }
 HAK_INLINE void block_set_next_keyed(hak_base_ptr_t b, hak_base_ptr_t next, uintptr_t cookie) {
