@@ -68,11 +68,20 @@
 #ifndef TLS_GROW_MAX
 #define TLS_GROW_MAX          6u                   // (-DTLS_GROW_MAX=0u: never, for measurements)
 #endif
+// A small class (to 1 KiB) may grow to 2 MiB of blocks: glibc's
+// bench-malloc-simple takes and frees rounds of up to 1 600 blocks of one
+// size, and at 1 MiB the list of 1 KiB blocks stopped at 1 024, so each round
+// of 1 600 went home and came back (454 k refills in 12.8 M mallocs, tcmalloc
+// 0.78x our time); at 2 MiB 774 refills and 0.76x the time (tcmalloc's
+// level). Paired against 1 MiB: ws-small, mstress, larson, drift, rounds,
+// sh8 and the realprog workloads level in time and peak RSS (mstress -t 16
+// 36.3 -> 37.1 MB), the whole thread still within TLS_GROWN_TOTAL_BYTES.
 #ifndef TLS_GROWN_BYTES
-#define TLS_GROWN_BYTES       (1u << 20)
+#define TLS_GROWN_BYTES       (2u << 20)
 #endif
-// The medium classes to HAK_MEDIUM_MAX (1-32 KiB) may grow to twice that
-// (within the same total): 1 MiB is 32 blocks of 32 KiB, and a thread
+// The medium classes to HAK_MEDIUM_MAX (1-32 KiB) may grow to 2 MiB as well
+// (twice the small classes' 1 MiB before the forty-sixth session; within the
+// same total): 1 MiB is 32 blocks of 32 KiB, and a thread
 // cycling through four sizes of 16-64 KiB in bursts of 60 (bench/bursts)
 // refilled its 32 KiB class 18 times a round while the others held theirs:
 // 0.69x the time with 2 MiB, tcmalloc's level; ws-medium 0.986x, drift
@@ -82,8 +91,8 @@
 #ifndef TLS_GROWN_BYTES_MEDIUM
 #define TLS_GROWN_BYTES_MEDIUM (2u << 20)
 #endif
-// The classes above HAK_MEDIUM_MAX (40-128 KiB) may grow to 4 MiB, four times
-// TLS_GROWN_BYTES: 1 MiB is 8-12 of their blocks, hardly past their own bound of 8 (random
+// The classes above HAK_MEDIUM_MAX (40-128 KiB) may grow to 4 MiB (four
+// times the small classes' 1 MiB of then): 1 MiB is 8-12 of their blocks, hardly past their own bound of 8 (random
 // 32-128 KiB blocks 0.91x the time with 2 MiB, 64-256 KiB 0.90x), and 2 MiB
 // 16-25, which random sizes over their eight classes still walked past every
 // 25 operations (a refill each; tcmalloc 0.71x our time). With 4 MiB and a
