@@ -675,6 +675,40 @@ static void test_a_burst_of_a_class_above_a_page_carves_more_at_each_refill(void
   hak_trim();
 }
 
+// ... and so does a class of a page or a little less (2-4 KiB: one or two
+// blocks a page) once its thread takes back what it freed (its bound grown):
+// rounds of 1 600 mallocs of 4 KiB and their frees (glibc's
+// bench-malloc-simple) carved a block a refill past the grown list, 575 k
+// refills in 3.2 M mallocs, tcmalloc 0.81x our time. A thread that only
+// takes (a producer) still carves a page a refill.
+static void *grow_a_page_class_then_take_more(void *arg) {
+  uint64_t *refills = arg;
+  enum { ROUND = 200, EXTRA = 64, SIZE = 4096 };
+  unsigned cls = size_class_of(SIZE);
+  static void *p[ROUND + EXTRA];
+  for (int r = 0; r < 6; r++) {                         // its own blocks past the bound, taken back
+    for (int i = 0; i < ROUND; i++) p[i] = hak_malloc(SIZE);
+    for (int i = 0; i < ROUND; i++) hak_free(p[i]);
+  }
+  assert_true(t_tls_cache.cap_grow[cls] != 0);
+  uint64_t before = hak_counters()->cls[cls].refills;
+  for (int i = 0; i < ROUND + EXTRA; i++) p[i] = hak_malloc(SIZE);   // the last EXTRA from new memory
+  *refills = hak_counters()->cls[cls].refills - before;
+  for (int i = 0; i < ROUND + EXTRA; i++) hak_free(p[i]);
+  return NULL;
+}
+
+static void test_a_grown_class_of_a_page_carves_more_at_each_refill(void **state) {
+  (void)state;
+  assert_int_equal(4096u / g_size_class[size_class_of(4096)].size, 1u);
+  hak_trim();
+  uint64_t refills = 0;
+  run_in_thread(grow_a_page_class_then_take_more, &refills);
+  assert_true(refills > 0);
+  assert_true(refills <= 24);                           // a block a refill: 64 or more
+  hak_trim();
+}
+
 typedef struct some_blocks {
   held_blocks_t *h;
   uint32_t n;
@@ -1080,6 +1114,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_refill_reuses_a_partial_slab_before_it_carves_the_current_one),
     HAK_UNIT_TEST(test_a_refill_from_new_memory_carves_one_page_not_a_whole_batch),
     HAK_UNIT_TEST(test_a_burst_of_a_class_above_a_page_carves_more_at_each_refill),
+    HAK_UNIT_TEST(test_a_grown_class_of_a_page_carves_more_at_each_refill),
     HAK_UNIT_TEST(test_a_woken_slab_beyond_the_partial_keep_is_given_up_and_adopted),
     HAK_UNIT_TEST(test_a_partial_slab_filled_by_remote_frees_is_given_up_at_a_refill),
     HAK_UNIT_TEST(test_a_partial_slab_filled_by_its_owner_stays_at_a_refill),
