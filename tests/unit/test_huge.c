@@ -47,6 +47,24 @@ static void test_huge_realloc_grow_moves_no_mapping_to_the_cache(void **state) {
   hak_free(q);
 }
 
+// A huge block grown by less than a quarter is remapped a quarter larger, so
+// the next small steps stay in place: a buffer grown 64 KiB at a time past
+// 32 MiB made an mremap at every step (3 840 in ten buffers of 64 MiB; 30
+// now), each one moving the page tables when the address space after the
+// mapping was taken.
+static void test_huge_realloc_by_a_little_takes_a_quarter_more(void **state) {
+  (void)state;
+  unsigned char *p = hak_malloc(HUGE);
+  fill(p, 64 << 10, 7);
+  unsigned char *q = hak_realloc(p, HUGE + (64 << 10));
+  assert_non_null(q);
+  assert_true(hak_usable_size(q) >= (size_t)HUGE + HUGE / 4);
+  unsigned char *r = hak_realloc(q, HUGE + (128 << 10));   // within it: in place
+  assert_ptr_equal(r, q);
+  assert_int_equal(first_mismatch(r, 64 << 10, 7), 64 << 10);
+  hak_free(r);
+}
+
 static void test_huge_realloc_shrink_keeps_content(void **state) {
   (void)state;
   unsigned char *p = hak_malloc(8 * MIB);
@@ -179,6 +197,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_huge_realloc_grow_keeps_content, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_gives_the_new_size, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_moves_no_mapping_to_the_cache, teardown_validate),
+    cmocka_unit_test_teardown(test_huge_realloc_by_a_little_takes_a_quarter_more, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_shrink_keeps_content, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_shrink_releases_the_tail, teardown_validate),
     cmocka_unit_test_teardown(test_realloc_from_huge_to_slab_size_keeps_content, teardown_validate),
