@@ -273,6 +273,9 @@ void *hak_realloc(void *p, size_t size) {
       hak_report_pointer_error("realloc of invalid pointer", p, large_bad_pointer_detail(p));
       return alloc_enomem();
     }
+#if !HAK_HARDENED   // fits its run with no tail to give back: what page_heap_resize_in_place would keep
+    if (size > HAK_SLAB_MAX && size <= old && size > old / 2) return p;
+#endif
     if (size > HAK_SLAB_MAX && page_heap_resize_in_place(p, size)) return p;
   } else {
     int interior;
