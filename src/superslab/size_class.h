@@ -190,7 +190,7 @@ HAK_INLINE unsigned size_class_of(size_t n) {
 HAK_INLINE size_t size_class_size(unsigned cls) { return g_size_class[cls].size; }
 
 // The smallest class whose size is a multiple of `alignment` (a power of two,
-// 16 .. 4 KiB) and at least need (alignment <= need <= 32 KiB): the class of
+// 16 .. 4 KiB) and at least need (alignment <= need <= HAK_SLAB_MAX): the class of
 // need rounded up to the alignment, with no search. j * alignment for j <= 8
 // is itself a class size (a power of two, or 5, 6 or 7 quarters of one), and
 // above 8 * alignment classes are 2 * alignment or more apart, all multiples

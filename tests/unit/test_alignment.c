@@ -3,6 +3,8 @@
 #include <errno.h>
 
 #include "unit_util.h"
+#include "large/page_heap.h"
+#include "superslab/ss_registry.h"
 
 #define MAX_ALIGN ((size_t)64 << 20)
 
@@ -35,6 +37,35 @@ static void test_aligned_alloc_honours_every_power_of_two_up_to_64m(void **state
       check_aligned(p, a, g_sizes[i]);
       hak_free(p);
     }
+}
+
+// Aligned blocks are reused as plain ones are: a loop of aligned_alloc and
+// free took a mapping of its own each time above 32 KiB (4 KiB-aligned 64
+// KiB blocks: 10.8x the time of now, 19x tcmalloc's; 64 KiB-aligned 256 KiB:
+// 56x, 4 faults a block; 2 MiB-aligned 4 MiB: 223x, every page faulted
+// again). A page or less of alignment takes the slabs to their largest class,
+// then the page heap; a larger one takes back a freed mapping that starts on
+// it.
+static void *aligned_twice(size_t a, size_t size) {
+  void *p = hak_aligned_alloc(a, size);
+  check_aligned(p, a, size);
+  memset(p, 1, 64);
+  hak_free(p);
+  void *q = hak_aligned_alloc(a, size);
+  check_aligned(q, a, size);
+  hak_free(q);
+  return p == q ? q : NULL;
+}
+static void test_an_aligned_block_freed_is_the_next_of_its_alignment_and_size(void **state) {
+  (void)state;
+  void *p = aligned_twice(4096, 64 << 10);               // a slab class
+  assert_true(p != NULL && ss_registry_contains(p));
+  p = aligned_twice(4096, 200 << 10);
+  assert_true(p != NULL && ss_registry_contains(p));
+  p = aligned_twice(4096, 1 << 20);                      // the page heap
+  assert_true(p != NULL && page_heap_contains(p));
+  assert_non_null(aligned_twice(64 << 10, 256 << 10));   // a cached mapping
+  assert_non_null(aligned_twice(2 << 20, 4 << 20));
 }
 
 static void test_aligned_alloc_of_the_alignment_itself_is_aligned(void **state) {
@@ -128,6 +159,7 @@ int main(void) {
     HAK_UNIT_TEST(test_posix_memalign_rejects_a_non_power_of_two_without_touching_out),
     HAK_UNIT_TEST(test_posix_memalign_rejects_alignment_below_pointer_size),
     HAK_UNIT_TEST(test_aligned_alloc_rejects_a_non_power_of_two_with_einval),
+    HAK_UNIT_TEST(test_an_aligned_block_freed_is_the_next_of_its_alignment_and_size),
   };
   return cmocka_run_group_tests_name("alignment", tests, NULL, NULL);
 }

@@ -56,11 +56,12 @@ static void test_zero_bytes_maps_to_the_smallest_class(void **state) {
 
 // The aligned path's class: size_class_aligned gives the class the search it
 // replaced found (the first class from size_class_of(need) on whose size the
-// alignment divides), for every alignment the slabs serve and every need.
+// alignment divides), for every alignment the slabs serve and every need
+// up to the largest slab class.
 static void test_the_aligned_class_is_the_smallest_aligned_class_that_fits(void **state) {
   (void)state;
   for (size_t a = 16; a <= 4096; a *= 2)
-    for (size_t need = a; need <= (32u << 10); need++) {
+    for (size_t need = a; need <= HAK_SLAB_MAX; need++) {
       unsigned want = size_class_of(need);
       while (g_size_class[want].size % a != 0) want++;
       unsigned got = size_class_aligned(need, a);
