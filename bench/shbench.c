@@ -80,11 +80,7 @@ static void ring_drain(ring_t *r) {
 }
 
 static inline char *take(size_t size) {
-  char *p = malloc(size);
-  if (__builtin_expect(p == NULL, 0)) {
-    fprintf(stderr, "malloc(%zu) failed\n", size);
-    exit(3);
-  }
+  char *p = bench_xmalloc(size);
   p[0] = 0;
   p[size - 1] = 0;
   return p;
