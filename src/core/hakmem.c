@@ -273,15 +273,15 @@ void *hak_realloc(void *p, size_t size) {
     if (size <= old && (size > old / 2 || old <= 64)) return p;
 #endif
   } else if (page_heap_contains(p)) {
+    // In place first: a block that fits its run is answered with one read of
+    // its head word (a pointer that is no live block is refused there and
+    // reported below).
+    if (size > HAK_SLAB_MAX && page_heap_resize_in_place(p, size)) return p;
     old = page_heap_usable_size(p);
     if (old == 0) {
       hak_report_pointer_error("realloc of invalid pointer", p, large_bad_pointer_detail(p));
       return alloc_enomem();
     }
-#if !HAK_HARDENED   // fits its run with no tail to give back: what page_heap_resize_in_place would keep
-    if (size > HAK_SLAB_MAX && size <= old && size > old / 2) return p;
-#endif
-    if (size > HAK_SLAB_MAX && page_heap_resize_in_place(p, size)) return p;
   } else {
     int interior;
     old = huge_usable_size(p, &interior);

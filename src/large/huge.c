@@ -192,7 +192,7 @@ static void cache_drop(int i) {
 // HUGE_CACHE_REUSE_SLACK times that (its size is stored back), or 0. Large
 // blocks come from the page heap, so this cache serves only huge and strongly
 // aligned blocks: reuse whole.
-// With an alignment above a page, only a mapping that starts on it (one an
+// With an alignment (0: none), only a mapping that starts on it (one an
 // aligned block of that alignment had: aligned_alloc(2 MiB, 4 MiB) in a loop
 // mapped and faulted in every block afresh, 166x tcmalloc's time).
 static uintptr_t cache_take(size_t *size_io, size_t align) {
@@ -201,7 +201,7 @@ static uintptr_t cache_take(size_t *size_io, size_t align) {
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     size_t s = g_cache[i].size;
     if (g_cache[i].base != 0 && s >= size && s / HUGE_CACHE_REUSE_SLACK <= size &&
-        (g_cache[i].base & (align - 1)) == 0 && (best < 0 || s < g_cache[best].size))
+        (align == 0 || (g_cache[i].base & (align - 1)) == 0) && (best < 0 || s < g_cache[best].size))
       best = i;
   }
   if (best < 0) return 0;
@@ -300,7 +300,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   cache_expire(0);
   // (Hardened: a block ends at its guard page, so an aligned one sits inside
   // its mapping where the size puts it: only page alignment is reused.)
-  if ((!HAK_HARDENED || align <= os_page_size()) && (base = cache_take(&map_size, align < 16 ? 16 : align)) != 0)
+  if ((!HAK_HARDENED || align <= os_page_size()) && (base = cache_take(&map_size, align)) != 0)
     fresh = 0;
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
