@@ -282,6 +282,7 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "heaps_parked", thread_records_parked(), 0);
     out_field(&o, "batched_frees", tc.batched_frees, 0);
     out_field(&o, "batch_starts", tc.batch_starts, 0);
+    out_field(&o, "batch_probe_stops", tc.batch_probe_stops, 0);
     out_field(&o, "handed_over", tc.handed_over, 0);
     out_field(&o, "populate_calls", tc.populate_calls, 0);
     out_field(&o, "populate_bytes", tc.populate_bytes, 0);
@@ -356,7 +357,9 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, tc.batched_frees);
   out_str(&o, " (threads started batching ");
   out_u64(&o, tc.batch_starts);
-  out_str(&o, " times), handed over at the drain: ");
+  out_str(&o, " times, stopped ");
+  out_u64(&o, tc.batch_probe_stops);
+  out_str(&o, " times for blocks in a cache), handed over at the drain: ");
   out_u64(&o, tc.handed_over);
   out_str(&o, "\n");
   // Pages faulted in ahead of slab carves (HAKMEM_POPULATE).

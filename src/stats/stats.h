@@ -72,6 +72,7 @@ typedef struct hak_thread_counters {
   uint64_t ops;                       // STATS build: malloc and free calls
   uint64_t batched_frees;             // frees tested in batches (tiny/free_batch_box.h)
   uint64_t batch_starts;              // times this thread started batching its frees
+  uint64_t batch_probe_stops;         // ... and stopped a heap's batch whose marks were in a cache (free_batch_probe)
   uint64_t handed_over;               // blocks a consumer handed over at its drain (tiny_handover)
   uint64_t populate_calls;            // carves that faulted pages in ahead (tiny_refill.c)
   uint64_t populate_bytes;            // ... and the bytes they asked for

@@ -77,6 +77,7 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
     return;
   }
   free_batch_t *fb = &t_free_batch;
+  if (HAK_UNLIKELY(fb->n == 0) && fb->heap) free_batch_probe(b);   // (before the prefetch)
   hak_prefetch_for_write(p);
   hold_prefetch_tail(m, p, bs);
   fb->b[fb->n] = b;
@@ -162,6 +163,45 @@ void free_batch_drain(void) {
 #endif
 }
 
+// The time stamp counter once every earlier instruction has completed (its
+// loads included), and before any later one starts; 0 where there is none
+// (then no probe sees a miss: a heap's batch runs until the heap shrinks).
+static inline uint64_t ticks_fenced(void) {
+#if defined(__x86_64__)
+  uint32_t lo, hi;
+  __asm__ volatile("lfence\n\trdtsc\n\tlfence" : "=a"(lo), "=d"(hi) : : "memory");
+  return ((uint64_t)hi << 32) | lo;
+#else
+  return 0;
+#endif
+}
+
+void free_batch_probe(hak_base_ptr_t b) {
+  free_batch_t *fb = &t_free_batch;
+  if (++fb->probe_skip < FREE_BATCH_PROBE_EVERY) return;
+  fb->probe_skip = 0;
+  const volatile uintptr_t *mark = (const volatile uintptr_t *)hak_base_raw(b) + 1;   // block_mark's word
+  uint64_t t0 = ticks_fenced();
+  (void)*mark;
+  uint64_t t1 = ticks_fenced();
+  (void)*mark;
+  uint64_t t2 = ticks_fenced();
+  free_batch_probe_note(t1 - t0, t2 - t1);
+}
+
+void free_batch_probe_note(uint64_t first, uint64_t again) {
+  free_batch_t *fb = &t_free_batch;
+  fb->probes_cold += first > again + FREE_BATCH_COLD_TICKS;
+  if (++fb->probes < FREE_BATCH_PROBES) return;
+  int stop = fb->probes_cold * 8u < fb->probes;
+  fb->probes = fb->probes_cold = 0;
+  if (stop && fb->active && fb->heap) {
+    free_batch_set_active(0);
+    fb->heap_rest = FREE_BATCH_HEAP_REST;
+    hak_counters()->batch_probe_stops++;
+  }
+}
+
 void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (moved < FREE_BATCH_MIN_FLUSH) return;
   free_batch_t *fb = &t_free_batch;
@@ -204,6 +244,7 @@ void free_batch_set_active(int on) {
   fb->active = (uint32_t)on;
   fb->heap = 0;
   fb->win_moved = fb->win_foreign = 0;
+  fb->probe_skip = fb->probes = fb->probes_cold = 0;
   // Grown bounds go (tiny_refill.h): with them a thread's own classes rarely
   // overflowed, and their flushes are the signal to stop (a shape of
   // sh8bench, 2 threads handing each other half of every batch: batching on

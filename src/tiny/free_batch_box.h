@@ -130,6 +130,21 @@ _Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POO
 // FREE_BATCH_HEAP_REST refills.
 #define FREE_BATCH_SEQ_LOOK 8u
 #define FREE_BATCH_HEAP_REST 256u
+// ... nor a heap whose blocks the program reads before it frees them (a
+// destructor's fields, a buffer summed: mimalloc-bench's alloc-test, 256 k
+// blocks read whole before each delete[]): their marks are in L1 already, and
+// the batch's ~30 instructions a free are all it adds (7% of alloc-test's
+// time; tcmalloc and mimalloc 0.93-0.94x ours). So a thread batching for its
+// heap's size times the mark load of the first block of every
+// FREE_BATCH_PROBE_EVERY-th batch, before its prefetch, against a second load
+// of the same word (free_batch_probe: the difference is the miss, whatever the
+// counter's rate and overhead); a load FREE_BATCH_COLD_TICKS slower than the
+// hit is a miss the batch hides. A window of FREE_BATCH_PROBES probes under an
+// eighth of misses stops the batch, which the heap's size may start again
+// after FREE_BATCH_HEAP_REST refills, and so probes again.
+#define FREE_BATCH_PROBE_EVERY 4u
+#define FREE_BATCH_PROBES      16u
+#define FREE_BATCH_COLD_TICKS  128u
 
 typedef struct free_batch {
   uint32_t        n;          // blocks held
@@ -139,6 +154,9 @@ typedef struct free_batch {
   uint32_t        win_moved;  // blocks of the flushes seen since batching started or the last verdict
   uint32_t        win_foreign;   // ... of them other threads'
   uint32_t        own_chains;   // blocks taken back from its own chains in the exchange, not yet discounted
+  uint8_t         probe_skip;   // heap batches since the last probe (FREE_BATCH_PROBE_EVERY)
+  uint8_t         probes;       // probes in this window (FREE_BATCH_PROBES) ...
+  uint8_t         probes_cold;  // ... and how many of them missed
   hak_base_ptr_t  b[FREE_BATCH_N];   // block starts of live slabs (ss_registry_slab_of finds each one's)
 #if HAK_HARDENED
   size_t          want[FREE_BATCH_N];   // what a sized delete gave, HARD_NO_SIZE for free
@@ -152,6 +170,14 @@ extern HAK_INTERNAL __thread free_batch_t t_free_batch __attribute__((tls_model(
 void free_batch_test_and_free(slab_meta_t *m, hak_base_ptr_t b);
 // Test and free every held block now (a double free is reported here).
 void free_batch_drain(void);
+// On a thread batching for its heap's size, at the first block b of a batch:
+// every FREE_BATCH_PROBE_EVERY-th time, time the load of b's mark and count
+// it in the window (free_batch_probe_note).
+void free_batch_probe(hak_base_ptr_t b) HAK_NOINLINE;
+// One probe's verdict: the mark's load took `first` ticks and the same load
+// again `again`. At the end of a window under an eighth of misses, the batch
+// stops (it started for the heap's size: fb->heap) and rests.
+void free_batch_probe_note(uint64_t first, uint64_t again);
 // On a batching thread: hold b (a block start of m, its mark not tested yet),
 // or test and free it at once if it is larger than FREE_BATCH_MAX_BLOCK.
 // Inline in free's foreign path (hak_free_foreign): every free of a batching
@@ -162,8 +188,9 @@ HAK_INLINE void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
     return;
   }
   free_batch_t *fb = &t_free_batch;
-  hak_prefetch_for_write(hak_base_raw(b));
   uint32_t n = fb->n;
+  if (HAK_UNLIKELY(n == 0) && fb->heap) free_batch_probe(b);   // (before the prefetch)
+  hak_prefetch_for_write(hak_base_raw(b));
   fb->b[n] = b;
   fb->n = ++n;
   if (HAK_UNLIKELY(n == FREE_BATCH_N)) free_batch_drain();

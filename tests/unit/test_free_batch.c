@@ -371,6 +371,71 @@ static void test_a_big_heap_freed_in_the_order_it_was_built_stops_batching(void 
   assert_int_equal(scattered.active_after, 1);
 }
 
+// A big heap's batch times the mark load of the first block of every
+// FREE_BATCH_PROBE_EVERY-th batch (free_batch_probe): FREE_BATCH_PROBES of
+// them make a window, counted here, whatever the loads took.
+typedef struct heap_probes { int active_big; uint32_t probes; } heap_probes_t;
+static void *big_heap_probed(void *arg) {
+  heap_probes_t *r = arg;
+  void **v = malloc(HEAP_BLOCKS * sizeof *v);
+  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
+  r->active_big = (int)(t_free_batch.active && t_free_batch.heap);
+  uint32_t k = 0, frees = FREE_BATCH_N * FREE_BATCH_PROBE_EVERY * (FREE_BATCH_PROBES - 1);
+  for (uint32_t i = 0; i < frees; i++) {
+    k = (k + 40503u) % HEAP_BLOCKS;   // scattered: the batch goes on
+    hak_free(v[k]);
+    v[k] = NULL;
+  }
+  r->probes = t_free_batch.probes;
+  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
+  free(v);
+  return NULL;
+}
+static void test_a_big_heaps_batch_probes_every_few_batches(void **state) {
+  (void)state;
+  heap_probes_t r = {0};
+  run_in_thread(big_heap_probed, &r);
+  assert_int_equal(r.active_big, 1);
+  assert_int_equal(r.probes, FREE_BATCH_PROBES - 1);
+}
+
+// A window of probes whose loads hit a cache (the program read each block
+// before its free: mimalloc-bench's alloc-test, 256 k blocks summed before
+// each delete[], ran at 1.07x the time batched) stops a heap's batch, and the
+// heap's size does not start it again for FREE_BATCH_HEAP_REST refills; a
+// window with an eighth of misses or more keeps it; probes never stop a
+// batch of other threads' blocks. The loads' times are given here.
+static void probe_window(uint32_t cold) {
+  for (uint32_t i = 0; i < FREE_BATCH_PROBES; i++)
+    free_batch_probe_note(i < cold ? 40u + FREE_BATCH_COLD_TICKS + 1u : 45u, 40u);
+}
+static void test_a_big_heaps_batch_stops_when_its_blocks_are_in_a_cache(void **state) {
+  (void)state;
+  void *p = hak_malloc(SIZE);   // the thread is set up
+  uint64_t stops = hak_counters()->batch_probe_stops;
+  free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
+  assert_int_equal(t_free_batch.active, 1);
+  assert_int_equal(t_free_batch.heap, 1);
+  probe_window(FREE_BATCH_PROBES / 8);   // an eighth missed
+  assert_int_equal(t_free_batch.active, 1);
+  probe_window(FREE_BATCH_PROBES / 8 - 1);
+  assert_int_equal(t_free_batch.active, 0);
+  assert_int_equal(hak_counters()->batch_probe_stops - stops, 1);
+  for (uint32_t i = 0; i < FREE_BATCH_HEAP_REST; i++) {
+    free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
+    assert_int_equal(t_free_batch.active, 0);
+  }
+  free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
+  assert_int_equal(t_free_batch.active, 1);
+  free_batch_note_heap(0);   // shrunk: stops
+  assert_int_equal(t_free_batch.active, 0);
+  free_batch_set_active(1);  // other threads' blocks (a flush's count)
+  probe_window(0);
+  assert_int_equal(t_free_batch.active, 1);
+  free_batch_set_active(0);
+  hak_free(p);
+}
+
 static void test_a_double_free_on_a_big_heap_aborts_within_a_batch(void **state) {
   (void)state;
   expect_big_heap_double_free_reported_by_its_batch();
@@ -394,6 +459,8 @@ int main(void) {
     HAK_UNIT_TEST(test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks),
     HAK_UNIT_TEST(test_a_double_free_on_a_big_heap_aborts_within_a_batch),
     HAK_UNIT_TEST(test_a_big_heap_freed_in_the_order_it_was_built_stops_batching),
+    HAK_UNIT_TEST(test_a_big_heaps_batch_probes_every_few_batches),
+    HAK_UNIT_TEST(test_a_big_heaps_batch_stops_when_its_blocks_are_in_a_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
