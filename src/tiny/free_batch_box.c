@@ -77,7 +77,6 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
     return;
   }
   free_batch_t *fb = &t_free_batch;
-  if (HAK_UNLIKELY(fb->n == 0) && fb->heap) free_batch_probe(b);   // (before the prefetch)
   hak_prefetch_for_write(p);
   hold_prefetch_tail(m, p, bs);
   fb->b[fb->n] = b;
@@ -106,6 +105,7 @@ void free_batch_drain(void) {
   uint32_t n = fb->n;
   fb->n = 0;
   hak_counters()->batched_frees += n;
+  if (HAK_UNLIKELY(fb->heap) && n != 0) free_batch_probe(fb->b[n - 1]);   // (before any check reads it)
 #if HAK_HARDENED
   // The canary follows the request, which the size word (prefetched by the
   // hold) gives: ask for every held block's canary line before the first

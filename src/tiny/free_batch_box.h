@@ -139,7 +139,10 @@ _Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POO
 // FREE_BATCH_PROBE_EVERY-th batch, before its prefetch, against a second load
 // of the same word (free_batch_probe: the difference is the miss, whatever the
 // counter's rate and overhead); a load FREE_BATCH_COLD_TICKS slower than the
-// hit is a miss the batch hides. A window of FREE_BATCH_PROBES probes under an
+// hit is a miss the batch hides. The block timed is the batch's last, at the
+// drain: its line was asked for by the free just before, so a miss is still
+// on its way (timed at the hold, before its prefetch, the test of every
+// hold cost ring -t 2 ~3 instructions a free, under callgrind). A window of FREE_BATCH_PROBES probes under an
 // eighth of misses stops the batch, which the heap's size may start again
 // after FREE_BATCH_HEAP_REST refills, and so probes again.
 #define FREE_BATCH_PROBE_EVERY 4u
@@ -170,9 +173,9 @@ extern HAK_INTERNAL __thread free_batch_t t_free_batch __attribute__((tls_model(
 void free_batch_test_and_free(slab_meta_t *m, hak_base_ptr_t b);
 // Test and free every held block now (a double free is reported here).
 void free_batch_drain(void);
-// On a thread batching for its heap's size, at the first block b of a batch:
-// every FREE_BATCH_PROBE_EVERY-th time, time the load of b's mark and count
-// it in the window (free_batch_probe_note).
+// On a thread batching for its heap's size, at a drain, b its batch's last
+// block: every FREE_BATCH_PROBE_EVERY-th time, time the load of b's mark and
+// count it in the window (free_batch_probe_note).
 void free_batch_probe(hak_base_ptr_t b) HAK_NOINLINE;
 // One probe's verdict: the mark's load took `first` ticks and the same load
 // again `again`. At the end of a window under an eighth of misses, the batch
@@ -188,9 +191,8 @@ HAK_INLINE void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
     return;
   }
   free_batch_t *fb = &t_free_batch;
-  uint32_t n = fb->n;
-  if (HAK_UNLIKELY(n == 0) && fb->heap) free_batch_probe(b);   // (before the prefetch)
   hak_prefetch_for_write(hak_base_raw(b));
+  uint32_t n = fb->n;
   fb->b[n] = b;
   fb->n = ++n;
   if (HAK_UNLIKELY(n == FREE_BATCH_N)) free_batch_drain();
