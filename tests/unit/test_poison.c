@@ -59,6 +59,23 @@ static void poison_tls_list(void) {
   check_not_target(hak_malloc(48));
 }
 
+// TLS list, walked by a flush: the address goes over the link of the
+// list's oldest block of the scenario (below the newer ones), which no
+// malloc reaches before the flush of the whole list does; the walk finds the
+// list's end by its link as it finds a forged one (tiny_refill.c
+// flush_gather), so the blocks above go home and the forged link is reported,
+// never followed. Then the list is used again (it would be dropped if the
+// report returned).
+static void poison_tls_list_flushed(void) {
+  unsigned cls = size_class_of(48);
+  void *v[8];
+  for (int i = 0; i < 8; i++) v[i] = hak_malloc(48);
+  for (int i = 0; i < 8; i++) hak_free(v[i]);
+  *(void **)v[0] = g_target;                             // the use after free, under 7 newer blocks
+  tiny_flush(cls, UINT32_MAX);
+  for (int i = 0; i < 64; i++) check_not_target(hak_malloc(48));
+}
+
 // The word of a slab's free or remote list head the address goes over: its
 // link (0), or its chain's record: the chain's last block (2), the chain
 // after it (3).
@@ -130,6 +147,11 @@ static void test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported
   expect_poison_report(poison_tls_list);
 }
 
+static void test_an_address_written_into_a_block_a_flush_walks_to_is_reported(void **state) {
+  (void)state;
+  expect_poison_report(poison_tls_list_flushed);
+}
+
 static void test_an_address_written_into_a_block_on_a_slab_free_list_is_reported(void **state) {
   (void)state;
   expect_poison_report(poison_slab_free_list);
@@ -186,6 +208,7 @@ static void test_an_address_written_into_a_block_in_the_class_exchange_is_report
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_into_a_block_a_flush_walks_to_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_slab_free_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_remote_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_in_the_class_exchange_is_reported),
