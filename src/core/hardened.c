@@ -88,11 +88,13 @@ static void hardened_fault(void *addr) {
     void *start = NULL;
     int kind = page_heap_fault_kind(addr, &start);
     if (kind == 1) hak_report_pointer_error("heap buffer overflow past a large block at", addr, " (its guard page)");
-    else if (kind == 2) hak_report_pointer_error("use after free of a large block at", addr, " (a freed run)");
+    else if (kind == 2)   // (the run is known, not who wrote: a wild index past a live block lands here too)
+      hak_report_pointer_error("use after free of a large block at", addr, " (a freed run, or an overflow of a block below it)");
   } else {
     int kind = huge_fault_kind(addr);
     if (kind == 1) hak_report_pointer_error("heap buffer overflow past a huge block at", addr, " (its guard page)");
-    else if (kind == 2) hak_report_pointer_error("use after free of a huge block at", addr, " (a freed mapping)");
+    else if (kind == 2)
+      hak_report_pointer_error("use after free of a huge block at", addr, " (a freed mapping, or an overflow of a block below it)");
     else if (kind == 3) hak_report_pointer_error("heap buffer underflow before a huge block at", addr, " (below its mapping)");
   }
 }
