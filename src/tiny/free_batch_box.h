@@ -134,17 +134,17 @@ _Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POO
 // destructor's fields, a buffer summed: mimalloc-bench's alloc-test, 256 k
 // blocks read whole before each delete[]): their marks are in L1 already, and
 // the batch's ~30 instructions a free are all it adds (7% of alloc-test's
-// time; tcmalloc and mimalloc 0.93-0.94x ours). So a thread batching for its
-// heap's size times the mark load of the first block of every
-// FREE_BATCH_PROBE_EVERY-th batch, before its prefetch, against a second load
-// of the same word (free_batch_probe: the difference is the miss, whatever the
-// counter's rate and overhead); a load FREE_BATCH_COLD_TICKS slower than the
-// hit is a miss the batch hides. The block timed is the batch's last, at the
-// drain: its line was asked for by the free just before, so a miss is still
-// on its way (timed at the hold, before its prefetch, the test of every
-// hold cost ring -t 2 ~3 instructions a free, under callgrind). A window of FREE_BATCH_PROBES probes under an
-// eighth of misses stops the batch, which the heap's size may start again
-// after FREE_BATCH_HEAP_REST refills, and so probes again.
+// time; tcmalloc and mimalloc 0.93-0.94x ours). So every
+// FREE_BATCH_PROBE_EVERY-th drain of a batch begun for the heap's size times
+// the load of its last block's mark, whose line the free just before asked
+// for (a miss is still on its way), against a second load of the same word
+// (free_batch_probe: the difference is the miss, whatever the counter's rate
+// and overhead); a load FREE_BATCH_COLD_TICKS slower than the hit is a miss
+// the batch hides. (Timed at the hold, before the block's prefetch, the test
+// at every hold cost ring -t 2 ~3 instructions a free under callgrind.) A
+// window of FREE_BATCH_PROBES probes under an eighth of misses stops the
+// batch, which the heap's size may start again after FREE_BATCH_HEAP_REST
+// refills, and so probes again.
 #define FREE_BATCH_PROBE_EVERY 4u
 #define FREE_BATCH_PROBES      16u
 #define FREE_BATCH_COLD_TICKS  128u

@@ -371,9 +371,10 @@ static void test_a_big_heap_freed_in_the_order_it_was_built_stops_batching(void 
   assert_int_equal(scattered.active_after, 1);
 }
 
-// A big heap's batch times the mark load of the first block of every
-// FREE_BATCH_PROBE_EVERY-th batch (free_batch_probe): FREE_BATCH_PROBES of
-// them make a window, counted here, whatever the loads took.
+// A big heap's batch times the mark load of the last block of every
+// FREE_BATCH_PROBE_EVERY-th batch, at its drain (free_batch_probe):
+// FREE_BATCH_PROBES of them make a window, counted here, whatever the loads
+// took.
 typedef struct heap_probes { int active_big; uint32_t probes; } heap_probes_t;
 static void *big_heap_probed(void *arg) {
   heap_probes_t *r = arg;
