@@ -23,8 +23,13 @@
 // defines them (hakmem and the three peers do), else libstdc++'s, which call
 // malloc and free (glibc's row).
 //
+// Read mode (--read, local only): the block's first word is read before its
+// free, as a program reads a field of what it is about to free (a
+// destructor, a list walk); mimalloc-bench's alloc-test reads each block
+// whole. Its line is then in L1 when the allocator's free reads the block.
+//
 // Options: -w WS, -n N (per thread), -s SEED, --min, --max (bytes, K/M suffixes),
-// -t THREADS, -x (cross-thread), --cxx, --null (no allocator: each slot gets a
+// -t THREADS, -x (cross-thread), --cxx, --read, --null (no allocator: each slot gets a
 // fixed piece of a preallocated pool; measures the benchmark's own cost, used by
 // bench-instr). Throughput = all threads' operations / wall time from the
 // common start to the last thread's last operation.
@@ -49,28 +54,30 @@ typedef struct {
 static uint64_t g_ops = 20000000, g_seed = 42;
 static uint32_t g_ws = 8192;
 static size_t g_min = 16, g_max = 1024;
-static int g_threads = 1, g_cross = 0, g_null = 0, g_cxx = 0;
+static int g_threads = 1, g_cross = 0, g_null = 0, g_cxx = 0, g_read = 0;
+static volatile uint64_t g_read_sink;       // --read: what the reads add up to
 static void *(*g_op_new)(size_t);          // --cxx: operator new(std::size_t)
 static void (*g_op_delete)(void *, size_t); // --cxx: operator delete(void *, std::size_t)
 static char *g_pool;                       // --null: slot s uses g_pool + s * g_max
 static pthread_barrier_t g_start;
 static _Atomic int g_finished;
 
-// One loop for both modes; `cxx` is a constant at each call, so neither pays
-// for the other's branch.
-static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int cxx) {
+// One loop for every mode; `cxx` and `read` are constants at each call, so
+// none pays for another's branch.
+static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int cxx, int read) {
   bench_rng_t rng = bench_rng(g_seed, (uint64_t)w->id);
   char **slots = w->slots;
   const uint32_t ws = g_ws;
   const uint32_t span = (uint32_t)(g_max - g_min + 1);
   const size_t min = g_min;
   const int null = g_null;
-  uint64_t mallocs = 0;
+  uint64_t mallocs = 0, sum = 0;
   for (uint64_t i = 0; i < g_ops; i++) {
     uint64_t r = bench_rand(&rng);
     uint32_t s = bench_below((uint32_t)(r >> 32), ws);
     char *p = slots[s];
     if (p != NULL) {
+      if (read) sum += *(const uint64_t *)(const void *)p;
       if (cxx) g_op_delete(p, w->sizes[s]);
       else if (!null) free(p);
       slots[s] = NULL;
@@ -89,9 +96,11 @@ static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int 
     }
   }
   w->mallocs = mallocs;
+  if (read) g_read_sink += sum;
 }
-static void run_local(worker_t *w) { run_local_as(w, 0); }
-static void run_local_cxx(worker_t *w) { run_local_as(w, 1); }
+static void run_local(worker_t *w) { run_local_as(w, 0, 0); }
+static void run_local_cxx(worker_t *w) { run_local_as(w, 1, 0); }
+static void run_local_read(worker_t *w) { run_local_as(w, 0, 1); }
 
 // --cxx: the operators as a C++ program would bind them (see the top).
 static void find_cxx_operators(void) {
@@ -150,7 +159,7 @@ static void run_cross(worker_t *w) {
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   pthread_barrier_wait(&g_start);
-  if (g_cross) run_cross(w); else if (g_cxx) run_local_cxx(w); else run_local(w);
+  if (g_cross) run_cross(w); else if (g_cxx) run_local_cxx(w); else if (g_read) run_local_read(w); else run_local(w);
   w->finish = bench_now();
   atomic_fetch_add(&g_finished, 1);
   if (g_cross) {                            // keep draining so no producer waits forever
@@ -165,10 +174,11 @@ static void *worker_main(void *arg) {
 static void usage(void) {
   fprintf(stderr,
           "usage: ws8192 [-w WS] [-n OPS_PER_THREAD] [-s SEED] [--min BYTES] [--max BYTES]\n"
-          "              [-t THREADS] [-x] [--cxx] [--null]\n"
+          "              [-t THREADS] [-x] [--cxx] [--read] [--null]\n"
           "  defaults: -w 8192 -n 20M -s 42 --min 16 --max 1024 -t 1\n"
           "  -x        cross-thread: every block is freed by another thread (T >= 2)\n"
           "  --cxx     operator new and sized operator delete instead of malloc/free (not with -x)\n"
+          "  --read    read each block's first word before its free (not with -x, --cxx, --null)\n"
           "  --null    no malloc/free, same loop (the benchmark's own cost; -t 1 only)\n");
   exit(2);
 }
@@ -179,7 +189,7 @@ int main(int argc, char **argv) {
     { "seed", required_argument, NULL, 's' }, { "min", required_argument, NULL, 'a' },
     { "max", required_argument, NULL, 'b' },  { "threads", required_argument, NULL, 't' },
     { "cross", no_argument, NULL, 'x' },      { "null", no_argument, NULL, 'z' },
-    { "cxx", no_argument, NULL, 'c' },
+    { "cxx", no_argument, NULL, 'c' },        { "read", no_argument, NULL, 'r' },
     { "help", no_argument, NULL, 'h' },       { NULL, 0, NULL, 0 },
   };
   int c;
@@ -194,12 +204,14 @@ int main(int argc, char **argv) {
     case 'x': g_cross = 1; break;
     case 'z': g_null = 1; break;
     case 'c': g_cxx = 1; break;
+    case 'r': g_read = 1; break;
     default: usage();
     }
   }
   if (optind != argc || g_ws < 1 || g_min < 1 || g_max < g_min || g_max - g_min >= UINT32_MAX ||
       g_threads < 1 || g_threads > 1024 || (g_cross && g_threads < 2) ||
-      (g_null && g_threads != 1) || (g_cxx && (g_cross || g_null))) usage();
+      (g_null && g_threads != 1) || (g_cxx && (g_cross || g_null)) || (g_read && (g_cross || g_cxx || g_null)))
+    usage();
   if (g_cxx) find_cxx_operators();
 
   if (g_null) g_pool = bench_xmalloc((size_t)g_ws * g_max);
@@ -231,7 +243,7 @@ int main(int argc, char **argv) {
   double t0, t1;
   if (g_threads == 1) {                    // the main thread, as most programs do
     t0 = bench_now();
-    if (g_cxx) run_local_cxx(&w[0]); else run_local(&w[0]);
+    if (g_cxx) run_local_cxx(&w[0]); else if (g_read) run_local_read(&w[0]); else run_local(&w[0]);
     t1 = bench_now();
   } else {
     pthread_t *tid = calloc((size_t)g_threads, sizeof *tid);
@@ -254,8 +266,8 @@ int main(int argc, char **argv) {
   for (int i = 0; i < g_threads; i++) mallocs += w[i].mallocs;
   char extra[256];
   snprintf(extra, sizeof extra,
-           "mallocs=%" PRIu64 " frees=%" PRIu64 " ws=%u threads=%d cross=%d min=%zu max=%zu null=%d cxx=%d",
-           mallocs, ops - mallocs, g_ws, g_threads, g_cross, g_min, g_max, g_null, g_cxx);
+           "mallocs=%" PRIu64 " frees=%" PRIu64 " ws=%u threads=%d cross=%d min=%zu max=%zu null=%d cxx=%d read=%d",
+           mallocs, ops - mallocs, g_ws, g_threads, g_cross, g_min, g_max, g_null, g_cxx, g_read);
   bench_result("ws8192", "ops", ops, t1 - t0, extra);
 
   // Clean-up, not timed: what the slots and queues still hold.

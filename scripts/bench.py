@@ -45,6 +45,8 @@ ROWS = [
          args=["-w", "8192", "--min", "16", "--max", "1024"], nopt="-n", n=20_000_000, smoke=20_000),
     dict(id="cxx-small", label="C++ new/sized delete, WS8192 16-1024 B", prog="ws8192",
          args=["-w", "8192", "--min", "16", "--max", "1024", "--cxx"], nopt="-n", n=20_000_000, smoke=20_000),
+    dict(id="ws-big-read", label="WS262144 tiny 16-128 B, each block read before its free", prog="ws8192",
+         args=["-w", "262144", "--min", "16", "--max", "128", "--read"], nopt="-n", n=10_000_000, smoke=20_000),
     dict(id="ws-medium", label="WS8192 medium 1-32 KiB", prog="ws8192",
          args=["-w", "8192", "--min", "1K", "--max", "32K"], nopt="-n", n=4_000_000, smoke=10_000),
     dict(id="ws-large", label="WS256 large 32 KiB-1 MiB", prog="ws8192",
