@@ -306,9 +306,10 @@ void *hak_realloc(void *p, size_t size) {
   // two apart are 1.14-1.25x). reallocgrow (steps of ~1.25x on average, 16 B
   // to 64 KiB; callgrind, -n 100000): 79.9 k -> 66.8 k copies, 461 M -> 378 M
   // instructions in memcpy; 0.88x the time, peak RSS 28.7 -> 29.7 MB.
-  if (size > old && size - old < old / 4) {
+  size_t grown = realloc_grown_size(old, size);
+  if (grown != size) {
     int saved = errno;                   // its failure leaves the request to try
-    q = hak_malloc(old + old / 4);
+    q = hak_malloc(grown);
     if (q == NULL) errno = saved;
   }
 #endif

@@ -416,8 +416,7 @@ void *huge_try_realloc(void *p, size_t size) {
       // address space after the mapping was taken. The pages past the request
       // are not touched, so not resident; under an address-space limit the
       // exact size is tried next.
-      size_t grow = new_size;
-      if (new_size > old_size && new_size - old_size < old_size / 4) grow = page_round(old_size + old_size / 4);
+      size_t grow = page_round(realloc_grown_size(old_size, new_size));
       void *q = os_remap(p, old_size, grow);
       if (q == NULL && grow != new_size) q = os_remap(p, old_size, grow = new_size);
       if (q != NULL) {

@@ -24,6 +24,13 @@ int    huge_freed_recently(const void *p);
 // Usable bytes of a huge block, or 0 if p is not one. *interior set to 1 when
 // p lies inside a huge block without being its start.
 size_t huge_usable_size(const void *p, int *interior);
+// realloc's growth rule (tcmalloc's hysteresis), for the block that moves
+// (hak_realloc) and the mapping that is remapped (huge_try_realloc): a block
+// of `old` bytes asked to grow by less than a quarter takes a quarter more;
+// any other size is taken as asked.
+HAK_INLINE size_t realloc_grown_size(size_t old, size_t size) {
+  return size > old && size - old < old / 4 ? old + old / 4 : size;
+}
 // Resize a huge block to a new huge size in place or by mremap; NULL if that
 // is not possible (the caller copies).
 void  *huge_try_realloc(void *p, size_t size);

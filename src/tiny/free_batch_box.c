@@ -195,7 +195,7 @@ void free_batch_probe_note(uint64_t first, uint64_t again) {
   if (++fb->probes < FREE_BATCH_PROBES) return;
   int stop = fb->probes_cold * 8u < fb->probes;
   fb->probes = fb->probes_cold = 0;
-  if (stop && fb->active && fb->heap) {
+  if (stop && fb->heap) {   // (a heap's batch is an active one)
     free_batch_set_active(0);
     fb->heap_rest = FREE_BATCH_HEAP_REST;
     hak_counters()->batch_probe_stops++;
