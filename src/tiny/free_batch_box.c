@@ -2,6 +2,7 @@
 #include "tiny/free_batch_box.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "config/config.h"
 #include "stats/stats.h"
@@ -72,26 +73,40 @@ static void hold_prefetch_tail(const slab_meta_t *m, char *p, uint32_t bs) {
 void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
   hak_base_ptr_t b = hak_base_from_raw(p);
   uint32_t bs = m->block_size;
-  if (HAK_UNLIKELY(bs > FREE_BATCH_MAX_BLOCK)) {
+  if (HAK_UNLIKELY(bs > FREE_BATCH_MAX_BLOCK || !free_batch_holdable(b))) {
     hardened_test_and_free(m, b, want);
     return;
   }
   free_batch_t *fb = &t_free_batch;
   hak_prefetch_for_write(p);
   hold_prefetch_tail(m, p, bs);
-  fb->b[fb->n] = b;
+  fb->held[fb->n] = free_batch_held(b, m->cls);
   fb->want[fb->n] = want;
   if (++fb->n == FREE_BATCH_N) free_batch_drain();
 }
 #endif
 
 #if !HAK_HARDENED
+// Has any class's bound shrunk (tls_cache_t.cap_shift: a medium class this
+// thread only frees)? Once a drain, not at each block.
+static int any_class_shrunk(const tls_cache_t *tc) {
+  uint64_t any = 0;
+  unsigned c = 0;
+  for (; c + 8u <= HAK_NUM_CLASSES; c += 8u) {
+    uint64_t w;
+    memcpy(&w, &tc->cap_shift[c], sizeof w);
+    any |= w;
+  }
+  for (; c < HAK_NUM_CLASSES; c++) any |= tc->cap_shift[c];
+  return any != 0;
+}
+
 // Were the first FREE_BATCH_SEQ_LOOK + 1 held blocks each within 1 KiB of the
 // one before (a heap freed in the order it was built, or its reverse)?
 static int held_in_order(const free_batch_t *fb) {
   uint32_t near = 0;
   for (uint32_t i = 1; i <= FREE_BATCH_SEQ_LOOK; i++) {
-    uintptr_t d = (uintptr_t)hak_base_raw(fb->b[i]) - (uintptr_t)hak_base_raw(fb->b[i - 1]);
+    uintptr_t d = (uintptr_t)fb->held[i] - (uintptr_t)fb->held[i - 1];   // (classes differ: far apart)
     near += d + 1024u <= 2048u;
   }
   return near == FREE_BATCH_SEQ_LOOK;
@@ -105,7 +120,7 @@ void free_batch_drain(void) {
   uint32_t n = fb->n;
   fb->n = 0;
   hak_counters()->batched_frees += n;
-  if (HAK_UNLIKELY(fb->heap) && n != 0) free_batch_probe(fb->b[n - 1]);   // (before any check reads it)
+  if (HAK_UNLIKELY(fb->heap) && n != 0) free_batch_probe(free_batch_held_block(fb->held[n - 1]));   // (before any check reads it)
 #if HAK_HARDENED
   // The canary follows the request, which the size word (prefetched by the
   // hold) gives: ask for every held block's canary line before the first
@@ -115,30 +130,32 @@ void free_batch_drain(void) {
   // through the byte map (ss_registry_slab_of), once.
   slab_meta_t *ms[FREE_BATCH_N];
   for (uint32_t i = 0; i < n; i++) {
-    char *p = hak_base_raw(fb->b[i]);
+    char *p = hak_base_raw(free_batch_held_block(fb->held[i]));
     slab_meta_t *m = ms[i] = ss_registry_slab_of(p);
     uint32_t bs = m->block_size;
     uint32_t req = *hard_size_slot(m, p) ^ hard_size_key();
     if (req < bs) hak_prefetch_for_write(p + req);
   }
-  for (uint32_t i = 0; i < n; i++) hardened_test_and_free(ms[i], fb->b[i], fb->want[i]);
+  for (uint32_t i = 0; i < n; i++) hardened_test_and_free(ms[i], free_batch_held_block(fb->held[i]), fb->want[i]);
 #else
-  uintptr_t self = thread_self_id();   // (the hand-over's owner test)
   const tls_cache_t *tc = &t_tls_cache;
+  int shrunk = any_class_shrunk(tc);
   int in_order = fb->heap && n == FREE_BATCH_N && held_in_order(fb);
+  int32_t lists_off = tls_list_tp_offset(0);   // each class's list from the thread pointer
   for (uint32_t i = 0; i < n; i++) {
-    hak_base_ptr_t b = fb->b[i];
-    slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));   // held, so its slab is live
+    free_batch_held_t h = fb->held[i];
+    hak_base_ptr_t b = free_batch_held_block(h);
     if (HAK_UNLIKELY(block_is_free(b))) {
-      report_double_free(m, b);
+      report_double_free(ss_registry_slab_of(hak_base_raw(b)), b);   // (held, so its slab is live)
       continue;
     }
     // Another thread's block of a class this thread only frees (its bound
     // shrunk, medium classes only; a held block is of the exchange's classes,
     // FREE_BATCH_MAX_BLOCK == TRANSFER_MAX_BLOCK): handed over now, while its
     // line is here, not walked again on the list's next overflow.
-    unsigned cls = m->cls;
-    if (HAK_UNLIKELY(tc->cap_shift[cls] != 0) && atomic_load_explicit(&m->owner, memory_order_relaxed) != self) {
+    unsigned cls = free_batch_held_class(h);
+    if (HAK_UNLIKELY(shrunk) && tc->cap_shift[cls] != 0 &&
+        atomic_load_explicit(&ss_registry_slab_of(hak_base_raw(b))->owner, memory_order_relaxed) != thread_self_id()) {
       tiny_handover(cls, b);
       continue;
     }
@@ -152,9 +169,9 @@ void free_batch_drain(void) {
     // the time at 2 threads, 0.87x at 8 (paired rounds), the rows of make
     // bench level; tcmalloc and jemalloc keep them alike. A full list: as
     // free's slow path (tiny_free_checked: a flush, or the remote buffer).
-    if (HAK_LIKELY(tls_sll_push_fast(tls_list_at_tp(m->tls_off), b)))
+    if (HAK_LIKELY(tls_sll_push_fast(tls_list_at_tp(lists_off + (int32_t)free_batch_held_list(h)), b)))
       continue;
-    tiny_free_checked(m, b);
+    tiny_free_checked(ss_registry_slab_of(hak_base_raw(b)), b);
   }
   if (HAK_UNLIKELY(in_order) && fb->active && fb->heap) {
     free_batch_set_active(0);
@@ -251,6 +268,9 @@ void free_batch_set_active(int on) {
   // for 3x the frees, 1.10x the time).
   if (on) tiny_cache_ungrow();
   hak_counters()->batch_starts += (uint64_t)on;
+  // A class above FREE_BATCH_MAX_BLOCK keeps its key: free tests its blocks
+  // at once, and the hold never sees one.
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
-    tc->lists[c].owner_key = on ? FREE_BATCH_KEY : tls_owner_key_of_class(tc, c);
+    tc->lists[c].owner_key =
+        on && g_size_class[c].size <= FREE_BATCH_MAX_BLOCK ? FREE_BATCH_KEY : tls_owner_key_of_class(tc, c);
 }

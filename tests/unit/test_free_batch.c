@@ -442,6 +442,82 @@ static void test_a_double_free_on_a_big_heap_aborts_within_a_batch(void **state)
   expect_big_heap_double_free_reported_by_its_batch();
 }
 
+// A held block is one word: its address and its class's list (the drain
+// pushes it there without finding its slab again). Every class that is held
+// packs and unpacks to itself; an address with a bit set where the class goes
+// (a wild pointer that passed free's block-start test) is not held.
+static void test_a_held_block_keeps_its_address_and_its_class(void **state) {
+  (void)state;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES && g_size_class[c].size <= FREE_BATCH_MAX_BLOCK; c++) {
+    void *p = hak_malloc(g_size_class[c].size);
+    assert_non_null(p);
+    hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(p));
+    assert_true(free_batch_holdable(b));
+    free_batch_held_t h = free_batch_held(b, c);
+    assert_ptr_equal(hak_base_raw(free_batch_held_block(h)), hak_base_raw(b));
+    assert_int_equal(free_batch_held_class(h), c);
+    assert_int_equal((int32_t)free_batch_held_list(h), tls_list_tp_offset(c) - tls_list_tp_offset(0));
+    hak_free(p);
+  }
+  assert_false(free_batch_holdable(hak_base_from_raw((void *)(((uintptr_t)1 << FREE_BATCH_CLASS_SHIFT) | 4096u))));
+  assert_false(free_batch_holdable(hak_base_from_raw((void *)(~(uintptr_t)0 << 60))));
+}
+
+// While a thread batches, the classes it may hold take the batching key and
+// every larger class keeps its own, so free tests such a block at once and
+// the hold never sees one; stopping gives every class its key back.
+static void test_batching_keys_only_the_classes_it_holds(void **state) {
+  (void)state;
+  void *p = hak_malloc(SIZE);   // the thread is set up
+  free_batch_set_active(1);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    uint32_t want = g_size_class[c].size <= FREE_BATCH_MAX_BLOCK ? FREE_BATCH_KEY
+                                                                 : tls_owner_key_of_class(&t_tls_cache, c);
+    assert_int_equal(t_tls_cache.lists[c].owner_key, want);
+  }
+  void *big = hak_malloc(FREE_BATCH_MAX_BLOCK + 1);
+  unsigned big_cls = size_class_of(FREE_BATCH_MAX_BLOCK + 1);
+  uint32_t held = t_free_batch.n;
+  hak_free(big);   // pushed at once: on its list's head, nothing held
+  assert_int_equal(t_free_batch.n, held);
+  assert_ptr_equal(hak_base_raw(t_tls_cache.lists[big_cls].head), hak_base_raw(hak_user_to_base(hak_user_from_raw(big))));
+  free_batch_set_active(0);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    assert_int_equal(t_tls_cache.lists[c].owner_key, tls_owner_key_of_class(&t_tls_cache, c));
+  hak_free(p);
+}
+
+// The drain puts each held block on its own class's list: blocks of two
+// classes held in turn come back from their classes' mallocs, the last held
+// of each first.
+static void test_a_drain_puts_each_held_block_on_its_classs_list(void **state) {
+  (void)state;
+  enum { N = 6 };
+  void *a[N], *b[N];
+  for (int i = 0; i < N; i++) {
+    a[i] = hak_malloc(48);
+    b[i] = hak_malloc(700);
+  }
+  free_batch_set_active(1);
+  uint32_t held = t_free_batch.n;
+  for (int i = 0; i < N; i++) {
+    hak_free(a[i]);
+    hak_free(b[i]);
+  }
+  assert_int_equal(t_free_batch.n, held + 2 * N);
+  free_batch_drain();
+  assert_int_equal(t_free_batch.n, 0);
+  for (int i = N - 1; i >= 0; i--) {
+    assert_ptr_equal(hak_malloc(48), a[i]);
+    assert_ptr_equal(hak_malloc(700), b[i]);
+  }
+  free_batch_set_active(0);
+  for (int i = 0; i < N; i++) {
+    hak_free(a[i]);
+    hak_free(b[i]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_thread_freeing_other_threads_blocks_batches_and_loses_none),
@@ -462,6 +538,9 @@ int main(void) {
     HAK_UNIT_TEST(test_a_big_heap_freed_in_the_order_it_was_built_stops_batching),
     HAK_UNIT_TEST(test_a_big_heaps_batch_probes_every_few_batches),
     HAK_UNIT_TEST(test_a_big_heaps_batch_stops_when_its_blocks_are_in_a_cache),
+    HAK_UNIT_TEST(test_a_held_block_keeps_its_address_and_its_class),
+    HAK_UNIT_TEST(test_batching_keys_only_the_classes_it_holds),
+    HAK_UNIT_TEST(test_a_drain_puts_each_held_block_on_its_classs_list),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
