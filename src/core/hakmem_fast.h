@@ -11,8 +11,8 @@
 //          -> free mark absent -> push on its TLS list (another thread's block
 //          is reused here, tcmalloc-style, and goes home with the next flush;
 //          a smaller one goes to hak_free_foreign and the remote buffer, and
-//          so does every block while the thread batches its frees:
-//          tiny/free_batch_box.h)
+//          so does every block up to 32 KiB while the thread batches its
+//          frees: tiny/free_batch_box.h)
 #ifndef HAK_HAKMEM_FAST_H
 #define HAK_HAKMEM_FAST_H
 
@@ -209,8 +209,8 @@ HAK_INLINE void hak_free_fast(void *p) {
     // owner_small (the owner's low 32 bits for a small class, else 0)
     // against the thread's key of the class (its id's low 32 bits for a
     // small class, else 0; FREE_BATCH_KEY, which no slab has, while the
-    // thread batches its frees: then every block takes the call, its mark
-    // untested here). A branch on the owner mispredicted every other free
+    // thread batches its frees, for the classes it holds: then each of
+    // their blocks takes the call, its mark untested here). A branch on the owner mispredicted every other free
     // where own and other threads' blocks come at random (cachegrind,
     // larson: 0.48 per free). Two threads whose ids differ only above 32
     // bits would keep each other's small blocks: correct, only not the

@@ -50,9 +50,10 @@
 // not stop it. Only blocks up to 32 KiB are
 // held (FREE_BATCH_MAX_BLOCK); a larger block's free on a batching thread is
 // checked at once. Batching on means the thread's
-// owner keys are FREE_BATCH_KEY, which no slab's owner_small equals, so the
-// free fast path sends every block here (hak_free_foreign) with no test of
-// its own: a thread that is not batching pays nothing.
+// owner keys of those classes are FREE_BATCH_KEY, which no slab's owner_small
+// equals, so the free fast path sends each of their blocks here
+// (hak_free_foreign) with no test of its own: a thread that is not batching
+// pays nothing.
 #ifndef HAK_FREE_BATCH_BOX_H
 #define HAK_FREE_BATCH_BOX_H
 
@@ -69,9 +70,9 @@
 // loop 16 frees were too few for it to arrive: with 32, an sh8bench-shaped
 // pair of threads 0.89x the time of 16, larson -t 2 0.95x, rptest-shaped
 // 0.95x, cross-2 0.96x (paired rounds; 64: sh8 0.83x but prodcons 1.09x).
-// The batch keeps the blocks alone (the drain finds their slabs again, as
-// free does), so 32 of them take the static TLS 16 blocks and their slabs
-// took (tests/contract/test_process.c keeps it under a budget).
+// The batch keeps one word a block (its address and its class's list,
+// free_batch_held_t), so 32 of them take the static TLS 16 blocks and their
+// slabs took (tests/contract/test_process.c keeps it under a budget).
 #ifndef FREE_BATCH_N
 #define FREE_BATCH_N 32u
 #endif
