@@ -45,9 +45,10 @@ const hak_option_t g_hak_options[] = {
   { "HAKMEM_KEEP_EMPTY_SS", HAK_OPT_U32, 2, 0, 1024, 0, "", &g_hak_config.keep_empty_superslabs,
     "all-EMPTY SuperSlabs kept mapped per slab kind (more: unmapped after the purge delay)" },
   { "HAKMEM_HUGE_CACHE_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.huge_cache_max,
-    "freed huge mappings kept for reuse" },
+    "freed huge mappings kept for reuse, each up to a quarter of this (a larger one while the program takes and frees "
+    "its size in a loop)" },
   { "HAKMEM_HUGE_CACHE_DELAY_MS", HAK_OPT_U32, 1000, 0, 3600000, 0, "ms", &g_hak_config.huge_cache_delay_ms,
-    "a cached huge mapping older than this is unmapped by the next huge call" },
+    "a cached huge mapping older than this is unmapped by the next huge call or small-block refill" },
   { "HAKMEM_LARGE_PURGE_DELAY_MS", HAK_OPT_U32, 1000, 0, 3600000, 0, "ms", &g_hak_config.large_purge_delay_ms,
     "page-heap purge passes are at least this far apart; each purges the runs freed this long ago" },
   { "HAKMEM_LARGE_DIRTY_MB", HAK_OPT_SIZE, 64, 0, MB_MAX, 20, "MiB", &g_hak_config.large_dirty_min,

@@ -5,6 +5,7 @@
 #include "large/huge.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 #define HUGE_CACHE_SLOTS      32                     // freed mappings kept at most
 #define HUGE_CACHE_ENTRY_SHARE 4u                    // a mapping above 1/4 of HAKMEM_HUGE_CACHE_MB is not cached
 #define HUGE_CACHE_REUSE_SLACK 2u                    // a cached mapping serves requests down to 1/2 of its size
+#define HUGE_RELEASED_SLOTS   8u                     // the last mappings unmapped, for the loop test
 #define HUGE_SHRINK_RATIO     2u                     // realloc shrinks a mapping only below 1/2 of it
 #define HUGE_TABLE_MIN_SLOTS  1024u                  // first table size (a power of two)
 #define HUGE_TABLE_LOAD_NUM   6u                     // live + tombstone slots stay at most 6/10
@@ -63,6 +65,28 @@ static size_t g_table_cap, g_table_used, g_table_tombs;
 static size_t g_live_count, g_live_bytes;
 HAK_BIG_BSS static huge_cached_t g_cache[HUGE_CACHE_SLOTS];   // (past the start-up variables: debug/hak_base.h)
 static size_t g_cache_bytes;
+// When the oldest cached mapping is due (since_ms + delay; UINT64_MAX with
+// none): read without the lock by huge_maybe_expire.
+static _Atomic uint64_t g_cache_due_ms = UINT64_MAX;
+
+// A mapping above a share of HAKMEM_HUGE_CACHE_MB is cached only in a loop:
+// a buffer of 40-200 MiB taken and freed again and again was mapped and
+// faulted in afresh each time (64 MiB: 14 ms a round here, 20x tcmalloc's,
+// which keeps it; glibc, jemalloc and mimalloc map it afresh too), while one
+// freed once goes back at once, as glibc's does. The loop shows when a huge
+// allocation maps afresh a size that an unmapping gave back less than
+// HAKMEM_HUGE_CACHE_DELAY_MS before (the ring below): from then until a
+// delay after the last reuse of it, mappings of that size (within the reuse
+// slack) are cached, one at a time (the cache holds what the program held
+// a moment ago: its peak is not raised).
+typedef struct huge_released {
+  size_t   size;
+  uint64_t ms;
+} huge_released_t;
+HAK_BIG_BSS static huge_released_t g_released[HUGE_RELEASED_SLOTS];
+static unsigned g_released_next;
+static size_t g_loop_size;        // the size of the loop's mappings (0: none seen)
+static uint64_t g_loop_until_ms;  // ... cached until then
 
 #if HAK_DEBUG
 static void huge_validate_locked(void);
@@ -181,9 +205,51 @@ int huge_release_graves(void) {
 static void huge_release(void *base, size_t size) { os_unmap(base, size); }
 #endif
 
+// Unmap a freed mapping (not cached, or leaving the cache), remembered for
+// the loop test.
+static void huge_give_back(uintptr_t base, size_t size) {
+  g_released[g_released_next] = (huge_released_t){size, os_now_ms()};
+  g_released_next = (g_released_next + 1) % HUGE_RELEASED_SLOTS;
+  huge_release((void *)base, size);
+}
+
+// Does a mapping of `size` serve a request of `want` bytes (and the reverse
+// for the loop test): at least as large, and within the reuse slack.
+static int huge_size_serves(size_t size, size_t want) {
+  return size >= want && size / HUGE_CACHE_REUSE_SLACK <= want;
+}
+
+// A fresh mapping of map_size bytes: was one that serves it given back less
+// than a delay ago? Then the program takes and frees it in a loop.
+static void loop_note_fresh(size_t map_size, uint64_t now) {
+  for (unsigned i = 0; i < HUGE_RELEASED_SLOTS; i++) {
+    const huge_released_t *r = &g_released[i];
+    if (r->size != 0 && huge_size_serves(r->size, map_size) &&
+        now - r->ms < g_hak_config.huge_cache_delay_ms) {
+      g_loop_size = map_size;
+      g_loop_until_ms = now + g_hak_config.huge_cache_delay_ms;
+      return;
+    }
+  }
+}
+
+// Is a freed mapping of `size` one of the loop's?
+static int loop_holds(size_t size, uint64_t now) {
+  return g_loop_size != 0 && now < g_loop_until_ms &&
+         (huge_size_serves(size, g_loop_size) || huge_size_serves(g_loop_size, size));
+}
+
+static void cache_note_due(void) {
+  uint64_t due = UINT64_MAX;
+  for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
+    if (g_cache[i].base != 0 && g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms < due)
+      due = g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms;
+  atomic_store_explicit(&g_cache_due_ms, due, memory_order_relaxed);
+}
+
 // Unmap the mapping cached in slot i and empty the slot.
 static void cache_drop(int i) {
-  huge_release((void *)g_cache[i].base, g_cache[i].size);
+  huge_give_back(g_cache[i].base, g_cache[i].size);
   g_cache_bytes -= g_cache[i].size;
   g_cache[i].base = 0;
 }
@@ -209,6 +275,9 @@ static uintptr_t cache_take(size_t *size_io, size_t align) {
   *size_io = g_cache[best].size;
   g_cache_bytes -= *size_io;
   g_cache[best].base = 0;
+  uint64_t now = os_now_ms();
+  if (loop_holds(*size_io, now)) g_loop_until_ms = now + g_hak_config.huge_cache_delay_ms;   // still in the loop
+  cache_note_due();
   return base;
 }
 
@@ -224,16 +293,24 @@ static int cache_expire(int everything) {
       released = 1;
     }
   }
+  if (everything) g_loop_size = 0;   // (a trim: the loop starts over)
+  if (released) cache_note_due();
   return released;
 }
 
-// Keep a freed mapping for reuse, or unmap it.
+// Keep a freed mapping for reuse, or unmap it. Up to a share of
+// HAKMEM_HUGE_CACHE_MB each, HAKMEM_HUGE_CACHE_MB in all; a larger one of
+// the loop's (above) alone.
 static void cache_put(uintptr_t base, size_t size) {
-  if (size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) { huge_release((void *)base, size); return; }
+  size_t max = g_hak_config.huge_cache_max;
+  if (size > max / HUGE_CACHE_ENTRY_SHARE) {
+    if (!loop_holds(size, os_now_ms())) { huge_give_back(base, size); return; }
+    if (size > max) max = size;
+  }
 #if HAK_HARDENED
   // Cached: a use after free faults (graves too, huge_release). Refused (ENOMEM
   // at vm.max_map_count, or part of it done): not cached open, a grave or unmapped.
-  if (HAK_UNLIKELY(!os_protect((void *)base, size, 0))) { huge_release((void *)base, size); return; }
+  if (HAK_UNLIKELY(!os_protect((void *)base, size, 0))) { huge_give_back(base, size); return; }
 #endif
   int slot = -1;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
@@ -241,7 +318,7 @@ static void cache_put(uintptr_t base, size_t size) {
     if (slot < 0 || g_cache[i].since_ms < g_cache[slot].since_ms) slot = i;
   }
   if (g_cache[slot].base != 0) cache_drop(slot);   // all full: evict the oldest
-  while (g_cache_bytes + size > g_hak_config.huge_cache_max) {
+  while (g_cache_bytes + size > max) {
     int old = -1;
     for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
       if (g_cache[i].base != 0 && (old < 0 || g_cache[i].since_ms < g_cache[old].since_ms)) old = i;
@@ -250,6 +327,7 @@ static void cache_put(uintptr_t base, size_t size) {
   }
   g_cache[slot] = (huge_cached_t){base, size, os_now_ms()};
   g_cache_bytes += size;
+  cache_note_due();
 }
 
 #if HAK_HARDENED
@@ -306,6 +384,12 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   pthread_mutex_unlock(&g_huge_lock);
   if (base == 0) base = (uintptr_t)os_map_aligned(map_size, align);   // without the lock
   if (base == 0) return NULL;
+  if (fresh && map_size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) {
+    pthread_mutex_lock(&g_huge_lock);
+    HAK_SITE(SITE_HUGE_LOCK);
+    loop_note_fresh(map_size, os_now_ms());
+    pthread_mutex_unlock(&g_huge_lock);
+  }
 #if HAK_HARDENED
   // A cached mapping is PROT_NONE, its guard included (cache_put): open all but
   // the guard; a fresh one is open: close its guard. Refused, no block.
@@ -451,6 +535,11 @@ int huge_fault_kind(const void *p) {
   return 0;
 }
 #endif
+
+void huge_maybe_expire(uint64_t now_ms) {
+  if (HAK_LIKELY(now_ms < atomic_load_explicit(&g_cache_due_ms, memory_order_relaxed))) return;
+  huge_trim(0);
+}
 
 int huge_trim(int everything) {
   pthread_mutex_lock(&g_huge_lock);

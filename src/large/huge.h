@@ -2,15 +2,17 @@
 // the page heap serve, and large blocks when no page-heap region can be
 // mapped: one mmap each, recorded in a hash table keyed by address, grown in
 // place with mremap.
-// Freed mappings are kept in a small cache (bounded by HAKMEM_HUGE_CACHE_MB)
-// so a free/malloc loop does not pay mmap each time; one older than
+// Freed mappings are kept in a small cache (bounded by HAKMEM_HUGE_CACHE_MB,
+// a mapping above a quarter of it only while the program takes and frees it
+// in a loop) so a free/malloc loop does not pay mmap each time; one older than
 // HAKMEM_HUGE_CACHE_DELAY_MS is unmapped by the next huge allocation or free,
-// and every one at once by hak_trim(). The invariants are written above
+// or small-block slow path, and every one at once by hak_trim(). The invariants are written above
 // huge_entry_t and huge_cached_t in huge.c.
 #ifndef HAK_HUGE_H
 #define HAK_HUGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "debug/hak_base.h"
 
@@ -36,6 +38,10 @@ HAK_INLINE size_t realloc_grown_size(size_t old, size_t size) {
 void  *huge_try_realloc(void *p, size_t size);
 // Drop expired cache entries (or all of them); 1 if anything was unmapped.
 int    huge_trim(int everything);
+// From the small-block slow paths (now_ms: os_now_ms): a cached mapping past
+// HAKMEM_HUGE_CACHE_DELAY_MS is unmapped even when no huge block is
+// allocated or freed again. One load while nothing is due.
+void   huge_maybe_expire(uint64_t now_ms);
 
 #if HAK_HARDENED
 // The hardened build maps a PROT_NONE guard page after each huge block (not

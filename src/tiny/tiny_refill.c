@@ -2,6 +2,7 @@
 #include "tiny/tiny_refill.h"
 
 #include "config/config.h"
+#include "large/huge.h"
 #include "large/page_heap.h"
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
@@ -706,8 +707,10 @@ int tiny_refill(unsigned cls) {
 #endif
   }
   if (want > room) want = room;
-  shared_pool_maybe_purge_at(note_slow_path(tc, h, cls, 0));   // its bytes when it has them (count_refill)
+  uint64_t now = note_slow_path(tc, h, cls, 0);   // its bytes when it has them (count_refill)
+  shared_pool_maybe_purge_at(now);
   page_heap_maybe_purge();
+  huge_maybe_expire(now);
   for (;;) {
     slab_meta_t *m = h->cur[cls];
     block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};

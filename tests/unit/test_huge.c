@@ -1,5 +1,8 @@
 // test_huge.c — blocks above PAGE_HEAP_MAX (src/large/huge.*): direct mappings,
 // grown and shrunk with mremap, content kept; and realloc across the tiers.
+#include <string.h>
+#include <unistd.h>
+
 #include "unit_util.h"
 #include "config/config.h"
 #include "large/huge.h"
@@ -183,6 +186,59 @@ static void test_a_cached_huge_mapping_past_the_cache_delay_is_unmapped(void **s
   assert_int_equal(cached_after_expiry_pass(0), 0);
 }
 
+// A huge block above a quarter of HAKMEM_HUGE_CACHE_MB freed once goes back at
+// once, as glibc's would; one the program takes and frees in a loop (a 64 MiB
+// buffer a round: mapped and faulted in afresh each round, 20x tcmalloc's
+// time) is kept from its second round, and the next round gets it again.
+#define LOOP_BLOCK (64u * MIB)
+static void test_a_huge_block_freed_once_goes_back_at_once(void **state) {
+  (void)state;
+  hak_trim();
+  hak_free(hak_malloc(LOOP_BLOCK));
+  assert_int_equal(stats_now().huge_cached_bytes, 0);
+  hak_trim();
+}
+
+static void test_a_huge_block_taken_and_freed_in_a_loop_is_kept_for_the_next_round(void **state) {
+  (void)state;
+  hak_trim();
+  hak_free(hak_malloc(LOOP_BLOCK));
+  void *second = hak_malloc(LOOP_BLOCK);
+  assert_non_null(second);
+  memset(second, 7, LOOP_BLOCK);
+  hak_free(second);
+  assert_true(stats_now().huge_cached_bytes >= LOOP_BLOCK);
+  void *third = hak_malloc(LOOP_BLOCK);
+  assert_ptr_equal(third, second);
+  hak_free(third);
+  hak_trim();
+  assert_int_equal(stats_now().huge_cached_bytes, 0);
+}
+
+// A cached mapping past HAKMEM_HUGE_CACHE_DELAY_MS goes back at a small
+// block's refill: a program that frees its huge blocks and goes on with small
+// ones only kept them for good.
+static void test_a_cached_huge_mapping_past_its_delay_goes_back_at_a_small_refill(void **state) {
+  (void)state;
+  size_t keep_max = g_hak_config.huge_cache_max;
+  uint32_t keep_delay = g_hak_config.huge_cache_delay_ms;
+  hak_trim();
+  g_hak_config.huge_cache_max = 8 * HUGE;     // a share that caches it
+  g_hak_config.huge_cache_delay_ms = 20;
+  hak_free(hak_malloc(HUGE));
+  assert_true(stats_now().huge_cached_bytes >= HUGE);
+  usleep(40 * 1000);
+  enum { N = 4096 };
+  static void *small[N];
+  for (int i = 0; i < N; i++) small[i] = hak_malloc(200);   // (refills)
+  for (int i = 0; i < N; i++) hak_free(small[i]);
+  size_t cached = stats_now().huge_cached_bytes;
+  g_hak_config.huge_cache_max = keep_max;
+  g_hak_config.huge_cache_delay_ms = keep_delay;
+  hak_trim();
+  assert_int_equal(cached, 0);
+}
+
 // After every test: the page heap and the huge table/cache hold their
 // invariants in full (debug builds; the validators are no-ops in release).
 static int teardown_validate(void **state) {
@@ -195,6 +251,9 @@ static int teardown_validate(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown(test_huge_realloc_grow_keeps_content, teardown_validate),
+    cmocka_unit_test_teardown(test_a_huge_block_freed_once_goes_back_at_once, teardown_validate),
+    cmocka_unit_test_teardown(test_a_huge_block_taken_and_freed_in_a_loop_is_kept_for_the_next_round, teardown_validate),
+    cmocka_unit_test_teardown(test_a_cached_huge_mapping_past_its_delay_goes_back_at_a_small_refill, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_gives_the_new_size, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_moves_no_mapping_to_the_cache, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_by_a_little_takes_a_quarter_more, teardown_validate),
