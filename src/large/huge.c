@@ -77,16 +77,23 @@ static _Atomic uint64_t g_cache_due_ms = UINT64_MAX;
 // allocation maps afresh a size that an unmapping gave back less than
 // HAKMEM_HUGE_CACHE_DELAY_MS before (the ring below): from then until a
 // delay after the last reuse of it, mappings of that size (within the reuse
-// slack) are cached, one at a time (the cache holds what the program held
-// a moment ago: its peak is not raised).
+// slack) are cached, one a loop (the cache holds what the program held a
+// moment ago: its peak is not raised). Two threads each looping over a
+// buffer of its own size (40 and 150 MiB) take tcmalloc's time.
 typedef struct huge_released {
   size_t   size;
   uint64_t ms;
 } huge_released_t;
 HAK_BIG_BSS static huge_released_t g_released[HUGE_RELEASED_SLOTS];
 static unsigned g_released_next;
-static size_t g_loop_size;        // the size of the loop's mappings (0: none seen)
-static uint64_t g_loop_until_ms;  // ... cached until then
+// Loops seen, up to HUGE_LOOPS at once (threads that each take and free a
+// buffer of their own size): a slot's size 0 when free.
+#define HUGE_LOOPS 4u
+typedef struct huge_loop {
+  size_t   size;       // the size of the loop's mappings
+  uint64_t until_ms;   // ... cached until then
+} huge_loop_t;
+static huge_loop_t g_loops[HUGE_LOOPS];
 
 #if HAK_DEBUG
 static void huge_validate_locked(void);
@@ -219,24 +226,45 @@ static int huge_size_serves(size_t size, size_t want) {
   return size >= want && size / HUGE_CACHE_REUSE_SLACK <= want;
 }
 
+// The live loop whose mappings a mapping of `size` is (within the reuse
+// slack either way), or NULL.
+static huge_loop_t *loop_of(size_t size, uint64_t now) {
+  for (unsigned i = 0; i < HUGE_LOOPS; i++) {
+    huge_loop_t *l = &g_loops[i];
+    if (l->size != 0 && now < l->until_ms && (huge_size_serves(size, l->size) || huge_size_serves(l->size, size)))
+      return l;
+  }
+  return NULL;
+}
+
 // A fresh mapping of map_size bytes: was one that serves it given back less
-// than a delay ago? Then the program takes and frees it in a loop.
+// than a delay ago? Then the program takes and frees it in a loop (in the
+// slot of a loop of its size, a free one, or the one that ends first).
 static void loop_note_fresh(size_t map_size, uint64_t now) {
   for (unsigned i = 0; i < HUGE_RELEASED_SLOTS; i++) {
     const huge_released_t *r = &g_released[i];
     if (r->size != 0 && huge_size_serves(r->size, map_size) &&
         now - r->ms < g_hak_config.huge_cache_delay_ms) {
-      g_loop_size = map_size;
-      g_loop_until_ms = now + g_hak_config.huge_cache_delay_ms;
+      huge_loop_t *l = loop_of(map_size, now);
+      for (unsigned j = 0; l == NULL && j < HUGE_LOOPS; j++)
+        if (g_loops[j].size == 0 || now >= g_loops[j].until_ms) l = &g_loops[j];
+      if (l == NULL) {   // all live: the one that ends first
+        l = &g_loops[0];
+        for (unsigned j = 1; j < HUGE_LOOPS; j++)
+          if (g_loops[j].until_ms < l->until_ms) l = &g_loops[j];
+      }
+      *l = (huge_loop_t){map_size, now + g_hak_config.huge_cache_delay_ms};
       return;
     }
   }
 }
 
-// Is a freed mapping of `size` one of the loop's?
-static int loop_holds(size_t size, uint64_t now) {
-  return g_loop_size != 0 && now < g_loop_until_ms &&
-         (huge_size_serves(size, g_loop_size) || huge_size_serves(g_loop_size, size));
+// The bytes the live loops' mappings take, one each.
+static size_t loops_bytes(uint64_t now) {
+  size_t bytes = 0;
+  for (unsigned i = 0; i < HUGE_LOOPS; i++)
+    if (g_loops[i].size != 0 && now < g_loops[i].until_ms) bytes += g_loops[i].size;
+  return bytes;
 }
 
 static void cache_note_due(void) {
@@ -276,7 +304,8 @@ static uintptr_t cache_take(size_t *size_io, size_t align) {
   g_cache_bytes -= *size_io;
   g_cache[best].base = 0;
   uint64_t now = os_now_ms();
-  if (loop_holds(*size_io, now)) g_loop_until_ms = now + g_hak_config.huge_cache_delay_ms;   // still in the loop
+  huge_loop_t *l = loop_of(*size_io, now);
+  if (l != NULL) l->until_ms = now + g_hak_config.huge_cache_delay_ms;   // still in the loop
   cache_note_due();
   return base;
 }
@@ -293,18 +322,22 @@ static int cache_expire(int everything) {
       released = 1;
     }
   }
-  if (everything) g_loop_size = 0;   // (a trim: the loop starts over)
+  if (everything) memset(g_loops, 0, sizeof g_loops);   // (a trim: the loops start over)
   if (released) cache_note_due();
   return released;
 }
 
 // Keep a freed mapping for reuse, or unmap it. Up to a share of
-// HAKMEM_HUGE_CACHE_MB each, HAKMEM_HUGE_CACHE_MB in all; a larger one of
-// the loop's (above) alone.
+// HAKMEM_HUGE_CACHE_MB each, HAKMEM_HUGE_CACHE_MB in all; a larger one only
+// of a loop's (above), and then the cache may hold one mapping of each live
+// loop.
 static void cache_put(uintptr_t base, size_t size) {
   size_t max = g_hak_config.huge_cache_max;
   if (size > max / HUGE_CACHE_ENTRY_SHARE) {
-    if (!loop_holds(size, os_now_ms())) { huge_give_back(base, size); return; }
+    uint64_t now = os_now_ms();
+    if (loop_of(size, now) == NULL) { huge_give_back(base, size); return; }
+    size_t loops = loops_bytes(now);
+    if (loops > max) max = loops;
     if (size > max) max = size;
   }
 #if HAK_HARDENED

@@ -215,6 +215,32 @@ static void test_a_huge_block_taken_and_freed_in_a_loop_is_kept_for_the_next_rou
   assert_int_equal(stats_now().huge_cached_bytes, 0);
 }
 
+// Two loops at once (two threads, each with a buffer of its own size): each
+// keeps its mapping; one loop's did not evict the other's.
+static void test_two_huge_loops_of_different_sizes_keep_a_mapping_each(void **state) {
+  (void)state;
+  const size_t a = 40u * MIB, b = 150u * MIB;
+  hak_trim();
+  void *last_a = NULL, *last_b = NULL;
+  for (int round = 0; round < 3; round++) {
+    void *p = hak_malloc(a);
+    void *q = hak_malloc(b);
+    assert_non_null(p);
+    assert_non_null(q);
+    if (round == 2) {
+      assert_ptr_equal(p, last_a);
+      assert_ptr_equal(q, last_b);
+    }
+    last_a = p;
+    last_b = q;
+    hak_free(p);
+    hak_free(q);
+  }
+  assert_true(stats_now().huge_cached_bytes >= a + b);
+  hak_trim();
+  assert_int_equal(stats_now().huge_cached_bytes, 0);
+}
+
 // A cached mapping past HAKMEM_HUGE_CACHE_DELAY_MS goes back at a small
 // block's refill: a program that frees its huge blocks and goes on with small
 // ones only kept them for good.
@@ -253,6 +279,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_huge_realloc_grow_keeps_content, teardown_validate),
     cmocka_unit_test_teardown(test_a_huge_block_freed_once_goes_back_at_once, teardown_validate),
     cmocka_unit_test_teardown(test_a_huge_block_taken_and_freed_in_a_loop_is_kept_for_the_next_round, teardown_validate),
+    cmocka_unit_test_teardown(test_two_huge_loops_of_different_sizes_keep_a_mapping_each, teardown_validate),
     cmocka_unit_test_teardown(test_a_cached_huge_mapping_past_its_delay_goes_back_at_a_small_refill, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_gives_the_new_size, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_moves_no_mapping_to_the_cache, teardown_validate),
