@@ -398,6 +398,22 @@ static uintptr_t huge_block_at(uintptr_t base, size_t map_size, size_t size, siz
 #endif
 }
 
+// calloc from a cached mapping: the pages its last block wrote hold that
+// block's data. A mapping mostly resident (its block was written whole) is
+// cleared with memset: a calloc of 64 MiB written whole in a loop costs 2.6
+// ms of stores against 14 ms of page faults. Otherwise its pages are given
+// back (MADV_DONTNEED: they read as zero and fault in as a fresh mapping's
+// would): a calloc of 64 MiB of which the program writes 64 KiB took 2.3 ms
+// of memset a round, 100x glibc's fresh mapping. mincore only chooses the
+// cheaper way: a swapped-out page reads as not resident, and both ways clear
+// every page whatever it says.
+static void huge_zero_reused(void *base, size_t len) {
+  size_t pages = len / os_page_size();
+  size_t resident = os_resident_pages(base, pages);
+  if (resident != SIZE_MAX && resident * 2 <= pages) os_purge(base, len);
+  else memset(base, 0, len);
+}
+
 void *huge_alloc(size_t size, size_t align, int zero) {
   if (size > PTRDIFF_MAX - os_page_size()) return NULL;   // no address space is that large
   size_t map_size = page_round(size);
@@ -432,7 +448,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
 #endif
   // Hardened: not the guard page (calloc of a block from a cached mapping
   // faulted there, with HAKMEM_HUGE_CACHE_MB raised so that one is cached).
-  if (zero && !fresh) memset((void *)base, 0, map_size - (HAK_HARDENED ? os_page_size() : 0));
+  if (zero && !fresh) huge_zero_reused((void *)base, map_size - (HAK_HARDENED ? os_page_size() : 0));
   pthread_mutex_lock(&g_huge_lock);
   HAK_SITE(SITE_HUGE_LOCK);
   uintptr_t block = huge_block_at(base, map_size, size, align);
