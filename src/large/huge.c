@@ -267,12 +267,12 @@ static size_t loops_bytes(uint64_t now) {
   return bytes;
 }
 
-static void cache_note_due(void) {
-  uint64_t due = UINT64_MAX;
-  for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
-    if (g_cache[i].base != 0 && g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms < due)
-      due = g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms;
-  atomic_store_explicit(&g_cache_due_ms, due, memory_order_relaxed);
+// A mapping cached at `since`: due no later than since + delay. (A take or an
+// eviction leaves the word early; the next expiry pass sets it again.)
+static void cache_note_due(uint64_t since) {
+  uint64_t due = since + g_hak_config.huge_cache_delay_ms;
+  if (due < atomic_load_explicit(&g_cache_due_ms, memory_order_relaxed))
+    atomic_store_explicit(&g_cache_due_ms, due, memory_order_relaxed);
 }
 
 // Unmap the mapping cached in slot i and empty the slot.
@@ -289,7 +289,7 @@ static void cache_drop(int i) {
 // With an alignment (0: none), only a mapping that starts on it (one an
 // aligned block of that alignment had: aligned_alloc(2 MiB, 4 MiB) in a loop
 // mapped and faulted in every block afresh, 166x tcmalloc's time).
-static uintptr_t cache_take(size_t *size_io, size_t align) {
+static uintptr_t cache_take(size_t *size_io, size_t align, uint64_t now) {
   size_t size = *size_io;
   int best = -1;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
@@ -303,27 +303,31 @@ static uintptr_t cache_take(size_t *size_io, size_t align) {
   *size_io = g_cache[best].size;
   g_cache_bytes -= *size_io;
   g_cache[best].base = 0;
-  uint64_t now = os_now_ms();
   huge_loop_t *l = loop_of(*size_io, now);
   if (l != NULL) l->until_ms = now + g_hak_config.huge_cache_delay_ms;   // still in the loop
-  cache_note_due();
   return base;
 }
 
 // Unmap cached mappings older than HAKMEM_HUGE_CACHE_DELAY_MS (every one when
 // everything); 1 if any was unmapped.
-static int cache_expire(int everything) {
-  uint64_t now = os_now_ms();
+// Nothing is due before g_cache_due_ms: no walk (every huge allocation and
+// free comes here; the walk of the slots was a fifth of a loop of 64
+// KiB-aligned blocks' time).
+static int cache_expire(int everything, uint64_t now) {
+  if (everything) memset(g_loops, 0, sizeof g_loops);   // (a trim: the loops start over)
+  else if (now < atomic_load_explicit(&g_cache_due_ms, memory_order_relaxed)) return 0;
   int released = 0;
+  uint64_t due = UINT64_MAX;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     if (g_cache[i].base == 0) continue;
     if (everything || now - g_cache[i].since_ms >= g_hak_config.huge_cache_delay_ms) {
       cache_drop(i);
       released = 1;
+    } else if (g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms < due) {
+      due = g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms;
     }
   }
-  if (everything) memset(g_loops, 0, sizeof g_loops);   // (a trim: the loops start over)
-  if (released) cache_note_due();
+  atomic_store_explicit(&g_cache_due_ms, due, memory_order_relaxed);
   return released;
 }
 
@@ -331,10 +335,9 @@ static int cache_expire(int everything) {
 // HAKMEM_HUGE_CACHE_MB each, HAKMEM_HUGE_CACHE_MB in all; a larger one only
 // of a loop's (above), and then the cache may hold one mapping of each live
 // loop.
-static void cache_put(uintptr_t base, size_t size) {
+static void cache_put(uintptr_t base, size_t size, uint64_t now) {
   size_t max = g_hak_config.huge_cache_max;
   if (size > max / HUGE_CACHE_ENTRY_SHARE) {
-    uint64_t now = os_now_ms();
     if (loop_of(size, now) == NULL) { huge_give_back(base, size); return; }
     size_t loops = loops_bytes(now);
     if (loops > max) max = loops;
@@ -358,9 +361,9 @@ static void cache_put(uintptr_t base, size_t size) {
     if (old < 0) break;
     cache_drop(old);
   }
-  g_cache[slot] = (huge_cached_t){base, size, os_now_ms()};
+  g_cache[slot] = (huge_cached_t){base, size, now};
   g_cache_bytes += size;
-  cache_note_due();
+  cache_note_due(now);
 }
 
 #if HAK_HARDENED
@@ -424,10 +427,11 @@ void *huge_alloc(size_t size, size_t align, int zero) {
 #endif
   pthread_mutex_lock(&g_huge_lock);
   HAK_SITE(SITE_HUGE_LOCK);
-  cache_expire(0);
+  uint64_t now = os_now_ms();
+  cache_expire(0, now);
   // (Hardened: a block ends at its guard page, so an aligned one sits inside
   // its mapping where the size puts it: only page alignment is reused.)
-  if ((!HAK_HARDENED || align <= os_page_size()) && (base = cache_take(&map_size, align)) != 0)
+  if ((!HAK_HARDENED || align <= os_page_size()) && (base = cache_take(&map_size, align, now)) != 0)
     fresh = 0;
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
@@ -436,7 +440,7 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   if (fresh && map_size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) {
     pthread_mutex_lock(&g_huge_lock);
     HAK_SITE(SITE_HUGE_LOCK);
-    loop_note_fresh(map_size, os_now_ms());
+    loop_note_fresh(map_size, now);
     pthread_mutex_unlock(&g_huge_lock);
   }
 #if HAK_HARDENED
@@ -499,8 +503,9 @@ int huge_free(void *p) {
   table_remove(e);
   g_live_count--;
   g_live_bytes -= size;
-  cache_expire(0);
-  cache_put(base, size);
+  uint64_t now = os_now_ms();
+  cache_expire(0, now);
+  cache_put(base, size, now);
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
   return 1;
@@ -593,7 +598,7 @@ void huge_maybe_expire(uint64_t now_ms) {
 int huge_trim(int everything) {
   pthread_mutex_lock(&g_huge_lock);
   HAK_SITE(SITE_HUGE_LOCK);
-  int released = cache_expire(everything);
+  int released = cache_expire(everything, os_now_ms());
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
   return released;
