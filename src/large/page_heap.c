@@ -761,8 +761,7 @@ static int arena_end_recent(const ph_arena_t *a, uint64_t now) {
 // large buffers) until two of them are the whole delay apart. `large -w 4
 // --min 1M --max 32M -n 1000`, whose four slots empty now and then: one
 // purge, 38 k page faults against 30 k, 1.30x the time of its 0.19 s.
-static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
-  uint64_t now = os_now_ms();
+static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a, uint64_t now) {
   int grew = a->peak_pages > a->end_peak;   // since the last purge (else still going down: the same end)
   if (!arena_end_recent(a, now)) a->end_regret = 0;
   else if (grew) a->end_regret = 1;
@@ -807,9 +806,8 @@ static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a) {
 // over, a producer that comes back after that pays as before). An end the
 // arena's own thread reaches while one waits is not put off: the producer
 // freed the rest itself and may sleep now.
-static void arena_see_phase_end(ph_arena_t *a) {
+static void arena_see_phase_end(ph_arena_t *a, uint64_t now) {
   _Atomic uint64_t *defer = &g_end_defer_ms[a - g_arenas];
-  uint64_t now = os_now_ms();
   int regret = a->end_regret && arena_end_recent(a, now);   // keeps the room anyway
   if (!regret && t_ph_arena != (uint8_t)(a - g_arenas + 1) &&
       atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) != 0) {
@@ -819,7 +817,7 @@ static void arena_see_phase_end(ph_arena_t *a) {
     return;
   }
   atomic_store_explicit(defer, 0, memory_order_relaxed);
-  arena_note_phase_end(a);
+  arena_note_phase_end(a, now);
 }
 
 // Is a's deferred phase end due (a relaxed look)? A start later than `now`
@@ -832,9 +830,9 @@ static int arena_end_due(const ph_arena_t *a, uint64_t now) {
 
 // A's deferred phase end is due (lock held): its purge, if the live bytes
 // are still at a phase end's level.
-static HAK_NOINLINE void arena_end_deferred(ph_arena_t *a) {
+static HAK_NOINLINE void arena_end_deferred(ph_arena_t *a, uint64_t now) {
   atomic_store_explicit(&g_end_defer_ms[a - g_arenas], 0, memory_order_relaxed);
-  if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_note_phase_end(a);
+  if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_note_phase_end(a, now);
 }
 
 // The calling thread put off its first phase end: set its exit hook (after
@@ -850,7 +848,7 @@ static void arenas_end_deferred_by_thread(void) {
   for (uint32_t mask = t_ph_deferred; mask != 0; mask &= mask - 1) {
     ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
     arena_lock(a);
-    if (atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed) != 0) arena_end_deferred(a);
+    if (atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed) != 0) arena_end_deferred(a, os_now_ms());
     PH_VALIDATE(a);
     arena_unlock(a);
   }
@@ -864,12 +862,13 @@ static void arenas_end_deferred_by_thread(void) {
 // the pages most likely reused stay resident
 // (purging all of them there cost ws8192 -t 2 at 256 KiB-2 MiB 2 k madvise
 // calls and 7x the page faults). Lock held.
-static void arena_maybe_purge(ph_arena_t *a) {
+// `now`: os_now_ms, or 0 to read it here when there is anything to purge.
+static void arena_maybe_purge(ph_arena_t *a, uint64_t now) {
   size_t dirty = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
   if (dirty == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS) return;
-  uint64_t now = os_now_ms();
+  if (now == 0) now = os_now_ms();
   if (HAK_UNLIKELY(arena_end_due(a, now))) {
-    arena_end_deferred(a);
+    arena_end_deferred(a, now);
     dirty = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
   }
   if (arena_idle(a, now)) { purge_locked(a, 0, 0); return; }
@@ -882,7 +881,7 @@ static void arena_maybe_purge(ph_arena_t *a) {
 // g_dirty_arenas when nothing is left to purge.
 static void arena_purge_pass(ph_arena_t *a) {
   arena_lock(a);
-  arena_maybe_purge(a);
+  arena_maybe_purge(a, 0);
   if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS)
     atomic_fetch_and_explicit(&g_dirty_arenas, ~arena_bit(a), memory_order_relaxed);
   PH_VALIDATE(a);
@@ -1026,7 +1025,7 @@ static void hardened_keep_out(ph_region_t *r, uint32_t s, uint32_t n) {
   r->kept_out[s / 64] |= (uint64_t)1 << (s % 64);
 }
 
-static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty);
+static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty, uint64_t now);
 
 // The oldest run of arena a's quarantine (not empty) leaves it for the free
 // runs. Lock held.
@@ -1035,7 +1034,7 @@ static void ph_quarantine_evict_oldest(ph_arena_t *a) {
   a->quar_used--;
   a->quar_bytes -= run_bytes(o->n);
   o->r->kept_out[o->s / 64] &= ~((uint64_t)1 << (o->s % 64));
-  run_free_locked(o->r, o->s, o->n, o->kind);
+  run_free_locked(o->r, o->s, o->n, o->kind, 0);
 }
 
 // Freed run [s, s+n) of r, closed (its pages' kind `kind`), waits in arena a's
@@ -1059,7 +1058,7 @@ static HAK_NOINLINE void *hardened_open_refused(ph_region_t *r, uint32_t s, uint
   arena_lock(r->arena);
   int kind = hardened_close_pages((char *)r + run_bytes(s), n, 0, dirty);   // untouched: kept as it was
   if (kind < 0) hardened_keep_out(r, s, n);
-  else run_free_locked(r, s, n, kind);
+  else run_free_locked(r, s, n, kind, 0);
   PH_VALIDATE(r->arena);
   arena_unlock(r->arena);
   return NULL;
@@ -1199,7 +1198,7 @@ void *page_heap_alloc(size_t size, int zero, size_t *fresh) {
       uint32_t slack = ph_block_slack(size, n - 1), tail = (uint32_t)(-size & 15u);
       r->slack[s] = (uint16_t)(slack | tail);
 #endif
-      arena_maybe_purge(a);
+      arena_maybe_purge(a, 0);
       PH_VALIDATE(a);
       arena_unlock(a);
       purge_idle_arenas(a);
@@ -1263,10 +1262,11 @@ static void arena_sample_density(ph_arena_t *a, const void *p, uint32_t n) {
 // 5M --max 25M --uniform --touch ends`: 0.42 s against 0.27 s with the purge,
 // glibc 0.16 s), and when only their ends are touched the purge keeps the
 // resident pages few (8 MB peak RSS; kept: 86 MB). Lock held.
-static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
+// `now`: os_now_ms, or 0 to read it here when the run is dirty.
+static void run_free_locked(ph_region_t *r, uint32_t s, uint32_t n, int dirty, uint64_t now) {
   r->head[s] = 0;
   r->tail[s + n - 1] = 0;
-  region_release(r, s, n, dirty ? mark_now(os_now_ms()) : 0);
+  region_release(r, s, n, dirty ? mark_now(now != 0 ? now : os_now_ms()) : 0);
   ph_arena_t *a = r->arena;
   a->live_count--;
   a->live_pages -= n;
@@ -1283,6 +1283,7 @@ static ph_arena_t *region_lock(const ph_region_t *r) {
 }
 
 int page_heap_free(void *p) {
+  uint64_t now = os_now_ms();   // once a free (four reads were 12% of a free and malloc of 1 MiB)
   ph_region_t *r = region_of(p);
   ph_arena_t *a = region_lock(r);
   uint32_t s = block_page(r, p);
@@ -1306,11 +1307,11 @@ int page_heap_free(void *p) {
 #else
   int dirty = 1;
   arena_sample_density(a, p, n);
-  run_free_locked(r, s, n, dirty);
+  run_free_locked(r, s, n, dirty, now);
 #endif
   uint32_t deferred_before = t_ph_deferred;
-  if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_see_phase_end(a);
-  arena_maybe_purge(a);
+  if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_see_phase_end(a, now);
+  arena_maybe_purge(a, now);
   PH_VALIDATE(a);
   arena_unlock(a);
   if (HAK_UNLIKELY(deferred_before == 0 && t_ph_deferred != 0)) arena_key_for_deferred();
