@@ -162,7 +162,7 @@ size_t hak_get_class_stats(hak_class_stats_t *out, size_t max) {
   for (size_t c = 0; c < n; c++) {
     hak_class_stats_t r;
     memset(&r, 0, sizeof r);
-    r.block_size = size_class_size((unsigned)c);
+    r.block_size = g_size_class[c].block;
     // The calling thread's own list is known exactly (length + room == cap
     // while it has blocks), not as of its last slow path.
     uint64_t own = !tls_sll_empty(&t_tls_cache, c) ? tls_cached(&t_tls_cache, c) : 0;

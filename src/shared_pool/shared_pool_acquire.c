@@ -6,12 +6,12 @@
 // Bind a slab to a class, empty, owned by `owner` (the caller holds it alone).
 static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   superslab_t *ss = ss_of_meta(m);
-  uint32_t size = g_size_class[cls].size;
+  uint32_t size = g_size_class[cls].size, block = g_size_class[cls].block;
   m->cls = (uint8_t)cls;
   m->tls_off = g_class_tls_off[cls];
-  m->block_size = size;
+  m->block_size = block;
   m->size_magic = g_size_class[cls].magic;
-  m->capacity = (uint16_t)slab_capacity(ss_slab_bytes(ss, m->index), size);
+  m->capacity = (uint16_t)slab_capacity(ss_slab_bytes(ss, m->index), block);
   m->freelist = NULL;
   m->free_n = 0;
   m->populate = size <= SLAB_POP_PAGE ? SLAB_POP_DENSE : SLAB_POP_UNKNOWN;

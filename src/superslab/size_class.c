@@ -11,7 +11,8 @@
 #define FLOOR64(sz) (UINT64_MAX / (sz) + (((sz) & ((sz) - 1u)) == 0u))
 #define MAGIC(sz) ((FLOOR64(sz) + 1u) | 1u)
 #define KIND(sz) ((sz) <= HAK_TINY_MAX ? HAK_KIND_SMALL : (sz) <= HAK_KIND_MEDIUM_MAX ? HAK_KIND_MEDIUM : HAK_KIND_LARGE)
-#define C(sz) { (sz), MAGIC(sz), CAP(sz), (CAP(sz) / 2u), KIND(sz) }
+#define BLOCK(sz) (HAK_CLASS_PADDED(sz) ? (sz) + HAK_CLASS_PAD : (sz))
+#define C(sz) { (sz), BLOCK(sz), MAGIC(BLOCK(sz)), CAP(sz), (CAP(sz) / 2u), KIND(sz) }
 #define QUAD(b) C((b) * 5 / 4), C((b) * 6 / 4), C((b) * 7 / 4), C((b) * 2)
 
 const size_class_info_t g_size_class[HAK_NUM_CLASSES] = {

@@ -218,7 +218,7 @@ void free_batch_probe_note(uint64_t first, uint64_t again);
 // never does: its class keeps its owner key while the thread batches
 // (free_batch_set_active), so free tests it at once.
 HAK_INLINE void free_batch_hold(slab_meta_t *m, hak_base_ptr_t b) {
-  HAK_ASSERT(m->block_size <= FREE_BATCH_MAX_BLOCK);
+  HAK_ASSERT(g_size_class[m->cls].size <= FREE_BATCH_MAX_BLOCK);
   if (HAK_UNLIKELY(!free_batch_holdable(b))) {
     free_batch_test_and_free(m, b);
     return;

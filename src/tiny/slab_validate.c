@@ -56,7 +56,7 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
     HAK_CHECK(atomic_load(&m->used) == 0, "FREE slab with blocks in use", m);
     return;
   }
-  HAK_CHECK(m->cls < HAK_NUM_CLASSES && m->block_size == g_size_class[m->cls].size, "slab class and size disagree",
+  HAK_CHECK(m->cls < HAK_NUM_CLASSES && m->block_size == g_size_class[m->cls].block, "slab class and size disagree",
             m);
   HAK_CHECK(m->capacity == slab_capacity(ss_slab_bytes(ss_of_meta(m), m->index), m->block_size), "slab capacity wrong", m);
   if (st == SLAB_ACTIVE) {

@@ -666,7 +666,7 @@ static void test_a_burst_of_a_class_above_a_page_carves_more_at_each_refill(void
   hak_trim();                                           // a fresh slab: carved from its start
   carve_ramp_t r = {{0}, 0};
   run_in_thread(take_a_burst, &r);
-  size_t bs = g_size_class[cls].size;
+  size_t bs = g_size_class[cls].block;
   assert_int_equal(r.carved[0], 1 * bs);
   assert_int_equal(r.carved[1], 3 * bs);                // 1 + 2
   assert_int_equal(r.carved[2], 7 * bs);                // + 4
