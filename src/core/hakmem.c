@@ -328,14 +328,14 @@ void *hak_reallocarray(void *p, size_t count, size_t size) {
 
 #if !HAK_HARDENED
 // The slab class of an aligned request (alignment above 16), or -1 when the
-// slabs do not serve it. Slab starts are page aligned, so a class whose size
+// slabs do not serve it. Slab starts are page aligned, so a class whose block
 // is a multiple of the alignment has every block aligned: every slab size
 // (above 32 KiB the classes are multiples of 8 KiB). Up to 32 KiB until the
 // forty-sixth session: aligned_alloc(4096, 64 KiB) then took a mapping of its
-// own each time, 19x tcmalloc's time in a loop.
-// A padded class's blocks (HAK_CLASS_PADDED: 5-56 KiB, not powers of two)
-// are aligned to 64 only: a request aligned more that lands there takes the
-// next class whose blocks are (a power of two, at most 8/5 of the size).
+// own each time, 19x tcmalloc's time in a loop. A padded class's blocks
+// (HAK_CLASS_PADDED: 5-56 KiB, not powers of two) are aligned to 64 only: a
+// request aligned more that lands there takes the next class whose blocks
+// are (a power of two, at most 8/5 of the size).
 static inline int aligned_slab_class(size_t alignment, size_t size) {
   size_t need = size > alignment ? size : alignment;
   if (alignment > HAK_SLAB_ALIGN_MAX || need > HAK_SLAB_MAX) return -1;

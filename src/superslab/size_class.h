@@ -126,10 +126,10 @@
 
 // A class of 5 KiB to 56 KiB that is not a power of two takes HAK_CLASS_PAD
 // bytes more than its size in its slab (the default build): its blocks then
-// start on different L1 sets. A slab's blocks of a 4 KiB multiple all started on
-// one set (L1's sets are 4 KiB of addresses apart), and so did the 1-4 KiB
-// multiples' on 2-4 of the 64: free reads a block's first line (its mark) and
-// malloc its link, and with more than 12 such blocks in turn both missed
+// start on different L1 sets. A slab's blocks of a 4 KiB multiple all
+// started on one set (L1's sets are 4 KiB of addresses apart), those of a 1
+// KiB multiple on 2-4 of the 64: free reads a block's first line (its mark)
+// and malloc its link, and with more than 12 such blocks in turn both missed
 // L1. 64 slots of 4-64 KiB replaced at random: 0.035-0.046 s for 4 M
 // rounds, tcmalloc 0.022 (which only stores at its free); these classes
 // padded 0.021-0.024 (the 4-32 KiB powers of two too: 0.020-0.021);
