@@ -210,9 +210,9 @@ HAK_INLINE void hak_free_fast(void *p) {
     // against the thread's key of the class (its id's low 32 bits for a
     // small class, else 0; FREE_BATCH_KEY, which no slab has, while the
     // thread batches its frees, for the classes it holds: then each of
-    // their blocks takes the call, its mark untested here). A branch on the owner mispredicted every other free
-    // where own and other threads' blocks come at random (cachegrind,
-    // larson: 0.48 per free). Two threads whose ids differ only above 32
+    // their blocks takes the call, its mark untested here). A branch on the
+    // owner mispredicted every other free where own and other threads'
+    // blocks come at random (cachegrind, larson: 0.48 per free). Two threads whose ids differ only above 32
     // bits would keep each other's small blocks: correct, only not the
     // false-sharing rule. The key test comes before the mark's load, so a
     // batching thread never waits for a line another core wrote.

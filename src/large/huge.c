@@ -214,8 +214,8 @@ static void huge_release(void *base, size_t size) { os_unmap(base, size); }
 
 // Unmap a freed mapping (not cached, or leaving the cache), remembered for
 // the loop test.
-static void huge_give_back(uintptr_t base, size_t size) {
-  g_released[g_released_next] = (huge_released_t){size, os_now_ms()};
+static void huge_give_back(uintptr_t base, size_t size, uint64_t now) {
+  g_released[g_released_next] = (huge_released_t){size, now};
   g_released_next = (g_released_next + 1) % HUGE_RELEASED_SLOTS;
   huge_release((void *)base, size);
 }
@@ -276,8 +276,8 @@ static void cache_note_due(uint64_t since) {
 }
 
 // Unmap the mapping cached in slot i and empty the slot.
-static void cache_drop(int i) {
-  huge_give_back(g_cache[i].base, g_cache[i].size);
+static void cache_drop(int i, uint64_t now) {
+  huge_give_back(g_cache[i].base, g_cache[i].size, now);
   g_cache_bytes -= g_cache[i].size;
   g_cache[i].base = 0;
 }
@@ -321,7 +321,7 @@ static int cache_expire(int everything, uint64_t now) {
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     if (g_cache[i].base == 0) continue;
     if (everything || now - g_cache[i].since_ms >= g_hak_config.huge_cache_delay_ms) {
-      cache_drop(i);
+      cache_drop(i, now);
       released = 1;
     } else if (g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms < due) {
       due = g_cache[i].since_ms + g_hak_config.huge_cache_delay_ms;
@@ -338,7 +338,7 @@ static int cache_expire(int everything, uint64_t now) {
 static void cache_put(uintptr_t base, size_t size, uint64_t now) {
   size_t max = g_hak_config.huge_cache_max;
   if (size > max / HUGE_CACHE_ENTRY_SHARE) {
-    if (loop_of(size, now) == NULL) { huge_give_back(base, size); return; }
+    if (loop_of(size, now) == NULL) { huge_give_back(base, size, now); return; }
     size_t loops = loops_bytes(now);
     if (loops > max) max = loops;
     if (size > max) max = size;
@@ -346,20 +346,20 @@ static void cache_put(uintptr_t base, size_t size, uint64_t now) {
 #if HAK_HARDENED
   // Cached: a use after free faults (graves too, huge_release). Refused (ENOMEM
   // at vm.max_map_count, or part of it done): not cached open, a grave or unmapped.
-  if (HAK_UNLIKELY(!os_protect((void *)base, size, 0))) { huge_give_back(base, size); return; }
+  if (HAK_UNLIKELY(!os_protect((void *)base, size, 0))) { huge_give_back(base, size, now); return; }
 #endif
   int slot = -1;
   for (int i = 0; i < HUGE_CACHE_SLOTS; i++) {
     if (g_cache[i].base == 0) { slot = i; break; }
     if (slot < 0 || g_cache[i].since_ms < g_cache[slot].since_ms) slot = i;
   }
-  if (g_cache[slot].base != 0) cache_drop(slot);   // all full: evict the oldest
+  if (g_cache[slot].base != 0) cache_drop(slot, now);   // all full: evict the oldest
   while (g_cache_bytes + size > max) {
     int old = -1;
     for (int i = 0; i < HUGE_CACHE_SLOTS; i++)
       if (g_cache[i].base != 0 && (old < 0 || g_cache[i].since_ms < g_cache[old].since_ms)) old = i;
     if (old < 0) break;
-    cache_drop(old);
+    cache_drop(old, now);
   }
   g_cache[slot] = (huge_cached_t){base, size, now};
   g_cache_bytes += size;
@@ -433,16 +433,12 @@ void *huge_alloc(size_t size, size_t align, int zero) {
   // its mapping where the size puts it: only page alignment is reused.)
   if ((!HAK_HARDENED || align <= os_page_size()) && (base = cache_take(&map_size, align, now)) != 0)
     fresh = 0;
+  else if (map_size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE)
+    loop_note_fresh(map_size, now);   // (it is mapped afresh below)
   HUGE_VALIDATE();
   pthread_mutex_unlock(&g_huge_lock);
   if (base == 0) base = (uintptr_t)os_map_aligned(map_size, align);   // without the lock
   if (base == 0) return NULL;
-  if (fresh && map_size > g_hak_config.huge_cache_max / HUGE_CACHE_ENTRY_SHARE) {
-    pthread_mutex_lock(&g_huge_lock);
-    HAK_SITE(SITE_HUGE_LOCK);
-    loop_note_fresh(map_size, now);
-    pthread_mutex_unlock(&g_huge_lock);
-  }
 #if HAK_HARDENED
   // A cached mapping is PROT_NONE, its guard included (cache_put): open all but
   // the guard; a fresh one is open: close its guard. Refused, no block.

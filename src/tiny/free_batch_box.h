@@ -158,7 +158,7 @@ _Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POO
 // SuperSlab map's reach), its class's list's offset in the TLS lists (class
 // times 16) above them. The drain pushes it on that list without finding its
 // slab again (the map's byte, then the metadata's line, a load that waited on
-// the one before): 31 -> 25 instructions a block in the drain, the hold 2
+// the one before): 31 -> 25 instructions a block in the drain, the hold 3
 // more (ring -t 2 under callgrind: -1.1% of the run's instructions).
 // A pointer with bits set where the class goes that passed free's
 // block-start test (a wild non-canonical one, by a chance under 2^-17) is not
