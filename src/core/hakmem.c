@@ -426,5 +426,6 @@ int hak_trim(void) {
     for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&t_heap_p->stash[k]);
   }
   tiny_flush_exchange();
+  tiny_parked_tickets_home();   // after every flush: none of a trim's parks one, exits may have
   return hak_release_unused();
 }

@@ -18,6 +18,7 @@
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
 #include "tiny/thread_record.h"
+#include "tiny/tiny_refill.h"
 #include "tiny/tls_sll_box.h"
 #include "tiny/transfer_box.h"
 
@@ -284,6 +285,8 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "batch_starts", tc.batch_starts, 0);
     out_field(&o, "batch_probe_stops", tc.batch_probe_stops, 0);
     out_field(&o, "handed_over", tc.handed_over, 0);
+    out_field(&o, "taken_from_stale_remote_lists", tc.ticket_blocks, 0);
+    out_field(&o, "tickets_parked", tiny_parked_tickets(), 0);
     out_field(&o, "populate_calls", tc.populate_calls, 0);
     out_field(&o, "populate_bytes", tc.populate_bytes, 0);
     out_field(&o, "classes_given_back", tc.classes_given_back, 0);
@@ -361,7 +364,13 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, tc.batch_probe_stops);
   out_str(&o, " times for blocks in a cache), handed over at the drain: ");
   out_u64(&o, tc.handed_over);
-  out_str(&o, "\n");
+  // Blocks other threads freed into a slab whose owner left them there
+  // (remote_free_box.h: tickets), taken back for reuse by the freeing threads.
+  out_str(&o, "\nblocks taken back from remote lists their owners left: ");
+  out_u64(&o, tc.ticket_blocks);
+  out_str(&o, " (tickets parked now: ");
+  out_u64(&o, tiny_parked_tickets());
+  out_str(&o, ")\n");
   // Pages faulted in ahead of slab carves (HAKMEM_POPULATE).
   out_str(&o, "pages faulted in ahead of carves: ");
   out_u64(&o, tc.populate_bytes);

@@ -30,6 +30,7 @@ static void counters_add(hak_thread_counters_t *to, const hak_thread_counters_t 
   to->batch_starts += from->batch_starts;
   to->batch_probe_stops += from->batch_probe_stops;
   to->handed_over += from->handed_over;
+  to->ticket_blocks += from->ticket_blocks;
   to->populate_calls += from->populate_calls;
   to->populate_bytes += from->populate_bytes;
   to->classes_given_back += from->classes_given_back;

@@ -56,7 +56,8 @@ typedef struct hak_class_counters {
   X(SITE_SLAB_STATE,     "slab_state",       "rmw-slab")    /* a slab's state word */       \
   X(SITE_REMOTE_PUSH,    "remote_push",      "rmw-slab")    /* a chain onto a remote list */ \
   X(SITE_REMOTE_DRAIN,   "remote_drain",     "rmw-slab")    /* the owner takes its list */  \
-  X(SITE_NOTIFY,         "full_slab_notify", "rmw-slab")    /* wake the owner of a full slab */
+  X(SITE_NOTIFY,         "full_slab_notify", "rmw-slab")    /* wake the owner of a full slab */ \
+  X(SITE_PARKED_TICKET,  "parked_ticket",    "rmw-global")  /* a stale remote list's ticket parked or taken */
 
 #define HAK_SITE_ENUM(id, name, kind) id,
 enum hak_site { HAK_SITE_LIST(HAK_SITE_ENUM) HAK_SITE_COUNT };
@@ -74,6 +75,8 @@ typedef struct hak_thread_counters {
   uint64_t batch_starts;              // times this thread started batching its frees
   uint64_t batch_probe_stops;         // ... and stopped a heap's batch whose marks were in a cache (free_batch_probe)
   uint64_t handed_over;               // blocks a consumer handed over at its drain (tiny_handover)
+  uint64_t ticket_blocks;             // blocks taken back from other threads' stale remote lists
+                                      //   (tiny_refill.c refill_from_ticket), tickets included
   uint64_t populate_calls;            // carves that faulted pages in ahead (tiny_refill.c)
   uint64_t populate_bytes;            // ... and the bytes they asked for
   uint64_t classes_given_back;        // classes whose list and idle slabs went home (tiny_refill.c give_class_back)

@@ -154,7 +154,11 @@ typedef struct slab_meta {
   _Atomic uint8_t    dirty;       // FREE with pages possibly resident (pool lock)
   uint8_t            index;       // position in the SuperSlab (fixed)
   uint8_t            where;       // owner only: enum slab_where
-  uint8_t            reserved1[1];
+  // When the remote list last went from empty to not (remote_free_box.h:
+  // remote_stamp, REMOTE_STAMP_MS units modulo 256): the pusher that made it
+  // so writes it, the next pushers read it (an owner that has not taken its
+  // list for REMOTE_STALE_STAMPS lets them take some back, remote_list_stale).
+  _Atomic uint8_t    remote_since;
   struct slab_meta *_Atomic wake_next; // the owner's wake list (while NOTIFIED)
   // owner only: blocks freed back by the owner, or drained. Not on the first
   // line: the owner writes it at every refill, flush and drain, and other

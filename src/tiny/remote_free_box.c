@@ -2,12 +2,19 @@
 #include "tiny/remote_free_box.h"
 
 #include "debug/report.h"
+#include "os/os.h"
 #include "shared_pool/shared_pool.h"
 #include "stats/stats.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tls_sll_box.h"
 
-void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+// Push first..last (n blocks of m, linked) onto m's remote list as one chain
+// (its record names the old head), then make sure someone will take it: a
+// slab nobody owns and nobody lists gets listed by its first remote free,
+// while the blocks pushed (or a ticket, ss_remote_take) still keep it from
+// being recycled; a full slab's owner is woken. `since`: the stamp the list
+// gets if it was empty (remote_since), or -1 for now's.
+static void remote_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n, int since) {
   void *old = atomic_load_explicit(&m->remote_head, memory_order_relaxed);
   do {
     block_set_next(last, hak_base_from_raw(old));
@@ -18,8 +25,8 @@ void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t
   } while (!atomic_compare_exchange_weak_explicit(&m->remote_head, &old, hak_base_raw(first),
                                                   memory_order_seq_cst, memory_order_relaxed));
   HAK_SITE(SITE_REMOTE_PUSH);
-  // A slab nobody owns and nobody lists gets listed by its first remote free,
-  // while our blocks still keep it from being recycled.
+  if (old == NULL)
+    atomic_store_explicit(&m->remote_since, since >= 0 ? (uint8_t)since : remote_stamp(os_now_ms()), memory_order_relaxed);
   uint32_t w = atomic_load_explicit(&m->state, memory_order_seq_cst);
   if (SLAB_STATE(w) == SLAB_DETACHED) {
     HAK_SITE(SITE_SLAB_STATE);
@@ -27,6 +34,10 @@ void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t
   } else if (SLAB_STATE(w) == SLAB_ACTIVE) {
     tiny_heap_notify_owner(m);       // one load unless the slab is on its owner's full list
   }
+}
+
+void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  remote_list_push(m, first, last, n, -1);
   if (hak_counters_own()) hak_counters()->cls[m->cls].remote_free_blocks += n;   // not past the thread's exit
   HAK_SITE(SITE_SLAB_USED);
   // acq_rel: release, so whoever reaches zero sees our pushes; acquire, so
@@ -65,19 +76,28 @@ static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first) {
   return n;
 }
 
-uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
-  if (atomic_load_explicit(&m->remote_head, memory_order_relaxed) == NULL) return 0;
+// The whole remote list, taken (exchanged for NULL): its first block, or
+// NULL when it was empty or its head is no block of m (reported; the list is
+// dropped, leaked, never followed).
+static hak_base_ptr_t remote_list_take_all(slab_meta_t *m) {
+  if (atomic_load_explicit(&m->remote_head, memory_order_relaxed) == NULL) return HAK_BASE_NULL;
   // acquire: the pushers' links (written before their release CAS) are visible.
   void *chain = atomic_exchange_explicit(&m->remote_head, NULL, memory_order_acquire);
   HAK_SITE(SITE_REMOTE_DRAIN);
-  if (chain == NULL) return 0;
-  uint32_t n = 1;
-  hak_base_ptr_t tail = hak_base_from_raw(chain);
-  if (HAK_UNLIKELY(!block_link_in_slab(m, tail))) {
-    tls_sll_report_corrupt(tail, m->cls);    // the slab's remote head itself
-    return 0;                                // the list is dropped (leaked), never followed
+  hak_base_ptr_t head = hak_base_from_raw(chain);
+  if (HAK_UNLIKELY(!block_link_in_slab(m, head))) {   // (NULL passes: an empty list)
+    tls_sll_report_corrupt(head, m->cls);              // the slab's remote head itself
+    return HAK_BASE_NULL;
   }
-  if (BLOCK_CHAIN_RECORDS) return drain_chains(m, tail);
+  return head;
+}
+
+// A taken list of m without chain records (the hardened build), from head:
+// its blocks counted and each link checked, its last block in *end. 0 for a
+// corrupted list (reported; dropped).
+static uint32_t plain_list_count(slab_meta_t *m, hak_base_ptr_t head, hak_base_ptr_t *end) {
+  uint32_t n = 1;
+  hak_base_ptr_t tail = head;
   for (hak_base_ptr_t next; !hak_base_is_null(next = block_next(tail)); tail = next) {
     if (HAK_UNLIKELY(!block_link_in_slab(m, next))) {
       tls_sll_report_corrupt(tail, m->cls);
@@ -88,7 +108,70 @@ uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
       return 0;
     }
   }
-  slab_count_drained(m, n);
-  slab_list_push(m, hak_base_from_raw(chain), tail, n);
+  *end = tail;
   return n;
+}
+
+uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
+  hak_base_ptr_t head = remote_list_take_all(m), tail;
+  if (hak_base_is_null(head)) return 0;
+  if (BLOCK_CHAIN_RECORDS) return drain_chains(m, head);
+  uint32_t n = plain_list_count(m, head, &tail);
+  if (n == 0) return 0;
+  slab_count_drained(m, n);
+  slab_list_push(m, head, tail, n);
+  return n;
+}
+
+uint32_t ss_remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last,
+                        hak_base_ptr_t *next) {
+  *next = HAK_BASE_NULL;
+  if (max == 0) return 0;
+  uint8_t since = atomic_load_explicit(&m->remote_since, memory_order_relaxed);
+  hak_base_ptr_t head = remote_list_take_all(m), end = head;
+  if (hak_base_is_null(head)) return 0;
+  // Counted and checked as the drain does, every chain's first block given
+  // its link back (a 16-byte chain keeps its record there): a list linked
+  // through its blocks' links alone, end its last block.
+  uint32_t n = 0;
+  if (BLOCK_CHAIN_RECORDS) {
+    for (hak_base_ptr_t b = head;;) {
+      block_chain_info_t ci = block_chain(m, b);
+      if (HAK_UNLIKELY(!slab_chain_plausible(m, ci) || (n += ci.n) > m->capacity)) {
+        tls_sll_report_corrupt(b, m->cls);
+        return 0;
+      }
+      block_chain_release(m, b, ci);
+      end = ci.last;
+      if (hak_base_is_null(ci.next)) break;
+      b = ci.next;
+    }
+  } else if ((n = plain_list_count(m, head, &end)) == 0) {
+    return 0;
+  }
+  // The blocks taken, the next ticket and the rest's first, each link a
+  // block of m (the records vouch for the chains' ends only).
+  uint32_t take = n < max ? n : max, walk = take + 2u < n ? take + 2u : n;
+  hak_base_ptr_t tail = head, after[2] = {HAK_BASE_NULL, HAK_BASE_NULL};   // the next ticket, the rest's first
+  for (uint32_t i = 1; i < walk; i++) {
+    hak_base_ptr_t from = i <= take ? tail : after[i - take - 1u], b = block_next(from);
+    if (HAK_UNLIKELY(hak_base_is_null(b) || !slab_block_start(m, hak_base_raw(b)))) {
+      tls_sll_report_corrupt(from, m->cls);
+      return 0;
+    }
+    if (i < take) tail = b;
+    else after[i - take] = b;
+  }
+  // Out of the slab again (with the next ticket), counted before the rest
+  // goes back (the caller's ticket keeps `used` above 0 meanwhile: nobody
+  // recycles the slab).
+  slab_count_drained(m, take < n ? take + 1u : take);
+  if (take < n) *next = after[0];
+  if (take + 1u < n) {
+    remote_list_push(m, after[1], end, n - take - 1u, since);
+    atomic_store_explicit(&m->remote_since, since, memory_order_relaxed);   // as stale as it was
+  }
+  *first = head;
+  *last = tail;
+  return take;
 }

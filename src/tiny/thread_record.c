@@ -61,6 +61,7 @@ void thread_record_give_back(thread_record_t *r) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
     HAK_ASSERT(r->heap.cur[c] == NULL && r->heap.partial[c] == NULL && r->heap.full[c] == NULL);
   HAK_ASSERT(atomic_load_explicit(&r->heap.wake, memory_order_relaxed) == NULL);
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) HAK_ASSERT(hak_base_is_null(r->ticket[c]));
   // Clean for the next thread: the counters were summed and zeroed by
   // hak_counters_detach; the heap's counts and the link words are set afresh.
   memset(&r->heap, 0, sizeof r->heap);

@@ -15,8 +15,8 @@
 // records and never unmapped (a remote freer may read a record's wake list
 // while its owner is LIVE; the owner waits for it before it gives the record
 // back, tiny_heap.h). Invariants: a record on the pool's free list has an empty
-// heap (no slab, no stash, no remote block, wake list NULL) and zeroed
-// counters; a LIVE thread owns exactly one record (t_heap_p, t_counters_p).
+// heap (no slab, no stash, no remote block, wake list NULL), no ticket and
+// zeroed counters; a LIVE thread owns exactly one record (t_heap_p, t_counters_p).
 #ifndef HAK_THREAD_RECORD_H
 #define HAK_THREAD_RECORD_H
 
@@ -33,6 +33,13 @@ typedef struct thread_record {
   // (owner keys and id set anew), and when it was parked.
   tls_cache_t              parked;
   uint64_t                 parked_ms;
+  // Per class, a block kept back from a chain sent to another thread's slab
+  // whose remote list waited stale (remote_free_box.h), or NULL: the heap's
+  // next refill of the class takes it and a batch of that list
+  // (tiny_refill.c). Marked free and counted out of its slab, as a block on a
+  // TLS list is; a whole flush sends it home, or parks it (the thread's
+  // exit). Past the counters: written only then.
+  hak_base_ptr_t           ticket[HAK_NUM_CLASSES];
 } thread_record_t;
 _Static_assert(offsetof(thread_record_t, heap) == 0, "a thread's heap pointer is its record's (thread_record_of)");
 // What a thread's set-up and first refills write lies on the record's first

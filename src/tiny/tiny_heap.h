@@ -89,6 +89,8 @@ typedef struct tiny_heap {
   // takes at most FIRST_REFILL_BLOCKS (tiny_refill.h), and only these classes
   // can hold slabs here (tiny_heap_abandon_all and heap_trim_kind walk them).
   uint64_t     refilled;
+  // Classes whose ticket the record holds (bit c: thread_record_t.ticket[c]).
+  uint64_t     ticket_classes;
   // Blocks under a cache line of other threads' slabs, to send home
   // (tiny_free_remote): an array, not a list through the blocks, so the
   // flush reads no block. The owner keeps writing the blocks' neighbours, so

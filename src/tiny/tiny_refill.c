@@ -12,6 +12,7 @@
 #include "tiny/hardened_box.h"
 #include "tiny/remote_free_box.h"
 #include "tiny/slab_validate.h"
+#include "tiny/thread_record.h"
 #include "tiny/tiny_free_local_box.h"
 #include "tiny/tiny_heap.h"
 #include "tiny/tiny_thread.h"
@@ -353,6 +354,103 @@ static void count_refill(const tls_cache_t *tc, unsigned cls, uint32_t n) {
   k->cached = tls_cached(tc, cls);
 }
 
+// Tickets (remote_free_box.h): a chain sent to another thread's slab whose
+// remote list waits stale keeps a block back, and the next refill of the
+// class takes it with a batch of that list, keeping the block after the
+// batch as the next ticket while the list lasts. Not in the hardened build,
+// whose refill shuffles what it takes from the slabs.
+#define REMOTE_TICKETS (!HAK_HARDENED)
+
+// What the calling thread's flushes do with a stale list (tiny_refill.h
+// tiny_tickets_mode): a LIVE thread's overflow (tiny_flush_overflow,
+// tiny_free_remote) keeps its tickets; a thread's exit, or a parked heap's
+// release, parks one in g_parked_ticket, where any thread's refill of the
+// class finds it (larson's workers exit one after another, and their exits'
+// flushes are what fill the lists of the slabs its sleeping main thread
+// carved); any other flush (a trim) keeps none.
+static __thread uint8_t t_tickets_mode __attribute__((tls_model("initial-exec")));
+// One parked ticket a class at most (a relaxed load at every refill of a
+// line written only when a ticket is parked or taken).
+static _Atomic(void *) g_parked_ticket[HAK_NUM_CLASSES];
+
+HAK_INLINE int ticket_held(const tiny_heap_t *h, unsigned cls) { return (int)(h->ticket_classes >> cls & 1u); }
+static void ticket_keep(tiny_heap_t *h, unsigned cls, hak_base_ptr_t t) {
+  h->ticket_classes |= (uint64_t)1 << cls;
+  thread_record_of(h)->ticket[cls] = t;
+}
+static int ticket_park(unsigned cls, hak_base_ptr_t t) {
+  void *none = NULL;
+  if (atomic_load_explicit(&g_parked_ticket[cls], memory_order_relaxed) != NULL) return 0;
+  HAK_SITE(SITE_PARKED_TICKET);
+  // release: the block's link and mark, written before, go with it.
+  return atomic_compare_exchange_strong_explicit(&g_parked_ticket[cls], &none, hak_base_raw(t), memory_order_release,
+                                                 memory_order_relaxed);
+}
+
+unsigned tiny_tickets_mode(unsigned mode) {
+  unsigned old = t_tickets_mode;
+  t_tickets_mode = (uint8_t)mode;
+  return old;
+}
+
+// Is m, another thread's slab whose remote list is not empty, one whose
+// list a ticket may take: owned (ACTIVE: its owner keeps it, waiting or not)
+// and the list stale? An abandoned slab's list goes with it to the thread
+// that adopts it, and the last free into it recycles it, which a ticket would
+// put off until a refill of its class.
+static int ticket_worth(const slab_meta_t *m, uint64_t now) {
+  return SLAB_STATE(atomic_load_explicit(&m->state, memory_order_relaxed)) == SLAB_ACTIVE && remote_list_stale(m, now);
+}
+
+// c (blocks of m, another thread's slab, whose remote list is not empty)
+// keeps its first block back as a ticket if the list is worth one
+// (ticket_worth) and there is a place for it.
+static HAK_NOINLINE void flush_hold_ticket(slab_meta_t *m, block_chain_t *c) {
+  tiny_heap_t *h = t_heap_p;
+  unsigned cls = m->cls;
+  unsigned mode = t_tickets_mode;
+  if (mode == TICKETS_HOME ||
+      (mode == TICKETS_KEEP ? ticket_held(h, cls)
+                            : atomic_load_explicit(&g_parked_ticket[cls], memory_order_relaxed) != NULL))
+    return;
+  if (!ticket_worth(m, os_now_ms())) return;
+  if (mode == TICKETS_KEEP) ticket_keep(h, cls, c->first);
+  else if (!ticket_park(cls, c->first)) return;
+  if (--c->n != 0) c->first = block_next(c->first);
+}
+
+// Ticket t of cls, up to want - 2 blocks of its slab's remote list and the
+// next ticket after them onto the list of cls (want <= its room), or t and
+// the whole list when it holds no more. A ticket, counted out of its slab,
+// keeps the slab from being recycled, so its metadata is there to read.
+static HAK_NOINLINE void refill_with_ticket(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t want,
+                                            hak_base_ptr_t t) {
+  hak_base_ptr_t first, last = t, next;
+  uint32_t n = ss_remote_take(ss_registry_slab_of(hak_base_raw(t)), want > 1u ? want - 1u : 0u, &first, &last, &next);
+  if (n != 0) block_set_next(t, first);
+  tls_sll_push_chain(tc, cls, t, last, n + 1u);
+  count_refill(tc, cls, n + 1u);
+  hak_counters()->ticket_blocks += n + 1u;
+  if (!hak_base_is_null(next)) ticket_keep(h, cls, next);
+}
+
+// The thread's ticket of cls, or the one parked.
+static HAK_NOINLINE int refill_from_ticket(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t want) {
+  hak_base_ptr_t t;
+  if (ticket_held(h, cls)) {
+    t = thread_record_of(h)->ticket[cls];
+    thread_record_of(h)->ticket[cls] = HAK_BASE_NULL;
+    h->ticket_classes &= ~((uint64_t)1 << cls);
+  } else {
+    HAK_SITE(SITE_PARKED_TICKET);
+    // acquire: the parker's release (the block's words).
+    t = hak_base_from_raw(atomic_exchange_explicit(&g_parked_ticket[cls], NULL, memory_order_acquire));
+    if (hak_base_is_null(t)) return 0;
+  }
+  refill_with_ticket(tc, h, cls, want, t);
+  return 1;
+}
+
 // Another thread's surplus from the class exchange (transfer_box.h): a chain
 // of at most a batch, its blocks still counted in their slabs and marked free.
 static int refill_from_exchange(tls_cache_t *tc, unsigned cls, uint32_t want) {
@@ -462,10 +560,12 @@ static void class_grow(tls_cache_t *tc, unsigned cls, unsigned overflows) {
 // in again). The smaller classes keep theirs (1 MiB a class; drift level):
 // a class that comes back regrows only after a round of slow paths.
 static void class_ungrow(tls_cache_t *tc, unsigned cls);
+static void ticket_leave(tiny_heap_t *h, unsigned c, int park);
 static void give_class_back(tiny_heap_t *h, unsigned c) {
   hak_counters()->classes_given_back++;
   if (g_size_class[c].size > HAK_MEDIUM_MAX) class_ungrow(&t_tls_cache, c);
   tiny_flush(c, UINT32_MAX);
+  if (REMOTE_TICKETS && ticket_held(h, c)) ticket_leave(h, c, 1);   // for a thread that takes the class still
   tiny_heap_release_idle(h, c);
   if (!(h->left_gone >> c & 1u)) {   // (the looks after give it back again, empty)
     h->left_gone |= (uint64_t)1 << c;
@@ -711,6 +811,11 @@ int tiny_refill(unsigned cls) {
   shared_pool_maybe_purge_at(now);
   page_heap_maybe_purge();
   huge_maybe_expire(now);
+  // Blocks its owner left on a remote list first: the slabs' own keep.
+  if (REMOTE_TICKETS &&
+      HAK_UNLIKELY(ticket_held(h, cls) || atomic_load_explicit(&g_parked_ticket[cls], memory_order_relaxed) != NULL) &&
+      refill_from_ticket(tc, h, cls, want))
+    return 1;
   for (;;) {
     slab_meta_t *m = h->cur[cls];
     block_chain_t c = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
@@ -769,7 +874,8 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id()) {
     flush_deliver_own(m, c->first, c->last, n);
   } else {
-    remote_free_push_chain(m, c->first, c->last, n);
+    if (REMOTE_TICKETS && atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) flush_hold_ticket(m, c);
+    if (c->n != 0) remote_free_push_chain(m, c->first, c->last, c->n);
     remote = n;
   }
   c->n = 0;
@@ -999,7 +1105,9 @@ void tiny_flush_overflow(unsigned cls) {
   class_cap_restore(tc, cls);   // a bound raised by slab_take_whole
   // The room was 0: now 0, or minus what the list holds over its new bound.
   uint32_t n = tls_batch(tc, cls) + (uint32_t)-tc->lists[cls].room;
+  unsigned mode = tiny_tickets_mode(TICKETS_KEEP);
   uint32_t others = flush_class(cls, n);
+  tiny_tickets_mode(mode);
   if (tc->cap_shift[cls] != 0) note_dying_class(tc, t_heap_p, cls);
   shared_pool_maybe_purge_at(note_slow_path(tc, t_heap_p, cls, n));   // (tiny_flush's look, with this clock)
   // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
@@ -1029,7 +1137,9 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
   block_set_free(b);
   h->remote_buf[cls][h->remote_count[cls]] = b;
   if (++h->remote_count[cls] == TINY_REMOTE_BUF_BLOCKS) {
+    unsigned mode = tiny_tickets_mode(TICKETS_KEEP);
     tiny_flush_remote(cls);
+    tiny_tickets_mode(mode);
     free_batch_note_flush(TINY_REMOTE_BUF_BLOCKS, TINY_REMOTE_BUF_BLOCKS);   // every one another thread's
   }
 }
@@ -1095,11 +1205,56 @@ uint32_t tiny_flush(unsigned cls, uint32_t n) {
   return others;
 }
 
+// Ticket t back to its slab (which may be this thread's by now: adopted).
+static void ticket_home(hak_base_ptr_t t) {
+  slab_meta_t *m = ss_registry_slab_of(hak_base_raw(t));
+  block_set_next(t, HAK_BASE_NULL);
+  if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id()) flush_deliver_own(m, t, t, 1);
+  else remote_free_push_chain(m, t, t, 1);
+}
+
+// The ticket h holds of class c leaves it: parked if `park`, its list is
+// still worth one and the class has none parked; else home.
+static void ticket_leave(tiny_heap_t *h, unsigned c, int park) {
+  thread_record_t *r = thread_record_of(h);
+  hak_base_ptr_t t = r->ticket[c];
+  r->ticket[c] = HAK_BASE_NULL;
+  h->ticket_classes &= ~((uint64_t)1 << c);
+  slab_meta_t *m = ss_registry_slab_of(hak_base_raw(t));
+  if (park && atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL && ticket_worth(m, os_now_ms()) &&
+      ticket_park(c, t))
+    return;
+  ticket_home(t);
+}
+
+// A whole flush's: every ticket h holds leaves it, parked in TICKETS_PARK mode.
+static void tickets_leave(tiny_heap_t *h) {
+  while (h->ticket_classes != 0)
+    ticket_leave(h, (unsigned)__builtin_ctzll(h->ticket_classes), t_tickets_mode == TICKETS_PARK);
+}
+
+uint32_t tiny_parked_tickets(void) {
+  uint32_t n = 0;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) n += atomic_load_explicit(&g_parked_ticket[c], memory_order_relaxed) != NULL;
+  return n;
+}
+
+void tiny_parked_tickets_home(void) {
+  if (!REMOTE_TICKETS) return;
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
+    if (atomic_load_explicit(&g_parked_ticket[c], memory_order_relaxed) == NULL) continue;
+    HAK_SITE(SITE_PARKED_TICKET);
+    void *t = atomic_exchange_explicit(&g_parked_ticket[c], NULL, memory_order_acquire);
+    if (t != NULL) ticket_home(hak_base_from_raw(t));
+  }
+}
+
 // One look at the purge budget for all of them (the caller's): a thread's
 // exit looked once a class it held blocks of (churn -c 16 -k 16: ~12 looks,
 // 2.4 k instructions).
 void tiny_flush_all(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) flush_class(c, UINT32_MAX);   // (the empty ones return at once)
+  if (REMOTE_TICKETS) tickets_leave(t_heap_p);
 }
 
 static void exchange_send_home(unsigned c) {

@@ -35,6 +35,18 @@ uint32_t tiny_flush(unsigned cls, uint32_t n);
 // A whole flush of every class, with no look at the purge budget: the
 // caller looks once after (shared_pool_maybe_purge).
 void tiny_flush_all(void);
+// What the calling thread's flushes do with a block of a stale remote list
+// (remote_free_box.h): nothing (HOME), keep it as the thread's ticket of its
+// class (KEEP: an overflow's flush, tiny_refill.c), or park it for any
+// thread's next refill of the class (PARK: a thread's exit, whose tickets
+// are parked too, or sent home). Returns the mode before.
+enum { TICKETS_HOME = 0, TICKETS_KEEP = 1, TICKETS_PARK = 2 };
+unsigned tiny_tickets_mode(unsigned mode);
+// The tickets whole flushes parked (remote_free_box.h) back to their slabs:
+// a trim's, so that nothing keeps a slab from its release.
+void tiny_parked_tickets_home(void);
+// Tickets parked now, one a class at most (a relaxed look).
+uint32_t tiny_parked_tickets(void);
 // The list of cls is full and a block must go on it: flush a batch. A medium
 // class's bound halves first (at most TLS_SHRINK_MAX times) at the
 // TLS_SHRINK_STREAK-th overflow with no refill between: a thread that only

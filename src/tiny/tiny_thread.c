@@ -131,7 +131,9 @@ static void thread_parked_release(thread_record_t *r) {
   t_heap_p = &r->heap;
   t_counters_p = &r->counters;
   lists_restore(tc, &r->parked, (uintptr_t)&r->heap);
+  unsigned mode = tiny_tickets_mode(TICKETS_PARK);   // its thread is gone: its tickets wait for another
   tiny_flush_all();
+  tiny_tickets_mode(mode);
   tiny_heap_abandon_all(&r->heap);
   memcpy(tc, &own, sizeof own);
   t_heap_p = h;
@@ -162,8 +164,10 @@ void thread_teardown(void) {
   // chains over the count of those that stay go home (before this thread's
   // slabs are given up, so its own blocks land on its own free lists).
   tiny_exchange_trim(tiny_threads_live() - (t_counted_live ? 1u : 0u));
+  tiny_tickets_mode(TICKETS_PARK);   // what it finds stale waits for another thread's refill
   int parked = thread_park();
   if (!parked) thread_release_all();
+  tiny_tickets_mode(TICKETS_HOME);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     t_tls_cache.lists[c].head = TLS_SLL_END;
     t_tls_cache.lists[c].room = 0;

@@ -8,6 +8,7 @@
 
 #include <sys/wait.h>
 
+#include "tiny/remote_free_box.h"
 #include "tiny/transfer_box.h"
 
 static char g_target[64] __attribute__((aligned(16)));   // the address an attacker wants back
@@ -123,6 +124,42 @@ static void poison_remote_list(void) {
   for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(g_poison_size));
 }
 
+// A stale remote list taken back by a ticket (remote_free_box.h): a worker
+// frees two remote buffers' worth of the main thread's blocks, the second
+// after the list has waited stale, so it keeps a ticket; the address goes
+// over the link of the list's second block, which the worker's next refill
+// walks (the main thread, the owner, never takes its list).
+#define STALE_BLOCKS (2 * TINY_REMOTE_BUF_BLOCKS)
+static void *free_stale_then_poison(void *arg) {
+  void **blocks = arg;
+  for (unsigned i = 0; i < TINY_REMOTE_BUF_BLOCKS; i++) hak_free(blocks[i]);
+  usleep((REMOTE_STALE_STAMPS + 2u) * REMOTE_STAMP_MS * 1000u);
+  for (unsigned i = TINY_REMOTE_BUF_BLOCKS; i < STALE_BLOCKS; i++) hak_free(blocks[i]);
+  slab_meta_t *m = slab_of(blocks[0]);
+  unsigned cls = size_class_of(g_poison_size);
+  void *head = atomic_load(&m->remote_head);
+  if (head == NULL || !(t_heap_p->ticket_classes >> cls & 1u)) return NULL;   // (would fail the test: no report)
+  hak_base_ptr_t second = block_chain(m, hak_base_from_raw(head)).second;
+  if (hak_base_is_null(second)) return NULL;
+  *(void **)hak_base_raw(second) = g_target;             // the use after free
+  for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(g_poison_size));
+  return NULL;
+}
+static void poison_stale_remote_list(void) {
+  static void *blocks[STALE_BLOCKS];
+  g_hak_config.free_batch = 0;                           // each free through the remote buffer
+  for (unsigned i = 0; i < STALE_BLOCKS; i++) blocks[i] = hak_malloc(g_poison_size);
+  run_in_thread(free_stale_then_poison, blocks);
+}
+
+static void test_an_address_written_into_a_stale_remote_list_a_ticket_takes_is_reported(void **state) {
+  (void)state;
+  expect_poison_report(poison_stale_remote_list);
+  g_poison_size = 16;
+  expect_poison_report(poison_stale_remote_list);
+  g_poison_size = 48;
+}
+
 static void test_an_address_written_over_a_chain_record_is_reported(void **state) {
   (void)state;
   for (g_poison_word = 2; g_poison_word <= 3; g_poison_word++) {
@@ -214,6 +251,7 @@ int main(void) {
     HAK_UNIT_TEST(test_an_address_written_into_a_block_in_the_class_exchange_is_reported),
     HAK_UNIT_TEST(test_an_address_written_over_a_chain_record_is_reported),
     HAK_UNIT_TEST(test_an_address_written_over_a_16_byte_chain_record_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_into_a_stale_remote_list_a_ticket_takes_is_reported),
   };
   return cmocka_run_group_tests_name("poison", tests, NULL, NULL);
 }

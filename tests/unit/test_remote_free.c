@@ -448,6 +448,186 @@ static void test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_
   free_blocks_from(13);
 }
 
+
+// ---- tickets: stale remote lists taken back (remote_free_box.h) -----------
+
+// Long enough for a remote list to read stale (REMOTE_STALE_STAMPS whole
+// stamps past the one it was made in, whatever the coarse clock's tick).
+static void wait_until_stale(void) { usleep((REMOTE_STALE_STAMPS + 2u) * REMOTE_STAMP_MS * 1000u); }
+
+static uint64_t ticket_blocks_so_far(void) {
+  hak_thread_counters_t tc;
+  hak_counters_sum(&tc);
+  return tc.ticket_blocks;
+}
+
+static int holds_ticket(unsigned cls) { return (int)(t_heap_p->ticket_classes >> cls & 1u); }
+
+// What a freeing thread saw (the main thread owns the slab and sleeps: it
+// neither allocates nor frees while the worker runs).
+typedef struct ticket_run {
+  int      wait;                 // let the list go stale before the second buffer
+  uint32_t after_first, after_second, after_malloc;   // remote list lengths
+  int      ticket_after_first, ticket_after_second;
+  uint64_t taken;                // blocks the worker's refill took back (HAKMEM_STATS)
+  void    *got;                  // its malloc
+  slab_meta_t *got_slab;
+} ticket_run_t;
+
+// Two remote buffers' worth of the main thread's blocks freed (each goes
+// home as one chain when full), then one malloc of their class.
+static void *free_two_buffers_then_malloc(void *arg) {
+  ticket_run_t *r = arg;
+  unsigned cls = g_slab.m->cls;
+  for (size_t i = 0; i < TINY_REMOTE_BUF_BLOCKS; i++) hak_free(g_slab.blocks[i]);
+  r->after_first = remote_list_len(g_slab.m);
+  r->ticket_after_first = holds_ticket(cls);
+  if (r->wait) wait_until_stale();
+  for (size_t i = TINY_REMOTE_BUF_BLOCKS; i < 2 * TINY_REMOTE_BUF_BLOCKS; i++) hak_free(g_slab.blocks[i]);
+  r->after_second = remote_list_len(g_slab.m);
+  r->ticket_after_second = holds_ticket(cls);
+  uint64_t before = ticket_blocks_so_far();
+  r->got = hak_malloc(g_slab.size);     // the thread's list of cls is empty: a refill
+  r->taken = ticket_blocks_so_far() - before;
+  r->after_malloc = remote_list_len(g_slab.m);
+  r->got_slab = slab_of(r->got);
+  hak_free(r->got);
+  return NULL;
+}
+
+static ticket_run_t run_two_buffers(int wait) {
+  assert_true(g_slab.n >= 2 * TINY_REMOTE_BUF_BLOCKS + 8);
+  int saved = g_hak_config.free_batch;
+  g_hak_config.free_batch = 0;          // each free goes through the remote buffer
+  ticket_run_t r = {.wait = wait};
+  run_in_thread(free_two_buffers_then_malloc, &r);
+  g_hak_config.free_batch = saved;
+  return r;
+}
+
+// Every block the worker freed is free again: on the remote list, on a
+// list of this slab's or parked as a ticket; none lost, none twice.
+static void assert_only_the_held_blocks_live(void) {
+  hak_trim();   // parked tickets home
+  assert_int_equal(tiny_parked_tickets(), 0);
+  assert_int_equal(slab_census_live(g_slab.m), g_slab.n - 2 * TINY_REMOTE_BUF_BLOCKS);
+}
+
+static void test_the_chain_that_makes_a_remote_list_keeps_no_ticket(void **state) {
+  (void)state;
+  ticket_run_t r = run_two_buffers(1);
+  assert_int_equal(r.after_first, TINY_REMOTE_BUF_BLOCKS);   // pushed whole, onto an empty list
+  assert_false(r.ticket_after_first);
+  assert_only_the_held_blocks_live();
+  free_blocks_from(2 * TINY_REMOTE_BUF_BLOCKS);
+}
+
+static void test_a_chain_sent_to_a_stale_remote_list_keeps_a_ticket_back(void **state) {
+  (void)state;
+  ticket_run_t r = run_two_buffers(1);
+  assert_true(r.ticket_after_second);
+  assert_int_equal(r.after_second, 2 * TINY_REMOTE_BUF_BLOCKS - 1);
+  assert_only_the_held_blocks_live();
+  free_blocks_from(2 * TINY_REMOTE_BUF_BLOCKS);
+}
+
+static void test_the_next_refill_takes_the_ticket_and_a_batch_of_the_stale_list(void **state) {
+  (void)state;
+  ticket_run_t r = run_two_buffers(1);
+  assert_ptr_equal(r.got_slab, g_slab.m);                    // the owner's block, not a new slab's
+  assert_true(r.taken >= 2);                                  // the ticket and some of the list
+  // What left the list: the blocks taken but the ticket (on the list no
+  // more), and the next ticket kept back.
+  assert_int_equal(r.after_second - r.after_malloc, r.taken);
+  assert_only_the_held_blocks_live();
+  free_blocks_from(2 * TINY_REMOTE_BUF_BLOCKS);
+}
+
+static void test_a_remote_list_that_is_not_stale_keeps_its_blocks(void **state) {
+  (void)state;
+  // The same frees with no wait: the list is younger than REMOTE_STALE_STAMPS
+  // unless the machine stalled this thread that long (then it is stale).
+  ticket_run_t r = run_two_buffers(0);
+  if (!r.ticket_after_second) {
+    assert_int_equal(r.after_second, 2 * TINY_REMOTE_BUF_BLOCKS);
+    assert_int_equal(r.taken, 0);
+    assert_ptr_not_equal(r.got_slab, g_slab.m);
+  }
+  assert_only_the_held_blocks_live();
+  free_blocks_from(2 * TINY_REMOTE_BUF_BLOCKS);
+}
+
+// A thread that exits with a ticket parks it (it cannot keep it), and the
+// next thread's refill of the class takes it.
+static void *malloc_one_of_the_class(void *arg) {
+  ticket_run_t *r = arg;
+  uint64_t before = ticket_blocks_so_far();
+  r->got = hak_malloc(g_slab.size);
+  r->taken = ticket_blocks_so_far() - before;
+  r->got_slab = slab_of(r->got);
+  hak_free(r->got);
+  return NULL;
+}
+
+static void test_an_exiting_thread_parks_its_ticket_for_the_next_refill_of_the_class(void **state) {
+  (void)state;
+  ticket_run_t r = run_two_buffers(1);
+  assert_ptr_equal(r.got_slab, g_slab.m);
+  assert_true(r.after_malloc > 0);          // the list not used up: the worker held the next ticket
+  assert_int_equal(tiny_parked_tickets(), 1);
+  ticket_run_t next = {0};
+  run_in_thread(malloc_one_of_the_class, &next);
+  assert_ptr_equal(next.got_slab, g_slab.m);
+  assert_true(next.taken >= 2);
+  assert_only_the_held_blocks_live();
+  free_blocks_from(2 * TINY_REMOTE_BUF_BLOCKS);
+}
+
+// ss_remote_take itself: chains of several pushers, split after `max`.
+static void test_a_take_splits_the_remote_list_after_max_and_keeps_the_next_block(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  held_chain_t a = link_blocks(0, 7), b = link_blocks(7, 9), c = link_blocks(16, 5);
+  remote_free_push_chain(m, a.first, a.last, a.n);
+  remote_free_push_chain(m, b.first, b.last, b.n);
+  remote_free_push_chain(m, c.first, c.last, c.n);   // the list: c, b, a
+  uint32_t live = slab_census_live(m);
+  hak_base_ptr_t first, last, next;
+  assert_int_equal(ss_remote_take(m, 8, &first, &last, &next), 8);
+  // c whole, then b's first three; plain links (the 16-byte class's chain
+  // records given back their links), the next ticket b's fourth.
+  hak_base_ptr_t b_ = first;
+  for (int i = 1; i < 8; i++) b_ = block_next(b_);
+  assert_ptr_equal(hak_base_raw(b_), hak_base_raw(last));
+  assert_ptr_equal(hak_base_raw(first), hak_base_raw(c.first));
+  assert_ptr_equal(hak_base_raw(next), g_slab.blocks[7 + 3]);
+  assert_int_equal(slab_census_live(m), live + 9);
+  assert_int_equal(remote_list_len(m), 21 - 9);
+  // The rest went back as one chain the drain reads.
+  assert_int_equal(ss_remote_drain_to_freelist(m), 21 - 9);
+  // The owner's free list takes the taken ones back, and the ticket.
+  block_set_next(last, next);
+  assert_false(tiny_free_local_box(m, first, next, 9));
+  assert_int_equal(slab_census_live(m), g_slab.n - 21);
+  free_blocks_from(21);
+}
+
+static void test_a_take_of_more_than_the_list_takes_it_whole_with_no_next(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  held_chain_t a = link_blocks(0, 6);
+  remote_free_push_chain(m, a.first, a.last, a.n);
+  hak_base_ptr_t first, last, next;
+  assert_int_equal(ss_remote_take(m, 50, &first, &last, &next), 6);
+  assert_true(hak_base_is_null(next));
+  assert_ptr_equal(hak_base_raw(first), hak_base_raw(a.first));
+  assert_ptr_equal(hak_base_raw(last), hak_base_raw(a.last));
+  assert_null(atomic_load(&m->remote_head));
+  assert_false(tiny_free_local_box(m, first, last, 6));
+  assert_int_equal(slab_census_live(m), g_slab.n - 6);
+  free_blocks_from(6);
+}
+
 #define SLAB_TEST(f, s) cmocka_unit_test_setup_teardown(f, s, teardown_slab)
 
 int main(void) {
@@ -479,6 +659,16 @@ int main(void) {
     SLAB_TEST(test_a_refill_takes_a_chain_of_up_to_one_and_a_half_batches_whole, setup_slab_of_16),
     SLAB_TEST(test_a_refill_splits_a_longer_chain_and_records_the_rest, setup_slab_of_16),
     SLAB_TEST(test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_list, setup_slab_of_16),
+    SLAB_TEST(test_the_chain_that_makes_a_remote_list_keeps_no_ticket, setup_slab_of_48),
+    SLAB_TEST(test_a_chain_sent_to_a_stale_remote_list_keeps_a_ticket_back, setup_slab_of_48),
+    SLAB_TEST(test_the_next_refill_takes_the_ticket_and_a_batch_of_the_stale_list, setup_slab_of_48),
+    SLAB_TEST(test_the_next_refill_takes_the_ticket_and_a_batch_of_the_stale_list, setup_slab_of_16),
+    SLAB_TEST(test_a_remote_list_that_is_not_stale_keeps_its_blocks, setup_slab_of_48),
+    SLAB_TEST(test_an_exiting_thread_parks_its_ticket_for_the_next_refill_of_the_class, setup_slab_of_48),
+    SLAB_TEST(test_an_exiting_thread_parks_its_ticket_for_the_next_refill_of_the_class, setup_slab_of_16),
+    SLAB_TEST(test_a_take_splits_the_remote_list_after_max_and_keeps_the_next_block, setup_slab_of_48),
+    SLAB_TEST(test_a_take_splits_the_remote_list_after_max_and_keeps_the_next_block, setup_slab_of_16),
+    SLAB_TEST(test_a_take_of_more_than_the_list_takes_it_whole_with_no_next, setup_slab_of_16),
   };
   return cmocka_run_group_tests_name("remote_free", tests, NULL, NULL);
 }
