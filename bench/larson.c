@@ -7,13 +7,19 @@
 // shared exchange bin (under a mutex) and takes the same number that other
 // threads left there, so a good part of the frees are of blocks another thread
 // allocated (like a server whose requests are served by a different thread than
-// the one that accepted them). The original benchmark replaces threads with new
-// ones; here the threads live for the whole run (thread churn is bench/churn).
+// the one that accepted them). By default the threads live for the whole run
+// (thread churn is bench/churn); --respawn N takes the original's shape: every
+// N iterations a worker hands its blocks to a new thread and exits, and
+// --main-fills has the main thread allocate every worker's first blocks, then
+// wait idle (mimalloc-bench's larson: the frees of the main thread's blocks
+// all come from other threads, and no later malloc of the main thread takes
+// them back).
 //
 // Figure: allocator calls (each iteration is one free and one malloc = 2 calls)
 // per second of wall time, all threads together.
 // Options: -t THREADS (2), -n ITERATIONS per thread (2M), -c CHUNKS per thread
-// (1000), --min (8), --max (1000), -H HANDOFF interval in iterations (1000), -s SEED.
+// (1000), --min (8), --max (1000), -H HANDOFF interval in iterations (1000), -s SEED,
+// --respawn N (0: never), --main-fills.
 #include "bench_common.h"
 
 #include <getopt.h>
@@ -23,6 +29,9 @@ typedef struct {
   int id;
   char **blocks;
   double finish;
+  bench_rng_t rng;       // carried from thread to thread (--respawn)
+  uint64_t it;           // the next iteration
+  uint32_t offset;       // the next window handed to the bin
   _Alignas(64) char pad[1];
 } worker_t;
 
@@ -30,6 +39,11 @@ static uint64_t g_iters = 2000000, g_seed = 42, g_handoff = 1000;
 static uint32_t g_chunks = 1000;
 static size_t g_min = 8, g_max = 1000;
 static int g_threads = 2;
+static uint64_t g_respawn;                 // --respawn: iterations a thread runs before its successor
+static int g_main_fills;                   // --main-fills
+static pthread_mutex_t g_done_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_done_cond = PTHREAD_COND_INITIALIZER;
+static int g_done;                         // workers finished (--respawn: their threads are detached)
 static pthread_barrier_t g_start;
 static pthread_mutex_t g_bin_lock = PTHREAD_MUTEX_INITIALIZER;
 static char **g_bin;                     // the exchange bin, g_chunks / 4 blocks
@@ -48,43 +62,73 @@ static char *new_block(bench_rng_t *rng) {
   return p;
 }
 
+static void fill(worker_t *w) {
+  for (uint32_t i = 0; i < g_chunks; i++) w->blocks[i] = new_block(&w->rng);
+}
+
+static void *worker_main(void *arg);
+
+// --respawn: w's work goes on in a new (detached) thread.
+static void respawn(worker_t *w) {
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &attr, worker_main, w) != 0) {
+    fprintf(stderr, "pthread_create failed\n");
+    exit(3);
+  }
+  pthread_attr_destroy(&attr);
+}
+
 static void *worker_main(void *arg) {
   worker_t *w = arg;
-  bench_rng_t rng = bench_rng(g_seed, (uint64_t)w->id + 1);
+  if (w->it == 0) {   // the first thread of this worker
+    if (!g_main_fills) fill(w);
+    pthread_barrier_wait(&g_start);
+    w->it = 1;
+  }
   char **blocks = w->blocks;
-  for (uint32_t i = 0; i < g_chunks; i++) blocks[i] = new_block(&rng);
-  pthread_barrier_wait(&g_start);
-  uint32_t offset = 0;
-  for (uint64_t it = 1; it <= g_iters; it++) {
-    uint32_t i = bench_below((uint32_t)(bench_rand(&rng) >> 32), g_chunks);
+  for (; w->it <= g_iters; w->it++) {
+    uint32_t i = bench_below((uint32_t)(bench_rand(&w->rng) >> 32), g_chunks);
     free(blocks[i]);
-    blocks[i] = new_block(&rng);
-    if (it % g_handoff == 0 && g_bin_size > 0) {
+    blocks[i] = new_block(&w->rng);
+    if (w->it % g_handoff == 0 && g_bin_size > 0) {
       // Swap a window of our blocks with the bin's content.
       pthread_mutex_lock(&g_bin_lock);
       for (uint32_t k = 0; k < g_bin_size; k++) {
-        uint32_t j = (offset + k) % g_chunks;
+        uint32_t j = (w->offset + k) % g_chunks;
         char *t = blocks[j];
         blocks[j] = g_bin[k];
         g_bin[k] = t;
       }
       pthread_mutex_unlock(&g_bin_lock);
-      offset = (offset + g_bin_size) % g_chunks;
+      w->offset = (w->offset + g_bin_size) % g_chunks;
+    }
+    if (g_respawn != 0 && w->it % g_respawn == 0 && w->it < g_iters) {
+      w->it++;
+      respawn(w);
+      return NULL;
     }
   }
   w->finish = bench_now();
+  pthread_mutex_lock(&g_done_lock);
+  g_done++;
+  pthread_cond_signal(&g_done_cond);
+  pthread_mutex_unlock(&g_done_lock);
   return NULL;
 }
 
 static void usage(void) {
   fprintf(stderr, "usage: larson [-t THREADS] [-n ITERS_PER_THREAD] [-c CHUNKS] [--min B] "
-                  "[--max B] [-H HANDOFF] [-s SEED]\n");
+                  "[--max B] [-H HANDOFF] [-s SEED] [--respawn N] [--main-fills]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
     { "min", required_argument, NULL, 'a' }, { "max", required_argument, NULL, 'b' },
+    { "respawn", required_argument, NULL, 'r' }, { "main-fills", no_argument, NULL, 'm' },
     { "help", no_argument, NULL, 'h' },      { NULL, 0, NULL, 0 },
   };
   int c;
@@ -97,6 +141,8 @@ int main(int argc, char **argv) {
     case 's': g_seed = bench_parse_count("-s", optarg); break;
     case 'a': g_min = bench_parse_size("--min", optarg); break;
     case 'b': g_max = bench_parse_size("--max", optarg); break;
+    case 'r': g_respawn = bench_parse_count("--respawn", optarg); break;
+    case 'm': g_main_fills = 1; break;
     default: usage();
     }
   }
@@ -114,7 +160,11 @@ int main(int argc, char **argv) {
   pthread_barrier_init(&g_start, NULL, (unsigned)g_threads + 1);
   for (int i = 0; i < g_threads; i++) {
     w[i].id = i;
+    w[i].rng = bench_rng(g_seed, (uint64_t)i + 1);
     w[i].blocks = bench_xmalloc(g_chunks * sizeof(char *));
+    if (g_main_fills) fill(&w[i]);
+  }
+  for (int i = 0; i < g_threads; i++) {
     if (pthread_create(&tid[i], NULL, worker_main, &w[i]) != 0) {
       fprintf(stderr, "pthread_create failed\n");
       return 3;
@@ -122,12 +172,19 @@ int main(int argc, char **argv) {
   }
   pthread_barrier_wait(&g_start);
   double t0 = bench_now(), t1 = t0;
-  for (int i = 0; i < g_threads; i++) pthread_join(tid[i], NULL);
+  if (g_respawn == 0) {
+    for (int i = 0; i < g_threads; i++) pthread_join(tid[i], NULL);
+  } else {   // each worker's last thread is a detached one
+    for (int i = 0; i < g_threads; i++) pthread_detach(tid[i]);
+    pthread_mutex_lock(&g_done_lock);
+    while (g_done < g_threads) pthread_cond_wait(&g_done_cond, &g_done_lock);
+    pthread_mutex_unlock(&g_done_lock);
+  }
   for (int i = 0; i < g_threads; i++) if (w[i].finish > t1) t1 = w[i].finish;
 
-  char extra[160];
-  snprintf(extra, sizeof extra, "threads=%d chunks=%u min=%zu max=%zu handoff=%" PRIu64,
-           g_threads, g_chunks, g_min, g_max, g_handoff);
+  char extra[200];
+  snprintf(extra, sizeof extra, "threads=%d chunks=%u min=%zu max=%zu handoff=%" PRIu64 " respawn=%" PRIu64 " main_fills=%d",
+           g_threads, g_chunks, g_min, g_max, g_handoff, g_respawn, g_main_fills);
   bench_result("larson", "calls", 2 * g_iters * (uint64_t)g_threads, t1 - t0, extra);
 
   for (int i = 0; i < g_threads; i++) {

@@ -69,6 +69,12 @@ ROWS = [
     dict(id="larson", label="larson server, 2 threads 8-1000 B", prog="larson",
          args=["-t", "2", "-c", "1000", "--min", "8", "--max", "1000"], nopt="-n", n=4_000_000,
          smoke=10_000),
+    # The original larson's shape: the main thread allocates the workers' first
+    # blocks and waits; each worker hands its blocks to a new thread every
+    # 100 k iterations (their slabs abandoned, the main thread's left to it).
+    dict(id="larson-respawn", label="larson, 4 threads handing on to new ones, main's first blocks",
+         prog="larson", args=["-t", "4", "-c", "1250", "--min", "8", "--max", "1000", "--respawn", "100000",
+                              "--main-fills"], nopt="-n", n=10_000_000, smoke=10_000),
     dict(id="prodcons", label="producer/consumer 16-512 B", prog="prodcons",
          args=["--min", "16", "--max", "512"], nopt="-n", n=2_000_000, smoke=10_000),
     dict(id="prodcons-4", label="4 producers, 4 consumers, 1-32 KiB", prog="prodcons",
