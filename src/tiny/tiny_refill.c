@@ -378,6 +378,13 @@ static void ticket_keep(tiny_heap_t *h, unsigned cls, hak_base_ptr_t t) {
   h->ticket_classes |= (uint64_t)1 << cls;
   thread_record_of(h)->ticket[cls] = t;
 }
+// The ticket h holds of cls, no longer held.
+static hak_base_ptr_t ticket_take(tiny_heap_t *h, unsigned cls) {
+  hak_base_ptr_t t = thread_record_of(h)->ticket[cls];
+  thread_record_of(h)->ticket[cls] = HAK_BASE_NULL;
+  h->ticket_classes &= ~((uint64_t)1 << cls);
+  return t;
+}
 static int ticket_park(unsigned cls, hak_base_ptr_t t) {
   void *none = NULL;
   if (atomic_load_explicit(&g_parked_ticket[cls], memory_order_relaxed) != NULL) return 0;
@@ -419,10 +426,10 @@ static HAK_NOINLINE void flush_hold_ticket(slab_meta_t *m, block_chain_t *c) {
   if (--c->n != 0) c->first = block_next(c->first);
 }
 
-// Ticket t of cls, up to want - 2 blocks of its slab's remote list and the
-// next ticket after them onto the list of cls (want <= its room), or t and
-// the whole list when it holds no more. A ticket, counted out of its slab,
-// keeps the slab from being recycled, so its metadata is there to read.
+// Ticket t of cls and up to want - 1 blocks of its slab's remote list onto
+// the list of cls (want <= its room); the block after them, while the list
+// holds more, is the thread's next ticket. A ticket, counted out of its
+// slab, keeps the slab from being recycled, so its metadata is there to read.
 static HAK_NOINLINE void refill_with_ticket(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t want,
                                             hak_base_ptr_t t) {
   hak_base_ptr_t first, last = t, next;
@@ -438,9 +445,7 @@ static HAK_NOINLINE void refill_with_ticket(tls_cache_t *tc, tiny_heap_t *h, uns
 static HAK_NOINLINE int refill_from_ticket(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t want) {
   hak_base_ptr_t t;
   if (ticket_held(h, cls)) {
-    t = thread_record_of(h)->ticket[cls];
-    thread_record_of(h)->ticket[cls] = HAK_BASE_NULL;
-    h->ticket_classes &= ~((uint64_t)1 << cls);
+    t = ticket_take(h, cls);
   } else {
     HAK_SITE(SITE_PARKED_TICKET);
     // acquire: the parker's release (the block's words).
@@ -1216,10 +1221,7 @@ static void ticket_home(hak_base_ptr_t t) {
 // The ticket h holds of class c leaves it: parked if `park`, its list is
 // still worth one and the class has none parked; else home.
 static void ticket_leave(tiny_heap_t *h, unsigned c, int park) {
-  thread_record_t *r = thread_record_of(h);
-  hak_base_ptr_t t = r->ticket[c];
-  r->ticket[c] = HAK_BASE_NULL;
-  h->ticket_classes &= ~((uint64_t)1 << c);
+  hak_base_ptr_t t = ticket_take(h, c);
   slab_meta_t *m = ss_registry_slab_of(hak_base_raw(t));
   if (park && atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL && ticket_worth(m, os_now_ms()) &&
       ticket_park(c, t))
