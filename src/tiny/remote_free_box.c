@@ -12,9 +12,9 @@
 // (its record names the old head), then make sure someone will take it: a
 // slab nobody owns and nobody lists gets listed by its first remote free,
 // while the blocks pushed (or a ticket, ss_remote_take) still keep it from
-// being recycled; a full slab's owner is woken. `since`: the stamp the list
-// gets if it was empty (remote_since), or -1 for now's.
-static void remote_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n, int since) {
+// being recycled; a full slab's owner is woken. A list that was empty is
+// stamped now (remote_since).
+static void remote_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   void *old = atomic_load_explicit(&m->remote_head, memory_order_relaxed);
   do {
     block_set_next(last, hak_base_from_raw(old));
@@ -25,8 +25,7 @@ static void remote_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_
   } while (!atomic_compare_exchange_weak_explicit(&m->remote_head, &old, hak_base_raw(first),
                                                   memory_order_seq_cst, memory_order_relaxed));
   HAK_SITE(SITE_REMOTE_PUSH);
-  if (old == NULL)
-    atomic_store_explicit(&m->remote_since, since >= 0 ? (uint8_t)since : remote_stamp(os_now_ms()), memory_order_relaxed);
+  if (old == NULL) atomic_store_explicit(&m->remote_since, remote_stamp(os_now_ms()), memory_order_relaxed);
   uint32_t w = atomic_load_explicit(&m->state, memory_order_seq_cst);
   if (SLAB_STATE(w) == SLAB_DETACHED) {
     HAK_SITE(SITE_SLAB_STATE);
@@ -37,7 +36,7 @@ static void remote_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_
 }
 
 void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
-  remote_list_push(m, first, last, n, -1);
+  remote_list_push(m, first, last, n);
   if (hak_counters_own()) hak_counters()->cls[m->cls].remote_free_blocks += n;   // not past the thread's exit
   HAK_SITE(SITE_SLAB_USED);
   // acq_rel: release, so whoever reaches zero sees our pushes; acquire, so
@@ -168,7 +167,7 @@ uint32_t ss_remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first, hak
   slab_count_drained(m, take < n ? take + 1u : take);
   if (take < n) *next = after[0];
   if (take + 1u < n) {
-    remote_list_push(m, after[1], end, n - take - 1u, since);
+    remote_list_push(m, after[1], end, n - take - 1u);
     atomic_store_explicit(&m->remote_since, since, memory_order_relaxed);   // as stale as it was
   }
   *first = head;
