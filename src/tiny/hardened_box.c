@@ -246,7 +246,9 @@ void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
     tiny_free_remote(cls, b);
   } else {
     if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);
-    tls_sll_push(tc, cls, b);
+    int pushed = tls_sll_push(tc, cls, b);
+    HAK_ASSERT(pushed);   // (tiny_flush_overflow leaves room)
+    (void)pushed;
   }
   errno = saved;
 }

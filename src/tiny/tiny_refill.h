@@ -56,6 +56,7 @@ uint32_t tiny_parked_tickets(void);
 // time (its list's length is a random walk): halving at the second overflow
 // made ws-medium halve and double back 4 595 times in 4 M operations, at the
 // eighth 37 times.
+// Returns with room on the list for that block.
 void tiny_flush_overflow(unsigned cls);
 // Every grown bound back to its class's (tls_sll_box.h cap_grow), the lists
 // flushed down to it: a thread that starts batching its frees
