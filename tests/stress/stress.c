@@ -65,6 +65,7 @@ static size_t   o_maxsize = 6u << 20;
 static uint64_t o_seed    = 0x5eed;
 static int      o_verbose = 0;
 static unsigned o_watchdog = 900;    // seconds; the whole run (and each fork child) must end by then
+static unsigned o_nap_ms  = 0;       // -z: odd threads sleep this long, four times a round
 
 // ---------------------------------------------------------------- failure
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -370,8 +371,17 @@ static void do_fork(thr_t *t) {
 static void *thread_main(void *arg) {
   thr_t *t = arg;
   long fork_at = (o_fork && t->id == 0) ? o_ops / 2 : -1;
+  long nap_every = o_ops / 4 > 0 ? o_ops / 4 : 1;
   for (long op = 0; op < o_ops; op++) {
     if (op == fork_at) do_fork(t);
+    // A sleeping owner leaves the remote lists of its slabs alone: the other
+    // threads' frees into them wait there until they are stale, and their
+    // flushes then keep tickets (remote_free_box.h), which this run's end
+    // must find all taken back or sent home.
+    if (o_nap_ms != 0 && (t->id & 1) && op % nap_every == nap_every / 2) {
+      struct timespec nap = {o_nap_ms / 1000, (long)(o_nap_ms % 1000) * 1000000L};
+      nanosleep(&nap, NULL);
+    }
     unsigned r = (unsigned)(rnd_next(&t->rng) % 100);
     if (t->nlive == 0 || (r < 40 && t->nlive < LIVE_MAX)) op_alloc(t);
     else if (r < 40) op_free(t);                // full: free instead
@@ -399,13 +409,13 @@ static void *thread_main(void *arg) {
 static void usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [-t threads] [-r rounds] [-n ops-per-thread-per-round] [-m max-size]\n"
-          "          [-s seed] [-F (no fork)] [-w watchdog-seconds] [-v]\n", argv0);
+          "          [-s seed] [-F (no fork)] [-w watchdog-seconds] [-z nap-ms (odd threads sleep)] [-v]\n", argv0);
   exit(2);
 }
 
 int main(int argc, char **argv) {
   int c;
-  while ((c = getopt(argc, argv, "t:r:n:m:s:w:Fv")) != -1) {
+  while ((c = getopt(argc, argv, "t:r:n:m:s:w:z:Fv")) != -1) {
     switch (c) {
     case 't': o_threads = atoi(optarg); break;
     case 'r': o_rounds = atoi(optarg); break;
@@ -415,6 +425,7 @@ int main(int argc, char **argv) {
     case 'F': o_fork = 0; break;
     case 'v': o_verbose = 1; break;
     case 'w': o_watchdog = (unsigned)atoi(optarg); break;
+    case 'z': o_nap_ms = (unsigned)atoi(optarg); break;
     default: usage(argv[0]);
     }
   }
