@@ -1130,6 +1130,9 @@ void tiny_flush_overflow(unsigned cls) {
   // then failed, and its block was on no list, counted in use by its slab
   // for good (four threads exchanging 8 B-64 KiB blocks, one run in 10-60).
   if (HAK_UNLIKELY(tc->lists[cls].room <= 0)) tiny_flush(cls, tls_batch(tc, cls) + 1u + (uint32_t)-tc->lists[cls].room);
+#if HAK_DEBUG
+  tls_sll_validate(cls);
+#endif
 }
 
 void tiny_cache_ungrow(void) {

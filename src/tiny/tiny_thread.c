@@ -160,6 +160,11 @@ static void thread_key_destructor(void *value) {
 }
 
 void thread_teardown(void) {
+#if HAK_DEBUG
+  // Each list as long as its count says: an exit skips a class whose count
+  // reads 0 (flush_class), so a list longer than that would be lost here.
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) tls_sll_validate(c);
+#endif
   // The exchange keeps a chain per live thread and class at most: the
   // chains over the count of those that stay go home (before this thread's
   // slabs are given up, so its own blocks land on its own free lists).
