@@ -105,6 +105,7 @@ void hak_init_once(void) {
   }
   atomic_store(&g_init_thread, hak_thread_pointer());
   hak_config_load();
+  hak_stats_keep_stderr();
   tls_sll_seed_cookie(os_random_seed());
   tls_sll_init_offsets();
   thread_key_init();

@@ -409,15 +409,31 @@ void hak_print_class_stats(int fd, int format) {
   out_flush(&o);
 }
 
+// The copy of stderr the exit report falls back on (hak_stats_keep_stderr),
+// -1 when there is none. Close-on-exec, and numbered 64 or more, out of the
+// way of the low descriptors programs and shells use by number.
+static int g_report_stderr = -1;
+
+void hak_stats_keep_stderr(void) {
+  int to_stderr = g_hak_config.stats == HAK_STATS_OFF ? g_hak_config.verbose : g_hak_config.stats_file[0] == '\0';
+  if (to_stderr && g_report_stderr < 0) g_report_stderr = fcntl(2, F_DUPFD_CLOEXEC, 64);
+}
+
+// Stderr for the exit report: fd 2 while it is open (wherever the program
+// pointed it), else the copy made at start-up.
+static int report_stderr(void) {
+  return fcntl(2, F_GETFD) < 0 && g_report_stderr >= 0 ? g_report_stderr : 2;
+}
+
 // HAKMEM_STATS=1|json (to HAKMEM_STATS_FILE or stderr); HAKMEM_VERBOSE=1
 // alone prints the table on stderr.
 static void stats_report_at_exit(void) {
   int format = g_hak_config.stats == HAK_STATS_JSON ? 1 : 0;
   if (g_hak_config.stats == HAK_STATS_OFF) {
-    if (g_hak_config.verbose) hak_print_class_stats(2, 0);
+    if (g_hak_config.verbose) hak_print_class_stats(report_stderr(), 0);
     return;
   }
-  int fd = 2;
+  int fd = report_stderr();
   if (g_hak_config.stats_file[0] != '\0') {
     fd = open(g_hak_config.stats_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -428,7 +444,7 @@ static void stats_report_at_exit(void) {
     }
   }
   hak_print_class_stats(fd, format);
-  if (fd != 2) close(fd);
+  if (fd != 2 && fd != g_report_stderr) close(fd);
 }
 
 void hak_stats_at_exit(void) {

@@ -10,5 +10,9 @@ void hak_print_sites(int fd);
 // HAKMEM_STATS_FILE or stderr; HAKMEM_VERBOSE=1 alone: the table on stderr)
 // and, in the STATS build, the contention sites.
 void hak_stats_at_exit(void);
+// At start-up, when that report goes to stderr: a private copy of it, which
+// the report takes if the program has closed stderr by its exit (GNU sort,
+// xz: their atexit close_stdout closes it, before any library's destructor).
+void hak_stats_keep_stderr(void);
 
 #endif

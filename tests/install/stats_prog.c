@@ -1,7 +1,9 @@
 // stats_prog.c — a workload whose statistics are known, for test_stats.sh:
 // main holds 1000 blocks of 48 bytes; a second thread allocates 2000 blocks
 // of 100 bytes that main frees (remote frees), then main calls malloc_info
-// (stdout) and, with argument "stats", malloc_stats (stderr).
+// (stdout) and, with argument "stats", malloc_stats (stderr); with argument
+// "close-stderr" it closes stderr before it returns, as GNU sort and xz do at
+// exit (their close_stdout).
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -56,5 +58,6 @@ int main(int argc, char **argv) {
   malloc_info(0, stdout);
   fflush(stdout);
   if (argc > 1 && strcmp(argv[1], "stats") == 0) malloc_stats();
+  if (argc > 1 && strcmp(argv[1], "close-stderr") == 0) fclose(stderr);
   return 0;   // g_held stays live: the exit report sees it
 }

@@ -65,6 +65,12 @@ check "the table says where the slabs' resident pages are" bash -c \
 check "the table's row for 48-byte blocks shows the 1000 held" bash -c \
   "awk '\$2 == 48 && \$3 >= 1000 {found=1} END {exit !found}' '$tmp/table'"
 
+$clean_env HAKMEM_STATS=1 LD_PRELOAD=$lib "$tmp/prog" close-stderr >/dev/null 2>"$tmp/closed"
+check "HAKMEM_STATS=1 reports on stderr though the program closed it at exit (GNU sort, xz)" bash -c \
+  "grep -q '^hakmem $version statistics per size class' '$tmp/closed' && grep -q '^total ' '$tmp/closed'"
+check "without HAKMEM_STATS the library keeps no descriptor of its own" bash -c \
+  "[ \"\$($clean_env LD_PRELOAD=$lib ls /proc/self/fd | wc -l)\" = \"\$($clean_env ls /proc/self/fd | wc -l)\" ]"
+
 out=$($clean_env HAKMEM_PURGE_DELAY_MS=abc LD_PRELOAD=$lib true 2>&1)
 check "a bad value: one line naming variable, value and default ($out)" test "$out" = \
   "hakmem: HAKMEM_PURGE_DELAY_MS='abc' is not a whole number from 0 to 3600000 (ms); keeping the default 100"
