@@ -5,9 +5,8 @@
 // thread cycling through a few sizes of 16-64 KiB in bursts (bench/bursts)
 // took 4.8x the default build's time (1.7x with growth), random 32-128 KiB
 // blocks 3.0x (2.2x).
-#include <semaphore.h>
-
 #include "unit_util.h"
+#include "full_list_past_growth.h"
 #include "tiny/hardened_box.h"
 #include "tiny/tiny_heap.h"
 
@@ -78,68 +77,15 @@ static void test_a_hardened_first_refill_takes_a_batch_to_shuffle(void **state) 
   assert_true(len + 1u > FIRST_REFILL_BLOCKS * 4u);
 }
 
-// A block leaving the quarantine for a full list whose overflow gives a
-// grown bound back (the flush held another thread's block: class_ungrow)
-// found the list full again and its push failed (hardened_release_slow
-// pushed after tiny_flush_overflow as the default build's free did,
-// test_tls_sll): on no list, counted in use by its slab for good. Each free
-// here drains the quarantine, so its block reaches the list at once; nothing
-// may stay in use after the threads are gone and a trim.
-#define LOST_SIZE (40u << 10)
-typedef struct holder { void *two[2]; sem_t ready, done; } holder_t;
-static void *hold_two_blocks(void *arg) {   // a live thread owns their slab
-  holder_t *h = arg;
-  h->two[0] = hak_malloc(LOST_SIZE);
-  h->two[1] = hak_malloc(LOST_SIZE);
-  sem_post(&h->ready);
-  sem_wait(&h->done);
-  return NULL;
-}
+// The same through the quarantine (full_list_past_growth.h): each free
+// drains it, so its block reaches the list at once.
 static void free_now(void *p) {
   hak_free(p);
   hardened_quarantine_drain();
 }
-typedef struct full_past_growth { void *other[2]; int grew, full; } full_past_growth_t;
-static void *release_into_a_full_grown_list(void *arg) {
-  full_past_growth_t *r = arg;
-  tls_cache_t *tc = &t_tls_cache;
-  static void *blk[128];
-  for (int round = 0; round < 8; round++) {   // the bound grows to hold 64
-    for (int i = 0; i < 64; i++) blk[i] = hak_malloc(LOST_SIZE);
-    for (int i = 0; i < 64; i++) free_now(blk[i]);
-  }
-  unsigned cls = slab_of(r->other[0])->cls;
-  r->grew = tc->cap_grow[cls] != 0;
-  int n = tc->cap[cls] < 128 ? tc->cap[cls] : 128;
-  for (int i = 0; i < n; i++) blk[i] = hak_malloc(LOST_SIZE);
-  for (int i = 0; i < n && tc->lists[cls].room != 1; i++) free_now(blk[i]);   // to one short of full
-  free_now(r->other[0]);                                                     // another thread's on top: full
-  r->full = tc->lists[cls].room == 0;
-  free_now(r->other[1]);   // the overflow's flush holds other[0]: the grown bound goes
-  for (int i = 0; i < n; i++)
-    if (!block_is_free(hak_user_to_base(hak_user_from_raw(blk[i])))) free_now(blk[i]);
-  return NULL;
-}
 static void test_a_release_into_a_full_list_past_a_grown_bound_keeps_its_block(void **state) {
   (void)state;
-  hak_trim();
-  size_t before = stats_now().in_use_bytes;
-  full_past_growth_t r = {0};
-  holder_t h;
-  sem_init(&h.ready, 0, 0);
-  sem_init(&h.done, 0, 0);
-  pthread_t holder;
-  assert_int_equal(pthread_create(&holder, NULL, hold_two_blocks, &h), 0);
-  sem_wait(&h.ready);
-  r.other[0] = h.two[0];
-  r.other[1] = h.two[1];
-  run_in_thread(release_into_a_full_grown_list, &r);
-  sem_post(&h.done);
-  pthread_join(holder, NULL);
-  assert_true(r.grew);
-  assert_true(r.full);
-  hak_trim();   // (a quarantined block is marked free: only the count tells a lost one)
-  assert_int_equal(stats_now().in_use_bytes, before);
+  expect_a_free_into_a_full_grown_list_keeps_its_block(free_now);
 }
 
 int main(void) {

@@ -1,8 +1,7 @@
 // test_tls_sll.c — the per-thread lists (tls_sll_box), their refill and flush.
 // Each test uses a size class no other test of this program touches.
-#include <semaphore.h>
-
 #include "unit_util.h"
+#include "full_list_past_growth.h"
 #include "tiny/free_batch_box.h"
 
 // Free `n` blocks of `size` one by one; return the longest the TLS list got.
@@ -481,66 +480,11 @@ static void test_a_list_grows_to_a_big_batch_after_one_round(void **state) {
   assert_int_equal(flushes, 0);
 }
 
-// A free into a full list whose overflow's flush gives a grown bound back
-// (the flush held another thread's block: class_ungrow, or batching's start
-// in the flush, tiny_cache_ungrow) found the list full again, flushed only
-// down to the class's bound, and its push failed: the block was on no list
-// and its slab counted it in use for good (test_threads' exchanging threads,
-// 1 run in 10-60 under load; a 64 KiB block a time). The freed block must be
-// on the list, marked free.
-#define LOST_SIZE (40u << 10)   // above the class exchange and the batches: home through the flush
-// The two blocks from a thread that lives (and owns their slab) until the
-// test is done: an exited thread's slab would be adopted by the freeing
-// thread's refills, its blocks that thread's own.
-typedef struct holder { void *two[2]; sem_t ready, done; } holder_t;
-static void *hold_two_blocks(void *arg) {
-  holder_t *h = arg;
-  h->two[0] = hak_malloc(LOST_SIZE);
-  h->two[1] = hak_malloc(LOST_SIZE);
-  sem_post(&h->ready);
-  sem_wait(&h->done);
-  return NULL;
-}
-typedef struct full_past_growth { void *other[2]; int grew, full, freed_marked; } full_past_growth_t;
-static void *free_into_a_full_grown_list(void *arg) {
-  full_past_growth_t *r = arg;
-  unsigned cls = size_class_of(LOST_SIZE);
-  tls_cache_t *tc = &t_tls_cache;
-  static void *blk[128];
-  last_round_flushes(LOST_SIZE, blk, 64, 8);   // the bound grows to hold 64
-  r->grew = tc->cap_grow[cls] != 0;
-  int n = tc->cap[cls] < 128 ? tc->cap[cls] : 128;
-  for (int i = 0; i < n; i++) blk[i] = hak_malloc(LOST_SIZE);
-  for (int i = 0; i < n && tc->lists[cls].room != 1; i++) hak_free(blk[i]);   // own blocks, to one short of full
-  hak_free(r->other[0]);                                                     // another thread's on top: full
-  r->full = tc->lists[cls].room == 0;
-  hak_free(r->other[1]);   // the overflow's flush holds other[0]: the grown bound goes
-  r->freed_marked = block_is_free(hak_user_to_base(hak_user_from_raw(r->other[1])));
-  for (int i = 0; i < n; i++)
-    if (!block_is_free(hak_user_to_base(hak_user_from_raw(blk[i])))) hak_free(blk[i]);
-  return NULL;
-}
+// A free into a full list past a grown bound keeps its block
+// (full_list_past_growth.h).
 static void test_a_free_into_a_full_list_past_a_grown_bound_keeps_its_block(void **state) {
   (void)state;
-  hak_trim();
-  size_t before = stats_now().in_use_bytes;
-  full_past_growth_t r = {0};
-  holder_t h;
-  sem_init(&h.ready, 0, 0);
-  sem_init(&h.done, 0, 0);
-  pthread_t holder;
-  assert_int_equal(pthread_create(&holder, NULL, hold_two_blocks, &h), 0);
-  sem_wait(&h.ready);
-  r.other[0] = h.two[0];
-  r.other[1] = h.two[1];
-  run_in_thread(free_into_a_full_grown_list, &r);
-  sem_post(&h.done);
-  pthread_join(holder, NULL);
-  assert_true(r.grew);
-  assert_true(r.full);
-  assert_true(r.freed_marked);
-  hak_trim();
-  assert_int_equal(stats_now().in_use_bytes, before);
+  expect_a_free_into_a_full_grown_list_keeps_its_block(hak_free);
 }
 
 // Grown bounds hold the thread's own blocks, which no other class or thread

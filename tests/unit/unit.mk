@@ -42,11 +42,11 @@ TEST_RUNS += test-unit
 
 unit-bins: $(UNIT_BINS) $(UNIT_HARD_BINS)
 
-$(UNIT_OUT)/hardened_test_%: $(UNIT_DIR)/hardened_test_%.c $(UNIT_DIR)/unit_util.h $(UNIT_DIR)/big_heap_batching.h $(HARD_CORE_A)
+$(UNIT_OUT)/hardened_test_%: $(UNIT_DIR)/hardened_test_%.c $(UNIT_DIR)/unit_util.h $(UNIT_DIR)/big_heap_batching.h $(UNIT_DIR)/full_list_past_growth.h $(HARD_CORE_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(UNIT_CFLAGS) -DHAK_HARDENED=1 $< -o $@ $(HARD_CORE_A) $(UNIT_LIBS)
 
-$(UNIT_OUT)/%: $(UNIT_DIR)/%.c $(UNIT_DIR)/unit_util.h $(UNIT_DIR)/big_heap_batching.h $(CORE_A)
+$(UNIT_OUT)/%: $(UNIT_DIR)/%.c $(UNIT_DIR)/unit_util.h $(UNIT_DIR)/big_heap_batching.h $(UNIT_DIR)/full_list_past_growth.h $(CORE_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(UNIT_CFLAGS) $< -o $@ $(CORE_A) $(UNIT_LIBS)
 
