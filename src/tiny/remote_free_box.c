@@ -122,8 +122,8 @@ uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
   return n;
 }
 
-uint32_t ss_remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last,
-                        hak_base_ptr_t *next) {
+static uint32_t remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last,
+                            hak_base_ptr_t *next) {
   *next = HAK_BASE_NULL;
   if (max == 0) return 0;
   uint8_t since = atomic_load_explicit(&m->remote_since, memory_order_relaxed);
@@ -173,4 +173,12 @@ uint32_t ss_remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first, hak
   *first = head;
   *last = tail;
   return take;
+}
+
+uint32_t ss_remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first, hak_base_ptr_t *last,
+                        hak_base_ptr_t *next) {
+  slab_take_lock(m);
+  uint32_t n = remote_take(m, max, first, last, next);
+  slab_take_unlock(m);
+  return n;
 }

@@ -75,10 +75,13 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
   HAK_CHECK((size_t)(slab_carve(m) - m->base) % m->block_size == 0, "carve point not on a block", m);
   // `used` first: a remote free in flight pushes before it lowers `used`, so
   // a block counted out of `used` after this load is on the remote list below.
+  // (A ticket's take waits meanwhile: slab_take_lock.)
+  slab_take_lock((slab_meta_t *)m);
   uint32_t used = atomic_load(&m->used);
   uint32_t carved = (uint32_t)((size_t)(slab_carve(m) - m->base) / m->block_size);
   uint32_t local = free_list_length(m, m->freelist);
   uint32_t remote = free_list_length(m, atomic_load(&m->remote_head));
+  slab_take_unlock((slab_meta_t *)m);
   // A remote freer pushes its chain before it lowers `used`: while one is in
   // flight the sum exceeds the capacity, never falls short of it.
   // (An ACTIVE slab's `used` counts its free list: superslab.h.)
