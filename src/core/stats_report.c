@@ -449,5 +449,5 @@ static void stats_report_at_exit(void) {
 
 void hak_stats_at_exit(void) {
   stats_report_at_exit();
-  if (HAK_STATS) hak_print_sites(2);
+  if (HAK_STATS) hak_print_sites(report_stderr());
 }

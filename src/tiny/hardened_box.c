@@ -234,7 +234,6 @@ void hardened_report_delete(const char *what, const void *p, size_t given, size_
 void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
   (void)bs;
   int saved = errno;
-  tls_cache_t *tc = &t_tls_cache;
   hak_base_ptr_t b = hak_base_from_raw(p);
   if (!quarantine_words_ok(p)) {
     hak_report_pointer_error("write after free of", p, " (its first 16 bytes changed in quarantine)");
@@ -242,14 +241,8 @@ void hardened_release_slow(unsigned cls, uint32_t bs, void *p) {
   }
   int remote = (cls & HARD_QUAR_REMOTE) != 0;
   cls &= HARD_QUAR_REMOTE - 1;
-  if (remote) {
-    tiny_free_remote(cls, b);
-  } else {
-    if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);
-    int pushed = tls_sll_push(tc, cls, b);
-    HAK_ASSERT(pushed);   // (tiny_flush_overflow leaves room)
-    (void)pushed;
-  }
+  if (remote) tiny_free_remote(cls, b);
+  else tiny_push_flushing(cls, b);
   errno = saved;
 }
 

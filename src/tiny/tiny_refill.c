@@ -1084,10 +1084,7 @@ void tiny_free_checked(slab_meta_t *m, hak_base_ptr_t b) {
     tiny_free_remote(cls, b);
     return;
   }
-  if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);
-  int pushed = tls_sll_push(tc, cls, b);
-  HAK_ASSERT(pushed);   // (tiny_flush_overflow leaves room)
-  (void)pushed;
+  tiny_push_flushing(cls, b);
 }
 
 // cls's bound back to the class's (cap_grow 0), the list flushed down to it.
@@ -1099,7 +1096,9 @@ static void class_ungrow(tls_cache_t *tc, unsigned cls) {
   if (tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-tc->lists[cls].room);
 }
 
-void tiny_flush_overflow(unsigned cls) {
+// The list of cls is full and a block must go on it: a batch flushed, and
+// room left for the block.
+static void tiny_flush_overflow(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   if (g_size_class[cls].size > HAK_TINY_MAX && tc->cap_shift[cls] < TLS_SHRINK_MAX &&
       ++tc->overflows[cls] >= TLS_SHRINK_STREAK) {
@@ -1133,6 +1132,14 @@ void tiny_flush_overflow(unsigned cls) {
 #if HAK_DEBUG
   tls_sll_validate(cls);
 #endif
+}
+
+void tiny_push_flushing(unsigned cls, hak_base_ptr_t b) {
+  tls_cache_t *tc = &t_tls_cache;
+  if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);
+  int pushed = tls_sll_push(tc, cls, b);
+  HAK_ASSERT(pushed);   // (tiny_flush_overflow leaves room)
+  (void)pushed;
 }
 
 void tiny_cache_ungrow(void) {

@@ -47,7 +47,8 @@ unsigned tiny_tickets_mode(unsigned mode);
 void tiny_parked_tickets_home(void);
 // Tickets parked now, one a class at most (a relaxed look).
 uint32_t tiny_parked_tickets(void);
-// The list of cls is full and a block must go on it: flush a batch. A medium
+// Push b onto the list of cls (the calling LIVE thread's), first flushing a
+// batch when the list is full (tiny_flush_overflow, tiny_refill.c). A medium
 // class's bound halves first (at most TLS_SHRINK_MAX times) at the
 // TLS_SHRINK_STREAK-th overflow with no refill between: a thread that only
 // frees the class (a consumer) hoarded up to 512 KiB of it per class, blocks
@@ -56,8 +57,7 @@ uint32_t tiny_parked_tickets(void);
 // time (its list's length is a random walk): halving at the second overflow
 // made ws-medium halve and double back 4 595 times in 4 M operations, at the
 // eighth 37 times.
-// Returns with room on the list for that block.
-void tiny_flush_overflow(unsigned cls);
+void tiny_push_flushing(unsigned cls, hak_base_ptr_t b);
 // Every grown bound back to its class's (tls_sll_box.h cap_grow), the lists
 // flushed down to it: a thread that starts batching its frees
 // (free_batch_box.h), whose own classes' overflows then tell it when to stop.
