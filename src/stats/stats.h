@@ -76,10 +76,10 @@ typedef struct hak_thread_counters {
   uint64_t batch_probe_stops;         // ... and stopped a heap's batch whose marks were in a cache (free_batch_probe)
   uint64_t handed_over;               // blocks a consumer handed over at its drain (tiny_handover)
   uint64_t ticket_blocks;             // blocks taken back from other threads' stale remote lists
-                                      //   (tiny_refill.c refill_from_ticket), tickets included
+                                      //   (ticket_box.c refill_from_ticket), tickets included
   uint64_t populate_calls;            // carves that faulted pages in ahead (tiny_refill.c)
   uint64_t populate_bytes;            // ... and the bytes they asked for
-  uint64_t classes_given_back;        // classes whose list and idle slabs went home (tiny_refill.c give_class_back)
+  uint64_t classes_given_back;        // classes whose list and idle slabs went home (idle_class_box.c give_class_back)
   hak_class_counters_t cls[HAK_STAT_CLASSES];
   uint64_t site[HAK_SITE_COUNT];      // STATS build: per contention site
 } hak_thread_counters_t;

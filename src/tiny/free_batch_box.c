@@ -262,10 +262,10 @@ void free_batch_set_active(int on) {
   fb->heap = 0;
   fb->win_moved = fb->win_foreign = 0;
   fb->probe_skip = fb->probes = fb->probes_cold = 0;
-  // Grown bounds go (tiny_refill.h): with them a thread's own classes rarely
-  // overflowed, and their flushes are the signal to stop (a shape of
-  // sh8bench, 2 threads handing each other half of every batch: batching on
-  // for 3x the frees, 1.10x the time).
+  // Grown bounds go (tiny_flush.h tiny_cache_ungrow): with them a thread's
+  // own classes rarely overflowed, and their flushes are the signal to stop
+  // (a shape of sh8bench, 2 threads handing each other half of every batch:
+  // batching on for 3x the frees, 1.10x the time).
   if (on) tiny_cache_ungrow();
   hak_counters()->batch_starts += (uint64_t)on;
   // A class above FREE_BATCH_MAX_BLOCK keeps its key: free tests its blocks

@@ -503,7 +503,7 @@ unsigned hardened_alignment_lg(const slab_meta_t *m, const void *p);
 // metadata; a size kept beside it cost 2 instructions per pair to pack and
 // unpack). The way out: HARD_QUAR_REMOTE is set for a block under a cache
 // line of a slab another thread owned when it was freed, which goes home
-// through the remote buffer (the default build's rule, tiny/tiny_refill.c
+// through the remote buffer (the default build's rule, tiny/tiny_flush.c
 // tiny_free_checked; decided at free, where the slab's metadata is at hand, as
 // the default build does).
 typedef struct hard_quar_slot {

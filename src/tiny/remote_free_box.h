@@ -2,7 +2,7 @@
 //
 // Blocks of another thread's slab (or of an abandoned slab) reach it in
 // batches: a thread's TLS list takes any block of its class, and a flush
-// gathers the blocks it gives back per destination slab (tiny_refill.c). Each
+// gathers the blocks it gives back per destination slab (tiny_flush.c). Each
 // gathered chain is pushed onto the slab's remote list with one CAS. The
 // owner takes the whole list at once on refill (ss_remote_drain_to_freelist),
 // reading each pushed chain's first block (tls_sll_box.h: block_set_chain), or
@@ -16,7 +16,7 @@
 // heap its workers then free, and sleeps) holds everything freed into the
 // slab since. A pusher that finds an owned slab's list waiting
 // REMOTE_STALE_STAMPS or more keeps one block of its chain back, a ticket
-// (tiny_refill.c flush_hold_ticket): still counted out of the slab, which
+// (ticket_box.c flush_hold_ticket): still counted out of the slab, which
 // therefore cannot be recycled nor its SuperSlab unmapped while the ticket
 // is held. At its next refill of the class it takes a batch of the list
 // (ss_remote_take) with the ticket onto its own TLS list, which takes any

@@ -36,7 +36,7 @@ typedef struct thread_record {
   // Per class, a block kept back from a chain sent to another thread's slab
   // whose remote list waited stale (remote_free_box.h), or NULL: the heap's
   // next refill of the class takes it and a batch of that list
-  // (tiny_refill.c). Marked free and counted out of its slab, as a block on a
+  // (ticket_box.c). Marked free and counted out of its slab, as a block on a
   // TLS list is; a whole flush sends it home, or parks it (the thread's
   // exit). Past the counters: written only then.
   hak_base_ptr_t           ticket[HAK_NUM_CLASSES];

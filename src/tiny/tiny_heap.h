@@ -51,14 +51,14 @@ typedef struct tiny_heap {
   // Past FREE_BATCH_HEAP_BLOCKS its frees are tested in batches
   // (free_batch_box.h: a big heap's free waits on its block's line).
   uint32_t     owned_blocks;
-  // Classes dying in this thread (bit c: class c; tiny_refill.c
+  // Classes dying in this thread (bit c: class c; idle_class_box.c
   // look_dying_classes): only freed lately, with every block of their current
   // slab still out possibly on their list, or no current slab; each list's
   // head as the last slow path saw it.
   uint64_t     dying;
   void        *dying_head[HAK_NUM_CLASSES];
   uint8_t      dying_looks[HAK_NUM_CLASSES];   // looks in a row that saw the head unmoved
-  // The look at idle classes (tiny_refill.c look_idle_classes): when it
+  // The look at idle classes (idle_class_box.c look_idle_classes): when it
   // was, the bytes of this thread's slow paths since, their classes (bit c),
   // and per class the list head and exchange count the last look saw and
   // the looks in a row that saw neither move.
@@ -70,12 +70,12 @@ typedef struct tiny_heap {
   uint8_t      left_looks[HAK_NUM_CLASSES];
   // Classes given back (bit c) and the look count then (its low 8 bits), and
   // per class the looks it is kept through after it came back too soon
-  // (tiny_refill.c note_class_back).
+  // (idle_class_box.c note_class_back).
   uint32_t     left_look_count;
   uint64_t     left_gone;
   uint8_t      left_gone_at[HAK_NUM_CLASSES];
   uint8_t      left_keep[HAK_NUM_CLASSES];
-  // A batching thread's hand-over chains (tiny_refill.c tiny_handover):
+  // A batching thread's hand-over chains (tiny_flush.c tiny_handover):
   // other threads' medium blocks of classes it frees and does not take,
   // linked at the drain while their lines are here, first..last of n.
   hak_base_ptr_t handover_first[HAK_NUM_CLASSES];
@@ -153,7 +153,7 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls);
 // and remote frees still arriving is given up to the abandoned stack.
 void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *skip);
 
-// cls is idle in this thread (tiny_refill.c look_idle_classes): its current slab
+// cls is idle in this thread (idle_class_box.c look_idle_classes): its current slab
 // goes back to the stash or pool if it is EMPTY, and its partial slabs are
 // trimmed as a refill would (tiny_heap_trim_partial). The wake list is taken
 // first, so full slabs that remote frees emptied go back too.

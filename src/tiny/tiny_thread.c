@@ -217,7 +217,7 @@ int thread_setup(void) {
     t_counted_live = 1;
   }
   t_heap_p = &r->heap;
-  // The idle classes' first look a look's time from now (tiny_refill.c
+  // The idle classes' first look a look's time from now (idle_class_box.h
   // note_slow_path), not at the first slow path: a new thread has no class
   // to give back (churn -c 16 -k 16: 0.9 k instructions a thread).
   r->heap.left_look_ms = os_now_ms();

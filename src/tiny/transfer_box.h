@@ -70,7 +70,7 @@ uint32_t transfer_blocks(unsigned cls);
 uint32_t transfer_chains(unsigned cls);
 // Chains of cls put or taken so far (wraps; a relaxed look): an exchange
 // whose count stood still while it held chains is of a class no thread
-// flushes or refills now (tiny_refill.c look_idle_classes).
+// flushes or refills now (idle_class_box.c look_idle_classes).
 uint32_t transfer_moves(unsigned cls);
 
 void transfer_fork_prepare(void);

@@ -1,5 +1,5 @@
 // hardened_test_handover.c — the hardened engine's consumer hands other
-// threads' medium blocks over too (tiny_refill.c tiny_handover), as they leave
+// threads' medium blocks over too (tiny_flush.c tiny_handover), as they leave
 // its quarantine (hardened_box.c hardened_handover): linked per class and
 // sent to the class exchange a class batch at a time, not pushed on its TLS
 // list and walked again at the next overflow (prodcons -t 4 of 1-32 KiB:

@@ -1,5 +1,5 @@
 // test_handover.c — a thread that only frees other threads' medium blocks
-// (a consumer) hands them over at its batch's drain (tiny_refill.c
+// (a consumer) hands them over at its batch's drain (tiny_flush.c
 // tiny_handover): linked per class while their lines are in its cache, sent
 // to the class exchange (or home) a class batch at a time, never put on its
 // TLS list and walked again at the list's next overflow. What is checked:

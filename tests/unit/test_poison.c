@@ -63,7 +63,7 @@ static void poison_tls_list(void) {
 // TLS list, walked by a flush: the address goes over the link of the
 // list's oldest block of the scenario (below the newer ones), which no
 // malloc reaches before the flush of the whole list does; the walk finds the
-// list's end by its link as it finds a forged one (tiny_refill.c
+// list's end by its link as it finds a forged one (tiny_flush.c
 // flush_gather), so the blocks above go home and the forged link is reported,
 // never followed. Then the list is used again (it would be dropped if the
 // report returned).

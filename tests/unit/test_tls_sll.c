@@ -152,7 +152,7 @@ static void test_a_threads_first_refill_of_a_class_takes_a_few_blocks_its_next_a
 }
 
 // ... and counts the bytes of the blocks it took toward the look at left
-// classes (tiny_refill.c note_slow_path), not those of its batch: a refill
+// classes (idle_class_box.h note_slow_path), not those of its batch: a refill
 // carving one 64 KiB block (a page's worth at most) counted four, so a
 // thread cycling through a few classes of 4-128 KiB in bursts looked every
 // few refills, gave each class back between its bursts and refilled it one
@@ -631,7 +631,7 @@ static void test_a_thread_that_starts_batching_puts_its_grown_bounds_back(void *
 }
 
 // An overflow's flush sends each block to its own slab, a run of one slab's
-// blocks extended with one compare (tiny_refill.c flush_gather): blocks of
+// blocks extended with one compare (tiny_flush.c flush_gather): blocks of
 // two slabs freed in interleaved runs of 1 to 4, with one block of each slab
 // kept, leave each slab counting exactly its kept block once the lists are
 // flushed. A run that took in a block of the other slab, or lost count of
@@ -671,7 +671,7 @@ static void test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks(void
 }
 
 // A flush gathers other threads' blocks into one chain per slab, for as
-// many slabs as it has ways (tiny_refill.c flush_ways_t: 16, in sets of 4
+// many slabs as it has ways (tiny_flush.c flush_ways_t: 16, in sets of 4
 // chosen by the slab's index in its SuperSlab): blocks of 16 slabs of one
 // SuperSlab with consecutive indices (4 to a set), freed by another thread
 // one slab after another, as a tree freed in post-order frees them, and

@@ -230,7 +230,7 @@ static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
 // 8, kept by tiny_class_ungrow each round; grown to 2 MiB of blocks,
 // TLS_GROWN_BYTES_LARGE, its list held a whole round of 16, no slow path came
 // and the loop never ended) until they have moved
-// enough bytes for `looks` looks at idle classes (tiny_refill.h), with no
+// enough bytes for `looks` looks at idle classes (idle_class_box.h), with no
 // look by the clock meanwhile (the clock's looks would give the classes
 // back on their own).
 static inline void slow_path_bytes_elsewhere(unsigned looks) {
@@ -305,7 +305,7 @@ static inline uint64_t batched_frees_so_far(void) {
   return tc.batched_frees;
 }
 
-// Blocks handed over at consumers' drains so far (tiny_refill.c tiny_handover).
+// Blocks handed over at consumers' drains so far (tiny_flush.c tiny_handover).
 static inline uint64_t handed_over_so_far(void) {
   hak_thread_counters_t tc;
   hak_counters_sum(&tc);
