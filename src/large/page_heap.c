@@ -31,7 +31,12 @@
 // Lock: an arena's lock guards its regions and its fields; g_ph_map is also
 // read without it (page_heap_contains), and g_dirty_arenas and
 // g_last_purge_ms[] (page_heap_maybe_purge's quick test, then it locks).
+//
+// Files: this one (regions, runs, blocks), page_heap_purge.c (when freed runs
+// go back), page_heap_validate.c (debug builds' checks); what they share,
+// the layout and its invariants included: page_heap_internal.h.
 #include "large/page_heap.h"
+#include "large/page_heap_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -45,198 +50,18 @@
 #include "os/os.h"
 #include "stats/stats.h"
 
-#define PH_REGION_SHIFT  26                   // 64 MiB regions, aligned to their size
-#define PH_REGION_SIZE   ((size_t)1 << PH_REGION_SHIFT)
-#define PH_PAGE_SHIFT    12                   // the heap's page: x86-64's, a compile-time layout unit
-#define PH_PAGE_SIZE     ((size_t)1 << PH_PAGE_SHIFT)
-#define PH_PAGES         ((uint32_t)(PH_REGION_SIZE >> PH_PAGE_SHIFT))
-#define PH_EXACT_BINS    16u                  // runs of 1..16 pages: one bin per length
-#define PH_SUB_BITS      2u                   // above: 4 bins per power of two
-#define PH_BINS          64                   // one bit each in bin_mask (bin_of(PH_PAGES - 1) == 55)
-#define PH_CLEAN         0                    // bin set of clean free runs (read as zero)
-#define PH_DIRTY         1                    // bin set of dirty free runs (may be resident)
-#define PH_NONE          UINT32_MAX           // no page: end of a bin list
-#define PH_USED          (1u << 31)           // head word: the run is a live block
-#define PH_LEN_MASK      (PH_USED - 1u)
-#define PH_ADDR_BITS     47                   // user address space of x86-64: the bitmap's reach
-#define PH_MAP_WORD_BITS 64u                  // regions per bitmap word
-#define PH_MAP_WORDS     (((size_t)1 << (PH_ADDR_BITS - PH_REGION_SHIFT)) / PH_MAP_WORD_BITS)
-#define PH_DIRTY_LIVE_FACTOR 3u               // dirty budget: 3x the live bytes, if above the minimum (dirty_budget)
-#define PH_ROOM_RUNS     1u                   // ... or the room below the recent peak and the longest run
-#define PH_ROOM_PEAK_DEN 4u                   // ... and a quarter of the peak (fragmentation)
-#define PH_PHASE_END_DEN 8u                   // live bytes at 1/8 of the recent peak: a phase ended (arena_note_phase_end)
-#define PH_NO_END_PEAK   SIZE_MAX             // ph_arena_t.end_peak: no purge the program has not grown past
-#define PH_IDLE_DELAY_DEN 10u                 // an arena whose threads exited: purged after 1/10 of the delay
-#define PH_END_DEFER_DEN 10u                  // a phase end another thread reached: purged 1/10 of the delay later
-#define PH_END_BACK_DEN  4u                   // ... unless the live bytes are back above 1/4 of the peak first
-#define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
-#define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
-
-// One 64 MiB region. Its first PH_HEADER_PAGES pages hold this header; the
-// rest, pages [PH_HEADER_PAGES, PH_PAGES), are tiled by runs. For a region at
-// rest (lock held, between operations):
-//   runs tile:   from s = PH_HEADER_PAGES, s += len(s) reaches exactly PH_PAGES,
-//                len(s) = head[s] & PH_LEN_MASK > 0 and tail[s + len(s) - 1] == len(s);
-//                head[] is 0 off run starts, tail[] 0 off run ends
-//   merged:      no two neighbouring free runs are both clean or both dirty (a
-//                purge or a free merges them)
-//   bins:        bin_head[d][b] lists exactly the free runs with (dirty[s] != 0) == d and
-//                bin_of(len) == b (link_prev/link_next agree, link_prev[head] == PH_NONE);
-//                bit b of bin_mask[d] == (bin_head[d][b] != PH_NONE); dirty[] is 0
-//                except at the start of a dirty free run
-//   counts:      free_pages == sum of len over free runs
-// And over an arena's regions: region_count == |regions|; empty_regions ==
-// |regions with free_pages == PH_USABLE_PAGES|; live_count == |used runs|,
-// live_pages == sum of their len; dirty_bytes == sum of dirty free runs'
-// bytes. Over all arenas: the sum of region_count == bits set in g_ph_map.
-// Hardened: a run whose closing the kernel refused (hardened_keep_out) stays a
-// used run, counted live, with its bit set in kept_out; it is no block to
-// free, size or own, and a touch of it is a use after free. So is a freed run
-// in its arena's quarantine (ph_quarantine_put), until it leaves it.
-struct ph_arena;
-
-typedef struct ph_region {
-  struct ph_arena  *arena;            // its arena, for good (set before it is announced)
-  uint32_t          free_pages;       // pages in free runs
-  uint64_t          bin_mask[2];      // bins holding at least one run: [PH_CLEAN], [PH_DIRTY]
-  struct ph_region *next, *prev;      // all regions
-  uint32_t          bin_head[2][PH_BINS];
-  uint32_t          head[PH_PAGES];   // first page of a run: len | USED; else 0
-  uint32_t          tail[PH_PAGES];   // last page of a run: len; else 0
-  uint8_t           dirty[PH_PAGES];  // first page of a free run: 0 if clean, else its mark (mark_now)
-  uint32_t          link_next[PH_PAGES];  // bin list links, at a free run's first page
-  uint32_t          link_prev[PH_PAGES];
-#if HAK_HARDENED
-  uint64_t          kept_out[PH_PAGES / 64];  // bit s: the used run at s was freed, kept out of reuse
-  // A used run's first page: the bytes before its block (ph_block_slack, a
-  // multiple of 16) | the bytes between its request and the guard page's
-  // 16-byte boundary (0-15; tail_canary_fill).
-  uint16_t          slack[PH_PAGES];
-#endif
-} ph_region_t;
-
-#define PH_HEADER_PAGES  ((uint32_t)((sizeof(ph_region_t) + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
-#define PH_USABLE_PAGES  (PH_PAGES - PH_HEADER_PAGES)
-_Static_assert(PAGE_HEAP_MAX <= ((size_t)PH_USABLE_PAGES << PH_PAGE_SHIFT), "the largest block fits a region");
-_Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");
-
-// Under ThreadSanitizer 4: its deadlock detector holds at most 64 locks per
-// thread, and fork() holds every lock of the allocator at once (59 others:
-// the 52 classes' exchanges, the pools', the huge table's, the counters').
-#if defined(__SANITIZE_THREAD__)
-#define PH_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define PH_TSAN 1
-#endif
-#endif
-#ifdef PH_TSAN
-#define PH_ARENAS 4u
-#else
-#define PH_ARENAS 32u
-#endif
-
-#if HAK_HARDENED
-// The hardened build's quarantine of freed large blocks: an arena's last
-// PH_QUAR_SLOTS freed runs, or fewer past PH_QUAR_BYTES (the newest always
-// stays), wait closed (PROT_NONE) and kept out of reuse before they go back to
-// the free runs. Without it the next malloc of the size took the run just
-// freed and opened it again, so a stale pointer's write landed in the new
-// block unseen (an independent misuse program: write after free of a 256 KiB
-// block, then malloc of 256 KiB). A run kept (its pages resident, see
-// hardened_close_block) holds its memory while it waits: the byte bound.
-#define PH_QUAR_SLOTS 8u
-#define PH_QUAR_BYTES ((size_t)8 << 20)
-typedef struct ph_quar_slot {
-  struct ph_region *r;
-  uint32_t          s, n;               // the run
-  int               kind;               // its pages' kind for region_release (hardened_close_block)
-} ph_quar_slot_t;
-#endif
-
-typedef struct ph_arena {
-  ph_region_t     *regions;
-  size_t           region_count, empty_regions;
-  size_t           live_count, live_pages;
-  size_t           peak_pages;       // the most live_pages since the last full purge pass (dirty_budget)
-  uint32_t         peak_run;         // the longest run taken since then, pages (dirty_budget)
-  _Atomic size_t   dirty_bytes;      // written under the lock, read without it
-  _Atomic uint64_t idle_since_ms;    // when its users last fell to 0 (arena_idle; g_arena_gate)
-  uint8_t          dense;            // the program touches most pages of its blocks (arena_sample_density)
-  size_t           kept_pages;       // dirty pages the last pass or phase end's purge left: room in the
-                                     //   budget until the next (dirty_budget)
-  uint8_t          end_regret;       // the program grew past a phase end's purge and ended again within
-                                     //   the delay: phase ends keep the room (arena_note_phase_end)
-  size_t           end_peak;         // the live pages a phase end's purge left; PH_NO_END_PEAK once the
-                                     //   program grew past them (or none since malloc_trim)
-  uint64_t         end_ms;           // the last phase end (0: none since malloc_trim)
-                                     // (A phase end deferred: g_end_defer_ms, arena_see_phase_end.)
-  uint32_t         sample_in;        // pages to free until the next sample
-#if HAK_HARDENED
-  uint8_t          residency[PH_BINS];   // per bin of run length: the last verdict (hardened_close_block)
-  ph_quar_slot_t   quar[PH_QUAR_SLOTS];  // freed runs, closed, kept out of reuse (FIFO; ph_quarantine_put)
-  uint32_t         quar_next, quar_used;
-  size_t           quar_bytes;
-#endif
-} __attribute__((aligned(64))) ph_arena_t;
-
-HAK_BIG_DATA static ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.end_peak = PH_NO_END_PEAK}};
-// Arena i's gate: its lock and its users (live threads that allocate from
-// it), a line each, apart from the arena, all on one page. The atfork
-// handlers take every lock and the child resets the counts; a fork
-// write-protects the pages these lie on, so each is a fault in both
-// processes (the arenas' own pages were two more a fork). Past the start-up
-// variables (debug/hak_base.h): a process that never takes a large block
-// never touches it.
-typedef struct {
-  pthread_mutex_t  lock;
-  _Atomic uint32_t users;
-} __attribute__((aligned(64))) ph_arena_gate_t;
-_Static_assert(sizeof(ph_arena_gate_t) * PH_ARENAS <= 4096, "the arenas' gates on one page");
-HAK_BIG_BSS static ph_arena_gate_t g_arena_gate[PH_ARENAS] __attribute__((aligned(4096))) = {
+// The globals (page_heap_internal.h says what each is for).
+HAK_BIG_DATA ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.end_peak = PH_NO_END_PEAK}};
+HAK_BIG_BSS ph_arena_gate_t g_arena_gate[PH_ARENAS] __attribute__((aligned(4096))) = {
     [0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
-static _Atomic uint32_t g_arenas_used = 1;        // arenas [0, used) have been allocated from
-static __thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));   // arena + 1; 0: none yet
-// The arenas whose phase end this thread's frees put off (arena_see_phase_end),
-// done at its exit (its exit hook set when the first bit is).
-static __thread uint32_t t_ph_deferred __attribute__((tls_model("initial-exec")));
-HAK_BIG_BSS static _Atomic uint64_t g_ph_map[PH_MAP_WORDS];   // one bit per live region
-// For page_heap_maybe_purge, which every small-block refill calls: which
-// arenas may hold dirty runs (a bit set when a free dirties an arena whose bit
-// is clear, cleared by a pass that leaves none), and when each was last
-// purged. Both are read-mostly lines apart from the arenas', which their
-// threads write on every large block: a refill reads two lines, not one per
-// arena.
-_Static_assert(PH_ARENAS <= 32, "one bit per arena in g_dirty_arenas");
-static _Atomic uint32_t g_dirty_arenas;
-// A hint for arena_idle: the arenas whose last thread exited (set at a
-// thread's exit before its count falls, cleared after a thread took the
-// arena), so a look for idle arenas reads no arena's own lines, which their
-// threads write. A stale bit costs a look at the arena (arena_idle decides).
-static _Atomic uint32_t g_idle_arenas;
-static _Atomic uint64_t g_last_purge_ms[PH_ARENAS];
-// When another thread's free took each arena to a phase end whose purge waits
-// (arena_see_phase_end; 0: none): beside g_last_purge_ms, for the same test.
-static _Atomic uint64_t g_end_defer_ms[PH_ARENAS];
-
-#if HAK_DEBUG
-static void ph_validate_locked(const ph_arena_t *a);
-#define PH_VALIDATE(a) ph_validate_locked(a)
-#else
-#define PH_VALIDATE(a) ((void)0)
-#endif
-
-static uint32_t arena_bit(const ph_arena_t *a) { return 1u << (a - g_arenas); }
-
-static ph_arena_gate_t *arena_gate(const ph_arena_t *a) { return &g_arena_gate[a - g_arenas]; }
-static pthread_mutex_t *arena_mutex(const ph_arena_t *a) { return &arena_gate(a)->lock; }
-static void arena_lock(ph_arena_t *a) {
-  pthread_mutex_lock(arena_mutex(a));
-  HAK_SITE(SITE_PAGE_HEAP_LOCK);
-}
-static void arena_unlock(ph_arena_t *a) { pthread_mutex_unlock(arena_mutex(a)); }
-
-static void arenas_end_deferred_by_thread(void);
+_Atomic uint32_t g_arenas_used = 1;
+__thread uint8_t t_ph_arena __attribute__((tls_model("initial-exec")));
+__thread uint32_t t_ph_deferred __attribute__((tls_model("initial-exec")));
+HAK_BIG_BSS _Atomic uint64_t g_ph_map[PH_MAP_WORDS];
+_Atomic uint32_t g_dirty_arenas;
+_Atomic uint32_t g_idle_arenas;
+_Atomic uint64_t g_last_purge_ms[PH_ARENAS];
+_Atomic uint64_t g_end_defer_ms[PH_ARENAS];
 
 // A thread that chose an arena gives it back at exit (its own key: a thread
 // may allocate large blocks only, and never set up the small-block caches),
@@ -286,54 +111,15 @@ static ph_arena_t *arena_lock_for_alloc(void) {
   return a;
 }
 
-static uint32_t arenas_used(void) { return atomic_load_explicit(&g_arenas_used, memory_order_relaxed); }
-
-
-// An arena's dirty_bytes changes only under its lock: a load and a store.
-// Its bit in g_dirty_arenas is set (an RMW only when clear).
-static void arena_add_dirty(ph_arena_t *a, size_t bytes, int add) {
-  size_t d = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
-  atomic_store_explicit(&a->dirty_bytes, add ? d + bytes : d - bytes, memory_order_relaxed);
-  if (add && !(atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed) & arena_bit(a)))
-    atomic_fetch_or_explicit(&g_dirty_arenas, arena_bit(a), memory_order_relaxed);
+// The calling thread put off its first phase end: set its exit hook (after
+// the arena's lock is released: pthread_setspecific may allocate).
+static HAK_NOINLINE void arena_key_for_deferred(void) {
+  pthread_once(&g_arena_key_once, arena_key_create);
+  pthread_setspecific(g_arena_key, (void *)1);
 }
-
-// ---- marks -----------------------------------------------------------------
-
-// A dirty run's mark: 1 + the tick it was freed in, modulo PH_MARK_TICKS, a
-// tick an eighth of HAKMEM_LARGE_PURGE_DELAY_MS. A pass past the delay
-// purged every dirty run, those freed a moment before too, so a program that
-// keeps taking and freeing large blocks faulted its free memory in again
-// after every pass: a producer thread's 300 KiB-1 MiB blocks, every page
-// written, freed by a consumer (`prodcons --min 300K --max 1M --touch pages`,
-// 300 000 blocks, ~200 MB at a time): 132 k page faults against 89 k with no
-// pass at all, 1.12x tcmalloc's time. Now a pass purges the runs freed a delay ago or more
-// (jemalloc's decay, in one step), the rest at a later pass.
-#define PH_MARK_TICKS 255u                    // marks 1..255
-#define PH_AGE_TICKS  8u                      // the purge delay, in ticks
-
-static uint64_t mark_tick_ms(void) {
-  uint64_t t = g_hak_config.large_purge_delay_ms / PH_AGE_TICKS;
-  return t ? t : 1;
-}
-static int mark_now(uint64_t now) { return 1 + (int)((now / mark_tick_ms()) % PH_MARK_TICKS); }
-// Ticks since a run of mark `mark` was freed, as of mark `now` (modulo
-// PH_MARK_TICKS: a run older than that reads younger; purge_aged_locked).
-static unsigned mark_age(unsigned mark, unsigned now) { return (now + PH_MARK_TICKS - mark) % PH_MARK_TICKS; }
 
 // ---- bins ------------------------------------------------------------------
 
-// Bin of a run of `pages` pages: exact below PH_EXACT_BINS, then
-// 1 << PH_SUB_BITS bins per power of two.
-static unsigned bin_of(uint32_t pages) {
-  if (pages <= PH_EXACT_BINS) return pages - 1;
-  unsigned lg = 31u - (unsigned)__builtin_clz(pages);
-  unsigned sub = (pages >> (lg - PH_SUB_BITS)) & ((1u << PH_SUB_BITS) - 1u);
-  unsigned exact_lg = 31u - (unsigned)__builtin_clz(PH_EXACT_BINS);
-  return PH_EXACT_BINS + (lg - exact_lg) * (1u << PH_SUB_BITS) + sub;
-}
-
-static size_t run_bytes(uint32_t pages) { return (size_t)pages << PH_PAGE_SHIFT; }
 
 // Put the free run [s, s+len) in its bin and record its head and tail;
 // `dirty` is 0 (clean) or the run's mark.
@@ -478,7 +264,7 @@ static void region_release(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
 // pages; its low ones, which first fit takes first, stay dirty. (Not for the
 // budget: purged to the page, ws8192 -w 64 at 256 KiB-2 MiB -t 2 passed it
 // again a few frees later, 184 k page faults against 32 k.)
-static int region_purge(ph_region_t *r, size_t keep, int split) {
+int region_purge(ph_region_t *r, size_t keep, int split) {
   int released = 0;
   for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0; mask = r->bin_mask[PH_DIRTY]) {
     size_t dirty_bytes = atomic_load_explicit(&r->arena->dirty_bytes, memory_order_relaxed);
@@ -500,7 +286,7 @@ static int region_purge(ph_region_t *r, size_t keep, int split) {
 
 // Purge the dirty runs of r freed `age` ticks or more before mark `now`
 // (lock held). Returns 1 if any was.
-static int region_purge_aged(ph_region_t *r, unsigned now, unsigned age) {
+int region_purge_aged(ph_region_t *r, unsigned now, unsigned age) {
   int released = 0;
   for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0; mask &= mask - 1) {
     for (uint32_t s = r->bin_head[PH_DIRTY][__builtin_ctzll(mask)], next; s != PH_NONE; s = next) {
@@ -567,7 +353,7 @@ static void region_publish(ph_arena_t *a, ph_region_t *r) {
   map_mark(r, 1);
 }
 
-static void region_destroy(ph_region_t *r) {
+void region_destroy(ph_region_t *r) {
   ph_arena_t *a = r->arena;
   int dirty;
   for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) s += run_remove(r, s, &dirty);  // keeps the dirty count exact
@@ -611,338 +397,6 @@ static uint32_t block_page(ph_region_t *r, const void *p) {
   if (off & (PH_PAGE_SIZE - 1)) return PH_NONE;
 #endif
   return s;
-}
-
-// ---- purge -----------------------------------------------------------------
-
-// Unmap regions of arena a with no live block until `kept` are left (its
-// lock held). Returns 1 if any was.
-static int unmap_empty_regions(ph_arena_t *a, size_t kept) {
-  int released = 0;
-  for (ph_region_t *r = a->regions, *next; r != NULL && a->empty_regions > kept; r = next) {
-    next = r->next;
-    if (r->free_pages == PH_USABLE_PAGES) { region_destroy(r); released = 1; }
-  }
-  return released;
-}
-
-// A full or aged pass ended (lock held): the program's next phase starts
-// here, its peak the live pages, and what the pass left dirty is room in the
-// budget until the next (kept_pages); the next free samples the density.
-static void arena_start_phase(ph_arena_t *a) {
-  a->peak_pages = a->live_pages;
-  a->peak_run = 0;
-  a->sample_in = 0;
-  a->kept_pages = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT;
-}
-
-// Unmap empty regions past the one kept (all of them when everything), then
-// madvise dirty free runs of arena a until it holds at most `keep` dirty
-// bytes (its lock held). Returns 1 if anything was released. A full pass
-// (keep 0) also starts the arena's peak over (dirty_budget) and samples the
-// next free (arena_sample_density).
-static int purge_locked(ph_arena_t *a, int everything, size_t keep) {
-  atomic_store_explicit(&g_last_purge_ms[a - g_arenas], os_now_ms(), memory_order_relaxed);
-  int released = unmap_empty_regions(a, everything ? 0 : PH_KEEP_EMPTY_REGIONS);
-  for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge(r, keep, 0);
-  if (keep == 0) arena_start_phase(a);
-  return released;
-}
-
-// The pass after the delay (lock held): the empty regions past the kept one
-// unmapped, and the dirty runs freed a delay ago or more purged (marks);
-// every dirty run when the last pass was so long ago that marks may have
-// wrapped. Returns 1 if anything was released.
-static int purge_aged_locked(ph_arena_t *a, uint64_t now) {
-  uint64_t last = atomic_load_explicit(&g_last_purge_ms[a - g_arenas], memory_order_relaxed);
-  uint64_t tick = mark_tick_ms();
-  unsigned age = (unsigned)((g_hak_config.large_purge_delay_ms + tick - 1) / tick);
-  if (now - last >= (PH_MARK_TICKS - PH_AGE_TICKS) * tick) age = 0;
-  atomic_store_explicit(&g_last_purge_ms[a - g_arenas], now, memory_order_relaxed);
-  int released = unmap_empty_regions(a, PH_KEEP_EMPTY_REGIONS);
-  unsigned mark = (unsigned)mark_now(now);
-  for (ph_region_t *r = a->regions; r != NULL; r = r->next) released |= region_purge_aged(r, mark, age);
-  arena_start_phase(a);
-  return released;
-}
-
-// Purge passes are at least HAKMEM_LARGE_PURGE_DELAY_MS apart; each purges
-// the runs freed a delay ago or more, so a run waits one to two delays (until
-// the next slow path after them).
-static int purge_delay_passed(const ph_arena_t *a, uint64_t now) {
-  return now - atomic_load_explicit(&g_last_purge_ms[a - g_arenas], memory_order_relaxed) >=
-         g_hak_config.large_purge_delay_ms;
-}
-
-// Is a idle: its last thread exited a tenth of the purge delay ago or more
-// (a relaxed look: a thread choosing it at the same time finds clean runs,
-// the same memory)? A thread takes runs only from its own arena, so an idle
-// arena's dirty runs wait for no one, and a full pass purges them then, not
-// after the whole delay. Python's tests/realprog/workload.py: four threads'
-// freed dict tables stayed in their arenas while the main thread mapped 40 MB
-// more, peak RSS 106 MB against 96-97 for glibc and tcmalloc; now 97-100. Not
-// at the exit itself: where a thread starts as another exits, the next one
-// takes the arena warm (`churn -c 4 -k 16 --min 300K --max 2M`: purged at
-// the exit, 6x the time and 5x the page faults).
-static int arena_idle(const ph_arena_t *a, uint64_t now) {
-  return atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) == 0 &&
-         now - atomic_load_explicit(&a->idle_since_ms, memory_order_relaxed) >=
-             g_hak_config.large_purge_delay_ms / PH_IDLE_DELAY_DEN;
-}
-
-// The dirty budget of arena a, the most of:
-// - 3x its live bytes (2x, as with one arena for all: ws8192 -t 8 at 256
-//   KiB-2 MiB took 1.9 s, 600 k page faults, 273 MB peak RSS; 3x: 0.9 s,
-//   220-250 k, 420-430 MB; mimalloc 0.8 s, 170 k, 550 MB; glibc 1.0 s, 330 MB);
-// - HAKMEM_LARGE_DIRTY_MB shared among the arenas in use (one arena, a single
-//   thread's: all of it);
-// - the room below its recent peak: the most pages it held live since the
-//   last full purge pass (at most HAKMEM_LARGE_PURGE_DELAY_MS ago while it
-//   has dirty runs), less those live now, and the longest run taken since
-//   then, for the freed runs a request cannot use (its run is longer than any
-//   of them). So the arena's pages, live and dirty, stay within its recent
-//   peak and one of its largest blocks until the next full pass.
-// Memory the program used a moment ago is about to be used again. A loop over
-// a few blocks of 1-32 MiB, every page touched, swings its live bytes between
-// a few and ~100 MB; with the first two terms alone each low purged what the
-// next high faulted in again. `large -w 4 --min 1M --max 32M -n 2000`, 3
-// interleaved runs, seconds / peak RSS MB / page faults: without the room
-// 5.30 / 102 / 1.39 M, with it 0.19 / 113 / 44 k (glibc 1.07 / 101 / 272 k,
-// tcmalloc 0.23 / 115 / 52 k, jemalloc 6.7 / 113 / 1.77 M, mimalloc 4.8 / 136
-// / 1.27 M); `-w 16 --min 256K --max 32M`: 1.35 / 165 -> 0.34 / 174 (glibc
-// 0.45 / 131, tcmalloc 0.17 / 169). Two longest runs: 0.16 / 115 on -w 4 but
-// 210 MB on -w 16; none: 1.3 s on -w 4. Half the peak instead of the runs
-// took `ws8192 -w 64 --min 256K --max 2M -t 2` from 104 to 116 MB.
-// A freed run counts whole though the program may have touched two of its
-// pages, so the budget purges what mostly is not resident, and the next
-// blocks fault their pages in again.
-// The room also holds a quarter of the peak (PH_ROOM_PEAK_DEN): the freed
-// runs too short for the requests that come next (fragmentation), which the
-// arena's pages outgrow its peak by. Blocks of 256 KiB-2 MiB at random,
-// after best fit, hold ~60 MB of address space at a 60 MB peak plus 25-30 MB
-// of runs between them; within the peak and one run, each thread of `ws8192
-// -w 64 --min 256K --max 2M -t 2` purged 10-25 MB of them whenever its live
-// bytes dipped (HAKMEM_LARGE_DIRTY_MB's share halves at two arenas), and
-// faulted them in again: 46 k page faults against 32 k, 1.45-1.6x the time
-// (mimalloc 1.2x faster; at one thread the 64 MiB share covered it). With the
-// quarter: 0.63-0.69x the time, 102 -> 116 MB (mimalloc 149, glibc 89 at
-// 2.7x our time); `large -w 4 --min 1M --max 32M` 0.55-0.71x at 111 -> 115
-// MB; an eighth of the peak was not enough (38.9 k faults, the same time);
-// 8 and 16 threads unchanged (their 3x live is the larger).
-// And the room holds the runs the last pass or phase end left dirty
-// (kept_pages): what it chose to keep, the budget does not purge at once.
-static size_t dirty_budget(const ph_arena_t *a) {
-  size_t budget = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)a->live_pages);
-  size_t share = g_hak_config.large_dirty_min / arenas_used();
-  size_t room = (size_t)(a->peak_pages - a->live_pages) + PH_ROOM_RUNS * (size_t)a->peak_run +
-                (size_t)a->peak_pages / PH_ROOM_PEAK_DEN + a->kept_pages;
-  room <<= PH_PAGE_SHIFT;
-  if (budget < share) budget = share;
-  return budget > room ? budget : room;
-}
-
-// Did a's last phase end come within the purge delay before `now`?
-static int arena_end_recent(const ph_arena_t *a, uint64_t now) {
-  return a->end_ms != 0 && now - a->end_ms < g_hak_config.large_purge_delay_ms;
-}
-
-// A free took arena a's live bytes down to 1/8 of its recent peak or less
-// (lock held): the program's phase may be over, and if it now sleeps no slow
-// path comes to purge after the delay (DESIGN §2: an idle program's RSS falls
-// close to its live data). So the room below the peak goes: the peak starts
-// over, and past the budget that leaves (3x live, at least the arena's share
-// of HAKMEM_LARGE_DIRTY_MB) the empty regions but one are unmapped and the
-// largest runs purged (the last one's top pages only). 64 blocks of 4 MiB
-// written, freed, then a sleep: 254 MB stayed resident (glibc 1 MB, jemalloc
-// 43; tcmalloc and mimalloc keep all); now 26, and 10 with one block kept live
-// (glibc 5, jemalloc 44). A program that grows again and ends its next phase
-// within the purge delay repeats its phases: it pays the refaults once, and
-// from then on its phase ends keep the room (the tenth session's loops over
-// large buffers) until two of them are the whole delay apart. `large -w 4
-// --min 1M --max 32M -n 1000`, whose four slots empty now and then: one
-// purge, 38 k page faults against 30 k, 1.30x the time of its 0.19 s.
-static __attribute__((noinline)) void arena_note_phase_end(ph_arena_t *a, uint64_t now) {
-  int grew = a->peak_pages > a->end_peak;   // since the last purge (else still going down: the same end)
-  if (!arena_end_recent(a, now)) a->end_regret = 0;
-  else if (grew) a->end_regret = 1;
-  a->end_ms = now;
-  if (grew) a->end_peak = PH_NO_END_PEAK;
-  size_t keep = g_hak_config.large_dirty_min / arenas_used();
-  size_t live3 = PH_DIRTY_LIVE_FACTOR * run_bytes((uint32_t)a->live_pages);
-  if (keep < live3) keep = live3;
-  if (a->end_regret || atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) <= keep) return;
-  unmap_empty_regions(a, PH_KEEP_EMPTY_REGIONS);
-  for (ph_region_t *r = a->regions; r != NULL; r = r->next) region_purge(r, keep, 1);
-  a->peak_pages = a->end_peak = a->live_pages;
-  a->peak_run = 0;
-  // The budget's room holds what the purge left dirty until the next pass:
-  // with the peak alone, a program that goes on (a consumer that caught up
-  // with its producer) had those runs purged at its next free (a 300 KiB-1
-  // MiB producer and consumer: 90 MB purged here, 19 MB more 4 ms later).
-  a->kept_pages = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) >> PH_PAGE_SHIFT;
-}
-
-// A free took arena a to a phase end (lock held). Where it is another
-// thread's free (not one of a's own, which allocate from it) while a's
-// threads live, the purge waits a tenth of the purge delay (until a slow path
-// after it: arena_maybe_purge, or any small-block refill through
-// page_heap_maybe_purge) and is called off if a's live bytes come back above
-// a quarter of the peak first (arena_note_peak): a consumer that freed what a
-// producer filled, while the producer goes on filling. With the purge at
-// once, four producers of 300 KiB-1 MiB blocks (every page written) and four
-// consumers purged ~90 MB per arena at each arena's first phase end and ~70
-// MB more in the same descent, all of it faulted in again (`prodcons -t 4 -n
-// 20000 --min 300K --max 1M --touch pages`, 7 paired rounds: 314 k -> 196 k
-// page faults, 0.60x the time, tcmalloc 0.53x -> 0.88x ours, peak RSS 684 ->
-// 758 MB, tcmalloc's 661; `-t 2` 0.61x, tcmalloc's level; `-t 1 -n 5000`
-// 0.65x). What it gives up: a program whose last frees came from another
-// thread, and that then calls no allocator function at all, keeps that
-// memory (up to its recent peak) until its next call: 64 blocks of 4 MiB
-// written by one thread, freed by another that stays, then a sleep: 254 MB
-// resident, was 58 (tcmalloc and mimalloc keep 258-265, jemalloc 44, glibc 1). Where
-// the allocating thread frees, or the allocating threads exit (arena_idle),
-// it goes back as before, and so where the freeing thread exits: its exit
-// does the ends it put off (arena_key_destructor; the program's frees are
-// over, a producer that comes back after that pays as before). An end the
-// arena's own thread reaches while one waits is not put off: the producer
-// freed the rest itself and may sleep now.
-static void arena_see_phase_end(ph_arena_t *a, uint64_t now) {
-  _Atomic uint64_t *defer = &g_end_defer_ms[a - g_arenas];
-  int regret = a->end_regret && arena_end_recent(a, now);   // keeps the room anyway
-  if (!regret && t_ph_arena != (uint8_t)(a - g_arenas + 1) &&
-      atomic_load_explicit(&arena_gate(a)->users, memory_order_relaxed) != 0) {
-    if (atomic_load_explicit(defer, memory_order_relaxed) == 0)
-      atomic_store_explicit(defer, now != 0 ? now : 1u, memory_order_relaxed);   // never 0
-    t_ph_deferred |= arena_bit(a);
-    return;
-  }
-  atomic_store_explicit(defer, 0, memory_order_relaxed);
-  arena_note_phase_end(a, now);
-}
-
-// Is a's deferred phase end due (a relaxed look)? A start later than `now`
-// (another thread stored it after this one read the clock) is not: `now -
-// since` would wrap to a wait long passed.
-static int arena_end_due(const ph_arena_t *a, uint64_t now) {
-  uint64_t since = atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed);
-  return since != 0 && now >= since && now - since >= g_hak_config.large_purge_delay_ms / PH_END_DEFER_DEN;
-}
-
-// A's deferred phase end is due (lock held): its purge, if the live bytes
-// are still at a phase end's level.
-static HAK_NOINLINE void arena_end_deferred(ph_arena_t *a, uint64_t now) {
-  atomic_store_explicit(&g_end_defer_ms[a - g_arenas], 0, memory_order_relaxed);
-  if (a->live_pages * PH_PHASE_END_DEN <= a->peak_pages) arena_note_phase_end(a, now);
-}
-
-// The calling thread put off its first phase end: set its exit hook (after
-// the arena's lock is released: pthread_setspecific may allocate).
-static HAK_NOINLINE void arena_key_for_deferred(void) {
-  pthread_once(&g_arena_key_once, arena_key_create);
-  pthread_setspecific(g_arena_key, (void *)1);
-}
-
-// The calling thread exits: the phase ends its frees put off, still waiting,
-// are done now.
-static void arenas_end_deferred_by_thread(void) {
-  for (uint32_t mask = t_ph_deferred; mask != 0; mask &= mask - 1) {
-    ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
-    arena_lock(a);
-    if (atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed) != 0) arena_end_deferred(a, os_now_ms());
-    PH_VALIDATE(a);
-    arena_unlock(a);
-  }
-  t_ph_deferred = 0;
-}
-
-// After the delay the dirty runs of a freed that long ago are purged (every
-// one at once when a is idle) and its empty regions past the kept one
-// unmapped; past the budget, the
-// largest down to 3/4 of it, so
-// the pages most likely reused stay resident
-// (purging all of them there cost ws8192 -t 2 at 256 KiB-2 MiB 2 k madvise
-// calls and 7x the page faults). Lock held.
-// `now`: os_now_ms, or 0 to read it here when there is anything to purge.
-static void arena_maybe_purge(ph_arena_t *a, uint64_t now) {
-  size_t dirty = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
-  if (dirty == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS) return;
-  if (now == 0) now = os_now_ms();
-  if (HAK_UNLIKELY(arena_end_due(a, now))) {
-    arena_end_deferred(a, now);
-    dirty = atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed);
-  }
-  if (arena_idle(a, now)) { purge_locked(a, 0, 0); return; }
-  if (purge_delay_passed(a, now)) { purge_aged_locked(a, now); return; }
-  size_t budget = dirty_budget(a);
-  if (dirty > budget) purge_locked(a, 0, budget / 4 * 3);
-}
-
-// Purge a as arena_maybe_purge does, under its lock, and clear its bit in
-// g_dirty_arenas when nothing is left to purge.
-static void arena_purge_pass(ph_arena_t *a) {
-  arena_lock(a);
-  arena_maybe_purge(a, 0);
-  if (atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed) == 0 && a->empty_regions <= PH_KEEP_EMPTY_REGIONS)
-    atomic_fetch_and_explicit(&g_dirty_arenas, ~arena_bit(a), memory_order_relaxed);
-  PH_VALIDATE(a);
-  arena_unlock(a);
-}
-
-// Purge the arenas of mask that are idle (arena_idle, the hint first) or,
-// when `delay`, past the purge delay or a deferred phase end's wait.
-static void purge_arenas(uint32_t mask, int delay) {
-  if (mask == 0) return;
-  uint64_t now = os_now_ms();
-  uint32_t idle = atomic_load_explicit(&g_idle_arenas, memory_order_relaxed);
-  for (; mask != 0; mask &= mask - 1) {
-    ph_arena_t *a = &g_arenas[__builtin_ctz(mask)];
-    if ((delay && (purge_delay_passed(a, now) || arena_end_due(a, now))) ||
-        ((idle & arena_bit(a)) && arena_idle(a, now)))
-      arena_purge_pass(a);
-  }
-}
-
-// Called from the small-block slow paths, so freed large memory goes back
-// after the delay even when no large block is allocated or freed again.
-void page_heap_maybe_purge(void) { purge_arenas(atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed), 1); }
-
-// The idle arenas other than `self` (just purged as needed, its lock
-// released), from every large block's malloc and free: their memory goes
-// back while a program allocates only large blocks (Python's small objects
-// rarely reach malloc). Two loads of read-mostly words while no arena is
-// idle, no clock read.
-static void purge_idle_arenas(const ph_arena_t *self) {
-  purge_arenas(atomic_load_explicit(&g_dirty_arenas, memory_order_relaxed) &
-               atomic_load_explicit(&g_idle_arenas, memory_order_relaxed) & ~arena_bit(self), 0);
-}
-
-int page_heap_release_empty(void) {
-  int released = 0;
-  for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
-    ph_arena_t *a = &g_arenas[i];
-    if (pthread_mutex_trylock(arena_mutex(a)) != 0) continue;
-    HAK_SITE(SITE_PAGE_HEAP_LOCK);
-    released |= unmap_empty_regions(a, 0);
-    PH_VALIDATE(a);
-    arena_unlock(a);
-  }
-  return released;
-}
-
-int page_heap_trim(int everything) {
-  int released = 0;
-  for (uint32_t i = 0, used = arenas_used(); i < used; i++) {
-    ph_arena_t *a = &g_arenas[i];
-    arena_lock(a);
-    released |= purge_locked(a, everything, 0);
-    a->end_ms = 0;                     // malloc_trim: what arena_note_phase_end learnt starts over
-    a->end_peak = PH_NO_END_PEAK;
-    a->end_regret = 0;
-    atomic_store_explicit(&g_end_defer_ms[i], 0, memory_order_relaxed);
-    PH_VALIDATE(a);
-    arena_unlock(a);
-  }
-  return released;
 }
 
 // ---- blocks ----------------------------------------------------------------
@@ -1096,26 +550,6 @@ static void zero_dirty_spans(char *p, size_t bytes, const ph_span_t *spans, uint
     if (from >= bytes) continue;
     memset(p + from, 0, (to < bytes ? to : bytes) - from);
   }
-}
-
-// A deferred phase end (arena_see_phase_end) the program grew back from:
-// it repeats its phases, as if the end had purged and the next come within
-// the delay (arena_note_phase_end's regret). Lock held.
-static HAK_NOINLINE void arena_end_called_off(ph_arena_t *a) {
-  atomic_store_explicit(&g_end_defer_ms[a - g_arenas], 0, memory_order_relaxed);
-  a->end_regret = 1;
-  a->end_ms = os_now_ms();
-  a->end_peak = PH_NO_END_PEAK;
-}
-
-// The live pages went up (a block taken or grown; lock held): a new height
-// since the last full purge pass, and a deferred phase end called off when
-// they are back above a quarter of the peak.
-static void arena_note_peak(ph_arena_t *a) {
-  if (a->live_pages > a->peak_pages) a->peak_pages = a->live_pages;
-  if (HAK_UNLIKELY(atomic_load_explicit(&g_end_defer_ms[a - g_arenas], memory_order_relaxed) != 0) &&
-      a->live_pages * PH_END_BACK_DEN > a->peak_pages)
-    arena_end_called_off(a);
 }
 
 // How arena_take looks for n free pages in a region: its dirty runs, its
@@ -1477,97 +911,3 @@ void page_heap_get_stats(page_heap_stats_t *out) {
   }
   out->mapped_bytes = out->regions * PH_REGION_SIZE;
 }
-
-// ---- validation --------------------------------------------------------------
-
-#if HAK_DEBUG
-// The first broken invariant (see ph_region_t) is reported in one line, then abort.
-#define PH_REQUIRE(cond, what, where, n) \
-  do { if (HAK_UNLIKELY(!(cond))) hak_report_invariant("page heap invariant broken: " what " at", where, n); } while (0)
-
-// Check one region in full; adds its live and dirty figures to the totals.
-static void ph_validate_region(const ph_region_t *r, size_t *live_count, size_t *live_pages,
-                               size_t *dirty_bytes) {
-  uint32_t free_pages = 0, free_runs = 0, prev_start = PH_NONE;
-  for (uint32_t i = 0; i < PH_HEADER_PAGES; i++)
-    PH_REQUIRE(r->head[i] == 0 && r->tail[i] == 0 && r->dirty[i] == 0, "header page marked as a run", r, i);
-  for (uint32_t s = PH_HEADER_PAGES; s < PH_PAGES;) {
-    uint32_t len = r->head[s] & PH_LEN_MASK;
-    PH_REQUIRE(len != 0 && len <= PH_PAGES - s, "runs tile the region (run length)", r, s);
-    PH_REQUIRE(r->tail[s + len - 1] == len, "tail word == run length", r, s);
-    for (uint32_t i = s + 1; i < s + len; i++)
-      PH_REQUIRE(r->head[i] == 0 && r->dirty[i] == 0, "no head or dirty mark inside a run", r, i);
-    for (uint32_t i = s; i + 1 < s + len; i++)
-      PH_REQUIRE(r->tail[i] == 0, "no tail word inside a run", r, i);
-    if (r->head[s] & PH_USED) {
-      PH_REQUIRE(r->dirty[s] == 0, "a used run has no dirty mark", r, s);
-      (*live_count)++;
-      *live_pages += len;
-    } else {
-      PH_REQUIRE(prev_start == PH_NONE || (r->head[prev_start] & PH_USED) ||
-                 (r->dirty[prev_start] != 0) != (r->dirty[s] != 0), "free neighbours of one kind are merged", r, s);
-      free_pages += len;
-      free_runs++;
-      if (r->dirty[s]) *dirty_bytes += run_bytes(len);
-    }
-    prev_start = s;
-    s += len;
-  }
-  PH_REQUIRE(r->free_pages == free_pages, "free_pages == sum of free run lengths", r, r->free_pages);
-  uint32_t listed = 0;
-  for (unsigned set = PH_CLEAN; set <= PH_DIRTY; set++) {
-    for (unsigned b = 0; b < PH_BINS; b++) {
-      uint32_t head = r->bin_head[set][b];
-      PH_REQUIRE(((r->bin_mask[set] >> b) & 1u) == (head != PH_NONE), "bin_mask bit == bin not empty", r, b);
-      uint32_t prev = PH_NONE;
-      for (uint32_t s = head; s != PH_NONE; prev = s, s = r->link_next[s]) {
-        PH_REQUIRE(s >= PH_HEADER_PAGES && s < PH_PAGES && listed < free_runs, "bin list inside the region, no cycle", r, b);
-        PH_REQUIRE(r->head[s] != 0 && !(r->head[s] & PH_USED), "a bin holds only free runs", r, s);
-        PH_REQUIRE((r->dirty[s] != 0) == set, "a bin set holds runs of its kind", r, s);
-        PH_REQUIRE(bin_of(r->head[s] & PH_LEN_MASK) == b, "a run sits in the bin of its length", r, s);
-        PH_REQUIRE(r->link_prev[s] == prev, "bin links agree (link_prev)", r, s);
-        listed++;
-      }
-    }
-  }
-  PH_REQUIRE(listed == free_runs, "every free run is in a bin", r, free_runs);
-}
-
-// Check arena a's regions and counters in full (its lock held).
-static void ph_validate_locked(const ph_arena_t *a) {
-  size_t regions = 0, empty = 0, live_count = 0, live_pages = 0, dirty_bytes = 0;
-  const ph_region_t *prev = NULL;
-  for (const ph_region_t *r = a->regions; r != NULL; prev = r, r = r->next) {
-    PH_REQUIRE(regions < a->region_count, "region_count == regions listed", r, a->region_count);
-    PH_REQUIRE(r->prev == prev, "region links agree", r, regions);
-    PH_REQUIRE(r->arena == a, "a listed region names its arena", r, regions);
-    PH_REQUIRE(page_heap_contains(r), "a listed region has its map bit", r, regions);
-    ph_validate_region(r, &live_count, &live_pages, &dirty_bytes);
-    if (r->free_pages == PH_USABLE_PAGES) empty++;
-    regions++;
-  }
-  PH_REQUIRE(regions == a->region_count, "region_count == regions listed", a, regions);
-  PH_REQUIRE(empty == a->empty_regions, "empty_regions == regions with no live block", a, empty);
-  PH_REQUIRE(live_count == a->live_count, "live_count == used runs", a, live_count);
-  PH_REQUIRE(live_pages == a->live_pages, "live_pages == pages of used runs", a, live_pages);
-  PH_REQUIRE(a->peak_pages >= a->live_pages, "peak_pages >= live_pages", a, a->peak_pages);
-  PH_REQUIRE(dirty_bytes == atomic_load_explicit(&a->dirty_bytes, memory_order_relaxed),
-             "dirty_bytes == bytes of dirty free runs", a, dirty_bytes);
-}
-
-// Every arena in full, and the map: one bit per region of any arena.
-void page_heap_validate(void) {
-  page_heap_fork_prepare();            // every lock, in order
-  size_t regions = 0, bits = 0;
-  for (unsigned i = 0; i < PH_ARENAS; i++) {
-    ph_validate_locked(&g_arenas[i]);
-    regions += g_arenas[i].region_count;
-  }
-  for (size_t w = 0; w < PH_MAP_WORDS; w++)
-    bits += (size_t)__builtin_popcountll(atomic_load_explicit(&g_ph_map[w], memory_order_relaxed));
-  PH_REQUIRE(bits == regions, "map bits == regions of all arenas", g_arenas, bits);
-  page_heap_fork_parent();
-}
-#else
-void page_heap_validate(void) {}
-#endif

@@ -9,7 +9,7 @@
 // and purged at once when the program touches few pages of its blocks (a
 // sampled verdict). The regions are divided among arenas, each with its own
 // lock; a thread allocates from one arena (page_heap.c). The invariants are
-// written above ph_region_t in page_heap.c.
+// written above ph_region_t in page_heap_internal.h.
 #ifndef HAK_PAGE_HEAP_H
 #define HAK_PAGE_HEAP_H
 
