@@ -19,6 +19,9 @@
 // carved); any other flush (a trim) keeps none.
 static __thread uint8_t t_tickets_mode __attribute__((tls_model("initial-exec")));
 _Atomic(void *) g_parked_ticket[HAK_NUM_CLASSES];   // (ticket_box.h)
+#if HAK_DEBUG
+void (*g_ticket_parked_hook)(void);
+#endif
 
 static void ticket_keep(tiny_heap_t *h, unsigned cls, hak_base_ptr_t t) {
   h->ticket_classes |= (uint64_t)1 << cls;
@@ -67,9 +70,15 @@ HAK_NOINLINE void flush_hold_ticket(slab_meta_t *m, block_chain_t *c) {
                             : atomic_load_explicit(&g_parked_ticket[cls], memory_order_relaxed) != NULL))
     return;
   if (!ticket_worth(m, os_now_ms())) return;
-  if (mode == TICKETS_KEEP) ticket_keep(h, cls, c->first);
-  else if (!ticket_park(cls, c->first)) return;
-  if (--c->n != 0) c->first = block_next(c->first);
+  // The rest of the chain first: a parked ticket is any thread's at once,
+  // and its taker writes its link (ticket_home, refill_with_ticket).
+  hak_base_ptr_t t = c->first, rest = c->n > 1 ? block_next(t) : HAK_BASE_NULL;
+  if (mode == TICKETS_KEEP) ticket_keep(h, cls, t);
+  else if (!ticket_park(cls, t)) return;
+#if HAK_DEBUG
+  if (g_ticket_parked_hook != NULL) g_ticket_parked_hook();
+#endif
+  if (--c->n != 0) c->first = rest;
 }
 
 // Ticket t of cls and up to want - 1 blocks of its slab's remote list onto

@@ -50,6 +50,11 @@ HAK_NOINLINE void flush_hold_ticket(slab_meta_t *m, block_chain_t *c);
 // The thread's ticket of cls, or the one parked, with up to want - 1 blocks
 // of its slab's remote list onto the list of cls; 0 when there is none.
 HAK_NOINLINE int refill_from_ticket(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t want);
+#if HAK_DEBUG
+// Tests only (debug builds): called right after flush_hold_ticket parks a
+// ticket, the moment any other thread may take it (test_remote_free).
+extern HAK_INTERNAL void (*g_ticket_parked_hook)(void);
+#endif
 // The ticket h holds of class c leaves it: parked if `park`, its list is
 // still worth one and the class has none parked; else home.
 void ticket_leave(tiny_heap_t *h, unsigned c, int park);

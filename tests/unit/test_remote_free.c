@@ -583,6 +583,54 @@ static void test_an_exiting_thread_parks_its_ticket_for_the_next_refill_of_the_c
   free_blocks_from(2 * TINY_REMOTE_BUF_BLOCKS);
 }
 
+#if HAK_DEBUG
+// A ticket parked at a thread's exit (flush_hold_ticket, TICKETS_PARK) is
+// any thread's from the moment it is parked: a refill or a trim may take it
+// and write its link at once. The exiting thread read that link after
+// parking, to go on with the rest of its chain, so a take in between sent
+// the rest home from whatever the taker had written there (ThreadSanitizer
+// in park_race: the exit's read against a trim's write, ticket_home). The
+// hook takes the ticket home right there, as a trim would.
+static uint32_t g_parked_taken;
+static void take_the_parked_ticket_home(void) {
+  g_parked_taken += tiny_parked_tickets();
+  tiny_parked_tickets_home();
+}
+
+#define FEW_MORE 8u
+// A remote buffer's worth of the main thread's blocks home (the list they
+// make is stale after the wait), then a few more, which wait in the buffer
+// until this thread's exit flushes them: a chain to a stale list, whose
+// first block the exit parks.
+static void *free_a_buffer_then_a_few_and_exit(void *arg) {
+  (void)arg;
+  for (size_t i = 0; i < TINY_REMOTE_BUF_BLOCKS; i++) hak_free(g_slab.blocks[i]);
+  wait_until_stale();
+  for (size_t i = TINY_REMOTE_BUF_BLOCKS; i < TINY_REMOTE_BUF_BLOCKS + FEW_MORE; i++) hak_free(g_slab.blocks[i]);
+  return NULL;
+}
+
+static void test_a_ticket_taken_the_moment_it_is_parked_loses_no_block_of_its_chain(void **state) {
+  (void)state;
+  size_t freed = TINY_REMOTE_BUF_BLOCKS + FEW_MORE;
+  assert_true(g_slab.n >= freed + 8);
+  hak_trim();                           // no ticket parked before
+  int saved = g_hak_config.free_batch;
+  g_hak_config.free_batch = 0;          // each free goes through the remote buffer
+  g_parked_taken = 0;
+  g_ticket_parked_hook = take_the_parked_ticket_home;
+  run_in_thread(free_a_buffer_then_a_few_and_exit, NULL);
+  g_ticket_parked_hook = NULL;
+  g_hak_config.free_batch = saved;
+  assert_int_equal(g_parked_taken, 1);  // the exit parked one, and it was taken at once
+  // Every block the worker freed is free: none lost, none listed twice.
+  hak_trim();
+  assert_int_equal(tiny_parked_tickets(), 0);
+  assert_int_equal(slab_census_live(g_slab.m), g_slab.n - freed);
+  free_blocks_from(freed);
+}
+#endif
+
 // ss_remote_take itself: chains of several pushers, split after `max`.
 static void test_a_take_splits_the_remote_list_after_max_and_keeps_the_next_block(void **state) {
   (void)state;
@@ -666,6 +714,10 @@ int main(void) {
     SLAB_TEST(test_a_remote_list_that_is_not_stale_keeps_its_blocks, setup_slab_of_48),
     SLAB_TEST(test_an_exiting_thread_parks_its_ticket_for_the_next_refill_of_the_class, setup_slab_of_48),
     SLAB_TEST(test_an_exiting_thread_parks_its_ticket_for_the_next_refill_of_the_class, setup_slab_of_16),
+#if HAK_DEBUG
+    SLAB_TEST(test_a_ticket_taken_the_moment_it_is_parked_loses_no_block_of_its_chain, setup_slab_of_48),
+    SLAB_TEST(test_a_ticket_taken_the_moment_it_is_parked_loses_no_block_of_its_chain, setup_slab_of_16),
+#endif
     SLAB_TEST(test_a_take_splits_the_remote_list_after_max_and_keeps_the_next_block, setup_slab_of_48),
     SLAB_TEST(test_a_take_splits_the_remote_list_after_max_and_keeps_the_next_block, setup_slab_of_16),
     SLAB_TEST(test_a_take_of_more_than_the_list_takes_it_whole_with_no_next, setup_slab_of_16),
