@@ -290,6 +290,9 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "populate_calls", tc.populate_calls, 0);
     out_field(&o, "populate_bytes", tc.populate_bytes, 0);
     out_field(&o, "classes_given_back", tc.classes_given_back, 0);
+    out_field(&o, "sweeps", tc.sweeps, 0);
+    out_field(&o, "swept_blocks", tc.swept_blocks, 0);
+    out_field(&o, "sweeps_unmatched", tc.sweeps_unmatched, 0);
     out_field(&o, "dirty_budget", ps.dirty_budget, 0);
     out_field(&o, "purged_slabs", ps.purged, 0);
     out_field(&o, "purge_calls", ps.purge_calls, 0);
@@ -378,6 +381,15 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, tc.populate_calls);
   out_str(&o, " calls; size classes a thread gave back (left behind or dying): ");
   out_u64(&o, tc.classes_given_back);
+  out_str(&o, "\n");
+  // Slabs whose free lists a refill put back in address order
+  // (tiny/slab_sweep_box.h), and sweeps that found marks off the list.
+  out_str(&o, "free lists put in address order: ");
+  out_u64(&o, tc.sweeps);
+  out_str(&o, " slabs, ");
+  out_u64(&o, tc.swept_blocks);
+  out_str(&o, " blocks; sweeps left as they were: ");
+  out_u64(&o, tc.sweeps_unmatched);
   out_str(&o, "\n");
   // The dirty budget (shared_pool_release.c): FREE slabs purged, in how many
   // calls; those purged before their delay, and those taken back within it,

@@ -33,6 +33,9 @@ static void counters_add(hak_thread_counters_t *to, const hak_thread_counters_t 
   to->ticket_blocks += from->ticket_blocks;
   to->populate_calls += from->populate_calls;
   to->populate_bytes += from->populate_bytes;
+  to->sweeps += from->sweeps;
+  to->swept_blocks += from->swept_blocks;
+  to->sweeps_unmatched += from->sweeps_unmatched;
   to->classes_given_back += from->classes_given_back;
   for (unsigned s = 0; s < HAK_SITE_COUNT; s++) to->site[s] += from->site[s];
 }

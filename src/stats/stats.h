@@ -80,6 +80,9 @@ typedef struct hak_thread_counters {
   uint64_t populate_calls;            // carves that faulted pages in ahead (tiny_refill.c)
   uint64_t populate_bytes;            // ... and the bytes they asked for
   uint64_t classes_given_back;        // classes whose list and idle slabs went home (idle_class_box.c give_class_back)
+  uint64_t sweeps;                    // slabs' free lists put in address order (tiny/slab_sweep_box.h)
+  uint64_t swept_blocks;              // ... the blocks on them
+  uint64_t sweeps_unmatched;          // sweeps whose marks did not match the list (left as it was)
   hak_class_counters_t cls[HAK_STAT_CLASSES];
   uint64_t site[HAK_SITE_COUNT];      // STATS build: per contention site
 } hak_thread_counters_t;

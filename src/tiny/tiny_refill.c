@@ -12,6 +12,7 @@
 #include "tiny/hardened_box.h"
 #include "tiny/idle_class_box.h"
 #include "tiny/remote_free_box.h"
+#include "tiny/slab_sweep_box.h"
 #include "tiny/slab_validate.h"
 #include "tiny/ticket_box.h"
 #include "tiny/tiny_flush.h"
@@ -184,6 +185,7 @@ static int slab_take_whole(slab_meta_t *m, uint32_t want, uint32_t room, block_c
 // was split by walking most of it (mstress -t 8: 0.96x the time).
 static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_chain_t *c) {
   int chains = BLOCK_CHAIN_RECORDS;
+  if (m->freelist != NULL) slab_sweep_maybe(m);   // a list freed at random, in address order
   if (slab_take_whole(m, want, room, c)) return;
   uint32_t limit = want + want / 2u;
   if (limit > room) limit = room;
