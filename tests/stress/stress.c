@@ -327,6 +327,58 @@ static void op_take(thr_t *t) {
     free_checked(t, p, size, "free of a block from another thread");
 }
 
+// A big structure built and freed at random: BURST_BLOCKS blocks of one
+// small size freed in a shuffled order, an eighth of them handed to other
+// threads through the exchange table, then taken again. The refills find
+// slabs whose free lists lie in random order and sweep them into address
+// order (tiny/slab_sweep_box.h) while other threads' frees land in them; no
+// address may come back twice.
+#define BURST_BLOCKS 3000
+static int addr_cmp(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+  return x < y ? -1 : x > y;
+}
+static void do_burst(thr_t *t) {
+  void **b = S_MALLOC(BURST_BLOCKS * sizeof *b);
+  check_new(b, BURST_BLOCKS * sizeof *b, 0, "malloc (burst array)");
+  size_t size = (size_t)16 << (rnd_next(&t->rng) % 5);   // 16 .. 256 bytes
+  for (int i = 0; i < BURST_BLOCKS; i++) {
+    b[i] = S_MALLOC(size);
+    check_new(b[i], size, 0, "malloc (burst)");
+    pat_fill(b[i], size);
+    t->allocs++;
+  }
+  for (int i = BURST_BLOCKS - 1; i > 0; i--) {
+    int j = (int)(rnd_next(&t->rng) % (uint64_t)(i + 1));
+    void *x = b[i];
+    b[i] = b[j];
+    b[j] = x;
+  }
+  for (int i = 0; i < BURST_BLOCKS; i++) {
+    verify(b[i], size, "free (burst)");
+    if ((rnd_next(&t->rng) & 7) == 0 && xchg_put((unsigned)rnd_next(&t->rng), b[i], size)) {
+      t->remote++;
+      continue;
+    }
+    S_FREE(b[i]);
+    t->frees++;
+  }
+  for (int i = 0; i < BURST_BLOCKS; i++) {
+    b[i] = S_MALLOC(size);
+    check_new(b[i], size, 0, "malloc (burst, again)");
+    pat_fill(b[i], size);
+    t->allocs++;
+  }
+  qsort(b, BURST_BLOCKS, sizeof *b, addr_cmp);
+  for (int i = 0; i < BURST_BLOCKS; i++) {
+    if (i > 0 && b[i] == b[i - 1]) fail("malloc(%zu) returned %p twice in one burst", size, b[i]);
+    verify(b[i], size, "free (burst, again)");
+    S_FREE(b[i]);
+    t->frees++;
+  }
+  S_FREE(b);
+}
+
 // The child of a fork: only this thread exists. It checks what it inherited,
 // frees some of it (including blocks other threads own), allocates and exits.
 static void fork_child(thr_t *t) {
@@ -372,8 +424,10 @@ static void *thread_main(void *arg) {
   thr_t *t = arg;
   long fork_at = (o_fork && t->id == 0) ? o_ops / 2 : -1;
   long nap_every = o_ops / 4 > 0 ? o_ops / 4 : 1;
+  long burst_every = o_ops / 2 > 0 ? o_ops / 2 : 1;
   for (long op = 0; op < o_ops; op++) {
     if (op == fork_at) do_fork(t);
+    if (op % burst_every == burst_every / 3) do_burst(t);
     // A sleeping owner leaves the remote lists of its slabs alone: the other
     // threads' frees into them wait there until they are stale, and their
     // flushes then keep tickets (remote_free_box.h), which this run's end
