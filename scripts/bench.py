@@ -95,6 +95,8 @@ ROWS = [
          args=["--mb", "32", "--size", "20K"], nopt="-n", n=6, smoke=1),
     dict(id="rounds-mixed", label="rounds of 32 MB of 256 B blocks, then of 20 KB", prog="rounds",
          args=["--mb", "32", "--size", "256", "--then", "20K"], nopt="-n", n=6, smoke=1),
+    dict(id="rounds-shuffled", label="rounds of 32 MB of 32 B blocks, written, freed in a shuffled order",
+         prog="rounds", args=["--mb", "32", "--size", "32", "--shuffle"], nopt="-n", n=6, smoke=1),
     dict(id="bursts", label="bursts of 60 blocks, 4 sizes of 16-64 KiB in turn", prog="bursts",
          args=["-k", "4", "-b", "60", "--step", "16K"], nopt="-n", n=2_000, smoke=20),
     dict(id="sh6", label="sh6bench shape: runs of one size 1-999 B into a ring, bulk frees", prog="shbench",
