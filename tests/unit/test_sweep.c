@@ -13,6 +13,7 @@ typedef struct sweep_run {
   size_t size;           // the request size
   unsigned blocks;       // blocks taken from one slab (the first stays live)
   int forge_mark;        // give the live block its free mark before the build again
+  unsigned freed_every;  // 0: free all but the first; k: free one in k of the others (at random)
   unsigned in_order;     // of the blocks taken again, how many came in address order (from the first)
   unsigned listed;       // blocks on the slab's list before the build
   unsigned taken_again;  // blocks taken again from the slab
@@ -26,9 +27,9 @@ static int addr_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-// A thread takes `blocks` blocks of one slab, frees all but the first in a
-// shuffled order and sends its list home (the slab's list then lies in that
-// order), and takes as many again.
+// A thread takes `blocks` blocks of one slab, frees all but the first (or one
+// in `freed_every` of them) in a shuffled order and sends its list home (the
+// slab's list then lies in that order), and takes as many again.
 static void *free_shuffled_then_build(void *arg) {
   sweep_run_t *r = arg;
   static void *p[MAX_BLOCKS], *q[MAX_BLOCKS];
@@ -50,12 +51,19 @@ static void *free_shuffled_then_build(void *arg) {
     p[i] = p[j];
     p[j] = t;
   }
-  for (unsigned i = 1; i < n; i++) hak_free(p[i]);
+  unsigned kept = 0;
+  for (unsigned i = 1; i < n; i++) {
+    if (r->freed_every != 0 && i % r->freed_every != 1u) {
+      p[1u + kept++] = p[i];           // live until the end (p[1 .. kept])
+      continue;
+    }
+    hak_free(p[i]);
+  }
   tiny_flush(cls, UINT32_MAX);
   assert_true(tls_list_empty(cls));
-  assert_int_equal(slab_live(m), 1);   // every block but p[0] on the slab's list (the carve's extras too)
+  assert_int_equal(slab_live(m), 1u + kept);   // every other block on the slab's list (the carve's extras too)
   unsigned f = m->free_n;
-  assert_true(f >= n - 1u && f < MAX_BLOCKS);
+  assert_true(f >= n - 1u - kept && f < MAX_BLOCKS);
   r->listed = f;
   // Not in address order as it lies: the sweep has something to do.
   hak_base_ptr_t head = hak_base_from_raw(m->freelist);
@@ -82,17 +90,18 @@ static void *free_shuffled_then_build(void *arg) {
     if (sorted[i] == sorted[i - 1u]) r->duplicate = 1;
   if (r->forge_mark) block_clear_free(live);
   for (unsigned i = 0; i < f; i++) hak_free(q[i]);
-  hak_free(p[0]);
+  for (unsigned i = 0; i <= kept; i++) hak_free(p[i]);
   return NULL;
 }
 
-static sweep_run_t run(size_t size, unsigned blocks, int forge_mark) {
-  sweep_run_t r = {size, blocks, forge_mark, 0, 0, 0, 0, 0, 0, 0};
+static sweep_run_t run_freeing(size_t size, unsigned blocks, int forge_mark, unsigned freed_every) {
+  sweep_run_t r = {size, blocks, forge_mark, freed_every, 0, 0, 0, 0, 0, 0, 0};
   hak_trim();
   run_in_thread(free_shuffled_then_build, &r);
   hak_trim();
   return r;
 }
+static sweep_run_t run(size_t size, unsigned blocks, int forge_mark) { return run_freeing(size, blocks, forge_mark, 0); }
 
 // 1 500 blocks of 32 B freed at random, one kept: the build after takes the
 // slab's listed blocks (1 499 and what the carve took ahead) again in
@@ -121,6 +130,18 @@ static void test_the_16_byte_class_is_swept_into_address_order(void **state) {
   assert_false(r.duplicate);
 }
 
+// A third of the slab's blocks freed at random, the rest live (a heap that
+// churns): a list of a quarter of the carved blocks or more is swept too.
+static void test_a_slab_a_third_freed_at_random_is_swept_too(void **state) {
+  (void)state;
+  if (HAK_SANITIZED) { print_message("skipped: no sweep under a sanitizer\n"); return; }
+  sweep_run_t r = run_freeing(32, 1500, 0, 3);
+  assert_int_equal(r.sweeps, 1);
+  assert_int_equal(r.taken_again, r.listed);
+  assert_int_equal(r.in_order, r.listed);
+  assert_false(r.duplicate);
+}
+
 // A live block carrying its free mark (a program's write, or a block on
 // some other list) makes the marks one more than the list: the sweep leaves
 // the list as it lies, and the live block is never handed out.
@@ -140,6 +161,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_a_slab_freed_at_random_hands_its_blocks_out_in_address_order),
       cmocka_unit_test(test_the_16_byte_class_is_swept_into_address_order),
+      cmocka_unit_test(test_a_slab_a_third_freed_at_random_is_swept_too),
       cmocka_unit_test(test_a_sweep_whose_marks_do_not_match_the_list_changes_nothing),
   };
   return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
