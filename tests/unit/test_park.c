@@ -275,6 +275,37 @@ static void test_a_fork_child_takes_a_heap_the_parent_parked(void **state) {
   assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+// A thread that frees another's small blocks keeps them on its own list
+// while it batches (free_batch_box.h); its exit parks its heap. The list of
+// the other thread's blocks goes home first: they are not the next thread's
+// to hand out, and parked they kept their slabs from emptying (each with
+// its free list in random order).
+#define FOREIGN_BLOCKS 48u
+static void *keeps_the_others_blocks_and_exits(void *arg) {
+  void **blocks = arg;
+  unsigned cls = size_class_of(32);
+  hak_free(hak_malloc(16));   // set up
+  for (unsigned i = 0; i < FOREIGN_BLOCKS; i++) {   // as a batching thread's drain keeps them
+    hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(blocks[i]));
+    block_set_free(b);
+    assert_true(tls_sll_push(&t_tls_cache, cls, b));
+  }
+  return NULL;
+}
+static void test_a_parked_list_of_other_threads_small_blocks_goes_home_first(void **state) {
+  (void)state;
+  static void *blocks[FOREIGN_BLOCKS];
+  for (unsigned i = 0; i < FOREIGN_BLOCKS; i++) blocks[i] = hak_malloc(32);
+  slab_meta_t *m = slab_of(blocks[0]);
+  uint32_t live = slab_census_live(m);
+  run_in_thread(keeps_the_others_blocks_and_exits, blocks);
+  assert_int_equal(thread_records_parked(), 1);   // its heap was parked
+  // Every block is back in the main thread's slab (its remote list), none in use.
+  uint32_t back = 0;
+  for (unsigned i = 0; i < FOREIGN_BLOCKS; i++) back += slab_of(blocks[i]) == m;
+  assert_int_equal(slab_census_live(m), live - back);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_teardown(test_a_small_heap_is_parked_and_the_next_thread_takes_it_as_it_was, park_none),
@@ -285,6 +316,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_at_most_park_threads_heaps_wait, park_none),
     cmocka_unit_test_teardown(test_a_remote_free_into_a_parked_heaps_full_slab_reaches_the_next_thread, park_none),
     cmocka_unit_test_teardown(test_a_fork_child_takes_a_heap_the_parent_parked, park_none),
+    cmocka_unit_test_teardown(test_a_parked_list_of_other_threads_small_blocks_goes_home_first, park_none),
   };
   return cmocka_run_group_tests(tests, park_on, NULL);
 }
