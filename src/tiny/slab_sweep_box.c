@@ -25,10 +25,9 @@ static HAK_NOINLINE void sweep_report_forged(const slab_meta_t *m, const uint64_
   }
 }
 
-int slab_sweep(slab_meta_t *m) {
+int slab_sweep(slab_meta_t *m, uint32_t carved) {
   uint32_t bs = m->block_size;
   char *base = m->base;
-  uint32_t carved = (uint32_t)((size_t)(slab_carve(m) - base) / bs);
   HAK_ASSERT(carved <= SLAB_SWEEP_MAX_BLOCKS && m->freelist != NULL);
   const uintptr_t cookie = g_block_cookie, bad_bits = g_block_keys.link_bad_bits;
   const int packed = block_chain_packed(m);

@@ -68,17 +68,18 @@
 // taken as it lies: freed in address order (either way), or near it.
 #define SLAB_SWEEP_ORDERED_STEP 2u
 
-// The second block of m's free list, whose first is `first` (the 16-byte
-// class keeps a chain's second block in its record), or NULL.
-HAK_INLINE hak_base_ptr_t slab_list_second(const slab_meta_t *m, hak_base_ptr_t first) {
-  block_chain_info_t ci = block_chain(m, first);
+// The second block of m's free list, whose first is `first` and first
+// chain ci (the 16-byte class keeps a chain's second block in its record),
+// or NULL.
+HAK_INLINE hak_base_ptr_t slab_list_second(const slab_meta_t *m, hak_base_ptr_t first, block_chain_info_t ci) {
   return ci.n >= 2u ? (block_chain_packed(m) ? ci.second : block_next(first)) : ci.next;
 }
 
-// Sweep m (owned by the calling thread, its list not empty): 1 if its free
-// list is now its free blocks in address order, one chain; 0 if the marks
-// did not match the list (it is as it was).
-int slab_sweep(slab_meta_t *m) __attribute__((noinline));
+// Sweep m (owned by the calling thread, its list not empty, `carved` blocks
+// handed out, at most SLAB_SWEEP_MAX_BLOCKS): 1 if its free list is now its
+// free blocks in address order, one chain; 0 if the marks did not match
+// the list (it is as it was).
+int slab_sweep(slab_meta_t *m, uint32_t carved) __attribute__((noinline));
 
 // Before a refill takes m's free list: sweep it if the list is a quarter of
 // the carved blocks or more and lies out of order.
@@ -91,12 +92,13 @@ HAK_INLINE void slab_sweep_maybe(slab_meta_t *m) {
   // could not match (the refill drains them when it wants them).
   if (atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) return;
   hak_base_ptr_t first = hak_base_from_raw(m->freelist);
+  block_chain_info_t ci = block_chain(m, first);
   // A forged record is the refill's to report (slab_take_chains), as before.
-  if (!slab_chain_plausible(m, block_chain(m, first))) return;
-  hak_base_ptr_t second = slab_list_second(m, first);
+  if (!slab_chain_plausible(m, ci)) return;
+  hak_base_ptr_t second = slab_list_second(m, first, ci);
   uintptr_t a = (uintptr_t)hak_base_raw(first), b = (uintptr_t)hak_base_raw(second);
   if ((a > b ? a - b : b - a) <= (uintptr_t)SLAB_SWEEP_ORDERED_STEP * m->block_size) return;
-  slab_sweep(m);
+  slab_sweep(m, carved);
 }
 
 #endif

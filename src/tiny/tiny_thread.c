@@ -94,8 +94,9 @@ static int heap_small(const tls_cache_t *tc, const tiny_heap_t *h) {
   return bytes <= THREAD_PARK_BYTES;
 }
 
-// Whether the list of cls (a class under a cache line) holds other threads'
-// blocks, by its first PARK_FOREIGN_PROBE blocks. A batching thread keeps
+// Whether the list of cls (a class under a cache line) holds blocks that
+// free would have sent home (tiny_block_stays_here: other threads' blocks
+// under a cache line), by its first PARK_FOREIGN_PROBE blocks. A batching thread keeps
 // the small blocks it frees of other threads on its own list (their
 // owners' lines are elsewhere by then); parked, such a list kept up to a
 // bound of them counted in use in their slabs: a thread that freed another's
@@ -108,8 +109,7 @@ static int heap_small(const tls_cache_t *tc, const tiny_heap_t *h) {
 static int list_holds_foreign(const tls_cache_t *tc, unsigned cls, uintptr_t self) {
   hak_base_ptr_t b = tc->lists[cls].head;
   for (unsigned i = 0; i < PARK_FOREIGN_PROBE && !tls_sll_is_end(b); i++) {
-    slab_meta_t *m = ss_registry_slab_of(hak_base_raw(b));
-    if (atomic_load_explicit(&m->owner, memory_order_relaxed) != self) return 1;
+    if (!tiny_block_stays_here(ss_registry_slab_of(hak_base_raw(b)), self)) return 1;   // free's own rule
     hak_base_ptr_t next = block_next(b);
     if (!block_link_plausible(next)) return 1;   // (the flush reports it)
     b = next;
