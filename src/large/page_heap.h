@@ -41,6 +41,9 @@ int    page_heap_owns(const void *p);
 int    page_heap_freed_at(const void *p);
 // Grow or shrink the block at p in place to hold size bytes; 1 on success.
 int    page_heap_resize_in_place(void *p, size_t size);
+// How many arenas threads choose among (page_heap_internal.h,
+// PH_ARENAS_PER_CPU): set at the first thread's first large block.
+unsigned page_heap_arena_limit(void);
 // Purge dirty free runs now (everything = also unmap every free region).
 int    page_heap_trim(int everything);
 // Purge if the dirty budget or delay says so (cheap when nothing to do).

@@ -105,6 +105,12 @@ _Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");
 #else
 #define PH_ARENAS 32u
 #endif
+// Threads choose among two arenas per CPU the process may run on, at least
+// PH_ARENAS_MIN and at most PH_ARENAS (page_heap.c, arena_limit; jemalloc
+// takes four per CPU). More threads than that cannot all allocate at once,
+// and threads that share an arena reuse each other's freed runs.
+#define PH_ARENAS_PER_CPU 2u
+#define PH_ARENAS_MIN     4u
 
 #if HAK_HARDENED
 // The hardened build's quarantine of freed large blocks: an arena's last

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <gnu/libc-version.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -230,6 +231,14 @@ void os_write_all(int fd, const char *buf, size_t len) {
     buf += n; len -= (size_t)n;
   }
   errno = saved;
+}
+
+unsigned os_cpus_allowed(void) {
+  int saved = errno;
+  cpu_set_t set;
+  unsigned n = sched_getaffinity(0, sizeof set, &set) == 0 ? (unsigned)CPU_COUNT(&set) : 0u;
+  errno = saved;
+  return n;
 }
 
 uint64_t os_now_ms(void) {

@@ -35,6 +35,10 @@ void  *os_remap(void *addr, size_t old_size, size_t new_size);
 void   os_write_all(int fd, const char *buf, size_t len);
 // Monotonic milliseconds (coarse clock, vDSO, cheap).
 uint64_t os_now_ms(void);
+// The CPUs this thread may run on (sched_getaffinity: taskset and cpusets
+// count, the machine's other CPUs do not); 0 when the kernel does not say.
+// One system call, no allocation; errno is preserved.
+unsigned os_cpus_allowed(void);
 // Copy len bytes at addr into out without faulting: 1 if every byte was
 // readable, 0 otherwise (unmapped or unreadable). Costs a system call or two;
 // errno is preserved.
