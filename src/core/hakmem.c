@@ -174,7 +174,7 @@ static void hak_free_slow_body(void *p) {
 }
 
 void hak_free_foreign(slab_meta_t *m, hak_base_ptr_t b) {
-  if (t_free_batch.active) free_batch_hold(m, b);
+  if (t_free_batch_active) free_batch_hold(m, b);
   else free_batch_test_and_free(m, b);
 }
 

@@ -134,7 +134,7 @@ HAK_INLINE void *hak_malloc_fast(size_t size) {
 HAK_INLINE void hak_free_fast_sized(void *p, size_t want, int sized) {
   slab_meta_t *m = slab_of_block_start(p);
   if (HAK_LIKELY(m != NULL)) {
-    if (HAK_UNLIKELY(t_free_batch.active)) {   // a consumer thread (tiny/free_batch_box.h)
+    if (HAK_UNLIKELY(t_free_batch_active)) {   // a consumer thread (tiny/free_batch_box.h)
       free_batch_hold_hardened(m, p, want);   // HARD_NO_SIZE from free
       return;
     }
@@ -170,7 +170,7 @@ HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*miss)(size_t), void *(*
 HAK_INLINE void *hak_malloc_fast_or(size_t size, void *(*slow)(size_t)) {
   HAK_COUNT_OP();
   if (HAK_LIKELY(size <= HAK_TINY_MAX)) {   // one compare, then the class table
-    hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, tls_slot_of_size(&t_tls_cache, size));
+    hak_base_ptr_t b = tls_sll_pop_at(tls_list_of_size(size));
     if (HAK_LIKELY(!hak_base_is_null(b))) return hak_user_raw(hak_base_to_user(b));
   } else if (HAK_LIKELY(size <= HAK_SLAB_MAX)) {
     hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, size_class_tls_slot(size_class_medium(size)));

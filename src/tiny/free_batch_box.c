@@ -15,7 +15,8 @@
 #include "tiny/hardened_box.h"
 #endif
 
-HAK_INTERNAL __thread free_batch_t t_free_batch __attribute__((tls_model("initial-exec")));
+HAK_INTERNAL __thread free_batch_t *t_free_batch_p __attribute__((tls_model("initial-exec")));
+HAK_INTERNAL __thread uint32_t t_free_batch_active __attribute__((tls_model("initial-exec")));
 
 static HAK_COLD void report_double_free(const slab_meta_t *m, hak_base_ptr_t b) {
   int saved = errno;   // free keeps errno
@@ -77,7 +78,7 @@ void free_batch_hold_hardened(slab_meta_t *m, void *p, size_t want) {
     hardened_test_and_free(m, b, want);
     return;
   }
-  free_batch_t *fb = &t_free_batch;
+  free_batch_t *fb = t_free_batch_p;
   hak_prefetch_for_write(p);
   hold_prefetch_tail(m, p, bs);
   fb->held[fb->n] = free_batch_held(b, m->cls);
@@ -114,7 +115,8 @@ static int held_in_order(const free_batch_t *fb) {
 #endif
 
 void free_batch_drain(void) {
-  free_batch_t *fb = &t_free_batch;
+  free_batch_t *fb = t_free_batch_p;
+  if (fb == NULL) return;   // a thread not set up holds nothing
   // Taken off first: a report that returns (HAKMEM_ABORT_ON_ERROR=0) or a
   // flush below never finds a half-drained batch.
   uint32_t n = fb->n;
@@ -173,7 +175,7 @@ void free_batch_drain(void) {
       continue;
     tiny_free_checked(ss_registry_slab_of(hak_base_raw(b)), b);
   }
-  if (HAK_UNLIKELY(in_order) && fb->active && fb->heap) {
+  if (HAK_UNLIKELY(in_order) && t_free_batch_active && fb->heap) {
     free_batch_set_active(0);
     fb->heap_rest = FREE_BATCH_HEAP_REST;
   }
@@ -194,7 +196,7 @@ static inline uint64_t ticks_fenced(void) {
 }
 
 void free_batch_probe(hak_base_ptr_t b) {
-  free_batch_t *fb = &t_free_batch;
+  free_batch_t *fb = t_free_batch_p;   // (a drain's: the thread is set up)
   if (++fb->probe_skip < FREE_BATCH_PROBE_EVERY) return;
   fb->probe_skip = 0;
   const volatile uintptr_t *mark = (const volatile uintptr_t *)hak_base_raw(b) + 1;   // block_mark's word
@@ -207,7 +209,8 @@ void free_batch_probe(hak_base_ptr_t b) {
 }
 
 void free_batch_probe_note(uint64_t first, uint64_t again) {
-  free_batch_t *fb = &t_free_batch;
+  free_batch_t *fb = t_free_batch_p;
+  if (fb == NULL) return;
   fb->probes_cold += first > again + FREE_BATCH_COLD_TICKS;
   if (++fb->probes < FREE_BATCH_PROBES) return;
   int stop = fb->probes_cold * 8u < fb->probes;
@@ -220,12 +223,12 @@ void free_batch_probe_note(uint64_t first, uint64_t again) {
 }
 
 void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
-  if (moved < FREE_BATCH_MIN_FLUSH) return;
-  free_batch_t *fb = &t_free_batch;
+  free_batch_t *fb = t_free_batch_p;
+  if (moved < FREE_BATCH_MIN_FLUSH || fb == NULL) return;
   uint32_t again = fb->own_chains < foreign ? fb->own_chains : foreign;
   fb->own_chains -= again;
   foreign -= again;
-  if (!fb->active) {
+  if (!t_free_batch_active) {
     if (foreign * 4u >= moved && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) free_batch_set_active(1);
     return;
   }
@@ -239,8 +242,9 @@ void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
 }
 
 void free_batch_note_heap(uint32_t owned_blocks) {
-  free_batch_t *fb = &t_free_batch;
-  if (!fb->active) {
+  free_batch_t *fb = t_free_batch_p;
+  if (fb == NULL) return;
+  if (!t_free_batch_active) {
     if (fb->heap_rest != 0) {   // stopped by a drain in address order (free_batch_drain)
       fb->heap_rest--;
       return;
@@ -255,10 +259,14 @@ void free_batch_note_heap(uint32_t owned_blocks) {
 }
 
 void free_batch_set_active(int on) {
-  free_batch_t *fb = &t_free_batch;
+  free_batch_t *fb = t_free_batch_p;
   tls_cache_t *tc = &t_tls_cache;
   if (!on) free_batch_drain();
-  fb->active = (uint32_t)on;
+  if (fb == NULL) {   // not set up: nothing to start (free_batch_note_* start only LIVE threads)
+    t_free_batch_active = 0;
+    return;
+  }
+  t_free_batch_active = (uint32_t)on;
   fb->heap = 0;
   fb->win_moved = fb->win_foreign = 0;
   fb->probe_skip = fb->probes = fb->probes_cold = 0;

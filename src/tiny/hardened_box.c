@@ -250,7 +250,7 @@ int hardened_handover(unsigned cls, void *p) {
   // As the default build's drain: a batching thread's blocks of the classes
   // the exchange takes (larger ones go home; the exchange's looks at idle
   // classes never see theirs: drift -t 2 peaked at 48 MB against 29).
-  if (!t_free_batch.active || g_size_class[cls].size > TRANSFER_MAX_BLOCK) return 0;
+  if (!t_free_batch_active || g_size_class[cls].size > TRANSFER_MAX_BLOCK) return 0;
   slab_meta_t *m = ss_registry_slab_of(p);
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id() || !quarantine_words_ok(p)) return 0;
   tiny_handover(cls, hak_base_from_raw(p));

@@ -322,7 +322,7 @@ static void tiny_flush_overflow(unsigned cls) {
   shared_pool_maybe_purge_at(note_slow_path(tc, t_heap_p, cls, n));   // (tiny_flush's look, with this clock)
   // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
   // own overflows are what tell it to stop (free_batch_note_flush).
-  if (others == 0 && !t_free_batch.active) {
+  if (others == 0 && !t_free_batch_active) {
     if (tc->local_overflow[cls] < UINT8_MAX) tc->local_overflow[cls]++;
   } else if (others != 0) {   // other threads' blocks: the grown bound goes
     class_ungrow(tc, cls);

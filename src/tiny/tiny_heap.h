@@ -28,6 +28,7 @@
 #include "debug/ptr_types.h"
 #include "shared_pool/shared_pool.h"
 #include "superslab/superslab.h"
+#include "tiny/free_batch_box.h"
 
 enum thread_status { THREAD_NEW = 0, THREAD_LIVE = 1, THREAD_DONE = 2 };
 
@@ -91,6 +92,15 @@ typedef struct tiny_heap {
   uint64_t     refilled;
   // Classes whose ticket the record holds (bit c: thread_record_t.ticket[c]).
   uint64_t     ticket_classes;
+#if !HAK_HARDENED
+  // The thread's batch of frees to test (free_batch_box.h: t_free_batch_p
+  // points here while the thread is LIVE), zeroed at set-up as it was when
+  // it was static TLS: 288 bytes fewer for glibc to copy into each new
+  // thread's stack (CURRENT_TASK Known gaps 53). (The hardened build's,
+  // with its sizes, would push the remote buffer off the first page: it
+  // stays in the TLS, whose quarantine rings make it large anyway.)
+  free_batch_t batch;
+#endif
   // Blocks under a cache line of other threads' slabs, to send home
   // (tiny_free_remote): an array, not a list through the blocks, so the
   // flush reads no block. The owner keeps writing the blocks' neighbours, so

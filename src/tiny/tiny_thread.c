@@ -129,7 +129,7 @@ static int thread_park(void) {
   tiny_heap_t *h = t_heap_p;
   if (g_hak_config.park_threads == 0 || !heap_small(tc, h) || !thread_record_park_reserve(g_hak_config.park_threads))
     return 0;
-  if (t_free_batch.active) free_batch_set_active(0);   // the held blocks onto the lists
+  if (t_free_batch_active) free_batch_set_active(0);   // the held blocks onto the lists
 #if HAK_HARDENED
   hardened_quarantine_drain_home();
 #endif
@@ -199,6 +199,13 @@ void thread_teardown(void) {
   tiny_tickets_mode(TICKETS_PARK);   // what it finds stale waits for another thread's refill
   int parked = thread_park();
   if (!parked) thread_release_all();
+  // Off for good: a flush on the way (the hardened build's quarantine drain,
+  // after thread_release_all turned it off) may have started it again, and
+  // past here the batch has no record to live in (t_free_batch_p NULL): a
+  // later free (glibc's own, freeing cached stacks' TLS at the thread's end)
+  // held its block there (python3's threads and node under the hardened
+  // library, in `make test`).
+  if (t_free_batch_active) free_batch_set_active(0);
   tiny_tickets_mode(TICKETS_HOME);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
     t_tls_cache.lists[c].head = TLS_SLL_END;
@@ -218,6 +225,7 @@ void thread_teardown(void) {
   t_counted_live = 0;
   thread_record_t *r = thread_record_of(t_heap_p);
   t_heap_p = NULL;
+  t_free_batch_p = NULL;   // (drained: not batching past thread_park or thread_release_all)
   if (parked) {
     t_counters_p = &g_counters_unowned;   // its counters stay linked, with the heap
     thread_record_park(r);
@@ -228,6 +236,23 @@ void thread_teardown(void) {
 }
 
 void thread_key_init(void) { pthread_key_create(&g_thread_key, thread_key_destructor); }
+
+// The batch of a thread taking record r, zeroed as a new thread's was when
+// it was all static TLS (free_batch_box.h): the default build's in the
+// record's heap, the hardened build's still in the TLS (tiny_heap.h).
+#if HAK_HARDENED
+static __thread free_batch_t t_free_batch_tls __attribute__((tls_model("initial-exec")));
+#endif
+static free_batch_t *thread_free_batch(thread_record_t *r) {
+#if HAK_HARDENED
+  (void)r;
+  free_batch_t *fb = &t_free_batch_tls;
+#else
+  free_batch_t *fb = &r->heap.batch;
+#endif
+  memset(fb, 0, sizeof *fb);
+  return fb;
+}
 
 int thread_setup(void) {
   if (t_thread_status == THREAD_LIVE) return 1;
@@ -244,6 +269,7 @@ int thread_setup(void) {
     t_counted_live = 1;
   }
   t_heap_p = &r->heap;
+  t_free_batch_p = thread_free_batch(r);
   // The idle classes' first look a look's time from now (idle_class_box.h
   // note_slow_path), not at the first slow path: a new thread has no class
   // to give back (churn -c 16 -k 16: 0.9 k instructions a thread).
@@ -281,7 +307,7 @@ int thread_setup(void) {
 }
 
 void thread_release_all(void) {
-  if (t_free_batch.active) free_batch_set_active(0);   // the held blocks go home with the rest
+  if (t_free_batch_active) free_batch_set_active(0);   // the held blocks go home with the rest
 #if HAK_HARDENED
   hardened_quarantine_drain();   // quarantined blocks go home with the rest
 #endif

@@ -16,8 +16,9 @@ const uintptr_t g_tls_sll_end[2] __attribute__((aligned(16))) = {HAK_LINK_ENCODE
 // lines does not depend on the TLS of the program it is loaded into.
 __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"), aligned(64))) = {
   .lists = { [0 ... HAK_NUM_CLASSES - 1] = { .head = TLS_SLL_END_INIT } },
-  .slot_lut = { HAK_TINY_CLASS_LUT_INIT_AS(HAK_TLS_SLOT_OF) },
 };
+const uint8_t g_tls_slot_lut[HAK_TINY_MAX + 1] = { HAK_TINY_CLASS_LUT_INIT_AS(HAK_TLS_SLOT_OF) };
+int32_t g_size_list_tpoff[HAK_TINY_MAX + 1];
 
 // Non-zero before start-up randomises it, so no block can be marked by accident.
 block_keys_t g_block_keys __attribute__((aligned(16))) = {
@@ -30,6 +31,7 @@ void tls_sll_seed_cookie(uint64_t seed) { g_block_cookie = (uintptr_t)seed | ((u
 
 void tls_sll_init_offsets(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) g_class_tls_off[c] = tls_list_tp_offset(c);
+  for (size_t n = 0; n <= HAK_TINY_MAX; n++) g_size_list_tpoff[n] = g_class_tls_off[size_class_tiny(n)];
 }
 
 void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) {

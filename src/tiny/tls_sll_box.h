@@ -57,11 +57,6 @@ typedef struct tls_cache {
     int32_t      rooms[4 * HAK_NUM_CLASSES];   // ... and room rooms[2 * slot + 2] (TLS_ROOM_OF_SLOT)
   };
   uintptr_t      self;   // the thread's id (thread_self_id) while LIVE, else 0
-  // The TLS slot of each request size up to 1 KiB (g_tiny_class_lut times 2,
-  // from the TLS initialisation image, so every thread has it from its first
-  // instruction): addressed from the same TLS offset as the lists, malloc
-  // finds the slot with one load and no lea.
-  uint8_t        slot_lut[HAK_TINY_MAX + 1];
   // Slow paths only: this thread's bound of each list (tls_cap_for) and the
   // share it was computed for (tiny_thread.h: tiny_cache_share).
   uint16_t       cap[HAK_NUM_CLASSES];
@@ -313,8 +308,26 @@ void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) __attribute__((cold)
 // itself a proper free block, is handed out.
 hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t b) __attribute__((noinline, cold));
 
-// TLS slot of a request of n <= HAK_TINY_MAX bytes.
-HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) { return tc->slot_lut[n]; }
+// TLS slot of a request of n <= HAK_TINY_MAX bytes (g_tiny_class_lut times 2).
+extern HAK_INTERNAL const uint8_t g_tls_slot_lut[HAK_TINY_MAX + 1];
+HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) {
+  (void)tc;
+  return g_tls_slot_lut[n];
+}
+// The list of a request of n <= HAK_TINY_MAX bytes as its offset from the
+// thread pointer (the same in every thread), filled at start-up
+// (tls_sll_init_offsets): the default build's malloc finds its list with one
+// load and no TLS offset from the GOT. Until then every entry is 0, the
+// thread control block, whose first word is its own address: the pop reads
+// it as a list head whose link decodes to the cookie, never a plausible link
+// (its top bit is set), and takes the slow path.
+// (The size table was in the TLS block, a per-thread copy addressed from the
+// lists' TLS offset: 1 025 of its 2 621 bytes. glibc copies a library's TLS
+// block into every new thread's stack, and past the 1 728 bytes below the
+// thread pointer in the stack's top page the creating thread faults the page
+// below too: `churn -c 16 -k 16 --default-stack`, fresh stacks, 0.91-0.93x
+// glibc's time with the TLS at 2.6 KB; see CURRENT_TASK Known gaps 53.)
+extern HAK_INTERNAL int32_t g_size_list_tpoff[HAK_TINY_MAX + 1];
 
 // free's addressing: the list at a constant offset from the thread pointer
 // (the TLS block of an initial-exec variable is at the same offset in every
@@ -355,6 +368,20 @@ HAK_INLINE int32_t tls_list_tp_offset(unsigned cls) {
 #else
 #define TLS_SLL_IN_RETURN_REGISTER(raw) ((void)0)
 #endif
+// The same on the list at thread-pointer offset l (tls_list_of_size).
+HAK_INLINE hak_base_ptr_t tls_sll_pop_at(tls_list_tp_t *l) {
+  void *raw = hak_base_raw(l->head);
+  TLS_SLL_IN_RETURN_REGISTER(raw);
+  hak_base_ptr_t b = hak_base_from_raw(raw);
+  hak_base_ptr_t next = block_next(b);
+  if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
+  if (HAK_HARDENED && HAK_UNLIKELY(hak_base_is_null(next))) return HAK_BASE_NULL;   // (as below)
+  l->head = next;
+  l->room++;
+  block_clear_free(b);
+  return b;
+}
+HAK_INLINE tls_list_tp_t *tls_list_of_size(size_t n) { return tls_list_at_tp(g_size_list_tpoff[n]); }
 HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, uintptr_t slot) {
   void *raw = (void *)tc->words[slot];
   TLS_SLL_IN_RETURN_REGISTER(raw);

@@ -109,10 +109,17 @@ static void test_short_lived_threads_leave_their_blocks_usable(void **state) {
 // TLS made each thread start fault in ~1.5 more pages than glibc's malloc
 // (1 600 threads, 16 at a time: 4 930 page faults against 2 480). The heap
 // and counters now live in a thread record (tiny/thread_record.h), and each
-// class's owner key shares its list's room word: 2.5 KB are left, the lists,
-// the slot table and the slow paths' bounds (a fresh stack touches on average
-// TLS/4096 more pages). The hardened library keeps its two quarantine rings
-// (its fast path) there too.
+// class's owner key shares its list's room word. At 2.6 KB (the lists, the
+// size table, the free batch and the slow paths' bounds) the count was
+// glibc's but the creating thread took one of them: the new thread's pointer
+// sits 1 728 bytes into its stack's top page (glibc 2.36, x86-64), the TLS
+// blocks go below it, and pthread_create's copy of ours reached the page
+// below (`churn -c 16 -k 16 --default-stack`, 0.91-0.93x glibc's time;
+// CURRENT_TASK Known gaps 53). Now 1.3 KB: the size table is a process-wide
+// table of list offsets and the batch is in the record. The budget keeps
+// ours, rounded to its 64-byte alignment, with libc's 144 and libstdc++'s 32
+// bytes in those 1 728. The hardened library keeps its two quarantine rings
+// (its fast path) and its batch there too.
 // The preloaded library as the loader sees it: whether it is there (not under
 // HAKMEM_CONTRACT_GLIBC) and hardened, its static TLS size and its writable
 // segments' pages.
@@ -152,7 +159,7 @@ static void test_the_library_keeps_its_static_tls_under_a_page_budget(void **sta
   hakmem_lib_t f = hakmem_lib();
   if (!f.found) skip();   // not preloaded (HAKMEM_CONTRACT_GLIBC)
   assert_true(f.tls_memsz > 0);
-  assert_true(f.tls_memsz <= (f.hardened ? 5120u : 2688u));
+  assert_true(f.tls_memsz <= (f.hardened ? 5120u : 1536u));
 }
 
 // Run this program again as `test_process MODE` (posix_spawn: a fresh image,

@@ -23,13 +23,13 @@ static inline void *big_heap_then_small(void *arg) {
   heap_batching_t *r = arg;
   void **v = malloc(HEAP_BLOCKS * sizeof *v);
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  r->active_big = (int)t_free_batch.active;
-  r->heap_big = (int)t_free_batch.heap;
+  r->active_big = (int)t_free_batch_active;
+  r->heap_big = (int)t_free_batch_p->heap;
   r->owned_big = t_heap_p->owned_blocks;
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
   hak_thread_flush();                      // the lists' blocks (and a quarantine) home: the slabs go back
   for (int i = 0; i < 64; i++) v[i] = hak_malloc(16);
-  r->active_small = (int)t_free_batch.active;
+  r->active_small = (int)t_free_batch_active;
   r->owned_small = t_heap_p->owned_blocks;
   for (int i = 0; i < 64; i++) hak_free(v[i]);
   free(v);
@@ -49,7 +49,7 @@ static inline void expect_big_heap_batching_until_it_shrinks(void) {
 static inline void big_heap_double_free(void) {
   void **v = malloc(HEAP_BLOCKS * sizeof *v);
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  if (!t_free_batch.active) _exit(3);
+  if (!t_free_batch_active) _exit(3);
   hak_free(v[7]);
   hak_free(v[7]);
   hak_write_str(2, "held\n");

@@ -31,8 +31,8 @@ typedef struct consumer { int active_after; uint32_t held_after; } consumer_t;
 static void *free_blocks(void *arg) {
   consumer_t *c = arg;
   for (int i = 0; i < NBLOCKS; i++) hak_free(g_blocks[i]);
-  c->active_after = (int)t_free_batch.active;
-  c->held_after = t_free_batch.n;
+  c->active_after = (int)t_free_batch_active;
+  c->held_after = t_free_batch_p->n;
   return NULL;
 }
 
@@ -57,8 +57,8 @@ static void test_a_consumer_thread_batches_and_every_block_is_freed(void **state
 static int start_batching(void) {
   int i = 0;
   while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
-  if (!t_free_batch.active) return 0;
-  while (t_free_batch.n != 0) hak_free(g_blocks[i++]);
+  if (!t_free_batch_active) return 0;
+  while (t_free_batch_p->n != 0) hak_free(g_blocks[i++]);
   return 1;
 }
 // Frees a batch's worth of the second half (after `start_batching`).
@@ -95,7 +95,7 @@ static void *medium_overflow_in_a_batch(void *arg) {
   p[MEDIUM] = 'x';
   if (!start_batching()) return NULL;
   hak_free(p);
-  if (t_free_batch.n == 1) hak_write_str(2, "held\n");
+  if (t_free_batch_p->n == 1) hak_write_str(2, "held\n");
   free_a_batch();
   hak_write_str(2, "after a batch\n");
   return NULL;
@@ -160,7 +160,7 @@ static void test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks
 static void big_heap_write_after_free(void) {
   void **v = malloc(HEAP_BLOCKS * sizeof *v);
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(48);
-  if (!t_free_batch.active) _exit(3);
+  if (!t_free_batch_active) _exit(3);
   char *p = v[7];
   hak_free(p);
   for (uint32_t i = 100; i < 100 + FREE_BATCH_N; i++) hak_free(v[i]);   // p's batch drains

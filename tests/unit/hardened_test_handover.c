@@ -37,7 +37,7 @@ static void *consume(void *arg) {
   consumer_t *c = arg;
   unsigned cls = cls_of_size();
   for (int i = 0; i < NBLOCKS; i++) hak_free(g_blocks[i]);
-  c->batching = (int)t_free_batch.active;
+  c->batching = (int)t_free_batch_active;
   c->chain = t_heap_p->handover_n[cls];
   hak_base_ptr_t first, last;
   c->exchange_chain = transfer_take(cls, UINT32_MAX, &first, &last);
@@ -71,7 +71,7 @@ static void *write_in_quarantine(void *arg) {
   int i = 0;
   while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
   free_batch_drain();   // every held block filled and in quarantine
-  if (!t_free_batch.active || t_tls_cache.cap_shift[cls] == 0) {
+  if (!t_free_batch_active || t_tls_cache.cap_shift[cls] == 0) {
     hak_write_str(2, "no hand-over\n");
     return NULL;
   }

@@ -31,15 +31,15 @@ typedef struct consumer {
 static void *free_blocks(void *arg) {
   consumer_t *c = arg;
   for (int i = c->first; i < NBLOCKS; i++) hak_free(g_blocks[i]);
-  c->active_after = (int)t_free_batch.active;
-  c->held_after = t_free_batch.n;
+  c->active_after = (int)t_free_batch_active;
+  c->held_after = t_free_batch_p->n;
   if (c->local_rounds > 0) {
     static __thread void *mine[512];
     for (int r = 0; r < c->local_rounds; r++) {
       for (int i = 0; i < 512; i++) mine[i] = hak_malloc(SIZE);
       for (int i = 0; i < 512; i++) hak_free(mine[i]);
     }
-    c->active_after_local = (int)t_free_batch.active;
+    c->active_after_local = (int)t_free_batch_active;
   }
   return NULL;
 }
@@ -90,7 +90,7 @@ typedef struct small_reuse { int active; int reused; } small_reuse_t;
 static void *free_small_blocks_then_malloc(void *arg) {
   small_reuse_t *r = arg;
   for (int i = 0; i < NBLOCKS; i++) hak_free(g_blocks[i]);
-  r->active = (int)t_free_batch.active;
+  r->active = (int)t_free_batch_active;
   free_batch_drain();
   void *got[64];
   for (int k = 0; k < 64; k++) {
@@ -117,7 +117,7 @@ static void test_a_thread_freeing_its_own_blocks_never_batches(void **state) {
   for (int r = 0; r < 50; r++) {
     alloc_blocks(NULL);
     for (int i = 0; i < NBLOCKS; i++) hak_free(g_blocks[i]);
-    assert_int_equal(t_free_batch.active, 0);
+    assert_int_equal(t_free_batch_active, 0);
   }
   assert_int_equal(batched_frees_so_far(), batched);
 }
@@ -162,16 +162,16 @@ static void test_a_batching_thread_keeps_batching_through_a_run_of_its_own_frees
   free_batch_set_active(1);
   for (int r = 0; r < 16; r++) {
     free_batch_note_flush(128, 0);    // its own run of frees on top of its list
-    assert_int_equal(t_free_batch.active, 1);
+    assert_int_equal(t_free_batch_active, 1);
     free_batch_note_flush(128, 64);   // then half other threads' blocks
-    assert_int_equal(t_free_batch.active, 1);
+    assert_int_equal(t_free_batch_active, 1);
   }
   assert_int_equal(hak_counters()->batch_starts - starts, 1);
   for (uint32_t moved = 0; moved < FREE_BATCH_STOP_WINDOW; moved += 128) {
-    assert_int_equal(t_free_batch.active, 1);
+    assert_int_equal(t_free_batch_active, 1);
     free_batch_note_flush(128, 15);   // under an eighth
   }
-  assert_int_equal(t_free_batch.active, 0);
+  assert_int_equal(t_free_batch_active, 0);
   hak_free(p);
 }
 
@@ -194,8 +194,8 @@ static void *double_free_then_a_batch(void *arg) {
   (void)arg;
   int i = 0;
   while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
-  if (!t_free_batch.active) return NULL;          // the child then exits without a report
-  while (t_free_batch.n != 0) hak_free(g_blocks[i++]);   // an empty batch
+  if (!t_free_batch_active) return NULL;          // the child then exits without a report
+  while (t_free_batch_p->n != 0) hak_free(g_blocks[i++]);   // an empty batch
   hak_free(g_blocks[0]);                          // freed above: held, not yet reported
   hak_write_str(2, "held\n");
   for (unsigned k = 0; k < FREE_BATCH_N; k++) hak_free(g_blocks[i++]);
@@ -228,8 +228,8 @@ static void *double_free_then_exit(void *arg) {
   (void)arg;
   int i = 0;
   while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
-  if (!t_free_batch.active) return NULL;
-  while (t_free_batch.n != 0) hak_free(g_blocks[i++]);   // an empty batch
+  if (!t_free_batch_active) return NULL;
+  while (t_free_batch_p->n != 0) hak_free(g_blocks[i++]);   // an empty batch
   hak_free(g_blocks[1]);   // the thread exits with it held
   return NULL;
 }
@@ -252,7 +252,7 @@ static void test_a_double_free_held_at_thread_exit_aborts_there(void **state) {
 static void *double_free_then_reuse(void *arg) {
   int *twice = arg;
   for (int i = 0; i < NBLOCKS / 2; i++) hak_free(g_blocks[i]);
-  if (!t_free_batch.active) return NULL;
+  if (!t_free_batch_active) return NULL;
   hak_free(g_blocks[2]);
   hak_free(g_blocks[2]);
   for (int i = NBLOCKS / 2; i < NBLOCKS; i++) hak_free(g_blocks[i]);
@@ -288,7 +288,7 @@ static void test_a_double_free_on_a_batching_thread_never_hands_the_block_out_tw
 static void *big_double_free(void *arg) {
   (void)arg;
   for (int i = 0; i < NBLOCKS / 2; i++) hak_free(g_blocks[i]);
-  if (!t_free_batch.active) return NULL;
+  if (!t_free_batch_active) return NULL;
   void *p = hak_malloc(FREE_BATCH_MAX_BLOCK + 1);
   hak_free(p);
   hak_free(p);
@@ -314,12 +314,12 @@ static void *medium_double_free_then_a_batch(void *arg) {
   (void)arg;
   int i = 0;
   while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
-  if (!t_free_batch.active) return NULL;
+  if (!t_free_batch_active) return NULL;
   void *p = hak_malloc(4096);
-  while (t_free_batch.n != 0) hak_free(g_blocks[i++]);   // an empty batch
+  while (t_free_batch_p->n != 0) hak_free(g_blocks[i++]);   // an empty batch
   hak_free(p);
   hak_free(p);                                    // held, not yet reported
-  if (t_free_batch.n == 2) hak_write_str(2, "held\n");
+  if (t_free_batch_p->n == 2) hak_write_str(2, "held\n");
   for (unsigned k = 0; k < FREE_BATCH_N; k++) hak_free(g_blocks[i++]);
   hak_write_str(2, "after a batch\n");            // never reached: the batch reported it
   return NULL;
@@ -347,14 +347,14 @@ static void *big_heap_freed_in_an_order(void *arg) {
   heap_order_t *r = arg;
   void **v = malloc(HEAP_BLOCKS * sizeof *v);
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  r->active_big = (int)(t_free_batch.active && t_free_batch.heap);
+  r->active_big = (int)(t_free_batch_active && t_free_batch_p->heap);
   uint32_t k = 0;
   for (uint32_t i = 0; i < 4 * FREE_BATCH_N; i++) {
     k = r->scattered ? (k + 40503u) % HEAP_BLOCKS : i;   // a stride of 40 503 blocks (640 KB)
     hak_free(v[k]);
     v[k] = NULL;
   }
-  r->active_after = (int)t_free_batch.active;
+  r->active_after = (int)t_free_batch_active;
   for (uint32_t i = 0; i < 64; i++) hak_free(hak_malloc(16));   // refills, the heap still big
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
   free(v);
@@ -380,14 +380,14 @@ static void *big_heap_probed(void *arg) {
   heap_probes_t *r = arg;
   void **v = malloc(HEAP_BLOCKS * sizeof *v);
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
-  r->active_big = (int)(t_free_batch.active && t_free_batch.heap);
+  r->active_big = (int)(t_free_batch_active && t_free_batch_p->heap);
   uint32_t k = 0, frees = FREE_BATCH_N * FREE_BATCH_PROBE_EVERY * (FREE_BATCH_PROBES - 1);
   for (uint32_t i = 0; i < frees; i++) {
     k = (k + 40503u) % HEAP_BLOCKS;   // scattered: the batch goes on
     hak_free(v[k]);
     v[k] = NULL;
   }
-  r->probes = t_free_batch.probes;
+  r->probes = t_free_batch_p->probes;
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
   free(v);
   return NULL;
@@ -415,24 +415,24 @@ static void test_a_big_heaps_batch_stops_when_its_blocks_are_in_a_cache(void **s
   void *p = hak_malloc(SIZE);   // the thread is set up
   uint64_t stops = hak_counters()->batch_probe_stops;
   free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
-  assert_int_equal(t_free_batch.active, 1);
-  assert_int_equal(t_free_batch.heap, 1);
+  assert_int_equal(t_free_batch_active, 1);
+  assert_int_equal(t_free_batch_p->heap, 1);
   probe_window(FREE_BATCH_PROBES / 8);   // an eighth missed
-  assert_int_equal(t_free_batch.active, 1);
+  assert_int_equal(t_free_batch_active, 1);
   probe_window(FREE_BATCH_PROBES / 8 - 1);
-  assert_int_equal(t_free_batch.active, 0);
+  assert_int_equal(t_free_batch_active, 0);
   assert_int_equal(hak_counters()->batch_probe_stops - stops, 1);
   for (uint32_t i = 0; i < FREE_BATCH_HEAP_REST; i++) {
     free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
-    assert_int_equal(t_free_batch.active, 0);
+    assert_int_equal(t_free_batch_active, 0);
   }
   free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
-  assert_int_equal(t_free_batch.active, 1);
+  assert_int_equal(t_free_batch_active, 1);
   free_batch_note_heap(0);   // shrunk: stops
-  assert_int_equal(t_free_batch.active, 0);
+  assert_int_equal(t_free_batch_active, 0);
   free_batch_set_active(1);  // other threads' blocks (a flush's count)
   probe_window(0);
-  assert_int_equal(t_free_batch.active, 1);
+  assert_int_equal(t_free_batch_active, 1);
   free_batch_set_active(0);
   hak_free(p);
 }
@@ -477,9 +477,9 @@ static void test_batching_keys_only_the_classes_it_holds(void **state) {
   }
   void *big = hak_malloc(FREE_BATCH_MAX_BLOCK + 1);
   unsigned big_cls = size_class_of(FREE_BATCH_MAX_BLOCK + 1);
-  uint32_t held = t_free_batch.n;
+  uint32_t held = t_free_batch_p->n;
   hak_free(big);   // pushed at once: on its list's head, nothing held
-  assert_int_equal(t_free_batch.n, held);
+  assert_int_equal(t_free_batch_p->n, held);
   assert_ptr_equal(hak_base_raw(t_tls_cache.lists[big_cls].head), hak_base_raw(hak_user_to_base(hak_user_from_raw(big))));
   free_batch_set_active(0);
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
@@ -499,14 +499,14 @@ static void test_a_drain_puts_each_held_block_on_its_classs_list(void **state) {
     b[i] = hak_malloc(700);
   }
   free_batch_set_active(1);
-  uint32_t held = t_free_batch.n;
+  uint32_t held = t_free_batch_p->n;
   for (int i = 0; i < N; i++) {
     hak_free(a[i]);
     hak_free(b[i]);
   }
-  assert_int_equal(t_free_batch.n, held + 2 * N);
+  assert_int_equal(t_free_batch_p->n, held + 2 * N);
   free_batch_drain();
-  assert_int_equal(t_free_batch.n, 0);
+  assert_int_equal(t_free_batch_p->n, 0);
   for (int i = N - 1; i >= 0; i--) {
     assert_ptr_equal(hak_malloc(48), a[i]);
     assert_ptr_equal(hak_malloc(700), b[i]);

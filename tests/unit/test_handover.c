@@ -41,7 +41,7 @@ static uint64_t used_of_slabs(void) {
 // What the consumer saw after its frees, before its exit.
 typedef struct consumer {
   int      upto;            // frees g_blocks[0 .. upto)
-  int      batching;        // t_free_batch.active after them
+  int      batching;        // t_free_batch_active after them
   unsigned cap_shift;       // its bound's halvings of the class
   uint32_t cached;          // blocks on its list of the class
   uint32_t chain;           // blocks in its hand-over chain of the class
@@ -59,7 +59,7 @@ static void *consume(void *arg) {
   unsigned cls = cls_of_size();
   for (int i = 0; i < c->upto; i++) hak_free(g_blocks[i]);
   free_batch_drain();   // what the batch holds, tested and handed over
-  c->batching = (int)t_free_batch.active;
+  c->batching = (int)t_free_batch_active;
   c->cap_shift = t_tls_cache.cap_shift[cls];
   c->cached = tls_cached(&t_tls_cache, cls);
   c->chain = t_heap_p->handover_n[cls];
@@ -157,9 +157,9 @@ static void *double_free_in_a_chain(void *arg) {
   // batch as long as the class batch ends with the chain just sent, so once
   // the hand-over has begun one block is drained on its own.
   while (i < NBLOCKS - (int)FREE_BATCH_N &&
-         (t_free_batch.n + 1 == FREE_BATCH_N || t_heap_p->handover_n[cls] == 0)) {
+         (t_free_batch_p->n + 1 == FREE_BATCH_N || t_heap_p->handover_n[cls] == 0)) {
     hak_free(g_blocks[i++]);
-    if (t_free_batch.n == 1 && t_tls_cache.cap_shift[cls] != 0 && t_heap_p->handover_n[cls] == 0)
+    if (t_free_batch_p->n == 1 && t_tls_cache.cap_shift[cls] != 0 && t_heap_p->handover_n[cls] == 0)
       free_batch_drain();
   }
   if (t_heap_p->handover_n[cls] == 0) {   // no hand-over: the child exits without a report

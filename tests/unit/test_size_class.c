@@ -144,12 +144,32 @@ static void test_carve_key_accepts_exactly_the_carved_blocks(void **state) {
   }
 }
 
-// The fast paths address a thread's lists two ways: malloc by TLS slot from
-// its per-thread size table (the list's offset in words), free by the offset
-// from the thread pointer kept in the slab (tls_off). Both must reach the list
-// of the block's class, and the slab's owner id must be the thread's
-// (thread_self_id: its record's heap), whose low 32 bits free compares below
-// a cache line.
+// The fast paths address a thread's lists by their offset from the thread
+// pointer: malloc from the process's size table (g_size_list_tpoff), free
+// from the slab (tls_off); the slow paths by TLS slot (the list's offset in
+// words). All must reach the list of the block's class, and the slab's owner
+// id must be the thread's (thread_self_id: its record's heap), whose low 32
+// bits free compares below a cache line.
+// A size whose entry is still 0 (a malloc before start-up filled the table:
+// the dynamic loader's, a constructor's) reads the thread control block as
+// its list: the head is the block's own address, whose link decodes to the
+// cookie (top bit set, never plausible), so the pop fails and the slow path
+// serves the request from the class's list; nothing is written at offset 0.
+static void test_a_size_whose_list_is_not_known_yet_takes_the_slow_path(void **state) {
+  (void)state;
+  void *warm = hak_malloc(48);                   // the class's list holds blocks
+  hak_free(warm);
+  int32_t saved = g_size_list_tpoff[48];
+  uintptr_t tcb_word = *(uintptr_t *)__builtin_thread_pointer();
+  g_size_list_tpoff[48] = 0;
+  void *p = hak_malloc(48);
+  g_size_list_tpoff[48] = saved;
+  assert_non_null(p);
+  assert_ptr_equal(slab_of(p)->cls, size_class_tiny(48));
+  assert_true(*(uintptr_t *)__builtin_thread_pointer() == tcb_word);   // the TCB untouched
+  hak_free(p);
+}
+
 static intptr_t list_offset_from_thread_pointer(unsigned cls) {
   return (intptr_t)&t_tls_cache.lists[cls] - (intptr_t)__builtin_thread_pointer();
 }
@@ -161,6 +181,9 @@ static void *tls_offsets_of_sizes_in_this_thread(void *arg) {
     if (slot != 2 * cls || &t_tls_cache.words[slot] != (uintptr_t *)&t_tls_cache.lists[cls].head ||
         &t_tls_cache.rooms[TLS_ROOM_OF_SLOT(slot)] != &t_tls_cache.lists[cls].room)
       return (void *)1;
+    // malloc's list of the size (tls_list_of_size): the class's, from this
+    // thread's pointer as from every thread's.
+    if (g_size_list_tpoff[n] != list_offset_from_thread_pointer(cls)) return (void *)3;
     void *p = hak_malloc(n);
     slab_meta_t *m = slab_of(p);
     // free's owner test: the slab's owner_small and this thread's key of the
@@ -231,6 +254,7 @@ int main(void) {
     HAK_UNIT_TEST(test_class_magic_orders_block_starts_and_rejects_every_other_offset),
     HAK_UNIT_TEST(test_carve_key_accepts_exactly_the_carved_blocks),
     HAK_UNIT_TEST(test_tls_slots_and_offsets_of_sizes_and_slabs_reach_their_class_list),
+    HAK_UNIT_TEST(test_a_size_whose_list_is_not_known_yet_takes_the_slow_path),
     HAK_UNIT_TEST(test_usable_size_of_a_slab_block_is_its_class_block),
     HAK_UNIT_TEST(test_classes_of_5_to_56k_blocks_start_on_different_l1_sets),
   };

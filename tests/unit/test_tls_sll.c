@@ -615,7 +615,7 @@ static void *grow_then_start_batching(void *arg) {
   run_in_thread(malloc_batch_of_40, others);
   for (int i = 0; i < BATCH_BLOCKS; i++) hak_free(others[i]);   // blocks under a cache line: the remote buffer
   caps[1] = t_tls_cache.cap[cls];
-  caps[2] = t_free_batch.active;
+  caps[2] = t_free_batch_active;
   caps[3] = t_tls_cache.lists[cls].room + tls_list_len(cls) == t_tls_cache.cap[cls];
   return NULL;
 }
