@@ -19,6 +19,9 @@ __thread tls_cache_t t_tls_cache __attribute__((tls_model("initial-exec"), align
 };
 const uint8_t g_tls_slot_lut[HAK_TINY_MAX + 1] = { HAK_TINY_CLASS_LUT_INIT_AS(HAK_TLS_SLOT_OF) };
 int32_t g_size_list_tpoff[HAK_TINY_MAX + 1];
+#if !defined(__x86_64__)
+tls_list_t g_tls_list_unset = { .head = TLS_SLL_END_INIT };
+#endif
 
 // Non-zero before start-up randomises it, so no block can be marked by accident.
 block_keys_t g_block_keys __attribute__((aligned(16))) = {

@@ -318,9 +318,10 @@ HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) {
 // thread pointer (the same in every thread), filled at start-up
 // (tls_sll_init_offsets): the default build's malloc finds its list with one
 // load and no TLS offset from the GOT. Until then every entry is 0, the
-// thread control block, whose first word is its own address: the pop reads
-// it as a list head whose link decodes to the cookie, never a plausible link
-// (its top bit is set), and takes the slow path.
+// thread control block, whose first word is its own address (x86-64's TLS
+// ABI: %fs:0 holds the thread pointer): the pop reads it as a list head
+// whose link decodes to the cookie, never a plausible link (its top bit is
+// set), and takes the slow path. (Elsewhere an entry of 0 is tested for.)
 // (The size table was in the TLS block, a per-thread copy addressed from the
 // lists' TLS offset: 1 025 of its 2 621 bytes. glibc copies a library's TLS
 // block into every new thread's stack, and past the 1 728 bytes below the
@@ -381,7 +382,15 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop_at(tls_list_tp_t *l) {
   block_clear_free(b);
   return b;
 }
+#if defined(__x86_64__)
 HAK_INLINE tls_list_tp_t *tls_list_of_size(size_t n) { return tls_list_at_tp(g_size_list_tpoff[n]); }
+#else
+extern HAK_INTERNAL tls_list_t g_tls_list_unset;   // an empty list: the entries not filled yet
+HAK_INLINE tls_list_tp_t *tls_list_of_size(size_t n) {
+  int32_t off = g_size_list_tpoff[n];
+  return HAK_LIKELY(off != 0) ? tls_list_at_tp(off) : (tls_list_tp_t *)&g_tls_list_unset;
+}
+#endif
 HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, uintptr_t slot) {
   void *raw = (void *)tc->words[slot];
   TLS_SLL_IN_RETURN_REGISTER(raw);
