@@ -100,7 +100,7 @@ HAK_INLINE void *hard_malloc_fast_with(size_t size, void *(*tiny_miss)(size_t), 
   if (HAK_LIKELY(size - 1 < HAK_TINY_MAX - HARD_TAIL_BYTES)) {   // 1 .. 1008: a tiny class
     // The slot from the thread's table, as the default build's malloc (one
     // load); the class entry by the slot (2 * class) with no shift.
-    unsigned slot = tls_slot_of_size(&t_tls_cache, size + HARD_TAIL_BYTES);
+    unsigned slot = tls_slot_of_size(size + HARD_TAIL_BYTES);
     hak_base_ptr_t b = tls_sll_pop_fast(&t_tls_cache, slot);
     if (HAK_LIKELY(!hak_base_is_null(b))) {
       void *p = hak_user_raw(hak_base_to_user(b));

@@ -67,7 +67,7 @@ HAK_INLINE void class_cap_restore(tls_cache_t *tc, unsigned cls) {
 // instructions a block.)
 HAK_INLINE void deliver_own_run(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   int empty = tiny_free_local_box(m, first, last, n);
-  if (tiny_heap_slab_freed_moves(m, empty)) tiny_heap_slab_freed(t_heap_p, m, empty);
+  tiny_heap_slab_freed(t_heap_p, m, empty);
 }
 void flush_deliver_own(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   deliver_own_run(m, first, last, n);

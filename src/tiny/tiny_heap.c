@@ -243,7 +243,7 @@ void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *ski
 
 // ---- free side -----------------------------------------------------------
 
-void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty) {
+void tiny_heap_slab_moved(tiny_heap_t *h, slab_meta_t *m, int empty) {
 #if HAK_DEBUG
   slab_validate(m);
 #endif

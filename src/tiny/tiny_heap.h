@@ -171,14 +171,14 @@ void tiny_heap_release_idle(tiny_heap_t *h, unsigned cls);
 
 // The owner gave blocks back to m (a slab of this heap); empty: m's live
 // count reached zero. Moves m from the full list, recycles it when EMPTY.
-void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty);
-// Whether tiny_heap_slab_freed has anything to do: not for a current or
+void tiny_heap_slab_moved(tiny_heap_t *h, slab_meta_t *m, int empty);
+// ... called only when there is something to do: not for a current or
 // partial slab that did not empty (where it stays), which is every run of a
-// big structure freed at random but the first into each full slab. Debug
-// builds call it anyway (it validates the slab). Its caller in a flush's
-// walk made the call for every run: ~9 instructions a block.
-HAK_INLINE int tiny_heap_slab_freed_moves(const slab_meta_t *m, int empty) {
-  return HAK_DEBUG || empty || m->where == SLAB_IN_FULL || m->where == SLAB_IN_NONE;
+// big structure freed at random but the first into each full slab (a call
+// for every run in a flush's walk: ~9 instructions a block). Debug builds
+// call it anyway (it validates the slab).
+HAK_INLINE void tiny_heap_slab_freed(tiny_heap_t *h, slab_meta_t *m, int empty) {
+  if (HAK_DEBUG || empty || m->where == SLAB_IN_FULL) tiny_heap_slab_moved(h, m, empty);
 }
 // Abandon every slab to the Shared Pool and give the stash back (the TLS
 // lists must be flushed first).

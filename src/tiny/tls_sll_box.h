@@ -310,10 +310,7 @@ hak_base_ptr_t tls_sll_pop_corrupt(tls_cache_t *tc, unsigned cls, hak_base_ptr_t
 
 // TLS slot of a request of n <= HAK_TINY_MAX bytes (g_tiny_class_lut times 2).
 extern HAK_INTERNAL const uint8_t g_tls_slot_lut[HAK_TINY_MAX + 1];
-HAK_INLINE unsigned tls_slot_of_size(const tls_cache_t *tc, size_t n) {
-  (void)tc;
-  return g_tls_slot_lut[n];
-}
+HAK_INLINE unsigned tls_slot_of_size(size_t n) { return g_tls_slot_lut[n]; }
 // The list of a request of n <= HAK_TINY_MAX bytes as its offset from the
 // thread pointer (the same in every thread), filled at start-up
 // (tls_sll_init_offsets): the default build's malloc finds its list with one
@@ -370,13 +367,22 @@ HAK_INLINE int32_t tls_list_tp_offset(unsigned cls) {
 #define TLS_SLL_IN_RETURN_REGISTER(raw) ((void)0)
 #endif
 // The same on the list at thread-pointer offset l (tls_list_of_size).
+// Can a pop follow the head's link `next`? Not when it is implausible (the
+// list's end, or corrupted: the slow path tells which). A TLS list ends at
+// TLS_SLL_END, never NULL; the hardened build's quarantine leaves a NULL link
+// in every block it holds, so a block freed twice with its mark cleared in
+// between (a write after free) is on a TLS list with that link, and the next
+// pop would follow it. The default build writes a NULL link nowhere on a TLS
+// list's way (one test more per malloc).
+HAK_INLINE int tls_sll_pop_link_ok(hak_base_ptr_t next) {
+  return block_link_plausible(next) && !(HAK_HARDENED && hak_base_is_null(next));
+}
 HAK_INLINE hak_base_ptr_t tls_sll_pop_at(tls_list_tp_t *l) {
   void *raw = hak_base_raw(l->head);
   TLS_SLL_IN_RETURN_REGISTER(raw);
   hak_base_ptr_t b = hak_base_from_raw(raw);
   hak_base_ptr_t next = block_next(b);
-  if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
-  if (HAK_HARDENED && HAK_UNLIKELY(hak_base_is_null(next))) return HAK_BASE_NULL;   // (as below)
+  if (HAK_UNLIKELY(!tls_sll_pop_link_ok(next))) return HAK_BASE_NULL;
   l->head = next;
   l->room++;
   block_clear_free(b);
@@ -396,13 +402,7 @@ HAK_INLINE hak_base_ptr_t tls_sll_pop_fast(tls_cache_t *tc, uintptr_t slot) {
   TLS_SLL_IN_RETURN_REGISTER(raw);
   hak_base_ptr_t b = hak_base_from_raw(raw);
   hak_base_ptr_t next = block_next(b);
-  if (HAK_UNLIKELY(!block_link_plausible(next))) return HAK_BASE_NULL;
-  // A TLS list ends at TLS_SLL_END, never NULL; the hardened build's
-  // quarantine leaves a NULL link in every block it holds, so a block freed
-  // twice with its mark cleared in between (a write after free) is on a TLS
-  // list with that link, and the next pop would follow it. The default build
-  // writes a NULL link nowhere on a TLS list's way (one test more per malloc).
-  if (HAK_HARDENED && HAK_UNLIKELY(hak_base_is_null(next))) return HAK_BASE_NULL;
+  if (HAK_UNLIKELY(!tls_sll_pop_link_ok(next))) return HAK_BASE_NULL;
   tc->words[slot] = (uintptr_t)hak_base_raw(next);
   tc->rooms[TLS_ROOM_OF_SLOT(slot)]++;
   block_clear_free(b);

@@ -177,7 +177,7 @@ static void *tls_offsets_of_sizes_in_this_thread(void *arg) {
   (void)arg;
   for (size_t n = 0; n <= HAK_TINY_MAX; n++) {
     unsigned cls = size_class_tiny(n);
-    unsigned slot = tls_slot_of_size(&t_tls_cache, n);
+    unsigned slot = tls_slot_of_size(n);
     if (slot != 2 * cls || &t_tls_cache.words[slot] != (uintptr_t *)&t_tls_cache.lists[cls].head ||
         &t_tls_cache.rooms[TLS_ROOM_OF_SLOT(slot)] != &t_tls_cache.lists[cls].room)
       return (void *)1;
