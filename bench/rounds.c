@@ -17,7 +17,10 @@
 // order, which the next round's mallocs walk.
 //
 // Figure: allocator calls (mallocs + frees) per second. Peak RSS is the other
-// figure: one half's blocks are live at a time, MB megabytes.
+// figure: one half's blocks are live at a time, MB megabytes. The RESULT line
+// adds the time spent allocating and writing (alloc_secs) and freeing
+// (free_secs), summed over the rounds: which phase a gap lies in (a shuffled
+// teardown's frees, a first round's page faults).
 // Options: -n ROUNDS (10), --mb MB (64), --size A (20K), --then B (none),
 // --shuffle.
 #include "bench_common.h"
@@ -46,7 +49,9 @@ static uint32_t *free_order(size_t n, int shuffle) {
 
 // One half of a round: MB of blocks of `size`, written, then freed (in the
 // order `perm` gives, when not NULL).
+static double g_alloc_secs, g_free_secs;   // the two phases, summed over the rounds
 static uint64_t half_round(void **slots, size_t n, size_t size, const uint32_t *perm) {
+  double t0 = bench_now();
   for (size_t i = 0; i < n; i++) {
     char *p = malloc(size);
     if (__builtin_expect(p == NULL, 0)) {
@@ -56,11 +61,14 @@ static uint64_t half_round(void **slots, size_t n, size_t size, const uint32_t *
     memset(p, (int)(i & 255), size);
     slots[i] = p;
   }
+  double t1 = bench_now();
   if (perm != NULL) {
     for (size_t i = 0; i < n; i++) free(slots[perm[i]]);
   } else {
     for (size_t i = 0; i < n; i++) free(slots[i]);
   }
+  g_alloc_secs += t1 - t0;
+  g_free_secs += bench_now() - t1;
   return 2 * (uint64_t)n;
 }
 
@@ -98,9 +106,10 @@ int main(int argc, char **argv) {
     if (b != 0) calls += half_round(slots, nb, b, perm_b);
   }
   double t1 = bench_now();
-  char extra[160];
-  snprintf(extra, sizeof extra, "rounds=%" PRIu64 " mb=%" PRIu64 " size=%zu then=%zu shuffle=%d", rounds, mb, a, b,
-           shuffle);
+  char extra[224];
+  snprintf(extra, sizeof extra,
+           "rounds=%" PRIu64 " mb=%" PRIu64 " size=%zu then=%zu shuffle=%d alloc_secs=%.6f free_secs=%.6f", rounds,
+           mb, a, b, shuffle, g_alloc_secs, g_free_secs);
   bench_result("rounds", "calls", calls, t1 - t0, extra);
   free(perm_a);
   free(perm_b);
