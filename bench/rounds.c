@@ -47,9 +47,10 @@ static uint32_t *free_order(size_t n, int shuffle) {
   return perm;
 }
 
+static double g_alloc_secs, g_free_secs;   // the two phases, summed over the rounds
+
 // One half of a round: MB of blocks of `size`, written, then freed (in the
 // order `perm` gives, when not NULL).
-static double g_alloc_secs, g_free_secs;   // the two phases, summed over the rounds
 static uint64_t half_round(void **slots, size_t n, size_t size, const uint32_t *perm) {
   double t0 = bench_now();
   for (size_t i = 0; i < n; i++) {

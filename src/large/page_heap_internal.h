@@ -106,7 +106,7 @@ _Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");
 #define PH_ARENAS 32u
 #endif
 // Threads choose among two arenas per CPU the process may run on, at least
-// PH_ARENAS_MIN and at most PH_ARENAS (page_heap.c, arena_limit; jemalloc
+// PH_ARENAS_MIN and at most PH_ARENAS (page_heap.c, g_arena_limit; jemalloc
 // takes four per CPU). More threads than that cannot all allocate at once,
 // and threads that share an arena reuse each other's freed runs.
 #define PH_ARENAS_PER_CPU 2u

@@ -366,7 +366,6 @@ HAK_INLINE int32_t tls_list_tp_offset(unsigned cls) {
 #else
 #define TLS_SLL_IN_RETURN_REGISTER(raw) ((void)0)
 #endif
-// The same on the list at thread-pointer offset l (tls_list_of_size).
 // Can a pop follow the head's link `next`? Not when it is implausible (the
 // list's end, or corrupted: the slow path tells which). A TLS list ends at
 // TLS_SLL_END, never NULL; the hardened build's quarantine leaves a NULL link
@@ -377,6 +376,8 @@ HAK_INLINE int32_t tls_list_tp_offset(unsigned cls) {
 HAK_INLINE int tls_sll_pop_link_ok(hak_base_ptr_t next) {
   return block_link_plausible(next) && !(HAK_HARDENED && hak_base_is_null(next));
 }
+// The pop from the list at thread-pointer offset l (tls_list_of_size:
+// malloc's tiny path); tls_sll_pop_fast below is the same by TLS slot.
 HAK_INLINE hak_base_ptr_t tls_sll_pop_at(tls_list_tp_t *l) {
   void *raw = hak_base_raw(l->head);
   TLS_SLL_IN_RETURN_REGISTER(raw);
