@@ -7,6 +7,8 @@
 #                                        build/device/ (one folder to carry)
 #   scripts/device-scale.sh run [OUT]    there: bench-scale from build/device/,
 #                                        results under OUT (default results/device)
+#   scripts/device-scale.sh build-variants   here: only the experiment builds
+#                                        (`make test-layers` runs it)
 #
 # e.g. device run with carry ["build/device"] and the command
 #   PACK=$OUT/device.tgz scripts/device-scale.sh run /tmp/res
@@ -15,8 +17,7 @@
 # (STATS=1: the per-site counters), libhakmem-pfw.so (the free-path prefetchw
 # experiment, HAK_FREE_PREFETCHW=1, CURRENT_TASK Known gaps 11),
 # libhakmem-nomark.so (free without its double-free test, HAK_FREE_SKIP_MARK_TEST=1:
-# unsafe, for this measurement only, Known gaps 15), libhakmem-b64.so (batches
-# of 64 held frees, FREE_BATCH_N=64u), libhakmem-nohome.so (another thread's
+# unsafe, for this measurement only, Known gaps 15), libhakmem-nohome.so (another thread's
 # block under a cache line stays where it is freed, HAK_SEND_HOME_BELOW=1u:
 # what the passive-false-sharing rule costs), libhakmem-nostop.so (a thread
 # that started batching its frees never stops, FREE_BATCH_STOP_WINDOW huge:
@@ -52,24 +53,40 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 dev=build/device
 
+# The experiment builds the run carries: a name (build/NAME/libhakmem.so, and
+# libhakmem-NAME.so on the device) and the compiler flags that make it. `make
+# test-layers` builds them all (`build-variants`), so a change that breaks one
+# fails here and not at the start of a lent machine's session (a batch of 64
+# held frees, the earlier b64, stopped compiling when the batch moved into the
+# thread's record and was dropped: measured on 16 cores in the thirtieth
+# session, no gain past the noise).
+variants() {
+  cat <<'EOF'
+pfw -DHAK_FREE_PREFETCHW=1
+nomark -DHAK_FREE_SKIP_MARK_TEST=1
+nohome -DHAK_SEND_HOME_BELOW=1u
+nostop -DFREE_BATCH_STOP_WINDOW=0x7fffffffu
+EOF
+}
+
+build_variants() {
+  local name flags
+  while read -r name flags; do
+    make -j"$(nproc)" BUILD="build/$name" EXTRA_CFLAGS="$flags" "build/$name/libhakmem.so" || return 1
+  done < <(variants)
+}
+
 prepare() {
   set -e
   make -j"$(nproc)" all bench-bins
   make -j"$(nproc)" STATS=1 DEBUG=0 SAN= build/stats/libhakmem.so
-  make -j"$(nproc)" BUILD=build/pfw EXTRA_CFLAGS=-DHAK_FREE_PREFETCHW=1 build/pfw/libhakmem.so
-  make -j"$(nproc)" BUILD=build/nomark EXTRA_CFLAGS=-DHAK_FREE_SKIP_MARK_TEST=1 build/nomark/libhakmem.so
-  make -j"$(nproc)" BUILD=build/b64 EXTRA_CFLAGS=-DFREE_BATCH_N=64u build/b64/libhakmem.so
-  make -j"$(nproc)" BUILD=build/nohome EXTRA_CFLAGS=-DHAK_SEND_HOME_BELOW=1u build/nohome/libhakmem.so
-  make -j"$(nproc)" BUILD=build/nostop EXTRA_CFLAGS=-DFREE_BATCH_STOP_WINDOW=0x7fffffffu build/nostop/libhakmem.so
+  build_variants
   rm -rf "$dev"
   mkdir -p "$dev/bench" "$dev/peers"
   cp build/libhakmem.so "$dev/libhakmem.so"
   cp build/stats/libhakmem.so "$dev/libhakmem-stats.so"
-  cp build/pfw/libhakmem.so "$dev/libhakmem-pfw.so"
-  cp build/nomark/libhakmem.so "$dev/libhakmem-nomark.so"
-  cp build/b64/libhakmem.so "$dev/libhakmem-b64.so"
-  cp build/nohome/libhakmem.so "$dev/libhakmem-nohome.so"
-  cp build/nostop/libhakmem.so "$dev/libhakmem-nostop.so"
+  local name flags
+  while read -r name flags; do cp "build/$name/libhakmem.so" "$dev/libhakmem-$name.so"; done < <(variants)
   cp build/bench/* "$dev/bench/"
   libdir=/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
   for so in libjemalloc.so.2 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
@@ -128,7 +145,7 @@ ab() {
   mkdir -p "$out"
   [ -f "$dev/libhakmem.so" ] || { echo "device-scale: $dev is missing (prepare it and carry it)" >&2; return 1; }
   local b=$dev/bench p=$dev/peers
-  local base=base=$dev/libhakmem.so pfw=pfw=$dev/libhakmem-pfw.so b64=b64=$dev/libhakmem-b64.so
+  local base=base=$dev/libhakmem.so pfw=pfw=$dev/libhakmem-pfw.so
   local je=jemalloc=$p/libjemalloc.so.2 tc=tcmalloc=$p/libtcmalloc_minimal.so.4 mi=mimalloc=$p/libmimalloc.so.2
   one() {   # one <seconds> <command> <variants...>
     local limit=$1 cmd=$2; shift 2
@@ -142,12 +159,12 @@ ab() {
   local small="-w 8192 --min 16 --max 1024" lib=$dev/libhakmem.so
   case "${2:-rows}" in
   rows)     # the rows, the free-path builds and the batch switch
-    one 60 "$b/ring --min 16 --max 1024 -t 16 -n 4000000" "$base" "$pfw" "$b64" "nobatch=$lib@HAKMEM_FREE_BATCH=0" "$je" "$tc"
-    one 60 "$b/ws8192 $small -x -t 16 -n 4000000" "$base" "$pfw" "$b64" "$je" "$tc"
+    one 60 "$b/ring --min 16 --max 1024 -t 16 -n 4000000" "$base" "$pfw" "nobatch=$lib@HAKMEM_FREE_BATCH=0" "$je" "$tc"
+    one 60 "$b/ws8192 $small -x -t 16 -n 4000000" "$base" "$pfw" "$je" "$tc"
     one 50 "$b/mstress -r 10 -t 16 -n 20000" "$base" "$pfw" "purge256=$lib@HAKMEM_PURGE_DIRTY_MB=256" "nopop=$lib@HAKMEM_POPULATE=0" "trim32=$lib@HAKMEM_BIND_TRIM_KB=32" "$mi" "$tc"
-    one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 2 -n 3000000" "$base" "$pfw" "$b64" "$tc" "$je"
+    one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 2 -n 3000000" "$base" "$pfw" "$tc" "$je"
     one 40 "$b/ring --min 16 --max 1024 -t 2 -n 5000000" "$base" "nostop=$dev/libhakmem-nostop.so" "$je" "$tc"
-    one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 16 -n 3000000" "$base" "$pfw" "$b64" "$tc"
+    one 50 "$b/larson -c 1000 --min 8 --max 1000 -t 16 -n 3000000" "$base" "$pfw" "$tc"
     one 40 "$b/ws8192 -w 8192 --min 1K --max 32K -t 1 -n 1500000" "$base" "$tc"
     one 40 "$b/ws8192 $small -t 8 -n 8000000" "$base" "$tc" "$mi"
     one 40 "$b/mstress -r 10 -t 1 -n 20000" "$base" "$mi" ;;
@@ -261,11 +278,12 @@ all() {
 
 case "${1:-}" in
   prepare) prepare ;;
+  build-variants) build_variants ;;
   all) all "${2:-}" ;;
   phases) phases "${2:-}" ;;
   perfkit) perfkit ;;
   profile) profile "${2:-}" ;;
   run) run "${2:-}" ;;
   ab) ab "${2:-}" "${3:-}" ;;
-  *) echo "usage: $0 prepare | run [OUT] | all [OUT] | ab [OUT [rows|kernel|home]] | phases [OUT] | perfkit | profile [OUT]" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare | build-variants | run [OUT] | all [OUT] | ab [OUT [rows|kernel|home]] | phases [OUT] | perfkit | profile [OUT]" >&2; exit 2 ;;
 esac

@@ -71,8 +71,11 @@
 // pair of threads 0.89x the time of 16, larson -t 2 0.95x, rptest-shaped
 // 0.95x, cross-2 0.96x (paired rounds; 64: sh8 0.83x but prodcons 1.09x).
 // The batch keeps one word a block (its address and its class's list,
-// free_batch_held_t), so 32 of them take the static TLS 16 blocks and their
-// slabs took (tests/contract/test_process.c keeps it under a budget).
+// free_batch_held_t) in the thread's record (tiny_heap_t.batch), on the
+// record's first page with the heap's other set-up fields: a larger
+// FREE_BATCH_N pushes the remote buffer past that page and fails
+// thread_record.h's static assertion (64 did; measured on 16 cores before
+// the move, no gain past the noise).
 #ifndef FREE_BATCH_N
 #define FREE_BATCH_N 32u
 #endif

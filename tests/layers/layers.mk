@@ -5,7 +5,10 @@
 #                      the build variants the docs name that `make` does not
 #                      build: `make LINK_ENCODE=0` (issue 10's measurement;
 #                      it failed on the hardened library before 2026-12-01),
-#                      and the fast paths' branches off 32-byte boundaries in
+#                      the experiment builds the 16-core run carries
+#                      (scripts/device-scale.sh build-variants; one had
+#                      stopped compiling unseen for ~20 sessions), and the
+#                      fast paths' branches off 32-byte boundaries in
 #                      both libraries (scripts/check-branch-align.py; only
 #                      where the assembler pads them, BRANCH_ALIGN).
 .PHONY: test-layers
@@ -21,3 +24,6 @@ endif
 	@$(MAKE) --no-print-directory LINK_ENCODE=0 -j2 all >/dev/null && test -f build/noencode/libhakmem.so \
 	  && echo "ok: make LINK_ENCODE=0 builds build/noencode/libhakmem.so" \
 	  || { echo "FAIL: make LINK_ENCODE=0"; exit 1; }
+	@scripts/device-scale.sh build-variants >/dev/null \
+	  && echo "ok: the device run's experiment builds (scripts/device-scale.sh build-variants)" \
+	  || { echo "FAIL: scripts/device-scale.sh build-variants"; exit 1; }
