@@ -27,7 +27,10 @@ that is said and the run goes on.
 
 Work per run: the row's `n` is the per-thread -n at T <= nproc; above nproc it is
 scaled by nproc/T, so the total work is n * min(T, nproc): each run takes about
-the same wall time at every T on any machine (if the allocator scaled).
+the same wall time at every T on any machine (if the allocator scaled). mstress
+keeps its -n (each thread's heap: how many blocks its final frees give back) and
+scales its rounds instead, to 2 at least: with -n cut to 2 500 at 16 threads on 2
+CPUs it showed none of the 16-core gap that `-n 20000` shows on 2 CPUs too.
 
 Outputs (--out, default results/): bench-scale.csv (medians, ratio to the best
 peer), bench-scale-runs.csv (every run), bench-scale-sites.csv (per-site
@@ -70,8 +73,9 @@ ROWS = [
     # per-site counters are the whole longer run's, not the two runs'
     # difference (threads whose heaps park at -n and not at 3x -n made the
     # difference rise while both runs' counts fell: CURRENT_TASK Known gaps 41).
+    # rounds: its -n stays (the shape of each thread's work); the rounds scale.
     dict(id="mstress", label="mstress: T threads a round trading blocks (-n = allocations per thread and round)",
-         prog="mstress", args=["-r", "10"], n=20_000, min_t=1, whole_sites=True),
+         prog="mstress", args=[], n=20_000, rounds=10, min_t=1, whole_sites=True),
 ]
 
 KINDS = ("lock", "lock-arena", "rmw-global", "rmw-slab")
@@ -115,6 +119,31 @@ def per_thread_n(row, t, ncpu, scale=1.0):
     [8000000, 8000000, 4000000, 1000000]
     """
     return max(1000, int(row["n"] * scale * min(t, ncpu) / t))
+
+
+def row_args(row, t, ncpu, scale=1.0, k=1):
+    """The row's arguments at T threads; k > 1: k times the work (the
+    statistics build's longer run).
+
+    >>> r = dict(args=["-w", "64"], n=8_000_000)
+    >>> row_args(r, 16, 2)
+    ['-w', '64', '-t', '16', '-n', '1000000']
+    >>> m = dict(args=[], n=20_000, rounds=10)
+    >>> row_args(m, 16, 2), row_args(m, 16, 2, k=3), row_args(m, 8, 16)
+    (['-r', '2', '-t', '16', '-n', '20000'], ['-r', '6', '-t', '16', '-n', '20000'], ['-r', '10', '-t', '8', '-n', '20000'])
+    """
+    if "rounds" in row:
+        n = max(1000, int(row["n"] * scale))
+        r = max(2, int(round(row["rounds"] * min(t, ncpu) / t)))
+        return row["args"] + ["-r", str(k * r), "-t", str(t), "-n", str(n)]
+    return row["args"] + ["-t", str(t), "-n", str(k * per_thread_n(row, t, ncpu, scale))]
+
+
+def work_at(row, t, ncpu, scale=1.0):
+    """What the report says of a point's work: -n per thread (and the rounds)."""
+    a = row_args(row, t, ncpu, scale)
+    n = a[a.index("-n") + 1]
+    return "%s x %s rounds" % (n, a[a.index("-r") + 1]) if "rounds" in row else n
 
 
 def steady_sites(short, long):
@@ -302,7 +331,7 @@ def sites_table(row, ts, sites):
             if s["site"] not in kinds:
                 names.append(s["site"])
                 kinds[s["site"]] = s["kind"]
-    how = ("the whole run at 3 x -n: its threads start and exit as the work itself" if row.get("whole_sites")
+    how = ("the whole run at 3 x the work: its threads start and exit as the work itself" if row.get("whole_sites")
            else "steady state: the runs at -n and 3 x -n subtracted")
     out = ["hakmem per-site counters (statistics build, %s): operations on shared lines per 1000 "
            "operations\n" % how]
@@ -499,7 +528,7 @@ def main():
     runs = []
     t_start = time.time()
     for row, t in points:
-        args = row["args"] + ["-t", str(t), "-n", str(per_thread_n(row, t, ncpu, opt.scale))]
+        args = row_args(row, t, ncpu, opt.scale)
         binpath = os.path.join(opt.bindir, row["prog"])
         for rep in range(1, opt.reps + 1):
             this = []
@@ -532,10 +561,9 @@ def main():
         stats_note = "per-site counters skipped: %s does not exist (make STATS=1)" % opt.stats_lib
     else:
         for row, t in points:
-            n = per_thread_n(row, t, ncpu, opt.scale)
             reports, res, err = [], None, None
             for k in (1, 3):   # two lengths: their difference is the steady state
-                args = row["args"] + ["-t", str(t), "-n", str(k * n)]
+                args = row_args(row, t, ncpu, opt.scale, k)
                 res, err, stderr = B.run_capture(os.path.join(opt.bindir, row["prog"]), args, "hakmem",
                                                  opt.stats_lib, opt.timeout)
                 reports.append(parse_sites(stderr or ""))
@@ -616,7 +644,8 @@ def report(opt, rows, threads, allocs, runs, sites, ncpu, meta, stats_note):
                                 g["header"]["ops"]])
 
     parts = ["# %s\n" % TAG, meta + "\n",
-             "Work: -n per thread = the row's n while T <= %d (the CPUs here), n x %d / T above; "
+             "Work: -n per thread = the row's n while T <= %d (the CPUs here), n x %d / T above (mstress: "
+             "its -n stays, its rounds scale, 2 at least); "
              "rows that need two threads start at T=2.%s\n"
              % (ncpu, ncpu, (" **T > %d: more threads than CPUs here, so those figures show "
                              "oversubscription, not scaling.**" % ncpu) if max(threads) > ncpu else ""),
@@ -624,10 +653,11 @@ def report(opt, rows, threads, allocs, runs, sites, ncpu, meta, stats_note):
     if stats_note:
         parts.append("**%s**\n" % stats_note)
     for row in rows:
-        n_at = ", ".join("T=%d: %d" % (t, per_thread_n(row, t, ncpu, opt.scale))
+        n_at = ", ".join("T=%d: %s" % (t, work_at(row, t, ncpu, opt.scale))
                          for t in threads if t >= row["min_t"])
-        parts.append("## %s — %s\n\n`%s -t T -n N` (N per thread: %s)\n"
-                     % (row["id"], row["label"], " ".join([row["prog"]] + row["args"]), n_at))
+        parts.append("## %s — %s\n\n`%s%s -t T -n N` (N per thread: %s)\n"
+                     % (row["id"], row["label"], " ".join([row["prog"]] + row["args"]),
+                        " -r R" if "rounds" in row else "", n_at))
         parts.append(row_tables(row, threads, allocs, summ, sites))
     md_text = "\n".join(parts)
     md = os.path.join(opt.out, TAG + ".md")
