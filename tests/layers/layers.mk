@@ -7,7 +7,8 @@
 #                      it failed on the hardened library before 2026-12-01),
 #                      the experiment builds the 16-core run carries
 #                      (scripts/device-scale.sh build-variants; one had
-#                      stopped compiling unseen for ~20 sessions), and the
+#                      stopped compiling unseen when the fifty-third session
+#                      moved the free batch into the thread's record), and the
 #                      fast paths' branches off 32-byte boundaries in
 #                      both libraries (scripts/check-branch-align.py; only
 #                      where the assembler pads them, BRANCH_ALIGN).
