@@ -1,0 +1,15 @@
+drop table if exists t; drop table if exists u;
+create table t (id int primary key, k int, s text);
+insert into t select g, ((g::bigint * 7919) % 10007)::int, md5(g::text) || repeat('x', g % 200) from generate_series(1, 100000) g;
+create index on t(k);
+create table u as select k, count(*) c, max(length(s)) m from t group by k;
+select count(*), sum(c), max(m) from u;
+select count(*) from t join u using (k) where t.id % 3 = 0;
+select s from t order by s desc limit 3;
+update t set s = upper(s) where id % 5 = 0;
+delete from t where id % 7 = 0;
+vacuum full t;
+select count(*), count(distinct k), sum(length(s)) from t;
+with recursive r(n) as (select 1 union all select n + 1 from r where n < 50000) select sum(n) from r;
+select md5(string_agg(s, ',' order by id)) from t where id < 20000;
+select k, count(*) from t group by k order by count(*) desc, k limit 3;
