@@ -121,29 +121,33 @@ def per_thread_n(row, t, ncpu, scale=1.0):
     return max(1000, int(row["n"] * scale * min(t, ncpu) / t))
 
 
-def row_args(row, t, ncpu, scale=1.0, k=1):
-    """The row's arguments at T threads; k > 1: k times the work (the
-    statistics build's longer run).
+def row_work(row, t, ncpu, scale=1.0):
+    """(-n per thread, rounds or None) at T threads: a row with `rounds` keeps
+    its n and scales its rounds (2 at least), the others scale n.
 
-    >>> r = dict(args=["-w", "64"], n=8_000_000)
-    >>> row_args(r, 16, 2)
-    ['-w', '64', '-t', '16', '-n', '1000000']
-    >>> m = dict(args=[], n=20_000, rounds=10)
-    >>> row_args(m, 16, 2), row_args(m, 16, 2, k=3), row_args(m, 8, 16)
-    (['-r', '2', '-t', '16', '-n', '20000'], ['-r', '6', '-t', '16', '-n', '20000'], ['-r', '10', '-t', '8', '-n', '20000'])
+    >>> row_work(dict(n=8_000_000), 16, 2), row_work(dict(n=20_000, rounds=10), 16, 2)
+    ((1000000, None), (20000, 2))
+    >>> row_work(dict(n=20_000, rounds=10), 8, 16)
+    (20000, 10)
     """
     if "rounds" in row:
-        n = max(1000, int(row["n"] * scale))
-        r = max(2, int(round(row["rounds"] * min(t, ncpu) / t)))
-        return row["args"] + ["-r", str(k * r), "-t", str(t), "-n", str(n)]
-    return row["args"] + ["-t", str(t), "-n", str(k * per_thread_n(row, t, ncpu, scale))]
+        return max(1000, int(row["n"] * scale)), max(2, int(round(row["rounds"] * min(t, ncpu) / t)))
+    return per_thread_n(row, t, ncpu, scale), None
 
 
-def work_at(row, t, ncpu, scale=1.0):
-    """What the report says of a point's work: -n per thread (and the rounds)."""
-    a = row_args(row, t, ncpu, scale)
-    n = a[a.index("-n") + 1]
-    return "%s x %s rounds" % (n, a[a.index("-r") + 1]) if "rounds" in row else n
+def row_args(row, t, ncpu, scale=1.0, k=1):
+    """The row's arguments at T threads; k > 1: k times the work (the
+    statistics build's longer run: k times -n, or the rounds).
+
+    >>> row_args(dict(args=["-w", "64"], n=8_000_000), 16, 2, k=3)
+    ['-w', '64', '-t', '16', '-n', '3000000']
+    >>> row_args(dict(args=[], n=20_000, rounds=10), 16, 2, k=3)
+    ['-r', '6', '-t', '16', '-n', '20000']
+    """
+    n, rounds = row_work(row, t, ncpu, scale)
+    if rounds is not None:
+        return row["args"] + ["-r", str(k * rounds), "-t", str(t), "-n", str(n)]
+    return row["args"] + ["-t", str(t), "-n", str(k * n)]
 
 
 def steady_sites(short, long):
@@ -653,8 +657,12 @@ def report(opt, rows, threads, allocs, runs, sites, ncpu, meta, stats_note):
     if stats_note:
         parts.append("**%s**\n" % stats_note)
     for row in rows:
-        n_at = ", ".join("T=%d: %s" % (t, work_at(row, t, ncpu, opt.scale))
-                         for t in threads if t >= row["min_t"])
+        at = []
+        for t in threads:
+            if t >= row["min_t"]:
+                n, rounds = row_work(row, t, ncpu, opt.scale)
+                at.append("T=%d: %d%s" % (t, n, " x %d rounds" % rounds if rounds else ""))
+        n_at = ", ".join(at)
         parts.append("## %s — %s\n\n`%s%s -t T -n N` (N per thread: %s)\n"
                      % (row["id"], row["label"], " ".join([row["prog"]] + row["args"]),
                         " -r R" if "rounds" in row else "", n_at))

@@ -140,11 +140,11 @@ postgres_case() {
   for mode in ref hak; do
     d=$TMP/pg.$mode
     mkdir -p "$d" && chmod 777 "$d"
-    local pre=()
-    [ "$mode" = hak ] && pre=(LD_PRELOAD="$LIB" HAKMEM_ABORT_ON_ERROR=1)
+    local pre=() stats=()
+    [ "$mode" = hak ] && pre=(LD_PRELOAD="$LIB" HAKMEM_ABORT_ON_ERROR=1) && stats=(HAKMEM_STATS=1)
     env "${pre[@]}" "${as[@]}" timeout 120 "$bin/initdb" -D "$d/data" -A trust --no-sync >"$d/initdb.log" 2>&1 \
       || { fail postgres "initdb ($mode) failed: $(tail -3 "$d/initdb.log")"; return; }
-    env "${pre[@]}" ${pre:+HAKMEM_STATS=1} "${as[@]}" timeout 120 "$bin/postgres" --single -D "$d/data" postgres \
+    env "${pre[@]}" "${stats[@]}" "${as[@]}" timeout 120 "$bin/postgres" --single -D "$d/data" postgres \
       <"$HERE/workload.sql" >"$d/out" 2>"$d/err" \
       || { fail postgres "backend ($mode) exited $?: $(tail -3 "$d/err")"; return; }
     grep -o '= "[^"]*"' "$d/out" >"$d/values"
