@@ -14,6 +14,7 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   m->capacity = (uint16_t)slab_capacity(ss_slab_bytes(ss, m->index), block);
   m->freelist = NULL;
   m->free_n = 0;
+  m->sweep_wait = 0;   // (free_since_ms's FREE spell is over)
   m->populate = size <= SLAB_POP_PAGE ? SLAB_POP_DENSE : SLAB_POP_UNKNOWN;
   // An EMPTY slab adopted from an abandoned stack is bound again without
   // going FREE: its last life's reach must outlive the carve reset, or a

@@ -125,7 +125,21 @@ typedef struct slab_meta {
   // carve_off * size_magic mod 2^64, kept with it (slab_set_carve): free's one
   // compare of the block-start test (slab_block_start).
   _Atomic uint64_t   carve_key;
-  uint64_t           free_since_ms; // when it went back to the pool dirty (pool lock; no block live then)
+  union {
+    // FREE: when it went back to the pool dirty (pool lock; no block live
+    // then). Written by every put of a dirty slab (pool_put_locked), and a
+    // slab goes FREE dirty (slab_unbind), so a bound life's words below
+    // are never read as a time.
+    uint64_t         free_since_ms;
+    // Bound, owner only (slab_sweep_box.h): after a sweep whose marks did
+    // not match its list, the blocks that must come onto the list before
+    // the next sweep (sweep_wait, 0: none), and the list's length when the
+    // last refill from it was done (sweep_seen).
+    struct {
+      uint16_t       sweep_wait;
+      uint16_t       sweep_seen;
+    };
+  };
   uint8_t            cls;         // size class bound now
   uint8_t            populate;    // owner only: enum slab_populate (tiny_refill.c)
   uint16_t           capacity;    // blocks in the slab for that class; 0 while FREE

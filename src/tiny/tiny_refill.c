@@ -186,13 +186,17 @@ static int slab_take_whole(slab_meta_t *m, uint32_t want, uint32_t room, block_c
 static void slab_take_free(slab_meta_t *m, uint32_t want, uint32_t room, block_chain_t *c) {
   int chains = BLOCK_CHAIN_RECORDS;
   if (m->freelist != NULL) slab_sweep_maybe(m);   // a list freed at random, in address order
-  if (slab_take_whole(m, want, room, c)) return;
+  if (slab_take_whole(m, want, room, c)) {
+    slab_sweep_note_taken(m);
+    return;
+  }
   uint32_t limit = want + want / 2u;
   if (limit > room) limit = room;
   do {
     if (chains) slab_take_chains(m, want, limit, c);
     else slab_walk_free(m, want, c);
   } while (c->n < want && ss_remote_drain_to_freelist(m) > 0);
+  slab_sweep_note_taken(m);
 }
 
 // A carve that passes the slab's reach (dirty_end: how far pages were touched

@@ -1,11 +1,13 @@
 // test_sweep.c — a slab whose blocks came home in random order hands them
 // out again in address order (tiny/slab_sweep_box.h), and a sweep whose
 // marks do not match the slab's free list leaves the list as it was: no
-// block is handed out twice, none is lost.
+// block is handed out twice, none is lost; the slab is then not swept again
+// until blocks come home (SLAB_SWEEP_RETRY_DEN).
 #include "unit_util.h"
 
 #include "tiny/slab_sweep_box.h"
 #include "tiny/tiny_flush.h"
+#include "tiny/tiny_heap.h"
 
 #define MAX_BLOCKS 4096u
 
@@ -20,6 +22,10 @@ typedef struct sweep_run {
   int live_taken;        // the live block was handed out again
   int duplicate;         // some address was handed out twice
   uint64_t sweeps, unmatched;
+  int again;             // then: the mark unforged, the blocks taken again freed at random, a second build
+  unsigned batch;         // the class's refill batch
+  unsigned listed2, taken2, in_order2;
+  uint64_t sweeps2, unmatched2;
 } sweep_run_t;
 
 static int addr_cmp(const void *a, const void *b) {
@@ -30,6 +36,24 @@ static int addr_cmp(const void *a, const void *b) {
 // A thread takes `blocks` blocks of one slab, frees all but the first (or one
 // in `freed_every` of them) in a shuffled order and sends its list home (the
 // slab's list then lies in that order), and takes as many again.
+// a[from .. n) shuffled (xorshift, state *x).
+static void shuffle(void **a, unsigned from, unsigned n, uint64_t *x) {
+  for (unsigned i = n - 1; i > from; i--) {
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    unsigned j = from + (unsigned)(*x % (i - from + 1u));
+    void *t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
+// Are the first of a[0 .. n) in ascending order, and how many? (n >= 1)
+static unsigned ascending_prefix(const uintptr_t *a, unsigned n) {
+  unsigned k = 1;
+  while (k < n && a[k] > a[k - 1u]) k++;
+  return k;
+}
+
 static void *free_shuffled_then_build(void *arg) {
   sweep_run_t *r = arg;
   static void *p[MAX_BLOCKS], *q[MAX_BLOCKS];
@@ -43,14 +67,9 @@ static void *free_shuffled_then_build(void *arg) {
   }
   slab_meta_t *m = slab_of(p[0]);
   unsigned cls = m->cls;
+  r->batch = g_size_class[cls].batch;
   uint64_t x = 0x9e3779b97f4a7c15u;
-  for (unsigned i = n - 1; i > 1; i--) {   // p[1..n-1] shuffled (xorshift)
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    unsigned j = 1u + (unsigned)(x % i);
-    void *t = p[i];
-    p[i] = p[j];
-    p[j] = t;
-  }
+  shuffle(p, 1, n, &x);                    // p[1..n-1]
   unsigned kept = 0;
   for (unsigned i = 1; i < n; i++) {
     if (r->freed_every != 0 && i % r->freed_every != 1u) {
@@ -71,6 +90,14 @@ static void *free_shuffled_then_build(void *arg) {
   assert_true((uintptr_t)(step < 0 ? -step : step) > SLAB_SWEEP_ORDERED_STEP * m->block_size);
   hak_base_ptr_t live = hak_user_to_base(hak_user_from_raw(p[0]));
   if (r->forge_mark) block_set_free(live);   // as a program that wrote it there would
+  if (r->again) {
+    // As after an overflow's flush (a thread that frees as it takes): the
+    // class's bound back to its own and no refill streak, so the refills
+    // take the list batch by batch (tiny_refill.c WHOLE_STREAK), each
+    // before the sweep's wait.
+    t_heap_p->refill_streak[cls] = 0;
+    tiny_class_ungrow(cls);
+  }
   uint64_t sweeps = hak_counters()->sweeps, unmatched = hak_counters()->sweeps_unmatched;
   unsigned taken = 0;
   for (unsigned i = 0; i < f; i++) {
@@ -83,19 +110,38 @@ static void *free_shuffled_then_build(void *arg) {
   r->sweeps = hak_counters()->sweeps - sweeps;
   r->unmatched = hak_counters()->sweeps_unmatched - unmatched;
   r->taken_again = taken;
-  r->in_order = 1;
-  while (r->in_order < taken && sorted[r->in_order] > sorted[r->in_order - 1u]) r->in_order++;
+  r->in_order = taken != 0 ? ascending_prefix(sorted, taken) : 0;
   qsort(sorted, taken, sizeof sorted[0], addr_cmp);
   for (unsigned i = 1; i < taken; i++)
     if (sorted[i] == sorted[i - 1u]) r->duplicate = 1;
   if (r->forge_mark) block_clear_free(live);
+  if (r->again) {
+    // The blocks just taken come home at random: the slab's list is long
+    // again, the marks match it now, and the next build sweeps.
+    shuffle(q, 0, f, &x);
+    for (unsigned i = 0; i < f; i++) hak_free(q[i]);
+    tiny_flush(cls, UINT32_MAX);
+    f = m->free_n;
+    r->listed2 = f;
+    sweeps = hak_counters()->sweeps, unmatched = hak_counters()->sweeps_unmatched;
+    taken = 0;
+    for (unsigned i = 0; i < f; i++) {
+      q[i] = hak_malloc(r->size);
+      assert_non_null(q[i]);
+      if (slab_of(q[i]) == m) sorted[taken++] = (uintptr_t)q[i];
+    }
+    r->sweeps2 = hak_counters()->sweeps - sweeps;
+    r->unmatched2 = hak_counters()->sweeps_unmatched - unmatched;
+    r->taken2 = taken;
+    r->in_order2 = taken != 0 ? ascending_prefix(sorted, taken) : 0;
+  }
   for (unsigned i = 0; i < f; i++) hak_free(q[i]);
   for (unsigned i = 0; i <= kept; i++) hak_free(p[i]);
   return NULL;
 }
 
 static sweep_run_t run_freeing(size_t size, unsigned blocks, int forge_mark, unsigned freed_every) {
-  sweep_run_t r = {size, blocks, forge_mark, freed_every, 0, 0, 0, 0, 0, 0, 0};
+  sweep_run_t r = {.size = size, .blocks = blocks, .forge_mark = forge_mark, .freed_every = freed_every};
   hak_trim();
   run_in_thread(free_shuffled_then_build, &r);
   hak_trim();
@@ -155,12 +201,37 @@ static void test_a_sweep_whose_marks_do_not_match_the_list_changes_nothing(void 
   assert_false(r.duplicate);
 }
 
+// After a sweep that did not match, the refills that take the rest of the
+// list batch by batch sweep no more (each would read every carved block's
+// mark again: a block held on another thread's list stays there meanwhile);
+// once blocks have come home, the next refill sweeps, and the list comes
+// out in address order.
+static void test_a_sweep_that_did_not_match_waits_for_blocks_to_come_home(void **state) {
+  (void)state;
+  if (HAK_SANITIZED) { print_message("skipped: no sweep under a sanitizer\n"); return; }
+  sweep_run_t r = {.size = 32, .blocks = 1500, .forge_mark = 1, .again = 1};
+  hak_trim();
+  run_in_thread(free_shuffled_then_build, &r);
+  hak_trim();
+  assert_true(r.listed > 4u * r.batch);   // several refills from the list
+  assert_int_equal(r.unmatched, 1);
+  assert_int_equal(r.sweeps, 0);
+  assert_int_equal(r.taken_again, r.listed);
+  assert_false(r.live_taken);
+  assert_false(r.duplicate);
+  assert_int_equal(r.unmatched2, 0);
+  assert_int_equal(r.sweeps2, 1);
+  assert_int_equal(r.taken2, r.listed2);
+  assert_int_equal(r.in_order2, r.listed2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_a_slab_freed_at_random_hands_its_blocks_out_in_address_order),
       cmocka_unit_test(test_the_16_byte_class_is_swept_into_address_order),
       cmocka_unit_test(test_a_slab_a_third_freed_at_random_is_swept_too),
       cmocka_unit_test(test_a_sweep_whose_marks_do_not_match_the_list_changes_nothing),
+      cmocka_unit_test(test_a_sweep_that_did_not_match_waits_for_blocks_to_come_home),
   };
   return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
 }
