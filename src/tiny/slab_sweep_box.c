@@ -53,8 +53,7 @@ int slab_sweep(slab_meta_t *m, uint32_t carved) {
   if (k != m->free_n) {
     tc->sweeps_unmatched++;
     uint32_t off = k > m->free_n ? k - m->free_n : m->free_n - k, wait = carved / SLAB_SWEEP_RETRY_DEN;
-    m->sweep_wait = (uint16_t)(off > wait ? off : wait);   // (<= SLAB_SWEEP_MAX_BLOCKS)
-    m->sweep_seen = m->free_n;                             // (the refill's take sets it again)
+    m->sweep_wait = (uint16_t)(off > wait ? off : wait);   // (<= SLAB_SWEEP_MAX_BLOCKS; the refill's take sets sweep_seen)
     return 0;
   }
   // The marked blocks are the listed ones (a block marked but held

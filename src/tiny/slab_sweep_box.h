@@ -100,12 +100,12 @@ int slab_sweep(slab_meta_t *m, uint32_t carved) __attribute__((noinline));
 
 // A sweep that did not match waits (SLAB_SWEEP_RETRY_DEN): the blocks that
 // came onto m's list since its last refill count off the wait. 1 when it is
-// over (and m may be swept again).
+// over (and m may be swept again). The refill that called it notes the
+// list's length after its take (slab_sweep_note_taken).
 HAK_INLINE int slab_sweep_waited(slab_meta_t *m) {
   uint32_t in = m->free_n > m->sweep_seen ? (uint32_t)m->free_n - m->sweep_seen : 0u;
   if (in < m->sweep_wait) {
     m->sweep_wait = (uint16_t)(m->sweep_wait - in);
-    m->sweep_seen = m->free_n;
     return 0;
   }
   m->sweep_wait = 0;

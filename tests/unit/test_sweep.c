@@ -33,9 +33,6 @@ static int addr_cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-// A thread takes `blocks` blocks of one slab, frees all but the first (or one
-// in `freed_every` of them) in a shuffled order and sends its list home (the
-// slab's list then lies in that order), and takes as many again.
 // a[from .. n) shuffled (xorshift, state *x).
 static void shuffle(void **a, unsigned from, unsigned n, uint64_t *x) {
   for (unsigned i = n - 1; i > from; i--) {
@@ -54,6 +51,11 @@ static unsigned ascending_prefix(const uintptr_t *a, unsigned n) {
   return k;
 }
 
+// A thread takes `blocks` blocks of one slab, frees all but the first (or one
+// in `freed_every` of them) in a shuffled order and sends its list home (the
+// slab's list then lies in that order), and takes as many again.
+// With `again`: then the mark is unforged, the blocks taken again come home
+// at random, and a second build takes the list.
 static void *free_shuffled_then_build(void *arg) {
   sweep_run_t *r = arg;
   static void *p[MAX_BLOCKS], *q[MAX_BLOCKS];
