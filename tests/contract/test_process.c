@@ -189,49 +189,23 @@ static void expect_spawned_mode_passes(const char *mode) {
 // were moved past every other variable (HAK_BIG_BSS, debug/hak_base.h) they
 // lay between the small variables: 13 pages written, 6 since (two of the
 // relocations, one of small variables, the rest the registry's table and
-// map); the hardened library has more small variables: 7. Since the
-// fifty-sixth session the map's first page (read by free(NULL)) no longer
-// shares a page with the registry's table, which follows the map's end
-// (below): 7 and 8. The budget has a page to spare: the map's entries of
-// two SuperSlabs 8 GiB apart (ASLR) would lie on two of its pages.
-enum { STARTUP_SIZES = 12, STARTUP_MAX_LIB_PAGES = 8, STARTUP_MAX_LIB_PAGES_HARDENED = 9 };
-// And those pages lie in at most two 2 MiB regions of the library's mapping
-// (the small variables' with the map's first page, and the map's end with
-// the table): each region with a present page has a page table of its own,
-// which every fork copies and every exit frees (~6 us a region on this
-// project's VM). With the registry's table before its map, the table's first
-// page had a region of its own (three). Only where the SuperSlabs lie in the
-// top TiB of the address space (the kernel's top-down layout; `ulimit -s
-// unlimited` lays mappings out from the bottom, and then the map's written
-// entry is elsewhere).
-enum { STARTUP_MAX_LIB_REGIONS = 2 };
-#define STARTUP_REGION_SHIFT 21
-#define STARTUP_TOP_TIB      (((uintptr_t)1 << 47) - ((uintptr_t)1 << 40))
+// map); the hardened library has more small variables: 7. The budget has
+// a page to spare: the map's entries of two SuperSlabs 8 GiB apart (ASLR)
+// would lie on two of its pages.
+enum { STARTUP_SIZES = 12, STARTUP_MAX_LIB_PAGES = 7, STARTUP_MAX_LIB_PAGES_HARDENED = 8 };
 
 // Pages of [start, end) this process has made its own: present and not a
 // page of the file (/proc/self/pagemap: bit 63 present, bit 61 file or
 // shared). A private file page the process wrote is an anonymous copy.
-// Each 2 MiB region holding such a page is added to regions[*nregions]
-// (up to `max`; *nregions counts them all).
-static long pages_written(int pagemap, uintptr_t start, uintptr_t end, uintptr_t *regions, unsigned max,
-                          unsigned *nregions) {
+static long pages_written(int pagemap, uintptr_t start, uintptr_t end) {
   long n = 0;
   uint64_t e[512];
   for (uintptr_t a = start; a < end;) {
     size_t want = (end - a) / 4096 < 512 ? (end - a) / 4096 : 512;
     ssize_t got = pread(pagemap, e, want * 8, (off_t)(a / 4096 * 8));
     if (got <= 0) return -1;
-    for (size_t i = 0; i < (size_t)got / 8; i++) {
-      if (!(e[i] >> 63 & 1) || (e[i] >> 61 & 1)) continue;
-      n++;
-      uintptr_t r = (a + i * 4096) >> STARTUP_REGION_SHIFT;
-      unsigned k = 0;
-      while (k < *nregions && k < max && regions[k] != r) k++;
-      if (k == *nregions) {
-        if (k < max) regions[k] = r;
-        (*nregions)++;
-      }
-    }
+    for (size_t i = 0; i < (size_t)got / 8; i++)
+      if ((e[i] >> 63 & 1) && !(e[i] >> 61 & 1)) n++;
     a += (size_t)got / 8 * 4096;
   }
   return n;
@@ -242,31 +216,24 @@ static int startup_pages_main(void) {
   if (!f.found) return 0;                     // not preloaded (HAKMEM_CONTRACT_GLIBC)
   if (f.rw_n == 0) return 20;
   free(NULL);
-  uintptr_t lowest = UINTPTR_MAX;
   for (unsigned i = 0; i < STARTUP_SIZES; i++) {
     void *p = malloc(16u << (i % 7));
     if (p == NULL) return 21;
     memset(p, 1, 16u << (i % 7));
-    if ((uintptr_t)p < lowest) lowest = (uintptr_t)p;
     free(p);
   }
   int pagemap = open("/proc/self/pagemap", O_RDONLY);
   if (pagemap < 0) return 0;                  // no pagemap (a kernel without it): nothing to count
   long pages = 0;
-  uintptr_t regions[8];
-  unsigned nregions = 0;
   for (unsigned i = 0; i < f.rw_n; i++) {
-    long n = pages_written(pagemap, f.rw_start[i], f.rw_end[i], regions, 8, &nregions);
+    long n = pages_written(pagemap, f.rw_start[i], f.rw_end[i]);
     if (n < 0) return 22;
     pages += n;
   }
   close(pagemap);
   long budget = f.hardened ? STARTUP_MAX_LIB_PAGES_HARDENED : STARTUP_MAX_LIB_PAGES;
-  fprintf(stderr, "startup pages: %ld of the library's written (budget %ld), in %u 2 MiB regions\n", pages,
-          budget, nregions);
-  if (pages > budget) return 23;
-  if (lowest >= STARTUP_TOP_TIB && nregions > STARTUP_MAX_LIB_REGIONS) return 24;
-  return 0;
+  fprintf(stderr, "startup pages: %ld of the library's written (budget %ld)\n", pages, budget);
+  return pages <= budget ? 0 : 23;
 }
 
 static void test_a_program_start_writes_few_of_the_librarys_pages(void **state) {
