@@ -62,21 +62,36 @@ static inline __attribute__((always_inline)) uintptr_t hak_thread_pointer(void) 
 // Internal data read on the fast path: bind locally (no GOT load).
 #define HAK_INTERNAL    __attribute__((visibility("hidden")))
 // Tables of many kilobytes (the registry's maps, the page heap's region
-// bits), initialised arrays of several pages (the arenas, the transfer
-// classes) and the arrays of rare paths (the huge blocks' cache): placed
-// after every other variable (.lbss and .ldata, which the linker lays out
-// past .bss), so the few variables that every process writes at start-up
-// and on its first mallocs share one page (test_process) instead of lying
-// between megabyte tables. Each page a process writes is a fault
-// (about 10 us on a VM, two of them after a fork). GCC only: clang before
-// 18 would store an .lbss object's zeros in the file; addressing is the
-// same either way (small code model, RIP-relative).
+// bits) and the arrays of rare paths (the huge blocks' cache): placed after
+// every other variable (.lbss, which the linker lays out past .bss), so the
+// few variables that every process writes at start-up and on its first
+// mallocs share one page (test_process) instead of lying between megabyte
+// tables. Each page a process writes is a fault (about 10 us on a VM, two
+// of them after a fork). GCC only: clang before 18 would store an .lbss
+// object's zeros in the file; addressing is the same either way (small
+// code model, RIP-relative).
+// The initialised arrays of a page or more (the arenas, the transfer
+// classes), page aligned, go to .data1, which the linker lays out between
+// .data and .bss: among the small variables their alignment split them
+// over more pages. Past .lbss (.ldata, until the fifty-sixth session) they
+// lay 73 MB from the small variables, in a 2 MiB region of the mapping that
+// only the registry's map could share, and each region with a present page
+// is a page table that every fork copies and every exit frees (ss_registry.c
+// says how the registry's arrays are ordered). So .data and .bss no longer
+// share a page: a lock the atfork handlers take belongs in .bss (all zeros,
+// as PTHREAD_MUTEX_INITIALIZER is), on the page of the others, or a threaded
+// parent writes one page more after every fork (g_pool's did: 8-9 faults a
+// fork in test_process --threaded-fork, 7 with it in .bss).
+// HAK_NO_REORDER: variables laid out in the order of their definitions
+// (GCC may emit a file's variables in any order; ss_registry.c).
 #if defined(__GNUC__) && !defined(__clang__)
 #define HAK_BIG_BSS     __attribute__((section(".lbss")))
-#define HAK_BIG_DATA    __attribute__((section(".ldata")))
+#define HAK_PAGE_DATA   __attribute__((section(".data1"), aligned(4096)))
+#define HAK_NO_REORDER  __attribute__((no_reorder))
 #else
 #define HAK_BIG_BSS
-#define HAK_BIG_DATA
+#define HAK_PAGE_DATA   __attribute__((aligned(4096)))
+#define HAK_NO_REORDER
 #endif
 
 // Report an internal invariant violation and abort (debug builds only).

@@ -56,7 +56,7 @@
 #include "stats/stats.h"
 
 // The globals (page_heap_internal.h says what each is for).
-HAK_BIG_DATA ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.end_peak = PH_NO_END_PEAK}};
+HAK_PAGE_DATA ph_arena_t g_arenas[PH_ARENAS] = {[0 ... PH_ARENAS - 1] = {.end_peak = PH_NO_END_PEAK}};
 HAK_BIG_BSS ph_arena_gate_t g_arena_gate[PH_ARENAS] __attribute__((aligned(4096))) = {
     [0 ... PH_ARENAS - 1] = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 _Atomic uint32_t g_arenas_used = 1;

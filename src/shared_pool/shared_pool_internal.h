@@ -23,7 +23,7 @@ typedef struct pool_kind {
   // another kind about to map a SuperSlab (pool_rekind_empty_superslab).
   _Atomic uint32_t  empty_ss;
   _Atomic size_t    dirty_bytes;   // written under the lock, read without by maybe_purge
-  _Atomic uint64_t  next_due_ms;   // the earliest dirty slab is purged then (UINT64_MAX: none)
+  _Atomic uint64_t  next_due_ms;   // the earliest dirty slab is purged then (UINT64_MAX: none; 0 at start)
   // Bytes of this kind's slabs purged early and taken again within the purge
   // delay, added to the dirty budget (pool_note_regret); halved each
   // REGRET_FORGET_DELAYS delays without one. Written under the lock, read

@@ -6,12 +6,13 @@
 #include "shared_pool/shared_pool_internal.h"
 #include "stats/stats.h"
 
-pool_kind_t g_pool[HAK_SLAB_KINDS] = {
-  {.lock = PTHREAD_MUTEX_INITIALIZER, .next_due_ms = UINT64_MAX},
-  {.lock = PTHREAD_MUTEX_INITIALIZER, .next_due_ms = UINT64_MAX},
-  {.lock = PTHREAD_MUTEX_INITIALIZER, .next_due_ms = UINT64_MAX},
-};
-_Static_assert(HAK_SLAB_KINDS == 3, "one initialiser per kind");
+// All zeros (PTHREAD_MUTEX_INITIALIZER is), so .bss: the atfork handlers
+// take the kinds' locks, and on .bss's first page with the other locks a
+// threaded parent writes one page of them after each fork, not two (with
+// .data ending on a page of its own: test_process --threaded-fork). A
+// next_due_ms of 0 keeps its invariant (a bound, not the time itself): the
+// first dirty slab makes one purge pass look, which sets it.
+pool_kind_t g_pool[HAK_SLAB_KINDS];
 pthread_mutex_t g_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_mutex_t g_purge_lock = PTHREAD_MUTEX_INITIALIZER;
 _Atomic uint64_t g_abandoned[HAK_NUM_CLASSES];

@@ -34,8 +34,13 @@ typedef struct transfer_class {
 _Static_assert(sizeof(transfer_class_t) == 64, "a class's lock and counts are one line");
 
 // On a page of its own (3.3 KB): the atfork handlers take every class's
-// lock, and a fork then costs each process one fault here, not two.
-HAK_BIG_DATA static transfer_class_t g_transfer[HAK_NUM_CLASSES] __attribute__((aligned(4096))) = {
+// lock, and a fork then costs each process one fault here, not two. The
+// whole page (the classes past HAK_NUM_CLASSES unused), so the variables
+// laid out after .data1 (.bss) start on a page of their own: its 7 KB of
+// small variables on two pages, not three (test_process --startup-pages).
+#define TRANSFER_PAGE_CLASSES (4096u / sizeof(transfer_class_t))
+_Static_assert(HAK_NUM_CLASSES <= TRANSFER_PAGE_CLASSES, "every class's lock fits the page");
+HAK_PAGE_DATA static transfer_class_t g_transfer[TRANSFER_PAGE_CLASSES] = {
   // adaptive: the critical section is a few stores, so a waiter spins a
   // while before it sleeps in the kernel
   [0 ... HAK_NUM_CLASSES - 1] = {.lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP},
