@@ -163,9 +163,13 @@ static void pool_take_empty_locked(pool_kind_t *pk, superslab_t *ss, resident_ra
   for (unsigned i = 0; i < ss->nslabs; i++) {
     slab_meta_t *m = ss_slab(ss, i);
     if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
-      if (m->early_pages != 0) pool_note_regret(pk, m);   // purged early and taken back, by another kind
+      if (m->early_pages != 0) {   // purged early and taken back, by another kind
+        pool_note_takes(pk, 1);
+        pool_note_regret(pk, m);
+      }
       continue;
     }
+    pool_note_takes(pk, 1);
     dirty_add(pk, m, -1);
     size_t at = (size_t)(m->base - (char *)ss), bytes = slab_purge_bytes(m);
     if (bytes == 0) continue;   // bound, but no block reached a page
@@ -259,6 +263,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
         out[n++] = m;
       }
     }
+    pool_note_takes(pk, n);
   }
   while (n < want && pk->head != NULL) {
     superslab_t *ss = pk->head;
@@ -268,8 +273,13 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
       ss->free_mask &= ~(1u << idx);
       slab_meta_t *m = ss_slab(ss, idx);
       out_add(pk, (ptrdiff_t)1 << ss->slab_shift);
-      if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) dirty_add(pk, m, -1);
-      else if (m->early_pages != 0) pool_note_regret(pk, m);
+      if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
+        dirty_add(pk, m, -1);
+        pool_note_takes(pk, 1);
+      } else if (m->early_pages != 0) {
+        pool_note_takes(pk, 1);
+        pool_note_regret(pk, m);
+      }
       out[n++] = m;
     }
     if (ss->free_mask == 0) pool_list_remove(pk, ss);
@@ -277,7 +287,6 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
     ss_validate(ss);
 #endif
   }
-  pool_note_takes(pk, n);
   return n;
 }
 
