@@ -73,7 +73,7 @@ static inline __attribute__((always_inline)) uintptr_t hak_thread_pointer(void) 
 // The initialised arrays of a page or more (the arenas, the transfer
 // classes), page aligned, go to .data1, which the linker lays out between
 // .data and .bss: among the small variables their alignment split them
-// over more pages. Past .lbss (.ldata, until the fifty-sixth session) they
+// over more pages. Past .lbss (.ldata, until the fifty-seventh session) they
 // lay 73 MB from the small variables, in a 2 MiB region of the mapping that
 // only the registry's map could share, and each region with a present page
 // is a page table that every fork copies and every exit frees (ss_registry.c

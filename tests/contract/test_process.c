@@ -190,10 +190,11 @@ static void expect_spawned_mode_passes(const char *mode) {
 // lay between the small variables: 13 pages written, 6 since (two of the
 // relocations, one of small variables, the rest the registry's table and
 // map); the hardened library has more small variables: 7. Since the
-// fifty-sixth session the map's first page (read by free(NULL)) no longer
+// fifty-seventh session the map's first page (read by free(NULL)) no longer
 // shares a page with the registry's table, which follows the map's end
-// (below): 7 and 8. The budget has a page to spare: the map's entries of
-// two SuperSlabs 8 GiB apart (ASLR) would lie on two of its pages.
+// (below): 7 pages, the hardened library 8. The budget has a page to
+// spare: the map's entries of two SuperSlabs 8 GiB apart (ASLR) would lie
+// on two of its pages.
 enum { STARTUP_SIZES = 12, STARTUP_MAX_LIB_PAGES = 8, STARTUP_MAX_LIB_PAGES_HARDENED = 9 };
 // And those pages lie in at most two 2 MiB regions of the library's mapping
 // (the small variables' with the map's first page, and the map's end with
