@@ -145,13 +145,12 @@ void pool_take_slab_locked(slab_meta_t *m);
 #endif
 #define REGRET_RECENT_MAX 512u
 #define REGRET_RECENT_MIN 16u   // early purges seen before the share counts
-// A slab purged early (m->early_pages) is being taken again: if within the
-// purge delay, the budget was too small for this kind's swing; raise it.
-// Kind's lock held.
+// A slab purged early (m->early_pages) is being taken again (one of the
+// kind's takes, pool_note_takes): if within the purge delay, the budget was
+// too small for this kind's swing; raise it. Kind's lock held.
 void pool_note_regret(pool_kind_t *pk, slab_meta_t *m);
-// n slabs taken again from the kind's pool, dirty or purged early (the
-// takes; before a take-back's pool_note_regret, so its share counts it).
-// Kind's lock held.
+// n dirty slabs taken again from the kind's pool (pool_note_regret counts
+// the early-purged ones). Kind's lock held.
 void pool_note_takes(pool_kind_t *pk, uint32_t n);
 // Forget and unmap an all-FREE SuperSlab (its kind's pool lock held).
 void pool_unmap_superslab(superslab_t *ss);

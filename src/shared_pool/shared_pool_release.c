@@ -311,6 +311,7 @@ static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over
 #define REGRET_FORGET_DELAYS 10u
 
 void pool_note_regret(pool_kind_t *pk, slab_meta_t *m) {
+  pool_note_takes(pk, 1);   // a take of what the kind kept, first: the share below counts it
   size_t lost = (size_t)m->early_pages * EARLY_PAGE;
   m->early_pages = 0;
   uint64_t now = os_now_ms();

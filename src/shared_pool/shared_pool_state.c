@@ -163,10 +163,7 @@ static void pool_take_empty_locked(pool_kind_t *pk, superslab_t *ss, resident_ra
   for (unsigned i = 0; i < ss->nslabs; i++) {
     slab_meta_t *m = ss_slab(ss, i);
     if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
-      if (m->early_pages != 0) {   // purged early and taken back, by another kind
-        pool_note_takes(pk, 1);
-        pool_note_regret(pk, m);
-      }
+      if (m->early_pages != 0) pool_note_regret(pk, m);   // purged early and taken back, by another kind
       continue;
     }
     pool_note_takes(pk, 1);
@@ -277,8 +274,7 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want) {
         dirty_add(pk, m, -1);
         pool_note_takes(pk, 1);
       } else if (m->early_pages != 0) {
-        pool_note_takes(pk, 1);
-        pool_note_regret(pk, m);
+        pool_note_regret(pk, m);   // (a take too)
       }
       out[n++] = m;
     }
