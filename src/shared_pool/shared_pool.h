@@ -11,8 +11,9 @@
 //      then registered and given to the kind's pool.
 // Release: a slab whose live count reached zero goes back for any class — an
 // owned one into its thread's stash (the pool when the stash is full), an
-// abandoned one straight to the pool. EMPTY slabs on an abandoned stack move
-// to the pool in the purge pass. SuperSlabs whose slabs are all FREE are
+// abandoned one straight to the pool (one on an abandoned stack with its
+// stack collected by the free that emptied it; the purge pass collects any
+// that a free could not). SuperSlabs whose slabs are all FREE are
 // unmapped, keeping a few (hysteresis); dirty FREE memory is purged once it
 // has waited HAKMEM_PURGE_DELAY_MS, or at once past the dirty budget
 // (HAKMEM_PURGE_DIRTY_MB, raised while slabs purged early are taken back

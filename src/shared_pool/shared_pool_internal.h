@@ -166,6 +166,11 @@ void pool_collect_abandoned_empty(void);
 // refills any more left them there, emptied by other threads' frees).
 // 1 if it collected.
 int pool_collect_empty_now(void);
+// An abandoned slab that a free empties goes to the pool at once, its class's
+// abandoned stack collected (1, the default); 0 leaves it EMPTY_LISTED for the
+// purge pass or an adopter, what a free that meets its stack taken by
+// another collector still does (the unit tests of that path set 0).
+extern int g_pool_recycle_at_empty;
 // shared_pool_slab_empty's act for a caller that read m's state word w, then
 // its used count 0. Such a caller may be stale: other threads may adopt m,
 // take blocks and abandon it again before it acts (the unit tests play one).

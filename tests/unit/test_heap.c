@@ -467,11 +467,60 @@ static void test_hak_owns_is_false_for_slab_space_never_handed_out(void **state)
   hak_thread_flush();
 }
 
+// An abandoned slab that a free empties goes to the pool at once, with a new
+// generation, for any class; the other slabs on its class's abandoned stack
+// stay there for adopters. (It waited EMPTY_LISTED on the stack for the purge
+// pass or the class's next refill: bench/drift -t 2 wrote a sixth of its
+// bytes into memory last written an L3's worth of writes before.)
+static void test_an_abandoned_slab_emptied_remotely_goes_to_the_pool_at_once(void **state) {
+  (void)state;
+  purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);   // no purge pass does it
+  int batch = batching_off();
+  unsigned cls = size_class_of(16);
+  fill_arg_t f, g;
+  slab_meta_t *m = detached_slab(16, &f);      // every block with us
+  slab_meta_t *other = detached_slab(16, &g);          // and a second one, that stays listed:
+  void *one = g.h.head;
+  g.h.head = *(void **)one;
+  g.h.count--;
+  hak_free(one);
+  tiny_flush_remote(cls);
+  assert_int_equal(slab_state(other), SLAB_LISTED);     // one block free, the rest live
+  void *pin = hak_malloc(224);                          // (another class: may keep the SuperSlab mapped)
+  uint32_t gen = SLAB_GEN(atomic_load(&m->state));
+  shared_pool_purge_stats_t ps;
+  shared_pool_get_purge_stats(&ps);
+  int64_t waiting = ps.empty_waiting_bytes;
+  held_free_all(&f.h);                                  // all of them, from a thread that does not own m
+  tiny_flush_remote(cls);
+  assert_int_equal(slab_census_live(m), 0);
+  assert_int_equal(slab_state(m), SLAB_FREE);           // listed by the first push, FREE at the last
+  assert_int_equal(SLAB_GEN(atomic_load(&m->state)), gen + 0x100u);
+  assert_true(ss_registry_contains(m));
+  shared_pool_get_purge_stats(&ps);
+  assert_true(ps.empty_waiting_bytes <= waiting);       // not counted as waiting on a stack
+  assert_int_equal(slab_state(other), SLAB_LISTED);     // pushed back ...
+  assert_ptr_equal(shared_pool_adopt_slab(cls, 12345), other);   // ... and adopted from there
+  shared_pool_detach_slab(other);                       // (abandoned again: "12345" is no thread)
+  held_free_all(&g.h);
+  tiny_flush_remote(cls);
+  assert_int_equal(slab_state(other), SLAB_FREE);
+  purge_knobs_restore(old);
+  batching_back(batch);
+  hak_free(pin);
+  hak_thread_flush();
+}
+
+// A free that empties an abandoned slab while another thread holds its
+// class's stack (a collection under way) leaves it EMPTY_LISTED there; the
+// purge pass collects it, a new generation (g_pool_recycle_at_empty 0 plays
+// that free).
 static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation(void **state) {
   (void)state;
   // No purge pass before we ask for one (an EMPTY slab's frees may call one).
   purge_knobs_t old = purge_knobs_set(3600000u, 1024u, (size_t)1 << 30);
   int batch = batching_off();
+  g_pool_recycle_at_empty = 0;
   fill_arg_t f;
   slab_meta_t *m = detached_slab(16, &f);      // every block with us
   void *pin = hak_malloc(224);                      // (another class: may keep the SuperSlab mapped)
@@ -480,6 +529,7 @@ static void test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_w
   tiny_flush_remote(size_class_of(16));
   assert_int_equal(slab_census_live(m), 0);
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);   // listed by the first push, empty by the last
+  g_pool_recycle_at_empty = 1;
   g_hak_config.purge_delay_ms = 0;                      // the next purge pass is due at once ...
   shared_pool_maybe_purge();                            // ... and gives m to the pool (kept mapped:
   purge_knobs_restore(old);                             // all-FREE SuperSlabs up to the hysteresis)
@@ -530,7 +580,7 @@ static void test_a_slab_abandoned_with_a_free_list_is_counted_by_its_live_blocks
   held_free_all(&f.h);                                 // from a thread that does not own m
   tiny_flush_remote(size_class_of(48));
   assert_int_equal(atomic_load(&m->used), 0);
-  assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);
+  assert_int_equal(slab_state(m), SLAB_FREE);          // emptied: to the pool
   purge_knobs_restore(old);
   batching_back(batch);
   hak_thread_flush();
@@ -581,8 +631,10 @@ static void test_a_slab_adopted_empty_is_purged_as_far_as_its_last_life_reached(
   size_t reach = (size_t)(slab_carve(m) - m->base);
   assert_true(reach > 8 * 4096u);
   void *pin = hak_malloc(224);                          // (another class: may keep the SuperSlab mapped)
+  g_pool_recycle_at_empty = 0;                          // (a free that found the stack taken)
   held_free_all(&f.h);                                  // (some kept on our list: we reuse what we free)
   hak_thread_flush();
+  g_pool_recycle_at_empty = 1;
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);
   shared_pool_purge_stats_t ps;
   shared_pool_get_purge_stats(&ps);
@@ -947,8 +999,10 @@ static void test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapp
   int batch = batching_off();
   fill_arg_t f;
   slab_meta_t *m = detached_slab(16, &f);      // every block with us
+  g_pool_recycle_at_empty = 0;                          // (a free that found the stack taken)
   held_free_all(&f.h);
   tiny_flush_remote(size_class_of(16));
+  g_pool_recycle_at_empty = 1;
   assert_int_equal(slab_state(m), SLAB_EMPTY_LISTED);
   unsigned kind = ss_of_meta(m)->kind;
   hak_thread_flush();                                   // our stash back to the pool ...
@@ -1122,6 +1176,7 @@ int main(void) {
     HAK_UNIT_TEST(test_thread_exit_abandons_slabs_on_every_list_and_returns_its_stash),
     HAK_UNIT_TEST(test_hak_owns_is_true_for_a_live_block_and_false_once_it_is_freed),
     HAK_UNIT_TEST(test_hak_owns_is_false_for_slab_space_never_handed_out),
+    HAK_UNIT_TEST(test_an_abandoned_slab_emptied_remotely_goes_to_the_pool_at_once),
     HAK_UNIT_TEST(test_an_abandoned_slab_emptied_remotely_is_empty_listed_then_freed_with_a_new_generation),
     HAK_UNIT_TEST(test_a_slab_abandoned_with_a_free_list_is_counted_by_its_live_blocks),
     HAK_UNIT_TEST(test_an_idle_class_gives_back_its_list_and_its_empty_current_slab),

@@ -244,7 +244,9 @@ static void test_past_the_dirty_budget_the_purge_keeps_three_quarters_of_it(void
   hak_trim();
   purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);
   size_t sizes[4] = {1500, 1700, 2000, 2500};     // four medium classes: four slabs
+  g_pool_recycle_at_empty = 0;                    // (else the next thread takes the last one's)
   for (int i = 0; i < 4; i++) assert_non_null(run_in_thread(use_a_slab_lightly, &sizes[i]));
+  g_pool_recycle_at_empty = 1;
   pool_collect_abandoned_empty();
   size_t dirty = pool_dirty_bytes();
   assert_true(dirty > 0);
@@ -266,7 +268,9 @@ static void test_a_large_block_of_clean_pages_purges_dirty_free_slabs_first(void
   hak_trim();                                     // the page heap's runs clean
   purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);   // nothing purged while we set up
   size_t sizes[4] = {1500, 1700, 2000, 2500};     // four medium classes: four slabs
+  g_pool_recycle_at_empty = 0;                    // (else the next thread takes the last one's)
   for (int i = 0; i < 4; i++) assert_non_null(run_in_thread(use_a_slab_lightly, &sizes[i]));
+  g_pool_recycle_at_empty = 1;
   pool_collect_abandoned_empty();
   size_t dirty = pool_dirty_bytes();
   assert_true(dirty > 8192);

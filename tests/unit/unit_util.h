@@ -320,8 +320,11 @@ static inline size_t pool_dirty_bytes(void) {
 }
 
 // A thread that takes a few blocks of *arg bytes, frees them and exits: its
-// slab, carved only as deep as one refill, waits EMPTY on the abandoned stack
-// (pool_collect_abandoned_empty then gives it to the pool, FREE and dirty).
+// slab, carved only as deep as one refill, is abandoned EMPTY and goes to the
+// pool FREE and dirty, where the next acquire of the kind takes it first; with
+// g_pool_recycle_at_empty 0 it waits on the abandoned stack until
+// pool_collect_abandoned_empty (threads run one after another then use a
+// slab each).
 static inline void *use_a_slab_lightly(void *arg) {
   size_t size = *(size_t *)arg;
   void *p[4];
