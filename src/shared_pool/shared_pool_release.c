@@ -6,7 +6,6 @@
 #include "stats/stats.h"
 
 static _Atomic uint64_t g_last_purge_ms;
-static void collect_class_empty(unsigned cls);
 // EMPTY_LISTED slabs waiting on the abandoned stacks for the purge pass or
 // an adopter, and the bytes their blocks reached (abandoned_empty_bytes):
 // dirty memory the pools' own count does not see. (Counted there, so that a
@@ -80,6 +79,44 @@ static void slab_clear_bound_fields(slab_meta_t *m) {
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);
 }
 
+// Take a class's abandoned stack whole, give its EMPTY slabs to the pool and
+// push the others back. Concurrent adopters see the stack empty for a moment
+// and fall through to stage 2; a slab that goes EMPTY_LISTED while its stack
+// is taken waits there for the next collection.
+static void collect_class_empty(unsigned cls) {
+  uint64_t old = atomic_load_explicit(&g_abandoned[cls], memory_order_acquire);
+  if ((uint32_t)old == 0) return;
+  // acq_rel: we read the links.
+  while (!atomic_compare_exchange_weak_explicit(&g_abandoned[cls], &old, ((old >> 32) + 1) << 32,
+                                                memory_order_acq_rel, memory_order_acquire)) {
+    if ((uint32_t)old == 0) return;   // (an adopter or another collector took it)
+  }
+  HAK_SITE(SITE_ABANDONED);
+  uint32_t keep_first = 0, keep_last = 0;
+  for (uint32_t id = (uint32_t)old; id != 0;) {
+    uint32_t next = atomic_load_explicit(&g_slab_next[id], memory_order_relaxed);
+    slab_meta_t *m = slab_from_id(id);
+    uint32_t w = atomic_load_explicit(&m->state, memory_order_acquire);
+    int released = 0;
+    while (SLAB_STATE(w) == SLAB_EMPTY_LISTED) {
+      if (atomic_compare_exchange_weak(&m->state, &w, SLAB_NEXT_GEN(w, SLAB_FREE))) {
+        abandoned_empty_leave(m);
+        slab_clear_bound_fields(m);
+        pool_put(m);
+        released = 1;
+        break;
+      }
+    }
+    if (!released) {
+      atomic_store_explicit(&g_slab_next[id], keep_first, memory_order_relaxed);
+      keep_first = id;
+      if (keep_last == 0) keep_last = id;
+    }
+    id = next;
+  }
+  if (keep_first != 0) abandoned_push_chain(cls, keep_first, keep_last);
+}
+
 void shared_pool_slab_empty(slab_meta_t *m) {
   // acquire: pairs with the release of the state's last writer.
   uint32_t w = atomic_load_explicit(&m->state, memory_order_acquire);
@@ -119,11 +156,11 @@ void shared_pool_slab_empty_seen(slab_meta_t *m, uint32_t w) {
       // while it waited here it was not the memory the owner wrote next:
       // bench/drift -t 2 (a sweeper thread frees the buffers) took 1 364 of
       // its 2 275 slabs from the stacks' collection 100-600 buffers after
-      // their last write, so 17.5% of the bytes it wrote had last been
-      // written 32 MB of writes before or more (tcmalloc 6.6%, mimalloc 8.0%;
-      // the L3 here is 32 MB) and its memset took 1.8x tcmalloc's samples.
-      // Now 11.4%: 0.921x the time (21 paired rounds), 24.8 MB peak RSS
-      // against 29.0. The walk is short (1-8 slabs a collection on average
+      // their last write, so 17.2% of the bytes it wrote had last been
+      // written 32 MB of writes before or more (`drift --reuse`; tcmalloc
+      // 6.5%; the L3 here is 32 MB) and its memset took 1.8x tcmalloc's
+      // samples. Now 11.6%: 0.921x the time (21 paired rounds), 24.8 MB peak
+      // RSS against 29.0. The walk is short (1-8 slabs a collection on average
       // in drift -t 2, prodcons -t 4, ring, larson, mstress); what it adds
       // is the pool's lock where an adopter's lock-free pop took the slab
       // before (mstress -t 16: 0.30 -> 0.63 pool locks per 1 000 operations).
@@ -164,44 +201,6 @@ void shared_pool_stash_release(slab_stash_t *st) {
   pool_lock(kind);
   while (st->n > 0) pool_put_locked(st->slab[--st->n], now);
   pool_unlock(kind);
-}
-
-// Take a class's abandoned stack whole, give its EMPTY slabs to the pool and
-// push the others back. Concurrent adopters see the stack empty for a moment
-// and fall through to stage 2; a slab that goes EMPTY_LISTED while its stack
-// is taken waits there for the next collection.
-static void collect_class_empty(unsigned cls) {
-  uint64_t old = atomic_load_explicit(&g_abandoned[cls], memory_order_acquire);
-  if ((uint32_t)old == 0) return;
-  // acq_rel: we read the links.
-  while (!atomic_compare_exchange_weak_explicit(&g_abandoned[cls], &old, ((old >> 32) + 1) << 32,
-                                                memory_order_acq_rel, memory_order_acquire)) {
-    if ((uint32_t)old == 0) return;   // (an adopter or another collector took it)
-  }
-  HAK_SITE(SITE_ABANDONED);
-  uint32_t keep_first = 0, keep_last = 0;
-  for (uint32_t id = (uint32_t)old; id != 0;) {
-    uint32_t next = atomic_load_explicit(&g_slab_next[id], memory_order_relaxed);
-    slab_meta_t *m = slab_from_id(id);
-    uint32_t w = atomic_load_explicit(&m->state, memory_order_acquire);
-    int released = 0;
-    while (SLAB_STATE(w) == SLAB_EMPTY_LISTED) {
-      if (atomic_compare_exchange_weak(&m->state, &w, SLAB_NEXT_GEN(w, SLAB_FREE))) {
-        abandoned_empty_leave(m);
-        slab_clear_bound_fields(m);
-        pool_put(m);
-        released = 1;
-        break;
-      }
-    }
-    if (!released) {
-      atomic_store_explicit(&g_slab_next[id], keep_first, memory_order_relaxed);
-      keep_first = id;
-      if (keep_last == 0) keep_last = id;
-    }
-    id = next;
-  }
-  if (keep_first != 0) abandoned_push_chain(cls, keep_first, keep_last);
 }
 
 void pool_collect_abandoned_empty(void) {
