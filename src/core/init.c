@@ -26,10 +26,10 @@ static _Atomic uintptr_t g_init_thread;
 // kind's pool lock, then the registry's), the page heap's, the huge table's,
 // then the counters' live list — released in reverse in the parent; the
 // child, whose only thread took them, releases them the same way. That is
-// 63 mutexes held at once (52 of them the class exchange's), one under the
-// 64 ThreadSanitizer's deadlock detector follows (make test-stress-tsan
-// stopped on a CHECK with one more): a new lock that fork must hold needs
-// another to go.
+// 52 mutexes held at once (41 of them the class exchange's: the classes it
+// takes, up to HAK_MEDIUM_MAX; 63 while every class's lock was taken), under
+// the 64 ThreadSanitizer's deadlock detector follows (make test-stress-tsan
+// stopped on a CHECK at 64): a new lock that fork must hold needs room there.
 //
 // A process that never started a thread (glibc's __libc_single_threaded: a
 // shell, make, a Python script forking its subprocesses) skips all of it:

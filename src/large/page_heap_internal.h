@@ -90,9 +90,10 @@ typedef struct ph_region {
 _Static_assert(PAGE_HEAP_MAX <= ((size_t)PH_USABLE_PAGES << PH_PAGE_SHIFT), "the largest block fits a region");
 _Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");
 
-// Under ThreadSanitizer 4: its deadlock detector holds at most 64 locks per
-// thread, and fork() holds every lock of the allocator at once (59 others:
-// the 52 classes' exchanges, the pools', the huge table's, the counters').
+// Under ThreadSanitizer 4: its deadlock detector holds fewer than 64 locks
+// per thread, and fork() holds every lock of the allocator at once (48
+// others: the 41 exchanges' (core/init.c), the pools', the huge table's, the
+// counters').
 #if defined(__SANITIZE_THREAD__)
 #define PH_TSAN 1
 #elif defined(__has_feature)

@@ -18,7 +18,7 @@
 const size_class_info_t g_size_class[HAK_NUM_CLASSES] = {
   C(16), C(32), C(48), C(64), C(80), C(96), C(112), C(128),
   QUAD(128), QUAD(256), QUAD(512),                           // tiny: up to 1 KiB
-  QUAD(1 * KIB), QUAD(2 * KIB), QUAD(4 * KIB), QUAD(8 * KIB), QUAD(16 * KIB),
+  QUAD(1 * KIB), QUAD(2 * KIB), C(HAK_CLASS_PAGE_AND_HEADER), QUAD(4 * KIB), QUAD(8 * KIB), QUAD(16 * KIB),
   QUAD(32 * KIB), QUAD(64 * KIB),                            // kind 1: up to 128 KiB
   QUAD(128 * KIB),                                           // kind 2: up to 256 KiB
 };
@@ -32,10 +32,12 @@ int32_t g_class_tls_off[HAK_NUM_CLASSES];
 
 // One entry per 256-byte step of the medium requests: the class of the step's
 // last request, (i + 1) * 256 bytes, by the classes' rule (four per power of
-// two above 128: 8 + 4 * (lg - 7) + the quarter), folded by the compiler.
-// (The first four steps are the tiny classes' and never read.)
+// two above 128: 8 + 4 * (lg - 7) + the quarter; one more past the page and
+// header class), folded by the compiler. (The first four steps are the tiny
+// classes' and never read.)
 #define MLG(n) (63u - (unsigned)__builtin_clzll((unsigned long long)(n) - 1ull))   // 2^lg < n <= 2^(lg+1)
-#define MCLS(n) (8u + (MLG(n) - 7u) * 4u + (unsigned)((((unsigned long long)(n) - 1ull) >> (MLG(n) - 2u)) & 3u))
+#define MQUARTERS(n) (8u + (MLG(n) - 7u) * 4u + (unsigned)((((unsigned long long)(n) - 1ull) >> (MLG(n) - 2u)) & 3u))
+#define MCLS(n) (MQUARTERS(n) + ((n) > HAK_CLASS_PAGE_AND_HEADER))
 #define MC(i) (uint8_t)MCLS(((i) + 1ull) << HAK_MEDIUM_LUT_SHIFT)
 #define MC8(i) MC(i), MC((i) + 1), MC((i) + 2), MC((i) + 3), MC((i) + 4), MC((i) + 5), MC((i) + 6), MC((i) + 7)
 #define MC64(i) MC8(i), MC8((i) + 8), MC8((i) + 16), MC8((i) + 24), MC8((i) + 32), MC8((i) + 40), MC8((i) + 48), MC8((i) + 56)

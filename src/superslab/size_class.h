@@ -2,21 +2,40 @@
 //
 // Classes are 16-byte steps up to 128 B, then four per power of two up to
 // 256 KiB (HAK_SLAB_MAX): 16 32 48 ... 128 160 192 224 256 320 ... 1024 (the
-// tiny classes, 0..19) 1280 ... 131072 (medium, slab kind 1) 163840 ... 262144
-// (slab kind 2). Worst-case rounding waste is under 25% of the request
-// (129 B -> 160 B) and 15 B for requests up to 128 B. Every class size is a
-// multiple of 16, so every block is 16-byte aligned.
+// tiny classes, 0..19) 1280 ... 4096 4608 5120 ... 131072 (medium, slab kind
+// 1) 163840 ... 262144 (slab kind 2), with one class more than the rule
+// gives: 4608, a page and a header (HAK_CLASS_PAGE_AND_HEADER). Worst-case
+// rounding waste is under 25% of the request (129 B -> 160 B) and 15 B for
+// requests up to 128 B. Every class size is a multiple of 16, so every block
+// is 16-byte aligned.
 #ifndef HAK_SIZE_CLASS_H
 #define HAK_SIZE_CLASS_H
 
 #include "debug/hak_base.h"
 
-#define HAK_NUM_CLASSES     52
+#define HAK_NUM_CLASSES     53
 #define HAK_TINY_CLASSES    20          // classes 0..19 are the tiny path (<= 1 KiB)
 #define HAK_TINY_MAX        1024u
 // Largest block the class exchange and batched frees hold (transfer_box.h,
 // free_batch_box.h): "medium" there means 1-32 KiB.
 #define HAK_MEDIUM_MAX      (32u << 10)
+// Classes 0 .. HAK_EXCHANGE_CLASSES - 1 are those up to HAK_MEDIUM_MAX: the
+// only ones the class exchange and a thread's hand-over chains hold
+// (tests/unit/test_size_class.c checks the count against the table).
+#define HAK_EXCHANGE_CLASSES 41u
+// A page and a header: the class between 4 KiB and 5 KiB. Programs allocate
+// a 4 KiB page with a header of their own in one block: sqlite3's page
+// cache takes blocks of 4 104-4 368 bytes (a 4 KiB page, its PgHdr and its
+// extra bytes), which the 5 KiB class (5 184 bytes a block, padded) held
+// with 16-21% of each block unused: 2 777 of them live at the peak of
+// bench-realprog's sqlite3 script. In this class (4 672 bytes a block) its
+// peak RSS is 18.9-19.0 MB against 20.4 (glibc 17.7), its instructions the
+// same (callgrind); python3's, python3-malloc's, perl's, git's, jq's and
+// node's peaks the same, ws-medium's and mstress's time too (paired rounds,
+// fifty-ninth session). One class, not a fifth per power of two: eight more
+// classes of 4-8 KiB took python3-malloc's peak from 105-110 MB to 120-128
+// (each class in use holds a slab and a TLS list of its own).
+#define HAK_CLASS_PAGE_AND_HEADER 4608u
 #define HAK_SLAB_MAX        (256u << 10) // largest slab class; above: the page heap (large/)
 
 // Slab kinds: SuperSlabs hold slabs of one size; a class lives in one kind,
@@ -216,7 +235,9 @@ HAK_INLINE size_t size_class_size(unsigned cls) { return g_size_class[cls].size;
 // need rounded up to the alignment, with no search. j * alignment for j <= 8
 // is itself a class size (a power of two, or 5, 6 or 7 quarters of one), and
 // above 8 * alignment classes are 2 * alignment or more apart, all multiples
-// of it (tests/unit/test_size_class.c checks every need and alignment against
+// of it, but for 4608 = 9 * 512, itself a multiple (so the class of a need
+// rounded to 512 past 4 KiB is still the first multiple that fits)
+// (tests/unit/test_size_class.c checks every need and alignment against
 // the search the aligned path made: posix_memalign(64) spent half its time in
 // it, with a divide per class tried).
 HAK_INLINE unsigned size_class_aligned(size_t need, size_t alignment) {

@@ -58,8 +58,8 @@ void hardened_box_init(void) {
 const hard_class_t g_hard_class[HAK_NUM_CLASSES] = {
   HC(0, 16u), HC(1, 32u), HC(2, 48u), HC(3, 64u), HC(4, 80u), HC(5, 96u), HC(6, 112u), HC(7, 128u),
   HQUAD(8, 128u), HQUAD(12, 256u), HQUAD(16, 512u),
-  HQUAD(20, 1024u), HQUAD(24, 2048u), HQUAD(28, 4096u), HQUAD(32, 8192u), HQUAD(36, 16384u),
-  HQUAD(40, 32768u), HQUAD(44, 65536u), HQUAD(48, 131072u),
+  HQUAD(20, 1024u), HQUAD(24, 2048u), HC(28, HAK_CLASS_PAGE_AND_HEADER), HQUAD(29, 4096u), HQUAD(33, 8192u),
+  HQUAD(37, 16384u), HQUAD(41, 32768u), HQUAD(45, 65536u), HQUAD(49, 131072u),
 };
 
 // "hakmem: <what> 0x<p><text1><n><text2>"

@@ -89,7 +89,7 @@ HAK_NOINLINE void look_idle_classes(tls_cache_t *tc, tiny_heap_t *h, uint64_t no
     // every few hundred operations and gave back every idle class each time
     // (`bursts -k 8 -b 100`: 134 k give-backs in 100 rounds, a fifth of its
     // instructions).
-    if ((h->left_gone >> c & 1u) && tls_cached(tc, c) == 0 && h->handover_n[c] == 0 && h->cur[c] == NULL &&
+    if ((h->left_gone >> c & 1u) && tls_cached(tc, c) == 0 && tiny_heap_handover_n(h, c) == 0 && h->cur[c] == NULL &&
         h->partial[c] == NULL && h->full[c] == NULL)
       continue;
     give_class_back(h, c);

@@ -375,7 +375,7 @@ void tiny_free_remote(unsigned cls, hak_base_ptr_t b) {
 // when the exchange is full or `home` (a whole flush: the thread's exit,
 // which trimmed the exchange before, a trim, an idle class).
 static void handover_send(tiny_heap_t *h, unsigned cls, int home) {
-  uint32_t n = h->handover_n[cls];
+  uint32_t n = tiny_heap_handover_n(h, cls);
   if (n == 0) return;
   h->handover_n[cls] = 0;
   hak_base_ptr_t first = h->handover_first[cls], last = h->handover_last[cls];
@@ -390,7 +390,7 @@ static void handover_send(tiny_heap_t *h, unsigned cls, int home) {
 // A refill of cls takes this thread's own hand-over chain first, when the
 // list has room for it (the thread takes the class again).
 int handover_take(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t room) {
-  uint32_t n = h->handover_n[cls];
+  uint32_t n = tiny_heap_handover_n(h, cls);
   if (n > room) {
     handover_send(h, cls, 0);
     return 0;
@@ -403,12 +403,12 @@ int handover_take(tls_cache_t *tc, tiny_heap_t *h, unsigned cls, uint32_t room) 
 
 void tiny_handover_send_all(void) {
   tiny_heap_t *h = t_heap_p;
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+  for (unsigned c = 0; c < HAK_EXCHANGE_CLASSES; c++)
     if (h->handover_n[c] != 0) handover_send(h, c, 1);
 }
 
 void tiny_handover(unsigned cls, hak_base_ptr_t b) {
-  HAK_ASSERT(g_size_class[cls].size <= TRANSFER_MAX_BLOCK);   // the classes the exchange takes
+  HAK_ASSERT(cls < HAK_EXCHANGE_CLASSES);   // the classes the exchange takes (up to TRANSFER_MAX_BLOCK)
   tiny_heap_t *h = t_heap_p;
   uint32_t n = h->handover_n[cls];
   block_set_free(b);
@@ -445,10 +445,10 @@ static uint32_t flush_class(unsigned cls, uint32_t n) {
   tls_cache_t *tc = &t_tls_cache;
   if (n == UINT32_MAX) {
     // A whole flush of a class that holds nothing here returns at once: a
-    // thread's exit flushes all 52, and each cost ~490 instructions with
+    // thread's exit flushes all 53, and each cost ~490 instructions with
     // nothing to move (its ways cleared, the purge looked at): the exit 36 k
     // -> 22 k under callgrind (churn -c 16 -k 16; its time level).
-    if (tls_cached(tc, cls) == 0 && t_heap_p->handover_n[cls] == 0) return 0;
+    if (tls_cached(tc, cls) == 0 && tiny_heap_handover_n(t_heap_p, cls) == 0) return 0;
     handover_send(t_heap_p, cls, 1);
   }
   tiny_cache_rescale();

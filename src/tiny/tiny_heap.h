@@ -78,10 +78,11 @@ typedef struct tiny_heap {
   uint8_t      left_keep[HAK_NUM_CLASSES];
   // A batching thread's hand-over chains (tiny_flush.c tiny_handover):
   // other threads' medium blocks of classes it frees and does not take,
-  // linked at the drain while their lines are here, first..last of n.
-  hak_base_ptr_t handover_first[HAK_NUM_CLASSES];
-  hak_base_ptr_t handover_last[HAK_NUM_CLASSES];
-  uint16_t     handover_n[HAK_NUM_CLASSES];
+  // linked at the drain while their lines are here, first..last of n. Only
+  // the classes the exchange takes (read through tiny_heap_handover_n).
+  hak_base_ptr_t handover_first[HAK_EXCHANGE_CLASSES];
+  hak_base_ptr_t handover_last[HAK_EXCHANGE_CLASSES];
+  uint16_t     handover_n[HAK_EXCHANGE_CLASSES];
   // Refills of each class since its last overflow (saturating): a small
   // class the thread only takes (a structure being built) may take a slab's
   // whole free list past its bound (tiny_refill.c slab_take_whole).
@@ -113,6 +114,12 @@ typedef struct tiny_heap {
   slab_meta_t *_Atomic wake __attribute__((aligned(64)));
   uint8_t      pad[56];
 } tiny_heap_t;
+
+// Blocks on the calling heap's hand-over chain of cls: none for a class
+// above HAK_MEDIUM_MAX, which the exchange never takes.
+HAK_INLINE uint32_t tiny_heap_handover_n(const tiny_heap_t *h, unsigned cls) {
+  return cls < HAK_EXCHANGE_CLASSES ? h->handover_n[cls] : 0u;
+}
 
 // The thread's heap is in its record (tiny/thread_record.h), out of static
 // TLS: NULL while the thread is not LIVE. Its state (enum thread_status)

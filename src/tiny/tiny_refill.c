@@ -403,7 +403,7 @@ int tiny_refill(unsigned cls) {
   if (room > TLS_CACHE_MAX_BLOCKS) room = TLS_CACHE_MAX_BLOCKS;
 #endif
   if (HAK_UNLIKELY(h->left_gone >> cls & 1u)) note_class_back(h, cls);
-  if (HAK_UNLIKELY(h->handover_n[cls] != 0) && handover_take(tc, h, cls, room)) return 1;
+  if (HAK_UNLIKELY(tiny_heap_handover_n(h, cls) != 0) && handover_take(tc, h, cls, room)) return 1;
   int first = !(h->refilled >> cls & 1u);
   if (HAK_UNLIKELY(first)) {   // the thread's first of cls (its own chain above is not)
     h->refilled |= (uint64_t)1 << cls;

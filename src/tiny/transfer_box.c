@@ -40,15 +40,20 @@ _Static_assert(sizeof(transfer_class_t) == 64, "a class's lock and counts are on
 // small variables on two pages, not three (test_process --startup-pages).
 #define TRANSFER_PAGE_CLASSES (4096u / sizeof(transfer_class_t))
 _Static_assert(HAK_NUM_CLASSES <= TRANSFER_PAGE_CLASSES, "every class's lock fits the page");
+// The classes past HAK_EXCHANGE_CLASSES (above TRANSFER_MAX_BLOCK) keep an
+// entry, always empty, so that a look at any class's counts reads zeros; no
+// chain is put there, so their locks are never taken and a fork does not
+// take them either (core/init.c counts the locks a fork holds).
 HAK_PAGE_DATA static transfer_class_t g_transfer[TRANSFER_PAGE_CLASSES] = {
   // adaptive: the critical section is a few stores, so a waiter spins a
   // while before it sleeps in the kernel
   [0 ... HAK_NUM_CLASSES - 1] = {.lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP},
 };
 // Class c's chains: g_transfer_chain[c][0 .. chains) (its lock).
-HAK_BIG_BSS static transfer_chain_t g_transfer_chain[HAK_NUM_CLASSES][TRANSFER_MAX_CHAINS] __attribute__((aligned(64)));
+HAK_BIG_BSS static transfer_chain_t g_transfer_chain[HAK_EXCHANGE_CLASSES][TRANSFER_MAX_CHAINS] __attribute__((aligned(64)));
 
 int transfer_put(unsigned cls, uint32_t limit, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  HAK_ASSERT(cls < HAK_EXCHANGE_CLASSES);
   transfer_class_t *t = &g_transfer[cls];
   if (limit > TRANSFER_MAX_CHAINS) limit = TRANSFER_MAX_CHAINS;
   if (atomic_load_explicit(&t->chains, memory_order_relaxed) >= limit) return 0;
@@ -136,7 +141,7 @@ uint32_t transfer_take_others_first(unsigned cls, uint32_t max, hak_base_ptr_t *
 }
 
 uint32_t transfer_take_next(unsigned *cls, uint32_t over, hak_base_ptr_t *first, hak_base_ptr_t *last) {
-  for (unsigned c = *cls; c < HAK_NUM_CLASSES; c++) {
+  for (unsigned c = *cls; c < HAK_EXCHANGE_CLASSES; c++) {
     if (atomic_load_explicit(&g_transfer[c].chains, memory_order_relaxed) <= over) continue;
     uint32_t n = transfer_take(c, UINT32_MAX, first, last);
     if (n > 0) {
@@ -153,9 +158,9 @@ uint32_t transfer_chains(unsigned cls) { return atomic_load_explicit(&g_transfer
 uint32_t transfer_moves(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].moves, memory_order_relaxed); }
 
 void transfer_fork_prepare(void) {
-  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) pthread_mutex_lock(&g_transfer[c].lock);
+  for (unsigned c = 0; c < HAK_EXCHANGE_CLASSES; c++) pthread_mutex_lock(&g_transfer[c].lock);
 }
 void transfer_fork_parent(void) {
-  for (unsigned c = HAK_NUM_CLASSES; c-- > 0;) pthread_mutex_unlock(&g_transfer[c].lock);
+  for (unsigned c = HAK_EXCHANGE_CLASSES; c-- > 0;) pthread_mutex_unlock(&g_transfer[c].lock);
 }
 void transfer_fork_child(void) { transfer_fork_parent(); }
