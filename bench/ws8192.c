@@ -28,8 +28,16 @@
 // destructor, a list walk); mimalloc-bench's alloc-test reads each block
 // whole. Its line is then in L1 when the allocator's free reads the block.
 //
+// Ends mode (--ends, local only): before it writes a new block's first and
+// last byte, the thread asks the kernel (mincore) whether their pages are
+// resident already, and the RESULT line adds the shares of blocks whose first
+// (ends_first) and last (ends_last) page were: where an allocator places
+// blocks that a program touches at their ends (large blocks of which it uses
+// a header and a tail), whose misses are its page faults. Allocator-independent
+// like drift --reuse; it costs two system calls a malloc, so time it without.
+//
 // Options: -w WS, -n N (per thread), -s SEED, --min, --max (bytes, K/M suffixes),
-// -t THREADS, -x (cross-thread), --cxx, --read, --null (no allocator: each slot gets a
+// -t THREADS, -x (cross-thread), --cxx, --read, --ends, --null (no allocator: each slot gets a
 // fixed piece of a preallocated pool; measures the benchmark's own cost, used by
 // bench-instr). Throughput = all threads' operations / wall time from the
 // common start to the last thread's last operation.
@@ -40,12 +48,15 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef struct {
   int id;
   char **slots;
   uint32_t *sizes;                // --cxx: each slot's size, for the sized delete
   uint64_t mallocs;
+  uint64_t ends_first, ends_last;   // --ends: new blocks whose first / last page was resident
   double finish;
   spsc_t *in, *out;               // cross mode: from thread id-1, to thread id+1
   _Alignas(64) char pad[1];
@@ -54,7 +65,7 @@ typedef struct {
 static uint64_t g_ops = 20000000, g_seed = 42;
 static uint32_t g_ws = 8192;
 static size_t g_min = 16, g_max = 1024;
-static int g_threads = 1, g_cross = 0, g_null = 0, g_cxx = 0, g_read = 0;
+static int g_threads = 1, g_cross = 0, g_null = 0, g_cxx = 0, g_read = 0, g_ends = 0;
 static volatile uint64_t g_read_sink;       // --read: what the reads add up to
 static void *(*g_op_new)(size_t);          // --cxx: operator new(std::size_t)
 static void (*g_op_delete)(void *, size_t); // --cxx: operator delete(void *, std::size_t)
@@ -64,7 +75,14 @@ static _Atomic int g_finished;
 
 // One loop for every mode; `cxx` and `read` are constants at each call, so
 // none pays for another's branch.
-static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int cxx, int read) {
+// --ends: is the page holding p resident (mincore)?
+static int page_resident(const char *p) {
+  uintptr_t page = (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
+  unsigned char v = 0;
+  return mincore((void *)page, 1, &v) == 0 && (v & 1u);
+}
+
+static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int cxx, int read, int ends) {
   bench_rng_t rng = bench_rng(g_seed, (uint64_t)w->id);
   char **slots = w->slots;
   const uint32_t ws = g_ws;
@@ -89,6 +107,10 @@ static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int 
         fprintf(stderr, "malloc(%zu) failed\n", size);
         exit(3);
       }
+      if (ends) {
+        w->ends_first += (uint64_t)page_resident(p);
+        w->ends_last += (uint64_t)page_resident(p + size - 1);
+      }
       p[0] = 1;
       p[size - 1] = 2;
       slots[s] = p;
@@ -98,9 +120,10 @@ static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int 
   w->mallocs = mallocs;
   if (read) g_read_sink += sum;
 }
-static void run_local(worker_t *w) { run_local_as(w, 0, 0); }
-static void run_local_cxx(worker_t *w) { run_local_as(w, 1, 0); }
-static void run_local_read(worker_t *w) { run_local_as(w, 0, 1); }
+static void run_local(worker_t *w) { run_local_as(w, 0, 0, 0); }
+static void run_local_cxx(worker_t *w) { run_local_as(w, 1, 0, 0); }
+static void run_local_read(worker_t *w) { run_local_as(w, 0, 1, 0); }
+static void run_local_ends(worker_t *w) { run_local_as(w, 0, 0, 1); }
 
 // --cxx: the operators as a C++ program would bind them (see the top).
 static void find_cxx_operators(void) {
@@ -159,7 +182,11 @@ static void run_cross(worker_t *w) {
 static void *worker_main(void *arg) {
   worker_t *w = arg;
   pthread_barrier_wait(&g_start);
-  if (g_cross) run_cross(w); else if (g_cxx) run_local_cxx(w); else if (g_read) run_local_read(w); else run_local(w);
+  if (g_cross) run_cross(w);
+  else if (g_cxx) run_local_cxx(w);
+  else if (g_read) run_local_read(w);
+  else if (g_ends) run_local_ends(w);
+  else run_local(w);
   w->finish = bench_now();
   atomic_fetch_add(&g_finished, 1);
   if (g_cross) {                            // keep draining so no producer waits forever
@@ -174,11 +201,13 @@ static void *worker_main(void *arg) {
 static void usage(void) {
   fprintf(stderr,
           "usage: ws8192 [-w WS] [-n OPS_PER_THREAD] [-s SEED] [--min BYTES] [--max BYTES]\n"
-          "              [-t THREADS] [-x] [--cxx] [--read] [--null]\n"
+          "              [-t THREADS] [-x] [--cxx] [--read] [--ends] [--null]\n"
           "  defaults: -w 8192 -n 20M -s 42 --min 16 --max 1024 -t 1\n"
           "  -x        cross-thread: every block is freed by another thread (T >= 2)\n"
           "  --cxx     operator new and sized operator delete instead of malloc/free (not with -x)\n"
           "  --read    read each block's first word before its free (not with -x, --cxx, --null)\n"
+          "  --ends    count new blocks whose first and last pages were resident (mincore; not with\n"
+          "            -x, --cxx, --read, --null)\n"
           "  --null    no malloc/free, same loop (the benchmark's own cost; -t 1 only)\n");
   exit(2);
 }
@@ -190,6 +219,7 @@ int main(int argc, char **argv) {
     { "max", required_argument, NULL, 'b' },  { "threads", required_argument, NULL, 't' },
     { "cross", no_argument, NULL, 'x' },      { "null", no_argument, NULL, 'z' },
     { "cxx", no_argument, NULL, 'c' },        { "read", no_argument, NULL, 'r' },
+    { "ends", no_argument, NULL, 'e' },
     { "help", no_argument, NULL, 'h' },       { NULL, 0, NULL, 0 },
   };
   int c;
@@ -205,12 +235,14 @@ int main(int argc, char **argv) {
     case 'z': g_null = 1; break;
     case 'c': g_cxx = 1; break;
     case 'r': g_read = 1; break;
+    case 'e': g_ends = 1; break;
     default: usage();
     }
   }
   if (optind != argc || g_ws < 1 || g_min < 1 || g_max < g_min || g_max - g_min >= UINT32_MAX ||
       g_threads < 1 || g_threads > 1024 || (g_cross && g_threads < 2) ||
-      (g_null && g_threads != 1) || (g_cxx && (g_cross || g_null)) || (g_read && (g_cross || g_cxx || g_null)))
+      (g_null && g_threads != 1) || (g_cxx && (g_cross || g_null)) || (g_read && (g_cross || g_cxx || g_null)) ||
+      (g_ends && (g_cross || g_cxx || g_read || g_null)))
     usage();
   if (g_cxx) find_cxx_operators();
 
@@ -243,7 +275,10 @@ int main(int argc, char **argv) {
   double t0, t1;
   if (g_threads == 1) {                    // the main thread, as most programs do
     t0 = bench_now();
-    if (g_cxx) run_local_cxx(&w[0]); else if (g_read) run_local_read(&w[0]); else run_local(&w[0]);
+    if (g_cxx) run_local_cxx(&w[0]);
+    else if (g_read) run_local_read(&w[0]);
+    else if (g_ends) run_local_ends(&w[0]);
+    else run_local(&w[0]);
     t1 = bench_now();
   } else {
     pthread_t *tid = calloc((size_t)g_threads, sizeof *tid);
@@ -262,12 +297,19 @@ int main(int argc, char **argv) {
     free(tid);
   }
 
-  uint64_t ops = g_ops * (uint64_t)g_threads, mallocs = 0;
-  for (int i = 0; i < g_threads; i++) mallocs += w[i].mallocs;
-  char extra[256];
-  snprintf(extra, sizeof extra,
-           "mallocs=%" PRIu64 " frees=%" PRIu64 " ws=%u threads=%d cross=%d min=%zu max=%zu null=%d cxx=%d read=%d",
-           mallocs, ops - mallocs, g_ws, g_threads, g_cross, g_min, g_max, g_null, g_cxx, g_read);
+  uint64_t ops = g_ops * (uint64_t)g_threads, mallocs = 0, ends_first = 0, ends_last = 0;
+  for (int i = 0; i < g_threads; i++) {
+    mallocs += w[i].mallocs;
+    ends_first += w[i].ends_first;
+    ends_last += w[i].ends_last;
+  }
+  char extra[320];
+  int len = snprintf(extra, sizeof extra,
+                     "mallocs=%" PRIu64 " frees=%" PRIu64 " ws=%u threads=%d cross=%d min=%zu max=%zu null=%d cxx=%d read=%d",
+                     mallocs, ops - mallocs, g_ws, g_threads, g_cross, g_min, g_max, g_null, g_cxx, g_read);
+  if (g_ends && mallocs > 0 && len > 0 && (size_t)len < sizeof extra)
+    snprintf(extra + len, sizeof extra - (size_t)len, " ends_first=%.3f ends_last=%.3f",
+             (double)ends_first / (double)mallocs, (double)ends_last / (double)mallocs);
   bench_result("ws8192", "ops", ops, t1 - t0, extra);
 
   // Clean-up, not timed: what the slots and queues still hold.
