@@ -73,8 +73,6 @@ static char *g_pool;                       // --null: slot s uses g_pool + s * g
 static pthread_barrier_t g_start;
 static _Atomic int g_finished;
 
-// One loop for every mode; `cxx` and `read` are constants at each call, so
-// none pays for another's branch.
 // --ends: is the page holding p resident (mincore)?
 static int page_resident(const char *p) {
   uintptr_t page = (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
@@ -82,6 +80,8 @@ static int page_resident(const char *p) {
   return mincore((void *)page, 1, &v) == 0 && (v & 1u);
 }
 
+// One loop for every mode; `cxx`, `read` and `ends` are constants at each
+// call, so none pays for another's branch.
 static inline __attribute__((always_inline)) void run_local_as(worker_t *w, int cxx, int read, int ends) {
   bench_rng_t rng = bench_rng(g_seed, (uint64_t)w->id);
   char **slots = w->slots;

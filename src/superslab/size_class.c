@@ -39,6 +39,10 @@ int32_t g_class_tls_off[HAK_NUM_CLASSES];
 #define MQUARTERS(n) (8u + (MLG(n) - 7u) * 4u + (unsigned)((((unsigned long long)(n) - 1ull) >> (MLG(n) - 2u)) & 3u))
 #define MCLS(n) (MQUARTERS(n) + ((n) > HAK_CLASS_PAGE_AND_HEADER))
 #define MC(i) (uint8_t)MCLS(((i) + 1ull) << HAK_MEDIUM_LUT_SHIFT)
+// The counts size_class.h states, by the same rule: the last class, and the
+// last the exchange takes (HAK_MEDIUM_MAX), are the classes of those sizes.
+_Static_assert(MCLS(HAK_SLAB_MAX) + 1u == HAK_NUM_CLASSES, "HAK_NUM_CLASSES is the table's length");
+_Static_assert(MCLS(HAK_MEDIUM_MAX) + 1u == HAK_EXCHANGE_CLASSES, "HAK_EXCHANGE_CLASSES counts the classes to 32 KiB");
 #define MC8(i) MC(i), MC((i) + 1), MC((i) + 2), MC((i) + 3), MC((i) + 4), MC((i) + 5), MC((i) + 6), MC((i) + 7)
 #define MC64(i) MC8(i), MC8((i) + 8), MC8((i) + 16), MC8((i) + 24), MC8((i) + 32), MC8((i) + 40), MC8((i) + 48), MC8((i) + 56)
 const uint8_t g_medium_class_lut[HAK_MEDIUM_LUT_STEPS] = {

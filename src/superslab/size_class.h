@@ -21,7 +21,8 @@
 #define HAK_MEDIUM_MAX      (32u << 10)
 // Classes 0 .. HAK_EXCHANGE_CLASSES - 1 are those up to HAK_MEDIUM_MAX: the
 // only ones the class exchange and a thread's hand-over chains hold
-// (tests/unit/test_size_class.c checks the count against the table).
+// (size_class.c checks the count by the LUT's rule, tests/unit/test_size_class.c
+// against the table).
 #define HAK_EXCHANGE_CLASSES 41u
 // A page and a header: the class between 4 KiB and 5 KiB. Programs allocate
 // a 4 KiB page with a header of their own in one block: sqlite3's page
