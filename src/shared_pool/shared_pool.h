@@ -38,6 +38,12 @@ extern const uint8_t g_stash_cap[HAK_SLAB_KINDS];
 
 // A slab bound to cls, ACTIVE and owned by `owner`; NULL when out of memory.
 slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner, slab_stash_t *stash);
+// The same from the slabs of `kind` (stash: the caller's of that kind): a
+// class's own kind, or the small kind's 64 KiB slabs for a young medium
+// class (tiny_heap.c, slab_kind_for).
+slab_meta_t *shared_pool_acquire_slab_of_kind(unsigned cls, unsigned kind, uintptr_t owner, slab_stash_t *stash);
+// Does the pool of `kind` hold dirty FREE slabs (a relaxed look)?
+int shared_pool_has_dirty_free(unsigned kind);
 // Stage 1 alone: a slab of cls from the abandoned stack, ACTIVE and owned by
 // `owner` (it may have free blocks, remote blocks and an uncarved end); NULL
 // when the stack is empty. A refill takes one before it carves new memory.

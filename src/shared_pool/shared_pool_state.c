@@ -83,10 +83,16 @@ static void pool_list_remove(pool_kind_t *pk, superslab_t *ss) {
   ss->pool_next = ss->pool_prev = NULL;
 }
 
+// Does FREE slab m count in its last class's g_pool_dirty_of_class? Only in
+// a SuperSlab of the class's kind, whose pool lock guards the count (a young
+// medium class's 64 KiB slab, or a slab relaid out with class 0, is not).
+static int slab_counts_for_class(const slab_meta_t *m) { return g_size_class[m->cls].kind == ss_of_meta(m)->kind; }
+
 static void dirty_add(pool_kind_t *pk, slab_meta_t *m, int sign) {
   size_t bytes = slab_dirty_bytes(m);
   size_t d = atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed);
   atomic_store_explicit(&pk->dirty_bytes, sign > 0 ? d + bytes : d - bytes, memory_order_relaxed);
+  if (!slab_counts_for_class(m)) return;
   uint32_t n = atomic_load_explicit(&g_pool_dirty_of_class[m->cls], memory_order_relaxed);
   atomic_store_explicit(&g_pool_dirty_of_class[m->cls], n + (uint32_t)sign, memory_order_relaxed);
 }
@@ -354,7 +360,7 @@ void shared_pool_validate_pools(void) {
         slab_meta_t *m = ss_slab((superslab_t *)ss, (unsigned)__builtin_ctz(mask));
         if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
         dirty += slab_dirty_bytes(m);
-        dirty_of_class[m->cls]++;
+        if (slab_counts_for_class(m)) dirty_of_class[m->cls]++;
       }
     }
     HAK_CHECK(dirty == atomic_load(&pk->dirty_bytes), "a kind's dirty bytes differ from its dirty FREE slabs'", pk);

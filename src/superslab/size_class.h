@@ -53,6 +53,18 @@
 #define HAK_KIND_MEDIUM     1   // 512 KiB slabs, classes <= HAK_KIND_MEDIUM_MAX
 #define HAK_KIND_LARGE      2   // one 2 MiB slab, classes <= 256 KiB
 #define HAK_KIND_MEDIUM_MAX (128u << 10)
+// A medium class's first slab in a process (its young slab: tiny_heap.c,
+// slab_kind_for) is one of the small kind's 64 KiB slabs when two of its
+// blocks fit one. Not in the hardened build, whose medium slabs end in a
+// coloured size table that a 64 KiB slab of 1 280-byte blocks has no room for
+// (hardened_box_init's check).
+#ifndef YOUNG_SLAB_MAX_BLOCK
+#if HAK_HARDENED
+#define YOUNG_SLAB_MAX_BLOCK 0u
+#else
+#define YOUNG_SLAB_MAX_BLOCK (32u << 10)
+#endif
+#endif
 
 // Bound of a class's TLS list: TLS_CACHE_BYTES worth of blocks (classes above
 // 1 KiB: TLS_CACHE_BYTES_MEDIUM, so a refill or flush of a 32 KiB class moves
@@ -230,6 +242,10 @@ HAK_INLINE unsigned size_class_of(size_t n) {
 }
 
 HAK_INLINE size_t size_class_size(unsigned cls) { return g_size_class[cls].size; }
+// Can cls's first slab be a young one (YOUNG_SLAB_MAX_BLOCK)?
+HAK_INLINE int size_class_has_young_slab(unsigned cls) {
+  return g_size_class[cls].kind == HAK_KIND_MEDIUM && g_size_class[cls].block <= YOUNG_SLAB_MAX_BLOCK;
+}
 
 // The smallest class whose size is a multiple of `alignment` (a power of two,
 // 16 .. 4 KiB) and at least need (alignment <= need <= HAK_SLAB_MAX): the class of

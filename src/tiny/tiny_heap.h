@@ -146,7 +146,17 @@ HAK_INLINE tiny_heap_t *tiny_heap_of_owner(uintptr_t owner) { return (tiny_heap_
 // The next slab to refill cls from, made current: one with blocks to give
 // (tiny_heap_partial_with_free: the partial list, the wake list, an abandoned
 // slab), else a fresh one from the Shared Pool. NULL when out of memory.
+// A medium class's first fresh slab in the process is a young one, a 64 KiB
+// slab of the small kind (size_class_has_young_slab; not when medium memory
+// waits in the pool or the thread's stash to be reused): a program that
+// keeps a few blocks in each of a dozen medium classes (a shell, make, an
+// interpreter's start) had a 512 KiB slab of each, a 2 MiB SuperSlab for
+// every four, each a page table that every fork copies and every exit frees
+// (bench/spawn's parent: 10 regions with present pages, 8 with young slabs).
 slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls);
+// The medium classes whose young slab was taken (bit c: class c): set once a
+// class, never cleared (tests set bits to keep a class's slabs medium).
+extern _Atomic uint64_t g_class_young_taken;
 // The current slab of cls has no free block: move it to the full list.
 void tiny_heap_retire_current(tiny_heap_t *h, unsigned cls);
 // A slab of cls's partial list with blocks to give (its free list, remote

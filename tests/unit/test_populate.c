@@ -279,6 +279,7 @@ static void test_a_sparse_verdict_is_carried_for_seven_slabs(void **state) {
 }
 
 int main(void) {
+  young_slabs_taken();   // the medium classes' slabs are 512 KiB ones from the first
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_slab_whose_blocks_are_written_whole_has_its_pages_faulted_in_ahead),
     HAK_UNIT_TEST(test_a_slab_whose_blocks_are_written_sparsely_is_not_faulted_in_ahead),

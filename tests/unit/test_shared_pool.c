@@ -380,6 +380,7 @@ static void test_the_pool_hands_out_dirty_slabs_first(void **state) {
 // count of dirty slabs by class follows it.
 static void test_an_acquire_above_the_small_kind_takes_the_slab_its_class_last_used(void **state) {
   (void)state;
+  young_slabs_taken();
   void *pin = hak_malloc(1100);                   // a medium-kind SuperSlab stays mapped
   hak_trim();                                     // every FREE slab clean
   unsigned kind = ss_of(pin)->kind;
@@ -475,6 +476,7 @@ static size_t out_peak_restart(void) {          // every kind's peak down to wha
 
 static void test_the_dirty_budget_is_a_quarter_of_the_peak_of_slabs_out_up_to_its_cap(void **state) {
   (void)state;
+  young_slabs_taken();
   hak_trim();
   purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);   // nothing purged while we set up
   size_t size = 1500;

@@ -263,6 +263,20 @@ static void test_the_exchange_classes_are_the_classes_up_to_32_kib(void **state)
     assert_int_equal(c < HAK_EXCHANGE_CLASSES, g_size_class[c].size <= HAK_MEDIUM_MAX);
 }
 
+// A young slab (tiny_heap.h: a medium class's first slab in the process, one
+// of the small kind's 64 KiB slabs) is for the medium classes two of whose
+// blocks fit one: 1 280 B to 32 KiB.
+static void test_young_slabs_are_for_the_medium_classes_of_two_blocks_a_small_slab(void **state) {
+  (void)state;
+  size_t small_slab = (size_t)1 << g_kind_slab_shift[HAK_KIND_SMALL];
+  for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
+    assert_int_equal(size_class_has_young_slab(c),
+                     g_size_class[c].kind == HAK_KIND_MEDIUM && 2u * g_size_class[c].block <= small_slab);
+  assert_true(size_class_has_young_slab(size_class_of(HAK_TINY_MAX + 1)));
+  assert_true(size_class_has_young_slab(size_class_of(32768)));
+  assert_false(size_class_has_young_slab(size_class_of(32769)));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_class_sizes_increase_and_are_multiples_of_16),
@@ -283,6 +297,7 @@ int main(void) {
     HAK_UNIT_TEST(test_classes_of_5_to_56k_blocks_start_on_different_l1_sets),
     HAK_UNIT_TEST(test_a_page_and_a_header_take_the_four_and_a_half_kib_class),
     HAK_UNIT_TEST(test_the_exchange_classes_are_the_classes_up_to_32_kib),
+    HAK_UNIT_TEST(test_young_slabs_are_for_the_medium_classes_of_two_blocks_a_small_slab),
   };
   return cmocka_run_group_tests_name("size_class", tests, NULL, NULL);
 }

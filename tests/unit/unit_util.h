@@ -334,11 +334,17 @@ static inline void *use_a_slab_lightly(void *arg) {
   return m;
 }
 
+// Every medium class's young slab taken (tiny_heap.h: a class's first slab
+// in the process is one of the small kind's): from here on a medium class's
+// slabs are its kind's, as the tests of that kind's slabs expect.
+static inline void young_slabs_taken(void) { atomic_store(&g_class_young_taken, ~(uint64_t)0); }
+
 // A slab a thread used lightly for four blocks of `size`, given to the pool
 // FREE and dirty: what it adds to the pool's dirty bytes, and what a purge of
 // it gives back, against `most_of_slab` (the slab's bytes over this) and
 // whether its class wrote a size table.
 static inline void check_a_lightly_used_slab(size_t size, int table, size_t most_of_slab) {
+  young_slabs_taken();
   hak_trim();
   purge_knobs_t old = purge_knobs_set(60000, 1000, (size_t)1 << 40);
   size_t before = pool_dirty_bytes();
