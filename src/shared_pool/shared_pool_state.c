@@ -377,6 +377,8 @@ void shared_pool_stash_validate(const slab_stash_t *st) {
     const slab_meta_t *m = st->slab[i];
     HAK_CHECK(SLAB_STATE(atomic_load(&m->state)) == SLAB_FREE, "stash slab not FREE", m);
     HAK_CHECK((ss_of_meta(m)->free_mask & (1u << m->index)) == 0, "stash slab also in the pool", m);
+    // One kind a stash: its release gives every slab to the first one's pool.
+    HAK_CHECK(ss_of_meta(m)->kind == ss_of_meta(st->slab[0])->kind, "stash slabs of two kinds", m);
   }
 }
 #endif

@@ -738,7 +738,15 @@ typedef struct young_seen {
   slab_meta_t *first;
   unsigned     first_kind, next_kind;
   size_t       first_bytes, next_bytes;
+  int          freed_small;     // the emptied first slab FREE in the small kind's stash or pool
+  int          stashed_medium;  // ... or in the medium kind's stash (wrong)
 } young_seen_t;
+
+static int in_stash(const slab_stash_t *st, const slab_meta_t *m) {
+  for (uint32_t i = 0; i < st->n; i++)
+    if (st->slab[i] == m) return 1;
+  return 0;
+}
 
 static void *fill_the_first_slab(void *arg) {
   young_seen_t *y = arg;
@@ -754,6 +762,14 @@ static void *fill_the_first_slab(void *arg) {
   }
   held_free_all(&h);
   hak_free(extra);
+  tiny_flush(size_class_of(y->size), UINT32_MAX);   // every block home: the first slab EMPTY, FREE
+  if (y->first != NULL) {
+    y->freed_small = slab_state(y->first) == SLAB_FREE &&
+                     (in_stash(&t_heap_p->stash[HAK_KIND_SMALL], y->first) ||
+                      (ss_of_meta(y->first)->free_mask >> y->first->index & 1u));
+    y->stashed_medium = in_stash(&t_heap_p->stash[HAK_KIND_MEDIUM], y->first);
+  }
+  validate_engine(NULL);
   return NULL;
 }
 
@@ -770,6 +786,8 @@ static void test_a_medium_classs_first_slab_is_a_young_small_kind_slab(void **st
   assert_int_equal(y.next_kind, HAK_KIND_MEDIUM);
   assert_true(y.next_bytes > (size_t)256 << 10);
   assert_true(atomic_load(&g_class_young_taken) & bit);
+  assert_true(y.freed_small);                          // its stash is its SuperSlab's kind's ...
+  assert_false(y.stashed_medium);                      // ... not its class's
   pool_collect_abandoned_empty();
   assert_int_equal(slab_state(y.first), SLAB_FREE);
   assert_int_equal(ss_of_meta(y.first)->kind, HAK_KIND_SMALL);
