@@ -36,12 +36,11 @@ typedef struct slab_stash {
 } slab_stash_t;
 extern const uint8_t g_stash_cap[HAK_SLAB_KINDS];
 
-// A slab bound to cls, ACTIVE and owned by `owner`; NULL when out of memory.
-slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner, slab_stash_t *stash);
-// The same from the slabs of `kind` (stash: the caller's of that kind): a
-// class's own kind, or the small kind's 64 KiB slabs for a young medium
-// class (tiny_heap.c, slab_kind_for).
-slab_meta_t *shared_pool_acquire_slab_of_kind(unsigned cls, unsigned kind, uintptr_t owner, slab_stash_t *stash);
+// A slab bound to cls, ACTIVE and owned by `owner`, a FREE one from the slabs
+// of `kind` (stash: the caller's of that kind) when no abandoned slab of cls
+// is there to adopt; NULL when out of memory. `kind` is the class's own, or
+// the small kind's for a young medium class (tiny_heap.c, slab_kind_for).
+slab_meta_t *shared_pool_acquire_slab(unsigned cls, unsigned kind, uintptr_t owner, slab_stash_t *stash);
 // Does the pool of `kind` hold dirty FREE slabs (a relaxed look)?
 int shared_pool_has_dirty_free(unsigned kind);
 // Stage 1 alone: a slab of cls from the abandoned stack, ACTIVE and owned by

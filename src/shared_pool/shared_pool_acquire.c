@@ -150,11 +150,7 @@ int shared_pool_has_dirty_free(unsigned kind) {
   return atomic_load_explicit(&g_pool[kind].dirty_bytes, memory_order_relaxed) != 0;
 }
 
-slab_meta_t *shared_pool_acquire_slab(unsigned cls, uintptr_t owner, slab_stash_t *st) {
-  return shared_pool_acquire_slab_of_kind(cls, g_size_class[cls].kind, owner, st);
-}
-
-slab_meta_t *shared_pool_acquire_slab_of_kind(unsigned cls, unsigned kind, uintptr_t owner, slab_stash_t *st) {
+slab_meta_t *shared_pool_acquire_slab(unsigned cls, unsigned kind, uintptr_t owner, slab_stash_t *st) {
   slab_meta_t *m = acquire_stage1_abandoned(cls, owner);
   if (m != NULL) return m;
   m = acquire_stage2_free_slab(kind, cls, st);

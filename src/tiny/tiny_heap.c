@@ -168,7 +168,7 @@ slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
   } else {
     unsigned kind = slab_kind_for(h, cls);
     heap_trim_kind(h, kind, cls);
-    m = shared_pool_acquire_slab_of_kind(cls, kind, thread_self_id(), &h->stash[kind]);
+    m = shared_pool_acquire_slab(cls, kind, thread_self_id(), &h->stash[kind]);
     if (m == NULL) return NULL;
     h->owned_blocks += m->capacity;
   }

@@ -1118,7 +1118,7 @@ static void test_an_empty_abandoned_slab_is_taken_before_a_new_superslab_is_mapp
   assert_true(nheld < 4096);
   uint64_t mapped = stats_now().superslabs_mapped_total;
   slab_stash_t stash = {{NULL}, 0};
-  slab_meta_t *got = shared_pool_acquire_slab(size_class_of(224), 12345, &stash);
+  slab_meta_t *got = shared_pool_acquire_slab(size_class_of(224), kind, 12345, &stash);
   assert_non_null(got);
   assert_int_equal(stats_now().superslabs_mapped_total, mapped);   // no new SuperSlab
   assert_int_not_equal(slab_state(m), SLAB_EMPTY_LISTED);

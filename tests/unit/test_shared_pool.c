@@ -406,14 +406,14 @@ static void test_an_acquire_above_the_small_kind_takes_the_slab_its_class_last_u
   pool_unlock(kind);
   assert_int_equal(atomic_load(&g_pool_dirty_of_class[a]), 1);
   slab_stash_t stash = {{NULL}, 0};
-  slab_meta_t *m = shared_pool_acquire_slab(a, 12345, &stash);
+  slab_meta_t *m = shared_pool_acquire_slab(a, g_size_class[a].kind, 12345, &stash);
   assert_ptr_equal(m, second);
   assert_int_equal(m->cls, a);
   assert_int_equal(stash.n, 0);                   // found without a batch for the stash
   assert_int_equal(atomic_load(&g_pool_dirty_of_class[a]), 0);
   assert_int_equal(atomic_load(&g_pool_dirty_of_class[b]), 1);
   shared_pool_release_owned(m, &stash);           // a FREE slab of class a in the stash ...
-  m = shared_pool_acquire_slab(b, 12345, &stash); // ... not taken for class b: the pool's is
+  m = shared_pool_acquire_slab(b, g_size_class[b].kind, 12345, &stash); // ... not taken for class b: the pool's is
   assert_ptr_equal(m, first);
   assert_int_equal(stash.n, 1);
   assert_int_equal(atomic_load(&g_pool_dirty_of_class[b]), 0);
@@ -959,7 +959,7 @@ static void test_a_kind_lays_out_an_all_free_superslab_of_another_kind_before_it
   assert_int_equal(g_size_class[small].kind, HAK_KIND_SMALL);
   assert_int_equal(g_size_class[medium].kind, HAK_KIND_MEDIUM);
   slab_stash_t stash = {{NULL}, 0};
-  slab_meta_t *m = shared_pool_acquire_slab(small, 12345, &stash);   // a new small-kind SuperSlab
+  slab_meta_t *m = shared_pool_acquire_slab(small, g_size_class[small].kind, 12345, &stash);   // a new small-kind SuperSlab
   assert_non_null(m);
   superslab_t *ss = ss_of_meta(m);
   slab_meta_t *held_small[SS_MAX_SLABS];   // all of it ours, then all of it FREE
@@ -997,7 +997,7 @@ static void test_a_kind_lays_out_an_all_free_superslab_of_another_kind_before_it
   uint64_t mapped = stats_now().superslabs_mapped_total;
   shared_pool_purge_stats_t before;
   shared_pool_get_purge_stats(&before);
-  slab_meta_t *got = shared_pool_acquire_slab(medium, 12345, &stash);
+  slab_meta_t *got = shared_pool_acquire_slab(medium, g_size_class[medium].kind, 12345, &stash);
   assert_non_null(got);
   assert_int_equal(stats_now().superslabs_mapped_total, mapped);   // no new mapping
   shared_pool_purge_stats_t after;
