@@ -284,6 +284,7 @@ void hak_print_class_stats(int fd, int format) {
     out_field(&o, "batched_frees", tc.batched_frees, 0);
     out_field(&o, "batch_starts", tc.batch_starts, 0);
     out_field(&o, "batch_probe_stops", tc.batch_probe_stops, 0);
+    out_field(&o, "home_frees", tc.home_frees, 0);
     out_field(&o, "handed_over", tc.handed_over, 0);
     out_field(&o, "taken_from_stale_remote_lists", tc.ticket_blocks, 0);
     out_field(&o, "tickets_parked", tiny_parked_tickets(), 0);
@@ -367,6 +368,8 @@ void hak_print_class_stats(int fd, int format) {
   out_u64(&o, tc.batch_probe_stops);
   out_str(&o, " times for blocks in a cache), handed over at the drain: ");
   out_u64(&o, tc.handed_over);
+  out_str(&o, ", sent home past a full list: ");
+  out_u64(&o, tc.home_frees);
   // Blocks other threads freed into a slab whose owner left them there
   // (remote_free_box.h: tickets), taken back for reuse by the freeing threads.
   out_str(&o, "\nblocks taken back from remote lists their owners left: ");

@@ -27,6 +27,7 @@ static void counters_add(hak_thread_counters_t *to, const hak_thread_counters_t 
   }
   to->ops += from->ops;
   to->batched_frees += from->batched_frees;
+  to->home_frees += from->home_frees;
   to->batch_starts += from->batch_starts;
   to->batch_probe_stops += from->batch_probe_stops;
   to->handed_over += from->handed_over;

@@ -74,6 +74,7 @@ typedef struct hak_thread_counters {
   uint64_t batched_frees;             // frees tested in batches (tiny/free_batch_box.h)
   uint64_t batch_starts;              // times this thread started batching its frees
   uint64_t batch_probe_stops;         // ... and stopped a heap's batch whose marks were in a cache (free_batch_probe)
+  uint64_t home_frees;                // batched frees sent to their own slab past a full list (free_batch_drain)
   uint64_t handed_over;               // blocks a consumer handed over at its drain (tiny_handover)
   uint64_t ticket_blocks;             // blocks taken back from other threads' stale remote lists
                                       //   (ticket_box.c refill_from_ticket), tickets included

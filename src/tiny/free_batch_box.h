@@ -193,6 +193,9 @@ typedef struct free_batch {
   uint8_t         probe_skip;   // heap batches since the last probe (FREE_BATCH_PROBE_EVERY)
   uint8_t         probes;       // probes in this window (FREE_BATCH_PROBES) ...
   uint8_t         probes_cold;  // ... and how many of them missed
+  // A heap's batch: the blocks of each tiny class that may still go straight
+  // home past its full list before the next look (tiny_overflow_home).
+  uint32_t        home_left[HAK_TINY_CLASSES];
   free_batch_held_t held[FREE_BATCH_N];   // block starts of live slabs and their classes
 #if HAK_HARDENED
   size_t          want[FREE_BATCH_N];   // what a sized delete gave, HARD_NO_SIZE for free

@@ -338,6 +338,23 @@ static void tiny_flush_overflow(unsigned cls) {
 #endif
 }
 
+uint32_t tiny_overflow_home(unsigned cls) {
+  tls_cache_t *tc = &t_tls_cache;
+  HAK_ASSERT(cls < HAK_TINY_CLASSES && tc->lists[cls].room == 0);
+  t_heap_p->refill_streak[cls] = 0;
+  tiny_cache_rescale();
+  class_cap_restore(tc, cls);
+  if (tc->lists[cls].room < 0) {   // over a bound restored or rescaled: down to it
+    unsigned mode = tiny_tickets_mode(TICKETS_KEEP);
+    flush_class(cls, (uint32_t)-tc->lists[cls].room);
+    tiny_tickets_mode(mode);
+  }
+  uint32_t n = tls_batch(tc, cls);
+  shared_pool_maybe_purge_at(note_slow_path(tc, t_heap_p, cls, n));
+  hak_counters()->cls[cls].flushes++;
+  return tc->lists[cls].room > 0 ? 0u : n;
+}
+
 void tiny_push_flushing(unsigned cls, hak_base_ptr_t b) {
   tls_cache_t *tc = &t_tls_cache;
   if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);

@@ -41,6 +41,13 @@ void tiny_flush_all(void);
 // made ws-medium halve and double back 4 595 times in 4 M operations, at the
 // eighth 37 times.
 void tiny_push_flushing(unsigned cls, hak_base_ptr_t b);
+// A batching thread's drain found the list of tiny class cls full (room 0)
+// and holds a block of its own slab: what an overflow's flush looks at (the
+// bound, the idle classes, the purge clock) without the flush, whose walk
+// would read every block it sends home a second time. Returns how many such
+// blocks may go straight to their slabs (tiny_free_local_one) before the
+// next look: a batch; 0 if the list has room again (a bound rescaled).
+uint32_t tiny_overflow_home(unsigned cls) HAK_NOINLINE;
 // Every grown bound back to its class's (tls_sll_box.h cap_grow), the lists
 // flushed down to it: a thread that starts batching its frees
 // (free_batch_box.h), whose own classes' overflows then tell it when to stop.

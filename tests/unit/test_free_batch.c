@@ -518,6 +518,95 @@ static void test_a_drain_puts_each_held_block_on_its_classs_list(void **state) {
   }
 }
 
+// A big heap's batch sends its own blocks past a full list straight home
+// (tiny_free_local_one, a chain of one on the slab's list), a batch at a
+// time between the overflow's looks (tiny_overflow_home), where a flush
+// would have walked them again: each such block is marked free there, and
+// malloc hands every block out once. For a class whose chain records sit in
+// words 2 and 3 of the first block, and for the 16-byte class, whose chain
+// of one is its link. Within a few batches: no probe window ends.
+#define PAST_FULL 256u
+typedef struct home_run {
+  size_t size;
+  int batching;
+  uint64_t home;              // home_frees counted
+  uint32_t marked;            // of the blocks past the full list, marked free after the drain
+  uint32_t handed_out, twice; // the mallocs after, and blocks among them handed out while live
+} home_run_t;
+static int cmp_ptr(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+  return (x > y) - (x < y);
+}
+static void *big_heap_past_a_full_list(void *arg) {
+  home_run_t *r = arg;
+  void **v = malloc(HEAP_BLOCKS * sizeof *v);
+  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(r->size);
+  r->batching = (int)(t_free_batch_active && t_free_batch_p->heap);
+  unsigned cls = size_class_of(r->size);
+  uint32_t room = (uint32_t)t_tls_cache.lists[cls].room, frees = room + PAST_FULL;
+  uint64_t home = hak_counters()->home_frees;
+  void **freed = malloc(frees * sizeof *freed);
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < frees; i++) {
+    k = (k + 40503u) % HEAP_BLOCKS;   // scattered: the batch goes on
+    freed[i] = v[k];
+    hak_free(v[k]);
+    v[k] = NULL;
+  }
+  free_batch_drain();
+  r->home = hak_counters()->home_frees - home;
+  for (uint32_t i = room; i < frees; i++)
+    r->marked += (uint32_t)block_is_free(hak_user_to_base(hak_user_from_raw(freed[i])));
+  // Every block freed comes back, each once, never one still live.
+  uint32_t live = 0;
+  for (uint32_t i = 0; i < HEAP_BLOCKS; i++)
+    if (v[i] != NULL) v[live++] = v[i];
+  for (uint32_t i = 0; i < frees; i++) v[live + i] = hak_malloc(r->size);
+  r->handed_out = frees;
+  qsort(v, live + frees, sizeof *v, cmp_ptr);
+  for (uint32_t i = 1; i < live + frees; i++) r->twice += v[i] == v[i - 1];
+  for (uint32_t i = 0; i < live + frees; i++) hak_free(v[i]);
+  free(freed);
+  free(v);
+  return NULL;
+}
+static void test_a_big_heaps_own_blocks_past_a_full_list_go_straight_home(void **state) {
+  (void)state;
+  size_t sizes[] = {16, 32, 512};
+  for (unsigned s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+    home_run_t r = {.size = sizes[s]};
+    run_in_thread(big_heap_past_a_full_list, &r);
+    if (!r.batching) fail_msg("%zu B: not batching", r.size);
+    if (r.home != PAST_FULL || r.marked != PAST_FULL)
+      fail_msg("%zu B: %llu of %u sent home, %u marked free", r.size, (unsigned long long)r.home, PAST_FULL, r.marked);
+    if (r.twice != 0) fail_msg("%zu B: %u blocks handed out twice", r.size, r.twice);
+  }
+}
+
+// ... and a second free of a block sent home so is a double free, reported
+// by the batch that holds it.
+static void big_heap_double_free_of_a_block_sent_home(void) {
+  void **v = malloc(HEAP_BLOCKS * sizeof *v);
+  for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(32);
+  if (!t_free_batch_active) _exit(3);
+  uint32_t frees = (uint32_t)t_tls_cache.lists[size_class_of(32)].room + PAST_FULL, k = 0;
+  for (uint32_t i = 0; i < frees; i++) {
+    k = (k + 40503u) % HEAP_BLOCKS;
+    hak_free(v[k]);
+  }
+  free_batch_drain();
+  if (hak_counters()->home_frees == 0) _exit(4);
+  hak_write_str(2, "sent home\n");
+  hak_free(v[k]);   // the last freed: past the full list, home
+  free_batch_drain();
+  hak_write_str(2, "after its drain\n");
+  _exit(0);
+}
+static void test_a_double_free_of_a_block_a_batch_sent_home_aborts(void **state) {
+  (void)state;
+  expect_abort_between(big_heap_double_free_of_a_block_sent_home, "double free", "sent home\n", "after its drain");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     HAK_UNIT_TEST(test_a_thread_freeing_other_threads_blocks_batches_and_loses_none),
@@ -541,6 +630,8 @@ int main(void) {
     HAK_UNIT_TEST(test_a_held_block_keeps_its_address_and_its_class),
     HAK_UNIT_TEST(test_batching_keys_only_the_classes_it_holds),
     HAK_UNIT_TEST(test_a_drain_puts_each_held_block_on_its_classs_list),
+    HAK_UNIT_TEST(test_a_big_heaps_own_blocks_past_a_full_list_go_straight_home),
+    HAK_UNIT_TEST(test_a_double_free_of_a_block_a_batch_sent_home_aborts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
