@@ -269,7 +269,7 @@ void free_batch_note_flush(uint32_t moved, uint32_t foreign) {
   if (stop) free_batch_set_active(0);
 }
 
-void free_batch_note_heap(uint32_t owned_blocks) {
+void free_batch_note_heap(uint32_t owned_lines) {
   free_batch_t *fb = t_free_batch_p;
   if (fb == NULL) return;
   if (!t_free_batch_active) {
@@ -277,11 +277,11 @@ void free_batch_note_heap(uint32_t owned_blocks) {
       fb->heap_rest--;
       return;
     }
-    if (owned_blocks >= FREE_BATCH_HEAP_BLOCKS && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) {
+    if (owned_lines >= FREE_BATCH_HEAP_LINES && g_hak_config.free_batch && t_thread_status == THREAD_LIVE) {
       free_batch_set_active(1);
       fb->heap = 1;
     }
-  } else if (fb->heap && owned_blocks < FREE_BATCH_HEAP_BLOCKS / 2) {
+  } else if (fb->heap && owned_lines < FREE_BATCH_HEAP_LINES / 2) {
     free_batch_set_active(0);
   }
 }

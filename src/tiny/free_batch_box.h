@@ -44,7 +44,7 @@
 // of the blocks it frees do not (in a ring of two threads each frees mostly
 // blocks of its own slabs that the other thread wrote last: a thread reuses
 // the blocks it frees, whoever carved them). A thread whose slabs hold
-// FREE_BATCH_HEAP_BLOCKS blocks or more batches as well, its own blocks
+// FREE_BATCH_HEAP_LINES lines of blocks or more batches as well, its own blocks
 // included (free_batch_note_heap, at a refill; their lines are in memory more
 // often than not), until they hold under half of that; the flushes' rule does
 // not stop it. Only blocks up to 32 KiB are
@@ -112,7 +112,8 @@
 _Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POOL && FREE_BATCH_KEY % 8 != 0,
                "no slab's owner_small is the batching key");
 
-// A thread whose slabs hold this many blocks or more batches its own frees
+// A thread whose slabs hold this many blocks or more (a tiny block over a
+// cache line counted once a line: tiny_heap_slab_lines) batches its own frees
 // too (free_batch_note_heap), and stops below half of it: each free's test of
 // its block's mark waits on a line that, in a heap of that many blocks (8 MiB
 // of their first lines), is seldom in a cache (ws8192 -w 262144 of 16-128 B,
@@ -122,8 +123,8 @@ _Static_assert(FREE_BATCH_KEY != 0 && FREE_BATCH_KEY != (uint32_t)SLAB_OWNER_POO
 // hour on this shared VM (-w 131072, 73 k blocks: 0.80x in one hour, 1.07x in
 // another; -w 196608, ~105 k: 0.97x), or more (-w 65536, 41 k: 1.045x;
 // -w 8192: 1.13x).
-#ifndef FREE_BATCH_HEAP_BLOCKS
-#define FREE_BATCH_HEAP_BLOCKS (128u << 10)
+#ifndef FREE_BATCH_HEAP_LINES
+#define FREE_BATCH_HEAP_LINES (128u << 10)
 #endif
 // ... but not a heap freed in the order it was built (or its reverse): each
 // block's line is the hardware prefetcher's next, the batch only costs (a
@@ -263,12 +264,12 @@ HAK_INLINE void free_batch_note_own_chain(uint32_t n) {
   // since does not hide other threads' blocks for long.
   fb->own_chains = fb->own_chains + n < FREE_BATCH_STOP_WINDOW ? fb->own_chains + n : FREE_BATCH_STOP_WINDOW;
 }
-// At a refill: the blocks this thread's slabs hold (tiny_heap_t.owned_blocks);
-// past FREE_BATCH_HEAP_BLOCKS it starts batching, below half of it a thread
+// At a refill: what this thread's slabs hold (tiny_heap_t.owned_lines);
+// past FREE_BATCH_HEAP_LINES it starts batching, below half of it a thread
 // that started for that reason stops. The hardened build too: its free waits
 // on the mark's, size word's and canary's lines (`ws8192 -w 262144` of
 // 16-128 B: 1.88x the default's time unbatched, 1.42x batched).
-void free_batch_note_heap(uint32_t owned_blocks);
+void free_batch_note_heap(uint32_t owned_lines);
 // Start (1) or stop (0) batching this thread's frees; stopping drains. The
 // thread is LIVE.
 void free_batch_set_active(int on);

@@ -118,7 +118,7 @@ static int heap_disarm_pending(slab_meta_t *m) {
 
 // An owned slab whose every block is free (used == 0) goes back to the pool.
 static void heap_release_empty(tiny_heap_t *h, slab_meta_t *m) {
-  h->owned_blocks -= m->capacity;
+  h->owned_lines -= tiny_heap_slab_lines(m);
   heap_disarm(h, m);
   m->where = SLAB_IN_NONE;
   shared_pool_release_owned(m, &h->stash[ss_of_meta(m)->kind]);
@@ -170,7 +170,7 @@ slab_meta_t *tiny_heap_next_slab(tiny_heap_t *h, unsigned cls) {
     heap_trim_kind(h, kind, cls);
     m = shared_pool_acquire_slab(cls, kind, thread_self_id(), &h->stash[kind]);
     if (m == NULL) return NULL;
-    h->owned_blocks += m->capacity;
+    h->owned_lines += tiny_heap_slab_lines(m);
   }
   m->where = SLAB_IN_CURRENT;
   h->cur[cls] = m;
@@ -220,7 +220,7 @@ slab_meta_t *tiny_heap_partial_with_free(tiny_heap_t *h, unsigned cls) {
   // None of ours: a slab another thread gave up, before new memory is carved.
   slab_meta_t *m = shared_pool_adopt_slab(cls, thread_self_id());
   if (m != NULL) {
-    h->owned_blocks += m->capacity;
+    h->owned_lines += tiny_heap_slab_lines(m);
     list_push(&h->partial[cls], m, SLAB_IN_PARTIAL);
   }
   return m;
@@ -254,7 +254,7 @@ void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *ski
       } else if ((carved - used) * 4u >= m->capacity &&
                  atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) {
         list_remove(&h->partial[cls], m);
-        h->owned_blocks -= m->capacity;
+        h->owned_lines -= tiny_heap_slab_lines(m);
         shared_pool_detach_slab(m);
       }
     }
@@ -347,7 +347,7 @@ void tiny_heap_abandon_all(tiny_heap_t *h) {
     }
   }
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_release(&h->stash[k]);
-  h->owned_blocks = 0;
+  h->owned_lines = 0;
 }
 
 // fork() child: a remote freer of the parent that was between its two

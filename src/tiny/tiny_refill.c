@@ -382,7 +382,7 @@ int tiny_refill(unsigned cls) {
   tls_cache_t *tc = &t_tls_cache;
   tiny_heap_t *h = t_heap_p;
   tiny_cache_rescale();
-  free_batch_note_heap(h->owned_blocks);
+  free_batch_note_heap(h->owned_lines);
   tc->overflows[cls] = 0;
   if (h->refill_streak[cls] < UINT8_MAX) h->refill_streak[cls]++;
   h->dying &= ~((uint64_t)1 << cls);

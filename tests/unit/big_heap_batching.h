@@ -1,6 +1,6 @@
 // big_heap_batching.h — the scenario both engines' tests share (default:
 // test_free_batch.c, hardened: hardened_test_free_batch.c): a thread whose
-// slabs hold FREE_BATCH_HEAP_BLOCKS blocks or more tests its own frees in
+// slabs hold FREE_BATCH_HEAP_LINES blocks of 16 B or more tests its own frees in
 // batches (free_batch_note_heap), and stops once its slabs hold under half.
 #ifndef HAK_TEST_BIG_HEAP_BATCHING_H
 #define HAK_TEST_BIG_HEAP_BATCHING_H
@@ -10,7 +10,7 @@
 #include "tiny/free_batch_box.h"
 #include "tiny/tiny_heap.h"
 
-#define HEAP_BLOCKS (FREE_BATCH_HEAP_BLOCKS + (16u << 10))
+#define HEAP_BLOCKS (FREE_BATCH_HEAP_LINES + (16u << 10))
 
 typedef struct heap_batching {
   int active_big, heap_big;     // after the mallocs
@@ -25,12 +25,12 @@ static inline void *big_heap_then_small(void *arg) {
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) v[i] = hak_malloc(16);
   r->active_big = (int)t_free_batch_active;
   r->heap_big = (int)t_free_batch_p->heap;
-  r->owned_big = t_heap_p->owned_blocks;
+  r->owned_big = t_heap_p->owned_lines;
   for (uint32_t i = 0; i < HEAP_BLOCKS; i++) hak_free(v[i]);
   hak_thread_flush();                      // the lists' blocks (and a quarantine) home: the slabs go back
   for (int i = 0; i < 64; i++) v[i] = hak_malloc(16);
   r->active_small = (int)t_free_batch_active;
-  r->owned_small = t_heap_p->owned_blocks;
+  r->owned_small = t_heap_p->owned_lines;
   for (int i = 0; i < 64; i++) hak_free(v[i]);
   free(v);
   return NULL;
@@ -39,9 +39,9 @@ static inline void *big_heap_then_small(void *arg) {
 static inline void expect_big_heap_batching_until_it_shrinks(void) {
   heap_batching_t r = {0};
   run_in_thread(big_heap_then_small, &r);
-  if (!r.active_big || !r.heap_big) fail_msg("not batching with %u blocks in its slabs", r.owned_big);
-  assert_true(r.owned_big >= FREE_BATCH_HEAP_BLOCKS);
-  if (r.active_small) fail_msg("still batching with %u blocks in its slabs", r.owned_small);
+  if (!r.active_big || !r.heap_big) fail_msg("not batching with %u lines in its slabs", r.owned_big);
+  assert_true(r.owned_big >= FREE_BATCH_HEAP_LINES);
+  if (r.active_small) fail_msg("still batching with %u lines in its slabs", r.owned_small);
 }
 
 // A double free on a batching big heap is reported by its batch (before the

@@ -147,7 +147,7 @@ static void test_a_sized_delete_with_the_wrong_size_is_reported_by_the_batch(voi
 
 // ---- a big heap batches its own frees (as in the default build) ----
 // Each free's mark, size word and canary loads wait on lines a heap of
-// FREE_BATCH_HEAP_BLOCKS blocks seldom has in a cache: `ws8192 -w 262144` of
+// FREE_BATCH_HEAP_LINES blocks seldom has in a cache: `ws8192 -w 262144` of
 // 16-128 B took 1.88x the default's time unbatched, 1.42x batched.
 static void test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks(void **state) {
   (void)state;

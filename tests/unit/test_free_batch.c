@@ -329,13 +329,42 @@ static void test_a_medium_double_free_on_a_batching_thread_aborts_within_a_batch
   expect_double_free_reported_by_the_batch(medium_double_free_then_a_batch);
 }
 
-// A thread whose slabs hold FREE_BATCH_HEAP_BLOCKS blocks or more tests its
+// A thread whose slabs hold FREE_BATCH_HEAP_LINES blocks or more tests its
 // own frees in batches too (each free's mark load waits on a line that a heap
 // that large seldom has in a cache), and stops once its slabs hold under half
 // of that; a double free there is still reported within a batch.
 static void test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks(void **state) {
   (void)state;
   expect_big_heap_batching_until_it_shrinks();
+}
+
+// A heap's size counts a tiny block over a cache line once a line
+// (tiny_heap_slab_lines): an eighth of FREE_BATCH_HEAP_LINES blocks of 512 B
+// batch, as many of 64 B or of 2 000 B (a medium block counts one) do not.
+typedef struct heap_of { size_t size; uint32_t blocks; int batching; uint32_t lines; } heap_of_t;
+static void *heap_of_blocks(void *arg) {
+  heap_of_t *r = arg;
+  void **v = malloc(r->blocks * sizeof *v);
+  for (uint32_t i = 0; i < r->blocks; i++) v[i] = hak_malloc(r->size);
+  r->batching = (int)(t_free_batch_active && t_free_batch_p->heap);
+  r->lines = t_heap_p->owned_lines;
+  for (uint32_t i = 0; i < r->blocks; i++) hak_free(v[i]);
+  free(v);
+  return NULL;
+}
+static void test_a_heaps_size_counts_a_tiny_blocks_lines(void **state) {
+  (void)state;
+  uint32_t blocks = FREE_BATCH_HEAP_LINES / 8u + (4u << 10);
+  heap_of_t big = {.size = 512, .blocks = blocks}, small = {.size = 64, .blocks = blocks},
+            medium = {.size = 2000, .blocks = blocks};
+  run_in_thread(heap_of_blocks, &big);
+  run_in_thread(heap_of_blocks, &small);
+  run_in_thread(heap_of_blocks, &medium);
+  if (!big.batching) fail_msg("512 B: not batching at %u lines", big.lines);
+  assert_true(big.lines >= 8u * blocks);
+  if (small.batching) fail_msg("64 B: batching at %u lines", small.lines);
+  if (medium.batching) fail_msg("2000 B: batching at %u lines", medium.lines);
+  assert_true(small.lines < FREE_BATCH_HEAP_LINES && medium.lines < FREE_BATCH_HEAP_LINES);
 }
 
 // A big heap freed in the order it was built stops batching at its first
@@ -414,7 +443,7 @@ static void test_a_big_heaps_batch_stops_when_its_blocks_are_in_a_cache(void **s
   (void)state;
   void *p = hak_malloc(SIZE);   // the thread is set up
   uint64_t stops = hak_counters()->batch_probe_stops;
-  free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
+  free_batch_note_heap(FREE_BATCH_HEAP_LINES);
   assert_int_equal(t_free_batch_active, 1);
   assert_int_equal(t_free_batch_p->heap, 1);
   probe_window(FREE_BATCH_PROBES / 8);   // an eighth missed
@@ -423,10 +452,10 @@ static void test_a_big_heaps_batch_stops_when_its_blocks_are_in_a_cache(void **s
   assert_int_equal(t_free_batch_active, 0);
   assert_int_equal(hak_counters()->batch_probe_stops - stops, 1);
   for (uint32_t i = 0; i < FREE_BATCH_HEAP_REST; i++) {
-    free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
+    free_batch_note_heap(FREE_BATCH_HEAP_LINES);
     assert_int_equal(t_free_batch_active, 0);
   }
-  free_batch_note_heap(FREE_BATCH_HEAP_BLOCKS);
+  free_batch_note_heap(FREE_BATCH_HEAP_LINES);
   assert_int_equal(t_free_batch_active, 1);
   free_batch_note_heap(0);   // shrunk: stops
   assert_int_equal(t_free_batch_active, 0);
@@ -624,6 +653,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_medium_double_free_on_a_batching_thread_aborts_within_a_batch),
     HAK_UNIT_TEST(test_a_thread_with_a_big_heap_batches_its_own_frees_until_it_shrinks),
     HAK_UNIT_TEST(test_a_double_free_on_a_big_heap_aborts_within_a_batch),
+    HAK_UNIT_TEST(test_a_heaps_size_counts_a_tiny_blocks_lines),
     HAK_UNIT_TEST(test_a_big_heap_freed_in_the_order_it_was_built_stops_batching),
     HAK_UNIT_TEST(test_a_big_heaps_batch_probes_every_few_batches),
     HAK_UNIT_TEST(test_a_big_heaps_batch_stops_when_its_blocks_are_in_a_cache),

@@ -146,9 +146,9 @@ typedef struct record_seen {
   tiny_heap_t *before, *heap;         // t_heap_p before and after the first malloc
   hak_thread_counters_t *counters;
   uint64_t refills;                   // of the class of 200 bytes, after one malloc
-  uint32_t owned_blocks;
+  uint32_t owned_lines;
   int other_classes_empty;
-  uint32_t capacity;                  // of the slab its block came from
+  uint32_t capacity;                  // of the slab its block came from (tiny_heap_slab_lines)
 } record_seen_t;
 
 static void *see_record(void *arg) {
@@ -159,8 +159,8 @@ static void *see_record(void *arg) {
   r->heap = t_heap_p;
   r->counters = hak_counters();
   r->refills = hak_counters()->cls[cls].refills;
-  r->owned_blocks = t_heap_p->owned_blocks;
-  r->capacity = slab_of(p)->capacity;
+  r->owned_lines = t_heap_p->owned_lines;
+  r->capacity = tiny_heap_slab_lines(slab_of(p));
   r->other_classes_empty = 1;
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
     if (c != cls && (t_heap_p->cur[c] != NULL || t_heap_p->partial[c] != NULL || t_heap_p->full[c] != NULL))
@@ -192,8 +192,8 @@ static void test_an_exited_threads_record_is_taken_clean_by_the_next_thread(void
   assert_int_equal(b.refills, 1);                 // its own refill, not the earlier threads'
   assert_int_equal(a.refills, 1);
   assert_true(b.other_classes_empty);             // none of the six classes' slabs
-  assert_int_equal(a.owned_blocks, a.capacity);   // one slab of the class ...
-  assert_int_equal(b.owned_blocks, b.capacity);   // ... and no more (a slab the pool had may hold fewer blocks)
+  assert_int_equal(a.owned_lines, a.capacity);   // one slab of the class ...
+  assert_int_equal(b.owned_lines, b.capacity);   // ... and no more (a slab the pool had may hold fewer blocks)
 }
 
 static void test_exiting_thread_gives_its_cached_blocks_back(void **state) {
