@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,7 +52,7 @@
 #endif
 
 #define MAX_THREADS   64
-#define LIVE_MAX      512            // live blocks per thread
+#define LIVE_DEFAULT  512            // live blocks per thread (-l)
 #define XCHG_SLOTS    256            // shared exchange table
 #define LARGE_MIN     (256u << 10)   // blocks from here on count against the large budget
 #define LARGE_BUDGET  (24u << 20)    // live large bytes per thread
@@ -66,6 +67,13 @@ static uint64_t o_seed    = 0x5eed;
 static int      o_verbose = 0;
 static unsigned o_watchdog = 900;    // seconds; the whole run (and each fork child) must end by then
 static unsigned o_nap_ms  = 0;       // -z: odd threads sleep this long, four times a round
+// -l: live blocks a thread keeps at most; -S: sizes of 8 B-1 KiB only. Together
+// they make a thread's slabs big enough for it to batch its own frees
+// (FREE_BATCH_HEAP_LINES: 24 k blocks of ~500 B), and its end frees them in a
+// scattered order (the live list's swaps): the heap batch's paths, which
+// the default 512 blocks never reach.
+static int      o_live    = LIVE_DEFAULT;
+static int      o_small   = 0;
 
 // ---------------------------------------------------------------- failure
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -114,7 +122,8 @@ static size_t rnd_size(uint64_t *s, size_t large_left) {
   unsigned pick = (unsigned)(r % 1000);
   size_t n;
   r >>= 10;
-  if (pick < 700)      n = 8 + r % 249;                 // 8..256
+  if (o_small)         n = 8 + r % 1017;                // -S: 8..1024
+  else if (pick < 700) n = 8 + r % 249;                 // 8..256
   else if (pick < 900) n = 257 + r % (4096 - 257);      // ..4 KiB
   else if (pick < 995) n = 4097 + r % (128u << 10);     // ..132 KiB
   else                 n = (128u << 10) + r % (o_maxsize - (128u << 10) + 1);
@@ -216,7 +225,7 @@ typedef struct { void *p; size_t size; } blk_t;
 typedef struct {
   int      id, round;
   uint64_t rng;
-  blk_t    live[LIVE_MAX];
+  blk_t   *live;        // o_live entries (mapped once a thread slot, kept across rounds)
   int      nlive;
   size_t   large_bytes;
   unsigned long allocs, frees, remote, reallocs, large;
@@ -384,7 +393,7 @@ static void do_burst(thr_t *t) {
 static void fork_child(thr_t *t) {
   alarm(60);                                // the parent's alarm is not inherited
   for (int i = 0; i < t->nlive; i++) verify(t->live[i].p, t->live[i].size, "use in fork child");
-  while (t->nlive > LIVE_MAX / 2) {
+  while (t->nlive > o_live / 2) {
     blk_t b = live_remove(t, t->nlive - 1);
     S_FREE(b.p);
   }
@@ -394,7 +403,7 @@ static void fork_child(thr_t *t) {
   }
   for (int i = 0; i < 3000; i++) {
     unsigned r = (unsigned)(rnd_next(&t->rng) % 10);
-    if (t->nlive < LIVE_MAX && r < 5) op_alloc(t);
+    if (t->nlive < o_live && r < 5) op_alloc(t);
     else if (t->nlive > 0 && r < 7) op_realloc(t);
     else if (t->nlive > 0) {
       blk_t b = live_remove(t, (int)(rnd_next(&t->rng) % (uint64_t)t->nlive));
@@ -437,7 +446,7 @@ static void *thread_main(void *arg) {
       nanosleep(&nap, NULL);
     }
     unsigned r = (unsigned)(rnd_next(&t->rng) % 100);
-    if (t->nlive == 0 || (r < 40 && t->nlive < LIVE_MAX)) op_alloc(t);
+    if (t->nlive == 0 || (r < 40 && t->nlive < o_live)) op_alloc(t);
     else if (r < 40) op_free(t);                // full: free instead
     else if (r < 50) op_realloc(t);
     else if (r < 85) op_free(t);
@@ -463,13 +472,14 @@ static void *thread_main(void *arg) {
 static void usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [-t threads] [-r rounds] [-n ops-per-thread-per-round] [-m max-size]\n"
-          "          [-s seed] [-F (no fork)] [-w watchdog-seconds] [-z nap-ms (odd threads sleep)] [-v]\n", argv0);
+          "          [-s seed] [-F (no fork)] [-w watchdog-seconds] [-z nap-ms (odd threads sleep)]\n"
+          "          [-l live-blocks-per-thread] [-S (sizes of 8 B-1 KiB only)] [-v]\n", argv0);
   exit(2);
 }
 
 int main(int argc, char **argv) {
   int c;
-  while ((c = getopt(argc, argv, "t:r:n:m:s:w:z:Fv")) != -1) {
+  while ((c = getopt(argc, argv, "t:r:n:m:s:w:z:l:SFv")) != -1) {
     switch (c) {
     case 't': o_threads = atoi(optarg); break;
     case 'r': o_rounds = atoi(optarg); break;
@@ -480,10 +490,12 @@ int main(int argc, char **argv) {
     case 'v': o_verbose = 1; break;
     case 'w': o_watchdog = (unsigned)atoi(optarg); break;
     case 'z': o_nap_ms = (unsigned)atoi(optarg); break;
+    case 'l': o_live = atoi(optarg); break;
+    case 'S': o_small = 1; break;
     default: usage(argv[0]);
     }
   }
-  if (o_threads < 1 || o_threads > MAX_THREADS || o_rounds < 1 || o_ops < 1 ||
+  if (o_threads < 1 || o_threads > MAX_THREADS || o_rounds < 1 || o_ops < 1 || o_live < 8 ||
       o_maxsize < (256u << 10))
     usage(argv[0]);
 #ifndef STRESS_HAK
@@ -498,10 +510,16 @@ int main(int argc, char **argv) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   static thr_t thr[MAX_THREADS];
+  static blk_t *live[MAX_THREADS];
   pthread_t tid[MAX_THREADS];
+  for (int i = 0; i < o_threads; i++) {   // (not from the allocator under test)
+    live[i] = mmap(NULL, (size_t)o_live * sizeof(blk_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (live[i] == MAP_FAILED) fail("mmap of %d live entries: %s", o_live, strerror(errno));
+  }
   for (int round = 0; round < o_rounds; round++) {
     for (int i = 0; i < o_threads; i++) {
       memset(&thr[i], 0, sizeof thr[i]);
+      thr[i].live = live[i];
       thr[i].id = i;
       thr[i].round = round;
       thr[i].rng = mix64(o_seed * 1000003u + (uint64_t)round * 131u + (uint64_t)i) | 1;

@@ -10,7 +10,7 @@
 #                           make SAN=asan / SAN=tsan)
 #   make test-long          stress for a long time (~15 min) and the fuzzer (~15 min)
 #
-# Knobs: STRESS_ARGS (default run), STRESS_NAP_ARGS, STRESS_ASAN_ARGS, STRESS_TSAN_ARGS, STRESS_LONG_ARGS;
+# Knobs: STRESS_ARGS (default run), STRESS_NAP_ARGS, STRESS_HEAP_ARGS, STRESS_ASAN_ARGS, STRESS_TSAN_ARGS, STRESS_LONG_ARGS;
 # see `build/tests/stress/stress_hak -h`.
 .PHONY: test-stress test-faults test-sanitizers test-stress-asan test-stress-tsan \
         stress-san-run test-long stress-bins
@@ -28,6 +28,12 @@ STRESS_LONG_ARGS ?= -t 8 -r 80 -n 30000 -w 3600
 # remote lists of their slabs go stale and tickets are kept, parked at exits
 # and taken (remote_free_box.h); the end finds nothing in use.
 STRESS_NAP_ARGS  ?= -t 16 -r 3 -n 20000 -z 60
+# A big heap: one thread keeps up to 60 000 blocks of 8 B-1 KiB (~30 MiB), so it
+# batches its own frees (free_batch_box.h: a heap's batch) and its end frees
+# them scattered: the batch's drain sends its own blocks past a full list home
+# (~1 800 a run; the probe stops most batches, since the stress reads every
+# block before its free). Two threads' exchange makes theirs foreign batches.
+STRESS_HEAP_ARGS ?= -t 1 -r 3 -n 1500000 -l 60000 -S
 SAN_OPTS := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:halt_on_error=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
             TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
@@ -68,6 +74,8 @@ test-stress: $(STRESS_HAK) $(STRESS_MALLOC) $(PARK_RACE) $(LIB_SO) $(CHURN_BIN)
 	$(STRESS_HAK) $(STRESS_ARGS) || fail=1; \
 	echo "$(STRESS_HAK) $(STRESS_NAP_ARGS)"; \
 	$(STRESS_HAK) $(STRESS_NAP_ARGS) || fail=1; \
+	echo "$(STRESS_HAK) $(STRESS_HEAP_ARGS)"; \
+	$(STRESS_HAK) $(STRESS_HEAP_ARGS) || fail=1; \
 	echo "$(PARK_RACE)"; \
 	$(PARK_RACE) || fail=1; \
 	echo "LD_PRELOAD=$(abspath $(LIB_SO)) $(STRESS_MALLOC) $(STRESS_ARGS)"; \
