@@ -117,7 +117,8 @@ void shared_pool_get_resident(shared_pool_resident_t *out);
 #if HAK_DEBUG
 // A SuperSlab's invariants (superslab.h), under its kind's pool lock.
 void ss_validate(const superslab_t *ss);
-void shared_pool_stash_validate(const slab_stash_t *stash);
+// A thread's stash of `kind`: FREE slabs, none in the pool, all of that kind.
+void shared_pool_stash_validate(const slab_stash_t *stash, unsigned kind);
 // Every kind's pool against its counters: its dirty bytes, its all-FREE
 // SuperSlabs, and the dirty FREE slabs by class (every pool lock held).
 void shared_pool_validate_pools(void);

@@ -371,14 +371,15 @@ void shared_pool_validate_pools(void) {
               "the count of a class's dirty FREE slabs in the pools is wrong", &g_pool_dirty_of_class[c]);
 }
 
-void shared_pool_stash_validate(const slab_stash_t *st) {
+void shared_pool_stash_validate(const slab_stash_t *st, unsigned kind) {
   HAK_CHECK(st->n <= SLAB_STASH_MAX, "stash overfull", st);
   for (uint32_t i = 0; i < st->n; i++) {
     const slab_meta_t *m = st->slab[i];
     HAK_CHECK(SLAB_STATE(atomic_load(&m->state)) == SLAB_FREE, "stash slab not FREE", m);
     HAK_CHECK((ss_of_meta(m)->free_mask & (1u << m->index)) == 0, "stash slab also in the pool", m);
-    // One kind a stash: its release gives every slab to the first one's pool.
-    HAK_CHECK(ss_of_meta(m)->kind == ss_of_meta(st->slab[0])->kind, "stash slabs of two kinds", m);
+    // One kind a stash: its release gives every slab to the first one's pool
+    // (a young slab's stash is its SuperSlab's kind's, not its class's).
+    HAK_CHECK(ss_of_meta(m)->kind == kind, "stash slab of another kind", m);
   }
 }
 #endif

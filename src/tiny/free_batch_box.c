@@ -120,7 +120,7 @@ static int held_in_order(const free_batch_t *fb) {
 // room on the list. A big heap freed at random overflowed its lists at every
 // block, and each flush walked the blocks it sent home a second time, runs
 // of one block each (~79 instructions a block in the flush): `rounds --mb 32
-// --size 32 --shuffle -n 2` under callgrind 487 M -> 450 M instructions,
+// --size 32 --shuffle -n 2` under callgrind 487 M -> 442 M instructions,
 // 0.978x the time (21 paired rounds, pinned). Not the medium classes: their
 // overflows also shrink a bound a thread only frees (tiny_flush_overflow).
 HAK_INLINE int drain_goes_home(free_batch_t *fb, tls_list_tp_t *l, unsigned cls, const slab_meta_t *m,

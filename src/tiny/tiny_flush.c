@@ -300,9 +300,12 @@ static void class_ungrow(tls_cache_t *tc, unsigned cls) {
   if (tc->lists[cls].room < 0) tiny_flush(cls, (uint32_t)-tc->lists[cls].room);
 }
 
-// The list of cls is full and a block must go on it: a batch flushed, and
-// room left for the block.
-static void tiny_flush_overflow(unsigned cls) {
+// The list of cls is full and a block must go on it: the overflow's looks
+// (the bound, the idle classes, the purge clock) and a batch flushed, room
+// left for the block. With `home` (tiny_overflow_home) the batch stays on the
+// list, which is flushed only down to its bound: the caller sends its blocks
+// home itself; returns the batch it may send so, 0 if the list has room.
+static uint32_t tiny_flush_overflow(unsigned cls, int home) {
   tls_cache_t *tc = &t_tls_cache;
   if (g_size_class[cls].size > HAK_TINY_MAX && tc->cap_shift[cls] < TLS_SHRINK_MAX &&
       ++tc->overflows[cls] >= TLS_SHRINK_STREAK) {
@@ -314,12 +317,16 @@ static void tiny_flush_overflow(unsigned cls) {
   t_heap_p->refill_streak[cls] = 0;
   class_cap_restore(tc, cls);   // a bound raised by slab_take_whole
   // The room was 0: now 0, or minus what the list holds over its new bound.
-  uint32_t n = tls_batch(tc, cls) + (uint32_t)-tc->lists[cls].room;
-  unsigned mode = tiny_tickets_mode(TICKETS_KEEP);
-  uint32_t others = flush_class(cls, n);
-  tiny_tickets_mode(mode);
+  uint32_t over = (uint32_t)-tc->lists[cls].room, n = (home ? 0u : tls_batch(tc, cls)) + over;
+  uint32_t others = 0;
+  if (n != 0) {   // (0: a home batch on a list at its bound)
+    unsigned mode = tiny_tickets_mode(TICKETS_KEEP);
+    others = flush_class(cls, n);
+    tiny_tickets_mode(mode);
+  }
   if (tc->cap_shift[cls] != 0) note_dying_class(tc, t_heap_p, cls);
-  shared_pool_maybe_purge_at(note_slow_path(tc, t_heap_p, cls, n));   // (tiny_flush's look, with this clock)
+  // (tiny_flush's look, with this clock; a home batch counts as the flush it replaces)
+  shared_pool_maybe_purge_at(note_slow_path(tc, t_heap_p, cls, tls_batch(tc, cls) + over));
   // A batching thread's lists keep their bounds (tiny_cache_ungrow): their
   // own overflows are what tell it to stop (free_batch_note_flush).
   if (others == 0 && !t_free_batch_active) {
@@ -327,37 +334,32 @@ static void tiny_flush_overflow(unsigned cls) {
   } else if (others != 0) {   // other threads' blocks: the grown bound goes
     class_ungrow(tc, cls);
   }
-  // Room for the caller's block. A grown bound given back on the way (the
-  // ungrow above, or batching's start in the flush: tiny_cache_ungrow)
-  // flushes the list only down to the class's bound, full: the caller's push
-  // then failed, and its block was on no list, counted in use by its slab
-  // for good (four threads exchanging 8 B-64 KiB blocks, one run in 10-60).
-  if (HAK_UNLIKELY(tc->lists[cls].room <= 0)) tiny_flush(cls, tls_batch(tc, cls) + 1u + (uint32_t)-tc->lists[cls].room);
+  if (home) {
+    // Down to the bound (flush_class's rescale may have lowered it under what
+    // n assumed); full, so the caller's blocks go home.
+    if (HAK_UNLIKELY(tc->lists[cls].room < 0)) tiny_flush(cls, (uint32_t)-tc->lists[cls].room);
+  } else if (HAK_UNLIKELY(tc->lists[cls].room <= 0)) {
+    // Room for the caller's block. A grown bound given back on the way (the
+    // ungrow above, or batching's start in the flush: tiny_cache_ungrow)
+    // flushes the list only down to the class's bound, full: the caller's push
+    // then failed, and its block was on no list, counted in use by its slab
+    // for good (four threads exchanging 8 B-64 KiB blocks, one run in 10-60).
+    tiny_flush(cls, tls_batch(tc, cls) + 1u + (uint32_t)-tc->lists[cls].room);
+  }
 #if HAK_DEBUG
   tls_sll_validate(cls);
 #endif
+  return home && tc->lists[cls].room == 0 ? tls_batch(tc, cls) : 0u;
 }
 
 uint32_t tiny_overflow_home(unsigned cls) {
-  tls_cache_t *tc = &t_tls_cache;
-  HAK_ASSERT(cls < HAK_TINY_CLASSES && tc->lists[cls].room == 0);
-  t_heap_p->refill_streak[cls] = 0;
-  tiny_cache_rescale();
-  class_cap_restore(tc, cls);
-  if (tc->lists[cls].room < 0) {   // over a bound restored or rescaled: down to it
-    unsigned mode = tiny_tickets_mode(TICKETS_KEEP);
-    flush_class(cls, (uint32_t)-tc->lists[cls].room);
-    tiny_tickets_mode(mode);
-  }
-  uint32_t n = tls_batch(tc, cls);
-  shared_pool_maybe_purge_at(note_slow_path(tc, t_heap_p, cls, n));
-  hak_counters()->cls[cls].flushes++;
-  return tc->lists[cls].room > 0 ? 0u : n;
+  HAK_ASSERT(cls < HAK_TINY_CLASSES && t_tls_cache.lists[cls].room == 0);
+  return tiny_flush_overflow(cls, 1);
 }
 
 void tiny_push_flushing(unsigned cls, hak_base_ptr_t b) {
   tls_cache_t *tc = &t_tls_cache;
-  if (tc->lists[cls].room == 0) tiny_flush_overflow(cls);
+  if (tc->lists[cls].room == 0) tiny_flush_overflow(cls, 0);
   int pushed = tls_sll_push(tc, cls, b);
   HAK_ASSERT(pushed);   // (tiny_flush_overflow leaves room)
   (void)pushed;

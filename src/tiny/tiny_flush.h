@@ -46,7 +46,7 @@ void tiny_push_flushing(unsigned cls, hak_base_ptr_t b);
 // bound, the idle classes, the purge clock) without the flush, whose walk
 // would read every block it sends home a second time. Returns how many such
 // blocks may go straight to their slabs (tiny_free_local_one) before the
-// next look: a batch; 0 if the list has room again (a bound rescaled).
+// next look: a batch; 0 if the list has room again.
 uint32_t tiny_overflow_home(unsigned cls) HAK_NOINLINE;
 // Every grown bound back to its class's (tls_sll_box.h cap_grow), the lists
 // flushed down to it: a thread that starts batching its frees

@@ -394,11 +394,7 @@ void tiny_heap_validate(const tiny_heap_t *h) {
     validate_list(h, h->partial[c], c, SLAB_IN_PARTIAL);
     validate_list(h, h->full[c], c, SLAB_IN_FULL);
   }
-  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) {
-    shared_pool_stash_validate(&h->stash[k]);
-    for (uint32_t i = 0; i < h->stash[k].n; i++)   // (a young slab's stash is its SuperSlab's kind's)
-      HAK_CHECK(ss_of_meta(h->stash[k].slab[i])->kind == k, "stash slab of another kind", h->stash[k].slab[i]);
-  }
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) shared_pool_stash_validate(&h->stash[k], k);
   for (unsigned c = 0; c < TINY_REMOTE_CLASSES; c++) {
     HAK_CHECK(h->remote_count[c] < TINY_REMOTE_BUF_BLOCKS, "remote buffer over its bound", h);
     for (uint32_t k = 0; k < h->remote_count[c]; k++) {

@@ -286,10 +286,17 @@ HAK_INLINE hak_base_ptr_t slab_list_end(const slab_meta_t *m) {
 // links to the list's first, or to its end; free_n counts them. (A chain
 // record, written by the caller, names the old head: hak_base_from_raw(m->freelist)
 // before this call.)
-HAK_INLINE void slab_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
-  block_set_next(last, m->freelist != NULL ? hak_base_from_raw(m->freelist) : slab_list_end(m));
-  m->free_n = (uint16_t)(slab_free_count(m) + n);
+// slab_list_push_onto: the same with m's list as the caller read it before
+// writing the chain's blocks (head: m->freelist, had: slab_free_count), which
+// the compiler cannot tell from m and would load again.
+HAK_INLINE void slab_list_push_onto(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n,
+                                    void *head, uint32_t had) {
+  block_set_next(last, head != NULL ? hak_base_from_raw(head) : slab_list_end(m));
+  m->free_n = (uint16_t)(had + n);
   m->freelist = hak_base_raw(first);
+}
+HAK_INLINE void slab_list_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  slab_list_push_onto(m, first, last, n, m->freelist, slab_free_count(m));
 }
 // Is b where a walk of a slab's free list by its links stops?
 HAK_INLINE int slab_list_is_end(hak_base_ptr_t b) { return hak_base_is_null(b) || tls_sll_is_end(b); }
