@@ -2,14 +2,23 @@
 """Side-by-side benchmark of hakmem, glibc and the peer allocators.
 
 Runs every row of ROWS against each allocator (swapped in with LD_PRELOAD),
-interleaved (A B C D E A B C D E ...) and repeated, and reports medians:
-a markdown table on stdout and in results/<tag>.md, CSV files
+interleaved and repeated, the order rotating from rep to rep (A B C D E,
+B C D E A, ...), and reports medians: a markdown table on stdout and in
+results/<tag>.md, CSV files
 (results/<tag>.csv: medians and ratios; results/<tag>-runs.csv: every run)
 and a chart (results/<tag>.png, gnuplot) when gnuplot is installed.
 
     scripts/bench.py --lib build/libhakmem.so --bindir build/bench [--reps 3]
                      [--scale 1] [--tag bench] [--rows ws-small,larson]
                      [--allocs hakmem,glibc] [--smoke] [--peers-dir build/peers]
+
+"hakmem / best" is paired, as scripts/ab.py's rounds are: the best peer is
+the one with the highest median, and the figure is the median over the reps
+of hakmem's rate over that peer's in the same rep (a slow spell of the
+machine then moves both). A row whose program runs one thread (SINGLE_THREAD
+below) runs pinned to one CPU, every allocator alike: on this shared 2-CPU VM
+a single-thread row moved by 10-25% from run to run unpinned (ws-big-read
+0.81 in one `make bench`, 1.06x in paired pinned rounds).
 
 hakmem is not optional: a missing library, or one that does not load
 (LD_PRELOAD ignored, crash), ends the run with exit status 1 before any row
@@ -156,13 +165,14 @@ def parse_result(stdout):
     return None
 
 
-def run_once(binpath, args, alloc, lib, timeout):
-    """Runs one program; returns (result dict or None, error string)."""
-    res, err, _ = run_capture(binpath, args, alloc, lib, timeout)
+def run_once(binpath, args, alloc, lib, timeout, cpu=None):
+    """Runs one program (on CPU `cpu` alone if not None); returns (result dict
+    or None, error string)."""
+    res, err, _ = run_capture(binpath, args, alloc, lib, timeout, cpu=cpu)
     return res, err
 
 
-def run_capture(binpath, args, alloc, lib, timeout, extra_env=None):
+def run_capture(binpath, args, alloc, lib, timeout, extra_env=None, cpu=None):
     """run_once that also returns the program's stderr (bench-scale reads the
     statistics build's report there): (result dict or None, error, stderr)."""
     env = dict(os.environ)
@@ -173,7 +183,8 @@ def run_capture(binpath, args, alloc, lib, timeout, extra_env=None):
         env["LD_PRELOAD"] = os.path.abspath(lib)
     cmd = [binpath] + args
     try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=pin)
     except subprocess.TimeoutExpired:
         return None, "timeout after %ds" % timeout, ""
     if p.returncode != 0:
@@ -188,6 +199,27 @@ def run_capture(binpath, args, alloc, lib, timeout, extra_env=None):
     if not res.get("alloc", "").startswith(EXPECT[alloc]):
         return None, "ran with %s, not %s" % (res.get("alloc"), alloc), p.stderr
     return res, "", p.stderr
+
+
+# Programs that run one thread unless given -t (their rows without it, or
+# with -t 1, run pinned: see the module's doc).
+SINGLE_THREAD = {"ws8192", "rounds", "drift", "reallocgrow", "bursts", "large", "shbench"}
+
+
+def single_thread(row):
+    args = row["args"]
+    t = args[args.index("-t") + 1] if "-t" in args else "1"
+    return row["prog"] in SINGLE_THREAD and t == "1"
+
+
+def pin_cpu():
+    """The CPU single-thread rows run on: the last this process may use (not
+    CPU 0, which takes more of the machine's interrupts), None on one CPU."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return cpus[-1] if len(cpus) > 1 else None
 
 
 def row_args(row, scale, smoke):
@@ -226,6 +258,16 @@ def cpu_name():
     return platform.processor() or "?"
 
 
+def paired_ratio(runs, row_id, a, b):
+    """The median over the reps where both ran of a's rate over b's."""
+    rate = {}
+    for r in runs:
+        if r["row"] == row_id and r["status"] == "ok" and r["alloc"] in (a, b):
+            rate[(r["alloc"], r["rep"])] = r["ops_per_sec"]
+    ratios = [rate[(a, rep)] / rate[(b, rep)] for (x, rep) in rate if x == a and rate.get((b, rep))]
+    return median(ratios)
+
+
 def summarize(rows, allocs, runs):
     """Medians per (row, alloc), the ratio of hakmem to the best peer, and the
     hardened build's cost: its time and peak RSS over the default build's."""
@@ -244,7 +286,7 @@ def summarize(rows, allocs, runs):
         best = max(peers, key=lambda a: med[a]["rate"]) if peers else None
         leanest = min(peers, key=lambda a: med[a]["rss"]) if peers else None
         h = med.get("hakmem", {})
-        ratio = (h["rate"] / med[best]["rate"]) if (h.get("rate") and best) else None
+        ratio = paired_ratio(runs, row["id"], "hakmem", best) if (h.get("rate") and best) else None
         rss_ratio = (h["rss"] / med[leanest]["rss"]) if (h.get("rss") and leanest
                                                          and med[leanest]["rss"]) else None
         hd = med.get("hakmem-hardened", {})
@@ -465,12 +507,15 @@ def main():
         % (len(rows), len(allocs), " ".join(a for a, _ in allocs), opt.reps, opt.scale))
     runs = []
     t_start = time.time()
+    cpu = pin_cpu()
     for row in rows:
         args = row_args(row, opt.scale, False)
         binpath = os.path.join(opt.bindir, row["prog"])
+        row_cpu = cpu if single_thread(row) else None
         for rep in range(1, opt.reps + 1):
-            for a, lib in allocs:
-                res, err = run_once(binpath, args, a, lib, opt.timeout)
+            k = (rep - 1) % len(allocs)
+            for a, lib in allocs[k:] + allocs[:k]:
+                res, err = run_once(binpath, args, a, lib, opt.timeout, cpu=row_cpu)
                 rec = dict(row=row["id"], alloc=a, rep=rep, status="ok" if res else "FAIL",
                            error=err, ops_per_sec=0.0, peak_rss_kb=0, secs=0.0, unit="",
                            command=" ".join([row["prog"]] + args))
@@ -481,7 +526,8 @@ def main():
                 else:
                     log("bench: FAIL %s %s rep %d: %s" % (row["id"], a, rep, err))
                 runs.append(rec)
-            this = runs[-len(allocs):]
+            order = [a for a, _ in allocs]
+            this = sorted(runs[-len(allocs):], key=lambda r: order.index(r["alloc"]))
             ok = [r for r in this if r["status"] == "ok"]
             div, u = fmt_rate(max(r["ops_per_sec"] for r in ok), ok[0]["unit"]) if ok else (1, "")
             line = ["%s %.3g" % (r["alloc"], r["ops_per_sec"] / div) if r["status"] == "ok"
@@ -491,10 +537,11 @@ def main():
 
     summary = summarize(rows, allocs, runs)
     table = tables(summary, allocs)
-    meta = ("hakmem %s, %s, %d CPUs, Linux %s, %s; %d reps, scale %g, %.0f s"
+    meta = ("hakmem %s, %s, %d CPUs, Linux %s, %s; %d reps, scale %g, %.0f s; %s"
             % (git_rev(os.path.dirname(os.path.abspath(opt.lib)) or "."), cpu_name(),
                os.cpu_count() or 0, platform.release(),
-               datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), opt.reps, opt.scale, elapsed))
+               datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), opt.reps, opt.scale, elapsed,
+               "single-thread rows pinned to CPU %d" % cpu if cpu is not None else "nothing pinned"))
 
     runs_csv = os.path.join(opt.out, opt.tag + "-runs.csv")
     with open(runs_csv, "w", newline="") as f:
