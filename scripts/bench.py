@@ -15,7 +15,8 @@ and a chart (results/<tag>.png, gnuplot) when gnuplot is installed.
 "hakmem / best" is paired, as scripts/ab.py's rounds are: the best peer is
 the one with the highest median, and the figure is the median over the reps
 of hakmem's rate over that peer's in the same rep (a slow spell of the
-machine then moves both). A row whose program runs one thread (SINGLE_THREAD
+machine then moves both); so are the hardened build's and mimalloc secure's
+time ratios. A row whose program runs one thread (SINGLE_THREAD
 below) runs pinned to one CPU, every allocator alike: on this shared 2-CPU VM
 a single-thread row moved by 10-25% from run to run unpinned (ws-big-read
 0.81 in one `make bench`, 1.06x in paired pinned rounds).
@@ -290,10 +291,12 @@ def summarize(rows, allocs, runs):
         rss_ratio = (h["rss"] / med[leanest]["rss"]) if (h.get("rss") and leanest
                                                          and med[leanest]["rss"]) else None
         hd = med.get("hakmem-hardened", {})
-        hard_time = (h["rate"] / hd["rate"]) if (h.get("rate") and hd.get("rate")) else None
+        hard_time = (paired_ratio(runs, row["id"], "hakmem", "hakmem-hardened")
+                     if (h.get("rate") and hd.get("rate")) else None)
         hard_rss = (hd["rss"] / h["rss"]) if (h.get("rss") and hd.get("rss")) else None
         ms, mc = med.get("mimalloc-src", {}), med.get("mimalloc-secure", {})
-        sec_time = (ms["rate"] / mc["rate"]) if (ms.get("rate") and mc.get("rate")) else None
+        sec_time = (paired_ratio(runs, row["id"], "mimalloc-src", "mimalloc-secure")
+                    if (ms.get("rate") and mc.get("rate")) else None)
         sec_rss = (mc["rss"] / ms["rss"]) if (ms.get("rss") and mc.get("rss")) else None
         unit = next((m["unit"] for m in med.values() if m["unit"]), "ops")
         summary.append(dict(row=row, med=med, best=best, ratio=ratio, leanest=leanest,
