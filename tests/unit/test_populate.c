@@ -105,32 +105,14 @@ static void test_a_small_class_slab_is_faulted_in_ahead_once_used(void **state) 
 // is not faulted in ahead (what it would fault sits above the carve point once
 // per thread and class: ws8192 -t 16's peak RSS), where a medium class's
 // dense slab still is.
-#define CROWD (TINY_CACHE_FULL_THREADS + 1)
-typedef struct crowd {
-  pthread_barrier_t up, down;
-} crowd_t;
-static void *live_until_released(void *arg) {
-  crowd_t *c = arg;
-  hak_free(hak_malloc(32));    // set up: LIVE
-  pthread_barrier_wait(&c->up);
-  pthread_barrier_wait(&c->down);
-  return NULL;
-}
 static void test_a_small_class_slab_is_not_faulted_in_ahead_with_many_threads_live(void **state) {
   (void)state;
   if (thp_always()) { print_message("skipped: transparent huge pages are 'always'\n"); return; }
   crowd_t c;
-  pthread_t t[CROWD];
-  pthread_barrier_init(&c.up, NULL, CROWD + 1);
-  pthread_barrier_init(&c.down, NULL, CROWD + 1);
-  for (unsigned i = 0; i < CROWD; i++) assert_int_equal(pthread_create(&t[i], NULL, live_until_released, &c), 0);
-  pthread_barrier_wait(&c.up);
+  crowd_gather(&c);
   slab_use_t small = use(1000, 40, 0);          // 40 KB carved, as in the test above
   slab_use_t medium = use(20 * KIB, 10, 1);
-  pthread_barrier_wait(&c.down);
-  for (unsigned i = 0; i < CROWD; i++) pthread_join(t[i], NULL);
-  pthread_barrier_destroy(&c.up);
-  pthread_barrier_destroy(&c.down);
+  crowd_release(&c);
   assert_true(small.reach <= ((small.carved + PAGE - 1) & ~(size_t)(PAGE - 1)));
   assert_int_equal(small.ahead, 0);
   assert_int_equal(small.calls, 0);

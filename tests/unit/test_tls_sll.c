@@ -251,17 +251,6 @@ static void test_thread_flush_empties_every_tls_list(void **state) {
 // a small class's list holds half as many blocks, and a thread that was over
 // its new bound gives the surplus back at its next slow path; the full bound
 // comes back when the threads are gone. Classes above 1 KiB keep theirs.
-#define CROWD (TINY_CACHE_FULL_THREADS + 1)
-typedef struct crowd {
-  pthread_barrier_t up, down;
-} crowd_t;
-static void *live_until_released(void *arg) {
-  crowd_t *c = arg;
-  hak_free(hak_malloc(32));    // set up: LIVE
-  pthread_barrier_wait(&c->up);
-  pthread_barrier_wait(&c->down);
-  return NULL;
-}
 static void test_lists_of_small_classes_halve_with_many_threads_and_grow_back(void **state) {
   (void)state;
   unsigned small = size_class_of(256), medium = size_class_of(4096);
@@ -271,11 +260,7 @@ static void test_lists_of_small_classes_halve_with_many_threads_and_grow_back(vo
   for (uint32_t i = 0; i < full; i++) hak_free(fill[i]);   // the list of 256 B at its full bound
   assert_int_equal(tls_list_len(small), full);
   crowd_t c;
-  pthread_t t[CROWD];
-  pthread_barrier_init(&c.up, NULL, CROWD + 1);
-  pthread_barrier_init(&c.down, NULL, CROWD + 1);
-  for (unsigned i = 0; i < CROWD; i++) assert_int_equal(pthread_create(&t[i], NULL, live_until_released, &c), 0);
-  pthread_barrier_wait(&c.up);
+  crowd_gather(&c);
   tiny_cache_rescale();        // what this thread's next refill or flush does first
   uint32_t half = t_tls_cache.cap[small];
   uint32_t medium_cap = t_tls_cache.cap[medium];
@@ -283,10 +268,7 @@ static void test_lists_of_small_classes_halve_with_many_threads_and_grow_back(vo
   for (uint32_t i = 0; i < full; i++) fill[i] = hak_malloc(256);
   for (uint32_t i = 0; i < full; i++) hak_free(fill[i]);
   uint32_t len_crowded = tls_list_len(small);
-  pthread_barrier_wait(&c.down);
-  for (unsigned i = 0; i < CROWD; i++) pthread_join(t[i], NULL);
-  pthread_barrier_destroy(&c.up);
-  pthread_barrier_destroy(&c.down);
+  crowd_release(&c);
   assert_int_equal(half, full / 2);
   assert_true(len_rescaled <= half);
   assert_true(len_crowded <= half);

@@ -77,6 +77,35 @@ static inline void unpark(void) {
   pthread_join(g_park_thread, NULL);
 }
 
+// A crowd of CROWD threads past TINY_CACHE_FULL_THREADS, each set up (LIVE)
+// and waiting until released: the live count that halves a thread's small
+// lists (tiny_cache_share) and stops its small classes' populate-ahead.
+#define CROWD (TINY_CACHE_FULL_THREADS + 1)
+typedef struct crowd {
+  pthread_barrier_t up, down;
+  pthread_t t[CROWD];
+} crowd_t;
+static inline void *crowd_member(void *arg) {
+  crowd_t *c = arg;
+  hak_free(hak_malloc(32));    // set up: LIVE
+  pthread_barrier_wait(&c->up);
+  pthread_barrier_wait(&c->down);
+  return NULL;
+}
+static inline void crowd_gather(crowd_t *c) {
+  pthread_barrier_init(&c->up, NULL, CROWD + 1);
+  pthread_barrier_init(&c->down, NULL, CROWD + 1);
+  for (unsigned i = 0; i < CROWD; i++)
+    if (pthread_create(&c->t[i], NULL, crowd_member, c) != 0) abort();
+  pthread_barrier_wait(&c->up);
+}
+static inline void crowd_release(crowd_t *c) {
+  pthread_barrier_wait(&c->down);
+  for (unsigned i = 0; i < CROWD; i++) pthread_join(c->t[i], NULL);
+  pthread_barrier_destroy(&c->up);
+  pthread_barrier_destroy(&c->down);
+}
+
 // Run bad() in a forked child (no core file) whose stderr goes to a pipe;
 // returns the signal that ended it and what it wrote. reported(): a line
 // starting "hakmem: " that contains `what`.
