@@ -104,6 +104,34 @@ static void poison_slab_free_list(void) {
   for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(g_poison_size));
 }
 
+// A slab's free list in random order, which the next refill sweeps into
+// address order (tiny/slab_sweep_box.h): its blocks' links are read by the
+// sweep's first pass, not walked, and then overwritten. The address goes over
+// the link of a listed block in the middle of the list; the sweep reports it
+// before it links anything (slab_sweep: sweep_report_forged).
+#define SWEPT_BLOCKS 1500
+static void poison_swept_list(void) {
+  unsigned cls = size_class_of(g_poison_size);
+  static void *v[SWEPT_BLOCKS];
+  for (int i = 0; i < SWEPT_BLOCKS; i++) v[i] = hak_malloc(g_poison_size);
+  slab_meta_t *m = slab_of(v[0]);
+  uint64_t x = 0x9e3779b97f4a7c15u;
+  for (int i = SWEPT_BLOCKS - 1; i > 1; i--) {           // v[1 ..] shuffled; v[0] stays live
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    int j = 1 + (int)(x % (uint64_t)i);
+    void *t = v[i];
+    v[i] = v[j];
+    v[j] = t;
+  }
+  for (int i = 1; i < SWEPT_BLOCKS; i++) hak_free(v[i]);
+  tiny_flush(cls, UINT32_MAX);                           // home, in the shuffled order
+  if (slab_of(v[SWEPT_BLOCKS / 2]) != m || m->free_n < SWEPT_BLOCKS / 2) return;   // (would fail: no report)
+  *(void **)v[SWEPT_BLOCKS / 2] = g_target;              // the use after free
+  uint64_t sweeps = hak_counters()->sweeps;
+  for (int i = 0; i < SWEPT_BLOCKS; i++) check_not_target(hak_malloc(g_poison_size));
+  if (hak_counters()->sweeps == sweeps) fprintf(stderr, "no sweep\n");
+}
+
 typedef struct handoff { void **blocks; int n; } handoff_t;
 static void *free_all(void *arg) {
   handoff_t *h = arg;
@@ -194,6 +222,15 @@ static void test_an_address_written_into_a_block_on_a_slab_free_list_is_reported
   expect_poison_report(poison_slab_free_list);
 }
 
+static void test_an_address_written_into_a_block_of_a_list_a_sweep_orders_is_reported(void **state) {
+  (void)state;
+  g_poison_size = 32;
+  expect_poison_report(poison_swept_list);
+  g_poison_size = 16;                                    // the 16-byte class: its own first pass
+  expect_poison_report(poison_swept_list);
+  g_poison_size = 48;
+}
+
 static void test_an_address_written_into_a_block_on_a_remote_list_is_reported(void **state) {
   (void)state;
   expect_poison_report(poison_remote_list);
@@ -247,6 +284,7 @@ int main(void) {
     HAK_UNIT_TEST(test_an_address_written_into_a_freed_block_on_a_tls_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_a_flush_walks_to_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_slab_free_list_is_reported),
+    HAK_UNIT_TEST(test_an_address_written_into_a_block_of_a_list_a_sweep_orders_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_on_a_remote_list_is_reported),
     HAK_UNIT_TEST(test_an_address_written_into_a_block_in_the_class_exchange_is_reported),
     HAK_UNIT_TEST(test_an_address_written_over_a_chain_record_is_reported),
