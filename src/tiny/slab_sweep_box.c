@@ -80,6 +80,7 @@ int slab_sweep(slab_meta_t *m, uint32_t carved) {
   // home in one run. The first (k == free_n > 0: there is one) is found
   // apart, so the loop links every block it meets with no test of the first
   // (16 -> ~14 instructions a block).
+  HAK_ASSERT(k != 0);
   uint32_t w = 0;
   while (marked[w] == 0) w++;
   uint64_t bits = marked[w];

@@ -34,18 +34,17 @@ void tls_sll_seed_cookie(uint64_t seed) { g_block_cookie = (uintptr_t)seed | ((u
 
 void tls_sll_init_offsets(void) {
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) g_class_tls_off[c] = tls_list_tp_offset(c);
-  // Class c's list is c lists past class 0's (the lists start the TLS
-  // block, one tls_list_t each): the size table is class 0's offset plus a
-  // multiple of the LUT's entry, a loop GCC vectorises when its count is a
-  // multiple of the vector's (every process runs it at start: 6.5 k -> 1.8 k
-  // instructions under callgrind, against the class's offset looked up entry
-  // by entry; a preloaded /bin/true 186.1 k -> 181.5 k).
+  // Class c's list is c lists past class 0's (lists[] is an array): the size
+  // table is class 0's offset plus a multiple of the LUT's entry, a loop GCC
+  // vectorises when its count is a multiple of the vector's (every process
+  // runs it at start: 6.5 k -> 1.8 k instructions under callgrind, against
+  // the class's offset looked up entry by entry; a preloaded /bin/true
+  // 186.1 k -> 181.5 k).
   const int32_t base = g_class_tls_off[0];
   for (size_t n = 0; n < HAK_TINY_MAX; n++)
     g_size_list_tpoff[n] = base + (int32_t)g_tiny_class_lut[n] * (int32_t)sizeof(tls_list_t);
   g_size_list_tpoff[HAK_TINY_MAX] = g_class_tls_off[size_class_tiny(HAK_TINY_MAX)];
 }
-_Static_assert(offsetof(tls_cache_t, lists) == 0 && sizeof(tls_list_t) == 16, "class c's list is 16 c bytes past class 0's");
 
 void tls_sll_report_corrupt(hak_base_ptr_t b, unsigned cls) {
   char line[128], num[24];
