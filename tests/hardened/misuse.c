@@ -4,13 +4,15 @@
 // naming the misuse, and SIGABRT. Cases marked EXIT0 check a property with no
 // report (read after free sees the fill; malloc(0) may be freed; randomised
 // reuse; malloc(0) addresses distinct; a program's own SIGSEGV handler still
-// gets its faults). The runner is faults.c's: each case in a forked child, stderr
+// gets its faults; the library's GOT read-only). The runner is faults.c's: each case in a forked child, stderr
 // captured; the child ends with exit() so the library's exit checks run.
 //
 //   misuse            run every case      misuse -l   list them
 //   misuse NAME...    run those only
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
+#include <link.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -855,6 +857,63 @@ static int t_program_resethand_handler_runs_once(void) {
   return rerun_with_handler("inner_resethand_handler_runs_once", "resethand");
 }
 
+// ---- the library's own pointers to libc (its GOT) are read-only once the
+// program runs: bound at load (DF_BIND_NOW / DF_1_NOW) and inside its RELRO
+// segment, which /proc/self/maps shows mapped without write permission. (The
+// default library binds them at their first call: Makefile.)
+typedef struct { uintptr_t relro_start, relro_end; int found, bind_now; } got_probe_t;
+static int find_hardened_library(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  got_probe_t *g = arg;
+  if (info->dlpi_name == NULL || strstr(info->dlpi_name, "libhakmem-hardened") == NULL) return 0;
+  g->found = 1;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type == PT_GNU_RELRO) {
+      g->relro_start = info->dlpi_addr + ph->p_vaddr;
+      g->relro_end = g->relro_start + ph->p_memsz;
+    } else if (ph->p_type == PT_DYNAMIC) {
+      for (const ElfW(Dyn) *d = (const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr); d->d_tag != DT_NULL; d++) {
+        if (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_BIND_NOW)) g->bind_now = 1;
+        if (d->d_tag == DT_FLAGS_1 && (d->d_un.d_val & DF_1_NOW)) g->bind_now = 1;
+      }
+    }
+  }
+  return 1;
+}
+static int t_library_got_read_only(void) {
+  got_probe_t g = { 0, 0, 0, 0 };
+  dl_iterate_phdr(find_hardened_library, &g);
+  if (!g.found || !g.bind_now || g.relro_start == 0) {
+    fprintf(stderr, "found %d, bound at load %d, RELRO %#lx\n", g.found, g.bind_now, (unsigned long)g.relro_start);
+    return 1;
+  }
+  // Every page of the RELRO segment (its start rounded down, its end as
+  // the loader protects it: rounded down to a page) lies in a mapping
+  // without 'w'.
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = g.relro_start & ~(page - 1), hi = g.relro_end & ~(page - 1);
+  if (hi <= lo) return 2;            // (no whole page: nothing the loader protects)
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (f == NULL) return 3;
+  char line[512];
+  uintptr_t covered = lo;
+  while (fgets(line, sizeof line, f) != NULL) {
+    unsigned long a, b;
+    char perm[8];
+    if (sscanf(line, "%lx-%lx %7s", &a, &b, perm) != 3 || b <= covered || a > covered) continue;
+    if (perm[1] == 'w') {
+      fprintf(stderr, "RELRO page %#lx is writable: %s", (unsigned long)covered, line);
+      fclose(f);
+      return 4;
+    }
+    covered = b;
+    if (covered >= hi) break;
+  }
+  fclose(f);
+  return covered >= hi ? 0 : 5;
+}
+
 // ---- randomised reuse: a refill hands its batch out in a random order
 static int t_randomised_reuse(void) {
   enum { N = 64 };
@@ -951,6 +1010,7 @@ static const test_t g_tests[] = {
   {"usable_size_of_freed_block", t_usable_size_freed, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"usable_size_never_allocated", t_usable_size_never_allocated, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"randomised_reuse", t_randomised_reuse, EXPECT_EXIT0, NULL},
+  {"library_got_read_only", t_library_got_read_only, EXPECT_EXIT0, NULL},
   {"guard_hit_with_program_handler", t_guard_hit_with_program_handler, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"program_handler_gets_its_faults", t_program_handler_gets_its_faults, EXPECT_EXIT0, NULL},
   {"program_resethand_handler_runs_once", t_program_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
