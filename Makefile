@@ -102,10 +102,11 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 # library is preloaded into pays for binding them at its start, whether it
 # calls them or not: bound at load (-z now with -fno-plt's GOT calls), the
 # 48 imports cost a preloaded /bin/true 181.5 k instructions against 156.9 k
-# bound at first call (callgrind; sort 446.6 k against 428.4 k), and
-# `spawn --exec` (fork, exec /bin/true) 0.983x the time in 41 paired rounds,
-# a quarter of what the library costs over an empty preloaded one (0.926x).
-# So the default library binds lazily, through the PLT, as Debian's libc,
+# bound at first call (callgrind; sort 446.6 k against 428.4 k); on the
+# Intel VM such lookups were most of what a preloaded /bin/true cost over an
+# empty preloaded library (README, "Child processes"; on the AMD VM the time
+# of `spawn --exec` stays within its noise, 0.98-1.00x in sets of 41-81 paired
+# rounds). So the default library binds lazily, through the PLT, as Debian's libc,
 # jemalloc and tcmalloc do; malloc's and free's fast paths call no libc
 # function. The hardened library keeps its GOT read-only after load (full
 # RELRO: -z now, -fno-plt), so that no writable pointer to mmap or write
