@@ -4,8 +4,9 @@
 // naming the misuse, and SIGABRT. Cases marked EXIT0 check a property with no
 // report (read after free sees the fill; malloc(0) may be freed; randomised
 // reuse; malloc(0) addresses distinct; a program's own SIGSEGV handler still
-// gets its faults; the library's GOT read-only). The runner is faults.c's: each case in a forked child, stderr
-// captured; the child ends with exit() so the library's exit checks run.
+// gets its faults; the library's GOT read-only). The runner is faults.c's:
+// each case in a forked child, stderr captured; the child ends with exit() so
+// the library's exit checks run.
 //
 //   misuse            run every case      misuse -l   list them
 //   misuse NAME...    run those only
