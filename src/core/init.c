@@ -17,7 +17,14 @@
 #include "tiny/tiny_thread.h"
 #include "tiny/transfer_box.h"
 
-static _Atomic int g_init_state;          // 0 not started, 1 running, 2 done
+// Not started, running, done. Not started is not 0, so the word lies in
+// .data, on the page the loader's relocations have already written: a load
+// is the first access to it, and on a page of .bss that load mapped the zero
+// page and the CAS after it copied it, two page faults at every process start
+// where the page's first write is one (perf -e page-faults -d: /bin/true's
+// two faults at g_init_state).
+enum { INIT_NOT_STARTED = 1, INIT_RUNNING = 2, INIT_DONE = 3 };
+static _Atomic int g_init_state = INIT_NOT_STARTED;
 static _Atomic uintptr_t g_init_thread;
 
 // fork(): every lock, in one order — the thread records' pool (a new chunk
@@ -93,14 +100,14 @@ static int release_address_space(void) {
 }
 
 void hak_init_once(void) {
-  // acquire: a thread that sees 2 sees everything the initialiser wrote.
-  if (HAK_LIKELY(atomic_load_explicit(&g_init_state, memory_order_acquire) == 2)) return;
-  int expected = 0;
-  if (!atomic_compare_exchange_strong(&g_init_state, &expected, 1)) {
+  // acquire: a thread that sees INIT_DONE sees everything the initialiser wrote.
+  if (HAK_LIKELY(atomic_load_explicit(&g_init_state, memory_order_acquire) == INIT_DONE)) return;
+  int expected = INIT_NOT_STARTED;
+  if (!atomic_compare_exchange_strong(&g_init_state, &expected, INIT_RUNNING)) {
     // Running: a recursive call from inside init (pthread_atfork may
     // allocate) goes on; another thread waits for it to finish.
     if (atomic_load(&g_init_thread) == hak_thread_pointer()) return;
-    while (atomic_load_explicit(&g_init_state, memory_order_acquire) != 2) sched_yield();
+    while (atomic_load_explicit(&g_init_state, memory_order_acquire) != INIT_DONE) sched_yield();
     return;
   }
   atomic_store(&g_init_thread, hak_thread_pointer());
@@ -115,7 +122,7 @@ void hak_init_once(void) {
   os_on_address_pressure(release_address_space);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   // release: pairs with the acquire loads above.
-  atomic_store_explicit(&g_init_state, 2, memory_order_release);
+  atomic_store_explicit(&g_init_state, INIT_DONE, memory_order_release);
 }
 
 __attribute__((constructor)) static void hak_constructor(void) { hak_init_once(); }
