@@ -22,7 +22,7 @@
 BENCH_CC     ?= cc
 BENCH_CFLAGS ?= -O2 -pthread -g -Wall -Wextra
 BENCH_DIR    := $(BUILD)/bench
-BENCH_PROGS  := ws8192 larson prodcons falseshare reallocgrow large churn ring mstress drift rounds bursts spawn shbench
+BENCH_PROGS  := ws8192 larson prodcons falseshare reallocgrow large churn ring mstress drift rounds bursts spawn shbench crowd
 BENCH_BINS   := $(addprefix $(BENCH_DIR)/,$(BENCH_PROGS))
 BENCH_OUT    ?= results
 BENCH_SCALE  ?= 1

@@ -121,6 +121,8 @@ ROWS = [
          args=["-c", "4", "-k", "200"], nopt="-n", n=2_000, smoke=20),
     dict(id="threads-16", label="thread starts, 16 at a time, default stacks, 16 blocks each", prog="churn",
          args=["-c", "16", "-k", "16", "--default-stack"], nopt="-n", n=4_000, smoke=32),
+    dict(id="crowd", label="256 threads live at once, 16 blocks of 12 sizes 16 B-5 KB each", prog="crowd",
+         args=["-t", "256", "-k", "16"], nopt="-n", n=4, smoke=1),
     dict(id="spawn", label="child processes, one at a time: fork, 2 blocks, exit", prog="spawn",
          args=[], nopt="-n", n=1_000, smoke=20),
     dict(id="spawn-exec", label="child processes, one at a time: fork, exec /bin/true", prog="spawn",
