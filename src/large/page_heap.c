@@ -294,7 +294,10 @@ int region_purge(ph_region_t *r, size_t keep, int split) {
       if (len > excess) low = len - excess;
       if (low != 0) region_release(r, s, low, dirty);
     }
-    os_purge((char *)r + run_bytes(s + low), run_bytes(len - low));
+    if (!os_purge((char *)r + run_bytes(s + low), run_bytes(len - low))) {
+      region_release(r, s + low, len - low, dirty);   // locked pages keep their data: dirty still
+      break;
+    }
     region_release(r, s + low, len - low, 0);
     released = 1;
   }
@@ -311,7 +314,10 @@ int region_purge_aged(ph_region_t *r, unsigned now, unsigned age) {
       if (mark_age(r->dirty[s], now) < age) continue;
       int dirty;
       uint32_t len = run_remove(r, s, &dirty);
-      os_purge((char *)r + run_bytes(s), run_bytes(len));
+      if (!os_purge((char *)r + run_bytes(s), run_bytes(len))) {
+        region_release(r, s, len, dirty);   // locked pages keep their data: dirty still
+        return released;
+      }
       region_release(r, s, len, 0);
       released = 1;
     }

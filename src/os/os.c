@@ -195,10 +195,11 @@ size_t os_resident_pages(const void *addr, size_t pages) {
   return resident;
 }
 
-void os_purge(void *addr, size_t size) {
+int os_purge(void *addr, size_t size) {
   int saved = errno;
-  madvise(addr, size, MADV_DONTNEED);
+  int done = madvise(addr, size, MADV_DONTNEED) == 0;
   errno = saved;
+  return done;
 }
 
 #ifndef MADV_POPULATE_WRITE

@@ -16,8 +16,11 @@ size_t os_page_size(void);
 // two >= page size). NULL when the kernel refuses.
 void  *os_map_aligned(size_t size, size_t align);
 void   os_unmap(void *addr, size_t size);
-// Give the pages back; the range reads as zero afterwards.
-void   os_purge(void *addr, size_t size);
+// Give the pages back: 1, and the range reads as zero afterwards; 0 when the
+// kernel refused (locked memory: mlock, mlockall(MCL_FUTURE), mlock2's
+// MLOCK_ONFAULT): the pages keep their data, and whoever counted on zeros
+// must clear them or keep them counted dirty. errno is preserved.
+int    os_purge(void *addr, size_t size);
 // Fault the pages of [addr, addr + size) in now, writable, in one call
 // (MADV_POPULATE_WRITE, Linux 5.14): what a program's first writes would fault
 // one page at a time. Page aligned. Nothing when the kernel lacks it (asked

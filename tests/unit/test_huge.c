@@ -1,6 +1,8 @@
 // test_huge.c — blocks above PAGE_HEAP_MAX (src/large/huge.*): direct mappings,
 // grown and shrunk with mremap, content kept; and realloc across the tiers.
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "unit_util.h"
@@ -255,6 +257,25 @@ static void test_calloc_of_a_cached_mapping_barely_written_gives_its_pages_back(
   hak_trim();
 }
 
+// The same, its pages locked as they fault in (mlock2's MLOCK_ONFAULT: the
+// mapping stays mostly unpopulated), so the kernel refuses to give them back:
+// cleared with memset instead. (Counted given back, they kept 0xa5.)
+static void test_calloc_of_a_cached_mapping_locked_on_fault_reads_zero(void **state) {
+  (void)state;
+  void *cached = loop_to_cached(64u << 10);
+  if (mlock2(cached, LOOP_BLOCK, MLOCK_ONFAULT) != 0) {
+    print_message("skipped: mlock2 refused (%s)\n", strerror(errno));
+    hak_trim();
+    return;
+  }
+  unsigned char *q = hak_calloc(1, LOOP_BLOCK);
+  assert_ptr_equal(q, cached);
+  assert_int_equal(first_nonzero_page(q, LOOP_BLOCK), LOOP_BLOCK);
+  munlock(q, LOOP_BLOCK);
+  hak_free(q);
+  hak_trim();
+}
+
 // Two loops at once (two threads, each with a buffer of its own size): each
 // keeps its mapping; one loop's did not evict the other's.
 static void test_two_huge_loops_of_different_sizes_keep_a_mapping_each(void **state) {
@@ -322,6 +343,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_two_huge_loops_of_different_sizes_keep_a_mapping_each, teardown_validate),
     cmocka_unit_test_teardown(test_calloc_of_a_cached_mapping_written_whole_reads_zero, teardown_validate),
     cmocka_unit_test_teardown(test_calloc_of_a_cached_mapping_barely_written_gives_its_pages_back, teardown_validate),
+    cmocka_unit_test_teardown(test_calloc_of_a_cached_mapping_locked_on_fault_reads_zero, teardown_validate),
     cmocka_unit_test_teardown(test_a_cached_huge_mapping_past_its_delay_goes_back_at_a_small_refill, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_gives_the_new_size, teardown_validate),
     cmocka_unit_test_teardown(test_huge_realloc_grow_moves_no_mapping_to_the_cache, teardown_validate),

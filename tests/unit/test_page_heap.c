@@ -3,9 +3,11 @@
 // and given back.
 #include "unit_util.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -144,6 +146,31 @@ static void test_calloc_of_a_reused_large_block_reads_zero(void **state) {
   for (size_t i = 0; i < MIB; i++)
     if (q[i] != 0) fail_msg("byte %zu of a calloc'ed reused block is %u", i, q[i]);
   hak_free(q);
+}
+
+// A purge of locked pages (mlock, mlockall(MCL_FUTURE)) is refused by the
+// kernel, and they keep their data: the run stays dirty, and calloc clears
+// it. (Counted clean, calloc handed out 0xff bytes under mlockall.)
+static void test_calloc_of_a_reused_block_whose_purge_was_refused_reads_zero(void **state) {
+  (void)state;
+  void *keep = hak_malloc(MIB);                         // the region stays mapped
+  unsigned char *p = hak_malloc(MIB);
+  memset(p, 0xff, MIB);
+  if (mlock(p, MIB) != 0) {
+    print_message("skipped: mlock refused (%s)\n", strerror(errno));
+    hak_free(p);
+    hak_free(keep);
+    return;
+  }
+  hak_free(p);
+  hak_trim();                                           // purges every dirty run: this one is refused
+  unsigned char *q = hak_calloc(1, MIB);
+  assert_ptr_equal(q, p);
+  for (size_t i = 0; i < MIB; i++)
+    if (q[i] != 0) fail_msg("byte %zu of a calloc'ed block whose purge was refused is %u", i, q[i]);
+  munlock(q, MIB);
+  hak_free(q);
+  hak_free(keep);
 }
 
 static void test_large_blocks_count_in_the_stats(void **state) {
@@ -863,6 +890,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_realloc_grows_a_large_block_in_place_into_a_free_neighbour, teardown_validate),
     cmocka_unit_test_teardown(test_a_large_block_grows_within_its_run_while_its_arena_changes, teardown_validate),
     cmocka_unit_test_teardown(test_calloc_of_a_reused_large_block_reads_zero, teardown_validate),
+    cmocka_unit_test_teardown(test_calloc_of_a_reused_block_whose_purge_was_refused_reads_zero, teardown_validate),
     cmocka_unit_test_teardown(test_large_blocks_count_in_the_stats, teardown_validate),
     cmocka_unit_test_teardown(test_trim_unmaps_regions_with_no_live_block, teardown_validate),
     cmocka_unit_test_teardown(test_an_interior_address_of_a_large_block_is_owned_and_not_a_block, teardown_validate),
