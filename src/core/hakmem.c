@@ -77,14 +77,17 @@ static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
 }
 
 // The page heap's blocks start on a page (the default build's; the hardened
-// build's end at a guard page), so it serves alignments up to a page: a
-// 4 KiB-aligned block of 1 MiB took a mapping of its own each time.
-#define HAK_PAGE_HEAP_ALIGN_MAX (HAK_HARDENED ? 0u : 4096u)
+// build's end at a guard page), so it serves alignments up to a page (a
+// 4 KiB-aligned block of 1 MiB took a mapping of its own each time), and the
+// default build's up to PAGE_HEAP_ALIGN_MAX in a longer run, its ends freed.
+#define HAK_PAGE_HEAP_ALIGN_MAX (HAK_HARDENED ? (size_t)0 : PAGE_HEAP_ALIGN_MAX)
 
 void *hak_large_alloc(size_t size, size_t alignment, int zero) {
   for (int again = 0;; again = 1) {
     size_t fresh = 0;
-    void *p = alignment <= HAK_PAGE_HEAP_ALIGN_MAX && size <= PAGE_HEAP_MAX ? page_heap_alloc(size, zero, &fresh) : NULL;
+    void *p = alignment <= HAK_PAGE_HEAP_ALIGN_MAX && size <= PAGE_HEAP_MAX
+                  ? page_heap_alloc_aligned(size, alignment, zero, &fresh)
+                  : NULL;
     if (fresh != 0) shared_pool_make_room(fresh);   // dirty FREE slabs go first: the page heap cannot use them
     if (p == NULL) p = huge_alloc(size, alignment, zero);   // also when no new 64 MiB region can be had
     if (p != NULL || again || !hak_release_unused()) return p;

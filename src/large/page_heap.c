@@ -641,14 +641,50 @@ static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
 
 #endif
 
-void *page_heap_alloc(size_t size, int zero, size_t *fresh) {
+#if !HAK_HARDENED
+// The n pages of [s, s + taken), just taken, that start at the first page
+// aligned to `align` bytes: the pages before and after them are free again
+// (dirty if any run taken was: which of them were is not kept). Returns
+// their first page. Lock held.
+static uint32_t region_take_aligned(ph_arena_t *a, ph_region_t *r, uint32_t s, uint32_t taken, uint32_t n,
+                                    size_t align, uint32_t dirty_runs) {
+  uintptr_t at = (uintptr_t)r + run_bytes(s);
+  uint32_t lead = (uint32_t)((((at + align - 1u) & ~(uintptr_t)(align - 1u)) - at) >> PH_PAGE_SHIFT);
+  uint32_t tail = taken - lead - n;
+  int mark = dirty_runs != 0 ? mark_now(os_now_ms()) : 0;
+  r->head[s] = 0;
+  r->tail[s + taken - 1u] = 0;
+  r->head[s + lead] = n | PH_USED;
+  r->tail[s + lead + n - 1u] = n;
+  if (lead != 0) region_release(r, s, lead, mark);
+  if (tail != 0) region_release(r, s + lead + n, tail, mark);
+  a->live_pages -= taken - n;
+  return s + lead;
+}
+#endif
+
+void *page_heap_alloc_aligned(size_t size, size_t align, int zero, size_t *fresh) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
   uint32_t n = run_pages_for(size) + (HAK_HARDENED ? 1u : 0u);   // hardened: a guard page at the end
+#if HAK_HARDENED
+  if (align > PH_PAGE_SIZE) return NULL;
+#else
+  uint32_t extra = align > PH_PAGE_SIZE ? (uint32_t)(align >> PH_PAGE_SHIFT) - 1u : 0u;
+  if (align > PAGE_HEAP_ALIGN_MAX || run_bytes(n + extra) > PAGE_HEAP_MAX) return NULL;
+#endif
   ph_arena_t *a = arena_lock_for_alloc();
   for (;;) {
     uint32_t s, dirty_runs;
     ph_span_t spans[PH_MAX_SPANS];
+#if HAK_HARDENED
     ph_region_t *r = arena_take(a, n, &s, spans, &dirty_runs);
+#else
+    ph_region_t *r = arena_take(a, n + extra, &s, spans, &dirty_runs);
+    if (r != NULL && extra != 0) {
+      s = region_take_aligned(a, r, s, n + extra, n, align, dirty_runs);
+      if (dirty_runs != 0) dirty_runs = PH_MAX_SPANS + 1u;   // (the spans counted from the old start)
+    }
+#endif
     if (r != NULL) {
       if (fresh != NULL) *fresh = dirty_runs == 0 ? run_bytes(n) : 0;
 #if HAK_HARDENED
@@ -681,6 +717,8 @@ void *page_heap_alloc(size_t size, int zero, size_t *fresh) {
     PH_VALIDATE(a);
   }
 }
+
+void *page_heap_alloc(size_t size, int zero, size_t *fresh) { return page_heap_alloc_aligned(size, 0, zero, fresh); }
 
 // Does the program touch most pages of its large blocks? A free after each
 // PH_DENSITY_EVERY freed pages (256 MiB; and the first after a full pass) asks

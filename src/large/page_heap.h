@@ -16,6 +16,13 @@
 #include <stddef.h>
 
 #define PAGE_HEAP_MAX   ((size_t)32 << 20)   // largest block; above is huge.c
+// Largest alignment of a block the page heap hands out; above, a mapping of
+// its own (huge.c). A block aligned past a page took a mapping of its own
+// before, whatever its size: 70 000 live posix_memalign(8192, 64) blocks
+// reached vm.max_map_count (65 530 mappings), and then every mmap of the
+// process failed (thread stacks, dlopen, malloc itself: a helper's probe);
+// glibc serves them from its heap.
+#define PAGE_HEAP_ALIGN_MAX ((size_t)1 << 20)
 
 // A block of at least size bytes, page aligned (16-byte aligned and ending at
 // its guard page in the hardened build); NULL when out of memory. zero: the
@@ -26,6 +33,12 @@
 // written, or purged, since: its pages fault in as the program writes
 // them), else 0.
 void  *page_heap_alloc(size_t size, int zero, size_t *fresh);
+// The same, aligned to `align` bytes (a power of two; up to a page as above):
+// up to PAGE_HEAP_ALIGN_MAX in the default build, whose run is taken
+// align - 1 pages longer and its pages before and after the aligned ones
+// freed again. NULL past that (and past a page in the hardened build), or
+// when the size and the alignment together pass PAGE_HEAP_MAX.
+void  *page_heap_alloc_aligned(size_t size, size_t align, int zero, size_t *fresh);
 // The usable size of the block page_heap_alloc(size) returns (0: not ours).
 size_t page_heap_block_size(size_t size);
 // Is p inside a page-heap region? (one bitmap load, no lock)

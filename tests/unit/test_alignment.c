@@ -149,6 +149,31 @@ static void test_aligned_blocks_free_back_to_the_allocator(void **state) {
   assert_int_equal(after.huge_bytes, before.huge_bytes);
 }
 
+// Small blocks aligned past a page, up to PAGE_HEAP_ALIGN_MAX, come from the
+// page heap's regions, not a mapping each: 70 000 live posix_memalign(8192,
+// 64) blocks reached vm.max_map_count, and every mmap of the process failed.
+#define MANY_ALIGNED 1000
+static void test_many_small_blocks_aligned_past_a_page_take_no_mapping_each(void **state) {
+  (void)state;
+  static void *held[MANY_ALIGNED];
+  for (size_t a = 8192; a <= PAGE_HEAP_ALIGN_MAX; a <<= 1) {
+    hak_trim();
+    hak_stats_t before = stats_now();
+    for (int i = 0; i < MANY_ALIGNED; i++) {
+      assert_int_equal(hak_posix_memalign(&held[i], a, 64), 0);
+      check_aligned(held[i], a, 64);
+      assert_true(hak_usable_size(held[i]) >= 64);
+      memset(held[i], i & 0xff, 64);
+    }
+    assert_int_equal(stats_now().huge_count, before.huge_count);
+    for (int i = 0; i < MANY_ALIGNED; i++) {
+      assert_int_equal(((unsigned char *)held[i])[63], i & 0xff);
+      hak_free(held[i]);
+    }
+    hak_trim();
+  }
+}
+
 static void test_posix_memalign_rejects_a_non_power_of_two_without_touching_out(void **state) {
   (void)state;
   void *p = (void *)&p;
@@ -180,6 +205,7 @@ int main(void) {
     HAK_UNIT_TEST(test_aligned_blocks_have_usable_size_of_at_least_the_request),
     HAK_UNIT_TEST(test_aligned_blocks_are_writable_to_their_last_byte),
     HAK_UNIT_TEST(test_aligned_blocks_free_back_to_the_allocator),
+    HAK_UNIT_TEST(test_many_small_blocks_aligned_past_a_page_take_no_mapping_each),
     HAK_UNIT_TEST(test_posix_memalign_rejects_a_non_power_of_two_without_touching_out),
     HAK_UNIT_TEST(test_posix_memalign_rejects_alignment_below_pointer_size),
     HAK_UNIT_TEST(test_aligned_alloc_rejects_a_non_power_of_two_with_einval),
