@@ -583,6 +583,21 @@ static void test_mallinfo2_counts_huge_blocks(void **state) {
   free(p);
 }
 
+// glibc's identity: arena = uordblks + fordblks, freed large blocks included.
+static void test_mallinfo2_arena_is_in_use_plus_free(void **state) {
+  (void)state;
+  enum { N = 100 };
+  static void *b[N];
+  for (int i = 0; i < N; i++) b[i] = malloc(1u << 20);
+  struct mallinfo2 during = mallinfo2();
+  assert_int_equal(during.arena, during.uordblks + during.fordblks);
+  for (int i = 1; i < N; i++) free(b[i]);
+  struct mallinfo2 after = mallinfo2();
+  assert_int_equal(after.arena, after.uordblks + after.fordblks);
+  assert_true(after.fordblks >= during.fordblks + (size_t)(N - 1) * (1u << 20) / 2 || after.arena < during.arena);
+  free(b[0]);
+}
+
 static void test_mallinfo_reports_the_same_figures_as_mallinfo2(void **state) {
   (void)state;
   void *p = malloc(100000);
@@ -693,6 +708,7 @@ int main(void) {
       cmocka_unit_test(test_libc_aliases_are_hakmems_functions),
       cmocka_unit_test(test_mallinfo2_counts_live_small_blocks),
       cmocka_unit_test(test_mallinfo2_counts_huge_blocks),
+      cmocka_unit_test(test_mallinfo2_arena_is_in_use_plus_free),
       cmocka_unit_test(test_mallinfo_reports_the_same_figures_as_mallinfo2),
       cmocka_unit_test(test_mallopt_accepts_glibc_tuning_parameters),
       cmocka_unit_test(test_malloc_trim_gives_back_memory_of_freed_blocks),
