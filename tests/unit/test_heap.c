@@ -7,6 +7,7 @@
 #include "os/os.h"
 #include "stats/stats.h"
 #include "tiny/free_batch_box.h"
+#include "tiny/transfer_box.h"
 
 // Fill one slab of `size` on the calling thread and make it retire: every
 // block held in *h, the next malloc (kept in *extra) comes from a new slab.
@@ -752,6 +753,76 @@ static void test_a_burst_with_many_threads_live_carves_at_most_half_as_many_a_re
   hak_trim();
 }
 
+// With more than TINY_CACHE_FULL_THREADS threads live, a thread's first
+// refill of a small class that binds a fresh slab offers the rest of the
+// slab's first page in the class exchange: another thread's first malloc of
+// the class, while the first still holds its block, comes from that page, in
+// a cache line of its own, not from a slab of its own. Without the crowd,
+// each binds its own slab.
+#define SHARED_SIZE 200u
+typedef struct first_holder {
+  pthread_barrier_t took, done;
+  void *p;
+} first_holder_t;
+
+static void *hold_a_first_block(void *arg) {
+  first_holder_t *f = arg;
+  f->p = hak_malloc(SHARED_SIZE);
+  pthread_barrier_wait(&f->took);
+  pthread_barrier_wait(&f->done);
+  hak_free(f->p);
+  return NULL;
+}
+
+typedef struct first_block {
+  void *p;
+  slab_meta_t *m;
+} first_block_t;
+
+static void *take_a_first_block(void *arg) {
+  first_block_t *b = arg;
+  b->p = hak_malloc(SHARED_SIZE);
+  b->m = slab_of(b->p);
+  hak_free(b->p);   // (its address stays as a record of where it was)
+  return NULL;
+}
+
+// The first thread's block and the second's, each with its slab (looked up
+// while the blocks were live: the trim after them may unmap their SuperSlabs).
+static void first_blocks_of_two_threads(first_block_t *p, first_block_t *q) {
+  unsigned cls = size_class_of(SHARED_SIZE);
+  hak_trim();
+  assert_int_equal(transfer_chains(cls), 0);
+  first_holder_t f;
+  pthread_barrier_init(&f.took, NULL, 2);
+  pthread_barrier_init(&f.done, NULL, 2);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, hold_a_first_block, &f), 0);
+  pthread_barrier_wait(&f.took);
+  p->p = f.p;
+  p->m = slab_of(f.p);
+  run_in_thread(take_a_first_block, q);
+  pthread_barrier_wait(&f.done);
+  pthread_join(t, NULL);
+  pthread_barrier_destroy(&f.took);
+  pthread_barrier_destroy(&f.done);
+  hak_trim();
+}
+
+static void test_first_blocks_share_a_page_with_many_threads_live(void **state) {
+  (void)state;
+  first_block_t p, q;
+  first_blocks_of_two_threads(&p, &q);
+  assert_ptr_not_equal(p.m, q.m);                       // few threads: a slab each
+  crowd_t c;
+  crowd_gather(&c);
+  first_blocks_of_two_threads(&p, &q);
+  crowd_release(&c);
+  assert_ptr_equal(p.m, q.m);                           // many: the first one's page
+  assert_true((uintptr_t)q.p / 4096u == (uintptr_t)p.p / 4096u);
+  assert_true((uintptr_t)q.p / 64u != (uintptr_t)p.p / 64u);
+}
+
 // A medium class's first slab in the process is its young slab, one of the
 // small kind's 64 KiB slabs; its next is a 512 KiB slab of its own kind; the
 // young slab, emptied, goes back FREE to the small kind (tiny_heap.h:
@@ -1297,6 +1368,7 @@ int main(void) {
     HAK_UNIT_TEST(test_a_refill_from_new_memory_carves_one_page_not_a_whole_batch),
     HAK_UNIT_TEST(test_a_burst_of_a_class_above_a_page_carves_more_at_each_refill),
     HAK_UNIT_TEST(test_a_burst_with_many_threads_live_carves_at_most_half_as_many_a_refill),
+    HAK_UNIT_TEST(test_first_blocks_share_a_page_with_many_threads_live),
     HAK_UNIT_TEST(test_a_medium_classs_first_slab_is_a_young_small_kind_slab),
     HAK_UNIT_TEST(test_a_young_slab_waits_while_dirty_medium_memory_does),
     HAK_UNIT_TEST(test_a_grown_class_of_a_page_carves_more_at_each_refill),
