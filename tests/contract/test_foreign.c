@@ -274,9 +274,12 @@ static void test_double_free_of_a_huge_block_is_reported_as_one(void **state) {
   free(p);
   expect_report(0, p, 0, "hakmem: double free of 0x", "(a huge block, freed before)");
   void *q;
-  assert_int_equal(posix_memalign(&q, 65536, 5000), 0);   // an aligned block is a huge one too
+  assert_int_equal(posix_memalign(&q, 2u << 20, 5000), 0);   // aligned past 1 MiB: a huge one too
   free(q);
   expect_report(0, q, 0, "hakmem: double free of 0x", "(a huge block, freed before)");
+  assert_int_equal(posix_memalign(&q, 65536, 5000), 0);      // up to 1 MiB: the page heap's
+  free(q);
+  expect_report(0, q, 0, "hakmem: double free of 0x", "(a large block)");
 }
 
 static void test_realloc_of_a_stack_address_aborts_with_a_one_line_report(void **state) {
