@@ -22,6 +22,7 @@
 // report's write(2) go through src/os/; dl_iterate_phdr is the loader's list,
 // read in-process.
 #include <elf.h>
+#include <errno.h>
 #include <link.h>
 #include <malloc.h>
 #include <stdlib.h>
@@ -314,8 +315,11 @@ static size_t put_str(char *buf, size_t at, size_t cap, const char *s) {
   return at;
 }
 
-__attribute__((noreturn, cold, noinline)) static void foreign_report(const char *op, const void *ptr,
-                                                                     const foreign_verdict_t *v) {
+// The report's line, then abort() unless HAKMEM_ABORT_ON_ERROR=0 (which it
+// ignored: a wild pointer's free, realloc or malloc_usable_size aborted
+// whatever the setting said, where the engine's own reports went on).
+__attribute__((cold, noinline)) static void foreign_report(const char *op, const void *ptr,
+                                                           const foreign_verdict_t *v) {
   char buf[512];
   size_t n = 0, cap = sizeof buf - 2;        // room left for the newline (and hak_fmt_hex's NUL)
   n = put_str(buf, n, cap, "hakmem: ");
@@ -331,7 +335,7 @@ __attribute__((noreturn, cold, noinline)) static void foreign_report(const char 
   n = put_str(buf, n, cap, ")");
   buf[n++] = '\n';
   os_write_all(STDERR_FILENO, buf, n);
-  abort();
+  if (hak_report_aborts()) abort();
 }
 
 // ---- the three entry points the engine calls -------------------------------
@@ -352,7 +356,11 @@ void hak_foreign_free(void *ptr) {
 
 void *hak_foreign_realloc(void *ptr, size_t size) {
   foreign_verdict_t v = foreign_classify(ptr);
-  if (v.why != NULL) foreign_report("realloc", ptr, &v);
+  if (v.why != NULL) {   // reported, going on: the pointer is left alone (as foreign_default.c)
+    foreign_report("realloc", ptr, &v);
+    errno = EINVAL;
+    return NULL;
+  }
   glibc_resolve();
   glibc_realloc_fn r = __atomic_load_n(&g_glibc.realloc, __ATOMIC_RELAXED);
   if (r != NULL) return r(ptr, size);        // glibc 2.36: size 0 frees and returns NULL
@@ -364,7 +372,10 @@ void *hak_foreign_realloc(void *ptr, size_t size) {
 
 size_t hak_foreign_usable_size(const void *ptr) {
   foreign_verdict_t v = foreign_classify(ptr);
-  if (v.why != NULL) foreign_report("malloc_usable_size", ptr, &v);
+  if (v.why != NULL) {
+    foreign_report("malloc_usable_size", ptr, &v);
+    return 0;
+  }
   glibc_resolve();
   glibc_usable_fn u = __atomic_load_n(&g_glibc.usable_size, __ATOMIC_RELAXED);
   if (u != NULL) return u((void *)ptr);

@@ -10,6 +10,7 @@
 static int g_report_abort = 1;   // HAKMEM_ABORT_ON_ERROR, pushed down by hak_config_load
 
 void hak_report_set_abort(int on) { g_report_abort = on != 0; }
+int hak_report_aborts(void) { return g_report_abort; }
 
 size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v) {
   char tmp[24];

@@ -20,6 +20,8 @@ void hak_report_invariant(const char *what, const void *ptr, unsigned long long 
 // Whether hak_report_pointer_error aborts (1, the default). Set by the config
 // box from HAKMEM_ABORT_ON_ERROR: debug sits below config and does not read it.
 void hak_report_set_abort(int on);
+// Does a report abort (HAKMEM_ABORT_ON_ERROR)? For the reports written elsewhere.
+int hak_report_aborts(void);
 // Format helpers for details: append a decimal / hex number to a fixed buffer.
 size_t hak_fmt_u64(char *buf, size_t cap, unsigned long long v);
 size_t hak_fmt_hex(char *buf, size_t cap, unsigned long long v);
