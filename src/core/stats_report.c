@@ -429,8 +429,11 @@ void hak_print_class_stats(int fd, int format) {
 // way of the low descriptors programs and shells use by number.
 static int g_report_stderr = -1;
 
+// Kept whenever a report may go to stderr: also with HAKMEM_STATS_FILE, whose
+// open may fail at exit (the report then falls back to stderr: with a
+// program that had closed fd 2, GNU sort's, it was lost with its warning).
 void hak_stats_keep_stderr(void) {
-  int to_stderr = g_hak_config.stats == HAK_STATS_OFF ? g_hak_config.verbose : g_hak_config.stats_file[0] == '\0';
+  int to_stderr = g_hak_config.stats != HAK_STATS_OFF || g_hak_config.verbose;
   if (to_stderr && g_report_stderr < 0) g_report_stderr = fcntl(2, F_DUPFD_CLOEXEC, 64);
 }
 
@@ -452,10 +455,10 @@ static void stats_report_at_exit(void) {
   if (g_hak_config.stats_file[0] != '\0') {
     fd = open(g_hak_config.stats_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-      hak_write_str(2, "hakmem: cannot open HAKMEM_STATS_FILE=");
-      hak_write_str(2, g_hak_config.stats_file);
-      hak_write_str(2, "; statistics on stderr instead\n");
-      fd = 2;
+      fd = report_stderr();
+      hak_write_str(fd, "hakmem: cannot open HAKMEM_STATS_FILE=");
+      hak_write_str(fd, g_hak_config.stats_file);
+      hak_write_str(fd, "; statistics on stderr instead\n");
     }
   }
   hak_print_class_stats(fd, format);

@@ -85,6 +85,9 @@ check "HAKMEM_VERBOSE=1 prints the version and every option at start-up" bash -c
 out=$($clean_env HAKMEM_STATS=1 HAKMEM_STATS_FILE=/nonexistent/dir/x LD_PRELOAD=$lib true 2>&1)
 check "an unwritable HAKMEM_STATS_FILE is reported and stderr used" bash -c \
   "grep -q 'cannot open HAKMEM_STATS_FILE=/nonexistent/dir/x' <<<'$out' && grep -q '^total ' <<<'$out'"
+$clean_env HAKMEM_STATS=1 HAKMEM_STATS_FILE=/nonexistent/dir/x LD_PRELOAD=$lib "$tmp/prog" close-stderr >/dev/null 2>"$tmp/closed2"
+check "... also by a program that closed stderr at exit (both were lost)" bash -c \
+  "grep -q 'cannot open HAKMEM_STATS_FILE=/nonexistent/dir/x' '$tmp/closed2' && grep -q '^total ' '$tmp/closed2'"
 
 [ $fail -eq 0 ] && echo "PASS stats" || echo "FAILED stats"
 exit $fail
