@@ -281,9 +281,36 @@ static void region_release(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
 // pages; its low ones, which first fit takes first, stay dirty. (Not for the
 // budget: purged to the page, ws8192 -w 64 at 256 KiB-2 MiB -t 2 passed it
 // again a few frees later, 184 k page faults against 32 k.)
+// Runs whose purge the kernel refused (locked pages keep their data: they stay
+// dirty), held out of their bins until the pass ends so that the pass goes on
+// with the others (one freed block still mlock'd stopped every purge of its
+// region, malloc_trim's included: a helper's probe) and does not take them
+// again; at most PH_REFUSED_MAX a pass.
+#define PH_REFUSED_MAX 8u
+typedef struct ph_refused {
+  uint32_t n;
+  struct { uint32_t s, len; int dirty; } run[PH_REFUSED_MAX];
+} ph_refused_t;
+
+// Did the kernel purge [s, s + len), taken out of its bin with mark `dirty`?
+// If not, the run is held in *rf (back in its bin at refused_release).
+static int run_purge_or_hold(ph_region_t *r, uint32_t s, uint32_t len, int dirty, ph_refused_t *rf) {
+  if (os_purge((char *)r + run_bytes(s), run_bytes(len))) return 1;
+  rf->run[rf->n].s = s;
+  rf->run[rf->n].len = len;
+  rf->run[rf->n].dirty = dirty;
+  rf->n++;
+  return 0;
+}
+
+static void refused_release(ph_region_t *r, const ph_refused_t *rf) {
+  for (uint32_t i = 0; i < rf->n; i++) region_release(r, rf->run[i].s, rf->run[i].len, rf->run[i].dirty);
+}
+
 int region_purge(ph_region_t *r, size_t keep, int split) {
   int released = 0;
-  for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0; mask = r->bin_mask[PH_DIRTY]) {
+  ph_refused_t rf = {0};
+  for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0 && rf.n < PH_REFUSED_MAX; mask = r->bin_mask[PH_DIRTY]) {
     size_t dirty_bytes = atomic_load_explicit(&r->arena->dirty_bytes, memory_order_relaxed);
     if (dirty_bytes <= keep) break;
     uint32_t s = r->bin_head[PH_DIRTY][63 - __builtin_clzll(mask)];
@@ -294,13 +321,11 @@ int region_purge(ph_region_t *r, size_t keep, int split) {
       if (len > excess) low = len - excess;
       if (low != 0) region_release(r, s, low, dirty);
     }
-    if (!os_purge((char *)r + run_bytes(s + low), run_bytes(len - low))) {
-      region_release(r, s + low, len - low, dirty);   // locked pages keep their data: dirty still
-      break;
-    }
+    if (!run_purge_or_hold(r, s + low, len - low, dirty, &rf)) continue;
     region_release(r, s + low, len - low, 0);
     released = 1;
   }
+  refused_release(r, &rf);
   return released;
 }
 
@@ -308,20 +333,20 @@ int region_purge(ph_region_t *r, size_t keep, int split) {
 // (lock held). Returns 1 if any was.
 int region_purge_aged(ph_region_t *r, unsigned now, unsigned age) {
   int released = 0;
-  for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0; mask &= mask - 1) {
-    for (uint32_t s = r->bin_head[PH_DIRTY][__builtin_ctzll(mask)], next; s != PH_NONE; s = next) {
+  ph_refused_t rf = {0};
+  for (uint64_t mask = r->bin_mask[PH_DIRTY]; mask != 0 && rf.n < PH_REFUSED_MAX; mask &= mask - 1) {
+    for (uint32_t s = r->bin_head[PH_DIRTY][__builtin_ctzll(mask)], next; s != PH_NONE && rf.n < PH_REFUSED_MAX;
+         s = next) {
       next = r->link_next[s];            // the purged run leaves this list; clean runs merge, not dirty ones
       if (mark_age(r->dirty[s], now) < age) continue;
       int dirty;
       uint32_t len = run_remove(r, s, &dirty);
-      if (!os_purge((char *)r + run_bytes(s), run_bytes(len))) {
-        region_release(r, s, len, dirty);   // locked pages keep their data: dirty still
-        return released;
-      }
+      if (!run_purge_or_hold(r, s, len, dirty, &rf)) continue;
       region_release(r, s, len, 0);
       released = 1;
     }
   }
+  refused_release(r, &rf);
   return released;
 }
 

@@ -173,6 +173,36 @@ static void test_calloc_of_a_reused_block_whose_purge_was_refused_reads_zero(voi
   hak_free(keep);
 }
 
+// A refused purge holds back only its own run: the region's other dirty runs
+// are still given back (the pass stopped at the first refusal, and a freed
+// block still mlock'd, the largest, kept every other freed page resident).
+static void test_a_refused_purge_leaves_the_regions_other_runs_purged(void **state) {
+  (void)state;
+  unsigned char *locked = hak_malloc(4 * MIB);
+  void *sep1 = hak_malloc(300000);                      // live between the two: no merge
+  unsigned char *other = hak_malloc(2 * MIB);
+  void *sep2 = hak_malloc(300000);
+  memset(locked, 0xff, 4 * MIB);
+  memset(other, 0xff, 2 * MIB);
+  if (mlock(locked, 4 * MIB) != 0) {
+    print_message("skipped: mlock refused (%s)\n", strerror(errno));
+    hak_free(locked);
+    hak_free(sep1);
+    hak_free(other);
+    hak_free(sep2);
+    return;
+  }
+  hak_free(locked);
+  hak_free(other);
+  hak_trim();
+  size_t resident = os_resident_pages(other, 2 * MIB / 4096);
+  munlock(locked, 4 * MIB);
+  hak_free(sep1);
+  hak_free(sep2);
+  hak_trim();
+  assert_int_equal(resident, 0);
+}
+
 static void test_large_blocks_count_in_the_stats(void **state) {
   (void)state;
   size_t before = stats_now().large_count;
@@ -891,6 +921,7 @@ int main(void) {
     cmocka_unit_test_teardown(test_a_large_block_grows_within_its_run_while_its_arena_changes, teardown_validate),
     cmocka_unit_test_teardown(test_calloc_of_a_reused_large_block_reads_zero, teardown_validate),
     cmocka_unit_test_teardown(test_calloc_of_a_reused_block_whose_purge_was_refused_reads_zero, teardown_validate),
+    cmocka_unit_test_teardown(test_a_refused_purge_leaves_the_regions_other_runs_purged, teardown_validate),
     cmocka_unit_test_teardown(test_large_blocks_count_in_the_stats, teardown_validate),
     cmocka_unit_test_teardown(test_trim_unmaps_regions_with_no_live_block, teardown_validate),
     cmocka_unit_test_teardown(test_an_interior_address_of_a_large_block_is_owned_and_not_a_block, teardown_validate),
