@@ -92,8 +92,8 @@ static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
 void *hak_large_alloc(size_t size, size_t alignment, int zero) {
   for (int again = 0;; again = 1) {
     size_t fresh = 0;
-    int paged = alignment <= 4096u ? alignment <= HAK_PAGE_HEAP_ALIGN_MAX && size <= PAGE_HEAP_MAX
-                                   : alignment <= HAK_PAGE_HEAP_ALIGN_MAX && size <= HAK_PAGE_HEAP_ALIGNED_SIZE_MAX;
+    size_t most = alignment <= 4096u ? PAGE_HEAP_MAX : HAK_PAGE_HEAP_ALIGNED_SIZE_MAX;
+    int paged = alignment <= HAK_PAGE_HEAP_ALIGN_MAX && size <= most;
     void *p = paged ? page_heap_alloc_aligned(size, alignment, zero, &fresh) : NULL;
     if (fresh != 0) shared_pool_make_room(fresh);   // dirty FREE slabs go first: the page heap cannot use them
     if (p == NULL) p = huge_alloc(size, alignment, zero);   // also when no new 64 MiB region can be had

@@ -275,12 +275,6 @@ static void region_release(ph_region_t *r, uint32_t s, uint32_t n, int dirty) {
   run_insert(r, s, n, dirty);
 }
 
-// Purge dirty runs of r, the largest first (the most bytes per call), until
-// its arena holds at most `keep` dirty bytes: madvise, then clean and merged
-// (lock held). With `split`, a run longer than the excess gives only its top
-// pages; its low ones, which first fit takes first, stay dirty. (Not for the
-// budget: purged to the page, ws8192 -w 64 at 256 KiB-2 MiB -t 2 passed it
-// again a few frees later, 184 k page faults against 32 k.)
 // Runs whose purge the kernel refused (locked pages keep their data: they stay
 // dirty), held out of their bins until the pass ends so that the pass goes on
 // with the others (one freed block still mlock'd stopped every purge of its
@@ -307,6 +301,12 @@ static void refused_release(ph_region_t *r, const ph_refused_t *rf) {
   for (uint32_t i = 0; i < rf->n; i++) region_release(r, rf->run[i].s, rf->run[i].len, rf->run[i].dirty);
 }
 
+// Purge dirty runs of r, the largest first (the most bytes per call), until
+// its arena holds at most `keep` dirty bytes: madvise, then clean and merged
+// (lock held). With `split`, a run longer than the excess gives only its top
+// pages; its low ones, which first fit takes first, stay dirty. (Not for the
+// budget: purged to the page, ws8192 -w 64 at 256 KiB-2 MiB -t 2 passed it
+// again a few frees later, 184 k page faults against 32 k.)
 int region_purge(ph_region_t *r, size_t keep, int split) {
   int released = 0;
   ph_refused_t rf = {0};

@@ -412,17 +412,18 @@ static HAK_NOINLINE void slab_trim_earlier_reach(slab_meta_t *m) {
 // number of cache lines (every small class is a multiple of 16 bytes): so
 // the chain and every first refill's part of it start on a line of their
 // own, and two threads' first blocks never share one (bench fs-thrash).
-// Not in the hardened build, whose refill shuffles what it takes.
-#define SHARE_PAGE_BYTES 4096u
+// Not in the hardened build, whose refill shuffles what it takes. `own`: the
+// blocks this refill just carved, the slab's only ones if it was fresh.
 _Static_assert(FIRST_REFILL_BLOCKS * 16u % 64u == 0 && (FIRST_REFILL_BLOCKS & (FIRST_REFILL_BLOCKS - 1u)) == 0,
                "a first refill's blocks end on a cache line; a part taken rounds down to them");
 
-static HAK_NOINLINE void share_first_page(slab_meta_t *m, unsigned cls) {
+static HAK_NOINLINE void share_first_page(slab_meta_t *m, unsigned cls, uint32_t own) {
   uint32_t limit = tiny_threads_live();
   size_t carved = (size_t)(slab_carve(m) - m->base);
-  if (carved >= SHARE_PAGE_BYTES || carved % 64u != 0 || transfer_full(cls, limit)) return;
+  if (carved != (size_t)own * m->block_size || carved >= CARVE_BYTES || carved % 64u != 0 || transfer_full(cls, limit))
+    return;
   block_chain_t s = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
-  slab_take_carved(m, (uint32_t)((SHARE_PAGE_BYTES - carved) / m->block_size), &s);
+  slab_take_carved(m, (uint32_t)((CARVE_BYTES - carved) / m->block_size), &s);
   if (s.n == 0 || transfer_put(cls, limit, s.first, s.last, s.n)) return;
   // The exchange filled meanwhile: nobody saw these blocks, so they are not carved after all.
   slab_set_carve(m, hak_base_raw(s.first));
@@ -495,13 +496,10 @@ int tiny_refill(unsigned cls) {
         slab_take_free(m, want, room, &c);
         if (c.n == 0) slab_take_carved(m, carve_want(cls, want), &c);   // an adopted slab's uncarved end
       } else {
-#if !HAK_HARDENED
-        int fresh = slab_carve(m) == m->base;
-#endif
         slab_take_carved(m, carve_want(cls, want), &c);
 #if !HAK_HARDENED
-        if (HAK_UNLIKELY(first) && fresh && tc->cap_share != 0 && g_size_class[cls].kind == HAK_KIND_SMALL)
-          share_first_page(m, cls);
+        if (HAK_UNLIKELY(first) && tc->cap_share != 0 && g_size_class[cls].kind == HAK_KIND_SMALL)
+          share_first_page(m, cls, c.n);
 #endif
       }
     }
