@@ -27,7 +27,6 @@
 #include "tiny/tiny_thread.h"
 
 #define HAK_SLAB_ALIGN_MAX  4096u        // aligned requests up to this come from slabs
-#define HAK_ALIGNED_SLAB_MAX (32u << 10) // ... and up to this size (hardened)
 
 // ---- malloc -------------------------------------------------------------
 
@@ -77,23 +76,24 @@ static HAK_NOINLINE void *alloc_class_slow(unsigned cls) {
 }
 
 // The page heap's blocks start on a page (the default build's; the hardened
-// build's end at a guard page), so it serves alignments up to a page (a
-// 4 KiB-aligned block of 1 MiB took a mapping of its own each time), and the
-// default build's up to PAGE_HEAP_ALIGN_MAX in a longer run, its ends freed,
-// for blocks of up to HAK_SLAB_MAX: the many small blocks that took a mapping
-// each (vm.max_map_count). Larger ones keep a mapping of their own, fresh
+// build's end at a guard page, as near as their alignment allows), so it
+// serves alignments up to a page (a 4 KiB-aligned block of 1 MiB took a
+// mapping of its own each time), and up to PAGE_HEAP_ALIGN_MAX in a longer
+// run, its ends freed, for blocks of up to HAK_SLAB_MAX: the many small
+// blocks that took a mapping each (vm.max_map_count; in the hardened build
+// two, the guard page splitting it, until the page heap served its aligned
+// blocks too: 32 000 live posix_memalign(64, 40000) reached the limit). Larger ones keep a mapping of their own, fresh
 // pages: 64 live blocks of 4 KiB-2 MiB, two in three aligned to 8 KiB-1 MiB,
 // their first 4 KiB written, churned 3 M times, held 33 MB of earlier blocks'
 // pages inside the live ones from the page heap's dirty runs, against 2.5 MB
 // with a mapping each (a helper's probe; glibc 177 MB).
-#define HAK_PAGE_HEAP_ALIGN_MAX (HAK_HARDENED ? (size_t)0 : PAGE_HEAP_ALIGN_MAX)
 #define HAK_PAGE_HEAP_ALIGNED_SIZE_MAX ((size_t)HAK_SLAB_MAX)
 
 void *hak_large_alloc(size_t size, size_t alignment, int zero) {
   for (int again = 0;; again = 1) {
     size_t fresh = 0;
     size_t most = alignment <= 4096u ? PAGE_HEAP_MAX : HAK_PAGE_HEAP_ALIGNED_SIZE_MAX;
-    int paged = alignment <= HAK_PAGE_HEAP_ALIGN_MAX && size <= most;
+    int paged = alignment <= PAGE_HEAP_ALIGN_MAX && size <= most;
     void *p = paged ? page_heap_alloc_aligned(size, alignment, zero, &fresh) : NULL;
     if (fresh != 0) shared_pool_make_room(fresh);   // dirty FREE slabs go first: the page heap cannot use them
     if (p == NULL) p = huge_alloc(size, alignment, zero);   // also when no new 64 MiB region can be had
@@ -336,7 +336,6 @@ void *hak_reallocarray(void *p, size_t count, size_t size) {
   return hak_realloc(p, n);
 }
 
-#if !HAK_HARDENED
 // The slab class of an aligned request (alignment above 16), or -1 when the
 // slabs do not serve it. Slab starts are page aligned, so a class whose block
 // is a multiple of the alignment has every block aligned: every slab size
@@ -345,7 +344,10 @@ void *hak_reallocarray(void *p, size_t count, size_t size) {
 // own each time, 19x tcmalloc's time in a loop. A padded class's blocks
 // (HAK_CLASS_PADDED: 5-56 KiB, not powers of two) are aligned to 64 only: a
 // request aligned more that lands there takes the next class whose blocks
-// are (a power of two, at most 8/5 of the size).
+// are (a power of two, at most 8/5 of the size). The hardened build's
+// requests bring their tail canary's bytes, and were served so only up to
+// 32 KiB until the sixty-fifth session: past that each was a mapping and a
+// guard page, two of vm.max_map_count's 65 530 a live block.
 static inline int aligned_slab_class(size_t alignment, size_t size) {
   size_t need = size > alignment ? size : alignment;
   if (alignment > HAK_SLAB_ALIGN_MAX || need > HAK_SLAB_MAX) return -1;
@@ -353,7 +355,6 @@ static inline int aligned_slab_class(size_t alignment, size_t size) {
   while (g_size_class[cls].block % alignment != 0) cls++;   // (the last class is 256 KiB)
   return (int)cls;
 }
-#endif
 
 void *hak_aligned_alloc(size_t alignment, size_t size) {
   if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
@@ -363,11 +364,10 @@ void *hak_aligned_alloc(size_t alignment, size_t size) {
   if (alignment <= 16) return hak_malloc(size);
   if (size > PTRDIFF_MAX) return alloc_enomem();
 #if HAK_HARDENED
-  size_t need = size + HARD_TAIL_BYTES > alignment ? size + HARD_TAIL_BYTES : alignment;
-  if (need <= HAK_ALIGNED_SLAB_MAX && alignment <= HAK_SLAB_ALIGN_MAX) {
-    unsigned cls = size_class_aligned(need, alignment);
-    void *p = hak_hardened_pop(cls);
-    if (p == NULL) p = alloc_class_slow(cls);
+  int cls = aligned_slab_class(alignment, size + HARD_TAIL_BYTES);
+  if (cls >= 0) {
+    void *p = hak_hardened_pop((unsigned)cls);
+    if (p == NULL) p = alloc_class_slow((unsigned)cls);
     if (p != NULL) hak_hardened_arm_aligned(p, size, alignment);
     return p;
   }

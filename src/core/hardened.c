@@ -264,11 +264,12 @@ void hak_hardened_check_delete(const void *p, size_t size, size_t align) {
     // A large block's usable size is its request (page_heap_block_size).
     actual = page_heap_usable_size(p);
     if (actual == 0 || page_heap_block_size(size) == actual) return;
+    if (size == 0 && actual == 1) return;   // an aligned request of 0 bytes, made as 1 (hak_aligned_alloc)
   } else {
     int interior;                  // huge: the request its entry keeps (hardened)
     actual = huge_usable_size(p, &interior);
     if (actual == 0) return;       // not a huge block's start: free reports it
-    if (size == 0 && actual == 1) return;   // an aligned request of 0 bytes, made as 1 (hak_aligned_alloc)
+    if (size == 0 && actual == 1) return;   // (the same)
   }
   if (size != actual) hardened_report_delete("sized delete with the wrong size of", p, size, actual);
 }

@@ -429,8 +429,8 @@ int page_heap_contains(const void *p) {
 // Is the used run at s one kept out of reuse (see ph_region_t)?
 static int ph_kept_out(const ph_region_t *r, uint32_t s) { return (r->kept_out[s / 64] >> (s % 64)) & 1u; }
 // The used run at s: the bytes before its block, and past its request.
-static uint32_t ph_slack(const ph_region_t *r, uint32_t s) { return r->slack[s] & ~15u; }
-static uint32_t ph_tail(const ph_region_t *r, uint32_t s) { return r->slack[s] & 15u; }
+static uint32_t ph_slack(const ph_region_t *r, uint32_t s) { return r->slack[s] >> 16; }
+static uint32_t ph_tail(const ph_region_t *r, uint32_t s) { return r->slack[s] & 0xffffu; }
 #endif
 
 // Page index of the run of a block start at p in r, or PH_NONE (lock held).
@@ -659,14 +659,18 @@ size_t page_heap_block_size(size_t size) {
 // rounded to 16), so the first byte past the request (to 16) is the guard's.
 // Page aligned, a block of 300 000 bytes left 3 104 bytes before the guard
 // that an overflow wrote unseen (an independent misuse probe; scudo places
-// its large blocks so). Its run still starts at a page.
-static uint32_t ph_block_slack(size_t size, uint32_t body_pages) {
-  return (uint32_t)(run_bytes(body_pages) - ((size + 15u) & ~(size_t)15u));
+// its large blocks so). Its run still starts at a page. An aligned block
+// starts where its alignment allows, the bytes between its request and the
+// guard then up to the alignment less one (the tail canary's); past a page,
+// its run starts on the alignment (region_take_aligned) and the block with it.
+static uint32_t ph_block_slack(size_t size, uint32_t body_pages, size_t align) {
+  size_t a = align > 16u ? align : 16u;
+  return (uint32_t)((run_bytes(body_pages) - size) & ~(a - 1u));
 }
+_Static_assert(PH_PAGE_SIZE <= 0x10000u, "a run's slack and tail each fit 16 bits of ph_region_t.slack");
 
 #endif
 
-#if !HAK_HARDENED
 // The n pages of [s, s + taken), just taken, that start at the first page
 // aligned to `align` bytes: the pages before and after them are free again
 // (dirty if any run taken was: which of them were is not kept). Returns
@@ -686,35 +690,27 @@ static uint32_t region_take_aligned(ph_arena_t *a, ph_region_t *r, uint32_t s, u
   a->live_pages -= taken - n;
   return s + lead;
 }
-#endif
 
 void *page_heap_alloc_aligned(size_t size, size_t align, int zero, size_t *fresh) {
   if (size == 0 || size > PAGE_HEAP_MAX) return NULL;
   uint32_t n = run_pages_for(size) + (HAK_HARDENED ? 1u : 0u);   // hardened: a guard page at the end
-#if HAK_HARDENED
-  if (align > PH_PAGE_SIZE) return NULL;
-#else
   uint32_t extra = align > PH_PAGE_SIZE ? (uint32_t)(align >> PH_PAGE_SHIFT) - 1u : 0u;
   if (align > PAGE_HEAP_ALIGN_MAX || run_bytes(n + extra) > PAGE_HEAP_MAX) return NULL;
-#endif
   ph_arena_t *a = arena_lock_for_alloc();
   for (;;) {
     uint32_t s, dirty_runs;
     ph_span_t spans[PH_MAX_SPANS];
-#if HAK_HARDENED
-    ph_region_t *r = arena_take(a, n, &s, spans, &dirty_runs);
-#else
     ph_region_t *r = arena_take(a, n + extra, &s, spans, &dirty_runs);
     if (r != NULL && extra != 0) {
       s = region_take_aligned(a, r, s, n + extra, n, align, dirty_runs);
       if (dirty_runs != 0) dirty_runs = PH_MAX_SPANS + 1u;   // (the spans counted from the old start)
     }
-#endif
     if (r != NULL) {
       if (fresh != NULL) *fresh = dirty_runs == 0 ? run_bytes(n) : 0;
 #if HAK_HARDENED
-      uint32_t slack = ph_block_slack(size, n - 1), tail = (uint32_t)(-size & 15u);
-      r->slack[s] = (uint16_t)(slack | tail);
+      uint32_t slack = ph_block_slack(size, n - 1, align);
+      uint32_t tail = (uint32_t)(run_bytes(n - 1) - slack - size);
+      r->slack[s] = slack << 16 | tail;
 #endif
       arena_maybe_purge(a, 0);
       PH_VALIDATE(a);

@@ -34,10 +34,10 @@
 // them), else 0.
 void  *page_heap_alloc(size_t size, int zero, size_t *fresh);
 // The same, aligned to `align` bytes (a power of two; up to a page as above):
-// up to PAGE_HEAP_ALIGN_MAX in the default build, whose run is taken
-// align - 1 pages longer and its pages before and after the aligned ones
-// freed again. NULL past that (and past a page in the hardened build), or
-// when the size and the alignment together pass PAGE_HEAP_MAX.
+// up to PAGE_HEAP_ALIGN_MAX, a run taken align - 1 pages longer and its
+// pages before and after the aligned ones freed again. NULL past that, or
+// when the size and the alignment together pass PAGE_HEAP_MAX. (Hardened:
+// the block still ends at its guard page, as near as its alignment allows.)
 void  *page_heap_alloc_aligned(size_t size, size_t align, int zero, size_t *fresh);
 // The usable size of the block page_heap_alloc(size) returns (0: not ours).
 size_t page_heap_block_size(size_t size);

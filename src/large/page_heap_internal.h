@@ -79,9 +79,10 @@ typedef struct ph_region {
 #if HAK_HARDENED
   uint64_t          kept_out[PH_PAGES / 64];  // bit s: the used run at s was freed, kept out of reuse
   // A used run's first page: the bytes before its block (ph_block_slack, a
-  // multiple of 16) | the bytes between its request and the guard page's
-  // 16-byte boundary (0-15; tail_canary_fill).
-  uint16_t          slack[PH_PAGES];
+  // multiple of 16 and of the block's alignment) << 16 | the bytes between
+  // its request and the guard page (tail_canary_fill: 0-15, or up to the
+  // alignment less one for an aligned block). Both under a page.
+  uint32_t          slack[PH_PAGES];
 #endif
 } ph_region_t;
 

@@ -27,6 +27,13 @@ static void ph_validate_region(const ph_region_t *r, size_t *live_count, size_t 
       PH_REQUIRE(r->tail[i] == 0, "no tail word inside a run", r, i);
     if (r->head[s] & PH_USED) {
       PH_REQUIRE(r->dirty[s] == 0, "a used run has no dirty mark", r, s);
+#if HAK_HARDENED
+      // Its block: slack bytes into the run, a request and its tail before
+      // the guard page (ph_block_slack; at least one byte asked for).
+      uint32_t slack = r->slack[s] >> 16, tail = r->slack[s] & 0xffffu;
+      PH_REQUIRE(len >= 2 && slack % 16u == 0 && slack < PH_PAGE_SIZE && tail < PH_PAGE_SIZE &&
+                 (size_t)slack + tail < run_bytes(len - 1), "a used run's block ends at its guard page", r, s);
+#endif
       (*live_count)++;
       *live_pages += len;
     } else {
