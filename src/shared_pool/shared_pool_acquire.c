@@ -108,19 +108,17 @@ static slab_meta_t *stash_take_class(slab_stash_t *st, unsigned cls) {
 }
 
 // Stage 2: FREE slabs of the class's kind, from the stash, refilled in a
-// batch under the kind's pool lock (stage 3 when the pool has none). Above
-// the small kind, a dirty slab that last served the class comes first, from
-// the stash, else from the pool when it has one (pool_take_class_locked).
+// batch under the kind's pool lock (stage 3 when the pool has none). A dirty
+// slab that last served the class comes first, from the stash, else from the
+// pool when it has one (pool_take_class_locked).
 static slab_meta_t *acquire_stage2_free_slab(unsigned kind, unsigned cls, slab_stash_t *st) {
-  if (kind != HAK_KIND_SMALL) {
-    slab_meta_t *m = stash_take_class(st, cls);
-    if (m == NULL && atomic_load_explicit(&g_pool_dirty_of_class[cls], memory_order_relaxed) != 0) {
-      pool_lock(kind);
-      m = pool_take_class_locked(kind, cls);
-      pool_unlock(kind);
-    }
-    if (m != NULL) return m;
+  slab_meta_t *m = stash_take_class(st, cls);
+  if (m == NULL && atomic_load_explicit(&g_pool_dirty_of_class[cls], memory_order_relaxed) != 0) {
+    pool_lock(kind);
+    m = pool_take_class_locked(kind, cls);
+    pool_unlock(kind);
   }
+  if (m != NULL) return m;
   if (st->n > 0) return st->slab[--st->n];
   slab_meta_t *got[SLAB_STASH_MAX + 1];
   uint32_t want = (uint32_t)g_stash_cap[kind] + 1u;   // one to use, the rest to keep

@@ -123,8 +123,10 @@ uint32_t pool_take_locked(unsigned kind, slab_meta_t **out, uint32_t want);
 // class of 1280 B, kept 512 KiB resident for 50 KiB of blocks. `mstress -t
 // 16 -n 20000 -r 20`, 7 paired rounds: 0.97x the time, 47.7 MB peak RSS
 // against 61.3, 17.7 k page faults against 21.6 k. The small kind (64 KiB
-// slabs) does not look: a slab's reach is small there and a take stays O(1)
-// (looking there too: 43.6 MB against 45.0, within the noise).
+// slabs) looks too since the sixty-fifth session: 256 threads at a time, each
+// holding 16 blocks of twelve sizes of 16 B-5 KB (`crowd -n 8`), peaked 58
+// -> 85 MB over eight rounds of threads as each slab came to hold the pages
+// of the farthest-reaching class it had served; 68-73 MB so (tcmalloc 59).
 #define POOL_AFFINITY_SCAN 64u
 slab_meta_t *pool_take_class_locked(unsigned kind, unsigned cls);
 // Take the FREE slab m (in its kind's pool) out of the pool, to purge it with
