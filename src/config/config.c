@@ -4,6 +4,7 @@
 #include "config/config.h"
 
 #include <string.h>
+#include <sys/auxv.h>
 
 #include "debug/report.h"
 #include "hakmem.h"
@@ -228,7 +229,16 @@ static int known_name(const char *name, size_t len) {
 // option scanned all of it once per row, 25 000 of the 213 000 instructions
 // a preloaded /bin/true ran (callgrind). As getenv, the first NAME=value of
 // a name counts.
-int hak_config_parse(int fd) {
+// A set-user-ID or set-group-ID program (secure execution, AT_SECURE) keeps
+// every default and says nothing, as jemalloc's MALLOC_CONF (secure_getenv)
+// and glibc's tunables do: the environment is its caller's, and
+// HAKMEM_STATS_FILE had such a program create or truncate any file its
+// owner may write (root's, through a set-user-ID program linked with
+// -lhakmem: a helper's probe), HAKMEM_ABORT_ON_ERROR=0 would let it go on
+// past a corrupted heap.
+int hak_config_parse(int fd) { return hak_config_parse_as(fd, getauxval(AT_SECURE) != 0); }
+
+int hak_config_parse_as(int fd, int secure) {
   int complaints = 0;
   unsigned char seen[OPTION_ROWS] = {0};
   for (size_t i = 0; i < g_hak_option_count; i++) {
@@ -237,7 +247,7 @@ int hak_config_parse(int fd) {
     else store_number(o, o->def);
     g_from_env[i] = 0;
   }
-  if (environ == NULL) return complaints;
+  if (environ == NULL || secure) return complaints;
   for (char **e = environ; *e != NULL; e++) {
     if (strncmp(*e, "HAKMEM_", 7) != 0) continue;
     const char *eq = strchr(*e, '=');

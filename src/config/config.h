@@ -78,8 +78,11 @@ extern const size_t g_hak_option_count;
 // the configuration (hak_config_print); later calls are silent.
 void hak_config_load(void);
 // Defaults, then the environment, reporting problems on fd (-1: silently).
-// Returns the number of lines reported.
+// Returns the number of lines reported. In a set-user-ID or set-group-ID
+// program (AT_SECURE) the environment is not read: defaults only.
 int hak_config_parse(int fd);
+// The same, secure execution said by the caller (a test's).
+int hak_config_parse_as(int fd, int secure);
 // The version and every option's value in effect, one line each, on fd.
 void hak_config_print(int fd);
 // The known option closest to name (edit distance), for "did you mean".

@@ -124,6 +124,35 @@ static void test_the_first_of_a_repeated_name_counts_as_with_getenv(void **state
   assert_int_equal(g_hak_config.purge_delay_ms, 100);
 }
 
+// A set-user-ID program's environment is its caller's: with AT_SECURE set
+// every option keeps its default and nothing is said (HAKMEM_STATS_FILE let
+// such a program truncate a root-only file to write its report there;
+// HAKMEM_ABORT_ON_ERROR=0 would let it run on past a corrupted heap).
+static void test_a_secure_execution_keeps_every_default(void **state) {
+  (void)state;
+  unset_all();
+  hak_config_t defaults = g_hak_config;
+  char *env[] = {"HAKMEM_STATS=1", "HAKMEM_STATS_FILE=/etc/shadow", "HAKMEM_ABORT_ON_ERROR=0",
+                 "HAKMEM_PURGE_DELAY_MS=abc", "HAKMEM_VERBSE=1", NULL};
+  char **saved = environ;
+  environ = env;
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  int complaints = hak_config_parse_as(fds[1], 1);
+  close(fds[1]);
+  char msg[256];
+  ssize_t got = read(fds[0], msg, sizeof msg - 1);
+  close(fds[0]);
+  assert_int_equal(complaints, 0);
+  assert_true(got <= 0);
+  assert_memory_equal(&defaults, &g_hak_config, sizeof defaults);
+  assert_int_equal(hak_config_parse_as(-1, 0), 2);      // the same environment, not secure: read
+  assert_string_equal(g_hak_config.stats_file, "/etc/shadow");
+  environ = saved;
+  unset_all();
+  hak_config_parse(-1);
+}
+
 static void test_print_lists_every_option_and_the_version(void **state) {
   (void)state;
   unset_all();
@@ -147,6 +176,7 @@ int main(void) {
     cmocka_unit_test(test_a_bad_value_names_variable_value_and_default),
     cmocka_unit_test(test_an_unknown_name_gets_the_closest_known_one),
     cmocka_unit_test(test_the_first_of_a_repeated_name_counts_as_with_getenv),
+    cmocka_unit_test(test_a_secure_execution_keeps_every_default),
     cmocka_unit_test(test_print_lists_every_option_and_the_version),
   };
   return cmocka_run_group_tests_name("config", tests, NULL, NULL);
