@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "config/config.h"
 #include "core/hardened.h"
@@ -69,6 +70,16 @@ static void fork_prepare(void) {
   huge_fork_prepare();
   hak_counters_fork_prepare();
 }
+int hak_locks_settle(unsigned ms) {
+  struct timespec by;
+  clock_gettime(CLOCK_REALTIME, &by);
+  by.tv_sec += ms / 1000u;
+  by.tv_nsec += (long)(ms % 1000u) * 1000000L;
+  if (by.tv_nsec >= 1000000000L) { by.tv_sec++; by.tv_nsec -= 1000000000L; }
+  return thread_record_locks_settle(&by) && transfer_locks_settle(&by) && shared_pool_locks_settle(&by) &&
+         page_heap_locks_settle(&by) && huge_locks_settle(&by) && hak_counters_locks_settle(&by);
+}
+
 static void fork_parent(void) {
   if (!g_fork_locked) return;
   hak_counters_fork_parent();

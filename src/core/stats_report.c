@@ -3,8 +3,14 @@
 #include "core/stats_report.h"
 #include "stats/stats.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "debug/report.h"
@@ -14,6 +20,7 @@
 #include "os/os.h"
 #include "shared_pool/shared_pool.h"
 #include "config/config.h"
+#include "core/init.h"
 #include "superslab/size_class.h"
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
@@ -424,23 +431,63 @@ void hak_print_class_stats(int fd, int format) {
   out_flush(&o);
 }
 
-// The copy of stderr the exit report falls back on (hak_stats_keep_stderr),
-// -1 when there is none. Close-on-exec, and numbered 64 or more, out of the
-// way of the low descriptors programs and shells use by number.
+// The exit report's stderr is the file stderr was at start-up (its device
+// and inode, kept by hak_stats_keep_stderr), through fd 2 or the copy of it
+// made then: a descriptor is written only while it still is that file. fd 2
+// whatever it was wrote the report into a program's data file that took
+// number 2 after it closed stderr, and the copy into one that took the
+// copy's number after a close_range (a helper's probe: both every time).
+// The copy is close-on-exec, numbered 64 or more, out of the way of the low
+// descriptors programs and shells use by number; -1 when there is none.
 static int g_report_stderr = -1;
+static dev_t g_stderr_dev;
+static ino_t g_stderr_ino;
+static int g_stderr_known;
 
 // Kept whenever a report may go to stderr: also with HAKMEM_STATS_FILE, whose
 // open may fail at exit (the report then falls back to stderr: with a
 // program that had closed fd 2, GNU sort's, it was lost with its warning).
 void hak_stats_keep_stderr(void) {
   int to_stderr = g_hak_config.stats != HAK_STATS_OFF || g_hak_config.verbose;
-  if (to_stderr && g_report_stderr < 0) g_report_stderr = fcntl(2, F_DUPFD_CLOEXEC, 64);
+  struct stat st;
+  if (!to_stderr || g_stderr_known || fstat(2, &st) != 0) return;   // no stderr: nowhere to fall back on
+  g_stderr_dev = st.st_dev;
+  g_stderr_ino = st.st_ino;
+  g_stderr_known = 1;
+  g_report_stderr = fcntl(2, F_DUPFD_CLOEXEC, 64);
 }
 
-// Stderr for the exit report: fd 2 while it is open (wherever the program
-// pointed it), else the copy made at start-up.
+static int is_startup_stderr(int fd) {
+  struct stat st;
+  return fd >= 0 && g_stderr_known && fstat(fd, &st) == 0 && st.st_dev == g_stderr_dev && st.st_ino == g_stderr_ino;
+}
+
+// Stderr for the exit report: fd 2 or the copy, whichever still is the
+// start-up stderr; -1 when neither is (the report is then not written).
 static int report_stderr(void) {
-  return fcntl(2, F_GETFD) < 0 && g_report_stderr >= 0 ? g_report_stderr : 2;
+  if (is_startup_stderr(2)) return 2;
+  if (is_startup_stderr(g_report_stderr)) return g_report_stderr;
+  return -1;
+}
+
+// HAKMEM_STATS_FILE, opened for the report; -1 when it cannot be. Without
+// blocking: a FIFO nobody reads fails (ENXIO) instead of holding the exit for
+// ever. A regular file is locked, then emptied: processes that exit together
+// (a program's children inherit the variable) write one after another, the
+// last report whole, where each one's O_TRUNC and writes interleaved left the
+// tail of a longer report after a shorter one (JSON that did not parse, 3 of
+// 30 runs of 17 processes).
+static int open_stats_file(void) {
+  int fd = open(g_hak_config.stats_file, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd < 0) return -1;
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    while (flock(fd, LOCK_EX) != 0 && errno == EINTR) {}
+    if (ftruncate(fd, 0) != 0) { /* written over, as before */ }
+  }
+  return fd;
 }
 
 // HAKMEM_STATS=1|json (to HAKMEM_STATS_FILE or stderr); HAKMEM_VERBOSE=1
@@ -448,12 +495,13 @@ static int report_stderr(void) {
 static void stats_report_at_exit(void) {
   int format = g_hak_config.stats == HAK_STATS_JSON ? 1 : 0;
   if (g_hak_config.stats == HAK_STATS_OFF) {
-    if (g_hak_config.verbose) hak_print_class_stats(report_stderr(), 0);
+    int fd = report_stderr();
+    if (g_hak_config.verbose && fd >= 0) hak_print_class_stats(fd, 0);
     return;
   }
   int fd = report_stderr();
   if (g_hak_config.stats_file[0] != '\0') {
-    fd = open(g_hak_config.stats_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open_stats_file();
     if (fd < 0) {
       fd = report_stderr();
       hak_write_str(fd, "hakmem: cannot open HAKMEM_STATS_FILE=");
@@ -461,11 +509,39 @@ static void stats_report_at_exit(void) {
       hak_write_str(fd, "; statistics on stderr instead\n");
     }
   }
+  if (fd < 0) return;
   hak_print_class_stats(fd, format);
   if (fd != 2 && fd != g_report_stderr) close(fd);
 }
 
+// How long the report waits for the allocator's locks (hak_locks_settle).
+#define REPORT_LOCK_WAIT_MS 1000u
+
+// The report at exit. Not when an allocator lock stays held (exit() from a
+// signal handler that interrupted malloc: the report waited on the
+// interrupted call's lock for ever). SIGPIPE blocked while it writes: a
+// report to a pipe whose reader had gone ended the program by that signal,
+// its exit status lost (141 for 3); one raised by the report is taken back.
 void hak_stats_at_exit(void) {
+  if (g_hak_config.stats == HAK_STATS_OFF && !g_hak_config.verbose && !HAK_STATS) return;
+  if (!hak_locks_settle(REPORT_LOCK_WAIT_MS)) {
+    hak_write_str(report_stderr(), "hakmem: no statistics at exit: an allocator lock is held "
+                                   "(exit() called from a signal handler that interrupted malloc?)\n");
+    return;
+  }
+  sigset_t pipe_set, old, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  int was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
   stats_report_at_exit();
-  if (HAK_STATS) hak_print_sites(report_stderr());
+  if (HAK_STATS) {
+    int fd = report_stderr();
+    if (fd >= 0) hak_print_sites(fd);
+  }
+  if (!was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+    struct timespec now = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &now) < 0 && errno == EINTR) {}
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
 }

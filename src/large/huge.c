@@ -602,6 +602,7 @@ int huge_trim(int everything) {
 }
 
 void huge_fork_prepare(void) { pthread_mutex_lock(&g_huge_lock); }
+int huge_locks_settle(const struct timespec *by) { return os_mutex_settles(&g_huge_lock, by); }
 void huge_fork_parent(void) { pthread_mutex_unlock(&g_huge_lock); }
 void huge_fork_child(void) { pthread_mutex_unlock(&g_huge_lock); }
 

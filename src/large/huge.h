@@ -63,6 +63,9 @@ int    huge_release_graves(void);
 void   huge_validate(void);
 
 void   huge_fork_prepare(void);
+struct timespec;
+// Its lock free by `by` (os_mutex_settles; the exit report's check).
+int    huge_locks_settle(const struct timespec *by);
 void   huge_fork_parent(void);
 void   huge_fork_child(void);
 

@@ -963,6 +963,12 @@ int page_heap_resize_in_place(void *p, size_t size) {
   return ok;
 }
 
+int page_heap_locks_settle(const struct timespec *by) {
+  for (unsigned i = 0; i < PH_ARENAS; i++)
+    if (!os_mutex_settles(&g_arena_gate[i].lock, by)) return 0;
+  return 1;
+}
+
 // Every arena, in index order (the one order any code takes two in).
 void page_heap_fork_prepare(void) {
   for (unsigned i = 0; i < PH_ARENAS; i++) pthread_mutex_lock(&g_arena_gate[i].lock);

@@ -85,6 +85,9 @@ int    page_heap_fault_kind(const void *p, void **start);
 void   page_heap_validate(void);
 
 void   page_heap_fork_prepare(void);
+struct timespec;
+// Every arena's lock free by `by` (os_mutex_settles; the exit report's check).
+int    page_heap_locks_settle(const struct timespec *by);
 void   page_heap_fork_parent(void);
 void   page_heap_fork_child(void);
 

@@ -234,6 +234,14 @@ void os_write_all(int fd, const char *buf, size_t len) {
   errno = saved;
 }
 
+int os_mutex_settles(pthread_mutex_t *m, const struct timespec *by) {
+  int saved = errno;
+  int ok = pthread_mutex_timedlock(m, by) == 0;
+  if (ok) pthread_mutex_unlock(m);
+  errno = saved;
+  return ok;
+}
+
 unsigned os_cpus_allowed(void) {
   int saved = errno;
   cpu_set_t set;

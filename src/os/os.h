@@ -4,6 +4,7 @@
 #ifndef HAK_OS_H
 #define HAK_OS_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,11 @@ void  *os_remap(void *addr, size_t old_size, size_t new_size);
 
 // write(2) the whole buffer to fd, retrying on EINTR; errno is preserved.
 void   os_write_all(int fd, const char *buf, size_t len);
+// Can m be taken by `by` (CLOCK_REALTIME)? Taken and released at once: 1;
+// still held then (by another thread that is slow, or by this one: exit()
+// from a signal handler that interrupted the allocator): 0.
+struct timespec;
+int    os_mutex_settles(pthread_mutex_t *m, const struct timespec *by);
 // Monotonic milliseconds (coarse clock, vDSO, cheap).
 uint64_t os_now_ms(void);
 // The CPUs this thread may run on (sched_getaffinity: taskset and cpusets

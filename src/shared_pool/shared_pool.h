@@ -75,6 +75,10 @@ void shared_pool_make_room(size_t bytes);
 
 // fork(): take every pool lock (prepare), release (parent and child).
 void shared_pool_fork_prepare(void);
+struct timespec;
+// The purge, registry and pool locks free by `by` (os_mutex_settles; the
+// exit report's check).
+int shared_pool_locks_settle(const struct timespec *by);
 void shared_pool_fork_parent(void);
 void shared_pool_fork_child(void);
 

@@ -592,6 +592,13 @@ int shared_pool_trim(void) {
   return released;
 }
 
+int shared_pool_locks_settle(const struct timespec *by) {
+  if (!os_mutex_settles(&g_purge_lock, by) || !os_mutex_settles(&g_registry_lock, by)) return 0;
+  for (unsigned k = 0; k < HAK_SLAB_KINDS; k++)
+    if (!os_mutex_settles(&g_pool[k].lock, by)) return 0;
+  return 1;
+}
+
 void shared_pool_fork_prepare(void) {
   pthread_mutex_lock(&g_purge_lock);
   for (unsigned k = 0; k < HAK_SLAB_KINDS; k++) pthread_mutex_lock(&g_pool[k].lock);

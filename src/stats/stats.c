@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "os/os.h"
+
 HAK_BIG_BSS hak_thread_counters_t g_counters_unowned;
 __thread hak_thread_counters_t *t_counters_p __attribute__((tls_model("initial-exec"))) = &g_counters_unowned;
 
@@ -88,6 +90,7 @@ size_t hak_counters_sum(hak_thread_counters_t *out) {
 }
 
 void hak_counters_fork_prepare(void) { pthread_mutex_lock(&g_counters_lock); }
+int hak_counters_locks_settle(const struct timespec *by) { return os_mutex_settles(&g_counters_lock, by); }
 void hak_counters_fork_parent(void) { pthread_mutex_unlock(&g_counters_lock); }
 // The child's only thread is the caller: the other live records belong to
 // threads that do not exist there. Their counts stay in the totals.

@@ -119,6 +119,9 @@ size_t hak_counters_sum(hak_thread_counters_t *out);
 // fork(): the live-list lock, taken and released around fork; the child keeps
 // only its own record.
 void hak_counters_fork_prepare(void);
+struct timespec;
+// The counters' lock free by `by` (os_mutex_settles; the exit report's check).
+int hak_counters_locks_settle(const struct timespec *by);
 void hak_counters_fork_parent(void);
 void hak_counters_fork_child(void);
 

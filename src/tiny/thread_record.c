@@ -130,6 +130,7 @@ thread_record_t *thread_record_take_parked_since(uint64_t before) {
 uint32_t thread_records_parked(void) { return atomic_load_explicit(&g_parked_n, memory_order_relaxed); }
 
 void thread_record_fork_prepare(void) { pthread_mutex_lock(&g_record_lock); }
+int thread_record_locks_settle(const struct timespec *by) { return os_mutex_settles(&g_record_lock, by); }
 void thread_record_fork_parent(void) { pthread_mutex_unlock(&g_record_lock); }
 void thread_record_fork_child(void) {
   g_parked_held = 0;   // (a place another thread held: that thread is not in the child)

@@ -89,6 +89,9 @@ uint32_t thread_records_parked(void);
 // fork(): the pool's lock around fork; the records of the parent's other
 // threads stay taken in the child (as their TLS stayed before).
 void thread_record_fork_prepare(void);
+struct timespec;
+// The records' lock free by `by` (os_mutex_settles; the exit report's check).
+int thread_record_locks_settle(const struct timespec *by);
 void thread_record_fork_parent(void);
 void thread_record_fork_child(void);
 

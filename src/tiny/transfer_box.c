@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "os/os.h"
 #include "stats/stats.h"
 #include "superslab/size_class.h"
 #include "tiny/tls_sll_box.h"
@@ -156,6 +157,12 @@ uint32_t transfer_take_next(unsigned *cls, uint32_t over, hak_base_ptr_t *first,
 uint32_t transfer_blocks(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].blocks, memory_order_relaxed); }
 uint32_t transfer_chains(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].chains, memory_order_relaxed); }
 uint32_t transfer_moves(unsigned cls) { return atomic_load_explicit(&g_transfer[cls].moves, memory_order_relaxed); }
+
+int transfer_locks_settle(const struct timespec *by) {
+  for (unsigned c = 0; c < HAK_EXCHANGE_CLASSES; c++)
+    if (!os_mutex_settles(&g_transfer[c].lock, by)) return 0;
+  return 1;
+}
 
 void transfer_fork_prepare(void) {
   for (unsigned c = 0; c < HAK_EXCHANGE_CLASSES; c++) pthread_mutex_lock(&g_transfer[c].lock);

@@ -74,6 +74,9 @@ uint32_t transfer_chains(unsigned cls);
 uint32_t transfer_moves(unsigned cls);
 
 void transfer_fork_prepare(void);
+struct timespec;
+// Every exchange's lock free by `by` (os_mutex_settles; the exit report's check).
+int transfer_locks_settle(const struct timespec *by);
 void transfer_fork_parent(void);
 void transfer_fork_child(void);
 

@@ -1,14 +1,24 @@
 // stats_prog.c — a workload whose statistics are known, for test_stats.sh:
 // main holds 1000 blocks of 48 bytes; a second thread allocates 2000 blocks
 // of 100 bytes that main frees (remote frees), then main calls malloc_info
-// (stdout) and, with argument "stats", malloc_stats (stderr); with argument
-// "close-stderr" it closes stderr before it returns, as GNU sort and xz do at
-// exit (their close_stdout).
+// (stdout) and, with argument "stats", malloc_stats (stderr). Other
+// arguments end it as programs do:
+//   close-stderr    closes stderr before it returns (GNU sort's and xz's close_stdout)
+//   reuse-fd2 FILE  closes stderr, opens FILE (as fd 2) and writes "DATA\n" to it
+//   exit3           returns 3
+//   fork N          N children and the parent exit at once
+//   signal-exit     a SIGALRM handler calls exit(0) while main allocates and
+//                   frees 48 MiB blocks in a loop (not async-signal-safe, but common)
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define HELD 1000
 #define REMOTE 2000
@@ -39,7 +49,44 @@ static void *freer(void *arg) {
   return NULL;
 }
 
+static void exit_from_handler(int sig) {
+  (void)sig;
+  exit(0);
+}
+
+_Noreturn static void signal_exit(void) {
+  signal(SIGALRM, exit_from_handler);
+  struct itimerval at = {{0, 0}, {0, 20000}};
+  setitimer(ITIMER_REAL, &at, NULL);
+  void *keep[8] = {0};
+  for (unsigned i = 0;; i++) {
+    unsigned k = i % 8u;
+    free(keep[k]);
+    keep[k] = malloc((48u << 20) + (i % 7u) * 4096u);
+  }
+}
+
+// n children and the parent wait for the pipe to close, then all exit; child
+// i holds blocks of i more size classes, so the reports differ in length.
+static int fork_exit_together(int n) {
+  int go[2];
+  if (pipe(go) != 0) return 1;
+  for (int i = 0; i < n; i++) {
+    if (fork() == 0) {
+      char c;
+      close(go[1]);
+      for (int k = 0; k <= i; k++) g_remote[k] = malloc(1100 + (size_t)k * 2100);
+      (void)!read(go[0], &c, 1);
+      return 0;
+    }
+  }
+  close(go[0]);
+  close(go[1]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "signal-exit") == 0) signal_exit();
   for (int i = 0; i < HELD; i++) memset(g_held[i] = malloc(48), 1, 48);
   pthread_t p, t;
   pthread_create(&p, NULL, producer, NULL);
@@ -59,5 +106,12 @@ int main(int argc, char **argv) {
   fflush(stdout);
   if (argc > 1 && strcmp(argv[1], "stats") == 0) malloc_stats();
   if (argc > 1 && strcmp(argv[1], "close-stderr") == 0) fclose(stderr);
+  if (argc > 2 && strcmp(argv[1], "reuse-fd2") == 0) {
+    close(2);
+    int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0644);   // fd 2 now
+    if (fd != 2 || write(fd, "DATA\n", 5) != 5) return 5;
+  }
+  if (argc > 1 && strcmp(argv[1], "exit3") == 0) return 3;
+  if (argc > 2 && strcmp(argv[1], "fork") == 0) return fork_exit_together(atoi(argv[2]));
   return 0;   // g_held stays live: the exit report sees it
 }

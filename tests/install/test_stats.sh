@@ -89,5 +89,63 @@ $clean_env HAKMEM_STATS=1 HAKMEM_STATS_FILE=/nonexistent/dir/x LD_PRELOAD=$lib "
 check "... also by a program that closed stderr at exit (both were lost)" bash -c \
   "grep -q 'cannot open HAKMEM_STATS_FILE=/nonexistent/dir/x' '$tmp/closed2' && grep -q '^total ' '$tmp/closed2'"
 
+# Where the report may not go (a helper's probe, sixty-fifth session).
+$clean_env HAKMEM_STATS=1 LD_PRELOAD=$lib "$tmp/prog" reuse-fd2 "$tmp/data" >/dev/null 2>"$tmp/err2"
+check "a data file the program opened as fd 2 gets no report; the start-up stderr does" bash -c \
+  "[ \"\$(cat '$tmp/data')\" = DATA ] && grep -q '^total ' '$tmp/err2'"
+mkfifo "$tmp/fifo"
+$clean_env HAKMEM_STATS=1 HAKMEM_STATS_FILE=$tmp/fifo timeout 20 env LD_PRELOAD=$lib "$tmp/prog" >/dev/null 2>"$tmp/err3"
+check "a HAKMEM_STATS_FILE FIFO nobody reads does not hold the exit (rc $?)" bash -c \
+  "grep -q 'cannot open HAKMEM_STATS_FILE=' '$tmp/err3' && grep -q '^total ' '$tmp/err3'"
+torn=0
+for i in $(seq 20); do
+  $clean_env HAKMEM_STATS=json HAKMEM_STATS_FILE=$tmp/race.json LD_PRELOAD=$lib "$tmp/prog" fork 16 >/dev/null 2>&1
+  python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$tmp/race.json" 2>/dev/null || torn=$((torn + 1))
+done
+check "17 processes exiting at once leave HAKMEM_STATS_FILE one whole JSON object ($torn of 20 torn)" test $torn -eq 0
+check "a report to a pipe whose reader is gone keeps the exit status (3, not SIGPIPE's)" python3 - "$lib" "$tmp/prog" <<'PY'
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+env = {k: v for k, v in os.environ.items() if not k.startswith("HAKMEM_")}
+env.update(HAKMEM_STATS="1", LD_PRELOAD=sys.argv[1])
+p = subprocess.run([sys.argv[2], "exit3"], stderr=w, stdout=subprocess.DEVNULL, env=env)
+assert p.returncode == 3, p.returncode
+PY
+hung=0
+for i in 1 2 3 4 5; do
+  $clean_env HAKMEM_STATS=1 timeout 20 env LD_PRELOAD=$lib "$tmp/prog" signal-exit >/dev/null 2>&1
+  [ $? -eq 124 ] && hung=$((hung + 1))
+done
+check "exit() from a signal handler that interrupted malloc does not hang the report ($hung of 5 hung)" test $hung -eq 0
+
+# A set-user-ID program reads no HAKMEM_* variable (AT_SECURE): its report
+# truncated a root-only file named by its unprivileged caller. Needs root,
+# setpriv and a file system that honours the set-user-ID bit.
+archive=$(dirname "$lib")/libhakmem.a
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -f "$archive" ]; then
+  suid=$(mktemp -d /tmp/hakmem-suid.XXXXXX)
+  chmod 755 "$suid"
+  if ${CC:-cc} -O1 -pthread tests/install/stats_prog.c "$archive" -o "$suid/prog" 2>/dev/null; then
+    chmod 4755 "$suid/prog"
+    printf 'root only\n' >"$suid/secret"
+    chmod 600 "$suid/secret"
+    setpriv --reuid=65534 --regid=65534 --clear-groups env HAKMEM_STATS=1 HAKMEM_STATS_FILE="$suid/secret" \
+      "$suid/prog" exit3 >/dev/null 2>"$tmp/suid.err"
+    rc=$?
+    if [ $rc -eq 3 ] && [ "$(stat -c %u "$suid/prog")" = 0 ]; then
+      check "a set-user-ID program ignores HAKMEM_STATS_FILE and prints no report" bash -c \
+        "[ \"\$(cat '$suid/secret')\" = 'root only' ] && ! grep -q 'statistics per size class' '$tmp/suid.err'"
+    else
+      echo "skip: the set-user-ID case (the program ran with rc $rc)"
+    fi
+  else
+    echo "skip: the set-user-ID case (no static link)"
+  fi
+  rm -rf "$suid"
+else
+  echo "skip: the set-user-ID case (needs root, setpriv and $archive)"
+fi
+
 [ $fail -eq 0 ] && echo "PASS stats" || echo "FAILED stats"
 exit $fail
