@@ -448,7 +448,7 @@ static int g_stderr_known;
 // open may fail at exit (the report then falls back to stderr: with a
 // program that had closed fd 2, GNU sort's, it was lost with its warning).
 void hak_stats_keep_stderr(void) {
-  int to_stderr = g_hak_config.stats != HAK_STATS_OFF || g_hak_config.verbose;
+  int to_stderr = g_hak_config.stats != HAK_STATS_OFF || g_hak_config.verbose || HAK_STATS;   // (the sites' lines)
   struct stat st;
   if (!to_stderr || g_stderr_known || fstat(2, &st) != 0) return;   // no stderr: nowhere to fall back on
   g_stderr_dev = st.st_dev;

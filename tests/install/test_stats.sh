@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# test_stats.sh LIB — what hakmem says about itself, read by parsers:
+# test_stats.sh LIB [STATS_LIB] — what hakmem says about itself, read by parsers:
 # HAKMEM_STATS=json (stderr and HAKMEM_STATS_FILE) through a JSON parser,
 # HAKMEM_STATS=1 and malloc_stats() as a table, malloc_info() through an XML
-# parser in glibc's format, and the options' start-up messages.
+# parser in glibc's format, and the options' start-up messages; with
+# STATS_LIB (make STATS=1), its per-site lines at exit, which
+# scripts/bench-scale.py reads.
 set -u
 cd "$(dirname "$0")/../.."
 lib=$(readlink -f "${1:?usage: test_stats.sh path/to/libhakmem.so}")
@@ -145,6 +147,13 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -f "$archive" ]; the
   rm -rf "$suid"
 else
   echo "skip: the set-user-ID case (needs root, setpriv and $archive)"
+fi
+
+if [ -n "${2:-}" ]; then
+  stats_lib=$(readlink -f "$2")
+  $clean_env LD_PRELOAD=$stats_lib "$tmp/prog" >/dev/null 2>"$tmp/sites"
+  check "the statistics build prints its per-site lines at exit without HAKMEM_STATS" bash -c \
+    "grep -q '^hakmem-sites: ops=[1-9][0-9]* threads=' '$tmp/sites' && grep -q '^hakmem-site: pool_lock kind=lock count=' '$tmp/sites'"
 fi
 
 [ $fail -eq 0 ] && echo "PASS stats" || echo "FAILED stats"
