@@ -97,13 +97,22 @@ HAK_EXPORT int malloc_info(int options, FILE *fp) {
   size_t ncls = hak_get_class_stats(cls, sizeof cls / sizeof cls[0]);
   if (ncls > sizeof cls / sizeof cls[0]) ncls = sizeof cls / sizeof cls[0];
   fprintf(fp, "<malloc version=\"hakmem-%s\">\n<heap nr=\"0\">\n<sizes>\n", hak_version());
-  size_t from = 1;
+  size_t from = 1, free_bytes = 0, cached_bytes = 0;
   for (size_t c = 0; c < ncls; c++) {
     size_t free_blocks = cls[c].blocks_free + cls[c].cached;
     fprintf(fp, "<size from=\"%zu\" to=\"%zu\" total=\"%zu\" count=\"%zu\"/>\n",
             from, cls[c].block_size, free_blocks * cls[c].block_size, free_blocks);
     from = cls[c].block_size + 1;
+    free_bytes += free_blocks * cls[c].block_size;
+    cached_bytes += cls[c].cached * cls[c].block_size;
   }
+  // The totals agree with <sizes>: "free" is their sum, "in_use" what the
+  // program holds (cached blocks are free ones), "slabs_in_use" its part in
+  // slabs (a helper's probe read the large and huge bytes there, and a free
+  // total short of the sizes' sum by the cached blocks).
+  size_t slab_in_use = st.in_use_bytes - st.large_bytes - st.huge_bytes;
+  slab_in_use = slab_in_use > cached_bytes ? slab_in_use - cached_bytes : 0;
+  size_t in_use = slab_in_use + st.large_bytes + st.huge_bytes;
   fprintf(fp,
           "</sizes>\n"
           "<total type=\"superslab\" count=\"%zu\" size=\"%zu\"/>\n"
@@ -124,12 +133,12 @@ HAK_EXPORT int malloc_info(int options, FILE *fp) {
           "<aspace type=\"total\" size=\"%zu\"/>\n"
           "</malloc>\n",
           st.superslab_count, st.superslab_bytes,
-          st.slabs_in_use, st.in_use_bytes,
+          st.slabs_in_use, slab_in_use,
           st.slabs_free,
           st.huge_count, st.huge_bytes,
           st.huge_cached_bytes,
           st.mapped_bytes, st.mapped_bytes,
-          st.in_use_bytes, st.free_bytes,
+          in_use, free_bytes,
           st.remote_frees_total, st.threads_live,
           st.superslabs_mapped_total, st.superslabs_unmapped_total,
           st.mapped_bytes, st.mapped_bytes);

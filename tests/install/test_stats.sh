@@ -53,6 +53,11 @@ for s in sizes:
     assert f == prev + 1 and t >= f and total == count * t, s.attrib
     prev = t
 assert any(int(s.get("count")) > 0 for s in sizes)
+totals = {t.get("type"): int(t.get("size")) for t in r.findall("total")}
+assert totals["free"] == sum(int(s.get("total")) for s in sizes), (totals["free"], "sizes' sum")
+assert totals["in_use"] >= 1000 * 48, totals                 # the blocks the program holds
+heap = {t.get("type"): int(t.get("size")) for t in r.findall("heap/total")}
+assert heap["slabs_in_use"] <= totals["in_use"], (heap, totals)
 PY
 
 $clean_env HAKMEM_STATS=json HAKMEM_STATS_FILE=$tmp/out.json LD_PRELOAD=$lib "$tmp/prog" >/dev/null 2>"$tmp/err"
