@@ -189,6 +189,9 @@ static void test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_s
   hak_base_ptr_t b = hak_user_to_base(hak_user_from_raw(one));
   block_set_free(b);
   block_set_next(b, HAK_BASE_NULL);
+  // (Its chain record as a push writes it: m may be a slab an earlier test
+  // emptied, rebound to this class with the records of that life's chains.)
+  if (BLOCK_CHAIN_RECORDS) block_set_chain(m, b, b, 1, HAK_BASE_NULL);
   atomic_store(&m->remote_head, one);
   atomic_fetch_sub(&m->used, 1);
   atomic_store(&m->notify, SLAB_NOTIFY_NOTIFYING);
