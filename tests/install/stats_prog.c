@@ -6,6 +6,7 @@
 //   close-stderr    closes stderr before it returns (GNU sort's and xz's close_stdout)
 //   reuse-fd2 FILE  closes stderr, opens FILE (as fd 2) and writes "DATA\n" to it
 //   exit3           returns 3
+//   flock FILE      holds a flock on FILE (open) when it returns
 //   fork N          N children and the parent exit at once
 //   signal-exit     a SIGALRM handler calls exit(0) while main allocates and
 //                   frees 48 MiB blocks in a loop (not async-signal-safe, but common)
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,6 +114,10 @@ int main(int argc, char **argv) {
     if (fd != 2 || write(fd, "DATA\n", 5) != 5) return 5;
   }
   if (argc > 1 && strcmp(argv[1], "exit3") == 0) return 3;
+  if (argc > 2 && strcmp(argv[1], "flock") == 0) {
+    int fd = open(argv[2], O_WRONLY | O_CREAT, 0644);
+    if (fd < 0 || flock(fd, LOCK_EX) != 0) return 5;
+  }
   if (argc > 2 && strcmp(argv[1], "fork") == 0) return fork_exit_together(atoi(argv[2]));
   return 0;   // g_held stays live: the exit report sees it
 }

@@ -113,6 +113,10 @@ for i in $(seq 20); do
   python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$tmp/race.json" 2>/dev/null || torn=$((torn + 1))
 done
 check "17 processes exiting at once leave HAKMEM_STATS_FILE one whole JSON object ($torn of 20 torn)" test $torn -eq 0
+$clean_env HAKMEM_STATS=json HAKMEM_STATS_FILE=$tmp/locked.json timeout 20 env LD_PRELOAD=$lib "$tmp/prog" flock "$tmp/locked.json" >/dev/null 2>&1
+rc=$?
+check "a stats file the program itself holds a flock on does not hold the exit (rc $rc)" bash -c \
+  "[ $rc -eq 0 ] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' '$tmp/locked.json'"
 check "a report to a pipe whose reader is gone keeps the exit status (3, not SIGPIPE's)" python3 - "$lib" "$tmp/prog" <<'PY'
 import os, subprocess, sys
 r, w = os.pipe()
