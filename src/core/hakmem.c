@@ -215,9 +215,13 @@ void *hak_calloc(size_t count, size_t size) {
 }
 
 // Usable size of a block in a slab, or 0 after reporting an invalid pointer
-// on behalf of `op`.
-static size_t slab_usable_size(const char *op, const void *p) {
+// on behalf of `op` (*live 0 then; 1 for a live block, whose usable size is
+// 0 too in the hardened build when 0 bytes were asked for with an alignment:
+// realloc took that 0 for a reported pointer and failed with ENOMEM, so such
+// a block could never grow; a helper's probe).
+static size_t slab_usable_size(const char *op, const void *p, int *live) {
   slab_meta_t *m = ss_slab_of(ss_of(p), p);
+  *live = 0;
   if (!slab_pointer_valid(m, p)) {
     report_slab_pointer(op, p, m);
     return 0;
@@ -226,6 +230,7 @@ static size_t slab_usable_size(const char *op, const void *p) {
     hak_report_pointer_error(op, p, " (a freed block: use after free or double free)");
     return 0;
   }
+  *live = 1;
 #if HAK_HARDENED
   return hak_hardened_slab_size(p, op);   // the request: the canary follows it
 #endif
@@ -240,7 +245,8 @@ size_t hak_usable_size(const void *p) {
     return 0;
   }
 #endif
-  if (ss_registry_contains(p)) return slab_usable_size("malloc_usable_size of invalid pointer", p);
+  int live;
+  if (ss_registry_contains(p)) return slab_usable_size("malloc_usable_size of invalid pointer", p, &live);
   if (page_heap_contains(p)) {
     size_t n = page_heap_usable_size(p);
     if (n == 0) hak_report_pointer_error("malloc_usable_size of invalid pointer", p, large_bad_pointer_detail(p));
@@ -275,8 +281,9 @@ void *hak_realloc(void *p, size_t size) {
   if (size > PTRDIFF_MAX) return alloc_enomem();
   size_t old;
   if (ss_registry_contains(p)) {
-    old = slab_usable_size("realloc of invalid pointer", p);
-    if (old == 0) return alloc_enomem();  // reported already (when not aborting)
+    int live;
+    old = slab_usable_size("realloc of invalid pointer", p, &live);
+    if (!live) return alloc_enomem();     // reported already (when not aborting)
 #if HAK_HARDENED   // in place when the block has room for the request and its tail
     if (hak_hardened_realloc_in_place(p, old, size)) return p;
 #else

@@ -704,6 +704,23 @@ static int t_aligned_delete_wrong_alignment_by_chance(void) {
 }
 // The right alignment (and sizes) pass, every alignment the slabs serve, and
 // aligned blocks behave as others through malloc_usable_size, realloc and free.
+// A block of 0 bytes asked for with an alignment (a slab's up to 4 KiB, the
+// page heap's past it) grows with realloc: its usable size is 0, and realloc
+// took that for a reported bad pointer and failed with ENOMEM, no report, at
+// every alignment a slab serves (a helper's probe).
+static int t_realloc_of_a_zero_byte_aligned_block_grows(void) {
+  for (size_t al = 32; al <= 65536; al *= 2) {
+    void *p = NULL;
+    if (posix_memalign(&p, al, 0) != 0) return 3;
+    unsigned char *q = realloc(p, 100);
+    if (q == NULL) return 4;
+    memset(q, 1, 100);
+    if (malloc_usable_size(q) != 100) return 5;
+    free(q);
+  }
+  return 0;
+}
+
 static int t_aligned_blocks_with_their_alignment_pass(void) {
   void *(*nw)(size_t, size_t) = cxx("_ZnwmSt11align_val_t");
   void (*del)(void *, size_t) = cxx("_ZdlPvSt11align_val_t");
@@ -1025,6 +1042,7 @@ static const test_t g_tests[] = {
   {"aligned_delete_wrong_alignment_by_chance", t_aligned_delete_wrong_alignment_by_chance, EXPECT_ABORT_REPORT,
    "aligned delete with the wrong alignment"},
   {"aligned_blocks_with_their_alignment_pass", t_aligned_blocks_with_their_alignment_pass, EXPECT_EXIT0, NULL},
+  {"realloc_of_a_zero_byte_aligned_block_grows", t_realloc_of_a_zero_byte_aligned_block_grows, EXPECT_EXIT0, NULL},
   {"usable_size_of_freed_block", t_usable_size_freed, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"usable_size_never_allocated", t_usable_size_never_allocated, EXPECT_ABORT_REPORT, "malloc_usable_size of invalid pointer"},
   {"randomised_reuse", t_randomised_reuse, EXPECT_EXIT0, NULL},
