@@ -150,6 +150,8 @@ typedef struct ph_arena {
   uint64_t         end_ms;           // the last phase end (0: none since malloc_trim)
                                      // (A phase end deferred: g_end_defer_ms, arena_see_phase_end.)
   uint32_t         sample_in;        // pages to free until the next sample
+  ph_region_t     *last_freed;       // the region of the last block freed (NULL: none, or destroyed):
+                                     //   an aligned request looks there first (arena_take_aligned_fit)
 #if HAK_HARDENED
   uint8_t          residency[PH_BINS];   // per bin of run length: the last verdict (hardened_close_block)
   ph_quar_slot_t   quar[PH_QUAR_SLOTS];  // freed runs, closed, kept out of reuse (FIFO; ph_quarantine_put)

@@ -69,8 +69,10 @@ static void ph_validate_region(const ph_region_t *r, size_t *live_count, size_t 
 // Check arena a's regions and counters in full (its lock held).
 void ph_validate_locked(const ph_arena_t *a) {
   size_t regions = 0, empty = 0, live_count = 0, live_pages = 0, dirty_bytes = 0;
+  int last_freed_listed = a->last_freed == NULL;
   const ph_region_t *prev = NULL;
   for (const ph_region_t *r = a->regions; r != NULL; prev = r, r = r->next) {
+    last_freed_listed |= r == a->last_freed;
     PH_REQUIRE(regions < a->region_count, "region_count == regions listed", r, a->region_count);
     PH_REQUIRE(r->prev == prev, "region links agree", r, regions);
     PH_REQUIRE(r->arena == a, "a listed region names its arena", r, regions);
@@ -80,6 +82,7 @@ void ph_validate_locked(const ph_arena_t *a) {
     regions++;
   }
   PH_REQUIRE(regions == a->region_count, "region_count == regions listed", a, regions);
+  PH_REQUIRE(last_freed_listed, "last_freed is NULL or one of the arena's regions", a, regions);
   PH_REQUIRE(empty == a->empty_regions, "empty_regions == regions with no live block", a, empty);
   PH_REQUIRE(live_count == a->live_count, "live_count == used runs", a, live_count);
   PH_REQUIRE(live_pages == a->live_pages, "live_pages == pages of used runs", a, live_pages);

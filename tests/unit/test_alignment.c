@@ -174,6 +174,37 @@ static void test_many_small_blocks_aligned_past_a_page_take_no_mapping_each(void
   }
 }
 
+// Blocks aligned past a page churned in place: a request takes a free run
+// that holds its pages on the alignment as it is, the freed block's own
+// first. Taken n + align/4 KiB - 1 pages long with their ends freed, each
+// left short runs around it that no request fit: 16 live 8 KiB-aligned
+// blocks of 1 000 bytes churned a million times held 33.7 MB (tcmalloc
+// 6.6, glibc 1.5), and 20 000 live 64 KiB-aligned ones took 5.2 s for 200 000
+// replacements, a walk of every run a request (glibc 0.33; a helper's probe).
+static void test_churned_aligned_blocks_take_the_runs_freed(void **state) {
+  (void)state;
+  enum { LIVE = 16, CHURN = 20000 };
+  static void *held[LIVE];
+  hak_trim();
+  page_heap_stats_t before, after;
+  page_heap_get_stats(&before);
+  for (int i = 0; i < LIVE; i++) assert_int_equal(hak_posix_memalign(&held[i], 8192, 1000), 0);
+  for (int k = 0; k < CHURN; k++) {
+    int j = (k * 7) % LIVE;
+    hak_free(held[j]);
+    assert_int_equal(hak_posix_memalign(&held[j], 8192, 1000), 0);
+    check_aligned(held[j], 8192, 1000);
+    memset(held[j], k & 0xff, 1000);
+  }
+  page_heap_get_stats(&after);
+  assert_int_equal(after.live_count, before.live_count + LIVE);
+  // Each block is a page; what the churn leaves freed is a few pages more, not thousands.
+  if (after.dirty_bytes > before.dirty_bytes + (256u << 10))
+    fail_msg("dirty %zu bytes after the churn (before: %zu)", after.dirty_bytes, before.dirty_bytes);
+  for (int i = 0; i < LIVE; i++) hak_free(held[i]);
+  hak_trim();
+}
+
 static void test_posix_memalign_rejects_a_non_power_of_two_without_touching_out(void **state) {
   (void)state;
   void *p = (void *)&p;
@@ -206,6 +237,7 @@ int main(void) {
     HAK_UNIT_TEST(test_aligned_blocks_are_writable_to_their_last_byte),
     HAK_UNIT_TEST(test_aligned_blocks_free_back_to_the_allocator),
     HAK_UNIT_TEST(test_many_small_blocks_aligned_past_a_page_take_no_mapping_each),
+    HAK_UNIT_TEST(test_churned_aligned_blocks_take_the_runs_freed),
     HAK_UNIT_TEST(test_posix_memalign_rejects_a_non_power_of_two_without_touching_out),
     HAK_UNIT_TEST(test_posix_memalign_rejects_alignment_below_pointer_size),
     HAK_UNIT_TEST(test_aligned_alloc_rejects_a_non_power_of_two_with_einval),
