@@ -613,6 +613,16 @@ static uint32_t region_find_by(ph_region_t *r, unsigned pass, uint32_t n) {
   }
 }
 
+// A block of n pages just taken at s of r: a's counts (lock held).
+static ph_region_t *arena_note_taken(ph_arena_t *a, ph_region_t *r, uint32_t s, uint32_t n, uint32_t *at) {
+  a->live_count++;
+  a->live_pages += n;
+  arena_note_peak(a);
+  if (n > a->peak_run) a->peak_run = n;
+  *at = s;
+  return r;
+}
+
 // The first fit for n pages in a's regions, a single run or else a window of
 // neighbouring runs, taken (a dense arena, arena_sample_density: a dirty run
 // of any region before a clean one; a sparse one: the first region with a
@@ -634,12 +644,7 @@ static ph_region_t *arena_take(ph_arena_t *a, uint32_t n, uint32_t *at, ph_span_
         *dirty_runs = region_take(r, s, n) ? 1u : 0u;
         spans[0] = (ph_span_t){0, n};
       }
-      a->live_count++;
-      a->live_pages += n;
-      arena_note_peak(a);
-      if (n > a->peak_run) a->peak_run = n;
-      *at = s;
-      return r;
+      return arena_note_taken(a, r, s, n, at);
     }
   }
   return NULL;
@@ -754,12 +759,7 @@ static ph_region_t *arena_take_aligned_fit(ph_arena_t *a, uint32_t n, size_t ali
   if (was_empty) a->empty_regions--;
   *dirty_runs = dirty ? 1u : 0u;
   spans[0] = (ph_span_t){0, n};
-  a->live_count++;
-  a->live_pages += n;
-  arena_note_peak(a);
-  if (n > a->peak_run) a->peak_run = n;
-  *at = s;
-  return r;
+  return arena_note_taken(a, r, s, n, at);
 }
 
 void *page_heap_alloc_aligned(size_t size, size_t align, int zero, size_t *fresh) {
