@@ -24,7 +24,7 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
   slab_set_carve(m, m->base);
   m->where = SLAB_IN_NONE;
   m->list_next = m->list_prev = NULL;
-  atomic_store_explicit(&m->remote_head, NULL, memory_order_relaxed);
+  atomic_store_explicit(&m->remote_head, 0, memory_order_relaxed);
   atomic_store_explicit(&m->used, 0, memory_order_relaxed);
   atomic_store_explicit(&m->notify, SLAB_NOTIFY_IDLE, memory_order_relaxed);
   atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);
@@ -35,7 +35,9 @@ static void slab_bind(slab_meta_t *m, unsigned cls, uintptr_t owner) {
 }
 
 // An abandoned slab with live blocks becomes owner's: its free list counts
-// in `used` again (superslab.h; shared_pool_detach_slab took it out).
+// in `used` again (superslab.h; shared_pool_detach_slab took it out), and
+// pushes count their blocks on the remote list again (the word counts none
+// while it asks for attention: each push lowered `used` itself).
 static void slab_adopt_counted(slab_meta_t *m, uintptr_t owner) {
   slab_set_owner(m, owner, memory_order_relaxed);
   uint32_t f = slab_free_count(m);
@@ -43,6 +45,7 @@ static void slab_adopt_counted(slab_meta_t *m, uintptr_t owner) {
     HAK_SITE(SITE_SLAB_USED);
     atomic_fetch_add_explicit(&m->used, f, memory_order_relaxed);
   }
+  remote_list_unattend(m);
 }
 
 // Stage 1: adopt a slab an exited thread abandoned, without locks.

@@ -42,8 +42,10 @@ static void pool_put(slab_meta_t *m) {
 void shared_pool_detach_slab(slab_meta_t *m) {
   HAK_ASSERT(m->where == SLAB_IN_NONE && atomic_load(&m->notify) == SLAB_NOTIFY_IDLE);
   // Nobody's from here: `used` counts the live blocks alone (superslab.h), so
-  // whoever brings it to 0 below or later sees the slab empty.
-  uint32_t f = slab_free_count(m);
+  // whoever brings it to 0 below or later sees the slab empty. The remote
+  // list's counted blocks leave it with the free list's, the list's word
+  // asking for attention first: every push from then on lowers `used` itself.
+  uint32_t f = slab_free_count(m) + remote_list_attend_uncount(m);
   if (f != 0) {
     HAK_SITE(SITE_SLAB_USED);
     atomic_fetch_sub_explicit(&m->used, f, memory_order_acq_rel);
@@ -60,7 +62,7 @@ void shared_pool_detach_slab(slab_meta_t *m) {
     atomic_store_explicit(&m->state, SLAB_WITH(w, SLAB_DETACHED), memory_order_seq_cst);
     // A remote free that read ACTIVE before our store did not list the slab;
     // one of us sees the other (both sides are seq_cst).
-    if (atomic_load_explicit(&m->remote_head, memory_order_seq_cst) != NULL) {
+    if (remote_word_has_list(slab_remote_word(m, memory_order_seq_cst))) {
       uint32_t d = SLAB_WITH(w, SLAB_DETACHED);
       if (atomic_compare_exchange_strong(&m->state, &d, SLAB_WITH(w, SLAB_LISTED))) shared_pool_list_abandoned(m);
     }

@@ -56,6 +56,7 @@ typedef struct hak_class_counters {
   X(SITE_SLAB_STATE,     "slab_state",       "rmw-slab")    /* a slab's state word */       \
   X(SITE_REMOTE_PUSH,    "remote_push",      "rmw-slab")    /* a chain onto a remote list */ \
   X(SITE_REMOTE_DRAIN,   "remote_drain",     "rmw-slab")    /* the owner takes its list */  \
+  X(SITE_REMOTE_ATTEND,  "remote_attend",    "rmw-slab")    /* a remote list's word asks for attention, or no more */ \
   X(SITE_NOTIFY,         "full_slab_notify", "rmw-slab")    /* wake the owner of a full slab */ \
   X(SITE_PARKED_TICKET,  "parked_ticket",    "rmw-global")  /* a stale remote list's ticket parked or taken */
 

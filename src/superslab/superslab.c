@@ -121,7 +121,7 @@ void superslab_relayout(superslab_t *ss, unsigned kind) {
     m->cls = 0;
     m->capacity = 0;
     atomic_store_explicit(&m->owner_small, 0, memory_order_relaxed);
-    atomic_store_explicit(&m->remote_head, NULL, memory_order_relaxed);
+    atomic_store_explicit(&m->remote_head, 0, memory_order_relaxed);
     atomic_store_explicit(&m->used, 0, memory_order_relaxed);
     atomic_store_explicit(&m->notify, SLAB_NOTIFY_IDLE, memory_order_relaxed);
     atomic_store_explicit(&m->dirty, 0, memory_order_relaxed);

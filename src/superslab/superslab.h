@@ -34,6 +34,7 @@
 #include <stddef.h>
 
 #include "debug/hak_base.h"
+#include "stats/stats.h"
 #include "superslab/size_class.h"
 
 #define SS_SHIFT        21
@@ -78,15 +79,19 @@ enum slab_notify { SLAB_NOTIFY_IDLE = 0, SLAB_NOTIFY_ARMED = 1, SLAB_NOTIFY_NOTI
 // first line from the owner's cache.
 //
 // Invariants (checked by slab_validate, debug builds):
-//   bound (state != FREE):  |freelist| + |remote list| + (capacity - carved) + used
-//                           == capacity, where carved = (carve - base) / block_size;
+//   bound (state != FREE):  |freelist| + |remote list| - counted + (capacity - carved) + used
+//                           == capacity, where carved = (carve - base) / block_size,
+//                           counted = the remote word's count (the ACTIVE free list
+//                           counts in `used`: take |freelist| out there);
 //                           every block on freelist or remote list is a block start
 //                           of this slab and carries its free mark; free_n ==
 //                           |freelist|, whose last block links to slab_list_end
 //                           (tls_sll_box.h), a remote list's to NULL.
 //   FREE:                   capacity == 0, owner == SLAB_OWNER_POOL, notify == IDLE
 //   ACTIVE:                 owner == the owning thread's id, where != NONE
-//   DETACHED, LISTED, EMPTY_LISTED: owner == 0, where == NONE, notify == IDLE
+//   DETACHED, LISTED, EMPTY_LISTED: owner == 0, where == NONE, notify == IDLE,
+//                           the remote word asks for attention and counts no block
+//   ACTIVE and notify == ARMED: the remote word asks for attention
 //   EMPTY_LISTED:           used == 0
 //   bound:                  owner_small == (uint32_t)owner if block_size < HAK_SEND_HOME_BELOW,
 //                           else 0
@@ -149,16 +154,22 @@ typedef struct slab_meta {
   // larger block (core/hakmem_fast.h).
   _Atomic uint32_t   owner_small;
   // -- written by other threads
-  _Atomic(void *)    remote_head __attribute__((aligned(64))); // remote_free_box (LIFO)
-  // Blocks handed out (to TLS lists or the program) and, while the slab is
-  // ACTIVE, the blocks on its owner's free list too (free_n): the owner moves
-  // blocks between the two, a flush's run home and a refill from the list,
-  // without an atomic, and its slab is EMPTY when used == free_n
-  // (slab_live). Other threads' frees lower it (remote_free_box); the owner
-  // raises it by what it carves and by what it drains from the remote list
-  // onto its free list. While nobody owns the slab its free list is not
-  // counted (shared_pool_detach_slab takes it out, an adopter puts it back),
-  // so the remote freer that brings it to 0 knows it emptied the slab.
+  // The remote list's word (remote_free_box.h): its first block, how many of
+  // its blocks `used` still counts (REMOTE_COUNT_SHIFT up) and REMOTE_ATTEND.
+  // 0: an empty list, no attention asked.
+  _Atomic uintptr_t  remote_head __attribute__((aligned(64)));
+  // Blocks handed out (to TLS lists or the program), the remote list's
+  // blocks its word counts and, while the slab is ACTIVE, the blocks on its
+  // owner's free list too (free_n): the owner moves blocks between these,
+  // a flush's run home, a refill from the list, a drain of the remote list,
+  // without touching `used`, and its slab is EMPTY when `used` is its free
+  // list and the remote list's counted blocks (slab_live). A remote free
+  // while the word asks for attention lowers it instead (the blocks it
+  // pushes are not counted on the list); the owner raises it by what it
+  // carves and by the uncounted blocks it drains. While nobody owns the slab
+  // its free list and remote list are not counted (shared_pool_detach_slab
+  // takes them out, an adopter puts the free list back), so the remote freer
+  // that brings it to 0 knows it emptied the slab.
   // (The owner's frees home were an atomic a run, and a big heap freed in
   // random order sends runs of one block: 23% of the time of a list of 1 M
   // nodes of 32 B built and freed so, on the store buffer's drain before
@@ -297,20 +308,74 @@ HAK_INLINE char *slab_end(const slab_meta_t *m) { return m->base + (size_t)m->ca
 // The blocks on m's local free list (free_n counts them while it is not
 // NULL).
 HAK_INLINE uint32_t slab_free_count(const slab_meta_t *m) { return m->freelist != NULL ? m->free_n : 0u; }
+// slab_meta_t.remote_head, the remote list's word: the first block's address
+// (blocks are 16-byte aligned, user addresses below 2^47), the count of the
+// list's blocks that `used` still counts in the top 16 bits (a slab holds
+// fewer than 2^16 blocks: capacity is 16 bits), and REMOTE_ATTEND in bit 0:
+// set while the slab is unowned or its owner waits to be woken (ARMED), so
+// that a remote freer looks at the state after its push (remote_free_box.c).
+// An empty list has count 0.
+#define REMOTE_ATTEND       ((uintptr_t)1)
+#define REMOTE_COUNT_SHIFT  48
+#define REMOTE_FIRST_MASK   ((((uintptr_t)1 << REMOTE_COUNT_SHIFT) - 1u) & ~(uintptr_t)15u)
+HAK_INLINE void *remote_word_first(uintptr_t w) { return (void *)(w & REMOTE_FIRST_MASK); }
+HAK_INLINE uint32_t remote_word_counted(uintptr_t w) { return (uint32_t)(w >> REMOTE_COUNT_SHIFT); }
+HAK_INLINE int remote_word_has_list(uintptr_t w) { return (w & REMOTE_FIRST_MASK) != 0; }
+HAK_INLINE uintptr_t slab_remote_word(const slab_meta_t *m, memory_order mo) {
+  return atomic_load_explicit(&((slab_meta_t *)m)->remote_head, mo);
+}
+
+// The owner arming m (its full list): ask for attention if the remote list is
+// empty (1), else 0 (blocks came: m is not full). seq_cst, as the pushes' CAS.
+HAK_INLINE int remote_list_attend_if_empty(slab_meta_t *m) {
+  uintptr_t w = slab_remote_word(m, memory_order_relaxed);
+  do {
+    if (remote_word_has_list(w)) return 0;
+    if (w & REMOTE_ATTEND) return 1;
+  } while (!atomic_compare_exchange_weak_explicit(&m->remote_head, &w, w | REMOTE_ATTEND, memory_order_seq_cst,
+                                                  memory_order_relaxed));
+  HAK_SITE(SITE_REMOTE_ATTEND);
+  return 1;
+}
+// The owner of ACTIVE m, which no longer waits to be woken (notify IDLE) or
+// has just adopted it: pushes count their blocks on the list again.
+HAK_INLINE void remote_list_unattend(slab_meta_t *m) {
+  if (!(slab_remote_word(m, memory_order_relaxed) & REMOTE_ATTEND)) return;
+  HAK_SITE(SITE_REMOTE_ATTEND);
+  atomic_fetch_and_explicit(&m->remote_head, ~REMOTE_ATTEND, memory_order_acq_rel);
+}
+// The owner giving m up (shared_pool_detach_slab), before it stores the
+// unowned state: ask for attention and uncount the list's blocks; returns
+// how many were counted (the caller takes them out of `used`). seq_cst:
+// before that state store, which a freer that pushes after this reads (it
+// attends to the slab as ours or as unowned; none counts its blocks on a
+// list that no owner drains).
+HAK_INLINE uint32_t remote_list_attend_uncount(slab_meta_t *m) {
+  uintptr_t w = slab_remote_word(m, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(&m->remote_head, &w, (w & REMOTE_FIRST_MASK) | REMOTE_ATTEND,
+                                                memory_order_seq_cst, memory_order_relaxed)) {
+  }
+  HAK_SITE(SITE_REMOTE_ATTEND);
+  return remote_word_counted(w);
+}
+
 // The blocks of the owner's ACTIVE slab m out of it (handed out, on TLS
-// lists): `used` less its free list (acquire: what remote freers pushed
-// before they lowered it is seen). 0: EMPTY.
+// lists): `used` less its free list and the remote list's counted blocks
+// (acquire: what remote freers pushed is seen). 0: EMPTY.
 HAK_INLINE uint32_t slab_live(const slab_meta_t *m) {
-  return atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_acquire) - slab_free_count(m);
+  uintptr_t w = slab_remote_word(m, memory_order_acquire);
+  return atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_acquire) - slab_free_count(m) -
+         remote_word_counted(w);
 }
 
 // The same read by another thread for a census (racy, as every census's
-// reads of a live slab are): an ACTIVE slab's free list taken out of `used`.
+// reads of a live slab are): an ACTIVE slab's free list taken out of `used`,
+// and the remote list's counted blocks.
 HAK_INLINE uint32_t slab_census_live(const slab_meta_t *m) {
   uint32_t used = atomic_load_explicit(&((slab_meta_t *)m)->used, memory_order_relaxed);
   uint32_t state = atomic_load_explicit(&((slab_meta_t *)m)->state, memory_order_relaxed);
-  if (SLAB_STATE(state) != SLAB_ACTIVE) return used;
-  uint32_t f = slab_free_count(m);
+  uint32_t f = remote_word_counted(slab_remote_word(m, memory_order_relaxed));
+  if (SLAB_STATE(state) == SLAB_ACTIVE) f += slab_free_count(m);
   return used > f ? used - f : 0u;
 }
 
@@ -318,7 +383,7 @@ HAK_INLINE uint32_t slab_census_live(const slab_meta_t *m) {
 // list? (acquire: a remote list seen non-empty is read after.)
 HAK_INLINE int slab_has_free_blocks(const slab_meta_t *m) {
   return m->freelist != NULL || slab_carve(m) < slab_end(m) ||
-         atomic_load_explicit(&((slab_meta_t *)m)->remote_head, memory_order_acquire) != NULL;
+         remote_word_has_list(slab_remote_word(m, memory_order_acquire));
 }
 
 HAK_INLINE superslab_t *ss_of(const void *p) { return (superslab_t *)((uintptr_t)p & ~(uintptr_t)SS_MASK); }

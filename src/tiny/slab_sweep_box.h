@@ -128,7 +128,7 @@ HAK_INLINE void slab_sweep_maybe(slab_meta_t *m) {
   if ((uint32_t)m->free_n * SLAB_SWEEP_FREE_DEN < carved || carved > SLAB_SWEEP_MAX_BLOCKS) return;
   // Blocks on the remote list are marked and not on the list: the count
   // could not match (the refill drains them when it wants them).
-  if (atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) return;
+  if (remote_word_has_list(slab_remote_word(m, memory_order_relaxed))) return;
   hak_base_ptr_t first = hak_base_from_raw(m->freelist);
   block_chain_info_t ci = block_chain(m, first);
   // A forged record is the refill's to report (slab_take_chains), as before.

@@ -74,18 +74,29 @@ void slab_validate_at(const slab_meta_t *m, int quiet) {
   HAK_CHECK(slab_carve(m) >= m->base && slab_carve(m) <= end, "carve point outside the slab", m);
   HAK_CHECK((size_t)(slab_carve(m) - m->base) % m->block_size == 0, "carve point not on a block", m);
   // `used` first: a remote free in flight pushes before it lowers `used`, so
-  // a block counted out of `used` after this load is on the remote list below.
+  // a block taken out of `used` after this load is on the remote list below.
   // (A ticket's take waits meanwhile: slab_take_lock.)
   slab_take_lock((slab_meta_t *)m);
   uint32_t used = atomic_load(&m->used);
   uint32_t carved = (uint32_t)((size_t)(slab_carve(m) - m->base) / m->block_size);
   uint32_t local = free_list_length(m, m->freelist);
-  uint32_t remote = free_list_length(m, atomic_load(&m->remote_head));
+  uintptr_t rw = atomic_load(&m->remote_head);
+  uint32_t remote = free_list_length(m, remote_word_first(rw)), counted = remote_word_counted(rw);
   slab_take_unlock((slab_meta_t *)m);
-  // A remote freer pushes its chain before it lowers `used`: while one is in
-  // flight the sum exceeds the capacity, never falls short of it.
+  HAK_CHECK(counted <= remote, "remote list's word counts more blocks than it holds", m);
+  if (quiet && st != SLAB_ACTIVE) HAK_CHECK(rw & REMOTE_ATTEND, "abandoned slab's remote list asks no attention", m);
+  if (quiet && st != SLAB_ACTIVE) HAK_CHECK(counted == 0, "abandoned slab's remote list counts blocks", m);
+  // notify read again, after the word: a freer that wakes the owner takes
+  // ARMED away before it clears the word's attention, and only the owner
+  // (here, or a quiet look) arms a slab again.
+  if (atomic_load(&m->notify) == SLAB_NOTIFY_ARMED)
+    HAK_CHECK(rw & REMOTE_ATTEND, "armed slab's remote list asks no attention", m);
+  // A remote freer that found attention asked pushes its chain before it
+  // lowers `used`: while one is in flight the sum exceeds the capacity, never
+  // falls short of it. A push that counts its chain on the list (the word)
+  // leaves `used` and the sum as they were.
   // (An ACTIVE slab's `used` counts its free list: superslab.h.)
-  uint32_t sum = (st == SLAB_ACTIVE ? 0u : local) + remote + (m->capacity - carved) + used;
+  uint32_t sum = (st == SLAB_ACTIVE ? 0u : local) + (remote - counted) + (m->capacity - carved) + used;
   if (quiet) HAK_CHECK(sum == m->capacity, "|freelist| + |remote| + uncarved + used != capacity", m);
   if (quiet) HAK_CHECK(local == m->free_n, "free_n is not the free list's length", m);
   else HAK_CHECK(sum >= m->capacity, "|freelist| + |remote| + uncarved + used < capacity", m);

@@ -122,7 +122,7 @@ static void ticket_home(hak_base_ptr_t t) {
 void ticket_leave(tiny_heap_t *h, unsigned c, int park) {
   hak_base_ptr_t t = ticket_take(h, c);
   slab_meta_t *m = ss_registry_slab_of(hak_base_raw(t));
-  if (park && atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL && ticket_worth(m, os_now_ms()) &&
+  if (park && remote_word_has_list(slab_remote_word(m, memory_order_relaxed)) && ticket_worth(m, os_now_ms()) &&
       ticket_park(c, t))
     return;
   ticket_home(t);

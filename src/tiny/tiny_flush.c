@@ -81,7 +81,7 @@ static uint32_t flush_deliver(slab_meta_t *m, block_chain_t *c) {
   if (atomic_load_explicit(&m->owner, memory_order_relaxed) == thread_self_id()) {
     flush_deliver_own(m, c->first, c->last, n);
   } else {
-    if (REMOTE_TICKETS && atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) flush_hold_ticket(m, c);
+    if (REMOTE_TICKETS && remote_word_has_list(slab_remote_word(m, memory_order_relaxed))) flush_hold_ticket(m, c);
     if (c->n != 0) remote_free_push_chain(m, c->first, c->last, c->n);
     remote = n;
   }

@@ -4,7 +4,8 @@
 // thread owns: they go onto the slab's local free list without atomics (a
 // chain, tls_sll_box.h: a refill takes it back whole); `used` counts the free
 // list too, so it does not change (superslab.h). Returns 1 if the slab is
-// now EMPTY (every block free), so the caller can recycle it.
+// now EMPTY (every block free: on its free list or counted on its remote
+// list), so the caller can recycle it.
 #ifndef HAK_TINY_FREE_LOCAL_BOX_H
 #define HAK_TINY_FREE_LOCAL_BOX_H
 
@@ -31,7 +32,8 @@ HAK_INLINE int tiny_free_local_one(slab_meta_t *m, hak_base_ptr_t b) {
   block_set_free(b);
   if (BLOCK_CHAIN_RECORDS) block_set_chain(m, b, b, 1, hak_base_from_raw(head));
   slab_list_push_onto(m, b, b, 1, head, had);
-  return atomic_load_explicit(&m->used, memory_order_acquire) == had + 1u;
+  uintptr_t w = slab_remote_word(m, memory_order_acquire);   // (slab_live's reads)
+  return atomic_load_explicit(&m->used, memory_order_acquire) - remote_word_counted(w) == had + 1u;
 }
 
 #endif

@@ -54,6 +54,12 @@ void tiny_heap_notify_owner(slab_meta_t *m) {
     // release: the owner that takes the list (acquire) sees wake_next.
   } while (!atomic_compare_exchange_weak_explicit(&h->wake, &old, m, memory_order_release, memory_order_relaxed));
   HAK_SITE(SITE_NOTIFY);
+  // The owner is woken: the next pushes count their blocks on the list (one
+  // CAS each) instead of each lowering `used` until the owner takes its wake
+  // list (cross at 16 threads: most pushes came in that wait). While still
+  // NOTIFYING, so the owner cannot have given m up meanwhile (its detach
+  // asks for attention again, and waits for NOTIFYING to end first).
+  remote_list_unattend(m);
   atomic_store_explicit(&m->notify, SLAB_NOTIFY_NOTIFIED, memory_order_release);
 }
 
@@ -185,10 +191,11 @@ static void heap_park_full(tiny_heap_t *h, slab_meta_t *m) {
   uint32_t v;
   while ((v = atomic_load_explicit(&m->notify, memory_order_acquire)) == SLAB_NOTIFY_NOTIFYING) sched_yield();
   if (v == SLAB_NOTIFY_NOTIFIED) return;   // on the wake list already: it comes back from there
-  // seq_cst store then seq_cst load, against the remote freer's seq_cst push
-  // then seq_cst load of notify: either it sees ARMED, or we see its block.
+  // ARMED, then the remote list's word asks for attention while the list is
+  // empty (one CAS, ordered with every push's): a later push reads it and
+  // wakes us; if blocks came first, m is not full after all.
   atomic_store_explicit(&m->notify, SLAB_NOTIFY_ARMED, memory_order_seq_cst);
-  if (atomic_load_explicit(&m->remote_head, memory_order_seq_cst) == NULL) return;
+  if (remote_list_attend_if_empty(m)) return;
   uint32_t armed = SLAB_NOTIFY_ARMED;
   if (atomic_compare_exchange_strong_explicit(&m->notify, &armed, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
                                               memory_order_relaxed)) {
@@ -252,7 +259,7 @@ void tiny_heap_trim_partial(tiny_heap_t *h, unsigned cls, const slab_meta_t *ski
         list_remove(&h->partial[cls], m);
         heap_release_empty(h, m);
       } else if ((carved - used) * 4u >= m->capacity &&
-                 atomic_load_explicit(&m->remote_head, memory_order_relaxed) != NULL) {
+                 remote_word_has_list(slab_remote_word(m, memory_order_relaxed))) {
         list_remove(&h->partial[cls], m);
         h->owned_lines -= tiny_heap_slab_lines(m);
         shared_pool_detach_slab(m);
@@ -277,8 +284,9 @@ void tiny_heap_slab_moved(tiny_heap_t *h, slab_meta_t *m, int empty) {
       // Disarmed when we can (else it is being or was pushed on the wake
       // list, where a slab that is no longer full is just made IDLE).
       uint32_t armed = SLAB_NOTIFY_ARMED;
-      atomic_compare_exchange_strong_explicit(&m->notify, &armed, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
-                                              memory_order_relaxed);
+      if (atomic_compare_exchange_strong_explicit(&m->notify, &armed, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+        remote_list_unattend(m);
       list_push(&h->partial[m->cls], m, SLAB_IN_PARTIAL);
       return;
     }

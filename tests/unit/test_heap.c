@@ -28,7 +28,7 @@ static void *held_pop(held_blocks_t *h) {
 static void test_an_exhausted_slab_waits_on_its_owners_full_list(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   slab_meta_t *m = full_slab(64, &h, &extra);
   assert_non_null(m);
   assert_int_equal(m->where, SLAB_IN_FULL);
@@ -43,7 +43,7 @@ static void test_an_exhausted_slab_waits_on_its_owners_full_list(void **state) {
 static void test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_push(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   unsigned cls = size_class_of(64);
   slab_meta_t *m = full_slab(64, &h, &extra);
   assert_non_null(m);
@@ -54,7 +54,7 @@ static void test_owner_free_into_a_full_slab_brings_it_back_without_a_remote_pus
   tiny_flush(cls, UINT32_MAX);          // ... and home through the local box
   assert_int_equal(m->where, SLAB_IN_PARTIAL);
   assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_IDLE);
-  assert_null(atomic_load(&m->remote_head));
+  assert_false(remote_word_has_list(atomic_load(&m->remote_head)));
   assert_ptr_equal(m->freelist, one);
   assert_int_equal(slab_census_live(m), m->capacity - 1);
   held_free_all(&h);
@@ -143,7 +143,7 @@ static void *free_all_then_exit(void *arg) {
 static void test_remote_frees_that_empty_a_full_slab_wake_its_owner_once(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   slab_meta_t *m = full_slab(64, &h, &extra);
   assert_non_null(m);
   uint32_t cap = m->capacity;
@@ -178,7 +178,7 @@ static void *store_notified_later(void *arg) {
 static void test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_slab(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   unsigned cls = size_class_of(64);
   slab_meta_t *m = full_slab(64, &h, &extra);
   assert_non_null(m);
@@ -192,7 +192,10 @@ static void test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_s
   // (Its chain record as a push writes it: m may be a slab an earlier test
   // emptied, rebound to this class with the records of that life's chains.)
   if (BLOCK_CHAIN_RECORDS) block_set_chain(m, b, b, 1, HAK_BASE_NULL);
-  atomic_store(&m->remote_head, one);
+  // (m is armed: its word asks for attention, so the push counts nothing on
+  // the list and the freer lowers `used` itself.)
+  assert_true(atomic_load(&m->remote_head) & REMOTE_ATTEND);
+  atomic_store(&m->remote_head, (uintptr_t)one | REMOTE_ATTEND);
   atomic_fetch_sub(&m->used, 1);
   atomic_store(&m->notify, SLAB_NOTIFY_NOTIFYING);
   atomic_store(&m->wake_next, NULL);
@@ -215,7 +218,7 @@ static void test_the_owner_waits_for_a_wake_push_in_flight_before_it_takes_the_s
 static void test_a_refill_reuses_a_partial_slab_before_it_carves_the_current_one(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0}, h2 = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   unsigned cls = size_class_of(64);
   slab_meta_t *s1 = full_slab(64, &h, &extra);
   assert_non_null(s1);
@@ -1001,11 +1004,11 @@ static slab_meta_t *partial_slab_a_third_free(held_blocks_t *h, void **extra, in
 static void test_a_partial_slab_filled_by_remote_frees_is_given_up_at_a_refill(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   unsigned cls = size_class_of(64);
   slab_meta_t *m = partial_slab_a_third_free(&h, &extra, 1);
   assert_non_null(m);
-  assert_non_null(atomic_load(&m->remote_head));
+  assert_true(remote_word_has_list(atomic_load(&m->remote_head)));
   hak_free(extra);
   tiny_flush(cls, UINT32_MAX);                          // extra: on the current slab's free list
   assert_true(tls_list_empty(cls));
@@ -1023,7 +1026,7 @@ static void test_a_partial_slab_filled_by_remote_frees_is_given_up_at_a_refill(v
 static void test_a_partial_slab_filled_by_its_owner_stays_at_a_refill(void **state) {
   (void)state;
   held_blocks_t h = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   unsigned cls = size_class_of(64);
   slab_meta_t *m = partial_slab_a_third_free(&h, &extra, 0);
   assert_non_null(m);
@@ -1171,7 +1174,7 @@ static void test_a_partial_slab_emptied_remotely_goes_back_before_the_kind_takes
   unsigned cls = size_class_of(2000), other = size_class_of(7000);
   assert_int_equal(g_size_class[cls].kind, g_size_class[other].kind);
   held_blocks_t h = {NULL, 0};
-  void *extra;
+  void *extra = NULL;
   slab_meta_t *m = full_slab(2000, &h, &extra);
   assert_non_null(m);
   some_blocks_t a = {&h, m->capacity / 3};

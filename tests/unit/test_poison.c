@@ -146,7 +146,7 @@ static void poison_remote_list(void) {
   for (int i = 0; i < 64; i++) blocks[i] = hak_malloc(g_poison_size);
   slab_meta_t *m = slab_of(blocks[0]);
   run_in_thread(free_all, &h);
-  void *head = atomic_load(&m->remote_head);
+  void *head = remote_word_first(atomic_load(&m->remote_head));
   if (head == NULL) return;
   ((void **)head)[g_poison_word] = g_target;
   for (int i = 0; i < 4096; i++) check_not_target(hak_malloc(g_poison_size));
@@ -165,7 +165,7 @@ static void *free_stale_then_poison(void *arg) {
   for (unsigned i = TINY_REMOTE_BUF_BLOCKS; i < STALE_BLOCKS; i++) hak_free(blocks[i]);
   slab_meta_t *m = slab_of(blocks[0]);
   unsigned cls = size_class_of(g_poison_size);
-  void *head = atomic_load(&m->remote_head);
+  void *head = remote_word_first(atomic_load(&m->remote_head));
   if (head == NULL || !(t_heap_p->ticket_classes >> cls & 1u)) return NULL;   // (would fail the test: no report)
   hak_base_ptr_t second = block_chain(m, hak_base_from_raw(head)).second;
   if (hak_base_is_null(second)) return NULL;

@@ -75,7 +75,7 @@ static void test_block_freed_by_another_thread_lands_on_the_slab_remote_list(voi
   slab_meta_t *m = g_slab.m;
   void *p = g_slab.blocks[3];
   run_in_thread(free_one, p);
-  assert_ptr_equal(atomic_load(&m->remote_head), p);
+  assert_ptr_equal(remote_word_first(atomic_load(&m->remote_head)), p);
   for (size_t i = 0; i < g_slab.n; i++) if (i != 3) hak_free(g_slab.blocks[i]);
 }
 
@@ -103,7 +103,7 @@ static void test_remote_drain_moves_the_remote_list_onto_the_free_list(void **st
   run_in_thread(free_one, p);
   run_in_thread(free_one, q);
   assert_int_equal(ss_remote_drain_to_freelist(m), 2);
-  assert_null(atomic_load(&m->remote_head));
+  assert_int_equal(atomic_load(&m->remote_head), 0);
   assert_ptr_equal(m->freelist, q);           // LIFO: the last pushed first
   assert_ptr_equal(hak_base_raw(block_next(hak_base_from_raw(m->freelist))), p);
   for (size_t i = 2; i < g_slab.n; i++) hak_free(g_slab.blocks[i]);
@@ -448,11 +448,11 @@ static void test_a_drain_reads_each_pushed_chain_and_leads_the_last_to_the_free_
   tiny_free_local_box(m, local.first, local.last, local.n);
   run_in_thread(push_chain, &a);
   run_in_thread(push_chain, &b);
-  assert_ptr_equal(atomic_load(&m->remote_head), hak_base_raw(b.first));
+  assert_ptr_equal(remote_word_first(atomic_load(&m->remote_head)), hak_base_raw(b.first));
   assert_chain_record(b, a.first);
   assert_chain_record(a, HAK_BASE_NULL);
   assert_int_equal(ss_remote_drain_to_freelist(m), 9);
-  assert_null(atomic_load(&m->remote_head));
+  assert_int_equal(atomic_load(&m->remote_head), 0);
   assert_ptr_equal(m->freelist, hak_base_raw(b.first));
   assert_chain_record(b, a.first);
   assert_chain_record(a, local.first);
@@ -683,10 +683,120 @@ static void test_a_take_of_more_than_the_list_takes_it_whole_with_no_next(void *
   assert_true(hak_base_is_null(next));
   assert_ptr_equal(hak_base_raw(first), hak_base_raw(a.first));
   assert_ptr_equal(hak_base_raw(last), hak_base_raw(a.last));
-  assert_null(atomic_load(&m->remote_head));
+  assert_int_equal(atomic_load(&m->remote_head), 0);
   assert_false(tiny_free_local_box(m, first, last, 6));
   assert_int_equal(slab_census_live(m), g_slab.n - 6);
   free_blocks_from(6);
+}
+
+// A batch freed into a slab its owner keeps and does not wait on costs the
+// freer one CAS (issue 9, item 3): the remote list's word counts the blocks,
+// `used` stays, the slab's live count drops at once, and the owner's drain
+// moves them onto its free list without changing `used`. (Before, each push
+// lowered `used` with a second atomic and the drain raised it again.)
+static void test_a_batch_freed_into_an_owned_slab_is_counted_on_its_list_and_leaves_used(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  assert_int_equal(m->where, SLAB_IN_CURRENT);
+  assert_false(atomic_load(&m->remote_head) & REMOTE_ATTEND);
+  uint32_t used = atomic_load(&m->used);
+  held_chain_t a = link_blocks(0, 5), b = link_blocks(5, 3);
+  run_in_thread(push_chain, &a);
+  run_in_thread(push_chain, &b);
+  uintptr_t w = atomic_load(&m->remote_head);
+  assert_ptr_equal(remote_word_first(w), hak_base_raw(b.first));
+  assert_int_equal(remote_word_counted(w), 8);
+  assert_int_equal(atomic_load(&m->used), used);
+  assert_int_equal(slab_live(m), g_slab.n - 8);
+  assert_int_equal(slab_census_live(m), g_slab.n - 8);
+  assert_int_equal(ss_remote_drain_to_freelist(m), 8);
+  assert_int_equal(atomic_load(&m->remote_head), 0);
+  assert_int_equal(atomic_load(&m->used), used);
+  assert_int_equal(slab_free_count(m), 8);
+  assert_int_equal(slab_live(m), g_slab.n - 8);
+  free_blocks_from(8);
+}
+
+// A slab whose every block came back through its remote list, counted there,
+// is EMPTY to its owner before any drain: the owner's last local free finds
+// it so (tiny_free_local_box), as when the remote frees lowered `used`.
+static void test_an_owned_slab_emptied_through_its_counted_remote_list_is_empty_to_its_owner(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  held_chain_t a = link_blocks(0, (size_t)g_slab.n - 1);
+  run_in_thread(push_chain, &a);
+  assert_int_equal(slab_live(m), 1);
+  hak_base_ptr_t last = hak_user_to_base(hak_user_from_raw(g_slab.blocks[g_slab.n - 1]));
+  block_set_free(last);
+  assert_true(tiny_free_local_box(m, last, last, 1));
+  assert_int_equal(slab_live(m), 0);
+  assert_int_equal(ss_remote_drain_to_freelist(m), g_slab.n - 1);
+  assert_int_equal(slab_free_count(m), g_slab.n);
+  assert_int_equal(atomic_load(&m->used), g_slab.n);
+  g_slab.n = 0;   // every block is on the free list: nothing left to free
+}
+
+static void *free_blocks_of_g_slab_from(void *arg) {
+  free_blocks_from((size_t)(uintptr_t)arg);
+  return NULL;
+}
+
+// A slab given up (shared_pool_detach_slab) while its remote list holds
+// blocks the word counts: they leave `used` with the free list's, the word
+// asks for attention from then on, and the remote frees that follow lower
+// `used` themselves, the last one recycling the slab.
+static void test_a_slab_given_up_with_counted_remote_blocks_is_recycled_by_the_frees_after(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  unsigned cls = m->cls;
+  held_chain_t a = link_blocks(0, 6);
+  run_in_thread(push_chain, &a);
+  assert_int_equal(remote_word_counted(atomic_load(&m->remote_head)), 6);
+  t_heap_p->cur[cls] = NULL;
+  m->where = SLAB_IN_NONE;
+  shared_pool_detach_slab(m);
+  assert_int_equal(slab_state(m), SLAB_LISTED);          // blocks to give: on the abandoned stack
+  uintptr_t w = atomic_load(&m->remote_head);
+  assert_true(w & REMOTE_ATTEND);
+  assert_int_equal(remote_word_counted(w), 0);
+  assert_ptr_equal(remote_word_first(w), hak_base_raw(a.first));
+  assert_int_equal(atomic_load(&m->used), g_slab.n - 6);  // the live blocks alone
+  run_in_thread(free_blocks_of_g_slab_from, (void *)(uintptr_t)6);
+  assert_true(!ss_registry_contains(m) || slab_state(m) == SLAB_FREE);
+  g_slab.n = 0;
+}
+
+// A full slab its owner waits on (armed) asks for attention: a batch freed
+// into it lowers `used` and wakes the owner, and once the owner takes it back
+// from its wake list, pushes count on the list again.
+static void test_a_full_slab_its_owner_waits_on_is_woken_and_then_counts_its_pushes_again(void **state) {
+  (void)state;
+  slab_meta_t *m = g_slab.m;
+  unsigned cls = m->cls;
+  tiny_heap_retire_current(t_heap_p, cls);
+  assert_int_equal(m->where, SLAB_IN_FULL);
+  assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_ARMED);
+  assert_true(atomic_load(&m->remote_head) & REMOTE_ATTEND);
+  uint32_t used = atomic_load(&m->used);
+  held_chain_t a = link_blocks(0, 4), b = link_blocks(4, 2), c = link_blocks(6, 3);
+  run_in_thread(push_chain, &a);
+  assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_NOTIFIED);
+  assert_int_equal(remote_word_counted(atomic_load(&m->remote_head)), 0);
+  assert_int_equal(atomic_load(&m->used), used - 4);
+  // Woken: the word asks no more attention, before the owner looks.
+  assert_false(atomic_load(&m->remote_head) & REMOTE_ATTEND);
+  run_in_thread(push_chain, &b);
+  assert_int_equal(remote_word_counted(atomic_load(&m->remote_head)), 2);
+  assert_int_equal(atomic_load(&m->used), used - 4);
+  assert_ptr_equal(tiny_heap_partial_with_free(t_heap_p, cls), m);   // takes the wake list
+  assert_int_equal(m->where, SLAB_IN_PARTIAL);
+  assert_int_equal(atomic_load(&m->notify), SLAB_NOTIFY_IDLE);
+  assert_false(atomic_load(&m->remote_head) & REMOTE_ATTEND);
+  run_in_thread(push_chain, &c);
+  assert_int_equal(remote_word_counted(atomic_load(&m->remote_head)), 5);
+  assert_int_equal(atomic_load(&m->used), used - 4);
+  assert_int_equal(slab_census_live(m), g_slab.n - 9);
+  free_blocks_from(9);
 }
 
 #define SLAB_TEST(f, s) cmocka_unit_test_setup_teardown(f, s, teardown_slab)
@@ -699,6 +809,10 @@ int main(void) {
     SLAB_TEST(test_remote_free_is_counted_in_the_stats, setup_slab_of_48),
     SLAB_TEST(test_remote_drain_moves_the_remote_list_onto_the_free_list, setup_slab_of_48),
     SLAB_TEST(test_remote_drain_of_an_empty_remote_list_moves_nothing, setup_slab_of_48),
+    SLAB_TEST(test_a_batch_freed_into_an_owned_slab_is_counted_on_its_list_and_leaves_used, setup_slab_of_48),
+    SLAB_TEST(test_an_owned_slab_emptied_through_its_counted_remote_list_is_empty_to_its_owner, setup_slab_of_48),
+    SLAB_TEST(test_a_slab_given_up_with_counted_remote_blocks_is_recycled_by_the_frees_after, setup_slab_of_48),
+    SLAB_TEST(test_a_full_slab_its_owner_waits_on_is_woken_and_then_counts_its_pushes_again, setup_slab_of_48),
     SLAB_TEST(test_owner_gets_a_remotely_freed_block_back_on_refill, setup_slab_of_48),
     SLAB_TEST(test_eight_threads_freeing_at_once_lose_no_block_on_the_remote_list, setup_slab_of_16),
     SLAB_TEST(test_eight_threads_freeing_at_once_bring_the_used_count_to_zero, setup_slab_of_16),

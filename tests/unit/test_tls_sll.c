@@ -678,7 +678,7 @@ static void test_a_flush_of_interleaved_runs_gives_each_slab_its_own_blocks(void
 #define WAYS_SLABS 16u
 static unsigned remote_chains_on(slab_meta_t *m) {
   unsigned k = 0;
-  for (hak_base_ptr_t b = hak_base_from_raw(atomic_load(&m->remote_head)); !hak_base_is_null(b); k++)
+  for (hak_base_ptr_t b = hak_base_from_raw(remote_word_first(atomic_load(&m->remote_head))); !hak_base_is_null(b); k++)
     b = block_chain(m, b).next;
   return k;
 }

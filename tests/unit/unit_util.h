@@ -185,7 +185,7 @@ static inline uint32_t remote_list_len(slab_meta_t *m) {
   // record in its link word: tls_sll_box.h, block_set_chain).
   uint32_t n = 0, left = 0;
   int chains = BLOCK_CHAIN_RECORDS;
-  for (hak_base_ptr_t b = hak_base_from_raw(atomic_load(&m->remote_head)), next; !hak_base_is_null(b) && n <= m->capacity;
+  for (hak_base_ptr_t b = hak_base_from_raw(remote_word_first(atomic_load(&m->remote_head))), next; !hak_base_is_null(b) && n <= m->capacity;
        b = next, n++) {
     next = block_next(b);
     if (chains && left == 0) {
