@@ -90,6 +90,8 @@ static void hardened_fault(void *addr) {
     if (kind == 1) hak_report_pointer_error("heap buffer overflow past a large block at", addr, " (its guard page)");
     else if (kind == 2)   // (the run is known, not who wrote: a wild index past a live block lands here too)
       hak_report_pointer_error("use after free of a large block at", addr, " (a freed run, or an overflow of a block below it)");
+    else if (kind == 3)
+      hak_report_pointer_error("heap buffer underflow before a large block at", addr, " (below its region's first run)");
   } else {
     int kind = huge_fault_kind(addr);
     if (kind == 1) hak_report_pointer_error("heap buffer overflow past a huge block at", addr, " (its guard page)");

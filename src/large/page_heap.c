@@ -376,11 +376,12 @@ static ph_region_t *region_create(void) {
   if ((uintptr_t)r >> PH_ADDR_BITS) { os_unmap(r, PH_REGION_SIZE); return NULL; }
   for (unsigned b = 0; b < PH_BINS; b++) r->bin_head[PH_CLEAN][b] = r->bin_head[PH_DIRTY][b] = PH_NONE;
 #if HAK_HARDENED
-  // Every page of a free run is PROT_NONE; a live run is open but for its
-  // last page (the guard): an allocation then opens its pages with one call.
+  // Every page of a free run is PROT_NONE, as the page after the header
+  // (PH_HEADER_GUARD_PAGES); a live run is open but for its last page (the
+  // guard): an allocation then opens its pages with one call.
   // Refused: no region (a free run must not be open; the caller maps the
   // block directly, huge.c).
-  if (!os_protect((char *)r + run_bytes(PH_HEADER_PAGES), PH_REGION_SIZE - run_bytes(PH_HEADER_PAGES), 0)) {
+  if (!os_protect((char *)r + run_bytes(PH_META_PAGES), PH_REGION_SIZE - run_bytes(PH_META_PAGES), 0)) {
     os_unmap(r, PH_REGION_SIZE);
     return NULL;
   }
@@ -984,6 +985,10 @@ int page_heap_freed_at(const void *p) {
 int page_heap_fault_kind(const void *p, void **start) {
   ph_region_t *r = region_of(p);
   uint32_t page = (uint32_t)(((uintptr_t)p - (uintptr_t)r) >> PH_PAGE_SHIFT);
+  if (page == PH_META_PAGES && PH_HEADER_GUARD_PAGES != 0) {   // the page below the first run
+    *start = (char *)r + run_bytes(PH_HEADER_PAGES);
+    return 3;
+  }
   uint32_t s = run_of_page(r, page);
   if (s == PH_NONE) return 0;
   *start = (char *)r + run_bytes(s);

@@ -74,8 +74,9 @@ int    page_heap_release_empty(void);
 // the allocation fails (NULL); when it refuses to close a freed one and to
 // discard it, the run is kept out of reuse (hardened_keep_out). For the fault
 // hook (no lock: a best-effort read): 1 if p is in the guard page of a live
-// block, 2 if in a free run or one kept out of reuse, else 0; *start the
-// run's first byte.
+// block, 2 if in a free run or one kept out of reuse, 3 if in the guard page
+// below a region's first run (an underflow of the block there), else 0;
+// *start the run's first byte.
 int    page_heap_fault_kind(const void *p, void **start);
 #endif
 

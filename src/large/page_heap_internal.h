@@ -42,7 +42,8 @@
 #define PH_KEEP_EMPTY_REGIONS 1u              // regions with no live block kept mapped (hysteresis)
 #define PH_SHRINK_RATIO  2u                   // a block gives its tail back only below 1/2 of its run
 
-// One 64 MiB region. Its first PH_HEADER_PAGES pages hold this header; the
+// One 64 MiB region. Its first PH_HEADER_PAGES pages hold this header (and in
+// the hardened build a guard page after it); the
 // rest, pages [PH_HEADER_PAGES, PH_PAGES), are tiled by runs. For a region at
 // rest (lock held, between operations):
 //   runs tile:   from s = PH_HEADER_PAGES, s += len(s) reaches exactly PH_PAGES,
@@ -86,7 +87,15 @@ typedef struct ph_region {
 #endif
 } ph_region_t;
 
-#define PH_HEADER_PAGES  ((uint32_t)((sizeof(ph_region_t) + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
+#define PH_META_PAGES    ((uint32_t)((sizeof(ph_region_t) + PH_PAGE_SIZE - 1) >> PH_PAGE_SHIFT))
+// Hardened: one PROT_NONE page between the header and the first run. A block
+// that starts its run (page aligned: no slack before it for a canary, see
+// ph_block_slack) had the header's last page below it, open: an underflow of
+// valloc(300000) there went unseen into the region's own records (an
+// independent misuse probe, sixty-sixth session). Elsewhere the page below a
+// run is a live run's guard or a free run, both PROT_NONE.
+#define PH_HEADER_GUARD_PAGES (HAK_HARDENED ? 1u : 0u)
+#define PH_HEADER_PAGES  (PH_META_PAGES + PH_HEADER_GUARD_PAGES)
 #define PH_USABLE_PAGES  (PH_PAGES - PH_HEADER_PAGES)
 _Static_assert(PAGE_HEAP_MAX <= ((size_t)PH_USABLE_PAGES << PH_PAGE_SHIFT), "the largest block fits a region");
 _Static_assert(PH_USED > PH_PAGES, "a run length never reaches the USED bit");

@@ -312,6 +312,17 @@ static int t_underflow_large(void) {
   free(p);
   return 0;
 }
+// A page-aligned large block has no bytes before it in its run for a canary:
+// the first one in the process starts its region's first run, whose page
+// below was the region header's, open (a probe's valloc(300000) with 8 bytes
+// written before it ran to exit 0; 128 KiB reached the header's records).
+static int t_underflow_page_aligned_large_at_a_region_start(void) {
+  unsigned char *p = valloc(300000);
+  if (p == NULL || ((uintptr_t)p & ((64u << 20) - 1)) > (1u << 20)) return 9;   // not a region's first run
+  p[-8] = 'x';
+  free(p);
+  return 0;
+}
 static int t_underflow_huge_slack(void) {
   unsigned char *p = malloc(40000000);
   p[-8] ^= 1;
@@ -997,6 +1008,8 @@ static const test_t g_tests[] = {
   {"overflow_huge_aligned_tail", t_overflow_huge_aligned_tail, EXPECT_ABORT_REPORT,
    "heap buffer overflow past a huge block"},
   {"underflow_large", t_underflow_large, EXPECT_ABORT_REPORT, "heap buffer underflow before a large block"},
+  {"underflow_page_aligned_large_at_a_region_start", t_underflow_page_aligned_large_at_a_region_start,
+   EXPECT_ABORT_REPORT, "heap buffer underflow before a large block"},
   {"underflow_small", t_underflow_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
   {"underflow_8_bytes_small", t_underflow_8_bytes_small, EXPECT_ABORT_REPORT, "heap buffer underflow before"},
   {"underflow_small_above_a_live_block", t_underflow_small_above_a_live_block, EXPECT_ABORT_REPORT,
