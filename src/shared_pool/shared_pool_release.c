@@ -219,73 +219,113 @@ void pool_collect_abandoned_empty(void) {
 #define EARLY_PAGE 4096u
 _Static_assert(SS_SIZE / EARLY_PAGE <= UINT16_MAX, "a slab's pages fit early_pages");
 
-// Have the slabs of an all-FREE SuperSlab waited the purge delay? Its dirty
-// slabs since they went FREE, and the ones purged early (over the budget,
-// early_pages set) since their purge: a clean slab otherwise waited before
-// its purge. (Early-purged slabs counted as waited: the next pass unmapped
-// their SuperSlabs, so a program that takes its memory back in rounds mapped
-// new ones instead, and the take-back that raises the budget was never seen:
-// rounds of 1 600 blocks of 64 KiB, 913 munmap and 133 mmap calls.)
-static int ss_waited(superslab_t *ss, uint64_t now) {
+// When the slabs of an all-FREE SuperSlab have waited the purge delay: its
+// dirty slabs since they went FREE, and the ones purged early (over the
+// budget, early_pages set) since their purge; a clean slab otherwise waited
+// before its purge. (Early-purged slabs counted as waited: the next pass
+// unmapped their SuperSlabs, so a program that takes its memory back in
+// rounds mapped new ones instead, and the take-back that raises the budget
+// was never seen: rounds of 1 600 blocks of 64 KiB, 913 munmap and 133 mmap
+// calls.)
+// Returns when the last of them started its wait (0: none waits).
+static uint64_t ss_wait_start(superslab_t *ss) {
+  uint64_t at = 0;
   for (unsigned i = 0; i < ss->nslabs; i++) {
     slab_meta_t *m = ss_slab(ss, i);
-    if ((atomic_load_explicit(&m->dirty, memory_order_relaxed) || m->early_pages != 0) &&
-        now < m->free_since_ms + g_hak_config.purge_delay_ms)
-      return 0;
+    if ((atomic_load_explicit(&m->dirty, memory_order_relaxed) || m->early_pages != 0) && m->free_since_ms > at)
+      at = m->free_since_ms;
   }
-  return 1;
+  return at;
+}
+
+// Unmap a kind's all-FREE SuperSlabs past the hysteresis that have waited
+// (all of them when `everything`), from the pool list's tail (the ones that
+// got a FREE slab least lately are kept last); the earliest time one of the
+// rest started its wait into unmap_wait_ms, so that the next passes walk
+// the list only once that one may have waited. Kind's lock held.
+static void unmap_waited_locked(pool_kind_t *pk, int everything, uint64_t now, int *released) {
+  uint64_t next = UINT64_MAX;
+  uint32_t kept_empty = 0;
+  pk->unmap_walks++;
+  superslab_t *tail = pk->head;
+  while (tail != NULL && tail->pool_next != NULL) tail = tail->pool_next;
+  for (superslab_t *ss = tail, *prev; ss != NULL; ss = prev) {
+    prev = ss->pool_prev;
+    if (ss->free_mask != ss_all_slabs_mask(ss)) continue;
+    if (!everything && ++kept_empty <= g_hak_config.keep_empty_superslabs) continue;
+    uint64_t at = everything ? 0 : ss_wait_start(ss);
+    if (now >= at + g_hak_config.purge_delay_ms) {
+      pool_unmap_superslab(ss);
+      *released = 1;
+    } else if (at < next) {
+      next = at;
+    }
+  }
+  pk->unmap_wait_ms = next;
+}
+
+// May dirty FREE slab m be purged now: waited the delay (or `everything`),
+// or early while bytes past the target are left?
+static int purge_eligible(const slab_meta_t *m, int everything, size_t over, uint64_t now) {
+  return everything || now >= m->free_since_ms + g_hak_config.purge_delay_ms || over != 0;
+}
+
+// Take m out of the pool for the purge, counted as early when it is.
+static void purge_take_locked(pool_kind_t *pk, slab_meta_t *m, int everything, size_t *over, uint64_t now) {
+  m->early_pages = 0;
+  if (!everything && now < m->free_since_ms + g_hak_config.purge_delay_ms) {
+    size_t bytes = slab_dirty_bytes(m);
+    *over -= bytes < *over ? bytes : *over;
+    m->early_pages = (uint16_t)((bytes + EARLY_PAGE - 1) / EARLY_PAGE);
+    pk->purged_early++;
+    if (++pk->recent_early >= REGRET_RECENT_MAX) {
+      pk->recent_early /= 2;
+      pk->recent_taken /= 2;
+    }
+  }
+  pool_take_slab_locked(m);      // (off the dirty list)
 }
 
 // One round over a kind's pool: unmap all-FREE SuperSlabs past the
-// hysteresis (all of them when `everything`), take out up to PURGE_BATCH dirty
-// FREE slabs that have waited long enough (any, when `everything`), and
-// others while *over (bytes past the purge target) lasts. Kind's lock held.
-// From the pool list's tail: a take looks for dirty slabs from its head (the
-// SuperSlab that got a FREE slab last), so the slabs purged early are the
-// ones the program would take back last, and the ones it takes next stay
-// resident. (From the head, as takes, each early purge took what the next
-// take wanted: mstress -t 8 0.976x the time with 6% fewer page faults from
-// the tail, -t 16 -r 100 0.980x, prodcons -t 4 0.929-0.969x, churn 0.969x;
-// ring -t 8 of 1-16 KiB 0.993-1.004x at 1.04-1.06x the peak RSS, within its
-// spread.) The walk to the tail costs a step per SuperSlab in the pool, once
-// per pass.
+// hysteresis (all of them when `everything`) once one may have waited, take
+// out up to PURGE_BATCH dirty FREE slabs that have waited long enough (any,
+// when `everything`), and others while *over (bytes past the purge target)
+// lasts, oldest first (the dirty list): the slabs purged early are the ones
+// that went FREE longest ago, which a take (the newest dirty slabs first, in
+// the SuperSlab that got a FREE slab last) would reach last, and the ones it
+// takes next stay resident. (Taken in the takes' order, each early purge
+// took what the next take wanted: mstress -t 8 0.976x the time with 6% fewer
+// page faults the other way, -t 16 -r 100 0.980x, prodcons -t 4
+// 0.929-0.969x, churn 0.969x.) The batch is put in address order for
+// purge_batch's runs. Kind's lock held.
 static uint32_t purge_collect_locked(unsigned kind, int everything, size_t *over, uint64_t now, slab_meta_t **out,
                                      int *released) {
   pool_kind_t *pk = &g_pool[kind];
+  if (everything || (atomic_load_explicit(&pk->empty_ss, memory_order_relaxed) > g_hak_config.keep_empty_superslabs &&
+                     pk->unmap_wait_ms != UINT64_MAX && now >= pk->unmap_wait_ms + g_hak_config.purge_delay_ms))
+    unmap_waited_locked(pk, everything, now, released);
   uint64_t next_due = UINT64_MAX;
-  uint32_t kept_empty = 0, n = 0;
-  superslab_t *tail = pk->head;
-  while (tail != NULL && tail->pool_next != NULL) tail = tail->pool_next;
-  for (superslab_t *ss = tail, *next; ss != NULL; ss = next) {
-    next = ss->pool_prev;
-    if (ss->free_mask == ss_all_slabs_mask(ss) &&
-        (everything || (++kept_empty > g_hak_config.keep_empty_superslabs && ss_waited(ss, now)))) {
-      pool_unmap_superslab(ss);
-      *released = 1;
-      continue;
+  uint32_t n = 0;
+  for (slab_meta_t *m; (m = pk->dirty_oldest) != NULL;) {
+    if (n == PURGE_BATCH) {
+      next_due = now;                            // a full batch: another round is due
+      break;
     }
-    for (uint32_t mask = ss->free_mask; mask != 0; mask &= mask - 1) {
-      slab_meta_t *m = ss_slab(ss, __builtin_ctz(mask));
-      if (!atomic_load_explicit(&m->dirty, memory_order_relaxed)) continue;
-      uint64_t due = m->free_since_ms + g_hak_config.purge_delay_ms;
-      int early = !everything && now < due;
-      if ((early && *over == 0) || n == PURGE_BATCH) {
-        if (due < next_due) next_due = n == PURGE_BATCH ? now : due;   // a full batch: another round is due
-        continue;
-      }
-      m->early_pages = 0;
-      if (early) {
-        size_t bytes = slab_dirty_bytes(m);
-        *over -= bytes < *over ? bytes : *over;
-        m->early_pages = (uint16_t)((bytes + EARLY_PAGE - 1) / EARLY_PAGE);
-        pk->purged_early++;
-        if (++pk->recent_early >= REGRET_RECENT_MAX) {
-          pk->recent_early /= 2;
-          pk->recent_taken /= 2;
-        }
-      }
-      pool_take_slab_locked(m);    // (ss may leave the list by this: next was read first)
-      out[n++] = m;
+    if (!purge_eligible(m, everything, *over, now)) {
+      next_due = m->free_since_ms + g_hak_config.purge_delay_ms;   // the list's order: the rest are later
+      break;
+    }
+    // The oldest, and with it the dirty FREE slabs of its SuperSlab that may
+    // go too, in address order: purge_batch's runs of neighbours (a call
+    // each, and a TLB shootdown), and what stays dirty stays together.
+    superslab_t *ss = ss_of_meta(m);
+    for (uint32_t mask = ss->free_mask; mask != 0 && n < PURGE_BATCH; mask &= mask - 1) {
+      slab_meta_t *o = ss_slab(ss, (unsigned)__builtin_ctz(mask));
+      if (!atomic_load_explicit(&o->dirty, memory_order_relaxed) || !purge_eligible(o, everything, *over, now)) continue;
+      purge_take_locked(pk, o, everything, over, now);
+      uint32_t i = n++;
+      for (; i > 0 && out[i - 1]->base > o->base; i--) out[i] = out[i - 1];
+      out[i] = o;
     }
   }
   atomic_store_explicit(&pk->next_due_ms, next_due, memory_order_relaxed);

@@ -88,7 +88,26 @@ static void pool_list_remove(pool_kind_t *pk, superslab_t *ss) {
 // medium class's 64 KiB slab, or a slab relaid out with class 0, is not).
 static int slab_counts_for_class(const slab_meta_t *m) { return g_size_class[m->cls].kind == ss_of_meta(m)->kind; }
 
+// The kind's dirty list (pool_kind_t): m appended as the newest, or taken off.
+static void dirty_list_append(pool_kind_t *pk, slab_meta_t *m) {
+  m->list_next = NULL;
+  m->list_prev = pk->dirty_newest;
+  if (pk->dirty_newest != NULL) pk->dirty_newest->list_next = m;
+  else pk->dirty_oldest = m;
+  pk->dirty_newest = m;
+}
+static void dirty_list_remove(pool_kind_t *pk, slab_meta_t *m) {
+  if (m->list_prev != NULL) m->list_prev->list_next = m->list_next;
+  else pk->dirty_oldest = m->list_next;
+  if (m->list_next != NULL) m->list_next->list_prev = m->list_prev;
+  else pk->dirty_newest = m->list_prev;
+  m->list_next = m->list_prev = NULL;
+}
+
+// A dirty FREE slab into the pool's count and its dirty list (+1), or out.
 static void dirty_add(pool_kind_t *pk, slab_meta_t *m, int sign) {
+  if (sign > 0) dirty_list_append(pk, m);
+  else dirty_list_remove(pk, m);
   size_t bytes = slab_dirty_bytes(m);
   size_t d = atomic_load_explicit(&pk->dirty_bytes, memory_order_relaxed);
   atomic_store_explicit(&pk->dirty_bytes, sign > 0 ? d + bytes : d - bytes, memory_order_relaxed);
@@ -122,8 +141,8 @@ void pool_put_locked(slab_meta_t *m, uint64_t now) {
   out_add(pk, -((ptrdiff_t)1 << ss->slab_shift));
   pool_list_add(pk, ss);
   if (atomic_load_explicit(&m->dirty, memory_order_relaxed)) {
-    dirty_add(pk, m, +1);
     m->free_since_ms = now;
+    dirty_add(pk, m, +1);
     uint64_t due = now + g_hak_config.purge_delay_ms;
     if (due < atomic_load_explicit(&pk->next_due_ms, memory_order_relaxed))
       atomic_store_explicit(&pk->next_due_ms, due, memory_order_relaxed);
@@ -133,7 +152,10 @@ void pool_put_locked(slab_meta_t *m, uint64_t now) {
   // here: threads that exit together free whole SuperSlabs that the next
   // threads map again (mstress: an mmap, two munmaps and the page faults of
   // every page, per SuperSlab and round).
-  if (ss->free_mask == ss_all_slabs_mask(ss)) empty_ss_add(pk, +1);
+  if (ss->free_mask == ss_all_slabs_mask(ss)) {
+    empty_ss_add(pk, +1);
+    if (now < pk->unmap_wait_ms) pk->unmap_wait_ms = now;   // (its slabs went FREE by now)
+  }
 #if HAK_DEBUG
   ss_validate(ss);
 #endif
@@ -198,9 +220,12 @@ static void pool_mark_resident_locked(pool_kind_t *pk, superslab_t *ss, const re
     if (end == 0) continue;
     atomic_store_explicit(&m->dirty, 1, memory_order_relaxed);
     m->dirty_end = (uint32_t)end;
-    m->free_since_ms = r->since;
+    // (No older than the dirty list's newest, whose order is their age.)
+    uint64_t since = r->since;
+    if (pk->dirty_newest != NULL && pk->dirty_newest->free_since_ms > since) since = pk->dirty_newest->free_since_ms;
+    m->free_since_ms = since;
     dirty_add(pk, m, +1);
-    uint64_t due = r->since + g_hak_config.purge_delay_ms;
+    uint64_t due = since + g_hak_config.purge_delay_ms;
     if (due < atomic_load_explicit(&pk->next_due_ms, memory_order_relaxed))
       atomic_store_explicit(&pk->next_due_ms, due, memory_order_relaxed);
   }
@@ -247,6 +272,7 @@ void pool_add_new_locked(superslab_t *ss) {
   pool_kind_t *pk = &g_pool[ss->kind];
   HAK_ASSERT(ss->free_mask == ss_all_slabs_mask(ss));
   empty_ss_add(pk, +1);
+  pk->unmap_wait_ms = 0;   // (clean: it has waited, should it stay all FREE)
   pool_list_add(pk, ss);
 }
 
@@ -364,6 +390,15 @@ void shared_pool_validate_pools(void) {
       }
     }
     HAK_CHECK(dirty == atomic_load(&pk->dirty_bytes), "a kind's dirty bytes differ from its dirty FREE slabs'", pk);
+    size_t listed = 0;
+    const slab_meta_t *prev = NULL;
+    for (const slab_meta_t *m = pk->dirty_oldest; m != NULL; prev = m, m = m->list_next) {
+      const superslab_t *ss = ss_of_meta(m);
+      HAK_CHECK(ss->kind == k && (ss->free_mask >> m->index & 1u) && atomic_load(&m->dirty) && m->list_prev == prev,
+                "a kind's dirty list holds a slab that is not a dirty FREE slab of its pool", m);
+      listed += slab_dirty_bytes(m);
+    }
+    HAK_CHECK(prev == pk->dirty_newest && listed == dirty, "a kind's dirty list is not its dirty FREE slabs", pk);
     HAK_CHECK(empty == atomic_load(&pk->empty_ss), "a kind's count of all-FREE SuperSlabs is wrong", pk);
   }
   for (unsigned c = 0; c < HAK_NUM_CLASSES; c++)
