@@ -9,7 +9,9 @@
 // remotely freed blocks in the consumer's cache, where the producer can never
 // reuse them, blow up here. With -t above 1 the batches go to whichever
 // consumer is free (xmalloc-test's pattern: every consumer frees every
-// producer's blocks).
+// producer's blocks). -c sets the consumers apart from the producers: one
+// producer feeding many consumers that only free (a thread pool's workers)
+// is where blocks cached by the threads that free them add up per thread.
 //
 // With --touch pages the producer writes a byte in every 4 KiB page of each
 // block, as a program filling its buffers would (large blocks: what the
@@ -17,7 +19,8 @@
 //
 // Figure: allocator calls (N mallocs + N frees) per second of wall time.
 // Options: -n BLOCKS (5M), --min (16), --max (512), -q QUEUE_BATCHES (64),
-// -t PRODUCERS (1; as many consumers), --touch ends|pages (ends), -s SEED.
+// -t PRODUCERS (1), -c CONSUMERS (as many as producers), --touch ends|pages
+// (ends), -s SEED.
 #include "bench_common.h"
 
 #include <getopt.h>
@@ -30,7 +33,7 @@ typedef struct { char *p[BATCH]; uint32_t count; } batch_t;
 
 static uint64_t g_blocks = 5000000, g_seed = 42;
 static size_t g_min = 16, g_max = 512;
-static uint32_t g_qcap = 64, g_pairs = 1;
+static uint32_t g_qcap = 64, g_pairs = 1, g_consumers = 0;   // (0: as many as producers)
 static int g_touch_pages = 0;
 static batch_t *g_ring;                  // g_qcap batches, reused (no allocation)
 // Under g_lock: the indexes of filled batches in order (a ring of g_qcap:
@@ -110,7 +113,7 @@ static void *consumer(void *arg) {
 
 static void usage(void) {
   fprintf(stderr, "usage: prodcons [-n BLOCKS] [--min B] [--max B] [-q QUEUE_BATCHES] [-t PRODUCERS] "
-                  "[--touch ends|pages] [-s SEED]\n");
+                  "[-c CONSUMERS] [--touch ends|pages] [-s SEED]\n");
   exit(2);
 }
 
@@ -121,12 +124,13 @@ int main(int argc, char **argv) {
     { NULL, 0, NULL, 0 },
   };
   int c;
-  while ((c = getopt_long(argc, argv, "n:q:s:t:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "n:q:s:t:c:h", longopts, NULL)) != -1) {
     switch (c) {
     case 'n': g_blocks = bench_parse_count("-n", optarg); break;
     case 'q': g_qcap = (uint32_t)bench_parse_count("-q", optarg); break;
     case 's': g_seed = bench_parse_count("-s", optarg); break;
     case 't': g_pairs = (uint32_t)bench_parse_count("-t", optarg); break;
+    case 'c': g_consumers = (uint32_t)bench_parse_count("-c", optarg); break;
     case 'a': g_min = bench_parse_size("--min", optarg); break;
     case 'b': g_max = bench_parse_size("--max", optarg); break;
     case 'T':
@@ -138,7 +142,8 @@ int main(int argc, char **argv) {
     }
   }
   if (optind != argc || g_blocks < 1 || g_qcap < 1 || g_min < 1 || g_max < g_min ||
-      g_max - g_min >= UINT32_MAX || g_pairs < 1 || g_pairs > MAX_PAIRS) usage();
+      g_max - g_min >= UINT32_MAX || g_pairs < 1 || g_pairs > MAX_PAIRS || g_consumers > MAX_PAIRS) usage();
+  if (g_consumers == 0) g_consumers = g_pairs;
   g_ring = bench_xmalloc(g_qcap * sizeof(batch_t));
   g_full = bench_xmalloc(g_qcap * sizeof(uint32_t));
   g_empty = bench_xmalloc(g_qcap * sizeof(uint32_t));
@@ -149,20 +154,20 @@ int main(int argc, char **argv) {
   pthread_t pt[MAX_PAIRS], ct[MAX_PAIRS];
   worker_t prod[MAX_PAIRS], cons[MAX_PAIRS];
   double t0 = bench_now();
-  for (uint32_t i = 0; i < g_pairs; i++) {
+  for (uint32_t i = 0; i < g_pairs || i < g_consumers; i++) {
     // Producer 0 takes the remainder; producer i's sizes are stream i + 1
     // (one producer: the sizes of earlier versions of this program).
     prod[i] = (worker_t){ .id = i + 1, .blocks = g_blocks / g_pairs + (i == 0 ? g_blocks % g_pairs : 0) };
     cons[i] = (worker_t){ 0 };
-    if (pthread_create(&ct[i], NULL, consumer, &cons[i]) != 0 ||
-        pthread_create(&pt[i], NULL, producer, &prod[i]) != 0) {
+    if ((i < g_consumers && pthread_create(&ct[i], NULL, consumer, &cons[i]) != 0) ||
+        (i < g_pairs && pthread_create(&pt[i], NULL, producer, &prod[i]) != 0)) {
       fprintf(stderr, "pthread_create failed\n");
       return 3;
     }
   }
   uint64_t sum = 0;
   for (uint32_t i = 0; i < g_pairs; i++) pthread_join(pt[i], NULL);
-  for (uint32_t i = 0; i < g_pairs; i++) {
+  for (uint32_t i = 0; i < g_consumers; i++) {
     pthread_join(ct[i], NULL);
     sum += cons[i].sum;
   }
@@ -172,9 +177,9 @@ int main(int argc, char **argv) {
             sum, g_blocks);
     return 1;
   }
-  char extra[192];
-  snprintf(extra, sizeof extra, "blocks=%" PRIu64 " min=%zu max=%zu queue=%u producers=%u touch=%s", g_blocks,
-           g_min, g_max, g_qcap, g_pairs, g_touch_pages ? "pages" : "ends");
+  char extra[224];
+  snprintf(extra, sizeof extra, "blocks=%" PRIu64 " min=%zu max=%zu queue=%u producers=%u consumers=%u touch=%s",
+           g_blocks, g_min, g_max, g_qcap, g_pairs, g_consumers, g_touch_pages ? "pages" : "ends");
   bench_result("prodcons", "calls", 2 * g_blocks, t1 - t0, extra);
   free(g_empty);
   free(g_full);
