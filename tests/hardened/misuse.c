@@ -892,6 +892,29 @@ static int t_inner_nested_fault_in_handler_ends_program(void) {
   if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV) return 2;
   return *entries == 1 ? 0 : 3;
 }
+// A SIGSEGV or SIGBUS sent by raise or kill (no fault to repeat) ends the
+// program with that signal, as without the fault hook: the hook returned
+// after putting the default action back, and the program ran on to exit 0.
+static int signal_sent_ends_child(int sig, int by_kill) {
+  pid_t pid = fork();
+  if (pid < 0) return 9;
+  if (pid == 0) {
+    struct rlimit rl = {0, 0};
+    setrlimit(RLIMIT_CORE, &rl);
+    if (by_kill) kill(getpid(), sig);
+    else raise(sig);
+    _exit(0);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  return WIFSIGNALED(st) && WTERMSIG(st) == sig ? 0 : 1;
+}
+static int t_segv_or_bus_sent_by_raise_or_kill_ends_the_program(void) {
+  free(malloc(300000));   // (the library set up, its hook in place)
+  int r = signal_sent_ends_child(SIGSEGV, 0) | signal_sent_ends_child(SIGSEGV, 1) << 1 |
+          signal_sent_ends_child(SIGBUS, 0) << 2 | signal_sent_ends_child(SIGBUS, 1) << 3;
+  return r;
+}
 static int t_guard_hit_with_program_handler(void) { return rerun_with_handler("inner_own_handler_guard_hit", "1"); }
 static int t_program_handler_fault_inside_it_ends_program(void) {
   return rerun_with_handler("inner_nested_fault_in_handler_ends_program", "nested");
@@ -1062,6 +1085,8 @@ static const test_t g_tests[] = {
   {"library_got_read_only", t_library_got_read_only, EXPECT_EXIT0, NULL},
   {"guard_hit_with_program_handler", t_guard_hit_with_program_handler, EXPECT_ABORT_REPORT, "use after free of a large block"},
   {"program_handler_gets_its_faults", t_program_handler_gets_its_faults, EXPECT_EXIT0, NULL},
+  {"segv_or_bus_sent_by_raise_or_kill_ends_the_program", t_segv_or_bus_sent_by_raise_or_kill_ends_the_program, EXPECT_EXIT0,
+   NULL},
   {"program_resethand_handler_runs_once", t_program_resethand_handler_runs_once, EXPECT_EXIT0, NULL},
   {"program_handler_fault_inside_it_ends_program", t_program_handler_fault_inside_it_ends_program, EXPECT_EXIT0, NULL},
   {"calloc_huge_from_cache", t_calloc_huge_from_cache, EXPECT_EXIT0, NULL},
