@@ -474,7 +474,12 @@ static uint32_t flush_class(unsigned cls, uint32_t n) {
   block_chain_t foreign = {HAK_BASE_NULL, HAK_BASE_NULL, 0};
   uint32_t limit = tiny_threads_live(), remote = 0;
   int overflow = n <= g_size_class[cls].batch;   // not the exit's flush
-  int exchange = overflow && g_size_class[cls].size <= TRANSFER_MAX_BLOCK && !transfer_full(cls, limit);
+  // A shrunk list's flush (a medium class the thread only frees: a new
+  // thread's bound starts so, tiny_thread.c) sends its blocks home: chains
+  // of a few blocks would take the exchange's places from the hand-over's
+  // whole batches (tiny_handover), and each such chain is a refill.
+  int exchange = overflow && n * 2u >= g_size_class[cls].batch && g_size_class[cls].size <= TRANSFER_MAX_BLOCK &&
+                 !transfer_full(cls, limit);
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL, &remote);
   if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
     send_chain_home(cls, foreign.first, foreign.last);

@@ -288,11 +288,21 @@ int thread_setup(void) {
     tc->self = thread_self_id();
     for (unsigned c = 0; c < HAK_NUM_CLASSES; c++) {
       HAK_ASSERT(tls_sll_empty(tc, c));
-      tc->cap_shift[c] = 0;
+      // A medium class's bound starts shrunk, as a consumer's ends up
+      // (tls_sll_box.h, cap_shift), and doubles back at each refill: a
+      // thread that only frees a class holds an eighth of its 512 KiB from
+      // the start. Threads that only free blocks of a dozen medium classes
+      // other threads allocate (a pool of consumers) each held up to the
+      // whole bound of each before their overflows shrank it: 1 producer
+      // and 32 consumers of 4-32 KiB peaked at 117 MB (tcmalloc 18.6,
+      // mimalloc 14.3), now 21; the helper's probe of 16 such consumers 98
+      // -> 17 MB. A thread that takes the class is back at its full bound
+      // after TLS_SHRINK_MAX refills (ws-medium level, 11 pinned rounds).
+      tc->cap_shift[c] = g_size_class[c].size > HAK_TINY_MAX ? TLS_SHRINK_MAX : 0;
       tc->overflows[c] = 0;
       tc->cap_grow[c] = 0;
       tc->local_overflow[c] = 0;
-      tc->cap[c] = tls_cap_for(c, share);
+      tc->cap[c] = tls_class_cap(tc, c, share);
       tc->lists[c].room = tc->cap[c];
       tc->lists[c].owner_key = tls_owner_key_of_class(tc, c);
     }

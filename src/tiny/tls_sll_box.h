@@ -65,6 +65,7 @@ typedef struct tls_cache {
   // cap_shift times (tls_class_cap), once per TLS_SHRINK_STREAK overflows
   // with no refill between them (a thread that frees more of the class than
   // it takes: a consumer), and doubled back at each refill (tiny_refill.c).
+  // A new thread starts at TLS_SHRINK_MAX (tiny_thread.c).
   uint8_t        cap_shift[HAK_NUM_CLASSES];
   uint8_t        overflows[HAK_NUM_CLASSES];   // overflows since the last refill
   // Classes to HAK_KIND_MEDIUM_MAX (128 KiB) only (the hardened build's

@@ -36,6 +36,7 @@ typedef struct consumer {
 static void *consume(void *arg) {
   consumer_t *c = arg;
   unsigned cls = cls_of_size();
+  consumer_takes_class_first(cls, SIZE);   // (a bound of 64, not a new thread's 8)
   for (int i = 0; i < NBLOCKS; i++) hak_free(g_blocks[i]);
   c->batching = (int)t_free_batch_active;
   c->chain = t_heap_p->handover_n[cls];
@@ -68,6 +69,7 @@ static void test_a_hardened_consumer_hands_blocks_over_a_class_batch_at_a_time(v
 static void *write_in_quarantine(void *arg) {
   (void)arg;
   unsigned cls = cls_of_size();
+  consumer_takes_class_first(cls, SIZE);
   int i = 0;
   while (i < NBLOCKS / 2) hak_free(g_blocks[i++]);
   free_batch_drain();   // every held block filled and in quarantine

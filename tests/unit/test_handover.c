@@ -15,7 +15,10 @@
 
 // 8 000 B: class 8 KiB, a list bound of 64 and a batch of 32. Its bound
 // halves at the 8th overflow with no refill between (TLS_SHRINK_STREAK), so
-// after 64 + 7 * 32 = 288 frees the hand-over starts.
+// after 64 + 7 * 32 = 288 frees the hand-over starts. The consumer took the
+// class before (consumer_takes_class_first): a new thread's medium bound starts at
+// an eighth (tiny_thread.c), 8 blocks flushed 4 at a time, and a thread
+// that only ever frees the class never batches (each flush sent home).
 #define SIZE    8000u
 #define NBLOCKS 1024
 
@@ -57,6 +60,7 @@ typedef struct consumer {
 static void *consume(void *arg) {
   consumer_t *c = arg;
   unsigned cls = cls_of_size();
+  consumer_takes_class_first(cls, SIZE);
   for (int i = 0; i < c->upto; i++) hak_free(g_blocks[i]);
   free_batch_drain();   // what the batch holds, tested and handed over
   c->batching = (int)t_free_batch_active;
@@ -150,6 +154,7 @@ static void test_a_consumer_that_allocates_the_class_takes_its_own_chain_first(v
 static void *double_free_in_a_chain(void *arg) {
   (void)arg;
   unsigned cls = cls_of_size();
+  consumer_takes_class_first(cls, SIZE);
   int i = 0;
   hak_free(g_blocks[i++]);   // the thread is set up (t_heap_p)
   // Until a chain waits and the next free does not drain the batch (the

@@ -28,6 +28,7 @@
 #include "superslab/ss_registry.h"
 #include "superslab/superslab.h"
 #include "tiny/remote_free_box.h"
+#include "tiny/tiny_flush.h"
 #include "stats/stats.h"
 #include "superslab/size_class.h"
 #include "tiny/slab_validate.h"
@@ -235,6 +236,19 @@ static inline void held_free_all(held_blocks_t *h) {
 // caller, none sits in the TLS list. The blocks go onto *h; returns the slab, or
 // NULL if the slab stopped being the thread's current one (some of its blocks
 // are held elsewhere).
+// Refills of class cls (blocks of `size`) until its bound is whole again (a
+// new thread's medium bound starts at an eighth, tiny_thread.c, and each
+// refill doubles it back), those blocks freed home: the calling thread took
+// the class before it became a consumer.
+static inline void consumer_takes_class_first(unsigned cls, size_t size) {
+  static __thread void *own[512];
+  unsigned n = 0;
+  do own[n++] = hak_malloc(size);   // (the first sets the thread up)
+  while (t_tls_cache.cap_shift[cls] != 0 && n < 512);
+  while (n > 0) hak_free(own[--n]);
+  tiny_flush(cls, UINT32_MAX);
+}
+
 static inline slab_meta_t *fill_one_slab(size_t size, held_blocks_t *h) {
   unsigned cls = size_class_of(size);
   hak_thread_flush();                     // start from an empty TLS list
