@@ -43,8 +43,11 @@
 // batch (a half to an eighth of that) prodcons -t 4 of 1-32 KiB took
 // 1.13x the time, 64 KiB chains 1.21x, 128 KiB 1.13x, and at -t 8 the peak
 // RSS was higher too (producers carve while short chains go home; 11
-// paired rounds).
-#define HANDOVER_BLOCKS(cls) g_size_class[cls].batch
+// paired rounds). With many threads live a half or a quarter of it, as the
+// small classes' bounds (tiny_cache_share): every consumer holds a chain of
+// each class it frees, and 64 consumers of 1-4 KiB (4 producers, items one
+// at a time) peaked at 101 MB where the peers stay under 9.
+#define HANDOVER_BLOCKS(cls) ((uint32_t)g_size_class[cls].batch >> t_tls_cache.cap_share)
 _Static_assert(FREE_BATCH_MAX_BLOCK <= TRANSFER_MAX_BLOCK, "a held block's class is one the exchange takes");
 
 // cls's bound back to the class's if slab_take_whole raised it; the room goes
@@ -478,7 +481,7 @@ static uint32_t flush_class(unsigned cls, uint32_t n) {
   // thread's bound starts so, tiny_thread.c) sends its blocks home: chains
   // of a few blocks would take the exchange's places from the hand-over's
   // whole batches (tiny_handover), and each such chain is a refill.
-  int exchange = overflow && n * 2u >= g_size_class[cls].batch && g_size_class[cls].size <= TRANSFER_MAX_BLOCK &&
+  int exchange = overflow && tc->cap_shift[cls] == 0 && g_size_class[cls].size <= TRANSFER_MAX_BLOCK &&
                  !transfer_full(cls, limit);
   uint32_t moved = flush_gather(&tc->lists[cls].head, n, cls, exchange ? &foreign : NULL, &remote);
   if (foreign.n > 0 && !transfer_put(cls, limit, foreign.first, foreign.last, foreign.n))
