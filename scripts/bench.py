@@ -89,6 +89,8 @@ ROWS = [
          args=["--min", "16", "--max", "512"], nopt="-n", n=2_000_000, smoke=10_000),
     dict(id="prodcons-4", label="4 producers, 4 consumers, 1-32 KiB", prog="prodcons",
          args=["-t", "4", "--min", "1K", "--max", "32K"], nopt="-n", n=400_000, smoke=2_000),
+    dict(id="prodcons-pool", label="1 producer, 16 consumers that only free, 4-32 KiB", prog="prodcons",
+         args=["-t", "1", "-c", "16", "--min", "4K", "--max", "32K", "-q", "2"], nopt="-n", n=400_000, smoke=2_000),
     dict(id="prodcons-large", label="2 producers, 2 consumers, 300 KiB-1 MiB, pages written", prog="prodcons",
          args=["-t", "2", "--min", "300K", "--max", "1M", "--touch", "pages"], nopt="-n", n=10_000, smoke=100),
     dict(id="fs-scratch", label="false sharing, cache-scratch, 2 threads", prog="falseshare",
