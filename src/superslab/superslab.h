@@ -326,12 +326,14 @@ HAK_INLINE uintptr_t slab_remote_word(const slab_meta_t *m, memory_order mo) {
 }
 
 // The owner arming m (its full list): ask for attention if the remote list is
-// empty (1), else 0 (blocks came: m is not full). seq_cst, as the pushes' CAS.
+// empty (1), else 0 (blocks came: m is not full). Always a CAS, even when the
+// word asks already: in the word's order of read-modify-writes each push then
+// comes before it (and is seen: 0) or after it (and sees what the owner
+// stored before it, ARMED).
 HAK_INLINE int remote_list_attend_if_empty(slab_meta_t *m) {
   uintptr_t w = slab_remote_word(m, memory_order_relaxed);
   do {
     if (remote_word_has_list(w)) return 0;
-    if (w & REMOTE_ATTEND) return 1;
   } while (!atomic_compare_exchange_weak_explicit(&m->remote_head, &w, w | REMOTE_ATTEND, memory_order_seq_cst,
                                                   memory_order_relaxed));
   HAK_SITE(SITE_REMOTE_ATTEND);

@@ -192,9 +192,10 @@ static void heap_park_full(tiny_heap_t *h, slab_meta_t *m) {
   while ((v = atomic_load_explicit(&m->notify, memory_order_acquire)) == SLAB_NOTIFY_NOTIFYING) sched_yield();
   if (v == SLAB_NOTIFY_NOTIFIED) return;   // on the wake list already: it comes back from there
   // ARMED, then the remote list's word asks for attention while the list is
-  // empty (one CAS, ordered with every push's): a later push reads it and
-  // wakes us; if blocks came first, m is not full after all.
-  atomic_store_explicit(&m->notify, SLAB_NOTIFY_ARMED, memory_order_seq_cst);
+  // empty (one CAS, ordered with every push's CAS, whose release makes this
+  // store seen by a push that reads it): a later push wakes us; if blocks
+  // came first, m is not full after all.
+  atomic_store_explicit(&m->notify, SLAB_NOTIFY_ARMED, memory_order_relaxed);
   if (remote_list_attend_if_empty(m)) return;
   uint32_t armed = SLAB_NOTIFY_ARMED;
   if (atomic_compare_exchange_strong_explicit(&m->notify, &armed, SLAB_NOTIFY_IDLE, memory_order_acq_rel,
