@@ -264,16 +264,21 @@ static void unmap_waited_locked(pool_kind_t *pk, int everything, uint64_t now, i
   pk->unmap_wait_ms = next;
 }
 
-// May dirty FREE slab m be purged now: waited the delay (or `everything`),
-// or early while bytes past the target are left?
+// Would a purge of dirty FREE slab m now come before its delay (and not
+// `everything`)?
+static int purge_early(const slab_meta_t *m, int everything, uint64_t now) {
+  return !everything && now < m->free_since_ms + g_hak_config.purge_delay_ms;
+}
+
+// May m be purged now: not early, or early while bytes past the target are left?
 static int purge_eligible(const slab_meta_t *m, int everything, size_t over, uint64_t now) {
-  return everything || now >= m->free_since_ms + g_hak_config.purge_delay_ms || over != 0;
+  return !purge_early(m, everything, now) || over != 0;
 }
 
 // Take m out of the pool for the purge, counted as early when it is.
 static void purge_take_locked(pool_kind_t *pk, slab_meta_t *m, int everything, size_t *over, uint64_t now) {
   m->early_pages = 0;
-  if (!everything && now < m->free_since_ms + g_hak_config.purge_delay_ms) {
+  if (purge_early(m, everything, now)) {
     size_t bytes = slab_dirty_bytes(m);
     *over -= bytes < *over ? bytes : *over;
     m->early_pages = (uint16_t)((bytes + EARLY_PAGE - 1) / EARLY_PAGE);

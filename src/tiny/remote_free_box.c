@@ -55,9 +55,14 @@ static HAK_NOINLINE void remote_push_attended(slab_meta_t *m, uint32_t n) {
   if (atomic_fetch_sub_explicit(&m->used, n, memory_order_acq_rel) == n) shared_pool_slab_empty(m);
 }
 
+// A chain pushed, and attended to when the slab asked for it.
+static void remote_push(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
+  if (remote_list_push(m, first, last, n) & REMOTE_ATTEND) remote_push_attended(m, n);
+}
+
 void remote_free_push_chain(slab_meta_t *m, hak_base_ptr_t first, hak_base_ptr_t last, uint32_t n) {
   if (hak_counters_own()) hak_counters()->cls[m->cls].remote_free_blocks += n;   // not past the thread's exit
-  if (remote_list_push(m, first, last, n) & REMOTE_ATTEND) remote_push_attended(m, n);
+  remote_push(m, first, last, n);
 }
 
 // n blocks drained onto the owner's free list, which `used` counts, `counted`
@@ -80,6 +85,15 @@ static HAK_NOINLINE void remote_drop_counted(slab_meta_t *m, uint32_t counted) {
   atomic_fetch_sub_explicit(&m->used, counted, memory_order_relaxed);
 }
 
+// A taken list of n blocks (0: corrupted, reported) whose word counted
+// `counted`: 1 when it holds them, else it is dropped (reported).
+static int remote_list_whole(slab_meta_t *m, uint32_t n, uint32_t counted) {
+  if (HAK_LIKELY(n != 0 && n >= counted)) return 1;
+  if (n != 0) hak_report_pointer_error("remote free list shorter than its count (corrupted) in slab", m, NULL);
+  remote_drop_counted(m, counted);
+  return 0;
+}
+
 // A drained list of chains (BLOCK_CHAIN_RECORDS), `counted` of its blocks
 // counted on the list: one block read per chain. Returns the blocks, 0 for a
 // corrupted list (reported; dropped).
@@ -97,11 +111,7 @@ static uint32_t drain_chains(slab_meta_t *m, hak_base_ptr_t first, uint32_t coun
     if (hak_base_is_null(ci.next)) break;
     b = ci.next;
   }
-  if (HAK_UNLIKELY(n < counted)) {
-    hak_report_pointer_error("remote free list shorter than its count (corrupted) in slab", m, NULL);
-    remote_drop_counted(m, counted);
-    return 0;
-  }
+  if (!remote_list_whole(m, n, counted)) return 0;
   // The last chain now leads to the free list.
   block_set_chain(m, b, ci.last, ci.n, hak_base_from_raw(m->freelist));
   slab_count_drained(m, n, counted);
@@ -159,11 +169,7 @@ uint32_t ss_remote_drain_to_freelist(slab_meta_t *m) {
   if (hak_base_is_null(head)) return 0;
   if (BLOCK_CHAIN_RECORDS) return drain_chains(m, head, counted);
   uint32_t n = plain_list_count(m, head, &tail);
-  if (HAK_UNLIKELY(n == 0 || n < counted)) {   // (0: corrupted, reported)
-    if (n != 0) hak_report_pointer_error("remote free list shorter than its count (corrupted) in slab", m, NULL);
-    remote_drop_counted(m, counted);
-    return 0;
-  }
+  if (!remote_list_whole(m, n, counted)) return 0;
   slab_count_drained(m, n, counted);
   slab_list_push(m, head, tail, n);
   return n;
@@ -197,11 +203,7 @@ static uint32_t remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first,
   } else {
     n = plain_list_count(m, head, &end);
   }
-  if (HAK_UNLIKELY(n == 0 || n < counted)) {   // (0: corrupted, reported)
-    if (n != 0) hak_report_pointer_error("remote free list shorter than its count (corrupted) in slab", m, NULL);
-    remote_drop_counted(m, counted);
-    return 0;
-  }
+  if (!remote_list_whole(m, n, counted)) return 0;
   // The blocks taken, the next ticket and the rest's first, each link a
   // block of m (the records vouch for the chains' ends only).
   uint32_t take = n < max ? n : max, walk = take + 2u < n ? take + 2u : n;
@@ -223,8 +225,7 @@ static uint32_t remote_take(slab_meta_t *m, uint32_t max, hak_base_ptr_t *first,
   slab_count_drained(m, n, counted);
   if (take < n) *next = after[0];
   if (take + 1u < n) {
-    uint32_t rest = n - take - 1u;
-    if (remote_list_push(m, after[1], end, rest) & REMOTE_ATTEND) remote_push_attended(m, rest);
+    remote_push(m, after[1], end, n - take - 1u);
     atomic_store_explicit(&m->remote_since, since, memory_order_relaxed);   // as stale as it was
   }
   *first = head;
